@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# The authtrail image: one entry point (`authtrail`), subcommands chosen by the compose
+# service (`worker`, `sink`, `keygen`, `verify`). See docs/DEPLOYMENT.md.
+
+# --- build: install authtrail and its dependencies into a self-contained virtualenv -------
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Every dependency ships manylinux wheels for CPython 3.11 (glibc >= 2.34 needed by
+# cryptography; bookworm has 2.36), so no compiler is installed.
+RUN python -m venv /opt/authtrail
+WORKDIR /src
+# .dockerignore admits only what `pip install .` needs (pyproject.toml, README, packages).
+COPY . .
+RUN /opt/authtrail/bin/pip install .
+
+# --- runtime: the virtualenv and a non-root user, nothing else ---------------------------
+FROM python:3.11-slim-bookworm
+
+# A fixed uid/gid so volume ownership is predictable across rebuilds and hosts.
+# /keys and /var/lib/authtrail are created here, owned by that user, because Docker
+# initialises a new named volume from the image directory it is mounted on: without this
+# the keys volume would be root-owned and `authtrail keygen` could not write to it.
+RUN groupadd --system --gid 10001 authtrail \
+    && useradd --system --uid 10001 --gid authtrail --no-create-home \
+        --home-dir /var/lib/authtrail --shell /usr/sbin/nologin authtrail \
+    && mkdir -p /keys /var/lib/authtrail \
+    && chown authtrail:authtrail /keys /var/lib/authtrail \
+    && chmod 0700 /keys /var/lib/authtrail
+
+# Same path as in the build stage: the venv's scripts have it in their #! lines.
+COPY --from=build /opt/authtrail /opt/authtrail
+
+ENV PATH=/opt/authtrail/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    AUTHTRAIL_DATA_DIR=/var/lib/authtrail
+
+USER authtrail:authtrail
+WORKDIR /var/lib/authtrail
+
+ENTRYPOINT ["authtrail"]
+CMD ["--help"]

@@ -1,0 +1,153 @@
+"""The ``authtrail`` command: one entry point, subcommands, reliable exit codes.
+
+Exit codes: 0 ok, 1 integrity damage found, 2 usage or configuration error.
+Every flag falls back to its ``AUTHTRAIL_*`` environment variable (see settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from authtrail import __version__
+from authtrail.errors import AuthtrailError, ConfigurationError, VerificationError
+from authtrail.settings import Settings
+
+EXIT_OK = 0
+EXIT_DAMAGE = 1
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.keys import write_key_pair
+
+    directory = args.dir or settings.keys_dir
+    private_path, public_path = write_key_pair(directory, args.name)
+    print(f"signing key (keep secret, mode 0600): {private_path}")
+    print(f"verifier key (share with auditors):   {public_path}")
+    return EXIT_OK
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.keys import load_signer
+    from authtrail.topics import check_reachable, ensure_topics
+    from stream.app import run_worker, topic_specs
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("worker needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    signer = load_signer(settings.signing_key_path)
+    check_reachable(settings.bootstrap_servers)
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    run_worker(settings, signer, short_timeouts=args.short_timeouts)
+    return EXIT_OK
+
+
+def _cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from authtrail.topics import check_reachable, ensure_topics
+    from sinks.service import build_sink, open_backend
+    from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("sink needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    check_reachable(settings.bootstrap_servers)
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    backend = open_backend(settings)
+    try:
+        config = SHORT_CONSUMER_CONFIG if args.short_timeouts else None
+        build_sink(settings, backend, consumer_config=config).run(stop)
+    finally:
+        backend.close()
+    return EXIT_OK
+
+
+def _add_service_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers", help="Kafka bootstrap servers (AUTHTRAIL_BOOTSTRAP_SERVERS)"
+    )
+    parser.add_argument(
+        "--short-timeouts",
+        action="store_true",
+        help="short consumer-group timeouts (for the local test broker; not for production)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authtrail",
+        description="Tamper-evident audit pipeline for authentication events.",
+        epilog="Exit codes: 0 ok, 1 integrity damage found, 2 usage or configuration error. "
+        "Every option can also be set as AUTHTRAIL_<OPTION> in the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"authtrail {__version__}")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where embedded data and keys live (AUTHTRAIL_DATA_DIR)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="create an Ed25519 checkpoint signing key and its verifier key",
+        description="Write NAME.key (signer, mode 0600, never overwritten) and NAME.pub "
+        "(verifier key in C2SP signed-note format) into DIR.",
+    )
+    keygen.add_argument("--name", default="authtrail", help="key name (default: authtrail)")
+    keygen.add_argument("--dir", type=Path, help="output directory (default: DATA_DIR/keys)")
+    keygen.set_defaults(handler=_cmd_keygen)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run the Faust sequencer (chains, Merkle batches, signed checkpoints)",
+        description="Run one sequencer worker. Start more for more throughput: they share "
+        "the events topic's partitions in one consumer group and continue each other's "
+        "chains after a crash or rebalance.",
+    )
+    _add_service_flags(worker)
+    worker.set_defaults(handler=_cmd_worker)
+
+    sink = commands.add_parser(
+        "sink",
+        help="store chained records, checkpoints and rejects in ClickHouse",
+        description="Consume the sequencer's output topics into append-only ClickHouse "
+        "tables (embedded chdb in DATA_DIR by default, or --clickhouse-url).",
+    )
+    _add_service_flags(sink)
+    sink.add_argument(
+        "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
+    )
+    sink.set_defaults(handler=_cmd_sink)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {
+            name: getattr(args, name, None)
+            for name in ("data_dir", "bootstrap_servers", "clickhouse_url")
+        }
+        settings = Settings.from_env().with_overrides(overrides)
+        handler: Command = args.handler
+        return handler(args, settings)
+    except VerificationError as exc:
+        print(f"authtrail: integrity failure: {exc}", file=sys.stderr)
+        return EXIT_DAMAGE
+    except AuthtrailError as exc:
+        print(f"authtrail: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

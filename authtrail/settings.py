@@ -1,0 +1,121 @@
+"""One settings object, built once at the entry point and passed down.
+
+Every option has a default fit for the one-machine embedded mode and can be set by an
+``AUTHTRAIL_<NAME>`` environment variable (upper-case field name) or a CLI flag; the CLI
+flag wins. Secrets (passwords inside URLs) never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from authtrail.errors import ConfigurationError
+
+ENV_PREFIX = "AUTHTRAIL_"
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` with any password replaced by ``***`` (for logs and messages)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything authtrail can be configured with.
+
+    ``bootstrap_servers`` None means: start the local broker. ``clickhouse_url`` None means:
+    embedded ClickHouse (chdb) in ``data_dir / "clickhouse"``.
+    """
+
+    data_dir: Path = Path("authtrail-data")
+    bootstrap_servers: str | None = None
+    clickhouse_url: str | None = field(default=None, repr=False)
+    schema_registry_url: str | None = None
+    # Topics: created explicitly with these partition counts (Faust tables need them equal).
+    events_topic: str = "authtrail.events"
+    chained_topic: str = "authtrail.chained"
+    checkpoints_topic: str = "authtrail.checkpoints"
+    dead_letter_topic: str = "authtrail.dead-letter"
+    partitions: int = 4
+    replication_factor: int = 1
+    # Batches close after this many events or this many milliseconds, whichever first.
+    batch_size: int = 1000
+    batch_interval_ms: int = 1000
+    # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
+    log_origin: str = "authtrail.local"
+    signing_key: Path | None = None
+    verifier_keys: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise ConfigurationError("partitions and replication_factor must be >= 1")
+        if self.batch_size < 1 or self.batch_interval_ms < 1:
+            raise ConfigurationError("batch_size and batch_interval_ms must be >= 1")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):
+            raise ConfigurationError(f"log_origin {self.log_origin!r} is not a plain origin")
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key or self.keys_dir / "authtrail.key"
+
+    @property
+    def verifier_key_paths(self) -> tuple[Path, ...]:
+        return self.verifier_keys or (self.keys_dir / "authtrail.pub",)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        """A copy with the non-None ``overrides`` applied (CLI flags)."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return replace(self, **_coerce(given))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``AUTHTRAIL_*`` variables over the defaults.
+
+        Raises :class:`ConfigurationError` naming the variable when a value is invalid.
+        """
+        environ = os.environ if environ is None else environ
+        given = {
+            spec.name: environ[ENV_PREFIX + spec.name.upper()]
+            for spec in fields(cls)
+            if ENV_PREFIX + spec.name.upper() in environ
+        }
+        return cls(**_coerce(given))
+
+
+def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
+    types = {spec.name: spec.type for spec in fields(Settings)}
+    result: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in types:
+            raise ConfigurationError(f"unknown setting {name!r}")
+        kind = str(types[name])
+        try:
+            if kind == "int":
+                result[name] = int(value)
+            elif "tuple[Path" in kind:
+                items = value.split(",") if isinstance(value, str) else value
+                result[name] = tuple(Path(item) for item in items if str(item).strip())
+            elif "Path" in kind:
+                result[name] = Path(value)
+            else:
+                result[name] = str(value) if value != "" else None
+        except (TypeError, ValueError) as exc:
+            variable = ENV_PREFIX + name.upper()
+            raise ConfigurationError(f"{name} ({variable}): invalid value {value!r}") from exc
+    return result

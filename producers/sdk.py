@@ -1,0 +1,473 @@
+"""The producer SDK services embed to emit authentication events: :class:`AuditProducer`.
+
+A thin adapter over confluent-kafka (librdkafka). What it guarantees the pipeline:
+
+* **Per-tenant order.** The message key is the tenant id and the partitioner is
+  ``murmur2_random`` (Kafka's Java partitioner), so every client, in any language, puts a
+  tenant's events in the same partition, and librdkafka's idempotent producer
+  (``enable.idempotence``, ``acks=all``) keeps them in send order without duplicates
+  from its own retries.
+* **Nothing is dropped silently.** An event is either refused by :meth:`AuditProducer.send`
+  (an exception, nothing queued) or queued and later counted as acknowledged or failed;
+  :meth:`AuditProducer.close` raises :class:`DeliveryError` naming every event that was
+  not acknowledged. A full local queue blocks the caller or raises
+  :class:`ProducerQueueFullError`, never discards.
+* **Valid records only.** Events are checked (tenant id, event id, the event-type rules of
+  ``auth_event.avsc``) and Avro-encoded before anything is queued; a bad event raises
+  :class:`InvalidArgumentError` in the caller's stack, not a poison message downstream.
+
+Delivery reports are served whenever the producer is polled: on every :meth:`send`, in
+:meth:`poll`, :meth:`flush` and :meth:`close`. A service that sends rarely should call
+:meth:`poll` now and then, or counters and :attr:`failures` lag behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+import schemas
+from authtrail.errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidArgumentError,
+    ProducerQueueFullError,
+)
+from schemas.codec import Codec, SingleObjectCodec
+
+__all__ = [
+    "DEFAULT_PRODUCER_CONFIG",
+    "TENANT_ID_PATTERN",
+    "AuditProducer",
+    "DeliveryFailure",
+    "new_event",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: What ``auth_event.avsc`` allows as a tenant id.
+TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+#: librdkafka settings every AuditProducer starts from; ``config`` overrides them.
+DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    # Java-compatible murmur2 for keyed messages: the same tenant lands in the same
+    # partition whichever client (librdkafka's default is CRC32) produced it.
+    "partitioner": "murmur2_random",
+    "linger.ms": 20,
+    "batch.num.messages": 10_000,
+}
+
+# Keys this class owns: a caller's value would disconnect our delivery accounting.
+_RESERVED_KEYS = frozenset({"bootstrap.servers", "error_cb", "on_delivery", "dr_cb", "logger"})
+
+_ALWAYS_FAILURE = frozenset({"LOGIN_FAILED", "MFA_FAILURE"})
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """One event the broker did not acknowledge: its ids and librdkafka's error."""
+
+    event_id: str
+    tenant_id: str
+    error: str
+    retriable: bool
+
+
+def new_event(
+    tenant_id: str,
+    event_type: str,
+    *,
+    event_id: str | None = None,
+    outcome: str | None = None,
+    occurred_at: int | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Return a new AuthEvent dict for one logical event, ready for :meth:`AuditProducer.send`.
+
+    ``event_id`` defaults to a fresh UUID4: create the event once and resend that same
+    dict on retry, so downstream deduplication sees one event. Pass your source's own id
+    (``"okta:<uuid>"``) when it has one. ``occurred_at`` defaults to now, in microseconds
+    since the epoch; ``outcome`` to FAILURE for LOGIN_FAILED and MFA_FAILURE, else
+    SUCCESS. ``fields`` are further AuthEvent fields (``user_id=...``, ``client_ip=...``).
+
+    Raises :class:`InvalidArgumentError` for a tenant id outside :data:`TENANT_ID_PATTERN`.
+    Schema conformance of ``fields`` is checked by :meth:`AuditProducer.send`.
+    """
+    _check_tenant_id(tenant_id)
+    event: dict[str, Any] = {
+        "event_id": event_id if event_id is not None else str(uuid.uuid4()),
+        "tenant_id": tenant_id,
+        "event_type": event_type,
+        "outcome": outcome or ("FAILURE" if event_type in _ALWAYS_FAILURE else "SUCCESS"),
+        "occurred_at": occurred_at if occurred_at is not None else time.time_ns() // 1000,
+    }
+    event.update(fields)
+    return event
+
+
+class AuditProducer:
+    """Sends AuthEvent records to ``topic``, keyed by tenant id, Avro single-object framed.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port...]`` of the Kafka cluster.
+        topic: the events topic; it must exist (created with its partition count, see
+            :func:`authtrail.topics.ensure_topics`), else the broker may auto-create it
+            with a default partition count.
+        codec: framing for values; default :class:`SingleObjectCodec` of ``auth_event``.
+        config: librdkafka settings over :data:`DEFAULT_PRODUCER_CONFIG` (e.g.
+            ``message.timeout.ms``, ``queue.buffering.max.messages``). Callbacks and
+            ``bootstrap.servers`` are this class's own and refused here.
+        compression: ``compression.type``; ``None`` picks the fastest codec the pipeline's
+            consumers can read (see :func:`_compression_candidates`).
+        on_full: when librdkafka's local queue is full, ``"block"`` polls for delivery
+            reports (which free room) for up to ``queue_timeout`` seconds, then raises;
+            ``"raise"`` raises at once. Both raise :class:`ProducerQueueFullError`.
+        queue_timeout: seconds ``"block"`` waits for room; at least 0.
+
+    Raises:
+        InvalidArgumentError: bad ``on_full``, ``queue_timeout`` or a reserved config key.
+        ConfigurationError: librdkafka refused the configuration.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        codec: Codec | None = None,
+        config: Mapping[str, Any] | None = None,
+        compression: str | None = None,
+        on_full: Literal["block", "raise"] = "block",
+        queue_timeout: float = 30.0,
+    ) -> None:
+        if on_full not in ("block", "raise"):
+            raise InvalidArgumentError(f"on_full must be 'block' or 'raise', got {on_full!r}")
+        if not queue_timeout >= 0:
+            raise InvalidArgumentError(f"queue_timeout must be >= 0, got {queue_timeout}")
+        config = dict(config or {})
+        # A codec named in config counts as the caller's explicit choice.
+        for alias in ("compression.type", "compression.codec"):
+            compression = compression or config.pop(alias, None)
+        reserved = sorted(_RESERVED_KEYS.intersection(config))
+        if reserved:
+            raise InvalidArgumentError(f"producer config keys {reserved} are set by AuditProducer")
+        self._topic = topic
+        self._codec: Codec = codec or SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
+        self._on_full = on_full
+        self._queue_timeout = queue_timeout
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, str] = {}  # message token -> event_id, until its report
+        self._next_token = 0
+        self._sent = 0
+        self._acknowledged = 0
+        self._failed = 0
+        self._failures: list[DeliveryFailure] = []
+        self._fatal_error: str | None = None
+        self._last_error: str | None = None
+        self._closed = False
+        base = {
+            **DEFAULT_PRODUCER_CONFIG,
+            **config,
+            "bootstrap.servers": bootstrap_servers,
+            "error_cb": self._on_error,
+            "logger": _LOG,  # librdkafka logs into Python logging, not raw stderr
+        }
+        self._producer, self._compression = _create_producer(base, compression)
+
+    # -- counters ---------------------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def compression(self) -> str:
+        """The ``compression.type`` in use."""
+        return self._compression
+
+    @property
+    def sent(self) -> int:
+        """Events accepted into the local queue."""
+        return self._sent
+
+    @property
+    def acknowledged(self) -> int:
+        """Events the broker acknowledged (``acks=all``)."""
+        return self._acknowledged
+
+    @property
+    def failed(self) -> int:
+        """Events whose delivery failed (including ones purged at :meth:`close`)."""
+        return self._failed
+
+    @property
+    def pending(self) -> int:
+        """Events queued or in flight, without a delivery report yet."""
+        return len(self._in_flight)
+
+    @property
+    def failures(self) -> tuple[DeliveryFailure, ...]:
+        """Failed deliveries not yet taken with :meth:`take_failures`, oldest first."""
+        with self._lock:
+            return tuple(self._failures)
+
+    def take_failures(self) -> list[DeliveryFailure]:
+        """Return and forget the failures so far: the caller now owns resending them.
+
+        Failures taken here are no longer reported by :meth:`close`.
+        """
+        with self._lock:
+            taken, self._failures = self._failures, []
+        return taken
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, event: Mapping[str, Any]) -> None:
+        """Validate, encode and queue ``event``; its delivery report comes later.
+
+        Requires ``event_id`` (a non-empty string) and ``tenant_id`` (matching
+        :data:`TENANT_ID_PATTERN`); see :func:`new_event`.
+
+        Raises:
+            InvalidArgumentError: the event is invalid or too large, or the producer is
+                closed; nothing was queued.
+            ProducerQueueFullError: no room in the local queue (see ``on_full``);
+                nothing was queued.
+            DeliveryError: the producer hit a fatal error; it cannot send any more.
+        """
+        if self._closed:
+            raise InvalidArgumentError("send() on a closed AuditProducer")
+        self._raise_if_fatal()
+        event_id, tenant_id = _check_event(event)
+        value = self._codec.encode(event)
+        key = tenant_id.encode("utf-8")
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._in_flight[token] = event_id
+        try:
+            self._produce(key, value, token, event_id)
+        except BaseException:
+            with self._lock:
+                self._in_flight.pop(token, None)
+            raise
+        with self._lock:
+            self._sent += 1
+        self._producer.poll(0)
+
+    def _produce(self, key: bytes, value: bytes, token: int, event_id: str) -> None:
+        on_delivery = partial(self._on_delivery, token)
+        started: float | None = None
+        while True:
+            try:
+                self._producer.produce(self._topic, value, key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                now = time.monotonic()
+                started = now if started is None else started
+                waited = now - started
+                if self._on_full == "raise" or waited >= self._queue_timeout:
+                    raise ProducerQueueFullError(event_id, self.pending - 1, waited) from None
+                # Delivery reports served by poll() are what frees queue room.
+                self._producer.poll(min(0.05, self._queue_timeout - waited))
+                self._raise_if_fatal()
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise InvalidArgumentError(
+                        f"event {event_id!r} is too large for the producer ({len(value)} bytes)"
+                    ) from exc
+                raise DeliveryError([event_id], f"librdkafka refused it: {_describe(exc)}") from exc
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports and errors for up to ``timeout`` seconds; return how many."""
+        served: int = self._producer.poll(timeout)
+        return served
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` seconds for every queued event's delivery report.
+
+        Returns the number of events still without a report (0: all acknowledged or
+        failed). Raises :class:`InvalidArgumentError` for a negative timeout.
+        """
+        if timeout < 0:
+            raise InvalidArgumentError(f"timeout must be >= 0, got {timeout}")
+        self._producer.flush(timeout)
+        return self.pending
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush for up to ``timeout`` seconds, then shut the producer down.
+
+        Events still unreported after ``timeout`` are purged and count as failed, so
+        afterwards ``acknowledged + failed == sent`` and ``pending == 0``. Calling close
+        again does nothing.
+
+        Raises:
+            DeliveryError: some events were not acknowledged (failed, timed out, purged;
+                failures already taken with :meth:`take_failures` excepted) or the
+                producer hit a fatal error. ``undelivered`` names the event ids.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        remaining = self.flush(timeout)
+        if remaining:
+            self._producer.purge(in_queue=True, in_flight=True)
+            deadline = time.monotonic() + 5.0
+            while self.pending and time.monotonic() < deadline:
+                self._producer.poll(0.05)
+        self._producer.close()
+        with self._lock:
+            undelivered = [failure.event_id for failure in self._failures]
+            # A report that never came (should not happen after purge) is still undelivered.
+            undelivered.extend(self._in_flight.values())
+            errors = sorted({failure.error for failure in self._failures})
+        if self._fatal_error is not None:
+            raise DeliveryError(undelivered, f"fatal producer error: {self._fatal_error}")
+        if undelivered:
+            reason = "; ".join(errors[:3]) or "no delivery report"
+            if remaining:
+                reason = f"{remaining} unacknowledged after {timeout:g}s, purged; {reason}"
+            if self._last_error:
+                reason += f"; last client error: {self._last_error}"
+            raise DeliveryError(undelivered, reason)
+
+    def __enter__(self) -> AuditProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Runs even when the body raised: unacknowledged events must be reported, not lost
+        # with the exception that interrupted the sender.
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditProducer(topic={self._topic!r}, sent={self._sent}, "
+            f"acknowledged={self._acknowledged}, failed={self._failed}, pending={self.pending})"
+        )
+
+    # -- librdkafka callbacks (run in whichever thread polls) -------------------------
+
+    def _on_delivery(self, token: int, error: KafkaError | None, message: Any) -> None:
+        with self._lock:
+            event_id = self._in_flight.pop(token, "?")
+            if error is None:
+                self._acknowledged += 1
+                return
+            self._failed += 1
+            key = message.key() if message is not None else None
+            self._failures.append(
+                DeliveryFailure(
+                    event_id=event_id,
+                    tenant_id=key.decode("utf-8", errors="replace") if key else "",
+                    error=f"{error.name()}: {error.str()}",
+                    retriable=bool(error.retriable()),
+                )
+            )
+
+    def _on_error(self, error: KafkaError) -> None:
+        text = f"{error.name()}: {error.str()}"
+        if error.fatal():
+            # librdkafka fails every queued message after this; send() and close() raise.
+            self._fatal_error = text
+            _LOG.error("producer for %s hit a fatal error: %s", self._topic, text)
+            return
+        if text != self._last_error:  # librdkafka repeats e.g. ALL_BROKERS_DOWN per retry
+            _LOG.warning("producer for %s: %s", self._topic, text)
+        self._last_error = text
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal_error is not None:
+            with self._lock:
+                pending = list(self._in_flight.values())
+            raise DeliveryError(pending, f"fatal producer error: {self._fatal_error}")
+
+
+def _check_tenant_id(tenant_id: Any) -> None:
+    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        raise InvalidArgumentError(
+            f"tenant_id {tenant_id!r} must match {TENANT_ID_PATTERN.pattern} "
+            "(letters, digits, '.', '_', '-'; at most 128)"
+        )
+
+
+def _check_event(event: Any) -> tuple[str, str]:
+    """Check what the Avro schema cannot express; return (event_id, tenant_id)."""
+    if not isinstance(event, Mapping):
+        raise InvalidArgumentError(f"event must be a mapping, got {type(event).__name__}")
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidArgumentError(
+            f"event_id must be a non-empty string, got {event_id!r}; use new_event()"
+        )
+    tenant_id = event.get("tenant_id")
+    _check_tenant_id(tenant_id)
+    assert isinstance(tenant_id, str)
+    event_type = event.get("event_type")
+    if event_type == "LOGIN_FAILED" and event.get("outcome") != "FAILURE":
+        raise InvalidArgumentError(
+            f"event {event_id!r}: LOGIN_FAILED requires outcome FAILURE, "
+            f"got {event.get('outcome')!r}"
+        )
+    if event.get("event_type_other") is not None and event_type != "OTHER":
+        raise InvalidArgumentError(
+            f"event {event_id!r}: event_type_other is only for event_type OTHER, not {event_type!r}"
+        )
+    return event_id, tenant_id
+
+
+def _compression_candidates() -> tuple[str, ...]:
+    """Codecs to try, best first, when the caller did not choose one.
+
+    lz4 and zstd are cheapest per byte saved, but the stream processor reads with
+    aiokafka, which decodes them only when ``cramjam`` is installed (it raises
+    UnsupportedCodecError otherwise); gzip every Kafka client reads without extras.
+    """
+    if importlib.util.find_spec("cramjam") is not None:
+        return ("lz4", "zstd", "gzip", "none")
+    return ("gzip", "none")
+
+
+def _create_producer(config: dict[str, Any], compression: str | None) -> tuple[Any, str]:
+    """Build the librdkafka producer; fall back to the next codec this build lacks."""
+    candidates = (compression,) if compression is not None else _compression_candidates()
+    for index, codec in enumerate(candidates):
+        try:
+            return Producer({**config, "compression.type": codec}), codec
+        except KafkaException as exc:
+            unsupported = "compression" in _describe(exc) and index + 1 < len(candidates)
+            if not unsupported:
+                raise ConfigurationError(
+                    f"invalid producer configuration: {_describe(exc)}"
+                ) from exc
+            _LOG.info("librdkafka cannot use %s compression (%s); trying the next", codec, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _kafka_error(exc: KafkaException) -> KafkaError | None:
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) else None
+
+
+def _describe(exc: BaseException) -> str:
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, KafkaError) else str(exc)
+    return " ".join(str(text).split())

@@ -1,0 +1,342 @@
+"""Wire framing of authtrail's Avro records: never bare Avro, always a schema handle first.
+
+Two framings, both ``header || Avro binary body``:
+
+* **Avro single-object encoding** (the default; Avro specification, "Single object
+  encoding"): ``C3 01`` || the 8-byte little-endian CRC-64-AVRO (Rabin) fingerprint of the
+  writer schema's Parsing Canonical Form || body. :class:`SingleObjectCodec`.
+* **Confluent wire format** (when a Schema Registry is configured): ``00`` || 4-byte
+  big-endian schema id || body. :class:`ConfluentCodec`; the registry is any
+  ``Mapping[int, schema]``, the seam where an HTTP registry client plugs in.
+
+A codec is built from one *reader* schema (the newest this process knows; records are
+encoded with it and decoded into its shape) and the writer schemas it accepts. Decoding
+resolves the writer schema named in the header to the reader schema, so data written by
+older (or newer) producers decodes, with defaults filled in and unknown enum symbols
+read as the enum's default.
+
+Values are plain Python: strings, ints, bytes, dicts. Logical types are *not* converted:
+a ``timestamp-micros`` is an ``int`` of microseconds since the epoch, both ways, which is
+exactly what the canonical leaf (docs/INTEGRITY.md section 2) hashes.
+
+Errors: bytes that cannot be decoded raise :class:`FormatError` (unknown writer schema:
+:class:`UnknownSchemaError`); a record that does not match the schema raises
+:class:`InvalidArgumentError` on encode, because producing it is the caller's bug, not bad
+input. fastavro's own exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from authtrail.errors import (
+    ConfigurationError,
+    FormatError,
+    InvalidArgumentError,
+    UnknownSchemaError,
+)
+from schemas._conformance import compile_check
+
+__all__ = [
+    "CONFLUENT_HEADER_SIZE",
+    "CONFLUENT_MAGIC",
+    "SINGLE_OBJECT_HEADER_SIZE",
+    "SINGLE_OBJECT_MARKER",
+    "Codec",
+    "ConfluentCodec",
+    "Schema",
+    "SingleObjectCodec",
+    "parsing_canonical_form",
+    "schema_fingerprint",
+]
+
+#: An Avro schema as JSON: a dict, a list (union) or a string (a name or JSON text).
+Schema = Mapping[str, Any] | Sequence[Any] | str
+
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+FINGERPRINT_SIZE = 8
+SINGLE_OBJECT_HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + FINGERPRINT_SIZE
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_SIZE = len(CONFLUENT_MAGIC) + 4
+
+_MESSAGE_LIMIT = 300  # fastavro messages can embed whole schemas; keep ours readable
+
+
+class Codec(Protocol):
+    """What the stream, producers and sinks need from a framing: bytes <-> record dicts."""
+
+    def encode(self, record: Mapping[str, Any]) -> bytes: ...
+
+    def decode(self, data: bytes) -> dict[str, Any]: ...
+
+
+def parsing_canonical_form(schema: Schema) -> str:
+    """Return the Avro Parsing Canonical Form of ``schema``.
+
+    Requires a self-contained schema (every named type defined before use), as
+    :func:`schemas.load_schema` returns. Raises :class:`InvalidArgumentError` if
+    ``schema`` is not a valid Avro schema.
+    """
+    as_json = _as_json(schema)
+    try:
+        parse_schema(as_json)
+        return str(to_parsing_canonical_form(as_json))
+    except Exception as exc:  # fastavro raises SchemaParseException, KeyError, TypeError...
+        raise InvalidArgumentError(f"not a valid Avro schema: {_short(exc)}") from exc
+
+
+def schema_fingerprint(schema: Schema) -> bytes:
+    """Return the 8-byte CRC-64-AVRO fingerprint of ``schema``, little-endian (as framed).
+
+    Same preconditions and errors as :func:`parsing_canonical_form`.
+    """
+    return bytes.fromhex(fingerprint(parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+class _ParsedSchema:
+    """One schema, parsed once: its fingerprint, fastavro form and record layout."""
+
+    __slots__ = ("check", "fingerprint", "name", "parsed", "source")
+
+    def __init__(self, schema: Schema) -> None:
+        self.source = _as_json(schema)
+        self.fingerprint = schema_fingerprint(self.source)
+        # Logical types stay in the schema (and out of the canonical form, which drops
+        # them); fastavro just must not turn our integer microseconds into datetimes.
+        self.parsed = parse_schema(_without_logical_types(self.source))
+        if isinstance(self.parsed, dict):
+            self.name = str(self.parsed.get("name", self.parsed.get("type")))
+        else:
+            self.name = str(self.parsed)
+        self.check = compile_check(self.parsed)
+
+    def write(self, record: Mapping[str, Any]) -> bytes:
+        self.check(record)
+        body = io.BytesIO()
+        try:
+            schemaless_writer(body, self.parsed, record)
+        except Exception as exc:  # it conformed, so this is text UTF-8 cannot encode
+            raise InvalidArgumentError(f"cannot encode {self.name}: {_short(exc)}") from exc
+        return body.getvalue()
+
+
+def _read_body(
+    data: bytes, offset: int, writer: _ParsedSchema, reader: _ParsedSchema, handle: str
+) -> dict[str, Any]:
+    body = io.BytesIO(data)
+    body.seek(offset)
+    resolve_to = None if writer.fingerprint == reader.fingerprint else reader.parsed
+    try:
+        record = schemaless_reader(body, writer.parsed, resolve_to)
+    except Exception as exc:  # EOFError, bad varint, enum index, UTF-8, resolution...
+        # fastavro does not always say EOFError when input runs out mid-value.
+        problem = "truncated" if body.tell() >= len(data) else "undecodable"
+        raise FormatError(f"{problem} {writer.name} body ({handle}): {_short(exc)}") from exc
+    trailing = len(data) - body.tell()
+    if trailing:
+        raise FormatError(f"{trailing} trailing bytes after the {writer.name} body ({handle})")
+    if not isinstance(record, dict):
+        raise FormatError(f"{writer.name} body ({handle}) is not a record")
+    return record
+
+
+class SingleObjectCodec:
+    """Avro single-object encoding: ``C3 01 || fingerprint (8 bytes LE) || body``.
+
+    ``reader_schema`` is the schema records are encoded with and decoded into;
+    ``writer_schemas`` are further schemas whose data this codec accepts (older or newer
+    versions of the same record). Every schema must be self-contained and valid, else
+    :class:`InvalidArgumentError`.
+    """
+
+    def __init__(self, reader_schema: Schema, writer_schemas: Iterable[Schema] = ()) -> None:
+        self._reader = _ParsedSchema(reader_schema)
+        self._writers = {self._reader.fingerprint: self._reader}
+        for schema in writer_schemas:
+            writer = _ParsedSchema(schema)
+            self._writers.setdefault(writer.fingerprint, writer)
+        self._header = SINGLE_OBJECT_MARKER + self._reader.fingerprint
+
+    @property
+    def reader_fingerprint(self) -> bytes:
+        """Fingerprint written in the header of every record this codec encodes."""
+        return self._reader.fingerprint
+
+    @property
+    def known_fingerprints(self) -> frozenset[bytes]:
+        """Fingerprints of every writer schema :meth:`decode` accepts."""
+        return frozenset(self._writers)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Frame ``record`` with the reader schema.
+
+        Requires every required field, no field the schema lacks, and values of the
+        schema's types (``int`` microseconds for timestamps, enum symbols as ``str``).
+        Raises :class:`InvalidArgumentError` otherwise.
+        """
+        return self._header + self._reader.write(record)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Return the record framed in ``data``, in the reader schema's shape.
+
+        Raises :class:`FormatError` for a wrong marker, a truncated header or body,
+        trailing bytes or an undecodable body, and :class:`UnknownSchemaError` (naming
+        the fingerprint in hex) when the writer schema is not known.
+        """
+        data = _as_bytes(data)
+        if data[: len(SINGLE_OBJECT_MARKER)] != SINGLE_OBJECT_MARKER:
+            raise FormatError(
+                f"not Avro single-object encoding: starts with {data[:2].hex() or 'nothing'}, "
+                f"expected c301{_framing_hint(data)}"
+            )
+        if len(data) < SINGLE_OBJECT_HEADER_SIZE:
+            raise FormatError(
+                f"truncated single-object header: {len(data)} of {SINGLE_OBJECT_HEADER_SIZE} bytes"
+            )
+        schema_handle = data[len(SINGLE_OBJECT_MARKER) : SINGLE_OBJECT_HEADER_SIZE]
+        writer = self._writers.get(schema_handle)
+        if writer is None:
+            raise UnknownSchemaError(
+                f"unknown schema fingerprint {schema_handle.hex()}; this reader knows "
+                f"{', '.join(sorted(fp.hex() for fp in self._writers))}"
+            )
+        return _read_body(
+            data,
+            SINGLE_OBJECT_HEADER_SIZE,
+            writer,
+            self._reader,
+            f"fingerprint {schema_handle.hex()}",
+        )
+
+
+class ConfluentCodec:
+    """Confluent Schema Registry wire format: ``00 || schema id (4 bytes BE) || body``.
+
+    ``registry`` maps schema ids to schemas; an HTTP Schema Registry client implements
+    it as a ``Mapping`` whose ``__getitem__`` fetches (and may cache) a schema, raising
+    ``KeyError`` for an id the registry does not have. ``schema_id`` is the id under
+    which ``reader_schema`` is registered; :meth:`encode` writes it. Schemas read from the
+    registry are parsed once per id and kept.
+
+    Raises :class:`ConfigurationError` if ``schema_id`` is not in the registry or names a
+    different schema than ``reader_schema``, and :class:`InvalidArgumentError` for an
+    invalid schema or an id outside 0..2^31-1.
+    """
+
+    def __init__(
+        self, reader_schema: Schema, schema_id: int, registry: Mapping[int, Schema]
+    ) -> None:
+        if not 0 <= schema_id <= 0x7FFFFFFF:
+            raise InvalidArgumentError(f"schema id must be in 0..2^31-1, got {schema_id}")
+        self._reader = _ParsedSchema(reader_schema)
+        self._registry = registry
+        self._writers: dict[int, _ParsedSchema] = {}
+        registered = self._writer(schema_id, error=ConfigurationError)
+        if registered.fingerprint != self._reader.fingerprint:
+            raise ConfigurationError(
+                f"schema id {schema_id} is {registered.name} with fingerprint "
+                f"{registered.fingerprint.hex()}, not the reader schema {self._reader.name} "
+                f"({self._reader.fingerprint.hex()})"
+            )
+        self._header = CONFLUENT_MAGIC + struct.pack(">i", schema_id)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Frame ``record`` with the reader schema's id.
+
+        Same preconditions and errors as :meth:`SingleObjectCodec.encode`.
+        """
+        return self._header + self._reader.write(record)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Return the record framed in ``data``, in the reader schema's shape.
+
+        Raises :class:`FormatError` for a wrong magic byte, truncation, trailing bytes or
+        an undecodable body, and :class:`UnknownSchemaError` for a schema id the registry
+        does not know.
+        """
+        data = _as_bytes(data)
+        if data[:1] != CONFLUENT_MAGIC:
+            raise FormatError(
+                f"not Confluent wire format: starts with {data[:1].hex() or 'nothing'}, "
+                f"expected magic byte 00{_framing_hint(data)}"
+            )
+        if len(data) < CONFLUENT_HEADER_SIZE:
+            raise FormatError(
+                f"truncated Confluent header: {len(data)} of {CONFLUENT_HEADER_SIZE} bytes"
+            )
+        (schema_id,) = struct.unpack(">i", data[1:CONFLUENT_HEADER_SIZE])
+        writer = self._writer(schema_id, error=UnknownSchemaError)
+        return _read_body(
+            data, CONFLUENT_HEADER_SIZE, writer, self._reader, f"schema id {schema_id}"
+        )
+
+    def _writer(self, schema_id: int, error: type[Exception]) -> _ParsedSchema:
+        writer = self._writers.get(schema_id)
+        if writer is not None:
+            return writer
+        try:
+            schema = self._registry[schema_id]
+        except KeyError as exc:
+            raise error(f"unknown schema id {schema_id}: not in the schema registry") from exc
+        try:
+            writer = _ParsedSchema(schema)
+        except InvalidArgumentError as exc:
+            raise error(f"schema id {schema_id} in the registry is not usable: {exc}") from exc
+        self._writers[schema_id] = writer
+        return writer
+
+
+def _as_json(schema: Schema) -> Any:
+    """Accept a schema as JSON text too (what a Schema Registry returns)."""
+    if isinstance(schema, str):
+        if schema.lstrip()[:1] in ("{", "[", '"'):
+            try:
+                return json.loads(schema)
+            except ValueError as exc:
+                raise InvalidArgumentError(f"schema is not valid JSON: {_short(exc)}") from exc
+        return schema  # a bare type name such as "string" (json.loads("null") is None)
+    return schema
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    # A Kafka tombstone arrives as None: bad input for us, not a crash.
+    raise FormatError(f"expected bytes, got {type(data).__name__}")
+
+
+def _framing_hint(data: bytes) -> str:
+    if data[:1] == CONFLUENT_MAGIC:
+        return " (this looks like Confluent wire format: is a schema registry configured?)"
+    if data[:2] == SINGLE_OBJECT_MARKER:
+        return " (this looks like Avro single-object encoding)"
+    return ""
+
+
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _without_logical_types(value)
+            for key, value in node.items()
+            if key != "logicalType"
+        }
+    if isinstance(node, list):
+        return [_without_logical_types(item) for item in node]
+    return node
+
+
+def _short(problem: BaseException | str) -> str:
+    text = str(problem)
+    if not text and isinstance(problem, BaseException):
+        text = type(problem).__name__  # e.g. a bare EOFError()
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."

@@ -1,0 +1,162 @@
+"""ClickHouse tables of authtrail, derived from the Avro event schema.
+
+The event schema (``schemas/auth_event.avsc``) is the one source of truth: it gives the
+event columns of the ``events`` table, their Arrow types for inserts, and the SQL that
+rebuilds each row's canonical leaf (docs/INTEGRITY.md §2) inside ClickHouse for
+``authtrail verify``. A field added to the schema therefore reaches all three at once.
+
+All tables are append-only MergeTree tables: authtrail issues no UPDATE, DELETE, or
+ALTER … DELETE, and nothing in the product offers one. Rows are never merged away
+(no Replacing/Collapsing engine), so whatever is stored stays visible to verification.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import AUTH_EVENT, load_schema
+
+EVENTS_TABLE = "events"
+CHECKPOINTS_TABLE = "checkpoints"
+REJECTED_TABLE = "rejected"
+
+_UTC_MICROS = "DateTime64(6, 'UTC')"
+
+
+@dataclass(frozen=True)
+class EventColumn:
+    """One event field as a column: its ClickHouse type and canonical-leaf kind."""
+
+    name: str
+    clickhouse_type: str
+    kind: str  # "s" string/enum, "i" integer, "t" timestamp-micros, "m" map<string,string>
+    nullable: bool
+
+
+def _column(field: dict[str, Any]) -> EventColumn:
+    field_type = field["type"]
+    nullable = isinstance(field_type, list)
+    if nullable:
+        (field_type,) = [branch for branch in field_type if branch != "null"]
+    if isinstance(field_type, dict) and field_type.get("logicalType") == "timestamp-micros":
+        base, kind = _UTC_MICROS, "t"
+    elif isinstance(field_type, dict) and field_type["type"] == "enum":
+        base, kind = "LowCardinality(String)", "s"
+    elif isinstance(field_type, dict) and field_type["type"] == "map":
+        return EventColumn(field["name"], "Map(String, String)", "m", False)
+    elif field_type == "string":
+        base, kind = "String", "s"
+    elif field_type in ("int", "long"):
+        base, kind = "Int64", "i"
+    else:  # the canonical leaf has no encoding for anything else (INTEGRITY.md §2)
+        raise ValueError(f"event field {field['name']!r} has unsupported type {field_type!r}")
+    return EventColumn(field["name"], f"Nullable({base})" if nullable else base, kind, nullable)
+
+
+@functools.cache
+def event_columns() -> tuple[EventColumn, ...]:
+    """The event's columns, in schema order."""
+    return tuple(_column(field) for field in load_schema(AUTH_EVENT)["fields"])
+
+
+def create_statements() -> list[str]:
+    """DDL for every authtrail table (idempotent: ``IF NOT EXISTS``)."""
+    event_ddl = ",\n    ".join(f"`{c.name}` {c.clickhouse_type}" for c in event_columns())
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+    {event_ddl},
+    `seq` UInt64,
+    `prev_hash` FixedString(32),
+    `leaf_hash` FixedString(32),
+    `hash` FixedString(32),
+    `kafka_partition` UInt32,
+    `kafka_offset` UInt64,
+    `stored_at` {_UTC_MICROS} DEFAULT now64(6),
+    INDEX occurred_at_minmax occurred_at TYPE minmax GRANULARITY 4
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (tenant_id, seq)
+SETTINGS non_replicated_deduplication_window = 1000""",
+        f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (
+    `tenant_id` String,
+    `size` UInt64,
+    `batch_first_seq` UInt64,
+    `batch_last_seq` UInt64,
+    `root` FixedString(32),
+    `batch_root` FixedString(32),
+    `chain_head` FixedString(32),
+    `prev_digest` FixedString(32),
+    `time_micros` {_UTC_MICROS},
+    `note` String,
+    `kafka_partition` UInt32,
+    `kafka_offset` UInt64,
+    `stored_at` {_UTC_MICROS} DEFAULT now64(6)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(time_micros)
+ORDER BY (tenant_id, size)
+SETTINGS non_replicated_deduplication_window = 1000""",
+        f"""CREATE TABLE IF NOT EXISTS {REJECTED_TABLE} (
+    `original` String,
+    `original_key` Nullable(String),
+    `reason` String,
+    `error_kind` LowCardinality(String),
+    `source_topic` String,
+    `source_partition` Int32,
+    `source_offset` Int64,
+    `source_timestamp` Nullable({_UTC_MICROS}),
+    `tenant_id` Nullable(String),
+    `rejected_at` {_UTC_MICROS},
+    `kafka_partition` UInt32,
+    `kafka_offset` UInt64,
+    `stored_at` {_UTC_MICROS} DEFAULT now64(6)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(rejected_at)
+ORDER BY (error_kind, rejected_at)
+SETTINGS non_replicated_deduplication_window = 1000""",
+    ]
+
+
+# --- canonical leaf in SQL (docs/INTEGRITY.md §2), for verification inside ClickHouse -----
+
+
+def _u32(expression: str) -> str:
+    return f"unhex(leftPad(hex(toUInt32({expression})), 8, '0'))"
+
+
+def _length_prefixed(expression: str) -> str:
+    return f"concat({_u32(f'length({expression})')}, {expression})"
+
+
+def _field_sql(column: EventColumn) -> str:
+    name = f"`{column.name}`"
+    value = f"assumeNotNull({name})" if column.nullable else name
+    label = _length_prefixed(f"'{column.name}'")
+    if column.kind == "m":
+        entries = (
+            "arrayStringConcat(arrayMap((k, v) -> concat("
+            f"{_length_prefixed('k')}, {_length_prefixed('v')}), "
+            f"mapKeys(mapSort({name})), mapValues(mapSort({name}))))"
+        )
+        return f"if(empty({name}), '', concat({label}, 'm', {_u32(f'length({name})')}, {entries}))"
+    if column.kind == "t":
+        text = f"toString(toUnixTimestamp64Micro({value}))"
+        encoded = f"concat({label}, 'i', {_length_prefixed(text)})"
+    elif column.kind == "i":
+        encoded = f"concat({label}, 'i', {_length_prefixed(f'toString({value})')})"
+    else:
+        encoded = f"concat({label}, 's', {_length_prefixed(value)})"
+    return f"if(isNull({name}), '', {encoded})" if column.nullable else encoded
+
+
+@functools.cache
+def canonical_leaf_sql() -> str:
+    """A ClickHouse expression equal to the canonical leaf of an ``events`` row."""
+    fields = sorted(event_columns(), key=lambda column: column.name.encode())
+    return "concat('authtrail-event-v1\\n', " + ", ".join(map(_field_sql, fields)) + ")"
+
+
+def leaf_hash_sql() -> str:
+    """A ClickHouse expression for the RFC 6962 leaf hash of an ``events`` row."""
+    return f"SHA256(concat(unhex('00'), {canonical_leaf_sql()}))"

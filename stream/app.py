@@ -1,0 +1,154 @@
+"""The Faust app: wiring only. Built by :func:`create_app` from settings; no globals.
+
+One agent reads the events topic in batches and hands them to
+:class:`~stream.worker.SequencerWorker`; one timer closes batches that are due by time.
+Partition revocation drops the state of partitions another worker now owns; the next
+owner rebuilds it from Kafka (:mod:`stream.recovery`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+
+from authtrail.settings import Settings
+from authtrail.topics import TopicSpec
+from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas.codec import SingleObjectCodec
+from stream import recovery
+from stream.note import Signer, make_keyring
+from stream.sequencer import Sequencer
+from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
+from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+
+APP_ID = "authtrail-sequencer"
+TAKE_MAX = 2000
+TAKE_WITHIN = 0.05  # seconds: batch latency bound when traffic is light
+
+# Measured on the local tansu broker (docs: ../shared/ENVIRONMENT.md): group joins take
+# ~30 s with Faust's defaults and ~3 s with these. Real clusters keep the defaults.
+SHORT_GROUP_TIMEOUTS: dict[str, Any] = {
+    "broker_session_timeout": 5,
+    "broker_rebalance_timeout": 5,
+    "broker_heartbeat_interval": 1,
+}
+SHORT_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the pipeline uses, all with the same partition count (co-partitioned)."""
+    names = (
+        settings.events_topic,
+        settings.chained_topic,
+        settings.checkpoints_topic,
+        settings.dead_letter_topic,
+    )
+    return [TopicSpec(name, settings.partitions, settings.replication_factor) for name in names]
+
+
+def codec(schema_name: str) -> SingleObjectCodec:
+    return SingleObjectCodec(load_schema(schema_name))
+
+
+def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = False) -> faust.App:
+    """Build the sequencer app. Requires ``settings.bootstrap_servers``."""
+    if not settings.bootstrap_servers:
+        raise ValueError("the sequencer needs bootstrap servers")
+    brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
+    app = faust.App(
+        APP_ID,
+        broker=brokers,
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.partitions,
+        # exactly_once needs Kafka transactions; correctness here does not (worker.py).
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        store="memory://",
+        autodiscover=False,
+        topic_disable_leader=True,
+        **(SHORT_GROUP_TIMEOUTS if short_timeouts else {}),
+    )
+    raw: dict[str, Any] = {
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "partitions": settings.partitions,
+    }
+    events = app.topic(settings.events_topic, **raw)
+    outputs = {
+        CHAINED: app.topic(settings.chained_topic, **raw),
+        CHECKPOINTS: app.topic(settings.checkpoints_topic, **raw),
+        DEAD_LETTER_ROLE: app.topic(settings.dead_letter_topic, **raw),
+    }
+
+    async def publish(role: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[Any]:
+        return await outputs[role].send(key=key, value=value, partition=partition, force=True)
+
+    keyring = make_keyring([signer.verifier_key()])
+    chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
+
+    def recover(sequencer: Sequencer, partition: int) -> int:
+        return recovery.recover(
+            sequencer,
+            bootstrap_servers=settings.bootstrap_servers or "",
+            partition=partition,
+            chained_topic=settings.chained_topic,
+            checkpoints_topic=settings.checkpoints_topic,
+            chained_codec=chained_codec,
+            checkpoint_codec=checkpoint_codec,
+            keyring=keyring,
+            log_origin=settings.log_origin,
+        )
+
+    worker = SequencerWorker(
+        new_sequencer=lambda: Sequencer(
+            signer,
+            settings.log_origin,
+            batch_size=settings.batch_size,
+            batch_interval=settings.batch_interval_ms / 1000,
+        ),
+        recover=recover,
+        publish=publish,
+        event_codec=codec(AUTH_EVENT),
+        chained_codec=chained_codec,
+        checkpoint_codec=checkpoint_codec,
+        dead_letter_codec=codec(DEAD_LETTER),
+        events_topic=settings.events_topic,
+    )
+
+    @app.agent(events, name="sequencer")
+    async def sequence(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN):
+            await worker.process([_input_record(event) for event in batch])
+
+    @app.timer(interval=max(settings.batch_interval_ms / 4000, 0.05))  # type: ignore[untyped-decorator]
+    async def close_due_batches() -> None:
+        await worker.close_due_batches()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await worker.forget(tp.partition for tp in revoked if tp.topic == settings.events_topic)
+
+    app.authtrail_worker = worker  # type: ignore[attr-defined]  # for status and tests
+    return app
+
+
+def _input_record(event: Any) -> InputRecord:
+    message = event.message
+    timestamp = getattr(message, "timestamp", None)
+    return InputRecord(
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_micros=int(timestamp * 1_000_000) if timestamp else None,
+    )
+
+
+def run_worker(settings: Settings, signer: Signer, *, short_timeouts: bool = False) -> None:
+    """Run the sequencer in this process until signalled (SIGTERM/SIGINT stop it)."""
+    app = create_app(settings, signer, short_timeouts=short_timeouts)
+    faust.Worker(app, loglevel="info").execute_from_commandline()

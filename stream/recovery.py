@@ -1,0 +1,106 @@
+"""Rebuild a partition's sequencer from what it already published (Kafka alone).
+
+The chained-records and checkpoints topics are the sequencer's durable state: each input
+partition ``p`` publishes only to partition ``p`` of both, so reading those two partitions
+from the start rebuilds every chain head, Merkle log, open batch and event-id window of
+the tenants of ``p`` — on this machine or any other. Runs in a thread (blocking reads).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from authtrail.errors import ConfigurationError
+from schemas.codec import Codec
+from stream.chain import ChainLink
+from stream.checkpoint import open_checkpoint
+from stream.note import Keyring
+from stream.sequencer import Sequencer
+
+_POLL_SECONDS = 1.0
+_BATCH = 10_000
+
+
+def read_partition(
+    bootstrap_servers: str, topic: str, partition: int, config: Mapping[str, Any] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, value)`` of every message in ``topic``/``partition`` up to its end.
+
+    The end is the high watermark when the call starts: what the previous owner got
+    acknowledged. Raises :class:`ConfigurationError` when the broker cannot be read.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"authtrail-recovery-{uuid.uuid4()}",  # assign() only; never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **(config or {}),
+        }
+    )
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=30, cached=False
+        )
+        if high <= low:
+            return
+        consumer.assign([TopicPartition(topic, partition, low)])
+        while True:
+            for message in consumer.consume(_BATCH, timeout=_POLL_SECONDS):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise ConfigurationError(f"reading {topic}[{partition}]: {error}")
+                offset, value = message.offset(), message.value()
+                if offset is None or value is None:
+                    raise ConfigurationError(f"{topic}[{partition}] holds a message without value")
+                yield offset, value
+                if offset >= high - 1:
+                    return
+    except Exception as exc:
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"reading {topic}[{partition}] failed: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def recover(
+    sequencer: Sequencer,
+    *,
+    bootstrap_servers: str,
+    partition: int,
+    chained_topic: str,
+    checkpoints_topic: str,
+    chained_codec: Codec,
+    checkpoint_codec: Codec,
+    keyring: Keyring,
+    log_origin: str,
+    config: Mapping[str, Any] | None = None,
+) -> int:
+    """Replay partition ``partition``'s checkpoints, then its chained records, into
+    ``sequencer``. Returns the number of records replayed.
+
+    Checkpoints come first: each was published after the records it covers were
+    acknowledged, so every checkpoint read here is covered by the records read next.
+    """
+    for _, value in read_partition(bootstrap_servers, checkpoints_topic, partition, config):
+        record = checkpoint_codec.decode(value)
+        tenant_id = record["tenant_id"]
+        origin = f"{log_origin}/{tenant_id}"
+        sequencer.restore_checkpoint(tenant_id, open_checkpoint(record["note"], keyring, origin))
+    replayed = 0
+    for _, value in read_partition(bootstrap_servers, chained_topic, partition, config):
+        record = chained_codec.decode(value)
+        event = record["event"]
+        link = ChainLink(record["seq"], record["prev_hash"], record["leaf_hash"], record["hash"])
+        sequencer.restore_record(
+            event["tenant_id"], event["event_id"], link, record["source_offset"]
+        )
+        replayed += 1
+    return replayed

@@ -1,0 +1,219 @@
+"""The sequencer's decisions, pure: numbering, chaining, batching and checkpointing.
+
+One :class:`Sequencer` serves the tenants of one input partition. The Faust agent feeds it
+decoded events in partition order and ships what it returns; it never decides anything
+itself. Recovery after a crash replays what the sequencer already emitted (checkpoints,
+then chained records of the same partition) through :meth:`Sequencer.restore_checkpoint`
+and :meth:`Sequencer.restore_record`, which rebuild exactly the state that produced them.
+
+Why this is correct under at-least-once delivery (docs/PIPELINE.md): every chained record
+carries the input offset it came from, the output partition equals the input partition,
+and the agent waits for the outputs of a batch to be acknowledged before it reads on.
+So the emitted records are always a prefix of the processing, and an input event whose
+offset is at or below the highest restored source offset was already sequenced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from authtrail.errors import ChainError, CheckpointError, InvalidArgumentError
+from stream.chain import GENESIS_HASH, ChainHead, ChainLink, chain_hash
+from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
+from stream.compact import CompactTree
+from stream.merkle import leaf_hash as rfc6962_leaf_hash
+from stream.note import Signer
+
+# Outcome of offering an event to the sequencer.
+SEQUENCED = "sequenced"
+REPLAYED = "replayed"  # its input offset was already sequenced before a restart
+DUPLICATE = "duplicate"  # same event id, same content: a producer retry, recorded once
+CONFLICT = "conflict"  # same event id, different content: rejected to the dead letters
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A checkpoint and its signed note text, ready to publish."""
+
+    tenant_id: str
+    checkpoint: Checkpoint
+    note: bytes
+
+
+@dataclass(slots=True)
+class TenantLog:
+    """Everything the sequencer remembers about one tenant: O(log n) hashes plus a window."""
+
+    tenant_id: str
+    head: ChainHead
+    tree: CompactTree = field(default_factory=CompactTree)
+    batch: CompactTree = field(default_factory=CompactTree)
+    batch_opened_at: float = 0.0
+    last_checkpoint: Checkpoint | None = None
+    recent_ids: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    @property
+    def batch_first_seq(self) -> int:
+        return self.head.seq - self.batch.size + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What :meth:`Sequencer.offer` decided about one event."""
+
+    outcome: str
+    link: ChainLink | None = None
+
+
+class Sequencer:
+    """Sequences the tenants of one input partition.
+
+    ``batch_size`` events or ``batch_interval`` seconds (monotonic clock) close a batch;
+    ``dedup_window`` recent event ids per tenant are remembered to drop producer retries.
+    """
+
+    def __init__(
+        self,
+        signer: Signer,
+        log_origin: str,
+        *,
+        batch_size: int,
+        batch_interval: float,
+        dedup_window: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_size < 1 or batch_interval <= 0 or dedup_window < 0:
+            raise InvalidArgumentError("batch_size and batch_interval must be > 0")
+        self._signer = signer
+        self._log_origin = log_origin
+        self._batch_size = batch_size
+        self._batch_interval = batch_interval
+        self._dedup_window = dedup_window
+        self._monotonic = monotonic
+        self.tenants: dict[str, TenantLog] = {}
+        self.source_offset = -1  # highest input offset already sequenced
+
+    def _log(self, tenant_id: str) -> TenantLog:
+        log = self.tenants.get(tenant_id)
+        if log is None:
+            checkpoint_origin(self._log_origin, tenant_id)  # refuses unusable tenant ids
+            log = self.tenants[tenant_id] = TenantLog(tenant_id, ChainHead(tenant_id))
+        return log
+
+    def offer(self, tenant_id: str, event_id: str, leaf: bytes, source_offset: int) -> Offer:
+        """Sequence one event read at ``source_offset`` of this partition, or say why not.
+
+        Requires offsets offered in increasing order. Returns an :class:`Offer` whose
+        ``link`` is set when the event got the tenant's next seq.
+        """
+        if source_offset <= self.source_offset:
+            return Offer(REPLAYED)
+        self.source_offset = source_offset
+        log = self._log(tenant_id)
+        leaf_hash = rfc6962_leaf_hash(leaf)
+        known = log.recent_ids.get(event_id)
+        if known is not None:
+            return Offer(DUPLICATE if known == leaf_hash else CONFLICT)
+        return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
+
+    def _append(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> ChainLink:
+        if log.batch.size == 0:
+            log.batch_opened_at = self._monotonic()
+        log.head, link = log.head.append(leaf_hash)
+        log.tree.append_leaf_hash(leaf_hash)
+        log.batch.append_leaf_hash(leaf_hash)
+        self._remember(log, event_id, leaf_hash)
+        return link
+
+    def _remember(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> None:
+        if self._dedup_window == 0:
+            return
+        log.recent_ids[event_id] = leaf_hash
+        while len(log.recent_ids) > self._dedup_window:
+            log.recent_ids.popitem(last=False)
+
+    def due_batches(self) -> list[str]:
+        """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``."""
+        deadline = self._monotonic() - self._batch_interval
+        return [
+            t
+            for t, log in self.tenants.items()
+            if log.batch.size
+            and (log.batch.size >= self._batch_size or log.batch_opened_at <= deadline)
+        ]
+
+    def close_batch(self, tenant_id: str) -> SignedCheckpoint:
+        """Close the tenant's open batch: build and sign its checkpoint.
+
+        Requires a non-empty open batch (else :class:`InvalidArgumentError`).
+        """
+        log = self.tenants.get(tenant_id)
+        if log is None or log.batch.size == 0:
+            raise InvalidArgumentError(f"tenant {tenant_id!r} has no open batch")
+        previous = log.last_checkpoint
+        checkpoint = Checkpoint(
+            origin=checkpoint_origin(self._log_origin, tenant_id),
+            size=log.head.seq,
+            root=log.tree.root(),
+            batch_first_seq=log.batch_first_seq,
+            batch_last_seq=log.head.seq,
+            batch_root=log.batch.root(),
+            chain_hash=log.head.hash,
+            prev_digest=previous.digest() if previous else GENESIS_PREV_DIGEST,
+            time_micros=time.time_ns() // 1000,
+        )
+        log.last_checkpoint = checkpoint
+        log.batch = CompactTree()
+        return SignedCheckpoint(tenant_id, checkpoint, sign(checkpoint, self._signer))
+
+    # --- recovery: replay what was emitted before, in emission order ----------------------
+
+    def restore_checkpoint(self, tenant_id: str, checkpoint: Checkpoint) -> None:
+        """Remember ``checkpoint`` as the tenant's newest (call before its records)."""
+        log = self._log(tenant_id)
+        if log.last_checkpoint is not None and checkpoint.size <= log.last_checkpoint.size:
+            if checkpoint.size == log.last_checkpoint.size and checkpoint == log.last_checkpoint:
+                return  # a producer retry published it twice
+            raise CheckpointError(
+                f"tenant {tenant_id!r}: checkpoint of size {checkpoint.size} does not follow "
+                f"size {log.last_checkpoint.size}"
+            )
+        log.last_checkpoint = checkpoint
+
+    def restore_record(
+        self, tenant_id: str, event_id: str, link: ChainLink, source_offset: int
+    ) -> None:
+        """Replay one emitted chained record; rebuild chain, trees, batch and id window.
+
+        A record that repeats the head exactly is a publish retry and is skipped. Raises
+        :class:`ChainError` if the emitted records themselves do not form one chain (a
+        fork), and :class:`CheckpointError` if the rebuilt root disagrees with a checkpoint.
+        """
+        log = self._log(tenant_id)
+        if link.seq <= log.head.seq:
+            same_as_head = link.seq == log.head.seq and link.hash == log.head.hash
+            if (
+                same_as_head
+                and chain_hash(tenant_id, link.seq, link.prev_hash, link.leaf_hash) == link.hash
+            ):
+                return
+            raise ChainError(tenant_id, link.seq, "forked", "emitted twice with different content")
+        expected_prev = log.head.hash if log.head.seq else GENESIS_HASH
+        if link.seq != log.head.seq + 1 or link.prev_hash != expected_prev:
+            raise ChainError(tenant_id, link.seq, "forked", f"does not follow seq {log.head.seq}")
+        appended = self._append(log, event_id, link.leaf_hash)
+        if appended != link:
+            raise ChainError(tenant_id, link.seq, "forked", "stored hash differs from recomputed")
+        self.source_offset = max(self.source_offset, source_offset)
+        covered = log.last_checkpoint
+        if covered is None or log.head.seq > covered.size:
+            return
+        log.batch = CompactTree()  # records up to the checkpoint closed their batches
+        at_checkpoint = log.head.seq == covered.size
+        if at_checkpoint and (log.tree.root(), log.head.hash) != (covered.root, covered.chain_hash):
+            raise CheckpointError(
+                f"tenant {tenant_id!r}: records disagree with checkpoint {covered.size}"
+            )

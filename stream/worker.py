@@ -1,0 +1,223 @@
+"""The sequencer agent's adapter: Kafka records in, chained records and checkpoints out.
+
+Decisions are the pure :class:`~stream.sequencer.Sequencer`'s; this module decodes,
+routes and publishes. Three rules make it correct under at-least-once delivery
+(docs/PIPELINE.md):
+
+1. Outputs of input partition ``p`` go to partition ``p`` of each output topic, so one
+   partition's state is rebuilt from the same partition numbers (:mod:`stream.recovery`).
+2. A batch of input events is published and *acknowledged* before the next is read, and
+   before its input offsets can be committed (Faust flushes the producer before it
+   commits). Any publish failure stops the process: the in-memory state may then be
+   ahead of Kafka, and only a restart (which recovers from Kafka) is safe.
+3. One lock serialises the agent and the batch-closing timer, so a checkpoint is only
+   ever published after the records it covers were acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from authtrail.errors import FormatError, InvalidArgumentError, UnknownSchemaError
+from schemas.codec import Codec
+from stream.canonical import canonical_leaf
+from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
+
+_LOG = logging.getLogger(__name__)
+
+# send(topic_role, key, value, partition) -> awaitable delivery
+Publish = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[Any]]]
+CHAINED, CHECKPOINTS, DEAD_LETTER = "chained", "checkpoints", "dead_letter"
+
+
+@dataclass
+class Counters:
+    sequenced: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    checkpoints: int = 0
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One consumed input message, reduced to what the sequencer needs."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_micros: int | None = None
+
+
+class SequencerWorker:
+    """Holds one :class:`Sequencer` per owned input partition and publishes its output."""
+
+    def __init__(
+        self,
+        *,
+        new_sequencer: Callable[[], Sequencer],
+        recover: Callable[[Sequencer, int], int],
+        publish: Publish,
+        event_codec: Codec,
+        chained_codec: Codec,
+        checkpoint_codec: Codec,
+        dead_letter_codec: Codec,
+        events_topic: str,
+    ) -> None:
+        self._new_sequencer = new_sequencer
+        self._recover = recover
+        self._publish = publish
+        self._event_codec = event_codec
+        self._chained_codec = chained_codec
+        self._checkpoint_codec = checkpoint_codec
+        self._dead_letter_codec = dead_letter_codec
+        self._events_topic = events_topic
+        self._sequencers: dict[int, Sequencer] = {}
+        self._lock = asyncio.Lock()
+        self.counters = Counters()
+
+    async def forget(self, partitions: Iterable[int]) -> None:
+        """Drop state of partitions this worker no longer owns (rebalance)."""
+        async with self._lock:
+            for partition in partitions:
+                self._sequencers.pop(partition, None)
+
+    async def process(self, records: Sequence[InputRecord]) -> None:
+        """Sequence ``records`` (in partition order) and wait until every output is stored."""
+        async with self._lock:
+            deliveries: list[Awaitable[Any]] = []
+            for record in records:
+                sequencer = await self._sequencer(record.partition)
+                deliveries += await self._handle(sequencer, record)
+            deliveries += await self._close_due()
+            await self._await_all(deliveries)
+
+    async def close_due_batches(self) -> None:
+        """Timer hook: close batches that are due even when no events arrive."""
+        async with self._lock:
+            await self._await_all(await self._close_due())
+
+    async def _sequencer(self, partition: int) -> Sequencer:
+        sequencer = self._sequencers.get(partition)
+        if sequencer is None:
+            sequencer = self._new_sequencer()
+            started = time.monotonic()
+            replayed = await asyncio.get_running_loop().run_in_executor(
+                None, self._recover, sequencer, partition
+            )
+            _LOG.info(
+                "partition %d: recovered %d records of %d tenants in %.1f s",
+                partition, replayed, len(sequencer.tenants), time.monotonic() - started,
+            )  # fmt: skip
+            self._sequencers[partition] = sequencer
+        return sequencer
+
+    async def _handle(self, sequencer: Sequencer, record: InputRecord) -> list[Awaitable[Any]]:
+        event: dict[str, Any] | None = None
+        try:
+            event = self._event_codec.decode(record.value)
+            leaf = canonical_leaf(event)
+            offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)
+        except UnknownSchemaError as exc:
+            return [await self._reject(record, "unknown_schema", str(exc), None)]
+        except FormatError as exc:
+            return [await self._reject(record, "undecodable", str(exc), None)]
+        except InvalidArgumentError as exc:
+            return [await self._reject(record, "invalid_event", str(exc), _tenant(event))]
+        return await self._publish_offer(record, event, offer)
+
+    async def _publish_offer(
+        self, record: InputRecord, event: dict[str, Any], offer: Offer
+    ) -> list[Awaitable[Any]]:
+        if offer.outcome == DUPLICATE:
+            self.counters.duplicates += 1
+        elif offer.outcome == CONFLICT:
+            reason = f"event_id {event['event_id']!r} was already used for different content"
+            return [await self._reject(record, "event_id_conflict", reason, event["tenant_id"])]
+        elif offer.outcome == SEQUENCED and offer.link is not None:
+            link = offer.link
+            value = self._chained_codec.encode(
+                {
+                    "event": event,
+                    "seq": link.seq,
+                    "prev_hash": link.prev_hash,
+                    "hash": link.hash,
+                    "leaf_hash": link.leaf_hash,
+                    "source_partition": record.partition,
+                    "source_offset": record.offset,
+                }
+            )
+            self.counters.sequenced += 1
+            key = event["tenant_id"].encode()
+            return [await self._publish(CHAINED, key, value, record.partition)]
+        return []
+
+    async def _close_due(self) -> list[Awaitable[Any]]:
+        deliveries = []
+        for partition, sequencer in self._sequencers.items():
+            for tenant_id in sequencer.due_batches():
+                signed = sequencer.close_batch(tenant_id)
+                value = self._checkpoint_codec.encode(_checkpoint_record(signed))
+                deliveries.append(
+                    await self._publish(CHECKPOINTS, tenant_id.encode(), value, partition)
+                )
+                self.counters.checkpoints += 1
+        return deliveries
+
+    async def _reject(
+        self, record: InputRecord, kind: str, reason: str, tenant_id: str | None
+    ) -> Awaitable[Any]:
+        self.counters.rejected += 1
+        _LOG.warning("rejected %s[%d]@%d: %s: %s", self._events_topic, record.partition,
+                     record.offset, kind, reason)  # fmt: skip
+        value = self._dead_letter_codec.encode(
+            {
+                "original": record.value,
+                "original_key": record.key,
+                "reason": reason,
+                "error_kind": kind,
+                "source_topic": self._events_topic,
+                "source_partition": record.partition,
+                "source_offset": record.offset,
+                "source_timestamp": record.timestamp_micros,
+                "tenant_id": tenant_id,
+                "rejected_at": time.time_ns() // 1000,
+            }
+        )
+        return await self._publish(DEAD_LETTER, record.key, value, record.partition)
+
+    @staticmethod
+    async def _await_all(deliveries: list[Awaitable[Any]]) -> None:
+        try:
+            await asyncio.gather(*deliveries)
+        except Exception as exc:
+            _LOG.critical("publish failed, stopping so a restart recovers from Kafka: %r", exc)
+            logging.shutdown()
+            os._exit(70)
+
+
+def _tenant(event: Any) -> str | None:
+    tenant = event.get("tenant_id") if isinstance(event, dict) else None
+    return tenant if isinstance(tenant, str) else None
+
+
+def _checkpoint_record(signed: SignedCheckpoint) -> dict[str, Any]:
+    checkpoint = signed.checkpoint
+    return {
+        "tenant_id": signed.tenant_id,
+        "size": checkpoint.size,
+        "note": signed.note.decode("utf-8"),
+        "root": checkpoint.root,
+        "batch_first_seq": checkpoint.batch_first_seq,
+        "batch_last_seq": checkpoint.batch_last_seq,
+        "batch_root": checkpoint.batch_root,
+        "chain_head": checkpoint.chain_hash,
+        "prev_digest": checkpoint.prev_digest,
+        "time_micros": checkpoint.time_micros,
+    }

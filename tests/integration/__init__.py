@@ -1,0 +1,1 @@
+"""authtrail: tests integration."""

@@ -1,0 +1,167 @@
+"""The sequencer's decisions: gapless chains, batch tiling, signed checkpoints, recovery."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from authtrail.errors import ChainError, CheckpointError, InvalidArgumentError
+from stream import merkle
+from stream.chain import ChainLink, StoredLink, verify_chain
+from stream.checkpoint import open_checkpoint, verify_successor
+from stream.note import Signer, generate_key_strings, make_keyring
+from stream.sequencer import CONFLICT, DUPLICATE, REPLAYED, SEQUENCED, Sequencer
+
+SIGNER = Signer.parse(generate_key_strings("test-log")[0])
+KEYRING = make_keyring([SIGNER.verifier_key()])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sequencer(batch_size: int = 4, clock: FakeClock | None = None) -> Sequencer:
+    return Sequencer(
+        SIGNER,
+        "authtrail.test",
+        batch_size=batch_size,
+        batch_interval=1.0,
+        monotonic=clock or FakeClock(),
+    )
+
+
+def _events(count: int, tenants: int = 3, seed: int = 7) -> list[tuple[str, str, bytes]]:
+    rng = random.Random(seed)
+    return [
+        (f"t{rng.randrange(tenants)}", f"e{n}", f"leaf {n} {seed}".encode()) for n in range(count)
+    ]
+
+
+def _run(sequencer: Sequencer, events, start_offset: int = 0):
+    """Feed events; collect emitted records and checkpoints in emission order."""
+    records, checkpoints = [], []
+    for offset, (tenant, event_id, leaf) in enumerate(events[start_offset:], start_offset):
+        offer = sequencer.offer(tenant, event_id, leaf, offset)
+        if offer.link is not None:
+            records.append((tenant, event_id, offer.link, offset, leaf))
+        for due in sequencer.due_batches():
+            checkpoints.append(sequencer.close_batch(due))
+    return records, checkpoints
+
+
+def test_each_tenant_gets_a_gapless_verifiable_chain() -> None:
+    events = _events(200)
+    records, _ = _run(_sequencer(), events)
+    assert len(records) == 200
+    for tenant in {t for t, *_ in events}:
+        links = [link for t, _, link, _, _ in records if t == tenant]
+        assert [link.seq for link in links] == list(range(1, len(links) + 1))
+        stored = [StoredLink(link, link.leaf_hash) for link in links]
+        assert verify_chain(tenant, stored).seq == len(links)
+
+
+def test_checkpoints_tile_batches_and_commit_to_the_right_roots() -> None:
+    events = _events(101)
+    records, checkpoints = _run(_sequencer(batch_size=4), events)
+    for tenant in {t for t, *_ in events}:
+        leaves = [leaf for t, _, _, _, leaf in records if t == tenant]
+        links = [link for t, _, link, _, _ in records if t == tenant]
+        previous = None
+        for signed in (c for c in checkpoints if c.tenant_id == tenant):
+            opened = open_checkpoint(signed.note, KEYRING, f"authtrail.test/{tenant}")
+            assert opened == signed.checkpoint
+            verify_successor(previous, opened)
+            assert opened.size - opened.batch_first_seq + 1 == 4  # batches close at batch_size
+            assert opened.root == merkle.root(leaves[: opened.size])
+            assert opened.batch_root == merkle.root(
+                leaves[opened.batch_first_seq - 1 : opened.size]
+            )
+            assert opened.chain_hash == links[opened.size - 1].hash
+            previous = opened
+
+
+def test_batches_close_on_time_too() -> None:
+    clock = FakeClock()
+    sequencer = _sequencer(batch_size=1000, clock=clock)
+    sequencer.offer("acme", "e1", b"x", 0)
+    assert sequencer.due_batches() == []
+    clock.now = 1.5
+    assert sequencer.due_batches() == ["acme"]
+    signed = sequencer.close_batch("acme")
+    assert (signed.checkpoint.batch_first_seq, signed.checkpoint.size) == (1, 1)
+    assert sequencer.due_batches() == []
+    with pytest.raises(InvalidArgumentError):
+        sequencer.close_batch("acme")
+
+
+def test_retry_is_recorded_once_and_reused_id_is_a_conflict() -> None:
+    sequencer = _sequencer()
+    assert sequencer.offer("acme", "e1", b"login", 0).outcome == SEQUENCED
+    assert sequencer.offer("acme", "e1", b"login", 1).outcome == DUPLICATE
+    assert sequencer.offer("acme", "e1", b"logout", 2).outcome == CONFLICT
+    assert sequencer.offer("acme", "e1", b"login", 2).outcome == REPLAYED
+    assert sequencer.tenants["acme"].head.seq == 1
+
+
+def test_unusable_tenant_id_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError):
+        _sequencer().offer("has space", "e1", b"x", 0)
+
+
+@pytest.mark.parametrize("crash_after", [0, 1, 37, 150, 199])
+@pytest.mark.parametrize("lost_checkpoints", [0, 1])
+def test_restart_continues_every_chain_as_if_never_interrupted(
+    crash_after: int, lost_checkpoints: int
+) -> None:
+    """Crash after `crash_after` records were published; input replays from offset 0."""
+    events = _events(200)
+    reference, _ = _run(_sequencer(), events)
+    first, first_checkpoints = _run(_sequencer(), events[:crash_after])
+    published = first_checkpoints[: len(first_checkpoints) - lost_checkpoints]
+
+    restarted = _sequencer()
+    for signed in published:
+        restarted.restore_checkpoint(signed.tenant_id, signed.checkpoint)
+    for tenant, event_id, link, offset, _ in first:
+        restarted.restore_record(tenant, event_id, link, offset)
+        restarted.restore_record(tenant, event_id, link, offset)  # a publish retry: skipped
+    rest, rest_checkpoints = _run(restarted, events)
+    combined = first + rest
+    assert [(t, e, link) for t, e, link, _, _ in combined] == [
+        (t, e, link) for t, e, link, _, _ in reference
+    ]
+    # The checkpoints after the restart link onto the published ones without a gap.
+    by_tenant: dict[str, list] = {}
+    for signed in published + rest_checkpoints:
+        by_tenant.setdefault(signed.tenant_id, []).append(signed.checkpoint)
+    for chain in by_tenant.values():
+        for previous, current in zip([None, *chain], chain, strict=False):
+            verify_successor(previous, current)
+
+
+def test_restore_refuses_a_forked_topic() -> None:
+    records, _ = _run(_sequencer(), _events(10, tenants=1))
+    restarted = _sequencer()
+    tenant, event_id, link, offset, _ = records[0]
+    restarted.restore_record(tenant, event_id, link, offset)
+    forged = ChainLink(1, link.prev_hash, merkle.leaf_hash(b"other"), link.hash)
+    with pytest.raises(ChainError):
+        restarted.restore_record(tenant, "x", forged, offset + 1)
+    skipping = records[2][2]
+    with pytest.raises(ChainError):
+        restarted.restore_record(tenant, "y", skipping, offset + 2)
+
+
+def test_restore_refuses_records_that_disagree_with_a_checkpoint() -> None:
+    _, checkpoints = _run(_sequencer(), _events(8, tenants=1))
+    other, _ = _run(_sequencer(), _events(8, tenants=1, seed=99))
+    restarted = _sequencer()
+    restarted.restore_checkpoint(checkpoints[0].tenant_id, checkpoints[0].checkpoint)
+    with pytest.raises((CheckpointError, ChainError)):
+        for tenant, event_id, link, offset, _ in other:
+            restarted.restore_record(tenant, event_id, link, offset)
