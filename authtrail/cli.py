@@ -70,6 +70,35 @@ def _cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from authtrail.keys import load_keyring
+    from sinks.service import open_backend
+    from sinks.verify_store import verify_store
+
+    keyring = load_keyring(list(settings.verifier_key_paths))
+    backend = open_backend(settings, read_only=True)
+    try:
+        results = list(verify_store(backend, keyring, settings.log_origin, tenant_id=args.tenant))
+    finally:
+        backend.close()
+    damaged = [result for result in results if result.damage]
+    if args.json:
+        print(json.dumps([result.__dict__ for result in results], indent=2))
+    else:
+        for result in results:
+            verdict = (
+                f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
+                if result.damage
+                else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
+                f"signed up to seq {result.signed_size}"
+            )
+            print(f"{result.tenant_id}: {verdict}")
+        print(f"{len(results)} tenants verified, {len(damaged)} damaged", file=sys.stderr)
+    return EXIT_DAMAGE if damaged else EXIT_OK
+
+
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers", help="Kafka bootstrap servers (AUTHTRAIL_BOOTSTRAP_SERVERS)"
@@ -125,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
     )
     sink.set_defaults(handler=_cmd_sink)
+
+    verify = commands.add_parser(
+        "verify",
+        help="prove the stored log intact: chains, Merkle roots, checkpoint signatures",
+        description="Recompute every chain and batch root from what is stored in ClickHouse "
+        "and check every checkpoint signature with the verifier keys. Exit 0 when intact, "
+        "1 when damage is found (the first bad seq per tenant is named), 2 on usage errors.",
+    )
+    verify.add_argument("--tenant", help="verify only this tenant")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument(
+        "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
+    )
+    verify.set_defaults(handler=_cmd_verify)
     return parser
 
 

@@ -115,3 +115,16 @@ class DeliveryError(AuthtrailError):
         more = len(self.undelivered) - self._SHOWN
         tail = f" and {more} more" if more > 0 else ""
         super().__init__(f"{len(self.undelivered)} events not delivered ({reason}): {shown}{tail}")
+
+
+class StoreError(AuthtrailError):
+    """The ClickHouse store refused or failed a statement (syntax, missing table, read-only).
+
+    ``code`` is ClickHouse's numeric error code (e.g. 60 unknown table, 62 syntax error,
+    164 read-only), 0 when none was reported. Unreachable stores and rejected credentials
+    are :class:`ConfigurationError` instead: they are not the statement's fault.
+    """
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        self.code = code
+        super().__init__(message)

@@ -113,7 +113,10 @@ def verify_chain(
     if head.tenant_id != tenant_id:
         raise InvalidArgumentError("start head belongs to another tenant")
     leaf_seq = {stored.link.leaf_hash: stored.link.seq for stored in records}
-    hash_seq = {stored.link.hash: stored.link.seq for stored in records}
+    hash_seq = _positions_by_links(records)
+    by_seq: dict[int, list[StoredLink]] = {}
+    for stored in records:
+        by_seq.setdefault(stored.link.seq, []).append(stored)
     previous: StoredLink | None = None
     for stored in records:
         link = stored.link
@@ -125,6 +128,11 @@ def verify_chain(
             raise ChainError(
                 tenant_id, expected_seq, DELETED, f"seq {expected_seq}..{link.seq - 1} missing"
             )
+        claimants = by_seq[link.seq]
+        if len(claimants) > 1:  # judged before content: which claimant is the forgery is moot
+            same = all(other == claimants[0] for other in claimants)
+            damage = DUPLICATED if same else INSERTED
+            raise ChainError(tenant_id, link.seq, damage, f"{len(claimants)} records have this seq")
         _check_link(tenant_id, stored, head, leaf_seq, hash_seq)
         head = ChainHead(tenant_id, link.seq, link.hash)
         previous = stored
@@ -159,10 +167,10 @@ def _check_link(
         )
     calculated = chain_hash(tenant_id, link.seq, link.prev_hash, link.leaf_hash)
     if calculated != link.hash:
-        # A record moved to another seq still hashes correctly at its true place, right
-        # after the record whose hash it names as prev_hash.
-        true_seq = 1 if link.prev_hash == GENESIS_HASH else hash_seq.get(link.prev_hash, -1) + 1
-        moved = true_seq >= 1 and true_seq != link.seq
+        # A moved record still hashes correctly at its true place: its position when the
+        # records are followed by their prev_hash links from genesis.
+        true_seq = hash_seq.get(link.hash, link.seq)
+        moved = true_seq != link.seq
         if moved and chain_hash(tenant_id, true_seq, link.prev_hash, link.leaf_hash) == link.hash:
             raise ChainError(tenant_id, link.seq, REORDERED, f"record belongs to seq {true_seq}")
         raise ChainError(
@@ -178,6 +186,18 @@ def _check_link(
             MODIFIED,
             f"prev_hash expected {head.hash.hex()}, stored {link.prev_hash.hex()}",
         )
+
+
+def _positions_by_links(records: Sequence[StoredLink]) -> dict[bytes, int]:
+    """Map each record's hash to its position on the prev_hash walk from genesis."""
+    by_prev = {stored.link.prev_hash: stored.link for stored in records}
+    positions: dict[bytes, int] = {}
+    current, position = GENESIS_HASH, 1
+    while current in by_prev and position <= len(records):
+        current = by_prev[current].hash
+        positions[current] = position
+        position += 1
+    return positions
 
 
 def build_chain(tenant_id: str, leaf_hashes: Iterable[bytes]) -> list[ChainLink]:

@@ -120,12 +120,19 @@ def build_app(settings: SmokeSettings) -> faust.App:
 
     @app.agent(events, name="count_events")
     async def count_events(stream: Any) -> None:
-        async for key, event in stream.items():
-            tenant = key.decode("utf-8")
+        async for event in stream.events():
+            tenant = event.key.decode("utf-8")
             counts[tenant] += 1
             await counted.send(
-                key=key,
-                value={"key": tenant, "count": counts[tenant], "number": event["number"]},
+                key=event.key,
+                value={
+                    "key": tenant,
+                    "count": counts[tenant],
+                    "number": event.value["number"],
+                    # Where the input came from: lets a failing test show what was skipped.
+                    "partition": event.message.partition,
+                    "offset": event.message.offset,
+                },
             )
 
     return app

@@ -1,0 +1,217 @@
+"""The ClickHouse sink: chained records, checkpoints and dead letters → append-only tables.
+
+Correctness rests on ClickHouse, not on Kafka's committed offsets:
+
+* every row stores the Kafka partition and offset it came from; on (re)assignment the sink
+  resumes each partition after the highest offset already stored, so a crash between the
+  insert and the offset commit replays nothing twice;
+* a batch is inserted with a deduplication token, so retrying the same insert after a
+  timeout adds no rows;
+* a record whose ``seq`` is already stored for its tenant (the sequencer published it
+  twice) is skipped; a checkpoint is held back until the records it covers are stored, so
+  analysts never see a checkpoint ahead of its records.
+
+Offsets are committed to Kafka after each insert only so that lag is visible in the usual
+tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from schemas.codec import Codec
+from sinks.backend import ClickHouseBackend
+from sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    REJECTED_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    rejected_row,
+    to_arrow,
+)
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class _Buffer:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset
+
+
+@dataclass
+class SinkCounters:
+    stored_records: int = 0
+    stored_checkpoints: int = 0
+    stored_rejected: int = 0
+    skipped_duplicates: int = 0
+
+
+class Sink:
+    """Consumes the three output topics and stores them; :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        backend: ClickHouseBackend,
+        *,
+        bootstrap_servers: str,
+        topics: Mapping[str, str],  # table name -> topic name
+        codecs: Mapping[str, Codec],  # table name -> codec
+        group_id: str = "authtrail-sink",
+        batch_rows: int = 5000,
+        batch_seconds: float = 1.0,
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._topics = dict(topics)
+        self._tables = {topic: table for table, topic in self._topics.items()}
+        self._codecs = codecs
+        self._batch_rows = batch_rows
+        self._batch_seconds = batch_seconds
+        self.counters = SinkCounters()
+        for statement in create_statements():
+            backend.command(statement)
+        self._stored_seq = self._query_pairs(
+            f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
+        )
+        self._stored_size = self._query_pairs(
+            f"SELECT tenant_id, max(size) FROM {CHECKPOINTS_TABLE} GROUP BY tenant_id"
+        )
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                **(consumer_config or {}),
+            }
+        )
+        self._buffers = {table: _Buffer() for table in self._topics}
+        self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
+        self._first_buffered: float | None = None
+
+    def _query_pairs(self, sql: str) -> dict[str, int]:
+        table = self._backend.query_arrow(sql)
+        return dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+
+    def _stored_offsets(self, table: str) -> dict[int, int]:
+        sql = f"SELECT kafka_partition, max(kafka_offset) FROM {table} GROUP BY kafka_partition"
+        result = self._backend.query_arrow(sql)
+        return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = {table: self._stored_offsets(table) for table in self._topics}
+        for partition in partitions:
+            table = self._tables[partition.topic]
+            last = stored[table].get(partition.partition)
+            partition.offset = last + 1 if last is not None else -2  # -2: OFFSET_BEGINNING
+        consumer.incremental_assign(partitions)
+
+    def run(self, stop: threading.Event, on_idle: Callable[[], None] | None = None) -> None:
+        """Consume and store until ``stop`` is set; then store what is buffered and close."""
+        self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(self._batch_rows, timeout=0.2)
+                for message in messages:
+                    self._add(message)
+                if self._due():
+                    self.flush()
+                elif not messages and on_idle is not None:
+                    on_idle()
+            self.flush()
+        finally:
+            self._consumer.close()
+
+    def _add(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                _LOG.error("consume error: %s", error)
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        value = message.value() or b""
+        table = self._tables[topic]
+        record = self._codecs[table].decode(value)
+        if table == EVENTS_TABLE:
+            tenant = record["event"]["tenant_id"]
+            if record["seq"] <= self._stored_seq.get(tenant, 0):
+                self.counters.skipped_duplicates += 1
+                self._buffers[table].offsets[partition] = offset
+                return
+            self._stored_seq[tenant] = record["seq"]
+            self._buffers[table].rows.append(chained_row(record, partition, offset))
+        elif table == CHECKPOINTS_TABLE:
+            self._held_checkpoints.append((record, partition, offset))
+        else:
+            self._buffers[table].rows.append(rejected_row(record, partition, offset))
+        self._buffers[table].offsets[partition] = offset
+        if self._first_buffered is None:
+            self._first_buffered = time.monotonic()
+
+    def _due(self) -> bool:
+        buffered = sum(len(buffer.rows) for buffer in self._buffers.values())
+        waited = self._first_buffered is not None and (
+            time.monotonic() - self._first_buffered >= self._batch_seconds
+        )
+        return buffered >= self._batch_rows or waited or bool(self._held_checkpoints and waited)
+
+    def flush(self) -> None:
+        """Insert everything buffered (records first, then the checkpoints they cover)."""
+        self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
+        self._release_checkpoints()
+        self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
+        self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
+        self._first_buffered = time.monotonic() if self._held_checkpoints else None
+
+    def _release_checkpoints(self) -> None:
+        held, self._held_checkpoints = self._held_checkpoints, []
+        blocked: set[int] = set()  # partitions where an earlier checkpoint still waits
+        buffer = self._buffers[CHECKPOINTS_TABLE]
+        for record, partition, offset in held:
+            tenant, size = record["tenant_id"], record["size"]
+            if partition in blocked or size > self._stored_seq.get(tenant, 0):
+                blocked.add(partition)
+                self._held_checkpoints.append((record, partition, offset))
+                continue
+            if size > self._stored_size.get(tenant, 0):
+                self._stored_size[tenant] = size
+                buffer.rows.append(checkpoint_row(record, partition, offset))
+            else:
+                self.counters.skipped_duplicates += 1
+        # Only offsets up to the first held checkpoint of a partition may count as stored.
+        buffer.offsets = {
+            partition: offset
+            for partition, offset in buffer.offsets.items()
+            if partition not in blocked
+        }
+
+    def _insert(self, table: str, schema: Any) -> None:
+        buffer = self._buffers[table]
+        if buffer.rows:
+            first = buffer.rows[0]
+            token = f"{table}:{first['kafka_partition']}:{first['kafka_offset']}:{len(buffer.rows)}"
+            self._backend.insert_arrow(table, to_arrow(buffer.rows, schema), dedup_token=token)
+            count = len(buffer.rows)
+            if table == EVENTS_TABLE:
+                self.counters.stored_records += count
+            elif table == CHECKPOINTS_TABLE:
+                self.counters.stored_checkpoints += count
+            else:
+                self.counters.stored_rejected += count
+        if buffer.offsets:
+            topic = self._topics[table]
+            commits = [TopicPartition(topic, p, o + 1) for p, o in buffer.offsets.items()]
+            self._consumer.commit(offsets=commits, asynchronous=True)
+        self._buffers[table] = _Buffer()
