@@ -294,7 +294,7 @@ class LocalBroker:
                 self._raise_not_ready("did not open its port")
             time.sleep(0.02)
         admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap_servers, "logger": _LOG},
+            {"bootstrap.servers": self.bootstrap_servers, "logger": _LOG},  # type: ignore[dict-item]
         )
         last_error: Exception | None = None
         while time.monotonic() < deadline:

@@ -144,7 +144,7 @@ def ensure_topics(
         InvalidArgumentError: two specs share a name.
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -252,7 +252,7 @@ def _admin_client(bootstrap_servers: str) -> Any:
     from confluent_kafka.admin import AdminClient
 
     try:
-        return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _LOG})
+        return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _LOG})  # type: ignore[dict-item]
     except Exception as exc:  # a malformed bootstrap string fails at construction
         raise ConfigurationError(
             f"invalid Kafka bootstrap servers {bootstrap_servers!r}: {_describe_kafka_error(exc)}"
@@ -262,5 +262,5 @@ def _admin_client(bootstrap_servers: str) -> Any:
 def _describe_kafka_error(exc: BaseException) -> str:
     """One line for a librdkafka exception: its error string, not the repr of a wrapper."""
     error = exc.args[0] if exc.args else None
-    text = error.str() if hasattr(error, "str") else str(exc)
+    text = error.str() if hasattr(error, "str") else str(exc)  # type: ignore[union-attr]
     return " ".join(str(text).split())

@@ -15,9 +15,12 @@ from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
 
 def open_backend(settings: Settings, *, read_only: bool = False) -> ClickHouseBackend:
     """ClickHouse server at ``settings.clickhouse_url``, else embedded chdb in the data dir."""
+    backend: ClickHouseBackend
     if settings.clickhouse_url:
-        return ServerBackend(settings.clickhouse_url, read_only=read_only)
-    return EmbeddedBackend(settings.data_dir / "clickhouse", read_only=read_only)
+        backend = ServerBackend(settings.clickhouse_url, read_only=read_only)
+    else:
+        backend = EmbeddedBackend(settings.data_dir / "clickhouse", read_only=read_only)
+    return backend
 
 
 def build_sink(
