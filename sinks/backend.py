@@ -51,7 +51,7 @@ class EmbeddedBackend:
 
         path.mkdir(parents=True, exist_ok=True)
         try:
-            self._session = session.Session(str(path))
+            self._session: Any = session.Session(str(path))  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ConfigurationError(f"cannot open embedded ClickHouse at {path}: {exc}") from exc
         self._read_only = read_only
