@@ -49,6 +49,8 @@ class Settings:
     checkpoints_topic: str = "authtrail.checkpoints"
     dead_letter_topic: str = "authtrail.dead-letter"
     partitions: int = 4
+    # Consumer groups are "<consumer_group>-sequencer" (Faust app id) and "<consumer_group>-sink".
+    consumer_group: str = "authtrail"
     replication_factor: int = 1
     # Batches close after this many events or this many milliseconds, whichever first.
     batch_size: int = 1000

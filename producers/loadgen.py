@@ -82,7 +82,7 @@ class _Progress:
     total: int | None
     duration: float | None
     interactive: bool
-    _shown_at: float = field(default=-1e9)
+    _shown_at: float = field(default=-1e9, init=False)
 
     def show(self, sent: int, acknowledged: int, elapsed: float, final: bool = False) -> None:
         interval = 0.1 if self.interactive else 5.0
@@ -137,6 +137,8 @@ def run_loadgen(
         InvalidArgumentError: a negative rate or count, a non-positive duration, or a
             traffic parameter out of range (see :class:`TrafficConfig`).
         ConfigurationError: no broker answers, or the topic has another partition count.
+        ProducerQueueFullError: the broker took nothing for 30 s (queue stayed full).
+        DeliveryError: the producer failed fatally mid-run.
     """
     from authtrail.errors import DeliveryError
     from authtrail.topics import TopicSpec, check_reachable, ensure_topics

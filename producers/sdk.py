@@ -130,8 +130,9 @@ class AuditProducer:
         config: librdkafka settings over :data:`DEFAULT_PRODUCER_CONFIG` (e.g.
             ``message.timeout.ms``, ``queue.buffering.max.messages``). Callbacks and
             ``bootstrap.servers`` are this class's own and refused here.
-        compression: ``compression.type``; ``None`` picks the fastest codec the pipeline's
-            consumers can read (see :func:`_compression_candidates`).
+        compression: ``compression.type``; ``None`` picks lz4 when the stream processor
+            (aiokafka) can read it, which needs ``cramjam`` installed, else gzip; a codec
+            this librdkafka build lacks falls back to the next. See :attr:`compression`.
         on_full: when librdkafka's local queue is full, ``"block"`` polls for delivery
             reports (which free room) for up to ``queue_timeout`` seconds, then raises;
             ``"raise"`` raises at once. Both raise :class:`ProducerQueueFullError`.
@@ -329,7 +330,10 @@ class AuditProducer:
             deadline = time.monotonic() + 5.0
             while self.pending and time.monotonic() < deadline:
                 self._producer.poll(0.05)
-        self._producer.close()
+        # Producer.close() (confluent-kafka >= 2.10) frees librdkafka now, not at GC.
+        shutdown = getattr(self._producer, "close", None)
+        if shutdown is not None:
+            shutdown()
         with self._lock:
             undelivered = [failure.event_id for failure in self._failures]
             # A report that never came (should not happen after purge) is still undelivered.

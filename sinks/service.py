@@ -45,5 +45,6 @@ def build_sink(
         bootstrap_servers=settings.bootstrap_servers or "",
         topics=topics,
         codecs=codecs,
+        group_id=f"{settings.consumer_group}-sink",
         consumer_config=consumer_config,
     )

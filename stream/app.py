@@ -23,7 +23,6 @@ from stream.sequencer import Sequencer
 from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
 
-APP_ID = "authtrail-sequencer"
 TAKE_MAX = 2000
 TAKE_WITHIN = 0.05  # seconds: batch latency bound when traffic is light
 
@@ -58,7 +57,7 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
         raise ValueError("the sequencer needs bootstrap servers")
     brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
     app = faust.App(
-        APP_ID,
+        f"{settings.consumer_group}-sequencer",
         broker=brokers,
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.partitions,
@@ -103,6 +102,18 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
             log_origin=settings.log_origin,
         )
 
+    def fetch(partition: int, start: int | None, end: int) -> list[InputRecord]:
+        return [
+            InputRecord(partition, offset, None, value)
+            for offset, value in recovery.read_partition(
+                settings.bootstrap_servers or "",
+                settings.events_topic,
+                partition,
+                start=start,
+                end=end,
+            )
+        ]
+
     worker = SequencerWorker(
         new_sequencer=lambda: Sequencer(
             signer,
@@ -111,6 +122,7 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
             batch_interval=settings.batch_interval_ms / 1000,
         ),
         recover=recover,
+        fetch=fetch,
         publish=publish,
         event_codec=codec(AUTH_EVENT),
         chained_codec=chained_codec,

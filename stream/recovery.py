@@ -8,6 +8,7 @@ the tenants of ``p`` — on this machine or any other. Runs in a thread (blockin
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -23,22 +24,32 @@ from stream.sequencer import Sequencer
 
 _POLL_SECONDS = 1.0
 _BATCH = 10_000
+_STALL_SECONDS = 30.0
 
 
 def read_partition(
-    bootstrap_servers: str, topic: str, partition: int, config: Mapping[str, Any] | None = None
+    bootstrap_servers: str,
+    topic: str,
+    partition: int,
+    config: Mapping[str, Any] | None = None,
+    *,
+    start: int | None = None,
+    end: int | None = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, value)`` of every message in ``topic``/``partition`` up to its end.
+    """Yield ``(offset, value)`` of ``topic``/``partition`` from ``start`` (default: the
+    first stored offset) up to ``end`` exclusive (default: the end of the partition).
 
-    The end is the high watermark when the call starts: what the previous owner got
-    acknowledged. Raises :class:`ConfigurationError` when the broker cannot be read.
+    Without ``end`` it reads until librdkafka signals end-of-partition, never to the
+    reported high watermark: the local tansu broker reports the watermark of a
+    multi-record batch as its first offset + 1, which would stop a read early.
+    Raises :class:`ConfigurationError` when the broker cannot be read.
     """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"authtrail-recovery-{uuid.uuid4()}",  # assign() only; never commits
             "enable.auto.commit": False,
-            "enable.partition.eof": True,
+            "enable.partition.eof": end is None,
             **(config or {}),
         }
     )
@@ -46,11 +57,22 @@ def read_partition(
         low, high = consumer.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=30, cached=False
         )
-        if high <= low:
+        first = low if start is None else max(start, low)
+        if end is not None and first >= end:
             return
-        consumer.assign([TopicPartition(topic, partition, low)])
+        if end is None and high <= low:
+            return
+        consumer.assign([TopicPartition(topic, partition, first)])
+        deadline = time.monotonic() + _STALL_SECONDS
         while True:
-            for message in consumer.consume(_BATCH, timeout=_POLL_SECONDS):
+            messages = consumer.consume(_BATCH, timeout=_POLL_SECONDS)
+            if messages:
+                deadline = time.monotonic() + _STALL_SECONDS
+            elif time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"reading {topic}[{partition}] from {first}: no data for {_STALL_SECONDS} s"
+                )
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -59,12 +81,16 @@ def read_partition(
                 offset, value = message.offset(), message.value()
                 if offset is None or value is None:
                     raise ConfigurationError(f"{topic}[{partition}] holds a message without value")
-                yield offset, value
-                if offset >= high - 1:
+                if offset < first:
+                    continue
+                if end is not None and offset >= end:
                     return
+                yield offset, value
+                if end is not None and offset >= end - 1:
+                    return
+    except ConfigurationError:
+        raise
     except Exception as exc:
-        if isinstance(exc, ConfigurationError):
-            raise
         raise ConfigurationError(f"reading {topic}[{partition}] failed: {exc}") from exc
     finally:
         consumer.close()

@@ -95,6 +95,7 @@ class Sequencer:
         self._monotonic = monotonic
         self.tenants: dict[str, TenantLog] = {}
         self.source_offset = -1  # highest input offset already sequenced
+        self._last_appended: str | None = None
 
     def _log(self, tenant_id: str) -> TenantLog:
         log = self.tenants.get(tenant_id)
@@ -123,6 +124,7 @@ class Sequencer:
         if log.batch.size == 0:
             log.batch_opened_at = self._monotonic()
         log.head, link = log.head.append(leaf_hash)
+        self._last_appended = log.tenant_id
         log.tree.append_leaf_hash(leaf_hash)
         log.batch.append_leaf_hash(leaf_hash)
         self._remember(log, event_id, leaf_hash)
@@ -134,6 +136,11 @@ class Sequencer:
         log.recent_ids[event_id] = leaf_hash
         while len(log.recent_ids) > self._dedup_window:
             log.recent_ids.popitem(last=False)
+
+    def full_batches(self) -> list[str]:
+        """Tenants whose open batch reached ``batch_size`` (at most the last appended one)."""
+        log = self.tenants.get(self._last_appended) if self._last_appended else None
+        return [log.tenant_id] if log is not None and log.batch.size >= self._batch_size else []
 
     def due_batches(self) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``."""

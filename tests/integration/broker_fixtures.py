@@ -108,6 +108,26 @@ def process_exists(pid: int) -> bool:
     return status.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def wait_for_log_text(
+    path: Path, text: str, process: subprocess.Popen[bytes], timeout: float
+) -> float:
+    """Wait until ``text`` appears in the log at ``path``; return the seconds waited.
+
+    Raises AssertionError (with the log tail) if the process exits or time runs out.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.monotonic() - started
+        if process.poll() is not None:
+            raise AssertionError(
+                f"pid {process.pid} exited with {process.returncode} before logging {text!r}:"
+                f"\n{log_tail(path)}"
+            )
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not logged within {timeout:g}s:\n{log_tail(path)}")
+
+
 def log_tail(path: Path, size: int = 4000) -> str:
     """The last ``size`` bytes of a log file, for assertion messages."""
     if not path.exists():

@@ -119,7 +119,7 @@ def test_loose_permissions_are_refused(tmp_path: Path, mode: int) -> None:
         load_signer(key_path)
     message = str(caught.value)
     assert str(key_path) in message and "chmod 600" in message and f"{mode:04o}" in message
-    assert secret.rsplit("+", 1)[1] not in message
+    assert secret.split("+", 4)[4] not in message
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
@@ -147,7 +147,7 @@ def _corruptions(secret: str, verifier: str) -> list[bytes]:
 def test_corrupt_key_files_are_refused_without_leaking_the_secret(tmp_path: Path) -> None:
     key_path, pub_path = write_key_pair(tmp_path, "authtrail")
     secret = key_path.read_text().strip()
-    seed_b64 = secret.rsplit("+", 1)[1]
+    seed_b64 = secret.split("+", 4)[4]
     for index, content in enumerate(_corruptions(secret, pub_path.read_text().strip())):
         path = tmp_path / f"corrupt{index}.key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -193,7 +193,7 @@ def test_load_keyring_from_strings_paths_and_rotation_files(tmp_path: Path) -> N
 def test_load_keyring_refuses_bad_sources_without_leaking_secrets(tmp_path: Path) -> None:
     key_path, pub_path = write_key_pair(tmp_path, "authtrail")
     secret = key_path.read_text().strip()
-    seed_b64 = secret.rsplit("+", 1)[1]
+    seed_b64 = secret.split("+", 4)[4]
     bad_line = tmp_path / "bad.pub"
     bad_line.write_text(pub_path.read_text() + "not a key\n")
     empty = tmp_path / "empty.pub"

@@ -1,0 +1,224 @@
+"""End to end on the real local broker and the real ClickHouse engine.
+
+Producer SDK → authtrail.events → ``authtrail worker`` (Faust, a subprocess) → chained
+records and checkpoints → sink (chdb, in this process) → ``authtrail verify``.
+Checks: every produced event is stored exactly once, each tenant's seq is 1..n without
+gaps, verify exits 0; tampering makes verify exit 1 naming tenant and seq; a worker
+SIGKILLed mid-stream and restarted leaves no gap, duplicate or fork.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+
+from authtrail.broker import LocalBroker
+from authtrail.cli import main as authtrail
+from authtrail.keys import write_key_pair
+from authtrail.settings import Settings
+from authtrail.topics import ensure_topics
+from producers.sdk import AuditProducer, new_event
+from sinks.backend import EmbeddedBackend
+from sinks.service import build_sink
+from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
+from stream.recovery import read_partition
+from tests.integration.broker_fixtures import (
+    log_tail,
+    running_broker,
+    start_python_module,
+    stop_process_group,
+    wait_for_log_text,
+)
+
+pytestmark = pytest.mark.integration
+
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
+SERVICES = ["sso", "vpn", "admin-portal", "api-gateway"]
+WORKER_READY = "[^Worker]: Ready"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    yield from running_broker(tmp_path_factory.mktemp("broker"))
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    environment: dict[str, str]
+    tmp_path: Path
+    workers: list[Popen[bytes]]
+
+    def start_worker(self) -> Popen[bytes]:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        process = start_python_module(
+            "authtrail.cli", ["worker", "--short-timeouts"], log, self.environment
+        )
+        self.workers.append(process)
+        wait_for_log_text(log, WORKER_READY, process, timeout=90)
+        return process
+
+    def produce(self, count: int, seed: int) -> list[str]:
+        rng = random.Random(seed)
+        event_ids = []
+        with AuditProducer(self.settings.bootstrap_servers or "", self.settings.events_topic) as p:
+            for _ in range(count):
+                failed = rng.random() < 0.2
+                event = new_event(
+                    rng.choice(TENANTS),
+                    "LOGIN_FAILED" if failed else rng.choice(["LOGIN", "LOGOUT", "TOKEN_ISSUED"]),
+                    service=rng.choice(SERVICES),
+                    user_name=f"user{rng.randrange(30)}",
+                    client_ip=f"198.51.100.{rng.randrange(1, 255)}",
+                    failure_reason="invalid_credentials" if failed else None,
+                    attributes={"request_id": uuid.uuid4().hex},
+                )
+                p.send(event)
+                event_ids.append(event["event_id"])
+        return event_ids
+
+
+@pytest.fixture
+def pipeline(broker: LocalBroker, tmp_path: Path) -> Iterator[Pipeline]:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    environment = {
+        **os.environ,
+        "AUTHTRAIL_DATA_DIR": str(tmp_path / "data"),
+        "AUTHTRAIL_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "AUTHTRAIL_EVENTS_TOPIC": f"{prefix}.events",
+        "AUTHTRAIL_CHAINED_TOPIC": f"{prefix}.chained",
+        "AUTHTRAIL_CHECKPOINTS_TOPIC": f"{prefix}.checkpoints",
+        "AUTHTRAIL_DEAD_LETTER_TOPIC": f"{prefix}.dead-letter",
+        "AUTHTRAIL_CONSUMER_GROUP": prefix,
+        "AUTHTRAIL_PARTITIONS": "3",
+        "AUTHTRAIL_BATCH_SIZE": "50",
+        "AUTHTRAIL_BATCH_INTERVAL_MS": "300",
+    }
+    settings = Settings.from_env(environment)
+    write_key_pair(settings.keys_dir, "authtrail")
+    ensure_topics(broker.bootstrap_servers, topic_specs(settings))
+    state = Pipeline(settings, environment, tmp_path, [])
+    yield state
+    for process in state.workers:
+        stop_process_group(process, signal.SIGKILL)
+
+
+def _store(pipeline: Pipeline, expected: int, timeout: float = 120) -> None:
+    """Run the sink until ``expected`` records are stored and every tenant is signed."""
+    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse")
+    sink = build_sink(pipeline.settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if sink.counters.stored_records >= expected and _all_signed(backend):
+                break
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(30)
+        backend.close()
+    logs = "\n".join(log_tail(p) for p in pipeline.tmp_path.glob("worker-*.log"))
+    assert sink.counters.stored_records >= expected, f"stored {sink.counters}\n{logs}"
+
+
+def _all_signed(backend: EmbeddedBackend) -> bool:
+    table = backend.query_arrow(
+        "SELECT e.tenant_id, e.n, c.signed FROM "
+        "(SELECT tenant_id, max(seq) AS n FROM events GROUP BY tenant_id) AS e "
+        "LEFT JOIN (SELECT tenant_id, max(size) AS signed FROM checkpoints GROUP BY tenant_id) "
+        "AS c USING tenant_id"
+    )
+    rows = table.to_pylist()
+    return bool(rows) and all(row["n"] == row["signed"] for row in rows)
+
+
+def _stored(pipeline: Pipeline) -> dict[str, list[tuple[int, str]]]:
+    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse", read_only=True)
+    try:
+        rows = backend.query_arrow(
+            "SELECT tenant_id, seq, event_id FROM events ORDER BY tenant_id, seq"
+        ).to_pylist()
+    finally:
+        backend.close()
+    by_tenant: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        by_tenant.setdefault(row["tenant_id"], []).append((row["seq"], row["event_id"]))
+    return by_tenant
+
+
+def _assert_exactly_once_and_gapless(pipeline: Pipeline, event_ids: list[str]) -> None:
+    stored = _stored(pipeline)
+    stored_ids = [event_id for rows in stored.values() for _, event_id in rows]
+    assert sorted(stored_ids) == sorted(event_ids)  # every event once, none extra
+    for tenant, rows in stored.items():
+        assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1)), tenant
+
+
+def _count(settings: Settings, topic: str) -> int:
+    servers = settings.bootstrap_servers or ""
+    return sum(
+        1
+        for partition in range(settings.partitions)
+        for _ in read_partition(servers, topic, partition)
+    )
+
+
+def _verify(pipeline: Pipeline, capsys: pytest.CaptureFixture[str], *extra: str) -> int:
+    argv = ["--data-dir", str(pipeline.settings.data_dir), "verify", *extra]
+    return authtrail(argv)
+
+
+def test_events_are_chained_stored_and_verified(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline.start_worker()
+    event_ids = pipeline.produce(1500, seed=1)
+    _store(pipeline, len(event_ids))
+    _assert_exactly_once_and_gapless(pipeline, event_ids)
+    assert _verify(pipeline, capsys) == 0
+    assert "0 damaged" in capsys.readouterr().err
+
+    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse")
+    backend.command(
+        "ALTER TABLE events UPDATE user_name = 'mallory' WHERE tenant_id = 'globex' AND seq = 42 "
+        "SETTINGS mutations_sync = 2"
+    )
+    backend.close()
+    assert _verify(pipeline, capsys) == 1
+    output = capsys.readouterr().out
+    assert "globex: DAMAGED at seq 42: modified" in output
+    assert "acme: ok" in output
+
+
+def test_worker_killed_mid_stream_leaves_no_gap_duplicate_or_fork(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first_ids = pipeline.produce(3000, seed=2)
+    worker = pipeline.start_worker()
+    log = pipeline.tmp_path / "worker-0.log"
+    wait_for_log_text(log, "recovered", worker, timeout=30)  # the first batch is in
+    time.sleep(0.2)
+    stop_process_group(worker, signal.SIGKILL)
+    chained = _count(pipeline.settings, pipeline.settings.chained_topic)
+    print(f"killed after {chained} of {len(first_ids)} events were chained")
+    assert 0 < chained < len(first_ids), "the kill must land mid-stream"
+    second_ids = pipeline.produce(1000, seed=3)
+    pipeline.start_worker()
+    third_ids = pipeline.produce(500, seed=4)
+    event_ids = first_ids + second_ids + third_ids
+    _store(pipeline, len(event_ids), timeout=180)
+    _assert_exactly_once_and_gapless(pipeline, event_ids)
+    assert _verify(pipeline, capsys) == 0

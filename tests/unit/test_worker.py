@@ -1,0 +1,136 @@
+"""The sequencer agent's adapter, driven directly: routing, rejects, replay, skipped input.
+
+No broker: publishing is captured, recovery and direct reads are plain functions. The
+real Faust/Kafka path is exercised by tests/integration/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER
+from stream.app import codec
+from stream.chain import ChainLink
+from stream.note import Signer, generate_key_strings
+from stream.sequencer import Sequencer
+from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
+from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+
+SIGNER = Signer.parse(generate_key_strings("worker-test")[0])
+EVENTS = codec(AUTH_EVENT)
+
+
+def _event(n: int, tenant: str = "acme", event_id: str | None = None) -> bytes:
+    return EVENTS.encode(
+        {
+            "event_id": event_id or f"e{n}",
+            "tenant_id": tenant,
+            "event_type": "LOGIN",
+            "outcome": "SUCCESS",
+            "occurred_at": 1_700_000_000_000_000 + n,
+        }
+    )
+
+
+class Harness:
+    def __init__(self, inputs: list[bytes], restored: list[tuple[str, str, ChainLink, int]] = ()):
+        self.inputs = inputs
+        self.restored = list(restored)
+        self.published: list[tuple[str, bytes | None, bytes, int]] = []
+        self.fetched: list[tuple[int, int | None, int]] = []
+        self.worker = SequencerWorker(
+            new_sequencer=lambda: Sequencer(
+                SIGNER, "authtrail.test", batch_size=3, batch_interval=60
+            ),
+            recover=self.recover,
+            fetch=self.fetch,
+            publish=self.publish,
+            event_codec=EVENTS,
+            chained_codec=codec(CHAINED_RECORD),
+            checkpoint_codec=codec(CHECKPOINT),
+            dead_letter_codec=codec(DEAD_LETTER),
+            events_topic="events",
+        )
+
+    def recover(self, sequencer: Sequencer, partition: int) -> int:
+        for tenant, event_id, link, offset in self.restored:
+            sequencer.restore_record(tenant, event_id, link, offset)
+        return len(self.restored)
+
+    def fetch(self, partition: int, start: int | None, end: int) -> list[InputRecord]:
+        self.fetched.append((partition, start, end))
+        first = 0 if start is None else start
+        return [InputRecord(partition, o, None, self.inputs[o]) for o in range(first, end)]
+
+    async def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> Any:
+        self.published.append((role, key, value, partition))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    def run(self, offsets: list[int], partition: int = 2) -> None:
+        records = [InputRecord(partition, o, b"acme", self.inputs[o]) for o in offsets]
+        asyncio.run(self.worker.process(records))
+
+    def decoded(self, role: str) -> list[dict]:
+        codecs = {CHAINED: CHAINED_RECORD, CHECKPOINTS: CHECKPOINT, DEAD_LETTER_ROLE: DEAD_LETTER}
+        return [codec(codecs[role]).decode(v) for r, _, v, _ in self.published if r == role]
+
+
+def test_outputs_go_to_the_input_partition_with_source_offsets() -> None:
+    harness = Harness([_event(n) for n in range(7)])
+    harness.run(list(range(7)))
+    chained = harness.decoded(CHAINED)
+    assert [r["seq"] for r in chained] == list(range(1, 8))
+    assert [r["source_offset"] for r in chained] == list(range(7))
+    assert {p for *_, p in harness.published} == {2}
+    checkpoints = harness.decoded(CHECKPOINTS)
+    assert [(c["batch_first_seq"], c["size"]) for c in checkpoints] == [(1, 3), (4, 6)]
+    # every checkpoint is published after the records it covers
+    roles = [role for role, *_ in harness.published]
+    assert roles.index(CHECKPOINTS) > roles.index(CHAINED) + 2
+
+
+def test_bad_input_goes_to_dead_letters_and_processing_continues() -> None:
+    unknown_schema = b"\xc3\x01" + bytes(8) + b"x"
+    inputs = [_event(0), b"\x00garbage", unknown_schema, _event(3, tenant="bad tenant"),
+              _event(4, event_id="e0")]  # fmt: skip
+    harness = Harness(inputs)
+    harness.run(list(range(5)))
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [d["error_kind"] for d in dead] == [
+        "undecodable", "unknown_schema", "invalid_event", "event_id_conflict",
+    ]  # fmt: skip
+    assert [d["source_offset"] for d in dead] == [1, 2, 3, 4]
+    assert dead[0]["original"] == b"\x00garbage"
+    assert [r["seq"] for r in harness.decoded(CHAINED)] == [1]
+
+
+def test_producer_retry_is_recorded_once() -> None:
+    harness = Harness([_event(0), _event(0), _event(1)])
+    harness.run([0, 1, 2])
+    assert [r["event"]["event_id"] for r in harness.decoded(CHAINED)] == ["e0", "e1"]
+    assert harness.worker.counters.duplicates == 1
+
+
+def test_skipped_input_is_read_directly_and_nothing_is_lost() -> None:
+    harness = Harness([_event(n) for n in range(6)])
+    harness.run([0, 1, 4, 5])  # the consumer skipped offsets 2 and 3
+    assert harness.fetched[-1] == (2, 2, 4)
+    assert [r["source_offset"] for r in harness.decoded(CHAINED)] == list(range(6))
+
+
+def test_restart_skips_replayed_input_and_continues_the_chain() -> None:
+    first = Harness([_event(n) for n in range(6)])
+    first.run([0, 1, 2, 3])
+    restored = [
+        (r["event"]["tenant_id"], r["event"]["event_id"],
+         ChainLink(r["seq"], r["prev_hash"], r["leaf_hash"], r["hash"]), r["source_offset"])
+        for r in first.decoded(CHAINED)
+    ]  # fmt: skip
+    second = Harness(first.inputs, restored)
+    second.run([2, 3, 4, 5])  # input replayed from an older committed offset
+    chained = second.decoded(CHAINED)
+    assert [(r["seq"], r["source_offset"]) for r in chained] == [(5, 4), (6, 5)]
+    assert chained[0]["prev_hash"] == restored[-1][2].hash
