@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit clean
+.PHONY: venv test lint typecheck unit up clean
 
 # The venv is (re)built whenever pyproject.toml changes, so a fresh clone gets one.
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ unit: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The main job: everything on this machine with demo traffic (Ctrl-C stops it).
+up: $(STAMP)
+	$(BIN)/authtrail up --demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

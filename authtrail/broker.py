@@ -16,6 +16,13 @@ Facts measured with tansu 0.6.0 that shape callers (see also :mod:`authtrail.top
 * it answers metadata within milliseconds of start;
 * a metadata request that names a missing topic creates it (4 partitions), as does
   producing to one — create topics explicitly before any client touches them;
+* on SIGTERM it exits at once when no client is connected, but waits ~5 s while one is;
+  if its port is taken it logs ``AddrInUse`` and exits with status 0;
+* ListOffsets reports wrong end offsets after multi-record batches (see
+  :mod:`authtrail.topics`);
+* each :class:`LocalBroker` gets its own cluster id by default: a restarted memory broker
+  is a new cluster whose offsets start again at 0, and code that scopes stored offsets by
+  cluster id must see that;
 * consumer-group joins are slow with Kafka's default timeouts (~23 s); clients used against
   it should set ``session.timeout.ms=6000`` and ``max.poll.interval.ms=7000``
   (librdkafka) or Faust ``broker_session_timeout=5``, ``broker_rebalance_timeout=5``,
@@ -37,6 +44,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -116,7 +124,9 @@ class LocalBroker:
         port: port to listen on; ``None`` picks a free one.
         host: loopback address to listen on and advertise.
         startup_timeout: seconds to wait until the broker answers a metadata request.
-        cluster_id: the Kafka cluster id the broker reports.
+        cluster_id: the Kafka cluster id the broker reports; ``None`` picks a unique one,
+            which start() checks so that a different broker already answering on the port
+            is never mistaken for ours.
 
     Note:
         ``PR_SET_PDEATHSIG`` fires when the *thread* that started the broker exits. Start it
@@ -129,13 +139,13 @@ class LocalBroker:
         port: int | None = None,
         host: str = "127.0.0.1",
         startup_timeout: float = 15.0,
-        cluster_id: str = "authtrail-local",
+        cluster_id: str | None = None,
     ) -> None:
         self._log_dir = Path(log_dir)
         self._requested_port = port
         self._host = host
         self._startup_timeout = startup_timeout
-        self._cluster_id = cluster_id
+        self._cluster_id = cluster_id or f"authtrail-local-{uuid.uuid4().hex[:12]}"
         self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -263,6 +273,8 @@ class LocalBroker:
             for name, value in os.environ.items()
             if name not in _TANSU_ENVIRONMENT_VARIABLES
         }
+        # Plain text in the log file: tansu colours its log lines even when not on a TTY.
+        environment["NO_COLOR"] = "1"
         self._log_path = self._log_dir / f"tansu-{port}.log"
         with self._log_path.open("ab") as log_file:
             # The child keeps its own copy of the descriptor; closing ours is correct.
@@ -300,11 +312,21 @@ class LocalBroker:
         while time.monotonic() < deadline:
             self._raise_if_exited()
             try:
-                admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-                return
+                metadata = admin.list_topics(
+                    timeout=min(2.0, max(0.1, deadline - time.monotonic()))
+                )
             except Exception as exc:  # librdkafka raises KafkaException; keep the last one
                 last_error = exc
                 time.sleep(0.05)
+                continue
+            # tansu exits (with status 0) when its port is taken; until it has, whoever holds
+            # the port answers. The cluster id tells them apart.
+            self._raise_if_exited()
+            if metadata.cluster_id != self._cluster_id:
+                self._raise_not_ready(
+                    f"is answered by another broker (cluster id {metadata.cluster_id!r})"
+                )
+            return
         self._raise_not_ready(f"did not answer a metadata request ({last_error})")
 
     def _accepts_connections(self) -> bool:

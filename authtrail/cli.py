@@ -99,6 +99,25 @@ def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_DAMAGE if damaged else EXIT_OK
 
 
+def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.output import write_table
+    from sinks.service import open_backend
+
+    backend = open_backend(settings, read_only=True)
+    try:
+        table = backend.query_arrow(args.query)
+    finally:
+        backend.close()
+    write_table(table, args.format, sys.stdout)
+    return EXIT_OK
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.up import run_up
+
+    return run_up(settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port)
+
+
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers", help="Kafka bootstrap servers (AUTHTRAIL_BOOTSTRAP_SERVERS)"
@@ -133,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--dir", type=Path, help="output directory (default: DATA_DIR/keys)")
     keygen.set_defaults(handler=_cmd_keygen)
 
+    up = commands.add_parser(
+        "up",
+        help="run everything on this machine: broker, worker, sink, store (+ demo traffic)",
+        description="Start the local broker (unless --bootstrap-servers), the embedded "
+        "ClickHouse store with an HTTP front for queries, a sequencer worker and the sink. "
+        "Ctrl-C stops everything cleanly. Data lives in DATA_DIR.",
+    )
+    up.add_argument("--bootstrap-servers", help="use this Kafka instead of a local broker")
+    up.add_argument("--demo", action="store_true", help="send demo traffic")
+    up.add_argument("--rate", type=float, default=200.0, help="demo events per second")
+    up.add_argument(
+        "--front-port", type=int, default=8124, help="HTTP front port (0: any free port)"
+    )
+    up.set_defaults(handler=_cmd_up)
+
     worker = commands.add_parser(
         "worker",
         help="run the Faust sequencer (chains, Merkle batches, signed checkpoints)",
@@ -154,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
     )
     sink.set_defaults(handler=_cmd_sink)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query against the store",
+        description="Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN). "
+        "While `authtrail up` runs, this goes through its HTTP front. Tables: events, "
+        "checkpoints, rejected. Binary hashes are printed as hex.",
+    )
+    sql.add_argument("query", help='e.g. "SELECT tenant_id, count() FROM events GROUP BY 1"')
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument(
+        "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
+    )
+    sql.set_defaults(handler=_cmd_sql)
 
     verify = commands.add_parser(
         "verify",

@@ -85,6 +85,17 @@ class Settings:
         given = {name: value for name, value in overrides.items() if value is not None}
         return replace(self, **_coerce(given))
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``AUTHTRAIL_*`` variables (for child processes)."""
+        result = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is None or value == ():
+                continue
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            result[ENV_PREFIX + spec.name.upper()] = text
+        return result
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``AUTHTRAIL_*`` variables over the defaults.

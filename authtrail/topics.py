@@ -19,6 +19,12 @@ measured with confluent-kafka 2.16.1:
   stored; DescribeConfigs returns exactly the keys that were set (no broker defaults).
   Whether the memory engine enforces compaction or retention was not observed; tests
   must not rely on either. Real Kafka enforces both.
+* ListOffsets(latest) — ``get_watermark_offsets``, ``AdminClient.list_offsets``, aiokafka
+  ``end_offsets`` — answers (base offset of the partition's last record batch + 1), which
+  is too low whenever that batch holds several records (100 records produced in one batch
+  report an end offset of 1). The high watermark in Fetch responses is right. Never use
+  ListOffsets to decide "have I read everything" on tansu: read until a fetch returns
+  nothing new, or produce one record per batch (Faust: ``producer_max_batch_size=1``).
 * CreatePartitions is not supported (librdkafka reports ``_UNSUPPORTED_FEATURE``), so a
   partition-count mismatch cannot be repaired in place: delete and recreate (DeleteTopics
   works), which loses data and is left to an operator.

@@ -39,6 +39,7 @@ EVENTS_SCHEMA = _schema(
         ("prev_hash", _HASH),
         ("leaf_hash", _HASH),
         ("hash", _HASH),
+        ("kafka_cluster", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.uint64()),
     ]
@@ -55,6 +56,7 @@ CHECKPOINTS_SCHEMA = _schema(
         ("prev_digest", _HASH),
         ("time_micros", _TIMESTAMP),
         ("note", pa.string()),
+        ("kafka_cluster", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.uint64()),
     ]
@@ -71,13 +73,16 @@ REJECTED_SCHEMA = _schema(
         ("source_timestamp", _TIMESTAMP),
         ("tenant_id", pa.string()),
         ("rejected_at", _TIMESTAMP),
+        ("kafka_cluster", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.uint64()),
     ]
 )
 
 
-def chained_row(record: Mapping[str, Any], partition: int, offset: int) -> dict[str, Any]:
+def chained_row(
+    record: Mapping[str, Any], cluster: str, partition: int, offset: int
+) -> dict[str, Any]:
     """One ``events`` row from a decoded ChainedRecord."""
     event = record["event"]
     row = {column.name: event.get(column.name) for column in event_columns()}
@@ -87,20 +92,35 @@ def chained_row(record: Mapping[str, Any], partition: int, offset: int) -> dict[
         prev_hash=record["prev_hash"],
         leaf_hash=record["leaf_hash"],
         hash=record["hash"],
+        kafka_cluster=cluster,
         kafka_partition=partition,
         kafka_offset=offset,
     )
     return row
 
 
-def checkpoint_row(record: Mapping[str, Any], partition: int, offset: int) -> dict[str, Any]:
+def checkpoint_row(
+    record: Mapping[str, Any], cluster: str, partition: int, offset: int
+) -> dict[str, Any]:
     """One ``checkpoints`` row from a decoded SignedCheckpoint."""
-    return {**record, "kafka_partition": partition, "kafka_offset": offset}
+    return {
+        **record,
+        "kafka_cluster": cluster,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
 
 
-def rejected_row(record: Mapping[str, Any], partition: int, offset: int) -> dict[str, Any]:
+def rejected_row(
+    record: Mapping[str, Any], cluster: str, partition: int, offset: int
+) -> dict[str, Any]:
     """One ``rejected`` row from a decoded DeadLetter."""
-    return {**record, "kafka_partition": partition, "kafka_offset": offset}
+    return {
+        **record,
+        "kafka_cluster": cluster,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
 
 
 def to_arrow(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:

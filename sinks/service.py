@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from authtrail.settings import Settings
@@ -12,12 +15,42 @@ from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.sink import Sink
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
 
+ENDPOINT_FILE = "clickhouse.endpoint"
+
+
+def endpoint_path(settings: Settings) -> Path:
+    """Where a running ``authtrail up`` announces the HTTP front of its embedded store."""
+    return settings.data_dir / ENDPOINT_FILE
+
+
+def announce_endpoint(settings: Settings, url: str) -> Path:
+    """Record ``url`` (and this process) as the way into the embedded store."""
+    path = endpoint_path(settings)
+    path.write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+    return path
+
+
+def running_endpoint(settings: Settings) -> str | None:
+    """The HTTP front URL of a live ``authtrail up`` on this data dir, if there is one."""
+    try:
+        announced = json.loads(endpoint_path(settings).read_text())
+        os.kill(int(announced["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(announced["url"])
+
 
 def open_backend(settings: Settings, *, read_only: bool = False) -> ClickHouseBackend:
-    """ClickHouse server at ``settings.clickhouse_url``, else embedded chdb in the data dir."""
+    """The store: the ClickHouse server at ``settings.clickhouse_url``; else, while
+    ``authtrail up`` owns the embedded directory, its HTTP front; else embedded chdb.
+
+    One process owns a chdb directory at a time, which is why a second terminal goes
+    through the owner's front.
+    """
     backend: ClickHouseBackend
-    if settings.clickhouse_url:
-        backend = ServerBackend(settings.clickhouse_url, read_only=read_only)
+    url = settings.clickhouse_url or running_endpoint(settings)
+    if url:
+        backend = ServerBackend(url, read_only=read_only)
     else:
         backend = EmbeddedBackend(settings.data_dir / "clickhouse", read_only=read_only)
     return backend

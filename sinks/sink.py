@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from authtrail.errors import ConfigurationError
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
 from sinks.rows import (
@@ -96,6 +97,7 @@ class Sink:
                 **(consumer_config or {}),
             }
         )
+        self._cluster = _cluster_id(self._consumer)
         self._buffers = {table: _Buffer() for table in self._topics}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._first_buffered: float | None = None
@@ -105,8 +107,14 @@ class Sink:
         return dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
 
     def _stored_offsets(self, table: str) -> dict[int, int]:
-        sql = f"SELECT kafka_partition, max(kafka_offset) FROM {table} GROUP BY kafka_partition"
-        result = self._backend.query_arrow(sql)
+        # Offsets mean something only within one Kafka cluster: a new (e.g. restarted
+        # in-memory) cluster starts from its beginning, and the (tenant, seq) check drops
+        # what is already stored.
+        sql = (
+            f"SELECT kafka_partition, max(kafka_offset) FROM {table} "
+            "WHERE kafka_cluster = {cluster:String} GROUP BY kafka_partition"
+        )
+        result = self._backend.query_arrow(sql, {"cluster": self._cluster})
         return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -151,11 +159,11 @@ class Sink:
                 self._buffers[table].offsets[partition] = offset
                 return
             self._stored_seq[tenant] = record["seq"]
-            self._buffers[table].rows.append(chained_row(record, partition, offset))
+            self._buffers[table].rows.append(chained_row(record, self._cluster, partition, offset))
         elif table == CHECKPOINTS_TABLE:
             self._held_checkpoints.append((record, partition, offset))
         else:
-            self._buffers[table].rows.append(rejected_row(record, partition, offset))
+            self._buffers[table].rows.append(rejected_row(record, self._cluster, partition, offset))
         self._buffers[table].offsets[partition] = offset
         if self._first_buffered is None:
             self._first_buffered = time.monotonic()
@@ -187,7 +195,7 @@ class Sink:
                 continue
             if size > self._stored_size.get(tenant, 0):
                 self._stored_size[tenant] = size
-                buffer.rows.append(checkpoint_row(record, partition, offset))
+                buffer.rows.append(checkpoint_row(record, self._cluster, partition, offset))
             else:
                 self.counters.skipped_duplicates += 1
         # Only offsets up to the first held checkpoint of a partition may count as stored.
@@ -215,3 +223,12 @@ class Sink:
             commits = [TopicPartition(topic, p, o + 1) for p, o in buffer.offsets.items()]
             self._consumer.commit(offsets=commits, asynchronous=True)
         self._buffers[table] = _Buffer()
+
+
+def _cluster_id(consumer: Consumer) -> str:
+    """The Kafka cluster id, which scopes every stored offset."""
+    try:
+        cluster = consumer.list_topics(timeout=30).cluster_id
+    except Exception as exc:
+        raise ConfigurationError(f"cannot read Kafka cluster metadata: {exc}") from exc
+    return str(cluster or "")

@@ -102,15 +102,17 @@ def _check_tenant(
     backend: ClickHouseBackend, tenant_id: str, keyring: Keyring, log_origin: str
 ) -> TenantResult:
     where = "WHERE tenant_id = {tenant:String}"
-    records = backend.query_arrow(
-        f"SELECT leaf_hash, hash FROM {EVENTS_TABLE} {where} ORDER BY seq", {"tenant": tenant_id}
-    )
+    # Checkpoints first: the sink stores records before the checkpoints covering them,
+    # so records read afterwards cover every checkpoint read, even while the sink runs.
     notes = (
         backend.query_arrow(
             f"SELECT note FROM {CHECKPOINTS_TABLE} {where} ORDER BY size", {"tenant": tenant_id}
         )
         .column(0)
         .to_pylist()
+    )
+    records = backend.query_arrow(
+        f"SELECT leaf_hash, hash FROM {EVENTS_TABLE} {where} ORDER BY seq", {"tenant": tenant_id}
     )
     leaf_hashes = records.column(0).to_pylist()
     try:

@@ -13,9 +13,11 @@ Used only by ``test_faust_smoke.py``. It shows the pattern the real sequencer fo
   handlers (SIGTERM/SIGINT stop the worker) and exits the process when the app stops.
 * **Settings that make Faust work on tansu** are in :func:`tansu_faust_settings`:
   ``at_least_once`` (aiokafka's idempotent producer fails on tansu), short group timeouts
-  (joins take ~30 s otherwise), no web server, in-memory tables recovered from the
-  changelog (``rocksdict`` is not installed), and the changelog topic created by the
-  caller beforehand with the source topic's partition count (see :func:`topic_specs`).
+  (joins take ~30 s otherwise), one record per produce batch (tansu's end offsets are
+  wrong after multi-record batches, and Faust recovers tables only up to them), no web
+  server, in-memory tables recovered from the changelog (``rocksdict`` is not
+  installed), and the changelog topic created by the caller beforehand with the source
+  topic's partition count (see :func:`topic_specs`).
 """
 
 from __future__ import annotations

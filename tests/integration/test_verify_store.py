@@ -59,10 +59,12 @@ def store(tmp_path: Path) -> Iterator[EmbeddedBackend]:
         assert link is not None
         record = {"event": event, "seq": link.seq, "prev_hash": link.prev_hash,
                   "hash": link.hash, "leaf_hash": link.leaf_hash}  # fmt: skip
-        rows.append(chained_row(record, 0, offset))
+        rows.append(chained_row(record, "test", 0, offset))
         for tenant in sequencer.due_batches():
             signed = sequencer.close_batch(tenant)
-            checkpoints.append(checkpoint_row(_checkpoint_record(signed), 0, len(checkpoints)))
+            checkpoints.append(
+                checkpoint_row(_checkpoint_record(signed), "test", 0, len(checkpoints))
+            )
     backend.insert_arrow("events", to_arrow(rows, EVENTS_SCHEMA))
     backend.insert_arrow("checkpoints", to_arrow(checkpoints, CHECKPOINTS_SCHEMA))
     yield backend

@@ -1,0 +1,175 @@
+"""``authtrail up``: the whole pipeline on one machine, in one command.
+
+Starts, in order: the local broker (unless Kafka is configured), the topics, the embedded
+ClickHouse store and its HTTP front (so ``authtrail sql`` / ``verify`` work from another
+terminal), a sequencer worker process, the sink, and optionally demo traffic. Ctrl-C
+stops everything in reverse order; the sink stores what it holds before it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from authtrail.broker import LocalBroker
+from authtrail.keys import write_key_pair
+from authtrail.reseed import reseed, stored_records
+from authtrail.settings import Settings
+from authtrail.topics import ensure_topics
+from producers.sdk import AuditProducer
+from producers.traffic import TrafficConfig, generate_events
+from sinks.embedded import EmbeddedBackend
+from sinks.http_front import HttpFront
+from sinks.service import announce_endpoint, build_sink, endpoint_path
+from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
+
+_STATUS_SECONDS = 5.0
+
+
+class _Worker:
+    """The sequencer in its own process group, restarted if it exits on its own.
+
+    A worker exits by design when a publish fails (its memory may be ahead of Kafka);
+    a restart recovers from Kafka.
+    """
+
+    def __init__(self, settings: Settings, local: bool, log_path: Path) -> None:
+        self._command = [sys.executable, "-m", "authtrail.cli", "worker"]
+        if local:
+            self._command.append("--short-timeouts")
+        self._environment = {**os.environ, **settings.to_env()}
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command, stdout=log, stderr=subprocess.STDOUT,
+                env=self._environment, start_new_session=True,
+            )  # fmt: skip
+
+    def keep_alive(self, say: Callable[[str], None]) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            say(f"worker exited with {self._process.returncode}; restarting (see {self._log_path})")
+            self.restarts += 1
+            self.start()
+
+    def stop(self, grace: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:  # Faust once ignored SIGTERM here (ENVIRONMENT.md)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _demo_traffic(settings: Settings, rate: float, stop: threading.Event) -> None:
+    """Send generated multi-tenant traffic, with brute-force bursts, until ``stop``."""
+    config = TrafficConfig(tenants=5, users=40, failure_share=0.1, burst_every=500)
+    interval = 1.0 / rate
+    next_send = time.monotonic()
+    with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
+        for event in generate_events(config, seed=int(time.time())):
+            if stop.is_set():
+                break
+            producer.send(event)
+            next_send += interval
+            delay = next_send - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+
+
+def run_up(
+    settings: Settings, *, demo: bool, demo_rate: float, front_port: int, out: TextIO = sys.stdout
+) -> int:
+    """Run the pipeline until SIGINT/SIGTERM. Returns the exit code."""
+
+    def say(text: str) -> None:
+        print(f"authtrail up: {text}", file=out, flush=True)
+
+    stop = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stop.set())
+    data_dir = settings.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings, data_dir=data_dir)
+    if not settings.signing_key_path.exists():
+        key_path, public_path = write_key_pair(settings.signing_key_path.parent, "authtrail")
+        say(f"created signing key {key_path} and verifier key {public_path}")
+
+    broker = None
+    if not settings.bootstrap_servers:
+        broker = LocalBroker(log_dir=logs).start()
+        settings = replace(settings, bootstrap_servers=broker.bootstrap_servers)
+        say(f"local Kafka-protocol broker (in memory) on {broker.bootstrap_servers}")
+    cleanup: list[Callable[[], Any]] = [broker.stop] if broker else []
+    try:
+        ensure_topics(settings.bootstrap_servers or "", topic_specs(settings))
+        backend = EmbeddedBackend(data_dir / "clickhouse")
+        cleanup.append(backend.close)
+        sink = build_sink(
+            settings, backend, consumer_config=SHORT_CONSUMER_CONFIG if broker else None
+        )
+        if broker is not None and stored_records(backend):
+            count = reseed(backend, settings, settings.bootstrap_servers or "")
+            say(f"the new in-memory broker was given the {count} stored records to continue from")
+        front = HttpFront(backend, port=front_port).start()
+        cleanup.append(front.stop)
+        announce_endpoint(settings, front.url)
+        cleanup.append(lambda: endpoint_path(settings).unlink(missing_ok=True))
+
+        worker = _Worker(settings, broker is not None, logs / "worker.log")
+        worker.start()
+        cleanup.append(worker.stop)
+        sink_thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)
+        sink_thread.start()
+        cleanup.append(lambda: sink_thread.join(60))
+        if demo:
+            demo_thread = threading.Thread(
+                target=_demo_traffic, args=(settings, demo_rate, stop), name="demo", daemon=True
+            )
+            demo_thread.start()
+            cleanup.append(lambda: demo_thread.join(30))
+        _banner(settings, front.url, demo, demo_rate, say)
+        last_status = time.monotonic()
+        while not stop.wait(0.5):
+            worker.keep_alive(say)
+            if time.monotonic() - last_status >= _STATUS_SECONDS:
+                last_status = time.monotonic()
+                counters = sink.counters
+                say(f"stored {counters.stored_records} records, {counters.stored_checkpoints} "
+                    f"checkpoints, {counters.stored_rejected} rejected")  # fmt: skip
+        say("stopping")
+        return 0
+    finally:
+        stop.set()
+        for step in reversed(cleanup):
+            step()
+
+
+def _banner(
+    settings: Settings, front_url: str, demo: bool, rate: float, say: Callable[[str], None]
+) -> None:
+    data_dir = settings.data_dir
+    say(f"data in {data_dir} (ClickHouse: {data_dir / 'clickhouse'}, logs: {data_dir / 'logs'})")
+    say(f"ClickHouse HTTP front for analysts: {front_url}")
+    say(f"send events to topic {settings.events_topic} at {settings.bootstrap_servers}")
+    if demo:
+        say(f"demo traffic: {rate:g} events/s over 5 tenants")
+    say("in another terminal, from this directory:")
+    say(f'  authtrail --data-dir {data_dir} sql "SELECT tenant_id, count() FROM events GROUP BY 1"')
+    say(f"  authtrail --data-dir {data_dir} verify")
+    say("Ctrl-C stops everything")
