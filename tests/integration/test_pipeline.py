@@ -28,7 +28,8 @@ from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
-from sinks.backend import EmbeddedBackend
+from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from sinks.http_front import HttpFront
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
 from stream.recovery import read_partition
@@ -113,9 +114,47 @@ def pipeline(broker: LocalBroker, tmp_path: Path) -> Iterator[Pipeline]:
         stop_process_group(process, signal.SIGKILL)
 
 
-def _store(pipeline: Pipeline, expected: int, timeout: float = 120) -> None:
+class Store:
+    """The ClickHouse side, embedded (chdb in this process) or server (clickhouse-connect
+    over real HTTP to the front of that chdb store, as against a ClickHouse server).
+
+    The embedded variant closes its directory between uses, so ``authtrail verify`` can
+    open it like a user would; the server variant keeps it open behind the front.
+    """
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self.kind, self.path = kind, path
+        self.front: HttpFront | None = None
+        self._owner: EmbeddedBackend | None = None
+        if kind == "server":
+            self._owner = EmbeddedBackend(path)
+            self.front = HttpFront(self._owner).start()
+
+    def open(self) -> ClickHouseBackend:
+        if self.front is not None:
+            return ServerBackend(self.front.url)
+        return EmbeddedBackend(self.path)
+
+    def verify_arguments(self) -> list[str]:
+        return ["--clickhouse-url", self.front.url] if self.front is not None else []
+
+    def close(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+        if self._owner is not None:
+            self._owner.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store(request: pytest.FixtureRequest, pipeline: Pipeline) -> Iterator[Store]:
+    opened = Store(request.param, pipeline.settings.data_dir / "clickhouse")
+    yield opened
+    opened.close()
+
+
+def _store(pipeline: Pipeline, store: Store, expected: int, timeout: float = 120) -> None:
     """Run the sink until ``expected`` records are stored and every tenant is signed."""
-    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse")
+    backend = store.open()
     sink = build_sink(pipeline.settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
@@ -134,7 +173,7 @@ def _store(pipeline: Pipeline, expected: int, timeout: float = 120) -> None:
     assert sink.counters.stored_records >= expected, f"stored {sink.counters}\n{logs}"
 
 
-def _all_signed(backend: EmbeddedBackend) -> bool:
+def _all_signed(backend: ClickHouseBackend) -> bool:
     table = backend.query_arrow(
         "SELECT e.tenant_id, e.n, c.signed FROM "
         "(SELECT tenant_id, max(seq) AS n FROM events GROUP BY tenant_id) AS e "
@@ -145,8 +184,8 @@ def _all_signed(backend: EmbeddedBackend) -> bool:
     return bool(rows) and all(row["n"] == row["signed"] for row in rows)
 
 
-def _stored(pipeline: Pipeline) -> dict[str, list[tuple[int, str]]]:
-    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse", read_only=True)
+def _stored(store: Store) -> dict[str, list[tuple[int, str]]]:
+    backend = store.open()
     try:
         rows = backend.query_arrow(
             "SELECT tenant_id, seq, event_id FROM events ORDER BY tenant_id, seq"
@@ -159,8 +198,8 @@ def _stored(pipeline: Pipeline) -> dict[str, list[tuple[int, str]]]:
     return by_tenant
 
 
-def _assert_exactly_once_and_gapless(pipeline: Pipeline, event_ids: list[str]) -> None:
-    stored = _stored(pipeline)
+def _assert_exactly_once_and_gapless(store: Store, event_ids: list[str]) -> None:
+    stored = _stored(store)
     stored_ids = [event_id for rows in stored.values() for _, event_id in rows]
     assert sorted(stored_ids) == sorted(event_ids)  # every event once, none extra
     for tenant, rows in stored.items():
@@ -176,35 +215,36 @@ def _count(settings: Settings, topic: str) -> int:
     )
 
 
-def _verify(pipeline: Pipeline, capsys: pytest.CaptureFixture[str], *extra: str) -> int:
-    argv = ["--data-dir", str(pipeline.settings.data_dir), "verify", *extra]
+def _verify(pipeline: Pipeline, store: Store) -> int:
+    argv = ["--data-dir", str(pipeline.settings.data_dir), "verify", *store.verify_arguments()]
     return authtrail(argv)
 
 
 def test_events_are_chained_stored_and_verified(
-    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+    pipeline: Pipeline, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pipeline.start_worker()
     event_ids = pipeline.produce(1500, seed=1)
-    _store(pipeline, len(event_ids))
-    _assert_exactly_once_and_gapless(pipeline, event_ids)
-    assert _verify(pipeline, capsys) == 0
+    _store(pipeline, store, len(event_ids))
+    _assert_exactly_once_and_gapless(store, event_ids)
+    assert _verify(pipeline, store) == 0
     assert "0 damaged" in capsys.readouterr().err
 
-    backend = EmbeddedBackend(pipeline.settings.data_dir / "clickhouse")
-    backend.command(
+    attacker = store.open()  # an attacker with write access to the database
+    attacker.command(
         "ALTER TABLE events UPDATE user_name = 'mallory' WHERE tenant_id = 'globex' AND seq = 42 "
         "SETTINGS mutations_sync = 2"
     )
-    backend.close()
-    assert _verify(pipeline, capsys) == 1
+    attacker.close()
+    assert _verify(pipeline, store) == 1
     output = capsys.readouterr().out
     assert "globex: DAMAGED at seq 42: modified" in output
     assert "acme: ok" in output
 
 
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
 def test_worker_killed_mid_stream_leaves_no_gap_duplicate_or_fork(
-    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+    pipeline: Pipeline, store: Store
 ) -> None:
     first_ids = pipeline.produce(3000, seed=2)
     worker = pipeline.start_worker()
@@ -219,6 +259,6 @@ def test_worker_killed_mid_stream_leaves_no_gap_duplicate_or_fork(
     pipeline.start_worker()
     third_ids = pipeline.produce(500, seed=4)
     event_ids = first_ids + second_ids + third_ids
-    _store(pipeline, len(event_ids), timeout=180)
-    _assert_exactly_once_and_gapless(pipeline, event_ids)
-    assert _verify(pipeline, capsys) == 0
+    _store(pipeline, store, len(event_ids), timeout=180)
+    _assert_exactly_once_and_gapless(store, event_ids)
+    assert _verify(pipeline, store) == 0

@@ -1,0 +1,110 @@
+"""The newcomer's path: ``authtrail up --demo``, then ``sql`` and ``verify`` from a second
+process while it runs, Ctrl-C, and a second ``up`` that continues every chain although the
+in-memory broker lost everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.broker_fixtures import log_tail, wait_for_log_text
+
+pytestmark = pytest.mark.integration
+
+STORED = re.compile(r"stored (\d+) records, (\d+) checkpoints")
+
+
+def _up(data_dir: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "up",
+             "--front-port", "0", *extra],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _cli(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), *arguments],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _wait_stored(log: Path, process: subprocess.Popen[bytes], records: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = [tuple(map(int, m)) for m in STORED.findall(log.read_text(errors="replace"))]
+        if counts and counts[-1][0] >= records and counts[-1][1] > 0:
+            return
+        assert process.poll() is None, log_tail(log)
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {records} records stored in time\n{log_tail(log)}")
+
+
+def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    try:
+        assert process.wait(60) == 0, log_tail(log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _children_gone(log: Path) -> None:
+    port = re.search(r"broker \(in memory\) on 127\.0\.0\.1:(\d+)", log.read_text()).group(1)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        assert f"127.0.0.1:{port}" not in command, f"broker left running: {command}"
+
+
+def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first_log = tmp_path / "up-1.log"
+    up = _up(data_dir, first_log, "--demo", "--rate", "400")
+    try:
+        wait_for_log_text(first_log, "Ctrl-C stops everything", up, timeout=60)
+        _wait_stored(first_log, up, records=300, timeout=90)
+
+        # A second process gets in through the running process's HTTP front.
+        query = "SELECT tenant_id, count() AS n, max(seq) AS last FROM events GROUP BY 1"
+        counts = _cli(data_dir, "sql", "--format", "json", query)
+        assert counts.returncode == 0, counts.stderr
+        rows = [json.loads(line) for line in counts.stdout.splitlines()]
+        assert rows and all(int(row["n"]) == int(row["last"]) for row in rows)
+        refused = _cli(data_dir, "sql", "DROP TABLE events")
+        assert refused.returncode == 2 and "read-only" in refused.stderr
+        verified = _cli(data_dir, "verify", "--json")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert all(result["damage"] is None for result in json.loads(verified.stdout))
+    finally:
+        _stop(up, first_log)
+    _children_gone(first_log)
+    assert not (data_dir / "clickhouse.endpoint").exists()
+
+    # The broker kept everything in memory: a new `up` must continue the chains anyway.
+    second_log = tmp_path / "up-2.log"
+    up = _up(data_dir, second_log, "--demo", "--rate", "400")
+    try:
+        wait_for_log_text(second_log, "given the", up, timeout=60)
+        _wait_stored(second_log, up, records=300, timeout=90)
+    finally:
+        _stop(up, second_log)
+    gapless = _cli(data_dir, "sql", "--format", "json",
+                   "SELECT count() = max(seq) AND uniqExact(seq) = count() AS ok "
+                   "FROM events GROUP BY tenant_id")  # fmt: skip
+    assert gapless.returncode == 0, gapless.stderr
+    assert all(json.loads(line)["ok"] for line in gapless.stdout.splitlines())
+    verified = _cli(data_dir, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
