@@ -24,20 +24,33 @@ def endpoint_path(settings: Settings) -> Path:
 
 
 def announce_endpoint(settings: Settings, url: str) -> Path:
-    """Record ``url`` (and this process) as the way into the embedded store."""
+    """Record ``url``, the broker and this process as the way into a running ``up``."""
     path = endpoint_path(settings)
-    path.write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+    announced = {"url": url, "bootstrap_servers": settings.bootstrap_servers, "pid": os.getpid()}
+    path.write_text(json.dumps(announced) + "\n")
     return path
 
 
-def running_endpoint(settings: Settings) -> str | None:
-    """The HTTP front URL of a live ``authtrail up`` on this data dir, if there is one."""
+def _announced(settings: Settings) -> dict[str, Any] | None:
     try:
         announced = json.loads(endpoint_path(settings).read_text())
         os.kill(int(announced["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return str(announced["url"])
+    return announced if isinstance(announced, dict) else None
+
+
+def running_endpoint(settings: Settings) -> str | None:
+    """The HTTP front URL of a live ``authtrail up`` on this data dir, if there is one."""
+    announced = _announced(settings)
+    return str(announced["url"]) if announced else None
+
+
+def running_broker(settings: Settings) -> str | None:
+    """The bootstrap servers of a live ``authtrail up`` on this data dir, if there is one."""
+    announced = _announced(settings)
+    servers = announced.get("bootstrap_servers") if announced else None
+    return str(servers) if servers else None
 
 
 def open_backend(settings: Settings, *, read_only: bool = False) -> ClickHouseBackend:

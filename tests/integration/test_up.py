@@ -88,6 +88,10 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
         verified = _cli(data_dir, "verify", "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert all(result["damage"] is None for result in json.loads(verified.stdout))
+        # loadgen from a second terminal finds the running broker too.
+        sent = _cli(data_dir, "loadgen", "--count", "300", "--rate", "0", "--json")
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["acknowledged"] == 300
     finally:
         _stop(up, first_log)
     _children_gone(first_log)
