@@ -47,6 +47,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
     import signal
     import threading
 
@@ -58,6 +59,9 @@ def _cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError("sink needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     check_reachable(settings.bootstrap_servers)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

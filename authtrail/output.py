@@ -26,8 +26,21 @@ def _cell(value: Any) -> Any:
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:
-    """The table as JSON-ready dicts: bytes as hex, maps as objects, times as ISO text."""
-    return [{name: _cell(value) for name, value in row.items()} for row in table.to_pylist()]
+    """The table as JSON-ready dicts: bytes as hex, maps as objects, times as ISO text.
+
+    A ClickHouse String may hold any bytes (the ``rejected`` table keeps undecodable
+    input as it came); a column that is not valid UTF-8 is shown as hex.
+    """
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            columns[name] = column.to_pylist()
+        except UnicodeDecodeError:
+            columns[name] = column.cast(pa.binary()).to_pylist()
+    return [
+        {name: _cell(values[index]) for name, values in columns.items()}
+        for index in range(table.num_rows)
+    ]
 
 
 def write_table(table: pa.Table, output_format: str, out: TextIO) -> None:

@@ -56,6 +56,9 @@ class Settings:
     batch_size: int = 1000
     batch_interval_ms: int = 1000
     # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
+    # The sink inserts after this many rows or this many milliseconds, whichever first.
+    sink_batch_rows: int = 5000
+    sink_batch_ms: int = 1000
     log_origin: str = "authtrail.local"
     signing_key: Path | None = None
     verifier_keys: tuple[Path, ...] = ()
@@ -63,8 +66,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:
             raise ConfigurationError("partitions and replication_factor must be >= 1")
-        if self.batch_size < 1 or self.batch_interval_ms < 1:
-            raise ConfigurationError("batch_size and batch_interval_ms must be >= 1")
+        if (
+            min(self.batch_size, self.batch_interval_ms, self.sink_batch_rows, self.sink_batch_ms)
+            < 1
+        ):
+            raise ConfigurationError("batch sizes and intervals must be >= 1")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):
             raise ConfigurationError(f"log_origin {self.log_origin!r} is not a plain origin")
 

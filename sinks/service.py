@@ -92,5 +92,7 @@ def build_sink(
         topics=topics,
         codecs=codecs,
         group_id=f"{settings.consumer_group}-sink",
+        batch_rows=settings.sink_batch_rows,
+        batch_seconds=settings.sink_batch_ms / 1000,
         consumer_config=consumer_config,
     )

@@ -177,11 +177,16 @@ class Sink:
 
     def flush(self) -> None:
         """Insert everything buffered (records first, then the checkpoints they cover)."""
-        self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
+        inserted = self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
         self._release_checkpoints()
-        self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
-        self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
+        inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
+        inserted += self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
+        if inserted:
+            counters = self.counters
+            _LOG.info("stored %d records, %d checkpoints, %d rejected so far",
+                      counters.stored_records, counters.stored_checkpoints,
+                      counters.stored_rejected)  # fmt: skip
 
     def _release_checkpoints(self) -> None:
         held, self._held_checkpoints = self._held_checkpoints, []
@@ -205,13 +210,18 @@ class Sink:
             if partition not in blocked
         }
 
-    def _insert(self, table: str, schema: Any) -> None:
+    def _insert(self, table: str, schema: Any) -> int:
         buffer = self._buffers[table]
+        count = len(buffer.rows)
         if buffer.rows:
-            first = buffer.rows[0]
-            token = f"{table}:{first['kafka_partition']}:{first['kafka_offset']}:{len(buffer.rows)}"
+            # Names exactly these Kafka records, so only a retry of this very insert is
+            # dropped as a duplicate (never a batch of another cluster or other offsets).
+            first, last = buffer.rows[0], buffer.rows[-1]
+            token = (
+                f"{table}:{self._cluster}:{first['kafka_partition']}:{first['kafka_offset']}:"
+                f"{last['kafka_partition']}:{last['kafka_offset']}:{count}"
+            )
             self._backend.insert_arrow(table, to_arrow(buffer.rows, schema), dedup_token=token)
-            count = len(buffer.rows)
             if table == EVENTS_TABLE:
                 self.counters.stored_records += count
             elif table == CHECKPOINTS_TABLE:
@@ -223,6 +233,7 @@ class Sink:
             commits = [TopicPartition(topic, p, o + 1) for p, o in buffer.offsets.items()]
             self._consumer.commit(offsets=commits, asynchronous=True)
         self._buffers[table] = _Buffer()
+        return count
 
 
 def _cluster_id(consumer: Consumer) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
+from confluent_kafka import Producer
 
 from authtrail.broker import LocalBroker
 from authtrail.cli import main as authtrail
@@ -162,7 +163,7 @@ def _store(pipeline: Pipeline, store: Store, expected: int, timeout: float = 120
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if sink.counters.stored_records >= expected and _all_signed(backend):
+            if _stored_count(backend) >= expected and _all_signed(backend):
                 break
             time.sleep(0.5)
     finally:
@@ -170,7 +171,12 @@ def _store(pipeline: Pipeline, store: Store, expected: int, timeout: float = 120
         thread.join(30)
         backend.close()
     logs = "\n".join(log_tail(p) for p in pipeline.tmp_path.glob("worker-*.log"))
-    assert sink.counters.stored_records >= expected, f"stored {sink.counters}\n{logs}"
+    stored = sum(len(rows) for rows in _stored(store).values())
+    assert stored >= expected, f"stored {stored}: {sink.counters}\n{logs}"
+
+
+def _stored_count(backend: ClickHouseBackend) -> int:
+    return int(backend.query_arrow("SELECT count() FROM events").column(0)[0].as_py())
 
 
 def _all_signed(backend: ClickHouseBackend) -> bool:
@@ -262,3 +268,51 @@ def test_worker_killed_mid_stream_leaves_no_gap_duplicate_or_fork(
     _store(pipeline, store, len(event_ids), timeout=180)
     _assert_exactly_once_and_gapless(store, event_ids)
     assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store: Store) -> None:
+    pipeline.start_worker()
+    event_ids = pipeline.produce(6000, seed=5)
+    log = pipeline.tmp_path / "sink.log"
+    environment = {**pipeline.environment, "AUTHTRAIL_SINK_BATCH_ROWS": "300"}
+    sink = start_python_module("authtrail.cli", ["sink", "--short-timeouts"], log, environment)
+    try:
+        wait_for_log_text(log, "records, ", sink, timeout=60)  # a first batch is stored
+    finally:
+        stop_process_group(sink, signal.SIGKILL)
+    partial = sum(len(rows) for rows in _stored(store).values())
+    print(f"sink killed after storing {partial} of {len(event_ids)} records")
+    assert 0 < partial < len(event_ids), "the kill must land mid-stream"
+    _store(pipeline, store, len(event_ids))
+    _assert_exactly_once_and_gapless(store, event_ids)
+    assert _verify(pipeline, store) == 0
+
+
+def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
+    pipeline: Pipeline, store: Store
+) -> None:
+    pipeline.start_worker()
+    garbage = [b"\x00not avro", b"\xc3\x01" + bytes(8) + b"unknown schema", b""]
+    producer = Producer({"bootstrap.servers": pipeline.settings.bootstrap_servers})
+    for value in garbage:
+        producer.produce(pipeline.settings.events_topic, value, b"acme")
+    assert producer.flush(10) == 0
+    event_ids = pipeline.produce(300, seed=6)
+    _store(pipeline, store, len(event_ids))
+    _assert_exactly_once_and_gapless(store, event_ids)
+    backend = store.open()
+    try:
+        rejected = backend.query_arrow(
+            "SELECT hex(original) AS original, error_kind, reason "
+            "FROM rejected ORDER BY source_offset"
+        ).to_pylist()
+    finally:
+        backend.close()
+    assert [bytes.fromhex(row["original"]) for row in rejected] == garbage
+    assert [row["error_kind"] for row in rejected] == [
+        "undecodable",
+        "unknown_schema",
+        "undecodable",
+    ]
+    assert all(row["reason"] for row in rejected)
