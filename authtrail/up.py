@@ -131,12 +131,29 @@ def run_up(
         announce_endpoint(settings, front.url)
         cleanup.append(lambda: endpoint_path(settings).unlink(missing_ok=True))
 
+        # Stop order (cleanup runs backwards): demo traffic, then the worker (which signs
+        # its open batches as it stops), then the sink once it has stored all of that.
+        sink_stop, draining = threading.Event(), threading.Event()
+        idle_polls = [0]
+
+        def stop_when_drained() -> None:  # called after each empty 0.2 s poll
+            idle_polls[0] = idle_polls[0] + 1 if draining.is_set() else 0
+            if idle_polls[0] >= 5:
+                sink_stop.set()
+
+        sink_thread = threading.Thread(
+            target=sink.run, args=(sink_stop, stop_when_drained), name="sink", daemon=True
+        )
+        sink_thread.start()
+
+        def stop_sink() -> None:
+            draining.set()
+            sink_thread.join(60)
+
+        cleanup.append(stop_sink)
         worker = _Worker(settings, broker is not None, logs / "worker.log")
         worker.start()
         cleanup.append(worker.stop)
-        sink_thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)
-        sink_thread.start()
-        cleanup.append(lambda: sink_thread.join(60))
         if demo:
             demo_thread = threading.Thread(
                 target=_demo_traffic, args=(settings, demo_rate, stop), name="demo", daemon=True

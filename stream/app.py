@@ -144,6 +144,10 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         await worker.forget(tp.partition for tp in revoked if tp.topic == settings.events_topic)
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await worker.close_open_batches()
+
     app.authtrail_worker = worker  # type: ignore[attr-defined]  # for status and tests
     return app
 

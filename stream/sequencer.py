@@ -142,6 +142,10 @@ class Sequencer:
         log = self.tenants.get(self._last_appended) if self._last_appended else None
         return [log.tenant_id] if log is not None and log.batch.size >= self._batch_size else []
 
+    def open_batches(self) -> list[str]:
+        """Tenants with events not yet covered by a checkpoint."""
+        return [tenant for tenant, log in self.tenants.items() if log.batch.size]
+
     def due_batches(self) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``."""
         deadline = self._monotonic() - self._batch_interval

@@ -115,6 +115,16 @@ class SequencerWorker:
         async with self._lock:
             await self._await_all(await self._close_due())
 
+    async def close_open_batches(self) -> None:
+        """Shutdown hook: sign every open batch, so a clean stop leaves nothing unsigned."""
+        async with self._lock:
+            deliveries = []
+            for partition, sequencer in self._sequencers.items():
+                for tenant_id in sequencer.open_batches():
+                    signed = sequencer.close_batch(tenant_id)
+                    deliveries.append(await self._publish_checkpoint(partition, signed))
+            await self._await_all(deliveries)
+
     async def _sequencer(self, partition: int) -> Sequencer:
         sequencer = self._sequencers.get(partition)
         if sequencer is None:

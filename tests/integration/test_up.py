@@ -96,6 +96,9 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
         _stop(up, first_log)
     _children_gone(first_log)
     assert not (data_dir / "clickhouse.endpoint").exists()
+    # A clean stop signs every open batch and stores the checkpoints before exiting.
+    results = json.loads(_cli(data_dir, "verify", "--json").stdout)
+    assert results and all(r["signed_size"] == r["records"] for r in results), results
 
     # The broker kept everything in memory: a new `up` must continue the chains anyway.
     second_log = tmp_path / "up-2.log"

@@ -134,3 +134,12 @@ def test_restart_skips_replayed_input_and_continues_the_chain() -> None:
     chained = second.decoded(CHAINED)
     assert [(r["seq"], r["source_offset"]) for r in chained] == [(5, 4), (6, 5)]
     assert chained[0]["prev_hash"] == restored[-1][2].hash
+
+
+def test_clean_shutdown_signs_every_open_batch() -> None:
+    harness = Harness([_event(n, tenant="acme" if n % 2 else "globex") for n in range(5)])
+    harness.run(list(range(5)))
+    assert [c["size"] for c in harness.decoded(CHECKPOINTS)] == [3]  # globex: 0, 2, 4
+    asyncio.run(harness.worker.close_open_batches())
+    sizes = {(c["tenant_id"], c["size"]) for c in harness.decoded(CHECKPOINTS)}
+    assert sizes == {("globex", 3), ("acme", 2)}
