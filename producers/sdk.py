@@ -12,13 +12,20 @@ A thin adapter over confluent-kafka (librdkafka). What it guarantees the pipelin
   :meth:`AuditProducer.close` raises :class:`DeliveryError` naming every event that was
   not acknowledged. A full local queue blocks the caller or raises
   :class:`ProducerQueueFullError`, never discards.
+* **Broker outages (optional spool).** With ``spool_dir``, :meth:`AuditProducer.send`
+  appends each event to a bounded, crash-safe spool on local disk (:mod:`producers.spool`)
+  and a background thread delivers the spool in order (:mod:`producers.spool_delivery`).
+  Events wait there while the broker is unreachable, survive the process restarting, and
+  a new producer on the same directory delivers them before anything sent after. Delivery
+  into Kafka is then at-least-once; the sequencer records a repeated ``event_id`` once.
 * **Valid records only.** Events are checked (tenant id, event id, the event-type rules of
   ``auth_event.avsc``) and Avro-encoded before anything is queued; a bad event raises
   :class:`InvalidArgumentError` in the caller's stack, not a poison message downstream.
 
-Delivery reports are served whenever the producer is polled: on every :meth:`send`, in
-:meth:`poll`, :meth:`flush` and :meth:`close`. A service that sends rarely should call
-:meth:`poll` now and then, or counters and :attr:`failures` lag behind.
+Without a spool, delivery reports are served whenever the producer is polled: on every
+:meth:`send`, in :meth:`poll`, :meth:`flush` and :meth:`close`. A service that sends rarely
+should call :meth:`poll` now and then, or counters and :attr:`failures` lag behind. With a
+spool the drainer thread serves them continuously.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -44,12 +52,16 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
+from producers.spool import Spool
+from producers.spool_delivery import SpoolDrainer
+from producers.spool_format import SpoolRecord
 from schemas.codec import Codec, SingleObjectCodec
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
     "TENANT_ID_PATTERN",
     "AuditProducer",
+    "Backlog",
     "DeliveryFailure",
     "new_event",
 ]
@@ -84,6 +96,22 @@ class DeliveryFailure:
     tenant_id: str
     error: str
     retriable: bool
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Events :meth:`AuditProducer.send` accepted that the broker has not acknowledged.
+
+    ``events`` and ``bytes`` (encoded values; framed records on disk with a spool) count
+    them. ``spool_dir`` is where they wait durably, or None when they are only in this
+    process's memory (lost if it dies). ``oldest_age`` is how many seconds ago the oldest of
+    them was spooled (None without a spool or when there is none).
+    """
+
+    events: int
+    bytes: int
+    spool_dir: Path | None
+    oldest_age: float | None
 
 
 def new_event(
@@ -133,14 +161,28 @@ class AuditProducer:
         compression: ``compression.type``; ``None`` picks lz4 when the stream processor
             (aiokafka) can read it, which needs ``cramjam`` installed, else gzip; a codec
             this librdkafka build lacks falls back to the next. See :attr:`compression`.
-        on_full: when librdkafka's local queue is full, ``"block"`` polls for delivery
-            reports (which free room) for up to ``queue_timeout`` seconds, then raises;
-            ``"raise"`` raises at once. Both raise :class:`ProducerQueueFullError`.
+        on_full: when the local queue (librdkafka's, or the spool) is full, ``"block"``
+            waits up to ``queue_timeout`` seconds for room, then raises; ``"raise"`` raises
+            at once. Both raise :class:`ProducerQueueFullError`; nothing is dropped.
         queue_timeout: seconds ``"block"`` waits for room; at least 0.
+        spool_dir: ``None`` (default): events queue in memory only. A directory: events
+            are spooled there first (see the module docs); a spool left by an earlier
+            producer is delivered before new events, each to the topic it was sent for.
+            One producer per directory.
+        spool_max_bytes, spool_max_events: bounds of the spool's undelivered events.
+        spool_sync_interval_ms: 0 fsyncs each event before :meth:`send` returns; N > 0 at
+            most every N ms (faster; a *machine* crash may lose the last N ms).
+
+    With a spool, librdkafka's ``message.timeout.ms`` is 0 (never give up: a timed-out
+    event would let later ones overtake it) and a different value is refused; the spool's
+    bounds limit the backlog instead.
 
     Raises:
-        InvalidArgumentError: bad ``on_full``, ``queue_timeout`` or a reserved config key.
-        ConfigurationError: librdkafka refused the configuration.
+        InvalidArgumentError: bad ``on_full``, ``queue_timeout``, spool bound, a reserved
+            config key, or a non-zero ``message.timeout.ms`` with a spool.
+        ConfigurationError: librdkafka refused the configuration, or the spool directory
+            is unusable or in use by another process.
+        FormatError: the spool directory holds damaged data (see :mod:`producers.spool`).
     """
 
     def __init__(
@@ -153,6 +195,10 @@ class AuditProducer:
         compression: str | None = None,
         on_full: Literal["block", "raise"] = "block",
         queue_timeout: float = 30.0,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int = 1 << 30,
+        spool_max_events: int = 1_000_000,
+        spool_sync_interval_ms: int = 0,
     ) -> None:
         if on_full not in ("block", "raise"):
             raise InvalidArgumentError(f"on_full must be 'block' or 'raise', got {on_full!r}")
@@ -165,6 +211,17 @@ class AuditProducer:
         reserved = sorted(_RESERVED_KEYS.intersection(config))
         if reserved:
             raise InvalidArgumentError(f"producer config keys {reserved} are set by AuditProducer")
+        if spool_dir is not None:
+            for alias in ("message.timeout.ms", "delivery.timeout.ms"):
+                if str(config.get(alias, 0)) != "0":
+                    raise InvalidArgumentError(
+                        f"{alias}={config[alias]!r} with a spool: it must stay 0 (infinite) "
+                        "so that no event is given up and overtaken by later ones"
+                    )
+            config["message.timeout.ms"] = 0
+        # librdkafka refuses a larger key + value at produce(); with a spool that would be
+        # in the drainer, after send() returned, so send() checks it first.
+        self._max_message_bytes = int(config.get("message.max.bytes", 1_000_000))
         self._topic = topic
         self._codec: Codec = codec or SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
         self._on_full = on_full
@@ -179,6 +236,17 @@ class AuditProducer:
         self._fatal_error: str | None = None
         self._last_error: str | None = None
         self._closed = False
+        self._queued_bytes = 0  # values in librdkafka's queue (no spool)
+        self._spool: Spool | None = None
+        self._drainer: SpoolDrainer | None = None
+        self._left_in_spool: Backlog | None = None  # what close() left for the next producer
+        if spool_dir is not None:
+            self._spool = Spool(
+                spool_dir,
+                spool_max_bytes,
+                spool_max_events,
+                sync_interval_ms=spool_sync_interval_ms,
+            )
         base = {
             **DEFAULT_PRODUCER_CONFIG,
             **config,
@@ -186,7 +254,15 @@ class AuditProducer:
             "error_cb": self._on_error,
             "logger": _LOG,  # librdkafka logs into Python logging, not raw stderr
         }
-        self._producer, self._compression = _create_producer(base, compression)
+        try:
+            self._producer, self._compression = _create_producer(base, compression)
+        except BaseException:
+            if self._spool is not None:
+                self._spool.close()
+            raise
+        if self._spool is not None:
+            self._drainer = SpoolDrainer(self._spool, self._producer, self._record_report)
+            self._drainer.start()
 
     # -- counters ---------------------------------------------------------------------
 
@@ -206,7 +282,8 @@ class AuditProducer:
 
     @property
     def acknowledged(self) -> int:
-        """Events the broker acknowledged (``acks=all``)."""
+        """Events the broker acknowledged (``acks=all``); with a spool, including events an
+        earlier producer spooled, so it may exceed :attr:`sent`."""
         return self._acknowledged
 
     @property
@@ -216,8 +293,29 @@ class AuditProducer:
 
     @property
     def pending(self) -> int:
-        """Events queued or in flight, without a delivery report yet."""
-        return len(self._in_flight)
+        """Events queued or in flight, without a delivery report yet; with a spool, every
+        spooled event not yet acknowledged (after :meth:`close`: what it left spooled)."""
+        if self._spool is None:
+            return len(self._in_flight)
+        if self._left_in_spool is not None:
+            return self._left_in_spool.events
+        return self._spool.pending_events
+
+    def backlog(self) -> Backlog:
+        """Report what is accepted and not yet acknowledged (see :class:`Backlog`).
+
+        Raises:
+            FormatError: the spool's oldest record changed on disk since it was written.
+        """
+        if self._spool is None:
+            return Backlog(len(self._in_flight), self._queued_bytes, None, None)
+        if self._left_in_spool is not None:
+            return self._left_in_spool
+        status = self._spool.status()
+        age = None
+        if status.oldest_spooled_at_us is not None:
+            age = max(0.0, time.time() - status.oldest_spooled_at_us / 1e6)
+        return Backlog(status.events, status.bytes, status.directory, age)
 
     @property
     def failures(self) -> tuple[DeliveryFailure, ...]:
@@ -242,12 +340,16 @@ class AuditProducer:
         Requires ``event_id`` (a non-empty string) and ``tenant_id`` (matching
         :data:`TENANT_ID_PATTERN`); see :func:`new_event`.
 
+        With a spool, the event is on disk (see ``spool_sync_interval_ms``) when this returns.
+
         Raises:
             InvalidArgumentError: the event is invalid or too large, or the producer is
                 closed; nothing was queued.
-            ProducerQueueFullError: no room in the local queue (see ``on_full``);
+            ProducerQueueFullError: no room in the local queue or spool (see ``on_full``);
                 nothing was queued.
-            DeliveryError: the producer hit a fatal error; it cannot send any more.
+            DeliveryError: the producer hit a fatal error, or (with a spool) delivery
+                halted on an event the broker refused; it cannot send any more.
+            OSError: the spool's disk refused the write; nothing was queued.
         """
         if self._closed:
             raise InvalidArgumentError("send() on a closed AuditProducer")
@@ -255,6 +357,18 @@ class AuditProducer:
         event_id, tenant_id = _check_event(event)
         value = self._codec.encode(event)
         key = tenant_id.encode("utf-8")
+        if self._spool is not None:
+            if len(key) + len(value) > self._max_message_bytes:
+                raise InvalidArgumentError(
+                    f"event {event_id!r} is too large for the producer ({len(value)} bytes)"
+                )
+            # Always through the spool, never around it: a direct send could overtake
+            # events of the same tenant that still wait there.
+            timeout = self._queue_timeout if self._on_full == "block" else 0.0
+            self._spool.append(SpoolRecord(self._topic, key, value, event_id), timeout)
+            with self._lock:
+                self._sent += 1
+            return
         with self._lock:
             token = self._next_token
             self._next_token += 1
@@ -267,6 +381,7 @@ class AuditProducer:
             raise
         with self._lock:
             self._sent += 1
+            self._queued_bytes += len(value)
         self._producer.poll(0)
 
     def _produce(self, key: bytes, value: bytes, token: int, event_id: str) -> None:
@@ -294,7 +409,13 @@ class AuditProducer:
                 raise DeliveryError([event_id], f"librdkafka refused it: {_describe(exc)}") from exc
 
     def poll(self, timeout: float = 0.0) -> int:
-        """Serve delivery reports and errors for up to ``timeout`` seconds; return how many."""
+        """Serve delivery reports and errors for up to ``timeout`` seconds; return how many.
+
+        With a spool the drainer thread serves them: this only waits, and returns 0.
+        """
+        if self._spool is not None:
+            time.sleep(max(0.0, timeout))
+            return 0
         served: int = self._producer.poll(timeout)
         return served
 
@@ -302,10 +423,18 @@ class AuditProducer:
         """Wait up to ``timeout`` seconds for every queued event's delivery report.
 
         Returns the number of events still without a report (0: all acknowledged or
-        failed). Raises :class:`InvalidArgumentError` for a negative timeout.
+        failed); with a spool, the events still spooled (it stops early if delivery
+        halted). Raises :class:`InvalidArgumentError` for a negative timeout.
         """
         if timeout < 0:
             raise InvalidArgumentError(f"timeout must be >= 0, got {timeout}")
+        if self._drainer is not None:
+            deadline = time.monotonic() + timeout
+            while self.pending and self._drainer.halt_reason is None and not self._closed:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            return self.pending
         self._producer.flush(timeout)
         return self.pending
 
@@ -316,14 +445,23 @@ class AuditProducer:
         afterwards ``acknowledged + failed == sent`` and ``pending == 0``. Calling close
         again does nothing.
 
+        With a spool, events not delivered within ``timeout`` stay in the spool for the next
+        producer on it: that is not an error (they are durable). close() logs a warning
+        saying how many, and :meth:`backlog` and :attr:`pending` report them afterwards.
+
         Raises:
             DeliveryError: some events were not acknowledged (failed, timed out, purged;
                 failures already taken with :meth:`take_failures` excepted) or the
-                producer hit a fatal error. ``undelivered`` names the event ids.
+                producer hit a fatal error. ``undelivered`` names the event ids. With a
+                spool: delivery halted on a refused event (the spool keeps it and all
+                after it; the message says how many).
         """
         if self._closed:
             return
         self._closed = True
+        if self._spool is not None:
+            self._close_spooled(timeout)
+            return
         remaining = self.flush(timeout)
         if remaining:
             self._producer.purge(in_queue=True, in_flight=True)
@@ -349,6 +487,32 @@ class AuditProducer:
                 reason += f"; last client error: {self._last_error}"
             raise DeliveryError(undelivered, reason)
 
+    def _close_spooled(self, timeout: float) -> None:
+        assert self._spool is not None and self._drainer is not None
+        self._drainer.stop(timeout)
+        try:
+            left = self.backlog()
+        finally:
+            self._spool.close()
+            shutdown = getattr(self._producer, "close", None)
+            if shutdown is not None:
+                shutdown()
+        self._left_in_spool = left
+        halted = self._fatal_error or self._drainer.halt_reason
+        if halted is not None:
+            with self._lock:
+                undelivered = [failure.event_id for failure in self._failures]
+            raise DeliveryError(
+                undelivered,
+                f"delivery halted: {halted}; {left.events} events stay in spool {left.spool_dir}",
+            )
+        if left.events:
+            _LOG.warning(
+                "producer for %s closed with %d events (%d bytes) not yet delivered; they stay "
+                "in spool %s and a producer started on it delivers them first",
+                self._topic, left.events, left.bytes, left.spool_dir,
+            )  # fmt: skip
+
     def __enter__(self) -> AuditProducer:
         return self
 
@@ -373,11 +537,17 @@ class AuditProducer:
     def _on_delivery(self, token: int, error: KafkaError | None, message: Any) -> None:
         with self._lock:
             event_id = self._in_flight.pop(token, "?")
+            self._queued_bytes -= len(message) if message is not None else 0
+        key = message.key() if message is not None else None
+        self._record_report(event_id, key, error)
+
+    def _record_report(self, event_id: str, key: bytes | None, error: KafkaError | None) -> None:
+        """Count one delivery report (also the spool drainer's, from its thread)."""
+        with self._lock:
             if error is None:
                 self._acknowledged += 1
                 return
             self._failed += 1
-            key = message.key() if message is not None else None
             self._failures.append(
                 DeliveryFailure(
                     event_id=event_id,
@@ -393,6 +563,8 @@ class AuditProducer:
             # librdkafka fails every queued message after this; send() and close() raise.
             self._fatal_error = text
             _LOG.error("producer for %s hit a fatal error: %s", self._topic, text)
+            if self._drainer is not None:
+                self._drainer.halt(f"fatal producer error: {text}")
             return
         if text != self._last_error:  # librdkafka repeats e.g. ALL_BROKERS_DOWN per retry
             _LOG.warning("producer for %s: %s", self._topic, text)
@@ -403,6 +575,13 @@ class AuditProducer:
             with self._lock:
                 pending = list(self._in_flight.values())
             raise DeliveryError(pending, f"fatal producer error: {self._fatal_error}")
+        halted = self._drainer.halt_reason if self._drainer is not None else None
+        if halted is not None:
+            with self._lock:
+                failed = [failure.event_id for failure in self._failures]
+            raise DeliveryError(
+                failed, f"delivery from the spool halted: {halted}; the spool keeps the rest"
+            )
 
 
 def _check_tenant_id(tenant_id: Any) -> None:

@@ -24,6 +24,15 @@ CORE_MODULES = [
     "stream.compact",
     "stream.note",
     "stream.checkpoint",
+    "stream.sequencer",
+    "stream.audit",
+    "stream.lockout",
+    "stream.spray",
+    "stream.lockout_policy",
+    "stream.decisions",
+    "stream.event_time",
+    "producers.spool_format",
+    "producers.traffic",
 ]
 FORBIDDEN = ["confluent_kafka", "faust", "aiokafka", "clickhouse_connect", "chdb", "pyarrow"]
 

@@ -1,0 +1,102 @@
+"""Event-time order for detectors: put one key's events back in order within a lateness bound.
+
+Events reach a detector in arrival order, which is not event-time order: producers batch,
+retry, and sit behind different networks. Keycloak's brute-force rules are not
+commutative (a "quick login" depends on the gap to the previous failure), so a detector
+must see each account's events in event-time order to decide what the source decided.
+:class:`ReorderBuffer` holds them until nothing earlier can still arrive, within
+``allowed_lateness``; anything older is refused as late rather than applied out of order.
+
+Pure: no clock, no I/O; its state is JSON-compatible (:meth:`ReorderBuffer.to_state`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ACCEPTED", "DUPLICATE", "LATE", "ReorderBuffer"]
+
+ACCEPTED, LATE, DUPLICATE = "accepted", "late", "duplicate"
+
+
+class ReorderBuffer:
+    """One key's events, released in (occurred_at, event_id) order once they cannot be
+    overtaken any more.
+
+    ``cutoff = max(watermark, floor) - lateness``; ``watermark`` is the newest event time
+    offered, ``floor`` a promise from the caller that event time has reached it. An event
+    is *late* if older than the cutoff or ordered before an event already released; it is
+    a *duplicate* if its id is among the events at or after the cutoff. Released: pending
+    events at or before the cutoff.
+    """
+
+    __slots__ = ("frontier", "pending", "recent_ids", "watermark")
+
+    def __init__(self) -> None:
+        self.watermark: int | None = None
+        self.frontier: tuple[int, str] | None = None
+        self.pending: list[tuple[int, str, dict[str, Any]]] = []
+        self.recent_ids: dict[str, int] = {}
+
+    def cutoff(self, lateness: int, floor: int | None) -> int | None:
+        marks = [mark for mark in (self.watermark, floor) if mark is not None]
+        return max(marks) - lateness if marks else None
+
+    def offer(
+        self,
+        occurred_at: int,
+        event_id: str,
+        payload: dict[str, Any],
+        lateness: int,
+        floor: int | None,
+    ) -> str:
+        """Queue an event; return ACCEPTED, LATE or DUPLICATE (the latter two change nothing)."""
+        if event_id in self.recent_ids:
+            return DUPLICATE
+        cutoff = self.cutoff(lateness, floor)
+        if cutoff is not None and occurred_at < cutoff:
+            return LATE
+        if self.frontier is not None and (occurred_at, event_id) < self.frontier:
+            return LATE
+        self.watermark = occurred_at if self.watermark is None else max(self.watermark, occurred_at)
+        bisect.insort(self.pending, (occurred_at, event_id, payload), key=lambda item: item[:2])
+        self.recent_ids[event_id] = occurred_at
+        return ACCEPTED
+
+    def release(self, lateness: int, floor: int | None) -> list[tuple[int, str, dict[str, Any]]]:
+        """Remove and return, oldest first, the pending events no later event may precede."""
+        cutoff = self.cutoff(lateness, floor)
+        if cutoff is None:
+            return []
+        ready = bisect.bisect_right(self.pending, cutoff, key=lambda item: item[0])
+        released, self.pending = self.pending[:ready], self.pending[ready:]
+        if released:
+            self.frontier = released[-1][:2]
+        self.forget(lateness, floor)
+        return released
+
+    def forget(self, lateness: int, floor: int | None) -> None:
+        """Drop remembered ids older than the cutoff: such an event is refused as late."""
+        cutoff = self.cutoff(lateness, floor)
+        if cutoff is not None:
+            self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "watermark": self.watermark,
+            "frontier": list(self.frontier) if self.frontier else None,
+            "pending": [list(item) for item in self.pending],
+            "recent_ids": dict(self.recent_ids),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ReorderBuffer:
+        buffer = cls()
+        buffer.watermark = state["watermark"]
+        frontier = state["frontier"]
+        buffer.frontier = (frontier[0], frontier[1]) if frontier else None
+        buffer.pending = [(item[0], item[1], dict(item[2])) for item in state["pending"]]
+        buffer.recent_ids = dict(state["recent_ids"])
+        return buffer
