@@ -165,6 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _handle(self, *, read_only: bool) -> None:
+        if self.server is not self.front._server:
+            # A keep-alive connection outliving stop(): drop it unanswered, as a stopped
+            # server would, instead of serving from a front that is supposed to be down.
+            self.close_connection = True
+            return
         query_id = ""
         try:
             url = urlsplit(self.path)

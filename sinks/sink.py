@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from authtrail.errors import ConfigurationError
+from authtrail.errors import ConfigurationError, StoreError
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
 from sinks.rows import (
@@ -41,6 +41,9 @@ from sinks.rows import (
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
 
 _LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_FIRST_BACKOFF = 0.5
+_MAX_BACKOFF = 30.0
 
 
 @dataclass
@@ -101,6 +104,7 @@ class Sink:
         self._buffers = {table: _Buffer() for table in self._topics}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._first_buffered: float | None = None
+        self._stop: threading.Event | None = None
 
     def _query_pairs(self, sql: str) -> dict[str, int]:
         table = self._backend.query_arrow(sql)
@@ -118,7 +122,9 @@ class Sink:
         return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = {table: self._stored_offsets(table) for table in self._topics}
+        stored = self._retrying(
+            lambda: {table: self._stored_offsets(table) for table in self._topics}
+        )
         for partition in partitions:
             table = self._tables[partition.topic]
             last = stored[table].get(partition.partition)
@@ -127,6 +133,7 @@ class Sink:
 
     def run(self, stop: threading.Event, on_idle: Callable[[], None] | None = None) -> None:
         """Consume and store until ``stop`` is set; then store what is buffered and close."""
+        self._stop = stop
         self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
         try:
             while not stop.is_set():
@@ -134,12 +141,32 @@ class Sink:
                 for message in messages:
                     self._add(message)
                 if self._due():
-                    self.flush()
+                    self._retrying(self.flush)
                 elif not messages and on_idle is not None:
                     on_idle()
-            self.flush()
+            self._retrying(self.flush, attempts=3)
         finally:
             self._consumer.close()
+
+    def _retrying(self, action: Callable[[], _T], attempts: int | None = None) -> _T:
+        """Run ``action``; while the store is unavailable, back off and try again.
+
+        Nothing is consumed meanwhile and no offset is committed past what is stored, so an
+        outage only delays rows. ``attempts`` bounds the tries (used when stopping: what
+        is not stored stays in Kafka for the next run).
+        """
+        delay, tried = _FIRST_BACKOFF, 0
+        while True:
+            try:
+                return action()
+            except (StoreError, ConfigurationError) as exc:
+                tried += 1
+                stopping = self._stop is not None and self._stop.is_set()
+                if (attempts is not None and tried >= attempts) or (stopping and tried >= 3):
+                    raise
+                _LOG.warning("ClickHouse unavailable (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
 
     def _add(self, message: Message) -> None:
         error = message.error()

@@ -316,3 +316,38 @@ def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
         "undecodable",
     ]
     assert all(row["reason"] for row in rejected)
+
+
+@pytest.mark.parametrize("store", ["server"], indirect=True)
+def test_clickhouse_outage_delays_rows_and_loses_none(pipeline: Pipeline, store: Store) -> None:
+    """The sink writes over HTTP; the server goes away mid-stream and comes back."""
+    assert store.front is not None and store._owner is not None
+    pipeline.start_worker()
+    backend = store.open()
+    sink = build_sink(pipeline.settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        first = pipeline.produce(1000, seed=7)
+        deadline = time.monotonic() + 60
+        while sink.counters.stored_records == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        port = store.front.port
+        store.front.stop()  # outage
+        second = pipeline.produce(1000, seed=8)
+        time.sleep(3)
+        stored_during_outage = sink.counters.stored_records
+        store.front = HttpFront(store._owner, port=port).start()  # back
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if _stored_count(store._owner) >= 2000 and _all_signed(store._owner):
+                break
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(60)
+        backend.close()
+    assert stored_during_outage < 2000
+    _assert_exactly_once_and_gapless(store, first + second)
+    assert _verify(pipeline, store) == 0
