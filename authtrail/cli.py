@@ -78,14 +78,22 @@ def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from authtrail.keys import load_keyring
+    from authtrail.progress import Progress
     from sinks.service import open_backend
     from sinks.verify_store import verify_store
 
     keyring = load_keyring(list(settings.verifier_key_paths))
     backend = open_backend(settings, read_only=True)
+    progress = Progress("verifying tenants", enabled=False if args.json else None)
     try:
-        results = list(verify_store(backend, keyring, settings.log_origin, tenant_id=args.tenant))
+        results = list(
+            verify_store(
+                backend, keyring, settings.log_origin, tenant_id=args.tenant,
+                progress=progress.update,
+            )
+        )  # fmt: skip
     finally:
+        progress.close()
         backend.close()
     damaged = [result for result in results if result.damage]
     if args.json:

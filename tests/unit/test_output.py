@@ -50,3 +50,18 @@ def test_invalid_utf8_in_a_string_column_is_shown_as_hex() -> None:
     out = io.StringIO()
     write_table(pa.table({"original": raw}), "json", out)
     assert json.loads(out.getvalue()) == {"original": b"\xc3\x01garbage".hex()}
+
+
+def test_progress_draws_only_when_enabled() -> None:
+    from authtrail.progress import Progress
+
+    shown = io.StringIO()
+    progress = Progress("verifying", stream=shown, enabled=True)
+    progress.update(3, 3)
+    progress.close()
+    assert "[" + "#" * 30 + "] 3/3" in shown.getvalue() and shown.getvalue().endswith("\n")
+    silent = io.StringIO()
+    quiet = Progress("verifying", stream=silent)  # a StringIO is not a terminal
+    quiet.update(1, 2)
+    quiet.close()
+    assert silent.getvalue() == ""
