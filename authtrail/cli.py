@@ -34,15 +34,19 @@ def _cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.keys import load_signer
+    from authtrail.policy_file import load_policy_file
     from authtrail.topics import check_reachable, ensure_topics
     from stream.app import run_worker, topic_specs
 
     if not settings.bootstrap_servers:
         raise ConfigurationError("worker needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     signer = load_signer(settings.signing_key_path)
+    policies = (
+        load_policy_file(settings.lockout_policy_file) if settings.lockout_policy_file else None
+    )
     check_reachable(settings.bootstrap_servers)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
-    run_worker(settings, signer, short_timeouts=args.short_timeouts)
+    run_worker(settings, signer, short_timeouts=args.short_timeouts, policies=policies)
     return EXIT_OK
 
 
@@ -134,17 +138,10 @@ def _cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from producers.loadgen import run_loadgen
-    from sinks.service import running_broker
 
-    if not settings.bootstrap_servers and (servers := running_broker(settings)):
-        settings = settings.with_overrides({"bootstrap_servers": servers})
-    if not settings.bootstrap_servers:
-        raise ConfigurationError(
-            "loadgen needs --bootstrap-servers or a running `authtrail up` on this data dir "
-            "(a broker started just for loadgen would lose everything when it exits)"
-        )
+    settings = _resolve_broker(settings, "loadgen")
     summary = run_loadgen(
-        settings.bootstrap_servers,
+        settings.bootstrap_servers or "",
         settings.events_topic,
         rate=args.rate,
         count=args.count,
@@ -166,6 +163,62 @@ def _cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
             + (f"; {summary.error}" if summary.error else "")
         )
     return EXIT_USAGE if summary.failed or summary.error else EXIT_OK
+
+
+def _resolve_broker(settings: Settings, command: str) -> Settings:
+    """Kafka from the settings, else the broker of a running ``authtrail up``."""
+    from sinks.service import running_broker
+
+    if not settings.bootstrap_servers and (servers := running_broker(settings)):
+        settings = settings.with_overrides({"bootstrap_servers": servers})
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            f"{command} needs --bootstrap-servers or a running `authtrail up` on this data "
+            "dir (a broker started just for it would lose everything when it exits)"
+        )
+    return settings
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import signal
+    import threading
+
+    from producers.sshd import run_ingest
+
+    settings = _resolve_broker(settings, "ingest")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    summary = run_ingest(
+        args.path,
+        bootstrap_servers=settings.bootstrap_servers or "",
+        topic=settings.events_topic,
+        tenant_id=args.tenant,
+        follow=args.follow,
+        year=args.year,
+        stop=stop.is_set,
+    )
+    counters = summary.counters
+    report = {
+        "path": summary.path,
+        "lines": counters.lines,
+        "events": counters.events,
+        "parsed": dict(counters.parsed),
+        "skipped": dict(counters.skipped),
+        "sent": summary.sent,
+        "acknowledged": summary.acknowledged,
+        "failed": summary.failed,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{counters.lines} lines -> {counters.events} events; sent {summary.sent}, "
+              f"acknowledged {summary.acknowledged}, failed {summary.failed}")  # fmt: skip
+        for kind, count in sorted(counters.parsed.items()):
+            print(f"  parsed  {kind}: {count}")
+        for reason, count in sorted(counters.skipped.items()):
+            print(f"  skipped {reason}: {count}")
+    return EXIT_USAGE if summary.failed else EXIT_OK
 
 
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--seed", type=int, default=0)
     loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
     loadgen.set_defaults(handler=_cmd_loadgen)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="turn an existing log into auth events (sshd: OpenSSH / Linux auth logs)",
+        description="Read an OpenSSH or Linux auth log (syslog lines) and send one auth "
+        "event per authentication-relevant line: failed/accepted password or publickey, "
+        "invalid user, disconnects, PAM failures. The original line is kept in "
+        "attributes['raw']. Re-ingesting a file produces the same event ids.",
+    )
+    ingest.add_argument("source", choices=("sshd",), help="log format")
+    ingest.add_argument("path", help="log file")
+    ingest.add_argument("--tenant", required=True, help="tenant the events belong to")
+    ingest.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    ingest.add_argument(
+        "--year", type=int, help="year of the first line (syslog has none; default: from mtime)"
+    )
+    ingest.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.set_defaults(handler=_cmd_ingest)
 
     sql = commands.add_parser(
         "sql",

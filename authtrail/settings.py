@@ -48,6 +48,10 @@ class Settings:
     chained_topic: str = "authtrail.chained"
     checkpoints_topic: str = "authtrail.checkpoints"
     dead_letter_topic: str = "authtrail.dead-letter"
+    # ACCOUNT_LOCKED / ACCOUNT_UNLOCKED / BRUTE_FORCE_SUSPECTED for enforcement services.
+    lockouts_topic: str = "authtrail.lockouts"
+    # Brute-force policy (JSON or TOML, docs/LOCKOUT.md); None: Keycloak's defaults.
+    lockout_policy_file: Path | None = None
     partitions: int = 4
     # Consumer groups are "<consumer_group>-sequencer" (Faust app id) and "<consumer_group>-sink".
     consumer_group: str = "authtrail"

@@ -21,6 +21,7 @@ from schemas import AUTH_EVENT, load_schema
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "checkpoints"
 REJECTED_TABLE = "rejected"
+LOCKOUTS_VIEW = "lockouts"
 
 _UTC_MICROS = "DateTime64(6, 'UTC')"
 
@@ -118,6 +119,22 @@ SETTINGS non_replicated_deduplication_window = 1000""",
 PARTITION BY toYYYYMM(rejected_at)
 ORDER BY (error_kind, rejected_at)
 SETTINGS non_replicated_deduplication_window = 1000""",
+        # Lockout decisions are ordinary chained events (service authtrail-lockout); this
+        # view only gives their attributes columns. Times in attributes are microseconds.
+        f"""CREATE VIEW IF NOT EXISTS {LOCKOUTS_VIEW} AS
+SELECT tenant_id, seq, occurred_at, event_type, user_id, user_name, client_ip,
+    attributes['reason'] AS reason,
+    toUInt32OrZero(attributes['failure_count']) AS failure_count,
+    attributes['permanent'] = 'true' AS permanent,
+    fromUnixTimestamp64Micro(toInt64OrNull(attributes['locked_until']), 'UTC') AS locked_until,
+    fromUnixTimestamp64Micro(toInt64OrNull(attributes['window_start']), 'UTC') AS window_start,
+    fromUnixTimestamp64Micro(toInt64OrNull(attributes['window_end']), 'UTC') AS window_end,
+    toUInt32OrZero(attributes['distinct_users']) AS distinct_users,
+    attributes['sample_user_names'] AS sample_user_names,
+    attributes['triggering_event_id'] AS triggering_event_id,
+    message
+FROM {EVENTS_TABLE}
+WHERE service = 'authtrail-lockout'""",
     ]
 
 

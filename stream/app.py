@@ -8,7 +8,7 @@ owner rebuilds it from Kafka (:mod:`stream.recovery`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -18,9 +18,11 @@ from authtrail.topics import TopicSpec
 from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
 from schemas.codec import SingleObjectCodec
 from stream import recovery
+from stream.guard import Guard
+from stream.lockout_policy import PolicySet
 from stream.note import Signer, make_keyring
 from stream.sequencer import Sequencer
-from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
+from stream.worker import CHAINED, CHECKPOINTS, EVENTS, LOCKOUTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
 
 TAKE_MAX = 2000
@@ -43,6 +45,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         settings.chained_topic,
         settings.checkpoints_topic,
         settings.dead_letter_topic,
+        settings.lockouts_topic,
     )
     return [TopicSpec(name, settings.partitions, settings.replication_factor) for name in names]
 
@@ -51,8 +54,17 @@ def codec(schema_name: str) -> SingleObjectCodec:
     return SingleObjectCodec(load_schema(schema_name))
 
 
-def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = False) -> faust.App:
-    """Build the sequencer app. Requires ``settings.bootstrap_servers``."""
+def create_app(
+    settings: Settings,
+    signer: Signer,
+    *,
+    short_timeouts: bool = False,
+    policies: PolicySet | None = None,
+) -> faust.App:
+    """Build the sequencer app. Requires ``settings.bootstrap_servers``.
+
+    ``policies``: brute-force detection policies (None: Keycloak's defaults).
+    """
     if not settings.bootstrap_servers:
         raise ValueError("the sequencer needs bootstrap servers")
     brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
@@ -81,6 +93,8 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
         CHAINED: app.topic(settings.chained_topic, **raw),
         CHECKPOINTS: app.topic(settings.checkpoints_topic, **raw),
         DEAD_LETTER_ROLE: app.topic(settings.dead_letter_topic, **raw),
+        EVENTS: events,
+        LOCKOUTS: app.topic(settings.lockouts_topic, **raw),
     }
 
     async def publish(role: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[Any]:
@@ -89,7 +103,9 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
     keyring = make_keyring([signer.verifier_key()])
     chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
 
-    def recover(sequencer: Sequencer, partition: int) -> int:
+    def recover(
+        sequencer: Sequencer, partition: int, on_event: Callable[[dict[str, Any]], None] | None
+    ) -> int:
         return recovery.recover(
             sequencer,
             bootstrap_servers=settings.bootstrap_servers or "",
@@ -100,6 +116,7 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
             checkpoint_codec=checkpoint_codec,
             keyring=keyring,
             log_origin=settings.log_origin,
+            on_event=on_event,
         )
 
     def fetch(partition: int, start: int | None, end: int) -> list[InputRecord]:
@@ -129,6 +146,7 @@ def create_app(settings: Settings, signer: Signer, *, short_timeouts: bool = Fal
         checkpoint_codec=checkpoint_codec,
         dead_letter_codec=codec(DEAD_LETTER),
         events_topic=settings.events_topic,
+        new_guard=lambda: Guard(policies or PolicySet()),
     )
 
     @app.agent(events, name="sequencer")
@@ -164,7 +182,13 @@ def _input_record(event: Any) -> InputRecord:
     )
 
 
-def run_worker(settings: Settings, signer: Signer, *, short_timeouts: bool = False) -> None:
+def run_worker(
+    settings: Settings,
+    signer: Signer,
+    *,
+    short_timeouts: bool = False,
+    policies: PolicySet | None = None,
+) -> None:
     """Run the sequencer in this process until signalled (SIGTERM/SIGINT stop it)."""
-    app = create_app(settings, signer, short_timeouts=short_timeouts)
+    app = create_app(settings, signer, short_timeouts=short_timeouts, policies=policies)
     faust.Worker(app, loglevel="info").execute_from_commandline()

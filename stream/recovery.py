@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -107,10 +107,12 @@ def recover(
     checkpoint_codec: Codec,
     keyring: Keyring,
     log_origin: str,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> int:
     """Replay partition ``partition``'s checkpoints, then its chained records, into
-    ``sequencer``. Returns the number of records replayed.
+    ``sequencer`` (and each chained event into ``on_event``, e.g. the lockout guard).
+    Returns the number of records replayed.
 
     Checkpoints come first: each was published after the records it covers were
     acknowledged, so every checkpoint read here is covered by the records read next.
@@ -128,5 +130,7 @@ def recover(
         sequencer.restore_record(
             event["tenant_id"], event["event_id"], link, record["source_offset"]
         )
+        if on_event is not None:
+            on_event(event)
         replayed += 1
     return replayed

@@ -27,6 +27,7 @@ from typing import Any
 from authtrail.errors import FormatError, InvalidArgumentError, UnknownSchemaError
 from schemas.codec import Codec
 from stream.canonical import canonical_leaf
+from stream.guard import Guard
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 
 _LOG = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _LOG = logging.getLogger(__name__)
 # send(topic_role, key, value, partition) -> awaitable delivery
 Publish = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[Any]]]
 CHAINED, CHECKPOINTS, DEAD_LETTER = "chained", "checkpoints", "dead_letter"
+EVENTS, LOCKOUTS = "events", "lockouts"  # decision events: back into the stream, and out
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Counters:
     duplicates: int = 0
     rejected: int = 0
     checkpoints: int = 0
+    decisions: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class SequencerWorker:
         self,
         *,
         new_sequencer: Callable[[], Sequencer],
-        recover: Callable[[Sequencer, int], int],
+        recover: Callable[[Sequencer, int, Callable[[dict[str, Any]], None] | None], int],
         fetch: Callable[[int, int | None, int], list[InputRecord]],
         publish: Publish,
         event_codec: Codec,
@@ -70,8 +73,12 @@ class SequencerWorker:
         checkpoint_codec: Codec,
         dead_letter_codec: Codec,
         events_topic: str,
+        new_guard: Callable[[], Guard] | None = None,
     ) -> None:
         self._new_sequencer = new_sequencer
+        self._new_guard = new_guard
+        self._guards: dict[int, Guard] = {}
+        self._after_recovery: list[Awaitable[Any]] = []
         self._recover = recover
         self._fetch = fetch
         self._publish = publish
@@ -90,6 +97,7 @@ class SequencerWorker:
         async with self._lock:
             for partition in partitions:
                 self._sequencers.pop(partition, None)
+                self._guards.pop(partition, None)
                 self._next_offset.pop(partition, None)
 
     async def process(self, records: Sequence[InputRecord]) -> None:
@@ -99,6 +107,8 @@ class SequencerWorker:
             closed: list[tuple[int, SignedCheckpoint]] = []
             for record in records:
                 sequencer = await self._sequencer(record.partition)
+                deliveries += self._after_recovery
+                self._after_recovery = []
                 for pending in await self._in_order(record):
                     deliveries += await self._handle(sequencer, pending)
                     # Close a full batch at once, so every batch has exactly batch_size
@@ -129,10 +139,15 @@ class SequencerWorker:
         sequencer = self._sequencers.get(partition)
         if sequencer is None:
             sequencer = self._new_sequencer()
+            guard = self._new_guard() if self._new_guard is not None else None
             started = time.monotonic()
             replayed = await asyncio.get_running_loop().run_in_executor(
-                None, self._recover, sequencer, partition
+                None, self._recover, sequencer, partition, guard.replay if guard else None
             )
+            if guard is not None:
+                self._guards[partition] = guard
+                for decision in guard.unpublished():  # decided before a crash, never logged
+                    self._after_recovery += await self._publish_decision(partition, decision)
             _LOG.info(
                 "partition %d: recovered %d records of %d tenants in %.1f s",
                 partition, replayed, len(sequencer.tenants), time.monotonic() - started,
@@ -201,8 +216,25 @@ class SequencerWorker:
             )
             self.counters.sequenced += 1
             key = event["tenant_id"].encode()
-            return [await self._publish(CHAINED, key, value, record.partition)]
+            deliveries = [await self._publish(CHAINED, key, value, record.partition)]
+            guard = self._guards.get(record.partition)
+            for decision in guard.observe(event) if guard is not None else ():
+                deliveries += await self._publish_decision(record.partition, decision)
+            return deliveries
         return []
+
+    async def _publish_decision(
+        self, partition: int, decision: dict[str, Any]
+    ) -> list[Awaitable[Any]]:
+        """A lockout decision goes back into the audited stream (same partition: it is
+        the tenant's) and out to the lockouts topic for enforcement services."""
+        self.counters.decisions += 1
+        value = self._event_codec.encode(decision)
+        key = decision["tenant_id"].encode()
+        return [
+            await self._publish(EVENTS, key, value, partition),
+            await self._publish(LOCKOUTS, key, value, partition),
+        ]
 
     async def _close_due(self) -> list[Awaitable[Any]]:
         deliveries = []

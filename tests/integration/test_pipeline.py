@@ -351,3 +351,47 @@ def test_clickhouse_outage_delays_rows_and_loses_none(pipeline: Pipeline, store:
     assert stored_during_outage < 2000
     _assert_exactly_once_and_gapless(store, first + second)
     assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_brute_force_is_locked_and_the_lockout_is_itself_audited(
+    pipeline: Pipeline, store: Store
+) -> None:
+    """35 quick failures for one account and a spray across 12 accounts from one address,
+    with Keycloak's default policy: the lock and the spray alert come back through the
+    sequencer (chained, signed, stored) and show in the `lockouts` view."""
+    pipeline.start_worker()
+    start = 1_767_225_600_000_000
+    events = [
+        new_event("acme", "LOGIN_FAILED", event_id=f"bf-{n}", occurred_at=start + n * 2_000_000,
+                  user_name="alice", client_ip="198.51.100.66", service="sso",
+                  failure_reason="invalid_credentials")
+        for n in range(35)
+    ] + [
+        new_event("acme", "LOGIN_FAILED", event_id=f"spray-{n}",
+                  occurred_at=start + 200_000_000 + n * 1_000_000, user_name=f"victim{n}",
+                  client_ip="203.0.113.99", service="vpn", failure_reason="invalid_credentials")
+        for n in range(12)
+    ] + [  # later traffic moves event time past the allowed lateness
+        new_event("acme", "LOGIN", event_id="later", occurred_at=start + 400_000_000,
+                  user_name="bob", client_ip="192.0.2.1", service="sso")
+    ]  # fmt: skip
+    with AuditProducer(
+        pipeline.settings.bootstrap_servers or "", pipeline.settings.events_topic
+    ) as p:
+        for event in events:
+            p.send(event)
+    _store(pipeline, store, len(events) + 2)
+    backend = store.open()
+    try:
+        lockouts = backend.query_arrow(
+            "SELECT event_type, user_name, client_ip, reason, failure_count, distinct_users "
+            "FROM lockouts ORDER BY seq"
+        ).to_pylist()
+    finally:
+        backend.close()
+    kinds = [(row["event_type"], row["user_name"] or row["client_ip"]) for row in lockouts]
+    assert ("ACCOUNT_LOCKED", "alice") in kinds
+    assert ("BRUTE_FORCE_SUSPECTED", "203.0.113.99") in kinds
+    assert len(kinds) == len(set(kinds)), kinds  # each decision recorded once
+    assert _verify(pipeline, store) == 0

@@ -12,12 +12,18 @@ from typing import Any
 from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER
 from stream.app import codec
 from stream.chain import ChainLink
+from stream.guard import Guard
+from stream.lockout_policy import LockoutPolicy, PolicySet
 from stream.note import Signer, generate_key_strings
 from stream.sequencer import Sequencer
 from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
 
 SIGNER = Signer.parse(generate_key_strings("worker-test")[0])
+POLICIES = PolicySet(
+    lockout=LockoutPolicy(max_login_failures=3, quick_login_check_milliseconds=0),
+    allowed_lateness_seconds=0.0,
+)
 EVENTS = codec(AUTH_EVENT)
 
 
@@ -51,9 +57,10 @@ class Harness:
             checkpoint_codec=codec(CHECKPOINT),
             dead_letter_codec=codec(DEAD_LETTER),
             events_topic="events",
+            new_guard=lambda: Guard(POLICIES),
         )
 
-    def recover(self, sequencer: Sequencer, partition: int) -> int:
+    def recover(self, sequencer: Sequencer, partition: int, on_event: Any) -> int:
         for tenant, event_id, link, offset in self.restored:
             sequencer.restore_record(tenant, event_id, link, offset)
         return len(self.restored)
@@ -143,3 +150,23 @@ def test_clean_shutdown_signs_every_open_batch() -> None:
     asyncio.run(harness.worker.close_open_batches())
     sizes = {(c["tenant_id"], c["size"]) for c in harness.decoded(CHECKPOINTS)}
     assert sizes == {("globex", 3), ("acme", 2)}
+
+
+def test_lockout_decisions_go_back_into_the_stream_and_out_to_enforcement() -> None:
+    failures = [
+        EVENTS.encode(
+            {
+                "event_id": f"f{n}", "tenant_id": "acme", "event_type": "LOGIN_FAILED",
+                "outcome": "FAILURE", "occurred_at": 1_700_000_000_000_000 + n * 5_000_000,
+                "user_name": "alice", "client_ip": "203.0.113.7",
+            }
+        )
+        for n in range(4)
+    ]  # fmt: skip
+    harness = Harness(failures)
+    harness.run([0, 1, 2, 3])
+    decisions = [(role, partition) for role, _, _, partition in harness.published
+                 if role in ("events", "lockouts")]  # fmt: skip
+    assert decisions == [("events", 2), ("lockouts", 2)]
+    locked = [EVENTS.decode(v) for r, _, v, _ in harness.published if r == "lockouts"]
+    assert locked[0]["event_type"] == "ACCOUNT_LOCKED" and locked[0]["user_name"] == "alice"

@@ -1,0 +1,86 @@
+"""Brute-force and spraying detection over the audited stream of one partition. Pure.
+
+The :class:`Guard` sees exactly what the sequencer chains, in chain order: live, as each
+event is sequenced; after a restart, by replaying the partition's chained records. Its
+state is therefore a function of the audit log itself, rebuilt from Kafka on any machine,
+and a restart decides exactly what an uninterrupted run decides (docs/LOCKOUT.md).
+
+Decisions become events (ACCOUNT_LOCKED, ACCOUNT_UNLOCKED, BRUTE_FORCE_SUSPECTED) that go
+back into the audited stream, so every lockout is itself chained and signed. Their event
+ids are derived from the triggering event, so publishing one twice is harmless: the
+sequencer records an event id once. During a replay nothing is published; decisions whose
+events never reached the log (a crash between deciding and publishing) are returned by
+:meth:`Guard.unpublished` to be published then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stream.decisions import LOCKOUT_SERVICE, Decision, decision_to_event
+from stream.lockout import LockoutDetector
+from stream.lockout_policy import PolicySet
+from stream.spray import SprayDetector
+
+_ADVANCE_STEP = 1_000_000  # µs of event time
+_PRUNE_STEP = 600_000_000
+
+
+class Guard:
+    """Lockout and spraying detectors for the tenants of one partition."""
+
+    def __init__(self, policies: PolicySet) -> None:
+        lateness = policies.allowed_lateness_seconds
+        self._lockout = LockoutDetector(policies.lockout_for, allowed_lateness_seconds=lateness)
+        self._spray = SprayDetector(policies.spray_for, allowed_lateness_seconds=lateness)
+        self._replayed: dict[str, dict[str, Any]] = {}  # decided in replay, not yet in the log
+        self._advanced: dict[str, int] = {}  # per tenant: event time last advanced to
+        self._pruned: dict[str, int] = {}
+
+    def observe(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Feed one newly sequenced event; return the decision events to publish."""
+        if event.get("service") == LOCKOUT_SERVICE:
+            self._replayed.pop(str(event.get("event_id")), None)
+            return []
+        decisions = self._lockout.observe(event) + self._spray.observe(event)
+        decisions += self._advance(str(event["tenant_id"]), int(event["occurred_at"]))
+        return [decision_to_event(decision) for decision in decisions]
+
+    def _advance(self, tenant_id: str, occurred_at: int) -> list[Decision]:
+        """Move the tenant's event-time clock: failures buffered for lateness are applied,
+        and temporary locks that ended are announced, even if their account or address
+        sends nothing more. Done in steps of event time, because it scans the tenant;
+        driven by the input alone, so a replay advances identically."""
+        if occurred_at - self._advanced.get(tenant_id, 0) < _ADVANCE_STEP:
+            return []
+        self._advanced[tenant_id] = occurred_at
+        decisions = self._lockout.advance(tenant_id, occurred_at)
+        decisions += self._spray.advance(tenant_id, occurred_at)
+        if occurred_at - self._pruned.setdefault(tenant_id, occurred_at) >= _PRUNE_STEP:
+            self._pruned[tenant_id] = occurred_at
+            self._lockout.prune(tenant_id)
+        return decisions
+
+    def replay(self, event: Mapping[str, Any]) -> None:
+        """Feed one event of the already chained log (recovery): decide, publish nothing."""
+        for decision_event in self.observe(event):
+            self._replayed[decision_event["event_id"]] = decision_event
+
+    def unpublished(self) -> list[dict[str, Any]]:
+        """Decision events made during replay that the log does not hold; then forget them.
+
+        Some may be in flight (published, not yet chained): publishing them again is
+        harmless because their ids repeat.
+        """
+        pending, self._replayed = list(self._replayed.values()), {}
+        return pending
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What the detectors counted (late events, duplicates, decisions …)."""
+        merged: dict[str, int] = {}
+        for counters in (self._lockout.counters, self._spray.counters):
+            for name, value in dict(counters).items():
+                merged[name] = merged.get(name, 0) + int(value)
+        return merged
