@@ -9,6 +9,7 @@ SIGKILLed mid-stream and restarted leaves no gap, duplicate or fork.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -394,4 +395,46 @@ def test_brute_force_is_locked_and_the_lockout_is_itself_audited(
     assert ("ACCOUNT_LOCKED", "alice") in kinds
     assert ("BRUTE_FORCE_SUSPECTED", "203.0.113.99") in kinds
     assert len(kinds) == len(set(kinds)), kinds  # each decision recorded once
+    assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_real_openssh_attack_log_through_ingest_and_the_pipeline(
+    pipeline: Pipeline,
+    store: Store,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """loghub's OpenSSH_2k.log (a real server under attack) via `authtrail ingest sshd`.
+
+    Expected, from the raw lines (see tests/integration/test_sshd_realdata.py for the
+    independent counts): the accounts `root` and `admin` get locked (quick repeated
+    failures / 30 failures, Keycloak defaults), and the addresses that fail 10 distinct
+    accounts within 10 minutes are flagged for spraying.
+    """
+    from tests.integration.test_sshd_realdata import OPENSSH
+
+    if not OPENSSH.exists():
+        pytest.skip(f"real data not present at {OPENSSH}")
+    pipeline.start_worker()
+    for name, value in pipeline.environment.items():
+        if name.startswith("AUTHTRAIL_"):
+            monkeypatch.setenv(name, value)
+    argv = ["--data-dir", str(pipeline.settings.data_dir), "ingest", "sshd", str(OPENSSH),
+            "--tenant", "labsz", "--year", "2015", "--json"]  # fmt: skip
+    assert authtrail(argv) == 0
+    ingested = json.loads(capsys.readouterr().out)
+    assert ingested["acknowledged"] == ingested["events"] > 1900
+    _store(pipeline, store, ingested["events"], timeout=180)
+    backend = store.open()
+    try:
+        rows = backend.query_arrow(
+            "SELECT event_type, user_name, client_ip FROM lockouts ORDER BY seq"
+        ).to_pylist()
+    finally:
+        backend.close()
+    locked = {row["user_name"] for row in rows if row["event_type"] == "ACCOUNT_LOCKED"}
+    sprayers = {row["client_ip"] for row in rows if row["event_type"] == "BRUTE_FORCE_SUSPECTED"}
+    assert {"root", "admin"} <= locked
+    assert {"103.99.0.122", "183.62.140.253", "187.141.143.180"} <= sprayers
     assert _verify(pipeline, store) == 0
