@@ -121,8 +121,8 @@ def create_app(
 
     def fetch(partition: int, start: int | None, end: int) -> list[InputRecord]:
         return [
-            InputRecord(partition, offset, None, value)
-            for offset, value in recovery.read_partition(
+            InputRecord(partition, offset, key, value, timestamp)
+            for offset, key, value, timestamp in recovery.read_messages(
                 settings.bootstrap_servers or "",
                 settings.events_topic,
                 partition,
@@ -177,7 +177,7 @@ def _input_record(event: Any) -> InputRecord:
         partition=message.partition,
         offset=message.offset,
         key=message.key,
-        value=message.value,
+        value=message.value or b"",  # a tombstone is bad input, rejected like any other
         timestamp_micros=int(timestamp * 1_000_000) if timestamp else None,
     )
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from authtrail.errors import ConfigurationError
 from schemas.codec import Codec
@@ -36,8 +36,25 @@ def read_partition(
     start: int | None = None,
     end: int | None = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, value)`` of ``topic``/``partition`` from ``start`` (default: the
-    first stored offset) up to ``end`` exclusive (default: the end of the partition).
+    """Yield ``(offset, value)`` of ``topic``/``partition``; see :func:`read_messages`."""
+    for offset, _, value, _ in read_messages(
+        bootstrap_servers, topic, partition, config, start=start, end=end
+    ):
+        yield offset, value
+
+
+def read_messages(
+    bootstrap_servers: str,
+    topic: str,
+    partition: int,
+    config: Mapping[str, Any] | None = None,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+) -> Iterator[tuple[int, bytes | None, bytes, int | None]]:
+    """Yield ``(offset, key, value, timestamp_micros)`` of ``topic``/``partition`` from
+    ``start`` (default: the first stored offset) up to ``end`` exclusive (default: the end
+    of the partition). A missing value (tombstone) is yielded as ``b""``.
 
     Without ``end`` it reads until librdkafka signals end-of-partition, never to the
     reported high watermark: the local tansu broker reports the watermark of a
@@ -78,14 +95,14 @@ def read_partition(
                     if error.code() == KafkaError._PARTITION_EOF:
                         return
                     raise ConfigurationError(f"reading {topic}[{partition}]: {error}")
-                offset, value = message.offset(), message.value()
-                if offset is None or value is None:
-                    raise ConfigurationError(f"{topic}[{partition}] holds a message without value")
-                if offset < first:
+                offset = message.offset()
+                if offset is None or offset < first:
                     continue
                 if end is not None and offset >= end:
                     return
-                yield offset, value
+                kind, stamp = message.timestamp()
+                micros = stamp * 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None
+                yield offset, message.key(), message.value() or b"", micros
                 if end is not None and offset >= end - 1:
                     return
     except ConfigurationError:

@@ -26,6 +26,7 @@ from typing import Any
 
 from authtrail.errors import FormatError, InvalidArgumentError, UnknownSchemaError
 from schemas.codec import Codec
+from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.guard import Guard
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
@@ -74,7 +75,9 @@ class SequencerWorker:
         dead_letter_codec: Codec,
         events_topic: str,
         new_guard: Callable[[], Guard] | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits or Limits()
         self._new_sequencer = new_sequencer
         self._new_guard = new_guard
         self._guards: dict[int, Guard] = {}
@@ -182,11 +185,20 @@ class SequencerWorker:
     async def _handle(self, sequencer: Sequencer, record: InputRecord) -> list[Awaitable[Any]]:
         event: dict[str, Any] | None = None
         try:
+            if len(record.value) > self._limits.max_record_bytes:  # before paying to decode
+                check_event({}, record_bytes=len(record.value), record_timestamp_micros=None,
+                            limits=self._limits)  # fmt: skip
             event = self._event_codec.decode(record.value)
+            check_event(
+                event, record_bytes=len(record.value),
+                record_timestamp_micros=record.timestamp_micros, limits=self._limits,
+            )  # fmt: skip
             leaf = canonical_leaf(event)
             offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)
         except UnknownSchemaError as exc:
             return [await self._reject(record, "unknown_schema", str(exc), None)]
+        except RejectedEvent as exc:
+            return [await self._reject(record, exc.kind, str(exc), _tenant(event))]
         except FormatError as exc:
             return [await self._reject(record, "undecodable", str(exc), None)]
         except InvalidArgumentError as exc:

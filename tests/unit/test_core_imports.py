@@ -26,6 +26,8 @@ CORE_MODULES = [
     "stream.checkpoint",
     "stream.sequencer",
     "stream.audit",
+    "stream.admission",
+    "stream.guard",
     "stream.lockout",
     "stream.spray",
     "stream.lockout_policy",

@@ -30,7 +30,7 @@ EVENTS = codec(AUTH_EVENT)
 def _event(n: int, tenant: str = "acme", event_id: str | None = None) -> bytes:
     return EVENTS.encode(
         {
-            "event_id": event_id or f"e{n}",
+            "event_id": f"e{n}" if event_id is None else event_id,
             "tenant_id": tenant,
             "event_type": "LOGIN",
             "outcome": "SUCCESS",
@@ -102,14 +102,15 @@ def test_outputs_go_to_the_input_partition_with_source_offsets() -> None:
 def test_bad_input_goes_to_dead_letters_and_processing_continues() -> None:
     unknown_schema = b"\xc3\x01" + bytes(8) + b"x"
     inputs = [_event(0), b"\x00garbage", unknown_schema, _event(3, tenant="bad tenant"),
-              _event(4, event_id="e0")]  # fmt: skip
+              _event(4, event_id="e0"), _event(5, event_id=""), b"", b"\xc3" * 70_000]  # fmt: skip
     harness = Harness(inputs)
-    harness.run(list(range(5)))
+    harness.run(list(range(8)))
     dead = harness.decoded(DEAD_LETTER_ROLE)
     assert [d["error_kind"] for d in dead] == [
         "undecodable", "unknown_schema", "invalid_event", "event_id_conflict",
+        "missing_field", "undecodable", "oversized",
     ]  # fmt: skip
-    assert [d["source_offset"] for d in dead] == [1, 2, 3, 4]
+    assert [d["source_offset"] for d in dead] == [1, 2, 3, 4, 5, 6, 7]
     assert dead[0]["original"] == b"\x00garbage"
     assert [r["seq"] for r in harness.decoded(CHAINED)] == [1]
 

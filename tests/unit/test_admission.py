@@ -1,0 +1,67 @@
+"""Admission: what decodes but may not enter a chain is refused with a named reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.admission import (
+    ABSURD_TIMESTAMP,
+    MISSING_FIELD,
+    OVERSIZED,
+    Limits,
+    RejectedEvent,
+    check_event,
+)
+
+NOW = 1_790_000_000_000_000  # a record timestamp in 2026
+GOOD = {"event_id": "e1", "tenant_id": "acme", "occurred_at": NOW - 5_000_000}
+
+
+def _kind(event: dict, *, size: int = 300, stamp: int | None = NOW) -> str:
+    with pytest.raises(RejectedEvent) as caught:
+        check_event(event, record_bytes=size, record_timestamp_micros=stamp)
+    return caught.value.kind
+
+
+def test_a_normal_event_is_admitted() -> None:
+    check_event(GOOD, record_bytes=300, record_timestamp_micros=NOW)
+    check_event(GOOD, record_bytes=300, record_timestamp_micros=None)
+    old_log_line = {**GOOD, "occurred_at": 1_418_000_000_000_000}  # 2014: ingested history
+    check_event(old_log_line, record_bytes=300, record_timestamp_micros=NOW)
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ({**GOOD, "event_id": ""}, MISSING_FIELD),
+        ({**GOOD, "event_id": "   "}, MISSING_FIELD),
+        ({**GOOD, "tenant_id": ""}, MISSING_FIELD),
+        ({**GOOD, "event_id": "x" * 257}, MISSING_FIELD),
+        ({**GOOD, "occurred_at": 0}, ABSURD_TIMESTAMP),
+        ({**GOOD, "occurred_at": -1}, ABSURD_TIMESTAMP),
+        ({**GOOD, "occurred_at": NOW + 2 * 86_400_000_000}, ABSURD_TIMESTAMP),
+    ],
+)
+def test_refusals_name_their_rule(event: dict, kind: str) -> None:
+    assert _kind(event) == kind
+
+
+def test_oversized_record_is_refused_first() -> None:
+    assert _kind(GOOD, size=64 * 1024 + 1) == OVERSIZED
+    check_event(GOOD, record_bytes=64 * 1024, record_timestamp_micros=NOW)
+
+
+def test_future_bound_follows_the_record_not_the_wall_clock() -> None:
+    tomorrow = {**GOOD, "occurred_at": NOW + 86_400_000_000}
+    check_event(tomorrow, record_bytes=1, record_timestamp_micros=NOW)
+    check_event(tomorrow, record_bytes=1, record_timestamp_micros=None)  # unknown: no bound
+    assert _kind({**tomorrow, "occurred_at": NOW + 86_400_000_001}) == ABSURD_TIMESTAMP
+
+
+def test_limits_are_configurable() -> None:
+    strict = Limits(max_record_bytes=100, max_future_seconds=0)
+    with pytest.raises(RejectedEvent):
+        check_event(GOOD, record_bytes=101, record_timestamp_micros=NOW, limits=strict)
+    with pytest.raises(RejectedEvent):
+        check_event({**GOOD, "occurred_at": NOW + 1}, record_bytes=1,
+                    record_timestamp_micros=NOW, limits=strict)  # fmt: skip
