@@ -221,6 +221,43 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_USAGE if summary.failed else EXIT_OK
 
 
+_STATUS_TENANTS = """
+SELECT e.tenant_id AS tenant_id, e.records AS records, e.last_seq AS last_seq,
+       c.signed_size AS signed_up_to, c.last_checkpoint AS last_checkpoint,
+       e.lockout_decisions AS lockout_decisions
+FROM (SELECT tenant_id, count() AS records, max(seq) AS last_seq,
+             countIf(service = 'authtrail-lockout') AS lockout_decisions
+      FROM events GROUP BY tenant_id) AS e
+LEFT JOIN (SELECT tenant_id, max(size) AS signed_size, max(time_micros) AS last_checkpoint
+           FROM checkpoints GROUP BY tenant_id) AS c USING tenant_id
+ORDER BY tenant_id"""
+_STATUS_REJECTED = """
+SELECT error_kind, count() AS rejected, max(rejected_at) AS last_rejected_at
+FROM rejected GROUP BY error_kind ORDER BY rejected DESC"""
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from authtrail.output import rows, write_table
+    from sinks.service import open_backend
+
+    backend = open_backend(settings, read_only=True)
+    try:
+        tenants = backend.query_arrow(_STATUS_TENANTS)
+        rejected = backend.query_arrow(_STATUS_REJECTED)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps({"tenants": rows(tenants), "rejected": rows(rejected)}, default=str))
+        return EXIT_OK
+    print("tenants:")
+    write_table(tenants, "table", sys.stdout)
+    print("\nrejected input (dead letters), by kind:")
+    write_table(rejected, "table", sys.stdout)
+    return EXIT_OK
+
+
 def _add_service_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers", help="Kafka bootstrap servers (AUTHTRAIL_BOOTSTRAP_SERVERS)"
@@ -331,6 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(handler=_cmd_ingest)
+
+    status = commands.add_parser(
+        "status",
+        help="what is stored: per tenant records, signed size, lockouts; rejected input by kind",
+        description="Summarise the store: per tenant the records, last seq, how far it is "
+        "signed, the newest checkpoint and lockout decisions; and rejected input (dead "
+        "letters) counted by kind.",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
+    )
+    status.set_defaults(handler=_cmd_status)
 
     sql = commands.add_parser(
         "sql",

@@ -88,6 +88,11 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
         verified = _cli(data_dir, "verify", "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert all(result["damage"] is None for result in json.loads(verified.stdout))
+        status = _cli(data_dir, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert {row["tenant_id"] for row in json.loads(status.stdout)["tenants"]} >= {
+            row["tenant_id"] for row in rows
+        }
         # loadgen from a second terminal finds the running broker too.
         sent = _cli(data_dir, "loadgen", "--count", "300", "--rate", "0", "--json")
         assert sent.returncode == 0, sent.stderr
