@@ -7,6 +7,7 @@ Every flag falls back to its ``AUTHTRAIL_*`` environment variable (see settings.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -415,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # clickhouse-connect logs its own copy of an error we report in one line already.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     try:
         overrides = {
             name: getattr(args, name, None)
