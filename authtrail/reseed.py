@@ -51,6 +51,7 @@ def _chained_records(backend: ClickHouseBackend) -> Iterator[dict[str, Any]]:
             "leaf_hash": row["leaf_hash"],
             "source_partition": -1,
             "source_offset": -1,
+            "epoch": 0,  # precedes the first claim of the new broker's partitions
         }
 
 
@@ -99,7 +100,7 @@ def reseed(backend: ClickHouseBackend, settings: Settings, bootstrap_servers: st
     checkpoint_codec = SingleObjectCodec(load_schema(CHECKPOINT))
     for checkpoint in _checkpoints(backend):
         key = checkpoint["tenant_id"].encode()
-        value = checkpoint_codec.encode(checkpoint)
+        value = checkpoint_codec.encode({**checkpoint, "epoch": 0})
         producer.produce(settings.checkpoints_topic, value, key, on_delivery=delivered)
         producer.poll(0)
     remaining = producer.flush(60)

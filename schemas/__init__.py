@@ -24,16 +24,19 @@ __all__ = [
     "AUTH_EVENT",
     "CHAINED_RECORD",
     "CHECKPOINT",
+    "CLAIM",
     "DEAD_LETTER",
     "SCHEMA_NAMES",
     "load_schema",
+    "previous_versions",
 ]
 
 AUTH_EVENT = "auth_event"
 CHAINED_RECORD = "chained_record"
 CHECKPOINT = "checkpoint"
 DEAD_LETTER = "dead_letter"
-SCHEMA_NAMES = (AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER)
+CLAIM = "claim"
+SCHEMA_NAMES = (AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, CLAIM)
 
 # Which files define the named types a file refers to but does not define itself.
 _DEPENDENCIES: dict[str, tuple[str, ...]] = {CHAINED_RECORD: (AUTH_EVENT,)}
@@ -127,3 +130,17 @@ def _inline(
         if key in node:
             result[key] = _inline(node[key], namespace, defined, library)
     return result
+
+
+def previous_versions(name: str) -> list[dict[str, Any]]:
+    """Earlier, self-contained versions of schema ``name`` (``history/<name>.vN.avsc``),
+    oldest first: writer schemas a reader must still accept, so data written before a
+    schema change keeps decoding."""
+    if name not in SCHEMA_NAMES:
+        raise InvalidArgumentError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+    history = resources.files(__name__).joinpath("history")
+    found = sorted(
+        (entry for entry in history.iterdir() if entry.name.startswith(f"{name}.v")),
+        key=lambda entry: int(entry.name.removeprefix(f"{name}.v").removesuffix(".avsc")),
+    )
+    return [json.loads(entry.read_text(encoding="utf-8")) for entry in found]

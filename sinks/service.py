@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.settings import Settings
-from schemas import CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, DEAD_LETTER, load_schema, previous_versions
 from schemas.codec import SingleObjectCodec
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.sink import Sink
@@ -69,6 +69,11 @@ def open_backend(settings: Settings, *, read_only: bool = False) -> ClickHouseBa
     return backend
 
 
+def _codec(name: str) -> SingleObjectCodec:
+    """Reads what this and earlier versions of schema ``name`` wrote."""
+    return SingleObjectCodec(load_schema(name), previous_versions(name))
+
+
 def build_sink(
     settings: Settings,
     backend: ClickHouseBackend,
@@ -82,15 +87,16 @@ def build_sink(
         REJECTED_TABLE: settings.dead_letter_topic,
     }
     codecs = {
-        EVENTS_TABLE: SingleObjectCodec(load_schema(CHAINED_RECORD)),
-        CHECKPOINTS_TABLE: SingleObjectCodec(load_schema(CHECKPOINT)),
-        REJECTED_TABLE: SingleObjectCodec(load_schema(DEAD_LETTER)),
+        EVENTS_TABLE: _codec(CHAINED_RECORD),
+        CHECKPOINTS_TABLE: _codec(CHECKPOINT),
+        REJECTED_TABLE: _codec(DEAD_LETTER),
     }
     return Sink(
         backend,
         bootstrap_servers=settings.bootstrap_servers or "",
         topics=topics,
         codecs=codecs,
+        claim_codec=_codec(CLAIM),
         group_id=f"{settings.consumer_group}-sink",
         batch_rows=settings.sink_batch_rows,
         batch_seconds=settings.sink_batch_ms / 1000,

@@ -17,6 +17,7 @@ tools.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from sinks.rows import (
     to_arrow,
 )
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -58,6 +60,7 @@ class SinkCounters:
     stored_checkpoints: int = 0
     stored_rejected: int = 0
     skipped_duplicates: int = 0
+    fenced: int = 0
 
 
 class Sink:
@@ -70,6 +73,7 @@ class Sink:
         bootstrap_servers: str,
         topics: Mapping[str, str],  # table name -> topic name
         codecs: Mapping[str, Codec],  # table name -> codec
+        claim_codec: Codec,
         group_id: str = "authtrail-sink",
         batch_rows: int = 5000,
         batch_seconds: float = 1.0,
@@ -101,6 +105,9 @@ class Sink:
             }
         )
         self._cluster = _cluster_id(self._consumer)
+        self._claim_codec = claim_codec
+        self._claim_fingerprint = claim_codec.reader_fingerprint  # type: ignore[attr-defined]
+        self._fences: dict[tuple[str, int], Fence] = {}
         self._buffers = {table: _Buffer() for table in self._topics}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._first_buffered: float | None = None
@@ -121,10 +128,27 @@ class Sink:
         result = self._backend.query_arrow(sql, {"cluster": self._cluster})
         return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
 
+    def _fence(self, table: str, partition: int) -> Fence:
+        return self._fences.setdefault((table, partition), Fence())
+
+    def _stored_epochs(self, table: str) -> dict[int, int]:
+        sql = (
+            f"SELECT kafka_partition, max(epoch) FROM {table} "
+            "WHERE kafka_cluster = {cluster:String} GROUP BY kafka_partition"
+        )
+        result = self._backend.query_arrow(sql, {"cluster": self._cluster})
+        return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         stored = self._retrying(
             lambda: {table: self._stored_offsets(table) for table in self._topics}
         )
+        # Resuming mid-partition: the claims before the resume point are not re-read, but
+        # no stored row is older than the epoch it was written in.
+        for table in (EVENTS_TABLE, CHECKPOINTS_TABLE):
+            epochs = self._retrying(functools.partial(self._stored_epochs, table))
+            for number, epoch in epochs.items():
+                self._fence(table, number).claim(epoch)
         for partition in partitions:
             table = self._tables[partition.topic]
             last = stored[table].get(partition.partition)
@@ -178,7 +202,17 @@ class Sink:
         assert topic is not None and partition is not None and offset is not None
         value = message.value() or b""
         table = self._tables[topic]
+        if table != REJECTED_TABLE and value[2:10] == self._claim_fingerprint:
+            epoch = int(self._claim_codec.decode(value)["epoch"])
+            self._fence(table, partition).claim(epoch)
+            return
         record = self._codecs[table].decode(value)
+        if table != REJECTED_TABLE and not self._fence(table, partition).admits(record["epoch"]):
+            # Written by a worker that had lost the partition (docs/PIPELINE.md, fencing).
+            self.counters.fenced += 1
+            _LOG.warning("ignored a %s record of stale epoch %d at %s[%d]@%d",
+                         table, record["epoch"], topic, partition, offset)  # fmt: skip
+            return
         if table == EVENTS_TABLE:
             tenant = record["event"]["tenant_id"]
             if record["seq"] <= self._stored_seq.get(tenant, 0):

@@ -8,6 +8,8 @@ owner rebuilds it from Kafka (:mod:`stream.recovery`).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +17,15 @@ import faust
 
 from authtrail.settings import Settings
 from authtrail.topics import TopicSpec
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas import (
+    AUTH_EVENT,
+    CHAINED_RECORD,
+    CHECKPOINT,
+    CLAIM,
+    DEAD_LETTER,
+    load_schema,
+    previous_versions,
+)
 from schemas.codec import SingleObjectCodec
 from stream import recovery
 from stream.guard import Guard
@@ -51,7 +61,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def codec(schema_name: str) -> SingleObjectCodec:
-    return SingleObjectCodec(load_schema(schema_name))
+    """The codec of ``schema_name``, also accepting data its earlier versions wrote."""
+    return SingleObjectCodec(load_schema(schema_name), previous_versions(schema_name))
 
 
 def create_app(
@@ -103,9 +114,12 @@ def create_app(
     keyring = make_keyring([signer.verifier_key()])
     chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
 
+    writer = f"{socket.gethostname()}:{os.getpid()}"
+    claim_codec = codec(CLAIM)
+
     def recover(
         sequencer: Sequencer, partition: int, on_event: Callable[[dict[str, Any]], None] | None
-    ) -> int:
+    ) -> recovery.Recovery:
         return recovery.recover(
             sequencer,
             bootstrap_servers=settings.bootstrap_servers or "",
@@ -116,6 +130,8 @@ def create_app(
             checkpoint_codec=checkpoint_codec,
             keyring=keyring,
             log_origin=settings.log_origin,
+            claim_codec=claim_codec,
+            writer=writer,
             on_event=on_event,
         )
 

@@ -29,6 +29,7 @@ from schemas.codec import Codec
 from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.guard import Guard
+from stream.recovery import Recovery
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 
 _LOG = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class SequencerWorker:
         self,
         *,
         new_sequencer: Callable[[], Sequencer],
-        recover: Callable[[Sequencer, int, Callable[[dict[str, Any]], None] | None], int],
+        recover: Callable[[Sequencer, int, Callable[[dict[str, Any]], None] | None], Recovery],
         fetch: Callable[[int, int | None, int], list[InputRecord]],
         publish: Publish,
         event_codec: Codec,
@@ -81,6 +82,7 @@ class SequencerWorker:
         self._new_sequencer = new_sequencer
         self._new_guard = new_guard
         self._guards: dict[int, Guard] = {}
+        self._epochs: dict[int, int] = {}  # writer epoch claimed per partition (fencing)
         self._after_recovery: list[Awaitable[Any]] = []
         self._recover = recover
         self._fetch = fetch
@@ -101,6 +103,7 @@ class SequencerWorker:
             for partition in partitions:
                 self._sequencers.pop(partition, None)
                 self._guards.pop(partition, None)
+                self._epochs.pop(partition, None)
                 self._next_offset.pop(partition, None)
 
     async def process(self, records: Sequence[InputRecord]) -> None:
@@ -144,9 +147,10 @@ class SequencerWorker:
             sequencer = self._new_sequencer()
             guard = self._new_guard() if self._new_guard is not None else None
             started = time.monotonic()
-            replayed = await asyncio.get_running_loop().run_in_executor(
+            recovered = await asyncio.get_running_loop().run_in_executor(
                 None, self._recover, sequencer, partition, guard.replay if guard else None
             )
+            self._epochs[partition], replayed = recovered.epoch, recovered.replayed
             if guard is not None:
                 self._guards[partition] = guard
                 for decision in guard.unpublished():  # decided before a crash, never logged
@@ -224,6 +228,7 @@ class SequencerWorker:
                     "leaf_hash": link.leaf_hash,
                     "source_partition": record.partition,
                     "source_offset": record.offset,
+                    "epoch": self._epochs[record.partition],
                 }
             )
             self.counters.sequenced += 1
@@ -258,7 +263,9 @@ class SequencerWorker:
 
     async def _publish_checkpoint(self, partition: int, signed: SignedCheckpoint) -> Awaitable[Any]:
         self.counters.checkpoints += 1
-        value = self._checkpoint_codec.encode(_checkpoint_record(signed))
+        value = self._checkpoint_codec.encode(
+            {**_checkpoint_record(signed), "epoch": self._epochs[partition]}
+        )
         return await self._publish(CHECKPOINTS, signed.tenant_id.encode(), value, partition)
 
     async def _reject(

@@ -207,7 +207,12 @@ def _stored(store: Store) -> dict[str, list[tuple[int, str]]]:
 
 def _assert_exactly_once_and_gapless(store: Store, event_ids: list[str]) -> None:
     stored = _stored(store)
-    stored_ids = [event_id for rows in stored.values() for _, event_id in rows]
+    stored_ids = [
+        event_id
+        for rows in stored.values()
+        for _, event_id in rows
+        if not event_id.startswith("authtrail-lockout:")  # the pipeline's own decisions
+    ]
     assert sorted(stored_ids) == sorted(event_ids)  # every event once, none extra
     for tenant, rows in stored.items():
         assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1)), tenant

@@ -28,6 +28,7 @@ CORE_MODULES = [
     "stream.audit",
     "stream.admission",
     "stream.guard",
+    "stream.fencing",
     "stream.lockout",
     "stream.spray",
     "stream.lockout_policy",

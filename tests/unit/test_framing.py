@@ -244,6 +244,7 @@ def test_round_trip_of_the_processor_records() -> None:
         "leaf_hash": b"\xff" * 32,
         "source_partition": 2,
         "source_offset": 41,
+        "epoch": 3,
     }
     checkpoint = {
         "tenant_id": "acme",
@@ -256,6 +257,7 @@ def test_round_trip_of_the_processor_records() -> None:
         "chain_head": b"\x03" * 32,
         "prev_digest": bytes(32),
         "time_micros": 1_700_000_000_000_000,
+        "epoch": 3,
     }
     dead_letter = {
         "original": b"\x00\x01garbage",

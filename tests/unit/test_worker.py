@@ -15,6 +15,7 @@ from stream.chain import ChainLink
 from stream.guard import Guard
 from stream.lockout_policy import LockoutPolicy, PolicySet
 from stream.note import Signer, generate_key_strings
+from stream.recovery import Recovery
 from stream.sequencer import Sequencer
 from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
@@ -60,10 +61,10 @@ class Harness:
             new_guard=lambda: Guard(POLICIES),
         )
 
-    def recover(self, sequencer: Sequencer, partition: int, on_event: Any) -> int:
+    def recover(self, sequencer: Sequencer, partition: int, on_event: Any) -> Recovery:
         for tenant, event_id, link, offset in self.restored:
             sequencer.restore_record(tenant, event_id, link, offset)
-        return len(self.restored)
+        return Recovery(len(self.restored), epoch=7)
 
     def fetch(self, partition: int, start: int | None, end: int) -> list[InputRecord]:
         self.fetched.append((partition, start, end))
@@ -91,6 +92,7 @@ def test_outputs_go_to_the_input_partition_with_source_offsets() -> None:
     chained = harness.decoded(CHAINED)
     assert [r["seq"] for r in chained] == list(range(1, 8))
     assert [r["source_offset"] for r in chained] == list(range(7))
+    assert {r["epoch"] for r in chained} == {7}  # the epoch its recovery claimed
     assert {p for *_, p in harness.published} == {2}
     checkpoints = harness.decoded(CHECKPOINTS)
     assert [(c["batch_first_seq"], c["size"]) for c in checkpoints] == [(1, 3), (4, 6)]
