@@ -8,6 +8,7 @@ owner rebuilds it from Kafka (:mod:`stream.recovery`).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ SHORT_GROUP_TIMEOUTS: dict[str, Any] = {
     "broker_rebalance_timeout": 5,
     "broker_heartbeat_interval": 1,
 }
+_LOG = logging.getLogger(__name__)
 SHORT_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
 
 
@@ -173,6 +175,10 @@ def create_app(
     @app.timer(interval=max(settings.batch_interval_ms / 4000, 0.05))  # type: ignore[untyped-decorator]
     async def close_due_batches() -> None:
         await worker.close_due_batches()
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def report_counters() -> None:
+        _LOG.info("counters: %s", worker.counters)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -442,4 +443,30 @@ def test_real_openssh_attack_log_through_ingest_and_the_pipeline(
     sprayers = {row["client_ip"] for row in rows if row["event_type"] == "BRUTE_FORCE_SUSPECTED"}
     assert {"root", "admin"} <= locked
     assert {"103.99.0.122", "183.62.140.253", "187.141.143.180"} <= sprayers
+    assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_two_workers_share_partitions_and_survive_losing_one(
+    pipeline: Pipeline, store: Store
+) -> None:
+    """Two workers in one group split the partitions; one is SIGKILLed mid-stream; its
+    partitions move to the other, which continues every chain."""
+    first = pipeline.start_worker()
+    second = pipeline.start_worker()
+    ids = pipeline.produce(2000, seed=11)
+    time.sleep(2)  # both working
+    stop_process_group(first, signal.SIGKILL)
+    ids += pipeline.produce(2000, seed=12)
+    _store(pipeline, store, len(ids), timeout=180)
+    assert second.poll() is None  # the survivor took over, it did not die
+
+    def recovered(log: str) -> set[int]:
+        text = (pipeline.tmp_path / log).read_text(errors="replace")
+        return {int(n) for n in re.findall(r"partition (\d+): recovered", text)}
+
+    lost = recovered("worker-0.log")
+    assert lost, "the killed worker must have owned partitions with traffic"
+    assert lost <= recovered("worker-1.log")  # the survivor took over what was lost
+    _assert_exactly_once_and_gapless(store, ids)
     assert _verify(pipeline, store) == 0
