@@ -1,0 +1,253 @@
+"""The CLI's subcommands: each turns parsed arguments and settings into an exit code.
+
+Heavy imports (Faust, Kafka, ClickHouse) happen inside each command, so ``authtrail
+--help`` and ``keygen`` start fast and need none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from authtrail.errors import ConfigurationError
+from authtrail.settings import Settings
+
+EXIT_OK = 0
+EXIT_DAMAGE = 1
+EXIT_USAGE = 2
+
+
+def keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.keys import write_key_pair
+
+    directory = args.dir or settings.keys_dir
+    private_path, public_path = write_key_pair(directory, args.name)
+    print(f"signing key (keep secret, mode 0600): {private_path}")
+    print(f"verifier key (share with auditors):   {public_path}")
+    return EXIT_OK
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.keys import load_signer
+    from authtrail.policy_file import load_policy_file
+    from authtrail.topics import check_reachable, ensure_topics
+    from stream.app import run_worker, topic_specs
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("worker needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    signer = load_signer(settings.signing_key_path)
+    policies = (
+        load_policy_file(settings.lockout_policy_file) if settings.lockout_policy_file else None
+    )
+    check_reachable(settings.bootstrap_servers)
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    run_worker(settings, signer, short_timeouts=args.short_timeouts, policies=policies)
+    return EXIT_OK
+
+
+def sink(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+    import signal
+    import threading
+
+    from authtrail.topics import check_reachable, ensure_topics
+    from sinks.service import build_sink, open_backend
+    from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("sink needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    check_reachable(settings.bootstrap_servers)
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    backend = open_backend(settings)
+    try:
+        config = SHORT_CONSUMER_CONFIG if args.short_timeouts else None
+        build_sink(settings, backend, consumer_config=config).run(stop)
+    finally:
+        backend.close()
+    return EXIT_OK
+
+
+def verify(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from authtrail.keys import load_keyring
+    from authtrail.progress import Progress
+    from sinks.service import open_backend
+    from sinks.verify_store import verify_store
+
+    keyring = load_keyring(list(settings.verifier_key_paths))
+    backend = open_backend(settings, read_only=True)
+    progress = Progress("verifying tenants", enabled=False if args.json else None)
+    try:
+        results = list(
+            verify_store(
+                backend, keyring, settings.log_origin, tenant_id=args.tenant,
+                progress=progress.update,
+            )
+        )  # fmt: skip
+    finally:
+        progress.close()
+        backend.close()
+    damaged = [result for result in results if result.damage]
+    if args.json:
+        print(json.dumps([result.__dict__ for result in results], indent=2))
+    else:
+        for result in results:
+            verdict = (
+                f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
+                if result.damage
+                else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
+                f"signed up to seq {result.signed_size}"
+            )
+            print(f"{result.tenant_id}: {verdict}")
+        print(f"{len(results)} tenants verified, {len(damaged)} damaged", file=sys.stderr)
+    return EXIT_DAMAGE if damaged else EXIT_OK
+
+
+def sql(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.output import write_table
+    from sinks.service import open_backend
+
+    backend = open_backend(settings, read_only=True)
+    try:
+        table = backend.query_arrow(args.query)
+    finally:
+        backend.close()
+    write_table(table, args.format, sys.stdout)
+    return EXIT_OK
+
+
+def up(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.up import run_up
+
+    return run_up(settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port)
+
+
+def loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from producers.loadgen import run_loadgen
+
+    settings = _resolve_broker(settings, "loadgen")
+    summary = run_loadgen(
+        settings.bootstrap_servers or "",
+        settings.events_topic,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        tenants=args.tenants,
+        users=args.users,
+        failure_share=args.failure_share,
+        burst_every=args.burst_every,
+        seed=args.seed,
+        partitions=settings.partitions,
+        progress=None if args.json else True,
+    )
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(
+            f"sent {summary.sent}, acknowledged {summary.acknowledged}, failed {summary.failed} "
+            f"in {summary.seconds:.1f} s ({summary.rate:,.0f} events/s)"
+            + (f"; {summary.error}" if summary.error else "")
+        )
+    return EXIT_USAGE if summary.failed or summary.error else EXIT_OK
+
+
+def _resolve_broker(settings: Settings, command: str) -> Settings:
+    """Kafka from the settings, else the broker of a running ``authtrail up``."""
+    from sinks.service import running_broker
+
+    if not settings.bootstrap_servers and (servers := running_broker(settings)):
+        settings = settings.with_overrides({"bootstrap_servers": servers})
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            f"{command} needs --bootstrap-servers or a running `authtrail up` on this data "
+            "dir (a broker started just for it would lose everything when it exits)"
+        )
+    return settings
+
+
+def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import signal
+    import threading
+
+    from producers.sshd import run_ingest
+
+    settings = _resolve_broker(settings, "ingest")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    summary = run_ingest(
+        args.path,
+        bootstrap_servers=settings.bootstrap_servers or "",
+        topic=settings.events_topic,
+        tenant_id=args.tenant,
+        follow=args.follow,
+        year=args.year,
+        stop=stop.is_set,
+    )
+    counters = summary.counters
+    report = {
+        "path": summary.path,
+        "lines": counters.lines,
+        "events": counters.events,
+        "parsed": dict(counters.parsed),
+        "skipped": dict(counters.skipped),
+        "sent": summary.sent,
+        "acknowledged": summary.acknowledged,
+        "failed": summary.failed,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{counters.lines} lines -> {counters.events} events; sent {summary.sent}, "
+              f"acknowledged {summary.acknowledged}, failed {summary.failed}")  # fmt: skip
+        for kind, count in sorted(counters.parsed.items()):
+            print(f"  parsed  {kind}: {count}")
+        for reason, count in sorted(counters.skipped.items()):
+            print(f"  skipped {reason}: {count}")
+    return EXIT_USAGE if summary.failed else EXIT_OK
+
+
+_STATUS_TENANTS = """
+SELECT e.tenant_id AS tenant_id, e.records AS records, e.last_seq AS last_seq,
+       c.signed_size AS signed_up_to, c.last_checkpoint AS last_checkpoint,
+       e.lockout_decisions AS lockout_decisions
+FROM (SELECT tenant_id, count() AS records, max(seq) AS last_seq,
+             countIf(service = 'authtrail-lockout') AS lockout_decisions
+      FROM events GROUP BY tenant_id) AS e
+LEFT JOIN (SELECT tenant_id, max(size) AS signed_size, max(time_micros) AS last_checkpoint
+           FROM checkpoints GROUP BY tenant_id) AS c USING tenant_id
+ORDER BY tenant_id"""
+_STATUS_REJECTED = """
+SELECT error_kind, count() AS rejected, max(rejected_at) AS last_rejected_at
+FROM rejected GROUP BY error_kind ORDER BY rejected DESC"""
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from authtrail.output import rows, write_table
+    from sinks.service import open_backend
+
+    backend = open_backend(settings, read_only=True)
+    try:
+        tenants = backend.query_arrow(_STATUS_TENANTS)
+        rejected = backend.query_arrow(_STATUS_REJECTED)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps({"tenants": rows(tenants), "rejected": rows(rejected)}, default=str))
+        return EXIT_OK
+    print("tenants:")
+    write_table(tenants, "table", sys.stdout)
+    print("\nrejected input (dead letters), by kind:")
+    write_table(rejected, "table", sys.stdout)
+    return EXIT_OK
