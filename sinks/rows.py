@@ -107,6 +107,7 @@ def checkpoint_row(
 ) -> dict[str, Any]:
     """One ``checkpoints`` row from a decoded SignedCheckpoint."""
     return {
+        "epoch": 0,  # written before epochs existed
         **record,
         "kafka_cluster": cluster,
         "kafka_partition": partition,

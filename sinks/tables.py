@@ -179,6 +179,15 @@ def canonical_leaf_sql() -> str:
     return "concat('authtrail-event-v1\\n', " + ", ".join(map(_field_sql, fields)) + ")"
 
 
+def chain_hash_sql() -> str:
+    """A ClickHouse expression for the chain hash of an ``events`` row (INTEGRITY.md §4)."""
+    seq = "unhex(leftPad(hex(toUInt64(seq)), 16, '0'))"
+    return (
+        "SHA256(concat('authtrail-chain-v1\\n', "
+        f"{_length_prefixed('tenant_id')}, {seq}, prev_hash, leaf_hash))"
+    )
+
+
 def leaf_hash_sql() -> str:
     """A ClickHouse expression for the RFC 6962 leaf hash of an ``events`` row."""
     return f"SHA256(concat(unhex('00'), {canonical_leaf_sql()}))"

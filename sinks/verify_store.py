@@ -16,21 +16,11 @@ from typing import Any
 
 from authtrail.errors import ChainError
 from sinks.backend import ClickHouseBackend
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, leaf_hash_sql
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, chain_hash_sql, leaf_hash_sql
 from stream.audit import CheckpointDamage, verify_checkpoints
 from stream.chain import ChainLink, StoredLink, verify_chain
 from stream.note import Keyring
 
-
-def _u32(expression: str) -> str:
-    return f"unhex(leftPad(hex(toUInt32({expression})), 8, '0'))"
-
-
-_CHAIN_HASH_SQL = (
-    "SHA256(concat('authtrail-chain-v1\\n', "
-    f"{_u32('length(tenant_id)')}, tenant_id, unhex(leftPad(hex(toUInt64(seq)), 16, '0')), "
-    "prev_hash, leaf_hash))"
-)
 _GENESIS_SQL = "toFixedString(unhex(repeat('00', 32)), 32)"
 
 
@@ -59,7 +49,7 @@ def _flagged_tenants(
         SELECT tenant_id, count() AS records, countIf(NOT ok) AS bad FROM (
             SELECT tenant_id,
                 leaf_hash = {leaf_hash_sql()}
-                AND hash = {_CHAIN_HASH_SQL}
+                AND hash = {chain_hash_sql()}
                 AND prev_hash = lagInFrame(hash, 1, {_GENESIS_SQL}) OVER w
                 AND seq = row_number() OVER w AS ok
             FROM {EVENTS_TABLE} {_where(tenant_id)}
