@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from authtrail.broker import LocalBroker
+from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
 from authtrail.reseed import reseed, stored_records
 from authtrail.settings import Settings
@@ -126,7 +127,13 @@ def run_up(
         if broker is not None and stored_records(backend):
             count = reseed(backend, settings, settings.bootstrap_servers or "")
             say(f"the new in-memory broker was given the {count} stored records to continue from")
-        front = HttpFront(backend, port=front_port).start()
+        try:
+            front = HttpFront(backend, port=front_port).start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve the query front on port {front_port}: {exc.strerror} "
+                "(another `authtrail up`? use --front-port 0 for any free port)"
+            ) from exc
         cleanup.append(front.stop)
         announce_endpoint(settings, front.url)
         cleanup.append(lambda: endpoint_path(settings).unlink(missing_ok=True))
