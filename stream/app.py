@@ -51,15 +51,24 @@ SHORT_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "max.poll.interval.ms": 700
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the pipeline uses, all with the same partition count (co-partitioned)."""
-    names = (
-        settings.events_topic,
-        settings.chained_topic,
-        settings.checkpoints_topic,
-        settings.dead_letter_topic,
-        settings.lockouts_topic,
-    )
-    return [TopicSpec(name, settings.partitions, settings.replication_factor) for name in names]
+    """Every topic the pipeline uses, all with the same partition count (co-partitioned).
+
+    The chained-records and checkpoints topics are the sequencer's durable state
+    (docs/PIPELINE.md): recovery reads them from the start, so they are kept forever. The
+    others keep the cluster's retention, which must outlast any outage to be survived.
+    """
+    forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    specs = [
+        (settings.events_topic, {}),
+        (settings.chained_topic, forever),
+        (settings.checkpoints_topic, forever),
+        (settings.dead_letter_topic, {}),
+        (settings.lockouts_topic, {}),
+    ]
+    return [
+        TopicSpec(name, settings.partitions, settings.replication_factor, config=config)
+        for name, config in specs
+    ]
 
 
 def codec(schema_name: str) -> SingleObjectCodec:
