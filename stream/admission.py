@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from authtrail.errors import FormatError
+from stream.partitioning import tenant_partition
 
 OVERSIZED = "oversized"
 MISSING_FIELD = "missing_field"
 ABSURD_TIMESTAMP = "absurd_timestamp"
+WRONG_PARTITION = "wrong_partition"
 
 _YEAR_2000_MICROS = 946_684_800_000_000
 
@@ -44,12 +46,14 @@ class Limits:
 
 def check_event(
     event: Mapping[str, Any], *, record_bytes: int, record_timestamp_micros: int | None,
-    limits: Limits = Limits(),
+    limits: Limits = Limits(), partition: int | None = None, partitions: int | None = None,
 ) -> None:  # fmt: skip
     """Raise :class:`RejectedEvent` if ``event`` may not be chained.
 
     ``record_bytes`` is the size of the Kafka record; ``record_timestamp_micros`` its
-    timestamp (None: unknown, then only the lower time bound applies).
+    timestamp (None: unknown, then only the lower time bound applies). With ``partition``
+    and ``partitions``, the event must have arrived in its tenant's partition
+    (:func:`stream.partitioning.tenant_partition`): one tenant, one chain.
     """
     if record_bytes > limits.max_record_bytes:
         raise RejectedEvent(
@@ -62,6 +66,15 @@ def check_event(
         if len(value) > limits.max_id_chars:
             raise RejectedEvent(
                 MISSING_FIELD, f"{name} is longer than {limits.max_id_chars} characters"
+            )
+    if partition is not None and partitions is not None:
+        expected = tenant_partition(str(event["tenant_id"]), partitions)
+        if partition != expected:
+            raise RejectedEvent(
+                WRONG_PARTITION,
+                f"tenant {event['tenant_id']!r} belongs to partition {expected}, the event "
+                f"arrived in {partition}: key events by tenant id with Kafka's default "
+                "(murmur2) partitioner",
             )
     occurred_at = event.get("occurred_at")
     if not isinstance(occurred_at, int) or occurred_at < limits.earliest_micros:

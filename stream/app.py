@@ -29,6 +29,7 @@ from schemas import (
 )
 from schemas.codec import SingleObjectCodec
 from stream import recovery
+from stream.decisions import DECISION_ID_PREFIX
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
 from stream.note import Signer, make_keyring
@@ -164,6 +165,7 @@ def create_app(
             settings.log_origin,
             batch_size=settings.batch_size,
             batch_interval=settings.batch_interval_ms / 1000,
+            remember_forever=DECISION_ID_PREFIX,
         ),
         recover=recover,
         fetch=fetch,
@@ -174,6 +176,7 @@ def create_app(
         dead_letter_codec=codec(DEAD_LETTER),
         events_topic=settings.events_topic,
         new_guard=lambda: Guard(policies or PolicySet()),
+        partitions=settings.partitions,
     )
 
     @app.agent(events, name="sequencer")

@@ -33,6 +33,8 @@ ACCOUNT_UNLOCKED = "ACCOUNT_UNLOCKED"
 BRUTE_FORCE_SUSPECTED = "BRUTE_FORCE_SUSPECTED"
 #: ``service`` of the events authtrail's own decisions become; the detectors ignore them.
 LOCKOUT_SERVICE = "authtrail-lockout"
+#: Every decision event's id starts with this; the sequencer remembers such ids forever.
+DECISION_ID_PREFIX = f"{LOCKOUT_SERVICE}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,7 @@ def decision_to_event(decision: Decision) -> dict[str, Any]:
         # JSON: a user name may contain a comma.
         attributes["sample_user_names"] = json.dumps(list(decision.sample_user_names))
     return {
-        "event_id": f"{LOCKOUT_SERVICE}:{decision.kind.lower()}:{digest}",
+        "event_id": f"{DECISION_ID_PREFIX}{decision.kind.lower()}:{digest}",
         "tenant_id": decision.tenant_id,
         "event_type": decision.kind,
         "outcome": "SUCCESS",

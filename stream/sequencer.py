@@ -54,6 +54,7 @@ class TenantLog:
     batch_opened_at: float = 0.0
     last_checkpoint: Checkpoint | None = None
     recent_ids: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    kept_ids: dict[str, bytes] = field(default_factory=dict)  # never forgotten (rare ids)
 
     @property
     def batch_first_seq(self) -> int:
@@ -84,6 +85,7 @@ class Sequencer:
         batch_interval: float,
         dedup_window: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
+        remember_forever: str = "",
     ) -> None:
         if batch_size < 1 or batch_interval <= 0 or dedup_window < 0:
             raise InvalidArgumentError("batch_size and batch_interval must be > 0")
@@ -92,6 +94,9 @@ class Sequencer:
         self._batch_size = batch_size
         self._batch_interval = batch_interval
         self._dedup_window = dedup_window
+        # Ids with this prefix are remembered beyond the window: authtrail's own decision
+        # events, which a recovery may publish again long after the first copy.
+        self._remember_forever = remember_forever
         self._monotonic = monotonic
         self.tenants: dict[str, TenantLog] = {}
         self.source_offset = -1  # highest input offset already sequenced
@@ -115,7 +120,7 @@ class Sequencer:
         self.source_offset = source_offset
         log = self._log(tenant_id)
         leaf_hash = rfc6962_leaf_hash(leaf)
-        known = log.recent_ids.get(event_id)
+        known = log.recent_ids.get(event_id) or log.kept_ids.get(event_id)
         if known is not None:
             return Offer(DUPLICATE if known == leaf_hash else CONFLICT)
         return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
@@ -131,6 +136,9 @@ class Sequencer:
         return link
 
     def _remember(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> None:
+        if self._remember_forever and event_id.startswith(self._remember_forever):
+            log.kept_ids[event_id] = leaf_hash
+            return
         if self._dedup_window == 0:
             return
         log.recent_ids[event_id] = leaf_hash

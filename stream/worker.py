@@ -77,8 +77,10 @@ class SequencerWorker:
         events_topic: str,
         new_guard: Callable[[], Guard] | None = None,
         limits: Limits | None = None,
+        partitions: int | None = None,
     ) -> None:
         self._limits = limits or Limits()
+        self._partitions = partitions  # None: do not check tenant -> partition
         self._new_sequencer = new_sequencer
         self._new_guard = new_guard
         self._guards: dict[int, Guard] = {}
@@ -196,6 +198,7 @@ class SequencerWorker:
             check_event(
                 event, record_bytes=len(record.value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
+                partition=record.partition, partitions=self._partitions,
             )  # fmt: skip
             leaf = canonical_leaf(event)
             offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)

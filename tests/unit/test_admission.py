@@ -65,3 +65,16 @@ def test_limits_are_configurable() -> None:
     with pytest.raises(RejectedEvent):
         check_event({**GOOD, "occurred_at": NOW + 1}, record_bytes=1,
                     record_timestamp_micros=NOW, limits=strict)  # fmt: skip
+
+
+def test_an_event_outside_its_tenants_partition_is_refused() -> None:
+    from stream.admission import WRONG_PARTITION
+    from stream.partitioning import tenant_partition
+
+    home = tenant_partition("acme", 4)
+    check_event(GOOD, record_bytes=1, record_timestamp_micros=NOW, partition=home, partitions=4)
+    with pytest.raises(RejectedEvent) as caught:
+        check_event(GOOD, record_bytes=1, record_timestamp_micros=NOW,
+                    partition=(home + 1) % 4, partitions=4)  # fmt: skip
+    assert caught.value.kind == WRONG_PARTITION
+    assert "murmur2" in str(caught.value)

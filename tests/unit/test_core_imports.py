@@ -29,6 +29,7 @@ CORE_MODULES = [
     "stream.admission",
     "stream.guard",
     "stream.fencing",
+    "stream.partitioning",
     "stream.lockout",
     "stream.spray",
     "stream.lockout_policy",

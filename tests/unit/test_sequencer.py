@@ -165,3 +165,15 @@ def test_restore_refuses_records_that_disagree_with_a_checkpoint() -> None:
     with pytest.raises((CheckpointError, ChainError)):
         for tenant, event_id, link, offset, _ in other:
             restarted.restore_record(tenant, event_id, link, offset)
+
+
+def test_ids_with_the_kept_prefix_are_never_forgotten() -> None:
+    """A lockout decision republished by a recovery long after its first copy is still
+    recognised, however many events came in between."""
+    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=1000, batch_interval=60,
+                          dedup_window=3, remember_forever="authtrail-lockout:")  # fmt: skip
+    assert sequencer.offer("acme", "authtrail-lockout:x", b"lock", 0).outcome == SEQUENCED
+    for offset in range(1, 10):
+        sequencer.offer("acme", f"e{offset}", f"event {offset}".encode(), offset)
+    assert sequencer.offer("acme", "authtrail-lockout:x", b"lock", 10).outcome == DUPLICATE
+    assert sequencer.offer("acme", "e1", b"event 1", 11).outcome == SEQUENCED  # window: 3
