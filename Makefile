@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit up clean
+.PHONY: venv test lint typecheck unit up bench faults clean
 
 # The venv is (re)built whenever pyproject.toml changes, so a fresh clone gets one.
 $(STAMP): pyproject.toml
@@ -32,6 +32,21 @@ test: lint typecheck $(STAMP)
 # The main job: everything on this machine with demo traffic (Ctrl-C stops it).
 up: $(STAMP)
 	$(BIN)/authtrail up --demo
+
+# Benchmarks: JSON, Markdown summary and PNG plots into benchmarks/results/ (docs/PERFORMANCE.md).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks
+
+# The long, seeded fault-injection run; rewrites the table in docs/RELIABILITY.md.
+FAULT_ITERATIONS ?= 10
+FAULT_SEED ?= 1
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults --iterations $(FAULT_ITERATIONS) --seed $(FAULT_SEED) --report docs/RELIABILITY.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,290 @@
+"""Derive the headline numbers from raw results: throughput ratios, latency, targets, walls.
+
+Pure: takes the results dict that ``python -m benchmarks`` builds and returns plain data
+for :mod:`benchmarks.report`. Targets are those of issue 6 for a 2-core machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGET_EVENTS_PER_S = 50_000
+TARGET_RATIO_TO_PLAIN = 0.8
+TARGET_P99_MS = 2_000
+TARGET_VERIFY_ROWS_PER_S = 1_000_000
+FLAT_RSS_MB_PER_MIN = 1.0  # growth in the second half of the soak still counted as flat
+
+
+def _stacks(results: dict[str, Any], mode: str, workers: int = 1) -> dict[int, dict[str, Any]]:
+    """Stacks of ``mode`` by tenant count (authtrail: with ``workers`` workers, unprofiled)."""
+    found = {}
+    for stack in results.get("stacks", {}).values():
+        config = stack.get("config", {})
+        if config.get("mode") != mode or stack.get("profiled") or config.get("label"):
+            continue
+        if mode == "authtrail" and config.get("workers") != workers:
+            continue
+        found[int(config["tenants"])] = stack
+    return found
+
+
+def _rate(stack: dict[str, Any] | None) -> float | None:
+    drain = (stack or {}).get("drain") or {}
+    value = drain.get("sustained_events_per_s")
+    return float(value) if value else None
+
+
+def wall(stack: dict[str, Any]) -> dict[str, Any] | None:
+    """The component that limits a drained stack, from CPU per event over the window."""
+    window = (stack.get("drain") or {}).get("window") or {}
+    if window.get("lower_bound_from_tiny_run"):
+        return None  # the window did not see every component at work
+    roles = window.get("roles") or {}
+    costs = {
+        role: values["cpu_us_per_event"]
+        for role, values in roles.items()
+        if role != "harness" and values.get("cpu_us_per_event")
+    }
+    if not costs:
+        return None
+    role = max(costs, key=lambda name: costs[name])
+    total = sum(costs.values())
+    ceiling = 1e6 / costs[role]
+    return {
+        "component": role,
+        "cpu_us_per_event": costs[role],
+        "cores_used": roles[role].get("cores_used"),
+        "one_core_ceiling_events_per_s": round(ceiling),
+        "shortfall_vs_target": round(TARGET_EVENTS_PER_S / ceiling, 1),
+        "all_components_cpu_us_per_event": round(total, 1),
+        "cores_needed_at_target": round(total * TARGET_EVENTS_PER_S / 1e6, 1),
+    }
+
+
+def throughput(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per tenant count: authtrail and plain drain rates, ratio, wall."""
+    authtrail, plain = _stacks(results, "authtrail"), _stacks(results, "plain")
+    rows = []
+    for tenants in sorted(set(authtrail) | set(plain)):
+        ours, theirs = _rate(authtrail.get(tenants)), _rate(plain.get(tenants))
+        rows.append(
+            {
+                "tenants": tenants,
+                "authtrail_events_per_s": ours,
+                "plain_events_per_s": theirs,
+                "ratio": round(ours / theirs, 3) if ours and theirs else None,
+                "wall": wall(authtrail[tenants]) if tenants in authtrail else None,
+            }
+        )
+    return rows
+
+
+def latency(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every live phase: mode, tenants, offered rate and its basis, latency quantiles."""
+    rows = []
+    for name, stack in results.get("stacks", {}).items():
+        for phase in stack.get("live", []):
+            queryable = phase.get("latency_ms") or {}
+            signed = phase.get("signed_latency_ms") or {}
+            sequenced = phase.get("sequenced_latency_ms") or {}
+            rows.append(
+                {
+                    "stack": name,
+                    "mode": stack["config"]["mode"],
+                    "tenants": stack["config"]["tenants"],
+                    "fraction": phase.get("fraction"),
+                    "basis": phase.get("basis"),
+                    "offered_events_per_s": round(phase["offered_events_per_s"]),
+                    "achieved_events_per_s": (phase.get("window") or {}).get("events_per_s"),
+                    "p50_ms": queryable.get("p50"),
+                    "p95_ms": queryable.get("p95"),
+                    "p99_ms": queryable.get("p99"),
+                    "signed_p50_ms": signed.get("p50"),
+                    "signed_p99_ms": signed.get("p99"),
+                    "sequenced_p50_ms": sequenced.get("p50"),
+                    "sequenced_p99_ms": sequenced.get("p99"),
+                    "complete": phase.get("complete"),
+                }
+            )
+    return rows
+
+
+def _latency_ratio(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """authtrail ÷ plain p50/p99 where both ran at the same absolute offered rate."""
+    ratios = []
+    for ours in (row for row in rows if row["mode"] == "authtrail"):
+        for theirs in rows:
+            if (
+                theirs["mode"] == "plain"
+                and theirs["tenants"] == ours["tenants"]
+                and theirs["basis"] == ours["stack"]
+                and theirs["fraction"] == ours["fraction"]
+                and ours["p99_ms"]
+                and theirs["p99_ms"]
+            ):
+                ratios.append(
+                    {
+                        "tenants": ours["tenants"],
+                        "offered_events_per_s": ours["offered_events_per_s"],
+                        "p50_ratio": round(ours["p50_ms"] / theirs["p50_ms"], 2),
+                        "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 2),
+                    }
+                )
+    return ratios
+
+
+def scaling(results: dict[str, Any]) -> dict[str, Any] | None:
+    """1 vs 2 worker processes at the same tenant count."""
+    one, two = _stacks(results, "authtrail", 1), _stacks(results, "authtrail", 2)
+    for tenants in sorted(set(one) & set(two)):
+        rate_one, rate_two = _rate(one[tenants]), _rate(two[tenants])
+        return {
+            "tenants": tenants,
+            "one_worker_events_per_s": rate_one,
+            "two_workers_events_per_s": rate_two,
+            "speedup": round(rate_two / rate_one, 2) if rate_one and rate_two else None,
+        }
+    return None
+
+
+def memory(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Peak RSS (MB) of worker and store per stack, after its last phase."""
+    rows = []
+    for name, stack in results.get("stacks", {}).items():
+        phases = [stack.get("drain") or {}, *stack.get("live", []), stack.get("soak") or {}]
+        peaks: dict[str, float] = {}
+        for phase in phases:
+            for role, value in (phase.get("peak_rss") or {}).items():
+                if value:
+                    peaks[role] = max(peaks.get(role, 0.0), value / 2**20)
+        rows.append(
+            {
+                "stack": name,
+                "tenants": stack["config"]["tenants"],
+                **{f"{role}_peak_mb": round(value, 1) for role, value in sorted(peaks.items())},
+            }
+        )
+    return rows
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets: measured value, met or not, and the wall when not."""
+    rows: list[dict[str, Any]] = []
+    for row in throughput(results):
+        if row["authtrail_events_per_s"] is None:
+            continue
+        rate, tenants = row["authtrail_events_per_s"], row["tenants"]
+        wall_text = _wall_text(row["wall"])
+        rows.append(
+            _target(
+                f"end to end, {tenants} tenants",
+                f"≥ {TARGET_EVENTS_PER_S:,} events/s",
+                rate,
+                rate >= TARGET_EVENTS_PER_S,
+                wall_text,
+            )
+        )
+        if row["ratio"] is not None:
+            rows.append(
+                _target(
+                    f"authtrail ÷ plain, {tenants} tenants",
+                    f"≥ {TARGET_RATIO_TO_PLAIN}",
+                    row["ratio"],
+                    row["ratio"] >= TARGET_RATIO_TO_PLAIN,
+                    wall_text,
+                )
+            )
+    for row in latency(results):
+        if row["mode"] == "authtrail" and row["fraction"] == 0.5 and row["basis"] == row["stack"]:
+            p99 = row["p99_ms"]
+            rows.append(
+                _target(
+                    f"p99 event-to-queryable at 50 % of max, {row['tenants']} tenants",
+                    f"≤ {TARGET_P99_MS:,} ms",
+                    p99,
+                    p99 is not None and p99 <= TARGET_P99_MS,
+                    "",
+                )
+            )
+    verify_runs = [run for run in results.get("verify", []) if run.get("rows_per_s")]
+    if verify_runs:
+        largest = max(verify_runs, key=lambda run: run["rows"])
+        rate = largest["rows_per_s"]
+        rows.append(
+            _target(
+                f"verify over {largest['rows']:,} rows",
+                f"≥ {TARGET_VERIFY_ROWS_PER_S:,} rows/s",
+                rate,
+                rate >= TARGET_VERIFY_ROWS_PER_S,
+                "",
+            )
+        )
+    for name, stack in results.get("stacks", {}).items():
+        trend = ((stack.get("soak") or {}).get("rss_trend") or {}).get("worker") or {}
+        growth = trend.get("second_half_growth_mb_per_min")
+        if growth is not None:
+            minutes = stack["soak"]["seconds"] / 60
+            rows.append(
+                _target(
+                    f"worker RSS flat over {minutes:.1f} min ({name})",
+                    f"≤ {FLAT_RSS_MB_PER_MIN} MB/min growth",
+                    growth,
+                    growth <= FLAT_RSS_MB_PER_MIN,
+                    f"{trend['start_mb']} → {trend['end_mb']} MB",
+                )
+            )
+    return rows
+
+
+def _target(what: str, target: str, measured: Any, met: bool, note: str) -> dict[str, Any]:
+    return {"what": what, "target": target, "measured": measured, "met": met, "note": note}
+
+
+def _wall_text(found: dict[str, Any] | None) -> str:
+    if not found:
+        return ""
+    return (
+        f"wall: {found['component']} {found['cpu_us_per_event']} CPU µs/event → "
+        f"≤ {found['one_core_ceiling_events_per_s']:,}/s per core "
+        f"({found['shortfall_vs_target']}x short); all components need "
+        f"{found['cores_needed_at_target']} cores at {TARGET_EVENTS_PER_S:,}/s"
+    )
+
+
+def experiments(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Labelled variants (settings tried through the environment) against their base stack."""
+    stacks = results.get("stacks", {})
+    rows = []
+    for name, stack in stacks.items():
+        config = stack.get("config", {})
+        if not config.get("label"):
+            continue
+        base_name = name.removesuffix(f"-{config['label']}")
+        rows.append(
+            {
+                "stack": name,
+                "base": base_name,
+                "environment": dict(config.get("worker_environment") or ()),
+                "events_per_s": _rate(stack),
+                "base_events_per_s": _rate(stacks.get(base_name)),
+                "roles": ((stack.get("drain") or {}).get("window") or {}).get("roles"),
+                "base_roles": (
+                    (stacks.get(base_name, {}).get("drain") or {}).get("window") or {}
+                ).get("roles"),
+            }
+        )
+    return rows
+
+
+def derive(results: dict[str, Any]) -> dict[str, Any]:
+    """Everything the summary shows, computed once."""
+    latency_rows = latency(results)
+    return {
+        "targets": targets(results),
+        "throughput": throughput(results),
+        "latency": latency_rows,
+        "latency_ratio": _latency_ratio(latency_rows),
+        "scaling": scaling(results),
+        "memory": memory(results),
+        "experiments": experiments(results),
+    }

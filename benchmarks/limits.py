@@ -1,0 +1,257 @@
+"""Physical limits of this machine, for context: what the pipeline's parts can do at best.
+
+Each function runs in a fresh interpreter (:mod:`benchmarks.isolated`) and returns plain
+numbers: raw SHA-256 hashes/s, Avro encodes and decodes/s, ClickHouse (chdb) insert
+rows/s, and the Kafka client's raw produce and consume messages/s on the local broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from benchmarks.workload import EventFactory
+
+
+def _per_second(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else float("inf")
+
+
+def sha256(count: int) -> dict[str, Any]:
+    """hashlib SHA-256 digests/s for a Merkle node (65 B), a 300 B input and a leaf (~600 B)."""
+    results: dict[str, Any] = {}
+    for label, size in (("node_65B", 65), ("input_300B", 300), ("leaf_600B", 600)):
+        data = os.urandom(size)
+        digest = hashlib.sha256
+        started = time.perf_counter()
+        for _ in range(count):
+            digest(data).digest()
+        results[label] = _per_second(count, time.perf_counter() - started)
+    return {"hashes_per_s": results}
+
+
+def avro(count: int) -> dict[str, Any]:
+    """Avro encodes/decodes per second of an auth event: raw fastavro and the project codec."""
+    from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+    from schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
+    from schemas.codec import SingleObjectCodec
+
+    events = EventFactory(100, seed=3).batch(count)
+    schema = load_schema(AUTH_EVENT)
+    _drop_logical_types(schema)
+    parsed = parse_schema(schema)
+    started = time.perf_counter()
+    bodies = []
+    for event in events:
+        buffer = io.BytesIO()
+        schemaless_writer(buffer, parsed, event)
+        bodies.append(buffer.getvalue())
+    raw_encode = time.perf_counter() - started
+    started = time.perf_counter()
+    for body in bodies:
+        schemaless_reader(io.BytesIO(body), parsed, None)
+    raw_decode = time.perf_counter() - started
+
+    codec = SingleObjectCodec(load_schema(AUTH_EVENT))
+    started = time.perf_counter()
+    framed = [codec.encode(event) for event in events]
+    codec_encode = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = [codec.decode(value) for value in framed]
+    codec_decode = time.perf_counter() - started
+
+    chained_codec = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    hashes = os.urandom(32)
+    records = [
+        {
+            "event": event,
+            "seq": index + 1,
+            "prev_hash": hashes,
+            "hash": hashes,
+            "leaf_hash": hashes,
+            "source_partition": 0,
+            "source_offset": index,
+        }
+        for index, event in enumerate(decoded)
+    ]
+    started = time.perf_counter()
+    chained = [chained_codec.encode(record) for record in records]
+    chained_encode = time.perf_counter() - started
+    started = time.perf_counter()
+    for value in chained:
+        chained_codec.decode(value)
+    chained_decode = time.perf_counter() - started
+    return {
+        "event_bytes_mean": round(sum(map(len, framed)) / count, 1),
+        "chained_bytes_mean": round(sum(map(len, chained)) / count, 1),
+        "fastavro_encodes_per_s": _per_second(count, raw_encode),
+        "fastavro_decodes_per_s": _per_second(count, raw_decode),
+        "codec_encodes_per_s": _per_second(count, codec_encode),
+        "codec_decodes_per_s": _per_second(count, codec_decode),
+        "chained_encodes_per_s": _per_second(count, chained_encode),
+        "chained_decodes_per_s": _per_second(count, chained_decode),
+    }
+
+
+def _drop_logical_types(node: Any) -> None:
+    """fastavro must see integer microseconds, as the project codec arranges."""
+    if isinstance(node, dict):
+        node.pop("logicalType", None)
+        for value in node.values():
+            _drop_logical_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_logical_types(value)
+
+
+def clickhouse_insert(rows: int, batch_rows: int, directory: str) -> dict[str, Any]:
+    """chdb insert rows/s of ``events`` rows in Arrow batches, and Arrow building cost/row."""
+    from sinks.embedded import EmbeddedBackend
+    from sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+    from sinks.tables import create_statements
+
+    hashes = os.urandom(32)
+    factory = EventFactory(100, seed=5)
+    template_rows = [
+        chained_row(
+            {
+                "event": event,
+                "seq": index + 1,
+                "prev_hash": hashes,
+                "hash": hashes,
+                "leaf_hash": hashes,
+            },
+            "bench",
+            0,
+            index,
+        )
+        for index, event in enumerate(factory.batch(batch_rows))
+    ]
+    started = time.perf_counter()
+    table = to_arrow(template_rows, EVENTS_SCHEMA)
+    arrow_seconds = time.perf_counter() - started
+    insert_seconds = 0.0
+    inserted = 0
+    offset_column = table.schema.get_field_index("kafka_offset")
+    with EmbeddedBackend(Path(directory) / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        while inserted < rows:
+            # Distinct offsets per batch: the table deduplicates a repeated identical block.
+            offsets = pa.array(range(inserted, inserted + table.num_rows), pa.uint64())
+            table = table.set_column(offset_column, "kafka_offset", offsets)
+            started = time.perf_counter()
+            backend.insert_arrow("events", table)
+            insert_seconds += time.perf_counter() - started
+            inserted += table.num_rows
+        stored = int(backend.query_arrow("SELECT count() FROM events").column(0)[0].as_py())
+    return {
+        "rows": inserted,
+        "batch_rows": batch_rows,
+        "stored": stored,
+        "insert_rows_per_s": _per_second(inserted, insert_seconds),
+        "arrow_build_rows_per_s": _per_second(len(template_rows), arrow_seconds),
+    }
+
+
+def kafka(count: int, directory: str) -> dict[str, Any]:
+    """Raw confluent-kafka produce and consume messages/s, and the SDK's send cost, on tansu."""
+    from confluent_kafka import Consumer, Producer
+
+    from authtrail.broker import LocalBroker
+    from authtrail.topics import TopicSpec, ensure_topics
+    from schemas import AUTH_EVENT, load_schema
+    from schemas.codec import SingleObjectCodec
+    from stream.app import SHORT_CONSUMER_CONFIG
+
+    events = EventFactory(100, seed=11).batch(count)
+    codec = SingleObjectCodec(load_schema(AUTH_EVENT))
+    values = [(event["tenant_id"].encode(), codec.encode(event)) for event in events]
+    with LocalBroker(log_dir=directory) as broker:
+        servers = broker.bootstrap_servers
+        ensure_topics(servers, [TopicSpec(name, 4) for name in ("raw", "sdk-default", "sdk-none")])
+        producer = Producer(
+            {
+                "bootstrap.servers": servers,
+                "linger.ms": 20,
+                "batch.num.messages": 10_000,
+                "partitioner": "murmur2_random",
+                "queue.buffering.max.messages": 2_000_000,
+            }
+        )
+        started, cpu = time.perf_counter(), time.process_time()
+        for key, value in values:
+            producer.produce("raw", value, key)
+        producer.flush(120)
+        produce = (time.perf_counter() - started, time.process_time() - cpu)
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": servers,
+                "group.id": "raw-bench",
+                "auto.offset.reset": "earliest",
+                **SHORT_CONSUMER_CONFIG,
+            }
+        )
+        consumer.subscribe(["raw"])
+        received, first = 0, None
+        deadline = time.monotonic() + 120
+        while received < count and time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=0.5)
+            if batch and first is None:
+                first = (time.perf_counter(), time.process_time())
+            received += sum(1 for message in batch if message.error() is None)
+        consume = (
+            (time.perf_counter() - first[0], time.process_time() - first[1]) if first else (0, 0)
+        )
+        consumer.close()
+
+        sdk = {
+            compression: _sdk_send(servers, compression, events)
+            for compression in (None, "none")  # None: the SDK's own choice
+        }
+    default = sdk[None]
+    return {
+        "messages": count,
+        "message_bytes_mean": round(sum(len(v) for _, v in values) / count, 1),
+        "raw_produce_per_s": _per_second(count, produce[0]),
+        "raw_produce_per_cpu_s": _per_second(count, produce[1]),
+        "raw_consume_per_s": _per_second(received, consume[0]),
+        "raw_consume_per_cpu_s": _per_second(received, consume[1]),
+        "consumed": received,
+        "sdk": default,
+        "sdk_uncompressed": sdk["none"],
+    }
+
+
+def _sdk_send(
+    servers: str, compression: str | None, events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """AuditProducer.send of ``events`` (validate, encode, queue), then delivery to the broker."""
+    from producers.sdk import AuditProducer
+
+    topic = f"sdk-{compression or 'default'}"
+    config = {"queue.buffering.max.messages": 2_000_000}
+    producer = AuditProducer(servers, topic, config=config, compression=compression)
+    started, cpu = time.perf_counter(), time.process_time()
+    for event in events:
+        producer.send(event)
+    send = (time.perf_counter() - started, time.process_time() - cpu)
+    producer.close(120)
+    delivered = (time.perf_counter() - started, time.process_time() - cpu)
+    count = len(events)
+    return {
+        "compression": producer.compression,
+        "send_per_s": _per_second(count, send[0]),
+        "send_per_cpu_s": _per_second(count, send[1]),
+        "delivered_per_s": _per_second(producer.acknowledged, delivered[0]),
+        "delivered_per_cpu_s": _per_second(producer.acknowledged, delivered[1]),
+        "acknowledged": producer.acknowledged,
+    }

@@ -1,0 +1,317 @@
+"""Markdown pieces of the summary: number formatting, tables, one function per section.
+
+Each section function takes the results dict (or the derived numbers of
+:mod:`benchmarks.analysis`) and returns Markdown lines; :mod:`benchmarks.report` puts
+them in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def number(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if digits or abs(value) >= 10 else f"{value:,.2f}"
+    return str(value)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(number(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+LATENCY_COLUMNS = (
+    ("stack", "stack"),
+    ("offered/s", "offered_events_per_s"),
+    ("of max", "fraction"),
+    ("basis", "basis"),
+    ("achieved/s", "achieved_events_per_s"),
+    ("sequenced p50", "sequenced_p50_ms"),
+    ("sequenced p99", "sequenced_p99_ms"),
+    ("queryable p50", "p50_ms"),
+    ("p95", "p95_ms"),
+    ("p99", "p99_ms"),
+    ("signed p50", "signed_p50_ms"),
+    ("signed p99", "signed_p99_ms"),
+)
+
+
+def columns_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> list[str]:
+    return table(
+        [title for title, _ in columns], [[row.get(key) for _, key in columns] for row in rows]
+    )
+
+
+def experiments(derived: dict[str, Any]) -> list[str]:
+    rows = []
+    for item in derived.get("experiments") or []:
+        roles, base = item.get("roles") or {}, item.get("base_roles") or {}
+        for role in sorted(set(roles) - {"harness"}):
+            rows.append(
+                [
+                    item["stack"],
+                    " ".join(f"{k}={v}" for k, v in item["environment"].items()),
+                    role,
+                    (base.get(role) or {}).get("cpu_us_per_event"),
+                    roles[role].get("cpu_us_per_event"),
+                    item["base_events_per_s"],
+                    item["events_per_s"],
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "## Experiments: settings tried without code changes",
+        "",
+        *table(
+            [
+                "stack",
+                "worker environment",
+                "process",
+                "base CPU µs/event",
+                "CPU µs/event",
+                "base events/s",
+                "events/s",
+            ],
+            rows,
+        ),
+    ]
+
+
+def state_memory(results: dict[str, Any]) -> list[str]:
+    model = ((results.get("costs") or {}).get("memory") or {}).get("by_tenants") or []
+    if not model:
+        return []
+    rows = [
+        [
+            m["tenants"],
+            m["bytes_per_tenant"],
+            m["bytes_per_remembered_id"],
+            round(
+                m["tenants"]
+                * (m["bytes_per_tenant"] + 10_000 * m["bytes_per_remembered_id"])
+                / 2**20
+            ),
+        ]
+        for m in model
+    ]
+    return [
+        "Sequencer state (tracemalloc): the dedup window keeps up to 10,000 event ids per "
+        "tenant, so worker memory grows with every event until each tenant's window is full.",
+        "",
+        *table(
+            [
+                "tenants",
+                "bytes per tenant",
+                "bytes per remembered id",
+                "MB when every window is full",
+            ],
+            rows,
+        ),
+    ]
+
+
+def machine(results: dict[str, Any]) -> list[str]:
+    machine = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    memory = machine.get("memory_bytes") or 0
+    return [
+        f"- date: {machine['date']} (run took {results.get('seconds', 0):,.0f} s, "
+        f"configuration `{results['parameters']['name']}`)",
+        f"- machine: {machine['cores']} cores, {machine['cpu_model']}, "
+        f"{memory / 2**30:.0f} GiB, flags {', '.join(machine['cpu_flags']) or 'none'}",
+        f"- platform: {machine['platform']}; commit {machine.get('git_commit')}",
+        f"- versions: {versions}",
+        f"- load average before / after: {results.get('load_average_before')} / "
+        f"{results.get('load_average_after')}",
+        "",
+    ]
+
+
+def interference(results: dict[str, Any]) -> list[str]:
+    """Say when other processes used the cores during a measurement window."""
+    busy = []
+    for name, stack in results.get("stacks", {}).items():
+        for label, phase in [
+            ("drain", stack.get("drain")),
+            *[(f"live {p.get('fraction')}", p) for p in stack.get("live", [])],
+        ]:
+            others = ((phase or {}).get("window") or {}).get("other_processes_cores_used")
+            if others and others > 0.2:
+                busy.append(f"{name} {label}: {others:.2f} cores")
+    if not busy:
+        return []
+    return [
+        "**Shared machine:** other processes used CPU during these windows, so those "
+        "numbers are low by up to that share of 2 cores: " + "; ".join(busy) + ".",
+        "",
+    ]
+
+
+def components(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, stack in results.get("stacks", {}).items():
+        window = (stack.get("drain") or {}).get("window") or {}
+        for role, values in sorted((window.get("roles") or {}).items()):
+            if role == "harness":
+                continue
+            rows.append(
+                [
+                    name,
+                    role,
+                    values.get("cpu_us_per_event"),
+                    values.get("cores_used"),
+                    values.get("ceiling_events_per_s_one_core"),
+                ]
+            )
+    return table(
+        ["stack", "process", "CPU µs/event", "cores used", "events/s if alone on 1 core"], rows
+    )
+
+
+def limits(results: dict[str, Any]) -> list[str]:
+    limits = results.get("limits") or {}
+    sha = (limits.get("sha256") or {}).get("hashes_per_s", {})
+    avro = limits.get("avro") or {}
+    insert = limits.get("clickhouse_insert") or {}
+    kafka = limits.get("kafka") or {}
+    rows = [
+        ["SHA-256, 65 B Merkle node", sha.get("node_65B"), "hashes/s, 1 core"],
+        ["SHA-256, 300 B", sha.get("input_300B"), "hashes/s, 1 core"],
+        ["SHA-256, 600 B canonical leaf", sha.get("leaf_600B"), "hashes/s, 1 core"],
+        ["Avro decode (fastavro, auth event)", avro.get("fastavro_decodes_per_s"), "/s, 1 core"],
+        ["Avro encode (fastavro, auth event)", avro.get("fastavro_encodes_per_s"), "/s, 1 core"],
+        ["codec decode (framing + checks)", avro.get("codec_decodes_per_s"), "/s, 1 core"],
+        ["codec encode (framing + checks)", avro.get("codec_encodes_per_s"), "/s, 1 core"],
+        [
+            "chained record decode / encode",
+            f"{number(avro.get('chained_decodes_per_s'))} / "
+            f"{number(avro.get('chained_encodes_per_s'))}",
+            "/s, 1 core",
+        ],
+        [
+            "ClickHouse (chdb) Arrow insert, events rows",
+            insert.get("insert_rows_per_s"),
+            f"rows/s, batches of {number(insert.get('batch_rows'))}",
+        ],
+        [
+            "Arrow table from row dicts (pa.Table.from_pylist)",
+            insert.get("arrow_build_rows_per_s"),
+            "rows/s, 1 core",
+        ],
+        ["Kafka raw produce (confluent-kafka → tansu)", kafka.get("raw_produce_per_s"), "msgs/s"],
+        ["Kafka raw consume (tansu → confluent-kafka)", kafka.get("raw_consume_per_s"), "msgs/s"],
+    ]
+    return table(["what", "measured", "unit"], rows)
+
+
+def producer(results: dict[str, Any]) -> list[str]:
+    """Producer SDK events/s per core: isolated, and as the loader of each drain."""
+    kafka = (results.get("limits") or {}).get("kafka") or {}
+    rows = []
+    for key, label in (
+        ("sdk", "AuditProducer, default settings"),
+        ("sdk_uncompressed", "AuditProducer, compression none"),
+    ):
+        sdk = kafka.get(key) or {}
+        if sdk:
+            rows.append(
+                [
+                    label,
+                    sdk.get("compression"),
+                    sdk.get("send_per_s"),
+                    sdk.get("send_per_cpu_s"),
+                    sdk.get("delivered_per_s"),
+                ]
+            )
+    for name, stack in results.get("stacks", {}).items():
+        producer = (stack.get("drain") or {}).get("producer") or {}
+        if producer.get("send_cpu_seconds"):
+            rows.append(
+                [
+                    f"loader of {name} ({stack['config']['tenants']} tenants)",
+                    producer.get("compression"),
+                    round(producer["sent"] / producer["send_seconds"]),
+                    round(producer["sent"] / producer["send_cpu_seconds"]),
+                    round(producer["sent"] / producer["seconds"]),
+                ]
+            )
+    return table(
+        [
+            "producer",
+            "compression",
+            "send() events/s",
+            "events per CPU-second",
+            "acknowledged events/s",
+        ],
+        rows,
+    )
+
+
+def costs(results: dict[str, Any]) -> list[str]:
+    costs = results.get("costs") or {}
+    signatures = costs.get("signatures") or {}
+    lines = table(
+        ["operation", "per second, 1 core"],
+        [
+            ["Ed25519 sign (raw)", signatures.get("ed25519_signs_per_s")],
+            ["Ed25519 verify (raw)", signatures.get("ed25519_verifies_per_s")],
+            [
+                "checkpoint close + sign (Sequencer.close_batch)",
+                signatures.get("checkpoints_closed_and_signed_per_s"),
+            ],
+            [
+                "checkpoint open + verify (open_checkpoint)",
+                signatures.get("checkpoints_opened_and_verified_per_s"),
+            ],
+        ],
+    )
+    batches = (costs.get("batch_sizes") or {}).get("by_batch_size") or []
+    lines += table(
+        ["batch size", "sequencer µs/event (incl. signing)", "events/s, 1 core", "checkpoints"],
+        [
+            [b["batch_size"], b["us_per_event"], b["events_per_s"], b["checkpoints"]]
+            for b in batches
+        ],
+    )
+    for core in costs.get("integrity_core") or []:
+        steps = core["us_per_event"]
+        sink = core["sink"]["us_per_event"]
+        lines.append(
+            f"Integrity core without Kafka/Faust, {core['tenants']} tenants: "
+            + ", ".join(f"{k} {v} µs" for k, v in steps.items())
+            + f" → ≤ {number(core['ceiling_events_per_s_one_core'])} events/s per core. "
+            + "Sink before insert: "
+            + ", ".join(f"{k} {v} µs" for k, v in sink.items())
+            + f" → ≤ {number(core['sink']['ceiling_events_per_s_one_core'])} events/s per core."
+        )
+        lines.append("")
+    return lines
+
+
+def profiles(results: dict[str, Any]) -> list[str]:
+    lines = []
+    sources = [
+        (f"{name} {role}", profile)
+        for name, stack in results.get("stacks", {}).items()
+        for role, profile in (stack.get("profile") or {}).items()
+    ]
+    sources += [
+        (f"verify {run['rows']:,} rows", run["profile"])
+        for run in results.get("verify", [])
+        if run.get("profile")
+    ]
+    for label, profile in sources:
+        top = ", ".join(
+            f"{item['function']} {item['share']:.0%}" for item in (profile.get("self") or [])[:8]
+        )
+        lines.append(f"- **{label}** ({profile.get('samples', 0)} samples), self time: {top}")
+    return [*lines, ""] if lines else []

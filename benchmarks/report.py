@@ -1,0 +1,120 @@
+"""Write a run's results: ``results.json`` (everything) and ``summary.md`` (the tables).
+
+The summary is what docs/PERFORMANCE.md quotes; it names the machine, the versions, the
+date and the parameters, and shows where each target stands and which component is the
+wall when one is missed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks import analysis, markdown
+
+RESULTS_FILE = "results.json"
+SUMMARY_FILE = "summary.md"
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The Markdown summary of one run."""
+    derived = analysis.derive(results)
+    lines = [f"# authtrail benchmarks ({results['parameters']['name']})", ""]
+    if results["parameters"]["name"] == "smoke":
+        lines += [
+            "*Smoke run: tiny sizes that only keep the harness working; its numbers "
+            "are not measurements.*",
+            "",
+        ]
+    lines += markdown.machine(results) + markdown.interference(results)
+    lines += ["## Targets (2-core machine)", ""]
+    lines += markdown.table(
+        ["what", "target", "measured", "met", "wall / note"],
+        [[t["what"], t["target"], t["measured"], t["met"], t["note"]] for t in derived["targets"]],
+    )
+    lines += ["## End-to-end throughput (drain of a backlog; authtrail ÷ plain)", ""]
+    lines += markdown.table(
+        ["tenants", "authtrail events/s", "plain events/s", "ratio"],
+        [
+            [r["tenants"], r["authtrail_events_per_s"], r["plain_events_per_s"], r["ratio"]]
+            for r in derived["throughput"]
+        ],
+    )
+    lines += [
+        "CPU per event by process during the drain window:",
+        "",
+        *markdown.components(results),
+    ]
+    lines += ["## Event-to-queryable latency (ms)", ""]
+    lines += markdown.columns_table(derived["latency"], markdown.LATENCY_COLUMNS)
+    lines += [
+        "*sequenced*: until the worker published the chained record (its Kafka timestamp); "
+        "*queryable*: until the row was stored (`stored_at`); *signed*: until the "
+        "checkpoint covering the event was stored.",
+        "",
+    ]
+    if derived["latency_ratio"]:
+        lines += markdown.table(
+            ["tenants", "same offered/s", "p50 authtrail ÷ plain", "p99 ÷"],
+            [
+                [r["tenants"], r["offered_events_per_s"], r["p50_ratio"], r["p99_ratio"]]
+                for r in derived["latency_ratio"]
+            ],
+        )
+    lines += ["## Memory (peak RSS, MB)", ""]
+    roles = sorted({key for row in derived["memory"] for key in row if key.endswith("_mb")})
+    lines += markdown.table(
+        ["stack", "tenants", *roles],
+        [[row["stack"], row["tenants"], *[row.get(r) for r in roles]] for row in derived["memory"]],
+    )
+    lines += markdown.state_memory(results)
+    if derived["scaling"]:
+        s = derived["scaling"]
+        lines += [
+            "## Scaling: worker processes",
+            "",
+            f"{s['tenants']} tenants: 1 worker {markdown.number(s['one_worker_events_per_s'])} "
+            f"events/s, 2 workers {markdown.number(s['two_workers_events_per_s'])} events/s "
+            f"(x {s['speedup']}).",
+            "",
+        ]
+    lines += markdown.experiments(derived)
+    lines += ["## authtrail verify", ""]
+    lines += markdown.table(
+        ["rows", "tenants", "checkpoints", "seconds", "rows/s", "exit", "peak RSS MB"],
+        [
+            [
+                v["rows"],
+                v["tenants"],
+                v["checkpoints"],
+                v["verify"]["seconds"],
+                v["rows_per_s"],
+                v["verify"]["exit_code"],
+                v["verify"]["peak_rss_bytes"] / 2**20,
+            ]
+            for v in results.get("verify", [])
+        ],
+    )
+    lines += ["## Producer SDK", "", *markdown.producer(results)]
+    lines += ["## Physical limits of this machine", "", *markdown.limits(results)]
+    lines += ["## Checkpoint and integrity-core costs", "", *markdown.costs(results)]
+    profiles = markdown.profiles(results)
+    if profiles:
+        lines += ["## Profiles (py-spy, share of busy samples)", "", *profiles]
+    if results.get("plots_note"):
+        lines += [f"Plots: {results['plots_note']}", ""]
+    if results.get("errors"):
+        lines += ["## Errors", ""] + [f"- {e['section']}: {e['error']}" for e in results["errors"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write results.json and summary.md into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["derived"] = analysis.derive(results)
+    json_path = out_dir / RESULTS_FILE
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    summary_path = out_dir / SUMMARY_FILE
+    summary_path.write_text(summary_markdown(results))
+    return [json_path, summary_path]

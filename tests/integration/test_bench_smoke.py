@@ -1,0 +1,79 @@
+"""The benchmark harness still works: ``python -m benchmarks --smoke`` writes its results.
+
+Asserts only that the files exist and are well-formed, never anything about speed: the
+smoke configuration is too small for its numbers to mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import RESULTS_FILE, SUMMARY_FILE
+from tests.integration.broker_fixtures import REPOSITORY_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert results["errors"] == []
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"] and machine["date"]
+    assert machine["versions"]["python"]
+    assert results["parameters"]["name"] == "smoke"
+    assert {"sha256", "avro", "clickhouse_insert", "kafka"} <= set(results["limits"])
+    assert {"signatures", "batch_sizes", "integrity_core"} <= set(results["costs"])
+    assert set(results["stacks"]) == {"authtrail-3t-1w", "plain-3t"}
+    for name, stack in results["stacks"].items():
+        drain = stack["drain"]
+        assert drain["complete"], name
+        assert drain["stored"] == drain["events"], name
+        assert drain["sustained_events_per_s"] > 0, name
+    authtrail, plain = results["stacks"]["authtrail-3t-1w"], results["stacks"]["plain-3t"]
+    live_phases = [authtrail["soak"], *plain["live"]]
+    assert len(plain["live"]) == 2  # at its own rate and at authtrail's
+    for phase in live_phases:
+        assert phase["complete"] and phase["latency_ms"]["events"] == phase["sent"]
+    soak = authtrail["soak"]
+    assert soak["signed_latency_ms"]["p99"] > 0
+    assert soak["sequenced_latency_ms"]["events"] == soak["sent"]
+    assert soak["rss_trend"]["worker"]["points"] > 0
+    (verified,) = results["verify"]
+    assert verified["verify"]["exit_code"] == 0 and verified["rows_per_s"] > 0
+    assert {"targets", "throughput", "latency", "memory"} <= set(results["derived"])
+
+    summary = (out / SUMMARY_FILE).read_text()
+    for heading in (
+        "## Targets",
+        "## End-to-end throughput",
+        "## Event-to-queryable latency",
+        "## authtrail verify",
+        "## Physical limits",
+    ):
+        assert heading in summary
+    pngs = sorted(path.name for path in out.glob("*.png"))
+    if pngs:  # matplotlib is optional; when present, every plot is drawn
+        assert pngs == [
+            "cost_vs_log_size.png",
+            "latency_distribution.png",
+            "rss_over_time.png",
+            "throughput_over_time.png",
+        ]
+    else:
+        assert "matplotlib is not installed" in summary
