@@ -476,6 +476,7 @@ def test_cursor_survives_being_killed_at_any_moment(tmp_path: Path) -> None:
     generator = random.Random(5)
     delivered = 0
     for _ in range(6):
+        started = time.time()
         child = start_child(
             tmp_path,
             """
@@ -488,7 +489,8 @@ def test_cursor_survives_being_killed_at_any_moment(tmp_path: Path) -> None:
                 n += 1
             """,
         )
-        time.sleep(generator.uniform(0.15, 0.4))
+        _wait_for_a_commit(tmp_path / "cursor", started, child)  # a loaded machine is slow
+        time.sleep(generator.uniform(0.05, 0.3))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
         with Spool(tmp_path, BIG, 100_000) as spool:
@@ -623,6 +625,17 @@ directory = Path(sys.argv[1])
 def record(n):
     return SpoolRecord("authtrail.events", b"acme", bytes([n % 251]) * 40, f"event-{n:05d}")
 """
+
+
+def _wait_for_a_commit(cursor: Path, since: float, child: subprocess.Popen[bytes]) -> None:
+    """Wait until ``child`` saved the cursor at least once after ``since``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if cursor.exists() and cursor.stat().st_mtime >= since:
+            return
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        time.sleep(0.01)
+    raise AssertionError("the child never committed its cursor")
 
 
 def start_child(directory: Path, body: str) -> subprocess.Popen[bytes]:
