@@ -184,18 +184,26 @@ def limits(results: dict[str, Any]) -> list[str]:
     insert = limits.get("clickhouse_insert") or {}
     kafka = limits.get("kafka") or {}
     rows = [
-        ["SHA-256, 65 B Merkle node", sha.get("node_65B"), "hashes/s, 1 core"],
-        ["SHA-256, 300 B", sha.get("input_300B"), "hashes/s, 1 core"],
-        ["SHA-256, 600 B canonical leaf", sha.get("leaf_600B"), "hashes/s, 1 core"],
-        ["Avro decode (fastavro, auth event)", avro.get("fastavro_decodes_per_s"), "/s, 1 core"],
-        ["Avro encode (fastavro, auth event)", avro.get("fastavro_encodes_per_s"), "/s, 1 core"],
-        ["codec decode (framing + checks)", avro.get("codec_decodes_per_s"), "/s, 1 core"],
-        ["codec encode (framing + checks)", avro.get("codec_encodes_per_s"), "/s, 1 core"],
+        ["SHA-256, 65 B Merkle node", sha.get("node_65B"), "per CPU-second"],
+        ["SHA-256, 300 B", sha.get("input_300B"), "per CPU-second"],
+        ["SHA-256, 600 B canonical leaf", sha.get("leaf_600B"), "per CPU-second"],
+        [
+            "Avro decode (fastavro, auth event)",
+            avro.get("fastavro_decodes_per_s"),
+            "per CPU-second",
+        ],
+        [
+            "Avro encode (fastavro, auth event)",
+            avro.get("fastavro_encodes_per_s"),
+            "per CPU-second",
+        ],
+        ["codec decode (framing + checks)", avro.get("codec_decodes_per_s"), "per CPU-second"],
+        ["codec encode (framing + checks)", avro.get("codec_encodes_per_s"), "per CPU-second"],
         [
             "chained record decode / encode",
             f"{number(avro.get('chained_decodes_per_s'))} / "
             f"{number(avro.get('chained_encodes_per_s'))}",
-            "/s, 1 core",
+            "per CPU-second",
         ],
         [
             "ClickHouse (chdb) Arrow insert, events rows",
@@ -205,7 +213,7 @@ def limits(results: dict[str, Any]) -> list[str]:
         [
             "Arrow table from row dicts (pa.Table.from_pylist)",
             insert.get("arrow_build_rows_per_s"),
-            "rows/s, 1 core",
+            "per CPU-second",
         ],
         ["Kafka raw produce (confluent-kafka → tansu)", kafka.get("raw_produce_per_s"), "msgs/s"],
         ["Kafka raw consume (tansu → confluent-kafka)", kafka.get("raw_consume_per_s"), "msgs/s"],
@@ -260,7 +268,7 @@ def costs(results: dict[str, Any]) -> list[str]:
     costs = results.get("costs") or {}
     signatures = costs.get("signatures") or {}
     lines = table(
-        ["operation", "per second, 1 core"],
+        ["operation", "per CPU-second"],
         [
             ["Ed25519 sign (raw)", signatures.get("ed25519_signs_per_s")],
             ["Ed25519 verify (raw)", signatures.get("ed25519_verifies_per_s")],
@@ -276,7 +284,12 @@ def costs(results: dict[str, Any]) -> list[str]:
     )
     batches = (costs.get("batch_sizes") or {}).get("by_batch_size") or []
     lines += table(
-        ["batch size", "sequencer µs/event (incl. signing)", "events/s, 1 core", "checkpoints"],
+        [
+            "batch size",
+            "sequencer µs/event (incl. signing)",
+            "events per CPU-second",
+            "checkpoints",
+        ],
         [
             [b["batch_size"], b["us_per_event"], b["events_per_s"], b["checkpoints"]]
             for b in batches
