@@ -65,7 +65,9 @@ def _window(samples: list[dict[str, Any]], base: int, count: int) -> tuple[int, 
     high = max(
         (i for i, s in enumerate(samples) if s["stored"] - base <= 0.9 * count), default=None
     )
-    if low is not None and high is not None and high > low:
+    # Inserts arrive in chunks: both ends may fall on the same stored count, a window that
+    # holds no rows at all, which the fallback below replaces.
+    if low is not None and high is not None and samples[high]["stored"] > samples[low]["stored"]:
         return low, high, False
     first_row = next((i for i, s in enumerate(samples) if s["stored"] > base), len(samples) - 1)
     full = next((i for i, s in enumerate(samples) if s["stored"] - base >= count), None)

@@ -178,6 +178,23 @@ class Pipeline:
             f"{log_tail(service.log_path)}"
         )
 
+    def wait_caught_up(self, load: Load, timeout: float = 240.0) -> bool:
+        """Wait (supervising) until the store holds about everything sent so far — all but
+        the last 2 s of traffic — or ``timeout`` s pass; True if it caught up.
+
+        Only for ``front`` stores (the suite reads them while the sink writes).
+        """
+        assert self.store == "front", "an embedded store is the sink's while it runs"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.reader() as backend:
+                events, _, rejected = _progress(backend)
+            if events + rejected >= load.sent - 2 * load.rate:
+                return True
+            self.sleep(1.0)
+        _LOG.warning("the pipeline did not catch up within %.0f s", timeout)
+        return False
+
     # -- the end of a scenario ----------------------------------------------------------
 
     def drain(
