@@ -21,7 +21,7 @@ from schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
 from schemas.codec import SingleObjectCodec
 from stream.canonical import canonical_leaf
 from stream.note import Signer
-from stream.sequencer import SEQUENCED, Sequencer
+from stream.sequencer import DEDUP_WINDOW, SEQUENCED, Sequencer
 
 ORIGIN = "bench.authtrail.local"
 
@@ -181,9 +181,9 @@ def memory(events: int, tenant_counts: list[int]) -> dict[str, Any]:
     """Sequencer state bytes: per tenant, and per event id remembered for deduplication.
 
     Measured with tracemalloc over ``events`` offers spread over each tenant count, once
-    with the default window (10 000 ids per tenant) and once without one. The worker's
-    state then is about ``tenants * per_tenant + remembered_ids * per_id`` bytes, where
-    ``remembered_ids`` grows until every tenant's window is full.
+    with the default window (``DEDUP_WINDOW`` ids per partition) and once without one. A
+    partition's state then is about ``tenants * per_tenant + remembered_ids * per_id``
+    bytes, where ``remembered_ids`` grows until the window is full, whatever the tenants.
     """
     import tracemalloc
 
@@ -192,7 +192,7 @@ def memory(events: int, tenant_counts: list[int]) -> dict[str, Any]:
     for tenants in tenant_counts:
         names = [f"tenant-{index:05d}" for index in range(tenants)]
         sizes = {}
-        for window in (10_000, 0):
+        for window in (DEDUP_WINDOW, 0):
             sequencer = Sequencer(_signer(), ORIGIN, batch_size=1000, batch_interval=3600,
                                   dedup_window=window)  # fmt: skip
             tracemalloc.start()
@@ -203,12 +203,12 @@ def memory(events: int, tenant_counts: list[int]) -> dict[str, Any]:
                 sequencer.offer(names[offset % tenants], event_id, leaf, offset)
             sizes[window] = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
-        remembered = min(events, tenants * 10_000)
+        remembered = min(events, DEDUP_WINDOW)
         rows.append(
             {
                 "tenants": tenants,
                 "bytes_per_tenant": round(sizes[0] / tenants),
-                "bytes_per_remembered_id": round((sizes[10_000] - sizes[0]) / remembered),
+                "bytes_per_remembered_id": round((sizes[DEDUP_WINDOW] - sizes[0]) / remembered),
             }
         )
     return {"events": events, "by_tenants": rows}

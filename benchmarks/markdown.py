@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.sequencer import DEDUP_WINDOW
+
 
 def number(value: Any, digits: int = 0) -> str:
     if value is None:
@@ -96,23 +98,23 @@ def state_memory(results: dict[str, Any]) -> list[str]:
             m["bytes_per_tenant"],
             m["bytes_per_remembered_id"],
             round(
-                m["tenants"]
-                * (m["bytes_per_tenant"] + 10_000 * m["bytes_per_remembered_id"])
+                (m["tenants"] * m["bytes_per_tenant"] + DEDUP_WINDOW * m["bytes_per_remembered_id"])
                 / 2**20
             ),
         ]
         for m in model
     ]
     return [
-        "Sequencer state (tracemalloc): the dedup window keeps up to 10,000 event ids per "
-        "tenant, so worker memory grows with every event until each tenant's window is full.",
+        f"Sequencer state (tracemalloc): the dedup window keeps up to {DEDUP_WINDOW:,} event "
+        "ids per partition, whatever the number of tenants; a partition's memory grows until "
+        "it is full, then stays flat.",
         "",
         *table(
             [
                 "tenants",
                 "bytes per tenant",
                 "bytes per remembered id",
-                "MB when every window is full",
+                "MB per partition, window full",
             ],
             rows,
         ),

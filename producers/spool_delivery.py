@@ -16,9 +16,9 @@ while the broker is away — a timed-out record would let later ones overtake it
 Delivery is at-least-once into Kafka: records in flight when the process stops, or
 delivered after the last cursor commit, are delivered again by the next drainer on the
 spool: at most ``window + commit_every`` records (3 000 by default) per restart. Events
-carry their ``event_id`` and the sequencer records a repeated id once — it remembers the
-last 10 000 ids per tenant, which is why both numbers are kept well below that — so the
-chain holds each event exactly once (docs/RELIABILITY.md).
+carry their ``event_id`` and the sequencer records a repeated id once — it remembers at
+least the last 100 000 ids of the partition, which is why both numbers are kept well below
+that — so the chain holds each event exactly once (docs/RELIABILITY.md).
 
 A delivery report with an error other than our own purge is permanent here (librdkafka
 retries everything retriable forever under these settings): the drainer *halts* — it sends

@@ -16,7 +16,6 @@ offset is at or below the highest restored source offset was already sequenced.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from authtrail.errors import ChainError, CheckpointError, InvalidArgumentError
 from stream.chain import GENESIS_HASH, ChainHead, ChainLink, chain_hash
 from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
 from stream.compact import CompactTree
+from stream.id_window import IdWindow
 from stream.merkle import leaf_hash as rfc6962_leaf_hash
 from stream.note import Signer
 
@@ -32,6 +32,10 @@ SEQUENCED = "sequenced"
 REPLAYED = "replayed"  # its input offset was already sequenced before a restart
 DUPLICATE = "duplicate"  # same event id, same content: a producer retry, recorded once
 CONFLICT = "conflict"  # same event id, different content: rejected to the dead letters
+
+# Event ids remembered per partition for recognising producer retries: ≥ 100 000 recent
+# ones in ~26 MB (stream/id_window.py), whatever the number of tenants.
+DEDUP_WINDOW = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class SignedCheckpoint:
 
 @dataclass(slots=True)
 class TenantLog:
-    """Everything the sequencer remembers about one tenant: O(log n) hashes plus a window."""
+    """Everything the sequencer remembers about one tenant: O(log n) hashes."""
 
     tenant_id: str
     head: ChainHead
@@ -53,7 +57,6 @@ class TenantLog:
     batch: CompactTree = field(default_factory=CompactTree)
     batch_opened_at: float = 0.0
     last_checkpoint: Checkpoint | None = None
-    recent_ids: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     kept_ids: dict[str, bytes] = field(default_factory=dict)  # never forgotten (rare ids)
 
     @property
@@ -72,8 +75,10 @@ class Offer:
 class Sequencer:
     """Sequences the tenants of one input partition.
 
-    ``batch_size`` events or ``batch_interval`` seconds (monotonic clock) close a batch;
-    ``dedup_window`` recent event ids per tenant are remembered to drop producer retries.
+    ``batch_size`` events or ``batch_interval`` seconds (monotonic clock) close a batch.
+    Producer retries are recognised among the event ids sequenced last in the partition:
+    at least the last ``dedup_window // 2``, at most ``dedup_window`` (:mod:`stream.id_window`;
+    0 turns this off).
     """
 
     def __init__(
@@ -83,17 +88,19 @@ class Sequencer:
         *,
         batch_size: int,
         batch_interval: float,
-        dedup_window: int = 10_000,
+        dedup_window: int = DEDUP_WINDOW,
         monotonic: Callable[[], float] = time.monotonic,
         remember_forever: str = "",
     ) -> None:
-        if batch_size < 1 or batch_interval <= 0 or dedup_window < 0:
-            raise InvalidArgumentError("batch_size and batch_interval must be > 0")
+        if batch_size < 1 or batch_interval <= 0 or dedup_window < 0 or dedup_window == 1:
+            raise InvalidArgumentError(
+                "batch_size and batch_interval must be > 0, dedup_window 0 or ≥ 2"
+            )
         self._signer = signer
         self._log_origin = log_origin
         self._batch_size = batch_size
         self._batch_interval = batch_interval
-        self._dedup_window = dedup_window
+        self._recent_ids = IdWindow(dedup_window) if dedup_window else None
         # Ids with this prefix are remembered beyond the window: authtrail's own decision
         # events, which a recovery may publish again long after the first copy.
         self._remember_forever = remember_forever
@@ -120,9 +127,12 @@ class Sequencer:
         self.source_offset = source_offset
         log = self._log(tenant_id)
         leaf_hash = rfc6962_leaf_hash(leaf)
-        known = log.recent_ids.get(event_id) or log.kept_ids.get(event_id)
-        if known is not None:
-            return Offer(DUPLICATE if known == leaf_hash else CONFLICT)
+        kept = log.kept_ids.get(event_id)
+        same = (
+            kept == leaf_hash if kept is not None else self._recently_seen(log, event_id, leaf_hash)
+        )
+        if same is not None:
+            return Offer(DUPLICATE if same else CONFLICT)
         return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
 
     def _append(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> ChainLink:
@@ -135,15 +145,16 @@ class Sequencer:
         self._remember(log, event_id, leaf_hash)
         return link
 
+    def _recently_seen(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> bool | None:
+        if self._recent_ids is None:
+            return None
+        return self._recent_ids.same_content(log.tenant_id, event_id, leaf_hash)
+
     def _remember(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> None:
         if self._remember_forever and event_id.startswith(self._remember_forever):
             log.kept_ids[event_id] = leaf_hash
-            return
-        if self._dedup_window == 0:
-            return
-        log.recent_ids[event_id] = leaf_hash
-        while len(log.recent_ids) > self._dedup_window:
-            log.recent_ids.popitem(last=False)
+        elif self._recent_ids is not None:
+            self._recent_ids.add(log.tenant_id, event_id, leaf_hash)
 
     def full_batches(self) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` (at most the last appended one)."""

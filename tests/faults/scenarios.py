@@ -247,12 +247,12 @@ def decisions_behind_backlog(
     pipeline: Pipeline, load: Load, rng: random.Random, iterations: int
 ) -> list[Fault]:
     """A worker restart while its own lockout decisions wait behind a backlog. One tenant;
-    a surge of 2.6-3.2 s at 5 000 events/s (more than the sequencer's 10 000-id duplicate
-    window) puts the worker far behind, so the decision events it publishes back into the
-    events topic queue up behind the surge. It is SIGKILLed 0-1 s after the surge and
-    restarted; recovery finds those decisions missing from the chain and publishes them
-    again. Each decision must still be chained once. Every iteration starts from a
-    pipeline that caught up with the previous one's backlog."""
+    a surge of 2.6-3.2 s at 5 000 events/s puts the worker far behind, so the decision
+    events it publishes back into the events topic queue up behind the surge. It is
+    SIGKILLed 0-1 s after the surge and restarted; recovery finds those decisions missing
+    from the chain and publishes them again. Each decision must still be chained once.
+    Every iteration starts from a pipeline that caught up with the previous one's
+    backlog."""
     _busy(pipeline)
     base_rate = load.rate
     faults = []

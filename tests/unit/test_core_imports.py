@@ -25,6 +25,7 @@ CORE_MODULES = [
     "stream.note",
     "stream.checkpoint",
     "stream.sequencer",
+    "stream.id_window",
     "stream.audit",
     "stream.admission",
     "stream.guard",

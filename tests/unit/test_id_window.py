@@ -1,0 +1,44 @@
+"""The partition's window of recent event ids (stream/id_window.py)."""
+
+import hashlib
+
+import pytest
+
+from stream.id_window import IdWindow
+
+
+def _leaf(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def test_remembers_ids_with_their_content() -> None:
+    window = IdWindow(10)
+    window.add("acme", "e1", _leaf("one"))
+    assert window.same_content("acme", "e1", _leaf("one")) is True
+    assert window.same_content("acme", "e1", _leaf("other")) is False
+    assert window.same_content("acme", "e2", _leaf("one")) is None
+
+
+def test_ids_of_different_tenants_are_different_entries() -> None:
+    window = IdWindow(10)
+    window.add("acme", "e1", _leaf("one"))
+    assert window.same_content("globex", "e1", _leaf("one")) is None
+    # Joining tenant and id must not make ("a", "bc") the same as ("ab", "c").
+    window.add("a", "bc", _leaf("x"))
+    assert window.same_content("ab", "c", _leaf("x")) is None
+
+
+def test_always_keeps_the_newest_half_and_never_more_than_size() -> None:
+    size = 100
+    window = IdWindow(size)
+    for n in range(1_000):
+        window.add("acme", f"e{n}", _leaf(str(n)))
+        assert len(window) <= size
+        newest = range(max(0, n - size // 2 + 1), n + 1)
+        assert all(window.same_content("acme", f"e{k}", _leaf(str(k))) for k in newest)
+    assert window.same_content("acme", "e0", _leaf("0")) is None
+
+
+def test_refuses_a_window_that_cannot_hold_anything() -> None:
+    with pytest.raises(ValueError):
+        IdWindow(1)
