@@ -63,6 +63,9 @@ class Settings:
     # The sink inserts after this many rows or this many milliseconds, whichever first.
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 1000
+    # The sequencer's output producer may hold records this long to fill a request while
+    # it publishes a batch (each request costs a broker far more than a record).
+    producer_linger_ms: int = 5
     log_origin: str = "authtrail.local"
     signing_key: Path | None = None
     verifier_keys: tuple[Path, ...] = ()
@@ -75,6 +78,8 @@ class Settings:
             < 1
         ):
             raise ConfigurationError("batch sizes and intervals must be >= 1")
+        if self.producer_linger_ms < 0:
+            raise ConfigurationError("producer_linger_ms must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):
             raise ConfigurationError(f"log_origin {self.log_origin!r} is not a plain origin")
 

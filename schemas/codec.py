@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -103,7 +103,7 @@ def schema_fingerprint(schema: Schema) -> bytes:
 class _ParsedSchema:
     """One schema, parsed once: its fingerprint, fastavro form and record layout."""
 
-    __slots__ = ("check", "fingerprint", "name", "parsed", "source")
+    __slots__ = ("_tail", "_tail_writer", "check", "fingerprint", "name", "parsed", "source")
 
     def __init__(self, schema: Schema) -> None:
         self.source = _as_json(schema)
@@ -116,6 +116,8 @@ class _ParsedSchema:
         else:
             self.name = str(self.parsed)
         self.check = compile_check(self.parsed)
+        self._tail: _ParsedSchema | None = None
+        self._tail_writer: Callable[[Mapping[str, Any]], bytes] | None = None
 
     def write(self, record: Mapping[str, Any]) -> bytes:
         self.check(record)
@@ -125,6 +127,99 @@ class _ParsedSchema:
         except Exception as exc:  # it conformed, so this is text UTF-8 cannot encode
             raise InvalidArgumentError(f"cannot encode {self.name}: {_short(exc)}") from exc
         return body.getvalue()
+
+    def first_field(self) -> tuple[str, bytes | None]:
+        """Name of this record's first field and the fingerprint of its type when the type
+        is defined inline (None for a primitive or a reference by name)."""
+        fields = self.source.get("fields") if isinstance(self.source, dict) else None
+        if not fields:
+            raise InvalidArgumentError(f"{self.name} is not a record with fields")
+        field_type = fields[0]["type"]
+        inline = isinstance(field_type, dict) and field_type.get("type") == "record"
+        return str(fields[0]["name"]), schema_fingerprint(field_type) if inline else None
+
+    def write_tail(self, rest: Mapping[str, Any]) -> bytes:
+        """The encoding of every field but the first, taken from ``rest``.
+
+        Avro writes a record as the plain concatenation of its fields' encodings, so
+        ``write(record) == encoding(first field) || write_tail(other fields)``. Raises
+        :class:`InvalidArgumentError` when ``rest`` does not conform, or when a later
+        field refers to a named type that only the first field defines.
+        """
+        if self._tail_writer is None:
+            self.first_field()  # a record with fields, else InvalidArgumentError
+            tail = _ParsedSchema({**self.source, "fields": self.source["fields"][1:]})
+            self._tail_writer = _flat_writer(tail) or tail.write
+        return self._tail_writer(rest)
+
+
+def _flat_writer(schema: _ParsedSchema) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """A writer for a record of only int, long and fixed fields, else None.
+
+    fastavro's ``schemaless_writer`` costs ~5 µs per call even for a few integers, plus
+    ~3 µs for the conformance check; this one writes the same bytes in ~2 µs with the
+    same checks (range, size, no missing or extra field). It serves the worker's hot path
+    (the fields after the spliced event in every chained record).
+    """
+    parsed = schema.parsed
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    named = parsed.get("__named_schemas", {})
+    problem = f"record does not match {schema.name}"
+    # (name, fixed size (0: long, -1: int), default or _REQUIRED, where for messages)
+    layout: list[tuple[str, int, Any, str]] = []
+    for field in parsed["fields"]:
+        kind = field["type"]
+        kind = named.get(kind, kind) if isinstance(kind, str) else kind
+        if kind in ("int", "long"):
+            size = -1 if kind == "int" else 0
+        elif isinstance(kind, dict) and kind.get("type") == "fixed":
+            size = int(kind["size"])
+        else:
+            return None
+        where = f"{problem}: field {field['name']!r}"
+        layout.append((field["name"], size, field.get("default", _REQUIRED), where))
+    names = frozenset(entry[0] for entry in layout)
+
+    def write(record: Mapping[str, Any]) -> bytes:
+        parts: list[bytes] = []
+        for name, size, default, where in layout:
+            value = record.get(name, default)
+            if size > 0:
+                if not isinstance(value, bytes) or len(value) != size:
+                    shown = "nothing" if value is _REQUIRED else type(value).__name__
+                    raise InvalidArgumentError(f"{where}: expected {size} bytes, got {shown}")
+                parts.append(value)
+            else:
+                parts.append(_varint(value, where, 31 if size else 63))
+        if not names.issuperset(record):
+            extra = ", ".join(sorted(set(record) - names))
+            raise InvalidArgumentError(f"{problem}: fields not in the schema: {extra}")
+        return b"".join(parts)
+
+    return write
+
+
+_REQUIRED = object()  # a field without a default
+
+
+def _varint(value: Any, where: str, bits: int) -> bytes:
+    """Avro zig-zag varint of ``value``, an int of ``bits`` + 1 bits (31: int, 63: long)."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not -(1 << bits) <= value < 1 << bits
+    ):
+        kind = "int" if bits == 31 else "long"
+        shown = "nothing" if value is _REQUIRED else repr(value)[:60]
+        raise InvalidArgumentError(f"{where}: expected {kind}, got {shown}")
+    number = (value << 1) ^ (value >> 63)  # in range, value >> 63 == value >> bits
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
 
 
 def _read_body(
@@ -182,6 +277,44 @@ class SingleObjectCodec:
         Raises :class:`InvalidArgumentError` otherwise.
         """
         return self._header + self._reader.write(record)
+
+    @property
+    def first_field_fingerprint(self) -> bytes | None:
+        """Fingerprint of the reader schema's first field's type, when that type is a record
+        defined inline (the auth event inside a chained record); else None.
+
+        :meth:`encode_spliced` takes bytes another :class:`SingleObjectCodec` wrote when
+        its :attr:`reader_fingerprint` equals this. Raises :class:`InvalidArgumentError`
+        when the reader schema is not a record with fields.
+        """
+        return self._reader.first_field()[1]
+
+    def current_body(self, data: bytes) -> memoryview | None:
+        """The Avro body of ``data`` (after the header) when the header names this codec's
+        reader schema, else None (older writer, other framing, too short).
+
+        Only the header is looked at: use it on data :meth:`decode` accepted, so the body
+        is known to be exactly one record of the reader schema.
+        """
+        if data[:SINGLE_OBJECT_HEADER_SIZE] != self._header:  # also when data is shorter
+            return None
+        return memoryview(data)[SINGLE_OBJECT_HEADER_SIZE:]
+
+    def encode_spliced(
+        self, first_field_body: bytes | memoryview, rest: Mapping[str, Any]
+    ) -> bytes:
+        """Frame a record whose first field is given already encoded, without re-encoding it.
+
+        Equals ``encode({first_field: decoded, **rest})`` byte for byte when
+        ``first_field_body`` is the canonical Avro encoding of ``decoded`` (what fastavro
+        writes); a body some other writer encoded differently (e.g. a map in several
+        blocks) is copied as is and decodes to the same value. Requires
+        ``first_field_body`` to be exactly one value of the first field's type — it is
+        not checked (e.g. :meth:`current_body` of a record another codec of that type
+        decoded). ``rest`` must hold the other fields, as for :meth:`encode`; raises
+        :class:`InvalidArgumentError` otherwise.
+        """
+        return b"".join((self._header, first_field_body, self._reader.write_tail(rest)))
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Return the record framed in ``data``, in the reader schema's shape.

@@ -2,6 +2,8 @@
 
 One agent reads the events topic in batches and hands them to
 :class:`~stream.worker.SequencerWorker`; one timer closes batches that are due by time.
+Outputs go through a librdkafka producer of their own (:mod:`stream.publisher`), which
+publishes a whole batch per round trip; Faust's producer serves Faust only.
 Partition revocation drops the state of partitions another worker now owns; the next
 owner rebuilds it from Kafka (:mod:`stream.recovery`).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -33,6 +35,7 @@ from stream.decisions import DECISION_ID_PREFIX
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
 from stream.note import Signer, make_keyring
+from stream.publisher import KafkaPublisher
 from stream.sequencer import Sequencer
 from stream.worker import CHAINED, CHECKPOINTS, EVENTS, LOCKOUTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
@@ -112,16 +115,17 @@ def create_app(
         "partitions": settings.partitions,
     }
     events = app.topic(settings.events_topic, **raw)
-    outputs = {
-        CHAINED: app.topic(settings.chained_topic, **raw),
-        CHECKPOINTS: app.topic(settings.checkpoints_topic, **raw),
-        DEAD_LETTER_ROLE: app.topic(settings.dead_letter_topic, **raw),
-        EVENTS: events,
-        LOCKOUTS: app.topic(settings.lockouts_topic, **raw),
-    }
-
-    async def publish(role: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[Any]:
-        return await outputs[role].send(key=key, value=value, partition=partition, force=True)
+    publisher = KafkaPublisher(
+        settings.bootstrap_servers,
+        {
+            CHAINED: settings.chained_topic,
+            CHECKPOINTS: settings.checkpoints_topic,
+            DEAD_LETTER_ROLE: settings.dead_letter_topic,
+            EVENTS: settings.events_topic,
+            LOCKOUTS: settings.lockouts_topic,
+        },
+        linger_ms=settings.producer_linger_ms,
+    )
 
     keyring = make_keyring([signer.verifier_key()])
     chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
@@ -169,7 +173,7 @@ def create_app(
         ),
         recover=recover,
         fetch=fetch,
-        publish=publish,
+        publisher=publisher,
         event_codec=codec(AUTH_EVENT),
         chained_codec=chained_codec,
         checkpoint_codec=checkpoint_codec,
@@ -199,6 +203,7 @@ def create_app(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         await worker.close_open_batches()
+        publisher.close()
 
     app.authtrail_worker = worker  # type: ignore[attr-defined]  # for status and tests
     return app

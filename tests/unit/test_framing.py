@@ -26,6 +26,7 @@ from authtrail.errors import (
 )
 from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
 from schemas.codec import (
+    SINGLE_OBJECT_HEADER_SIZE,
     ConfluentCodec,
     SingleObjectCodec,
     parsing_canonical_form,
@@ -523,3 +524,114 @@ def test_confluent_random_bytes_raise_only_format_errors(data: bytes) -> None:
     codec = ConfluentCodec(schema, schema_id=1, registry={1: schema})
     with contextlib.suppress(FormatError):
         codec.decode(b"\x00" + data)
+
+
+# --- splicing an encoded first field (the worker's chained records) -----------------
+
+
+def _chained_rest(**changes: Any) -> dict[str, Any]:
+    rest: dict[str, Any] = {"seq": 1, "prev_hash": bytes(32), "hash": bytes(range(32)),
+                            "leaf_hash": b"\xff" * 32, "source_partition": 2,
+                            "source_offset": 41, "epoch": 3}  # fmt: skip
+    rest.update(changes)
+    return rest
+
+
+def test_the_chained_record_embeds_exactly_the_auth_event_schema(codec: SingleObjectCodec) -> None:
+    chained = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    assert chained.first_field_fingerprint == codec.reader_fingerprint
+    assert codec.first_field_fingerprint is None  # its first field is a string
+    with pytest.raises(InvalidArgumentError, match="not a record"):
+        _ = SingleObjectCodec("string").first_field_fingerprint
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(TEXT_CHARACTERS, max_size=40),
+    attributes=st.dictionaries(
+        st.text(TEXT_CHARACTERS, max_size=10), st.text(TEXT_CHARACTERS, max_size=10), max_size=5
+    ),
+    seq=st.integers(-(2**63), 2**63 - 1),
+    partition=st.integers(-(2**31), 2**31 - 1),
+    offset=st.integers(-(2**63), 2**63 - 1),
+    epoch=st.integers(-(2**63), 2**63 - 1),
+    digest=st.binary(min_size=32, max_size=32),
+    minimal=st.booleans(),
+)
+def test_spliced_encoding_equals_the_normal_encoding(
+    text: str, attributes: dict[str, str], seq: int, partition: int, offset: int, epoch: int,
+    digest: bytes, minimal: bool,
+) -> None:  # fmt: skip
+    events = SingleObjectCodec(load_schema(AUTH_EVENT))
+    chained = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    event = minimal_event() if minimal else full_event(user_name=text, attributes=attributes)
+    data = events.encode(event)
+    rest = _chained_rest(seq=seq, hash=digest, source_partition=partition,
+                         source_offset=offset, epoch=epoch)  # fmt: skip
+    body = events.current_body(data)
+    assert body is not None
+    spliced = chained.encode_spliced(body, rest)
+    assert spliced == chained.encode({"event": events.decode(data), **rest})
+    assert chained.decode(spliced) == {"event": events.decode(data), **rest}
+
+
+def test_spliced_encoding_known_bytes_of_the_fields_after_the_event() -> None:
+    chained = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    rest = _chained_rest(seq=-1, source_partition=-65, source_offset=2**63 - 1, epoch=64)
+    tail = chained.encode_spliced(b"", rest)[SINGLE_OBJECT_HEADER_SIZE:]
+    # zig-zag varints: -1 -> 01, -65 -> 81 01, 2^63-1 -> fe ff.. 01, 64 -> 80 01
+    expected = (b"\x01" + bytes(32) + bytes(range(32)) + b"\xff" * 32 + b"\x81\x01"
+                + b"\xfe" + b"\xff" * 8 + b"\x01" + b"\x80\x01")  # fmt: skip
+    assert tail == expected
+    # fields with defaults may be left out, as for encode()
+    minimal = {k: rest[k] for k in ("seq", "prev_hash", "hash", "leaf_hash")}
+    assert chained.encode_spliced(b"x", minimal) == chained.encode_spliced(
+        b"x", {**minimal, "source_partition": -1, "source_offset": -1, "epoch": 0}
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seq": None}, "field 'seq': expected long, got None"),
+        ({"seq": True}, "field 'seq': expected long, got True"),
+        ({"seq": 2**63}, "field 'seq': expected long"),
+        ({"source_partition": 2**31}, "field 'source_partition': expected int"),
+        ({"source_partition": -(2**31) - 1}, "field 'source_partition': expected int"),
+        ({"hash": bytes(31)}, "field 'hash': expected 32 bytes, got bytes"),
+        ({"leaf_hash": "x" * 32}, "field 'leaf_hash': expected 32 bytes, got str"),
+        ({"event": {}}, "fields not in the schema: event"),
+        ({"surprise": 1}, "fields not in the schema: surprise"),
+    ],
+)
+def test_spliced_encoding_rejects_what_encode_rejects(
+    changes: dict[str, Any], message: str
+) -> None:
+    chained = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    with pytest.raises(InvalidArgumentError, match=message):
+        chained.encode_spliced(b"", _chained_rest(**changes))
+    with pytest.raises(InvalidArgumentError):  # the normal encoding refuses it too
+        chained.encode({"event": minimal_event(), **_chained_rest(**changes)})
+    missing = _chained_rest()
+    del missing["prev_hash"]
+    with pytest.raises(
+        InvalidArgumentError, match="field 'prev_hash': expected 32 bytes, got nothing"
+    ):
+        chained.encode_spliced(b"", missing)
+
+
+def test_current_body_only_for_data_written_with_the_reader_schema(
+    codec: SingleObjectCodec,
+) -> None:
+    data = codec.encode(full_event())
+    body = codec.current_body(data)
+    assert body is not None and bytes(body) == data[SINGLE_OBJECT_HEADER_SIZE:]
+    older_schema = load_schema(AUTH_EVENT)
+    older_schema["fields"] = older_schema["fields"][:-1]  # before `attributes` was added
+    older = SingleObjectCodec(older_schema)
+    old_data = older.encode({k: v for k, v in full_event().items() if k != "attributes"})
+    reader = SingleObjectCodec(load_schema(AUTH_EVENT), [older_schema])
+    assert reader.current_body(old_data) is None
+    assert reader.decode(old_data)["attributes"] == {}  # decodes, but must be re-encoded
+    assert codec.current_body(data[: SINGLE_OBJECT_HEADER_SIZE - 1]) is None
+    assert codec.current_body(b"\x00" + data[1:]) is None

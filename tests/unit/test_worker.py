@@ -7,9 +7,15 @@ real Faust/Kafka path is exercised by tests/integration/test_pipeline.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER
+from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas.codec import SingleObjectCodec
 from stream.app import codec
 from stream.chain import ChainLink
 from stream.guard import Guard
@@ -26,6 +32,8 @@ POLICIES = PolicySet(
     allowed_lateness_seconds=0.0,
 )
 EVENTS = codec(AUTH_EVENT)
+ROOT = Path(__file__).resolve().parents[2]
+VERSIONS = Path(__file__).parent / "schema_versions"
 
 
 def _event(n: int, tenant: str = "acme", event_id: str | None = None) -> bytes:
@@ -41,10 +49,20 @@ def _event(n: int, tenant: str = "acme", event_id: str | None = None) -> bytes:
 
 
 class Harness:
-    def __init__(self, inputs: list[bytes], restored: list[tuple[str, str, ChainLink, int]] = ()):
+    """A worker with captured outputs; it is its own :class:`~stream.worker.Publisher`."""
+
+    def __init__(
+        self,
+        inputs: list[bytes],
+        restored: list[tuple[str, str, ChainLink, int]] = (),
+        event_codec: SingleObjectCodec = EVENTS,
+    ):
         self.inputs = inputs
         self.restored = list(restored)
         self.published: list[tuple[str, bytes | None, bytes, int]] = []
+        self.acknowledged = 0  # how many of ``published`` a flush has confirmed
+        self.acknowledged_when_published: list[int] = []
+        self.flushes = 0
         self.fetched: list[tuple[int, int | None, int]] = []
         self.worker = SequencerWorker(
             new_sequencer=lambda: Sequencer(
@@ -52,8 +70,8 @@ class Harness:
             ),
             recover=self.recover,
             fetch=self.fetch,
-            publish=self.publish,
-            event_codec=EVENTS,
+            publisher=self,
+            event_codec=event_codec,
             chained_codec=codec(CHAINED_RECORD),
             checkpoint_codec=codec(CHECKPOINT),
             dead_letter_codec=codec(DEAD_LETTER),
@@ -71,11 +89,14 @@ class Harness:
         first = 0 if start is None else start
         return [InputRecord(partition, o, None, self.inputs[o]) for o in range(first, end)]
 
-    async def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> Any:
+    def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> None:
         self.published.append((role, key, value, partition))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
+        self.acknowledged_when_published.append(self.acknowledged)
+
+    async def flush(self) -> None:
+        await asyncio.sleep(0)  # a real flush yields to the loop while it waits
+        self.acknowledged = len(self.published)
+        self.flushes += 1
 
     def run(self, offsets: list[int], partition: int = 2) -> None:
         records = [InputRecord(partition, o, b"acme", self.inputs[o]) for o in offsets]
@@ -173,3 +194,133 @@ def test_lockout_decisions_go_back_into_the_stream_and_out_to_enforcement() -> N
     assert decisions == [("events", 2), ("lockouts", 2)]
     locked = [EVENTS.decode(v) for r, _, v, _ in harness.published if r == "lockouts"]
     assert locked[0]["event_type"] == "ACCOUNT_LOCKED" and locked[0]["user_name"] == "alice"
+
+
+# --- the chained record splices the input's Avro body -----------------------------------
+
+
+def _older_auth_event_schema() -> dict[str, Any]:
+    """AuthEvent as it was before ``message`` was added: data it wrote must still chain."""
+    schema = load_schema(AUTH_EVENT)
+    schema["fields"] = [field for field in schema["fields"] if field["name"] != "message"]
+    return schema
+
+
+def _full_event(n: int) -> dict[str, Any]:
+    """Every optional field set (and some non-ASCII text and attributes)."""
+    event: dict[str, Any] = {
+        field["name"]: f"{field['name']}-{n}-ü" for field in load_schema(AUTH_EVENT)["fields"]
+    }
+    event.update(event_id=f"full{n}", tenant_id="acme", event_type="OTHER", outcome="UNKNOWN",
+                 occurred_at=1_700_000_000_000_000 + n, received_at=1_700_000_000_000_001 + n,
+                 attributes={"a.b": "c", "ä": "😀" * n})  # fmt: skip
+    return event
+
+
+def _reencoded(chained_value: bytes) -> bytes:
+    """The chained record encoded the slow way, from its decoded form."""
+    chained_codec = codec(CHAINED_RECORD)
+    return chained_codec.encode(chained_codec.decode(chained_value))
+
+
+def test_chained_records_equal_the_normal_encoding_byte_for_byte() -> None:
+    minimal = _event(0)
+    inputs = [minimal, *(EVENTS.encode(_full_event(n)) for n in range(1, 5))]
+    inputs.append(EVENTS.encode({**_full_event(5), "received_at": None, "attributes": {}}))
+    harness = Harness(inputs)
+    harness.run(list(range(len(inputs))))
+    chained = [value for role, _, value, _ in harness.published if role == CHAINED]
+    assert len(chained) == len(inputs)
+    for value, original in zip(chained, inputs, strict=True):
+        assert value == _reencoded(value)
+        assert original[10:] in value  # the event's body, spliced in as it was read
+    assert [r["event"] for r in harness.decoded(CHAINED)] == [EVENTS.decode(v) for v in inputs]
+
+
+def test_events_of_other_schema_versions_are_reencoded_in_todays_schema() -> None:
+    older_schema = _older_auth_event_schema()
+    newer_schema = json.loads((VERSIONS / "auth_event_v2.avsc").read_text())
+    events = SingleObjectCodec(load_schema(AUTH_EVENT), [older_schema, newer_schema])
+    old_event = {k: v for k, v in _full_event(1).items() if k != "message"}
+    new_event = {**_full_event(3), "device_id": "phone-1"}  # a field today's schema lacks
+    inputs = [
+        SingleObjectCodec(older_schema).encode(old_event),
+        _event(2),
+        SingleObjectCodec(newer_schema).encode(new_event),
+    ]
+    assert events.current_body(inputs[0]) is None and events.current_body(inputs[2]) is None
+    harness = Harness(inputs, event_codec=events)
+    harness.run([0, 1, 2])
+    chained = [value for role, _, value, _ in harness.published if role == CHAINED]
+    assert [_reencoded(value) for value in chained] == chained
+    decoded = harness.decoded(CHAINED)
+    assert decoded[0]["event"] == {**old_event, "message": None}  # today's shape, defaults
+    assert decoded[0]["event"] == events.decode(inputs[0])
+    assert decoded[2]["event"] == events.decode(inputs[2])
+    assert "device_id" not in decoded[2]["event"]
+
+
+# --- publishing: enqueued per record, acknowledged once per batch -------------------------
+
+
+def test_outputs_are_acknowledged_before_process_returns_and_checkpoints_after_records() -> None:
+    harness = Harness([_event(n, tenant="acme" if n % 3 else "globex") for n in range(20)])
+    harness.run(list(range(20)))
+    assert harness.acknowledged == len(harness.published)
+    assert harness.flushes >= 2  # records first, then the checkpoints that cover them
+    for index, (role, _, value, _) in enumerate(harness.published):
+        if role != CHECKPOINTS:
+            continue
+        checkpoint = codec(CHECKPOINT).decode(value)
+        covered = [
+            position
+            for position, (other, _, chained, _) in enumerate(harness.published)
+            if other == CHAINED
+            and codec(CHAINED_RECORD).decode(chained)["event"]["tenant_id"]
+            == checkpoint["tenant_id"]
+            and codec(CHAINED_RECORD).decode(chained)["seq"] <= checkpoint["size"]
+        ]
+        assert harness.acknowledged_when_published[index] > max(covered)
+
+
+def test_each_partition_gets_its_outputs_in_input_order() -> None:
+    tenants = ["t0", "t1", "t2", "t3"]
+    inputs = [_event(n, tenant=tenants[n % 4]) for n in range(40)]
+    harness = Harness(inputs)
+    # Two input partitions interleaved in one batch; each partition's offsets ascend.
+    records = [InputRecord(n % 2, n // 2, None, inputs[n]) for n in range(40)]
+    asyncio.run(harness.worker.process(records))
+    for partition in (0, 1):
+        chained = [codec(CHAINED_RECORD).decode(value) for role, _, value, p in harness.published
+                   if role == CHAINED and p == partition]  # fmt: skip
+        assert [r["source_offset"] for r in chained] == list(range(20))
+        assert {r["source_partition"] for r in chained} == {partition}
+        for tenant in tenants:
+            seqs = [r["seq"] for r in chained if r["event"]["tenant_id"] == tenant]
+            assert seqs == sorted(seqs) == list(range(1, len(seqs) + 1)) or not seqs
+
+
+_FAILING_WORKER = """
+import asyncio, sys
+from tests.unit.test_worker import Harness, _event
+
+class Failing(Harness):
+    async def flush(self):
+        print(sorted({role for role, *_ in self.published}), flush=True)
+        raise RuntimeError("broker said no")
+
+harness = Failing([_event(n) for n in range(7)])
+harness.run(list(range(7)))
+print("process returned", flush=True)
+"""
+
+
+def test_a_failed_delivery_stops_the_process_before_any_checkpoint() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _FAILING_WORKER], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 70, result.stderr
+    # The first flush (the records) failed: nothing after it, no checkpoint, no return.
+    assert result.stdout.splitlines() == ["['chained']"]
+    assert "publish failed" in result.stderr
