@@ -3,9 +3,14 @@
 Per-row work runs inside ClickHouse: rebuilding every canonical leaf and chain hash and
 checking each ``prev_hash`` link and the gapless ``seq`` with window functions. Only the
 tenants it flags are read back row by row, to classify the first damage exactly
-(:func:`stream.chain.verify_chain`). For every tenant the leaf hashes (32 bytes a row)
-and signed notes are read in Arrow and checked against the checkpoints in Python
-(:func:`stream.audit.verify_checkpoints`), because Merkle roots and signatures are not SQL.
+(:func:`stream.chain.verify_chain`).
+
+The Merkle trees are hashed in ClickHouse too: for a range of tenants at a time one query
+returns every perfect subtree of each tenant's log, level by level (``size - 1`` node
+hashes, the bulk of the tree work). From those :class:`stream.audit.MerkleLevels` derives
+the log root at every checkpoint and every batch root with a few hashes each, and the pure
+core checks signatures, succession, roots and chain heads
+(:func:`stream.audit.verify_checkpoint_levels`), exactly as it would from leaf hashes.
 """
 
 from __future__ import annotations
@@ -14,14 +19,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from authtrail.errors import ChainError
 from sinks.backend import ClickHouseBackend
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, chain_hash_sql, leaf_hash_sql
-from stream.audit import CheckpointDamage, verify_checkpoints
+from stream.audit import CheckpointDamage, MerkleLevels, verify_checkpoint_levels
 from stream.chain import ChainLink, StoredLink, verify_chain
+from stream.merkle import HASH_SIZE
 from stream.note import Keyring
 
 _GENESIS_SQL = "toFixedString(unhex(repeat('00', 32)), 32)"
+
+#: Records whose Merkle levels one query returns: ~64 bytes of hashes a record in memory.
+CHUNK_RECORDS = 1_000_000
+
+_RANGE = "tenant_id BETWEEN {first:String} AND {last:String}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class TenantResult:
 
 def _where(tenant_id: str | None) -> str:
     return "WHERE tenant_id = {tenant:String}" if tenant_id is not None else ""
+
+
+def _parameters(tenant_id: str | None) -> dict[str, Any] | None:
+    return {"tenant": tenant_id} if tenant_id is not None else None
 
 
 def _flagged_tenants(
@@ -63,10 +80,6 @@ def _flagged_tenants(
     }
 
 
-def _parameters(tenant_id: str | None) -> dict[str, Any] | None:
-    return {"tenant": tenant_id} if tenant_id is not None else None
-
-
 def _classify(backend: ClickHouseBackend, tenant_id: str) -> ChainError | None:
     sql = f"""SELECT seq, prev_hash, leaf_hash, hash, {leaf_hash_sql()} AS content_leaf_hash
               FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}} ORDER BY seq"""
@@ -83,39 +96,108 @@ def _classify(backend: ClickHouseBackend, tenant_id: str) -> ChainError | None:
     return None
 
 
-def _checkpoint_tenants(backend: ClickHouseBackend, tenant_id: str | None) -> set[str]:
-    sql = f"SELECT DISTINCT tenant_id FROM {CHECKPOINTS_TABLE} {_where(tenant_id)}"
-    return set(backend.query_arrow(sql, _parameters(tenant_id)).column(0).to_pylist())
+def _notes(backend: ClickHouseBackend, tenant_id: str | None) -> dict[str, list[bytes]]:
+    """tenant -> its signed notes in ascending size order."""
+    sql = f"""SELECT tenant_id, note FROM {CHECKPOINTS_TABLE} {_where(tenant_id)}
+              ORDER BY tenant_id, size"""
+    table = backend.query_arrow(sql, _parameters(tenant_id))
+    notes: dict[str, list[bytes]] = {}
+    for name, note in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
+        notes.setdefault(name, []).append(note.encode() if isinstance(note, str) else note)
+    return notes
 
 
-def _check_tenant(
-    backend: ClickHouseBackend, tenant_id: str, keyring: Keyring, log_origin: str
-) -> TenantResult:
-    where = "WHERE tenant_id = {tenant:String}"
-    # Checkpoints first: the sink stores records before the checkpoints covering them,
-    # so records read afterwards cover every checkpoint read, even while the sink runs.
-    notes = (
-        backend.query_arrow(
-            f"SELECT note FROM {CHECKPOINTS_TABLE} {where} ORDER BY size", {"tenant": tenant_id}
-        )
-        .column(0)
-        .to_pylist()
+def _pair_up_sql(level: str) -> str:
+    # Odd and even positions apart, then one vectorised SHA-256 per pair; a last odd node
+    # is dropped (it is not a perfect subtree). Lambdas capture nothing: a captured array
+    # would be copied once per element.
+    odd = f"arrayFilter((h, i) -> i % 2 = 1, {level}, arrayEnumerate({level}))"
+    even = f"arrayFilter((h, i) -> i % 2 = 0, {level}, arrayEnumerate({level}))"
+    return (
+        f"arrayMap((l, r) -> SHA256(concat('\\x01', l, r)), "
+        f"arraySlice({odd}, 1, intDiv(length({level}), 2)), {even})"
     )
-    records = backend.query_arrow(
-        f"SELECT leaf_hash, hash FROM {EVENTS_TABLE} {where} ORDER BY seq", {"tenant": tenant_id}
+
+
+def _levels_sql(heights: int) -> str:
+    """Per tenant of a name range, columns h0..h{heights-1}: the perfect subtrees by height."""
+    query = (
+        "SELECT tenant_id, arrayMap(x -> x.2, arraySort(groupArray((seq, leaf_hash)))) AS h0 "
+        f"FROM {EVENTS_TABLE} WHERE {_RANGE} GROUP BY tenant_id"
     )
-    leaf_hashes = records.column(0).to_pylist()
-    try:
-        summary = verify_checkpoints(
-            tenant_id, leaf_hashes, records.column(1).to_pylist(),
-            [note.encode() if isinstance(note, str) else note for note in notes],
-            keyring, log_origin,
-        )  # fmt: skip
-    except CheckpointDamage as exc:
-        return TenantResult(
-            tenant_id, len(leaf_hashes), len(notes), 0, exc.damage, exc.seq, exc.detail
+    # One subquery per height: an alias used three times would be inlined three times.
+    for height in range(1, heights):
+        query = f"SELECT *, {_pair_up_sql(f'h{height - 1}')} AS h{height} FROM ({query})"
+    return query
+
+
+def _merkle_levels(
+    backend: ClickHouseBackend, first: str, last: str, heights: int
+) -> dict[str, MerkleLevels]:
+    """tenant -> the Merkle levels of its stored leaf hashes, for tenants first..last."""
+    table = backend.query_arrow(_levels_sql(heights), {"first": first, "last": last})
+    columns = [_ListColumn(table.column(f"h{height}")) for height in range(heights)]
+    result = {}
+    for row, name in enumerate(table.column("tenant_id").to_pylist()):
+        size = len(columns[0].row(row)) // HASH_SIZE
+        result[name] = MerkleLevels(
+            size, [columns[height].row(row) for height in range(size.bit_length())]
         )
-    return TenantResult(tenant_id, summary.records, summary.checkpoints, summary.signed_size)
+    return result
+
+
+class _ListColumn:
+    """Rows of an Arrow ``list<fixed_size_binary[32]>`` column as zero-copy memoryviews."""
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        array = column.combine_chunks()
+        values = array.values
+        self._offsets = array.offsets.to_pylist()
+        self._base = values.offset
+        self._buffer = memoryview(values.buffers()[1]) if len(values) else memoryview(b"")
+
+    def row(self, row: int) -> memoryview:
+        start, end = self._offsets[row] + self._base, self._offsets[row + 1] + self._base
+        return self._buffer[HASH_SIZE * start : HASH_SIZE * end]
+
+
+def _chain_heads(backend: ClickHouseBackend, first: str, last: str) -> dict[tuple[str, int], bytes]:
+    """(tenant, seq) -> stored chain hash, for every seq some stored checkpoint ends at."""
+    sql = f"""SELECT tenant_id, seq, hash FROM {EVENTS_TABLE}
+              WHERE {_RANGE} AND (tenant_id, seq) IN
+                  (SELECT tenant_id, size FROM {CHECKPOINTS_TABLE} WHERE {_RANGE})"""
+    table = backend.query_arrow(sql, {"first": first, "last": last})
+    names, seqs, hashes = (table.column(i).to_pylist() for i in range(3))
+    return {(name, seq): hashed for name, seq, hashed in zip(names, seqs, hashes, strict=True)}
+
+
+def _chain_head(
+    backend: ClickHouseBackend, tenant_id: str, heads: dict[tuple[str, int], bytes]
+) -> Callable[[int], bytes]:
+    def head(size: int) -> bytes:
+        # A note whose size the checkpoints table spells differently was not prefetched.
+        if (tenant_id, size) not in heads:
+            sql = f"""SELECT hash FROM {EVENTS_TABLE}
+                      WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}} LIMIT 1"""
+            found = backend.query_arrow(sql, {"tenant": tenant_id, "seq": size}).column(0)
+            heads[tenant_id, size] = found[0].as_py() if len(found) else b""
+        return heads[tenant_id, size]
+
+    return head
+
+
+def _chunks(tenants: list[str], records: dict[str, int]) -> Iterator[list[str]]:
+    """Consecutive runs of ``tenants`` (sorted) of about CHUNK_RECORDS records each."""
+    chunk: list[str] = []
+    total = 0
+    for name in tenants:
+        chunk.append(name)
+        total += records.get(name, 0)
+        if total >= CHUNK_RECORDS:
+            yield chunk
+            chunk, total = [], 0
+    if chunk:
+        yield chunk
 
 
 def verify_store(
@@ -128,13 +210,48 @@ def verify_store(
 ) -> Iterator[TenantResult]:
     """Verify every tenant (or one) in the store; yield one result per tenant, sorted."""
     flagged = _flagged_tenants(backend, tenant_id)
-    tenants = sorted(set(flagged) | _checkpoint_tenants(backend, tenant_id))
-    for done, name in enumerate(tenants, 1):
-        records, bad = flagged.get(name, (0, 0))
-        error = _classify(backend, name) if bad else None
-        if error is not None:
-            yield TenantResult(name, records, 0, 0, error.damage, error.seq, error.detail)
-        else:
-            yield _check_tenant(backend, name, keyring, log_origin)
-        if progress is not None:
-            progress(done, len(tenants))
+    # Checkpoints before the Merkle levels: the sink stores records before the checkpoints
+    # covering them, so records read afterwards cover every checkpoint read, even while
+    # the sink runs.
+    notes = _notes(backend, tenant_id)
+    tenants = sorted(set(flagged) | set(notes))
+    records = {name: count for name, (count, _) in flagged.items()}
+    done = 0
+    for chunk in _chunks(tenants, records):
+        first, last = chunk[0], chunk[-1]
+        heights = max(records.get(name, 0) for name in chunk).bit_length()
+        levels = _merkle_levels(backend, first, last, heights) if heights else {}
+        heads = _chain_heads(backend, first, last)
+        for name in chunk:
+            yield _verdict(backend, name, flagged, notes, levels, heads, keyring, log_origin)
+            done += 1
+            if progress is not None:
+                progress(done, len(tenants))
+
+
+def _verdict(
+    backend: ClickHouseBackend,
+    tenant_id: str,
+    flagged: dict[str, tuple[int, int]],
+    notes: dict[str, list[bytes]],
+    levels: dict[str, MerkleLevels],
+    heads: dict[tuple[str, int], bytes],
+    keyring: Keyring,
+    log_origin: str,
+) -> TenantResult:
+    records, bad = flagged.get(tenant_id, (0, 0))
+    error = _classify(backend, tenant_id) if bad else None
+    if error is not None:
+        return TenantResult(tenant_id, records, 0, 0, error.damage, error.seq, error.detail)
+    tree = levels.get(tenant_id, MerkleLevels(0, []))
+    tenant_notes = notes.get(tenant_id, [])
+    try:
+        summary = verify_checkpoint_levels(
+            tenant_id, tree, _chain_head(backend, tenant_id, heads), tenant_notes,
+            keyring, log_origin,
+        )  # fmt: skip
+    except CheckpointDamage as exc:
+        return TenantResult(
+            tenant_id, tree.size, len(tenant_notes), 0, exc.damage, exc.seq, exc.detail
+        )
+    return TenantResult(tenant_id, summary.records, summary.checkpoints, summary.signed_size)

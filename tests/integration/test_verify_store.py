@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from sinks import verify_store as verify_store_module
 from sinks.backend import EmbeddedBackend
 from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
 from sinks.tables import create_statements
-from sinks.verify_store import verify_store
+from sinks.verify_store import _merkle_levels, verify_store
+from stream.audit import MerkleLevels
 from stream.canonical import canonical_leaf
 from stream.note import Signer, generate_key_strings, make_keyring
 from stream.sequencer import Sequencer
@@ -167,3 +169,47 @@ def test_rewritten_chain_is_caught_by_signatures(store: EmbeddedBackend) -> None
 def test_one_tenant_only(store: EmbeddedBackend) -> None:
     results = list(verify_store(store, KEYRING, ORIGIN, tenant_id="globex"))
     assert [r.tenant_id for r in results] == ["globex"]
+
+
+def test_levels_hashed_in_sql_equal_levels_hashed_in_python(store: EmbeddedBackend) -> None:
+    for tenant in TENANTS:
+        leaf_hashes = (
+            store.query_arrow(
+                "SELECT leaf_hash FROM events WHERE tenant_id = {t:String} ORDER BY seq",
+                {"t": tenant},
+            )
+            .column(0)
+            .to_pylist()
+        )
+        expected = MerkleLevels.from_leaf_hashes(leaf_hashes)
+        heights = len(leaf_hashes).bit_length()
+        calculated = _merkle_levels(store, tenant, tenant, heights)[tenant]
+        assert calculated.size == expected.size == len(leaf_hashes)
+        assert [calculated.level(h) for h in range(heights)] == [
+            expected.level(h) for h in range(heights)
+        ]
+
+
+def test_small_chunks_give_the_same_verdicts(
+    store: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mutate(store, "ALTER TABLE events DELETE WHERE tenant_id = 'initech' AND seq > 40")
+    whole = list(verify_store(store, KEYRING, ORIGIN))
+    monkeypatch.setattr(verify_store_module, "CHUNK_RECORDS", 1)  # one tenant a query
+    assert list(verify_store(store, KEYRING, ORIGIN)) == whole
+    assert [r.damage for r in whole] == [None, None, "checkpoint mismatch"]
+
+
+def test_checkpoint_columns_are_not_trusted_over_the_signed_note(store: EmbeddedBackend) -> None:
+    """The newest acme checkpoint stored under a wrong size still verifies by its note."""
+    newest = "SELECT max(size) FROM checkpoints WHERE tenant_id = 'acme'"
+    store.command(
+        "INSERT INTO checkpoints SELECT * REPLACE (size + 1000 AS size) FROM checkpoints "
+        f"WHERE tenant_id = 'acme' AND size = ({newest})"
+    )
+    _mutate(
+        store,
+        f"ALTER TABLE checkpoints DELETE WHERE tenant_id = 'acme' AND size = ({newest}) - 1000",
+    )
+    results = {r.tenant_id: r for r in verify_store(store, KEYRING, ORIGIN)}
+    assert results["acme"].damage is None and results["acme"].signed_size > 0

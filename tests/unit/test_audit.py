@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from authtrail.errors import InvalidArgumentError
 from stream.audit import (
     FORGED_CHECKPOINT,
     MISMATCHED_CHECKPOINT,
     MISSING_CHECKPOINT,
     CheckpointDamage,
+    MerkleLevels,
+    verify_checkpoint_levels,
     verify_checkpoints,
 )
+from stream.merkle import leaf_hash
 from stream.note import Signer, generate_key_strings, make_keyring
 from stream.sequencer import Sequencer
+from tests.unit import merkle_reference as ref
 
 SIGNER = Signer.parse(generate_key_strings("audit-test")[0])
 KEYRING = make_keyring([SIGNER.verifier_key()])
@@ -104,3 +109,77 @@ def test_truncated_records_are_caught_by_the_newest_checkpoint() -> None:
     leaf_hashes, chain_hashes, notes = _tenant_log()
     error = _damage(leaf_hashes[:17], chain_hashes[:17], notes)
     assert (error.seq, error.damage) == (18, MISMATCHED_CHECKPOINT)
+
+
+# --- MerkleLevels: every range root against the naive RFC 6962 reference ----------------
+
+ENTRIES = [f"entry {n}".encode() for n in range(37)]
+
+
+def test_levels_give_every_prefix_and_range_root_of_the_reference() -> None:
+    for size in range(len(ENTRIES) + 1):
+        levels = MerkleLevels.from_leaf_hashes([leaf_hash(entry) for entry in ENTRIES[:size]])
+        assert levels.size == size
+        for start in range(size + 1):
+            for end in range(start, size + 1):
+                assert levels.range_root(start, end) == ref.mth(ENTRIES[start:end]), (start, end)
+        assert levels.root(size) == ref.mth(ENTRIES[:size])
+
+
+def test_levels_match_the_known_answer_of_an_empty_and_a_one_leaf_log() -> None:
+    assert MerkleLevels.from_leaf_hashes([]).root(0).hex() == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    one = MerkleLevels.from_leaf_hashes([leaf_hash(b"")])
+    assert one.root(1).hex() == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+
+
+def test_levels_from_a_buffer_equal_levels_from_leaf_hashes() -> None:
+    computed = MerkleLevels.from_leaf_hashes([leaf_hash(entry) for entry in ENTRIES])
+    buffers = [memoryview(computed.level(height)) for height in range(6)]
+    wrapped = MerkleLevels(len(ENTRIES), buffers)
+    assert [wrapped.range_root(3, end) for end in range(3, 38)] == [
+        computed.range_root(3, end) for end in range(3, 38)
+    ]
+
+
+@pytest.mark.parametrize("height", range(6))
+def test_a_flipped_byte_in_a_level_changes_the_roots_that_read_it(height: int) -> None:
+    """Levels are trusted as given: a damaged node shows in every root folded from it."""
+    computed = MerkleLevels.from_leaf_hashes([leaf_hash(entry) for entry in ENTRIES])
+    levels = [bytearray(computed.level(height)) for height in range(6)]
+    levels[height][-1] ^= 1  # the last perfect node of this height
+    tampered = MerkleLevels(len(ENTRIES), [bytes(level) for level in levels])
+    index = (len(ENTRIES) >> height) - 1
+    start, end = index << height, (index + 1) << height
+    assert tampered.range_root(start, end) != ref.mth(ENTRIES[start:end])
+    assert tampered.range_root(0, start) == ref.mth(ENTRIES[:start])  # left of it: intact
+
+
+@pytest.mark.parametrize(
+    ("size", "lengths"),
+    [(5, [160, 64]), (5, [160, 64, 32, 32]), (5, [160, 96, 32]), (-1, []), (0, [0])],
+)
+def test_levels_of_the_wrong_shape_are_refused(size: int, lengths: list[int]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        MerkleLevels(size, [bytes(length) for length in lengths])
+
+
+def test_ranges_outside_the_log_are_refused() -> None:
+    levels = MerkleLevels.from_leaf_hashes([leaf_hash(entry) for entry in ENTRIES[:4]])
+    for start, end in ((0, 5), (3, 2), (-1, 2)):
+        with pytest.raises(InvalidArgumentError):
+            levels.range_root(start, end)
+
+
+def test_a_short_leaf_hash_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError):
+        MerkleLevels.from_leaf_hashes([bytes(32), bytes(31)])
+
+
+def test_levels_check_every_checkpoint_like_leaf_hashes() -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    levels = MerkleLevels.from_leaf_hashes(leaf_hashes)
+    heads = lambda size: chain_hashes[size - 1]  # noqa: E731
+    summary = verify_checkpoint_levels("acme", levels, heads, notes, KEYRING, ORIGIN)
+    assert (summary.records, summary.checkpoints, summary.signed_size) == (23, 4, 20)
