@@ -144,11 +144,10 @@ WHERE service = 'authtrail-lockout'""",
 
 
 def _big_endian(expression: str, width: int) -> str:
-    # char() keeps the low byte of each argument. Shifts are several times cheaper than
-    # unhex(leftPad(hex(...))), which inside the attributes lambda cost ~4 µs a row.
-    value = f"toUInt{8 * width}({expression})"
-    shifts = [f"bitShiftRight({value}, {8 * n})" for n in range(width - 1, 0, -1)]
-    return f"char({', '.join([*shifts, value])})"
+    # The integer's little-endian memory as a FixedString (zero bytes kept), reversed:
+    # several times cheaper than unhex(leftPad(hex(...))), which inside the attributes
+    # lambda alone cost ~4 µs a row.
+    return f"reverse(reinterpretAsFixedString(toUInt{8 * width}({expression})))"
 
 
 def _u32(expression: str) -> str:
@@ -162,7 +161,8 @@ def _label(name: str, kind: str) -> str:
 
 
 def _length_prefixed(expression: str) -> str:
-    return f"concat({_u32(f'length({expression})')}, {expression})"
+    # Two arguments for the enclosing concat(), not a nested one: one copy fewer a field.
+    return f"{_u32(f'length({expression})')}, {expression}"
 
 
 def _field_sql(column: EventColumn) -> str:
