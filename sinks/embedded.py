@@ -13,11 +13,17 @@ Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
 * chdb runs every statement of a ``;``-separated text, so each text is classified first by
   the engine's own parser (``classify_query``): one statement only, and in read-only mode
   it must be READ_ONLY (which also refuses ``INTO OUTFILE`` and ``INSERT INTO FUNCTION``).
-* Inserts stream Arrow IPC into ``send_insert``: as fast as the ``Python()`` table function
-  (100k events ~0.06 s either way) but strict where ``Python()`` silently coerces ('one'
-  into UInt64 became 0, an over-long FixedString became zero bytes), and parsed by the
-  same Arrow reader a server uses, so both backends accept and refuse the same data.
-  Concurrent ``Python()`` queries from two threads also deadlocked chdb.
+* Inserts hand Arrow IPC (or the HTTP client's format) to the engine's own input-format
+  reader, strict where the ``Python()`` table function silently coerces ('one' into
+  UInt64 became 0, an over-long FixedString became zero bytes) and the same reader a
+  server uses, so both backends accept and refuse the same data. Concurrent ``Python()``
+  queries from two threads also deadlocked chdb.
+* The data goes through a file and ``INSERT … SELECT * FROM file(…)``, not the streaming
+  ``send_insert``: on a full disk ``send_insert`` reported every row written and stored
+  none (``tests/integration/test_store_write_errors.py``), while a plain INSERT raises
+  NOT_ENOUGH_SPACE. The file takes the table's structure (ClickHouse's
+  ``use_structure_from_insertion_table_in_table_functions``), so it refuses what the
+  streaming insert refused; it costs ~3-6 µs more CPU per row (docs/RELIABILITY.md).
 * Each connection serves one call at a time (settings are SET on it for the call and
   reset after); the read-only and the writing connection run side by side.
 """
@@ -56,6 +62,13 @@ from sinks.clickhouse_sql import (
     setting_literal,
     settings_clause,
 )
+from sinks.embedded_writes import (
+    InsertTarget,
+    failure_reason,
+    insert_files_directory,
+    insert_through_file,
+    one_line,
+)
 
 DEFAULT_DATABASE = "default"
 
@@ -70,8 +83,6 @@ class _Session(Protocol):
     def query(
         self, sql: str, fmt: str = ..., udf_path: str = ..., params: dict[str, str] | None = ...
     ) -> Any: ...
-
-    def send_insert(self, query: str, fmt: str = ...) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -115,12 +126,20 @@ class EmbeddedBackend:
             raise ConfigurationError(f"ClickHouse data directory path must not contain '?': {path}")
         self._writer: _Connection | None = None
         self._reader: _Connection | None = None
+        self._insert_files = self.path
         if read_only:
             if not self.path.is_dir():
                 raise ConfigurationError(f"no ClickHouse data directory at {self.path}")
         else:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = failure_reason(os_errno=exc.errno) or exc.strerror
+                raise ConfigurationError(
+                    f"cannot create ClickHouse data directory {self.path}: {reason}"
+                ) from exc
             self._writer = self._open(str(self.path))
+            self._insert_files = insert_files_directory(self.path)
         try:
             self._reader = self._open(f"file:{self.path}?readonly=2")
         except ConfigurationError:
@@ -152,12 +171,8 @@ class EmbeddedBackend:
         statement = f"INSERT INTO {quote_table_name(table)} ({columns}) {options}"
         payload = arrow_stream_bytes(data)
         with self._connection(read_only=False) as session:
-            try:
-                with session.send_insert(statement, "ArrowStream") as inserter:
-                    inserter.append(payload)
-                    inserter.finish()
-            except RuntimeError as exc:
-                raise _store_error(exc) from exc
+            what = f"insert of {data.num_rows} rows into {table}"
+            insert_through_file(session, statement, "ArrowStream", payload, self._target(what))
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result as a pyarrow Table (chdb's Arrow output).
@@ -241,23 +256,32 @@ class EmbeddedBackend:
         with self._connection(read_only=False) as session:
             _check_statement(session, insert, read_only=False)
             with _session_state(session, settings, database):
-                try:
-                    with session.send_insert(insert, input_format) as inserter:
-                        if data:
-                            inserter.append(data)
-                        result = inserter.finish()
-                except RuntimeError as exc:
-                    raise _store_error(exc) from exc
-        written = {"written_rows": result.rows_written, "written_bytes": result.bytes_written}
+                what = f"insert ({one_line(insert)[:200]})"
+                result = insert_through_file(
+                    session, insert, input_format, data, self._target(what)
+                )
+        written = {"written_rows": result.rows_written(), "written_bytes": result.bytes_written()}
         return QueryOutcome(b"", input_format, written)
 
     # -- internals ---------------------------------------------------------------------
+    def _target(self, what: str) -> InsertTarget:
+        return InsertTarget(self.path, self._insert_files, what)
+
     def _open(self, connection: str) -> _Connection:
         try:
             session: _Session = chdb.session.Session(connection)  # type: ignore[no-untyped-call]
             return _Connection(session)
         except RuntimeError as exc:
             message = str(exc)
+            # chdb prints the engine's reason (e.g. "errno: 30, … Read-only file system")
+            # to stderr and raises a bare "Error initializing EmbeddedServer", so ask the
+            # file system directly.
+            reason = failure_reason(message) or _unwritable_reason(self.path)
+            if reason is not None:
+                raise ConfigurationError(
+                    f"cannot open ClickHouse data directory {self.path}: {reason}: "
+                    f"{one_line(message)}"
+                ) from exc
             if "already initialized with path" in message:
                 raise ConfigurationError(
                     f"cannot open ClickHouse data directory {self.path}: this process already "
@@ -375,6 +399,16 @@ def _summary(result: Any) -> dict[str, int]:
         "written_bytes": int(result.bytes_written()),
         "elapsed_ns": int(float(result.elapsed()) * 1e9),
     }
+
+
+def _unwritable_reason(directory: Path) -> str | None:
+    """Why ``directory`` cannot be written ("read-only file system"…), or None if it can."""
+    try:
+        with open(directory / "status", "ab"):  # chdb's own lock file: touched, not changed
+            pass
+    except OSError as exc:
+        return failure_reason(os_errno=exc.errno) or exc.strerror
+    return None
 
 
 def _read_text(path: Path) -> str:

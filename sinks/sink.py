@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -46,6 +47,11 @@ _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
+# The column each table is partitioned by month on (PARTITION BY toYYYYMM(…) in tables.py).
+_MONTH_COLUMNS = {EVENTS_TABLE: "occurred_at", CHECKPOINTS_TABLE: "time_micros",
+                  REJECTED_TABLE: "rejected_at"}  # fmt: skip
+_MICROS_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -173,24 +179,36 @@ class Sink:
             self._consumer.close()
 
     def _retrying(self, action: Callable[[], _T], attempts: int | None = None) -> _T:
-        """Run ``action``; while the store is unavailable, back off and try again.
+        """Run ``action``; while the store is unavailable or cannot write, back off and retry.
 
         Nothing is consumed meanwhile and no offset is committed past what is stored, so an
-        outage only delays rows. ``attempts`` bounds the tries (used when stopping: what
-        is not stored stays in Kafka for the next run).
+        outage — a server down, a full disk, an I/O error — only delays rows; each failed
+        try logs one line saying why (the StoreError names the table, the data directory
+        and "disk full" when it is). ``attempts`` bounds the tries (used when stopping:
+        what is not stored stays in Kafka for the next run).
         """
-        delay, tried = _FIRST_BACKOFF, 0
+        delay, tried, first_failure = _FIRST_BACKOFF, 0, 0.0
         while True:
             try:
-                return action()
+                value = action()
             except (StoreError, ConfigurationError) as exc:
                 tried += 1
+                first_failure = first_failure or time.monotonic()
                 stopping = self._stop is not None and self._stop.is_set()
                 if (attempts is not None and tried >= attempts) or (stopping and tried >= 3):
                     raise
-                _LOG.warning("ClickHouse unavailable (%s); retrying in %.1f s", exc, delay)
+                _LOG.warning(
+                    "cannot store (%s); nothing past the stored rows is committed; "
+                    "retry %d in %.1f s",
+                    exc, tried, delay,
+                )  # fmt: skip
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
+            else:
+                if tried:
+                    _LOG.warning("storing again after %d failed tries over %.0f s",
+                                 tried, time.monotonic() - first_failure)  # fmt: skip
+                return value
 
     def _add(self, message: Message) -> None:
         error = message.error()
@@ -273,28 +291,67 @@ class Sink:
 
     def _insert(self, table: str, schema: Any) -> int:
         buffer = self._buffers[table]
-        count = len(buffer.rows)
-        if buffer.rows:
-            # Names exactly these Kafka records, so only a retry of this very insert is
-            # dropped as a duplicate (never a batch of another cluster or other offsets).
-            first, last = buffer.rows[0], buffer.rows[-1]
-            token = (
-                f"{table}:{self._cluster}:{first['kafka_partition']}:{first['kafka_offset']}:"
-                f"{last['kafka_partition']}:{last['kafka_offset']}:{count}"
-            )
-            self._backend.insert_arrow(table, to_arrow(buffer.rows, schema), dedup_token=token)
+        stored = 0
+        try:
+            for run in _month_runs(buffer.rows, _MONTH_COLUMNS[table]):
+                # Names exactly these Kafka records, so only a retry of this very insert is
+                # dropped as a duplicate (never a batch of another cluster or other offsets).
+                first, last = run[0], run[-1]
+                token = (
+                    f"{table}:{self._cluster}:{first['kafka_partition']}:{first['kafka_offset']}:"
+                    f"{last['kafka_partition']}:{last['kafka_offset']}:{len(run)}"
+                )
+                self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
+                stored += len(run)
+        finally:
+            del buffer.rows[:stored]  # stored: a retry after a later run failed must skip it
             if table == EVENTS_TABLE:
-                self.counters.stored_records += count
+                self.counters.stored_records += stored
             elif table == CHECKPOINTS_TABLE:
-                self.counters.stored_checkpoints += count
+                self.counters.stored_checkpoints += stored
             else:
-                self.counters.stored_rejected += count
+                self.counters.stored_rejected += stored
         if buffer.offsets:
             topic = self._topics[table]
             commits = [TopicPartition(topic, p, o + 1) for p, o in buffer.offsets.items()]
             self._consumer.commit(offsets=commits, asynchronous=True)
         self._buffers[table] = _Buffer()
-        return count
+        return stored
+
+
+def _month_runs(rows: list[dict[str, Any]], column: str) -> list[list[dict[str, Any]]]:
+    """``rows`` cut into runs of consecutive rows whose ``column`` is in one UTC month.
+
+    The tables are partitioned by month (sinks/tables.py), one INSERT makes one part per
+    month it touches, and ClickHouse commits those parts one after another: a crash
+    between two commits would leave rows stored *after* rows that are not, which the
+    resume point (the highest stored offset) would then skip for good. Inserted run by
+    run, in order, whatever is stored is a prefix of each Kafka partition's rows.
+    """
+    runs: list[list[dict[str, Any]]] = []
+    month: tuple[int, int] | None = None
+    for row in rows:
+        row_month = _utc_month(row[column])
+        if not runs or row_month != month:
+            runs.append([])
+            month = row_month
+        runs[-1].append(row)
+    return runs
+
+
+def _utc_month(value: datetime | int) -> tuple[int, int]:
+    """(year, month) in UTC of a timestamp: a datetime, or µs since the epoch."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.year, value.month
+    return _month_of_day(value // _MICROS_PER_DAY)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_of_day(day: int) -> tuple[int, int]:
+    moment = _EPOCH + timedelta(days=day)
+    return moment.year, moment.month
 
 
 def _cluster_id(consumer: Consumer) -> str:

@@ -1,0 +1,76 @@
+"""The sink cuts each batch into runs of one month, so every INSERT is one part.
+
+Why (sinks/sink.py ``_month_runs``): the tables are partitioned by month and ClickHouse
+commits an insert's parts one by one; a crash between two commits must never leave rows
+stored after rows that are not. Known answers at month boundaries, in both timestamp
+forms the rows carry, and the partition columns checked against the DDL.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sinks.sink import _MONTH_COLUMNS, _month_runs, _utc_month
+from sinks.tables import create_statements
+
+JANUARY_END = datetime(2025, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+FEBRUARY_START = datetime(2025, 2, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "month"),
+    [
+        (JANUARY_END, (2025, 1)),
+        (FEBRUARY_START, (2025, 2)),
+        (_micros(JANUARY_END), (2025, 1)),
+        (_micros(FEBRUARY_START), (2025, 2)),
+        (0, (1970, 1)),
+        (-1, (1969, 12)),  # floor division: a microsecond before the epoch
+        (_micros(datetime(2024, 2, 29, 12, tzinfo=UTC)), (2024, 2)),
+        (_micros(datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)), (2024, 12)),
+        # 00:30 on 1 February at UTC+1 is still January in UTC, as ClickHouse partitions it.
+        (datetime(2025, 2, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))), (2025, 1)),
+    ],
+)
+def test_utc_month_known_answers(value: datetime | int, month: tuple[int, int]) -> None:
+    assert _utc_month(value) == month
+
+
+def _row(offset: int, moment: datetime | int) -> dict[str, object]:
+    return {"kafka_offset": offset, "occurred_at": moment}
+
+
+def test_one_month_is_one_run() -> None:
+    rows = [_row(offset, _micros(JANUARY_END) - offset) for offset in range(5)]
+    assert _month_runs(rows, "occurred_at") == [rows]
+
+
+def test_runs_follow_the_rows_and_cut_at_every_month_change() -> None:
+    months: list[datetime | int] = [
+        JANUARY_END, _micros(JANUARY_END), FEBRUARY_START, FEBRUARY_START, JANUARY_END
+    ]  # fmt: skip
+    rows = [_row(offset, moment) for offset, moment in enumerate(months)]
+    runs = _month_runs(rows, "occurred_at")
+    assert [[row["kafka_offset"] for row in run] for run in runs] == [[0, 1], [2, 3], [4]]
+    assert [row for run in runs for row in run] == rows  # nothing lost, reordered or repeated
+
+
+def test_no_rows_no_runs() -> None:
+    assert _month_runs([], "occurred_at") == []
+
+
+def test_month_columns_are_the_tables_partition_keys() -> None:
+    partition_keys = {}
+    for statement in create_statements():
+        table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        key = re.search(r"PARTITION BY toYYYYMM\((\w+)\)", statement)
+        if table and key:
+            partition_keys[table.group(1)] = key.group(1)
+    assert {t: partition_keys.get(t) for t in _MONTH_COLUMNS} == _MONTH_COLUMNS
