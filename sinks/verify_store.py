@@ -1,16 +1,19 @@
 """``authtrail verify`` against a ClickHouse store: SQL finds damage, the pure core names it.
 
-Per-row work runs inside ClickHouse: rebuilding every canonical leaf and chain hash and
-checking each ``prev_hash`` link and the gapless ``seq`` with window functions. Only the
-tenants it flags are read back row by row, to classify the first damage exactly
-(:func:`stream.chain.verify_chain`).
+Per-row work runs inside ClickHouse, in two kinds of queries:
 
-The Merkle trees are hashed in ClickHouse too: for a range of tenants at a time one query
-returns every perfect subtree of each tenant's log, level by level (``size - 1`` node
-hashes, the bulk of the tree work). From those :class:`stream.audit.MerkleLevels` derives
-the log root at every checkpoint and every batch root with a few hashes each, and the pure
-core checks signatures, succession, roots and chain heads
-(:func:`stream.audit.verify_checkpoint_levels`), exactly as it would from leaf hashes.
+* one over every row, with no ordering, so it runs on all cores: rebuild each canonical
+  leaf and chain hash and compare them with the stored ones;
+* one per range of tenants (about :data:`CHUNK_RECORDS` rows): each tenant's rows sorted
+  by ``seq`` into arrays, checking that ``seq`` runs 1, 2, 3 … and every ``prev_hash`` is
+  the previous row's ``hash``, and hashing every perfect subtree of the tenant's Merkle
+  tree, level by level (``size - 1`` node hashes, the bulk of the tree work).
+
+Only the tenants either flags are read back row by row, to classify the first damage
+exactly (:func:`stream.chain.verify_chain`). For the others,
+:class:`stream.audit.MerkleLevels` derives the log root at every checkpoint and every batch
+root with a few hashes each, and the pure core checks signatures, succession, roots and
+chain heads (:func:`stream.audit.verify_checkpoint_levels`) exactly as from leaf hashes.
 """
 
 from __future__ import annotations
@@ -61,18 +64,11 @@ def _parameters(tenant_id: str | None) -> dict[str, Any] | None:
 def _flagged_tenants(
     backend: ClickHouseBackend, tenant_id: str | None
 ) -> dict[str, tuple[int, int]]:
-    """tenant -> (records, rows failing a per-row check), computed in ClickHouse."""
+    """tenant -> (records, rows whose leaf or chain hash is not their content's), in SQL."""
     sql = f"""
-        SELECT tenant_id, count() AS records, countIf(NOT ok) AS bad FROM (
-            SELECT tenant_id,
-                leaf_hash = {leaf_hash_sql()}
-                AND hash = {chain_hash_sql()}
-                AND prev_hash = lagInFrame(hash, 1, {_GENESIS_SQL}) OVER w
-                AND seq = row_number() OVER w AS ok
-            FROM {EVENTS_TABLE} {_where(tenant_id)}
-            WINDOW w AS (PARTITION BY tenant_id ORDER BY seq
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-        ) GROUP BY tenant_id"""
+        SELECT tenant_id, count() AS records,
+            countIf(NOT (leaf_hash = {leaf_hash_sql()} AND hash = {chain_hash_sql()})) AS bad
+        FROM {EVENTS_TABLE} {_where(tenant_id)} GROUP BY tenant_id"""
     table = backend.query_arrow(sql, _parameters(tenant_id))
     names, records, bad = (table.column(i).to_pylist() for i in range(3))
     return {
@@ -80,7 +76,10 @@ def _flagged_tenants(
     }
 
 
-def _classify(backend: ClickHouseBackend, tenant_id: str) -> ChainError | None:
+def _read_chain(
+    backend: ClickHouseBackend, tenant_id: str
+) -> tuple[list[ChainLink], ChainError | None]:
+    """A tenant's stored links in seq order, and the first damage :func:`verify_chain` names."""
     sql = f"""SELECT seq, prev_hash, leaf_hash, hash, {leaf_hash_sql()} AS content_leaf_hash
               FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}} ORDER BY seq"""
     table = backend.query_arrow(sql, {"tenant": tenant_id})
@@ -92,8 +91,8 @@ def _classify(backend: ClickHouseBackend, tenant_id: str) -> ChainError | None:
     try:
         verify_chain(tenant_id, stored)
     except ChainError as exc:
-        return exc
-    return None
+        return [], exc
+    return [row.link for row in stored], None
 
 
 def _notes(backend: ClickHouseBackend, tenant_id: str | None) -> dict[str, list[bytes]]:
@@ -120,10 +119,18 @@ def _pair_up_sql(level: str) -> str:
 
 
 def _levels_sql(heights: int) -> str:
-    """Per tenant of a name range, columns h0..h{heights-1}: the perfect subtrees by height."""
+    """Per tenant of a name range: ``linked`` (seq gapless from 1, every prev_hash the
+    previous hash) and columns h0..h{heights-1}, the perfect subtrees by height."""
+    rows = (
+        "SELECT tenant_id, arraySort(row -> row.1, groupArray((seq, prev_hash, hash, leaf_hash)))"
+        f" AS rows FROM {EVENTS_TABLE} WHERE {_RANGE} GROUP BY tenant_id"
+    )
+    previous = f"arrayPushFront(arrayPopBack(arrayMap(row -> row.3, rows)), {_GENESIS_SQL})"
     query = (
-        "SELECT tenant_id, arrayMap(x -> x.2, arraySort(groupArray((seq, leaf_hash)))) AS h0 "
-        f"FROM {EVENTS_TABLE} WHERE {_RANGE} GROUP BY tenant_id"
+        "SELECT tenant_id, "
+        "arrayAll((row, index) -> row.1 = index, rows, arrayEnumerate(rows)) "
+        f"AND arrayAll((row, hash) -> row.2 = hash, rows, {previous}) AS linked, "
+        f"arrayMap(row -> row.4, rows) AS h0 FROM ({rows})"
     )
     # One subquery per height: an alias used three times would be inlined three times.
     for height in range(1, heights):
@@ -133,15 +140,19 @@ def _levels_sql(heights: int) -> str:
 
 def _merkle_levels(
     backend: ClickHouseBackend, first: str, last: str, heights: int
-) -> dict[str, MerkleLevels]:
-    """tenant -> the Merkle levels of its stored leaf hashes, for tenants first..last."""
+) -> dict[str, MerkleLevels | None]:
+    """tenant -> the Merkle levels of its stored leaf hashes (None: not a gapless chain),
+    for the tenants first..last."""
     table = backend.query_arrow(_levels_sql(heights), {"first": first, "last": last})
     columns = [_ListColumn(table.column(f"h{height}")) for height in range(heights)]
-    result = {}
+    linked = table.column("linked").to_pylist()
+    result: dict[str, MerkleLevels | None] = {}
     for row, name in enumerate(table.column("tenant_id").to_pylist()):
         size = len(columns[0].row(row)) // HASH_SIZE
-        result[name] = MerkleLevels(
-            size, [columns[height].row(row) for height in range(size.bit_length())]
+        result[name] = (
+            MerkleLevels(size, [columns[height].row(row) for height in range(size.bit_length())])
+            if linked[row]
+            else None
         )
     return result
 
@@ -234,22 +245,27 @@ def _verdict(
     tenant_id: str,
     flagged: dict[str, tuple[int, int]],
     notes: dict[str, list[bytes]],
-    levels: dict[str, MerkleLevels],
+    levels: dict[str, MerkleLevels | None],
     heads: dict[tuple[str, int], bytes],
     keyring: Keyring,
     log_origin: str,
 ) -> TenantResult:
     records, bad = flagged.get(tenant_id, (0, 0))
-    error = _classify(backend, tenant_id) if bad else None
-    if error is not None:
-        return TenantResult(tenant_id, records, 0, 0, error.damage, error.seq, error.detail)
     tree = levels.get(tenant_id, MerkleLevels(0, []))
+    chain_head = _chain_head(backend, tenant_id, heads)
+    if bad or tree is None:
+        links, error = _read_chain(backend, tenant_id)
+        if error is not None:
+            return TenantResult(tenant_id, records, 0, 0, error.damage, error.seq, error.detail)
+        # Flagged, yet intact when read again (rows changed in between): check the
+        # checkpoints against exactly the rows just proven to be an intact chain.
+        tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
+        chain_head = lambda size: links[size - 1].hash  # noqa: E731
     tenant_notes = notes.get(tenant_id, [])
     try:
         summary = verify_checkpoint_levels(
-            tenant_id, tree, _chain_head(backend, tenant_id, heads), tenant_notes,
-            keyring, log_origin,
-        )  # fmt: skip
+            tenant_id, tree, chain_head, tenant_notes, keyring, log_origin
+        )
     except CheckpointDamage as exc:
         return TenantResult(
             tenant_id, tree.size, len(tenant_notes), 0, exc.damage, exc.seq, exc.detail

@@ -213,3 +213,18 @@ def test_checkpoint_columns_are_not_trusted_over_the_signed_note(store: Embedded
     )
     results = {r.tenant_id: r for r in verify_store(store, KEYRING, ORIGIN)}
     assert results["acme"].damage is None and results["acme"].signed_size > 0
+
+
+def test_a_tenant_flagged_but_intact_when_reread_is_checked_from_the_reread_rows(
+    store: EmbeddedBackend,
+) -> None:
+    """Rows that change between the two reads (a flag, then an intact chain) still verify."""
+    notes = verify_store_module._notes(store, None)
+    flagged = {tenant: (100, 1) for tenant in TENANTS}  # as if every row check had failed
+    for tenant, unlinked in zip(TENANTS, (True, False, True), strict=True):
+        levels = {} if unlinked else verify_store_module._merkle_levels(store, tenant, tenant, 8)
+        result = verify_store_module._verdict(
+            store, tenant, flagged, notes, {tenant: None} if unlinked else levels, {},
+            KEYRING, ORIGIN,
+        )  # fmt: skip
+        assert result.damage is None and result.signed_size > 0, result
