@@ -18,7 +18,7 @@ from benchmarks import config as configs
 from benchmarks import plots, report, runner
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-SECTIONS = ("limits", "costs", "pipeline", "verify")
+SECTIONS = ("limits", "costs", "pipeline", "flood", "verify")
 
 
 def _interrupt(number: int, frame: object) -> None:

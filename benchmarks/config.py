@@ -26,6 +26,18 @@ class StackPlan:
 
 
 @dataclass(frozen=True)
+class FloodPlan:
+    """Good-event throughput with and without bad input (:mod:`benchmarks.flood`)."""
+
+    tenants: int
+    good_events: int
+    bad_per_good: float  # bad messages mixed in after each good event, on average
+    batch_interval_ms: int = 1000
+    sink_batch_ms: int = 1000
+    timeout: float = 600.0  # per drain
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Every parameter of one run; recorded in the results."""
 
@@ -46,6 +58,7 @@ class RunConfig:
     verify_profile: bool
     stacks: tuple[StackPlan, ...] = field(default_factory=tuple)
     drain_timeout: float = 900.0
+    flood: FloodPlan | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +112,7 @@ def full() -> RunConfig:
             at(AUTHTRAIL, 100, label="linger10ms", worker_environment=LINGER_10MS),
             at(AUTHTRAIL, 100, profile=True),
         ),
+        flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),
     )
 
 
@@ -135,6 +149,7 @@ def smoke() -> RunConfig:
             ),
         ),
         drain_timeout=60.0,
+        flood=FloodPlan(3, 300, 1.0, batch_interval_ms=300, sink_batch_ms=300, timeout=60.0),
     )
 
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import analysis, markdown
+from benchmarks import analysis, flood, markdown
 
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.md"
@@ -80,6 +80,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += markdown.experiments(derived)
+    lines += flood.summary_lines(results)
     lines += ["## authtrail verify", ""]
     lines += markdown.table(
         ["rows", "tenants", "checkpoints", "seconds", "rows/s", "exit", "peak RSS MB"],

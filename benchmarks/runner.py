@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pipeline, profiling
+from benchmarks import flood, pipeline, profiling
 from benchmarks.config import RunConfig, StackPlan
 from benchmarks.isolated import run_isolated
 from benchmarks.machine import describe_machine
@@ -198,6 +198,10 @@ def run(
             if value is not None:
                 stacks[name] = value
             saved()
+    if wanted("flood") and config.flood is not None:
+        flood_plan = config.flood
+        results["flood"] = _section(results, "flood", say, lambda: flood.run(flood_plan, work, say))
+        saved()
     if wanted("verify"):
         results["verify"] = _section(results, "verify", say, lambda: _verify(config, work)) or []
     results["load_average_after"] = load_average()

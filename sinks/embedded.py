@@ -23,7 +23,7 @@ Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
   none (``tests/integration/test_store_write_errors.py``), while a plain INSERT raises
   NOT_ENOUGH_SPACE. The file takes the table's structure (ClickHouse's
   ``use_structure_from_insertion_table_in_table_functions``), so it refuses what the
-  streaming insert refused; it costs ~3-6 µs more CPU per row (docs/RELIABILITY.md).
+  streaming insert refused; it costs 1-6 µs more CPU per row (docs/RELIABILITY.md).
 * Each connection serves one call at a time (settings are SET on it for the call and
   reset after); the read-only and the writing connection run side by side.
 """

@@ -26,7 +26,7 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
         cwd=REPOSITORY_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # ~85 s on a loaded 2-core machine; the flood section takes ~30 s of it
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -54,6 +54,13 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert soak["signed_latency_ms"]["p99"] > 0
     assert soak["sequenced_latency_ms"]["events"] == soak["sent"]
     assert soak["rss_trend"]["worker"]["points"] > 0
+    flood = results["flood"]
+    for variant in ("clean", "flood"):
+        drained = flood[variant]
+        assert drained["complete"] and drained["good_events_per_s"] > 0, variant
+        assert drained["rejected_stored"] == drained["rejected_expected"], variant
+    assert flood["clean"]["rejected_expected"] == 0 < flood["flood"]["rejected_expected"]
+    assert flood["flood_vs_clean"]["good_events_per_s"] > 0
     (verified,) = results["verify"]
     assert verified["verify"]["exit_code"] == 0 and verified["rows_per_s"] > 0
     assert {"targets", "throughput", "latency", "memory"} <= set(results["derived"])
@@ -63,6 +70,7 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
         "## Targets",
         "## End-to-end throughput",
         "## Event-to-queryable latency",
+        "## Good events under a bad-input flood",
         "## authtrail verify",
         "## Physical limits",
     ):
