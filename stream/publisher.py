@@ -48,7 +48,8 @@ class KafkaPublisher:
     """Publishes to the topics of ``topics`` (role -> topic name) with one librdkafka producer.
 
     ``linger_ms``: how long librdkafka may hold records to fill a request while a batch is
-    being produced (a flush sends at once). ``config``: further librdkafka settings
+    being produced; :meth:`flush` sends at once whatever the linger (measured: one record
+    flushed in ~0.5 ms with linger 1 to 200 ms). ``config``: further librdkafka settings
     (e.g. short timeouts in tests). Not thread-safe: one event loop uses it, and the
     worker's lock keeps publishing and flushing apart.
     """
@@ -58,7 +59,7 @@ class KafkaPublisher:
         bootstrap_servers: str,
         topics: Mapping[str, str],
         *,
-        linger_ms: float = 5.0,
+        linger_ms: float = 20.0,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         self._topics = dict(topics)
