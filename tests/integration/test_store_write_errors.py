@@ -31,6 +31,8 @@ from authtrail.errors import ConfigurationError, StoreError
 from sinks.clickhouse_sql import arrow_stream_bytes
 from sinks.embedded import EmbeddedBackend
 from sinks.embedded_writes import INSERT_FILES, NOT_ENOUGH_SPACE, failure_reason
+from sinks.http_front import HttpFront
+from sinks.server import ServerBackend
 from sinks.service import build_sink
 from sinks.sink import _utc_month
 from stream.app import SHORT_CONSUMER_CONFIG
@@ -158,6 +160,26 @@ def test_insert_on_a_full_disk_fails_clearly_stores_nothing_then_succeeds_once(
         assert _count(backend) == 1000 + rows
         ids = backend.query_arrow("SELECT min(id), max(id), uniqExact(id) FROM t").to_pylist()
         assert list(ids[0].values()) == [0, 999 + rows, 1000 + rows]
+
+
+def test_insert_over_http_on_a_full_disk_fails_clearly_then_succeeds_once(small_disk: Path) -> None:
+    """The server path (clickhouse-connect to the HTTP front of the store, as the sink
+    with ``--clickhouse-url``): the client gets the same error, code and all."""
+    filler = Filler(small_disk)
+    with EmbeddedBackend(small_disk / "clickhouse") as owner, HttpFront(owner) as front:
+        owner.command(TABLE_DDL)
+        with ServerBackend(front.url, connect_timeout=5) as client:
+            batch = _rows(0, 100)
+            filler.fill(600 * 1024)
+            with pytest.raises(StoreError) as failure:
+                client.insert_arrow("t", batch, dedup_token="over-http")
+            assert failure.value.code == NOT_ENOUGH_SPACE
+            assert "disk full in " + str(small_disk / "clickhouse") in str(failure.value)
+            assert _count(owner) == 0
+            filler.free()
+            client.insert_arrow("t", batch, dedup_token="over-http")
+            client.insert_arrow("t", batch, dedup_token="over-http")
+            assert _count(owner) == 100
 
 
 def test_insert_spanning_two_partitions_on_a_full_disk_stores_neither(small_disk: Path) -> None:
