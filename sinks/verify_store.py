@@ -148,12 +148,14 @@ def _merkle_levels(
     linked = table.column("linked").to_pylist()
     result: dict[str, MerkleLevels | None] = {}
     for row, name in enumerate(table.column("tenant_id").to_pylist()):
-        size = len(columns[0].row(row)) // HASH_SIZE
-        result[name] = (
-            MerkleLevels(size, [columns[height].row(row) for height in range(size.bit_length())])
-            if linked[row]
-            else None
-        )
+        # Rows the sink stored since the counts were taken may need more heights than the
+        # query has: verify the prefix it covers (a prefix's levels are prefixes of levels).
+        size = min(len(columns[0].row(row)) // HASH_SIZE, (1 << heights) - 1)
+        prefix = [
+            columns[height].row(row)[: HASH_SIZE * (size >> height)]
+            for height in range(size.bit_length())
+        ]
+        result[name] = MerkleLevels(size, prefix) if linked[row] else None
     return result
 
 
@@ -230,7 +232,8 @@ def verify_store(
     done = 0
     for chunk in _chunks(tenants, records):
         first, last = chunk[0], chunk[-1]
-        heights = max(records.get(name, 0) for name in chunk).bit_length()
+        # One height spare: a tenant may grow while verify runs (see _merkle_levels).
+        heights = max(records.get(name, 0) for name in chunk).bit_length() + 1
         levels = _merkle_levels(backend, first, last, heights) if heights else {}
         heads = _chain_heads(backend, first, last)
         for name in chunk:

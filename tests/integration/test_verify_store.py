@@ -228,3 +228,15 @@ def test_a_tenant_flagged_but_intact_when_reread_is_checked_from_the_reread_rows
             KEYRING, ORIGIN,
         )  # fmt: skip
         assert result.damage is None and result.signed_size > 0, result
+
+
+def test_levels_of_a_log_taller_than_asked_cover_the_prefix_asked_for(
+    store: EmbeddedBackend,
+) -> None:
+    """A tenant grown past the heights asked for is verified up to what they can hold."""
+    full = _merkle_levels(store, "acme", "acme", 10)["acme"]
+    assert full is not None and full.size > 63
+    clipped = _merkle_levels(store, "acme", "acme", 6)["acme"]
+    assert clipped is not None and clipped.size == 63
+    assert clipped.root(63) == full.root(63)
+    assert clipped.range_root(50, 63) == full.range_root(50, 63)
