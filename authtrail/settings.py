@@ -50,6 +50,9 @@ class Settings:
     dead_letter_topic: str = "authtrail.dead-letter"
     # ACCOUNT_LOCKED / ACCOUNT_UNLOCKED / BRUTE_FORCE_SUSPECTED for enforcement services.
     lockouts_topic: str = "authtrail.lockouts"
+    # The sequencer's state snapshots, so a restart replays only what follows the newest.
+    # They belong to one chained topic: empty means "<chained_topic>.snapshots".
+    snapshots_topic: str = ""
     # Brute-force policy (JSON or TOML, docs/LOCKOUT.md); None: Keycloak's defaults.
     lockout_policy_file: Path | None = None
     partitions: int = 4
@@ -59,6 +62,9 @@ class Settings:
     # Batches close after this many events or this many milliseconds, whichever first.
     batch_size: int = 1000
     batch_interval_ms: int = 1000
+    # A partition's state is snapshotted after this many chained records (0: never; every
+    # restart then replays the partition's whole history).
+    snapshot_every: int = 50_000
     # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
     # The sink inserts after this many rows or this many milliseconds, whichever first.
     sink_batch_rows: int = 5000
@@ -92,6 +98,11 @@ class Settings:
     @property
     def signing_key_path(self) -> Path:
         return self.signing_key or self.keys_dir / "authtrail.key"
+
+    @property
+    def snapshots_topic_name(self) -> str:
+        """The snapshots topic: ``snapshots_topic``, else ``<chained_topic>.snapshots``."""
+        return self.snapshots_topic or f"{self.chained_topic}.snapshots"
 
     @property
     def verifier_key_paths(self) -> tuple[Path, ...]:

@@ -27,6 +27,7 @@ __all__ = [
     "CLAIM",
     "DEAD_LETTER",
     "SCHEMA_NAMES",
+    "SNAPSHOT",
     "load_schema",
     "previous_versions",
 ]
@@ -36,7 +37,8 @@ CHAINED_RECORD = "chained_record"
 CHECKPOINT = "checkpoint"
 DEAD_LETTER = "dead_letter"
 CLAIM = "claim"
-SCHEMA_NAMES = (AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, CLAIM)
+SNAPSHOT = "snapshot"
+SCHEMA_NAMES = (AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, CLAIM, SNAPSHOT)
 
 # Which files define the named types a file refers to but does not define itself.
 _DEPENDENCIES: dict[str, tuple[str, ...]] = {CHAINED_RECORD: (AUTH_EVENT,)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -26,6 +25,7 @@ from schemas import (
     CHECKPOINT,
     CLAIM,
     DEAD_LETTER,
+    SNAPSHOT,
     load_schema,
     previous_versions,
 )
@@ -37,8 +37,9 @@ from stream.lockout_policy import PolicySet
 from stream.note import Signer, make_keyring
 from stream.publisher import KafkaPublisher
 from stream.sequencer import Sequencer
-from stream.worker import CHAINED, CHECKPOINTS, EVENTS, LOCKOUTS, InputRecord, SequencerWorker
+from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+from stream.worker import EVENTS, LOCKOUTS, SNAPSHOTS, InputRecord, SequencerWorker
 
 TAKE_MAX = 2000
 TAKE_WITHIN = 0.05  # seconds: batch latency bound when traffic is light
@@ -66,6 +67,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         (settings.events_topic, {}),
         (settings.chained_topic, forever),
         (settings.checkpoints_topic, forever),
+        (settings.snapshots_topic_name, forever),  # its claims fence stale snapshots
         (settings.dead_letter_topic, {}),
         (settings.lockouts_topic, {}),
     ]
@@ -123,8 +125,10 @@ def create_app(
             DEAD_LETTER_ROLE: settings.dead_letter_topic,
             EVENTS: settings.events_topic,
             LOCKOUTS: settings.lockouts_topic,
+            SNAPSHOTS: settings.snapshots_topic_name,
         },
         linger_ms=settings.producer_linger_ms,
+        tracked=(CHAINED, CHECKPOINTS),  # where snapshots stand
     )
 
     keyring = make_keyring([signer.verifier_key()])
@@ -133,22 +137,26 @@ def create_app(
     writer = f"{socket.gethostname()}:{os.getpid()}"
     claim_codec = codec(CLAIM)
 
-    def recover(
-        sequencer: Sequencer, partition: int, on_event: Callable[[dict[str, Any]], None] | None
-    ) -> recovery.Recovery:
+    topics = recovery.Topics(
+        chained=settings.chained_topic,
+        checkpoints=settings.checkpoints_topic,
+        snapshots=settings.snapshots_topic_name,
+        chained_codec=chained_codec,
+        checkpoint_codec=checkpoint_codec,
+        claim_codec=claim_codec,
+        snapshot_codec=codec(SNAPSHOT),
+    )
+
+    def recover(sequencer: Sequencer, partition: int, guard: Guard | None) -> recovery.Recovery:
         return recovery.recover(
             sequencer,
             bootstrap_servers=settings.bootstrap_servers or "",
             partition=partition,
-            chained_topic=settings.chained_topic,
-            checkpoints_topic=settings.checkpoints_topic,
-            chained_codec=chained_codec,
-            checkpoint_codec=checkpoint_codec,
+            topics=topics,
             keyring=keyring,
             log_origin=settings.log_origin,
-            claim_codec=claim_codec,
             writer=writer,
-            on_event=on_event,
+            guard=guard,
         )
 
     def fetch(partition: int, start: int | None, end: int) -> list[InputRecord]:
@@ -181,6 +189,7 @@ def create_app(
         events_topic=settings.events_topic,
         new_guard=lambda: Guard(policies or PolicySet()),
         partitions=settings.partitions,
+        snapshotter=Snapshotter(settings.snapshot_every, topics.snapshot_codec),
     )
 
     @app.agent(events, name="sequencer")

@@ -32,6 +32,7 @@ class Guard:
 
     def __init__(self, policies: PolicySet) -> None:
         lateness = policies.allowed_lateness_seconds
+        self._policies, self._lateness = policies, lateness
         self._lockout = LockoutDetector(policies.lockout_for, allowed_lateness_seconds=lateness)
         self._spray = SprayDetector(policies.spray_for, allowed_lateness_seconds=lateness)
         self._replayed: dict[str, dict[str, Any]] = {}  # decided in replay, not yet in the log
@@ -75,6 +76,35 @@ class Guard:
         """
         pending, self._replayed = list(self._replayed.values()), {}
         return pending
+
+    def to_state(self) -> dict[str, Any]:
+        """The whole guard as JSON-compatible data (for a snapshot, :mod:`stream.snapshot`)."""
+        return {
+            "lockout": self._lockout.to_state(),
+            "spray": self._spray.to_state(),
+            "replayed": dict(self._replayed),
+            "advanced": dict(self._advanced),
+            "pruned": dict(self._pruned),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Replace this guard's state by :meth:`to_state`'s output, keeping its policies.
+
+        Raises :class:`InvalidArgumentError` for a detector state of another version (and
+        KeyError/TypeError/ValueError for a malformed one); the guard is then unchanged.
+        """
+        lockout = LockoutDetector.from_state(
+            state["lockout"], self._policies.lockout_for, allowed_lateness_seconds=self._lateness
+        )
+        spray = SprayDetector.from_state(
+            state["spray"], self._policies.spray_for, allowed_lateness_seconds=self._lateness
+        )
+        replayed = dict(state["replayed"])
+        advanced = {tenant: int(at) for tenant, at in state["advanced"].items()}
+        pruned = {tenant: int(at) for tenant, at in state["pruned"].items()}
+        # Only now, so a state that fails to load leaves this guard as it was.
+        self._lockout, self._spray, self._replayed = lockout, spray, replayed
+        self._advanced, self._pruned = advanced, pruned
 
     @property
     def counters(self) -> dict[str, int]:

@@ -10,7 +10,8 @@ event loop, until every one is acknowledged.
 
 The producer is idempotent with ``acks=all``: librdkafka's retries can neither duplicate
 nor reorder records within a partition, which the chains (seq order) rely on. Delivery
-reports are requested for failures only, so a successful record costs no Python callback.
+reports of the roles in ``tracked`` give the offsets acknowledged (where a snapshot
+stands, :mod:`stream.snapshotter`); the others are reported on failure only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -31,7 +32,6 @@ _LOG = logging.getLogger(__name__)
 BASE_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,  # implies acks=all and at most 5 requests in flight
     "acks": "all",
-    "delivery.report.only.error": True,
     # A whole agent batch (2 000 inputs, up to 3 outputs each) must fit without waiting.
     "queue.buffering.max.messages": 1_000_000,
     "batch.size": 1_000_000,
@@ -61,8 +61,12 @@ class KafkaPublisher:
         *,
         linger_ms: float = 20.0,
         config: Mapping[str, Any] | None = None,
+        tracked: Iterable[str] = (),
     ) -> None:
         self._topics = dict(topics)
+        self._tracked = {self._topics[role]: role for role in tracked}
+        # (role, partition) -> (first, last) offset acknowledged since take_acknowledged()
+        self._acknowledged: dict[tuple[str, int], tuple[int, int]] = {}
         self._failures: list[str] = []
         self._failures_lock = threading.Lock()  # callbacks run in the flushing thread
         self._producer = Producer(
@@ -125,10 +129,26 @@ class KafkaPublisher:
             _LOG.error("closing the output producer with %d records undelivered", remaining)
         self._producer.close()
 
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(role, partition) -> (first, last)`` offsets of the tracked roles acknowledged
+        since the previous call (complete for everything enqueued before the last flush)."""
+        with self._failures_lock:
+            acknowledged, self._acknowledged = self._acknowledged, {}
+        return acknowledged
+
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             where = f"{message.topic()}[{message.partition()}]"
             self._record(f"{where}: {error.str()}")
+            return
+        role = self._tracked.get(message.topic() or "")
+        partition, offset = message.partition(), message.offset()
+        if role is None or partition is None or offset is None:
+            return
+        key = (role, partition)
+        with self._failures_lock:
+            first, last = self._acknowledged.get(key, (offset, offset))
+            self._acknowledged[key] = (min(first, offset), max(last, offset))
 
     def _on_error(self, error: KafkaError) -> None:
         # Connection trouble is retried by librdkafka and surfaces, if it lasts, as failed

@@ -8,9 +8,10 @@ the tenants of ``p`` — on this machine or any other. Runs in a thread (blockin
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,15 +23,20 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from authtrail.errors import ConfigurationError
+from authtrail.errors import ConfigurationError, FormatError
 from schemas.codec import Codec
+from stream import snapshot
 from stream.chain import ChainLink
 from stream.checkpoint import open_checkpoint
 from stream.fencing import Fence
+from stream.guard import Guard
 from stream.note import Keyring
 from stream.sequencer import Sequencer
 
+_LOG = logging.getLogger(__name__)
 _POLL_SECONDS = 1.0
+# Kafka's default message.max.bytes is ~1 MB; snapshots are split below it.
+SNAPSHOT_PART_BYTES = 512 * 1024
 _BATCH = 10_000
 _STALL_SECONDS = 30.0
 
@@ -123,10 +129,38 @@ def read_messages(
 
 @dataclass(frozen=True)
 class Recovery:
-    """What recovering one partition found: records replayed and the epoch claimed."""
+    """What recovering one partition found: records replayed, the epoch claimed, and the
+    snapshot started from (None: the partition's start)."""
 
     replayed: int
     epoch: int
+    snapshot: SnapshotPosition | None = None
+    # Offsets of this recovery's claims: the state covers everything before them.
+    chained_claim: int = -1
+    checkpoints_claim: int = -1
+
+
+@dataclass(frozen=True)
+class SnapshotPosition:
+    """Where a snapshot's state stands in the partition's topics (schemas/snapshot.avsc)."""
+
+    chained_next: int
+    checkpoints_next: int
+    window_from: int
+    records: int
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The pipeline topics recovery reads, and their codecs."""
+
+    chained: str
+    checkpoints: str
+    snapshots: str | None
+    chained_codec: Codec
+    checkpoint_codec: Codec
+    claim_codec: Codec
+    snapshot_codec: Codec | None = None
 
 
 def recover(
@@ -134,77 +168,157 @@ def recover(
     *,
     bootstrap_servers: str,
     partition: int,
-    chained_topic: str,
-    checkpoints_topic: str,
-    chained_codec: Codec,
-    checkpoint_codec: Codec,
-    claim_codec: Codec,
+    topics: Topics,
     keyring: Keyring,
     log_origin: str,
     writer: str,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    guard: Guard | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> Recovery:
     """Rebuild ``partition``'s state from what was published, then claim the partition.
 
-    1. Replay its checkpoints, then its chained records, into ``sequencer`` (and each
-       chained event into ``on_event``, e.g. the lockout guard), ignoring records fenced
-       off by an earlier claim. Checkpoints come first: each was published after the
-       records it covers were acknowledged.
-    2. Append a claim with the next epoch to both partitions (docs/PIPELINE.md, fencing).
-    3. Replay what a previous owner still wrote between step 1's end and the claim.
+    1. Load the newest snapshot the fence admits, if any (docs/PIPELINE.md § 6): its state,
+       then the event ids of the chained records from its ``window_from`` up to it into
+       the duplicate window.
+    2. Replay the checkpoints, then the chained records, after the snapshot (all of them
+       without one) into ``sequencer`` (and each chained event into ``guard``), ignoring
+       records fenced off by an earlier claim. Checkpoints come first: each was published
+       after the records it covers were acknowledged.
+    3. Append a claim with the next epoch to the snapshots partition, then to both others
+       (docs/PIPELINE.md, fencing).
+    4. Replay what a previous owner still wrote between step 2's end and the claim.
 
     Raises :class:`ConfigurationError` if another worker claimed the same epoch first (the
     caller exits; a restart claims a higher one).
     """
-    replay = _Replay(sequencer, chained_codec, checkpoint_codec, claim_codec, keyring,
-                     log_origin, on_event)  # fmt: skip
+    replay = _Replay(sequencer, topics, keyring, log_origin, guard)
 
     def read(topic: str, start: int | None = None, end: int | None = None) -> Any:
         return read_messages(bootstrap_servers, topic, partition, config, start=start, end=end)
 
-    checkpoints_end = replay.checkpoints(read(checkpoints_topic))
-    records_end = replay.records(read(chained_topic))
+    position = None
+    if topics.snapshots is not None and topics.snapshot_codec is not None:
+        snapshots = _Snapshots(topics.snapshot_codec, topics.claim_codec)
+        position = snapshots.load_newest(read(topics.snapshots), sequencer, guard)
+        replay.start_from(snapshots)
+        if position is not None:
+            replay.window(read(topics.chained, position.window_from, position.chained_next))
+    checkpoints_start = position.checkpoints_next if position else None
+    records_start = position.chained_next if position else None
+    checkpoints_end = replay.checkpoints(read(topics.checkpoints, checkpoints_start))
+    records_end = replay.records(read(topics.chained, records_start))
     epoch = max(fence.epoch for fence in replay.fences.values()) + 1
-    claimed = _publish_claims(
-        bootstrap_servers, (checkpoints_topic, chained_topic), partition, epoch, writer,
-        claim_codec,
-    )  # fmt: skip
-    replay.checkpoints(read(checkpoints_topic, checkpoints_end, claimed[checkpoints_topic]))
-    replay.records(read(chained_topic, records_end, claimed[chained_topic]))
+    claim_topics = [topics.checkpoints, topics.chained]
+    if topics.snapshots is not None:
+        # First, so no snapshot taken after another worker's claim is ever admitted.
+        _publish_claims(bootstrap_servers, (topics.snapshots,), partition, epoch, writer,
+                        topics.claim_codec)  # fmt: skip
+    claimed = _publish_claims(bootstrap_servers, tuple(claim_topics), partition, epoch, writer,
+                              topics.claim_codec)  # fmt: skip
+    checkpoints_end = max(checkpoints_end, checkpoints_start or 0)
+    records_end = max(records_end, records_start or 0)
+    replay.checkpoints(read(topics.checkpoints, checkpoints_end, claimed[topics.checkpoints]))
+    replay.records(read(topics.chained, records_end, claimed[topics.chained]))
     if replay.rival_claim >= epoch:
         raise ConfigurationError(
             f"partition {partition}: another worker claimed epoch {replay.rival_claim} first"
         )
-    return Recovery(replay.replayed, epoch)
+    return Recovery(replay.replayed, epoch, position, claimed[topics.chained],
+                    claimed[topics.checkpoints])  # fmt: skip
 
 
-_CHECKPOINTS, _RECORDS = "checkpoints", "records"
+_CHECKPOINTS, _RECORDS, _SNAPSHOTS = "checkpoints", "records", "snapshots"
+
+
+def _is_claim(value: bytes, claim_codec: Codec) -> bool:
+    return bool(value[2:10] == claim_codec.reader_fingerprint)  # type: ignore[attr-defined]
+
+
+class _Snapshots:
+    """Reads a snapshots partition: claims raise its fence; parts of admitted snapshots
+    are gathered; the newest complete one wins."""
+
+    def __init__(self, snapshot_codec: Codec, claim_codec: Codec) -> None:
+        self.snapshot_codec, self.claim_codec = snapshot_codec, claim_codec
+        self.fence = Fence()
+        self.epoch = 0  # of the snapshot loaded
+
+    def load_newest(
+        self, messages: Iterator[tuple[int, Any, bytes, Any]], sequencer: Sequencer,
+        guard: Guard | None,
+    ) -> SnapshotPosition | None:  # fmt: skip
+        parts: dict[str, dict[int, bytes]] = {}
+        newest: tuple[dict[str, Any], list[bytes]] | None = None
+        for _, _, value, _ in messages:
+            if _is_claim(value, self.claim_codec):
+                self.fence.claim(int(self.claim_codec.decode(value)["epoch"]))
+                continue
+            record = self.snapshot_codec.decode(value)
+            if not self.fence.admits(record["epoch"]):
+                continue
+            gathered = parts.setdefault(record["snapshot_id"], {})
+            gathered[record["part"]] = record["state"]
+            if len(gathered) == record["parts"]:
+                newest = record, [gathered[index] for index in range(record["parts"])]
+                parts.clear()  # older incomplete snapshots can no longer win
+        if newest is None:
+            return None
+        record, state_parts = newest
+        try:
+            snapshot.restore_state(snapshot.join(state_parts), sequencer, guard)
+        except FormatError as exc:
+            # Not evidence, only a shortcut: without it the whole partition is replayed.
+            _LOG.warning("snapshot %s ignored, replaying everything: %s",
+                         record["snapshot_id"], exc)  # fmt: skip
+            return None
+        self.epoch = int(record["epoch"])
+        return SnapshotPosition(
+            record["chained_next"], record["checkpoints_next"], record["window_from"],
+            record["records"],
+        )  # fmt: skip
 
 
 class _Replay:
     def __init__(
-        self, sequencer: Sequencer, chained_codec: Codec, checkpoint_codec: Codec,
-        claim_codec: Codec, keyring: Keyring, log_origin: str,
-        on_event: Callable[[dict[str, Any]], None] | None,
+        self, sequencer: Sequencer, topics: Topics, keyring: Keyring, log_origin: str,
+        guard: Guard | None,
     ) -> None:  # fmt: skip
         self.sequencer, self.keyring, self.log_origin = sequencer, keyring, log_origin
-        self.chained_codec, self.checkpoint_codec = chained_codec, checkpoint_codec
-        self.claim_fingerprint = claim_codec.reader_fingerprint  # type: ignore[attr-defined]
-        self.claim_codec, self.on_event = claim_codec, on_event
-        self.fences = {_CHECKPOINTS: Fence(), _RECORDS: Fence()}
+        self.chained_codec, self.checkpoint_codec = topics.chained_codec, topics.checkpoint_codec
+        self.claim_codec, self.guard = topics.claim_codec, guard
+        self.fences = {_CHECKPOINTS: Fence(), _RECORDS: Fence(), _SNAPSHOTS: Fence()}
         self.replayed = 0
         self.rival_claim = -1  # highest claim read after the first pass (tail only)
         self._first_pass_done: set[str] = set()
 
+    def start_from(self, snapshots: _Snapshots) -> None:
+        """Records after a snapshot are admitted from its writer's epoch on; every claim
+        ever made is in the snapshots partition, so the next epoch is above all of them."""
+        self.fences[_SNAPSHOTS].claim(snapshots.fence.epoch)
+        self.fences[_CHECKPOINTS].claim(snapshots.epoch)
+        self.fences[_RECORDS].claim(snapshots.epoch)
+
     def _claim(self, kind: str, value: bytes) -> bool:
-        if value[2:10] != self.claim_fingerprint:
+        if not _is_claim(value, self.claim_codec):
             return False
         epoch = int(self.claim_codec.decode(value)["epoch"])
         if kind in self._first_pass_done:
             self.rival_claim = max(self.rival_claim, epoch)
         self.fences[kind].claim(epoch)
         return True
+
+    def window(self, messages: Iterator[tuple[int, Any, bytes, Any]]) -> None:
+        """Put the event ids of already covered chained records into the duplicate window.
+
+        Records of fenced writers are included: their ids are at worst remembered in
+        excess (the fence position before the snapshot is not read), never forgotten.
+        """
+        for _, _, value, _ in messages:
+            if _is_claim(value, self.claim_codec):
+                continue
+            record = self.chained_codec.decode(value)
+            event = record["event"]
+            self.sequencer.remember_id(event["tenant_id"], event["event_id"], record["leaf_hash"])
 
     def checkpoints(self, messages: Iterator[tuple[int, Any, bytes, Any]]) -> int:
         end = 0
@@ -238,11 +352,38 @@ class _Replay:
             self.sequencer.restore_record(
                 event["tenant_id"], event["event_id"], link, record["source_offset"]
             )
-            if self.on_event is not None:
-                self.on_event(event)
+            if self.guard is not None:
+                self.guard.replay(event)
             self.replayed += 1
         self._first_pass_done.add(_RECORDS)
         return end
+
+
+def snapshot_messages(
+    sequencer: Sequencer, guard: Guard | None, *, partition: int, epoch: int,
+    position: SnapshotPosition, snapshot_codec: Codec,
+) -> list[bytes]:  # fmt: skip
+    """The snapshot of ``partition``'s state at ``position``, as snapshot-topic values.
+
+    Requires every chained record before ``position.chained_next`` and checkpoint before
+    ``position.checkpoints_next`` of this writer to be acknowledged, and nothing after.
+    """
+    parts = snapshot.split(snapshot.encode_state(sequencer, guard), SNAPSHOT_PART_BYTES)
+    header = {
+        "partition": partition,
+        "epoch": epoch,
+        "snapshot_id": str(uuid.uuid4()),
+        "parts": len(parts),
+        "chained_next": position.chained_next,
+        "checkpoints_next": position.checkpoints_next,
+        "window_from": position.window_from,
+        "records": position.records,
+        "taken_at": time.time_ns() // 1000,
+    }
+    return [
+        snapshot_codec.encode({**header, "part": index, "state": part})
+        for index, part in enumerate(parts)
+    ]
 
 
 def _publish_claims(

@@ -201,8 +201,21 @@ class Sequencer:
 
     # --- recovery: replay what was emitted before, in emission order ----------------------
 
+    def restore_tenant(self, log: TenantLog) -> None:
+        """Adopt a tenant's state read from a snapshot (:mod:`stream.snapshot`); its open
+        batch, if any, counts as opened now."""
+        log.batch_opened_at = self._monotonic()
+        self.tenants[log.tenant_id] = log
+
+    def remember_id(self, tenant_id: str, event_id: str, leaf_hash: bytes) -> None:
+        """Put an already chained event id into the duplicate window (recovery from a
+        snapshot replays the ids of the records just before it this way)."""
+        self._remember(self._log(tenant_id), event_id, leaf_hash)
+
     def restore_checkpoint(self, tenant_id: str, checkpoint: Checkpoint) -> None:
-        """Remember ``checkpoint`` as the tenant's newest (call before its records)."""
+        """Remember ``checkpoint`` as the tenant's newest (call before its records, or
+        right after a snapshot that holds them). Raises :class:`CheckpointError` if it does
+        not follow the newest one or disagrees with records already restored."""
         log = self._log(tenant_id)
         if log.last_checkpoint is not None and checkpoint.size <= log.last_checkpoint.size:
             if checkpoint.size == log.last_checkpoint.size and checkpoint == log.last_checkpoint:
@@ -211,7 +224,21 @@ class Sequencer:
                 f"tenant {tenant_id!r}: checkpoint of size {checkpoint.size} does not follow "
                 f"size {log.last_checkpoint.size}"
             )
+        if checkpoint.size < log.head.seq:
+            raise CheckpointError(
+                f"tenant {tenant_id!r}: checkpoint of size {checkpoint.size} comes after "
+                f"records up to seq {log.head.seq} were restored"
+            )
         log.last_checkpoint = checkpoint
+        if checkpoint.size == log.head.seq:
+            # The records it covers were restored first (from a snapshot): it closes the
+            # open batch now, as no record replayed later will.
+            if (log.tree.root(), log.head.hash) != (checkpoint.root, checkpoint.chain_hash):
+                raise CheckpointError(
+                    f"tenant {tenant_id!r}: restored records disagree with checkpoint "
+                    f"{checkpoint.size}"
+                )
+            log.batch = CompactTree()
 
     def restore_record(
         self, tenant_id: str, event_id: str, link: ChainLink, source_offset: int

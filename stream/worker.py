@@ -35,10 +35,11 @@ from stream.canonical import canonical_leaf
 from stream.guard import Guard
 from stream.recovery import Recovery
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
+from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
 _LOG = logging.getLogger(__name__)
 
-CHAINED, CHECKPOINTS, DEAD_LETTER = "chained", "checkpoints", "dead_letter"
+DEAD_LETTER, SNAPSHOTS = "dead_letter", "snapshots"
 EVENTS, LOCKOUTS = "events", "lockouts"  # decision events: back into the stream, and out
 
 
@@ -56,6 +57,10 @@ class Publisher(Protocol):
     async def flush(self) -> None:
         """Wait for every enqueued record; raise if any was not acknowledged."""
 
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(role, partition) -> (first, last)`` offsets of chained records and
+        checkpoints acknowledged since the previous call."""
+
 
 @dataclass
 class Counters:
@@ -64,6 +69,7 @@ class Counters:
     rejected: int = 0
     checkpoints: int = 0
     decisions: int = 0
+    snapshots: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class SequencerWorker:
         self,
         *,
         new_sequencer: Callable[[], Sequencer],
-        recover: Callable[[Sequencer, int, Callable[[dict[str, Any]], None] | None], Recovery],
+        recover: Callable[[Sequencer, int, Guard | None], Recovery],
         fetch: Callable[[int, int | None, int], list[InputRecord]],
         publisher: Publisher,
         event_codec: Codec,
@@ -95,7 +101,9 @@ class SequencerWorker:
         new_guard: Callable[[], Guard] | None = None,
         limits: Limits | None = None,
         partitions: int | None = None,
+        snapshotter: Snapshotter | None = None,
     ) -> None:
+        self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
         self._partitions = partitions  # None: do not check tenant -> partition
         self._new_sequencer = new_sequencer
@@ -134,6 +142,7 @@ class SequencerWorker:
                 self._guards.pop(partition, None)
                 self._epochs.pop(partition, None)
                 self._next_offset.pop(partition, None)
+                self._snapshotter.forget(partition)
 
     async def process(self, records: Sequence[InputRecord]) -> None:
         """Sequence ``records`` (in partition order) and wait until every output is stored."""
@@ -160,6 +169,7 @@ class SequencerWorker:
                 self._publish_checkpoint(partition, signed)
             self._close_due()
             await self._flush()
+            await self._snapshot_due()
 
     async def close_due_batches(self) -> None:
         """Timer hook: close batches that are due even when no events arrive."""
@@ -183,16 +193,19 @@ class SequencerWorker:
             guard = self._new_guard() if self._new_guard is not None else None
             started = time.monotonic()
             recovered = await asyncio.get_running_loop().run_in_executor(
-                None, self._recover, sequencer, partition, guard.replay if guard else None
+                None, self._recover, sequencer, partition, guard
             )
             self._epochs[partition], replayed = recovered.epoch, recovered.replayed
+            self._snapshotter.recovered(partition, recovered)
             if guard is not None:
                 self._guards[partition] = guard
                 for decision in guard.unpublished():  # decided before a crash, never logged
                     self._publish_decision(partition, decision)
+            start = recovered.snapshot
             _LOG.info(
-                "partition %d: recovered %d records of %d tenants in %.1f s",
+                "partition %d: recovered %d records of %d tenants in %.1f s, %s",
                 partition, replayed, len(sequencer.tenants), time.monotonic() - started,
+                f"after a snapshot of {start.records} records" if start else "from the start",
             )  # fmt: skip
             self._sequencers[partition] = sequencer
             restored = sequencer.source_offset
@@ -328,6 +341,19 @@ class SequencerWorker:
         )
         self._publish(DEAD_LETTER, record.key, value, record.partition)
 
+    async def _snapshot_due(self) -> None:
+        """Snapshot the partitions that are due; call right after a flush (all outputs
+        acknowledged), so each snapshot describes exactly what Kafka holds."""
+        due = self._snapshotter.due()
+        for partition in due:
+            guard, epoch = self._guards.get(partition), self._epochs[partition]
+            sequencer = self._sequencers[partition]
+            for value in self._snapshotter.take(partition, sequencer, guard, epoch):
+                self._publish(SNAPSHOTS, None, value, partition)
+            self.counters.snapshots += 1
+        if due:
+            await self._flush()
+
     async def _flush(self) -> None:
         """Wait for every output enqueued so far; on any failure stop the process (rule 2)."""
         try:
@@ -336,6 +362,7 @@ class SequencerWorker:
             _LOG.critical("publish failed, stopping so a restart recovers from Kafka: %r", exc)
             logging.shutdown()
             os._exit(70)
+        self._snapshotter.acknowledged(self._publisher.take_acknowledged())
 
 
 def _tenant(event: Any) -> str | None:

@@ -15,19 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from authtrail.broker import LocalBroker
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
-from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM
+from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, SNAPSHOT
 from sinks.embedded import EmbeddedBackend
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.canonical import canonical_leaf
 from stream.note import Signer, generate_key_strings, make_keyring
-from stream.recovery import recover
-from stream.sequencer import Sequencer
+from stream.recovery import Recovery, SnapshotPosition, Topics, recover, snapshot_messages
+from stream.sequencer import DUPLICATE, Sequencer
 from tests.integration.broker_fixtures import running_broker
 
 pytestmark = pytest.mark.integration
@@ -50,23 +50,28 @@ def _event(n: int, variant: str = "") -> dict:
 class Owner:
     """A worker's output side for partition 0, driven by hand."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, *, snapshots: bool = True) -> None:
         self.settings, self.name = settings, name
         self.sequencer = Sequencer(SIGNER, settings.log_origin, batch_size=1000,
                                    batch_interval=3600)  # fmt: skip
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        self.topics = Topics(
+            chained=settings.chained_topic, checkpoints=settings.checkpoints_topic,
+            snapshots=settings.snapshots_topic_name if snapshots else None,
+            chained_codec=codec(CHAINED_RECORD), checkpoint_codec=codec(CHECKPOINT),
+            claim_codec=codec(CLAIM), snapshot_codec=codec(SNAPSHOT),
+        )  # fmt: skip
         self.epoch = 0
+        self.recovery: Recovery | None = None
+        self.chained_next = 0  # after the last record this owner wrote
 
     def take_over(self) -> None:
-        result = recover(
+        self.recovery = recover(
             self.sequencer, bootstrap_servers=self.settings.bootstrap_servers or "",
-            partition=0, chained_topic=self.settings.chained_topic,
-            checkpoints_topic=self.settings.checkpoints_topic,
-            chained_codec=codec(CHAINED_RECORD), checkpoint_codec=codec(CHECKPOINT),
-            claim_codec=codec(CLAIM), keyring=KEYRING, log_origin=self.settings.log_origin,
-            writer=self.name,
+            partition=0, topics=self.topics, keyring=KEYRING,
+            log_origin=self.settings.log_origin, writer=self.name,
         )  # fmt: skip
-        self.epoch = result.epoch
+        self.epoch = self.recovery.epoch
 
     def write(self, event: dict, source_offset: int) -> None:
         link = self.sequencer.offer("acme", event["event_id"], canonical_leaf(event),
@@ -77,11 +82,32 @@ class Owner:
              "leaf_hash": link.leaf_hash, "source_partition": 0,
              "source_offset": source_offset, "epoch": self.epoch}
         )  # fmt: skip
-        self.producer.produce(self.settings.chained_topic, value, b"acme", partition=0)
-        assert self.producer.flush(10) == 0
+        self.chained_next = self._produce(self.settings.chained_topic, value) + 1
+
+    def snapshot(self, window_from: int = 0, state: bytes | None = None) -> SnapshotPosition:
+        """Publish this owner's state as of its last write (``state``: other bytes)."""
+        position = SnapshotPosition(self.chained_next, 1, window_from, self.chained_next)
+        values = snapshot_messages(self.sequencer, None, partition=0, epoch=self.epoch,
+                                   position=position, snapshot_codec=codec(SNAPSHOT))  # fmt: skip
+        if state is not None:
+            record = {**codec(SNAPSHOT).decode(values[0]), "state": state, "parts": 1}
+            values = [codec(SNAPSHOT).encode(record)]
+        for value in values:
+            self._produce(self.settings.snapshots_topic_name, value)
+        return position
+
+    def _produce(self, topic: str, value: bytes) -> int:
+        offsets: list[int] = []
+
+        def delivered(error: object, message: Message) -> None:
+            offsets.append(message.offset())
+
+        self.producer.produce(topic, value, b"acme", partition=0, on_delivery=delivered)
+        assert self.producer.flush(10) == 0 and offsets
+        return offsets[0]
 
 
-def test_a_zombie_write_after_a_takeover_is_ignored(broker: LocalBroker, tmp_path: Path) -> None:
+def _settings(broker: LocalBroker, tmp_path: Path) -> Settings:
     prefix = f"f{uuid.uuid4().hex[:8]}"
     settings = Settings(
         data_dir=tmp_path, bootstrap_servers=broker.bootstrap_servers, partitions=1,
@@ -90,7 +116,11 @@ def test_a_zombie_write_after_a_takeover_is_ignored(broker: LocalBroker, tmp_pat
         lockouts_topic=f"{prefix}.lockouts", consumer_group=prefix,
     )  # fmt: skip
     ensure_topics(broker.bootstrap_servers, topic_specs(settings))
+    return settings
 
+
+def test_a_zombie_write_after_a_takeover_is_ignored(broker: LocalBroker, tmp_path: Path) -> None:
+    settings = _settings(broker, tmp_path)
     a = Owner(settings, "worker-a")
     a.take_over()
     for n in range(3):
@@ -127,3 +157,61 @@ def test_a_zombie_write_after_a_takeover_is_ignored(broker: LocalBroker, tmp_pat
         (4, "e3", 2),
     ]
     assert sink.counters.fenced == 1
+
+
+def _head(owner: Owner) -> tuple:
+    log = owner.sequencer.tenants["acme"]
+    return log.head, log.tree.root(), owner.sequencer.source_offset
+
+
+def test_recovery_starts_from_the_newest_snapshot_it_admits(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A snapshot spares a restart the replay of everything before it; a zombie's snapshot
+    taken after a takeover, and an unreadable one, are never used."""
+    settings = _settings(broker, tmp_path)
+    a = Owner(settings, "worker-a")
+    a.take_over()
+    assert a.recovery is not None and a.recovery.snapshot is None
+    for n in range(10):
+        a.write(_event(n), n)
+    first = a.snapshot()
+    for n in range(10, 15):
+        a.write(_event(n), n)
+
+    b = Owner(settings, "worker-b")
+    b.take_over()
+    assert b.recovery is not None
+    assert (b.recovery.snapshot, b.recovery.replayed) == (first, 5)
+    full = Owner(settings, "full-replay", snapshots=False)  # takes over from B
+    full.take_over()
+    assert full.recovery is not None and full.recovery.replayed == 15
+    assert _head(b) == _head(full) == _head(a)
+    # The ids before the snapshot were read back into the duplicate window.
+    assert b.sequencer.offer("acme", "e3", canonical_leaf(_event(3)), 100).outcome == DUPLICATE
+
+    a.write(_event(15, "-zombie"), 15)  # fenced: A lost the partition long ago
+    a.snapshot()  # taken after later claims: must never be loaded
+    full.write(_event(15), 15)
+    c = Owner(settings, "worker-c")
+    c.take_over()
+    assert c.recovery is not None and c.recovery.snapshot == first
+    assert _head(c) == _head(full)
+
+    c.write(_event(16), 16)
+    c.snapshot(state=b"damaged")  # admitted, unreadable: recovery replays everything
+    d = Owner(settings, "worker-d")
+    d.take_over()
+    assert d.recovery is not None and d.recovery.snapshot is None
+    assert d.recovery.replayed == 17
+    assert _head(d) == _head(c)
+
+    d.write(_event(17), 17)
+    d.snapshot(window_from=first.chained_next)
+    e = Owner(settings, "worker-e")
+    e.take_over()
+    assert e.recovery is not None and e.recovery.snapshot is not None
+    assert e.recovery.replayed == 0 and _head(e) == _head(d)
+    # Its window was rebuilt from first.chained_next on: e12 is known, e3 is not.
+    assert e.sequencer.offer("acme", "e12", canonical_leaf(_event(12)), 200).outcome == DUPLICATE
+    assert e.sequencer.offer("acme", "e3", canonical_leaf(_event(3)), 201).outcome != DUPLICATE

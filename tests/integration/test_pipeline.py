@@ -31,10 +31,11 @@ from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
+from schemas import CHAINED_RECORD
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.http_front import HttpFront
 from sinks.service import build_sink
-from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
+from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.recovery import read_partition
 from tests.integration.broker_fixtures import (
     log_tail,
@@ -107,6 +108,7 @@ def pipeline(broker: LocalBroker, tmp_path: Path) -> Iterator[Pipeline]:
         "AUTHTRAIL_PARTITIONS": "3",
         "AUTHTRAIL_BATCH_SIZE": "50",
         "AUTHTRAIL_BATCH_INTERVAL_MS": "300",
+        "AUTHTRAIL_SNAPSHOT_EVERY": "100",  # restarts here recover from snapshots
     }
     settings = Settings.from_env(environment)
     write_key_pair(settings.keys_dir, "authtrail")
@@ -275,6 +277,45 @@ def test_worker_killed_mid_stream_leaves_no_gap_duplicate_or_fork(
     _store(pipeline, store, len(event_ids), timeout=180)
     _assert_exactly_once_and_gapless(store, event_ids)
     assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_restart_replays_only_what_follows_the_newest_snapshot(
+    pipeline: Pipeline, store: Store
+) -> None:
+    first_ids = pipeline.produce(1500, seed=5)
+    worker = pipeline.start_worker()
+    deadline = time.monotonic() + 120
+    while _chained_events(pipeline.settings) < len(first_ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stop_process_group(worker, signal.SIGKILL)
+    second_ids = pipeline.produce(500, seed=6)
+    pipeline.start_worker()
+    log = pipeline.tmp_path / "worker-1.log"
+    wait_for_log_text(log, "recovered", pipeline.workers[-1], timeout=60)
+    third_ids = pipeline.produce(300, seed=7)
+    event_ids = first_ids + second_ids + third_ids
+    _store(pipeline, store, len(event_ids), timeout=180)
+    _assert_exactly_once_and_gapless(store, event_ids)
+    assert _verify(pipeline, store) == 0
+    # ~500 events per partition, a snapshot every 100 records (at the end of the batch
+    # that reached it): each partition's recovery began at one, and replayed a fraction.
+    pattern = r"partition \d+: recovered (\d+) records .*, (after a snapshot|from the start)"
+    recoveries = re.findall(pattern, log.read_text())
+    used = re.findall(pattern, (pipeline.tmp_path / "worker-0.log").read_text())
+    assert len(recoveries) == len(used) > 0  # the partitions the tenants map to
+    assert {how for _, how in recoveries} == {"after a snapshot"}, recoveries
+    assert sum(int(n) for n, _ in recoveries) < len(first_ids) / 2, recoveries
+
+
+def _chained_events(settings: Settings) -> int:
+    servers, codec_ = settings.bootstrap_servers or "", codec(CHAINED_RECORD)
+    return sum(
+        1
+        for partition in range(settings.partitions)
+        for _, value in read_partition(servers, settings.chained_topic, partition)
+        if value[2:10] == codec_.reader_fingerprint
+    )
 
 
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)

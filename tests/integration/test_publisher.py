@@ -103,3 +103,22 @@ def test_an_unreachable_broker_fails_the_flush_after_the_delivery_timeout(
             asyncio.run(publisher.flush())
     finally:
         publisher.close()
+
+
+def test_acknowledged_offsets_of_tracked_roles_are_reported_once(broker: LocalBroker) -> None:
+    """Where a snapshot stands (stream/snapshotter.py): the first and last offset stored
+    per tracked role and partition since the previous report."""
+    topics = _topics(broker)
+    publisher = KafkaPublisher(broker.bootstrap_servers, topics, tracked=("chained",))
+    try:
+        for index in range(10):
+            publisher.publish("chained", b"acme", b"r%d" % index, index % 2)
+        publisher.publish("checkpoints", b"acme", b"c0", 0)  # not tracked
+        asyncio.run(publisher.flush())
+        assert publisher.take_acknowledged() == {("chained", 0): (0, 4), ("chained", 1): (0, 4)}
+        assert publisher.take_acknowledged() == {}
+        publisher.publish("chained", b"acme", b"r10", 1)
+        asyncio.run(publisher.flush())
+        assert publisher.take_acknowledged() == {("chained", 1): (5, 5)}
+    finally:
+        publisher.close()

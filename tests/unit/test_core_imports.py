@@ -26,6 +26,7 @@ CORE_MODULES = [
     "stream.checkpoint",
     "stream.sequencer",
     "stream.id_window",
+    "stream.snapshot",
     "stream.audit",
     "stream.admission",
     "stream.guard",

@@ -79,7 +79,7 @@ class Harness:
             new_guard=lambda: Guard(POLICIES),
         )
 
-    def recover(self, sequencer: Sequencer, partition: int, on_event: Any) -> Recovery:
+    def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
         for tenant, event_id, link, offset in self.restored:
             sequencer.restore_record(tenant, event_id, link, offset)
         return Recovery(len(self.restored), epoch=7)
@@ -97,6 +97,9 @@ class Harness:
         await asyncio.sleep(0)  # a real flush yields to the loop while it waits
         self.acknowledged = len(self.published)
         self.flushes += 1
+
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        return {}
 
     def run(self, offsets: list[int], partition: int = 2) -> None:
         records = [InputRecord(partition, o, b"acme", self.inputs[o]) for o in offsets]

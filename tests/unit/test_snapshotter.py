@@ -1,0 +1,48 @@
+"""When a partition is snapshotted and where the snapshot stands (stream/snapshotter.py)."""
+
+from __future__ import annotations
+
+from schemas import SNAPSHOT
+from stream.app import codec
+from stream.recovery import Recovery
+from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
+from tests.unit.test_sequencer import _events, _run
+from tests.unit.test_snapshot import _sequencer
+
+SNAPSHOTS = codec(SNAPSHOT)
+
+
+def test_due_after_every_records_and_positioned_after_what_was_acknowledged() -> None:
+    snapshotter = Snapshotter(100, SNAPSHOTS)
+    snapshotter.recovered(0, Recovery(0, epoch=3, chained_claim=41, checkpoints_claim=7))
+    snapshotter.acknowledged({(CHAINED, 0): (42, 120), (CHECKPOINTS, 0): (8, 9)})
+    assert snapshotter.due() == []  # 79 records
+    snapshotter.acknowledged({(CHAINED, 0): (121, 141), ("events", 0): (0, 500)})
+    assert snapshotter.due() == [0]  # 100 records from offset 42
+
+    sequencer = _sequencer()
+    _run(sequencer, _events(20, tenants=2))
+    (value,) = snapshotter.take(0, sequencer, None, epoch=3)
+    record = SNAPSHOTS.decode(value)
+    assert (record["chained_next"], record["checkpoints_next"]) == (142, 10)
+    assert (record["window_from"], record["records"], record["epoch"]) == (42, 20, 3)
+    assert snapshotter.due() == []  # counting starts over
+    snapshotter.acknowledged({(CHAINED, 0): (142, 240)})
+    assert snapshotter.due() == []
+    snapshotter.acknowledged({(CHAINED, 0): (241, 241)})
+    assert snapshotter.due() == [0]
+
+
+def test_nothing_acknowledged_nothing_due_and_zero_means_never() -> None:
+    never = Snapshotter(0, SNAPSHOTS)
+    never.recovered(1, Recovery(0, epoch=1))
+    never.acknowledged({(CHAINED, 1): (0, 10_000)})
+    assert never.due() == []
+    untracked = Snapshotter(10, SNAPSHOTS)
+    untracked.acknowledged({(CHAINED, 2): (0, 100)})  # a partition not (or no longer) owned
+    assert untracked.due() == []
+    owned = Snapshotter(10, SNAPSHOTS)
+    owned.recovered(2, Recovery(0, epoch=1))
+    owned.forget(2)
+    owned.acknowledged({(CHAINED, 2): (0, 100)})
+    assert owned.due() == []
