@@ -304,14 +304,24 @@ def _committed_beyond_stored(pipeline: Pipeline, backend: EmbeddedBackend) -> li
     ]
 
 
-@pytest.mark.parametrize("store", ["embedded"], indirect=True)
-def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactly_once(
-    pipeline: Pipeline, store: Store, small_disk: Path, tmp_path: Path
-) -> None:
-    # The store directory itself is the small disk: everything chdb writes fills it.
+@pytest.fixture
+def store_on_small_disk(pipeline: Pipeline, small_disk: Path) -> Iterator[Path]:
+    """The pipeline's store directory, bind-mounted onto ``small_disk`` (so everything
+    chdb writes fills it) until the test ends, however it ends."""
     clickhouse_dir = pipeline.settings.data_dir / "clickhouse"
     clickhouse_dir.mkdir(parents=True, exist_ok=True)
     _mount(["--bind", str(small_disk)], clickhouse_dir)
+    try:
+        yield clickhouse_dir
+    finally:
+        _unmount(clickhouse_dir)
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactly_once(
+    pipeline: Pipeline, store: Store, small_disk: Path, store_on_small_disk: Path
+) -> None:
+    clickhouse_dir = store_on_small_disk
     filler = Filler(small_disk)
     lines = _Lines()
     logging.getLogger("sinks.sink").addHandler(lines)
@@ -355,8 +365,5 @@ def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactl
         thread.join(60)
         backend.close()
         logging.getLogger("sinks.sink").removeHandler(lines)
-    try:
-        _assert_exactly_once_and_gapless(store, first + second)
-        assert _verify(pipeline, store) == 0
-    finally:
-        _unmount(clickhouse_dir)
+    _assert_exactly_once_and_gapless(store, first + second)
+    assert _verify(pipeline, store) == 0
