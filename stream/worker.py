@@ -33,6 +33,7 @@ from schemas.codec import Codec, SingleObjectCodec
 from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.guard import Guard
+from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
@@ -133,6 +134,9 @@ class SequencerWorker:
         self._next_offset: dict[int, int | None] = {}  # None: from the partition's start
         self._lock = asyncio.Lock()
         self.counters = Counters()
+        # Every rejection is stored whole (dead letters, `rejected`); a flood must not
+        # turn into a flood of log lines.
+        self._rejections_log = RateLimitedLog(_LOG)
 
     async def forget(self, partitions: Iterable[int]) -> None:
         """Drop state of partitions this worker no longer owns (rebalance)."""
@@ -323,8 +327,8 @@ class SequencerWorker:
 
     def _reject(self, record: InputRecord, kind: str, reason: str, tenant_id: str | None) -> None:
         self.counters.rejected += 1
-        _LOG.warning("rejected %s[%d]@%d: %s: %s", self._events_topic, record.partition,
-                     record.offset, kind, reason)  # fmt: skip
+        self._rejections_log.warning(kind, "rejected %s[%d]@%d: %s: %s", self._events_topic,
+                                     record.partition, record.offset, kind, reason)  # fmt: skip
         value = self._dead_letter_codec.encode(
             {
                 "original": record.value,
