@@ -4,8 +4,8 @@ A snapshot (docs/PIPELINE.md § 6) must describe exactly the state after the cha
 records and checkpoints this worker has had *acknowledged*: the worker takes one only
 right after a flush, inside its lock, and this class turns the offsets the publisher
 reports as acknowledged into the snapshot's position. Counting starts over after each
-snapshot; the first record counted is the next snapshot's ``window_from``, so recovery
-reads at least ``every`` event ids back into the duplicate window.
+snapshot. Its ``window_from`` lies ``WINDOW_RECORDS`` offsets back, so recovery reads as
+many event ids back into the duplicate window as an uninterrupted worker is sure to hold.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from schemas.codec import Codec
 from stream.guard import Guard
 from stream.recovery import Recovery, SnapshotPosition, snapshot_messages
-from stream.sequencer import Sequencer
+from stream.sequencer import DEDUP_WINDOW, Sequencer
 
 CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
+# Ids a recovery reads back into the duplicate window: the newest half an uninterrupted
+# worker always remembers (stream/id_window.py).
+WINDOW_RECORDS = DEDUP_WINDOW // 2
 
 
 @dataclass
@@ -39,9 +42,13 @@ class Snapshotter:
 
     def recovered(self, partition: int, recovery: Recovery) -> None:
         """Start tracking a partition just recovered: its state covers what precedes the
-        recovery's claims."""
+        recovery's claims. Records it replayed count as written since the last snapshot:
+        a worker restarted more often than every ``every`` records still snapshots."""
+        start = recovery.snapshot.chained_next if recovery.snapshot else 0
         self._partitions[partition] = _Partition(
-            recovery.chained_claim + 1, recovery.checkpoints_claim + 1
+            recovery.chained_claim + 1,
+            recovery.checkpoints_claim + 1,
+            window_from=start if recovery.replayed else None,
         )
 
     def forget(self, partition: int) -> None:
@@ -84,7 +91,9 @@ class Snapshotter:
         position = SnapshotPosition(
             chained_next=tracked.chained_next,
             checkpoints_next=tracked.checkpoints_next,
-            window_from=tracked.window_from,
+            # What an uninterrupted worker's duplicate window is sure to hold, and no
+            # more: a restart never reads a long history back.
+            window_from=max(0, tracked.chained_next - WINDOW_RECORDS),
             records=sum(log.head.seq for log in sequencer.tenants.values()),
         )
         tracked.window_from = None
