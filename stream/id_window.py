@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
+from authtrail.errors import FormatError
+
 _DIGEST_BYTES = 16
+_ENTRY_BYTES = 2 * _DIGEST_BYTES
 
 
 def _key(tenant_id: str, event_id: str) -> int:
@@ -58,3 +61,29 @@ class IdWindow:
         if known is None:
             known = self._older.get(key)
         return None if known is None else known == _content(leaf_hash)
+
+    def to_bytes(self) -> bytes:
+        """The window as bytes for a snapshot: the number of older entries (8 bytes), then
+        every entry (digest of the id, then of the content, 16 bytes each), oldest first."""
+        parts = [len(self._older).to_bytes(8, "big")]
+        for generation in (self._older, self._newer):
+            parts += [key.to_bytes(_DIGEST_BYTES, "big") + content.to_bytes(_DIGEST_BYTES, "big")
+                      for key, content in generation.items()]  # fmt: skip
+        return b"".join(parts)
+
+    def load(self, data: bytes) -> None:
+        """Replace the entries by those :meth:`to_bytes` wrote (same or another size).
+
+        Raises :class:`FormatError` for data of the wrong length.
+        """
+        if len(data) < 8 or (len(data) - 8) % _ENTRY_BYTES:
+            raise FormatError(f"an id window of {len(data)} bytes is not whole entries")
+        older_count = int.from_bytes(data[:8], "big")
+        entries = [
+            (int.from_bytes(data[at : at + _DIGEST_BYTES], "big"),
+             int.from_bytes(data[at + _DIGEST_BYTES : at + _ENTRY_BYTES], "big"))
+            for at in range(8, len(data), _ENTRY_BYTES)
+        ]  # fmt: skip
+        if older_count > len(entries):
+            raise FormatError("an id window with more older entries than entries")
+        self._older, self._newer = dict(entries[:older_count]), dict(entries[older_count:])

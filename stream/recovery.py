@@ -146,7 +146,6 @@ class SnapshotPosition:
 
     chained_next: int
     checkpoints_next: int
-    window_from: int
     records: int
 
 
@@ -177,9 +176,7 @@ def recover(
 ) -> Recovery:
     """Rebuild ``partition``'s state from what was published, then claim the partition.
 
-    1. Load the newest snapshot the fence admits, if any (docs/PIPELINE.md § 6): its state,
-       then the event ids of the chained records from its ``window_from`` up to it into
-       the duplicate window.
+    1. Load the newest snapshot the fence admits, if any (docs/PIPELINE.md § 6).
     2. Replay the checkpoints, then the chained records, after the snapshot (all of them
        without one) into ``sequencer`` (and each chained event into ``guard``), ignoring
        records fenced off by an earlier claim. Checkpoints come first: each was published
@@ -201,8 +198,6 @@ def recover(
         snapshots = _Snapshots(topics.snapshot_codec, topics.claim_codec)
         position = snapshots.load_newest(read(topics.snapshots), sequencer, guard)
         replay.start_from(snapshots)
-        if position is not None:
-            replay.window(read(topics.chained, position.window_from, position.chained_next))
     checkpoints_start = position.checkpoints_next if position else None
     records_start = position.chained_next if position else None
     checkpoints_end = replay.checkpoints(read(topics.checkpoints, checkpoints_start))
@@ -273,8 +268,7 @@ class _Snapshots:
             return None
         self.epoch = int(record["epoch"])
         return SnapshotPosition(
-            record["chained_next"], record["checkpoints_next"], record["window_from"],
-            record["records"],
+            record["chained_next"], record["checkpoints_next"], record["records"],
         )  # fmt: skip
 
 
@@ -306,19 +300,6 @@ class _Replay:
             self.rival_claim = max(self.rival_claim, epoch)
         self.fences[kind].claim(epoch)
         return True
-
-    def window(self, messages: Iterator[tuple[int, Any, bytes, Any]]) -> None:
-        """Put the event ids of already covered chained records into the duplicate window.
-
-        Records of fenced writers are included: their ids are at worst remembered in
-        excess (the fence position before the snapshot is not read), never forgotten.
-        """
-        for _, _, value, _ in messages:
-            if _is_claim(value, self.claim_codec):
-                continue
-            record = self.chained_codec.decode(value)
-            event = record["event"]
-            self.sequencer.remember_id(event["tenant_id"], event["event_id"], record["leaf_hash"])
 
     def checkpoints(self, messages: Iterator[tuple[int, Any, bytes, Any]]) -> int:
         end = 0
@@ -376,7 +357,6 @@ def snapshot_messages(
         "parts": len(parts),
         "chained_next": position.chained_next,
         "checkpoints_next": position.checkpoints_next,
-        "window_from": position.window_from,
         "records": position.records,
         "taken_at": time.time_ns() // 1000,
     }

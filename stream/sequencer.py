@@ -207,10 +207,15 @@ class Sequencer:
         log.batch_opened_at = self._monotonic()
         self.tenants[log.tenant_id] = log
 
-    def remember_id(self, tenant_id: str, event_id: str, leaf_hash: bytes) -> None:
-        """Put an already chained event id into the duplicate window (recovery from a
-        snapshot replays the ids of the records just before it this way)."""
-        self._remember(self._log(tenant_id), event_id, leaf_hash)
+    def window_bytes(self) -> bytes | None:
+        """The duplicate window as bytes for a snapshot (None: no window)."""
+        return self._recent_ids.to_bytes() if self._recent_ids is not None else None
+
+    def load_window(self, data: bytes) -> None:
+        """Restore the duplicate window from :meth:`window_bytes`' output (a snapshot);
+        ignored without a window. Raises :class:`FormatError` for malformed data."""
+        if self._recent_ids is not None:
+            self._recent_ids.load(data)
 
     def restore_checkpoint(self, tenant_id: str, checkpoint: Checkpoint) -> None:
         """Remember ``checkpoint`` as the tenant's newest (call before its records, or

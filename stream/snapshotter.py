@@ -4,8 +4,7 @@ A snapshot (docs/PIPELINE.md § 6) must describe exactly the state after the cha
 records and checkpoints this worker has had *acknowledged*: the worker takes one only
 right after a flush, inside its lock, and this class turns the offsets the publisher
 reports as acknowledged into the snapshot's position. Counting starts over after each
-snapshot. Its ``window_from`` lies ``WINDOW_RECORDS`` offsets back, so recovery reads as
-many event ids back into the duplicate window as an uninterrupted worker is sure to hold.
+snapshot.
 """
 
 from __future__ import annotations
@@ -16,19 +15,16 @@ from dataclasses import dataclass
 from schemas.codec import Codec
 from stream.guard import Guard
 from stream.recovery import Recovery, SnapshotPosition, snapshot_messages
-from stream.sequencer import DEDUP_WINDOW, Sequencer
+from stream.sequencer import Sequencer
 
 CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
-# Ids a recovery reads back into the duplicate window: the newest half an uninterrupted
-# worker always remembers (stream/id_window.py).
-WINDOW_RECORDS = DEDUP_WINDOW // 2
 
 
 @dataclass
 class _Partition:
     chained_next: int  # after the last record acknowledged (or the recovery's claim)
     checkpoints_next: int
-    window_from: int | None = None  # first record acknowledged since the last snapshot
+    counted_from: int | None = None  # first chained offset not in the last snapshot
 
 
 class Snapshotter:
@@ -48,7 +44,7 @@ class Snapshotter:
         self._partitions[partition] = _Partition(
             recovery.chained_claim + 1,
             recovery.checkpoints_claim + 1,
-            window_from=start if recovery.replayed else None,
+            counted_from=start if recovery.replayed else None,
         )
 
     def forget(self, partition: int) -> None:
@@ -61,8 +57,8 @@ class Snapshotter:
             if tracked is None:
                 continue
             if role == CHAINED:
-                if tracked.window_from is None:
-                    tracked.window_from = first
+                if tracked.counted_from is None:
+                    tracked.counted_from = first
                 tracked.chained_next = max(tracked.chained_next, last + 1)
             elif role == CHECKPOINTS:
                 tracked.checkpoints_next = max(tracked.checkpoints_next, last + 1)
@@ -74,8 +70,8 @@ class Snapshotter:
         return [
             partition
             for partition, tracked in self._partitions.items()
-            if tracked.window_from is not None
-            and tracked.chained_next - tracked.window_from >= self._every
+            if tracked.counted_from is not None
+            and tracked.chained_next - tracked.counted_from >= self._every
         ]
 
     def take(
@@ -87,15 +83,12 @@ class Snapshotter:
         reported through :meth:`acknowledged`.
         """
         tracked = self._partitions[partition]
-        assert self._codec is not None and tracked.window_from is not None
+        assert self._codec is not None
         position = SnapshotPosition(
             chained_next=tracked.chained_next,
             checkpoints_next=tracked.checkpoints_next,
-            # What an uninterrupted worker's duplicate window is sure to hold, and no
-            # more: a restart never reads a long history back.
-            window_from=max(0, tracked.chained_next - WINDOW_RECORDS),
             records=sum(log.head.seq for log in sequencer.tenants.values()),
         )
-        tracked.window_from = None
+        tracked.counted_from = None
         return snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
                                  position=position, snapshot_codec=self._codec)  # fmt: skip

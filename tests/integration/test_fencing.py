@@ -84,9 +84,9 @@ class Owner:
         )  # fmt: skip
         self.chained_next = self._produce(self.settings.chained_topic, value) + 1
 
-    def snapshot(self, window_from: int = 0, state: bytes | None = None) -> SnapshotPosition:
+    def snapshot(self, state: bytes | None = None) -> SnapshotPosition:
         """Publish this owner's state as of its last write (``state``: other bytes)."""
-        position = SnapshotPosition(self.chained_next, 1, window_from, self.chained_next)
+        position = SnapshotPosition(self.chained_next, 1, self.chained_next)
         values = snapshot_messages(self.sequencer, None, partition=0, epoch=self.epoch,
                                    position=position, snapshot_codec=codec(SNAPSHOT))  # fmt: skip
         if state is not None:
@@ -187,7 +187,7 @@ def test_recovery_starts_from_the_newest_snapshot_it_admits(
     full.take_over()
     assert full.recovery is not None and full.recovery.replayed == 15
     assert _head(b) == _head(full) == _head(a)
-    # The ids before the snapshot were read back into the duplicate window.
+    # The duplicate window came with the snapshot.
     assert b.sequencer.offer("acme", "e3", canonical_leaf(_event(3)), 100).outcome == DUPLICATE
 
     a.write(_event(15, "-zombie"), 15)  # fenced: A lost the partition long ago
@@ -207,11 +207,12 @@ def test_recovery_starts_from_the_newest_snapshot_it_admits(
     assert _head(d) == _head(c)
 
     d.write(_event(17), 17)
-    d.snapshot(window_from=first.chained_next)
+    d.snapshot()
     e = Owner(settings, "worker-e")
     e.take_over()
     assert e.recovery is not None and e.recovery.snapshot is not None
     assert e.recovery.replayed == 0 and _head(e) == _head(d)
-    # Its window was rebuilt from first.chained_next on: e12 is known, e3 is not.
+    # The window D rebuilt by a full replay came with its snapshot.
     assert e.sequencer.offer("acme", "e12", canonical_leaf(_event(12)), 200).outcome == DUPLICATE
-    assert e.sequencer.offer("acme", "e3", canonical_leaf(_event(3)), 201).outcome != DUPLICATE
+    assert e.sequencer.offer("acme", "e3", canonical_leaf(_event(3)), 201).outcome == DUPLICATE
+    assert e.sequencer.offer("acme", "new", canonical_leaf(_event(99)), 202).outcome != DUPLICATE

@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 
+from authtrail.errors import FormatError
 from stream.id_window import IdWindow
 
 
@@ -42,3 +43,27 @@ def test_always_keeps_the_newest_half_and_never_more_than_size() -> None:
 def test_refuses_a_window_that_cannot_hold_anything() -> None:
     with pytest.raises(ValueError):
         IdWindow(1)
+
+
+def test_round_trips_through_bytes_with_the_same_memory_of_ids() -> None:
+    window = IdWindow(6)
+    for n in range(5):  # two generations: 3 older, 2 newer
+        window.add("acme", f"e{n}", _leaf(str(n)))
+    copy = IdWindow(6)
+    copy.load(window.to_bytes())
+    assert copy.to_bytes() == window.to_bytes()
+    for n in range(5):
+        assert copy.same_content("acme", f"e{n}", _leaf(str(n))) is True
+    for n in (5, 6):  # e6 rotates the generations, exactly as in the original
+        copy.add("acme", f"e{n}", _leaf(str(n)))
+        window.add("acme", f"e{n}", _leaf(str(n)))
+    assert copy.to_bytes() == window.to_bytes()
+    assert copy.same_content("acme", "e0", _leaf("0")) is None
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\0" * 7, b"\0" * 8 + b"x" * 31, (5).to_bytes(8) + b"x" * 64]
+)
+def test_refuses_malformed_bytes(data: bytes) -> None:
+    with pytest.raises(FormatError):
+        IdWindow(4).load(data)

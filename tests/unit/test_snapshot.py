@@ -49,6 +49,9 @@ def test_restored_sequencer_continues_like_the_uninterrupted_one(cut: int) -> No
     if cut > 3:  # the kept id survived the snapshot
         tenant = events[3][0]
         assert restored.offer(tenant, "keep:decision", events[3][2], 10_000).outcome == DUPLICATE
+    if cut > 0:  # the duplicate window came with the snapshot
+        tenant, event_id, leaf = events[0]
+        assert restored.offer(tenant, event_id, leaf, 20_000).outcome == DUPLICATE
 
 
 def test_an_open_batch_survives_and_closes_with_the_same_root() -> None:
@@ -93,8 +96,9 @@ def _tamper(data: bytes, change) -> bytes:
         lambda data: _tamper(data, lambda s: s["tenants"][0].update(tree="!!")),
         lambda data: _tamper(data, lambda s: s["tenants"][0]["checkpoint"].update(size=0)),
         lambda data: _tamper(data, lambda s: s.pop("tenants")),
+        lambda data: _tamper(data, lambda s: s.update(window="AAAA")),
     ],
-    ids=["truncated", "garbage", "format", "seq", "tree", "checkpoint", "missing"],
+    ids=["truncated", "garbage", "format", "seq", "tree", "checkpoint", "missing", "window"],
 )
 def test_damaged_snapshots_are_refused(damage) -> None:
     before = _sequencer()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from schemas import SNAPSHOT
 from stream.app import codec
 from stream.recovery import Recovery, SnapshotPosition
-from stream.snapshotter import CHAINED, CHECKPOINTS, WINDOW_RECORDS, Snapshotter
+from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 from tests.unit.test_sequencer import _events, _run
 from tests.unit.test_snapshot import _sequencer
 
@@ -25,7 +25,7 @@ def test_due_after_every_records_and_positioned_after_what_was_acknowledged() ->
     (value,) = snapshotter.take(0, sequencer, None, epoch=3)
     record = SNAPSHOTS.decode(value)
     assert (record["chained_next"], record["checkpoints_next"]) == (142, 10)
-    assert (record["window_from"], record["records"], record["epoch"]) == (0, 20, 3)
+    assert (record["records"], record["epoch"]) == (20, 3)
     assert snapshotter.due() == []  # counting starts over
     snapshotter.acknowledged({(CHAINED, 0): (142, 240)})
     assert snapshotter.due() == []
@@ -51,18 +51,14 @@ def test_nothing_acknowledged_nothing_due_and_zero_means_never() -> None:
 def test_records_replayed_by_a_recovery_count_towards_the_next_snapshot() -> None:
     """A worker restarted every few thousand records must still snapshot."""
     snapshotter = Snapshotter(100, SNAPSHOTS)
-    position = SnapshotPosition(chained_next=500, checkpoints_next=20, window_from=400,
-                                records=450)  # fmt: skip
+    position = SnapshotPosition(chained_next=500, checkpoints_next=20, records=450)
     snapshotter.recovered(0, Recovery(90, epoch=4, snapshot=position, chained_claim=590,
                                       checkpoints_claim=30))  # fmt: skip
     snapshotter.acknowledged({(CHAINED, 0): (591, 600)})
     assert snapshotter.due() == [0]  # 90 replayed + 10 new since the snapshot at 500
-    (value,) = snapshotter.take(0, _sequencer(), None, epoch=4)
-    assert SNAPSHOTS.decode(value)["window_from"] == 0
+    snapshotter.take(0, _sequencer(), None, epoch=4)
+    assert snapshotter.due() == []
     fresh = Snapshotter(100, SNAPSHOTS)
     fresh.recovered(1, Recovery(500_000, epoch=1, chained_claim=500_000, checkpoints_claim=9))
     fresh.acknowledged({(CHAINED, 1): (500_001, 500_001)})
     assert fresh.due() == [1]  # a long history replayed from the start
-    (value,) = fresh.take(1, _sequencer(), None, epoch=1)
-    # Only the ids an uninterrupted worker is sure to remember are read back.
-    assert SNAPSHOTS.decode(value)["window_from"] == 500_002 - WINDOW_RECORDS
