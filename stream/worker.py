@@ -176,7 +176,14 @@ class SequencerWorker:
             await self._snapshot_due()
 
     async def close_due_batches(self) -> None:
-        """Timer hook: close batches that are due even when no events arrive."""
+        """Timer hook: close batches that are due even when no events arrive.
+
+        Returns at once while the agent or a rebalance holds the lock: :meth:`process`
+        closes due batches itself before it returns, and a timer queued behind a long
+        batch only delayed the next one (Faust logged each as "overlapping").
+        """
+        if self._lock.locked():
+            return
         async with self._lock:
             if self._close_due():
                 await self._flush()

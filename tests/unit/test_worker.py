@@ -327,3 +327,26 @@ def test_a_failed_delivery_stops_the_process_before_any_checkpoint() -> None:
     # The first flush (the records) failed: nothing after it, no checkpoint, no return.
     assert result.stdout.splitlines() == ["['chained']"]
     assert "publish failed" in result.stderr
+
+
+def test_the_timer_does_not_queue_behind_a_batch_in_flight() -> None:
+    class SlowFlush(Harness):
+        release: asyncio.Event
+
+        async def flush(self) -> None:
+            await self.release.wait()  # the broker has not acknowledged yet
+            await super().flush()
+
+    async def scenario() -> None:
+        harness = SlowFlush([_event(n) for n in range(2)])
+        harness.release = asyncio.Event()
+        records = [InputRecord(2, n, b"acme", harness.inputs[n]) for n in range(2)]
+        batch = asyncio.create_task(harness.worker.process(records))
+        await asyncio.sleep(0.01)
+        assert not batch.done()
+        await asyncio.wait_for(harness.worker.close_due_batches(), timeout=1)  # returns
+        harness.release.set()
+        await batch
+        assert harness.acknowledged == len(harness.published) == 2
+
+    asyncio.run(scenario())
