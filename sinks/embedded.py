@@ -187,12 +187,15 @@ class EmbeddedBackend:
         with self._connection(read_only=self.read_only) as session:
             _check_statement(session, sql, read_only=self.read_only)
             try:
-                table = session.query(sql, "ArrowTable", params=bound)
+                # "Arrow" (IPC bytes), not "ArrowTable": chdb builds the latter through
+                # pandas, an import of ~0.3 CPU-s in every CLI command that queries.
+                result = session.query(sql, "Arrow", params=bound)
             except RuntimeError as exc:
                 raise _store_error(exc) from exc
-        if not isinstance(table, pa.Table):
-            raise StoreError(f"expected an Arrow table from chdb, got {type(table).__name__}")
-        return table
+        try:
+            return pa.ipc.open_file(pa.py_buffer(result.bytes())).read_all()
+        except (pa.ArrowInvalid, AttributeError) as exc:
+            raise StoreError(f"unreadable Arrow result from chdb: {exc}") from exc
 
     def close(self) -> None:
         """Close both connections (idempotent); the directory is free for another process."""
