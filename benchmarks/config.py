@@ -64,9 +64,6 @@ class RunConfig:
         return asdict(self)
 
 
-LINGER_10MS = (("PRODUCER_LINGER", "0.01"), ("PRODUCER_MAX_BATCH_SIZE", "1000000"))
-
-
 def full() -> RunConfig:
     """The full run (about 35 minutes on the 2-core reference machine)."""
     authtrail_events, plain_events = 60_000, 300_000
@@ -108,8 +105,6 @@ def full() -> RunConfig:
             at(AUTHTRAIL, 10_000),
             at(PLAIN, 10_000),
             at(AUTHTRAIL, 100, workers=2),
-            # Faust reads PRODUCER_LINGER: lets the worker's per-record sends share requests.
-            at(AUTHTRAIL, 100, label="linger10ms", worker_environment=LINGER_10MS),
             at(AUTHTRAIL, 100, profile=True),
         ),
         flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),

@@ -53,7 +53,7 @@ class StackConfig:
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 1000
     # Extra environment for the workers, to try a setting without editing the product
-    # (Faust reads e.g. PRODUCER_LINGER); ``label`` names such a variant.
+    # (e.g. AUTHTRAIL_PRODUCER_LINGER_MS); ``label`` names such a variant.
     worker_environment: tuple[tuple[str, str], ...] = ()
     label: str = ""
 
