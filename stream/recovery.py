@@ -37,6 +37,16 @@ _LOG = logging.getLogger(__name__)
 _POLL_SECONDS = 1.0
 # Kafka's default message.max.bytes is ~1 MB; snapshots are split below it.
 SNAPSHOT_PART_BYTES = 512 * 1024
+# Keys in the snapshots topic, which is compacted (stream/app.py): what survives is the
+# newest claim (the highest epoch, which fences) and the newest value of each part index.
+CLAIM_KEY = b"claim"
+
+
+def snapshot_part_key(index: int) -> bytes:
+    """The key of part ``index`` of a snapshot (see :data:`CLAIM_KEY`)."""
+    return b"part-%d" % index
+
+
 _BATCH = 10_000
 _STALL_SECONDS = 30.0
 
@@ -388,7 +398,8 @@ def _publish_claims(
          "claimed_at": time.time_ns() // 1000}
     )  # fmt: skip
     for topic in topics:
-        producer.produce(topic, value, partition=partition, on_delivery=delivered)
+        # Keyed for the compacted snapshots topic, which keeps the newest claim.
+        producer.produce(topic, value, CLAIM_KEY, partition=partition, on_delivery=delivered)
     if producer.flush(30) or errors or len(offsets) != len(topics):
         raise ConfigurationError(f"partition {partition}: claim not acknowledged: {errors}")
     return offsets

@@ -34,7 +34,7 @@ from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.guard import Guard
 from stream.log_limit import RateLimitedLog
-from stream.recovery import Recovery
+from stream.recovery import Recovery, snapshot_part_key
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
@@ -359,8 +359,9 @@ class SequencerWorker:
         for partition in due:
             guard, epoch = self._guards.get(partition), self._epochs[partition]
             sequencer = self._sequencers[partition]
-            for value in self._snapshotter.take(partition, sequencer, guard, epoch):
-                self._publish(SNAPSHOTS, None, value, partition)
+            parts = self._snapshotter.take(partition, sequencer, guard, epoch)
+            for index, value in enumerate(parts):
+                self._publish(SNAPSHOTS, snapshot_part_key(index), value, partition)
             self.counters.snapshots += 1
         if due:
             await self._flush()

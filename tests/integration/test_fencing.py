@@ -26,7 +26,14 @@ from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.canonical import canonical_leaf
 from stream.note import Signer, generate_key_strings, make_keyring
-from stream.recovery import Recovery, SnapshotPosition, Topics, recover, snapshot_messages
+from stream.recovery import (
+    Recovery,
+    SnapshotPosition,
+    Topics,
+    recover,
+    snapshot_messages,
+    snapshot_part_key,
+)
 from stream.sequencer import DUPLICATE, Sequencer
 from tests.integration.broker_fixtures import running_broker
 
@@ -92,17 +99,17 @@ class Owner:
         if state is not None:
             record = {**codec(SNAPSHOT).decode(values[0]), "state": state, "parts": 1}
             values = [codec(SNAPSHOT).encode(record)]
-        for value in values:
-            self._produce(self.settings.snapshots_topic_name, value)
+        for index, value in enumerate(values):
+            self._produce(self.settings.snapshots_topic_name, value, snapshot_part_key(index))
         return position
 
-    def _produce(self, topic: str, value: bytes) -> int:
+    def _produce(self, topic: str, value: bytes, key: bytes = b"acme") -> int:
         offsets: list[int] = []
 
         def delivered(error: object, message: Message) -> None:
             offsets.append(message.offset())
 
-        self.producer.produce(topic, value, b"acme", partition=0, on_delivery=delivered)
+        self.producer.produce(topic, value, key, partition=0, on_delivery=delivered)
         assert self.producer.flush(10) == 0 and offsets
         return offsets[0]
 
