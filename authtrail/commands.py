@@ -50,6 +50,7 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
+    from authtrail.metrics import MetricsServer, counter_families
     from authtrail.topics import check_reachable, ensure_topics
     from sinks.service import build_sink, open_backend
     from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
@@ -65,10 +66,19 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     backend = open_backend(settings)
+    metrics = None
     try:
         config = SHORT_CONSUMER_CONFIG if args.short_timeouts else None
-        build_sink(settings, backend, consumer_config=config).run(stop)
+        sink = build_sink(settings, backend, consumer_config=config)
+        if settings.sink_metrics_port:
+            metrics = MetricsServer(
+                settings.sink_metrics_port,
+                lambda: counter_families("authtrail_sink", sink.counters),
+            )
+        sink.run(stop)
     finally:
+        if metrics is not None:
+            metrics.close()
         backend.close()
     return EXIT_OK
 

@@ -74,6 +74,9 @@ class Settings:
     # latency cost: the flush that ends every batch sends at once. 20 ms measured best
     # of 1/5/20 (docs/PERFORMANCE.md).
     producer_linger_ms: int = 20
+    # Prometheus metrics on http://<host>:<port>/metrics (authtrail/metrics.py); 0: off.
+    worker_metrics_port: int = 0
+    sink_metrics_port: int = 0
     log_origin: str = "authtrail.local"
     signing_key: Path | None = None
     verifier_keys: tuple[Path, ...] = ()

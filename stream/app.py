@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from authtrail.metrics import MetricsServer, counter_families
 from authtrail.settings import Settings
 from authtrail.topics import TopicSpec
 from schemas import (
@@ -241,4 +242,17 @@ def run_worker(
 ) -> None:
     """Run the sequencer in this process until signalled (SIGTERM/SIGINT stop it)."""
     app = create_app(settings, signer, short_timeouts=short_timeouts, policies=policies)
-    faust.Worker(app, loglevel="info").execute_from_commandline()
+    metrics = None
+    if settings.worker_metrics_port:
+        worker = app.authtrail_worker  # type: ignore[attr-defined]
+        metrics = MetricsServer(
+            settings.worker_metrics_port,
+            lambda: counter_families(
+                "authtrail_worker", worker.counters, {"rejected": worker.rejected_by_kind}
+            ),
+        )
+    try:
+        faust.Worker(app, loglevel="info").execute_from_commandline()
+    finally:
+        if metrics is not None:
+            metrics.close()

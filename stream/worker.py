@@ -21,6 +21,7 @@ keeps each partition's records in the order they were enqueued.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -134,6 +135,7 @@ class SequencerWorker:
         self._next_offset: dict[int, int | None] = {}  # None: from the partition's start
         self._lock = asyncio.Lock()
         self.counters = Counters()
+        self.rejected_by_kind: collections.Counter[str] = collections.Counter()
         # Every rejection is stored whole (dead letters, `rejected`); a flood must not
         # turn into a flood of log lines.
         self._rejections_log = RateLimitedLog(_LOG)
@@ -334,6 +336,7 @@ class SequencerWorker:
 
     def _reject(self, record: InputRecord, kind: str, reason: str, tenant_id: str | None) -> None:
         self.counters.rejected += 1
+        self.rejected_by_kind[kind] += 1
         self._rejections_log.warning(kind, "rejected %s[%d]@%d: %s: %s", self._events_topic,
                                      record.partition, record.offset, kind, reason)  # fmt: skip
         value = self._dead_letter_codec.encode(

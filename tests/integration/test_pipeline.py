@@ -16,6 +16,7 @@ import re
 import signal
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from subprocess import Popen
 import pytest
 from confluent_kafka import Producer
 
-from authtrail.broker import LocalBroker
+from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.cli import main as authtrail
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
@@ -323,10 +324,17 @@ def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store
     pipeline.start_worker()
     event_ids = pipeline.produce(6000, seed=5)
     log = pipeline.tmp_path / "sink.log"
-    environment = {**pipeline.environment, "AUTHTRAIL_SINK_BATCH_ROWS": "300"}
+    metrics_port = free_loopback_port()
+    environment = {**pipeline.environment, "AUTHTRAIL_SINK_BATCH_ROWS": "300",
+                   "AUTHTRAIL_SINK_METRICS_PORT": str(metrics_port)}  # fmt: skip
     sink = start_python_module("authtrail.cli", ["sink", "--short-timeouts"], log, environment)
     try:
         wait_for_log_text(log, "records, ", sink, timeout=60)  # a first batch is stored
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            scraped = response.read().decode()
+        stored = re.search(r"^authtrail_sink_stored_records_total (\d+)$", scraped, re.M)
+        assert stored and int(stored.group(1)) > 0, scraped
     finally:
         stop_process_group(sink, signal.SIGKILL)
     partial = sum(len(rows) for rows in _stored(store).values())
@@ -340,6 +348,8 @@ def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store
 def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
     pipeline: Pipeline, store: Store
 ) -> None:
+    metrics_port = free_loopback_port()
+    pipeline.environment["AUTHTRAIL_WORKER_METRICS_PORT"] = str(metrics_port)
     pipeline.start_worker()
     garbage = [b"\x00not avro", b"\xc3\x01" + bytes(8) + b"unknown schema", b""]
     producer = Producer({"bootstrap.servers": pipeline.settings.bootstrap_servers})
@@ -364,6 +374,13 @@ def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
         "undecodable",
     ]
     assert all(row["reason"] for row in rejected)
+    # The same counts, live, for a Prometheus scrape of the worker.
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        scraped = response.read().decode()
+    assert 'authtrail_worker_rejected_total{kind="undecodable"} 2\n' in scraped
+    assert 'authtrail_worker_rejected_total{kind="unknown_schema"} 1\n' in scraped
+    assert re.search(r"^authtrail_worker_sequenced_total (\d+)$", scraped, re.M)
 
 
 @pytest.mark.parametrize("store", ["server"], indirect=True)
