@@ -245,6 +245,9 @@ def test_events_are_chained_stored_and_verified(
     _assert_exactly_once_and_gapless(store, event_ids)
     assert _verify(pipeline, store) == 0
     assert "0 damaged" in capsys.readouterr().err
+    # On the local broker every fetch waits its maximum (stream/app.py): kept short.
+    worker_log = (pipeline.tmp_path / "worker-0.log").read_text()
+    assert "consumer fetch wait shortened to 100 ms" in worker_log
 
     attacker = store.open()  # an attacker with write access to the database
     attacker.command(
