@@ -15,6 +15,7 @@ offset is at or below the highest restored source offset was already sequenced.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,9 @@ class Sequencer:
         self._monotonic = monotonic
         self.tenants: dict[str, TenantLog] = {}
         self.source_offset = -1  # highest input offset already sequenced
+        # (deadline, opened_at, tenant) of open batches, soonest first; may hold stale ones
+        self._deadlines: list[tuple[float, float, str]] = []
+        self._full: list[str] = []  # tenants whose batch filled up, for due_batches
         self._last_appended: str | None = None
 
     def _log(self, tenant_id: str) -> TenantLog:
@@ -137,11 +141,13 @@ class Sequencer:
 
     def _append(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> ChainLink:
         if log.batch.size == 0:
-            log.batch_opened_at = self._monotonic()
+            self._opened(log)
         log.head, link = log.head.append(leaf_hash)
         self._last_appended = log.tenant_id
         log.tree.append_leaf_hash(leaf_hash)
         log.batch.append_leaf_hash(leaf_hash)
+        if log.batch.size == self._batch_size:
+            self._full.append(log.tenant_id)
         self._remember(log, event_id, leaf_hash)
         return link
 
@@ -166,14 +172,28 @@ class Sequencer:
         return [tenant for tenant, log in self.tenants.items() if log.batch.size]
 
     def due_batches(self) -> list[str]:
-        """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``."""
-        deadline = self._monotonic() - self._batch_interval
-        return [
-            t
-            for t, log in self.tenants.items()
-            if log.batch.size
-            and (log.batch.size >= self._batch_size or log.batch_opened_at <= deadline)
-        ]
+        """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``.
+
+        Batch deadlines wait in a heap, so a call costs O(due · log tenants), not a scan of
+        every tenant (called after every agent batch and timer tick; 10 000 tenants made the
+        scan ~70 µs per event at half load).
+        """
+        due = dict.fromkeys(t for t in self._full if self.tenants[t].batch.size >= self._batch_size)
+        self._full.clear()
+        now = self._monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, opened_at, tenant = heapq.heappop(self._deadlines)
+            log = self.tenants[tenant]
+            # An entry is stale once its batch was closed (a newer one was pushed if the
+            # tenant opened another batch since).
+            if log.batch.size and log.batch_opened_at == opened_at:
+                due[tenant] = None
+        return list(due)
+
+    def _opened(self, log: TenantLog) -> None:
+        log.batch_opened_at = self._monotonic()
+        deadline = log.batch_opened_at + self._batch_interval
+        heapq.heappush(self._deadlines, (deadline, log.batch_opened_at, log.tenant_id))
 
     def close_batch(self, tenant_id: str) -> SignedCheckpoint:
         """Close the tenant's open batch: build and sign its checkpoint.
@@ -204,8 +224,11 @@ class Sequencer:
     def restore_tenant(self, log: TenantLog) -> None:
         """Adopt a tenant's state read from a snapshot (:mod:`stream.snapshot`); its open
         batch, if any, counts as opened now."""
-        log.batch_opened_at = self._monotonic()
         self.tenants[log.tenant_id] = log
+        if log.batch.size:
+            self._opened(log)
+        if log.batch.size >= self._batch_size:
+            self._full.append(log.tenant_id)
 
     def window_bytes(self) -> bytes | None:
         """The duplicate window as bytes for a snapshot (None: no window)."""

@@ -177,3 +177,25 @@ def test_ids_with_the_kept_prefix_are_never_forgotten() -> None:
         sequencer.offer("acme", f"e{offset}", f"event {offset}".encode(), offset)
     assert sequencer.offer("acme", "authtrail-lockout:x", b"lock", 10).outcome == DUPLICATE
     assert sequencer.offer("acme", "e1", b"event 1", 11).outcome == SEQUENCED  # window: 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_due_batches_are_exactly_those_full_or_older_than_the_interval(seed: int) -> None:
+    """The deadline heap answers what a scan of every tenant would (stream/sequencer.py)."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    sequencer = _sequencer(batch_size=5, clock=clock)
+    for offset in range(2000):
+        clock.now += rng.choice([0.0, 0.0, 0.1, 0.3, 1.5])
+        tenant = f"t{rng.randrange(12)}"
+        sequencer.offer(tenant, f"e{offset}", f"leaf {offset}".encode(), offset)
+        if rng.random() < 0.3:
+            expected = {
+                name for name, log in sequencer.tenants.items()
+                if log.batch.size
+                and (log.batch.size >= 5 or log.batch_opened_at <= clock.now - 1.0)
+            }  # fmt: skip
+            due = sequencer.due_batches()
+            assert len(due) == len(set(due)) and set(due) == expected
+            for name in due:
+                sequencer.close_batch(name)
