@@ -68,7 +68,7 @@ class KafkaPublisher:
         # (role, partition) -> (first, last) offset acknowledged since take_acknowledged()
         self._acknowledged: dict[tuple[str, int], tuple[int, int]] = {}
         self._failures: list[str] = []
-        self._failures_lock = threading.Lock()  # callbacks run in the flushing thread
+        self._reports_lock = threading.Lock()  # delivery callbacks run in the flushing thread
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -111,7 +111,7 @@ class KafkaPublisher:
         if len(self._producer):  # records or delivery reports still queued
             # flush() blocks (it also serves the delivery callbacks): keep the loop running.
             remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush)
-        with self._failures_lock:
+        with self._reports_lock:
             failures, self._failures = self._failures, []
         if remaining:
             failures.append(f"{remaining} records still undelivered after flush")
@@ -132,7 +132,7 @@ class KafkaPublisher:
     def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
         """``(role, partition) -> (first, last)`` offsets of the tracked roles acknowledged
         since the previous call (complete for everything enqueued before the last flush)."""
-        with self._failures_lock:
+        with self._reports_lock:
             acknowledged, self._acknowledged = self._acknowledged, {}
         return acknowledged
 
@@ -146,7 +146,7 @@ class KafkaPublisher:
         if role is None or partition is None or offset is None:
             return
         key = (role, partition)
-        with self._failures_lock:
+        with self._reports_lock:
             first, last = self._acknowledged.get(key, (offset, offset))
             self._acknowledged[key] = (min(first, offset), max(last, offset))
 
@@ -159,5 +159,5 @@ class KafkaPublisher:
             _LOG.warning("output producer: %s", error.str())
 
     def _record(self, failure: str) -> None:
-        with self._failures_lock:
+        with self._reports_lock:
             self._failures.append(failure)

@@ -110,8 +110,7 @@ class Sequencer:
         self.source_offset = -1  # highest input offset already sequenced
         # (deadline, opened_at, tenant) of open batches, soonest first; may hold stale ones
         self._deadlines: list[tuple[float, float, str]] = []
-        self._full: list[str] = []  # tenants whose batch filled up, for due_batches
-        self._last_appended: str | None = None
+        self._full: list[str] = []  # tenants whose batch filled up since it was last asked
 
     def _log(self, tenant_id: str) -> TenantLog:
         log = self.tenants.get(tenant_id)
@@ -143,7 +142,6 @@ class Sequencer:
         if log.batch.size == 0:
             self._opened(log)
         log.head, link = log.head.append(leaf_hash)
-        self._last_appended = log.tenant_id
         log.tree.append_leaf_hash(leaf_hash)
         log.batch.append_leaf_hash(leaf_hash)
         if log.batch.size == self._batch_size:
@@ -163,9 +161,14 @@ class Sequencer:
             self._recent_ids.add(log.tenant_id, event_id, leaf_hash)
 
     def full_batches(self) -> list[str]:
-        """Tenants whose open batch reached ``batch_size`` (at most the last appended one)."""
-        log = self.tenants.get(self._last_appended) if self._last_appended else None
-        return [log.tenant_id] if log is not None and log.batch.size >= self._batch_size else []
+        """Tenants whose open batch reached ``batch_size`` since the previous call (of this
+        or :meth:`due_batches`): after each offer, at most the tenant just appended to.
+        Each is returned once: the caller closes it (:meth:`close_batch`)."""
+        full = [
+            t for t in dict.fromkeys(self._full) if self.tenants[t].batch.size >= self._batch_size
+        ]
+        self._full.clear()
+        return full
 
     def open_batches(self) -> list[str]:
         """Tenants with events not yet covered by a checkpoint."""
@@ -178,8 +181,7 @@ class Sequencer:
         every tenant (called after every agent batch and timer tick; 10 000 tenants made the
         scan ~70 µs per event at half load).
         """
-        due = dict.fromkeys(t for t in self._full if self.tenants[t].batch.size >= self._batch_size)
-        self._full.clear()
+        due = dict.fromkeys(self.full_batches())
         now = self._monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, opened_at, tenant = heapq.heappop(self._deadlines)

@@ -199,44 +199,41 @@ class SequencerWorker:
             await self._flush()
 
     async def _recovered_sequencer(self, partition: int) -> Sequencer:
-        """The sequencer of a partition this worker just got: rebuilt from Kafka."""
-        sequencer = self._sequencers.get(partition)
-        if sequencer is None:
-            sequencer = self._new_sequencer()
-            guard = self._new_guard() if self._new_guard is not None else None
-            started = time.monotonic()
-            recovered = await asyncio.get_running_loop().run_in_executor(
-                None, self._recover, sequencer, partition, guard
-            )
-            self._epochs[partition], replayed = recovered.epoch, recovered.replayed
-            self._snapshotter.recovered(partition, recovered)
-            if guard is not None:
-                self._guards[partition] = guard
-                for decision in guard.unpublished():  # decided before a crash, never logged
-                    self._publish_decision(partition, decision)
-            start = recovered.snapshot
-            _LOG.info(
-                "partition %d: recovered %d records of %d tenants in %.1f s, %s",
-                partition, replayed, len(sequencer.tenants), time.monotonic() - started,
-                f"after a snapshot of {start.records} records" if start else "from the start",
-            )  # fmt: skip
-            self._sequencers[partition] = sequencer
-            restored = sequencer.source_offset
-            self._next_offset[partition] = restored + 1 if restored >= 0 else None
+        """The sequencer of a partition this worker just got (none yet): rebuilt from Kafka."""
+        sequencer = self._new_sequencer()
+        guard = self._new_guard() if self._new_guard is not None else None
+        started = time.monotonic()
+        recovered = await asyncio.get_running_loop().run_in_executor(
+            None, self._recover, sequencer, partition, guard
+        )
+        self._epochs[partition], replayed = recovered.epoch, recovered.replayed
+        self._snapshotter.recovered(partition, recovered)
+        if guard is not None:
+            self._guards[partition] = guard
+            for decision in guard.unpublished():  # decided before a crash, never logged
+                self._publish_decision(partition, decision)
+        start = recovered.snapshot
+        _LOG.info(
+            "partition %d: recovered %d records of %d tenants in %.1f s, %s",
+            partition, replayed, len(sequencer.tenants), time.monotonic() - started,
+            f"after a snapshot of {start.records} records" if start else "from the start",
+        )  # fmt: skip
+        self._sequencers[partition] = sequencer
+        restored = sequencer.source_offset
+        self._next_offset[partition] = restored + 1 if restored >= 0 else None
         return sequencer
 
     async def _in_order(self, record: InputRecord, expected: int | None) -> list[InputRecord]:
         """``record``, preceded by any input the consumer skipped; [] if already handled.
 
-        ``expected``: the partition's next offset (None: from its start). Offsets of a
+        ``expected``: the partition's next offset (None: from its start); :meth:`process`
+        handles ``record.offset == expected`` itself, without this await. Offsets of a
         topic without transactions are contiguous, so a jump means the consumer did not
         deliver some records (faust-streaming was seen to skip a few after a restart on
         the local broker). They are read directly, so none is lost.
         """
         if expected is not None and record.offset < expected:
             return []
-        if expected is not None and record.offset == expected:
-            return [record]
         missing = await asyncio.get_running_loop().run_in_executor(
             None, self._fetch, record.partition, expected, record.offset
         )
