@@ -172,21 +172,12 @@ def bad_input_flood(
     """Bursts of 2-5 s in which 80 % of the messages are undecodable or of an unknown
     schema (random bytes, empty, unknown fingerprint, truncated, Confluent-framed),
     interleaved with good events of the same tenants and partitions."""
-    _busy(pipeline)
-    faults = []
-    began = time.monotonic()
-    for _ in range(iterations):
-        pipeline.sleep(rng.uniform(0.5, 2.0))
-        length = rng.uniform(2.0, 5.0)
-        at = time.monotonic() - began
-        load.bad_share = 0.8
-        try:
-            pipeline.sleep(length)
-        finally:
-            load.bad_share = 0.0
-        faults.append(Fault("bad-input flood", at, length, _worker_phase(pipeline)))
-    _settle(pipeline, rng)
-    return faults
+
+    def share(value: float) -> None:
+        load.bad_share = value
+
+    return _bursts(pipeline, rng, iterations, "bad-input flood", share, 0.8,
+                   pause=(0.5, 2.0), length=(2.0, 5.0))  # fmt: skip
 
 
 def miskeyed_events(
@@ -195,19 +186,34 @@ def miskeyed_events(
     """Bursts of 1-3 s in which 5 % of the good events carry another tenant's id as Kafka
     key, one that maps to another partition (a producer not using the SDK). Each must end
     up chained once in its own tenant's chain, or in ``rejected``: never forked or lost."""
+
+    def share(value: float) -> None:
+        load.miskey_share = value
+
+    return _bursts(pipeline, rng, iterations, "mis-keyed events", share, 0.05,
+                   pause=(1.0, 3.0), length=(1.0, 3.0))  # fmt: skip
+
+
+def _bursts(
+    pipeline: Pipeline, rng: random.Random, iterations: int, label: str,
+    set_share: Callable[[float], None], share: float, *, pause: tuple[float, float],
+    length: tuple[float, float],
+) -> list[Fault]:  # fmt: skip
+    """``iterations`` bursts of ``length`` s (after ``pause`` s each) during which
+    ``set_share(share)`` alters the running load; then the pipeline settles."""
     _busy(pipeline)
     faults = []
     began = time.monotonic()
     for _ in range(iterations):
-        pipeline.sleep(rng.uniform(1.0, 3.0))
-        length = rng.uniform(1.0, 3.0)
+        pipeline.sleep(rng.uniform(*pause))
+        seconds = rng.uniform(*length)
         at = time.monotonic() - began
-        load.miskey_share = 0.05
+        set_share(share)
         try:
-            pipeline.sleep(length)
+            pipeline.sleep(seconds)
         finally:
-            load.miskey_share = 0.0
-        faults.append(Fault("mis-keyed events", at, length, _worker_phase(pipeline)))
+            set_share(0.0)
+        faults.append(Fault(label, at, seconds, _worker_phase(pipeline)))
     _settle(pipeline, rng)
     return faults
 
