@@ -1,9 +1,21 @@
-"""A fast writer for flat records of integers and fixed-size bytes, compiled once.
+"""A fast writer for flat records of scalar fields, compiled once per schema.
 
-The worker writes the fields that follow the spliced event in every chained record
-(seq, three SHA-256 digests, source partition and offset, epoch):
-:meth:`schemas.codec.SingleObjectCodec.encode_spliced`. The bytes are those of Avro's
-binary encoding (zig-zag varints, fixed as is), so they equal fastavro's; tests compare.
+fastavro's ``schemaless_writer`` costs ~5 µs per call even for a few fields, and the
+conformance check it needs (:mod:`schemas._conformance`) as much again; for a small
+record the two are most of the cost of producing it. Two paths write small flat records
+often enough for that to matter:
+
+* the worker's hot path: the fields that follow the spliced event in every chained record
+  (seq, three SHA-256 digests, source partition and offset, epoch):
+  :meth:`schemas.codec.SingleObjectCodec.encode_spliced`;
+* dead letters: under a flood of bad input every rejected message costs the worker one
+  DeadLetter record, and encoding it through fastavro was ~25 of the ~34 µs a reject cost.
+
+:func:`compile_flat_writer` compiles records whose fields are int, long, boolean, bytes,
+string or fixed, each possibly ``["null", T]``; anything else is left to fastavro. The
+bytes are those of Avro's binary encoding (zig-zag varints, length-prefixed bytes and
+UTF-8, fixed as is, the branch index before a union's value), so they equal fastavro's;
+tests compare on generated records.
 """
 
 from __future__ import annotations
@@ -13,75 +25,178 @@ from typing import Any
 
 from authtrail.errors import InvalidArgumentError
 
+#: Appends to the parts of a record (b"".join takes bytearrays too, unconverted).
+_Append = Callable[[bytes | bytearray], None]
+#: Appends the Avro encoding of a value to the parts of a record, or raises _Mismatch.
+_Encode = Callable[[Any, _Append], None]
 
-def compile_flat_writer(parsed: Any, name: str) -> Callable[[Mapping[str, Any]], bytes] | None:
+_NULL_BRANCH = b"\x00"  # union index 0: null (Avro requires a null default to be first)
+_VALUE_BRANCH = b"\x02"  # union index 1, zig-zag encoded
+
+
+def compile_flat_writer(
+    parsed: Any, name: str, check: Callable[[Any], None]
+) -> Callable[[Mapping[str, Any]], bytes] | None:
     """A writer for ``parsed`` (as ``fastavro.parse_schema`` returns it) when it is a record
-    of only int, long and fixed fields; else None. ``name`` is for messages.
+    whose fields are int, long, boolean, bytes, string or fixed, or a union of null (first)
+    and one of those; else None.
 
-    The writer returns the record's Avro body and raises :class:`InvalidArgumentError`
-    for a missing field without default, a field the schema lacks, a value out of range
-    or a fixed value of the wrong size or type.
-
-    fastavro's ``schemaless_writer`` costs ~5 µs per call even for a few integers, plus
-    ~3 µs for the conformance check; this one writes the same bytes in ~2 µs with the
-    same checks (range, size, no missing or extra field). It serves the worker's hot path
-    (the fields after the spliced event in every chained record).
+    ``check`` is the conformance check of ``parsed`` (``compile_check``). The writer
+    rejects exactly what it rejects (a missing field without default, a field the schema
+    lacks, a value of the wrong type, out of range or of the wrong size, ``bool`` where a
+    number is due, ``bytearray`` where bytes are) and then calls it to raise
+    :class:`InvalidArgumentError`, so messages do not depend on which path wrote. Text
+    UTF-8 cannot encode (a lone surrogate) raises it too, naming ``name`` and the field.
     """
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         return None
     named = parsed.get("__named_schemas", {})
-    problem = f"record does not match {name}"
-    # (name, fixed size (0: long, -1: int), default or _REQUIRED, where for messages)
-    layout: list[tuple[str, int, Any, str]] = []
+    # (name, encode, optional, encoded default or None when the field is required)
+    layout: list[tuple[str, _Encode, bool, bytes | None]] = []
     for field in parsed["fields"]:
-        kind = field["type"]
-        kind = named.get(kind, kind) if isinstance(kind, str) else kind
-        if kind in ("int", "long"):
-            size = -1 if kind == "int" else 0
-        elif isinstance(kind, dict) and kind.get("type") == "fixed":
-            size = int(kind["size"])
-        else:
+        compiled = _field_encoder(field["type"], named)
+        if compiled is None:
             return None
-        where = f"{problem}: field {field['name']!r}"
-        layout.append((field["name"], size, field.get("default", _REQUIRED), where))
+        encode, optional = compiled
+        default = None
+        if "default" in field:
+            default = _encoded_default(field["default"], encode, optional)
+            if default is None:  # a default we would not write as fastavro does
+                return None
+        layout.append((field["name"], encode, optional, default))
     names = frozenset(entry[0] for entry in layout)
 
     def write(record: Mapping[str, Any]) -> bytes:
-        parts: list[bytes] = []
-        for field_name, size, default, where in layout:
-            value = record.get(field_name, default)
-            if size > 0:
-                if not isinstance(value, bytes) or len(value) != size:
-                    shown = "nothing" if value is _REQUIRED else type(value).__name__
-                    raise InvalidArgumentError(f"{where}: expected {size} bytes, got {shown}")
-                parts.append(value)
-            else:
-                parts.append(_varint(value, where, 31 if size else 63))
-        if not names.issuperset(record):
-            extra = ", ".join(sorted(set(record) - names))
-            raise InvalidArgumentError(f"{problem}: fields not in the schema: {extra}")
+        parts: list[bytes | bytearray] = []
+        append = parts.append
+        field_name = ""
+        try:
+            if type(record) is not dict and not isinstance(record, Mapping):
+                raise _Mismatch
+            for field_name, encode, optional, default in layout:
+                value = record.get(field_name, _MISSING)
+                if value is _MISSING:
+                    if default is None:
+                        raise _Mismatch
+                    append(default)
+                elif optional and value is None:
+                    append(_NULL_BRANCH)
+                else:
+                    if optional:
+                        append(_VALUE_BRANCH)
+                    encode(value, append)
+            if not names.issuperset(record):
+                raise _Mismatch
+        except (_Mismatch, UnicodeEncodeError) as exc:
+            check(record)  # raises for everything but text UTF-8 cannot encode
+            raise InvalidArgumentError(
+                f"cannot encode {name}: field {field_name!r}: {exc}"
+            ) from exc
         return b"".join(parts)
 
     return write
 
 
-_REQUIRED = object()  # a field without a default
+class _Mismatch(Exception):
+    """A value the conformance check rejects; it words the message."""
 
 
-def _varint(value: Any, where: str, bits: int) -> bytes:
-    """Avro zig-zag varint of ``value``, an int of ``bits`` + 1 bits (31: int, 63: long)."""
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or not -(1 << bits) <= value < 1 << bits
-    ):
-        kind = "int" if bits == 31 else "long"
-        shown = "nothing" if value is _REQUIRED else repr(value)[:60]
-        raise InvalidArgumentError(f"{where}: expected {kind}, got {shown}")
-    number = (value << 1) ^ (value >> 63)  # in range, value >> 63 == value >> bits
+_MISSING = object()
+
+
+def _field_encoder(kind: Any, named: Mapping[str, Any]) -> tuple[_Encode, bool] | None:
+    """The encoder of a field of type ``kind`` and whether it is ``["null", T]``."""
+    optional = isinstance(kind, list)
+    if optional:
+        if len(kind) != 2 or kind[0] != "null":
+            return None
+        kind = kind[1]
+    if isinstance(kind, str):
+        kind = named.get(kind, kind)  # a named fixed defined in an earlier field
+    if isinstance(kind, dict):
+        if kind.get("type") == "fixed":
+            return _fixed(int(kind["size"])), optional
+        kind = kind.get("type")  # {"type": "long"}, left of {"type": "long", "logicalType": ...}
+    encode = _PRIMITIVES.get(kind) if isinstance(kind, str) else None
+    return None if encode is None else (encode, optional)
+
+
+def _encoded_default(default: Any, encode: _Encode, optional: bool) -> bytes | None:
+    """The encoding of a field's default, or None for a default this module does not
+    write as fastavro would (a bytes or fixed default, JSON text in Avro schemas)."""
+    if optional:
+        return _NULL_BRANCH if default is None else None  # Avro: the first branch's type
+    parts: list[bytes | bytearray] = []
+    try:
+        encode(default, parts.append)
+    except (_Mismatch, UnicodeEncodeError):
+        return None
+    return b"".join(parts)
+
+
+_ONE_BYTE = tuple(bytes((number,)) for number in range(0x80))
+
+
+def _varint(number: int) -> bytes | bytearray:
+    """Avro's varint of a non-negative ``number`` (already zig-zag encoded)."""
+    if number < 0x80:
+        return _ONE_BYTE[number]
     out = bytearray()
     while number > 0x7F:
         out.append((number & 0x7F) | 0x80)
         number >>= 7
     out.append(number)
-    return bytes(out)
+    return out
+
+
+def _integer(bits: int) -> _Encode:
+    low, high = -(1 << bits), (1 << bits) - 1
+
+    def encode(value: Any, append: _Append) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _Mismatch
+        append(_varint((value << 1) ^ (value >> 63)))  # zig-zag; in range, >> 63 == >> bits
+
+    return encode
+
+
+def _boolean(value: Any, append: _Append) -> None:
+    if value is True:
+        append(b"\x01")
+    elif value is False:
+        append(b"\x00")
+    else:
+        raise _Mismatch
+
+
+def _bytes(value: Any, append: _Append) -> None:
+    if not isinstance(value, bytes):  # as the check: no bytearray, memoryview or str
+        raise _Mismatch
+    append(_varint(len(value) << 1))
+    append(value)
+
+
+def _string(value: Any, append: _Append) -> None:
+    if not isinstance(value, str):
+        raise _Mismatch
+    encoded = value.encode()  # UnicodeEncodeError for a lone surrogate
+    append(_varint(len(encoded) << 1))
+    append(encoded)
+
+
+def _fixed(size: int) -> _Encode:
+    def encode(value: Any, append: _Append) -> None:
+        if not isinstance(value, bytes) or len(value) != size:
+            raise _Mismatch
+        append(value)
+
+    return encode
+
+
+_PRIMITIVES: dict[str, _Encode] = {
+    "int": _integer(31),
+    "long": _integer(63),
+    "boolean": _boolean,
+    "bytes": _bytes,
+    "string": _string,
+}

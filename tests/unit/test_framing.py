@@ -594,7 +594,7 @@ def test_spliced_encoding_known_bytes_of_the_fields_after_the_event() -> None:
     ("changes", "message"),
     [
         ({"seq": None}, "field 'seq': expected long, got None"),
-        ({"seq": True}, "field 'seq': expected long, got True"),
+        ({"seq": True}, "field 'seq': expected long, got bool True"),
         ({"seq": 2**63}, "field 'seq': expected long"),
         ({"source_partition": 2**31}, "field 'source_partition': expected int"),
         ({"source_partition": -(2**31) - 1}, "field 'source_partition': expected int"),
@@ -614,9 +614,7 @@ def test_spliced_encoding_rejects_what_encode_rejects(
         chained.encode({"event": minimal_event(), **_chained_rest(**changes)})
     missing = _chained_rest()
     del missing["prev_hash"]
-    with pytest.raises(
-        InvalidArgumentError, match="field 'prev_hash': expected 32 bytes, got nothing"
-    ):
+    with pytest.raises(InvalidArgumentError, match="missing required field 'prev_hash'"):
         chained.encode_spliced(b"", missing)
 
 
