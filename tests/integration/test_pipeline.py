@@ -248,6 +248,8 @@ def test_events_are_chained_stored_and_verified(
     # On the local broker every fetch waits its maximum (stream/app.py): kept short.
     worker_log = (pipeline.tmp_path / "worker-0.log").read_text()
     assert "consumer fetch wait shortened to 100 ms" in worker_log
+    # pyproject installs uvloop (not on Windows) and the worker runs Faust on it.
+    assert "event loop: uvloop.Loop" in worker_log
 
     attacker = store.open()  # an attacker with write access to the database
     attacker.command(
