@@ -35,6 +35,10 @@ class FloodPlan:
     batch_interval_ms: int = 1000
     sink_batch_ms: int = 1000
     timeout: float = 600.0  # per drain
+    # After each drain, live phases: good events at each share of the clean drain's rate
+    # (plus the flood's bad messages in the flood variant) for ``live_seconds`` each.
+    live_shares: tuple[float, ...] = (0.25, 0.5)
+    live_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,16 @@ def smoke() -> RunConfig:
             ),
         ),
         drain_timeout=60.0,
-        flood=FloodPlan(3, 300, 1.0, batch_interval_ms=300, sink_batch_ms=300, timeout=60.0),
+        flood=FloodPlan(
+            3,
+            300,
+            1.0,
+            batch_interval_ms=300,
+            sink_batch_ms=300,
+            timeout=60.0,
+            live_shares=(0.5,),
+            live_seconds=2.0,
+        ),
     )
 
 

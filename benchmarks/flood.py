@@ -1,15 +1,21 @@
 """Good-event throughput under a flood of bad input: ``python -m benchmarks --only flood``.
 
 Issue 5 asks that bad input be rejected into the dead-letter topic and the ``rejected``
-table while "the worker keeps running and its throughput for good events holds". Measured
-as two drains in the same run, each on a fresh authtrail stack, of the same backlog of
-good events: once alone (``clean``), once with ``bad_per_good`` bad messages mixed in after
-each good one (``flood``; the kinds are in :mod:`benchmarks.flood_loader`). For both:
-good events stored per second (the slope between 10 % and 90 % of the good events, as in
-every drain), CPU µs per *good* event of each process over that window, and the rejected
-rows stored against those expected; then flood ÷ clean. A ratio of events/s near 1 and of
-CPU per good event near 1 + bad_per_good * (cost of a bad message ÷ cost of a good one)
-means the flood costs only its own processing.
+table while "the worker keeps running and its throughput for good events holds". Two
+questions, each measured with and without the flood, each variant on a fresh stack:
+
+* **Capacity** (drain): the same backlog of good events drained alone (``clean``) and
+  with ``bad_per_good`` bad messages mixed in after each good one (``flood``; the kinds
+  are in :mod:`benchmarks.flood_loader`). Good events stored per second (the slope
+  between 10 % and 90 % of them, as in every drain), CPU µs per *good* event of each
+  process, rejected rows stored against those expected; then flood ÷ clean. At
+  saturation every bad message takes the worker time a good one cannot have, so the
+  ratio is 1 / (1 + bad_per_good x cost of a bad message ÷ cost of a good one): it says
+  what a bad message costs, not whether anything stalls.
+* **Held rate** (live): after the drain, on the same stack, good events are sent at
+  each of ``live_shares`` of the clean drain's rate for ``live_seconds`` (the flood variant sends
+  its bad messages alongside). Good events stored per second against those offered, and
+  event-to-queryable latency: whether good traffic keeps flowing while a flood arrives.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from typing import Any
 
 from benchmarks.config import FloodPlan
 from benchmarks.markdown import number, table
-from benchmarks.pipeline import _costs, _sample, _wait_complete, _window
+from benchmarks.pipeline import (
+    SAMPLE_SECONDS,
+    _costs,
+    _sample,
+    _wait_complete,
+    _window,
+    latency,
+    signed_latency,
+)
 from benchmarks.procs import start_python, stop_group, system_busy_seconds, tail
 from benchmarks.stack import AUTHTRAIL, Stack, StackConfig
 
@@ -33,8 +47,10 @@ VARIANTS = ("clean", "flood")
 
 
 def run(plan: FloodPlan, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    """Drain the clean and the flooded backlog, each on a fresh stack; compare them."""
+    """Drain the clean and the flooded backlog, each on a fresh stack, then send live on
+    each at the same good-event rate; compare them."""
     result: dict[str, Any] = {"plan": asdict(plan)}
+    live_rates: list[float] = []
     for variant in VARIANTS:
         config = StackConfig(
             AUTHTRAIL,
@@ -46,22 +62,38 @@ def run(plan: FloodPlan, work: Path, say: Callable[[str], None]) -> dict[str, An
         bad_per_good = plan.bad_per_good if variant == "flood" else 0.0
         with Stack(config, work / config.name) as stack:
             result[variant] = drain(stack, plan, bad_per_good)
-        rate = result[variant]["good_events_per_s"]
-        say(f"  flood: {variant} drained {plan.good_events} good events at {number(rate)}/s")
+            rate = result[variant]["good_events_per_s"]
+            say(f"  flood: {variant} drained {plan.good_events} good events at {number(rate)}/s")
+            if variant == "clean":
+                live_rates = [
+                    round(max(1.0, share * (rate or 0.0)), 1) for share in plan.live_shares
+                ]
+            result[variant]["live"] = []
+            for index, live_rate in enumerate(live_rates):
+                # Seeds 2, 3, ...: other events than the backlog's (seed 1) and each other's,
+                # or their ids would repeat (dropped as duplicates or rejected as conflicts).
+                phase = live(stack, plan, live_rate, bad_per_good, seed=2 + index)
+                result[variant]["live"].append(phase)
+                held = phase["good_events_per_s"]
+                say(f"  flood: {variant} live at {number(live_rate)}/s kept {number(held)}/s")
     result["flood_vs_clean"] = ratios(result["clean"], result["flood"])
     return result
 
 
-def _load(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
-    out = stack.directory / "flood-loader.json"
-    log = stack.logs / "flood-loader.log"
-    arguments = ["-m", "benchmarks.flood_loader", "--bootstrap-servers",
-                 stack.settings.bootstrap_servers or "", "--topic", stack.settings.events_topic,
-                 "--tenants", str(plan.tenants), "--good", str(plan.good_events),
-                 "--bad-per-good", str(bad_per_good), "--out", str(out)]  # fmt: skip
-    loader = start_python(arguments, log)
+def _start_loader(stack: Stack, name: str, arguments: list[str]) -> tuple[Any, Path, Path]:
+    """Start the flood loader with ``arguments``; (process, its JSON output, its log)."""
+    out, log = stack.directory / f"{name}.json", stack.logs / f"{name}.log"
+    settings = stack.settings
+    common = ["-m", "benchmarks.flood_loader", "--bootstrap-servers",
+              settings.bootstrap_servers or "", "--topic", settings.events_topic,
+              "--out", str(out)]  # fmt: skip
+    return start_python(common + arguments, log), out, log
+
+
+def _loaded(loader: Any, out: Path, log: Path, timeout: float) -> dict[str, Any]:
+    """Wait for a loader started by :func:`_start_loader`; its JSON result."""
     try:
-        code = loader.wait(max(120.0, plan.good_events * (1 + bad_per_good) / 1000))
+        code = loader.wait(timeout)
     except subprocess.TimeoutExpired:
         stop_group(loader, signal.SIGKILL)
         raise RuntimeError(f"flood loader did not finish:\n{tail(log)}") from None
@@ -69,6 +101,13 @@ def _load(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
         raise RuntimeError(f"flood loader exited with {code}:\n{tail(log)}")
     loaded: dict[str, Any] = json.loads(out.read_text())
     return loaded
+
+
+def _load(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
+    arguments = ["--tenants", str(plan.tenants), "--good", str(plan.good_events),
+                 "--bad-per-good", str(bad_per_good)]  # fmt: skip
+    loader, out, log = _start_loader(stack, "flood-loader", arguments)
+    return _loaded(loader, out, log, max(120.0, plan.good_events * (1 + bad_per_good) / 1000))
 
 
 def drain(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
@@ -105,6 +144,53 @@ def drain(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
     }
 
 
+def live(
+    stack: Stack, plan: FloodPlan, rate: float, bad_per_good: float, seed: int
+) -> dict[str, Any]:
+    """Send good events at ``rate``/s (with ``bad_per_good`` bad messages after each) for
+    ``plan.live_seconds`` to the running consumers; how many good events per second were
+    stored, how late, and whether every bad message reached ``rejected``."""
+    base, rejected_base = stack.stored(), _rejected(stack)
+    started = time.monotonic()
+    arguments = ["--tenants", str(plan.tenants), "--rate", str(rate),
+                 "--seconds", str(plan.live_seconds), "--bad-per-good", str(bad_per_good),
+                 "--seed", str(seed)]  # fmt: skip
+    loader, out, log = _start_loader(stack, f"flood-live-loader-{rate:.0f}", arguments)
+    stack.loader = loader  # its CPU is reported as the loader's, not as other processes'
+    samples: list[dict[str, Any]] = []
+    while loader.poll() is None:
+        samples.append(_sample(stack, started))
+        time.sleep(SAMPLE_SECONDS)
+    producer = _loaded(loader, out, log, 60.0)
+    good = int(producer["good_acknowledged"])
+    complete = _wait_complete(stack, base + good, started, plan.timeout, samples)
+    expected = int(producer["expected_rejected"])
+    deadline = time.monotonic() + 60
+    while _rejected(stack) - rejected_base < expected and time.monotonic() < deadline:
+        time.sleep(SAMPLE_SECONDS)
+    low, high, _ = _window(samples, base, good)
+    window = _costs(samples, low, high)
+    since = int(producer["start_us"])
+    return {
+        "offered_good_per_s": rate,
+        "achieved_good_per_s": round(producer["achieved_rate"], 1),
+        "good_events_per_s": window["events_per_s"],
+        "complete": complete,
+        "drain_seconds_after_send": round(samples[-1]["t"] - producer["seconds"], 2),
+        "rejected_stored": _rejected(stack) - rejected_base,
+        "rejected_expected": expected,
+        "latency_ms": _summary(latency(stack, since)),
+        "signed_latency_ms": _summary(signed_latency(stack, since)),
+        "window": window,
+        "producer": producer,
+    }
+
+
+def _summary(quantiles: dict[str, Any]) -> dict[str, Any]:
+    """Latency quantiles without the full percentile list (kept short in the results)."""
+    return {key: value for key, value in quantiles.items() if key != "percentiles"}
+
+
 def _rejected(stack: Stack) -> int:
     assert stack.store is not None
     return int(stack.store.query_arrow("SELECT count() FROM rejected").column(0)[0].as_py())
@@ -132,6 +218,16 @@ def ratios(clean: dict[str, Any], flood: dict[str, Any]) -> dict[str, float | No
     found = {"good_events_per_s": divide(flood["good_events_per_s"], clean["good_events_per_s"])}
     for role in ("worker", "broker", "store"):
         found[f"{role}_cpu_us_per_good_event"] = divide(_cpu(flood, role), _cpu(clean, role))
+    for index, (clean_live, flood_live) in enumerate(
+        zip(clean["live"], flood["live"], strict=True)
+    ):
+        found[f"live_{index}_good_events_per_s"] = divide(
+            flood_live["good_events_per_s"], clean_live["good_events_per_s"]
+        )
+        for level in ("p50", "p99"):
+            found[f"live_{index}_latency_{level}"] = divide(
+                flood_live["latency_ms"].get(level), clean_live["latency_ms"].get(level)
+            )
     return found
 
 
@@ -162,5 +258,37 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         *table(header, rows),
         f"Flood ÷ clean: good events/s x {number(ratio['good_events_per_s'], 2)}, worker CPU "
         f"per good event x {number(ratio['worker_cpu_us_per_good_event'], 2)}.",
+        "",
+        *_live_lines(flood),
+    ]
+
+
+def _live_lines(flood: dict[str, Any]) -> list[str]:
+    """The live phases: good events offered at fixed rates, with and without the flood."""
+    rows = []
+    for index, share in enumerate(flood["plan"]["live_shares"]):
+        for variant in VARIANTS:
+            phase = flood[variant]["live"][index]
+            roles = phase["window"]["roles"]
+            rows.append([f"{number(share * 100)} %", variant, phase["offered_good_per_s"],
+                         phase["good_events_per_s"], phase["rejected_stored"],
+                         phase["latency_ms"].get("p50"), phase["latency_ms"].get("p99"),
+                         roles.get("worker", {}).get("cores_used"),
+                         phase["window"].get("other_processes_cores_used"),
+                         phase["drain_seconds_after_send"]])  # fmt: skip
+    header = ["load", "live", "good offered/s", "good stored/s", "rejected stored", "p50 ms",
+              "p99 ms", "worker cores", "others' cores", "s to store all after send"]  # fmt: skip
+    ratio = flood["flood_vs_clean"]
+    held = ", ".join(
+        f"{number(share * 100)} %: x {number(ratio.get(f'live_{index}_good_events_per_s'), 2)}"
+        f" (p99 latency x {number(ratio.get(f'live_{index}_latency_p99'), 2)})"
+        for index, share in enumerate(flood["plan"]["live_shares"])
+    )
+    return [
+        f"Live, {number(flood['plan']['live_seconds'])} s at each load (a share of the clean "
+        "drain's rate), the flood sending its bad messages alongside:",
+        "",
+        *table(header, rows),
+        f"Flood ÷ clean, live good events stored/s: {held}.",
         "",
     ]

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.flood_loader``: good events with bad messages mixed in, unpaced.
+"""``python -m benchmarks.flood_loader``: good events with bad messages mixed in.
 
 The good events are the benchmark's usual ones (:class:`~benchmarks.workload.EventFactory`),
 sent with the SDK. After each good event, ``--bad-per-good`` bad messages on average go
@@ -13,6 +13,8 @@ keyed by a tenant so they land in that tenant's partition amid its events. The b
   dropped by the sequencer's duplicate window, so it is in neither ``events`` nor
   ``rejected``.
 
+Unpaced (``--good N``), a backlog for a drain; or paced (``--rate R --seconds D``, good
+events/s, each stamped ``occurred_at`` = send time) for a live phase's latency.
 Writes one JSON object to ``--out``: counts sent and acknowledged per kind, and
 ``expected_rejected`` (acknowledged bad messages the worker must put in ``rejected``).
 """
@@ -31,6 +33,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 import schemas
+from benchmarks.loader import pace
 from benchmarks.workload import EventFactory
 from producers.sdk import DEFAULT_PRODUCER_CONFIG, AuditProducer
 from schemas.codec import SingleObjectCodec
@@ -66,49 +69,64 @@ def flood_message(
     return kind, event["tenant_id"], value
 
 
-def send(
-    servers: str, topic: str, events: list[dict[str, Any]], bad_per_good: float, seed: int
-) -> dict[str, Any]:
-    """Send ``events`` with bad messages mixed in; wait for every acknowledgement."""
-    rng = random.Random(seed)
-    codec = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
-    raw = Producer({**DEFAULT_PRODUCER_CONFIG, **_QUEUE, "bootstrap.servers": servers})
-    sent_kinds: Counter[str] = Counter()
-    acknowledged_kinds: Counter[str] = Counter()
+class FloodSender:
+    """Sends good events through the SDK, each followed by its share of bad messages.
 
-    def delivered(kind: str, error: KafkaError | None, message: Message) -> None:
+    Use as a context manager; :meth:`finish` waits for every acknowledgement and returns
+    the counts. ``bad_per_good`` may be fractional: the remainder carries over.
+    """
+
+    def __init__(self, servers: str, topic: str, bad_per_good: float, seed: int) -> None:
+        self._topic, self._bad_per_good = topic, bad_per_good
+        self._rng = random.Random(seed)
+        self._codec = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
+        self._raw = Producer({**DEFAULT_PRODUCER_CONFIG, **_QUEUE, "bootstrap.servers": servers})
+        self._producer = AuditProducer(servers, topic, config=_QUEUE)
+        self._sent: list[dict[str, Any]] = []  # duplicates repeat one of these
+        self._budget = 0.0
+        self._sent_kinds: Counter[str] = Counter()
+        self._acknowledged_kinds: Counter[str] = Counter()
+
+    def __enter__(self) -> FloodSender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._producer.close()
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Send ``event``, then the bad messages due after it."""
+        self._producer.send(event)
+        self._sent.append(event)
+        self._budget += self._bad_per_good
+        while self._budget >= 1.0:
+            self._budget -= 1.0
+            last = len(self._sent) - 1
+            kind, key, value = flood_message(self._rng, self._codec, self._sent, last)
+            self._sent_kinds[kind] += 1
+            on_delivery = functools.partial(self._delivered, kind)
+            self._raw.produce(self._topic, value, key.encode(), on_delivery=on_delivery)
+        self._raw.poll(0)
+
+    def _delivered(self, kind: str, error: KafkaError | None, message: Message) -> None:
         if error is None:
-            acknowledged_kinds[kind] += 1
+            self._acknowledged_kinds[kind] += 1
 
-    started_wall, started_cpu = time.perf_counter(), time.process_time()
-    budget = 0.0
-    with AuditProducer(servers, topic, config=_QUEUE) as producer:
-        for index, event in enumerate(events):
-            producer.send(event)
-            budget += bad_per_good
-            while budget >= 1.0:
-                budget -= 1.0
-                kind, key, value = flood_message(rng, codec, events, index)
-                sent_kinds[kind] += 1
-                on_delivery = functools.partial(delivered, kind)
-                raw.produce(topic, value, key.encode(), on_delivery=on_delivery)
-            raw.poll(0)
-        left = raw.flush(120)
-        good_sent = producer.sent
-    bad_acknowledged = sum(acknowledged_kinds.values())
-    return {
-        "good_sent": good_sent,
-        "good_acknowledged": producer.acknowledged,
-        "good_failed": producer.failed,
-        "bad_sent": sum(sent_kinds.values()),
-        "bad_acknowledged": bad_acknowledged,
-        "bad_unacknowledged": left,
-        "bad_kinds_sent": dict(sorted(sent_kinds.items())),
-        "bad_kinds_acknowledged": dict(sorted(acknowledged_kinds.items())),
-        "expected_rejected": bad_acknowledged - acknowledged_kinds[DUPLICATE],
-        "seconds": time.perf_counter() - started_wall,
-        "cpu_seconds": time.process_time() - started_cpu,
-    }
+    def finish(self) -> dict[str, Any]:
+        """Wait for every acknowledgement; counts sent and acknowledged, per kind."""
+        left = self._raw.flush(120)
+        self._producer.flush(120)
+        bad_acknowledged = sum(self._acknowledged_kinds.values())
+        return {
+            "good_sent": self._producer.sent,
+            "good_acknowledged": self._producer.acknowledged,
+            "good_failed": self._producer.failed,
+            "bad_sent": sum(self._sent_kinds.values()),
+            "bad_acknowledged": bad_acknowledged,
+            "bad_unacknowledged": left,
+            "bad_kinds_sent": dict(sorted(self._sent_kinds.items())),
+            "bad_kinds_acknowledged": dict(sorted(self._acknowledged_kinds.items())),
+            "expected_rejected": bad_acknowledged - self._acknowledged_kinds[DUPLICATE],
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,14 +134,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--tenants", type=int, required=True)
-    parser.add_argument("--good", type=int, required=True)
+    parser.add_argument("--good", type=int, default=0, help="unpaced: this many good events")
+    parser.add_argument("--rate", type=float, default=0.0, help="paced: good events/s")
+    parser.add_argument("--seconds", type=float, default=0.0, help="paced: for this long")
     parser.add_argument("--bad-per-good", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     # The same good events whatever the flood: the seed of the events is fixed.
-    events = EventFactory(args.tenants, args.seed).batch(args.good)
-    result = send(args.bootstrap_servers, args.topic, events, args.bad_per_good, args.seed + 1)
+    factory = EventFactory(args.tenants, args.seed)
+    backlog = [] if args.rate > 0 else factory.batch(args.good)
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    with FloodSender(
+        args.bootstrap_servers, args.topic, args.bad_per_good, args.seed + 1
+    ) as sender:
+        if args.rate > 0:  # occurred_at = send time, for latency
+            result = pace(args.rate, args.seconds, lambda: sender.send(factory.make()))
+        else:
+            result = {"mode": "unpaced", "start_us": time.time_ns() // 1000}
+            for event in backlog:
+                sender.send(event)
+        result.update(sender.finish())
+    result["seconds"] = time.perf_counter() - started_wall
+    result["cpu_seconds"] = time.process_time() - started_cpu
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

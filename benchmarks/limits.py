@@ -2,20 +2,26 @@
 
 Each function runs in a fresh interpreter (:mod:`benchmarks.isolated`) and returns plain
 numbers: raw SHA-256 hashes/s, Avro encodes and decodes/s, ClickHouse (chdb) insert
-rows/s, and the Kafka client's raw produce and consume messages/s on the local broker.
+rows/s, the Kafka client's raw produce and consume messages/s on the local broker, and
+what a Faust agent that does nothing costs per message (:mod:`benchmarks.faust_floor`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
+import json
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from benchmarks.procs import start_python, stop_group, tail
 from benchmarks.workload import EventFactory
 
 
@@ -218,6 +224,11 @@ def kafka(count: int, directory: str) -> dict[str, Any]:
             (time.perf_counter() - first[0], time.process_time() - first[1]) if first else (0, 0)
         )
         consumer.close()
+        faust_floor = {
+            loop: _faust_floor(servers, "raw", count, loop, Path(directory))
+            for loop in ("asyncio", "uvloop")
+            if loop == "asyncio" or importlib.util.find_spec("uvloop") is not None
+        }
 
         sdk = {
             compression: _sdk_send(servers, compression, events)
@@ -232,9 +243,30 @@ def kafka(count: int, directory: str) -> dict[str, Any]:
         "raw_consume_per_s": _per_second(received, consume[0]),
         "raw_consume_per_cpu_s": _per_second(received, consume[1]),
         "consumed": received,
+        "faust_floor": faust_floor,
         "sdk": default,
         "sdk_uncompressed": sdk["none"],
     }
+
+
+def _faust_floor(
+    servers: str, topic: str, count: int, loop: str, directory: Path
+) -> dict[str, Any]:
+    """Faust's own CPU per message on ``loop`` (:mod:`benchmarks.faust_floor`), in a child
+    process: a Faust worker owns its process's event loop."""
+    out, log = directory / f"faust-floor-{loop}.json", directory / f"faust-floor-{loop}.log"
+    arguments = ["-m", "benchmarks.faust_floor", "--bootstrap-servers", servers, "--topic",
+                 topic, "--count", str(count), "--loop", loop, "--out", str(out)]  # fmt: skip
+    process = start_python(arguments, log)
+    try:
+        code = process.wait(max(120.0, count / 1000))
+    except subprocess.TimeoutExpired:
+        stop_group(process, signal.SIGKILL)
+        raise RuntimeError(f"faust_floor did not finish:\n{tail(log)}") from None
+    if code != 0:
+        raise RuntimeError(f"faust_floor exited with {code}:\n{tail(log)}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def _sdk_send(

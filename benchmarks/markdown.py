@@ -220,6 +220,9 @@ def limits(results: dict[str, Any]) -> list[str]:
         ["Kafka raw produce (confluent-kafka → tansu)", kafka.get("raw_produce_per_s"), "msgs/s"],
         ["Kafka raw consume (tansu → confluent-kafka)", kafka.get("raw_consume_per_s"), "msgs/s"],
     ]
+    for loop, floor in (kafka.get("faust_floor") or {}).items():
+        rows.append([f"Faust agent doing nothing, {loop} event loop (the worker's floor)",
+                     floor.get("messages_per_cpu_s"), "msgs per CPU-second"])  # fmt: skip
     return table(["what", "measured", "unit"], rows)
 
 

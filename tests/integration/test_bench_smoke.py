@@ -59,7 +59,13 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
         drained = flood[variant]
         assert drained["complete"] and drained["good_events_per_s"] > 0, variant
         assert drained["rejected_stored"] == drained["rejected_expected"], variant
+        (sent_live,) = drained["live"]  # the smoke plan has one load
+        assert sent_live["complete"] and sent_live["good_events_per_s"] > 0, variant
+        assert sent_live["latency_ms"]["events"] == sent_live["producer"]["good_acknowledged"]
+        assert sent_live["rejected_stored"] == sent_live["rejected_expected"], variant
     assert flood["clean"]["rejected_expected"] == 0 < flood["flood"]["rejected_expected"]
+    assert flood["clean"]["live"][0]["rejected_expected"] == 0
+    assert flood["flood"]["live"][0]["rejected_expected"] > 0
     assert flood["flood_vs_clean"]["good_events_per_s"] > 0
     (verified,) = results["verify"]
     assert verified["verify"]["exit_code"] == 0 and verified["rows_per_s"] > 0
