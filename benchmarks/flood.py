@@ -13,9 +13,10 @@ questions, each measured with and without the flood, each variant on a fresh sta
   ratio is 1 / (1 + bad_per_good x cost of a bad message ÷ cost of a good one): it says
   what a bad message costs, not whether anything stalls.
 * **Held rate** (live): after the drain, on the same stack, good events are sent at
-  each of ``live_shares`` of the clean drain's rate for ``live_seconds`` (the flood variant sends
-  its bad messages alongside). Good events stored per second against those offered, and
-  event-to-queryable latency: whether good traffic keeps flowing while a flood arrives.
+  each of ``live_shares`` of the clean drain's rate for ``live_seconds`` (the flood
+  variant sends its bad messages alongside). Good events stored per second against those
+  offered, and event-to-queryable latency: whether good traffic keeps flowing while a
+  flood arrives.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ VARIANTS = ("clean", "flood")
 
 def run(plan: FloodPlan, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """Drain the clean and the flooded backlog, each on a fresh stack, then send live on
-    each at the same good-event rate; compare them."""
+    each at the same good-event rates; compare them."""
     result: dict[str, Any] = {"plan": asdict(plan)}
     live_rates: list[float] = []
     for variant in VARIANTS:
@@ -179,14 +180,14 @@ def live(
         "drain_seconds_after_send": round(samples[-1]["t"] - producer["seconds"], 2),
         "rejected_stored": _rejected(stack) - rejected_base,
         "rejected_expected": expected,
-        "latency_ms": _summary(latency(stack, since)),
-        "signed_latency_ms": _summary(signed_latency(stack, since)),
+        "latency_ms": _without_percentiles(latency(stack, since)),
+        "signed_latency_ms": _without_percentiles(signed_latency(stack, since)),
         "window": window,
         "producer": producer,
     }
 
 
-def _summary(quantiles: dict[str, Any]) -> dict[str, Any]:
+def _without_percentiles(quantiles: dict[str, Any]) -> dict[str, Any]:
     """Latency quantiles without the full percentile list (kept short in the results)."""
     return {key: value for key, value in quantiles.items() if key != "percentiles"}
 
