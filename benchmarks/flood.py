@@ -21,9 +21,6 @@ questions, each measured with and without the flood, each variant on a fresh sta
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -41,7 +38,7 @@ from benchmarks.pipeline import (
     latency,
     signed_latency,
 )
-from benchmarks.procs import start_python, stop_group, system_busy_seconds, tail
+from benchmarks.procs import json_result, start_python, system_busy_seconds
 from benchmarks.stack import AUTHTRAIL, Stack, StackConfig
 
 VARIANTS = ("clean", "flood")
@@ -82,7 +79,8 @@ def run(plan: FloodPlan, work: Path, say: Callable[[str], None]) -> dict[str, An
 
 
 def _start_loader(stack: Stack, name: str, arguments: list[str]) -> tuple[Any, Path, Path]:
-    """Start the flood loader with ``arguments``; (process, its JSON output, its log)."""
+    """Start the flood loader with ``arguments``; (process, its JSON output, its log), for
+    :func:`~benchmarks.procs.json_result`."""
     out, log = stack.directory / f"{name}.json", stack.logs / f"{name}.log"
     settings = stack.settings
     common = ["-m", "benchmarks.flood_loader", "--bootstrap-servers",
@@ -91,24 +89,12 @@ def _start_loader(stack: Stack, name: str, arguments: list[str]) -> tuple[Any, P
     return start_python(common + arguments, log), out, log
 
 
-def _loaded(loader: Any, out: Path, log: Path, timeout: float) -> dict[str, Any]:
-    """Wait for a loader started by :func:`_start_loader`; its JSON result."""
-    try:
-        code = loader.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stop_group(loader, signal.SIGKILL)
-        raise RuntimeError(f"flood loader did not finish:\n{tail(log)}") from None
-    if code != 0:
-        raise RuntimeError(f"flood loader exited with {code}:\n{tail(log)}")
-    loaded: dict[str, Any] = json.loads(out.read_text())
-    return loaded
-
-
 def _load(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
     arguments = ["--tenants", str(plan.tenants), "--good", str(plan.good_events),
                  "--bad-per-good", str(bad_per_good)]  # fmt: skip
     loader, out, log = _start_loader(stack, "flood-loader", arguments)
-    return _loaded(loader, out, log, max(120.0, plan.good_events * (1 + bad_per_good) / 1000))
+    timeout = max(120.0, plan.good_events * (1 + bad_per_good) / 1000)
+    return json_result(loader, out, log, timeout, "flood loader")
 
 
 def drain(stack: Stack, plan: FloodPlan, bad_per_good: float) -> dict[str, Any]:
@@ -162,7 +148,7 @@ def live(
     while loader.poll() is None:
         samples.append(_sample(stack, started))
         time.sleep(SAMPLE_SECONDS)
-    producer = _loaded(loader, out, log, 60.0)
+    producer = json_result(loader, out, log, 60.0, "flood loader")
     good = int(producer["good_acknowledged"])
     complete = _wait_complete(stack, base + good, started, plan.timeout, samples)
     expected = int(producer["expected_rejected"])

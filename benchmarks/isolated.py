@@ -11,12 +11,11 @@ from __future__ import annotations
 import importlib
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import start_python, stop_group, tail
+from benchmarks.procs import json_result, start_python, stop_group
 
 
 def run_isolated(
@@ -33,17 +32,9 @@ def run_isolated(
         ["-m", "benchmarks.isolated", function, json.dumps(kwargs), str(out)], log
     )
     try:
-        code = process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(
-            f"{function} did not finish within {timeout:.0f} s:\n{tail(log)}"
-        ) from None
+        return json_result(process, out, log, timeout, function)
     finally:
-        stop_group(process, signal.SIGKILL)
-    if code != 0 or not out.exists():
-        raise RuntimeError(f"{function} exited with {code}:\n{tail(log)}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
+        stop_group(process, signal.SIGKILL)  # grandchildren too, whatever happened
 
 
 def main(argv: list[str]) -> int:

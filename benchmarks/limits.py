@@ -11,17 +11,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import json
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from benchmarks.procs import start_python, stop_group, tail
+from benchmarks.procs import json_result, start_python
 from benchmarks.workload import EventFactory
 
 
@@ -257,16 +254,7 @@ def _faust_floor(
     out, log = directory / f"faust-floor-{loop}.json", directory / f"faust-floor-{loop}.log"
     arguments = ["-m", "benchmarks.faust_floor", "--bootstrap-servers", servers, "--topic",
                  topic, "--count", str(count), "--loop", loop, "--out", str(out)]  # fmt: skip
-    process = start_python(arguments, log)
-    try:
-        code = process.wait(max(120.0, count / 1000))
-    except subprocess.TimeoutExpired:
-        stop_group(process, signal.SIGKILL)
-        raise RuntimeError(f"faust_floor did not finish:\n{tail(log)}") from None
-    if code != 0:
-        raise RuntimeError(f"faust_floor exited with {code}:\n{tail(log)}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
+    return json_result(start_python(arguments, log), out, log, max(120.0, count / 1000), loop)
 
 
 def _sdk_send(

@@ -9,6 +9,7 @@ helper threads and any grandchildren are counted too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,6 +86,25 @@ def wait_for_text(
             )
         time.sleep(0.1)
     raise RuntimeError(f"{log_path.name}: no {text!r} within {timeout:.0f} s:\n{tail(log_path)}")
+
+
+def json_result(
+    process: subprocess.Popen[bytes], out: Path, log: Path, timeout: float, what: str
+) -> dict[str, Any]:
+    """Wait up to ``timeout`` s for ``process``; the JSON object it wrote to ``out``.
+
+    Raises RuntimeError with the end of ``log`` when it does not finish in time (it is
+    then killed), exits non-zero or wrote nothing; ``what`` names it in the message.
+    """
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(process, signal.SIGKILL)
+        raise RuntimeError(f"{what} did not finish within {timeout:.0f} s:\n{tail(log)}") from None
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"{what} exited with {code}:\n{tail(log)}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def tail(log_path: Path, size: int = 3000) -> str:

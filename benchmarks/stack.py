@@ -27,6 +27,7 @@ from benchmarks.plain import PLAIN_TABLE
 from benchmarks.procs import (
     Usage,
     group_usage,
+    json_result,
     peak_rss_bytes,
     start_python,
     stop_group,
@@ -146,18 +147,9 @@ class Stack:
         assert self.loader is not None
         log = self.logs / f"loader-{self._loader_runs}.log"
         try:
-            code = self.loader.wait(timeout)
-        except subprocess.TimeoutExpired:
-            stop_group(self.loader, signal.SIGKILL)
-            raise RuntimeError(
-                f"loader did not finish within {timeout:.0f} s:\n{tail(log)}"
-            ) from None
+            return json_result(self.loader, out, log, timeout, "loader")
         finally:
             self.loader = None
-        if code != 0:
-            raise RuntimeError(f"loader exited with {code}:\n{tail(log)}")
-        result: dict[str, Any] = json.loads(out.read_text())
-        return result
 
     def start_consumers(self) -> None:
         """Start the store host and (authtrail) the workers; return when they are ready."""
