@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--front-port", type=int, default=8124, help="HTTP front port (0: any free port)"
     )
+    up.add_argument(
+        "--front-host", default="127.0.0.1",
+        help="address the read-only HTTP front listens on (default 127.0.0.1; it speaks "
+        "plain HTTP: keep it on loopback or a trusted network)",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(
@@ -167,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
         "1 when damage is found (the first bad seq per tenant is named), 2 on usage errors.",
     )
     verify.add_argument("--tenant", help="verify only this tenant")
+    verify.add_argument(
+        "--key", dest="verifier_keys", action="append", type=Path, metavar="FILE",
+        help="trusted verifier key file (repeatable: old and new keys after a rotation; "
+        "AUTHTRAIL_VERIFIER_KEYS). Without it the data dir's own .pub is used, with a warning",
+    )  # fmt: skip
+    verify.add_argument(
+        "--state", type=Path, metavar="FILE",
+        help="auditor state: remembers the newest verified checkpoint of every tenant; the "
+        "next run fails if the store was truncated, rolled back, forked or lost a tenant",
+    )  # fmt: skip
+    verify.add_argument(
+        "--published", type=Path, metavar="DIR",
+        help="the publication directory the sink writes checkpoints to (outside the store): "
+        "the store must still hold every tenant and size published there",
+    )  # fmt: skip
+    verify.add_argument(
+        "--unsigned-grace", type=float, default=300.0, metavar="SECONDS",
+        help="records the sequencer has not signed this long after they were stored (plus "
+        "one batch interval) are damage, not a pending tail (default 300)",
+    )  # fmt: skip
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     _add_store_flag(verify)
     verify.set_defaults(handler=handlers.verify)
@@ -181,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {
             name: getattr(args, name, None)
-            for name in ("data_dir", "bootstrap_servers", "clickhouse_url")
+            for name in ("data_dir", "bootstrap_servers", "clickhouse_url", "verifier_keys")
         }
         settings = Settings.from_env().with_overrides(overrides)
         handler: Command = args.handler

@@ -84,40 +84,9 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def verify(args: argparse.Namespace, settings: Settings) -> int:
-    import json
+    from authtrail.verify_cli import run_verify
 
-    from authtrail.keys import load_keyring
-    from authtrail.progress import Progress
-    from sinks.service import open_backend
-    from sinks.verify_store import verify_store
-
-    keyring = load_keyring(list(settings.verifier_key_paths))
-    backend = open_backend(settings, read_only=True)
-    progress = Progress("verifying tenants", enabled=False if args.json else None)
-    try:
-        results = list(
-            verify_store(
-                backend, keyring, settings.log_origin, tenant_id=args.tenant,
-                progress=progress.update,
-            )
-        )  # fmt: skip
-    finally:
-        progress.close()
-        backend.close()
-    damaged = [result for result in results if result.damage]
-    if args.json:
-        print(json.dumps([result.__dict__ for result in results], indent=2))
-    else:
-        for result in results:
-            verdict = (
-                f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
-                if result.damage
-                else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
-                f"signed up to seq {result.signed_size}"
-            )
-            print(f"{result.tenant_id}: {verdict}")
-        print(f"{len(results)} tenants verified, {len(damaged)} damaged", file=sys.stderr)
-    return EXIT_DAMAGE if damaged else EXIT_OK
+    return run_verify(args, settings)
 
 
 def sql(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,7 +105,10 @@ def sql(args: argparse.Namespace, settings: Settings) -> int:
 def up(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.up import run_up
 
-    return run_up(settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port)
+    return run_up(
+        settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port,
+        front_host=args.front_host,
+    )  # fmt: skip
 
 
 def loadgen(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,6 +16,7 @@ This module imports nothing but the standard library: the pure core depends on i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class AuthtrailError(Exception):
@@ -74,6 +75,43 @@ class CheckpointError(VerificationError):
 
 class SignatureError(CheckpointError):
     """No valid signature by a trusted key was found on a signed note."""
+
+
+class TenantDirectoryError(CheckpointError):
+    """A signed tenant directory is malformed or is not the expected log's."""
+
+
+class PublicationError(VerificationError):
+    """The publication directory holds something its layout forbids: a misnamed file or
+    folder, a symlink, a special file, an oversized or undecodable note.
+
+    Unreadable publications (permissions, I/O errors, a missing root) are
+    :class:`ConfigurationError` instead: nothing is known about their content.
+    """
+
+
+class PublicationConflict(PublicationError):
+    """A published checkpoint file already holds other bytes than the note for that place.
+
+    ``tenant_id``, ``size`` and ``path`` name the first such file; ``conflicts`` lists
+    every one found in the same call as ``(tenant_id, size, path)``; ``written`` counts
+    the files that call did publish. The publication is never overwritten: either the
+    store now holds another checkpoint than it once did, or someone else wrote the
+    publication (or a crash cut a write short), and ``verify`` names the tenant.
+    """
+
+    def __init__(
+        self, conflicts: Sequence[tuple[str, int, Path]], detail: str, written: int = 0
+    ) -> None:
+        self.conflicts = tuple(conflicts)
+        self.written = written
+        self.tenant_id, self.size, self.path = self.conflicts[0]
+        more = len(self.conflicts) - 1
+        tail = f" (and {more} more conflicting files)" if more > 0 else ""
+        super().__init__(
+            f"tenant {self.tenant_id!r} size {self.size}: published file {self.path} "
+            f"{detail}; it is left as it is{tail}"
+        )
 
 
 class ProducerQueueFullError(AuthtrailError):

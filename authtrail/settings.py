@@ -80,6 +80,14 @@ class Settings:
     log_origin: str = "authtrail.local"
     signing_key: Path | None = None
     verifier_keys: tuple[Path, ...] = ()
+    # The sink also publishes every stored checkpoint, and signed tenant directories, into
+    # this folder: a mount of write-once storage (docs/DEPLOYMENT.md). None: it does not
+    # (`authtrail up` then uses <data_dir>/published).
+    publication_dir: Path | None = None
+    # A tenant directory is published at most this often (only after new checkpoints).
+    publication_interval_ms: int = 10_000
+    # Signs the tenant directories; None: the signing key (signing_key_path).
+    publisher_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:
@@ -89,6 +97,8 @@ class Settings:
             < 1
         ):
             raise ConfigurationError("batch sizes and intervals must be >= 1")
+        if self.publication_interval_ms < 1:
+            raise ConfigurationError("publication_interval_ms must be >= 1")
         if self.producer_linger_ms < 0:
             raise ConfigurationError("producer_linger_ms must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):
@@ -101,6 +111,11 @@ class Settings:
     @property
     def signing_key_path(self) -> Path:
         return self.signing_key or self.keys_dir / "authtrail.key"
+
+    @property
+    def publisher_key_path(self) -> Path:
+        """The key that signs tenant directories: ``publisher_key``, else the signing key."""
+        return self.publisher_key or self.signing_key_path
 
     @property
     def snapshots_topic_name(self) -> str:
@@ -156,7 +171,9 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
                 items = value.split(",") if isinstance(value, str) else value
                 result[name] = tuple(Path(item) for item in items if str(item).strip())
             elif "Path" in kind:
-                result[name] = Path(value)
+                # Empty means unset for an optional path (Path("") would be the cwd).
+                optional = "None" in kind and value == ""
+                result[name] = None if optional else Path(value)
             else:
                 result[name] = str(value) if value != "" else None
         except (TypeError, ValueError) as exc:

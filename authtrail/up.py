@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -93,9 +94,19 @@ def _demo_traffic(settings: Settings, rate: float, stop: threading.Event) -> Non
 
 
 def run_up(
-    settings: Settings, *, demo: bool, demo_rate: float, front_port: int, out: TextIO = sys.stdout
+    settings: Settings,
+    *,
+    demo: bool,
+    demo_rate: float,
+    front_port: int,
+    front_host: str = "127.0.0.1",
+    out: TextIO = sys.stdout,
 ) -> int:
-    """Run the pipeline until SIGINT/SIGTERM. Returns the exit code."""
+    """Run the pipeline until SIGINT/SIGTERM. Returns the exit code.
+
+    The store's HTTP front listens on ``front_host``:``front_port``, read-only, for the
+    analyst token it prints (fresh on every start) and announces in the endpoint file.
+    """
 
     def say(text: str) -> None:
         print(f"authtrail up: {text}", file=out, flush=True)
@@ -107,6 +118,8 @@ def run_up(
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     settings = replace(settings, data_dir=data_dir)
+    if settings.publication_dir is None:  # checkpoints leave the store (DEPLOYMENT.md)
+        settings = replace(settings, publication_dir=data_dir / "published")
     if not settings.signing_key_path.exists():
         key_path, public_path = write_key_pair(settings.signing_key_path.parent, "authtrail")
         say(f"created signing key {key_path} and verifier key {public_path}")
@@ -128,14 +141,21 @@ def run_up(
             count = reseed(backend, settings, settings.bootstrap_servers or "")
             say(f"the new in-memory broker was given the {count} stored records to continue from")
         try:
-            front = HttpFront(backend, port=front_port).start()
+            front = HttpFront(
+                backend, front_host, front_port, allowed_hosts=_own_names(front_host, front_port)
+            ).start()
         except OSError as exc:
             raise ConfigurationError(
-                f"cannot serve the query front on port {front_port}: {exc.strerror} "
+                f"cannot serve the query front on {front_host}:{front_port}: {exc.strerror} "
                 "(another `authtrail up`? use --front-port 0 for any free port)"
             ) from exc
         cleanup.append(front.stop)
-        announce_endpoint(settings, front.url)
+        try:
+            announce_endpoint(settings, front.analyst_url)  # holds the token: mode 0600
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write {endpoint_path(settings)}: {exc.strerror}"
+            ) from exc
         cleanup.append(lambda: endpoint_path(settings).unlink(missing_ok=True))
 
         # Stop order (cleanup runs backwards): demo traffic, then the worker (which signs
@@ -167,7 +187,7 @@ def run_up(
             )
             demo_thread.start()
             cleanup.append(lambda: demo_thread.join(30))
-        _banner(settings, front.url, demo, demo_rate, say)
+        _banner(settings, front, demo, demo_rate, say)
         last_status = time.monotonic()
         while not stop.wait(0.5):
             worker.keep_alive(say)
@@ -184,12 +204,28 @@ def run_up(
             step()
 
 
+def _own_names(host: str, port: int) -> list[str]:
+    """Host headers a front bound to every interface also answers to: this machine's names
+    (a DNS-rebinding page can only send its own, which is none of them)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return []
+    names = {socket.gethostname(), socket.getfqdn()}
+    return [f"{name}:{port}" for name in sorted(names) if name]
+
+
 def _banner(
-    settings: Settings, front_url: str, demo: bool, rate: float, say: Callable[[str], None]
+    settings: Settings, front: HttpFront, demo: bool, rate: float, say: Callable[[str], None]
 ) -> None:
     data_dir = settings.data_dir
     say(f"data in {data_dir} (ClickHouse: {data_dir / 'clickhouse'}, logs: {data_dir / 'logs'})")
-    say(f"ClickHouse HTTP front for analysts: {front_url}")
+    say(f"signed checkpoints published (append-only) to {settings.publication_dir}")
+    say(f"ClickHouse HTTP front for analysts (read-only, user analyst): {front.url}")
+    say(f"analyst token: {front.token}")
+    say(f"  (new on every start; `authtrail sql`/`verify`/`status` read it from "
+        f"{endpoint_path(settings)}, mode 0600)")  # fmt: skip
+    say(f"  curl -u analyst:{front.token} '{front.url}?query=SELECT+count()+FROM+events'")
+    say(f"  clickhouse_connect.get_client(host='{front.host}', port={front.port}, "
+        f"username='analyst', password='{front.token}', compress=False)")  # fmt: skip
     say(f"send events to topic {settings.events_topic} at {settings.bootstrap_servers}")
     if demo:
         say(f"demo traffic: {rate:g} events/s over 5 tenants")

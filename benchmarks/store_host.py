@@ -3,7 +3,8 @@
 Runs either the authtrail sink (:func:`sinks.service.build_sink`, exactly as ``authtrail
 sink`` builds it) or the plain baseline consumer (:mod:`benchmarks.plain`) on an embedded
 store, and serves that store over the project's HTTP front so the benchmark can count rows
-and read latencies from another process (chdb allows one owner per data directory).
+and read latencies from another process (chdb allows one owner per data directory). The
+sink writes in-process; the endpoint file (mode 0600) holds the front's analyst URL.
 Settings come from ``AUTHTRAIL_*`` variables. SIGTERM stores what is buffered and exits.
 """
 
@@ -22,7 +23,7 @@ from authtrail.settings import Settings
 from benchmarks.plain import PlainConsumer
 from sinks.embedded import EmbeddedBackend
 from sinks.http_front import HttpFront
-from sinks.service import build_sink
+from sinks.service import build_sink, write_private_file
 from stream.app import SHORT_CONSUMER_CONFIG
 
 
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         thread = threading.Thread(target=store, name="store", daemon=True)
         thread.start()
-        announced = {"url": front.url, "pid": os.getpid()}
-        args.endpoint_file.write_text(json.dumps(announced) + "\n")
+        announced = {"url": front.analyst_url, "pid": os.getpid()}  # reads only: the analyst
+        write_private_file(args.endpoint_file, json.dumps(announced) + "\n")
         while thread.is_alive() and not stop.wait(0.5):
             pass
         stop.set()

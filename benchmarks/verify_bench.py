@@ -136,8 +136,8 @@ def run_verify(data_dir: Path) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     try:
-        tenants = json.loads(completed.stdout)
-    except ValueError:
+        tenants = json.loads(completed.stdout)["tenants"]
+    except (ValueError, KeyError, TypeError):
         tenants = []
     return {
         "exit_code": completed.returncode,

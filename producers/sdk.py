@@ -168,7 +168,8 @@ class AuditProducer:
         spool_dir: ``None`` (default): events queue in memory only. A directory: events
             are spooled there first (see the module docs); a spool left by an earlier
             producer is delivered before new events, each to the topic it was sent for.
-            One producer per directory.
+            One producer per directory; it is created with mode 0700, and an existing one
+            must belong to this user and be closed to group and others.
         spool_max_bytes, spool_max_events: bounds of the spool's undelivered events.
         spool_sync_interval_ms: 0 fsyncs each event before :meth:`send` returns; N > 0 at
             most every N ms (faster; a *machine* crash may lose the last N ms).

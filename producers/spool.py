@@ -42,6 +42,7 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
+from producers.spool_directory import make_private_directory
 from producers.spool_format import (
     FRAME_HEADER_SIZE,
     SEGMENT_MAGIC,
@@ -109,7 +110,8 @@ class Spool:
     """An append-only queue of :class:`SpoolRecord` in ``directory``, bounded and durable.
 
     Args:
-        directory: created if missing; one process uses it at a time.
+        directory: created (mode 0700) if missing; an existing one must be a directory
+            of this user that group and others cannot use. One process uses it at a time.
         max_bytes: most framed bytes the unacknowledged records may take; at least 1.
         max_events: most unacknowledged records; at least 1.
         segment_bytes: a segment is closed and a new one started when the next record
@@ -122,7 +124,8 @@ class Spool:
 
     Raises:
         InvalidArgumentError: a bound or interval out of range.
-        ConfigurationError: another process holds the spool, or the directory is unusable.
+        ConfigurationError: another process holds the spool, or the directory is unusable
+            or not private (another owner, group/other permissions, a symbolic link).
         FormatError: a segment or the cursor file is damaged (see module docs).
     """
 
@@ -156,8 +159,8 @@ class Spool:
         self._last_sync = time.monotonic()
         self._window: collections.deque[tuple[int, int, int]] = collections.deque()
         self._closed = False
+        make_private_directory(self._directory)
         try:
-            self._directory.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self._directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigurationError(f"spool directory {self._directory} unusable: {exc}") from exc

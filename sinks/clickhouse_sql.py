@@ -20,10 +20,12 @@ from authtrail.errors import InvalidArgumentError, StoreError
 
 #: ClickHouse error codes this package raises or recognises by number.
 SYNTAX_ERROR = 62
+UNKNOWN_TABLE = 60
 NOT_IMPLEMENTED = 48
 READONLY = 164
 UNKNOWN_SETTING = 115
 AUTHENTICATION_FAILED = 516
+ACCESS_DENIED = 497
 
 #: Statements read-only mode lets through (first keyword, after comments and brackets).
 READ_ONLY_STATEMENTS = frozenset(

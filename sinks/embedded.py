@@ -13,6 +13,10 @@ Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
 * chdb runs every statement of a ``;``-separated text, so each text is classified first by
   the engine's own parser (``classify_query``): one statement only, and in read-only mode
   it must be READ_ONLY (which also refuses ``INTO OUTFILE`` and ``INSERT INTO FUNCTION``).
+* chdb is clickhouse-local inside: ``file()``, ``url()``, ``Python()``… and the ``default``
+  database itself (``SELECT * FROM '/etc/passwd'``) reach anything this process can, and
+  ``user_files_path`` is ignored. Read-only calls, and whatever the HTTP front runs, are
+  therefore *confined*: checked on the engine's syntax tree (:mod:`sinks.embedded_guard`).
 * Inserts hand Arrow IPC (or the HTTP client's format) to the engine's own input-format
   reader, strict where the ``Python()`` table function silently coerces ('one' into
   UInt64 became 0, an over-long FixedString became zero bytes) and the same reader a
@@ -45,9 +49,7 @@ import pyarrow as pa
 
 from authtrail.errors import ConfigurationError, StoreError
 from sinks.clickhouse_sql import (
-    NOT_IMPLEMENTED,
     READONLY,
-    SYNTAX_ERROR,
     UNKNOWN_SETTING,
     arrow_stream_bytes,
     check_parameters,
@@ -55,13 +57,12 @@ from sinks.clickhouse_sql import (
     format_parameter,
     insert_settings,
     is_identifier,
-    leading_keyword,
     quote_identifier,
     quote_table_name,
-    require_read_only_statement,
     setting_literal,
     settings_clause,
 )
+from sinks.embedded_guard import GuardState, check_request_settings, check_statement
 from sinks.embedded_writes import (
     InsertTarget,
     failure_reason,
@@ -72,8 +73,6 @@ from sinks.embedded_writes import (
 
 DEFAULT_DATABASE = "default"
 
-# Statements that would change the shared session for every later caller.
-_SESSION_STATEMENTS = frozenset({"SET", "USE"})
 _STATUS_PID = re.compile(r"PID:\s*(\d+)")
 
 
@@ -127,6 +126,7 @@ class EmbeddedBackend:
         self._writer: _Connection | None = None
         self._reader: _Connection | None = None
         self._insert_files = self.path
+        self._guard = GuardState()
         if read_only:
             if not self.path.is_dir():
                 raise ConfigurationError(f"no ClickHouse data directory at {self.path}")
@@ -185,7 +185,9 @@ class EmbeddedBackend:
             name: format_parameter(value) for name, value in check_parameters(parameters).items()
         }
         with self._connection(read_only=self.read_only) as session:
-            _check_statement(session, sql, read_only=self.read_only)
+            check_statement(
+                session, sql, read_only=self.read_only, parameters=bound, state=self._guard
+            )
             try:
                 # "Arrow" (IPC bytes), not "ArrowTable": chdb builds the latter through
                 # pandas, an import of ~0.3 CPU-s in every CLI command that queries.
@@ -224,16 +226,23 @@ class EmbeddedBackend:
         parameters: Mapping[str, str] | None = None,
         database: str | None = None,
         read_only: bool = False,
+        confined: bool = False,
     ) -> QueryOutcome:
         """Run one statement and return its raw output in ``output_format`` (Native, JSON…).
 
         ``parameters`` are already in ClickHouse's escaped text form (as HTTP ``param_*``
         carries them). The call is read-only if ``read_only``, this backend is, or
-        ``settings`` has a non-zero ``readonly``. Raises StoreError.
+        ``settings`` has a non-zero ``readonly``; a read-only or ``confined`` call reaches
+        nothing outside the store (:mod:`sinks.embedded_guard`). Raises StoreError.
         """
         read_only = self.read_only or read_only or _readonly_requested(settings)
         with self._connection(read_only=read_only) as session:
-            _check_statement(session, sql, read_only=read_only)
+            if read_only or confined:
+                check_request_settings(settings or {}, writer=not read_only)
+            check_statement(
+                session, sql, read_only=read_only, confined=confined,
+                parameters=parameters, database=database, state=self._guard,
+            )  # fmt: skip
             with _session_state(session, settings, database):
                 try:
                     result = session.query(sql, output_format, params=dict(parameters or {}))
@@ -249,15 +258,23 @@ class EmbeddedBackend:
         *,
         settings: Mapping[str, str | int] | None = None,
         database: str | None = None,
+        confined: bool = False,
     ) -> QueryOutcome:
         """Stream ``data`` encoded in ``input_format`` into ``insert`` (``INSERT INTO t (cols)``).
 
-        ``insert`` carries no FORMAT clause. Raises StoreError (read-only, bad data).
+        ``insert`` carries no FORMAT clause; ``confined`` as for :meth:`execute`. Raises
+        StoreError (read-only, bad data, refused by confinement).
         """
         if self.read_only or _readonly_requested(settings):
             raise StoreError("read-only mode refuses INSERT", READONLY)
         with self._connection(read_only=False) as session:
-            _check_statement(session, insert, read_only=False)
+            if confined:
+                check_request_settings(settings or {}, writer=True)
+            statement = f"{insert} FORMAT {input_format}" if confined else insert
+            check_statement(
+                session, statement, read_only=False, confined=confined, database=database,
+                state=self._guard,
+            )  # fmt: skip
             with _session_state(session, settings, database):
                 what = f"insert ({one_line(insert)[:200]})"
                 result = insert_through_file(
@@ -307,47 +324,6 @@ class EmbeddedBackend:
             if connection.closed:
                 raise StoreError(f"ClickHouse data directory {self.path} is closed")
             yield connection.session
-
-
-def _check_statement(session: _Session, sql: str, *, read_only: bool) -> None:
-    """Refuse what must not run: writes in read-only mode, SET/USE, several statements."""
-    if read_only:
-        require_read_only_statement(sql)
-    elif leading_keyword(sql) in _SESSION_STATEMENTS:
-        raise StoreError(
-            "SET and USE would change the session every caller shares; pass settings "
-            "with the query (HTTP parameters or the settings argument) instead",
-            NOT_IMPLEMENTED,
-        )
-    report = _classify(session, sql)
-    if report is None:
-        if read_only:
-            raise ConfigurationError("read-only mode needs chdb>=4.4 (classify_query)")
-        return
-    kind, count = report
-    if read_only and kind == "UNKNOWN":
-        raise StoreError("read-only mode refuses text the engine cannot parse", SYNTAX_ERROR)
-    if read_only and (count != 1 or kind != "READ_ONLY"):
-        raise StoreError(
-            f"read-only mode refuses this statement (engine classified it {kind}, "
-            f"{count} statements)",
-            READONLY,
-        )
-    if count > 1:
-        raise StoreError("multi-statements are not allowed", SYNTAX_ERROR)
-
-
-def _classify(session: _Session, sql: str) -> tuple[str, int] | None:
-    """(query class, statement count) from the engine's parser; None if chdb lacks it."""
-    # classify_query is bound on the extension object, not on the Python wrapper; chdb's
-    # own chdb.durable reaches through the same way.
-    raw = getattr(getattr(session, "_conn", None), "_conn", None)
-    classify = getattr(raw, "classify_query", None)
-    if classify is None:
-        return None
-    report = classify(sql)
-    kind = report["query_class"]
-    return getattr(kind, "name", str(kind)), int(report["statement_count"])
 
 
 @contextmanager

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from authtrail.errors import ConfigurationError
+from authtrail.keys import load_signer
 from authtrail.settings import Settings
 from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, DEAD_LETTER, load_schema, previous_versions
 from schemas.codec import SingleObjectCodec
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from sinks.publication import Publication
 from sinks.sink import Sink
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
 
 ENDPOINT_FILE = "clickhouse.endpoint"
+_LOG = logging.getLogger(__name__)
 
 
 def endpoint_path(settings: Settings) -> Path:
@@ -24,11 +30,42 @@ def endpoint_path(settings: Settings) -> Path:
 
 
 def announce_endpoint(settings: Settings, url: str) -> Path:
-    """Record ``url``, the broker and this process as the way into a running ``up``."""
+    """Record ``url``, the broker and this process as the way into a running ``up``.
+
+    ``url`` carries the analyst token, so the file is readable by this user only (see
+    :func:`write_private_file`). Raises OSError when it cannot be written.
+    """
     path = endpoint_path(settings)
     announced = {"url": url, "bootstrap_servers": settings.bootstrap_servers, "pid": os.getpid()}
-    path.write_text(json.dumps(announced) + "\n")
+    write_private_file(path, json.dumps(announced) + "\n")
     return path
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``, mode 0600 (a secret may be in it).
+
+    The text goes to a new name beside ``path`` (``O_CREAT | O_EXCL | O_NOFOLLOW``: never
+    into a file or symlink someone planted there), is fsynced and renamed over ``path``, and
+    the folder fsynced, so a reader — or a restart after a crash — sees the old or the new
+    file whole, and never a world-readable one. Raises OSError.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _announced(settings: Settings) -> dict[str, Any] | None:
@@ -55,23 +92,50 @@ def running_broker(settings: Settings) -> str | None:
 
 def open_backend(settings: Settings, *, read_only: bool = False) -> ClickHouseBackend:
     """The store: the ClickHouse server at ``settings.clickhouse_url``; else, while
-    ``authtrail up`` owns the embedded directory, its HTTP front; else embedded chdb.
+    ``authtrail up`` owns the embedded directory, its HTTP front (as analyst, with the
+    token it announced); else embedded chdb.
 
     One process owns a chdb directory at a time, which is why a second terminal goes
-    through the owner's front.
+    through the owner's front. That front is read-only for everyone else: asking it for
+    a writing backend raises ConfigurationError.
     """
-    backend: ClickHouseBackend
-    url = settings.clickhouse_url or running_endpoint(settings)
-    if url:
-        backend = ServerBackend(url, read_only=read_only)
-    else:
-        backend = EmbeddedBackend(settings.data_dir / "clickhouse", read_only=read_only)
-    return backend
+    if settings.clickhouse_url:
+        return ServerBackend(settings.clickhouse_url, read_only=read_only)
+    running = running_endpoint(settings)
+    if running:
+        if not read_only:
+            raise ConfigurationError(
+                f"`authtrail up` owns the store in {settings.data_dir} and serves it "
+                "read-only; stop it first, or name a ClickHouse server with --clickhouse-url"
+            )
+        return ServerBackend(running, read_only=True)
+    return EmbeddedBackend(settings.data_dir / "clickhouse", read_only=read_only)
 
 
 def _codec(name: str) -> SingleObjectCodec:
     """Reads what this and earlier versions of schema ``name`` wrote."""
     return SingleObjectCodec(load_schema(name), previous_versions(name))
+
+
+def _publication(settings: Settings) -> Publication | None:
+    """The publication of ``settings.publication_dir`` (None: not configured).
+
+    Tenant directories are signed with ``publisher_key_path``; when that file does not
+    exist, checkpoints are still published and a WARNING says directories are not.
+    Raises :class:`ConfigurationError` for an unusable key file or directory.
+    """
+    if settings.publication_dir is None:
+        return None
+    signer = None
+    key_path = settings.publisher_key_path
+    if os.path.lexists(key_path):
+        signer = load_signer(key_path)
+    else:
+        _LOG.warning(
+            "publisher key %s not found: publishing checkpoints to %s but no signed tenant "
+            "directory (set AUTHTRAIL_PUBLISHER_KEY)", key_path, settings.publication_dir
+        )  # fmt: skip
+    return Publication(settings.publication_dir, log_origin=settings.log_origin, signer=signer)
 
 
 def build_sink(
@@ -80,7 +144,11 @@ def build_sink(
     *,
     consumer_config: Mapping[str, Any] | None = None,
 ) -> Sink:
-    """A sink over the topics named in ``settings``. Requires bootstrap servers."""
+    """A sink over the topics named in ``settings``. Requires bootstrap servers.
+
+    With ``settings.publication_dir`` it also publishes checkpoints there (see
+    :func:`_publication`).
+    """
     topics = {
         EVENTS_TABLE: settings.chained_topic,
         CHECKPOINTS_TABLE: settings.checkpoints_topic,
@@ -93,6 +161,8 @@ def build_sink(
     }
     return Sink(
         backend,
+        publication=_publication(settings),
+        publication_interval=settings.publication_interval_ms / 1000,
         bootstrap_servers=settings.bootstrap_servers or "",
         topics=topics,
         codecs=codecs,

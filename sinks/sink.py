@@ -13,6 +13,10 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
 
 Offsets are committed to Kafka after each insert only so that lag is visible in the usual
 tools.
+
+With a publication (sinks/publication.py, policy in sinks/publishing.py) every stored
+checkpoint is also published outside the store, right after its insert and before the
+offsets are committed; the checkpoints a crash left unpublished are published at start.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from authtrail.errors import ConfigurationError, StoreError
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
+from sinks.publication import Publication
+from sinks.publishing import CheckpointPublishing
 from sinks.rows import (
     CHECKPOINTS_SCHEMA,
     EVENTS_SCHEMA,
@@ -67,10 +73,19 @@ class SinkCounters:
     stored_rejected: int = 0
     skipped_duplicates: int = 0
     fenced: int = 0
+    published_checkpoints: int = 0
+    published_directories: int = 0
+    # Stored checkpoints the publication refused: another file at their place, or a row
+    # whose note is not the checkpoint it says (logged at ERROR; verify names the tenant).
+    publication_conflicts: int = 0
 
 
 class Sink:
-    """Consumes the three output topics and stores them; :meth:`run` until ``stop`` is set."""
+    """Consumes the three output topics and stores them; :meth:`run` until ``stop`` is set.
+
+    With ``publication``, stored checkpoints are also published there, and a tenant
+    directory at most every ``publication_interval`` seconds (sinks/publishing.py).
+    """
 
     def __init__(
         self,
@@ -84,6 +99,8 @@ class Sink:
         batch_rows: int = 5000,
         batch_seconds: float = 1.0,
         consumer_config: Mapping[str, Any] | None = None,
+        publication: Publication | None = None,
+        publication_interval: float = 10.0,
     ) -> None:
         self._backend = backend
         self._topics = dict(topics)
@@ -92,6 +109,11 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
+        self._publishing = (
+            CheckpointPublishing(publication, self.counters, interval=publication_interval)
+            if publication is not None
+            else None
+        )
         for statement in create_statements():
             backend.command(statement)
         self._stored_seq = self._query_pairs(
@@ -164,8 +186,12 @@ class Sink:
     def run(self, stop: threading.Event, on_idle: Callable[[], None] | None = None) -> None:
         """Consume and store until ``stop`` is set; then store what is buffered and close."""
         self._stop = stop
-        self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
+        publishing = self._publishing
         try:
+            if publishing is not None:
+                self._retrying(functools.partial(publishing.backfill, self._backend))
+                publishing.directory_if_due(force=True)
+            self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
             while not stop.is_set():
                 messages = self._consumer.consume(self._batch_rows, timeout=0.2)
                 for message in messages:
@@ -174,32 +200,38 @@ class Sink:
                     self._retrying(self.flush)
                 elif not messages and on_idle is not None:
                     on_idle()
+                if publishing is not None:
+                    publishing.directory_if_due()
             self._retrying(self.flush, attempts=3)
+            if publishing is not None:
+                publishing.directory_if_due(force=True)
         finally:
             self._consumer.close()
 
     def _retrying(self, action: Callable[[], _T], attempts: int | None = None) -> _T:
-        """Run ``action``; while the store is unavailable or cannot write, back off and retry.
+        """Run ``action``; while the store or the publication is unavailable or cannot
+        write, back off and retry.
 
-        Nothing is consumed meanwhile and no offset is committed past what is stored, so an
-        outage — a server down, a full disk, an I/O error — only delays rows; each failed
-        try logs one line saying why (the StoreError names the table, the data directory
-        and "disk full" when it is). ``attempts`` bounds the tries (used when stopping:
-        what is not stored stays in Kafka for the next run).
+        Nothing is consumed meanwhile and no offset is committed past what is stored and
+        published, so an outage — a server down, a full disk, an I/O error, an unmounted
+        publication (``OSError``) — only delays rows; each failed try logs one line saying
+        why (the StoreError names the table, the data directory and "disk full" when it
+        is). ``attempts`` bounds the tries (used when stopping: what is not stored stays in
+        Kafka for the next run, what is stored but not published is published at start).
         """
         delay, tried, first_failure = _FIRST_BACKOFF, 0, 0.0
         while True:
             try:
                 value = action()
-            except (StoreError, ConfigurationError) as exc:
+            except (StoreError, ConfigurationError, OSError) as exc:
                 tried += 1
                 first_failure = first_failure or time.monotonic()
                 stopping = self._stop is not None and self._stop.is_set()
                 if (attempts is not None and tried >= attempts) or (stopping and tried >= 3):
                     raise
                 _LOG.warning(
-                    "cannot store (%s); nothing past the stored rows is committed; "
-                    "retry %d in %.1f s",
+                    "cannot store or publish (%s); nothing past the stored and published "
+                    "rows is committed; retry %d in %.1f s",
                     exc, tried, delay,
                 )  # fmt: skip
                 time.sleep(delay)
@@ -255,7 +287,13 @@ class Sink:
         return buffered >= self._batch_rows or waited or bool(self._held_checkpoints and waited)
 
     def flush(self) -> None:
-        """Insert everything buffered (records first, then the checkpoints they cover)."""
+        """Insert everything buffered (records first, then the checkpoints they cover).
+
+        Stored checkpoints not yet published are published first: while the publication
+        fails, nothing more is stored.
+        """
+        if self._publishing is not None:
+            self._publishing.publish_pending()
         inserted = self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
@@ -303,6 +341,10 @@ class Sink:
                 )
                 self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
                 stored += len(run)
+                if table == CHECKPOINTS_TABLE and self._publishing is not None:
+                    self._publishing.stored(run)
+            if table == CHECKPOINTS_TABLE and self._publishing is not None:
+                self._publishing.publish_pending()  # before the offsets below are committed
         finally:
             del buffer.rows[:stored]  # stored: a retry after a later run failed must skip it
             if table == EVENTS_TABLE:

@@ -18,7 +18,7 @@ chain heads (:func:`stream.audit.verify_checkpoint_levels`) exactly as from leaf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,22 @@ import pyarrow as pa
 from authtrail.errors import ChainError
 from sinks.backend import ClickHouseBackend
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, chain_hash_sql, leaf_hash_sql
-from stream.audit import CheckpointDamage, MerkleLevels, verify_checkpoint_levels
+from stream.audit import (
+    CHECKPOINT_COLUMNS,
+    CheckpointDamage,
+    MerkleLevels,
+    StoredCheckpoint,
+    TenantSummary,
+    signed_size,
+    verify_checkpoint_levels,
+)
 from stream.chain import ChainLink, StoredLink, verify_chain
 from stream.merkle import HASH_SIZE
+from stream.monitor import Anchor, check_anchor, missing_tenant
 from stream.note import Keyring
+
+#: Records after the newest checkpoint that nobody signed within the grace period.
+UNSIGNED_RECORD = "unsigned record"
 
 _GENESIS_SQL = "toFixedString(unhex(repeat('00', 32)), 32)"
 
@@ -51,6 +63,25 @@ class TenantResult:
     damage: str | None = None
     seq: int | None = None
     detail: str | None = None
+    signed_by: tuple[str, ...] = ()  # the keys whose signatures verified its checkpoints
+    newest_note: bytes | None = None  # the newest verified checkpoint's note (intact only)
+
+    def report(self) -> dict[str, Any]:
+        """The result as JSON-ready values (the note is left out)."""
+        fields = ("tenant_id", "records", "checkpoints", "signed_size", "signed_by",
+                  "damage", "seq", "detail")  # fmt: skip
+        return {name: getattr(self, name) for name in fields} | {"signed_by": list(self.signed_by)}
+
+
+@dataclass(frozen=True)
+class UnsignedPolicy:
+    """Records after the newest checkpoint older than ``grace_micros`` at ``now_micros``
+    (by their ``stored_at``) are damage, not a pending tail: the sequencer signs every
+    batch within its batch interval, so a record nobody signed was forged, or the
+    sequencer stopped before signing it."""
+
+    now_micros: int
+    grace_micros: int
 
 
 def _where(tenant_id: str | None) -> str:
@@ -95,15 +126,27 @@ def _read_chain(
     return [row.link for row in stored], None
 
 
-def _notes(backend: ClickHouseBackend, tenant_id: str | None) -> dict[str, list[bytes]]:
-    """tenant -> its signed notes in ascending size order."""
-    sql = f"""SELECT tenant_id, note FROM {CHECKPOINTS_TABLE} {_where(tenant_id)}
+def _checkpoints(
+    backend: ClickHouseBackend, tenant_id: str | None
+) -> dict[str, list[StoredCheckpoint]]:
+    """tenant -> its stored checkpoints: each signed note and the columns beside it."""
+    columns = ", ".join(
+        "toUnixTimestamp64Micro(time_micros)" if name == "time_micros" else name
+        for name in CHECKPOINT_COLUMNS
+    )
+    sql = f"""SELECT tenant_id, note, {columns} FROM {CHECKPOINTS_TABLE} {_where(tenant_id)}
               ORDER BY tenant_id, size"""
     table = backend.query_arrow(sql, _parameters(tenant_id))
-    notes: dict[str, list[bytes]] = {}
-    for name, note in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
-        notes.setdefault(name, []).append(note.encode() if isinstance(note, str) else note)
-    return notes
+    values = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    checkpoints: dict[str, list[StoredCheckpoint]] = {}
+    for name, note, *stored in zip(*values, strict=True):
+        checkpoints.setdefault(name, []).append(
+            StoredCheckpoint(
+                note.encode() if isinstance(note, str) else note,
+                dict(zip(CHECKPOINT_COLUMNS, stored, strict=True)),
+            )
+        )
+    return checkpoints
 
 
 def _pair_up_sql(level: str) -> str:
@@ -213,6 +256,25 @@ def _chunks(tenants: list[str], records: dict[str, int]) -> Iterator[list[str]]:
         yield chunk
 
 
+def _first_unsigned(
+    backend: ClickHouseBackend, first: str, last: str
+) -> dict[tuple[str, int], int]:
+    """(tenant, seq) -> stored_at in µs of each tenant's first record after its newest
+    checkpoint (by the size column, which verification holds equal to the note)."""
+    sql = f"""SELECT tenant_id, seq, toUnixTimestamp64Micro(stored_at) FROM {EVENTS_TABLE}
+              WHERE {_RANGE} AND (tenant_id, seq) IN (
+                  SELECT tenant_id, max(next_seq) FROM (
+                      SELECT tenant_id, size + 1 AS next_seq FROM {CHECKPOINTS_TABLE}
+                      WHERE {_RANGE}
+                      UNION ALL
+                      SELECT tenant_id, toUInt64(1) FROM {EVENTS_TABLE}
+                      WHERE {_RANGE} AND seq = 1)
+                  GROUP BY tenant_id)"""
+    table = backend.query_arrow(sql, {"first": first, "last": last})
+    names, seqs, stored = (table.column(i).to_pylist() for i in range(3))
+    return {(name, seq): at for name, seq, at in zip(names, seqs, stored, strict=True)}
+
+
 def verify_store(
     backend: ClickHouseBackend,
     keyring: Keyring,
@@ -220,14 +282,27 @@ def verify_store(
     *,
     tenant_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    anchors: Mapping[str, Sequence[Anchor]] | None = None,
+    unsigned: UnsignedPolicy | None = None,
 ) -> Iterator[TenantResult]:
-    """Verify every tenant (or one) in the store; yield one result per tenant, sorted."""
+    """Verify every tenant (or one) in the store; yield one result per tenant, sorted.
+
+    ``anchors`` are what trusted views outside the store saw of each tenant (auditor
+    state, publication): every one must still hold (:func:`stream.monitor.check_anchor`),
+    and a tenant they name must exist. With ``unsigned``, records nobody signed within
+    its grace are damage.
+    """
+    anchored: dict[str, list[Anchor]] = {
+        name: list(seen)
+        for name, seen in (anchors or {}).items()
+        if tenant_id is None or name == tenant_id
+    }
     flagged = _flagged_tenants(backend, tenant_id)
     # Checkpoints before the Merkle levels: the sink stores records before the checkpoints
     # covering them, so records read afterwards cover every checkpoint read, even while
     # the sink runs.
-    notes = _notes(backend, tenant_id)
-    tenants = sorted(set(flagged) | set(notes))
+    checkpoints = _checkpoints(backend, tenant_id)
+    tenants = sorted(set(flagged) | set(checkpoints) | set(anchored))
     records = {name: count for name, (count, _) in flagged.items()}
     done = 0
     for chunk in _chunks(tenants, records):
@@ -236,41 +311,95 @@ def verify_store(
         heights = max(records.get(name, 0) for name in chunk).bit_length() + 1
         levels = _merkle_levels(backend, first, last, heights) if heights else {}
         heads = _chain_heads(backend, first, last)
+        tails = _first_unsigned(backend, first, last) if unsigned else {}
         for name in chunk:
-            yield _verdict(backend, name, flagged, notes, levels, heads, keyring, log_origin)
+            verdict = _Verdict(backend, name, keyring, log_origin)
+            yield verdict.judge(
+                flagged.get(name, (0, 0)), checkpoints.get(name, []),
+                levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
+                (unsigned, tails) if unsigned else None,
+            )  # fmt: skip
             done += 1
             if progress is not None:
                 progress(done, len(tenants))
 
 
-def _verdict(
-    backend: ClickHouseBackend,
-    tenant_id: str,
-    flagged: dict[str, tuple[int, int]],
-    notes: dict[str, list[bytes]],
-    levels: dict[str, MerkleLevels | None],
-    heads: dict[tuple[str, int], bytes],
-    keyring: Keyring,
-    log_origin: str,
-) -> TenantResult:
-    records, bad = flagged.get(tenant_id, (0, 0))
-    tree = levels.get(tenant_id, MerkleLevels(0, []))
-    chain_head = _chain_head(backend, tenant_id, heads)
-    if bad or tree is None:
-        links, error = _read_chain(backend, tenant_id)
-        if error is not None:
-            return TenantResult(tenant_id, records, 0, 0, error.damage, error.seq, error.detail)
-        # Flagged, yet intact when read again (rows changed in between): check the
-        # checkpoints against exactly the rows just proven to be an intact chain.
-        tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
-        chain_head = lambda size: links[size - 1].hash  # noqa: E731
-    tenant_notes = notes.get(tenant_id, [])
-    try:
-        summary = verify_checkpoint_levels(
-            tenant_id, tree, chain_head, tenant_notes, keyring, log_origin
-        )
-    except CheckpointDamage as exc:
+class _Verdict:
+    """The verdict on one tenant: chain, then checkpoints, then anchors, then its tail."""
+
+    def __init__(
+        self, backend: ClickHouseBackend, tenant_id: str, keyring: Keyring, log_origin: str
+    ) -> None:
+        self.backend, self.tenant_id = backend, tenant_id
+        self.keyring, self.log_origin = keyring, log_origin
+
+    def judge(
+        self,
+        flagged: tuple[int, int],
+        checkpoints: list[StoredCheckpoint],
+        tree: MerkleLevels | None,
+        heads: dict[tuple[str, int], bytes],
+        anchors: list[Anchor],
+        unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+    ) -> TenantResult:
+        records, bad = flagged
+        if not records and not checkpoints and anchors:
+            return self._damaged(0, checkpoints, missing_tenant(self.tenant_id, anchors[0]))
+        chain_head = _chain_head(self.backend, self.tenant_id, heads)
+        if bad or tree is None:
+            links, error = _read_chain(self.backend, self.tenant_id)
+            if error is not None:
+                return self._damaged(records, checkpoints, error)
+            # Flagged, yet intact when read again (rows changed in between): check the
+            # checkpoints against exactly the rows just proven to be an intact chain.
+            tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
+            chain_head = lambda size: links[size - 1].hash  # noqa: E731
+        try:
+            summary = verify_checkpoint_levels(
+                self.tenant_id, tree, chain_head, checkpoints, self.keyring, self.log_origin
+            )
+            for anchor in anchors:
+                check_anchor(self.tenant_id, tree, summary.signed_size, anchor)
+            if unsigned is not None:
+                self._check_tail(summary, *unsigned)
+        except CheckpointDamage as exc:
+            return self._damaged(tree.size, checkpoints, exc)
         return TenantResult(
-            tenant_id, tree.size, len(tenant_notes), 0, exc.damage, exc.seq, exc.detail
-        )
-    return TenantResult(tenant_id, summary.records, summary.checkpoints, summary.signed_size)
+            self.tenant_id, summary.records, summary.checkpoints, summary.signed_size,
+            signed_by=summary.signed_by, newest_note=summary.newest_note,
+        )  # fmt: skip
+
+    def _check_tail(
+        self, summary: TenantSummary, policy: UnsignedPolicy, tails: dict[tuple[str, int], int]
+    ) -> None:
+        if summary.records <= summary.signed_size:
+            return
+        seq = summary.signed_size + 1
+        stored_at = tails.get((self.tenant_id, seq))
+        if stored_at is None:  # the sink stored a checkpoint since the tails were read
+            sql = f"""SELECT toUnixTimestamp64Micro(stored_at) FROM {EVENTS_TABLE}
+                      WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}} LIMIT 1"""
+            found = self.backend.query_arrow(sql, {"tenant": self.tenant_id, "seq": seq})
+            stored_at = found.column(0)[0].as_py() if found.num_rows else policy.now_micros
+        age = policy.now_micros - stored_at
+        if abs(age) > policy.grace_micros:
+            when = f"{age / 1e6:.0f} s ago" if age > 0 else f"{-age / 1e6:.0f} s in the future"
+            raise CheckpointDamage(
+                self.tenant_id, seq, UNSIGNED_RECORD,
+                f"{summary.records - summary.signed_size} records after the newest checkpoint "
+                f"(size {summary.signed_size}), the first stored {when}, are signed by nobody "
+                f"(allowed: {policy.grace_micros / 1e6:.0f} s): forged, or the sequencer "
+                "stopped before signing them",
+            )  # fmt: skip
+
+    def _damaged(
+        self,
+        records: int,
+        checkpoints: list[StoredCheckpoint],
+        error: ChainError | CheckpointDamage,
+    ) -> TenantResult:
+        signed = signed_size(self.tenant_id, checkpoints, self.keyring, self.log_origin)
+        return TenantResult(
+            self.tenant_id, records, len(checkpoints), signed, error.damage, error.seq,
+            error.detail,
+        )  # fmt: skip

@@ -2,8 +2,9 @@
 
 Decoding proves an event has the schema's shape; these checks refuse what the schema
 cannot: an empty or absurdly long identifier, an oversized record, a timestamp no
-authentication event can have. A refused event never enters a chain; the worker sends
-it, with the reason, to the dead-letter topic and the ``rejected`` table.
+authentication event can have, an identity reserved to authtrail's own lockout
+decisions. A refused event never enters a chain; the worker sends it, with the reason, to
+the dead-letter topic and the ``rejected`` table.
 
 Checks depend only on the record itself, never on the wall clock: a timestamp is judged
 against the Kafka record's own timestamp, so replaying the same input decides the same.
@@ -11,17 +12,20 @@ against the Kafka record's own timestamp, so replaying the same input decides th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from authtrail.errors import FormatError
+from stream.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
 from stream.partitioning import tenant_partition
 
 OVERSIZED = "oversized"
 MISSING_FIELD = "missing_field"
 ABSURD_TIMESTAMP = "absurd_timestamp"
 WRONG_PARTITION = "wrong_partition"
+RESERVED_IDENTITY = "reserved_identity"
 
 _YEAR_2000_MICROS = 946_684_800_000_000
 
@@ -44,9 +48,37 @@ class Limits:
     max_future_seconds: int = 24 * 3600
 
 
+def _folded(text: str) -> str:
+    # NFKC folds full-width and other compatibility look-alikes, casefold the case:
+    # what a case-insensitive search or a human reading a dashboard would take as equal.
+    return unicodedata.normalize("NFKC", text).strip().casefold()
+
+
+_FOLDED_SERVICE = _folded(LOCKOUT_SERVICE)
+_FOLDED_ID_PREFIX = _folded(DECISION_ID_PREFIX)
+
+
+def reserved_identity(event: Mapping[str, Any]) -> str | None:
+    """Why ``event`` claims to be one of authtrail's own lockout decisions, else None.
+
+    It does when its ``service`` is :data:`~stream.decisions.LOCKOUT_SERVICE` or its
+    ``event_id`` starts with :data:`~stream.decisions.DECISION_ID_PREFIX`, compared after
+    Unicode compatibility folding, stripping and case folding, so that
+    ``"Authtrail-Lockout "`` cannot pass for a decision where names are compared loosely.
+    """
+    service = event.get("service")
+    if isinstance(service, str) and _folded(service) == _FOLDED_SERVICE:
+        return f"service {service!r} is reserved to authtrail's lockout decisions"
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIX):
+        return f"event_id {event_id!r} uses the prefix reserved to authtrail's lockout decisions"
+    return None
+
+
 def check_event(
     event: Mapping[str, Any], *, record_bytes: int, record_timestamp_micros: int | None,
     limits: Limits = Limits(), partition: int | None = None, partitions: int | None = None,
+    own_decision: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> None:  # fmt: skip
     """Raise :class:`RejectedEvent` if ``event`` may not be chained.
 
@@ -54,6 +86,11 @@ def check_event(
     timestamp (None: unknown, then only the lower time bound applies). With ``partition``
     and ``partitions``, the event must have arrived in its tenant's partition
     (:func:`stream.partitioning.tenant_partition`): one tenant, one chain.
+
+    An event with a :func:`reserved_identity` is refused (:data:`RESERVED_IDENTITY`)
+    unless ``own_decision(event)`` is true. The worker's decisions reach it through the
+    same events topic as producers' input, so only the worker can tell its own from a
+    forgery; ``own_decision`` is called only for events that claim the identity.
     """
     if record_bytes > limits.max_record_bytes:
         raise RejectedEvent(
@@ -67,6 +104,15 @@ def check_event(
             raise RejectedEvent(
                 MISSING_FIELD, f"{name} is longer than {limits.max_id_chars} characters"
             )
+    reserved = reserved_identity(event)
+    if reserved is not None and (own_decision is None or not own_decision(event)):
+        # A forged decision would show as a lockout that never happened, and one sent
+        # ahead with a decision's deterministic id would make the real one a conflict.
+        raise RejectedEvent(
+            RESERVED_IDENTITY,
+            f"{reserved}; only authtrail's worker may emit these (tenant "
+            f"{event['tenant_id']!r}): producers must use another service name and event id",
+        )
     if partition is not None and partitions is not None:
         expected = tenant_partition(str(event["tenant_id"]), partitions)
         if partition != expected:

@@ -11,18 +11,21 @@ checks always happen here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from authtrail.errors import CheckpointError, InvalidArgumentError, RootMismatchError
 from stream.checkpoint import Checkpoint, checkpoint_origin, open_checkpoint, verify_successor
 from stream.merkle import EMPTY_ROOT, HASH_SIZE
-from stream.note import Keyring
+from stream.note import Keyring, open_note
 
 # Damage kinds of checkpoints (record damage kinds live in stream.chain).
 FORGED_CHECKPOINT = "forged checkpoint"
 MISSING_CHECKPOINT = "missing checkpoint"
 MISMATCHED_CHECKPOINT = "checkpoint mismatch"
+MODIFIED_CHECKPOINT = "modified checkpoint"
+DUPLICATED_CHECKPOINT = "duplicated checkpoint"
+FORKED_CHECKPOINT = "forked checkpoint"
 
 _NODE_PREFIX = b"\x01"
 
@@ -46,6 +49,9 @@ class TenantSummary:
     records: int
     checkpoints: int
     signed_size: int  # records covered by the newest checkpoint; the rest are not yet signed
+    newest: Checkpoint | None = None  # the newest verified checkpoint
+    newest_note: bytes | None = None  # and its signed note, verbatim
+    signed_by: tuple[str, ...] = ()  # labels (key_label) of the keys whose signatures verified
 
 
 class MerkleLevels:
@@ -165,26 +171,57 @@ def _pair_up(level: bytes | memoryview) -> bytes:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A stored checkpoint: its signed note and the columns stored beside it, if any.
+
+    ``columns`` maps a column name of :data:`CHECKPOINT_COLUMNS` to its stored value
+    (integers as int, hashes as 32 bytes, ``time_micros`` as integer microseconds).
+    Analysts' queries and ``authtrail status`` read those columns, so each must equal
+    the value inside the note; None means none are stored (nothing to compare).
+    """
+
+    note: bytes
+    columns: Mapping[str, int | bytes] | None = None
+
+
+#: Stored checkpoint column -> the :class:`Checkpoint` attribute the note gives it.
+CHECKPOINT_COLUMNS = {
+    "size": "size",
+    "batch_first_seq": "batch_first_seq",
+    "batch_last_seq": "batch_last_seq",
+    "root": "root",
+    "batch_root": "batch_root",
+    "chain_head": "chain_hash",
+    "prev_digest": "prev_digest",
+    "time_micros": "time_micros",
+}
+
+
 def verify_checkpoints(
     tenant_id: str,
     leaf_hashes: Sequence[bytes],
     chain_hashes: Sequence[bytes],
-    notes: Sequence[bytes],
+    checkpoints: Sequence[StoredCheckpoint | bytes],
     keyring: Keyring,
     log_origin: str,
 ) -> TenantSummary:
     """Check every signed checkpoint of ``tenant_id`` against the stored records.
 
     Requires: ``leaf_hashes[i]`` and ``chain_hashes[i]`` are the stored hashes of seq
-    ``i + 1`` of a chain already checked gapless; ``notes`` are the stored signed notes in
-    ascending size order. Raises :class:`CheckpointDamage` naming the first bad checkpoint:
-    a bad or missing signature or a foreign origin (forged), a broken succession (missing),
-    roots or chain head that disagree with the records (mismatch), or records that stop
-    before a checkpoint's size (mismatch: the tail was deleted).
+    ``i + 1`` of a chain already checked gapless; ``checkpoints`` are the stored
+    checkpoints (or bare notes), in any order: they are put in the order of the sizes
+    their notes state. Raises :class:`CheckpointDamage` naming the first bad checkpoint:
+    a bad or missing signature or a foreign origin (forged); a stored column that
+    differs from the note (modified); the same checkpoint stored twice (duplicated); two
+    different signed checkpoints of one size (forked); a batch nobody signed or a broken
+    ``prev`` link (missing, named at the seq the absent checkpoint would end at); roots
+    or chain head that disagree with the records, or records that stop before a
+    checkpoint's size (mismatch).
     """
     levels = MerkleLevels.from_leaf_hashes(leaf_hashes)
     return verify_checkpoint_levels(
-        tenant_id, levels, lambda size: chain_hashes[size - 1], notes, keyring, log_origin
+        tenant_id, levels, lambda size: chain_hashes[size - 1], checkpoints, keyring, log_origin
     )
 
 
@@ -192,7 +229,7 @@ def verify_checkpoint_levels(
     tenant_id: str,
     levels: MerkleLevels,
     chain_head: Callable[[int], bytes],
-    notes: Sequence[bytes],
+    checkpoints: Sequence[StoredCheckpoint | bytes],
     keyring: Keyring,
     log_origin: str,
 ) -> TenantSummary:
@@ -200,19 +237,26 @@ def verify_checkpoint_levels(
 
     Requires: ``levels`` are those of the stored leaf hashes of seq ``1..levels.size`` of a
     chain already checked gapless; ``chain_head(size)`` returns the stored chain hash of
-    seq ``size`` (called only with ``1 <= size <= levels.size``); ``notes`` as for
+    seq ``size`` (called only with ``1 <= size <= levels.size``); ``checkpoints`` as for
     :func:`verify_checkpoints`. Raises :class:`CheckpointDamage` exactly as it does.
     """
     origin = checkpoint_origin(log_origin, tenant_id)
+    stored = _in_stated_order([_as_stored(checkpoint) for checkpoint in checkpoints])
     previous: Checkpoint | None = None
-    for note in notes:
-        checkpoint = _open(tenant_id, note, keyring, origin, previous)
-        try:
-            verify_successor(previous, checkpoint)
-        except CheckpointError as exc:
+    previous_note: bytes | None = None
+    signed_by: dict[str, None] = {}
+    for entry in stored:
+        checkpoint, keys = _open(tenant_id, entry.note, keyring, origin, previous)
+        signed_by.update(dict.fromkeys(keys))
+        _compare_columns(tenant_id, checkpoint, entry.columns)
+        if previous is not None and checkpoint.size == previous.size:
+            same = checkpoint == previous
             raise CheckpointDamage(
-                tenant_id, checkpoint.size, MISSING_CHECKPOINT, str(exc)
-            ) from exc
+                tenant_id, checkpoint.size, DUPLICATED_CHECKPOINT if same else FORKED_CHECKPOINT,
+                f"two signed checkpoints at size {checkpoint.size}"
+                + ("" if same else " that differ: the signer signed two histories"),
+            )  # fmt: skip
+        _check_succession(tenant_id, previous, checkpoint)
         if checkpoint.size > levels.size:
             raise CheckpointDamage(
                 tenant_id, levels.size + 1, MISMATCHED_CHECKPOINT,
@@ -225,18 +269,106 @@ def verify_checkpoint_levels(
             tenant_id, checkpoint, "chain head", checkpoint.chain_hash,
             chain_head(checkpoint.size),
         )  # fmt: skip
-        previous = checkpoint
-    return TenantSummary(tenant_id, levels.size, len(notes), previous.size if previous else 0)
+        previous, previous_note = checkpoint, entry.note
+    return TenantSummary(
+        tenant_id, levels.size, len(stored), previous.size if previous else 0,
+        newest=previous, newest_note=previous_note, signed_by=tuple(signed_by),
+    )  # fmt: skip
+
+
+def signed_size(
+    tenant_id: str, checkpoints: Sequence[StoredCheckpoint | bytes], keyring: Keyring,
+    log_origin: str,
+) -> int:  # fmt: skip
+    """The largest size among ``checkpoints`` whose signature verifies (0: none does).
+
+    What a damaged tenant is still signed up to, for reports; checks nothing else.
+    """
+    origin = checkpoint_origin(log_origin, tenant_id)
+    sizes = [0]
+    for entry in map(_as_stored, checkpoints):
+        try:
+            sizes.append(open_checkpoint(entry.note, keyring, origin).size)
+        except CheckpointError:
+            continue
+    return max(sizes)
+
+
+def key_label(name: str, key_id: int) -> str:
+    """How reports name a verifier key: ``<name>+<hex8 key id>``, as in its key string."""
+    return f"{name}+{key_id:08x}"
+
+
+def _as_stored(checkpoint: StoredCheckpoint | bytes) -> StoredCheckpoint:
+    return checkpoint if isinstance(checkpoint, StoredCheckpoint) else StoredCheckpoint(checkpoint)
+
+
+def _in_stated_order(stored: list[StoredCheckpoint]) -> list[StoredCheckpoint]:
+    """``stored`` ordered by the sizes the notes' bodies state (signatures unchecked).
+
+    Rows have no order of their own and a size column may be edited, so the order is the
+    notes'. A note too damaged to parse goes where its size column puts it, else right
+    after its neighbour in the given order; it is reported as forged when its turn comes.
+    """
+    keys: list[int] = []
+    for entry in stored:
+        body, separator, _ = entry.note.rpartition(b"\n\n")
+        try:
+            keys.append(Checkpoint.parse(body + b"\n").size if separator else -1)
+        except CheckpointError:
+            column = (entry.columns or {}).get("size")
+            keys.append(column if isinstance(column, int) else keys[-1] if keys else 0)
+    order = sorted(range(len(stored)), key=keys.__getitem__)
+    return [stored[index] for index in order]
 
 
 def _open(
     tenant_id: str, note: bytes, keyring: Keyring, origin: str, previous: Checkpoint | None
-) -> Checkpoint:
+) -> tuple[Checkpoint, list[str]]:
+    size = previous.size + 1 if previous else 1
     try:
-        return open_checkpoint(note, keyring, origin)
+        opened = open_note(note, keyring)
+        checkpoint = Checkpoint.parse(opened.text)
     except CheckpointError as exc:
-        size = previous.size + 1 if previous else 1
         raise CheckpointDamage(tenant_id, size, FORGED_CHECKPOINT, str(exc)) from exc
+    if checkpoint.origin != origin:
+        detail = f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}"
+        raise CheckpointDamage(tenant_id, size, FORGED_CHECKPOINT, detail)
+    return checkpoint, [key_label(s.name, s.key_id) for s in opened.signatures]
+
+
+def _compare_columns(
+    tenant_id: str, checkpoint: Checkpoint, columns: Mapping[str, int | bytes] | None
+) -> None:
+    for column, attribute in CHECKPOINT_COLUMNS.items():
+        if columns is None or column not in columns:
+            continue
+        signed, stored = getattr(checkpoint, attribute), columns[column]
+        if stored != signed:
+            raise CheckpointDamage(
+                tenant_id, checkpoint.size, MODIFIED_CHECKPOINT,
+                f"stored column {column} is {_shown(stored)}, "
+                f"the signed note says {_shown(signed)}",
+            )  # fmt: skip
+
+
+def _shown(value: object) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def _check_succession(tenant_id: str, previous: Checkpoint | None, checkpoint: Checkpoint) -> None:
+    expected_first = previous.size + 1 if previous else 1
+    if checkpoint.batch_first_seq > expected_first:
+        # The batch in between has no checkpoint: name the seq that one would end at.
+        raise CheckpointDamage(
+            tenant_id, checkpoint.batch_first_seq - 1, MISSING_CHECKPOINT,
+            f"no checkpoint covers seq {expected_first}..{checkpoint.batch_first_seq - 1} "
+            f"(the next one starts its batch at {checkpoint.batch_first_seq})",
+        )  # fmt: skip
+    try:
+        verify_successor(previous, checkpoint)
+    except CheckpointError as exc:
+        raise CheckpointDamage(tenant_id, checkpoint.size, MISSING_CHECKPOINT, str(exc)) from exc
 
 
 def _compare(

@@ -11,6 +11,12 @@ ids are derived from the triggering event, so publishing one twice is harmless: 
 sequencer records an event id once. During a replay nothing is published; decisions whose
 events never reached the log (a crash between deciding and publishing) are returned by
 :meth:`Guard.unpublished` to be published then.
+
+Decisions come back through the same events topic as producers' input, and anyone who can
+produce there could send an event that looks like one. So the guard remembers the
+decisions it *owes* the log (decided, not yet chained) and :meth:`Guard.owes` tells the
+worker whether an event claiming to be a decision is exactly one of them; anything else
+that claims the identity is refused at admission (:mod:`stream.admission`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stream.canonical import canonical_leaf
 from stream.decisions import LOCKOUT_SERVICE, Decision, decision_to_event
 from stream.lockout import LockoutDetector
 from stream.lockout_policy import PolicySet
@@ -36,17 +43,33 @@ class Guard:
         self._lockout = LockoutDetector(policies.lockout_for, allowed_lateness_seconds=lateness)
         self._spray = SprayDetector(policies.spray_for, allowed_lateness_seconds=lateness)
         self._replayed: dict[str, dict[str, Any]] = {}  # decided in replay, not yet in the log
+        self._owed: dict[str, dict[str, Any]] = {}  # decided (live or replay), not yet chained
         self._advanced: dict[str, int] = {}  # per tenant: event time last advanced to
         self._pruned: dict[str, int] = {}
 
     def observe(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Feed one newly sequenced event; return the decision events to publish."""
         if event.get("service") == LOCKOUT_SERVICE:
-            self._replayed.pop(str(event.get("event_id")), None)
+            event_id = str(event.get("event_id"))
+            self._replayed.pop(event_id, None)
+            self._owed.pop(event_id, None)
             return []
         decisions = self._lockout.observe(event) + self._spray.observe(event)
         decisions += self._advance(str(event["tenant_id"]), int(event["occurred_at"]))
-        return [decision_to_event(decision) for decision in decisions]
+        decision_events = [decision_to_event(decision) for decision in decisions]
+        for decision_event in decision_events:
+            self._owed[decision_event["event_id"]] = decision_event
+        return decision_events
+
+    def owes(self, event_id: str, leaf: bytes) -> bool:
+        """Whether ``event_id`` is a decision this guard made and has not yet seen chained,
+        and ``leaf`` (:func:`~stream.canonical.canonical_leaf`) is exactly its content.
+
+        The worker admits an event claiming a decision's identity only then: an id sent
+        ahead by someone else, or the right id with other content, is not the guard's.
+        """
+        owed = self._owed.get(event_id)
+        return owed is not None and canonical_leaf(owed) == leaf
 
     def _advance(self, tenant_id: str, occurred_at: int) -> list[Decision]:
         """Move the tenant's event-time clock: failures buffered for lateness are applied,
@@ -72,7 +95,7 @@ class Guard:
         """Decision events made during replay that the log does not hold; then forget them.
 
         Some may be in flight (published, not yet chained): publishing them again is
-        harmless because their ids repeat.
+        harmless because their ids repeat. They stay owed (:meth:`owes`) until chained.
         """
         pending, self._replayed = list(self._replayed.values()), {}
         return pending
@@ -83,6 +106,7 @@ class Guard:
             "lockout": self._lockout.to_state(),
             "spray": self._spray.to_state(),
             "replayed": dict(self._replayed),
+            "owed": dict(self._owed),
             "advanced": dict(self._advanced),
             "pruned": dict(self._pruned),
         }
@@ -100,10 +124,12 @@ class Guard:
             state["spray"], self._policies.spray_for, allowed_lateness_seconds=self._lateness
         )
         replayed = dict(state["replayed"])
+        owed = dict(state["owed"])
         advanced = {tenant: int(at) for tenant, at in state["advanced"].items()}
         pruned = {tenant: int(at) for tenant, at in state["pruned"].items()}
         # Only now, so a state that fails to load leaves this guard as it was.
         self._lockout, self._spray, self._replayed = lockout, spray, replayed
+        self._owed = owed
         self._advanced, self._pruned = advanced, pruned
 
     @property

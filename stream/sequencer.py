@@ -138,6 +138,19 @@ class Sequencer:
             return Offer(DUPLICATE if same else CONFLICT)
         return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
 
+    def has_recorded(self, tenant_id: str, event_id: str, leaf: bytes) -> bool:
+        """Whether ``event_id`` of ``tenant_id`` was sequenced with exactly this ``leaf``
+        and is still remembered, so :meth:`offer` would call it a duplicate. Changes nothing.
+        """
+        log = self.tenants.get(tenant_id)
+        if log is None:
+            return False
+        leaf_hash = rfc6962_leaf_hash(leaf)
+        kept = log.kept_ids.get(event_id)
+        if kept is not None:
+            return kept == leaf_hash
+        return self._recently_seen(log, event_id, leaf_hash) is True
+
     def _append(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> ChainLink:
         if log.batch.size == 0:
             self._opened(log)

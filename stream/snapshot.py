@@ -34,7 +34,9 @@ from stream.guard import Guard
 from stream.id_window import IdWindow
 from stream.sequencer import Sequencer, TenantLog
 
-FORMAT = 1
+# 2: the guard's state holds the decisions it owes the log (stream/guard.py). A format-1
+# snapshot lacks them, so it is ignored and the partition replayed, which rebuilds them.
+FORMAT = 2
 
 
 def encode_state(sequencer: Sequencer, guard: Guard | None) -> bytes:

@@ -25,7 +25,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -255,6 +255,7 @@ class SequencerWorker:
                 event, record_bytes=len(record.value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
                 partition=record.partition, partitions=self._partitions,
+                own_decision=lambda claimed: self._own_decision(sequencer, record, claimed),
             )  # fmt: skip
             leaf = canonical_leaf(event)
             offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)
@@ -268,6 +269,22 @@ class SequencerWorker:
             self._reject(record, "invalid_event", str(exc), _tenant(event))
         else:
             self._publish_offer(record, event, offer)
+
+    def _own_decision(
+        self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any]
+    ) -> bool:
+        """Whether ``event``, which claims a lockout decision's identity, is this worker's.
+
+        Decisions come back through the events topic like any producer's input, so the
+        topic cannot vouch for them. Ours is one the partition's guard owes with exactly
+        this content, or an exact copy of one already chained (after a restart a decision
+        in flight may be published twice: the sequencer records it as a duplicate).
+        """
+        leaf = canonical_leaf(event)
+        guard = self._guards.get(record.partition)
+        if guard is not None and guard.owes(event["event_id"], leaf):
+            return True
+        return sequencer.has_recorded(event["tenant_id"], event["event_id"], leaf)
 
     def _publish_offer(self, record: InputRecord, event: dict[str, Any], offer: Offer) -> None:
         if offer.outcome == DUPLICATE:

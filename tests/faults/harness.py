@@ -7,9 +7,10 @@ subprocesses (:class:`~tests.faults.service.Service`). Every wait goes through
 
 The store is one of two kinds:
 
-* ``front``: chdb owned by this process, served to the sink (``--clickhouse-url``) and to
-  ``authtrail verify`` by :class:`~sinks.http_front.HttpFront`; a ClickHouse outage is the
-  front going away. The suite reads the store directly while the sink writes.
+* ``front``: chdb owned by this process, served by :class:`~sinks.http_front.HttpFront` to
+  the sink (as its writer, ``AUTHTRAIL_CLICKHOUSE_URL`` in the sink's environment) and to
+  ``authtrail verify`` (as analyst); a ClickHouse outage is the front going away. The
+  suite reads the store directly while the sink writes.
 * ``embedded``: chdb in the data directory, owned by the sink process (as in a one-machine
   install). The final drain runs the product's sink in this process, then
   ``authtrail verify`` opens the directory itself.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -62,6 +64,11 @@ class Pipeline:
         self._owner: EmbeddedBackend | None = None
         self.front: HttpFront | None = None
         self._front_port = 0
+        # Kept across restarts of the front, like a server's credentials.
+        self._analyst_token, self._writer_token = (
+            secrets.token_urlsafe(16),
+            secrets.token_urlsafe(16),
+        )
         try:
             self.environment = {
                 **os.environ,
@@ -83,13 +90,14 @@ class Pipeline:
             self.settings = Settings.from_env(self.environment)
             write_key_pair(self.settings.keys_dir, "authtrail")
             ensure_topics(self.broker.bootstrap_servers, topic_specs(self.settings))
-            sink_arguments = ["sink", "--short-timeouts"]
+            sink_environment = dict(self.environment)
             if store == "front":
                 self._owner = EmbeddedBackend(root / "clickhouse")
                 self.start_front()
-                sink_arguments += ["--clickhouse-url", self.store_url]
+                # In the environment, not the command line: `ps` would show the token.
+                sink_environment["AUTHTRAIL_CLICKHOUSE_URL"] = self.writer_url
             self.worker = Service("worker", ["worker", "--short-timeouts"], self.environment, root)
-            self.sink = Service("sink", sink_arguments, self.environment, root)
+            self.sink = Service("sink", ["sink", "--short-timeouts"], sink_environment, root)
             # A second worker (own Faust data dir, same signing key), started only by
             # scenarios that need two: it joins the same consumer group.
             (root / "data-spare").mkdir()  # Faust creates only the last level of its datadir
@@ -114,13 +122,22 @@ class Pipeline:
 
     @property
     def store_url(self) -> str:
-        """The front's URL (``front`` stores); stays the same across restarts of the front."""
-        return f"http://127.0.0.1:{self._front_port}/"
+        """The front's URL for analysts (``front`` stores), token included; the same across
+        restarts of the front."""
+        return f"http://analyst:{self._analyst_token}@127.0.0.1:{self._front_port}/"
+
+    @property
+    def writer_url(self) -> str:
+        """The front's URL for the sink, which writes (``front`` stores)."""
+        return f"http://writer:{self._writer_token}@127.0.0.1:{self._front_port}/"
 
     def start_front(self) -> None:
-        """Serve the store on the front's port (the same port on every restart)."""
+        """Serve the store on the front's port (the same port and tokens on every restart)."""
         assert self._owner is not None, "only a front store has a front"
-        self.front = HttpFront(self._owner, port=self._front_port).start()
+        self.front = HttpFront(
+            self._owner, port=self._front_port,
+            token=self._analyst_token, writer_token=self._writer_token,
+        ).start()  # fmt: skip
         self._front_port = self.front.port
 
     def stop_front(self) -> None:
@@ -287,10 +304,11 @@ class Pipeline:
     def verify(self) -> tuple[int, str]:
         """Run ``authtrail verify`` as a user would; return its exit code and output."""
         arguments = ["--data-dir", str(self.settings.data_dir), "verify"]
+        environment = dict(self.environment)
         if self.store == "front":
-            arguments += ["--clickhouse-url", self.store_url]
+            environment["AUTHTRAIL_CLICKHOUSE_URL"] = self.store_url
         log = self.root / "verify.log"
-        process = start_python_module("authtrail.cli", arguments, log, self.environment)
+        process = start_python_module("authtrail.cli", arguments, log, environment)
         try:
             code = process.wait(timeout=300)
         finally:

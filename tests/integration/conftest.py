@@ -14,9 +14,10 @@ Fixtures:
 
 * ``chdb_dir`` — path of a not-yet-created data directory under ``tmp_path``.
 * ``embedded_backend`` — :class:`~sinks.embedded.EmbeddedBackend` on ``chdb_dir``.
-* ``http_front`` — a started :class:`~sinks.http_front.HttpFront` over ``embedded_backend``.
-* ``server_backend`` — :class:`~sinks.server.ServerBackend` on ``http_front`` (or the
-  real server named by the environment).
+* ``http_front`` — a started :class:`~sinks.http_front.HttpFront` over ``embedded_backend``,
+  with a writer: ``front.analyst_url`` reads, ``front.writer_url`` may also write.
+* ``server_backend`` — :class:`~sinks.server.ServerBackend` on ``http_front`` as its writer
+  (or the real server named by the environment).
 * ``clickhouse_backend`` — parametrised: each test using it runs once per backend kind
   (ids ``embedded`` and ``server``).
 """
@@ -56,7 +57,7 @@ def embedded_backend(chdb_dir: Path) -> Iterator[EmbeddedBackend]:
 @pytest.fixture
 def http_front(embedded_backend: EmbeddedBackend) -> Iterator[HttpFront]:
     """ClickHouse's HTTP protocol on a free loopback port, serving ``embedded_backend``."""
-    with HttpFront(embedded_backend) as front:
+    with HttpFront(embedded_backend, writer_token=secrets.token_urlsafe(16)) as front:
         yield front
 
 
@@ -66,7 +67,7 @@ def server_backend(request: pytest.FixtureRequest) -> Iterator[ServerBackend]:
     real_server = os.environ.get(SERVER_URL_VARIABLE)
     if not real_server:
         front: HttpFront = request.getfixturevalue("http_front")
-        with ServerBackend(front.url, connect_timeout=5) as backend:
+        with ServerBackend(front.writer_url, connect_timeout=5) as backend:
             yield backend
         return
     database = f"authtrail_test_{secrets.token_hex(4)}"

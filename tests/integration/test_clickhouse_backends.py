@@ -211,7 +211,8 @@ def read_only_backend(
     writer = request.getfixturevalue("embedded_backend")
     writer.command(EVENTS_DDL)
     writer.insert_arrow("events", make_events(100))
-    with ServerBackend(request.getfixturevalue("http_front").url, read_only=True) as reader:
+    front = request.getfixturevalue("http_front")
+    with ServerBackend(front.analyst_url, read_only=True) as reader:
         yield reader
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import threading
 import time
@@ -32,11 +33,13 @@ from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
-from schemas import CHAINED_RECORD
+from schemas import AUTH_EVENT, CHAINED_RECORD
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.http_front import HttpFront
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from stream.guard import Guard
+from stream.lockout_policy import PolicySet
 from stream.recovery import read_partition
 from tests.integration.broker_fixtures import (
     log_tail,
@@ -132,17 +135,26 @@ class Store:
         self.kind, self.path = kind, path
         self.front: HttpFront | None = None
         self._owner: EmbeddedBackend | None = None
+        self._token, self._writer_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         if kind == "server":
             self._owner = EmbeddedBackend(path)
-            self.front = HttpFront(self._owner).start()
+            self.start_front()
+
+    def start_front(self, port: int = 0) -> None:
+        """Serve the store (again), with the same analyst and writer tokens."""
+        assert self._owner is not None
+        self.front = HttpFront(
+            self._owner, port=port, token=self._token, writer_token=self._writer_token
+        ).start()
 
     def open(self) -> ClickHouseBackend:
+        """A backend that may write (the sink's, or an attacker's with write access)."""
         if self.front is not None:
-            return ServerBackend(self.front.url)
+            return ServerBackend(self.front.writer_url)
         return EmbeddedBackend(self.path)
 
     def verify_arguments(self) -> list[str]:
-        return ["--clickhouse-url", self.front.url] if self.front is not None else []
+        return ["--clickhouse-url", self.front.analyst_url] if self.front is not None else []
 
     def close(self) -> None:
         if self.front is not None:
@@ -408,7 +420,7 @@ def test_clickhouse_outage_delays_rows_and_loses_none(pipeline: Pipeline, store:
         second = pipeline.produce(1000, seed=8)
         time.sleep(3)
         stored_during_outage = sink.counters.stored_records
-        store.front = HttpFront(store._owner, port=port).start()  # back
+        store.start_front(port)  # back
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if _stored_count(store._owner) >= 2000 and _all_signed(store._owner):
@@ -464,6 +476,65 @@ def test_brute_force_is_locked_and_the_lockout_is_itself_audited(
     assert ("ACCOUNT_LOCKED", "alice") in kinds
     assert ("BRUTE_FORCE_SUSPECTED", "203.0.113.99") in kinds
     assert len(kinds) == len(set(kinds)), kinds  # each decision recorded once
+    assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_forged_decisions_are_rejected_and_cannot_suppress_a_lockout(
+    pipeline: Pipeline, store: Store
+) -> None:
+    """A producer sends a fake ACCOUNT_LOCKED (service authtrail-lockout) and, ahead of a
+    brute force, an event with the id the real lock will get (the rule is public: the
+    pure guard predicts it here). Both land in `rejected`; the real lock is chained."""
+    pipeline.start_worker()
+    start = 1_767_225_600_000_000
+    burst = [
+        new_event("acme", "LOGIN_FAILED", event_id=f"bf-{n}", occurred_at=start + n * 2_000_000,
+                  user_name="alice", client_ip="198.51.100.66", service="sso")
+        for n in range(35)
+    ] + [  # later traffic moves event time on, so the lock's expiry is decided too
+        new_event("acme", "LOGIN", event_id="later", occurred_at=start + 400_000_000,
+                  user_name="bob", client_ip="192.0.2.1", service="sso")
+    ]  # fmt: skip
+    predicting = Guard(PolicySet())  # the worker's policy: Keycloak's defaults
+    decided = [d for event in burst for d in predicting.observe(event)]
+    (locked_id,) = [d["event_id"] for d in decided if d["event_type"] == "ACCOUNT_LOCKED"]
+    forged = [
+        new_event("acme", "ACCOUNT_LOCKED", event_id="fake-lock", occurred_at=start,
+                  user_name="mallory", service="authtrail-lockout"),
+        new_event("acme", "LOGIN", event_id=locked_id, occurred_at=start, user_name="carol",
+                  service="sso"),
+    ]  # fmt: skip
+    with AuditProducer(
+        pipeline.settings.bootstrap_servers or "", pipeline.settings.events_topic
+    ) as p:
+        for event in forged + burst:
+            p.send(event)
+    _store(pipeline, store, len(burst) + len(decided))
+    backend = store.open()
+    try:
+        rejected = backend.query_arrow(
+            "SELECT hex(original) AS original, error_kind FROM rejected ORDER BY source_offset"
+        ).to_pylist()
+        lockouts = backend.query_arrow(
+            "SELECT event_type, user_name, triggering_event_id FROM lockouts ORDER BY seq"
+        ).to_pylist()
+        chained_lock = backend.query_arrow(
+            f"SELECT service, event_type, user_name FROM events WHERE event_id = '{locked_id}'"
+        ).to_pylist()
+    finally:
+        backend.close()
+    events = codec(AUTH_EVENT)
+    assert [
+        (events.decode(bytes.fromhex(row["original"]))["event_id"], row["error_kind"])
+        for row in rejected
+    ] == [("fake-lock", "reserved_identity"), (locked_id, "reserved_identity")]
+    assert chained_lock == [
+        {"service": "authtrail-lockout", "event_type": "ACCOUNT_LOCKED", "user_name": "alice"}
+    ]
+    assert [(row["event_type"], row["user_name"]) for row in lockouts] == [
+        (d["event_type"], d["user_name"]) for d in decided
+    ]
     assert _verify(pipeline, store) == 0
 
 

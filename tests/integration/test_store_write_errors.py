@@ -166,9 +166,12 @@ def test_insert_over_http_on_a_full_disk_fails_clearly_then_succeeds_once(small_
     """The server path (clickhouse-connect to the HTTP front of the store, as the sink
     with ``--clickhouse-url``): the client gets the same error, code and all."""
     filler = Filler(small_disk)
-    with EmbeddedBackend(small_disk / "clickhouse") as owner, HttpFront(owner) as front:
+    with (
+        EmbeddedBackend(small_disk / "clickhouse") as owner,
+        HttpFront(owner, writer_token="sink-token") as front,  # writes need the writer
+    ):
         owner.command(TABLE_DDL)
-        with ServerBackend(front.url, connect_timeout=5) as client:
+        with ServerBackend(front.writer_url, connect_timeout=5) as client:
             batch = _rows(0, 100)
             filler.fill(600 * 1024)
             with pytest.raises(StoreError) as failure:

@@ -9,10 +9,14 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -69,12 +73,26 @@ def _children_gone(log: Path) -> None:
         assert f"127.0.0.1:{port}" not in command, f"broker left running: {command}"
 
 
+def _front_needs_the_announced_token(data_dir: Path, log: Path) -> None:
+    """The endpoint file (mode 0600) and the banner carry the analyst token; without it
+    the front answers 403."""
+    endpoint = data_dir / "clickhouse.endpoint"
+    assert stat.S_IMODE(endpoint.stat().st_mode) == 0o600
+    url = urlsplit(json.loads(endpoint.read_text())["url"])
+    assert url.username == "analyst" and url.password
+    assert f"analyst token: {url.password}" in log.read_text()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{url.port}/?query=SELECT+1", timeout=10)
+    assert refused.value.code == 403
+
+
 def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first_log = tmp_path / "up-1.log"
     up = _up(data_dir, first_log, "--demo", "--rate", "400")
     try:
         wait_for_log_text(first_log, "Ctrl-C stops everything", up, timeout=60)
+        _front_needs_the_announced_token(data_dir, first_log)
         _wait_stored(first_log, up, records=300, timeout=90)
 
         # A second process gets in through the running process's HTTP front.
@@ -87,7 +105,9 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
         assert refused.returncode == 2 and "read-only" in refused.stderr
         verified = _cli(data_dir, "verify", "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert all(result["damage"] is None for result in json.loads(verified.stdout))
+        report = json.loads(verified.stdout)
+        assert report["tenants"] and report["store_damage"] == []
+        assert all(result["damage"] is None for result in report["tenants"])
         status = _cli(data_dir, "status", "--json")
         assert status.returncode == 0, status.stderr
         assert {row["tenant_id"] for row in json.loads(status.stdout)["tenants"]} >= {
@@ -102,7 +122,7 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
     _children_gone(first_log)
     assert not (data_dir / "clickhouse.endpoint").exists()
     # A clean stop signs every open batch and stores the checkpoints before exiting.
-    results = json.loads(_cli(data_dir, "verify", "--json").stdout)
+    results = json.loads(_cli(data_dir, "verify", "--json").stdout)["tenants"]
     assert results and all(r["signed_size"] == r["records"] for r in results), results
 
     # The broker kept everything in memory: a new `up` must continue the chains anyway.

@@ -139,8 +139,7 @@ def test_dropped_checkpoint_is_missing(store: EmbeddedBackend) -> None:
     _mutate(
         store, "ALTER TABLE checkpoints DELETE WHERE tenant_id = 'globex' AND batch_first_seq = 26"
     )
-    damage, seq = _verdicts(store)["globex"]
-    assert damage == "missing checkpoint" and seq is not None
+    assert _verdicts(store)["globex"] == ("missing checkpoint", 50)
 
 
 def test_truncated_tail_is_caught_by_the_checkpoint(store: EmbeddedBackend) -> None:
@@ -200,33 +199,53 @@ def test_small_chunks_give_the_same_verdicts(
     assert [r.damage for r in whole] == [None, None, "checkpoint mismatch"]
 
 
-def test_checkpoint_columns_are_not_trusted_over_the_signed_note(store: EmbeddedBackend) -> None:
-    """The newest acme checkpoint stored under a wrong size still verifies by its note."""
-    newest = "SELECT max(size) FROM checkpoints WHERE tenant_id = 'acme'"
+@pytest.mark.parametrize(
+    ("column", "change"),
+    [("size", "size + 1000"), ("root", "batch_root"), ("batch_root", "root"),
+     ("chain_head", "prev_digest"), ("batch_first_seq", "batch_first_seq + 1"),
+     ("batch_last_seq", "batch_last_seq - 1"), ("prev_digest", "chain_head"),
+     ("time_micros", "time_micros + 1")],
+)  # fmt: skip
+def test_a_checkpoint_column_that_differs_from_its_signed_note_is_named(
+    store: EmbeddedBackend, column: str, change: str
+) -> None:
+    """Analysts and status read the columns: each must say what the signed note says."""
+    size = (
+        store.query_arrow(
+            "SELECT size FROM checkpoints WHERE tenant_id = 'acme' ORDER BY size LIMIT 1 OFFSET 1"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    # Insert the changed copy (key columns cannot be UPDATEd), then drop the original.
+    marker = 10**9
     store.command(
-        "INSERT INTO checkpoints SELECT * REPLACE (size + 1000 AS size) FROM checkpoints "
-        f"WHERE tenant_id = 'acme' AND size = ({newest})"
+        f"INSERT INTO checkpoints SELECT * REPLACE ({change} AS {column}, "
+        f"kafka_offset + {marker} AS kafka_offset) "
+        f"FROM (SELECT * FROM checkpoints WHERE tenant_id = 'acme' AND size = {size})"
     )
     _mutate(
         store,
-        f"ALTER TABLE checkpoints DELETE WHERE tenant_id = 'acme' AND size = ({newest}) - 1000",
+        "ALTER TABLE checkpoints DELETE WHERE tenant_id = 'acme' "
+        f"AND batch_last_seq = {size} AND kafka_offset < {marker}",
     )
     results = {r.tenant_id: r for r in verify_store(store, KEYRING, ORIGIN)}
-    assert results["acme"].damage is None and results["acme"].signed_size > 0
+    assert (results["acme"].damage, results["acme"].seq) == ("modified checkpoint", size)
+    assert f"stored column {column} " in (results["acme"].detail or "")
+    assert results["acme"].checkpoints > 0 and results["acme"].signed_size > size
 
 
 def test_a_tenant_flagged_but_intact_when_reread_is_checked_from_the_reread_rows(
     store: EmbeddedBackend,
 ) -> None:
     """Rows that change between the two reads (a flag, then an intact chain) still verify."""
-    notes = verify_store_module._notes(store, None)
-    flagged = {tenant: (100, 1) for tenant in TENANTS}  # as if every row check had failed
+    checkpoints = verify_store_module._checkpoints(store, None)
     for tenant, unlinked in zip(TENANTS, (True, False, True), strict=True):
         levels = {} if unlinked else verify_store_module._merkle_levels(store, tenant, tenant, 8)
-        result = verify_store_module._verdict(
-            store, tenant, flagged, notes, {tenant: None} if unlinked else levels, {},
-            KEYRING, ORIGIN,
-        )  # fmt: skip
+        verdict = verify_store_module._Verdict(store, tenant, KEYRING, ORIGIN)
+        result = verdict.judge(
+            (100, 1), checkpoints[tenant], None if unlinked else levels[tenant], {}, [], None
+        )  # as if every row check had failed
         assert result.damage is None and result.signed_size > 0, result
 
 

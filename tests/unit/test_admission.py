@@ -78,3 +78,56 @@ def test_an_event_outside_its_tenants_partition_is_refused() -> None:
                     partition=(home + 1) % 4, partitions=4)  # fmt: skip
     assert caught.value.kind == WRONG_PARTITION
     assert "murmur2" in str(caught.value)
+
+
+# --- the identity of authtrail's own lockout decisions is reserved ------------------------
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"service": "authtrail-lockout"},
+        {"service": "Authtrail-Lockout "},
+        {"service": " AUTHTRAIL-LOCKOUT"},
+        {"service": "".join(chr(ord(c) + 0xFEE0) for c in "authtrail") + "-lockout"},  # full width
+        {"event_id": "authtrail-lockout:account_locked:" + "0" * 32},
+        {"event_id": "authtrail-lockout:anything"},
+        {"event_id": "AuthTrail-Lockout:account_locked:x"},
+        {"service": "sso", "event_id": " authtrail-lockout:x"},
+    ],
+)
+def test_an_event_claiming_a_decisions_identity_is_refused(claim: dict) -> None:
+    from stream.admission import RESERVED_IDENTITY
+
+    event = {**GOOD, **claim}
+    assert _kind(event) == RESERVED_IDENTITY
+    with pytest.raises(RejectedEvent) as caught:
+        check_event(event, record_bytes=1, record_timestamp_micros=NOW,
+                    own_decision=lambda _: False)  # fmt: skip
+    assert caught.value.kind == RESERVED_IDENTITY
+    assert "reserved" in str(caught.value) and "acme" in str(caught.value)
+
+
+def test_the_workers_own_decision_is_admitted_and_ordinary_events_are_not_asked() -> None:
+    decision = {**GOOD, "service": "authtrail-lockout",
+                "event_id": "authtrail-lockout:account_locked:" + "a" * 32}  # fmt: skip
+    asked: list[object] = []
+
+    def own(event: object) -> bool:
+        asked.append(event)
+        return True
+
+    check_event(decision, record_bytes=1, record_timestamp_micros=NOW, own_decision=own)
+    assert asked == [decision]
+    asked.clear()
+    for ordinary in (
+        GOOD,
+        {**GOOD, "service": "authtrail"},
+        {**GOOD, "service": "lockout-authtrail"},
+        {**GOOD, "service": "authtrail-lockouts"},
+        {**GOOD, "event_id": "x:authtrail-lockout:1"},
+        {**GOOD, "event_id": "authtrail-lockout-1"},  # no colon: not the prefix
+        {**GOOD, "service": None},
+    ):
+        check_event(ordinary, record_bytes=1, record_timestamp_micros=NOW, own_decision=own)
+    assert asked == []  # the worker pays for the ownership check only when it matters

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from authtrail.errors import InvalidArgumentError
 from stream.audit import (
+    CHECKPOINT_COLUMNS,
+    DUPLICATED_CHECKPOINT,
     FORGED_CHECKPOINT,
+    FORKED_CHECKPOINT,
     MISMATCHED_CHECKPOINT,
     MISSING_CHECKPOINT,
+    MODIFIED_CHECKPOINT,
     CheckpointDamage,
     MerkleLevels,
+    StoredCheckpoint,
     verify_checkpoint_levels,
     verify_checkpoints,
 )
+from stream.checkpoint import Checkpoint, sign
 from stream.merkle import leaf_hash
-from stream.note import Signer, generate_key_strings, make_keyring
+from stream.note import Signer, generate_key_strings, make_keyring, open_note
 from stream.sequencer import Sequencer
 from tests.unit import merkle_reference as ref
 
@@ -70,17 +78,72 @@ def test_modified_chain_head_is_a_mismatch() -> None:
     assert (error.seq, error.damage) == (15, MISMATCHED_CHECKPOINT)
 
 
-def test_dropped_checkpoint_is_missing() -> None:
+def test_dropped_checkpoint_is_missing_at_the_seq_it_would_end_at() -> None:
     leaf_hashes, chain_hashes, notes = _tenant_log()
     del notes[1]
     error = _damage(leaf_hashes, chain_hashes, notes)
-    assert (error.seq, error.damage) == (15, MISSING_CHECKPOINT)
+    assert (error.seq, error.damage) == (10, MISSING_CHECKPOINT)
+    assert "no checkpoint covers seq 6..10" in error.detail
 
 
-def test_swapped_checkpoints_are_missing() -> None:
+def test_dropped_first_checkpoint_is_missing() -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    error = _damage(leaf_hashes, chain_hashes, notes[1:])
+    assert (error.seq, error.damage) == (5, MISSING_CHECKPOINT)
+
+
+def test_stored_order_does_not_matter_the_notes_sizes_do() -> None:
     leaf_hashes, chain_hashes, notes = _tenant_log()
     notes[1], notes[2] = notes[2], notes[1]
-    assert _damage(leaf_hashes, chain_hashes, notes).damage == MISSING_CHECKPOINT
+    summary = verify_checkpoints("acme", leaf_hashes, chain_hashes, notes, KEYRING, ORIGIN)
+    assert summary.signed_size == 20
+
+
+def test_a_checkpoint_stored_twice_is_duplicated() -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    error = _damage(leaf_hashes, chain_hashes, [*notes[:3], notes[2], *notes[3:]])
+    assert (error.seq, error.damage) == (15, DUPLICATED_CHECKPOINT)
+
+
+def test_two_different_signed_checkpoints_of_one_size_are_forked() -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    other = Checkpoint.parse(open_note(notes[2], KEYRING).text)
+    resigned = sign(replace(other, time_micros=other.time_micros + 1), SIGNER)
+    error = _damage(leaf_hashes, chain_hashes, [*notes, resigned])
+    assert (error.seq, error.damage) == (15, FORKED_CHECKPOINT)
+
+
+def _stored(notes: list[bytes]) -> list[StoredCheckpoint]:
+    stored = []
+    for note in notes:
+        checkpoint = Checkpoint.parse(open_note(note, KEYRING).text)
+        columns = {column: getattr(checkpoint, attribute)
+                   for column, attribute in CHECKPOINT_COLUMNS.items()}  # fmt: skip
+        stored.append(StoredCheckpoint(note, columns))
+    return stored
+
+
+def test_stored_columns_equal_to_the_notes_verify_and_name_the_signing_key() -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    summary = verify_checkpoints("acme", leaf_hashes, chain_hashes, _stored(notes), KEYRING, ORIGIN)
+    assert summary.signed_size == 20
+    assert summary.signed_by == (f"audit-test+{SIGNER.key_id:08x}",)
+    assert summary.newest_note == notes[-1]
+
+
+@pytest.mark.parametrize("column", sorted(CHECKPOINT_COLUMNS))
+def test_every_stored_column_that_differs_from_its_note_is_a_modified_checkpoint(
+    column: str,
+) -> None:
+    leaf_hashes, chain_hashes, notes = _tenant_log()
+    stored = _stored(notes)
+    columns = dict(stored[2].columns or {})
+    value = columns[column]
+    columns[column] = bytes(32) if isinstance(value, bytes) else value + 1
+    stored[2] = StoredCheckpoint(stored[2].note, columns)
+    error = _damage(leaf_hashes, chain_hashes, stored)
+    assert (error.seq, error.damage) == (15, MODIFIED_CHECKPOINT)
+    assert f"stored column {column} " in error.detail
 
 
 def test_altered_note_is_forged() -> None:

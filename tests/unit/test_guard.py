@@ -112,3 +112,33 @@ def test_quiet_attacker_is_still_flagged_when_the_tenants_time_moves_on() -> Non
     assert [(d["event_type"], d["client_ip"]) for d in decided] == [
         (BRUTE_FORCE_SUSPECTED, "203.0.113.99")
     ]
+
+
+def test_the_guard_owes_each_decision_until_it_is_chained_across_restarts() -> None:
+    import json
+
+    from stream.canonical import canonical_leaf
+
+    events = codec(AUTH_EVENT)
+    inputs = _traffic(4, count=60)
+    guard, decided = Guard(POLICIES), []
+    for event in inputs:
+        decided += guard.observe(event)
+    assert decided
+    first = decided[0]
+    leaf = canonical_leaf(events.decode(events.encode(first)))  # as it comes back from Kafka
+    assert guard.owes(first["event_id"], leaf)
+    assert not guard.owes(first["event_id"], canonical_leaf({**first, "message": "forged"}))
+    assert not guard.owes("authtrail-lockout:account_locked:" + "0" * 32, leaf)
+    # A snapshot taken while the decision is in flight still owes it after a restart.
+    restored = Guard(POLICIES)
+    restored.load_state(json.loads(json.dumps(guard.to_state())))
+    assert restored.owes(first["event_id"], leaf) and restored.unpublished() == []
+    guard.observe(first)  # chained: no longer owed
+    assert not guard.owes(first["event_id"], leaf)
+    # A restart that replays the log (without the decision) owes it and publishes it.
+    replayed = Guard(POLICIES)
+    for event in inputs:
+        replayed.replay(event)
+    assert first in replayed.unpublished()
+    assert replayed.owes(first["event_id"], leaf)  # still, until its event is chained

@@ -179,6 +179,20 @@ def test_ids_with_the_kept_prefix_are_never_forgotten() -> None:
     assert sequencer.offer("acme", "e1", b"event 1", 11).outcome == SEQUENCED  # window: 3
 
 
+def test_has_recorded_predicts_a_duplicate_and_changes_nothing() -> None:
+    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=1000, batch_interval=60,
+                          dedup_window=4, remember_forever="authtrail-lockout:")  # fmt: skip
+    sequencer.offer("acme", "authtrail-lockout:x", b"lock", 0)
+    sequencer.offer("acme", "e1", b"login", 1)
+    assert sequencer.has_recorded("acme", "authtrail-lockout:x", b"lock")
+    assert sequencer.has_recorded("acme", "e1", b"login")
+    assert not sequencer.has_recorded("acme", "e1", b"logout")  # a conflict, not a duplicate
+    assert not sequencer.has_recorded("acme", "e2", b"login")
+    assert not sequencer.has_recorded("globex", "e1", b"login")
+    assert "globex" not in sequencer.tenants and sequencer.source_offset == 1
+    assert sequencer.offer("acme", "e2", b"login", 2).outcome == SEQUENCED
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_due_batches_are_exactly_those_full_or_older_than_the_interval(seed: int) -> None:
     """The deadline heap answers what a scan of every tenant would (stream/sequencer.py)."""

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -612,6 +613,83 @@ def test_random_workload_matches_a_plain_queue(tmp_path: Path, seed: int) -> Non
     assert committed_from == acknowledged
     with Spool(tmp_path, BIG, 50) as spool:
         assert drain(spool) == model[acknowledged:]
+
+
+# -- the spool directory is private to its user -----------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_a_new_spool_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a" / "spool", BIG, 10):
+        pass
+    assert _mode(tmp_path / "a" / "spool") == 0o700
+    previous = os.umask(0o277)  # would strip the owner's own write and search bits
+    try:
+        with Spool(tmp_path / "b", BIG, 10) as spool:
+            spool.append(record(0))
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "b") == 0o700
+    with Spool(tmp_path / "b", BIG, 10) as spool:  # our own private directory: reopened
+        assert spool.status().events == 1
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o701, 0o770, 0o707])
+def test_an_existing_directory_open_to_group_or_others_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(ConfigurationError) as caught:
+        Spool(directory, BIG, 10)
+    message = str(caught.value)
+    assert str(directory) in message and f"mode {mode:04o}" in message
+    assert f"chmod 700 {directory}" in message
+    assert list(directory.iterdir()) == []  # refused before anything was written
+    directory.chmod(0o700)
+    Spool(directory, BIG, 10).close()
+
+
+def test_an_existing_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    ours = os.geteuid()
+    if ours == 0:
+        directory = tmp_path / "theirs"
+        directory.mkdir(mode=0o700)
+        os.chown(directory, 65534, 65534)  # nobody's: only the owner is wrong
+        other = 65534
+    else:
+        directory, other = Path("/"), 0  # root's; refused before anything is written
+        if os.stat(directory).st_uid != 0:
+            pytest.skip("no directory of another user to try")
+    with pytest.raises(ConfigurationError) as caught:
+        Spool(directory, BIG, 10)
+    message = str(caught.value)
+    assert f"owned by uid {other}, not by this process's uid {ours}" in message
+    assert f"chown {ours} {directory}" in message
+
+
+def test_a_symbolic_link_to_a_private_directory_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "real"
+    target.mkdir(mode=0o700)
+    link = tmp_path / "spool"
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        Spool(link, BIG, 10)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        Spool(dangling, BIG, 10)
+    assert list(target.iterdir()) == [] and not (tmp_path / "nowhere").exists()
+
+
+def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        Spool(tmp_path / "spool", BIG, 10)
 
 
 # -- helpers for real crashes -----------------------------------------------------------------

@@ -7,6 +7,7 @@ real Faust/Kafka path is exercised by tests/integration/test_pipeline.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -197,6 +198,95 @@ def test_lockout_decisions_go_back_into_the_stream_and_out_to_enforcement() -> N
     assert decisions == [("events", 2), ("lockouts", 2)]
     locked = [EVENTS.decode(v) for r, _, v, _ in harness.published if r == "lockouts"]
     assert locked[0]["event_type"] == "ACCOUNT_LOCKED" and locked[0]["user_name"] == "alice"
+
+
+# --- lockout decisions are the worker's alone ----------------------------------------------
+
+
+def _failures(count: int) -> list[bytes]:
+    """Failed logins of alice, 5 s apart: the third locks her (POLICIES)."""
+    return [
+        EVENTS.encode(
+            {
+                "event_id": f"f{n}", "tenant_id": "acme", "event_type": "LOGIN_FAILED",
+                "outcome": "FAILURE", "occurred_at": 1_700_000_000_000_000 + n * 5_000_000,
+                "user_name": "alice", "client_ip": "203.0.113.7",
+            }
+        )
+        for n in range(count)
+    ]  # fmt: skip
+
+
+def _predicted_decision_id(tenant_id: str, trigger: str, kind: str) -> str:
+    """A decision's id as docs/LOCKOUT.md publishes the rule: anyone can compute it."""
+    seed = "\x00".join((tenant_id, trigger, kind)).encode()
+    return f"authtrail-lockout:{kind.lower()}:{hashlib.sha256(seed).hexdigest()[:32]}"
+
+
+def _feed_back_decisions(harness: Harness) -> None:
+    """What Kafka does: the decisions published to the events topic come back as input."""
+    start = len(harness.inputs)
+    harness.inputs += [v for role, _, v, _ in harness.published if role == "events"]
+    harness.published = [p for p in harness.published if p[0] != "events"]
+    harness.run(list(range(start, len(harness.inputs))))
+
+
+def test_a_forged_decision_service_event_is_rejected() -> None:
+    forged = EVENTS.encode(
+        {"event_id": "x1", "tenant_id": "acme", "event_type": "ACCOUNT_LOCKED",
+         "outcome": "SUCCESS", "occurred_at": 1_700_000_000_000_000,
+         "service": "authtrail-lockout", "user_name": "bob"}
+    )  # fmt: skip
+    disguised = EVENTS.encode({**EVENTS.decode(forged), "event_id": "x2",
+                               "service": "Authtrail-Lockout "})  # fmt: skip
+    harness = Harness([forged, disguised, _event(2)])
+    harness.run([0, 1, 2])
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [(d["error_kind"], d["source_offset"]) for d in dead] == [
+        ("reserved_identity", 0), ("reserved_identity", 1),
+    ]  # fmt: skip
+    assert dead[0]["tenant_id"] == "acme" and "authtrail-lockout" in dead[0]["reason"]
+    assert [r["event"]["event_id"] for r in harness.decoded(CHAINED)] == ["e2"]
+    assert harness.worker.rejected_by_kind["reserved_identity"] == 2
+
+
+def test_a_decision_id_sent_ahead_cannot_suppress_the_lockout() -> None:
+    locked_id = _predicted_decision_id("acme", "f2", "ACCOUNT_LOCKED")
+    # Sent before the brute force, with an innocent service: before the fix it took the
+    # id, and the real ACCOUNT_LOCKED was dead-lettered as an event_id_conflict.
+    ahead = _event(0, event_id=locked_id)
+    harness = Harness([ahead, *_failures(4)])
+    harness.run([0, 1, 2, 3, 4])
+    assert [d["error_kind"] for d in harness.decoded(DEAD_LETTER_ROLE)] == ["reserved_identity"]
+    # The same id again, now with the genuine decision's content copied before the real
+    # one comes back: not the worker's to send either.
+    genuine = [v for role, _, v, _ in harness.published if role == "events"]
+    assert [EVENTS.decode(v)["event_id"] for v in genuine] == [locked_id]
+    copied = EVENTS.encode({**EVENTS.decode(genuine[0]), "message": "nothing to see"})
+    harness.inputs.append(copied)
+    harness.run([5])
+    _feed_back_decisions(harness)
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [(d["error_kind"], d["source_offset"]) for d in dead] == [
+        ("reserved_identity", 0), ("reserved_identity", 5),
+    ]  # fmt: skip
+    chained = [r["event"] for r in harness.decoded(CHAINED)]
+    assert [e["event_id"] for e in chained] == ["f0", "f1", "f2", "f3", locked_id]
+    assert chained[-1] == EVENTS.decode(genuine[0])  # the worker's own content
+    assert chained[-1]["event_type"] == "ACCOUNT_LOCKED"
+    assert chained[-1]["service"] == "authtrail-lockout"
+
+
+def test_a_decision_published_twice_after_a_restart_is_a_duplicate_not_a_rejection() -> None:
+    harness = Harness(_failures(4))
+    harness.run([0, 1, 2, 3])
+    genuine = [v for role, _, v, _ in harness.published if role == "events"]
+    harness.inputs += genuine * 2  # the copy in flight and the one recovery published again
+    harness.run([4, 5])
+    assert harness.decoded(DEAD_LETTER_ROLE) == []
+    assert harness.worker.counters.duplicates == 1
+    services = [r["event"]["service"] for r in harness.decoded(CHAINED)]
+    assert services.count("authtrail-lockout") == 1
 
 
 # --- the chained record splices the input's Avro body -----------------------------------

@@ -1,0 +1,202 @@
+"""``authtrail verify``: which keys and which earlier views to trust, then the verdicts.
+
+The store being verified is the thing an attacker may have edited, so nothing it holds
+decides what is trusted: verifier keys come from ``--key`` (the data dir's own ``.pub``
+only when none is given, with a warning), and what the store must still contain comes
+from outside it — the auditor's state from an earlier run (``--state``) and the
+checkpoints published outside the store (``--published``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from authtrail.errors import ConfigurationError
+from authtrail.settings import Settings, redact_url
+from stream.audit import key_label
+from stream.auditor_state import (
+    AuditorState,
+    RememberedCheckpoint,
+    state_from_json,
+    state_to_json,
+)
+from stream.checkpoint import Checkpoint
+from stream.monitor import Anchor
+from stream.note import Keyring
+
+EXIT_OK, EXIT_DAMAGE = 0, 1
+_STATE_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
+    """The keyring, and lines saying which key came from where."""
+    from authtrail.keys import load_keyring
+
+    paths = list(settings.verifier_keys)
+    if not paths:
+        paths = list(settings.verifier_key_paths)
+        print(
+            f"authtrail: warning: no --key given; trusting {paths[0]} from the data dir being "
+            "verified. Whoever can edit the store may have replaced it: pin the key you were "
+            "given with --key FILE.",
+            file=sys.stderr,
+        )
+    lines = [
+        f"{key_label(name, key_id)} from {path}"
+        for path in paths
+        for name, key_id in load_keyring([path])
+    ]
+    return load_keyring(paths), lines
+
+
+def _read_state(path: Path, keyring: Keyring, log_origin: str) -> AuditorState | None:
+    try:
+        with path.open("rb") as file:
+            data = file.read(_STATE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read auditor state {path}: {exc.strerror}") from None
+    if len(data) > _STATE_MAX_BYTES:
+        raise ConfigurationError(f"auditor state {path} is too large")
+    try:
+        return state_from_json(data, keyring, log_origin)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"auditor state {path}: {exc}") from None
+
+
+def _write_state(path: Path, state: AuditorState) -> None:
+    """Replace ``path`` atomically: a crash leaves the old state or the new, never half."""
+    from sinks.service import write_private_file
+
+    try:
+        write_private_file(path, state_to_json(state).decode("utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write auditor state {path}: {exc.strerror}") from None
+
+
+def _store_description(settings: Settings) -> str:
+    from sinks.service import endpoint_path, running_endpoint
+
+    if settings.clickhouse_url:
+        return f"ClickHouse at {redact_url(settings.clickhouse_url)}"
+    if running_endpoint(settings):
+        return (
+            f"the running `authtrail up` of {settings.data_dir} "
+            f"(announced in {endpoint_path(settings)})"
+        )
+    return f"embedded ClickHouse in {settings.data_dir / 'clickhouse'}"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.progress import Progress
+    from sinks.published_view import PublishedView, read_published
+    from sinks.service import open_backend
+    from sinks.verify_layout import check_definitions
+    from sinks.verify_store import UnsignedPolicy, verify_store
+
+    keyring, key_lines = _trusted_keys(settings)
+    anchors: dict[str, list[Anchor]] = {}
+    state = _read_state(args.state, keyring, settings.log_origin) if args.state else None
+    if state is not None:
+        for tenant_id, anchor in state.anchors().items():
+            anchors.setdefault(tenant_id, []).append(anchor)
+    published: PublishedView | None = None
+    if args.published:
+        published = read_published(args.published, keyring, settings.log_origin)
+        for tenant_id, seen in published.anchors.items():
+            anchors.setdefault(tenant_id, []).extend(seen)
+    store = _store_description(settings)
+    backend = open_backend(settings, read_only=True)
+    progress = Progress("verifying tenants", enabled=False if args.json else None)
+    unsigned = UnsignedPolicy(
+        now_micros=time.time_ns() // 1000,
+        grace_micros=int((args.unsigned_grace + settings.batch_interval_ms / 1000) * 1e6),
+    )
+    try:
+        store_damage = [damage.__dict__ for damage in check_definitions(backend)]
+        results = list(
+            verify_store(
+                backend, keyring, settings.log_origin, tenant_id=args.tenant,
+                progress=progress.update, anchors=anchors, unsigned=unsigned,
+            )
+        )  # fmt: skip
+    finally:
+        progress.close()
+        backend.close()
+    if published is not None:
+        store_damage += published.damage
+        if state is not None and published.directory_index < state.directory_index:
+            store_damage.append({
+                "name": str(args.published), "damage": "rolled back",
+                "detail": f"the newest tenant directory is number {published.directory_index}, "
+                f"the auditor state saw number {state.directory_index}",
+            })  # fmt: skip
+    damaged = [result for result in results if result.damage]
+    if args.state:
+        verified = {
+            result.tenant_id: RememberedCheckpoint(
+                result.signed_size, Checkpoint.parse(_body(result.newest_note)).root,
+                result.newest_note, _now_iso(),
+            )
+            for result in results
+            if not result.damage and result.newest_note is not None
+        }  # fmt: skip
+        base = state or AuditorState(settings.log_origin)
+        index = published.directory_index if published is not None else 0
+        _write_state(args.state, base.remember(verified, index))
+    _report(args, store, key_lines, results, store_damage)
+    return EXIT_DAMAGE if damaged or store_damage else EXIT_OK
+
+
+def _body(note: bytes) -> bytes:
+    body, _, _ = note.rpartition(b"\n\n")
+    return body + b"\n"
+
+
+def _report(
+    args: argparse.Namespace,
+    store: str,
+    key_lines: list[str],
+    results: list[Any],
+    store_damage: list[dict[str, str]],
+) -> None:
+    if args.json:
+        document = {
+            "store": store,
+            "trusted_keys": key_lines,
+            "tenants": [result.report() for result in results],
+            "store_damage": store_damage,
+        }
+        print(json.dumps(document, indent=2))
+        return
+    print(f"store: {store}", file=sys.stderr)
+    for line in key_lines:
+        print(f"trusted key: {line}", file=sys.stderr)
+    for damage in store_damage:
+        print(f"{damage['name']}: DAMAGED: {damage['damage']}: {damage['detail']}")
+    for result in results:
+        verdict = (
+            f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
+            if result.damage
+            else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
+            f"signed up to seq {result.signed_size}"
+            + (f" by {', '.join(result.signed_by)}" if result.signed_by else "")
+        )
+        print(f"{result.tenant_id}: {verdict}")
+    damaged = sum(1 for result in results if result.damage)
+    print(
+        f"{len(results)} tenants verified, {damaged} damaged"
+        + (f"; {len(store_damage)} damaged definitions or publications" if store_damage else ""),
+        file=sys.stderr,
+    )
