@@ -35,12 +35,24 @@ _STATE_MAX_BYTES = 256 * 1024 * 1024
 
 
 def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
-    """The keyring, and lines saying which key came from where."""
+    """The keyring, and lines saying which key came from where.
+
+    Without pinned keys the data dir's own ``.pub`` is used, with a warning, once it
+    loaded (a missing one is one error line saying to pass ``--key``).
+    """
     from authtrail.keys import load_keyring
 
     paths = list(settings.verifier_keys)
-    if not paths:
+    pinned = bool(paths)
+    if not pinned:
         paths = list(settings.verifier_key_paths)
+        if not paths[0].exists():
+            raise ConfigurationError(
+                f"no --key given and no verifier key in the data dir ({paths[0]}): pass the "
+                "verifier key you were given with --key FILE"
+            )
+    keyring = load_keyring(paths)
+    if not pinned:
         print(
             f"authtrail: warning: no --key given; trusting {paths[0]} from the data dir being "
             "verified. Whoever can edit the store may have replaced it: pin the key you were "
@@ -52,7 +64,7 @@ def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
         for path in paths
         for name, key_id in load_keyring([path])
     ]
-    return load_keyring(paths), lines
+    return keyring, lines
 
 
 def _read_state(path: Path, keyring: Keyring, log_origin: str) -> AuditorState | None:

@@ -68,9 +68,9 @@ def test_corrupt_signing_key(tmp_path: Path, closed_port: str) -> None:
 
 
 def test_wrong_clickhouse_url(tmp_path: Path, closed_port: str) -> None:
-    write_key_pair(tmp_path / "data" / "keys", "authtrail")
+    _, public = write_key_pair(tmp_path / "data" / "keys", "authtrail")
     url = f"http://user:s3cret@{closed_port}/authtrail"
-    code, stderr = _run(tmp_path, "verify", "--clickhouse-url", url)
+    code, stderr = _run(tmp_path, "verify", "--key", str(public), "--clickhouse-url", url)
     assert code == 2
     _one_clear_line(stderr)
     assert "s3cret" not in stderr
@@ -79,7 +79,10 @@ def test_wrong_clickhouse_url(tmp_path: Path, closed_port: str) -> None:
 def test_missing_verifier_key(tmp_path: Path) -> None:
     code, stderr = _run(tmp_path, "verify")
     assert code == 2
-    _one_clear_line(stderr, "authtrail.pub")
+    _one_clear_line(stderr, "authtrail.pub", "--key")
+    code, stderr = _run(tmp_path, "verify", "--key", str(tmp_path / "given.pub"))
+    assert code == 2
+    _one_clear_line(stderr, "given.pub")
 
 
 def test_bad_setting_in_environment(tmp_path: Path) -> None:
