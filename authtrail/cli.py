@@ -195,6 +195,39 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     _add_store_flag(verify)
     verify.set_defaults(handler=handlers.verify)
+
+    witness = commands.add_parser(
+        "witness",
+        help="run a C2SP tlog-witness: cosign checkpoints only if consistent with those seen",
+        description="Serve POST /add-checkpoint (c2sp.org/tlog-witness). A checkpoint signed "
+        "by a trusted log key is cosigned (c2sp.org/tlog-cosignature) only if a consistency "
+        "proof shows it extends the newest one this witness cosigned for its origin; "
+        "rollbacks and forks are refused. Prints its URL and its verifier key, then runs "
+        "until Ctrl-C. Options fall back to AUTHTRAIL_WITNESS_KEY, _STATE_DIR, _LOG_KEYS "
+        "(comma-separated), _LISTEN.",
+    )
+    witness.add_argument(
+        "--key", type=Path, metavar="FILE",
+        help="the witness's signer key (authtrail keygen --name WITNESS_NAME)",
+    )  # fmt: skip
+    witness.add_argument(
+        "--state-dir", type=Path, metavar="DIR",
+        help="where the newest cosigned checkpoint of every origin is kept",
+    )  # fmt: skip
+    witness.add_argument(
+        "--log-key", dest="log_keys", action="append", metavar="ORIGIN_OR_PREFIX=PUBFILE",
+        help="trust the log key(s) in PUBFILE for ORIGIN; a prefix ending in '/' "
+        "(authtrail.local/) covers each tenant origin below it; repeatable",
+    )  # fmt: skip
+    witness.add_argument(
+        "--listen", metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:7380; port 0: any free port)",
+    )  # fmt: skip
+    witness.set_defaults(handler=handlers.witness)
+
+    from authtrail.prove_cli import add_proof_parsers  # prove, verify-proof
+
+    add_proof_parsers(commands)
     return parser
 
 

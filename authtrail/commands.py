@@ -233,3 +233,9 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     print("\nrejected input (dead letters), by kind:")
     write_table(rejected, "table", sys.stdout)
     return EXIT_OK
+
+
+def witness(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.witness import run_witness
+
+    return run_witness(args)
