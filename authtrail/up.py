@@ -231,5 +231,7 @@ def _banner(
         say(f"demo traffic: {rate:g} events/s over 5 tenants")
     say("in another terminal, from this directory:")
     say(f'  authtrail --data-dir {data_dir} sql "SELECT tenant_id, count() FROM events GROUP BY 1"')
-    say(f"  authtrail --data-dir {data_dir} verify")
+    say(f"  authtrail --data-dir {data_dir} verify --published {settings.publication_dir}")
+    say("  (an auditor pins the verifier key with --key and keeps --state FILE: README, "
+        "Try to cheat)")  # fmt: skip
     say("Ctrl-C stops everything")

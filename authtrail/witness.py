@@ -28,18 +28,17 @@ import hashlib
 import logging
 import os
 import signal
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from authtrail.errors import AuthtrailError, ConfigurationError, InvalidArgumentError
+from authtrail.background_http import BackgroundHttpServer
+from authtrail.errors import AuthtrailError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer
 from stream.cosignature import WitnessKey, cosign, witness_key_of
 from stream.note import Signer, VerifierKey
@@ -256,59 +255,26 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-class WitnessServer:
+class WitnessServer(BackgroundHttpServer):
     """Serves a :class:`Witness` over HTTP on ``host:port`` (port 0: any free port)."""
 
     def __init__(self, witness: Witness, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.witness = witness
-        self.host = host
-        self._requested_port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """``http://host:port`` (the submission prefix). Requires :meth:`start`."""
-        if self._server is None:
-            raise InvalidArgumentError("WitnessServer.url is known only after start()")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._server.server_address[1]}"
+        return f"http://{self.url_host}:{self.port}"
 
     def start(self) -> WitnessServer:
         """Bind and serve in a background thread; returns self. Raises OSError on bind."""
-        if self._server is not None:
-            return self
-        handler = type("BoundWitnessHandler", (_Handler,), {"witness": self.witness})
-        server_class = _IPv6Server if ":" in self.host else ThreadingHTTPServer
-        self._server = server_class((self.host, self._requested_port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="authtrail-witness", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
         if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> WitnessServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+            self._serve(
+                type("BoundWitnessHandler", (_Handler,), {"witness": self.witness}),
+                "authtrail-witness",
+            )
+        return self
 
 
 # --- CLI ------------------------------------------------------------------------------

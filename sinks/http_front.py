@@ -42,20 +42,17 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import json
 import logging
 import re
 import secrets
-import socket
-import threading
 import uuid
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import AuthtrailError, InvalidArgumentError, StoreError
 from sinks.clickhouse_sql import ACCESS_DENIED, AUTHENTICATION_FAILED, NOT_IMPLEMENTED, READONLY
 from sinks.embedded import EmbeddedBackend, QueryOutcome
@@ -89,7 +86,7 @@ ANALYST: Role = "analyst"
 WRITER: Role = "writer"
 
 
-class HttpFront:
+class HttpFront(BackgroundHttpServer):
     """Serve ``backend`` over ClickHouse's HTTP protocol on ``host``:``port``.
 
     ``port=0`` picks a free port (read :attr:`port` after :meth:`start`). Analysts log in
@@ -115,27 +112,17 @@ class HttpFront:
             raise InvalidArgumentError("an HttpFront token cannot be empty")
         if token is not None and token == writer_token:
             raise InvalidArgumentError("the analyst and the writer need different tokens")
+        super().__init__(host, port)
         self.backend = backend
-        self.host = host
-        self._requested_port = port
         self.token = token if token is not None else secrets.token_urlsafe(32)
         self._writer_token = writer_token
         self._allowed_hosts = frozenset(name.lower() for name in allowed_hosts)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.timezone = "UTC"
-
-    @property
-    def port(self) -> int:
-        """The listening port. Requires :meth:`start`; raises InvalidArgumentError before."""
-        if self._server is None:
-            raise InvalidArgumentError("HttpFront.port is known only after start()")
-        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
         """``http://host:port/``, without credentials. Requires :meth:`start`."""
-        return f"http://{_url_host(self.host)}:{self.port}/"
+        return f"http://{self.url_host}:{self.port}/"
 
     @property
     def analyst_url(self) -> str:
@@ -150,7 +137,7 @@ class HttpFront:
         return self._url_for(WRITER, self._writer_token)
 
     def _url_for(self, user: str, token: str) -> str:
-        return f"http://{user}:{quote(token, safe='')}@{_url_host(self.host)}:{self.port}/"
+        return f"http://{user}:{quote(token, safe='')}@{self.url_host}:{self.port}/"
 
     def start(self) -> HttpFront:
         """Bind and serve in a background thread; returns self. Raises OSError if bind fails."""
@@ -158,36 +145,9 @@ class HttpFront:
             return self
         outcome = self.backend.execute("SELECT timezone()", output_format="TabSeparated")
         self.timezone = outcome.body.decode().strip() or "UTC"
-        handler = type("BoundHandler", (_Handler,), {"front": self})
-        server_class = _IPv6Server if ":" in self.host else ThreadingHTTPServer
-        self._server = server_class((self.host, self._requested_port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            name=f"clickhouse-http-front:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._serve(type("BoundHandler", (_Handler,), {"front": self}), "clickhouse-http-front")
         logger.info("ClickHouse HTTP front listening on %s", self.url)
         return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (idempotent); in-flight requests finish first."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> HttpFront:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def role_of(self, user: str | None, password: str | None) -> Role | None:
         """``"analyst"`` or ``"writer"`` when ``user``/``password`` match one, else None."""
@@ -214,7 +174,7 @@ class HttpFront:
         sending for a page: refused unless that origin is in ``allowed_hosts``.
         """
         port = self.port
-        own = {f"{_url_host(self.host).lower()}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"}
+        own = {f"{self.url_host.lower()}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"}
         own.add(f"[::1]:{port}")
         given_host = (host or "").strip().lower()
         if given_host not in own | self._allowed_hosts:
@@ -228,18 +188,6 @@ class HttpFront:
         if fetch_site.strip().lower() in ("cross-site", "same-site") and not origin_allowed:
             return f"requests from web pages (Sec-Fetch-Site {fetch_site.strip()}) are refused"
         return ""
-
-
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-def _url_host(host: str) -> str:
-    """``host`` as it goes into a URL or Host header (IPv6 literals in brackets)."""
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:
-        return host
 
 
 class _Handler(BaseHTTPRequestHandler):

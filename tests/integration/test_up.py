@@ -122,8 +122,17 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
     _children_gone(first_log)
     assert not (data_dir / "clickhouse.endpoint").exists()
     # A clean stop signs every open batch and stores the checkpoints before exiting.
-    results = json.loads(_cli(data_dir, "verify", "--json").stdout)["tenants"]
+    # An auditor with the key pinned, their own state and the publication `up` wrote.
+    audit = ("--key", str(data_dir / "keys" / "authtrail.pub"), "--state",
+             str(tmp_path / "audit.json"), "--published", str(data_dir / "published"))  # fmt: skip
+    first_audit = _cli(data_dir, "verify", "--json", *audit)
+    assert first_audit.returncode == 0, first_audit.stdout + first_audit.stderr
+    report = json.loads(first_audit.stdout)
+    results = report["tenants"]
     assert results and all(r["signed_size"] == r["records"] for r in results), results
+    assert report["store_damage"] == [] and "warning" not in first_audit.stderr
+    published = {path.name for path in (data_dir / "published" / "checkpoints").iterdir()}
+    assert published == {r["tenant_id"] for r in results}
 
     # The broker kept everything in memory: a new `up` must continue the chains anyway.
     second_log = tmp_path / "up-2.log"
@@ -138,5 +147,5 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
                    "FROM events GROUP BY tenant_id")  # fmt: skip
     assert gapless.returncode == 0, gapless.stderr
     assert all(json.loads(line)["ok"] for line in gapless.stdout.splitlines())
-    verified = _cli(data_dir, "verify")
+    verified = _cli(data_dir, "verify", *audit)  # the log grew: the state's anchors hold
     assert verified.returncode == 0, verified.stdout + verified.stderr
