@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the publication directory the sink writes checkpoints to (outside the store): "
         "the store must still hold every tenant and size published there",
     )  # fmt: skip
+    from authtrail.witness_flags import add_witness_flags
+
+    add_witness_flags(verify, "each tenant's newest checkpoint published in --published DIR")
     verify.add_argument(
         "--unsigned-grace", type=float, default=300.0, metavar="SECONDS",
         help="records the sequencer has not signed this long after they were stored (plus "

@@ -7,7 +7,8 @@ A key pair named ``<name>`` lives in two files (``/`` in the name becomes ``_``)
 * ``<name>.pub``: the verifier key string, mode 0644, to hand to anyone who verifies.
 
 A keyring file may list several verifier keys, one per line (blank lines and ``#``
-comments ignored), so checkpoints signed before a key rotation keep verifying.
+comments ignored), so checkpoints signed before a key rotation keep verifying. A witness
+key file lists C2SP witness vkeys (type ``0x04``) the same way (:func:`load_witness_keys`).
 
 Secrets are never logged and never put into an exception message. Every failure raises
 :class:`ConfigurationError` naming the file and what to do.
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from authtrail.errors import AuthtrailError, ConfigurationError
+from stream.cosignature import WitnessKey
 from stream.note import Keyring, Signer, VerifierKey, generate_key_strings, make_keyring
 
 SIGNER_SUFFIX = ".key"
@@ -168,3 +170,30 @@ def load_keyring(sources: Iterable[str | os.PathLike[str]]) -> Keyring:
     if not keys:
         raise ConfigurationError("no trusted verifier key configured")
     return make_keyring(keys)
+
+
+def load_witness_keys(paths: Iterable[str | os.PathLike[str]]) -> tuple[WitnessKey, ...]:
+    """Load the trusted witness vkeys in the files ``paths`` (one per line, ``#`` comments).
+
+    Raises :class:`ConfigurationError` naming the file (and line) for an unreadable file,
+    a malformed vkey or one not of type ``0x04`` (a log's ``.pub`` given by mistake), or a
+    file holding no key.
+    """
+    keys: list[WitnessKey] = []
+    for source in paths:
+        path = Path(source)
+        found = 0
+        for line_number, line in enumerate(_read_key_file(path, secret=False).splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                keys.append(WitnessKey.parse(line))
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"witness key file {path} line {line_number}: {exc}"
+                ) from None
+            found += 1
+        if not found:
+            raise ConfigurationError(f"witness key file {path} holds no key")
+    return tuple(keys)

@@ -20,6 +20,7 @@ from pathlib import Path
 from authtrail.commands import EXIT_DAMAGE, EXIT_OK, EXIT_USAGE
 from authtrail.errors import ConfigurationError, FormatError, VerificationError
 from authtrail.settings import ENV_PREFIX, Settings
+from authtrail.witness_flags import add_witness_flags, witness_policy
 
 _MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # an event with huge attributes, never a whole log
 
@@ -57,7 +58,8 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="check a proof bundle offline with the log's verifier key",
         description="Check a bundle written by `authtrail prove`: the event hashes to its "
         "leaf, the Merkle proof leads to the root of a checkpoint signed by a trusted key "
-        "(or the new checkpoint extends the old one). Reads no store and no network. "
+        "(or the new checkpoint extends the old one). With --witness-key, the (new) "
+        "checkpoint must also carry N witness cosignatures. Reads no store and no network. "
         "Exit 0 when it proves its claim, 1 when it does not, 2 for a malformed or "
         "unreadable bundle or bad keys.",
     )
@@ -72,6 +74,7 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="require the bundle to be of this log (AUTHTRAIL_LOG_ORIGIN); default: any "
         "log the trusted keys sign",
     )  # fmt: skip
+    add_witness_flags(verify_proof, "the bundle's checkpoint (a consistency bundle's new one)")
     verify_proof.add_argument("--json", action="store_true", help="machine-readable output")
     verify_proof.set_defaults(handler=run_verify_proof)
 
@@ -160,8 +163,11 @@ def run_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
         for name, key_id in load_keyring([path])
     }
     log_origin = args.log_origin or os.environ.get(f"{ENV_PREFIX}LOG_ORIGIN") or None
+    witnesses = witness_policy(args)
     try:
-        verdict = verify_bundle(load_bundle(_read(args.bundle)), keyring, log_origin=log_origin)
+        verdict = verify_bundle(
+            load_bundle(_read(args.bundle)), keyring, log_origin=log_origin, witnesses=witnesses
+        )
     except (FormatError, VerificationError) as exc:
         if not args.json:
             raise  # main() prints it and picks the exit code
@@ -182,6 +188,7 @@ def run_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"  chain link: {'checked' if verdict.chain_checked else 'not in the bundle'}")
         _print_signers("checkpoint", verdict.signed_by, sources)
+        _print_cosigners("checkpoint", verdict.cosigned_by, witnesses is not None)
     else:
         print(
             f"ok: the log {verdict.new.origin} at size {verdict.new.size} extends its "
@@ -189,12 +196,18 @@ def run_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
         )
         _print_signers("old checkpoint", verdict.old_signed_by, sources)
         _print_signers("new checkpoint", verdict.new_signed_by, sources)
+        _print_cosigners("new checkpoint", verdict.new_cosigned_by, witnesses is not None)
     return EXIT_OK
 
 
 def _print_signers(what: str, labels: tuple[str, ...], sources: dict[str, str]) -> None:
     for label in labels:
         print(f"  {what} signed by {label} (trusted key from {sources.get(label, '?')})")
+
+
+def _print_cosigners(what: str, labels: tuple[str, ...], checked: bool) -> None:
+    if checked:
+        print(f"  {what} cosigned by: {', '.join(labels) or 'no trusted witness'}")
 
 
 def _read(name: str) -> bytes:

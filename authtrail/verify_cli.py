@@ -4,7 +4,9 @@ The store being verified is the thing an attacker may have edited, so nothing it
 decides what is trusted: verifier keys come from ``--key`` (the data dir's own ``.pub``
 only when none is given, with a warning), and what the store must still contain comes
 from outside it — the auditor's state from an earlier run (``--state``) and the
-checkpoints published outside the store (``--published``).
+checkpoints published outside the store (``--published``). Witness cosignatures
+(``--witness-key``, ``--witnesses N``) are required of the published notes: the publisher
+adds them there, the note stored in ClickHouse is the one the worker signed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings, redact_url
+from authtrail.witness_flags import witness_policy
 from stream.audit import key_label
 from stream.auditor_state import (
     AuditorState,
@@ -27,11 +30,19 @@ from stream.auditor_state import (
     state_to_json,
 )
 from stream.checkpoint import Checkpoint
+from stream.cosignature import WitnessPolicy
 from stream.monitor import Anchor
 from stream.note import Keyring
 
+if TYPE_CHECKING:
+    from sinks.published_view import PublishedView
+
 EXIT_OK, EXIT_DAMAGE = 0, 1
 _STATE_MAX_BYTES = 256 * 1024 * 1024
+_WITNESSES_NEED_PUBLISHED = (
+    "requiring {} witness cosignature(s) needs --published DIR: the publisher adds them to "
+    "the published checkpoints, the store holds the notes without them"
+)
 
 
 def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
@@ -112,11 +123,14 @@ def _now_iso() -> str:
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.progress import Progress
-    from sinks.published_view import PublishedView, read_published
+    from sinks.published_view import read_published
     from sinks.service import open_backend
     from sinks.verify_layout import check_definitions
     from sinks.verify_store import UnsignedPolicy, verify_store
 
+    witnesses = witness_policy(args)
+    if witnesses is not None and witnesses.required and not args.published:
+        raise ConfigurationError(_WITNESSES_NEED_PUBLISHED.format(witnesses.required))
     keyring, key_lines = _trusted_keys(settings)
     anchors: dict[str, list[Anchor]] = {}
     state = _read_state(args.state, keyring, settings.log_origin) if args.state else None
@@ -125,7 +139,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
             anchors.setdefault(tenant_id, []).append(anchor)
     published: PublishedView | None = None
     if args.published:
-        published = read_published(args.published, keyring, settings.log_origin)
+        published = read_published(args.published, keyring, settings.log_origin, witnesses)
         for tenant_id, seen in published.anchors.items():
             anchors.setdefault(tenant_id, []).extend(seen)
     store = _store_description(settings)
@@ -167,8 +181,29 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         base = state or AuditorState(settings.log_origin)
         index = published.directory_index if published is not None else 0
         _write_state(args.state, base.remember(verified, index))
-    _report(args, store, key_lines, results, store_damage)
+    publication = _publication_report(args.published, published, witnesses)
+    _report(args, store, key_lines, results, store_damage, publication)
     return EXIT_DAMAGE if damaged or store_damage else EXIT_OK
+
+
+def _publication_report(
+    directory: Path | None, published: PublishedView | None, witnesses: WitnessPolicy | None
+) -> dict[str, Any] | None:
+    """What the report says about the publication: per tenant its newest published size
+    and the trusted witnesses that cosigned it (``None`` without ``--published``)."""
+    if directory is None or published is None:
+        return None
+    keys = witnesses.keys if witnesses is not None else ()
+    return {
+        "directory": str(directory),
+        "directory_index": published.directory_index,
+        "witnesses_required": witnesses.required if witnesses is not None else 0,
+        "trusted_witnesses": sorted({key.key_string() for key in keys}),
+        "tenants": [
+            {"tenant_id": tenant_id, "size": size, "cosigned_by": cosigners}
+            for tenant_id, (size, cosigners) in sorted(published.cosigned_by.items())
+        ],
+    }
 
 
 def _body(note: bytes) -> bytes:
@@ -182,19 +217,32 @@ def _report(
     key_lines: list[str],
     results: list[Any],
     store_damage: list[dict[str, str]],
+    publication: dict[str, Any] | None,
 ) -> None:
     if args.json:
-        document = {
+        document: dict[str, Any] = {
             "store": store,
             "trusted_keys": key_lines,
             "tenants": [result.report() for result in results],
             "store_damage": store_damage,
         }
+        if publication is not None:
+            document["publication"] = publication
         print(json.dumps(document, indent=2))
         return
     print(f"store: {store}", file=sys.stderr)
     for line in key_lines:
         print(f"trusted key: {line}", file=sys.stderr)
+    if publication is not None and publication["trusted_witnesses"]:
+        for vkey in publication["trusted_witnesses"]:
+            print(f"trusted witness: {vkey}", file=sys.stderr)
+        required = publication["witnesses_required"]
+        for entry in publication["tenants"]:
+            print(
+                f"{entry['tenant_id']}: published size {entry['size']} cosigned by "
+                f"{', '.join(entry['cosigned_by']) or 'no trusted witness'} "
+                f"({required} required)"
+            )
     for damage in store_damage:
         print(f"{damage['name']}: DAMAGED: {damage['damage']}: {damage['detail']}")
     for result in results:

@@ -5,6 +5,12 @@ published there and the newest signed tenant directory, checks their signatures 
 the trusted keys, and turns each into an :class:`~stream.monitor.Anchor` the store must
 still honour. A published note that does not verify is damage of the publication, named
 as such: the sink only ever publishes checkpoints it stored.
+
+With a :class:`~stream.cosignature.WitnessPolicy`, each tenant's newest published note
+must also carry the required witness cosignatures (docs/INTEGRITY.md §9): the publisher
+adds them to the published note, never to the note stored in ClickHouse. Too few is
+``missing cosignatures``, a trusted witness's line that does not verify is ``forged
+cosignature``; both name the tenant, the size and the witnesses that did cosign.
 """
 
 from __future__ import annotations
@@ -13,12 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authtrail.errors import CheckpointError
-from sinks.publication_files import newest_checkpoints, newest_tenant_directory_numbered
-from stream.audit import FORGED_CHECKPOINT
+from sinks.publication_files import (
+    newest_checkpoints,
+    newest_tenant_directory_numbered,
+    note_file_name,
+)
+from stream.audit import FORGED_CHECKPOINT, key_label
 from stream.checkpoint import checkpoint_origin, open_checkpoint
+from stream.cosignature import (
+    CosignatureError,
+    MissingCosignaturesError,
+    WitnessPolicy,
+    verify_cosignatures,
+)
 from stream.monitor import Anchor
-from stream.note import Keyring
+from stream.note import Keyring, Note, open_note
 from stream.tenant_directory import open_directory
+
+MISSING_COSIGNATURES = "missing cosignatures"
+FORGED_COSIGNATURE = "forged cosignature"
 
 
 @dataclass
@@ -28,10 +47,21 @@ class PublishedView:
     anchors: dict[str, list[Anchor]] = field(default_factory=dict)
     damage: list[dict[str, str]] = field(default_factory=list)
     directory_index: int = 0
+    # Per tenant, the newest published size and the trusted witnesses (<name>+<hex8>)
+    # whose cosignatures on it verified (empty without a witness policy).
+    cosigned_by: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
 
 
-def read_published(directory: Path, keyring: Keyring, log_origin: str) -> PublishedView:
+def read_published(
+    directory: Path,
+    keyring: Keyring,
+    log_origin: str,
+    witnesses: WitnessPolicy | None = None,
+) -> PublishedView:
     """Read the publication at ``directory``; every signature checked against ``keyring``.
+
+    With ``witnesses``, every tenant's newest published note is also checked against
+    the cosignature policy; a failure is damage of the publication, not an exception.
 
     Raises :class:`~authtrail.errors.PublicationError` when the directory does not have
     the publication's layout (a stray file or folder, a symlink).
@@ -50,6 +80,14 @@ def read_published(directory: Path, keyring: Keyring, log_origin: str) -> Publis
             view.damage.append({"name": where, "damage": FORGED_CHECKPOINT, "detail": detail})
             continue
         view.anchors.setdefault(tenant_id, []).append(Anchor(size, checkpoint.root, source))
+        cosigners, damage = _check_cosignatures(note, keyring, witnesses)
+        view.cosigned_by[tenant_id] = (size, cosigners)
+        if damage is not None:
+            kind, detail = damage
+            view.damage.append({
+                "name": f"{where}/{note_file_name(size)}", "damage": kind,
+                "detail": f"tenant {tenant_id!r} size {size}: {detail}",
+            })  # fmt: skip
     newest = newest_tenant_directory_numbered(directory)
     if newest is None:
         return view
@@ -64,3 +102,36 @@ def read_published(directory: Path, keyring: Keyring, log_origin: str) -> Publis
     for tenant_id, (size, root) in tenants.entries.items():
         view.anchors.setdefault(tenant_id, []).append(Anchor(size, root, listed))
     return view
+
+
+def _check_cosignatures(
+    note_bytes: bytes, keyring: Keyring, witnesses: WitnessPolicy | None
+) -> tuple[list[str], tuple[str, str] | None]:
+    """The trusted witnesses whose cosignatures on ``note`` verify, and the damage if any.
+
+    Requires ``note_bytes`` to open with ``keyring`` (checked by the caller).
+    """
+    if witnesses is None:
+        return [], None
+    note = open_note(note_bytes, keyring)
+    try:
+        found = witnesses.check(note)
+    except MissingCosignaturesError as exc:
+        return _valid_cosigners(note, witnesses), (MISSING_COSIGNATURES, str(exc))
+    except CosignatureError as exc:
+        valid = _valid_cosigners(note, witnesses)
+        detail = f"{exc} (valid cosignatures by: {', '.join(valid) or 'none'})"
+        return valid, (FORGED_COSIGNATURE, detail)
+    return [key_label(c.name, c.key_id) for c in found], None
+
+
+def _valid_cosigners(note: Note, witnesses: WitnessPolicy) -> list[str]:
+    # verify_cosignatures stops at the first forged line: ask each witness alone.
+    valid = []
+    for key in {(k.name, k.key_id): k for k in witnesses.keys}.values():
+        try:
+            found = verify_cosignatures(note, [key], 0)
+        except CosignatureError:
+            continue
+        valid += [key_label(c.name, c.key_id) for c in found]
+    return valid

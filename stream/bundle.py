@@ -45,8 +45,9 @@ from stream.bundle_format import (
 from stream.canonical import FieldValue, canonical_leaf
 from stream.chain import GENESIS_HASH, chain_hash
 from stream.checkpoint import Checkpoint, checkpoint_origin
+from stream.cosignature import CosignatureError, WitnessPolicy
 from stream.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion_leaf_hash
-from stream.note import Keyring, open_note
+from stream.note import Keyring, Note, open_note
 
 __all__ = [
     "CONSISTENCY_FORMAT",
@@ -110,6 +111,7 @@ class InclusionVerdict:
     checkpoint: Checkpoint
     signed_by: tuple[str, ...]  # key labels (<name>+<hex8 id>) whose signatures verified
     chain_checked: bool
+    cosigned_by: tuple[str, ...] = ()  # trusted witnesses (<name>+<hex8 id>) that cosigned
 
     def report(self) -> dict[str, Any]:
         """JSON-ready summary (hashes in base64, as in the bundle)."""
@@ -118,7 +120,7 @@ class InclusionVerdict:
             "tenant_id": self.tenant_id, "seq": self.seq, "event_id": self.event_id,
             "leaf_hash": b64(self.leaf_hash), "tree_size": self.checkpoint.size,
             "root": b64(self.checkpoint.root), "signed_by": list(self.signed_by),
-            "chain_checked": self.chain_checked,
+            "chain_checked": self.chain_checked, "cosigned_by": list(self.cosigned_by),
         }  # fmt: skip
 
 
@@ -132,6 +134,8 @@ class ConsistencyVerdict:
     new: Checkpoint
     old_signed_by: tuple[str, ...]
     new_signed_by: tuple[str, ...]
+    old_cosigned_by: tuple[str, ...] = ()
+    new_cosigned_by: tuple[str, ...] = ()
 
     def report(self) -> dict[str, Any]:
         """JSON-ready summary (roots in base64)."""
@@ -140,6 +144,8 @@ class ConsistencyVerdict:
             "tenant_id": self.tenant_id, "old_size": self.old.size, "new_size": self.new.size,
             "old_root": b64(self.old.root), "new_root": b64(self.new.root),
             "old_signed_by": list(self.old_signed_by), "new_signed_by": list(self.new_signed_by),
+            "old_cosigned_by": list(self.old_cosigned_by),
+            "new_cosigned_by": list(self.new_cosigned_by),
         }  # fmt: skip
 
 
@@ -225,7 +231,11 @@ def make_consistency_bundle(
 
 
 def verify_bundle(
-    bundle: Mapping[str, Any], keyring: Keyring, *, log_origin: str | None = None
+    bundle: Mapping[str, Any],
+    keyring: Keyring,
+    *,
+    log_origin: str | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> InclusionVerdict | ConsistencyVerdict:
     """Verify an inclusion or consistency bundle, whichever its ``format`` names.
 
@@ -233,18 +243,27 @@ def verify_bundle(
     """
     kind = bundle.get("format") if isinstance(bundle, Mapping) else None
     if kind == INCLUSION_FORMAT:
-        return verify_inclusion_bundle(bundle, keyring, log_origin=log_origin)
+        return verify_inclusion_bundle(bundle, keyring, log_origin=log_origin, witnesses=witnesses)
     if kind == CONSISTENCY_FORMAT:
-        return verify_consistency_bundle(bundle, keyring, log_origin=log_origin)
+        return verify_consistency_bundle(
+            bundle, keyring, log_origin=log_origin, witnesses=witnesses
+        )
     raise FormatError(
         f"unknown bundle format {kind!r} (expected {INCLUSION_FORMAT} or {CONSISTENCY_FORMAT})"
     )
 
 
 def verify_inclusion_bundle(
-    bundle: Mapping[str, Any], keyring: Keyring, *, log_origin: str | None = None
+    bundle: Mapping[str, Any],
+    keyring: Keyring,
+    *,
+    log_origin: str | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> InclusionVerdict:
     """Check an inclusion bundle (INTEGRITY.md, "Proof bundles"); ``log_origin`` pins the log.
+
+    With ``witnesses``, the checkpoint must carry ``witnesses.required`` valid
+    cosignatures of distinct trusted witnesses (INTEGRITY.md §9), and no forged one.
 
     Raises:
         FormatError: a key missing or unknown, a value of the wrong type, bad base64, a
@@ -252,7 +271,8 @@ def verify_inclusion_bundle(
         EventMismatchError: the event's tenant, canonical leaf or leaf hash differs.
         BundleCheckpointError: the bundle is of another log than ``log_origin``; the
             note is not signed by a key in ``keyring`` (or a trusted signature fails), is
-            malformed, is of another log or tenant, or its size is not ``tree_size``.
+            malformed, is of another log or tenant, or its size is not ``tree_size``; or
+            it lacks the cosignatures ``witnesses`` requires, or one of them is forged.
         BundleProofError: ``seq`` is outside the signed tree, or the proof is malformed
             or leads to another root than the signed one.
         ChainLinkError: the chain link is present and does not hash to its ``hash``, seq
@@ -278,7 +298,10 @@ def verify_inclusion_bundle(
     if calculated_leaf_hash != fields.leaf_hash:
         raise at(EventMismatchError, "leaf hash", _differs(fields.leaf_hash, calculated_leaf_hash))
 
-    checkpoint, signed_by = _open(at, fields.checkpoint, keyring, fields.log_origin, "checkpoint")
+    checkpoint, signed_by, opened = _open(
+        at, fields.checkpoint, keyring, fields.log_origin, "checkpoint"
+    )
+    cosigned_by = _cosigners(at, opened, witnesses, "checkpoint")
     size = checkpoint.size
     if fields.tree_size != size:
         raise at(BundleCheckpointError, "tree size", f"expected {size} (signed), the bundle says "
@@ -301,20 +324,30 @@ def verify_inclusion_bundle(
     return InclusionVerdict(
         fields.log_origin, fields.tenant_id, fields.seq,
         event_id if isinstance(event_id, str) else None, calculated_leaf_hash, checkpoint,
-        signed_by, fields.chain is not None,
+        signed_by, fields.chain is not None, cosigned_by,
     )  # fmt: skip
 
 
 def verify_consistency_bundle(
-    bundle: Mapping[str, Any], keyring: Keyring, *, log_origin: str | None = None
+    bundle: Mapping[str, Any],
+    keyring: Keyring,
+    *,
+    log_origin: str | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> ConsistencyVerdict:
     """Check a consistency bundle (INTEGRITY.md, "Proof bundles"); ``log_origin`` pins the log.
+
+    With ``witnesses``, ``new`` must carry ``witnesses.required`` valid cosignatures of
+    distinct trusted witnesses. ``old`` needs none: once ``new`` is witnessed and proven
+    to extend ``old``, ``old`` is part of the witnessed history (an old checkpoint is
+    often one the verifier already holds). A forged cosignature on either note fails.
 
     Raises:
         FormatError: a key missing or unknown, a value of the wrong type, bad base64.
         BundleCheckpointError: the bundle is of another log than ``log_origin``; a note is
-            not signed by a key in ``keyring``, malformed, of another log or tenant; or
-            ``new``'s batch starts right after ``old`` but does not link to it.
+            not signed by a key in ``keyring``, malformed, of another log or tenant;
+            ``new``'s batch starts right after ``old`` but does not link to it; ``new``
+            lacks the cosignatures ``witnesses`` requires; a note's cosignature is forged.
         BundleProofError: ``old`` is larger than ``new`` (swapped), equal sizes with
             different roots (a fork) or a non-empty proof, or the proof is malformed or
             does not lead from the old root to the new one (a fork, or a wrong proof).
@@ -322,8 +355,14 @@ def verify_consistency_bundle(
     fields = parse_consistency(bundle)
     opening = _Where(fields.tenant_id, "checkpoints")
     _check_pin(opening, fields.log_origin, log_origin)
-    old, old_keys = _open(opening, fields.old, keyring, fields.log_origin, "old checkpoint")
-    new, new_keys = _open(opening, fields.new, keyring, fields.log_origin, "new checkpoint")
+    old, old_keys, old_note = _open(
+        opening, fields.old, keyring, fields.log_origin, "old checkpoint"
+    )
+    new, new_keys, new_note = _open(
+        opening, fields.new, keyring, fields.log_origin, "new checkpoint"
+    )
+    old_cosigners = _cosigners(opening, old_note, witnesses, "old checkpoint", required=0)
+    new_cosigners = _cosigners(opening, new_note, witnesses, "new checkpoint")
     at = _Where(fields.tenant_id, f"sizes {old.size}..{new.size}")
     if old.size > new.size:
         raise at(BundleProofError, "sizes", "the old checkpoint is larger than the new one: "
@@ -342,7 +381,10 @@ def verify_consistency_bundle(
     if new.batch_first_seq == old.size + 1 and new.prev_digest != old.digest():
         raise at(BundleCheckpointError, "prev link", f"the new checkpoint follows the old one: "
                  f"{_differs(old.digest(), new.prev_digest)}")  # fmt: skip
-    return ConsistencyVerdict(fields.log_origin, fields.tenant_id, old, new, old_keys, new_keys)
+    return ConsistencyVerdict(
+        fields.log_origin, fields.tenant_id, old, new, old_keys, new_keys,
+        old_cosigners, new_cosigners,
+    )  # fmt: skip
 
 
 # --- Checks ----------------------------------------------------------------------------
@@ -366,7 +408,7 @@ def _check_pin(at: _Where, log_origin: str, pinned: str | None) -> None:
 
 def _open(
     at: _Where, note: str, keyring: Keyring, log_origin: str, what: str
-) -> tuple[Checkpoint, tuple[str, ...]]:
+) -> tuple[Checkpoint, tuple[str, ...], Note]:
     expected = checkpoint_origin(log_origin, at.tenant_id)  # valid: parsing checked both
     try:
         opened = open_note(note.encode("utf-8"), keyring)
@@ -376,7 +418,24 @@ def _open(
     if checkpoint.origin != expected:
         raise at(BundleCheckpointError, what, f"origin expected {expected!r}, the signed note "
                  f"is of {checkpoint.origin!r}")  # fmt: skip
-    return checkpoint, tuple(key_label(s.name, s.key_id) for s in opened.signatures)
+    return checkpoint, tuple(key_label(s.name, s.key_id) for s in opened.signatures), opened
+
+
+def _cosigners(
+    at: _Where,
+    opened: Note,
+    witnesses: WitnessPolicy | None,
+    what: str,
+    required: int | None = None,
+) -> tuple[str, ...]:
+    """The trusted witnesses that cosigned ``opened``; raises if too few or one is forged."""
+    if witnesses is None:
+        return ()
+    try:
+        found = witnesses.check(opened, required=required)
+    except CosignatureError as exc:  # MissingCosignaturesError included
+        raise at(BundleCheckpointError, f"{what} cosignatures", str(exc)) from exc
+    return tuple(key_label(c.name, c.key_id) for c in found)
 
 
 def _check_chain(

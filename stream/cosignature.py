@@ -57,6 +57,7 @@ __all__ = [
     "MissingCosignaturesError",
     "WitnessCosignature",
     "WitnessKey",
+    "WitnessPolicy",
     "append_cosignatures",
     "cosign",
     "cosignature_key_id",
@@ -307,6 +308,38 @@ def verify_cosignatures(
     if len(found) < required:
         raise MissingCosignaturesError(origin, required, (c.name for c in found.values()))
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """Which witnesses a verifier trusts and how many of them must cosign a checkpoint.
+
+    Requires distinct ``(name, key_id)`` pairs to name one key each and
+    ``0 <= required <=`` the number of distinct witnesses; raises
+    :class:`InvalidArgumentError` otherwise (a policy no note could meet).
+    """
+
+    keys: tuple[WitnessKey, ...]
+    required: int
+
+    def __post_init__(self) -> None:
+        # verify_cosignatures checks the same preconditions; fail when the policy is made.
+        distinct = {(key.name, key.key_id): key.public_key for key in self.keys}
+        if len(distinct) != len({(key.name, key.key_id, key.public_key) for key in self.keys}):
+            raise InvalidArgumentError("two different witness keys share a name and key id")
+        if isinstance(self.required, bool) or not 0 <= self.required <= len(distinct):
+            raise InvalidArgumentError(
+                f"required cosignatures {self.required!r} must be in 0..{len(distinct)} "
+                "(trusted witnesses)"
+            )
+
+    def check(self, note: Note, *, required: int | None = None) -> list[WitnessCosignature]:
+        """:func:`verify_cosignatures` of ``note`` under this policy (``required`` overrides).
+
+        Raises :class:`CosignatureError` / :class:`MissingCosignaturesError` as it does.
+        """
+        count = self.required if required is None else required
+        return verify_cosignatures(note, self.keys, count)
 
 
 def append_cosignatures(note: bytes, lines: Iterable[str]) -> bytes:

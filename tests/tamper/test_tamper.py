@@ -287,3 +287,39 @@ def test_a_history_rewritten_with_a_stolen_key_is_a_fork(attacked: Attacked) -> 
     code, report, _ = attacked.audit()
     assert code == 1
     assert damage_of(report, "initech") == ("forked", last)
+
+
+def test_published_checkpoints_without_a_witness_cosignature_fail_until_cosigned(
+    attacked: Attacked,
+) -> None:
+    """`--witnesses 1`: each tenant's newest published note needs a trusted cosignature."""
+    from sinks.publication_files import newest_checkpoints, note_body, note_file_name
+    from stream.cosignature import append_cosignatures, cosign, witness_key_of
+    from stream.note import Signer, generate_key_strings
+
+    witness = Signer.parse(generate_key_strings("witness.test/w1")[0])
+    vkey = attacked.data_dir.parent / "witness.vkey"
+    vkey.write_text(witness_key_of(witness).key_string() + "\n")
+    flags = ("--published", str(attacked.published), "--witness-key", str(vkey),
+             "--witnesses", "1")  # fmt: skip
+    code, report, _ = attacked.verify(*flags)
+    assert code == 1
+    assert [d["damage"] for d in report["store_damage"]] == ["missing cosignatures"] * 3
+    assert all(r["damage"] is None for r in report["tenants"])  # the store itself is intact
+
+    # The publisher's part, by hand: cosign each tenant's newest note, publish it again.
+    for tenant_id, (size, note) in newest_checkpoints(attacked.published).items():
+        path = attacked.published / "checkpoints" / tenant_id / note_file_name(size)
+        path.chmod(0o644)
+        line = cosign(note_body(note), witness, int(time.time()))
+        path.write_bytes(append_cosignatures(note, [line]))
+    code, report, _ = attacked.verify(*flags)
+    assert code == 0, report
+    assert report["store_damage"] == []
+    publication = report["publication"]
+    assert publication["witnesses_required"] == 1
+    assert {t["tenant_id"] for t in publication["tenants"]} == {"acme", "globex", "initech"}
+    assert all(
+        [label.split("+")[0] for label in t["cosigned_by"]] == ["witness.test/w1"]
+        for t in publication["tenants"]
+    )

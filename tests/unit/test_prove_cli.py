@@ -6,6 +6,7 @@ written by ``write_key_pair``, exactly as an auditor would receive them.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -149,3 +150,71 @@ def test_usage_errors_exit_2(
     monkeypatch.setenv("AUTHTRAIL_VERIFIER_KEYS", str(signed["pub"]))
     code, _, _ = _run(capsys, "verify-proof", path)  # the key from the environment
     assert code == 0
+
+
+def _witnessed(signed: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
+    """The inclusion bundle with its checkpoint cosigned by witness w1 (of w1, w2 trusted)."""
+    from stream.cosignature import append_cosignatures, cosign, witness_key_of
+    from stream.note import Signer, generate_key_strings
+
+    w1, w2 = (Signer.parse(generate_key_strings(f"witness.test/w{n}")[0]) for n in (1, 2))
+    keys = signed["tmp"] / "witnesses.txt"
+    keys.write_text("".join(f"{witness_key_of(w).key_string()}\n" for w in (w1, w2)))
+    note = signed["inclusion"]["checkpoint"].encode()
+    body = note[: note.rfind(b"\n\n") + 1]
+    cosigned = append_cosignatures(note, [cosign(body, w1, 1_700_000_000)])
+    bundle = dict(signed["inclusion"], checkpoint=cosigned.decode())
+    path = signed["tmp"] / "witnessed.json"
+    path.write_bytes(bundle_json(bundle))
+    return path, keys, bundle
+
+
+def test_witness_cosignatures_required(
+    signed: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTHTRAIL_TRUSTED_WITNESS_KEYS", raising=False)
+    monkeypatch.delenv("AUTHTRAIL_WITNESSES", raising=False)
+    path, keys, bundle = _witnessed(signed)
+    pub = str(signed["pub"])
+    code, out, _ = _run(capsys, "verify-proof", str(path), "--key", pub, "--witness-key", str(keys))
+    assert code == 0 and "checkpoint cosigned by: witness.test/w1+" in out
+    code, out, _ = _run(capsys, "verify-proof", str(path), "--key", pub, "--witness-key",
+                        str(keys), "--json")  # fmt: skip
+    assert code == 0 and [s.split("+")[0] for s in json.loads(out)["cosigned_by"]] == [
+        "witness.test/w1"
+    ]
+    code, _, err = _run(capsys, "verify-proof", str(path), "--key", pub, "--witness-key",
+                        str(keys), "--witnesses", "2")  # fmt: skip
+    assert code == 1 and "checkpoint cosignatures" in err and "1 of 2 required" in err
+    # The uncosigned bundle fails the default of one.
+    original = str(signed["bundles"]["inclusion"])
+    code, _, err = _run(capsys, "verify-proof", original, "--key", pub, "--witness-key", str(keys))
+    assert code == 1 and "0 of 1 required" in err
+    # A cosignature line whose signature was altered is a forgery.
+    text = bundle["checkpoint"]
+    head, _, encoded = text.rstrip("\n").rpartition(" ")
+    payload = bytearray(base64.b64decode(encoded))
+    payload[-1] ^= 1  # the last byte of the Ed25519 signature
+    tampered = f"{head} {base64.b64encode(payload).decode()}\n"
+    path.write_bytes(bundle_json(dict(bundle, checkpoint=tampered)))
+    code, _, err = _run(capsys, "verify-proof", str(path), "--key", pub, "--witness-key", str(keys))
+    assert code == 1 and "integrity failure" in err and "cosignature by witness.test/w1" in err
+    code, _, err = _run(capsys, "verify-proof", original, "--key", pub, "--witnesses", "1")
+    assert code == 2 and "needs the witnesses' keys" in err
+
+
+def test_consistency_bundle_requires_cosignatures_of_the_new_checkpoint_only(
+    signed: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTHTRAIL_TRUSTED_WITNESS_KEYS", raising=False)
+    monkeypatch.delenv("AUTHTRAIL_WITNESSES", raising=False)
+    _, keys, witnessed = _witnessed(signed)  # the inclusion checkpoint is the size-7 note
+    path = signed["tmp"] / "consistency-witnessed.json"
+    consistency = json.loads(signed["bundles"]["consistency"].read_bytes())
+    path.write_bytes(bundle_json(dict(consistency, new=witnessed["checkpoint"])))
+    pub = str(signed["pub"])
+    code, out, _ = _run(capsys, "verify-proof", str(path), "--key", pub, "--witness-key", str(keys))
+    assert code == 0 and "new checkpoint cosigned by: witness.test/w1+" in out
+    original = str(signed["bundles"]["consistency"])  # new checkpoint not cosigned
+    code, _, err = _run(capsys, "verify-proof", original, "--key", pub, "--witness-key", str(keys))
+    assert code == 1 and "new checkpoint cosignatures" in err
