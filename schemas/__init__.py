@@ -23,6 +23,7 @@ from authtrail.errors import InvalidArgumentError
 __all__ = [
     "AUTH_EVENT",
     "CHAINED_RECORD",
+    "CHAINED_REJECTION",
     "CHECKPOINT",
     "CLAIM",
     "DEAD_LETTER",
@@ -34,14 +35,26 @@ __all__ = [
 
 AUTH_EVENT = "auth_event"
 CHAINED_RECORD = "chained_record"
+CHAINED_REJECTION = "chained_rejection"
 CHECKPOINT = "checkpoint"
 DEAD_LETTER = "dead_letter"
 CLAIM = "claim"
 SNAPSHOT = "snapshot"
-SCHEMA_NAMES = (AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, CLAIM, SNAPSHOT)
+SCHEMA_NAMES = (
+    AUTH_EVENT,
+    CHAINED_RECORD,
+    CHAINED_REJECTION,
+    CHECKPOINT,
+    DEAD_LETTER,
+    CLAIM,
+    SNAPSHOT,
+)
 
 # Which files define the named types a file refers to but does not define itself.
-_DEPENDENCIES: dict[str, tuple[str, ...]] = {CHAINED_RECORD: (AUTH_EVENT,)}
+_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    CHAINED_RECORD: (AUTH_EVENT,),
+    CHAINED_REJECTION: (DEAD_LETTER,),
+}
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})

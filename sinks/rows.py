@@ -75,6 +75,12 @@ REJECTED_SCHEMA = _schema(
         ("source_timestamp", _TIMESTAMP),
         ("tenant_id", pa.string()),
         ("rejected_at", _TIMESTAMP),
+        ("chain_tenant_id", pa.string()),
+        ("seq", pa.uint64()),
+        ("prev_hash", _HASH),
+        ("leaf_hash", _HASH),
+        ("hash", _HASH),
+        ("epoch", pa.uint64()),
         ("kafka_cluster", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.uint64()),
@@ -122,9 +128,15 @@ def checkpoint_row(
 def rejected_row(
     record: Mapping[str, Any], cluster: str, partition: int, offset: int
 ) -> dict[str, Any]:
-    """One ``rejected`` row from a decoded DeadLetter."""
+    """One ``rejected`` row from a decoded ChainedRejection (the dead letter and its link)."""
     return {
-        **record,
+        **record["rejection"],
+        "chain_tenant_id": record["chain_tenant_id"],
+        "seq": record["seq"],
+        "prev_hash": record["prev_hash"],
+        "leaf_hash": record["leaf_hash"],
+        "hash": record["hash"],
+        "epoch": record["epoch"],
         "kafka_cluster": cluster,
         "kafka_partition": partition,
         "kafka_offset": offset,

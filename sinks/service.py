@@ -13,12 +13,19 @@ from typing import Any
 from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer
 from authtrail.settings import Settings
-from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, DEAD_LETTER, load_schema, previous_versions
+from schemas import (
+    CHAINED_RECORD,
+    CHAINED_REJECTION,
+    CHECKPOINT,
+    CLAIM,
+    load_schema,
+    previous_versions,
+)
 from schemas.codec import SingleObjectCodec
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.publication import Publication
 from sinks.sink import Sink
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE
 
 ENDPOINT_FILE = "clickhouse.endpoint"
 _LOG = logging.getLogger(__name__)
@@ -149,16 +156,10 @@ def build_sink(
     With ``settings.publication_dir`` it also publishes checkpoints there (see
     :func:`_publication`).
     """
-    topics = {
-        EVENTS_TABLE: settings.chained_topic,
-        CHECKPOINTS_TABLE: settings.checkpoints_topic,
-        REJECTED_TABLE: settings.dead_letter_topic,
-    }
-    codecs = {
-        EVENTS_TABLE: _codec(CHAINED_RECORD),
-        CHECKPOINTS_TABLE: _codec(CHECKPOINT),
-        REJECTED_TABLE: _codec(DEAD_LETTER),
-    }
+    # Rejections reach `rejected` chained, on the chained topic (stream/rejection.py); the
+    # dead-letter topic is for tools that replay fixed input.
+    topics = {EVENTS_TABLE: settings.chained_topic, CHECKPOINTS_TABLE: settings.checkpoints_topic}
+    codecs = {EVENTS_TABLE: _codec(CHAINED_RECORD), CHECKPOINTS_TABLE: _codec(CHECKPOINT)}
     return Sink(
         backend,
         publication=_publication(settings),
@@ -167,6 +168,7 @@ def build_sink(
         topics=topics,
         codecs=codecs,
         claim_codec=_codec(CLAIM),
+        rejection_codec=_codec(CHAINED_REJECTION),
         group_id=f"{settings.consumer_group}-sink",
         batch_rows=settings.sink_batch_rows,
         batch_seconds=settings.sink_batch_ms / 1000,

@@ -1,4 +1,4 @@
-"""The ClickHouse sink: chained records, checkpoints and dead letters → append-only tables.
+"""The ClickHouse sink: chained records, checkpoints and rejections → append-only tables.
 
 Correctness rests on ClickHouse, not on Kafka's committed offsets:
 
@@ -10,6 +10,11 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
 * a record whose ``seq`` is already stored for its tenant (the sequencer published it
   twice) is skipped; a checkpoint is held back until the records it covers are stored, so
   analysts never see a checkpoint ahead of its records.
+
+The chained topic also carries chained rejections (stream/rejection.py), stored in
+``rejected``. Those are inserted before the events of the same batch and the resume point
+is the highest offset in ``events``: a crash between the two inserts makes the sink read
+the rejections again, and their ``seq`` check drops them, but never skips an event.
 
 Offsets are committed to Kafka after each insert only so that lag is visible in the usual
 tools.
@@ -81,7 +86,8 @@ class SinkCounters:
 
 
 class Sink:
-    """Consumes the three output topics and stores them; :meth:`run` until ``stop`` is set.
+    """Consumes the chained and checkpoints topics and stores them; :meth:`run` until
+    ``stop`` is set.
 
     With ``publication``, stored checkpoints are also published there, and a tenant
     directory at most every ``publication_interval`` seconds (sinks/publishing.py).
@@ -101,6 +107,7 @@ class Sink:
         consumer_config: Mapping[str, Any] | None = None,
         publication: Publication | None = None,
         publication_interval: float = 10.0,
+        rejection_codec: Codec | None = None,
     ) -> None:
         self._backend = backend
         self._topics = dict(topics)
@@ -118,6 +125,9 @@ class Sink:
             backend.command(statement)
         self._stored_seq = self._query_pairs(
             f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
+        ) | self._query_pairs(
+            f"SELECT assumeNotNull(chain_tenant_id), max(assumeNotNull(seq)) FROM "
+            f"{REJECTED_TABLE} WHERE chain_tenant_id IS NOT NULL GROUP BY chain_tenant_id"
         )
         self._stored_size = self._query_pairs(
             f"SELECT tenant_id, max(size) FROM {CHECKPOINTS_TABLE} GROUP BY tenant_id"
@@ -136,7 +146,9 @@ class Sink:
         self._claim_codec = claim_codec
         self._claim_fingerprint = claim_codec.reader_fingerprint  # type: ignore[attr-defined]
         self._fences: dict[tuple[str, int], Fence] = {}
-        self._buffers = {table: _Buffer() for table in self._topics}
+        self._rejection_codec = rejection_codec
+        self._rejection_fingerprint = getattr(rejection_codec, "reader_fingerprint", None)
+        self._buffers = {table: _Buffer() for table in (*self._topics, REJECTED_TABLE)}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._first_buffered: float | None = None
         self._stop: threading.Event | None = None
@@ -252,29 +264,35 @@ class Sink:
         assert topic is not None and partition is not None and offset is not None
         value = message.value() or b""
         table = self._tables[topic]
-        if table != REJECTED_TABLE and value[2:10] == self._claim_fingerprint:
+        if value[2:10] == self._claim_fingerprint:
             epoch = int(self._claim_codec.decode(value)["epoch"])
             self._fence(table, partition).claim(epoch)
             return
-        record = self._codecs[table].decode(value)
-        if table != REJECTED_TABLE and not self._fence(table, partition).admits(record["epoch"]):
+        rejection = table == EVENTS_TABLE and value[2:10] == self._rejection_fingerprint
+        codec = self._rejection_codec if rejection else self._codecs[table]
+        assert codec is not None
+        record = codec.decode(value)
+        if not self._fence(table, partition).admits(record["epoch"]):
             # Written by a worker that had lost the partition (docs/PIPELINE.md, fencing).
             self.counters.fenced += 1
             _LOG.warning("ignored a %s record of stale epoch %d at %s[%d]@%d",
                          table, record["epoch"], topic, partition, offset)  # fmt: skip
             return
         if table == EVENTS_TABLE:
-            tenant = record["event"]["tenant_id"]
+            tenant = record["chain_tenant_id"] if rejection else record["event"]["tenant_id"]
             if record["seq"] <= self._stored_seq.get(tenant, 0):
                 self.counters.skipped_duplicates += 1
                 self._buffers[table].offsets[partition] = offset
                 return
             self._stored_seq[tenant] = record["seq"]
-            self._buffers[table].rows.append(chained_row(record, self._cluster, partition, offset))
-        elif table == CHECKPOINTS_TABLE:
-            self._held_checkpoints.append((record, partition, offset))
+            if rejection:
+                row = rejected_row(record, self._cluster, partition, offset)
+                self._buffers[REJECTED_TABLE].rows.append(row)
+            else:
+                row = chained_row(record, self._cluster, partition, offset)
+                self._buffers[table].rows.append(row)
         else:
-            self._buffers[table].rows.append(rejected_row(record, self._cluster, partition, offset))
+            self._held_checkpoints.append((record, partition, offset))
         self._buffers[table].offsets[partition] = offset
         if self._first_buffered is None:
             self._first_buffered = time.monotonic()
@@ -294,10 +312,11 @@ class Sink:
         """
         if self._publishing is not None:
             self._publishing.publish_pending()
-        inserted = self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
+        # Rejections first: the resume point is the highest offset in ``events``.
+        inserted = self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
+        inserted += self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
-        inserted += self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
         if inserted:
             counters = self.counters

@@ -62,6 +62,20 @@ def event_columns() -> tuple[EventColumn, ...]:
     return tuple(_column(field) for field in load_schema(AUTH_EVENT)["fields"])
 
 
+# Each rejection's place in its partition's rejection log (stream/rejection.py). Nullable:
+# rows stored before rejections were chained have none, and stores made then get the
+# columns added (create_statements).
+_REJECTION_LINK_COLUMNS = (
+    ("chain_tenant_id", "Nullable(String)"),
+    ("seq", "Nullable(UInt64)"),
+    ("prev_hash", "Nullable(FixedString(32))"),
+    ("leaf_hash", "Nullable(FixedString(32))"),
+    ("hash", "Nullable(FixedString(32))"),
+    ("epoch", "Nullable(UInt64)"),
+)
+_REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJECTION_LINK_COLUMNS)
+
+
 def create_statements() -> list[str]:
     """DDL for every authtrail table (idempotent: ``IF NOT EXISTS``)."""
     event_ddl = ",\n    ".join(f"`{c.name}` {c.clickhouse_type}" for c in event_columns())
@@ -113,6 +127,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
     `source_timestamp` Nullable({_UTC_MICROS}),
     `tenant_id` Nullable(String),
     `rejected_at` {_UTC_MICROS},
+    {_REJECTION_LINK_DDL},
     `kafka_cluster` LowCardinality(String),
     `kafka_partition` UInt32,
     `kafka_offset` UInt64,
@@ -121,6 +136,12 @@ SETTINGS non_replicated_deduplication_window = 1000""",
 PARTITION BY toYYYYMM(rejected_at)
 ORDER BY (error_kind, rejected_at)
 SETTINGS non_replicated_deduplication_window = 1000""",
+        f"""ALTER TABLE {REJECTED_TABLE} {
+            ", ".join(
+                f"ADD COLUMN IF NOT EXISTS `{name}` {kind}"
+                for name, kind in _REJECTION_LINK_COLUMNS
+            )
+        }""",
         # Lockout decisions are ordinary chained events (service authtrail-lockout); this
         # view only gives their attributes columns. Times in attributes are microseconds.
         f"""CREATE VIEW IF NOT EXISTS {LOCKOUTS_VIEW} AS

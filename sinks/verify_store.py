@@ -10,7 +10,9 @@ Per-row work runs inside ClickHouse, in two kinds of queries:
   tree, level by level (``size - 1`` node hashes, the bulk of the tree work).
 
 Only the tenants either flags are read back row by row, to classify the first damage
-exactly (:func:`stream.chain.verify_chain`). For the others,
+exactly (:func:`stream.chain.verify_chain`). The rejection logs (stream/rejection.py),
+small next to the events, are read row by row from ``rejected``
+(:mod:`sinks.verify_rejections`) and then judged like any tenant. For the others,
 :class:`stream.audit.MerkleLevels` derives the log root at every checkpoint and every batch
 root with a few hashes each, and the pure core checks signatures, succession, roots and
 chain heads (:func:`stream.audit.verify_checkpoint_levels`) exactly as from leaf hashes.
@@ -27,6 +29,7 @@ import pyarrow as pa
 from authtrail.errors import ChainError
 from sinks.backend import ClickHouseBackend
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, chain_hash_sql, leaf_hash_sql
+from sinks.verify_rejections import RejectionLog, read_rejection_logs
 from stream.audit import (
     CHECKPOINT_COLUMNS,
     CheckpointDamage,
@@ -40,9 +43,12 @@ from stream.chain import ChainLink, StoredLink, verify_chain
 from stream.merkle import HASH_SIZE
 from stream.monitor import Anchor, check_anchor, missing_tenant
 from stream.note import Keyring
+from stream.rejection import is_rejection_tenant
 
 #: Records after the newest checkpoint that nobody signed within the grace period.
 UNSIGNED_RECORD = "unsigned record"
+#: Rows in ``rejected`` naming a chain that is not a rejection log, or ``events`` rows of one.
+MISPLACED_RECORD = "misplaced record"
 
 _GENESIS_SQL = "toFixedString(unhex(repeat('00', 32)), 32)"
 
@@ -298,11 +304,12 @@ def verify_store(
         if tenant_id is None or name == tenant_id
     }
     flagged = _flagged_tenants(backend, tenant_id)
+    rejection_logs = read_rejection_logs(backend, tenant_id)
     # Checkpoints before the Merkle levels: the sink stores records before the checkpoints
     # covering them, so records read afterwards cover every checkpoint read, even while
     # the sink runs.
     checkpoints = _checkpoints(backend, tenant_id)
-    tenants = sorted(set(flagged) | set(checkpoints) | set(anchored))
+    tenants = sorted(set(flagged) | set(rejection_logs) | set(checkpoints) | set(anchored))
     records = {name: count for name, (count, _) in flagged.items()}
     done = 0
     for chunk in _chunks(tenants, records):
@@ -314,11 +321,20 @@ def verify_store(
         tails = _first_unsigned(backend, first, last) if unsigned else {}
         for name in chunk:
             verdict = _Verdict(backend, name, keyring, log_origin)
-            yield verdict.judge(
-                flagged.get(name, (0, 0)), checkpoints.get(name, []),
-                levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
-                (unsigned, tails) if unsigned else None,
-            )  # fmt: skip
+            log = rejection_logs.get(name)
+            if log is not None and (name in flagged or not is_rejection_tenant(name)):
+                events = flagged.get(name, (0, 0))[0]
+                yield verdict.misplaced(log, events, checkpoints.get(name, []))
+            elif log is not None:
+                yield verdict.judge_rejections(
+                    log, checkpoints.get(name, []), anchored.get(name, []), unsigned
+                )
+            else:
+                yield verdict.judge(
+                    flagged.get(name, (0, 0)), checkpoints.get(name, []),
+                    levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
+                    (unsigned, tails) if unsigned else None,
+                )  # fmt: skip
             done += 1
             if progress is not None:
                 progress(done, len(tenants))
@@ -354,6 +370,49 @@ class _Verdict:
             # checkpoints against exactly the rows just proven to be an intact chain.
             tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
             chain_head = lambda size: links[size - 1].hash  # noqa: E731
+        return self._checked(tree, chain_head, checkpoints, anchors, unsigned)
+
+    def judge_rejections(
+        self,
+        log: RejectionLog,
+        checkpoints: list[StoredCheckpoint],
+        anchors: list[Anchor],
+        unsigned: UnsignedPolicy | None,
+    ) -> TenantResult:
+        """The verdict on a rejection log read row by row (:mod:`sinks.verify_rejections`)."""
+        if log.error is not None:
+            return self._damaged(len(log.links), checkpoints, log.error)
+        links = log.links
+        tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
+        tails = {(self.tenant_id, seq): at for seq, at in enumerate(log.stored_at, start=1)}
+        return self._checked(
+            tree, lambda size: links[size - 1].hash if size <= len(links) else b"",
+            checkpoints, anchors, (unsigned, tails) if unsigned else None,
+        )  # fmt: skip
+
+    def misplaced(
+        self, log: RejectionLog, events: int, checkpoints: list[StoredCheckpoint]
+    ) -> TenantResult:
+        """A chain with rows in both tables, or rejected rows claiming an ordinary tenant."""
+        where = "events and rejected both hold rows" if events else "rejected holds rows"
+        return self._damaged(
+            events + len(log.links), checkpoints,
+            CheckpointDamage(
+                self.tenant_id, 1, MISPLACED_RECORD,
+                f"{where} of this chain; only authtrail's rejection logs "
+                "(authtrail-rejected-<partition>) live in rejected, and only there",
+            ),
+        )  # fmt: skip
+
+    def _checked(
+        self,
+        tree: MerkleLevels,
+        chain_head: Callable[[int], bytes],
+        checkpoints: list[StoredCheckpoint],
+        anchors: list[Anchor],
+        unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+    ) -> TenantResult:
+        """Checkpoints, anchors and the unsigned tail against a chain proven intact."""
         try:
             summary = verify_checkpoint_levels(
                 self.tenant_id, tree, chain_head, checkpoints, self.keyring, self.log_origin

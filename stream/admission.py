@@ -20,6 +20,7 @@ from typing import Any
 from authtrail.errors import FormatError
 from stream.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
 from stream.partitioning import tenant_partition
+from stream.rejection import REJECTION_TENANT_PREFIX
 
 OVERSIZED = "oversized"
 MISSING_FIELD = "missing_field"
@@ -56,6 +57,7 @@ def _folded(text: str) -> str:
 
 _FOLDED_SERVICE = _folded(LOCKOUT_SERVICE)
 _FOLDED_ID_PREFIX = _folded(DECISION_ID_PREFIX)
+_FOLDED_REJECTION_PREFIX = _folded(REJECTION_TENANT_PREFIX)
 
 
 def reserved_identity(event: Mapping[str, Any]) -> str | None:
@@ -87,10 +89,11 @@ def check_event(
     and ``partitions``, the event must have arrived in its tenant's partition
     (:func:`stream.partitioning.tenant_partition`): one tenant, one chain.
 
-    An event with a :func:`reserved_identity` is refused (:data:`RESERVED_IDENTITY`)
-    unless ``own_decision(event)`` is true. The worker's decisions reach it through the
-    same events topic as producers' input, so only the worker can tell its own from a
-    forgery; ``own_decision`` is called only for events that claim the identity.
+    A tenant id starting with the rejection logs' prefix is always refused, and an event
+    with a :func:`reserved_identity` is refused (:data:`RESERVED_IDENTITY`) unless
+    ``own_decision(event)`` is true. The worker's decisions reach it through the same
+    events topic as producers' input, so only the worker can tell its own from a forgery;
+    ``own_decision`` is called only for events that claim the identity.
     """
     if record_bytes > limits.max_record_bytes:
         raise RejectedEvent(
@@ -104,6 +107,13 @@ def check_event(
             raise RejectedEvent(
                 MISSING_FIELD, f"{name} is longer than {limits.max_id_chars} characters"
             )
+    if _folded(event["tenant_id"]).startswith(_FOLDED_REJECTION_PREFIX):
+        # Only the worker writes rejection logs (stream/rejection.py), and never through
+        # the events topic: no event may ever join one.
+        raise RejectedEvent(
+            RESERVED_IDENTITY,
+            f"tenant_id {event['tenant_id']!r} is reserved to authtrail's rejection logs",
+        )
     reserved = reserved_identity(event)
     if reserved is not None and (own_decision is None or not own_decision(event)):
         # A forged decision would show as a lockout that never happened, and one sent

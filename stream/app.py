@@ -25,6 +25,7 @@ from authtrail.topics import TopicSpec
 from schemas import (
     AUTH_EVENT,
     CHAINED_RECORD,
+    CHAINED_REJECTION,
     CHECKPOINT,
     CLAIM,
     DEAD_LETTER,
@@ -149,7 +150,7 @@ def create_app(
     chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
 
     writer = f"{socket.gethostname()}:{os.getpid()}"
-    claim_codec = codec(CLAIM)
+    claim_codec, rejection_codec = codec(CLAIM), codec(CHAINED_REJECTION)
 
     topics = recovery.Topics(
         chained=settings.chained_topic,
@@ -159,6 +160,7 @@ def create_app(
         checkpoint_codec=checkpoint_codec,
         claim_codec=claim_codec,
         snapshot_codec=codec(SNAPSHOT),
+        rejection_codec=rejection_codec,
     )
 
     def recover(sequencer: Sequencer, partition: int, guard: Guard | None) -> recovery.Recovery:
@@ -200,6 +202,7 @@ def create_app(
         chained_codec=chained_codec,
         checkpoint_codec=checkpoint_codec,
         dead_letter_codec=codec(DEAD_LETTER),
+        rejection_codec=rejection_codec,
         events_topic=settings.events_topic,
         new_guard=lambda: Guard(policies or PolicySet()),
         partitions=settings.partitions,

@@ -48,13 +48,15 @@ _u32 = struct.Struct(">I").pack
 _MAX_LAYOUTS = 256
 
 
-def _str(data: bytes) -> bytes:
+def length_prefixed(data: bytes) -> bytes:
+    """``u32(len(data)) || data``: how the canonical leaf frames every name and value."""
     if len(data) > _U32_MAX:
         raise InvalidArgumentError(f"value of {len(data)} bytes is too long to encode")
     return _u32(len(data)) + data
 
 
-def _utf8(text: str, where: str) -> bytes:
+def utf8(text: str, where: str) -> bytes:
+    """``text`` as UTF-8; :class:`InvalidArgumentError` naming ``where`` if it cannot be."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates cannot be stored or hashed portably
@@ -66,17 +68,18 @@ def _encode_value(name: str, value: str | int | Mapping[str, str]) -> bytes:
     if isinstance(value, bool):
         raise InvalidArgumentError(f"field {name!r}: booleans have no canonical encoding")
     if isinstance(value, str):
-        return b"s" + _str(_utf8(value, f"field {name!r}"))
+        return b"s" + length_prefixed(utf8(value, f"field {name!r}"))
     if isinstance(value, int):
-        return b"i" + _str(str(value).encode("ascii"))
+        return b"i" + length_prefixed(str(value).encode("ascii"))
     if isinstance(value, Mapping):
         entries = []
         for key, item in value.items():
             if not isinstance(key, str) or not isinstance(item, str):
                 raise InvalidArgumentError(f"field {name!r}: map entries must be str -> str")
-            entries.append((_utf8(key, f"key in field {name!r}"), _utf8(item, f"field {name!r}")))
+            entries.append((utf8(key, f"key in field {name!r}"), utf8(item, f"field {name!r}")))
         entries.sort()
-        return b"m" + _u32(len(entries)) + b"".join(_str(k) + _str(v) for k, v in entries)
+        framed = (length_prefixed(key) + length_prefixed(item) for key, item in entries)
+        return b"m" + _u32(len(entries)) + b"".join(framed)
     raise InvalidArgumentError(f"field {name!r}: unsupported type {type(value).__name__}")
 
 
@@ -84,7 +87,7 @@ def _encode_field(name: str, value: FieldValue) -> bytes:
     """``str(name) || type || value``, or b"" for an omitted field (general path)."""
     if value is None or (isinstance(value, Mapping) and not value):
         return b""
-    return _str(name.encode("ascii")) + _encode_value(name, value)
+    return length_prefixed(name.encode("ascii")) + _encode_value(name, value)
 
 
 # Per key tuple: ``(name, str(name) || b"s", str(name) || b"i")`` in leaf order, the
@@ -107,7 +110,7 @@ def _layout(keys: tuple[object, ...]) -> _Layout:
     layout = tuple(
         (name, prefix + b"s", prefix + b"i")
         for name in names
-        for prefix in (_str(name.encode("ascii")),)
+        for prefix in (length_prefixed(name.encode("ascii")),)
     )
     if len(_layouts) >= _MAX_LAYOUTS:
         _layouts.clear()

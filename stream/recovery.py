@@ -170,6 +170,7 @@ class Topics:
     checkpoint_codec: Codec
     claim_codec: Codec
     snapshot_codec: Codec | None = None
+    rejection_codec: Codec | None = None  # chained rejections share the chained topic
 
 
 def recover(
@@ -290,6 +291,12 @@ class _Replay:
         self.sequencer, self.keyring, self.log_origin = sequencer, keyring, log_origin
         self.chained_codec, self.checkpoint_codec = topics.chained_codec, topics.checkpoint_codec
         self.claim_codec, self.guard = topics.claim_codec, guard
+        self.rejection_codec = topics.rejection_codec
+        self.rejection_fingerprint = (
+            getattr(topics.rejection_codec, "reader_fingerprint", None)
+            if topics.rejection_codec is not None
+            else None
+        )
         self.fences = {_CHECKPOINTS: Fence(), _RECORDS: Fence(), _SNAPSHOTS: Fence()}
         self.replayed = 0
         self.rival_claim = -1  # highest claim read after the first pass (tail only)
@@ -333,18 +340,26 @@ class _Replay:
             end = offset + 1
             if self._claim(_RECORDS, value):
                 continue
-            record = self.chained_codec.decode(value)
+            rejection = value[2:10] == self.rejection_fingerprint
+            codec = self.rejection_codec if rejection else self.chained_codec
+            assert codec is not None
+            record = codec.decode(value)
             if not self.fences[_RECORDS].admits(record["epoch"]):
                 continue
-            event = record["event"]
             link = ChainLink(
                 record["seq"], record["prev_hash"], record["leaf_hash"], record["hash"]
             )
-            self.sequencer.restore_record(
-                event["tenant_id"], event["event_id"], link, record["source_offset"]
-            )
-            if self.guard is not None:
-                self.guard.replay(event)
+            if rejection:
+                self.sequencer.restore_record(
+                    record["chain_tenant_id"], None, link, record["source_offset"]
+                )
+            else:
+                event = record["event"]
+                self.sequencer.restore_record(
+                    event["tenant_id"], event["event_id"], link, record["source_offset"]
+                )
+                if self.guard is not None:
+                    self.guard.replay(event)
             self.replayed += 1
         self._first_pass_done.add(_RECORDS)
         return end

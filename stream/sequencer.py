@@ -127,16 +127,31 @@ class Sequencer:
         """
         if source_offset <= self.source_offset:
             return Offer(REPLAYED)
-        self.source_offset = source_offset
         log = self._log(tenant_id)
         leaf_hash = rfc6962_leaf_hash(leaf)
         kept = log.kept_ids.get(event_id)
         same = (
             kept == leaf_hash if kept is not None else self._recently_seen(log, event_id, leaf_hash)
         )
-        if same is not None:
-            return Offer(DUPLICATE if same else CONFLICT)
+        if same is False:
+            return Offer(CONFLICT)  # the offset stays open: the caller chains the rejection
+        self.source_offset = source_offset
+        if same:
+            return Offer(DUPLICATE)
         return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
+
+    def chain_rejection(self, tenant_id: str, leaf: bytes, source_offset: int) -> ChainLink | None:
+        """Append the rejection of the input read at ``source_offset`` to the rejection log
+        ``tenant_id`` (:mod:`stream.rejection`); None if that offset was already handled
+        before a restart (the rejection is chained already).
+
+        Rejections are not remembered as event ids: a flood of bad input must not push
+        good events' ids out of the duplicate window.
+        """
+        if source_offset <= self.source_offset:
+            return None
+        self.source_offset = source_offset
+        return self._append(self._log(tenant_id), None, rfc6962_leaf_hash(leaf))
 
     def has_recorded(self, tenant_id: str, event_id: str, leaf: bytes) -> bool:
         """Whether ``event_id`` of ``tenant_id`` was sequenced with exactly this ``leaf``
@@ -151,7 +166,7 @@ class Sequencer:
             return kept == leaf_hash
         return self._recently_seen(log, event_id, leaf_hash) is True
 
-    def _append(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> ChainLink:
+    def _append(self, log: TenantLog, event_id: str | None, leaf_hash: bytes) -> ChainLink:
         if log.batch.size == 0:
             self._opened(log)
         log.head, link = log.head.append(leaf_hash)
@@ -159,7 +174,8 @@ class Sequencer:
         log.batch.append_leaf_hash(leaf_hash)
         if log.batch.size == self._batch_size:
             self._full.append(log.tenant_id)
-        self._remember(log, event_id, leaf_hash)
+        if event_id is not None:
+            self._remember(log, event_id, leaf_hash)
         return link
 
     def _recently_seen(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> bool | None:
@@ -284,9 +300,10 @@ class Sequencer:
             log.batch = CompactTree()
 
     def restore_record(
-        self, tenant_id: str, event_id: str, link: ChainLink, source_offset: int
+        self, tenant_id: str, event_id: str | None, link: ChainLink, source_offset: int
     ) -> None:
-        """Replay one emitted chained record; rebuild chain, trees, batch and id window.
+        """Replay one emitted chained record; rebuild chain, trees, batch and id window
+        (``event_id`` None: a chained rejection, whose id is not remembered).
 
         A record that repeats the head exactly is a publish retry and is skipped. Raises
         :class:`ChainError` if the emitted records themselves do not form one chain (a

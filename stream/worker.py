@@ -36,6 +36,7 @@ from stream.canonical import canonical_leaf
 from stream.guard import Guard
 from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
+from stream.rejection import rejection_leaf, rejection_tenant
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
@@ -99,6 +100,7 @@ class SequencerWorker:
         chained_codec: Codec,
         checkpoint_codec: Codec,
         dead_letter_codec: Codec,
+        rejection_codec: Codec,
         events_topic: str,
         new_guard: Callable[[], Guard] | None = None,
         limits: Limits | None = None,
@@ -130,6 +132,7 @@ class SequencerWorker:
             self._splice = (event_codec, chained_codec)
         self._checkpoint_codec = checkpoint_codec
         self._dead_letter_codec = dead_letter_codec
+        self._rejection_codec = rejection_codec
         self._events_topic = events_topic
         self._sequencers: dict[int, Sequencer] = {}
         self._next_offset: dict[int, int | None] = {}  # None: from the partition's start
@@ -260,15 +263,15 @@ class SequencerWorker:
             leaf = canonical_leaf(event)
             offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)
         except UnknownSchemaError as exc:
-            self._reject(record, "unknown_schema", str(exc), None)
+            self._reject(sequencer, record, "unknown_schema", str(exc), None)
         except RejectedEvent as exc:
-            self._reject(record, exc.kind, str(exc), _tenant(event))
+            self._reject(sequencer, record, exc.kind, str(exc), _tenant(event))
         except FormatError as exc:
-            self._reject(record, "undecodable", str(exc), None)
+            self._reject(sequencer, record, "undecodable", str(exc), None)
         except InvalidArgumentError as exc:
-            self._reject(record, "invalid_event", str(exc), _tenant(event))
+            self._reject(sequencer, record, "invalid_event", str(exc), _tenant(event))
         else:
-            self._publish_offer(record, event, offer)
+            self._publish_offer(sequencer, record, event, offer)
 
     def _own_decision(
         self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any]
@@ -286,12 +289,14 @@ class SequencerWorker:
             return True
         return sequencer.has_recorded(event["tenant_id"], event["event_id"], leaf)
 
-    def _publish_offer(self, record: InputRecord, event: dict[str, Any], offer: Offer) -> None:
+    def _publish_offer(
+        self, sequencer: Sequencer, record: InputRecord, event: dict[str, Any], offer: Offer
+    ) -> None:
         if offer.outcome == DUPLICATE:
             self.counters.duplicates += 1
         elif offer.outcome == CONFLICT:
             reason = f"event_id {event['event_id']!r} was already used for different content"
-            self._reject(record, "event_id_conflict", reason, event["tenant_id"])
+            self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"])
         elif offer.outcome == SEQUENCED and offer.link is not None:
             self.counters.sequenced += 1
             key = event["tenant_id"].encode()
@@ -348,26 +353,47 @@ class SequencerWorker:
         )
         self._publish(CHECKPOINTS, signed.tenant_id.encode(), value, partition)
 
-    def _reject(self, record: InputRecord, kind: str, reason: str, tenant_id: str | None) -> None:
+    def _reject(
+        self, sequencer: Sequencer, record: InputRecord, kind: str, reason: str,
+        tenant_id: str | None,
+    ) -> None:  # fmt: skip
+        """Dead-letter ``record`` and chain its rejection into the partition's rejection log
+        (stream/rejection.py), unless a run before a restart already did."""
+        rejection = {
+            "original": record.value,
+            "original_key": record.key,
+            "reason": _text(reason),
+            "error_kind": kind,
+            "source_topic": self._events_topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "source_timestamp": record.timestamp_micros,
+            "tenant_id": _text(tenant_id) if tenant_id is not None else None,
+            "rejected_at": time.time_ns() // 1000,
+        }
+        chain_tenant = rejection_tenant(record.partition)
+        link = sequencer.chain_rejection(chain_tenant, rejection_leaf(rejection), record.offset)
+        if link is None:
+            return
         self.counters.rejected += 1
         self.rejected_by_kind[kind] += 1
         self._rejections_log.warning(kind, "rejected %s[%d]@%d: %s: %s", self._events_topic,
                                      record.partition, record.offset, kind, reason)  # fmt: skip
-        value = self._dead_letter_codec.encode(
-            {
-                "original": record.value,
-                "original_key": record.key,
-                "reason": reason,
-                "error_kind": kind,
-                "source_topic": self._events_topic,
-                "source_partition": record.partition,
-                "source_offset": record.offset,
-                "source_timestamp": record.timestamp_micros,
-                "tenant_id": tenant_id,
-                "rejected_at": time.time_ns() // 1000,
-            }
-        )
-        self._publish(DEAD_LETTER, record.key, value, record.partition)
+        self._publish(DEAD_LETTER, record.key, self._dead_letter_codec.encode(rejection),
+                      record.partition)  # fmt: skip
+        chained = {
+            "rejection": rejection,
+            "chain_tenant_id": chain_tenant,
+            "seq": link.seq,
+            "prev_hash": link.prev_hash,
+            "hash": link.hash,
+            "leaf_hash": link.leaf_hash,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "epoch": self._epochs[record.partition],
+        }
+        self._publish(CHAINED, chain_tenant.encode(), self._rejection_codec.encode(chained),
+                      record.partition)  # fmt: skip
 
     async def _snapshot_due(self) -> None:
         """Snapshot the partitions that are due; call right after a flush (all outputs
@@ -392,6 +418,11 @@ class SequencerWorker:
             logging.shutdown()
             os._exit(70)
         self._snapshotter.acknowledged(self._publisher.take_acknowledged())
+
+
+def _text(text: str) -> str:
+    """``text`` made storable and hashable: lone surrogates (from a decoder's errors) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _tenant(event: Any) -> str | None:

@@ -306,7 +306,8 @@ def _settle(pipeline: Pipeline, rng: random.Random) -> None:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("worker_sigkill", "front", worker_sigkill),
+    # Some bad input too: rejections must be chained exactly once across the kills.
+    Scenario("worker_sigkill", "front", worker_sigkill, bad_share=0.02),
     Scenario("sink_sigkill", "embedded", sink_sigkill),
     Scenario("worker_sigterm", "front", worker_sigterm),
     Scenario("broker_pause", "front", broker_pause),

@@ -379,7 +379,8 @@ def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
     backend = store.open()
     try:
         rejected = backend.query_arrow(
-            "SELECT hex(original) AS original, error_kind, reason "
+            "SELECT hex(original) AS original, error_kind, reason, chain_tenant_id, seq, "
+            "source_partition "
             "FROM rejected ORDER BY source_offset"
         ).to_pylist()
     finally:
@@ -391,6 +392,12 @@ def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
         "undecodable",
     ]
     assert all(row["reason"] for row in rejected)
+    # Chained in the rejection log of the partition they arrived in, and verified with it.
+    log = f"authtrail-rejected-{rejected[0]['source_partition']}"
+    assert [(row["chain_tenant_id"], row["seq"]) for row in rejected] == [
+        (log, 1), (log, 2), (log, 3),
+    ]  # fmt: skip
+    assert _verify(pipeline, store) == 0
     # The same counts, live, for a Prometheus scrape of the worker.
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:

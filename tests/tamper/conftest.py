@@ -23,14 +23,24 @@ from authtrail import cli
 from authtrail.keys import load_signer, write_key_pair
 from sinks.embedded import EmbeddedBackend
 from sinks.publication import Publication
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
+from sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    REJECTED_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    rejected_row,
+    to_arrow,
+)
 from sinks.tables import create_statements
 from stream.canonical import canonical_leaf
+from stream.rejection import rejection_leaf, rejection_tenant
 from stream.sequencer import Sequencer
 from stream.worker import _checkpoint_record
 
 LOG_ORIGIN = "authtrail.local"  # Settings' default
 TENANTS = ("acme", "globex", "initech")
+REJECTIONS = rejection_tenant(0)  # the rejection log of input partition 0
 BATCH = 20
 
 
@@ -75,6 +85,34 @@ class Writer:
         for tenant_id in self.sequencer.open_batches():
             self._close(tenant_id, checkpoints, notes)
         store.insert_arrow("events", to_arrow(rows, EVENTS_SCHEMA))
+        store.insert_arrow("checkpoints", to_arrow(checkpoints, CHECKPOINTS_SCHEMA))
+        return notes
+
+    def reject(
+        self, store: EmbeddedBackend, originals: list[bytes]
+    ) -> list[tuple[str, int, bytes]]:
+        """Chain rejections of ``originals`` like the worker, store them like the sink."""
+        rows, checkpoints, notes = [], [], []
+        for original in originals:
+            rejection = {
+                "original": original, "original_key": None, "reason": "not Avro",
+                "error_kind": "undecodable", "source_topic": "authtrail.events",
+                "source_partition": 0, "source_offset": self.offset, "source_timestamp": None,
+                "tenant_id": None, "rejected_at": 1_700_000_000_000_000 + self.offset,
+            }  # fmt: skip
+            link = self.sequencer.chain_rejection(REJECTIONS, rejection_leaf(rejection),
+                                                  self.offset)  # fmt: skip
+            assert link is not None
+            record = {"rejection": rejection, "chain_tenant_id": REJECTIONS, "seq": link.seq,
+                      "prev_hash": link.prev_hash, "hash": link.hash,
+                      "leaf_hash": link.leaf_hash, "epoch": 0}  # fmt: skip
+            rows.append(rejected_row(record, "tamper", 0, self.offset))
+            self.offset += 1
+            for tenant_id in self.sequencer.due_batches():
+                self._close(tenant_id, checkpoints, notes)
+        for tenant_id in self.sequencer.open_batches():
+            self._close(tenant_id, checkpoints, notes)
+        store.insert_arrow("rejected", to_arrow(rows, REJECTED_SCHEMA))
         store.insert_arrow("checkpoints", to_arrow(checkpoints, CHECKPOINTS_SCHEMA))
         return notes
 
@@ -150,6 +188,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rng = random.Random(7)
         first = [event(n, rng.choice(TENANTS)) for n in range(150)]
         publication.publish_checkpoints(writer.append(store, first))
+        garbage = [b"\x00garbage %d" % n for n in range(30)]
+        publication.publish_checkpoints(writer.reject(store, garbage))
         publication.publish_directory()
     finally:
         store.close()
@@ -158,6 +198,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         second = [event(n, rng.choice(TENANTS)) for n in range(150, 300)]
         publication.publish_checkpoints(writer.append(store, second))
+        garbage = [b"\x00garbage %d" % n for n in range(30, 45)]
+        publication.publish_checkpoints(writer.reject(store, garbage))
         publication.publish_directory()
     finally:
         store.close()

@@ -12,7 +12,7 @@ import shutil
 import time
 
 from sinks.tables import chain_hash_sql, leaf_hash_sql
-from tests.tamper.conftest import Attacked, damage_of, event
+from tests.tamper.conftest import REJECTIONS, Attacked, damage_of, event
 
 
 def _last_seq(attacked: Attacked, tenant_id: str) -> int:
@@ -304,7 +304,7 @@ def test_published_checkpoints_without_a_witness_cosignature_fail_until_cosigned
              "--witnesses", "1")  # fmt: skip
     code, report, _ = attacked.verify(*flags)
     assert code == 1
-    assert [d["damage"] for d in report["store_damage"]] == ["missing cosignatures"] * 3
+    assert [d["damage"] for d in report["store_damage"]] == ["missing cosignatures"] * 4
     assert all(r["damage"] is None for r in report["tenants"])  # the store itself is intact
 
     # The publisher's part, by hand: cosign each tenant's newest note, publish it again.
@@ -318,8 +318,64 @@ def test_published_checkpoints_without_a_witness_cosignature_fail_until_cosigned
     assert report["store_damage"] == []
     publication = report["publication"]
     assert publication["witnesses_required"] == 1
-    assert {t["tenant_id"] for t in publication["tenants"]} == {"acme", "globex", "initech"}
+    assert {t["tenant_id"] for t in publication["tenants"]} == {
+        "acme", "globex", "initech", REJECTIONS,
+    }  # fmt: skip
     assert all(
         [label.split("+")[0] for label in t["cosigned_by"]] == ["witness.test/w1"]
         for t in publication["tenants"]
     )
+
+
+# --- the rejection log (docs/INTEGRITY.md §11) -------------------------------------------
+
+
+def test_the_rejection_log_is_verified_like_a_tenant(attacked: Attacked) -> None:
+    code, report, _ = attacked.audit()
+    assert code == 0
+    (log,) = [r for r in report["tenants"] if r["tenant_id"] == REJECTIONS]
+    assert (log["records"], log["signed_size"], log["damage"]) == (45, 45, None)
+
+
+def test_a_deleted_rejection_is_named(attacked: Attacked) -> None:
+    attacked.mutate(f"ALTER TABLE rejected DELETE WHERE chain_tenant_id = '{REJECTIONS}' "
+                    "AND seq = 12")  # fmt: skip
+    code, report, _ = attacked.verify()
+    assert code == 1 and damage_of(report, REJECTIONS) == ("deleted", 12)
+    assert damage_of(report, "acme") == (None, None)
+
+
+def test_an_edited_rejection_is_named(attacked: Attacked) -> None:
+    for column, value in (("reason", "'fine'"), ("original", "'\\x00garbage 99'"),
+                          ("tenant_id", "'acme'"), ("source_offset", "1")):  # fmt: skip
+        attacked.mutate(f"ALTER TABLE rejected UPDATE {column} = {value} "
+                        f"WHERE chain_tenant_id = '{REJECTIONS}' AND seq = 33")  # fmt: skip
+        code, report, _ = attacked.verify()
+        assert code == 1 and damage_of(report, REJECTIONS) == ("modified", 33), column
+
+
+def test_rejections_truncated_or_deleted_with_their_checkpoints_are_caught(
+    attacked: Attacked,
+) -> None:
+    attacked.mutate(
+        f"ALTER TABLE rejected DELETE WHERE chain_tenant_id = '{REJECTIONS}' AND seq > 35",
+        f"ALTER TABLE checkpoints DELETE WHERE tenant_id = '{REJECTIONS}' AND size > 35",
+    )
+    code, report, _ = attacked.verify()
+    assert code == 0  # the store alone is consistent: the publication is what remembers
+    code, report, _ = attacked.audit()
+    assert code == 1 and damage_of(report, REJECTIONS) == ("truncated", 36)
+    attacked.mutate(
+        f"ALTER TABLE rejected DELETE WHERE chain_tenant_id = '{REJECTIONS}'",
+        f"ALTER TABLE checkpoints DELETE WHERE tenant_id = '{REJECTIONS}'",
+    )
+    code, report, _ = attacked.audit()
+    assert code == 1 and damage_of(report, REJECTIONS) == ("tenant missing", 1)
+
+
+def test_rows_in_the_wrong_table_are_misplaced(attacked: Attacked) -> None:
+    attacked.mutate(f"ALTER TABLE rejected UPDATE chain_tenant_id = 'acme' "
+                    f"WHERE chain_tenant_id = '{REJECTIONS}' AND seq = 2")  # fmt: skip
+    code, report, _ = attacked.verify()
+    assert code == 1 and damage_of(report, "acme") == ("misplaced record", 1)
+    assert damage_of(report, REJECTIONS) == ("deleted", 2)

@@ -131,3 +131,21 @@ def test_the_workers_own_decision_is_admitted_and_ordinary_events_are_not_asked(
     ):
         check_event(ordinary, record_bytes=1, record_timestamp_micros=NOW, own_decision=own)
     assert asked == []  # the worker pays for the ownership check only when it matters
+
+
+@pytest.mark.parametrize(
+    "tenant", ["authtrail-rejected-0", "authtrail-rejected-7", "AUTHTRAIL-Rejected-7",
+               " authtrail-rejected-x", "authtrail-rejected-"],
+)  # fmt: skip
+def test_no_event_may_join_a_rejection_log_not_even_one_the_worker_calls_its_own(
+    tenant: str,
+) -> None:
+    from stream.admission import RESERVED_IDENTITY
+
+    event = {**GOOD, "tenant_id": tenant}
+    with pytest.raises(RejectedEvent) as caught:
+        check_event(event, record_bytes=1, record_timestamp_micros=NOW,
+                    own_decision=lambda _: True)  # fmt: skip
+    assert caught.value.kind == RESERVED_IDENTITY and "rejection logs" in str(caught.value)
+    for neighbour in ("authtrail-rejecte", "acme-authtrail-rejected-1", "authtrail"):
+        check_event({**GOOD, "tenant_id": neighbour}, record_bytes=1, record_timestamp_micros=NOW)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from producers.traffic import TrafficConfig, generate_events
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas import AUTH_EVENT, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, load_schema
 from schemas.codec import SingleObjectCodec
 from sinks.rows import (
     CHECKPOINTS_SCHEMA,
@@ -112,7 +112,7 @@ def test_event_rows_give_the_from_pylist_table(records: list[dict[str, Any]]) ->
 
 def test_checkpoint_and_rejected_rows_give_the_from_pylist_table() -> None:
     checkpoint_codec = SingleObjectCodec(load_schema(CHECKPOINT))
-    dead_letter_codec = SingleObjectCodec(load_schema(DEAD_LETTER))
+    rejection_codec = SingleObjectCodec(load_schema(CHAINED_REJECTION))
     checkpoints, rejected = [], []
     for index in range(20):
         checkpoint = {"tenant_id": f"t{index % 3}", "size": index + 1, "note": f"note {index}\n",
@@ -129,7 +129,12 @@ def test_checkpoint_and_rejected_rows_give_the_from_pylist_table() -> None:
                        "source_timestamp": None if index % 3 else 1_767_225_600_000_000,
                        "tenant_id": None if index % 2 else "acme",
                        "rejected_at": 1_767_225_600_000_123}  # fmt: skip
-        decoded = dead_letter_codec.decode(dead_letter_codec.encode(dead_letter))
+        chained = {"rejection": dead_letter, "chain_tenant_id": f"authtrail-rejected-{index % 4}",
+                   "seq": index + 1, "prev_hash": _digest(f"p{index}"),
+                   "hash": _digest(f"h{index}"), "leaf_hash": _digest(f"l{index}"),
+                   "source_partition": index % 4,
+                   "source_offset": index, "epoch": 3}  # fmt: skip
+        decoded = rejection_codec.decode(rejection_codec.encode(chained))
         rejected.append(rejected_row(decoded, "c1", 1, index))
     _assert_same_table(checkpoints, CHECKPOINTS_SCHEMA)
     _assert_same_table(rejected, REJECTED_SCHEMA)

@@ -104,8 +104,22 @@ def test_retry_is_recorded_once_and_reused_id_is_a_conflict() -> None:
     assert sequencer.offer("acme", "e1", b"login", 0).outcome == SEQUENCED
     assert sequencer.offer("acme", "e1", b"login", 1).outcome == DUPLICATE
     assert sequencer.offer("acme", "e1", b"logout", 2).outcome == CONFLICT
+    # A conflict leaves its offset to the rejection that the worker chains for it.
+    link = sequencer.chain_rejection("authtrail-rejected-0", b"rejection", 2)
+    assert link is not None and link.seq == 1
     assert sequencer.offer("acme", "e1", b"login", 2).outcome == REPLAYED
+    assert sequencer.chain_rejection("authtrail-rejected-0", b"rejection", 2) is None
     assert sequencer.tenants["acme"].head.seq == 1
+
+
+def test_rejections_are_chained_but_never_remembered_as_event_ids() -> None:
+    sequencer = _sequencer()
+    assert sequencer.offer("acme", "e1", b"login", 0).outcome == SEQUENCED
+    for offset in range(1, 50):  # a flood of bad input
+        sequencer.chain_rejection("authtrail-rejected-0", b"junk %d" % offset, offset)
+    assert sequencer.tenants["authtrail-rejected-0"].head.seq == 49
+    assert sequencer.offer("acme", "e1", b"login", 50).outcome == DUPLICATE
+    assert sequencer.tenants["authtrail-rejected-0"].kept_ids == {}
 
 
 def test_unusable_tenant_id_is_refused() -> None:

@@ -15,14 +15,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from schemas import (
+    AUTH_EVENT,
+    CHAINED_RECORD,
+    CHAINED_REJECTION,
+    CHECKPOINT,
+    DEAD_LETTER,
+    load_schema,
+)
 from schemas.codec import SingleObjectCodec
 from stream.app import codec
-from stream.chain import ChainLink
+from stream.chain import ChainLink, chain_hash
 from stream.guard import Guard
 from stream.lockout_policy import LockoutPolicy, PolicySet
 from stream.note import Signer, generate_key_strings
 from stream.recovery import Recovery
+from stream.rejection import rejection_leaf
 from stream.sequencer import Sequencer
 from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
@@ -33,6 +41,7 @@ POLICIES = PolicySet(
     allowed_lateness_seconds=0.0,
 )
 EVENTS = codec(AUTH_EVENT)
+REJECTIONS = codec(CHAINED_REJECTION)
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = Path(__file__).parent / "schema_versions"
 
@@ -76,6 +85,7 @@ class Harness:
             chained_codec=codec(CHAINED_RECORD),
             checkpoint_codec=codec(CHECKPOINT),
             dead_letter_codec=codec(DEAD_LETTER),
+            rejection_codec=REJECTIONS,
             events_topic="events",
             new_guard=lambda: Guard(POLICIES),
         )
@@ -107,8 +117,22 @@ class Harness:
         asyncio.run(self.worker.process(records))
 
     def decoded(self, role: str) -> list[dict]:
+        """What was published for ``role``; for CHAINED, the chained events only."""
         codecs = {CHAINED: CHAINED_RECORD, CHECKPOINTS: CHECKPOINT, DEAD_LETTER_ROLE: DEAD_LETTER}
-        return [codec(codecs[role]).decode(v) for r, _, v, _ in self.published if r == role]
+        return [
+            codec(codecs[role]).decode(v)
+            for r, _, v, _ in self.published
+            if r == role and not _is_rejection(v)
+        ]
+
+    def rejections(self) -> list[dict]:
+        """The chained rejections published (on the chained topic)."""
+        return [REJECTIONS.decode(v) for r, _, v, _ in self.published
+                if r == CHAINED and _is_rejection(v)]  # fmt: skip
+
+
+def _is_rejection(value: bytes) -> bool:
+    return value[2:10] == REJECTIONS.reader_fingerprint
 
 
 def test_outputs_go_to_the_input_partition_with_source_offsets() -> None:
@@ -140,6 +164,57 @@ def test_bad_input_goes_to_dead_letters_and_processing_continues() -> None:
     assert [d["source_offset"] for d in dead] == [1, 2, 3, 4, 5, 6, 7]
     assert dead[0]["original"] == b"\x00garbage"
     assert [r["seq"] for r in harness.decoded(CHAINED)] == [1]
+
+
+def test_rejections_are_chained_in_the_partitions_rejection_log_and_signed() -> None:
+    inputs = [_event(0), b"\x00garbage", _event(2, event_id="e0"), b"",
+              _event(4, tenant="authtrail-rejected-2"), _event(5)]  # fmt: skip
+    harness = Harness(inputs)
+    harness.run(list(range(6)))
+    dead, chained = harness.decoded(DEAD_LETTER_ROLE), harness.rejections()
+    # The conflict's offset was not consumed by the refused offer: it is chained too.
+    assert [c["rejection"]["error_kind"] for c in chained] == [
+        "undecodable", "event_id_conflict", "undecodable", "reserved_identity",
+    ]  # fmt: skip
+    assert [c["rejection"] for c in chained] == dead
+    assert {c["chain_tenant_id"] for c in chained} == {"authtrail-rejected-2"}
+    assert [(c["seq"], c["source_offset"]) for c in chained] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    previous = bytes(32)
+    for record in chained:  # the link is the rejection's own content, chained
+        leaf_hash = hashlib.sha256(b"\x00" + rejection_leaf(record["rejection"])).digest()
+        assert record["leaf_hash"] == leaf_hash and record["prev_hash"] == previous
+        assert record["hash"] == chain_hash("authtrail-rejected-2", record["seq"], previous,
+                                            leaf_hash)  # fmt: skip
+        previous = record["hash"]
+    assert [r["event"]["event_id"] for r in harness.decoded(CHAINED)] == ["e0", "e5"]
+    # Batches of 3 close and are signed like any tenant's: the log can be verified.
+    checkpoints = {(c["tenant_id"], c["size"]) for c in harness.decoded(CHECKPOINTS)}
+    assert ("authtrail-rejected-2", 3) in checkpoints
+    keys = {key for role, key, _, _ in harness.published if role == CHAINED}
+    assert b"authtrail-rejected-2" in keys
+
+
+def test_a_rejection_replayed_after_a_restart_is_not_chained_or_dead_lettered_again() -> None:
+    inputs = [_event(0), b"\x00garbage", b"\x00junk", _event(3)]
+    first = Harness(inputs)
+    first.run([0, 1, 2])
+    restored = [("authtrail-rejected-2", None,
+                 ChainLink(r["seq"], r["prev_hash"], r["leaf_hash"], r["hash"]), r["source_offset"])
+                for r in first.rejections()]  # fmt: skip
+    restored += [
+        (r["event"]["tenant_id"], r["event"]["event_id"],
+         ChainLink(r["seq"], r["prev_hash"], r["leaf_hash"], r["hash"]), r["source_offset"])
+        for r in first.decoded(CHAINED)
+    ]  # fmt: skip
+    second = Harness(inputs, restored)
+    second.run([1, 2, 3])  # the bad input comes again from an older committed offset
+    assert second.decoded(DEAD_LETTER_ROLE) == [] and second.rejections() == []
+    assert second.worker.counters.rejected == 0
+    assert [(r["seq"], r["source_offset"]) for r in second.decoded(CHAINED)] == [(2, 3)]
+    more = Harness([*inputs, b"\x00late"], restored)
+    more.run([4])
+    (late,) = more.rejections()
+    assert late["seq"] == 3 and late["prev_hash"] == first.rejections()[-1]["hash"]
 
 
 def test_producer_retry_is_recorded_once() -> None:

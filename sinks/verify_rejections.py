@@ -1,0 +1,81 @@
+"""Read the rejection logs (stream/rejection.py) back from the ``rejected`` table for verify.
+
+Rejections are few next to events (a flood of bad input is the exception), so their
+canonical leaves are rebuilt here in Python from the stored columns, and each log is
+checked row by row (:func:`stream.chain.verify_chain`). Every text and byte column is read
+as hex: the table may hold any bytes an attacker wrote, and Arrow strings must be UTF-8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from authtrail.errors import ChainError, InvalidArgumentError
+from sinks.backend import ClickHouseBackend
+from sinks.tables import REJECTED_TABLE
+from stream.chain import ChainLink, StoredLink, verify_chain
+from stream.merkle import leaf_hash
+from stream.rejection import FIELD_TYPES, rejection_leaf
+
+_TEXT = tuple(name for name, kind in FIELD_TYPES.items() if kind in (b"s", b"b"))
+_TIMES = ("source_timestamp", "rejected_at")
+_INTEGERS = ("source_partition", "source_offset")
+
+
+@dataclass(frozen=True)
+class RejectionLog:
+    """One rejection log as stored: its links in seq order and when each row was stored
+    (µs); with ``error``, the first damage in it (the links are then unverified)."""
+
+    links: list[ChainLink]
+    stored_at: list[int]
+    error: ChainError | None = None
+
+
+def _sql(tenant_id: str | None) -> str:
+    columns = [f"hex({name}) AS {name}" for name in _TEXT]
+    columns += [f"toUnixTimestamp64Micro({name}) AS {name}" for name in _TIMES]
+    where = "AND chain_tenant_id = {tenant:String}" if tenant_id is not None else ""
+    return f"""SELECT assumeNotNull(chain_tenant_id) AS log, assumeNotNull(seq) AS seq,
+                   assumeNotNull(prev_hash) AS prev_hash, assumeNotNull(leaf_hash) AS leaf_hash,
+                   assumeNotNull(hash) AS hash, {", ".join(columns)}, {", ".join(_INTEGERS)},
+                   toUnixTimestamp64Micro(stored_at) AS stored_at
+               FROM {REJECTED_TABLE} WHERE chain_tenant_id IS NOT NULL {where}
+               ORDER BY log, seq"""
+
+
+def _content_leaf_hash(row: dict[str, Any]) -> bytes:
+    """The leaf hash of what the row says now; b"" when no rejection can say it."""
+    fields: dict[str, Any] = {name: row[name] for name in (*_TIMES, *_INTEGERS)}
+    try:
+        for name in _TEXT:
+            raw = None if row[name] is None else bytes.fromhex(row[name])
+            text = FIELD_TYPES[name] == b"s" and raw is not None
+            fields[name] = raw.decode("utf-8") if text and raw is not None else raw
+        return leaf_hash(rejection_leaf(fields))
+    except (InvalidArgumentError, UnicodeDecodeError):
+        return b""
+
+
+def read_rejection_logs(
+    backend: ClickHouseBackend, tenant_id: str | None = None
+) -> dict[str, RejectionLog]:
+    """Every rejection log in the store (or the one named ``tenant_id``), checked as a chain."""
+    parameters = {"tenant": tenant_id} if tenant_id is not None else None
+    rows: dict[str, list[tuple[StoredLink, int]]] = {}
+    for row in backend.query_arrow(_sql(tenant_id), parameters).to_pylist():
+        link = ChainLink(row["seq"], row["prev_hash"], row["leaf_hash"], row["hash"])
+        stored = StoredLink(link, _content_leaf_hash(row))
+        rows.setdefault(row["log"], []).append((stored, row["stored_at"]))
+    logs = {}
+    for name, stored_rows in rows.items():
+        stored_links = [stored for stored, _ in stored_rows]
+        try:
+            verify_chain(name, stored_links)
+        except ChainError as exc:
+            logs[name] = RejectionLog([stored.link for stored in stored_links], [], exc)
+            continue
+        links = [stored.link for stored in stored_links]
+        logs[name] = RejectionLog(links, [at for _, at in stored_rows])
+    return logs
