@@ -25,7 +25,8 @@ import pytest
 from authtrail import cli
 from authtrail.errors import ChainError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
-from sinks.backend import EmbeddedBackend
+from sinks.backend import EmbeddedBackend, ServerBackend
+from sinks.http_front import HttpFront
 from sinks.proofs import LevelsInSql, prove_consistency, prove_inclusion
 from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
 from sinks.tables import create_statements
@@ -374,3 +375,14 @@ def test_verify_names_a_tile_that_disagrees_with_its_leaves(
     assert (results[BIG]["damage"], results[BIG]["seq"]) == ("tile mismatch", 7 * 256 + 1)
     assert "stored tile entry 7 of level 1 (leaves 1793..2048)" in results[BIG]["detail"]
     assert results[SMALL]["damage"] is None
+
+
+def test_proofs_from_tiles_through_the_analysts_front(
+    store: EmbeddedBackend, built: dict[str, Path]
+) -> None:
+    """`authtrail prove` beside a running `up` reads the tiles over the read-only front."""
+    keyring = load_keyring([built["pub"]])
+    with HttpFront(store) as front, ServerBackend(front.analyst_url, read_only=True) as server:
+        bundle = prove_inclusion(server, ORIGIN, BIG, 65_999, nodes=StoredTiles(server))
+        verify_inclusion_bundle(bundle, keyring)
+        verify_consistency_bundle(prove_consistency(server, ORIGIN, BIG, 6_000, 66_000), keyring)
