@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     from authtrail.prove_cli import add_proof_parsers  # prove, verify-proof
 
     add_proof_parsers(commands)
+    from authtrail.tiles_cli import add_tiles_parser  # export-tiles
+
+    add_tiles_parser(commands)
     return parser
 
 

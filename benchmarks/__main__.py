@@ -18,7 +18,7 @@ from benchmarks import config as configs
 from benchmarks import plots, report, runner
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-SECTIONS = ("limits", "costs", "pipeline", "flood", "verify")
+SECTIONS = ("limits", "costs", "pipeline", "flood", "verify", "proofs")
 
 
 def _interrupt(number: int, frame: object) -> None:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="scratch space (default: OUT/work)")
     parser.add_argument("--only", help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--verify-rows", help="comma-separated store sizes for verify")
+    parser.add_argument(
+        "--proof-rows", help="comma-separated one-tenant store sizes for prove (proofs)"
+    )
     parser.add_argument("--soak-seconds", type=float, help="override every stack's soak length")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_rows:
         rows = tuple(int(value) for value in args.verify_rows.split(","))
         config = configs.with_overrides(config, verify_rows=rows)
+    if args.proof_rows:
+        sizes = tuple(int(value) for value in args.proof_rows.split(","))
+        config = configs.with_overrides(config, proof_rows=sizes)
     if args.soak_seconds is not None:
         plans = tuple(
             dataclasses.replace(plan, soak_seconds=args.soak_seconds) if plan.soak_seconds else plan

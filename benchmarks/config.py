@@ -63,6 +63,8 @@ class RunConfig:
     stacks: tuple[StackPlan, ...] = field(default_factory=tuple)
     drain_timeout: float = 900.0
     flood: FloodPlan | None = None
+    # One-tenant store sizes for `authtrail prove` (benchmarks/proofs_bench.py).
+    proof_rows: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +114,7 @@ def full() -> RunConfig:
             at(AUTHTRAIL, 100, profile=True),
         ),
         flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),
+        proof_rows=(1_000_000, 10_000_000),
     )
 
 
@@ -158,6 +161,7 @@ def smoke() -> RunConfig:
             live_shares=(0.5,),
             live_seconds=2.0,
         ),
+        proof_rows=(3_000,),
     )
 
 

@@ -97,6 +97,19 @@ def summary_markdown(results: dict[str, Any]) -> str:
             for v in results.get("verify", [])
         ],
     )
+    lines += ["## authtrail prove: one event, one tenant (ms, median)", ""]
+    lines += markdown.table(
+        ["records", "prove, tiles", "prove, tiles + root check", "prove, from leaves",
+         "ratio", "nodes, tiles", "nodes, from leaves", "ratio", "command s", "tile build s"],
+        [
+            [
+                p["rows"], p["tiles_ms"], p["tiles_checked_ms"], p["leaves_ms"],
+                p["leaves_over_tiles"], p["nodes_tiles_ms"], p["nodes_leaves_ms"],
+                p["nodes_leaves_over_tiles"], p["command"]["seconds"], p["tile_build_seconds"],
+            ]
+            for p in results.get("proofs", [])
+        ],
+    )  # fmt: skip
     lines += ["## Producer SDK", "", *markdown.producer(results)]
     lines += ["## Physical limits of this machine", "", *markdown.limits(results)]
     lines += ["## Checkpoint and integrity-core costs", "", *markdown.costs(results)]

@@ -154,6 +154,18 @@ def _verify(config: RunConfig, work: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def _proofs(config: RunConfig, work: Path) -> list[dict[str, Any]]:
+    return [
+        run_isolated(
+            "benchmarks.proofs_bench:proof_times",
+            {"rows": rows, "directory": str(work / "proofs")},
+            work,
+            timeout=7200,
+        )
+        for rows in config.proof_rows
+    ]
+
+
 def run(
     config: RunConfig,
     work: Path,
@@ -204,6 +216,9 @@ def run(
         saved()
     if wanted("verify"):
         results["verify"] = _section(results, "verify", say, lambda: _verify(config, work)) or []
+        saved()
+    if wanted("proofs"):
+        results["proofs"] = _section(results, "proofs", say, lambda: _proofs(config, work)) or []
     results["load_average_after"] = load_average()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results

@@ -6,26 +6,33 @@ The adapter reads the event row and the stored checkpoint notes, asks a
 needs no key and judges nothing it does not have to: a stored note goes into the bundle
 verbatim, and ``authtrail verify-proof`` decides whether it verifies.
 
-Cost: :class:`LevelsInSql`, the only node source so far, hashes the tenant's whole tree
-up to the checkpoint's size inside ClickHouse for every proof (``size - 1`` SHA-256
-calls, the way ``authtrail verify`` does) and returns just the O(log n) nodes asked
-for: O(n) per proof. Stored tlog-tiles would answer the same ``nodes`` call with
-O(log n) reads; nothing else here would change.
+Node sources: :class:`sinks.tile_store.StoredTiles` reads the O(log n) stored tile
+entries a proof needs (the default); :class:`LevelsInSql` hashes the tenant's whole tree
+up to the checkpoint's size inside ClickHouse (``size - 1`` SHA-256 calls, the way
+``authtrail verify`` does): O(n) per proof. By default a proof from the tiles is checked
+against the root of the stored checkpoint it leads to, and recomputed from the leaves
+when the tiles are not built that far, or when they disagree (tiles are derived data: a
+damaged tile must cost time, never a correct bundle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from authtrail.errors import AuthtrailError, ChainError
+from authtrail.errors import AuthtrailError, ChainError, CheckpointError, VerificationError
 from sinks.backend import ClickHouseBackend
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, event_columns
+from sinks.tile_store import StoredTiles, TilesUnavailable
 from sinks.verify_store import _pair_up_sql  # the one SQL spelling of a Merkle level step
 from stream.audit import FORKED_CHECKPOINT, CheckpointDamage
 from stream.bundle import make_consistency_bundle, make_inclusion_bundle
 from stream.chain import DELETED, DUPLICATED, INSERTED
+from stream.checkpoint import Checkpoint
+from stream.merkle import root_from_inclusion_proof, verify_consistency
 from stream.tree_proofs import (
+    LeafRange,
     NodeId,
     consistency_ranges,
     inclusion_ranges,
@@ -34,6 +41,7 @@ from stream.tree_proofs import (
 )
 
 _CANDIDATES_SHOWN = 20
+_LOG = logging.getLogger(__name__)
 
 
 class ProofUnavailableError(AuthtrailError):
@@ -151,16 +159,27 @@ def prove_inclusion(
     """
     event, chain_fields = _record(backend, tenant_id, seq)
     if tree_size is None:
-        tree_size = _newest_size(backend, tenant_id, seq)
+        tree_size, note = newest_note(backend, tenant_id, seq)
     elif tree_size < seq:
         raise ProofUnavailableError(f"a tree of size {tree_size} does not contain seq {seq}")
-    note = _note(backend, tenant_id, tree_size)
-    ranges = inclusion_ranges(seq - 1, tree_size)
-    found = (nodes or LevelsInSql(backend)).nodes(tenant_id, tree_size, nodes_of_ranges(ranges))
+    else:
+        note = stored_note(backend, tenant_id, tree_size)
     prev_hash, stored_leaf_hash, hashed = chain_fields
+    signed = stored_checkpoint(note)
+
+    def leads_to_root(proof: list[bytes]) -> None:
+        if (
+            signed is not None
+            and root_from_inclusion_proof(stored_leaf_hash, seq - 1, tree_size, proof)
+            != signed.root
+        ):
+            raise VerificationError(f"the proof of seq {seq} leads to another root")
+
+    proof = _proof(backend, tenant_id, tree_size, inclusion_ranges(seq - 1, tree_size), nodes,
+                   leads_to_root)  # fmt: skip
     return make_inclusion_bundle(
         log_origin=_log_origin(note, tenant_id, log_origin), tenant_id=tenant_id, seq=seq,
-        event=event, tree_size=tree_size, inclusion_proof=proof_from_nodes(ranges, found),
+        event=event, tree_size=tree_size, inclusion_proof=proof,
         checkpoint_note=note, stored_leaf_hash=stored_leaf_hash, chain=(prev_hash, hashed),
     )  # fmt: skip
 
@@ -187,14 +206,61 @@ def prove_consistency(
         raise ProofUnavailableError(
             f"sizes must satisfy 1 <= OLD <= NEW, got {old_size} {new_size}"
         )
-    old_note = _note(backend, tenant_id, old_size)
-    new_note = _note(backend, tenant_id, new_size)
-    ranges = consistency_ranges(old_size, new_size)
-    found = (nodes or LevelsInSql(backend)).nodes(tenant_id, new_size, nodes_of_ranges(ranges))
+    old_note = stored_note(backend, tenant_id, old_size)
+    new_note = stored_note(backend, tenant_id, new_size)
+    old, new = stored_checkpoint(old_note), stored_checkpoint(new_note)
+
+    def leads_to_root(proof: list[bytes]) -> None:
+        if old is not None and new is not None:
+            verify_consistency(old_size, new_size, proof, old.root, new.root)
+
+    proof = _proof(backend, tenant_id, new_size, consistency_ranges(old_size, new_size), nodes,
+                   leads_to_root)  # fmt: skip
     return make_consistency_bundle(
         log_origin=_log_origin(new_note, tenant_id, log_origin), tenant_id=tenant_id,
-        old_note=old_note, new_note=new_note, consistency_proof=proof_from_nodes(ranges, found),
+        old_note=old_note, new_note=new_note, consistency_proof=proof,
     )  # fmt: skip
+
+
+def _proof(
+    backend: ClickHouseBackend,
+    tenant_id: str,
+    size: int,
+    ranges: Sequence[LeafRange],
+    nodes: TreeNodes | None,
+    check: Callable[[list[bytes]], None],
+) -> list[bytes]:
+    """The proof of ``ranges`` from ``nodes``; by default from the stored tiles, checked
+    by ``check`` (raises VerificationError: not the stored checkpoint's root) and
+    recomputed from the leaves when the tiles cannot give it or it fails the check."""
+    wanted = nodes_of_ranges(ranges)
+    if nodes is not None:
+        return proof_from_nodes(ranges, nodes.nodes(tenant_id, size, wanted))
+    try:
+        proof = proof_from_nodes(ranges, StoredTiles(backend).nodes(tenant_id, size, wanted))
+        check(proof)
+        return proof
+    except ChainError:
+        raise  # the leaves themselves are no tree: recomputing would say the same
+    except TilesUnavailable as exc:
+        _LOG.info("%s; proof nodes recomputed from the leaves", exc)
+    except VerificationError as exc:
+        _LOG.warning(
+            "tenant %r: the proof from the stored tiles does not lead to the stored checkpoint "
+            "of size %d (%s); recomputed from the leaves; run `authtrail verify --tenant %s`",
+            tenant_id, size, exc, tenant_id,
+        )  # fmt: skip
+    return proof_from_nodes(ranges, LevelsInSql(backend).nodes(tenant_id, size, wanted))
+
+
+def stored_checkpoint(note: str) -> Checkpoint | None:
+    """The checkpoint a stored note states, signatures unchecked (None if it does not
+    parse): only to catch damaged derived data; verify-proof judges the note itself."""
+    body, separator, _ = note.rpartition("\n\n")
+    try:
+        return Checkpoint.parse((body + "\n").encode()) if separator else None
+    except CheckpointError:
+        return None
 
 
 def _record(
@@ -206,7 +272,8 @@ def _record(
         for c in event_columns()
     ]
     sql = f"""SELECT {", ".join(columns)}, prev_hash, leaf_hash, hash FROM {EVENTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}}"""
+              WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}}
+              SETTINGS max_threads = 1"""
     rows = backend.query_arrow(sql, {"tenant": tenant_id, "seq": seq}).to_pylist()
     if not rows:
         raise ProofUnavailableError(f"tenant {tenant_id!r} has no stored record of seq {seq}")
@@ -222,7 +289,9 @@ def _record(
     return event, (row["prev_hash"], row["leaf_hash"], row["hash"])
 
 
-def _newest_size(backend: ClickHouseBackend, tenant_id: str, seq: int) -> int:
+def newest_size(backend: ClickHouseBackend, tenant_id: str, seq: int) -> int:
+    """The size of the newest stored checkpoint covering ``seq``; ProofUnavailableError
+    when none does."""
     sql = f"""SELECT max(size), count() FROM {CHECKPOINTS_TABLE}
               WHERE tenant_id = {{tenant:String}} AND size >= {{seq:UInt64}}"""
     table = backend.query_arrow(sql, {"tenant": tenant_id, "seq": seq})
@@ -235,7 +304,27 @@ def _newest_size(backend: ClickHouseBackend, tenant_id: str, seq: int) -> int:
     return int(table.column(0)[0].as_py())
 
 
-def _note(backend: ClickHouseBackend, tenant_id: str, size: int) -> str:
+def newest_note(backend: ClickHouseBackend, tenant_id: str, seq: int) -> tuple[int, str]:
+    """The size and note of the newest stored checkpoint covering ``seq``, in one query.
+
+    Raises ProofUnavailableError when none covers it, CheckpointDamage when two
+    different notes are stored for that size.
+    """
+    sql = f"""SELECT DISTINCT size, note FROM {CHECKPOINTS_TABLE}
+              WHERE tenant_id = {{tenant:String}} AND size >= {{seq:UInt64}}
+              ORDER BY size DESC LIMIT 2 SETTINGS max_threads = 1"""
+    rows = backend.query_arrow(sql, {"tenant": tenant_id, "seq": seq}).to_pylist()
+    if not rows:  # raises, naming the stored sizes (unless one was stored meanwhile)
+        size = newest_size(backend, tenant_id, seq)
+        return size, stored_note(backend, tenant_id, size)
+    if len(rows) > 1 and rows[1]["size"] == rows[0]["size"]:
+        size = rows[0]["size"]
+        raise CheckpointDamage(tenant_id, size, FORKED_CHECKPOINT,
+                               f"different notes stored for size {size}")  # fmt: skip
+    return rows[0]["size"], _text(rows[0]["note"])
+
+
+def stored_note(backend: ClickHouseBackend, tenant_id: str, size: int) -> str:
     """The checkpoint note stored for ``size`` (identical copies count once)."""
     sql = f"""SELECT DISTINCT note FROM {CHECKPOINTS_TABLE}
               WHERE tenant_id = {{tenant:String}} AND size = {{size:UInt64}}"""
@@ -248,7 +337,10 @@ def _note(backend: ClickHouseBackend, tenant_id: str, size: int) -> str:
     if len(notes) > 1:
         raise CheckpointDamage(tenant_id, size, FORKED_CHECKPOINT,
                                f"{len(notes)} different notes stored for size {size}")  # fmt: skip
-    note = notes[0]
+    return _text(notes[0])
+
+
+def _text(note: bytes | str) -> str:
     # A note that is not UTF-8 is damaged; carried with U+FFFD it fails verify-proof's
     # signature check, which names it, instead of stopping the prover.
     return note.decode("utf-8", "replace") if isinstance(note, bytes) else str(note)

@@ -19,6 +19,9 @@ the rejections again, and their ``seq`` check drops them, but never skips an eve
 Offsets are committed to Kafka after each insert only so that lag is visible in the usual
 tools.
 
+After each flush, and once at start, the tile entries (sinks/tile_store.py) that the
+stored records completed are appended, so proofs read O(log n) stored hashes.
+
 With a publication (sinks/publication.py, policy in sinks/publishing.py) every stored
 checkpoint is also published outside the store, right after its insert and before the
 offsets are committed; the checkpoints a crash left unpublished are published at start.
@@ -52,6 +55,7 @@ from sinks.rows import (
     to_arrow,
 )
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+from sinks.tile_store import TileBuilder
 from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
@@ -150,6 +154,8 @@ class Sink:
         self._rejection_fingerprint = getattr(rejection_codec, "reader_fingerprint", None)
         self._buffers = {table: _Buffer() for table in (*self._topics, REJECTED_TABLE)}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
+        self._tiles = TileBuilder(backend)
+        self._tile_leaves: dict[str, int] = {}  # tenant -> stored seq, tiles not extended yet
         self._first_buffered: float | None = None
         self._stop: threading.Event | None = None
 
@@ -203,6 +209,9 @@ class Sink:
             if publishing is not None:
                 self._retrying(functools.partial(publishing.backfill, self._backend))
                 publishing.directory_if_due(force=True)
+            built = self._retrying(self._tiles.catch_up)
+            if built:
+                _LOG.info("built %d tile entries the stored records had completed", built)
             self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
             while not stop.is_set():
                 messages = self._consumer.consume(self._batch_rows, timeout=0.2)
@@ -318,6 +327,9 @@ class Sink:
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
+        if self._tile_leaves:  # derived data, after the rows: a failure here loses no row
+            self._tiles.extend(self._tile_leaves)
+            self._tile_leaves = {}
         if inserted:
             counters = self.counters
             _LOG.info("stored %d records, %d checkpoints, %d rejected so far",
@@ -360,6 +372,9 @@ class Sink:
                 )
                 self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
                 stored += len(run)
+                if table == EVENTS_TABLE:
+                    for row in run:  # rows of a tenant arrive in seq order
+                        self._tile_leaves[row["tenant_id"]] = row["seq"]
                 if table == CHECKPOINTS_TABLE and self._publishing is not None:
                     self._publishing.stored(run)
             if table == CHECKPOINTS_TABLE and self._publishing is not None:

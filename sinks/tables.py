@@ -21,6 +21,7 @@ from schemas import AUTH_EVENT, load_schema
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "checkpoints"
 REJECTED_TABLE = "rejected"
+TILES_TABLE = "tiles"
 LOCKOUTS_VIEW = "lockouts"
 
 _UTC_MICROS = "DateTime64(6, 'UTC')"
@@ -142,6 +143,17 @@ SETTINGS non_replicated_deduplication_window = 1000""",
                 for name, kind in _REJECTION_LINK_COLUMNS
             )
         }""",
+        # Stored tlog-tiles entries of level >= 1 (level 0 is events.leaf_hash): derived
+        # data, rebuilt from the leaves and never evidence (docs/INTEGRITY.md §10.6).
+        f"""CREATE TABLE IF NOT EXISTS {TILES_TABLE} (
+    `tenant_id` String,
+    `level` UInt8,
+    `entry_index` UInt64,
+    `hash` FixedString(32),
+    `stored_at` {_UTC_MICROS} DEFAULT now64(6)
+) ENGINE = MergeTree
+ORDER BY (tenant_id, level, entry_index)
+SETTINGS non_replicated_deduplication_window = 1000""",
         # Lockout decisions are ordinary chained events (service authtrail-lockout); this
         # view only gives their attributes columns. Times in attributes are microseconds.
         f"""CREATE VIEW IF NOT EXISTS {LOCKOUTS_VIEW} AS

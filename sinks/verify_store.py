@@ -26,9 +26,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from authtrail.errors import ChainError
+from authtrail.errors import ChainError, StoreError, VerificationError
 from sinks.backend import ClickHouseBackend
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, chain_hash_sql, leaf_hash_sql
+from sinks.clickhouse_sql import UNKNOWN_TABLE
+from sinks.tables import (
+    CHECKPOINTS_TABLE,
+    EVENTS_TABLE,
+    TILES_TABLE,
+    chain_hash_sql,
+    leaf_hash_sql,
+)
 from sinks.verify_rejections import RejectionLog, read_rejection_logs
 from stream.audit import (
     CHECKPOINT_COLUMNS,
@@ -44,11 +51,26 @@ from stream.merkle import HASH_SIZE
 from stream.monitor import Anchor, check_anchor, missing_tenant
 from stream.note import Keyring
 from stream.rejection import is_rejection_tenant
+from stream.tiles import TILE_HEIGHT, first_entry_mismatch
 
 #: Records after the newest checkpoint that nobody signed within the grace period.
 UNSIGNED_RECORD = "unsigned record"
 #: Rows in ``rejected`` naming a chain that is not a rejection log, or ``events`` rows of one.
 MISPLACED_RECORD = "misplaced record"
+#: A stored tile entry (sinks/tile_store.py) that is not the hash of its leaves.
+TILE_MISMATCH = "tile mismatch"
+
+TileEntries = dict[str, list[tuple[int, int, bytes]]]
+
+
+class TileDamage(VerificationError):
+    """A stored tile entry disagrees with the leaves it is the hash of (derived data: no
+    record is wrong, but someone changed the store)."""
+
+    def __init__(self, tenant_id: str, seq: int, detail: str) -> None:
+        self.tenant_id, self.seq, self.damage, self.detail = tenant_id, seq, TILE_MISMATCH, detail
+        super().__init__(f"tenant {tenant_id!r} seq {seq}: {TILE_MISMATCH}: {detail}")
+
 
 _GENESIS_SQL = "toFixedString(unhex(repeat('00', 32)), 32)"
 
@@ -248,6 +270,36 @@ def _chain_head(
     return head
 
 
+def _tile_entries(backend: ClickHouseBackend, first: str, last: str) -> TileEntries:
+    """tenant -> its stored tile entries (1/256 of its records), for tenants first..last."""
+    sql = f"SELECT tenant_id, level, entry_index, hash FROM {TILES_TABLE} WHERE {_RANGE}"
+    try:
+        table = backend.query_arrow(sql, {"first": first, "last": last})
+    except StoreError as exc:
+        if exc.code == UNKNOWN_TABLE:  # a store from before stored tiles: nothing to check
+            return {}
+        raise
+    entries: TileEntries = {}
+    for name, level, index, hashed in zip(*(table.column(i).to_pylist() for i in range(4)),
+                                          strict=True):  # fmt: skip
+        entries.setdefault(name, []).append((level, index, hashed))
+    return entries
+
+
+def _check_tiles(tenant_id: str, tree: MerkleLevels, entries: list[tuple[int, int, bytes]]) -> None:
+    found = first_entry_mismatch(tree.node, tree.size, entries)
+    if found is not None:
+        level, index, hashed = found
+        height = level * TILE_HEIGHT
+        raise TileDamage(
+            tenant_id, (index << height) + 1,
+            f"stored tile entry {index} of level {level} (leaves {(index << height) + 1}.."
+            f"{(index + 1) << height}) is {hashed.hex()}, the leaves hash to "
+            f"{tree.node(height, index).hex()}; tiles are derived data (proofs are checked "
+            "against signed roots), but someone changed the store",
+        )  # fmt: skip
+
+
 def _chunks(tenants: list[str], records: dict[str, int]) -> Iterator[list[str]]:
     """Consecutive runs of ``tenants`` (sorted) of about CHUNK_RECORDS records each."""
     chunk: list[str] = []
@@ -319,6 +371,7 @@ def verify_store(
         levels = _merkle_levels(backend, first, last, heights) if heights else {}
         heads = _chain_heads(backend, first, last)
         tails = _first_unsigned(backend, first, last) if unsigned else {}
+        tiles = _tile_entries(backend, first, last)
         for name in chunk:
             verdict = _Verdict(backend, name, keyring, log_origin)
             log = rejection_logs.get(name)
@@ -333,7 +386,7 @@ def verify_store(
                 yield verdict.judge(
                     flagged.get(name, (0, 0)), checkpoints.get(name, []),
                     levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
-                    (unsigned, tails) if unsigned else None,
+                    (unsigned, tails) if unsigned else None, tiles.get(name, []),
                 )  # fmt: skip
             done += 1
             if progress is not None:
@@ -357,6 +410,7 @@ class _Verdict:
         heads: dict[tuple[str, int], bytes],
         anchors: list[Anchor],
         unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+        tiles: list[tuple[int, int, bytes]] | None = None,
     ) -> TenantResult:
         records, bad = flagged
         if not records and not checkpoints and anchors:
@@ -370,7 +424,7 @@ class _Verdict:
             # checkpoints against exactly the rows just proven to be an intact chain.
             tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
             chain_head = lambda size: links[size - 1].hash  # noqa: E731
-        return self._checked(tree, chain_head, checkpoints, anchors, unsigned)
+        return self._checked(tree, chain_head, checkpoints, anchors, unsigned, tiles or [])
 
     def judge_rejections(
         self,
@@ -411,8 +465,10 @@ class _Verdict:
         checkpoints: list[StoredCheckpoint],
         anchors: list[Anchor],
         unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+        tiles: Sequence[tuple[int, int, bytes]] = (),
     ) -> TenantResult:
-        """Checkpoints, anchors and the unsigned tail against a chain proven intact."""
+        """Checkpoints, anchors, the unsigned tail and stored tiles against a chain proven
+        intact."""
         try:
             summary = verify_checkpoint_levels(
                 self.tenant_id, tree, chain_head, checkpoints, self.keyring, self.log_origin
@@ -421,7 +477,8 @@ class _Verdict:
                 check_anchor(self.tenant_id, tree, summary.signed_size, anchor)
             if unsigned is not None:
                 self._check_tail(summary, *unsigned)
-        except CheckpointDamage as exc:
+            _check_tiles(self.tenant_id, tree, list(tiles))
+        except (CheckpointDamage, TileDamage) as exc:
             return self._damaged(tree.size, checkpoints, exc)
         return TenantResult(
             self.tenant_id, summary.records, summary.checkpoints, summary.signed_size,
@@ -455,7 +512,7 @@ class _Verdict:
         self,
         records: int,
         checkpoints: list[StoredCheckpoint],
-        error: ChainError | CheckpointDamage,
+        error: ChainError | CheckpointDamage | TileDamage,
     ) -> TenantResult:
         signed = signed_size(self.tenant_id, checkpoints, self.keyring, self.log_origin)
         return TenantResult(

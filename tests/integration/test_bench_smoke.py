@@ -69,6 +69,9 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert flood["flood_vs_clean"]["good_events_per_s"] > 0
     (verified,) = results["verify"]
     assert verified["verify"]["exit_code"] == 0 and verified["rows_per_s"] > 0
+    (proved,) = results["proofs"]  # every bundle it timed verified, or it would have failed
+    assert proved["rows"] == 3_000 and proved["command"]["exit_code"] == 0
+    assert proved["tiles_ms"] > 0 and proved["leaves_ms"] > 0
     assert {"targets", "throughput", "latency", "memory"} <= set(results["derived"])
 
     summary = (out / SUMMARY_FILE).read_text()
@@ -78,6 +81,7 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
         "## Event-to-queryable latency",
         "## Good events under a bad-input flood",
         "## authtrail verify",
+        "## authtrail prove: one event",
         "## Physical limits",
     ):
         assert heading in summary

@@ -36,6 +36,7 @@ CORE_MODULES = [
     "stream.bundle",
     "stream.bundle_format",
     "stream.tree_proofs",
+    "stream.tiles",
     "stream.admission",
     "stream.guard",
     "stream.fencing",
