@@ -32,10 +32,12 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from authtrail.witness_client import WitnessSubmitter
 from authtrail.errors import ConfigurationError, StoreError
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
 from sinks.publication import Publication
+from sinks.proofs import LevelsInSql
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import (
     CHECKPOINTS_SCHEMA,
@@ -47,6 +49,7 @@ from sinks.rows import (
     to_arrow,
 )
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+from sinks.witnessing import CheckpointWitnessing
 from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
@@ -78,13 +81,21 @@ class SinkCounters:
     # Stored checkpoints the publication refused: another file at their place, or a row
     # whose note is not the checkpoint it says (logged at ERROR; verify names the tenant).
     publication_conflicts: int = 0
+    # Witness cosignatures on published checkpoints (sinks/witnessing.py): obtained; not,
+    # because the witness was unreachable (or resting after that), refused or answered
+    # with no valid cosignature of its key, or the store could not give the proof.
+    witness_cosignatures: int = 0
+    witness_unreachable: int = 0
+    witness_refusals: int = 0
+    witness_errors: int = 0
 
 
 class Sink:
     """Consumes the three output topics and stores them; :meth:`run` until ``stop`` is set.
 
     With ``publication``, stored checkpoints are also published there, and a tenant
-    directory at most every ``publication_interval`` seconds (sinks/publishing.py).
+    directory at most every ``publication_interval`` seconds (sinks/publishing.py); with
+    ``witnesses`` too, each is cosigned by them first (sinks/witnessing.py).
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class Sink:
         consumer_config: Mapping[str, Any] | None = None,
         publication: Publication | None = None,
         publication_interval: float = 10.0,
+        witnesses: WitnessSubmitter | None = None,
     ) -> None:
         self._backend = backend
         self._topics = dict(topics)
@@ -109,8 +121,18 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
+        if witnesses is not None and publication is None:
+            raise ConfigurationError("cosigning witnesses need a publication: cosigned "
+                                     "checkpoints are published, never stored")  # fmt: skip
+        witnessing = (
+            CheckpointWitnessing(witnesses, LevelsInSql(backend), self.counters)
+            if witnesses is not None
+            else None
+        )
         self._publishing = (
-            CheckpointPublishing(publication, self.counters, interval=publication_interval)
+            CheckpointPublishing(
+                publication, self.counters, interval=publication_interval, witnessing=witnessing
+            )
             if publication is not None
             else None
         )
