@@ -254,8 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {
             name: getattr(args, name, None)
-            for name in ("data_dir", "bootstrap_servers", "clickhouse_url", "verifier_keys",
-                         "cosigning_witnesses")  # fmt: skip
+            for name in (
+                "data_dir",
+                "bootstrap_servers",
+                "clickhouse_url",
+                "verifier_keys",
+                "cosigning_witnesses",
+            )
         }
         settings = Settings.from_env().with_overrides(overrides)
         handler: Command = args.handler

@@ -83,6 +83,10 @@ class WitnessUnavailableError(AuthtrailError):
         super().__init__(f"witness {url}: {reason}")
 
 
+class WitnessRestingError(WitnessUnavailableError):
+    """The witness was not asked: it could not be reached lately and rests until its next try."""
+
+
 @dataclass(frozen=True)
 class WitnessReply:
     """A witness's answer: cosignature lines (200), or its size (409 size conflict)."""
@@ -238,7 +242,8 @@ class WitnessSubmitter:
                 if key is not None:
                     lines = tuple(check_witness_reply(body, lines, key))
             except AuthtrailError as exc:
-                logger.warning("witness %s did not cosign %s size %d: %s", url, origin, size, exc)
+                # The caller gets the failures and decides how loud they are.
+                logger.debug("witness %s did not cosign %s size %d: %s", url, origin, size, exc)
                 failures[url] = exc
                 if isinstance(exc, SizeConflictError):
                     self._sizes[(url, origin)] = exc.current_size
@@ -255,7 +260,7 @@ class WitnessSubmitter:
             return
         wait = next_try - self._monotonic()
         if wait > 0:
-            raise WitnessUnavailableError(url, f"skipped: unreachable, next try in {wait:.0f} s")
+            raise WitnessRestingError(url, f"skipped: unreachable, next try in {wait:.0f} s")
         del self._resting[url]
 
 

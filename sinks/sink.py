@@ -32,12 +32,12 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from authtrail.witness_client import WitnessSubmitter
 from authtrail.errors import ConfigurationError, StoreError
+from authtrail.witness_client import WitnessSubmitter
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
-from sinks.publication import Publication
 from sinks.proofs import LevelsInSql
+from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import (
     CHECKPOINTS_SCHEMA,

@@ -23,7 +23,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from authtrail.errors import AuthtrailError, CheckpointError
-from authtrail.witness_client import ProofSource, WitnessSubmitter, WitnessUnavailableError
+from authtrail.witness_client import (
+    ProofSource,
+    WitnessRestingError,
+    WitnessSubmitter,
+    WitnessUnavailableError,
+)
 from sinks.proofs import TreeNodes
 from stream.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
 from stream.witness_state import SizeConflictError, WitnessRefusal
@@ -93,7 +98,9 @@ class CheckpointWitnessing:
         where = f"tenant {tenant_id!r} size {size} is published without the cosignature of {url}"
         if isinstance(failure, WitnessUnavailableError):
             self._counters.witness_unreachable += 1
-            _LOG.warning("witness: %s: %s", where, failure.reason)
+            # Once per outage, not once per checkpoint while the witness rests.
+            level = logging.DEBUG if isinstance(failure, WitnessRestingError) else logging.WARNING
+            _LOG.log(level, "witness: %s: %s", where, failure.reason)
         elif isinstance(failure, SizeConflictError) and failure.current_size > size:
             self._counters.witness_refusals += 1
             _LOG.error("witness: %s: the witness holds size %d, more than this checkpoint's %d: "

@@ -375,9 +375,7 @@ def append_cosignatures(note: bytes, lines: Iterable[str]) -> bytes:
     return note + "".join(added).encode("utf-8")
 
 
-def check_witness_reply(
-    body: bytes, lines: Iterable[str], witness: WitnessKey
-) -> list[str]:
+def check_witness_reply(body: bytes, lines: Iterable[str], witness: WitnessKey) -> list[str]:
     """Return the lines of a witness's reply that are ``witness``'s valid cosignatures of
     the note text ``body``, each ending in ``\\n``; other keys' lines are dropped.
 

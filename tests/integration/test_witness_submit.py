@@ -30,7 +30,7 @@ from sinks.sink import SinkCounters
 from sinks.witnessing import CheckpointWitnessing
 from stream import merkle
 from stream.audit import MerkleLevels
-from stream.cosignature import witness_key_of
+from stream.cosignature import check_witness_reply, witness_key_of
 from stream.sequencer import Sequencer
 from tests.integration.broker_fixtures import running_broker
 from tests.integration.test_publication import (
@@ -38,7 +38,7 @@ from tests.integration.test_publication import (
     Worker,
     _run_sink,
     _stored_checkpoints,
-    settings,  # noqa: F401  (the fixture: topics, keys, publication dir)
+    publication_settings,
 )
 from tests.integration.test_witness import CliWitness, _start_cli_witness
 
@@ -48,6 +48,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     yield from running_broker(tmp_path_factory.mktemp("broker"))
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
+    return publication_settings(broker, tmp_path)
 
 
 @dataclasses.dataclass
@@ -60,7 +65,7 @@ class Witnesses:
 
 
 @pytest.fixture
-def witnesses(settings: Settings, tmp_path: Path) -> Iterator[Witnesses]:  # noqa: F811
+def witnesses(settings: Settings, tmp_path: Path) -> Iterator[Witnesses]:
     a_key, _ = write_key_pair(tmp_path / "witness-keys", "witness-a.test/authtrail")
     b_key, _ = write_key_pair(tmp_path / "witness-keys", "witness-b.test/authtrail")
     log_pub = settings.keys_dir / "authtrail.pub"
@@ -102,7 +107,7 @@ def _witness_flags(witnesses: Witnesses, required: int) -> list[str]:
 
 
 def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosignature(
-    settings: Settings,  # noqa: F811
+    settings: Settings,
     witnesses: Witnesses,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -141,7 +146,9 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
     assert code == 0, output
     assert "cosigned by witness-a.test/authtrail" in output, output
     older_store = tmp_path / "older-clickhouse"
-    shutil.copytree(settings.data_dir / "clickhouse", older_store, symlinks=True)  # sizes 14, for step 3
+    shutil.copytree(
+        settings.data_dir / "clickhouse", older_store, symlinks=True
+    )  # sizes 14, for step 3
 
     # 2. Witness A is killed: checkpoints are still published, cosigned by B only.
     witnesses.a.process.kill()
@@ -192,8 +199,10 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
     name_part, payload = b_line.rsplit(" ", 1)
     raw = bytearray(base64.b64decode(payload))
     raw[-1] ^= 0x01
-    flipped = acme[21].replace(b_line.encode(), f"{name_part} {base64.b64encode(raw).decode()}".encode())
-    b_line_14 = [line for line in acme[14].decode().splitlines() if "witness-b" in line][0]
+    flipped = acme[21].replace(
+        b_line.encode(), f"{name_part} {base64.b64encode(raw).decode()}".encode()
+    )
+    b_line_14 = next(line for line in acme[14].decode().splitlines() if "witness-b" in line)
     pasted = acme[21].replace(b_line.encode(), b_line_14.encode())
     for tampered in (flipped, pasted):
         forged = tmp_path / f"forged-{len(list(tmp_path.glob('forged-*')))}"
@@ -219,7 +228,7 @@ def _fork_nodes(leaf_hashes: list[bytes]) -> object:
 
 
 def test_a_forked_log_signed_with_the_real_key_is_refused_and_not_published_cosigned(
-    settings: Settings,  # noqa: F811
+    settings: Settings,
     witnesses: Witnesses,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -266,3 +275,83 @@ def test_a_forked_log_signed_with_the_real_key_is_refused_and_not_published_cosi
     publishing.publish_pending()
     assert counters.publication_conflicts == 1 and counters.witness_refusals == 3
     assert dict(all_checkpoints(published, "acme"))[21] == fork_notes[21]
+
+
+class _FailingOnce(Publication):
+    """A publication whose first write fails as a full disk would."""
+
+    failed = False
+
+    def publish_checkpoints(self, notes):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().publish_checkpoints(notes)
+
+
+def _log(
+    signer_path: Path, origin: str, tenant_id: str, count: int
+) -> tuple[list[bytes], dict[int, bytes]]:
+    sequencer = Sequencer(load_signer(signer_path), origin, batch_size=4, batch_interval=3600)
+    leaf_hashes, notes = [], {}
+    for offset in range(count):
+        leaf = f"{tenant_id} event {offset}".encode()
+        leaf_hashes.append(merkle.leaf_hash(leaf))
+        sequencer.offer(tenant_id, f"{tenant_id}-{offset}", leaf, offset)
+        for due in sequencer.full_batches():
+            signed = sequencer.close_batch(due)
+            notes[signed.checkpoint.size] = signed.note
+    return leaf_hashes, notes
+
+
+def test_only_the_newest_of_a_round_is_submitted_and_a_retry_asks_no_witness_again(
+    settings: Settings,
+    witnesses: Witnesses,
+) -> None:
+    witnesses.a.process.kill()  # this test needs B only
+    leaf_hashes, notes = _log(settings.signing_key_path, settings.log_origin, "acme", 12)
+    counters = SinkCounters()
+    key = witnesses.b_witness.key
+    witnessing = CheckpointWitnessing(
+        WitnessSubmitter([witnesses.b.url], keys={witnesses.b.url: key}),
+        _fork_nodes(leaf_hashes),  # type: ignore[arg-type]
+        counters,
+    )
+    published = settings.publication_dir
+    assert published is not None
+    publication = _FailingOnce(published, log_origin=settings.log_origin, signer=None)
+    publishing = CheckpointPublishing(publication, counters, interval=60, witnessing=witnessing)
+    publishing.stored([{"tenant_id": "acme", "size": size, "note": notes[size]} for size in (4, 8)])
+    with pytest.raises(OSError):
+        publishing.publish_pending()
+    assert counters.witness_cosignatures == 1 and publishing.pending == 2
+    publishing.stored([{"tenant_id": "acme", "size": 12, "note": notes[12]}])
+    publishing.publish_pending()  # 4 and 8 as prepared before, 12 cosigned now (from 8)
+    assert counters.witness_cosignatures == 2 and publishing.pending == 0
+    files = dict(all_checkpoints(published, "acme"))
+    assert files[4] == notes[4]  # not the newest of its round: published as stored
+    for size in (8, 12):
+        lines = files[size].removeprefix(notes[size]).decode()
+        assert check_witness_reply(notes[size][: notes[size].rfind(b"\n\n") + 1],
+                                   [lines], key) == [lines]  # fmt: skip
+
+
+def test_a_witness_answering_with_another_key_publishes_no_cosignature(
+    settings: Settings,
+    witnesses: Witnesses,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The submitter keeps only what verifies under the key configured for the URL: a
+    witness that signs with another key (or a mix-up of URLs and key files) adds nothing."""
+    leaf_hashes, notes = _log(settings.signing_key_path, settings.log_origin, "acme", 4)
+    counters = SinkCounters()
+    a_key = witnesses.a.key  # A's key configured for B's URL
+    witnessing = CheckpointWitnessing(
+        WitnessSubmitter([witnesses.b.url], keys={witnesses.b.url: a_key}),
+        _fork_nodes(leaf_hashes),  # type: ignore[arg-type]
+        counters,
+    )
+    with caplog.at_level(logging.ERROR, logger="sinks.witnessing"):
+        assert witnessing.cosign("acme", 4, notes[4]) == notes[4]
+    assert (counters.witness_refusals, counters.witness_cosignatures) == (1, 0)
+    assert "0 of 1 required witness cosignatures" in caplog.text
