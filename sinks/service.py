@@ -8,20 +8,18 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, load_witness_keys
 from authtrail.settings import Settings
+from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
 from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, DEAD_LETTER, load_schema, previous_versions
 from schemas.codec import SingleObjectCodec
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.publication import Publication
 from sinks.sink import Sink
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
-
-if TYPE_CHECKING:
-    from authtrail.witness_client import WitnessSubmitter
 
 ENDPOINT_FILE = "clickhouse.endpoint"
 _LOG = logging.getLogger(__name__)
@@ -149,8 +147,6 @@ def witness_submitter(settings: Settings) -> WitnessSubmitter | None:
     item, an unreadable key file or one with another number of keys, a URL named twice,
     or witnesses without ``publication_dir``.
     """
-    from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
-
     if not settings.cosigning_witnesses:
         return None
     if settings.publication_dir is None:

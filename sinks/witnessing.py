@@ -85,12 +85,16 @@ class CheckpointWitnessing:
         return cosigned
 
     def _proof_source(self, tenant_id: str, size: int) -> ProofSource:
+        proofs: dict[int, list[bytes]] = {}  # witnesses mostly hold the same old size
+
         def proof_for(old_size: int) -> list[bytes]:
             # Raises InvalidArgumentError above size: the witness holds more than this
             # store signed, which cosign_checkpoint turns into a size conflict.
-            ranges = consistency_ranges(old_size, size)
-            nodes = self._nodes.nodes(tenant_id, size, nodes_of_ranges(ranges))
-            return proof_from_nodes(ranges, nodes)
+            if old_size not in proofs:
+                ranges = consistency_ranges(old_size, size)
+                nodes = self._nodes.nodes(tenant_id, size, nodes_of_ranges(ranges))
+                proofs[old_size] = proof_from_nodes(ranges, nodes)
+            return proofs[old_size]
 
         return proof_for
 
