@@ -38,6 +38,16 @@ def _add_service_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_witness_submission_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cosigning-witness", dest="cosigning_witnesses", action="append",
+        metavar="URL=KEYFILE",
+        help="a C2SP tlog-witness asked to cosign each tenant's newest checkpoint before it "
+        "is published; KEYFILE holds its verifier key (repeatable; "
+        "AUTHTRAIL_COSIGNING_WITNESSES, comma-separated)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authtrail",
@@ -79,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the read-only HTTP front listens on (default 127.0.0.1; it speaks "
         "plain HTTP: keep it on loopback or a trusted network)",
     )  # fmt: skip
+    _add_witness_submission_flag(up)
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(
@@ -99,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_service_flags(sink)
     _add_store_flag(sink)
+    _add_witness_submission_flag(sink)
     sink.set_defaults(handler=handlers.sink)
 
     loadgen = commands.add_parser(
@@ -245,7 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {
             name: getattr(args, name, None)
-            for name in ("data_dir", "bootstrap_servers", "clickhouse_url", "verifier_keys")
+            for name in (
+                "data_dir",
+                "bootstrap_servers",
+                "clickhouse_url",
+                "verifier_keys",
+                "cosigning_witnesses",
+            )
         }
         settings = Settings.from_env().with_overrides(overrides)
         handler: Command = args.handler

@@ -88,6 +88,14 @@ class Settings:
     publication_interval_ms: int = 10_000
     # Signs the tenant directories; None: the signing key (signing_key_path).
     publisher_key: Path | None = None
+    # Witnesses the sink asks to cosign each tenant's newest stored checkpoint before it
+    # publishes it (docs/INTEGRITY.md §9): "URL=KEYFILE" each, URL the witness's
+    # submission prefix, KEYFILE its vkey. Needs publication_dir (cosignatures live there).
+    cosigning_witnesses: tuple[str, ...] = ()
+    # One add-checkpoint request may take this long; a witness that did not answer is
+    # then skipped for witness_retry_ms (its checkpoints are published uncosigned).
+    witness_timeout_ms: int = 5000
+    witness_retry_ms: int = 30_000
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:
@@ -99,6 +107,8 @@ class Settings:
             raise ConfigurationError("batch sizes and intervals must be >= 1")
         if self.publication_interval_ms < 1:
             raise ConfigurationError("publication_interval_ms must be >= 1")
+        if self.witness_timeout_ms < 1 or self.witness_retry_ms < 0:
+            raise ConfigurationError("witness_timeout_ms must be >= 1, witness_retry_ms >= 0")
         if self.producer_linger_ms < 0:
             raise ConfigurationError("producer_linger_ms must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):
@@ -170,6 +180,9 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
             elif "tuple[Path" in kind:
                 items = value.split(",") if isinstance(value, str) else value
                 result[name] = tuple(Path(item) for item in items if str(item).strip())
+            elif "tuple[str" in kind:
+                items = value.split(",") if isinstance(value, str) else value
+                result[name] = tuple(str(item).strip() for item in items if str(item).strip())
             elif "Path" in kind:
                 # Empty means unset for an optional path (Path("") would be the cwd).
                 optional = "None" in kind and value == ""

@@ -232,6 +232,15 @@ def _banner(
     say("in another terminal, from this directory:")
     say(f'  authtrail --data-dir {data_dir} sql "SELECT tenant_id, count() FROM events GROUP BY 1"')
     say(f"  authtrail --data-dir {data_dir} verify --published {settings.publication_dir}")
+    if settings.cosigning_witnesses:
+        from authtrail.witness_client import parse_cosigning_witness
+
+        witnesses = [parse_cosigning_witness(item) for item in settings.cosigning_witnesses]
+        say(f"checkpoints are cosigned by {len(witnesses)} witness(es) before publication: "
+            + ", ".join(url for url, _ in witnesses))  # fmt: skip
+        key_flags = " ".join(f"--witness-key {key_file}" for _, key_file in witnesses)
+        say(f"  authtrail --data-dir {data_dir} verify --published {settings.publication_dir} "
+            f"{key_flags} --witnesses {len(witnesses)}")  # fmt: skip
     say("  (an auditor pins the verifier key with --key and keeps --state FILE: README, "
         "Try to cheat)")  # fmt: skip
     say("Ctrl-C stops everything")

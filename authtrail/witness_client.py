@@ -6,8 +6,9 @@
 * :func:`cosign_checkpoint` does that retry once, given a function that produces the
   consistency proof from any older size.
 * :class:`WitnessSubmitter` is what a publisher calls for every new checkpoint: it
-  remembers each witness's size per origin, collects the cosignatures of every witness
-  and returns the note with them appended (:func:`stream.cosignature.append_cosignatures`).
+  remembers each witness's size per origin, collects the cosignatures of every witness,
+  keeps only those that verify under the witness's configured key, and returns the note
+  with them appended (:func:`stream.cosignature.append_cosignatures`).
 
 Refusals come back as the exceptions the witness raised (:mod:`stream.witness_state`),
 reconstructed from the status: 400 :class:`MalformedRequestError` (also a rollback), 403
@@ -19,13 +20,16 @@ other status raises :class:`WitnessUnavailableError`.
 from __future__ import annotations
 
 import logging
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from authtrail.errors import AuthtrailError, InvalidArgumentError
-from stream.cosignature import append_cosignatures
+from authtrail.errors import AuthtrailError, ConfigurationError, InvalidArgumentError
+from stream.cosignature import WitnessKey, append_cosignatures, check_witness_reply
 from stream.merkle import consistency_proof_from_leaf_hashes
 from stream.note import SIGNATURE_PREFIX
 from stream.witness_state import (
@@ -77,6 +81,10 @@ class WitnessUnavailableError(AuthtrailError):
         self.url = url
         self.reason = reason
         super().__init__(f"witness {url}: {reason}")
+
+
+class WitnessRestingError(WitnessUnavailableError):
+    """The witness was not asked: it could not be reached lately and rests until its next try."""
 
 
 @dataclass(frozen=True)
@@ -182,15 +190,32 @@ class WitnessSubmitter:
 
     Remembers, per witness and origin, the size it last cosigned, so the next request
     carries the right old size and proof (a restart costs one 409 round trip per origin).
-    Not thread-safe: one publisher thread calls :meth:`cosign`.
+    With ``keys`` (witness URL → its :class:`~stream.cosignature.WitnessKey`), only reply
+    lines that are that witness's valid cosignatures are kept (anything else is a
+    failure). With ``retry_after`` > 0, a witness that could not be reached is skipped
+    for that many seconds, so a witness that hangs costs one ``timeout`` per
+    ``retry_after``, not one per checkpoint. Not thread-safe: one publisher thread calls
+    :meth:`cosign`.
     """
 
-    def __init__(self, witness_urls: Sequence[str], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        witness_urls: Sequence[str],
+        *,
+        keys: Mapping[str, WitnessKey] | None = None,
+        timeout: float = 10.0,
+        retry_after: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not witness_urls:
             raise InvalidArgumentError("WitnessSubmitter needs at least one witness URL")
         self.witness_urls = tuple(witness_urls)
+        self._keys = dict(keys or {})
         self._timeout = timeout
+        self._retry_after = retry_after
+        self._monotonic = monotonic
         self._sizes: dict[tuple[str, str], int] = {}
+        self._resting: dict[str, float] = {}  # url -> monotonic time of its next try
 
     def cosign(
         self, note: bytes, size: int, proof_for: ProofSource
@@ -198,22 +223,66 @@ class WitnessSubmitter:
         """Ask every witness to cosign ``note`` (a checkpoint of ``size``).
 
         Returns the note with every cosignature obtained appended, and the failures by
-        witness URL (a refusal or an unreachable witness); the caller decides whether
-        the cosignatures it got are enough (:func:`stream.cosignature.verify_cosignatures`
-        with ``required``). Never raises for one witness's failure.
+        witness URL (a refusal, an unreachable or resting witness, a reply that is not
+        its key's valid cosignature, or what ``proof_for`` raised); the caller decides
+        whether the cosignatures it got are enough
+        (:func:`stream.cosignature.verify_cosignatures` with ``required``). Never raises
+        for one witness's failure.
         """
         origin = note.split(b"\n", 1)[0].decode("utf-8", "replace")
+        body = note[: note.rfind(b"\n\n") + 1]
         failures: dict[str, AuthtrailError] = {}
         for url in self.witness_urls:
             known = self._sizes.get((url, origin), 0)
             try:
+                self._check_awake(url)
                 lines, _ = cosign_checkpoint(url, note, known, proof_for, timeout=self._timeout)
+                self._sizes[(url, origin)] = size  # it answered 200: it holds this size now
+                key = self._keys.get(url)
+                if key is not None:
+                    lines = tuple(check_witness_reply(body, lines, key))
             except AuthtrailError as exc:
-                logger.warning("witness %s did not cosign %s size %d: %s", url, origin, size, exc)
+                # The caller gets the failures and decides how loud they are.
+                logger.debug("witness %s did not cosign %s size %d: %s", url, origin, size, exc)
                 failures[url] = exc
                 if isinstance(exc, SizeConflictError):
                     self._sizes[(url, origin)] = exc.current_size
+                if isinstance(exc, WitnessUnavailableError) and url not in self._resting:
+                    self._resting[url] = self._monotonic() + self._retry_after
                 continue
-            self._sizes[(url, origin)] = size
             note = append_cosignatures(note, lines)
         return note, failures
+
+    def _check_awake(self, url: str) -> None:
+        """Raise :class:`WitnessUnavailableError` while ``url`` rests after a failure."""
+        next_try = self._resting.get(url)
+        if next_try is None:
+            return
+        wait = next_try - self._monotonic()
+        if wait > 0:
+            raise WitnessRestingError(url, f"skipped: unreachable, next try in {wait:.0f} s")
+        del self._resting[url]
+
+
+def parse_cosigning_witness(text: str) -> tuple[str, Path]:
+    """Split a ``URL=KEYFILE`` setting (``AUTHTRAIL_COSIGNING_WITNESSES`` item).
+
+    ``URL`` is the witness's submission prefix, ``http://`` or ``https://`` with a host
+    and no query; ``KEYFILE`` holds its C2SP vkey. Raises :class:`ConfigurationError`
+    naming the item when it is not of that form.
+    """
+    url, equals, key_file = text.strip().partition("=")
+    parts = urllib.parse.urlsplit(url)
+    if (
+        not equals
+        or not key_file
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigurationError(
+            f"cosigning witness {text!r}: expected URL=KEYFILE, URL http(s)://host[:port][/path] "
+            "(the witness's submission prefix), KEYFILE its verifier key"
+        )
+    return url, Path(key_file)

@@ -12,6 +12,10 @@
   everything in it. That first time trusts the store as it is (trust on first use).
 * A tenant directory is published at most every ``interval`` seconds, only after new
   checkpoints were published, and once more when the sink stops.
+* With witnesses (:mod:`sinks.witnessing`), each tenant's newest checkpoint of a round
+  is cosigned before its first publication; the cosigned note is kept until it is
+  published, so a retry after ``OSError`` publishes the same bytes and asks no witness
+  again. A witness that fails costs only its cosignature.
 * A conflict (the publication holds another note at that place) or a note that is not
   the checkpoint its row says is logged at ERROR, counted in ``publication_conflicts``
   and dropped: the sink keeps running and ``authtrail verify --published`` names the
@@ -35,6 +39,7 @@ from authtrail.errors import (
 from sinks.clickhouse import ClickHouseBackend
 from sinks.publication import Publication, published_sizes
 from sinks.tables import CHECKPOINTS_TABLE
+from sinks.witnessing import CheckpointWitnessing
 
 _LOG = logging.getLogger(__name__)
 _BACKFILL_CHUNK = 1000  # sizes per query: bounds the notes held in memory at once
@@ -57,20 +62,23 @@ class CheckpointPublishing:
         counters: PublicationCounters,
         *,
         interval: float,
+        witnessing: CheckpointWitnessing | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publication = publication
         self._counters = counters
         self._interval = interval
+        self._witnessing = witnessing
         self._monotonic = monotonic
-        self._pending: list[tuple[str, int, bytes]] = []
+        self._pending: list[tuple[str, int, bytes]] = []  # stored, not yet checked
+        self._ready: list[tuple[str, int, bytes]] = []  # checked (and cosigned): publish as is
         self._directory_due = True  # checkpoints were published since the last directory
         self._last_directory = -math.inf
 
     @property
     def pending(self) -> int:
         """Stored checkpoints not yet published."""
-        return len(self._pending)
+        return len(self._pending) + len(self._ready)
 
     def stored(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Queue the checkpoints of ``rows`` (``checkpoints`` table rows ClickHouse stored)."""
@@ -83,7 +91,7 @@ class CheckpointPublishing:
         and a later call retries it (files already written are skipped). Conflicts and
         malformed notes are logged, counted and dropped (module docstring).
         """
-        if not self._pending:
+        if not self._pending and not self._ready:
             return
         notes = []
         for tenant_id, size, note in self._pending:
@@ -93,6 +101,11 @@ class CheckpointPublishing:
                 self._conflict(f"not publishing a stored checkpoint row: {exc}", 1)
             else:
                 notes.append((tenant_id, size, note))
+        self._pending = []
+        if self._witnessing is not None and notes:
+            notes = self._witnessing.cosign_newest(notes)
+        self._ready += notes
+        notes = self._ready
         try:
             written = self._publication.publish_checkpoints(notes)
         except PublicationConflict as exc:
@@ -101,7 +114,7 @@ class CheckpointPublishing:
         except PublicationError as exc:  # e.g. a symlink planted as a tenant folder
             written = 0
             self._conflict(f"{exc}; {len(notes)} checkpoints not published", len(notes))
-        self._pending = []
+        self._ready = []
         self._counters.published_checkpoints += written
         if written:
             self._directory_due = True

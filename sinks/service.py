@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.errors import ConfigurationError
-from authtrail.keys import load_signer
+from authtrail.keys import load_signer, load_witness_keys
 from authtrail.settings import Settings
+from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
 from schemas import (
     CHAINED_RECORD,
     CHAINED_REJECTION,
@@ -145,6 +146,38 @@ def _publication(settings: Settings) -> Publication | None:
     return Publication(settings.publication_dir, log_origin=settings.log_origin, signer=signer)
 
 
+def witness_submitter(settings: Settings) -> WitnessSubmitter | None:
+    """The submitter to ``settings.cosigning_witnesses`` (None: none configured).
+
+    Each ``URL=KEYFILE``'s file must hold exactly one witness vkey: only that witness's
+    valid cosignatures are published. Raises :class:`ConfigurationError` for a malformed
+    item, an unreadable key file or one with another number of keys, a URL named twice,
+    or witnesses without ``publication_dir``.
+    """
+    if not settings.cosigning_witnesses:
+        return None
+    if settings.publication_dir is None:
+        raise ConfigurationError(
+            "AUTHTRAIL_COSIGNING_WITNESSES needs AUTHTRAIL_PUBLICATION_DIR: cosigned "
+            "checkpoints are published there"
+        )
+    keys = {}
+    for item in settings.cosigning_witnesses:
+        url, key_file = parse_cosigning_witness(item)
+        witness_keys = load_witness_keys([key_file])
+        if len(witness_keys) != 1:
+            raise ConfigurationError(
+                f"cosigning witness {url}: {key_file} holds {len(witness_keys)} keys, not one"
+            )
+        if url in keys:
+            raise ConfigurationError(f"cosigning witness {url} is named twice")
+        keys[url] = witness_keys[0]
+    return WitnessSubmitter(
+        list(keys), keys=keys, timeout=settings.witness_timeout_ms / 1000,
+        retry_after=settings.witness_retry_ms / 1000,
+    )  # fmt: skip
+
+
 def build_sink(
     settings: Settings,
     backend: ClickHouseBackend,
@@ -154,7 +187,8 @@ def build_sink(
     """A sink over the topics named in ``settings``. Requires bootstrap servers.
 
     With ``settings.publication_dir`` it also publishes checkpoints there (see
-    :func:`_publication`).
+    :func:`_publication`), cosigned by ``settings.cosigning_witnesses``
+    (:func:`witness_submitter`).
     """
     # Rejections reach `rejected` chained, on the chained topic (stream/rejection.py); the
     # dead-letter topic is for tools that replay fixed input.
@@ -163,6 +197,7 @@ def build_sink(
     return Sink(
         backend,
         publication=_publication(settings),
+        witnesses=witness_submitter(settings),
         publication_interval=settings.publication_interval_ms / 1000,
         bootstrap_servers=settings.bootstrap_servers or "",
         topics=topics,

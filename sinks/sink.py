@@ -41,8 +41,10 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from authtrail.errors import ConfigurationError, StoreError
+from authtrail.witness_client import WitnessSubmitter
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
+from sinks.proofs import LevelsInSql
 from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import (
@@ -56,6 +58,7 @@ from sinks.rows import (
 )
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
 from sinks.tile_store import TileBuilder
+from sinks.witnessing import CheckpointWitnessing
 from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
@@ -87,6 +90,13 @@ class SinkCounters:
     # Stored checkpoints the publication refused: another file at their place, or a row
     # whose note is not the checkpoint it says (logged at ERROR; verify names the tenant).
     publication_conflicts: int = 0
+    # Witness cosignatures on published checkpoints (sinks/witnessing.py): obtained; not,
+    # because the witness was unreachable (or resting after that), refused or answered
+    # with no valid cosignature of its key, or the store could not give the proof.
+    witness_cosignatures: int = 0
+    witness_unreachable: int = 0
+    witness_refusals: int = 0
+    witness_errors: int = 0
 
 
 class Sink:
@@ -94,7 +104,8 @@ class Sink:
     ``stop`` is set.
 
     With ``publication``, stored checkpoints are also published there, and a tenant
-    directory at most every ``publication_interval`` seconds (sinks/publishing.py).
+    directory at most every ``publication_interval`` seconds (sinks/publishing.py); with
+    ``witnesses`` too, each is cosigned by them first (sinks/witnessing.py).
     """
 
     def __init__(
@@ -112,6 +123,7 @@ class Sink:
         publication: Publication | None = None,
         publication_interval: float = 10.0,
         rejection_codec: Codec | None = None,
+        witnesses: WitnessSubmitter | None = None,
     ) -> None:
         self._backend = backend
         self._topics = dict(topics)
@@ -120,8 +132,18 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
+        if witnesses is not None and publication is None:
+            raise ConfigurationError("cosigning witnesses need a publication: cosigned "
+                                     "checkpoints are published, never stored")  # fmt: skip
+        witnessing = (
+            CheckpointWitnessing(witnesses, LevelsInSql(backend), self.counters)
+            if witnesses is not None
+            else None
+        )
         self._publishing = (
-            CheckpointPublishing(publication, self.counters, interval=publication_interval)
+            CheckpointPublishing(
+                publication, self.counters, interval=publication_interval, witnessing=witnessing
+            )
             if publication is not None
             else None
         )

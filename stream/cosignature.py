@@ -47,6 +47,7 @@ from stream.note import (
     Signer,
     VerifierKey,
     is_valid_key_name,
+    parse_signature_line,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "WitnessKey",
     "WitnessPolicy",
     "append_cosignatures",
+    "check_witness_reply",
     "cosign",
     "cosignature_key_id",
     "cosigned_message",
@@ -371,3 +373,21 @@ def append_cosignatures(note: bytes, lines: Iterable[str]) -> bytes:
             present.add(line)
             added.append(line + "\n")
     return note + "".join(added).encode("utf-8")
+
+
+def check_witness_reply(body: bytes, lines: Iterable[str], witness: WitnessKey) -> list[str]:
+    """Return the lines of a witness's reply that are ``witness``'s valid cosignatures of
+    the note text ``body``, each ending in ``\\n``; other keys' lines are dropped.
+
+    For a submitter, before it publishes what a witness sent: a line by another key is
+    no statement of this witness, and one by its key that does not verify is a forgery.
+
+    Raises :class:`CheckpointError` for a malformed line, :class:`CosignatureError` for
+    a line by ``witness`` that does not verify over ``body``, and
+    :class:`MissingCosignaturesError` when no line is by ``witness``.
+    """
+    parsed = [(line, parse_signature_line(line.removesuffix("\n"))) for line in lines]
+    kept = [(line, signature) for line, signature in parsed
+            if (signature.name, signature.key_id) == (witness.name, witness.key_id)]  # fmt: skip
+    verify_cosignatures(Note(body, (), tuple(s for _, s in kept)), [witness], 1)
+    return [line.removesuffix("\n") + "\n" for line, _ in kept]

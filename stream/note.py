@@ -293,7 +293,11 @@ def sign_note(text: bytes, *signers: Signer) -> bytes:
     return text + b"\n" + "".join(lines).encode("utf-8")
 
 
-def _parse_signature_line(line: str) -> NoteSignature:
+def parse_signature_line(line: str) -> NoteSignature:
+    """Parse one signature line ``— <name> base64(key_id || signature)`` (no newline).
+
+    Verifies nothing. Raises :class:`CheckpointError` if the line is malformed.
+    """
     if not line.startswith(SIGNATURE_PREFIX):
         raise CheckpointError("malformed note: signature line does not start with '\u2014 '")
     name, space, payload_b64 = line[len(SIGNATURE_PREFIX) :].partition(" ")
@@ -343,7 +347,7 @@ def open_note(message: bytes, keyring: Keyring) -> Note:
     verified: dict[tuple[str, int], NoteSignature] = {}
     unverified: dict[NoteSignature, None] = {}  # ordered set: drop repeated lines
     for line in lines:
-        signature = _parse_signature_line(line)
+        signature = parse_signature_line(line)
         key = keyring.get((signature.name, signature.key_id))
         if key is None:
             unverified[signature] = None

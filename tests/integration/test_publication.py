@@ -48,6 +48,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 @pytest.fixture
 def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
+    return publication_settings(broker, tmp_path)
+
+
+def publication_settings(broker: LocalBroker, tmp_path: Path) -> Settings:
+    """Settings on fresh topics of ``broker``, a signing key and a publication in ``tmp_path``."""
     prefix = f"p{uuid.uuid4().hex[:8]}"
     settings = Settings(
         data_dir=tmp_path, bootstrap_servers=broker.bootstrap_servers, partitions=1,

@@ -18,6 +18,7 @@ from stream.cosignature import (
     MissingCosignaturesError,
     WitnessKey,
     append_cosignatures,
+    check_witness_reply,
     cosign,
     cosignature_key_id,
     cosigned_message,
@@ -344,3 +345,33 @@ def test_cosignature_modules_import_no_io_adapter() -> None:
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- a submitter's check of a witness's reply -------------------------------------------
+
+
+def test_a_witness_reply_keeps_exactly_that_witness_s_valid_lines() -> None:
+    other = cosign(BODY, OTHER_WITNESS, TIME)  # valid, but not the witness asked
+    for reply in ([EXPECTED_LINE], [other, EXPECTED_LINE], [EXPECTED_LINE.rstrip("\n")]):
+        assert check_witness_reply(BODY, reply, TRUSTED[0]) == [EXPECTED_LINE]
+
+
+def test_a_tampered_or_foreign_witness_reply_is_refused() -> None:
+    payload = _payload(EXPECTED_LINE)
+    flipped = bytearray(payload)
+    flipped[-1] ^= 0x01
+    forged = [
+        [_line("witness.example/w1", bytes(flipped))],  # a flipped signature bit
+        [cosign(BODY + b"x\n", WITNESS, TIME)],  # a cosignature of another body
+        [_line("witness.example/w1", payload[:4] + (TIME + 1).to_bytes(8, "big") + payload[12:])],
+        [EXPECTED_LINE, _line("witness.example/w1", bytes(flipped))],  # one good, one forged
+    ]
+    for reply in forged:
+        with pytest.raises(CosignatureError) as info:
+            check_witness_reply(BODY, reply, TRUSTED[0])
+        assert not isinstance(info.value, MissingCosignaturesError)
+    for reply in ([], [cosign(BODY, OTHER_WITNESS, TIME)]):  # nothing by this witness
+        with pytest.raises(MissingCosignaturesError):
+            check_witness_reply(BODY, reply, TRUSTED[0])
+    with pytest.raises(CheckpointError, match="malformed"):
+        check_witness_reply(BODY, ["not a signature line"], TRUSTED[0])

@@ -1,0 +1,118 @@
+"""Witness cosignatures for the checkpoints the sink publishes (docs/INTEGRITY.md §9).
+
+The publisher (sinks/publishing.py) hands each round of stored checkpoints to
+:meth:`CheckpointWitnessing.cosign_newest` before it publishes them for the first time,
+so a published note carries the cosignatures it got and stays write-once:
+
+* Per tenant only the newest checkpoint of the round is submitted. A witness needs no
+  checkpoint in between (the consistency proof spans them), and verifiers require
+  cosignatures of the newest published one; the older ones are published as stored.
+* The RFC 6962 consistency proof from the size each witness holds comes from the store:
+  the few perfect-subtree hashes it needs (:mod:`stream.tree_proofs`) hashed by
+  :class:`sinks.proofs.LevelsInSql`, O(size) inside ClickHouse per proof.
+* A witness that is down, refuses, or answers with anything but its own valid
+  cosignature costs that checkpoint its cosignature, never its publication: the failure
+  is logged (a refusal at ERROR: a witness saw another history, or the store was rolled
+  back) and counted, and the tenant's next checkpoint is submitted again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from authtrail.errors import AuthtrailError, CheckpointError
+from authtrail.witness_client import (
+    ProofSource,
+    WitnessRestingError,
+    WitnessSubmitter,
+    WitnessUnavailableError,
+)
+from sinks.proofs import TreeNodes
+from stream.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
+from stream.witness_state import SizeConflictError, WitnessRefusal
+
+_LOG = logging.getLogger(__name__)
+
+
+class WitnessCounters(Protocol):
+    """The sink's counters this module adds to (fields of ``SinkCounters``)."""
+
+    witness_cosignatures: int
+    witness_unreachable: int
+    witness_refusals: int
+    witness_errors: int
+
+
+class CheckpointWitnessing:
+    """Gets the cosignatures of ``submitter``'s witnesses on checkpoints about to be published."""
+
+    def __init__(
+        self, submitter: WitnessSubmitter, nodes: TreeNodes, counters: WitnessCounters
+    ) -> None:
+        self._submitter = submitter
+        self._nodes = nodes
+        self._counters = counters
+
+    def cosign_newest(
+        self, notes: Sequence[tuple[str, int, bytes]]
+    ) -> list[tuple[str, int, bytes]]:
+        """Return ``notes`` (``(tenant_id, size, note)``) with each tenant's largest
+        ``size`` replaced by its note plus the cosignatures obtained.
+
+        Requires every note to be the stored checkpoint of its tenant and size (the
+        publication's ``check_note``) and the tenant's records 1..size to be stored.
+        Never raises for a witness's or the proof's failure (module docstring).
+        """
+        newest: dict[str, int] = {}
+        for position, (tenant_id, size, _) in enumerate(notes):
+            if tenant_id not in newest or size >= notes[newest[tenant_id]][1]:
+                newest[tenant_id] = position
+        result = list(notes)
+        for tenant_id, position in newest.items():
+            _, size, note = notes[position]
+            result[position] = (tenant_id, size, self.cosign(tenant_id, size, note))
+        return result
+
+    def cosign(self, tenant_id: str, size: int, note: bytes) -> bytes:
+        """``note`` (the checkpoint of ``tenant_id`` at ``size``) with the cosignatures
+        every witness gave; failures logged and counted, never raised."""
+        cosigned, failures = self._submitter.cosign(note, size, self._proof_source(tenant_id, size))
+        self._counters.witness_cosignatures += len(self._submitter.witness_urls) - len(failures)
+        for url, failure in failures.items():
+            self._count(tenant_id, size, url, failure)
+        return cosigned
+
+    def _proof_source(self, tenant_id: str, size: int) -> ProofSource:
+        proofs: dict[int, list[bytes]] = {}  # witnesses mostly hold the same old size
+
+        def proof_for(old_size: int) -> list[bytes]:
+            # Raises InvalidArgumentError above size: the witness holds more than this
+            # store signed, which cosign_checkpoint turns into a size conflict.
+            if old_size not in proofs:
+                ranges = consistency_ranges(old_size, size)
+                nodes = self._nodes.nodes(tenant_id, size, nodes_of_ranges(ranges))
+                proofs[old_size] = proof_from_nodes(ranges, nodes)
+            return proofs[old_size]
+
+        return proof_for
+
+    def _count(self, tenant_id: str, size: int, url: str, failure: AuthtrailError) -> None:
+        where = f"tenant {tenant_id!r} size {size} is published without the cosignature of {url}"
+        if isinstance(failure, WitnessUnavailableError):
+            self._counters.witness_unreachable += 1
+            # Once per outage, not once per checkpoint while the witness rests.
+            level = logging.DEBUG if isinstance(failure, WitnessRestingError) else logging.WARNING
+            _LOG.log(level, "witness: %s: %s", where, failure.reason)
+        elif isinstance(failure, SizeConflictError) and failure.current_size > size:
+            self._counters.witness_refusals += 1
+            _LOG.error("witness: %s: the witness holds size %d, more than this checkpoint's %d: "
+                       "this store is behind what the witness saw (rolled back?)",
+                       where, failure.current_size, size)  # fmt: skip
+        elif isinstance(failure, WitnessRefusal | CheckpointError):  # or a bad cosignature
+            self._counters.witness_refusals += 1
+            _LOG.error("witness: %s: %s", where, failure)
+        else:  # the store could not give the proof (an outage, damaged records)
+            self._counters.witness_errors += 1
+            _LOG.error("witness: %s: %s", where, failure)
