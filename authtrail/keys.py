@@ -178,11 +178,12 @@ def describe_keys(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
 def load_keyring(sources: Iterable[str | os.PathLike[str]]) -> Keyring:
     """Build the keyring of trusted verifier keys from ``sources``.
 
-    Each source is a verifier key string (``<name>+<hex8>+<base64>``) or the path of a
-    file of them (a :class:`~pathlib.Path` is always a path; a ``str`` is a key string
-    when it parses as one). Raises :class:`ConfigurationError` for an unreadable or
-    malformed source, a signer key given where a verifier key goes, two different keys
-    under one ``(name, key_id)``, or no key at all.
+    Each source is a keyring line (``<name>+<hex8>+<base64>``, optionally ``retired
+    <time>``) or the path of a keyring or ``.pub`` file (a :class:`~pathlib.Path` is
+    always a path; a ``str`` is a key string when it parses as one). Raises
+    :class:`ConfigurationError` for an unreadable or malformed source, a signer key given
+    where a verifier key goes, two different keys under one ``(name, key_id)``, or no key
+    at all.
     """
     keys: list[VerifierKey] = []
     for source in sources:
@@ -191,7 +192,7 @@ def load_keyring(sources: Iterable[str | os.PathLike[str]]) -> Keyring:
                 "a signer (private) key was given as a trusted key; pass its .pub instead"
             )
         if isinstance(source, str) and source.count("+") >= 2 and not os.path.exists(source):
-            keys.append(VerifierKey.parse(source))
+            keys.append(parse_keyring_line(source))
         else:
             keys.extend(_verifier_keys_in_file(Path(source)))
     if not keys:
