@@ -254,6 +254,17 @@ class Sequencer:
         log.batch = CompactTree()
         return SignedCheckpoint(tenant_id, checkpoint, sign(checkpoint, *signers))
 
+    def check_signing_keys(self) -> None:
+        """Check that every restored tenant can be continued with this sequencer's keys.
+
+        Raises :class:`ConfigurationError` (as :meth:`close_batch` would) naming the
+        first tenant whose newest checkpoint neither the signing nor the hand-over key
+        signed. Call after recovery, before sequencing anything.
+        """
+        for log in self.tenants.values():
+            if log.last_checkpoint is not None:
+                self._signers_for(log)
+
     def _signers_for(self, log: TenantLog) -> tuple[Signer, ...]:
         """The keys that sign the tenant's next checkpoint (see the class docstring)."""
         current = self._signer.verifier_key().label
