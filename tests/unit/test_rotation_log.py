@@ -190,6 +190,23 @@ def _recover(sequencer: Sequencer, log: Log) -> None:
         previous = chained
 
 
+def test_a_snapshot_after_the_hand_over_keeps_the_new_key_alone() -> None:
+    """Restarted again (still with the hand-over key) from a snapshot taken after the
+    hand-over: the snapshot says who signed, so no second hand-over follows."""
+    clock, log = _Clock(), Log()
+    old = _sequencer(OLD, clock)
+    log.run(old, 8)
+    first = _sequencer(NEW, clock, handover=OLD)
+    restore_state(encode_state(old, None), first, None)
+    log.run(first, 4)  # the hand-over at 12
+    second = _sequencer(NEW, clock, handover=OLD)
+    restore_state(encode_state(first, None), second, None)
+    assert second.tenants["acme"].last_signers == (B, A)
+    log.run(second, 8)
+    assert [_signers(note) for note in log.notes] == [[A], [A], [B, A], [B], [B]]
+    assert log.verify().signed_size == 20
+
+
 def test_recovery_from_notes_gives_the_signers_to_the_sequencer() -> None:
     log = _rotated(before=8, after=4)  # newest: the hand-over at 12
     replayed = _sequencer(NEW, _Clock(), handover=OLD)
