@@ -23,16 +23,10 @@ from stream.checkpoint import (
     verify_successor,
 )
 from stream.merkle import EMPTY_ROOT, HASH_SIZE
-from stream.note import Keyring, key_label
-from stream.rotation import (
-    RETIRED_KEY,
-    KeySuccession,
-    KeySuccessionError,
-    RetiredKeyError,
-    SignedRange,
-)
-
-__all__ = ["RETIRED_KEY", "key_label"]  # re-exported: reports and callers name them here
+from stream.note import Keyring
+from stream.note import key_label as key_label  # re-exported: callers name keys from here
+from stream.rotation import RETIRED_KEY as RETIRED_KEY  # a damage kind, like those below
+from stream.rotation import KeySuccession, KeySuccessionError, RetiredKeyError, SignedRange
 
 # Damage kinds of checkpoints (record damage kinds live in stream.chain).
 FORGED_CHECKPOINT = "forged checkpoint"
