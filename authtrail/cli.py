@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--tenant", help="verify only this tenant")
     verify.add_argument(
         "--key", dest="verifier_keys", action="append", type=Path, metavar="FILE",
-        help="trusted verifier key file (repeatable: old and new keys after a rotation; "
-        "AUTHTRAIL_VERIFIER_KEYS). Without it the data dir's own .pub is used, with a warning",
+        help="trusted verifier key or keyring file (repeatable; after a rotation the keyring "
+        "with old and new keys; AUTHTRAIL_VERIFIER_KEYS). Without it the data dir's own "
+        "keyring or .pub is used, with a warning",
     )  # fmt: skip
     verify.add_argument(
         "--state", type=Path, metavar="FILE",
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     from authtrail.tiles_cli import add_tiles_parser  # export-tiles
 
     add_tiles_parser(commands)
+    from authtrail.keys_cli import add_keys_parsers  # keys rotate, keys retire
+
+    add_keys_parsers(commands)
     return parser
 
 

@@ -28,7 +28,7 @@ def keygen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
-    from authtrail.keys import load_signer
+    from authtrail.keys import load_keyring, load_signer
     from authtrail.policy_file import load_policy_file
     from authtrail.topics import check_reachable, ensure_topics
     from stream.app import run_worker, topic_specs
@@ -36,12 +36,19 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.bootstrap_servers:
         raise ConfigurationError("worker needs --bootstrap-servers (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     signer = load_signer(settings.signing_key_path)
+    handover = load_signer(settings.handover_key) if settings.handover_key else None
+    # Recovery re-opens checkpoints every earlier key signed: the keyring names them.
+    keyring = settings.keyring_path
+    trusted = list(load_keyring([keyring]).values()) if keyring.exists() else []
     policies = (
         load_policy_file(settings.lockout_policy_file) if settings.lockout_policy_file else None
     )
     check_reachable(settings.bootstrap_servers)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
-    run_worker(settings, signer, short_timeouts=args.short_timeouts, policies=policies)
+    run_worker(
+        settings, signer, short_timeouts=args.short_timeouts, policies=policies,
+        handover=handover, trusted=trusted,
+    )  # fmt: skip
     return EXIT_OK
 
 

@@ -6,9 +6,12 @@ A key pair named ``<name>`` lives in two files (``/`` in the name becomes ``_``)
   byte on; :func:`load_signer` refuses it once group or others get any access.
 * ``<name>.pub``: the verifier key string, mode 0644, to hand to anyone who verifies.
 
-A keyring file may list several verifier keys, one per line (blank lines and ``#``
-comments ignored), so checkpoints signed before a key rotation keep verifying. A witness
-key file lists C2SP witness vkeys (type ``0x04``) the same way (:func:`load_witness_keys`).
+A keyring file (``authtrail.keyring``) lists several verifier keys, one per line (blank
+lines and ``#`` comments ignored), each optionally marked ``retired <time>``
+(stream/rotation.py), so checkpoints signed before a key rotation keep verifying; a
+``.pub`` file is a keyring of one key. :func:`rotate_signing_key` and :func:`retire_key`
+carry out the rotation procedure of docs/INTEGRITY.md. A witness key file lists C2SP
+witness vkeys (type ``0x04``) the same way (:func:`load_witness_keys`).
 
 Secrets are never logged and never put into an exception message. Every failure raises
 :class:`ConfigurationError` naming the file and what to do.
@@ -19,14 +22,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
+from authtrail.atomic_file import replace_file
 from authtrail.errors import AuthtrailError, ConfigurationError
 from stream.cosignature import WitnessKey
 from stream.note import Keyring, Signer, VerifierKey, generate_key_strings, make_keyring
+from stream.rotation import format_time, keyring_line, parse_keyring_line
 
 SIGNER_SUFFIX = ".key"
 VERIFIER_SUFFIX = ".pub"
+KEYRING_HEADER = (
+    "# authtrail keyring: every key that signed this log's checkpoints, one a line;\n"
+    "# 'retired <time>': that key may not sign a checkpoint alone from <time> on.\n"
+)
 _MAX_KEY_FILE_BYTES = 64 * 1024  # a key line is ~100 bytes; refuse to slurp anything big
 
 
@@ -133,29 +143,47 @@ def load_signer(path: str | os.PathLike[str]) -> Signer:
         raise ConfigurationError(f"signer key file {key_path}: {exc}") from None
 
 
-def _verifier_keys_in_file(path: Path) -> list[VerifierKey]:
-    keys = []
+def _keyring_lines(path: Path) -> list[tuple[str, VerifierKey | None]]:
+    """Every line of keyring file ``path`` with the key it holds (None: blank, comment)."""
+    lines: list[tuple[str, VerifierKey | None]] = []
     for line_number, line in enumerate(_read_key_file(path, secret=False).splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            lines.append((line, None))
             continue
         try:
-            keys.append(VerifierKey.parse(line))
+            lines.append((line, parse_keyring_line(text)))
         except ConfigurationError as exc:
             raise ConfigurationError(f"{path} line {line_number}: {exc}") from None
+    return lines
+
+
+def _verifier_keys_in_file(path: Path) -> list[VerifierKey]:
+    keys = [key for _, key in _keyring_lines(path) if key is not None]
     if not keys:
         raise ConfigurationError(f"verifier key file {path} holds no key")
     return keys
 
 
+def describe_keys(paths: Iterable[str | os.PathLike[str]]) -> dict[str, str]:
+    """key label -> where it came from (and its retirement), for reports."""
+    described: dict[str, str] = {}
+    for path in paths:
+        for key in load_keyring([path]).values():
+            retired = f" (retired {format_time(key.retired_micros)})" if key.retired_micros else ""
+            described[key.label] = f"{path}{retired}"
+    return described
+
+
 def load_keyring(sources: Iterable[str | os.PathLike[str]]) -> Keyring:
     """Build the keyring of trusted verifier keys from ``sources``.
 
-    Each source is a verifier key string (``<name>+<hex8>+<base64>``) or the path of a
-    file of them (a :class:`~pathlib.Path` is always a path; a ``str`` is a key string
-    when it parses as one). Raises :class:`ConfigurationError` for an unreadable or
-    malformed source, a signer key given where a verifier key goes, two different keys
-    under one ``(name, key_id)``, or no key at all.
+    Each source is a keyring line (``<name>+<hex8>+<base64>``, optionally ``retired
+    <time>``) or the path of a keyring or ``.pub`` file (a :class:`~pathlib.Path` is
+    always a path; a ``str`` is a key string when it parses as one). Raises
+    :class:`ConfigurationError` for an unreadable or malformed source, a signer key given
+    where a verifier key goes, two different keys under one ``(name, key_id)``, or no key
+    at all.
     """
     keys: list[VerifierKey] = []
     for source in sources:
@@ -164,7 +192,7 @@ def load_keyring(sources: Iterable[str | os.PathLike[str]]) -> Keyring:
                 "a signer (private) key was given as a trusted key; pass its .pub instead"
             )
         if isinstance(source, str) and source.count("+") >= 2 and not os.path.exists(source):
-            keys.append(VerifierKey.parse(source))
+            keys.append(parse_keyring_line(source))
         else:
             keys.extend(_verifier_keys_in_file(Path(source)))
     if not keys:
@@ -197,3 +225,75 @@ def load_witness_keys(paths: Iterable[str | os.PathLike[str]]) -> tuple[WitnessK
         if not found:
             raise ConfigurationError(f"witness key file {path} holds no key")
     return tuple(keys)
+
+
+def next_key_name(name: str) -> str:
+    """The default name of the key after ``name``: ``authtrail`` -> ``authtrail-2`` ->
+    ``authtrail-3``."""
+    stem, dash, number = name.rpartition("-")
+    if dash and number.isdigit() and not number.startswith("0"):
+        return f"{stem}-{int(number) + 1}"
+    return f"{name}-2"
+
+
+def _write_keyring(path: Path, lines: list[str]) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        replace_file(path, "".join(line + "\n" for line in lines), 0o644)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write keyring {path}: {exc.strerror}") from None
+
+
+def rotate_signing_key(
+    current_key: Path, keyring: Path, new_name: str | None = None
+) -> tuple[Signer, Signer, Path, Path]:
+    """Make the key that takes over from the signer key in ``current_key``.
+
+    Writes ``<new_name>.key`` and ``.pub`` beside ``current_key`` (never overwriting)
+    and adds both keys' verifier keys to ``keyring`` (created if missing; lines already
+    there are kept, comments too). Returns ``(old_signer, new_signer, new_key_path,
+    keyring)``. Raises :class:`ConfigurationError` for an unreadable current key, an
+    existing new key file, a keyring that marks the current key retired, or a new name
+    equal to the old one.
+    """
+    old = load_signer(current_key)
+    name = new_name or next_key_name(old.name)
+    if name == old.name:
+        raise ConfigurationError(f"the new key needs another name than {old.name!r}")
+    lines = _keyring_lines(keyring) if keyring.exists() else [(KEYRING_HEADER.rstrip(), None)]
+    known = {key.label: key for _, key in lines if key is not None}
+    old_key = known.get(old.verifier_key().label)
+    if old_key is not None and old_key.retired_micros is not None:
+        raise ConfigurationError(f"{keyring} marks the current key {old_key.label} retired")
+    new_key_path, _ = write_key_pair(current_key.parent, name)
+    new = load_signer(new_key_path)
+    text = [line for line, _ in lines]
+    text += [keyring_line(key.verifier_key()) for key in (old, new) if key.verifier_key().label
+             not in known]  # fmt: skip
+    _write_keyring(keyring, text)
+    return old, new, new_key_path, keyring
+
+
+def retire_key(keyring: Path, label: str, at_micros: int) -> VerifierKey:
+    """Mark the key ``label`` (``<name>+<hex8 key id>``) in ``keyring`` retired from
+    ``at_micros`` on; an earlier mark already there is kept. Returns the marked key.
+
+    Raises :class:`ConfigurationError` if the keyring is unreadable, does not hold the key,
+    or would be left without a key that is not retired.
+    """
+    lines = _keyring_lines(keyring)
+    keys = [key for _, key in lines if key is not None]
+    found = [key for key in keys if key.label == label]
+    if not found:
+        listed = ", ".join(key.label for key in keys) or "none"
+        raise ConfigurationError(f"{keyring} holds no key {label} (it holds: {listed})")
+    if not any(key.label != label and key.retired_micros is None for key in keys):
+        raise ConfigurationError(
+            f"retiring {label} would leave {keyring} without a key that may sign: rotate first"
+        )
+    current = found[0].retired_micros
+    marked = replace(found[0], retired_micros=min(at_micros, current or at_micros))
+    text = [keyring_line(marked) if key is not None and key.label == label else line
+            for line, key in lines]  # fmt: skip
+    _write_keyring(keyring, text)
+    return marked

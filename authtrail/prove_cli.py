@@ -146,8 +146,7 @@ def _size(text: str) -> int:
 
 
 def run_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
-    from authtrail.keys import load_keyring
-    from stream.audit import key_label
+    from authtrail.keys import describe_keys, load_keyring
     from stream.bundle import InclusionVerdict, load_bundle, verify_bundle
 
     paths = list(settings.verifier_keys)
@@ -157,11 +156,7 @@ def run_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
             "(or AUTHTRAIL_VERIFIER_KEYS)"
         )
     keyring = load_keyring(paths)
-    sources = {
-        key_label(name, key_id): str(path)
-        for path in paths
-        for name, key_id in load_keyring([path])
-    }
+    sources = describe_keys(paths)
     log_origin = args.log_origin or os.environ.get(f"{ENV_PREFIX}LOG_ORIGIN") or None
     witnesses = witness_policy(args)
     try:

@@ -79,6 +79,14 @@ class Settings:
     sink_metrics_port: int = 0
     log_origin: str = "authtrail.local"
     signing_key: Path | None = None
+    # During a key rotation: the signer key being replaced. It co-signs each tenant's
+    # first checkpoint after the switch (the hand-over); drop it once every tenant has
+    # one (docs/INTEGRITY.md, key rotation).
+    handover_key: Path | None = None
+    # The keyring of every key that signed this log (one verifier key a line, retired
+    # ones marked): the worker trusts it to re-read checkpoints old keys signed; `verify`
+    # uses it when no --key is given. None: <data_dir>/keys/authtrail.keyring.
+    keyring: Path | None = None
     verifier_keys: tuple[Path, ...] = ()
     # The sink also publishes every stored checkpoint, and signed tenant directories, into
     # this folder: a mount of write-once storage (docs/DEPLOYMENT.md). None: it does not
@@ -133,8 +141,19 @@ class Settings:
         return self.snapshots_topic or f"{self.chained_topic}.snapshots"
 
     @property
+    def keyring_path(self) -> Path:
+        """The keyring file: ``keyring``, else ``<data_dir>/keys/authtrail.keyring``."""
+        return self.keyring or self.keys_dir / "authtrail.keyring"
+
+    @property
     def verifier_key_paths(self) -> tuple[Path, ...]:
-        return self.verifier_keys or (self.keys_dir / "authtrail.pub",)
+        """``verifier_keys``, else the keyring file when it exists, else the data dir's
+        ``authtrail.pub``."""
+        if self.verifier_keys:
+            return self.verifier_keys
+        if self.keyring_path.exists():
+            return (self.keyring_path,)
+        return (self.keys_dir / "authtrail.pub",)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with the non-None ``overrides`` applied (CLI flags)."""

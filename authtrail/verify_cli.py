@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings, redact_url
 from authtrail.witness_flags import witness_policy
-from stream.audit import key_label
 from stream.auditor_state import (
     AuditorState,
     RememberedCheckpoint,
@@ -51,7 +50,7 @@ def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
     Without pinned keys the data dir's own ``.pub`` is used, with a warning, once it
     loaded (a missing one is one error line saying to pass ``--key``).
     """
-    from authtrail.keys import load_keyring
+    from authtrail.keys import describe_keys, load_keyring
 
     paths = list(settings.verifier_keys)
     pinned = bool(paths)
@@ -70,11 +69,7 @@ def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
             "given with --key FILE.",
             file=sys.stderr,
         )
-    lines = [
-        f"{key_label(name, key_id)} from {path}"
-        for path in paths
-        for name, key_id in load_keyring([path])
-    ]
+    lines = [f"{label} from {source}" for label, source in describe_keys(paths).items()]
     return keyring, lines
 
 
@@ -246,12 +241,12 @@ def _report(
     for damage in store_damage:
         print(f"{damage['name']}: DAMAGED: {damage['damage']}: {damage['detail']}")
     for result in results:
+        ranges = ", ".join(signed.describe() for signed in result.signed_ranges)
         verdict = (
             f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
             if result.damage
             else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
-            f"signed up to seq {result.signed_size}"
-            + (f" by {', '.join(result.signed_by)}" if result.signed_by else "")
+            f"signed up to seq {result.signed_size}" + (f" by {ranges}" if ranges else "")
         )
         print(f"{result.tenant_id}: {verdict}")
     damaged = sum(1 for result in results if result.damage)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from authtrail.atomic_file import replace_file
 from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, load_witness_keys
 from authtrail.settings import Settings
@@ -52,28 +52,9 @@ def announce_endpoint(settings: Settings, url: str) -> Path:
 def write_private_file(path: Path, text: str) -> None:
     """Replace ``path`` by a file holding ``text``, mode 0600 (a secret may be in it).
 
-    The text goes to a new name beside ``path`` (``O_CREAT | O_EXCL | O_NOFOLLOW``: never
-    into a file or symlink someone planted there), is fsynced and renamed over ``path``, and
-    the folder fsynced, so a reader — or a restart after a crash — sees the old or the new
-    file whole, and never a world-readable one. Raises OSError.
+    See :func:`replace_file`. Raises OSError.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    descriptor = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    replace_file(path, text, 0o600)
 
 
 def _announced(settings: Settings) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ from stream.merkle import HASH_SIZE
 from stream.monitor import Anchor, check_anchor, missing_tenant
 from stream.note import Keyring
 from stream.rejection import is_rejection_tenant
+from stream.rotation import SignedRange
 from stream.tiles import TILE_HEIGHT, first_entry_mismatch
 
 #: Records after the newest checkpoint that nobody signed within the grace period.
@@ -93,12 +94,16 @@ class TenantResult:
     detail: str | None = None
     signed_by: tuple[str, ...] = ()  # the keys whose signatures verified its checkpoints
     newest_note: bytes | None = None  # the newest verified checkpoint's note (intact only)
+    signed_ranges: tuple[SignedRange, ...] = ()  # which keys signed which seqs (intact only)
 
     def report(self) -> dict[str, Any]:
         """The result as JSON-ready values (the note is left out)."""
         fields = ("tenant_id", "records", "checkpoints", "signed_size", "signed_by",
                   "damage", "seq", "detail")  # fmt: skip
-        return {name: getattr(self, name) for name in fields} | {"signed_by": list(self.signed_by)}
+        return {name: getattr(self, name) for name in fields} | {
+            "signed_by": list(self.signed_by),
+            "signed_ranges": [signed.report() for signed in self.signed_ranges],
+        }
 
 
 @dataclass(frozen=True)
@@ -483,6 +488,7 @@ class _Verdict:
         return TenantResult(
             self.tenant_id, summary.records, summary.checkpoints, summary.signed_size,
             signed_by=summary.signed_by, newest_note=summary.newest_note,
+            signed_ranges=summary.signed_ranges,
         )  # fmt: skip
 
     def _check_tail(

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -38,7 +39,7 @@ from stream import recovery
 from stream.decisions import DECISION_ID_PREFIX
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
-from stream.note import Signer, make_keyring
+from stream.note import Signer, VerifierKey, make_keyring
 from stream.publisher import KafkaPublisher
 from stream.sequencer import Sequencer
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
@@ -103,10 +104,15 @@ def create_app(
     *,
     short_timeouts: bool = False,
     policies: PolicySet | None = None,
+    handover: Signer | None = None,
+    trusted: Sequence[VerifierKey] = (),
 ) -> faust.App:
     """Build the sequencer app. Requires ``settings.bootstrap_servers``.
 
     ``policies``: brute-force detection policies (None: Keycloak's defaults).
+    ``handover``: the key being rotated out, co-signing each tenant's hand-over
+    checkpoint (:class:`~stream.sequencer.Sequencer`). Recovery trusts both keys and
+    ``trusted`` (the keyring of keys that signed before).
     """
     if not settings.bootstrap_servers:
         raise ValueError("the sequencer needs bootstrap servers")
@@ -146,7 +152,8 @@ def create_app(
         tracked=(CHAINED, CHECKPOINTS),  # where snapshots stand
     )
 
-    keyring = make_keyring([signer.verifier_key()])
+    own = [signer] + ([handover] if handover is not None else [])
+    keyring = make_keyring([*trusted, *(key.verifier_key() for key in own)])
     chained_codec, checkpoint_codec = codec(CHAINED_RECORD), codec(CHECKPOINT)
 
     writer = f"{socket.gethostname()}:{os.getpid()}"
@@ -194,6 +201,7 @@ def create_app(
             batch_size=settings.batch_size,
             batch_interval=settings.batch_interval_ms / 1000,
             remember_forever=DECISION_ID_PREFIX,
+            handover=handover,
         ),
         recover=recover,
         fetch=fetch,
@@ -297,10 +305,15 @@ def run_worker(
     *,
     short_timeouts: bool = False,
     policies: PolicySet | None = None,
+    handover: Signer | None = None,
+    trusted: Sequence[VerifierKey] = (),
 ) -> None:
     """Run the sequencer in this process until signalled (SIGTERM/SIGINT stop it)."""
     _use_uvloop()
-    app = create_app(settings, signer, short_timeouts=short_timeouts, policies=policies)
+    app = create_app(
+        settings, signer, short_timeouts=short_timeouts, policies=policies,
+        handover=handover, trusted=trusted,
+    )  # fmt: skip
     metrics = None
     if settings.worker_metrics_port:
         worker = app.authtrail_worker  # type: ignore[attr-defined]

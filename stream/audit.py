@@ -15,9 +15,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from authtrail.errors import CheckpointError, InvalidArgumentError, RootMismatchError
-from stream.checkpoint import Checkpoint, checkpoint_origin, open_checkpoint, verify_successor
+from stream.checkpoint import (
+    Checkpoint,
+    checkpoint_origin,
+    open_checkpoint,
+    open_signed_checkpoint,
+    verify_successor,
+)
 from stream.merkle import EMPTY_ROOT, HASH_SIZE
-from stream.note import Keyring, open_note
+from stream.note import Keyring
+from stream.note import key_label as key_label  # re-exported: callers name keys from here
+from stream.rotation import RETIRED_KEY as RETIRED_KEY  # a damage kind, like those below
+from stream.rotation import KeySuccession, KeySuccessionError, RetiredKeyError, SignedRange
 
 # Damage kinds of checkpoints (record damage kinds live in stream.chain).
 FORGED_CHECKPOINT = "forged checkpoint"
@@ -52,6 +61,7 @@ class TenantSummary:
     newest: Checkpoint | None = None  # the newest verified checkpoint
     newest_note: bytes | None = None  # and its signed note, verbatim
     signed_by: tuple[str, ...] = ()  # labels (key_label) of the keys whose signatures verified
+    signed_ranges: tuple[SignedRange, ...] = ()  # which keys signed which seq range
 
 
 class MerkleLevels:
@@ -245,6 +255,7 @@ def verify_checkpoint_levels(
     previous: Checkpoint | None = None
     previous_note: bytes | None = None
     signed_by: dict[str, None] = {}
+    succession = KeySuccession()
     for entry in stored:
         checkpoint, keys = _open(tenant_id, entry.note, keyring, origin, previous)
         signed_by.update(dict.fromkeys(keys))
@@ -257,6 +268,10 @@ def verify_checkpoint_levels(
                 + ("" if same else " that differ: the signer signed two histories"),
             )  # fmt: skip
         _check_succession(tenant_id, previous, checkpoint)
+        try:
+            succession.add(checkpoint.batch_first_seq, checkpoint.size, keys)
+        except KeySuccessionError as exc:
+            raise CheckpointDamage(tenant_id, checkpoint.size, exc.damage, exc.detail) from exc
         if checkpoint.size > levels.size:
             raise CheckpointDamage(
                 tenant_id, levels.size + 1, MISMATCHED_CHECKPOINT,
@@ -273,6 +288,7 @@ def verify_checkpoint_levels(
     return TenantSummary(
         tenant_id, levels.size, len(stored), previous.size if previous else 0,
         newest=previous, newest_note=previous_note, signed_by=tuple(signed_by),
+        signed_ranges=succession.ranges(),
     )  # fmt: skip
 
 
@@ -294,11 +310,6 @@ def signed_size(
     return max(sizes)
 
 
-def key_label(name: str, key_id: int) -> str:
-    """How reports name a verifier key: ``<name>+<hex8 key id>``, as in its key string."""
-    return f"{name}+{key_id:08x}"
-
-
 def _as_stored(checkpoint: StoredCheckpoint | bytes) -> StoredCheckpoint:
     return checkpoint if isinstance(checkpoint, StoredCheckpoint) else StoredCheckpoint(checkpoint)
 
@@ -312,14 +323,23 @@ def _in_stated_order(stored: list[StoredCheckpoint]) -> list[StoredCheckpoint]:
     """
     keys: list[int] = []
     for entry in stored:
-        body, separator, _ = entry.note.rpartition(b"\n\n")
-        try:
-            keys.append(Checkpoint.parse(body + b"\n").size if separator else -1)
-        except CheckpointError:
-            column = (entry.columns or {}).get("size")
-            keys.append(column if isinstance(column, int) else keys[-1] if keys else 0)
+        column = (entry.columns or {}).get("size")
+        fallback = column if isinstance(column, int) else keys[-1] if keys else 0
+        keys.append(_stated_size(entry.note, fallback))
     order = sorted(range(len(stored)), key=keys.__getitem__)
     return [stored[index] for index in order]
+
+
+def _stated_size(note: bytes, default: int) -> int:
+    """The size ``note``'s body states (signatures unchecked); -1 without a signature
+    block, ``default`` when the body does not parse."""
+    body, separator, _ = note.rpartition(b"\n\n")
+    if not separator:
+        return -1
+    try:
+        return Checkpoint.parse(body + b"\n").size
+    except CheckpointError:
+        return default
 
 
 def _open(
@@ -327,14 +347,13 @@ def _open(
 ) -> tuple[Checkpoint, list[str]]:
     size = previous.size + 1 if previous else 1
     try:
-        opened = open_note(note, keyring)
-        checkpoint = Checkpoint.parse(opened.text)
+        opened = open_signed_checkpoint(note, keyring, origin)
+    except RetiredKeyError as exc:
+        # The note is genuine but too new for its keys: named at the size it states.
+        raise CheckpointDamage(tenant_id, _stated_size(note, size), RETIRED_KEY, str(exc)) from exc
     except CheckpointError as exc:
         raise CheckpointDamage(tenant_id, size, FORGED_CHECKPOINT, str(exc)) from exc
-    if checkpoint.origin != origin:
-        detail = f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}"
-        raise CheckpointDamage(tenant_id, size, FORGED_CHECKPOINT, detail)
-    return checkpoint, [key_label(s.name, s.key_id) for s in opened.signatures]
+    return opened.checkpoint, list(opened.signed_by)
 
 
 def _compare_columns(

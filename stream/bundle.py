@@ -44,10 +44,10 @@ from stream.bundle_format import (
 )
 from stream.canonical import FieldValue, canonical_leaf
 from stream.chain import GENESIS_HASH, chain_hash
-from stream.checkpoint import Checkpoint, checkpoint_origin
+from stream.checkpoint import Checkpoint, checkpoint_origin, open_signed_checkpoint
 from stream.cosignature import CosignatureError, WitnessPolicy
 from stream.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion_leaf_hash
-from stream.note import Keyring, Note, open_note
+from stream.note import Keyring, Note
 
 __all__ = [
     "CONSISTENCY_FORMAT",
@@ -411,14 +411,14 @@ def _open(
 ) -> tuple[Checkpoint, tuple[str, ...], Note]:
     expected = checkpoint_origin(log_origin, at.tenant_id)  # valid: parsing checked both
     try:
-        opened = open_note(note.encode("utf-8"), keyring)
-        checkpoint = Checkpoint.parse(opened.text)
-    except CheckpointError as exc:  # SignatureError included
+        opened = open_signed_checkpoint(note, keyring)
+    except CheckpointError as exc:  # SignatureError and RetiredKeyError included
         raise at(BundleCheckpointError, what, str(exc)) from exc
+    checkpoint = opened.checkpoint
     if checkpoint.origin != expected:
         raise at(BundleCheckpointError, what, f"origin expected {expected!r}, the signed note "
                  f"is of {checkpoint.origin!r}")  # fmt: skip
-    return checkpoint, tuple(key_label(s.name, s.key_id) for s in opened.signatures), opened
+    return checkpoint, opened.signed_by, opened.note
 
 
 def _cosigners(

@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass
 
 from authtrail.errors import CheckpointError, InvalidArgumentError
-from stream.note import Keyring, Signer, open_note, sign_note
+from stream.note import Keyring, Note, Signer, VerifierKey, open_note, sign_note
+from stream.rotation import check_retirement
 
 GENESIS_PREV_DIGEST = bytes(32)
 HASH_SIZE = 32
@@ -212,20 +213,49 @@ def sign(checkpoint: Checkpoint, *signers: Signer) -> bytes:
     return sign_note(checkpoint.body(), *signers)
 
 
-def open_checkpoint(note_text: bytes | str, keyring: Keyring, expected_origin: str) -> Checkpoint:
-    """Verify a signed checkpoint note against ``keyring`` and return the checkpoint.
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint whose note verified: the note and the trusted keys that signed it."""
+
+    checkpoint: Checkpoint
+    note: Note
+    signers: tuple[VerifierKey, ...]
+
+    @property
+    def signed_by(self) -> tuple[str, ...]:
+        """Labels (``<name>+<hex8 key id>``) of the keys whose signatures verified."""
+        return tuple(key.label for key in self.signers)
+
+
+def open_signed_checkpoint(
+    note_text: bytes | str, keyring: Keyring, expected_origin: str | None = None
+) -> OpenedCheckpoint:
+    """Verify a signed checkpoint note against ``keyring``; parse its body.
 
     Raises :class:`SignatureError` if no trusted key signed it or a trusted key's
-    signature fails; :class:`CheckpointError` if the note or body is malformed or the
-    origin is not ``expected_origin`` (a checkpoint of another log or tenant).
+    signature fails, its subclass :class:`~stream.rotation.RetiredKeyError` if every
+    trusted signer was retired at the checkpoint's time stamp, and
+    :class:`CheckpointError` if the note or body is malformed or the origin is not
+    ``expected_origin`` (when given: a checkpoint of another log or tenant).
     """
     message = note_text.encode("utf-8") if isinstance(note_text, str) else note_text
-    checkpoint = Checkpoint.parse(open_note(message, keyring).text)
-    if checkpoint.origin != expected_origin:
+    note = open_note(message, keyring)
+    checkpoint = Checkpoint.parse(note.text)
+    signers = tuple(keyring[signature.name, signature.key_id] for signature in note.signatures)
+    check_retirement(checkpoint.time_micros, signers)
+    if expected_origin is not None and checkpoint.origin != expected_origin:
         raise CheckpointError(
             f"checkpoint origin {checkpoint.origin!r} is not the expected {expected_origin!r}"
         )
-    return checkpoint
+    return OpenedCheckpoint(checkpoint, note, signers)
+
+
+def open_checkpoint(note_text: bytes | str, keyring: Keyring, expected_origin: str) -> Checkpoint:
+    """Verify a signed checkpoint note against ``keyring`` and return the checkpoint.
+
+    Raises as :func:`open_signed_checkpoint` does.
+    """
+    return open_signed_checkpoint(note_text, keyring, expected_origin).checkpoint
 
 
 def verify_successor(prev: Checkpoint | None, next: Checkpoint) -> None:

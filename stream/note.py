@@ -28,7 +28,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -70,6 +70,11 @@ def is_valid_key_name(name: str) -> bool:
         and "+" not in name
         and not any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in name)
     )
+
+
+def key_label(name: str, key_id: int) -> str:
+    """How reports name a verifier key: ``<name>+<hex8 key id>``, as in its key string."""
+    return f"{name}+{key_id:08x}"
 
 
 def key_id(name: str, public_key: bytes) -> int:
@@ -122,6 +127,9 @@ class VerifierKey:
 
     name: str
     public_key: bytes
+    # Unix microseconds from which this key may no longer sign a checkpoint on its own
+    # (a keyring's ``retired`` mark, stream/rotation.py); None: not retired.
+    retired_micros: int | None = None
     key_id: int = field(init=False)
     _public: Ed25519PublicKey = field(init=False, repr=False, compare=False)
 
@@ -154,8 +162,13 @@ class VerifierKey:
             )
         return verifier
 
+    @property
+    def label(self) -> str:
+        """How reports name this key: ``<name>+<hex8 key id>`` (:func:`key_label`)."""
+        return key_label(self.name, self.key_id)
+
     def key_string(self) -> str:
-        """Return the verifier key string (inverse of :meth:`parse`)."""
+        """Return the verifier key string (inverse of :meth:`parse`; no retirement mark)."""
         key_b64 = base64.b64encode(bytes([ED25519_ALGORITHM]) + self.public_key).decode("ascii")
         return f"{self.name}+{self.key_id:08x}+{key_b64}"
 
@@ -236,14 +249,19 @@ def generate_key_strings(name: str) -> tuple[str, str]:
 def make_keyring(keys: Iterable[VerifierKey]) -> Keyring:
     """Index trusted ``keys`` by ``(name, key_id)``; repeated identical keys collapse.
 
-    Two different public keys under the same ``(name, key_id)`` make every signature by
-    either ambiguous, so that raises :class:`ConfigurationError`.
+    A key given twice with different retirement marks keeps the earliest (a key retired
+    in any source is retired). Two different public keys under the same
+    ``(name, key_id)`` make every signature by either ambiguous, so that raises
+    :class:`ConfigurationError`.
     """
     keyring: dict[tuple[str, int], VerifierKey] = {}
     for key in keys:
         known = keyring.setdefault((key.name, key.key_id), key)
         if known.public_key != key.public_key:
             raise ConfigurationError(f"ambiguous key {key.name}+{key.key_id:08x} in keyring")
+        marks = [m for m in (known.retired_micros, key.retired_micros) if m is not None]
+        if marks and min(marks) != known.retired_micros:
+            keyring[key.name, key.key_id] = replace(known, retired_micros=min(marks))
     return keyring
 
 

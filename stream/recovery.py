@@ -27,7 +27,7 @@ from authtrail.errors import ConfigurationError, FormatError
 from schemas.codec import Codec
 from stream import snapshot
 from stream.chain import ChainLink
-from stream.checkpoint import open_checkpoint
+from stream.checkpoint import open_signed_checkpoint
 from stream.fencing import Fence
 from stream.guard import Guard
 from stream.note import Keyring
@@ -329,8 +329,8 @@ class _Replay:
                 continue
             tenant_id = record["tenant_id"]
             origin = f"{self.log_origin}/{tenant_id}"
-            checkpoint = open_checkpoint(record["note"], self.keyring, origin)
-            self.sequencer.restore_checkpoint(tenant_id, checkpoint)
+            opened = open_signed_checkpoint(record["note"], self.keyring, origin)
+            self.sequencer.restore_checkpoint(tenant_id, opened.checkpoint, opened.signed_by)
         self._first_pass_done.add(_CHECKPOINTS)
         return end
 

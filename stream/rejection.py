@@ -4,7 +4,7 @@ A dead letter is evidence too: that a forged lockout decision was refused, that 
 sent garbage. So each rejection joins the hash chain of a reserved tenant, one per input
 partition (``authtrail-rejected-<partition>``), is batched, signed and published like any
 tenant's events, and ``verify`` finds a rejected row deleted, edited or truncated away
-(docs/INTEGRITY.md §11). Input events may not use these tenant ids
+(docs/INTEGRITY.md §12). Input events may not use these tenant ids
 (:mod:`stream.admission`).
 
 Canonical leaf of a rejection (same framing as an event's, docs/INTEGRITY.md §2, with one

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from authtrail.errors import ChainError, CheckpointError, InvalidArgumentError
+from authtrail.errors import ChainError, CheckpointError, ConfigurationError, InvalidArgumentError
 from stream.chain import GENESIS_HASH, ChainHead, ChainLink, chain_hash
 from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
 from stream.compact import CompactTree
@@ -59,6 +59,9 @@ class TenantLog:
     batch_opened_at: float = 0.0
     last_checkpoint: Checkpoint | None = None
     kept_ids: dict[str, bytes] = field(default_factory=dict)  # never forgotten (rare ids)
+    # Labels of the keys that signed last_checkpoint; None: unknown (a snapshot written
+    # before key rotation existed, when one key signed everything).
+    last_signers: tuple[str, ...] | None = None
 
     @property
     def batch_first_seq(self) -> int:
@@ -76,7 +79,12 @@ class Offer:
 class Sequencer:
     """Sequences the tenants of one input partition.
 
-    ``batch_size`` events or ``batch_interval`` seconds (monotonic clock) close a batch.
+    ``signer`` signs every checkpoint. During a key rotation ``handover`` is the key
+    being replaced: it co-signs each tenant's first checkpoint after the switch (the
+    hand-over, stream/rotation.py), so a tenant whose newest checkpoint ``signer`` did
+    not sign gets one signed by both; after it ``signer`` alone signs.
+    ``batch_size`` events or ``batch_interval`` seconds (monotonic clock) close a batch;
+    ``wall_clock_micros`` stamps its checkpoint (``authtrail-time``).
     Producer retries are recognised among the event ids sequenced last in the partition:
     at least the last ``dedup_window // 2``, at most ``dedup_window`` (:mod:`stream.id_window`;
     0 turns this off).
@@ -92,12 +100,17 @@ class Sequencer:
         dedup_window: int = DEDUP_WINDOW,
         monotonic: Callable[[], float] = time.monotonic,
         remember_forever: str = "",
+        handover: Signer | None = None,
+        wall_clock_micros: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
+        if handover is not None and handover.verifier_key() == signer.verifier_key():
+            raise InvalidArgumentError("the hand-over key must differ from the signing key")
         if batch_size < 1 or batch_interval <= 0 or dedup_window < 0 or dedup_window == 1:
             raise InvalidArgumentError(
                 "batch_size and batch_interval must be > 0, dedup_window 0 or ≥ 2"
             )
         self._signer = signer
+        self._handover = handover
         self._log_origin = log_origin
         self._batch_size = batch_size
         self._batch_interval = batch_interval
@@ -106,6 +119,7 @@ class Sequencer:
         # events, which a recovery may publish again long after the first copy.
         self._remember_forever = remember_forever
         self._monotonic = monotonic
+        self._wall_clock_micros = wall_clock_micros  # checkpoint time stamps
         self.tenants: dict[str, TenantLog] = {}
         self.source_offset = -1  # highest input offset already sequenced
         # (deadline, opened_at, tenant) of open batches, soonest first; may hold stale ones
@@ -229,11 +243,16 @@ class Sequencer:
     def close_batch(self, tenant_id: str) -> SignedCheckpoint:
         """Close the tenant's open batch: build and sign its checkpoint.
 
-        Requires a non-empty open batch (else :class:`InvalidArgumentError`).
+        Requires a non-empty open batch (else :class:`InvalidArgumentError`). Raises
+        :class:`ConfigurationError` if the tenant's newest checkpoint was signed by none
+        of this sequencer's keys: signing it would break the key succession (a worker
+        still on the old key after the tenant was handed over, or a rotation begun
+        before the previous one finished); nothing changes then.
         """
         log = self.tenants.get(tenant_id)
         if log is None or log.batch.size == 0:
             raise InvalidArgumentError(f"tenant {tenant_id!r} has no open batch")
+        signers = self._signers_for(log)
         previous = log.last_checkpoint
         checkpoint = Checkpoint(
             origin=checkpoint_origin(self._log_origin, tenant_id),
@@ -244,11 +263,46 @@ class Sequencer:
             batch_root=log.batch.root(),
             chain_hash=log.head.hash,
             prev_digest=previous.digest() if previous else GENESIS_PREV_DIGEST,
-            time_micros=time.time_ns() // 1000,
+            time_micros=self._wall_clock_micros(),
         )
         log.last_checkpoint = checkpoint
+        log.last_signers = tuple(signer.verifier_key().label for signer in signers)
         log.batch = CompactTree()
-        return SignedCheckpoint(tenant_id, checkpoint, sign(checkpoint, self._signer))
+        return SignedCheckpoint(tenant_id, checkpoint, sign(checkpoint, *signers))
+
+    def check_signing_keys(self) -> None:
+        """Check that every restored tenant can be continued with this sequencer's keys.
+
+        Raises :class:`ConfigurationError` (as :meth:`close_batch` would) naming the
+        first tenant whose newest checkpoint neither the signing nor the hand-over key
+        signed. Call after recovery, before sequencing anything.
+        """
+        for log in self.tenants.values():
+            if log.last_checkpoint is not None:
+                self._signers_for(log)
+
+    def _signers_for(self, log: TenantLog) -> tuple[Signer, ...]:
+        """The keys that sign the tenant's next checkpoint (see the class docstring)."""
+        current = self._signer.verifier_key().label
+        if log.last_checkpoint is None or (log.last_signers and current in log.last_signers):
+            return (self._signer,)
+        if self._handover is None:
+            if log.last_signers is None:
+                return (self._signer,)  # before rotation existed one key signed everything
+            raise ConfigurationError(
+                f"tenant {log.tenant_id!r}: its newest checkpoint (size "
+                f"{log.last_checkpoint.size}) was signed by {', '.join(log.last_signers)}, "
+                f"not by this worker's key {current}: configure the signing key it was "
+                "handed over to, or the hand-over key (docs/INTEGRITY.md, key rotation)"
+            )
+        handover = self._handover.verifier_key().label
+        if log.last_signers is not None and handover not in log.last_signers:
+            raise ConfigurationError(
+                f"tenant {log.tenant_id!r}: its newest checkpoint (size "
+                f"{log.last_checkpoint.size}) was signed by {', '.join(log.last_signers)}, "
+                f"neither by the signing key {current} nor the hand-over key {handover}"
+            )
+        return (self._signer, self._handover)
 
     # --- recovery: replay what was emitted before, in emission order ----------------------
 
@@ -271,10 +325,13 @@ class Sequencer:
         if self._recent_ids is not None:
             self._recent_ids.load(data)
 
-    def restore_checkpoint(self, tenant_id: str, checkpoint: Checkpoint) -> None:
+    def restore_checkpoint(
+        self, tenant_id: str, checkpoint: Checkpoint, signed_by: tuple[str, ...] | None = None
+    ) -> None:
         """Remember ``checkpoint`` as the tenant's newest (call before its records, or
-        right after a snapshot that holds them). Raises :class:`CheckpointError` if it does
-        not follow the newest one or disagrees with records already restored."""
+        right after a snapshot that holds them), signed by the keys labelled ``signed_by``
+        (None: unknown). Raises :class:`CheckpointError` if it does not follow the newest
+        one or disagrees with records already restored."""
         log = self._log(tenant_id)
         if log.last_checkpoint is not None and checkpoint.size <= log.last_checkpoint.size:
             if checkpoint.size == log.last_checkpoint.size and checkpoint == log.last_checkpoint:
@@ -289,6 +346,7 @@ class Sequencer:
                 f"records up to seq {log.head.seq} were restored"
             )
         log.last_checkpoint = checkpoint
+        log.last_signers = signed_by
         if checkpoint.size == log.head.seq:
             # The records it covers were restored first (from a snapshot): it closes the
             # open batch now, as no record replayed later will.

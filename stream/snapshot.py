@@ -8,11 +8,11 @@ a restart loads the newest one and replays only what follows.
 
 What a snapshot holds is what the chained records and checkpoints would rebuild: per
 tenant the chain head, compact Merkle range of the log and of the open batch, the newest
-checkpoint and the event ids kept for good; the partition's duplicate window (32 bytes an
-id, ~6 MB when full — cheaper to load than the ~100 000 records it stands for); the
-guard's state. A snapshot is not evidence — nothing signs it; if one were wrong, the chain
-would stop verifying at the first record after it (and recovery itself refuses records
-that do not follow it).
+checkpoint and which keys signed it, and the event ids kept for good; the partition's
+duplicate window (32 bytes an id, ~6 MB when full — cheaper to load than the ~100 000
+records it stands for); the guard's state. A snapshot is not evidence — nothing signs it;
+if one were wrong, the chain would stop verifying at the first record after it (and
+recovery itself refuses records that do not follow it).
 
 The encoding is zlib-compressed JSON with a format number; bytes are base64.
 """
@@ -111,6 +111,8 @@ def _tenant_state(log: TenantLog) -> dict[str, Any]:
         "batch": _b64(log.batch.to_bytes()),
         "checkpoint": _checkpoint_state(checkpoint) if checkpoint is not None else None,
         "kept_ids": {event_id: _b64(leaf) for event_id, leaf in log.kept_ids.items()},
+        # Which keys signed the checkpoint: the next one hands over to a new key or not.
+        "signed_by": list(log.last_signers) if log.last_signers is not None else None,
     }
 
 
@@ -125,6 +127,7 @@ def _tenant_log(state: dict[str, Any]) -> TenantLog:
             f"do not fit a chain of {head.seq}"
         )
     checkpoint = state["checkpoint"]
+    signed_by = state.get("signed_by")  # absent in snapshots from before key rotation
     return TenantLog(
         tenant_id,
         head,
@@ -132,6 +135,7 @@ def _tenant_log(state: dict[str, Any]) -> TenantLog:
         batch=batch,
         last_checkpoint=_checkpoint(checkpoint) if checkpoint is not None else None,
         kept_ids={event_id: _unb64(leaf) for event_id, leaf in state["kept_ids"].items()},
+        last_signers=tuple(map(str, signed_by)) if signed_by is not None else None,
     )
 
 

@@ -36,6 +36,7 @@ from types import MappingProxyType
 
 from authtrail.errors import InvalidArgumentError, TenantDirectoryError
 from stream.note import Keyring, Signer, open_note, sign_note
+from stream.rotation import check_retirement
 
 DIRECTORY_MAGIC = "authtrail-tenants-v1"
 HASH_SIZE = 32
@@ -209,11 +210,15 @@ def open_directory(note: bytes, keyring: Keyring, log_origin: str) -> TenantDire
     """Verify a signed tenant directory note against ``keyring`` and return the directory.
 
     Raises :class:`SignatureError` if no trusted key signed it or a trusted key's
-    signature fails; :class:`CheckpointError` if the note is malformed;
-    :class:`TenantDirectoryError` if the body is malformed (a checkpoint note given
-    here fails at line 1) or belongs to another log than ``log_origin``.
+    signature fails, its subclass :class:`~stream.rotation.RetiredKeyError` if only keys
+    retired by its time stamp signed it; :class:`CheckpointError` if the note is
+    malformed; :class:`TenantDirectoryError` if the body is malformed (a checkpoint note
+    given here fails at line 1) or belongs to another log than ``log_origin``.
     """
-    directory = parse_directory(open_note(note, keyring).text)
+    opened = open_note(note, keyring)
+    directory = parse_directory(opened.text)
+    signers = [keyring[signature.name, signature.key_id] for signature in opened.signatures]
+    check_retirement(directory.time_micros, signers)
     if directory.log_origin != log_origin:
         raise TenantDirectoryError(
             f"tenant directory of log {directory.log_origin!r} is not the expected {log_origin!r}"

@@ -29,7 +29,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from authtrail.errors import FormatError, InvalidArgumentError, UnknownSchemaError
+from authtrail.errors import (
+    ConfigurationError,
+    FormatError,
+    InvalidArgumentError,
+    UnknownSchemaError,
+)
 from schemas.codec import Codec, SingleObjectCodec
 from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
@@ -209,6 +214,14 @@ class SequencerWorker:
         recovered = await asyncio.get_running_loop().run_in_executor(
             None, self._recover, sequencer, partition, guard
         )
+        try:
+            sequencer.check_signing_keys()
+        except ConfigurationError as exc:
+            # Signing on would break a tenant's key succession (docs/INTEGRITY.md, key
+            # rotation); nothing of this partition was sequenced yet: stop, loudly.
+            _LOG.critical("partition %d: cannot sign: %s", partition, exc)
+            logging.shutdown()
+            os._exit(78)  # EX_CONFIG
         self._epochs[partition], replayed = recovered.epoch, recovered.replayed
         self._snapshotter.recovered(partition, recovered)
         if guard is not None:

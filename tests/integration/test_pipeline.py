@@ -29,7 +29,7 @@ from confluent_kafka import Producer
 
 from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.cli import main as authtrail
-from authtrail.keys import write_key_pair
+from authtrail.keys import load_signer, write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
@@ -625,3 +625,47 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     assert lost <= recovered("worker-1.log")  # the survivor took over what was lost
     _assert_exactly_once_and_gapless(store, ids)
     assert _verify(pipeline, store) == 0
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_key_rotation_through_the_real_worker(
+    pipeline: Pipeline, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/INTEGRITY.md "Key rotation", step by step, with the real worker and sink."""
+    worker = pipeline.start_worker()
+    first_ids = pipeline.produce(400, seed=21)
+    _store(pipeline, store, len(first_ids))
+    stop_process_group(worker, signal.SIGKILL)  # everything it chained is signed and stored
+    data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
+    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
+    old, new = (load_signer(keys / name).verifier_key().label
+                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
+    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
+    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    worker = pipeline.start_worker()  # recovers history the old key signed (the keyring)
+    second_ids = pipeline.produce(400, seed=22)
+    _store(pipeline, store, len(first_ids) + len(second_ids))
+    _assert_exactly_once_and_gapless(store, first_ids + second_ids)
+    assert authtrail(["--data-dir", data_dir, "keys", "retire", old]) == 0
+    capsys.readouterr()
+    keyring = ["--key", str(keys / "authtrail.keyring")]
+    assert authtrail(["--data-dir", data_dir, "verify", "--json", *keyring]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for tenant in report["tenants"]:
+        ranges = tenant["signed_ranges"]
+        assert [r["signed_by"] for r in ranges[:2]] == [[old], sorted([old, new])], tenant
+        assert [r["signed_by"] for r in ranges[2:]] in ([], [[new]]), tenant
+        assert ranges[1]["hand_over"] and ranges[1]["checkpoints"] == 1
+    # A worker still configured with the old key alone refuses to continue: it stops
+    # after recovering, before it sequences anything.
+    stop_process_group(worker, signal.SIGKILL)
+    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail.key")
+    del pipeline.environment["AUTHTRAIL_HANDOVER_KEY"]
+    log = pipeline.tmp_path / f"worker-{len(pipeline.workers)}.log"
+    stale = start_python_module(
+        "authtrail.cli", ["worker", "--short-timeouts"], log, pipeline.environment
+    )
+    pipeline.workers.append(stale)
+    pipeline.produce(20, seed=23)
+    wait_for_log_text(log, "not by this worker's key", stale, timeout=90)
+    assert stale.wait(timeout=30) == 78

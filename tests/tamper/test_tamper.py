@@ -327,7 +327,7 @@ def test_published_checkpoints_without_a_witness_cosignature_fail_until_cosigned
     )
 
 
-# --- the rejection log (docs/INTEGRITY.md §11) -------------------------------------------
+# --- the rejection log (docs/INTEGRITY.md §12) -------------------------------------------
 
 
 def test_the_rejection_log_is_verified_like_a_tenant(attacked: Attacked) -> None:

@@ -23,6 +23,7 @@ CORE_MODULES = [
     "stream.merkle",
     "stream.compact",
     "stream.note",
+    "stream.rotation",
     "stream.checkpoint",
     "stream.tenant_directory",
     "stream.sequencer",

@@ -1,6 +1,6 @@
 """The rejection log's canonical leaf and reserved tenants (stream/rejection.py).
 
-Known answers are written out from docs/INTEGRITY.md §11 byte by byte, so a change in the
+Known answers are written out from docs/INTEGRITY.md §12 byte by byte, so a change in the
 encoding fails here before it makes stored rejection logs unverifiable.
 """
 

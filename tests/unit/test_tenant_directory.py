@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,6 +18,7 @@ from authtrail.errors import (
 )
 from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, open_checkpoint, sign
 from stream.note import Signer, generate_key_strings, make_keyring
+from stream.rotation import RetiredKeyError
 from stream.tenant_directory import (
     TenantDirectory,
     directory_body,
@@ -173,6 +175,18 @@ def test_a_directory_signed_by_an_untrusted_key_is_refused() -> None:
     other = Signer.parse(generate_key_strings("PeterNeumann")[0])  # same name, other key
     with pytest.raises(SignatureError, match="no signature by a trusted key"):
         open_directory(sign_directory(DIRECTORY, other), KEYRING, LOG_ORIGIN)
+
+
+def test_a_directory_signed_only_by_a_retired_key_is_refused_from_its_mark_on() -> None:
+    note = sign_directory(DIRECTORY, PETER)
+    at = DIRECTORY.time_micros
+    for mark, refused in ((at + 1, False), (at, True), (at - 1, True)):
+        keyring = make_keyring([replace(PETER.verifier_key(), retired_micros=mark)])
+        if refused:
+            with pytest.raises(RetiredKeyError, match="retired"):
+                open_directory(note, keyring, LOG_ORIGIN)
+        else:
+            assert open_directory(note, keyring, LOG_ORIGIN) == DIRECTORY
 
 
 def test_a_directory_of_another_log_is_refused() -> None:
