@@ -47,6 +47,12 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     prove.add_argument(
         "--consistency", action="store_true", help="prove checkpoint OLD is a prefix of NEW"
     )
+    prove.add_argument(
+        "--published", type=Path, metavar="DIR",
+        help="take the checkpoint from this publication (with its witnesses' cosignatures; "
+        "AUTHTRAIL_PUBLICATION_DIR's layout): an inclusion proof then leads to the newest "
+        "published checkpoint, which must be the stored one",
+    )  # fmt: skip
     prove.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     prove.add_argument(
         "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
@@ -92,6 +98,9 @@ def run_prove(args: argparse.Namespace, settings: Settings) -> int:
             bundle = prove_consistency(
                 backend, settings.log_origin, args.tenant, old_size, new_size
             )
+            if args.published is not None:
+                for side, size in (("old", old_size), ("new", new_size)):
+                    bundle[side] = _published_note(args.published, args.tenant, size, bundle[side])
             summary = f"tenant {args.tenant!r}: consistency from size {old_size} to {new_size}"
         else:
             tenant_id, seq = (
@@ -99,9 +108,16 @@ def run_prove(args: argparse.Namespace, settings: Settings) -> int:
                 if mode == "seq"
                 else find_event(backend, args.targets[0], args.tenant)
             )
+            tree_size = args.tree_size
+            if args.published is not None and tree_size is None:
+                tree_size = _newest_published(args.published, tenant_id, seq)
             bundle = prove_inclusion(
-                backend, settings.log_origin, tenant_id, seq, tree_size=args.tree_size
+                backend, settings.log_origin, tenant_id, seq, tree_size=tree_size
             )
+            if args.published is not None:
+                bundle["checkpoint"] = _published_note(
+                    args.published, tenant_id, bundle["tree_size"], bundle["checkpoint"]
+                )
             summary = (
                 f"tenant {tenant_id!r} seq {seq} (event {bundle['event'].get('event_id')!r}): "
                 f"inclusion in the tree of size {bundle['tree_size']}"
@@ -120,6 +136,53 @@ def run_prove(args: argparse.Namespace, settings: Settings) -> int:
     where = f"; written to {args.out}" if args.out else ""
     print(f"{summary}{where}", file=sys.stderr)
     return EXIT_OK
+
+
+def _newest_published(directory: Path, tenant_id: str, seq: int) -> int:
+    """The newest published checkpoint size of ``tenant_id``; it must cover ``seq``."""
+    from sinks.publication_files import published_sizes
+
+    sizes = published_sizes(directory).get(tenant_id, [])
+    if not sizes or sizes[-1] < seq:
+        newest = f"only up to size {sizes[-1]}" if sizes else "no checkpoint"
+        raise ConfigurationError(
+            f"{directory} holds {newest} of tenant {tenant_id!r}, none covering seq {seq} yet"
+        )
+    return sizes[-1]
+
+
+def _published_note(directory: Path, tenant_id: str, size: int, stored: str) -> str:
+    """The published note of ``tenant_id`` at ``size`` (with its cosignatures), which must
+    say what the stored one says; raises VerificationError if it does not, and
+    ConfigurationError if none is published."""
+    from sinks.publication_files import (
+        CHECKPOINTS_FOLDER,
+        MAX_NOTE_BYTES,
+        note_body,
+        note_file_name,
+    )
+    from stream.tenant_directory import is_valid_tenant_id
+
+    if not is_valid_tenant_id(tenant_id):
+        raise ConfigurationError(f"invalid tenant id {tenant_id!r}")
+    path = directory / CHECKPOINTS_FOLDER / tenant_id / note_file_name(size)
+    try:
+        with path.open("rb") as file:
+            note = file.read(MAX_NOTE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigurationError(f"{directory} has no checkpoint of size {size} of tenant "
+                                 f"{tenant_id!r}") from None  # fmt: skip
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    if len(note) > MAX_NOTE_BYTES or note_body(note) != note_body(stored.encode()):
+        raise VerificationError(
+            f"tenant {tenant_id!r}: the store's checkpoint of size {size} is not the one "
+            f"{directory} published; run `authtrail verify --published {directory}`"
+        )
+    try:
+        return note.decode()
+    except UnicodeDecodeError:
+        raise VerificationError(f"{path} is not UTF-8 text") from None
 
 
 def _prove_mode(args: argparse.Namespace) -> str:

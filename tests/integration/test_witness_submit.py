@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -145,6 +146,7 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
     code, output = _verify(settings, published, capsys, *_witness_flags(witnesses, 2))
     assert code == 0, output
     assert "cosigned by witness-a.test/authtrail" in output, output
+    _prove_with_the_published_cosignatures(settings, published, witnesses, tmp_path, capsys)
     older_store = tmp_path / "older-clickhouse"
     shutil.copytree(
         settings.data_dir / "clickhouse", older_store, symlinks=True
@@ -212,6 +214,37 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
         note_path.write_bytes(tampered)
         code, output = _verify(settings, forged, capsys, "--witness-key", str(witnesses.b_vkey))
         assert code == 1 and "forged cosignature" in output, output
+
+
+def _prove_with_the_published_cosignatures(
+    settings: Settings, published: Path, witnesses: Witnesses, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`prove --published`: the bundle carries the published, cosigned note; without it
+    the stored note has no cosignature; a publication saying otherwise is refused."""
+    pub = str(settings.keys_dir / "authtrail.pub")
+
+    def prove(out: Path, *arguments: str) -> int:
+        return cli.main(["--data-dir", str(settings.data_dir), "prove", "--tenant", "acme",
+                         "--seq", "3", "--out", str(out), *arguments])  # fmt: skip
+
+    cosigned, plain = tmp_path / "cosigned.json", tmp_path / "plain.json"
+    assert prove(cosigned, "--published", str(published)) == 0
+    assert prove(plain) == 0
+    assert json.loads(cosigned.read_text())["tree_size"] == 14
+    flags = ["verify-proof", "--key", pub, *_witness_flags(witnesses, 2)]
+    assert cli.main([*flags, str(cosigned)]) == 0
+    assert cli.main([*flags, str(plain)]) == 1
+    capsys.readouterr()
+    other = tmp_path / "other-publication"
+    shutil.copytree(published, other)
+    note_path = other / "checkpoints" / "acme" / f"{14:020d}.note"
+    note_path.chmod(0o644)
+    text = note_path.read_text().splitlines(keepends=True)
+    text[1] = "13\n"  # the size line of the body: another checkpoint than the stored one
+    note_path.write_text("".join(text))
+    assert prove(tmp_path / "refused.json", "--published", str(other)) == 1
+    assert "is not the one" in capsys.readouterr().err
 
 
 def _fork_nodes(leaf_hashes: list[bytes]) -> object:
