@@ -38,6 +38,7 @@ from authtrail.errors import (
 from schemas.codec import Codec, SingleObjectCodec
 from stream.admission import Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
+from stream.chain import ChainLink
 from stream.guard import Guard
 from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
@@ -320,17 +321,8 @@ class SequencerWorker:
 
     def _chained(self, record: InputRecord, event: dict[str, Any], offer: Offer) -> bytes:
         """The chained record of a sequenced ``event``, decoded from ``record``."""
-        link = offer.link
-        assert link is not None
-        rest = {
-            "seq": link.seq,
-            "prev_hash": link.prev_hash,
-            "hash": link.hash,
-            "leaf_hash": link.leaf_hash,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
-            "epoch": self._epochs[record.partition],
-        }
+        assert offer.link is not None
+        rest = self._link_fields(record, offer.link)
         if self._splice is not None:
             event_codec, chained_codec = self._splice
             body = event_codec.current_body(record.value)
@@ -340,6 +332,19 @@ class SequencerWorker:
                 return chained_codec.encode_spliced(body, rest)
         # Written with an older schema: the chained record holds the event in today's.
         return self._chained_codec.encode({"event": event, **rest})
+
+    def _link_fields(self, record: InputRecord, link: ChainLink) -> dict[str, Any]:
+        """What a chained record or rejection says besides its content: its link, where
+        its input came from, and the epoch it was written in."""
+        return {
+            "seq": link.seq,
+            "prev_hash": link.prev_hash,
+            "hash": link.hash,
+            "leaf_hash": link.leaf_hash,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "epoch": self._epochs[record.partition],
+        }
 
     def _publish_decision(self, partition: int, decision: dict[str, Any]) -> None:
         """A lockout decision goes back into the audited stream (same partition: it is
@@ -397,13 +402,7 @@ class SequencerWorker:
         chained = {
             "rejection": rejection,
             "chain_tenant_id": chain_tenant,
-            "seq": link.seq,
-            "prev_hash": link.prev_hash,
-            "hash": link.hash,
-            "leaf_hash": link.leaf_hash,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
-            "epoch": self._epochs[record.partition],
+            **self._link_fields(record, link),
         }
         self._publish(CHAINED, chain_tenant.encode(), self._rejection_codec.encode(chained),
                       record.partition)  # fmt: skip
