@@ -76,6 +76,22 @@ class LevelsInSql:
         return dict(zip(wanted, hashes, strict=True))
 
 
+class TilesOrLeaves:
+    """Nodes from the stored tiles (O(log n) rows), or hashed from the leaves
+    (:class:`LevelsInSql`, O(n)) when the tiles are not built that far. Unchecked: for
+    callers whose proofs someone else checks against the signed roots (a witness)."""
+
+    def __init__(self, backend: ClickHouseBackend) -> None:
+        self.tiles, self.leaves = StoredTiles(backend), LevelsInSql(backend)
+
+    def nodes(self, tenant_id: str, size: int, wanted: Sequence[NodeId]) -> Mapping[NodeId, bytes]:
+        try:
+            return self.tiles.nodes(tenant_id, size, wanted)
+        except TilesUnavailable as exc:
+            _LOG.info("%s; nodes hashed from the leaves", exc)
+            return self.leaves.nodes(tenant_id, size, wanted)
+
+
 def _nodes_sql(heights: int, wanted: Sequence[NodeId]) -> str:
     rows = (
         "SELECT arraySort(row -> row.1, groupArray((seq, leaf_hash))) AS rows "

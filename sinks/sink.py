@@ -44,7 +44,7 @@ from authtrail.errors import ConfigurationError, StoreError
 from authtrail.witness_client import WitnessSubmitter
 from schemas.codec import Codec
 from sinks.backend import ClickHouseBackend
-from sinks.proofs import LevelsInSql
+from sinks.proofs import TilesOrLeaves
 from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import (
@@ -136,7 +136,7 @@ class Sink:
             raise ConfigurationError("cosigning witnesses need a publication: cosigned "
                                      "checkpoints are published, never stored")  # fmt: skip
         witnessing = (
-            CheckpointWitnessing(witnesses, LevelsInSql(backend), self.counters)
+            CheckpointWitnessing(witnesses, TilesOrLeaves(backend), self.counters)
             if witnesses is not None
             else None
         )
@@ -346,12 +346,14 @@ class Sink:
         # Rejections first: the resume point is the highest offset in ``events``.
         inserted = self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
         inserted += self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
+        # Tiles: derived data, after the rows (a failure here loses no row), before the
+        # checkpoints, whose witnesses' consistency proofs read them (sinks/witnessing.py).
+        if self._tile_leaves:
+            self._tiles.extend(self._tile_leaves)
+            self._tile_leaves = {}
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
-        if self._tile_leaves:  # derived data, after the rows: a failure here loses no row
-            self._tiles.extend(self._tile_leaves)
-            self._tile_leaves = {}
         if inserted:
             counters = self.counters
             _LOG.info("stored %d records, %d checkpoints, %d rejected so far",

@@ -8,8 +8,9 @@ so a published note carries the cosignatures it got and stays write-once:
   checkpoint in between (the consistency proof spans them), and verifiers require
   cosignatures of the newest published one; the older ones are published as stored.
 * The RFC 6962 consistency proof from the size each witness holds comes from the store:
-  the few perfect-subtree hashes it needs (:mod:`stream.tree_proofs`) hashed by
-  :class:`sinks.proofs.LevelsInSql`, O(size) inside ClickHouse per proof.
+  the few perfect-subtree hashes it needs (:mod:`stream.tree_proofs`) from the stored
+  tiles, or hashed from the leaves where those are not built that far
+  (:class:`sinks.proofs.TilesOrLeaves`).
 * A witness that is down, refuses, or answers with anything but its own valid
   cosignature costs that checkpoint its cosignature, never its publication: the failure
   is logged (a refusal at ERROR: a witness saw another history, or the store was rolled

@@ -27,7 +27,7 @@ from authtrail.errors import ChainError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
 from sinks.backend import EmbeddedBackend, ServerBackend
 from sinks.http_front import HttpFront
-from sinks.proofs import LevelsInSql, prove_consistency, prove_inclusion
+from sinks.proofs import LevelsInSql, TilesOrLeaves, prove_consistency, prove_inclusion
 from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
 from sinks.tables import create_statements
 from sinks.tile_export import ExportConflict, export_tiles
@@ -156,6 +156,19 @@ def test_nodes_from_tiles_equal_nodes_hashed_from_every_leaf(store: EmbeddedBack
         assert StoredTiles(store).nodes(BIG, size, wanted) == LevelsInSql(store).nodes(
             BIG, size, wanted
         )
+
+
+def test_witness_proofs_read_the_tiles_and_fall_back_to_the_leaves_only_where_missing(
+    damaged: EmbeddedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    wanted = nodes_of_ranges(consistency_ranges(6_000, 66_000))
+    expected = LevelsInSql(damaged).nodes(BIG, 66_000, wanted)
+    with caplog.at_level(logging.INFO, logger="sinks.proofs"):
+        assert TilesOrLeaves(damaged).nodes(BIG, 66_000, wanted) == expected
+        assert "hashed from the leaves" not in caplog.text
+        damaged.command("ALTER TABLE tiles DELETE WHERE level = 1", {"mutations_sync": 2})
+        assert TilesOrLeaves(damaged).nodes(BIG, 66_000, wanted) == expected
+        assert "hashed from the leaves" in caplog.text
 
 
 def test_proofs_from_tiles_verify(store: EmbeddedBackend, built: dict[str, Path]) -> None:
