@@ -152,12 +152,14 @@ def _newest_published(directory: Path, tenant_id: str, seq: int) -> int:
 
 
 def _published_note(directory: Path, tenant_id: str, size: int, stored: str) -> str:
-    """The published note of ``tenant_id`` at ``size`` (with its cosignatures), which must
+    """The published note of ``tenant_id`` at ``size`` (with its cosignatures, also those
+    published later beside it), which must
     say what the stored one says; raises VerificationError if it does not, and
     ConfigurationError if none is published."""
     from sinks.publication_files import (
         CHECKPOINTS_FOLDER,
         MAX_NOTE_BYTES,
+        late_cosignatures,
         note_body,
         note_file_name,
     )
@@ -179,6 +181,7 @@ def _published_note(directory: Path, tenant_id: str, size: int, stored: str) -> 
             f"tenant {tenant_id!r}: the store's checkpoint of size {size} is not the one "
             f"{directory} published; run `authtrail verify --published {directory}`"
         )
+    note += b"".join(late_cosignatures(directory, tenant_id, size))  # given after publishing
     try:
         return note.decode()
     except UnicodeDecodeError:

@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,9 +218,10 @@ class WitnessSubmitter:
         self._resting: dict[str, float] = {}  # url -> monotonic time of its next try
 
     def cosign(
-        self, note: bytes, size: int, proof_for: ProofSource
+        self, note: bytes, size: int, proof_for: ProofSource, urls: Iterable[str] | None = None
     ) -> tuple[bytes, dict[str, AuthtrailError]]:
-        """Ask every witness to cosign ``note`` (a checkpoint of ``size``).
+        """Ask every witness (or those of ``urls``) to cosign ``note`` (a checkpoint of
+        ``size``).
 
         Returns the note with every cosignature obtained appended, and the failures by
         witness URL (a refusal, an unreachable or resting witness, a reply that is not
@@ -232,7 +233,8 @@ class WitnessSubmitter:
         origin = note.split(b"\n", 1)[0].decode("utf-8", "replace")
         body = note[: note.rfind(b"\n\n") + 1]
         failures: dict[str, AuthtrailError] = {}
-        for url in self.witness_urls:
+        asked = self.witness_urls if urls is None else [u for u in self.witness_urls if u in urls]
+        for url in asked:
             known = self._sizes.get((url, origin), 0)
             try:
                 self._check_awake(url)
@@ -252,6 +254,10 @@ class WitnessSubmitter:
                 continue
             note = append_cosignatures(note, lines)
         return note, failures
+
+    def witness_key(self, url: str) -> WitnessKey | None:
+        """The vkey configured for the witness at ``url`` (None: none configured)."""
+        return self._keys.get(url)
 
     def _check_awake(self, url: str) -> None:
         """Raise :class:`WitnessUnavailableError` while ``url`` rests after a failure."""

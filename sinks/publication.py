@@ -36,10 +36,13 @@ from authtrail.errors import (
 )
 from sinks.publication_files import (
     CHECKPOINTS_FOLDER,
+    COSIGNATURES_FOLDER,
     TENANTS_FOLDER,
     FileDiffers,
     all_checkpoints,
+    cosignature_file_name,
     ensure_folder,
+    late_cosignatures,
     newest_checkpoints,
     newest_tenant_directory,
     newest_tenant_directory_numbered,
@@ -63,6 +66,7 @@ from stream.tenant_directory import (
 __all__ = [
     "Publication",
     "all_checkpoints",
+    "late_cosignatures",
     "newest_checkpoints",
     "newest_tenant_directory",
     "published_sizes",
@@ -172,6 +176,35 @@ class Publication:
             finally:
                 for descriptor in tenant_folders.values():
                     os.close(descriptor)
+        if conflicts:
+            raise PublicationConflict(conflicts, details[0], written=written)
+        return written
+
+    def publish_cosignatures(self, lines: Iterable[tuple[str, int, int, bytes]]) -> int:
+        """Publish each ``(tenant_id, size, key_id, line)``: a witness's cosignature of the
+        already published checkpoint of ``tenant_id`` at ``size``, obtained later. Returns
+        how many files were new. Like notes, files are written once and never rewritten:
+        another file at that place raises :class:`PublicationConflict` after the others
+        are written; ``OSError`` when writing fails.
+        """
+        written = 0
+        conflicts: list[tuple[str, int, Path]] = []
+        details: list[str] = []
+        with opened_folder(self.directory) as root:
+            ensure_folder(root, COSIGNATURES_FOLDER, self.directory / COSIGNATURES_FOLDER)
+            with opened_folder(COSIGNATURES_FOLDER, root) as folder:
+                for tenant_id, size, key_id, line in lines:
+                    if not is_valid_tenant_id(tenant_id):
+                        raise InvalidArgumentError(f"invalid tenant id {tenant_id!r}")
+                    shown = self.directory / COSIGNATURES_FOLDER / tenant_id
+                    ensure_folder(folder, tenant_id, shown)
+                    name = cosignature_file_name(size, key_id)
+                    with opened_folder(tenant_id, folder, shown) as tenant_folder:
+                        try:
+                            written += write_new_file(tenant_folder, name, line, shown / name)
+                        except FileDiffers as differs:
+                            conflicts.append((tenant_id, size, shown / name))
+                            details.append(differs.detail)
         if conflicts:
             raise PublicationConflict(conflicts, details[0], written=written)
         return written

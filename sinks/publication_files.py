@@ -33,11 +33,15 @@ from stream.tenant_directory import MAX_NUMBER, is_valid_tenant_id
 
 CHECKPOINTS_FOLDER = "checkpoints"
 TENANTS_FOLDER = "tenants"
+# Witness cosignatures obtained after a checkpoint was published (its note is never
+# rewritten): cosignatures/<tenant>/<size, 20 digits>-<key id, 8 hex>.cosig, one line each.
+COSIGNATURES_FOLDER = "cosignatures"
 FILE_MODE = 0o444
 FOLDER_MODE = 0o755
 MAX_NOTE_BYTES = 1 << 20  # a note is < 1 KB (10 KB with 100 signatures): refuse to slurp more
 
 _NOTE_NAME = re.compile(r"([0-9]{20})\.note")
+_COSIGNATURE_NAME = re.compile(r"([0-9]{20})-([0-9a-f]{8})\.cosig")
 # Some network and FUSE file systems cannot fsync a folder and say so; their entries are
 # durable once the file is (object stores publish an object whole on close).
 _NO_FOLDER_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
@@ -48,6 +52,13 @@ def note_file_name(number: int) -> str:
     if not 1 <= number <= MAX_NUMBER:
         raise InvalidArgumentError(f"a published note number must be in 1..2^64-1, got {number}")
     return f"{number:020d}.note"
+
+
+def cosignature_file_name(size: int, key_id: int) -> str:
+    """Return ``<size, 20 digits>-<key id as 8 hex digits>.cosig``."""
+    if not 0 <= key_id <= 0xFFFFFFFF:
+        raise InvalidArgumentError("a witness key id is 4 bytes")
+    return f"{note_file_name(size).removesuffix('.note')}-{key_id:08x}.cosig"
 
 
 class FileDiffers(Exception):
@@ -117,6 +128,35 @@ def all_checkpoints(directory: Path, tenant_id: str) -> list[tuple[int, bytes]]:
             (size, _read_note(tenant_folder, name, shown / name))
             for size, name in _note_names(tenant_folder, shown)
         ]
+
+
+def late_cosignatures(directory: Path, tenant_id: str, size: int) -> list[bytes]:
+    """The cosignature lines published for ``tenant_id``'s checkpoint of ``size`` after
+    the checkpoint itself, in file-name order (verified by the reader, not here).
+
+    Raises :class:`PublicationError` for anything else in the tenant's cosignatures
+    folder, as :func:`newest_checkpoints` does for the checkpoints.
+    """
+    if not is_valid_tenant_id(tenant_id):
+        raise InvalidArgumentError(f"invalid tenant id {tenant_id!r}")
+    shown = directory / COSIGNATURES_FOLDER / tenant_id
+    with (
+        _reading(directory) as root,
+        _optional_folder(COSIGNATURES_FOLDER, root) as folder,
+        _optional_folder(tenant_id, folder, shown) as tenant_folder,
+    ):
+        if tenant_folder is None:
+            return []
+        names = []
+        with os.scandir(tenant_folder) as entries:
+            for entry in entries:
+                match = _COSIGNATURE_NAME.fullmatch(entry.name)
+                if match is None or not entry.is_file(follow_symlinks=False):
+                    expected = "a file named '<20 digits>-<8 hex digits>.cosig'"
+                    raise _stray(shown / entry.name, entry, expected)
+                if int(match.group(1)) == size:
+                    names.append(entry.name)
+        return [_read_note(tenant_folder, name, shown / name) for name in sorted(names)]
 
 
 def published_sizes(directory: Path) -> dict[str, list[int]]:

@@ -7,7 +7,8 @@ still honour. A published note that does not verify is damage of the publication
 as such: the sink only ever publishes checkpoints it stored.
 
 With a :class:`~stream.cosignature.WitnessPolicy`, each tenant's newest published note
-must also carry the required witness cosignatures (docs/INTEGRITY.md §9): the publisher
+(with the cosignature lines published for it later, ``cosignatures/``) must also carry
+the required witness cosignatures (docs/INTEGRITY.md §9): the publisher
 adds them to the published note, never to the note stored in ClickHouse. Too few is
 ``missing cosignatures``, a trusted witness's line that does not verify is ``forged
 cosignature``; both name the tenant, the size and the witnesses that did cosign.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from authtrail.errors import CheckpointError
 from sinks.publication_files import (
+    late_cosignatures,
     newest_checkpoints,
     newest_tenant_directory_numbered,
     note_file_name,
@@ -80,6 +82,9 @@ def read_published(
             view.damage.append({"name": where, "damage": FORGED_CHECKPOINT, "detail": detail})
             continue
         view.anchors.setdefault(tenant_id, []).append(Anchor(size, checkpoint.root, source))
+        if witnesses is not None:
+            # Cosignatures obtained after the note was published (it is never rewritten).
+            note += b"".join(late_cosignatures(directory, tenant_id, size))
         cosigners, damage = _check_cosignatures(note, keyring, witnesses)
         view.cosigned_by[tenant_id] = (size, cosigners)
         if damage is not None:
@@ -109,11 +114,15 @@ def _check_cosignatures(
 ) -> tuple[list[str], tuple[str, str] | None]:
     """The trusted witnesses whose cosignatures on ``note`` verify, and the damage if any.
 
-    Requires ``note_bytes`` to open with ``keyring`` (checked by the caller).
+    Requires the note in ``note_bytes`` (before any cosignature line) to open with
+    ``keyring`` (checked by the caller).
     """
     if witnesses is None:
         return [], None
-    note = open_note(note_bytes, keyring)
+    try:
+        note = open_note(note_bytes, keyring)
+    except CheckpointError as exc:  # a malformed line among the later cosignatures
+        return [], (FORGED_COSIGNATURE, f"malformed cosignature line: {exc}")
     try:
         found = witnesses.check(note)
     except MissingCosignaturesError as exc:

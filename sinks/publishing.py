@@ -37,7 +37,12 @@ from authtrail.errors import (
     PublicationError,
 )
 from sinks.clickhouse import ClickHouseBackend
-from sinks.publication import Publication, published_sizes
+from sinks.publication import (
+    Publication,
+    late_cosignatures,
+    newest_checkpoints,
+    published_sizes,
+)
 from sinks.tables import CHECKPOINTS_TABLE
 from sinks.witnessing import CheckpointWitnessing
 
@@ -74,6 +79,8 @@ class CheckpointPublishing:
         self._ready: list[tuple[str, int, bytes]] = []  # checked (and cosigned): publish as is
         self._directory_due = True  # checkpoints were published since the last directory
         self._last_directory = -math.inf
+        self._last_late_try = -math.inf
+        self._late_lines: list[tuple[str, int, int, bytes]] = []  # obtained, not yet written
 
     @property
     def pending(self) -> int:
@@ -147,6 +154,33 @@ class CheckpointPublishing:
             self._counters.published_directories += 1
             _LOG.info("publication: published tenant directory %s", path)
 
+    def late_cosignatures_if_due(self) -> None:
+        """At most every ``interval`` seconds: ask witnesses that could not be reached
+        again for the newest published checkpoints they did not cosign, and publish what
+        they give beside those notes (sinks/witnessing.py). Never raises: a failure to
+        write is logged and the lines are asked for again at the next interval."""
+        if self._witnessing is None:
+            return
+        now = self._monotonic()
+        if now - self._last_late_try < self._interval:
+            return
+        self._last_late_try = now
+        self._late_lines += self._witnessing.late_cosignatures()
+        if not self._late_lines:
+            return
+        try:
+            written = self._publication.publish_cosignatures(self._late_lines)
+        except PublicationConflict as exc:
+            written = exc.written
+            self._conflict(str(exc), len(exc.conflicts))
+        except (OSError, AuthtrailError) as exc:
+            _LOG.warning("publication: %d later cosignatures not published yet (%s)",
+                         len(self._late_lines), exc)  # fmt: skip
+            return
+        self._late_lines = []
+        _LOG.info("publication: published %d cosignatures witnesses gave after their "
+                  "checkpoints were published", written)  # fmt: skip
+
     def backfill(self, backend: ClickHouseBackend) -> None:
         """Publish every checkpoint in the store that the publication lacks.
 
@@ -179,6 +213,12 @@ class CheckpointPublishing:
         added = self._counters.published_checkpoints - before
         if added:
             _LOG.info("publication: published %d stored checkpoints it lacked", added)
+        if self._witnessing is not None:
+            directory = self._publication.directory
+            self._witnessing.resume({
+                tenant_id: (size, note + b"".join(late_cosignatures(directory, tenant_id, size)))
+                for tenant_id, (size, note) in newest_checkpoints(directory).items()
+            })  # fmt: skip
 
     @staticmethod
     def _stored_sizes(backend: ClickHouseBackend, tenant_id: str) -> list[int]:

@@ -245,6 +245,7 @@ class Sink:
                     on_idle()
                 if publishing is not None:
                     publishing.directory_if_due()
+                    publishing.late_cosignatures_if_due()
             self._retrying(self.flush, attempts=3)
             if publishing is not None:
                 publishing.directory_if_due(force=True)

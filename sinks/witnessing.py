@@ -15,12 +15,16 @@ so a published note carries the cosignatures it got and stays write-once:
   cosignature costs that checkpoint its cosignature, never its publication: the failure
   is logged (a refusal at ERROR: a witness saw another history, or the store was rolled
   back) and counted, and the tenant's next checkpoint is submitted again.
+* A witness that could not be reached is asked again later for the tenant's newest
+  published checkpoint (:meth:`CheckpointWitnessing.late_cosignatures`), so a tenant that
+  stays idle after an outage still gets its cosignature; the publisher writes it next to
+  the note, which is never rewritten (``cosignatures/``, sinks/publication.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from authtrail.errors import AuthtrailError, CheckpointError
@@ -31,6 +35,7 @@ from authtrail.witness_client import (
     WitnessUnavailableError,
 )
 from sinks.proofs import TreeNodes
+from stream.cosignature import CosignatureError, check_witness_reply
 from stream.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
 from stream.witness_state import SizeConflictError, WitnessRefusal
 
@@ -55,6 +60,8 @@ class CheckpointWitnessing:
         self._submitter = submitter
         self._nodes = nodes
         self._counters = counters
+        # tenant -> (size, published note, witnesses that could not be reached for it)
+        self._lacking: dict[str, tuple[int, bytes, set[str]]] = {}
 
     def cosign_newest(
         self, notes: Sequence[tuple[str, int, bytes]]
@@ -83,7 +90,65 @@ class CheckpointWitnessing:
         self._counters.witness_cosignatures += len(self._submitter.witness_urls) - len(failures)
         for url, failure in failures.items():
             self._count(tenant_id, size, url, failure)
+        self._remember_unreached(tenant_id, size, cosigned, failures)
         return cosigned
+
+    def late_cosignatures(self, most: int = 100) -> list[tuple[str, int, int, bytes]]:
+        """Ask the witnesses that could not be reached for up to ``most`` tenants' newest
+        published checkpoints again; return what they gave as ``(tenant_id, size, key id,
+        cosignature line)``, for the publisher to write beside the published notes.
+
+        Witnesses still resting after a failure are not contacted (no cost); a refusal is
+        logged and counted once, like a first one, and not asked again.
+        """
+        found: list[tuple[str, int, int, bytes]] = []
+        for tenant_id in list(self._lacking)[:most]:
+            size, note, unreached = self._lacking.pop(tenant_id)
+            body = note[: note.rfind(b"\n\n") + 1]
+            cosigned, failures = self._submitter.cosign(
+                note, size, self._proof_source(tenant_id, size), urls=unreached
+            )
+            new_lines = cosigned[len(note) :].decode().splitlines(keepends=True)
+            for url in unreached - set(failures):
+                key = self._submitter.witness_key(url)
+                if key is None:
+                    continue
+                for line in check_witness_reply(body, new_lines, key):
+                    found.append((tenant_id, size, key.key_id, line.encode()))
+                self._counters.witness_cosignatures += 1
+            for url, failure in failures.items():
+                if not isinstance(failure, WitnessRestingError):
+                    self._count(tenant_id, size, url, failure)
+            self._remember_unreached(tenant_id, size, note, failures)
+        return found
+
+    def resume(self, published: Mapping[str, tuple[int, bytes]]) -> None:
+        """After a restart: remember which witnesses each tenant's newest published note
+        (``tenant -> (size, note with every cosignature published for it)``) lacks, so
+        :meth:`late_cosignatures` asks them again."""
+        for tenant_id, (size, note) in published.items():
+            body = note[: note.rfind(b"\n\n") + 1]
+            lines = note[len(body) + 1 :].decode("utf-8", "replace").splitlines(keepends=True)
+            lacking = set()
+            for url in self._submitter.witness_urls:
+                key = self._submitter.witness_key(url)
+                try:
+                    if key is not None:
+                        check_witness_reply(body, lines, key)
+                except (CheckpointError, CosignatureError):  # none by it, or not valid
+                    lacking.add(url)
+            if lacking:
+                self._lacking[tenant_id] = (size, note, lacking)
+
+    def _remember_unreached(
+        self, tenant_id: str, size: int, note: bytes, failures: dict[str, AuthtrailError]
+    ) -> None:
+        unreached = {url for url, failure in failures.items()
+                     if isinstance(failure, WitnessUnavailableError)}  # fmt: skip
+        if unreached:
+            self._lacking[tenant_id] = (size, note, unreached)
+        else:
+            self._lacking.pop(tenant_id, None)
 
     def _proof_source(self, tenant_id: str, size: int) -> ProofSource:
         proofs: dict[int, list[bytes]] = {}  # witnesses mostly hold the same old size

@@ -20,18 +20,25 @@ from pathlib import Path
 import pytest
 
 from authtrail import cli
-from authtrail.broker import LocalBroker
-from authtrail.keys import load_signer, write_key_pair
+from authtrail.broker import LocalBroker, free_loopback_port
+from authtrail.errors import PublicationError
+from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.settings import Settings
 from authtrail.witness import StateDirectory, Witness, WitnessServer, parse_log_keys
 from authtrail.witness_client import WitnessSubmitter
-from sinks.publication import Publication, all_checkpoints, newest_checkpoints
+from sinks.publication import (
+    Publication,
+    all_checkpoints,
+    late_cosignatures,
+    newest_checkpoints,
+)
+from sinks.published_view import read_published
 from sinks.publishing import CheckpointPublishing
 from sinks.sink import SinkCounters
 from sinks.witnessing import CheckpointWitnessing
 from stream import merkle
 from stream.audit import MerkleLevels
-from stream.cosignature import check_witness_reply, witness_key_of
+from stream.cosignature import WitnessPolicy, check_witness_reply, witness_key_of
 from stream.sequencer import Sequencer
 from tests.integration.broker_fixtures import running_broker
 from tests.integration.test_publication import (
@@ -388,3 +395,70 @@ def test_a_witness_answering_with_another_key_publishes_no_cosignature(
         assert witnessing.cosign("acme", 4, notes[4]) == notes[4]
     assert (counters.witness_refusals, counters.witness_cosignatures) == (1, 0)
     assert "0 of 1 required witness cosignatures" in caplog.text
+
+
+def test_a_witness_back_after_an_outage_cosigns_an_idle_tenants_published_checkpoint(
+    settings: Settings, witnesses: Witnesses
+) -> None:
+    """The note stays as first published; the late cosignature is published beside it
+    (cosignatures/), `verify --published` counts it, a forged one is named, and a
+    restarted sink knows from the publication whom to ask again."""
+    witnesses.a.process.kill()  # this test needs B only, on a port it can leave and rejoin
+    leaf_hashes, notes = _log(settings.signing_key_path, settings.log_origin, "acme", 8)
+    port = free_loopback_port()
+    url = f"http://127.0.0.1:{port}"
+    key = witnesses.b_witness.key
+
+    def publishing_with_b() -> tuple[CheckpointPublishing, CheckpointWitnessing, SinkCounters]:
+        counters = SinkCounters()
+        submitter = WitnessSubmitter([url], keys={url: key}, timeout=2)
+        witnessing = CheckpointWitnessing(submitter, _fork_nodes(leaf_hashes), counters)  # type: ignore[arg-type]
+        publication = Publication(published, log_origin=settings.log_origin, signer=None)
+        return (CheckpointPublishing(publication, counters, interval=0, witnessing=witnessing),
+                witnessing, counters)  # fmt: skip
+
+    published = settings.publication_dir
+    assert published is not None
+    keyring = load_keyring([settings.keys_dir / "authtrail.pub"])
+    policy = WitnessPolicy((key,), 1)
+    publishing, _, counters = publishing_with_b()
+    publishing.stored([{"tenant_id": "acme", "size": 8, "note": notes[8]}])
+    publishing.publish_pending()  # B is down: published without its cosignature
+    assert counters.witness_unreachable == 1
+    publishing.late_cosignatures_if_due()  # still down: nothing
+    assert read_published(published, keyring, settings.log_origin, policy).damage[0][
+        "damage"] == "missing cosignatures"  # fmt: skip
+
+    with WitnessServer(witnesses.b_witness, port=port):
+        publishing.late_cosignatures_if_due()
+    assert counters.witness_cosignatures == 1
+    assert dict(all_checkpoints(published, "acme"))[8] == notes[8]  # never rewritten
+    (line,) = late_cosignatures(published, "acme", 8)
+    view = read_published(published, keyring, settings.log_origin, policy)
+    assert view.damage == [] and view.cosigned_by["acme"][0] == 8
+    publishing.late_cosignatures_if_due()  # nothing lacking any more: nothing asked
+    assert counters.witness_cosignatures == 1
+
+    # A restarted sink reads who cosigned what from the publication: nothing to ask.
+    _, witnessing, _ = publishing_with_b()
+    witnessing.resume({"acme": (8, notes[8] + line)})
+    assert witnessing.late_cosignatures() == []
+    witnessing.resume({"acme": (8, notes[8])})  # without the late line: B is asked again
+    with WitnessServer(witnesses.b_witness, port=port):
+        ((tenant, size, key_id, again),) = witnessing.late_cosignatures()
+    assert (tenant, size, key_id) == ("acme", 8, key.key_id)
+    body = notes[8][: notes[8].rfind(b"\n\n") + 1]
+    assert check_witness_reply(body, [again.decode()], key) == [again.decode()]
+
+    # A forged late cosignature is named; anything else in the folder breaks the layout.
+    cosig = published / "cosignatures" / "acme" / f"{8:020d}-{key.key_id:08x}.cosig"
+    cosig.chmod(0o644)
+    cosig.write_bytes(line.replace(line[-6:-1], b"AAAAA"))
+    (damage,) = read_published(published, keyring, settings.log_origin, policy).damage
+    assert damage["damage"] == "forged cosignature"
+    cosig.write_bytes(b"not a signature line\n")
+    (damage,) = read_published(published, keyring, settings.log_origin, policy).damage
+    assert damage["damage"] == "forged cosignature"
+    (published / "cosignatures" / "acme" / "stray").write_text("x")
+    with pytest.raises(PublicationError):
+        read_published(published, keyring, settings.log_origin, policy)
