@@ -362,7 +362,10 @@ def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactl
         while not (_stored_count(backend) >= total and _all_signed(backend)):
             assert time.monotonic() < deadline, f"stored {_stored_count(backend)} of {total}"
             time.sleep(0.5)
-        assert any(line.startswith("storing again after") for line in lines.lines)
+        # Logged when the retried flush returns, a moment after its rows are visible.
+        while not any(line.startswith("storing again after") for line in lines.lines):
+            assert time.monotonic() < deadline, f"no 'storing again' line in {lines.lines}"
+            time.sleep(0.1)
     finally:
         stop.set()
         thread.join(60)
