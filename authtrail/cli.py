@@ -131,11 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         "attributes['raw']. Re-ingesting a file produces the same event ids.",
     )
     ingest.add_argument("source", choices=("sshd",), help="log format")
-    ingest.add_argument("path", help="log file")
+    ingest.add_argument("path", help="log file, or - for standard input")
     ingest.add_argument("--tenant", required=True, help="tenant the events belong to")
     ingest.add_argument("--follow", action="store_true", help="keep reading as the file grows")
     ingest.add_argument(
-        "--year", type=int, help="year of the first line (syslog has none; default: from mtime)"
+        "--year", type=int,
+        help="year of the first line (syslog has none; default: the latest year that puts "
+        "no line after the file's last write or now)",
+    )  # fmt: skip
+    ingest.add_argument(
+        "--tz", help="zone of syslog times without an offset, e.g. Europe/Berlin (default UTC)"
     )
     ingest.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import tzinfo
 
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings
@@ -163,6 +164,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     from producers.sshd import run_ingest
 
+    tz = _zone(args.tz)
     settings = _resolve_broker(settings, "ingest")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -173,29 +175,36 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         tenant_id=args.tenant,
         follow=args.follow,
         year=args.year,
+        tz=tz,
         stop=stop.is_set,
+        warn=lambda text: print(text, file=sys.stderr, flush=True),
     )
-    counters = summary.counters
-    report = {
-        "path": summary.path,
-        "lines": counters.lines,
-        "events": counters.events,
-        "parsed": dict(counters.parsed),
-        "skipped": dict(counters.skipped),
-        "sent": summary.sent,
-        "acknowledged": summary.acknowledged,
-        "failed": summary.failed,
-    }
+    report = summary.as_dict()
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{counters.lines} lines -> {counters.events} events; sent {summary.sent}, "
+        print(f"{report['lines']} lines -> {report['events']} events; sent {summary.sent}, "
               f"acknowledged {summary.acknowledged}, failed {summary.failed}")  # fmt: skip
-        for kind, count in sorted(counters.parsed.items()):
+        for kind, count in sorted(summary.counters.parsed.items()):
             print(f"  parsed  {kind}: {count}")
-        for reason, count in sorted(counters.skipped.items()):
+        for reason, count in sorted(summary.counters.skipped.items()):
             print(f"  skipped {reason}: {count}")
+        for kind, count in sorted(summary.refused.items()):
+            print(f"  refused by the worker ({kind}): {count}")
     return EXIT_USAGE if summary.failed else EXIT_OK
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone named ``name`` (IANA, e.g. Europe/Berlin), UTC when None."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"--tz {name!r} is not a known time zone") from exc
 
 
 _STATUS_TENANTS = """
