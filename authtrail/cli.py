@@ -124,16 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser(
         "ingest",
-        help="turn an existing log into auth events (sshd: OpenSSH / Linux auth logs)",
-        description="Read an OpenSSH or Linux auth log (syslog lines) and send one auth "
-        "event per authentication-relevant line: failed/accepted password or publickey, "
-        "invalid user, disconnects, PAM failures. The original line is kept in "
-        "attributes['raw']. Re-ingesting a file produces the same event ids.",
+        help="turn existing logs into auth events: sshd, keycloak, okta, auth0, cloudtrail",
+        description="Read a log or an export and send one auth event per authentication "
+        "record. sshd: OpenSSH / Linux auth logs (syslog lines; the line is kept in "
+        "attributes['raw']). keycloak, okta, auth0, cloudtrail: JSON lines, JSON arrays or "
+        "concatenated JSON, gzip too (Keycloak event / JSON log records, Okta System Log "
+        "events or event hook deliveries, Auth0 tenant logs, CloudTrail log files with "
+        "Records). Re-ingesting the same input produces the same event ids. Events the "
+        "worker will refuse are announced on stderr before sending.",
     )
-    ingest.add_argument("source", choices=("sshd",), help="log format")
+    ingest.add_argument(
+        "source", choices=("sshd", "keycloak", "okta", "auth0", "cloudtrail"), help="format"
+    )
     ingest.add_argument("path", help="log file, or - for standard input")
     ingest.add_argument("--tenant", required=True, help="tenant the events belong to")
-    ingest.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    ingest.add_argument(
+        "--follow", action="store_true",
+        help="keep reading as the file grows (JSON sources: one value per line; not cloudtrail)",
+    )  # fmt: skip
     ingest.add_argument(
         "--year", type=int,
         help="year of the first line (syslog has none; default: the latest year that puts "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import tzinfo
+from typing import Any
 
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings
@@ -162,23 +163,27 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
+    from producers.idp_files import run_idp_ingest
     from producers.sshd import run_ingest
 
+    if args.source != "sshd" and (args.year is not None or args.tz):
+        raise ConfigurationError("--year and --tz apply to sshd logs only")
     tz = _zone(args.tz)
     settings = _resolve_broker(settings, "ingest")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    summary = run_ingest(
-        args.path,
-        bootstrap_servers=settings.bootstrap_servers or "",
-        topic=settings.events_topic,
-        tenant_id=args.tenant,
-        follow=args.follow,
-        year=args.year,
-        tz=tz,
-        stop=stop.is_set,
-        warn=lambda text: print(text, file=sys.stderr, flush=True),
-    )
+    common: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers or "",
+        "topic": settings.events_topic,
+        "tenant_id": args.tenant,
+        "follow": args.follow,
+        "stop": stop.is_set,
+        "warn": lambda text: print(text, file=sys.stderr, flush=True),
+    }
+    if args.source == "sshd":
+        summary = run_ingest(args.path, year=args.year, tz=tz, **common)
+    else:
+        summary = run_idp_ingest(args.source, args.path, **common)
     report = summary.as_dict()
     if args.json:
         print(json.dumps(report))
@@ -188,7 +193,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         for kind, count in sorted(summary.counters.parsed.items()):
             print(f"  parsed  {kind}: {count}")
         for reason, count in sorted(summary.counters.skipped.items()):
-            print(f"  skipped {reason}: {count}")
+            cause = summary.first_errors.get(reason)
+            print(f"  skipped {reason}: {count}" + (f" (first: {cause})" if cause else ""))
         for kind, count in sorted(summary.refused.items()):
             print(f"  refused by the worker ({kind}): {count}")
     return EXIT_USAGE if summary.failed else EXIT_OK

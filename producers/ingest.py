@@ -44,8 +44,9 @@ class ParseCounters:
 
 @dataclass
 class IngestSummary:
-    """What an ingest did: items and events parsed, skipped, sent, acknowledged, and how
-    many events the worker will refuse (``refused``, by :mod:`stream.admission` kind)."""
+    """What an ingest did: items and events parsed, skipped (``first_errors`` says why, for
+    reasons with a message), sent, acknowledged, and how many events the worker will
+    refuse (``refused``, by :mod:`stream.admission` kind)."""
 
     path: str
     counters: ParseCounters
@@ -53,6 +54,7 @@ class IngestSummary:
     acknowledged: int = 0
     failed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    first_errors: dict[str, str] = field(default_factory=dict)  # skip reason -> first cause
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class IngestSummary:
             "acknowledged": self.acknowledged,
             "failed": self.failed,
             "refused": dict(self.refused),
+            "first_errors": self.first_errors,
         }
 
 
