@@ -13,7 +13,8 @@ from producers.idp_files import RecordReader, json_values, read_json_values
 from producers.ingest import ParseCounters
 
 CONSOLE_LOGIN = {
-    "eventVersion": "1.05", "eventTime": "2024-05-01T10:00:00Z", "eventSource": "signin.amazonaws.com",
+    "eventVersion": "1.05", "eventTime": "2024-05-01T10:00:00Z",
+    "eventSource": "signin.amazonaws.com",
     "eventName": "ConsoleLogin", "sourceIPAddress": "192.0.2.10", "eventID": "ct-1",
     "userIdentity": {"type": "IAMUser", "userName": "alice"}, "eventType": "AwsConsoleSignIn",
     "responseElements": {"ConsoleLogin": "Failure"}, "errorMessage": "Failed authentication",
@@ -78,7 +79,8 @@ def test_okta_hook_delivery_api_array_and_single_event_give_the_same_event() -> 
 
 def test_auth0_bare_management_api_log_is_read_as_a_log_stream_log() -> None:
     bare = {"log_id": "90020240501", "date": "2024-05-01T10:00:02.000Z", "type": "fp",
-            "user_name": "carol", "ip": "203.0.113.9", "description": "Wrong password."}  # fmt: skip
+            "user_name": "carol", "ip": "203.0.113.9",
+            "description": "Wrong password."}  # fmt: skip
     (from_bare,), _ = events("auth0", json.dumps(bare))
     (from_stream,), _ = events("auth0", json.dumps({"log_id": bare["log_id"], "data": bare}))
     assert from_bare["event_id"] == from_stream["event_id"] == "auth0:90020240501"
