@@ -154,6 +154,47 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(handler=handlers.ingest)
 
+    ingest_http = commands.add_parser(
+        "ingest-http",
+        help="receive auth events and provider webhooks over HTTP (token per source)",
+        description="Serve POST /v1/ingest/{events,keycloak,okta,auth0,cloudtrail} "
+        "(Authorization: Bearer TOKEN from the token file), GET /v1/ingest/okta for Okta's "
+        "verification, GET /openapi.json. 202 only after Kafka acknowledged (or the spool "
+        "took the events); 400 with the reason; 413/429 with limits. Plain HTTP on "
+        "127.0.0.1:7381 by default: use a TLS proxy for anything else.",
+    )
+    ingest_http.add_argument(
+        "--tokens", type=Path, metavar="FILE",
+        help="token file (AUTHTRAIL_INGEST_TOKENS; default DATA_DIR/ingest-tokens)",
+    )  # fmt: skip
+    ingest_http.add_argument(
+        "--listen", metavar="HOST:PORT", help="default 127.0.0.1:7381 (AUTHTRAIL_INGEST_LISTEN)"
+    )
+    ingest_http.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    ingest_http.add_argument(
+        "--spool-dir", type=Path, metavar="DIR",
+        help="durable spool: 202 once events are on disk there, delivered when Kafka is back",
+    )  # fmt: skip
+    ingest_http.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    ingest_http.add_argument("--rate", type=float, default=1000.0, help="events/s per token")
+    ingest_http.add_argument("--burst", type=int, default=5000, help="events at once per token")
+    ingest_http.set_defaults(handler=handlers.ingest_http)
+
+    ingest_token = commands.add_parser(
+        "ingest-token",
+        help="create a token for ingest-http: prints it once, stores only its SHA-256",
+        description="Append 'NAME TENANT SOURCES SHA256' to the token file (mode 0600) and "
+        "print the new token. The token writes TENANT's events only, through SOURCES.",
+    )
+    ingest_token.add_argument("name", help="who uses it, e.g. okta-prod (one word)")
+    ingest_token.add_argument("--tenant", required=True)
+    ingest_token.add_argument(
+        "--sources", default="*",
+        help="comma-separated: events,keycloak,okta,auth0,cloudtrail (default * = all)",
+    )  # fmt: skip
+    ingest_token.add_argument("--tokens", type=Path, metavar="FILE", help="as for ingest-http")
+    ingest_token.set_defaults(handler=handlers.ingest_token)
+
     status = commands.add_parser(
         "status",
         help="what is stored: per tenant records, signed size, lockouts; rejected input by kind",

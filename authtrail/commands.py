@@ -200,6 +200,18 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_USAGE if summary.failed else EXIT_OK
 
 
+def ingest_http(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.ingest_http import run_ingest_http
+
+    return run_ingest_http(args, _resolve_broker(settings, "ingest-http"))
+
+
+def ingest_token(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.ingest_http import run_ingest_token
+
+    return run_ingest_token(args, settings)
+
+
 def _zone(name: str | None) -> tzinfo:
     """The zone named ``name`` (IANA, e.g. Europe/Berlin), UTC when None."""
     from datetime import UTC

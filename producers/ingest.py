@@ -84,20 +84,28 @@ class Preflight:
         self.first: dict[str, str] = {}
         self._codec = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
 
-    def check(self, event: Mapping[str, Any]) -> str | None:
-        """The kind of refusal ``event`` will meet, else None. Raises what the codec
-        raises for an event that does not fit the schema."""
+    def refusal(self, event: Mapping[str, Any]) -> RejectedEvent | None:
+        """The refusal ``event`` will meet, else None; counts nothing (thread-safe).
+        Raises what the codec raises for an event that does not fit the schema."""
         value = self._codec.encode(event)
         try:
             check_event(
                 event, record_bytes=len(value), record_timestamp_micros=self.now(),
                 limits=self.limits,
             )  # fmt: skip
-        except RejectedEvent as refusal:
-            self.refused[refusal.kind] += 1
-            self.first.setdefault(refusal.kind, f"{event.get('event_id')}: {refusal}")
-            return refusal.kind
+        except RejectedEvent as refused:
+            return refused
         return None
+
+    def check(self, event: Mapping[str, Any]) -> str | None:
+        """The kind of refusal ``event`` will meet, else None; counted, with the first
+        reason of each kind in :attr:`first`. Raises as :meth:`refusal`."""
+        refused = self.refusal(event)
+        if refused is None:
+            return None
+        self.refused[refused.kind] += 1
+        self.first.setdefault(refused.kind, f"{event.get('event_id')}: {refused}")
+        return refused.kind
 
 
 def _warning(kind: str, count: int, total: int | None, first: str, hint: str | None) -> str:
