@@ -147,32 +147,106 @@ def stored_rows(store: Store) -> Iterator[dict[str, Any]]:
         backend.close()
 
 
+class HttpIngest:
+    """The same inputs through `authtrail ingest-http`, as the providers would post them:
+    Keycloak's and Okta's one event (hook delivery) per request, Auth0's batch and the
+    CloudTrail file in one."""
+
+    def __init__(self, pipeline: Pipeline, tmp_path: Path) -> None:
+        from authtrail.ingest_http import IngestHttpServer, IngestService
+        from producers.http_ingest import TokenTable, new_token_line
+        from producers.sdk import AuditProducer
+
+        self.token, line = new_token_line("providers", TENANT)
+        (tmp_path / "tokens").write_text(line + "\n", encoding="utf-8")
+        settings = pipeline.settings
+        self.producer = AuditProducer(settings.bootstrap_servers or "", settings.events_topic)
+        service = IngestService(TokenTable.load(tmp_path / "tokens"), self.producer)
+        self.server = IngestHttpServer(service).start()
+
+    def post(self, source: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.server.url}/v1/ingest/{source}", data=body, method="POST",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def ingest(self, source: str, path: Path) -> dict[str, Any]:
+        from producers.idp_files import json_values
+        from producers.ingest import ParseCounters
+
+        data = path.read_bytes()
+        data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        if source in ("keycloak", "okta"):
+            values = list(json_values(data.decode(), ParseCounters()))
+            bodies = [json.dumps(value).encode() for value in values]
+        else:
+            bodies = [data]
+        report: dict[str, Any] = {"acknowledged": 0, "refused": []}
+        for body in bodies:
+            status, answer = self.post(source, body)
+            if status == 202:
+                report["acknowledged"] += answer["accepted"]
+            else:
+                report["refused"].append((status, answer["error"]))
+        return report
+
+    def close(self) -> None:
+        self.server.stop()
+        self.producer.close()
+
+
+@pytest.mark.parametrize("via", ["file", "http"])
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)
 def test_every_provider_reaches_the_events_table_once_with_who_where_what_outcome(
     pipeline: Pipeline, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, via: str,
 ) -> None:  # fmt: skip
     for name, value in pipeline.environment.items():
         if name.startswith("AUTHTRAIL_"):
             monkeypatch.setenv(name, value)
     pipeline.start_worker()
     inputs = write_inputs(tmp_path)
-    reports = {}
-    for _ in range(2):  # the second pass repeats every event id
-        for source, (path, _expected, records) in inputs.items():
-            report = ingest(pipeline, source, path, capsys)
-            assert report["sent"] == report["acknowledged"] == records, (source, report)
-            assert reports.setdefault(source, report) == report  # the same both times
-    assert reports["okta"]["skipped"] == {"format_error": 1}  # 2017-09-31
-    assert "2017-09-31" in reports["okta"]["first_errors"]["format_error"]
-    assert reports["cloudtrail"]["parsed"]["ConsoleLogin"] == 6
+    http = HttpIngest(pipeline, tmp_path) if via == "http" else None
+    try:
+        reports = {}
+        for _ in range(2):  # the second pass repeats every event id
+            for source, (path, _expected, records) in inputs.items():
+                if http is None:
+                    report = ingest(pipeline, source, path, capsys)
+                    assert report["sent"] == records, (source, report)
+                else:
+                    report = http.ingest(source, path)
+                assert report["acknowledged"] == records, (source, report)
+                assert reports.setdefault(source, report) == report  # the same both times
+        if http is None:
+            assert reports["okta"]["skipped"] == {"format_error": 1}  # 2017-09-31
+            assert "2017-09-31" in reports["okta"]["first_errors"]["format_error"]
+            assert reports["cloudtrail"]["parsed"]["ConsoleLogin"] == 6
+        else:
+            ((status, reason),) = reports["okta"]["refused"]  # the same record, refused
+            assert status == 400 and "2017-09-31" in reason
+            assert all(not reports[source]["refused"] for source in inputs if source != "okta")
 
-    # A last event after everything: once it is stored, so is all that came before.
-    marker = {"Records": [{"eventTime": "2024-01-01T00:00:00Z", "eventID": "marker",
-              "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin",
-              "eventType": "AwsConsoleSignIn"}]}  # fmt: skip
-    (tmp_path / "marker.json").write_text(json.dumps(marker), encoding="utf-8")
-    ingest(pipeline, "cloudtrail", tmp_path / "marker.json", capsys)
+        # A last event after everything: once it is stored, so is all that came before.
+        marker = {"Records": [{"eventTime": "2024-01-01T00:00:00Z", "eventID": "marker",
+                  "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin",
+                  "eventType": "AwsConsoleSignIn"}]}  # fmt: skip
+        (tmp_path / "marker.json").write_text(json.dumps(marker), encoding="utf-8")
+        if http is None:
+            ingest(pipeline, "cloudtrail", tmp_path / "marker.json", capsys)
+        else:
+            assert http.ingest("cloudtrail", tmp_path / "marker.json")["acknowledged"] == 1
+    finally:
+        if http is not None:
+            http.close()
 
     def marker_stored(backend: ClickHouseBackend) -> bool:
         query = "SELECT count() FROM events WHERE event_id = 'aws.cloudtrail:marker'"
