@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the read-only HTTP front listens on (default 127.0.0.1; it speaks "
         "plain HTTP: keep it on loopback or a trusted network)",
     )  # fmt: skip
+    up.add_argument(
+        "--ingest-listen", metavar="HOST:PORT",
+        help="where ingest-http listens when a token file exists (default 127.0.0.1:7381; "
+        "AUTHTRAIL_INGEST_LISTEN)",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(
@@ -178,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_http.add_argument("--max-body-bytes", type=int, default=1 << 20)
     ingest_http.add_argument("--rate", type=float, default=1000.0, help="events/s per token")
     ingest_http.add_argument("--burst", type=int, default=5000, help="events at once per token")
+    ingest_http.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI 3.1 description and exit"
+    )
     ingest_http.set_defaults(handler=handlers.ingest_http)
 
     ingest_token = commands.add_parser(

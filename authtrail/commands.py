@@ -109,7 +109,7 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
 
     return run_up(
         settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port,
-        front_host=args.front_host,
+        front_host=args.front_host, ingest_listen=args.ingest_listen,
     )  # fmt: skip
 
 
@@ -203,6 +203,13 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
 def ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.ingest_http import run_ingest_http
 
+    if args.openapi:
+        import json
+
+        from authtrail.ingest_openapi import openapi_document
+
+        print(json.dumps(openapi_document(), indent=2))
+        return EXIT_OK
     return run_ingest_http(args, _resolve_broker(settings, "ingest-http"))
 
 

@@ -9,6 +9,8 @@ The adapter around :mod:`producers.http_ingest` (tokens, bodies, limits):
   verification, answered ``{"verification": <the header's value>}``.
 * ``GET /openapi.json``: the OpenAPI 3.1 description (:mod:`authtrail.ingest_openapi`).
 
+``authtrail up`` serves it too when a token file exists (:func:`serve_for_up`).
+
 Every request needs ``Authorization: Bearer <token>`` of the token file (401 without,
 403 for a path or tenant the token does not grant). Answers: **202** only once Kafka
 acknowledged every event of the request (or, with ``--spool-dir``, once the durable spool
@@ -31,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,14 @@ from producers.http_ingest import (
 )
 from producers.ingest import Preflight
 
-__all__ = ["DEFAULT_LISTEN", "IngestHttpServer", "IngestService", "run_ingest_http"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "IngestHttpServer",
+    "IngestService",
+    "run_ingest_http",
+    "run_ingest_token",
+    "serve_for_up",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +245,37 @@ def tokens_path(args: argparse.Namespace, settings: Settings) -> Path:
     """``--tokens``, else ``AUTHTRAIL_INGEST_TOKENS``, else ``DATA_DIR/ingest-tokens``."""
     chosen = args.tokens or os.environ.get("AUTHTRAIL_INGEST_TOKENS")
     return Path(chosen) if chosen else settings.data_dir / "ingest-tokens"
+
+
+def serve_for_up(
+    settings: Settings, listen: str | None
+) -> tuple[IngestHttpServer, Callable[[], None]] | None:
+    """For ``authtrail up``: serve ingest-http on ``listen`` (default ``DEFAULT_LISTEN``)
+    if a token file exists (``AUTHTRAIL_INGEST_TOKENS`` or ``DATA_DIR/ingest-tokens``);
+    returns the server and its stop function, or None without a token file. Raises
+    :class:`ConfigurationError` as :func:`run_ingest_http`."""
+    from authtrail.witness import parse_listen
+    from producers.sdk import AuditProducer
+
+    path = tokens_path(argparse.Namespace(tokens=None), settings)
+    if not path.exists():
+        return None
+    tokens = TokenTable.load(path)
+    listen = listen or os.environ.get("AUTHTRAIL_INGEST_LISTEN") or DEFAULT_LISTEN
+    host, port = parse_listen(listen)
+    producer = AuditProducer(settings.bootstrap_servers or "", settings.events_topic)
+    try:
+        server = IngestHttpServer(IngestService(tokens, producer), host, port).start()
+    except OSError as exc:
+        producer.close()
+        reason = f"ingest-http cannot listen on {listen}: {exc.strerror} (--ingest-listen)"
+        raise ConfigurationError(reason) from None
+
+    def stop() -> None:
+        server.stop()
+        producer.close()
+
+    return server, stop
 
 
 def run_ingest_token(args: argparse.Namespace, settings: Settings) -> int:

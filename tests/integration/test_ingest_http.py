@@ -180,3 +180,5 @@ def test_cli_needs_a_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     tokens = tmp_path / "ingest-tokens"
     assert (tokens.stat().st_mode & 0o777) == 0o600 and token not in tokens.read_text()
     assert TokenTable.load(tokens).grant_for(token) is not None
+    assert authtrail(["ingest-http", "--openapi"]) == 0
+    assert json.loads(capsys.readouterr().out)["openapi"] == "3.1.0"
