@@ -188,7 +188,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['lines']} lines -> {report['events']} events; sent {summary.sent}, "
+        unit = "lines" if args.source == "sshd" else "records"
+        print(f"{report['lines']} {unit} -> {report['events']} events; sent {summary.sent}, "
               f"acknowledged {summary.acknowledged}, failed {summary.failed}")  # fmt: skip
         for kind, count in sorted(summary.counters.parsed.items()):
             print(f"  parsed  {kind}: {count}")
