@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit up bench faults clean
+.PHONY: venv test lint typecheck unit up bench faults clean json-schema
 
 # The venv is (re)built whenever pyproject.toml changes, so a fresh clone gets one.
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ unit: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The auth event's JSON Schema, generated from schemas/auth_event.avsc (a unit test checks it).
+json-schema: $(STAMP)
+	$(BIN)/python -m schemas.json_schema > schemas/auth_event.schema.json
 
 # The main job: everything on this machine with demo traffic (Ctrl-C stops it).
 up: $(STAMP)

@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         "plain HTTP: keep it on loopback or a trusted network)",
     )  # fmt: skip
     _add_witness_submission_flag(up)
+    up.add_argument(
+        "--ingest-listen", metavar="HOST:PORT",
+        help="where ingest-http listens when a token file exists (default 127.0.0.1:7381; "
+        "AUTHTRAIL_INGEST_LISTEN)",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(
@@ -136,22 +141,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser(
         "ingest",
-        help="turn an existing log into auth events (sshd: OpenSSH / Linux auth logs)",
-        description="Read an OpenSSH or Linux auth log (syslog lines) and send one auth "
-        "event per authentication-relevant line: failed/accepted password or publickey, "
-        "invalid user, disconnects, PAM failures. The original line is kept in "
-        "attributes['raw']. Re-ingesting a file produces the same event ids.",
+        help="turn existing logs into auth events: sshd, keycloak, okta, auth0, cloudtrail",
+        description="Read a log or an export and send one auth event per authentication "
+        "record. sshd: OpenSSH / Linux auth logs (syslog lines; the line is kept in "
+        "attributes['raw']). keycloak, okta, auth0, cloudtrail: JSON lines, JSON arrays or "
+        "concatenated JSON, gzip too (Keycloak event / JSON log records, Okta System Log "
+        "events or event hook deliveries, Auth0 tenant logs, CloudTrail log files with "
+        "Records). Re-ingesting the same input produces the same event ids. Events the "
+        "worker will refuse are announced on stderr before sending.",
     )
-    ingest.add_argument("source", choices=("sshd",), help="log format")
-    ingest.add_argument("path", help="log file")
-    ingest.add_argument("--tenant", required=True, help="tenant the events belong to")
-    ingest.add_argument("--follow", action="store_true", help="keep reading as the file grows")
     ingest.add_argument(
-        "--year", type=int, help="year of the first line (syslog has none; default: from mtime)"
+        "source", choices=("sshd", "keycloak", "okta", "auth0", "cloudtrail"), help="format"
+    )
+    ingest.add_argument("path", help="log file, or - for standard input")
+    ingest.add_argument("--tenant", required=True, help="tenant the events belong to")
+    ingest.add_argument(
+        "--follow", action="store_true",
+        help="keep reading as the file grows (JSON sources: one value per line; not cloudtrail)",
+    )  # fmt: skip
+    ingest.add_argument(
+        "--year", type=int,
+        help="year of the first line (syslog has none; default: the latest year that puts "
+        "no line after the file's last write or now)",
+    )  # fmt: skip
+    ingest.add_argument(
+        "--tz", help="zone of syslog times without an offset, e.g. Europe/Berlin (default UTC)"
     )
     ingest.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(handler=handlers.ingest)
+
+    ingest_http = commands.add_parser(
+        "ingest-http",
+        help="receive auth events and provider webhooks over HTTP (token per source)",
+        description="Serve POST /v1/ingest/{events,keycloak,okta,auth0,cloudtrail} "
+        "(Authorization: Bearer TOKEN from the token file), GET /v1/ingest/okta for Okta's "
+        "verification, GET /openapi.json. 202 only after Kafka acknowledged (or the spool "
+        "took the events); 400 with the reason; 413/429 with limits. Plain HTTP on "
+        "127.0.0.1:7381 by default: use a TLS proxy for anything else.",
+    )
+    ingest_http.add_argument(
+        "--tokens", type=Path, metavar="FILE",
+        help="token file (AUTHTRAIL_INGEST_TOKENS; default DATA_DIR/ingest-tokens)",
+    )  # fmt: skip
+    ingest_http.add_argument(
+        "--listen", metavar="HOST:PORT", help="default 127.0.0.1:7381 (AUTHTRAIL_INGEST_LISTEN)"
+    )
+    ingest_http.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    ingest_http.add_argument(
+        "--spool-dir", type=Path, metavar="DIR",
+        help="durable spool: 202 once events are on disk there, delivered when Kafka is back",
+    )  # fmt: skip
+    ingest_http.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    ingest_http.add_argument("--rate", type=float, default=1000.0, help="events/s per token")
+    ingest_http.add_argument("--burst", type=int, default=5000, help="events at once per token")
+    ingest_http.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI 3.1 description and exit"
+    )
+    ingest_http.set_defaults(handler=handlers.ingest_http)
+
+    ingest_token = commands.add_parser(
+        "ingest-token",
+        help="create a token for ingest-http: prints it once, stores only its SHA-256",
+        description="Append 'NAME TENANT SOURCES SHA256' to the token file (mode 0600) and "
+        "print the new token. The token writes TENANT's events only, through SOURCES.",
+    )
+    ingest_token.add_argument("name", help="who uses it, e.g. okta-prod (one word)")
+    ingest_token.add_argument("--tenant", required=True)
+    ingest_token.add_argument(
+        "--sources", default="*",
+        help="comma-separated: events,keycloak,okta,auth0,cloudtrail (default * = all)",
+    )  # fmt: skip
+    ingest_token.add_argument("--tokens", type=Path, metavar="FILE", help="as for ingest-http")
+    ingest_token.set_defaults(handler=handlers.ingest_token)
 
     status = commands.add_parser(
         "status",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import tzinfo
+from typing import Any
 
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings
@@ -114,7 +116,7 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
 
     return run_up(
         settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port,
-        front_host=args.front_host,
+        front_host=args.front_host, ingest_listen=args.ingest_listen,
     )  # fmt: skip
 
 
@@ -168,41 +170,74 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
+    from producers.idp_files import run_idp_ingest
     from producers.sshd import run_ingest
 
+    if args.source != "sshd" and (args.year is not None or args.tz):
+        raise ConfigurationError("--year and --tz apply to sshd logs only")
+    tz = _zone(args.tz)
     settings = _resolve_broker(settings, "ingest")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    summary = run_ingest(
-        args.path,
-        bootstrap_servers=settings.bootstrap_servers or "",
-        topic=settings.events_topic,
-        tenant_id=args.tenant,
-        follow=args.follow,
-        year=args.year,
-        stop=stop.is_set,
-    )
-    counters = summary.counters
-    report = {
-        "path": summary.path,
-        "lines": counters.lines,
-        "events": counters.events,
-        "parsed": dict(counters.parsed),
-        "skipped": dict(counters.skipped),
-        "sent": summary.sent,
-        "acknowledged": summary.acknowledged,
-        "failed": summary.failed,
+    common: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers or "",
+        "topic": settings.events_topic,
+        "tenant_id": args.tenant,
+        "follow": args.follow,
+        "stop": stop.is_set,
+        "warn": lambda text: print(text, file=sys.stderr, flush=True),
     }
+    if args.source == "sshd":
+        summary = run_ingest(args.path, year=args.year, tz=tz, **common)
+    else:
+        summary = run_idp_ingest(args.source, args.path, **common)
+    report = summary.as_dict()
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{counters.lines} lines -> {counters.events} events; sent {summary.sent}, "
+        unit = "lines" if args.source == "sshd" else "records"
+        print(f"{report['lines']} {unit} -> {report['events']} events; sent {summary.sent}, "
               f"acknowledged {summary.acknowledged}, failed {summary.failed}")  # fmt: skip
-        for kind, count in sorted(counters.parsed.items()):
+        for kind, count in sorted(summary.counters.parsed.items()):
             print(f"  parsed  {kind}: {count}")
-        for reason, count in sorted(counters.skipped.items()):
-            print(f"  skipped {reason}: {count}")
+        for reason, count in sorted(summary.counters.skipped.items()):
+            cause = summary.first_errors.get(reason)
+            print(f"  skipped {reason}: {count}" + (f" (first: {cause})" if cause else ""))
+        for kind, count in sorted(summary.refused.items()):
+            print(f"  refused by the worker ({kind}): {count}")
     return EXIT_USAGE if summary.failed else EXIT_OK
+
+
+def ingest_http(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.ingest_http import run_ingest_http
+
+    if args.openapi:
+        import json
+
+        from authtrail.ingest_openapi import openapi_document
+
+        print(json.dumps(openapi_document(), indent=2))
+        return EXIT_OK
+    return run_ingest_http(args, _resolve_broker(settings, "ingest-http"))
+
+
+def ingest_token(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.ingest_http import run_ingest_token
+
+    return run_ingest_token(args, settings)
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone named ``name`` (IANA, e.g. Europe/Berlin), UTC when None."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"--tz {name!r} is not a known time zone") from exc
 
 
 _STATUS_TENANTS = """

@@ -101,11 +101,13 @@ def run_up(
     front_port: int,
     front_host: str = "127.0.0.1",
     out: TextIO = sys.stdout,
+    ingest_listen: str | None = None,
 ) -> int:
     """Run the pipeline until SIGINT/SIGTERM. Returns the exit code.
 
     The store's HTTP front listens on ``front_host``:``front_port``, read-only, for the
     analyst token it prints (fresh on every start) and announces in the endpoint file.
+    With a token file, ``authtrail ingest-http`` runs too, on ``ingest_listen``.
     """
 
     def say(text: str) -> None:
@@ -187,7 +189,18 @@ def run_up(
             )
             demo_thread.start()
             cleanup.append(lambda: demo_thread.join(30))
+        from authtrail.ingest_http import serve_for_up
+
+        ingest = serve_for_up(settings, ingest_listen)  # stopped before the worker
+        if ingest is not None:
+            cleanup.append(ingest[1])
         _banner(settings, front, demo, demo_rate, say)
+        if ingest is None:
+            say("ingest-http: off (no token file; `authtrail ingest-token NAME --tenant T` "
+                "creates one)")  # fmt: skip
+        else:
+            say(f"ingest-http (bearer tokens of the token file): {ingest[0].url}/v1/ingest/"
+                "{events,keycloak,okta,auth0,cloudtrail}")  # fmt: skip
         last_status = time.monotonic()
         while not stop.wait(0.5):
             worker.keep_alive(say)

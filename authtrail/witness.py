@@ -300,7 +300,8 @@ def parse_log_keys(specs: Sequence[str]) -> LogTrust:
     return LogTrust(entries)
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of ``HOST:PORT`` (IPv6 in brackets). Raises ConfigurationError."""
     host, colon, port_text = listen.rpartition(":")
     host = host.strip("[]")
     if not colon or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -331,7 +332,7 @@ def run_witness(args: argparse.Namespace) -> int:
     ]
     listen = args.listen or environ.get("AUTHTRAIL_WITNESS_LISTEN") or DEFAULT_LISTEN
     witness = Witness(load_signer(key_path), parse_log_keys(specs), StateDirectory(state_dir))
-    host, port = _parse_listen(listen)
+    host, port = parse_listen(listen)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -64,6 +64,7 @@ __all__ = [
     "Backlog",
     "DeliveryFailure",
     "new_event",
+    "validate_event",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -591,6 +592,12 @@ def _check_tenant_id(tenant_id: Any) -> None:
             f"tenant_id {tenant_id!r} must match {TENANT_ID_PATTERN.pattern} "
             "(letters, digits, '.', '_', '-'; at most 128)"
         )
+
+
+def validate_event(event: Any) -> None:
+    """Raise :class:`InvalidArgumentError` if :meth:`AuditProducer.send` would refuse
+    ``event`` for its ids or event-type rules (the schema itself is checked on encoding)."""
+    _check_event(event)
 
 
 def _check_event(event: Any) -> tuple[str, str]:

@@ -8,7 +8,8 @@ and which lines are skipped and why. Rules worth knowing here:
 
 * **Year and time zone**: the caller gives the year of the first line and the zone of
   timestamps without an offset (default UTC); :mod:`producers.syslog` has the rollover
-  rule and :func:`~producers.syslog.guess_start_year`.
+  rule, the rule that puts no line in the future, and
+  :func:`~producers.syslog.guess_start_year`.
 * **Event ids** are ``authlog:<32 hex>`` of SHA-256 over the resolved timestamp, the raw
   line, how often that exact line was seen before, and the repeat index. No path and no
   line number: a rotated (renamed) or copy-truncated file re-ingested yields the same ids,
@@ -23,15 +24,16 @@ import contextlib
 import hashlib
 import ipaddress
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from producers import tail
-from producers.syslog import SyslogLine, SyslogReader, guess_start_year
+from producers.ingest import IngestSummary, ParseCounters, deliver
+from producers.syslog import SyslogLine, SyslogReader, guess_start_year, wall_clock
 
 __all__ = [
     "IngestSummary",
@@ -150,20 +152,13 @@ _LOGIN_PROGRAMS = frozenset({"sshd", "login"})
 _NOT_ATTRIBUTES = frozenset({"user", "user2", "ip", "method", "invalid", "state", "anonymous"})
 
 
-@dataclass
-class ParseCounters:
-    """What happened to each line: ``parsed`` by kind, ``skipped`` by reason."""
-
-    lines: int = 0
-    events: int = 0
-    parsed: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-
-
 class _Parser:
-    def __init__(self, tenant_id: str, year: int, tz: tzinfo, counters: ParseCounters) -> None:
+    def __init__(
+        self, tenant_id: str, year: int, tz: tzinfo, counters: ParseCounters,
+        now: Callable[[], int] | None,
+    ) -> None:  # fmt: skip
         self.tenant_id, self.counters = tenant_id, counters
-        self.reader = SyslogReader(year, tz)
+        self.reader = SyslogReader(year, tz, now)
         self.seen: Counter[str] = Counter()  # identical lines so far, for distinct event ids
 
     def parse(self, raw: str) -> list[dict[str, Any]]:
@@ -359,28 +354,22 @@ def _failure_reason(kind: str, fields: dict[str, str | None]) -> str:
 
 def iter_events(
     lines: Iterable[str], *, tenant_id: str, year: int, tz: tzinfo = UTC,
-    counters: ParseCounters | None = None,
+    counters: ParseCounters | None = None, now: Callable[[], int] | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Yield the AuthEvents of ``lines`` in order; count every line in ``counters``.
 
     ``year`` is the year of the first traditional-syslog line (see the module doc); ``tz``
-    the zone of timestamps without an offset. Never raises on bad lines: they are counted
-    as skipped (``unparsable``, ``unrecognized``, ...).
+    the zone of timestamps without an offset; ``now`` (microseconds) puts a line that
+    would lie in the future in the previous year (:class:`~producers.syslog.SyslogReader`).
+    Never raises on bad lines: they are counted as skipped (``unparsable``, ...).
     """
-    parser = _Parser(tenant_id, year, tz, counters if counters is not None else ParseCounters())
+    counters = counters if counters is not None else ParseCounters()
+    parser = _Parser(tenant_id, year, tz, counters, now)
     for line in lines:
         yield from parser.parse(line)
 
 
-@dataclass
-class IngestSummary:
-    """What :func:`run_ingest` did: lines and events parsed, skipped, sent, acknowledged."""
-
-    path: str
-    counters: ParseCounters
-    sent: int = 0
-    acknowledged: int = 0
-    failed: int = 0
+_YEAR_HINT = "syslog lines carry no year: give the right one with --year (and the zone with --tz)"
 
 
 def run_ingest(
@@ -395,36 +384,46 @@ def run_ingest(
     producer_config: dict[str, Any] | None = None,
     poll_interval: float = 1.0,
     stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] = lambda text: None,
+    now: Callable[[], int] = wall_clock,
 ) -> IngestSummary:
-    """Parse the auth log at ``path`` and send its events with an AuditProducer.
+    """Parse the auth log at ``path`` (``-``: standard input) and send its events.
 
     With ``follow`` keep reading new lines (rotation and truncation handled, see
-    :func:`producers.tail.follow`) until ``stop()`` returns True. ``year`` defaults to
-    :func:`guess_start_year`.
+    :func:`producers.tail.follow`) until ``stop()`` returns True. Without ``year`` the
+    first line's year comes from :func:`guess_start_year` (stdin: this year) and no line
+    is put in the future (``now``); a given ``year`` is trusted as it is. ``warn`` gets
+    the preflight's warnings (:mod:`producers.ingest`) before the events concerned are sent.
 
     Raises :class:`ConfigurationError` (unusable producer settings), ``OSError`` (file
     unreadable) and :class:`DeliveryError` naming events the broker did not acknowledge.
     """
-    from producers.sdk import AuditProducer  # the Kafka client only where it is used
+    stdin = str(path) == "-"
+    if year is not None:
+        start_year, bound = year, None
+    else:
+        start_year = _current_year(now(), tz) if stdin else guess_start_year(path, tz, now())
+        bound = now
 
-    counters = ParseCounters()
-    summary = IngestSummary(str(path), counters)
-    start_year = year if year is not None else guess_start_year(path, tz)
-    with contextlib.ExitStack() as resources:
-        if follow:
-            lines: Iterable[str] = tail.follow(path, poll_interval=poll_interval, stop=stop)
-        else:
-            lines = resources.enter_context(Path(path).open(encoding="utf-8", errors="replace"))
-        producer = AuditProducer(bootstrap_servers, topic, config=producer_config)
-        try:
-            for event in iter_events(
-                lines, tenant_id=tenant_id, year=start_year, tz=tz, counters=counters
-            ):
-                producer.send(event)
-                summary.sent += 1
-        finally:
-            try:
-                producer.close()  # raises DeliveryError for anything not acknowledged
-            finally:
-                summary.acknowledged, summary.failed = producer.acknowledged, producer.failed
-    return summary
+    def events(counters: ParseCounters) -> Iterator[dict[str, Any]]:
+        with contextlib.ExitStack() as resources:
+            if stdin:
+                lines: Iterable[str] = sys.stdin
+            elif follow:
+                lines = tail.follow(path, poll_interval=poll_interval, stop=stop)
+            else:
+                lines = resources.enter_context(Path(path).open(encoding="utf-8", errors="replace"))
+            yield from iter_events(
+                lines, tenant_id=tenant_id, year=start_year, tz=tz, counters=counters, now=bound
+            )
+
+    return deliver(
+        events, IngestSummary(str(path), ParseCounters()),
+        bootstrap_servers=bootstrap_servers, topic=topic, prescan=not (stdin or follow),
+        warn=warn, producer_config=producer_config, hints={"absurd_timestamp": _YEAR_HINT},
+        now=now,
+    )  # fmt: skip
+
+
+def _current_year(now_micros: int, tz: tzinfo) -> int:
+    return datetime.fromtimestamp(now_micros / 1_000_000, tz=tz).year

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -170,8 +170,12 @@ def store(request: pytest.FixtureRequest, pipeline: Pipeline) -> Iterator[Store]
     opened.close()
 
 
-def _store(pipeline: Pipeline, store: Store, expected: int, timeout: float = 120) -> None:
-    """Run the sink until ``expected`` records are stored and every tenant is signed."""
+def _store(
+    pipeline: Pipeline, store: Store, expected: int, timeout: float = 120,
+    until: Callable[[ClickHouseBackend], bool] | None = None,
+) -> None:  # fmt: skip
+    """Run the sink until ``expected`` records are stored, every tenant is signed and
+    ``until(backend)`` (if given) holds."""
     backend = store.open()
     sink = build_sink(pipeline.settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
     stop = threading.Event()
@@ -180,7 +184,11 @@ def _store(pipeline: Pipeline, store: Store, expected: int, timeout: float = 120
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if _stored_count(backend) >= expected and _all_signed(backend):
+            if (
+                _stored_count(backend) >= expected
+                and _all_signed(backend)
+                and (until is None or until(backend))
+            ):
                 break
             time.sleep(0.5)
     finally:

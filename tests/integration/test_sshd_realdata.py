@@ -286,3 +286,38 @@ def test_run_ingest_follows_a_growing_file(broker: LocalBroker, tmp_path: Path) 
     assert not worker.is_alive()
     assert [CODEC.decode(message.value())["event_id"] for message in messages] == expected
     assert result["summary"].acknowledged == len(expected)
+
+
+def test_ingest_warns_before_sending_what_the_worker_will_refuse(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """The issue's case: "Dec 10" lines ingested on Dec 4 with that year lie in the future."""
+    now = int(datetime(2026, 12, 4, 5, 0, tzinfo=UTC).timestamp()) * 1_000_000
+    copy = tmp_path / "OpenSSH_2k.log"
+    copy.write_bytes(OPENSSH.read_bytes())
+    os.utime(copy, (now / 1e6 - 7200,) * 2)
+    topic = new_topic(broker)
+
+    class Stop(Exception):
+        pass
+
+    def refuse(text: str) -> None:
+        raise Stop(text)
+
+    with pytest.raises(Stop) as warned:  # a warning that stops the run: nothing was sent
+        run_ingest(copy, bootstrap_servers=broker.bootstrap_servers, topic=topic,
+                   tenant_id=TENANT, year=2026, now=lambda: now, warn=refuse)  # fmt: skip
+    assert str(warned.value).startswith(
+        "warning: 2008 of 2008 events will be refused by the worker as absurd_timestamp"
+    )
+    assert "--year" in str(warned.value)
+    assert read_topic(broker.bootstrap_servers, topic, 1, 1, timeout=3) == []
+
+    warnings: list[str] = []
+    summary = run_ingest(copy, bootstrap_servers=broker.bootstrap_servers, topic=topic,
+                         tenant_id=TENANT, now=lambda: now, warn=warnings.append)  # fmt: skip
+    assert warnings == [] and not summary.refused
+    assert (summary.sent, summary.acknowledged) == (2008, 2008)
+    first = CODEC.decode(read_topic(broker.bootstrap_servers, topic, 1, 1)[0].value())
+    dec_10 = datetime(2025, 12, 10, 6, 55, 46, tzinfo=UTC)
+    assert first["occurred_at"] == int(dec_10.timestamp()) * 1_000_000

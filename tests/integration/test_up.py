@@ -86,10 +86,36 @@ def _front_needs_the_announced_token(data_dir: Path, log: Path) -> None:
     assert refused.value.code == 403
 
 
+def _ingest_http_reaches_the_store(data_dir: Path, log: Path, token: str) -> None:
+    """With a token file, `up` serves ingest-http: a posted event is stored."""
+    found = re.search(r"ingest-http \(bearer tokens of the token file\): (\S+)/v1/ingest/",
+                      log.read_text())  # fmt: skip
+    assert found, log_tail(log)
+    event = {"event_id": "http:1", "event_type": "LOGIN", "outcome": "SUCCESS",
+             "occurred_at": time.time_ns() // 1000, "user_name": "alice"}  # fmt: skip
+    request = urllib.request.Request(
+        f"{found[1]}/v1/ingest/events", data=json.dumps(event).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+    query = "SELECT tenant_id, user_name FROM events WHERE event_id = 'http:1'"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = _cli(data_dir, "sql", "--format", "json", query).stdout.splitlines()
+        if rows:
+            assert json.loads(rows[0]) == {"tenant_id": "via-http", "user_name": "alice"}
+            return
+        time.sleep(1)
+    raise AssertionError(f"the posted event was not stored\n{log_tail(log)}")
+
+
 def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first_log = tmp_path / "up-1.log"
-    up = _up(data_dir, first_log, "--demo", "--rate", "400")
+    created = _cli(data_dir, "ingest-token", "svc", "--tenant", "via-http", "--sources", "events")
+    assert created.returncode == 0, created.stderr
+    up = _up(data_dir, first_log, "--demo", "--rate", "400", "--ingest-listen", "127.0.0.1:0")
     try:
         wait_for_log_text(first_log, "Ctrl-C stops everything", up, timeout=60)
         _front_needs_the_announced_token(data_dir, first_log)
@@ -117,6 +143,7 @@ def test_up_demo_query_verify_stop_and_continue(tmp_path: Path) -> None:
         sent = _cli(data_dir, "loadgen", "--count", "300", "--rate", "0", "--json")
         assert sent.returncode == 0, sent.stderr
         assert json.loads(sent.stdout)["acknowledged"] == 300
+        _ingest_http_reaches_the_store(data_dir, first_log, created.stdout.strip())
     finally:
         _stop(up, first_log)
     _children_gone(first_log)

@@ -287,6 +287,41 @@ def test_guess_start_year_from_mtime(tmp_path: Path) -> None:
     assert guess_start_year(log) == 2025
 
 
+def test_no_line_is_put_in_the_future() -> None:
+    now = micros(2026, 12, 4, 5, 0, 0)
+    reader = SyslogReader(2026, now=lambda: now)
+    times = []
+    for raw in ["Dec 10 06:55:46 h sshd[1]: a", "Dec 11 01:00:00 h sshd[1]: b",
+                "Jan  2 00:00:00 h sshd[1]: c"]:  # fmt: skip
+        line = reader.read(raw)
+        assert not isinstance(line, str)
+        times.append(line.occurred_at)
+    assert times == [
+        micros(2025, 12, 10, 6, 55, 46),  # six days ahead of now: last year's
+        micros(2025, 12, 11, 1, 0, 0),  # and the lines after it follow
+        micros(2026, 1, 2, 0, 0, 0),  # the rollover still works
+    ]
+    line = SyslogReader(2026, now=lambda: now).read("Dec  4 20:00:00 h sshd[1]: d")
+    assert not isinstance(line, str)  # within a day of now (a zone's error): kept
+    assert line.occurred_at == micros(2026, 12, 4, 20, 0, 0)
+    line = SyslogReader(2026).read("Dec 10 06:55:46 h sshd[1]: a")  # no bound: --year trusted
+    assert not isinstance(line, str) and line.occurred_at == micros(2026, 12, 10, 6, 55, 46)
+
+
+def test_guess_start_year_puts_the_newest_line_before_mtime_and_now(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("Dec 10 06:55:46 h sshd[1]: x\nDec 10 11:03:40 h sshd[1]: y\n")
+    # The case: loghub's "Dec 10" lines in a file written on Dec 4.
+    os.utime(log, (micros(2026, 12, 4, 2, 54, 0) / 1e6,) * 2)
+    assert guess_start_year(log, now=micros(2026, 12, 4, 5, 0, 0)) == 2025
+    os.utime(log, (micros(2026, 12, 11, 0, 0, 0) / 1e6,) * 2)
+    assert guess_start_year(log, now=micros(2026, 12, 11, 1, 0, 0)) == 2026
+    # An mtime ahead of the clock (a copy from a skewed host) does not lift the bound.
+    assert guess_start_year(log, now=micros(2026, 12, 4, 5, 0, 0)) == 2025
+    log.write_text("")
+    assert guess_start_year(log, now=micros(2026, 12, 4, 5, 0, 0)) == 2026
+
+
 # -- event ids ---------------------------------------------------------------------------
 
 
