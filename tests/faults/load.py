@@ -92,8 +92,10 @@ class Load:
         partitions: int,
         tenants: int = 7,
         bad_share: float = 0.0,
+        envelope_bytes: int = 0,
     ) -> None:
         self._servers = bootstrap_servers
+        self._envelope_bytes = envelope_bytes
         self._topic = topic
         self.rate = rate
         self._rng = random.Random(f"load/{seed}")
@@ -135,7 +137,7 @@ class Load:
         return self._summary
 
     def _run(self) -> None:
-        producer = AuditProducer(self._servers, self._topic)
+        producer = AuditProducer(self._servers, self._topic, envelope_bytes=self._envelope_bytes)
         raw = Producer(
             {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": self._servers, "logger": _LOG}
         )

@@ -115,7 +115,8 @@ def _run_in(
     clock = _Clock(scenario.name)
     pipeline.worker.start()
     pipeline.sink.start()
-    load = pipeline.load(scenario.rate, tenants=scenario.tenants, bad_share=scenario.bad_share)
+    load = pipeline.load(scenario.rate, tenants=scenario.tenants, bad_share=scenario.bad_share,
+                         envelope_bytes=scenario.envelope_bytes)  # fmt: skip
     try:
         result.faults = scenario.inject(pipeline, load, rng, iterations)
     finally:
