@@ -93,6 +93,9 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 # Keys this class owns: a caller's value would disconnect our delivery accounting.
 _RESERVED_KEYS = frozenset({"bootstrap.servers", "error_cb", "on_delivery", "dr_cb", "logger"})
 
+# Room an envelope leaves in a message for its key (a tenant id: ≤ 128 bytes) and framing.
+_KEY_ROOM = 1024
+
 _ALWAYS_FAILURE = frozenset({"LOGIN_FAILED", "MFA_FAILURE"})
 
 
@@ -183,7 +186,8 @@ class AuditProducer:
             most every N ms (faster; a *machine* crash may lose the last N ms).
         envelope_bytes: 0 (default): one message per event. N > 0: events of one
             partition share messages of at most N bytes (``schemas/event_envelope.avsc``;
-            the stream processor accepts up to 1 MiB); not with a spool. The topic must
+            at most ``message.max.bytes`` - 1 KiB; the stream processor accepts up to
+            1 MiB); not with a spool. The topic must
             exist: its partition count is read once, to group events by partition.
             :meth:`send` then never raises :class:`ProducerQueueFullError`: an envelope
             that finds the local queue full waits up to ``queue_timeout``, then its events
@@ -243,6 +247,11 @@ class AuditProducer:
         # librdkafka refuses a larger key + value at produce(); with a spool that would be
         # in the drainer, after send() returned, so send() checks it first.
         self._max_message_bytes = int(config.get("message.max.bytes", 1_000_000))
+        if envelope_bytes < 0 or envelope_bytes > self._max_message_bytes - _KEY_ROOM:
+            raise InvalidArgumentError(
+                f"envelope_bytes {envelope_bytes} must be 0 (off) or at most message.max.bytes "
+                f"- {_KEY_ROOM} ({self._max_message_bytes - _KEY_ROOM})"
+            )
         self._topic = topic
         self._codec: Codec = codec or SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
         self._on_full = on_full

@@ -241,6 +241,8 @@ def test_an_envelope_lingers_only_briefly(broker: LocalBroker) -> None:
 def test_envelopes_need_an_existing_topic_and_no_spool(broker: LocalBroker, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="spool"):
         AuditProducer(broker.bootstrap_servers, "t", envelope_bytes=4096, spool_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"message\.max\.bytes"):
+        AuditProducer(broker.bootstrap_servers, "t", envelope_bytes=1_000_000)
     with AuditProducer(broker.bootstrap_servers, f"missing-{uuid.uuid4().hex[:8]}",
                        envelope_bytes=4096) as producer:  # fmt: skip
         with pytest.raises(ConfigurationError, match="does not exist"):
