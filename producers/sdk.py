@@ -297,6 +297,7 @@ class AuditProducer:
         self._pack_lock = threading.Lock()  # sealing and producing, in partition order
         self._packed_keys: dict[int, bytes] = {}  # token -> its own key, until its report
         self._partition_count: int | None = None
+        self._envelopes_sent = 0
         self._stop_linger = threading.Event()
         self._linger_thread: threading.Thread | None = None
         if envelope_bytes:
@@ -324,6 +325,11 @@ class AuditProducer:
     def sent(self) -> int:
         """Events accepted into the local queue."""
         return self._sent
+
+    @property
+    def envelopes(self) -> int:
+        """Envelopes of more than one event queued so far (``envelope_bytes``)."""
+        return self._envelopes_sent
 
     @property
     def acknowledged(self) -> int:
@@ -497,6 +503,8 @@ class AuditProducer:
                     self._topic, packed.value, packed.key,
                     partition=packed.partition, on_delivery=on_delivery,
                 )  # fmt: skip
+                if len(packed.tokens) > 1:
+                    self._envelopes_sent += 1
                 return
             except BufferError:
                 if time.monotonic() >= deadline:
