@@ -96,10 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--envelope-bytes", type=int, default=0, help="envelopes of at most this size; 0: bare"
+    )
     args = parser.parse_args(argv)
     factory = EventFactory(args.tenants, args.seed)
     with AuditProducer(
-        args.bootstrap_servers, args.topic, config={"queue.buffering.max.messages": 1_000_000}
+        args.bootstrap_servers,
+        args.topic,
+        config={"queue.buffering.max.messages": 1_000_000},
+        envelope_bytes=args.envelope_bytes,
     ) as producer:
         if args.rate > 0:
             result = send_paced(producer, factory, args.rate, args.seconds)

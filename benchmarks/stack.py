@@ -57,6 +57,7 @@ class StackConfig:
     # (e.g. AUTHTRAIL_PRODUCER_LINGER_MS); ``label`` names such a variant.
     worker_environment: tuple[tuple[str, str], ...] = ()
     label: str = ""
+    envelope_bytes: int = 0  # the loader's AuditProducer(envelope_bytes=...); 0: bare events
 
     @property
     def name(self) -> str:
@@ -138,6 +139,8 @@ class Stack:
             str(seed + self._loader_runs),
             "--out",
             str(out),
+            "--envelope-bytes",
+            str(self.config.envelope_bytes),
         ]
         self.loader = start_python(arguments, self.logs / f"loader-{self._loader_runs}.log")
         return out

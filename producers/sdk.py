@@ -22,6 +22,12 @@ A thin adapter over confluent-kafka (librdkafka). What it guarantees the pipelin
   ``auth_event.avsc``) and Avro-encoded before anything is queued; a bad event raises
   :class:`InvalidArgumentError` in the caller's stack, not a poison message downstream.
 
+* **Envelopes (optional).** With ``envelope_bytes`` (and no spool), events of one
+  partition travel together in one message (:mod:`producers.envelope`), sealed at that
+  size or after ``envelope_linger_ms``; the stream processor then pays its per-message
+  cost once for all of them. Each event keeps its own delivery accounting. A background
+  thread seals lingering envelopes and serves delivery reports.
+
 Without a spool, delivery reports are served whenever the producer is polled: on every
 :meth:`send`, in :meth:`poll`, :meth:`flush` and :meth:`close`. A service that sends rarely
 should call :meth:`poll` now and then, or counters and :attr:`failures` lag behind. With a
@@ -52,10 +58,12 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
+from producers.envelope import EnvelopePacker, Packed
 from producers.spool import Spool
 from producers.spool_delivery import SpoolDrainer
 from producers.spool_format import SpoolRecord
 from schemas.codec import Codec, SingleObjectCodec
+from stream.partitioning import tenant_partition
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
@@ -85,6 +93,9 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 
 # Keys this class owns: a caller's value would disconnect our delivery accounting.
 _RESERVED_KEYS = frozenset({"bootstrap.servers", "error_cb", "on_delivery", "dr_cb", "logger"})
+
+# Room an envelope leaves in a message for its key (a tenant id: ≤ 128 bytes) and framing.
+_KEY_ROOM = 1024
 
 _ALWAYS_FAILURE = frozenset({"LOGIN_FAILED", "MFA_FAILURE"})
 
@@ -174,6 +185,15 @@ class AuditProducer:
         spool_max_bytes, spool_max_events: bounds of the spool's undelivered events.
         spool_sync_interval_ms: 0 fsyncs each event before :meth:`send` returns; N > 0 at
             most every N ms (faster; a *machine* crash may lose the last N ms).
+        envelope_bytes: 0 (default): one message per event. N > 0: events of one
+            partition share messages of at most N bytes (``schemas/event_envelope.avsc``;
+            at most ``message.max.bytes`` - 1 KiB; the stream processor accepts up to
+            1 MiB); not with a spool. The topic must
+            exist: its partition count is read once, to group events by partition.
+            :meth:`send` then never raises :class:`ProducerQueueFullError`: an envelope
+            that finds the local queue full waits up to ``queue_timeout``, then its events
+            count as failed (:attr:`failures`, :meth:`close`).
+        envelope_linger_ms: how long an event may wait for others to share its envelope.
 
     With a spool, librdkafka's ``message.timeout.ms`` is 0 (never give up: a timed-out
     event would let later ones overtake it) and a different value is refused; the spool's
@@ -201,11 +221,15 @@ class AuditProducer:
         spool_max_bytes: int = 1 << 30,
         spool_max_events: int = 1_000_000,
         spool_sync_interval_ms: int = 0,
+        envelope_bytes: int = 0,
+        envelope_linger_ms: float = 5.0,
     ) -> None:
         if on_full not in ("block", "raise"):
             raise InvalidArgumentError(f"on_full must be 'block' or 'raise', got {on_full!r}")
         if not queue_timeout >= 0:
             raise InvalidArgumentError(f"queue_timeout must be >= 0, got {queue_timeout}")
+        if envelope_bytes and spool_dir is not None:
+            raise InvalidArgumentError("envelope_bytes with a spool: the spool sends bare events")
         config = dict(config or {})
         # A codec named in config counts as the caller's explicit choice.
         for alias in ("compression.type", "compression.codec"):
@@ -224,6 +248,11 @@ class AuditProducer:
         # librdkafka refuses a larger key + value at produce(); with a spool that would be
         # in the drainer, after send() returned, so send() checks it first.
         self._max_message_bytes = int(config.get("message.max.bytes", 1_000_000))
+        if envelope_bytes < 0 or envelope_bytes > self._max_message_bytes - _KEY_ROOM:
+            raise InvalidArgumentError(
+                f"envelope_bytes {envelope_bytes} must be 0 (off) or at most message.max.bytes "
+                f"- {_KEY_ROOM} ({self._max_message_bytes - _KEY_ROOM})"
+            )
         self._topic = topic
         self._codec: Codec = codec or SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
         self._on_full = on_full
@@ -265,6 +294,22 @@ class AuditProducer:
         if self._spool is not None:
             self._drainer = SpoolDrainer(self._spool, self._producer, self._record_report)
             self._drainer.start()
+        self._packer: EnvelopePacker | None = None
+        self._pack_lock = threading.Lock()  # sealing and producing, in partition order
+        self._packed_keys: dict[int, bytes] = {}  # token -> its own key, until its report
+        self._partition_count: int | None = None
+        self._envelopes_sent = 0
+        self._stop_linger = threading.Event()
+        self._linger_thread: threading.Thread | None = None
+        if envelope_bytes:
+            envelope_codec = SingleObjectCodec(schemas.load_schema(schemas.EVENT_ENVELOPE))
+            linger = envelope_linger_ms / 1000
+            self._packer = EnvelopePacker(envelope_codec, envelope_bytes, linger)
+            self._linger_thread = threading.Thread(
+                target=self._linger, args=(max(linger / 2, 0.001),),
+                name="authtrail-envelopes", daemon=True,
+            )  # fmt: skip
+            self._linger_thread.start()
 
     # -- counters ---------------------------------------------------------------------
 
@@ -281,6 +326,11 @@ class AuditProducer:
     def sent(self) -> int:
         """Events accepted into the local queue."""
         return self._sent
+
+    @property
+    def envelopes(self) -> int:
+        """Envelopes of more than one event queued so far (``envelope_bytes``)."""
+        return self._envelopes_sent
 
     @property
     def acknowledged(self) -> int:
@@ -371,6 +421,9 @@ class AuditProducer:
             with self._lock:
                 self._sent += 1
             return
+        if self._packer is not None:
+            self._pack(key, value, event_id, tenant_id)
+            return
         with self._lock:
             token = self._next_token
             self._next_token += 1
@@ -410,6 +463,84 @@ class AuditProducer:
                     ) from exc
                 raise DeliveryError([event_id], f"librdkafka refused it: {_describe(exc)}") from exc
 
+    # -- envelopes (envelope_bytes) ----------------------------------------------------
+
+    def _pack(self, key: bytes, value: bytes, event_id: str, tenant_id: str) -> None:
+        partition = tenant_partition(tenant_id, self._partitions())
+        assert self._packer is not None
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._in_flight[token] = event_id
+            self._packed_keys[token] = key
+            self._sent += 1
+            self._queued_bytes += len(value)
+        with self._pack_lock:
+            for packed in self._packer.add(partition, key, value, token):
+                self._send_packed(packed)
+
+    def _partitions(self) -> int:
+        """The topic's partition count, read once (the SDK's partitioner needs it)."""
+        if self._partition_count is None:
+            try:
+                topic = self._producer.list_topics(timeout=10).topics.get(self._topic)
+            except KafkaException as exc:
+                raise ConfigurationError(f"cannot read topic {self._topic!r}: {exc}") from exc
+            if topic is None or topic.error is not None or not topic.partitions:
+                raise ConfigurationError(
+                    f"topic {self._topic!r} does not exist: envelopes need its partition count"
+                )
+            self._partition_count = len(topic.partitions)
+        return self._partition_count
+
+    def _send_packed(self, packed: Packed) -> None:
+        """Produce one sealed envelope (or bare event) to its partition; call with the
+        pack lock held, so one partition's messages are produced in sealing order."""
+        on_delivery = partial(self._on_packed_delivery, packed)
+        deadline = time.monotonic() + self._queue_timeout
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, packed.value, packed.key,
+                    partition=packed.partition, on_delivery=on_delivery,
+                )  # fmt: skip
+                if len(packed.tokens) > 1:
+                    self._envelopes_sent += 1
+                return
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    error = KafkaError(KafkaError._QUEUE_FULL, "local queue full", retriable=True)
+                    self._on_packed_delivery(packed, error, None)
+                    return
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                error = _kafka_error(exc) or KafkaError(KafkaError._FAIL, _describe(exc))
+                self._on_packed_delivery(packed, error, None)
+                return
+
+    def _on_packed_delivery(self, packed: Packed, error: KafkaError | None, message: Any) -> None:
+        with self._lock:
+            reports = [(self._in_flight.pop(token, "?"), self._packed_keys.pop(token, None))
+                       for token in packed.tokens]  # fmt: skip
+            self._queued_bytes -= sum(packed.sizes)
+        for event_id, key in reports:
+            self._record_report(event_id, key, error)
+
+    def _seal_all(self) -> None:
+        if self._packer is not None:
+            with self._pack_lock:
+                for packed in self._packer.drain():
+                    self._send_packed(packed)
+
+    def _linger(self, interval: float) -> None:
+        """Seal envelopes that waited their linger, and serve delivery reports."""
+        assert self._packer is not None
+        while not self._stop_linger.wait(interval):
+            with self._pack_lock:
+                for packed in self._packer.due():
+                    self._send_packed(packed)
+            self._producer.poll(0)
+
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery reports and errors for up to ``timeout`` seconds; return how many.
 
@@ -437,6 +568,7 @@ class AuditProducer:
                     break
                 time.sleep(0.01)
             return self.pending
+        self._seal_all()
         self._producer.flush(timeout)
         return self.pending
 
@@ -464,6 +596,9 @@ class AuditProducer:
         if self._spool is not None:
             self._close_spooled(timeout)
             return
+        if self._linger_thread is not None:
+            self._stop_linger.set()
+            self._linger_thread.join()
         remaining = self.flush(timeout)
         if remaining:
             self._producer.purge(in_queue=True, in_flight=True)

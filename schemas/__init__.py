@@ -27,6 +27,7 @@ __all__ = [
     "CHECKPOINT",
     "CLAIM",
     "DEAD_LETTER",
+    "EVENT_ENVELOPE",
     "SCHEMA_NAMES",
     "SNAPSHOT",
     "load_schema",
@@ -38,6 +39,7 @@ CHAINED_RECORD = "chained_record"
 CHAINED_REJECTION = "chained_rejection"
 CHECKPOINT = "checkpoint"
 DEAD_LETTER = "dead_letter"
+EVENT_ENVELOPE = "event_envelope"
 CLAIM = "claim"
 SNAPSHOT = "snapshot"
 SCHEMA_NAMES = (
@@ -48,6 +50,7 @@ SCHEMA_NAMES = (
     DEAD_LETTER,
     CLAIM,
     SNAPSHOT,
+    EVENT_ENVELOPE,
 )
 
 # Which files define the named types a file refers to but does not define itself.

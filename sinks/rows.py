@@ -81,6 +81,7 @@ REJECTED_SCHEMA = _schema(
         ("leaf_hash", _HASH),
         ("hash", _HASH),
         ("epoch", pa.uint64()),
+        ("source_index", pa.int32()),
         ("kafka_cluster", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.uint64()),

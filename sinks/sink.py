@@ -173,7 +173,10 @@ class Sink:
         self._claim_fingerprint = claim_codec.reader_fingerprint  # type: ignore[attr-defined]
         self._fences: dict[tuple[str, int], Fence] = {}
         self._rejection_codec = rejection_codec
-        self._rejection_fingerprint = getattr(rejection_codec, "reader_fingerprint", None)
+        # Every version's: rejections written before a schema change are still rejections.
+        self._rejection_fingerprints: frozenset[bytes] = getattr(
+            rejection_codec, "known_fingerprints", frozenset()
+        )
         self._buffers = {table: _Buffer() for table in (*self._topics, REJECTED_TABLE)}
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._tiles = TileBuilder(backend)
@@ -300,7 +303,7 @@ class Sink:
             epoch = int(self._claim_codec.decode(value)["epoch"])
             self._fence(table, partition).claim(epoch)
             return
-        rejection = table == EVENTS_TABLE and value[2:10] == self._rejection_fingerprint
+        rejection = table == EVENTS_TABLE and value[2:10] in self._rejection_fingerprints
         codec = self._rejection_codec if rejection else self._codecs[table]
         assert codec is not None
         record = codec.decode(value)

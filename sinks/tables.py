@@ -73,6 +73,9 @@ _REJECTION_LINK_COLUMNS = (
     ("leaf_hash", "Nullable(FixedString(32))"),
     ("hash", "Nullable(FixedString(32))"),
     ("epoch", "Nullable(UInt64)"),
+    # The rejected event's index in its envelope (schemas/dead_letter.avsc); part of the
+    # leaf when set, so verify needs it.
+    ("source_index", "Nullable(Int32)"),
 )
 _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJECTION_LINK_COLUMNS)
 

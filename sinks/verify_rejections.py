@@ -20,7 +20,7 @@ from stream.rejection import FIELD_TYPES, rejection_leaf
 
 _TEXT = tuple(name for name, kind in FIELD_TYPES.items() if kind in (b"s", b"b"))
 _TIMES = ("source_timestamp", "rejected_at")
-_INTEGERS = ("source_partition", "source_offset")
+_INTEGERS = ("source_partition", "source_offset", "source_index")
 
 
 @dataclass(frozen=True)

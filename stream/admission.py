@@ -43,7 +43,9 @@ class RejectedEvent(FormatError):
 class Limits:
     """Admission limits. Defaults suit authentication events; all are configurable."""
 
-    max_record_bytes: int = 64 * 1024
+    max_record_bytes: int = 64 * 1024  # one event (bare, or inside an envelope)
+    # One envelope message (schemas/event_envelope.avsc): Kafka's default message.max.bytes.
+    max_envelope_bytes: int = 1024 * 1024
     max_id_chars: int = 256
     earliest_micros: int = _YEAR_2000_MICROS
     max_future_seconds: int = 24 * 3600

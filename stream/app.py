@@ -30,6 +30,7 @@ from schemas import (
     CHECKPOINT,
     CLAIM,
     DEAD_LETTER,
+    EVENT_ENVELOPE,
     SNAPSHOT,
     load_schema,
     previous_versions,
@@ -215,6 +216,7 @@ def create_app(
         new_guard=lambda: Guard(policies or PolicySet()),
         partitions=settings.partitions,
         snapshotter=Snapshotter(settings.snapshot_every, topics.snapshot_codec),
+        envelope_codec=codec(EVENT_ENVELOPE),
     )
 
     @app.agent(events, name="sequencer")

@@ -292,10 +292,9 @@ class _Replay:
         self.chained_codec, self.checkpoint_codec = topics.chained_codec, topics.checkpoint_codec
         self.claim_codec, self.guard = topics.claim_codec, guard
         self.rejection_codec = topics.rejection_codec
-        self.rejection_fingerprint = (
-            getattr(topics.rejection_codec, "reader_fingerprint", None)
-            if topics.rejection_codec is not None
-            else None
+        # Every version's: rejections written before a schema change are still rejections.
+        self.rejection_fingerprints: frozenset[bytes] = getattr(
+            topics.rejection_codec, "known_fingerprints", frozenset()
         )
         self.fences = {_CHECKPOINTS: Fence(), _RECORDS: Fence(), _SNAPSHOTS: Fence()}
         self.replayed = 0
@@ -340,7 +339,7 @@ class _Replay:
             end = offset + 1
             if self._claim(_RECORDS, value):
                 continue
-            rejection = value[2:10] == self.rejection_fingerprint
+            rejection = value[2:10] in self.rejection_fingerprints
             codec = self.rejection_codec if rejection else self.chained_codec
             assert codec is not None
             record = codec.decode(value)
@@ -351,13 +350,15 @@ class _Replay:
             )
             if rejection:
                 self.sequencer.restore_record(
-                    record["chain_tenant_id"], None, link, record["source_offset"]
-                )
+                    record["chain_tenant_id"], None, link, record["source_offset"],
+                    record["rejection"].get("source_index"),
+                )  # fmt: skip
             else:
                 event = record["event"]
                 self.sequencer.restore_record(
-                    event["tenant_id"], event["event_id"], link, record["source_offset"]
-                )
+                    event["tenant_id"], event["event_id"], link, record["source_offset"],
+                    record.get("source_index"),
+                )  # fmt: skip
                 if self.guard is not None:
                     self.guard.replay(event)
             self.replayed += 1

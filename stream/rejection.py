@@ -35,6 +35,7 @@ FIELD_TYPES: dict[str, bytes] = {
     "original_key": b"b",
     "reason": b"s",
     "rejected_at": b"i",
+    "source_index": b"i",  # None (omitted) for a whole message: older leaves unchanged
     "source_offset": b"i",
     "source_partition": b"i",
     "source_timestamp": b"i",

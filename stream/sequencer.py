@@ -10,7 +10,13 @@ Why this is correct under at-least-once delivery (docs/PIPELINE.md): every chain
 carries the input offset it came from, the output partition equals the input partition,
 and the agent waits for the outputs of a batch to be acknowledged before it reads on.
 So the emitted records are always a prefix of the processing, and an input event whose
-offset is at or below the highest restored source offset was already sequenced.
+position is at or below the highest restored one was already sequenced.
+
+A position is ``(offset, index)``: the input message's offset and the event's index in
+it when the message is an envelope of many events (schemas/event_envelope.avsc), or
+``None`` for the whole message (a bare event, or an envelope rejected whole). ``None``
+ranks above every index of the same offset, so a crash in the middle of an envelope
+resumes right after the last event whose output was stored.
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ SEQUENCED = "sequenced"
 REPLAYED = "replayed"  # its input offset was already sequenced before a restart
 DUPLICATE = "duplicate"  # same event id, same content: a producer retry, recorded once
 CONFLICT = "conflict"  # same event id, different content: rejected to the dead letters
+
+# An index above any an envelope can hold: a whole message's position at its offset.
+_WHOLE_MESSAGE = 1 << 62
+
+
+def position(offset: int, index: int | None) -> tuple[int, int]:
+    """The comparable form of input position ``(offset, index)`` (``index`` None: the
+    whole message at ``offset``)."""
+    return (offset, _WHOLE_MESSAGE if index is None else index)
+
 
 # Event ids remembered per partition for recognising producer retries: ≥ 100 000 recent
 # ones in ~26 MB (stream/id_window.py), whatever the number of tenants.
@@ -121,7 +137,9 @@ class Sequencer:
         self._monotonic = monotonic
         self._wall_clock_micros = wall_clock_micros  # checkpoint time stamps
         self.tenants: dict[str, TenantLog] = {}
-        self.source_offset = -1  # highest input offset already sequenced
+        # Highest input position already handled (module docs): offset and index.
+        self.source_offset = -1
+        self.source_index: int | None = None
         # (deadline, opened_at, tenant) of open batches, soonest first; may hold stale ones
         self._deadlines: list[tuple[float, float, str]] = []
         self._full: list[str] = []  # tenants whose batch filled up since it was last asked
@@ -133,13 +151,26 @@ class Sequencer:
             log = self.tenants[tenant_id] = TenantLog(tenant_id, ChainHead(tenant_id))
         return log
 
-    def offer(self, tenant_id: str, event_id: str, leaf: bytes, source_offset: int) -> Offer:
-        """Sequence one event read at ``source_offset`` of this partition, or say why not.
+    def handled(self, source_offset: int, source_index: int | None = None) -> bool:
+        """Whether the input at this position was handled already (before a restart)."""
+        return position(source_offset, source_index) <= position(
+            self.source_offset, self.source_index
+        )
 
-        Requires offsets offered in increasing order. Returns an :class:`Offer` whose
+    def _advance(self, source_offset: int, source_index: int | None) -> None:
+        self.source_offset, self.source_index = source_offset, source_index
+
+    def offer(
+        self, tenant_id: str, event_id: str, leaf: bytes, source_offset: int,
+        source_index: int | None = None,
+    ) -> Offer:  # fmt: skip
+        """Sequence one event read at ``source_offset`` of this partition (``source_index``:
+        its index in that envelope; None: a bare message), or say why not.
+
+        Requires positions offered in increasing order. Returns an :class:`Offer` whose
         ``link`` is set when the event got the tenant's next seq.
         """
-        if source_offset <= self.source_offset:
+        if self.handled(source_offset, source_index):
             return Offer(REPLAYED)
         log = self._log(tenant_id)
         leaf_hash = rfc6962_leaf_hash(leaf)
@@ -148,23 +179,26 @@ class Sequencer:
             kept == leaf_hash if kept is not None else self._recently_seen(log, event_id, leaf_hash)
         )
         if same is False:
-            return Offer(CONFLICT)  # the offset stays open: the caller chains the rejection
-        self.source_offset = source_offset
+            return Offer(CONFLICT)  # the position stays open: the caller chains the rejection
+        self._advance(source_offset, source_index)
         if same:
             return Offer(DUPLICATE)
         return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
 
-    def chain_rejection(self, tenant_id: str, leaf: bytes, source_offset: int) -> ChainLink | None:
-        """Append the rejection of the input read at ``source_offset`` to the rejection log
-        ``tenant_id`` (:mod:`stream.rejection`); None if that offset was already handled
-        before a restart (the rejection is chained already).
+    def chain_rejection(
+        self, tenant_id: str, leaf: bytes, source_offset: int, source_index: int | None = None
+    ) -> ChainLink | None:
+        """Append the rejection of the input read at position ``(source_offset,
+        source_index)`` to the rejection log ``tenant_id`` (:mod:`stream.rejection`); None
+        if that position was already handled before a restart (the rejection is chained
+        already).
 
         Rejections are not remembered as event ids: a flood of bad input must not push
         good events' ids out of the duplicate window.
         """
-        if source_offset <= self.source_offset:
+        if self.handled(source_offset, source_index):
             return None
-        self.source_offset = source_offset
+        self._advance(source_offset, source_index)
         return self._append(self._log(tenant_id), None, rfc6962_leaf_hash(leaf))
 
     def has_recorded(self, tenant_id: str, event_id: str, leaf: bytes) -> bool:
@@ -358,8 +392,9 @@ class Sequencer:
             log.batch = CompactTree()
 
     def restore_record(
-        self, tenant_id: str, event_id: str | None, link: ChainLink, source_offset: int
-    ) -> None:
+        self, tenant_id: str, event_id: str | None, link: ChainLink, source_offset: int,
+        source_index: int | None = None,
+    ) -> None:  # fmt: skip
         """Replay one emitted chained record; rebuild chain, trees, batch and id window
         (``event_id`` None: a chained rejection, whose id is not remembered).
 
@@ -382,7 +417,8 @@ class Sequencer:
         appended = self._append(log, event_id, link.leaf_hash)
         if appended != link:
             raise ChainError(tenant_id, link.seq, "forked", "stored hash differs from recomputed")
-        self.source_offset = max(self.source_offset, source_offset)
+        if not self.handled(source_offset, source_index):
+            self._advance(source_offset, source_index)
         covered = log.last_checkpoint
         if covered is None or log.head.seq > covered.size:
             return

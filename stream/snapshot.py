@@ -44,6 +44,7 @@ def encode_state(sequencer: Sequencer, guard: Guard | None) -> bytes:
     state = {
         "format": FORMAT,
         "source_offset": sequencer.source_offset,
+        "source_index": sequencer.source_index,
         "tenants": [_tenant_state(log) for log in sequencer.tenants.values()],
         "window": _b64(window) if (window := sequencer.window_bytes()) is not None else None,
         "guard": guard.to_state() if guard is not None else None,
@@ -63,6 +64,9 @@ def restore_state(data: bytes, sequencer: Sequencer, guard: Guard | None) -> Non
             raise FormatError(f"snapshot format {state.get('format')!r} is not {FORMAT}")
         logs = [_tenant_log(tenant) for tenant in state["tenants"]]
         source_offset = int(state["source_offset"])
+        # Absent in snapshots written before envelopes: the whole message was handled.
+        index = state.get("source_index")
+        source_index = None if index is None else int(index)
         window = _unb64(state["window"]) if state["window"] is not None else None
         if window is not None:
             IdWindow(2).load(window)  # checked before anything changes
@@ -76,7 +80,7 @@ def restore_state(data: bytes, sequencer: Sequencer, guard: Guard | None) -> Non
         raise FormatError(f"snapshot holds invalid state: {exc}") from exc
     for log in logs:
         sequencer.restore_tenant(log)
-    sequencer.source_offset = source_offset
+    sequencer.source_offset, sequencer.source_index = source_offset, source_index
     if window is not None:
         sequencer.load_window(window)
 

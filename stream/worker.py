@@ -13,6 +13,11 @@ routes and publishes. Three rules make it correct under at-least-once delivery
 3. One lock serialises the agent and the batch-closing timer, so a checkpoint is only
    ever published after the records it covers were acknowledged.
 
+An input message is one bare event or an envelope of many (schemas/event_envelope.avsc):
+each event of an envelope is handled on its own, in index order, at position
+``(offset, index)`` (stream/sequencer.py), so a bad one is rejected alone and a restart
+in the middle of an envelope resumes right after the last event whose output was stored.
+
 Records are enqueued without waiting (:class:`Publisher`) and acknowledged once per batch:
 awaiting each record cost ~750 µs of CPU per event (docs/PERFORMANCE.md). The publisher
 keeps each partition's records in the order they were enqueued.
@@ -35,8 +40,8 @@ from authtrail.errors import (
     InvalidArgumentError,
     UnknownSchemaError,
 )
-from schemas.codec import Codec, SingleObjectCodec
-from stream.admission import Limits, RejectedEvent, check_event
+from schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from stream.admission import OVERSIZED, Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.chain import ChainLink
 from stream.guard import Guard
@@ -112,6 +117,7 @@ class SequencerWorker:
         limits: Limits | None = None,
         partitions: int | None = None,
         snapshotter: Snapshotter | None = None,
+        envelope_codec: SingleObjectCodec | None = None,
     ) -> None:
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
@@ -136,6 +142,11 @@ class SequencerWorker:
             and chained_codec.first_field_fingerprint == event_codec.reader_fingerprint
         ):
             self._splice = (event_codec, chained_codec)
+        # None: envelopes are not unpacked (their fingerprint is then an unknown schema).
+        self._envelope_codec = envelope_codec
+        self._envelope_header = (
+            SINGLE_OBJECT_MARKER + envelope_codec.reader_fingerprint if envelope_codec else None
+        )
         self._checkpoint_codec = checkpoint_codec
         self._dead_letter_codec = dead_letter_codec
         self._rejection_codec = rejection_codec
@@ -173,11 +184,12 @@ class SequencerWorker:
                 else:
                     pending = [record]
                 for item in pending:
-                    self._handle(sequencer, item)
-                    # Close a full batch at once, so every batch has exactly batch_size
-                    # events; its checkpoint is published only after its records landed.
-                    closed += [(record.partition, sequencer.close_batch(tenant))
-                               for tenant in sequencer.full_batches()]  # fmt: skip
+                    for value, index in self._events_of(sequencer, item):
+                        self._handle(sequencer, item, value, index)
+                        # Close a full batch at once, so every batch has exactly batch_size
+                        # events; its checkpoint is published only after its records landed.
+                        closed += [(record.partition, sequencer.close_batch(tenant))
+                                   for tenant in sequencer.full_batches()]  # fmt: skip
                 self._next_offset[record.partition] = record.offset + 1
             await self._flush()  # the records, before any checkpoint that covers them
             for partition, signed in closed:
@@ -237,7 +249,10 @@ class SequencerWorker:
         )  # fmt: skip
         self._sequencers[partition] = sequencer
         restored = sequencer.source_offset
-        self._next_offset[partition] = restored + 1 if restored >= 0 else None
+        # Mid-envelope (an index stored): that envelope is read again, its handled events
+        # are skipped as replayed. A finished envelope is read again too, at no harm.
+        resume = restored if sequencer.source_index is not None else restored + 1
+        self._next_offset[partition] = resume if restored >= 0 else None
         return sequencer
 
     async def _in_order(self, record: InputRecord, expected: int | None) -> list[InputRecord]:
@@ -261,31 +276,69 @@ class SequencerWorker:
             )  # fmt: skip
         return [*missing, record]
 
-    def _handle(self, sequencer: Sequencer, record: InputRecord) -> None:
-        event: dict[str, Any] | None = None
+    def _events_of(
+        self, sequencer: Sequencer, record: InputRecord
+    ) -> list[tuple[bytes, int | None]]:
+        """The events of input ``record`` as ``(value, index)``: itself with index None
+        when it is a bare event; an envelope's events with their indexes. An envelope that
+        cannot be unpacked is rejected whole here (index None) and yields nothing."""
+        header = self._envelope_header
+        if header is None or record.value[: len(header)] != header:
+            return [(record.value, None)]
+        if sequencer.handled(record.offset, None):
+            return []  # every event of it was handled before a restart: skip the decode
+        assert self._envelope_codec is not None
+        size = len(record.value)
+        if size > self._limits.max_envelope_bytes:  # before paying to decode
+            reason = f"envelope of {size} bytes exceeds {self._limits.max_envelope_bytes}"
+            self._reject(sequencer, record, OVERSIZED, reason, None, record.value, None)
+            return []
         try:
-            if len(record.value) > self._limits.max_record_bytes:  # before paying to decode
-                check_event({}, record_bytes=len(record.value), record_timestamp_micros=None,
+            events = self._envelope_codec.decode(record.value)["events"]
+        except FormatError as exc:
+            self._reject(sequencer, record, "undecodable", str(exc), None, record.value, None)
+            return []
+        if not events:
+            reason = "envelope holds no events"
+            self._reject(sequencer, record, "undecodable", reason, None, record.value, None)
+            return []
+        return [(value, index) for index, value in enumerate(events)]
+
+    def _handle(
+        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None
+    ) -> None:
+        """Handle one event ``value`` of ``record`` (``index``: its place in the envelope,
+        None for a bare message): chain it, count a duplicate, or reject it alone."""
+        event: dict[str, Any] | None = None
+
+        def reject(kind: str, reason: str, tenant_id: str | None) -> None:
+            self._reject(sequencer, record, kind, reason, tenant_id, value, index)
+
+        try:
+            if len(value) > self._limits.max_record_bytes:  # before paying to decode
+                check_event({}, record_bytes=len(value), record_timestamp_micros=None,
                             limits=self._limits)  # fmt: skip
-            event = self._event_codec.decode(record.value)
+            event = self._event_codec.decode(value)
             check_event(
-                event, record_bytes=len(record.value),
+                event, record_bytes=len(value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
                 partition=record.partition, partitions=self._partitions,
                 own_decision=lambda claimed: self._own_decision(sequencer, record, claimed),
             )  # fmt: skip
             leaf = canonical_leaf(event)
-            offer = sequencer.offer(event["tenant_id"], event["event_id"], leaf, record.offset)
+            offer = sequencer.offer(
+                event["tenant_id"], event["event_id"], leaf, record.offset, index
+            )
         except UnknownSchemaError as exc:
-            self._reject(sequencer, record, "unknown_schema", str(exc), None)
+            reject("unknown_schema", str(exc), None)
         except RejectedEvent as exc:
-            self._reject(sequencer, record, exc.kind, str(exc), _tenant(event))
+            reject(exc.kind, str(exc), _tenant(event))
         except FormatError as exc:
-            self._reject(sequencer, record, "undecodable", str(exc), None)
+            reject("undecodable", str(exc), None)
         except InvalidArgumentError as exc:
-            self._reject(sequencer, record, "invalid_event", str(exc), _tenant(event))
+            reject("invalid_event", str(exc), _tenant(event))
         else:
-            self._publish_offer(sequencer, record, event, offer)
+            self._publish_offer(sequencer, record, value, index, event, offer)
 
     def _own_decision(
         self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any]
@@ -304,28 +357,35 @@ class SequencerWorker:
         return sequencer.has_recorded(event["tenant_id"], event["event_id"], leaf)
 
     def _publish_offer(
-        self, sequencer: Sequencer, record: InputRecord, event: dict[str, Any], offer: Offer
-    ) -> None:
+        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None,
+        event: dict[str, Any], offer: Offer,
+    ) -> None:  # fmt: skip
         if offer.outcome == DUPLICATE:
             self.counters.duplicates += 1
         elif offer.outcome == CONFLICT:
             reason = f"event_id {event['event_id']!r} was already used for different content"
-            self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"])
+            self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
+                         value, index)  # fmt: skip
         elif offer.outcome == SEQUENCED and offer.link is not None:
             self.counters.sequenced += 1
             key = event["tenant_id"].encode()
-            self._publish(CHAINED, key, self._chained(record, event, offer), record.partition)
+            chained = self._chained(record, value, index, event, offer)
+            self._publish(CHAINED, key, chained, record.partition)
             guard = self._guards.get(record.partition)
             for decision in guard.observe(event) if guard is not None else ():
                 self._publish_decision(record.partition, decision)
 
-    def _chained(self, record: InputRecord, event: dict[str, Any], offer: Offer) -> bytes:
-        """The chained record of a sequenced ``event``, decoded from ``record``."""
+    def _chained(
+        self, record: InputRecord, value: bytes, index: int | None, event: dict[str, Any],
+        offer: Offer,
+    ) -> bytes:  # fmt: skip
+        """The chained record of a sequenced ``event``, decoded from ``value`` (event
+        ``index`` of ``record``)."""
         assert offer.link is not None
-        rest = self._link_fields(record, offer.link)
+        rest = {**self._link_fields(record, offer.link), "source_index": index}
         if self._splice is not None:
             event_codec, chained_codec = self._splice
-            body = event_codec.current_body(record.value)
+            body = event_codec.current_body(value)
             # The body decoded to ``event`` with this very schema (no resolution), so the
             # chained record decodes to the same event, whose canonical leaf is leaf_hash.
             if body is not None:
@@ -373,12 +433,13 @@ class SequencerWorker:
 
     def _reject(
         self, sequencer: Sequencer, record: InputRecord, kind: str, reason: str,
-        tenant_id: str | None,
+        tenant_id: str | None, value: bytes, index: int | None,
     ) -> None:  # fmt: skip
-        """Dead-letter ``record`` and chain its rejection into the partition's rejection log
+        """Dead-letter ``value`` (event ``index`` of ``record``'s envelope; None: the
+        whole message) and chain its rejection into the partition's rejection log
         (stream/rejection.py), unless a run before a restart already did."""
         rejection = {
-            "original": record.value,
+            "original": value,
             "original_key": record.key,
             "reason": _text(reason),
             "error_kind": kind,
@@ -388,15 +449,19 @@ class SequencerWorker:
             "source_timestamp": record.timestamp_micros,
             "tenant_id": _text(tenant_id) if tenant_id is not None else None,
             "rejected_at": time.time_ns() // 1000,
+            "source_index": index,
         }
         chain_tenant = rejection_tenant(record.partition)
-        link = sequencer.chain_rejection(chain_tenant, rejection_leaf(rejection), record.offset)
+        link = sequencer.chain_rejection(
+            chain_tenant, rejection_leaf(rejection), record.offset, index
+        )
         if link is None:
             return
         self.counters.rejected += 1
         self.rejected_by_kind[kind] += 1
-        self._rejections_log.warning(kind, "rejected %s[%d]@%d: %s: %s", self._events_topic,
-                                     record.partition, record.offset, kind, reason)  # fmt: skip
+        where = f"{record.offset}" if index is None else f"{record.offset}#{index}"
+        self._rejections_log.warning(kind, "rejected %s[%d]@%s: %s: %s", self._events_topic,
+                                     record.partition, where, kind, reason)  # fmt: skip
         self._publish(DEAD_LETTER, record.key, self._dead_letter_codec.encode(rejection),
                       record.partition)  # fmt: skip
         chained = {

@@ -160,8 +160,11 @@ class Pipeline:
 
     # -- load and time ------------------------------------------------------------------
 
-    def load(self, rate: float, *, tenants: int, bad_share: float = 0.0) -> Load:
-        """Seeded traffic of ``tenants`` tenants into the events topic (started)."""
+    def load(
+        self, rate: float, *, tenants: int, bad_share: float = 0.0, envelope_bytes: int = 0
+    ) -> Load:
+        """Seeded traffic of ``tenants`` tenants into the events topic (started); with
+        ``envelope_bytes`` the good events travel in envelopes (bad ones stay bare)."""
         return Load(
             self.broker.bootstrap_servers,
             self.settings.events_topic,
@@ -170,6 +173,7 @@ class Pipeline:
             partitions=self.settings.partitions,
             tenants=tenants,
             bad_share=bad_share,
+            envelope_bytes=envelope_bytes,
         ).start()
 
     def sleep(self, seconds: float) -> None:

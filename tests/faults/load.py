@@ -70,6 +70,7 @@ class LoadSummary:
     bad_sent: int
     undelivered: int
     error: str | None
+    envelopes: int = 0  # messages of several events (envelope_bytes)
 
 
 class Load:
@@ -92,8 +93,10 @@ class Load:
         partitions: int,
         tenants: int = 7,
         bad_share: float = 0.0,
+        envelope_bytes: int = 0,
     ) -> None:
         self._servers = bootstrap_servers
+        self._envelope_bytes = envelope_bytes
         self._topic = topic
         self.rate = rate
         self._rng = random.Random(f"load/{seed}")
@@ -135,7 +138,9 @@ class Load:
         return self._summary
 
     def _run(self) -> None:
-        producer = AuditProducer(self._servers, self._topic)
+        # A linger long enough that envelopes hold several events at the scenarios' rates.
+        producer = AuditProducer(self._servers, self._topic, envelope_bytes=self._envelope_bytes,
+                                 envelope_linger_ms=100)  # fmt: skip
         raw = Producer(
             {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": self._servers, "logger": _LOG}
         )
@@ -178,6 +183,7 @@ class Load:
             bad_sent=self._bad_sent,
             undelivered=len(undelivered),
             error=error,
+            envelopes=producer.envelopes,
         )
 
     def _send_one(self, producer: AuditProducer, raw: Producer) -> None:

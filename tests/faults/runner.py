@@ -50,6 +50,7 @@ class ScenarioResult:
     seconds: float = 0.0
     error: str | None = None
     known_issue: str | None = None
+    envelopes: int = 0  # envelopes of several events the load sent
 
     @property
     def passed(self) -> bool:
@@ -115,13 +116,15 @@ def _run_in(
     clock = _Clock(scenario.name)
     pipeline.worker.start()
     pipeline.sink.start()
-    load = pipeline.load(scenario.rate, tenants=scenario.tenants, bad_share=scenario.bad_share)
+    load = pipeline.load(scenario.rate, tenants=scenario.tenants, bad_share=scenario.bad_share,
+                         envelope_bytes=scenario.envelope_bytes)  # fmt: skip
     try:
         result.faults = scenario.inject(pipeline, load, rng, iterations)
     finally:
         summary = load.stop()
     clock.lap(f"{len(result.faults)} faults injected, {summary.sent:,} events sent")
     result.bad_kinds = {kind: count for kind, count in load.bad_kinds.items() if count}
+    result.envelopes = summary.envelopes
     errors = [f"load: {summary.error}"] if summary.error else []
     # Mis-keyed events may be chained or rejected; the drain waits for the rest.
     expected = set(summary.acknowledged_ids)

@@ -54,6 +54,7 @@ class Scenario:
     tenants: int = 7
     bad_share: float = 0.0
     known_issue: str | None = None
+    envelope_bytes: int = 0  # > 0: the SDK packs good events into envelopes of this size
 
 
 def worker_sigkill(
@@ -308,6 +309,14 @@ def _settle(pipeline: Pipeline, rng: random.Random) -> None:
 SCENARIOS: tuple[Scenario, ...] = (
     # Some bad input too: rejections must be chained exactly once across the kills.
     Scenario("worker_sigkill", "front", worker_sigkill, bad_share=0.02),
+    # Kills land mid-envelope too: recovery must resume at (offset, index).
+    Scenario(
+        "worker_sigkill_envelopes",
+        "front",
+        worker_sigkill,
+        bad_share=0.02,
+        envelope_bytes=16 * 1024,
+    ),
     Scenario("sink_sigkill", "embedded", sink_sigkill),
     Scenario("worker_sigterm", "front", worker_sigterm),
     Scenario("broker_pause", "front", broker_pause),

@@ -47,6 +47,8 @@ def test_scenario_stores_every_acknowledged_event_once(scenario: Scenario, tmp_p
     assert len(result.faults) == ITERATIONS, f"faults injected: {result.faults}; {result.error}"
     assert result.passed, result.failure()
     assert result.tally is not None and result.tally.events > 1000
+    if scenario.envelope_bytes:
+        assert result.envelopes > 100, "the good events must travel in envelopes"
     if scenario.name == "bad_input_flood":
         assert result.tally.bad >= 1000, "a flood is thousands of bad messages"
 

@@ -193,6 +193,63 @@ def test_events_arrive_once_in_order_in_their_tenants_partition(broker: LocalBro
         assert received[tenant] == expected, f"{tenant}: lost, duplicated or reordered"
 
 
+def test_envelopes_carry_each_partitions_events_once_in_order(broker: LocalBroker) -> None:
+    """envelope_bytes: few messages, each all of one partition, every tenant in order."""
+    envelopes = SingleObjectCodec(schemas.load_schema(schemas.EVENT_ENVELOPE))
+    topic = new_topic(broker)
+    sent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    producer = AuditProducer(broker.bootstrap_servers, topic, envelope_bytes=4096)
+    for index in range(3000):
+        tenant = TENANTS[(index * 5 + index // 7) % len(TENANTS)]
+        event = new_event(tenant, "LOGIN", user_id=f"user-{index % 97}", service="sso")
+        producer.send(event)
+        sent[tenant].append(event)
+    producer.close(timeout=30)
+    assert (producer.sent, producer.acknowledged, producer.failed, producer.pending) == (
+        3000, 3000, 0, 0,
+    )  # fmt: skip
+    messages = read_all(broker.bootstrap_servers, topic)
+    assert len(messages) < 3000 / 10  # packed
+    received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for message in messages:
+        value = message.value()
+        assert len(value) <= 4096
+        values = envelopes.decode(value)["events"] if value[2:10] == envelopes.reader_fingerprint \
+            else [value]  # fmt: skip
+        for item in values:
+            event = CODEC.decode(item)
+            assert java_partition(event["tenant_id"].encode(), PARTITIONS) == message.partition()
+            received[event["tenant_id"]].append(event)
+    for tenant in TENANTS:
+        expected = [CODEC.decode(CODEC.encode(event)) for event in sent[tenant]]
+        assert received[tenant] == expected, f"{tenant}: lost, duplicated or reordered"
+
+
+def test_an_envelope_lingers_only_briefly(broker: LocalBroker) -> None:
+    topic = new_topic(broker)
+    with AuditProducer(broker.bootstrap_servers, topic, envelope_bytes=1 << 18,
+                       envelope_linger_ms=5) as producer:  # fmt: skip
+        producer.send(new_event("acme", "LOGOUT", user_id="u1"))
+        deadline = time.monotonic() + 10
+        while producer.acknowledged < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # no flush, no further send: the linger thread sends it
+        assert producer.acknowledged == 1
+    (message,) = read_all(broker.bootstrap_servers, topic)
+    assert CODEC.decode(message.value())["tenant_id"] == "acme"  # one event: sent bare
+
+
+def test_envelopes_need_an_existing_topic_and_no_spool(broker: LocalBroker, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="spool"):
+        AuditProducer(broker.bootstrap_servers, "t", envelope_bytes=4096, spool_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"message\.max\.bytes"):
+        AuditProducer(broker.bootstrap_servers, "t", envelope_bytes=1_000_000)
+    with AuditProducer(broker.bootstrap_servers, f"missing-{uuid.uuid4().hex[:8]}",
+                       envelope_bytes=4096) as producer:  # fmt: skip
+        with pytest.raises(ConfigurationError, match="does not exist"):
+            producer.send(new_event("acme", "LOGOUT"))
+        assert producer.pending == 0
+
+
 def test_context_manager_closes_and_delivers(broker: LocalBroker) -> None:
     topic = new_topic(broker)
     with AuditProducer(broker.bootstrap_servers, topic) as producer:

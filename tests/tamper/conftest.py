@@ -89,25 +89,29 @@ class Writer:
         return notes
 
     def reject(
-        self, store: EmbeddedBackend, originals: list[bytes]
+        self, store: EmbeddedBackend, originals: list[bytes], in_envelope: bool = False
     ) -> list[tuple[str, int, bytes]]:
-        """Chain rejections of ``originals`` like the worker, store them like the sink."""
+        """Chain rejections of ``originals`` like the worker, store them like the sink;
+        ``in_envelope``: as events 0, 1, 2 of envelopes (source_index set, in the leaf)."""
         rows, checkpoints, notes = [], [], []
-        for original in originals:
+        for number, original in enumerate(originals):
+            index = number % 3 if in_envelope else None
             rejection = {
                 "original": original, "original_key": None, "reason": "not Avro",
                 "error_kind": "undecodable", "source_topic": "authtrail.events",
                 "source_partition": 0, "source_offset": self.offset, "source_timestamp": None,
                 "tenant_id": None, "rejected_at": 1_700_000_000_000_000 + self.offset,
+                "source_index": index,
             }  # fmt: skip
             link = self.sequencer.chain_rejection(REJECTIONS, rejection_leaf(rejection),
-                                                  self.offset)  # fmt: skip
+                                                  self.offset, index)  # fmt: skip
             assert link is not None
             record = {"rejection": rejection, "chain_tenant_id": REJECTIONS, "seq": link.seq,
                       "prev_hash": link.prev_hash, "hash": link.hash,
                       "leaf_hash": link.leaf_hash, "epoch": 0}  # fmt: skip
             rows.append(rejected_row(record, "tamper", 0, self.offset))
-            self.offset += 1
+            if index is None or index == 2:
+                self.offset += 1  # the next message
             for tenant_id in self.sequencer.due_batches():
                 self._close(tenant_id, checkpoints, notes)
         for tenant_id in self.sequencer.open_batches():
@@ -199,7 +203,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
         second = [event(n, rng.choice(TENANTS)) for n in range(150, 300)]
         publication.publish_checkpoints(writer.append(store, second))
         garbage = [b"\x00garbage %d" % n for n in range(30, 45)]
-        publication.publish_checkpoints(writer.reject(store, garbage))
+        publication.publish_checkpoints(writer.reject(store, garbage, in_envelope=True))
         publication.publish_directory()
     finally:
         store.close()

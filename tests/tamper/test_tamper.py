@@ -354,6 +354,15 @@ def test_an_edited_rejection_is_named(attacked: Attacked) -> None:
         assert code == 1 and damage_of(report, REJECTIONS) == ("modified", 33), column
 
 
+def test_an_edited_envelope_index_of_a_rejection_is_named(attacked: Attacked) -> None:
+    """Seq 33 was event 2 of an envelope, seq 12 a bare message: the index is evidence."""
+    for seq, value in ((33, "0"), (33, "NULL"), (12, "0")):
+        attacked.mutate(f"ALTER TABLE rejected UPDATE source_index = {value} "
+                        f"WHERE chain_tenant_id = '{REJECTIONS}' AND seq = {seq}")  # fmt: skip
+        code, report, _ = attacked.verify()
+        assert code == 1 and damage_of(report, REJECTIONS) == ("modified", seq), (seq, value)
+
+
 def test_rejections_truncated_or_deleted_with_their_checkpoints_are_caught(
     attacked: Attacked,
 ) -> None:

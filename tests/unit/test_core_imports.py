@@ -49,6 +49,7 @@ CORE_MODULES = [
     "stream.event_time",
     "producers.spool_format",
     "producers.traffic",
+    "producers.envelope",
 ]
 FORBIDDEN = ["confluent_kafka", "faust", "aiokafka", "clickhouse_connect", "chdb", "pyarrow"]
 

@@ -104,6 +104,7 @@ DEAD_LETTERS = st.fixed_dictionaries(
         "original_key": st.none() | st.binary(max_size=20),
         "source_timestamp": st.none() | longs,
         "tenant_id": st.none() | st.text(max_size=20),
+        "source_index": st.none() | ints,
     },
 )
 
@@ -213,7 +214,8 @@ def test_dead_letters_are_written_as_fastavro_writes_them_and_read_back(
     codec = SingleObjectCodec(schema)
     data = codec.encode(record)
     assert data[SINGLE_OBJECT_HEADER_SIZE:] == fastavro_body(schema, record)
-    defaults = {"original_key": None, "source_timestamp": None, "tenant_id": None}
+    defaults = {"original_key": None, "source_timestamp": None, "tenant_id": None,
+                "source_index": None}  # fmt: skip
     assert codec.decode(data) == {**defaults, **record}
 
 
@@ -253,7 +255,10 @@ def test_known_bytes_of_a_dead_letter() -> None:
         + b"\x02\x02a"  # union branch 1, string "a"
         + b"\x81\x01"  # long -65: zig-zag 129
     )
-    assert flat_writer(load_schema(DEAD_LETTER))(record) == expected
+    write = flat_writer(load_schema(DEAD_LETTER))
+    assert write(record) == expected + b"\x00"  # source_index: union branch 0, null
+    # one event of an envelope: union branch 1, int 3 (zig-zag 6)
+    assert write({**record, "source_index": 3}) == expected + b"\x02\x06"
 
 
 def test_defaults_are_written_when_fields_are_left_out() -> None:

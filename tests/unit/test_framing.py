@@ -246,6 +246,7 @@ def test_round_trip_of_the_processor_records() -> None:
         "source_partition": 2,
         "source_offset": 41,
         "epoch": 3,
+        "source_index": 7,
     }
     checkpoint = {
         "tenant_id": "acme",
@@ -271,6 +272,7 @@ def test_round_trip_of_the_processor_records() -> None:
         "source_timestamp": None,
         "tenant_id": None,
         "rejected_at": 1_700_000_000_000_001,
+        "source_index": None,
     }
     records: list[tuple[str, dict[str, Any]]] = [
         (CHAINED_RECORD, chained),
@@ -532,7 +534,7 @@ def test_confluent_random_bytes_raise_only_format_errors(data: bytes) -> None:
 def _chained_rest(**changes: Any) -> dict[str, Any]:
     rest: dict[str, Any] = {"seq": 1, "prev_hash": bytes(32), "hash": bytes(range(32)),
                             "leaf_hash": b"\xff" * 32, "source_partition": 2,
-                            "source_offset": 41, "epoch": 3}  # fmt: skip
+                            "source_offset": 41, "epoch": 3, "source_index": None}  # fmt: skip
     rest.update(changes)
     return rest
 
@@ -582,7 +584,9 @@ def test_spliced_encoding_known_bytes_of_the_fields_after_the_event() -> None:
     # zig-zag varints: -1 -> 01, -65 -> 81 01, 2^63-1 -> fe ff.. 01, 64 -> 80 01
     expected = (b"\x01" + bytes(32) + bytes(range(32)) + b"\xff" * 32 + b"\x81\x01"
                 + b"\xfe" + b"\xff" * 8 + b"\x01" + b"\x80\x01")  # fmt: skip
-    assert tail == expected
+    assert tail == expected + b"\x00"  # source_index: union branch 0, null (a bare event)
+    indexed = chained.encode_spliced(b"", {**rest, "source_index": 64})
+    assert indexed[SINGLE_OBJECT_HEADER_SIZE:] == expected + b"\x02\x80\x01"  # branch 1, 64
     # fields with defaults may be left out, as for encode()
     minimal = {k: rest[k] for k in ("seq", "prev_hash", "hash", "leaf_hash")}
     assert chained.encode_spliced(b"x", minimal) == chained.encode_spliced(

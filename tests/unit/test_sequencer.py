@@ -227,3 +227,35 @@ def test_due_batches_are_exactly_those_full_or_older_than_the_interval(seed: int
             assert len(due) == len(set(due)) and set(due) == expected
             for name in due:
                 sequencer.close_batch(name)
+
+
+# --- positions (offset, index): envelopes of many events in one input message -----------
+
+
+def test_positions_order_an_envelopes_events_before_its_whole_message() -> None:
+    sequencer = _sequencer()
+    assert sequencer.offer("acme", "a", b"leaf a", 5, 0).outcome == SEQUENCED
+    assert sequencer.offer("acme", "b", b"leaf b", 5, 1).outcome == SEQUENCED
+    assert (sequencer.source_offset, sequencer.source_index) == (5, 1)
+    assert sequencer.offer("acme", "b", b"leaf b", 5, 1).outcome == REPLAYED
+    assert sequencer.offer("acme", "a", b"leaf a", 4).outcome == REPLAYED  # bare, earlier
+    assert sequencer.handled(5, 0) and sequencer.handled(5, 1)
+    assert not sequencer.handled(5, 2) and not sequencer.handled(5)  # the rest of it
+    assert sequencer.chain_rejection("authtrail-rejected-0", b"bad", 5, 2) is not None
+    assert sequencer.chain_rejection("authtrail-rejected-0", b"bad", 5, 2) is None
+    assert sequencer.offer("acme", "c", b"leaf c", 6).outcome == SEQUENCED  # a bare message
+    assert (sequencer.source_offset, sequencer.source_index) == (6, None)
+    assert sequencer.handled(6) and sequencer.handled(6, 10**6)  # whole: every index
+
+
+def test_restored_records_restore_the_position_with_its_index() -> None:
+    first = _sequencer()
+    links = [first.offer("acme", f"e{i}", b"leaf %d" % i, 9, i).link for i in range(3)]
+    second = _sequencer()
+    for index, link in enumerate(links[:2]):  # the third was lost in a crash
+        assert link is not None
+        second.restore_record("acme", f"e{index}", link, 9, index)
+    assert (second.source_offset, second.source_index) == (9, 1)
+    assert second.offer("acme", "e1", b"leaf 1", 9, 1).outcome == REPLAYED
+    again = second.offer("acme", "e2", b"leaf 2", 9, 2)
+    assert again.outcome == SEQUENCED and again.link == links[2]

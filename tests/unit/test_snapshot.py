@@ -158,3 +158,23 @@ def test_a_checkpoint_that_disagrees_with_the_snapshot_is_refused() -> None:
     assert size_five.size == 5
     with pytest.raises(CheckpointError, match="comes after records"):
         behind.restore_checkpoint(tenant, size_five)
+
+
+def test_a_snapshot_keeps_the_position_inside_an_envelope() -> None:
+    sequencer = _sequencer()
+    sequencer.offer("acme", "a", b"leaf a", 12, 4)
+    restored = _sequencer()
+    restore_state(encode_state(sequencer, None), restored, None)
+    assert (restored.source_offset, restored.source_index) == (12, 4)
+    assert restored.handled(12, 4) and not restored.handled(12, 5)
+
+
+def test_a_snapshot_from_before_envelopes_means_the_whole_message() -> None:
+    sequencer = _sequencer()
+    sequencer.offer("acme", "a", b"leaf a", 12)
+    state = json.loads(zlib.decompress(encode_state(sequencer, None)))
+    del state["source_index"]  # written before envelopes existed
+    restored = _sequencer()
+    restore_state(zlib.compress(json.dumps(state).encode()), restored, None)
+    assert (restored.source_offset, restored.source_index) == (12, None)
+    assert restored.handled(12, 10**6)

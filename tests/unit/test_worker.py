@@ -21,9 +21,11 @@ from schemas import (
     CHAINED_REJECTION,
     CHECKPOINT,
     DEAD_LETTER,
+    EVENT_ENVELOPE,
     load_schema,
 )
 from schemas.codec import SingleObjectCodec
+from stream.admission import Limits
 from stream.app import codec
 from stream.chain import ChainLink, chain_hash
 from stream.guard import Guard
@@ -66,6 +68,7 @@ class Harness:
         inputs: list[bytes],
         restored: list[tuple[str, str, ChainLink, int]] = (),
         event_codec: SingleObjectCodec = EVENTS,
+        limits: Limits | None = None,
     ):
         self.inputs = inputs
         self.restored = list(restored)
@@ -88,11 +91,13 @@ class Harness:
             rejection_codec=REJECTIONS,
             events_topic="events",
             new_guard=lambda: Guard(POLICIES),
+            envelope_codec=codec(EVENT_ENVELOPE),
+            limits=limits,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
-        for tenant, event_id, link, offset in self.restored:
-            sequencer.restore_record(tenant, event_id, link, offset)
+        for tenant, event_id, link, offset, *index in self.restored:
+            sequencer.restore_record(tenant, event_id, link, offset, *index)
         return Recovery(len(self.restored), epoch=7)
 
     def fetch(self, partition: int, start: int | None, end: int) -> list[InputRecord]:
