@@ -1,11 +1,12 @@
 """``authtrail verify``'s check of the store's shape: tables are tables, views say what we wrote.
 
 Records and checkpoints are verified row by row, but analysts also read through what
-the store *defines*: a ``lockouts`` view redefined to hide a decision, or an ``events``
-table renamed away and replaced by a view over a doctored copy, would change every
-answer without changing a verified row. So the definitions are compared with the ones
-authtrail creates (:func:`sinks.tables.create_statements`), as normalised by the
-engine's own formatter.
+the store *defines*: a ``lockouts`` view redefined to hide a decision, a
+``chain_status`` view that always shows a tail signed, or an ``events`` table renamed
+away and replaced by a view over a doctored copy, would change every answer without
+changing a verified row. So the definitions are compared with the ones authtrail
+creates (:func:`sinks.tables.create_statements`, :mod:`sinks.views`), as normalised by
+the engine's own formatter.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sinks.tables import (
     REJECTED_TABLE,
     create_statements,
 )
+from sinks.views import VIEWS, view_select
 
 MODIFIED_DEFINITION = "modified definition"
 MISSING_DEFINITION = "missing definition"
@@ -39,6 +41,8 @@ class StoreDamage:
 
 
 def _expected_view_select(view: str) -> str:
+    if view in VIEWS:
+        return view_select(view)
     for statement in create_statements():
         head, separator, select = statement.partition(" AS\n")
         if separator and head.endswith(f" {view}"):
@@ -51,26 +55,33 @@ def _normalised(query: str) -> str:
 
 
 def check_definitions(backend: ClickHouseBackend) -> list[StoreDamage]:
-    """Every authtrail table must be an append-only MergeTree, the lockouts view ours.
+    """Every authtrail table must be an append-only MergeTree, every view ours.
 
     Returns the damage found (empty when the definitions are intact).
     """
+    views = (LOCKOUTS_VIEW, *VIEWS)
     # Both sides through formatQuery, with the database qualifier the engine adds to
-    # stored definitions removed, so only a different query differs.
+    # stored definitions removed, so only a different query differs. A name that is not
+    # one of our views is compared with a constant (its engine is what is judged).
+    names = ", ".join(f"{{view_{i}:String}}" for i in range(len(views)))
+    selects = ", ".join(f"{{select_{i}:String}}" for i in range(len(views)))
+    expected_select = f"transform(name, [{names}], [{selects}], 'SELECT 1')"
+    parameters = {f"view_{i}": view for i, view in enumerate(views)}
+    parameters |= {f"select_{i}": _expected_view_select(view) for i, view in enumerate(views)}
     table = backend.query_arrow(
         f"""SELECT name, engine, if(engine = 'View', {_normalised("as_select")}
-                                    = {_normalised("{select:String}")}, 1) AS same_select
+                                    = {_normalised(expected_select)}, 1) AS same_select
             FROM system.tables WHERE database = currentDatabase()""",
-        {"select": _expected_view_select(LOCKOUTS_VIEW)},
+        parameters,
     )
     found = {row["name"]: row for row in table.to_pylist()}
     damage = []
-    for name in (*_TABLES, LOCKOUTS_VIEW):
+    for name in (*_TABLES, *views):
         row = found.get(name)
         if row is None:
             damage.append(StoreDamage(name, MISSING_DEFINITION, f"the store has no {name}"))
             continue
-        expected = {"View"} if name == LOCKOUTS_VIEW else _APPEND_ONLY_ENGINES
+        expected = {"View"} if name in views else _APPEND_ONLY_ENGINES
         if row["engine"] not in expected:
             damage.append(StoreDamage(
                 name, MODIFIED_DEFINITION,
