@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sinks.backend import ClickHouseBackend
+from sinks.clickhouse_sql import quote_string_literal
 from sinks.tables import (
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
@@ -63,16 +64,15 @@ def check_definitions(backend: ClickHouseBackend) -> list[StoreDamage]:
     # Both sides through formatQuery, with the database qualifier the engine adds to
     # stored definitions removed, so only a different query differs. A name that is not
     # one of our views is compared with a constant (its engine is what is judged).
-    names = ", ".join(f"{{view_{i}:String}}" for i in range(len(views)))
-    selects = ", ".join(f"{{select_{i}:String}}" for i in range(len(views)))
+    # Our own definitions as literals in the statement, not as parameters: clickhouse-
+    # connect sends parameters over 4 KB as a multipart form, which the front does not read.
+    names = ", ".join(map(quote_string_literal, views))
+    selects = ", ".join(quote_string_literal(_expected_view_select(view)) for view in views)
     expected_select = f"transform(name, [{names}], [{selects}], 'SELECT 1')"
-    parameters = {f"view_{i}": view for i, view in enumerate(views)}
-    parameters |= {f"select_{i}": _expected_view_select(view) for i, view in enumerate(views)}
     table = backend.query_arrow(
         f"""SELECT name, engine, if(engine = 'View', {_normalised("as_select")}
                                     = {_normalised(expected_select)}, 1) AS same_select
-            FROM system.tables WHERE database = currentDatabase()""",
-        parameters,
+            FROM system.tables WHERE database = currentDatabase()"""
     )
     found = {row["name"]: row for row in table.to_pylist()}
     damage = []
