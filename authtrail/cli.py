@@ -217,10 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="what is stored: per tenant records, signed size, lockouts; rejected input by kind",
-        description="Summarise the store: per tenant the records, last seq, how far it is "
-        "signed, the newest checkpoint and lockout decisions; and rejected input (dead "
-        "letters) counted by kind.",
+        help="what is stored: per chained log records, signed size, unsigned tail, lockouts; "
+        "rejected input by kind",
+        description="Summarise the store: per chained log (each tenant and each partition's "
+        "rejection log; the chain_status view of docs/QUERIES.md) the records, last seq, "
+        "checkpoints, how far it is signed, the newest checkpoint, the unsigned tail and "
+        "since when it waits, and lockout decisions; and rejected input (dead letters) "
+        "counted by kind. What the store says, not what verify proved.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _add_store_flag(status)

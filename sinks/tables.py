@@ -81,7 +81,9 @@ _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJEC
 
 
 def create_statements() -> list[str]:
-    """DDL for every authtrail table (idempotent: ``IF NOT EXISTS``)."""
+    """DDL for every authtrail table and view (idempotent: ``IF NOT EXISTS``)."""
+    from sinks.views import view_statements  # the views module reads this one's names
+
     event_ddl = ",\n    ".join(f"`{c.name}` {c.clickhouse_type}" for c in event_columns())
     return [
         f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
@@ -173,6 +175,7 @@ SELECT tenant_id, seq, occurred_at, event_type, user_id, user_name, client_ip,
     message
 FROM {EVENTS_TABLE}
 WHERE service = 'authtrail-lockout'""",
+        *view_statements(),
     ]
 
 

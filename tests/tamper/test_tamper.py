@@ -240,6 +240,22 @@ def test_a_redefined_lockouts_view_is_named(attacked: Attacked) -> None:
     ]
 
 
+def test_a_redefined_or_dropped_analyst_view_is_named(attacked: Attacked) -> None:
+    # A chain_status that shows every log signed, and a view the analyst relies on gone.
+    attacked.mutate(
+        "CREATE OR REPLACE VIEW chain_status AS SELECT tenant_id, count() AS records, "
+        "max(size) AS last_seq, max(size) AS signed_size, 0 AS unsigned_tail "
+        "FROM checkpoints GROUP BY tenant_id",
+        "DROP VIEW failed_logins_hourly",
+    )
+    code, report, _ = attacked.audit()
+    assert code == 1
+    assert [(d["name"], d["damage"]) for d in report["store_damage"]] == [
+        ("failed_logins_hourly", "missing definition"),
+        ("chain_status", "modified definition"),
+    ]
+
+
 def test_a_table_swapped_for_a_view_is_named(attacked: Attacked) -> None:
     attacked.mutate("RENAME TABLE checkpoints TO checkpoints_real",
                     "CREATE VIEW checkpoints AS SELECT * FROM checkpoints_real")  # fmt: skip
