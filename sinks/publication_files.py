@@ -114,14 +114,7 @@ def all_checkpoints(directory: Path, tenant_id: str) -> list[tuple[int, bytes]]:
     Requires a valid tenant id (else :class:`InvalidArgumentError`, before any file is
     touched). No folder for the tenant: ``[]``. Raises as :func:`newest_checkpoints`.
     """
-    if not is_valid_tenant_id(tenant_id):
-        raise InvalidArgumentError(f"invalid tenant id {tenant_id!r}")
-    shown = directory / CHECKPOINTS_FOLDER / tenant_id
-    with (
-        _reading(directory) as root,
-        _optional_folder(CHECKPOINTS_FOLDER, root) as folder,
-        _optional_folder(tenant_id, folder, shown) as tenant_folder,
-    ):
+    with _tenant_folder(directory, CHECKPOINTS_FOLDER, tenant_id) as (tenant_folder, shown):
         if tenant_folder is None:
             return []
         return [
@@ -137,14 +130,7 @@ def late_cosignatures(directory: Path, tenant_id: str, size: int) -> list[bytes]
     Raises :class:`PublicationError` for anything else in the tenant's cosignatures
     folder, as :func:`newest_checkpoints` does for the checkpoints.
     """
-    if not is_valid_tenant_id(tenant_id):
-        raise InvalidArgumentError(f"invalid tenant id {tenant_id!r}")
-    shown = directory / COSIGNATURES_FOLDER / tenant_id
-    with (
-        _reading(directory) as root,
-        _optional_folder(COSIGNATURES_FOLDER, root) as folder,
-        _optional_folder(tenant_id, folder, shown) as tenant_folder,
-    ):
+    with _tenant_folder(directory, COSIGNATURES_FOLDER, tenant_id) as (tenant_folder, shown):
         if tenant_folder is None:
             return []
         names = []
@@ -257,6 +243,23 @@ def _optional_folder(
     finally:
         if descriptor is not None:
             os.close(descriptor)
+
+
+@contextmanager
+def _tenant_folder(directory: Path, top: str, tenant_id: str) -> Iterator[tuple[int | None, Path]]:
+    """``top/<tenant_id>`` of the publication, open (None: missing), and its path to show.
+
+    Refuses an invalid tenant id with :class:`InvalidArgumentError` before any file is
+    touched."""
+    if not is_valid_tenant_id(tenant_id):
+        raise InvalidArgumentError(f"invalid tenant id {tenant_id!r}")
+    shown = directory / top / tenant_id
+    with (
+        _reading(directory) as root,
+        _optional_folder(top, root) as folder,
+        _optional_folder(tenant_id, folder, shown) as tenant_folder,
+    ):
+        yield tenant_folder, shown
 
 
 def _stray(path: Path, entry: os.DirEntry[str], expected: str) -> PublicationError:
