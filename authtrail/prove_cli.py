@@ -152,31 +152,20 @@ def _newest_published(directory: Path, tenant_id: str, seq: int) -> int:
 
 
 def _published_note(directory: Path, tenant_id: str, size: int, stored: str) -> str:
-    """The published note of ``tenant_id`` at ``size`` (with its cosignatures, also those
-    published later beside it), which must
-    say what the stored one says; raises VerificationError if it does not, and
-    ConfigurationError if none is published."""
-    from sinks.publication_files import (
-        CHECKPOINTS_FOLDER,
-        MAX_NOTE_BYTES,
-        late_cosignatures,
-        note_body,
-        note_file_name,
-    )
+    """The published note of ``tenant_id`` at ``size`` with its cosignatures, also those
+    published later beside it. It must say what the stored one says: VerificationError if
+    it does not (or the publication breaks its layout), ConfigurationError if none is
+    published."""
+    from sinks.publication_files import late_cosignatures, note_body, published_checkpoint
     from stream.tenant_directory import is_valid_tenant_id
 
     if not is_valid_tenant_id(tenant_id):
         raise ConfigurationError(f"invalid tenant id {tenant_id!r}")
-    path = directory / CHECKPOINTS_FOLDER / tenant_id / note_file_name(size)
-    try:
-        with path.open("rb") as file:
-            note = file.read(MAX_NOTE_BYTES + 1)
-    except FileNotFoundError:
+    note = published_checkpoint(directory, tenant_id, size)
+    if note is None:
         raise ConfigurationError(f"{directory} has no checkpoint of size {size} of tenant "
-                                 f"{tenant_id!r}") from None  # fmt: skip
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
-    if len(note) > MAX_NOTE_BYTES or note_body(note) != note_body(stored.encode()):
+                                 f"{tenant_id!r}")  # fmt: skip
+    if note_body(note) != note_body(stored.encode()):
         raise VerificationError(
             f"tenant {tenant_id!r}: the store's checkpoint of size {size} is not the one "
             f"{directory} published; run `authtrail verify --published {directory}`"
@@ -185,7 +174,9 @@ def _published_note(directory: Path, tenant_id: str, size: int, stored: str) -> 
     try:
         return note.decode()
     except UnicodeDecodeError:
-        raise VerificationError(f"{path} is not UTF-8 text") from None
+        raise VerificationError(
+            f"the published checkpoint of tenant {tenant_id!r} at size {size} is not UTF-8 text"
+        ) from None
 
 
 def _prove_mode(args: argparse.Namespace) -> str:

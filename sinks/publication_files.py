@@ -123,6 +123,22 @@ def all_checkpoints(directory: Path, tenant_id: str) -> list[tuple[int, bytes]]:
         ]
 
 
+def published_checkpoint(directory: Path, tenant_id: str, size: int) -> bytes | None:
+    """The published note of ``tenant_id`` at ``size``, None if there is none.
+
+    Read as every published note is: never through a symlink, never a special file, at
+    most :data:`MAX_NOTE_BYTES` (else :class:`PublicationError`).
+    """
+    with _tenant_folder(directory, CHECKPOINTS_FOLDER, tenant_id) as (tenant_folder, shown):
+        if tenant_folder is None:
+            return None
+        name = note_file_name(size)
+        try:
+            return _read_note(tenant_folder, name, shown / name)
+        except FileNotFoundError:
+            return None
+
+
 def late_cosignatures(directory: Path, tenant_id: str, size: int) -> list[bytes]:
     """The cosignature lines published for ``tenant_id``'s checkpoint of ``size`` after
     the checkpoint itself, in file-name order (verified by the reader, not here).

@@ -51,8 +51,8 @@ def _content_leaf_hash(row: dict[str, Any]) -> bytes:
     try:
         for name in _TEXT:
             raw = None if row[name] is None else bytes.fromhex(row[name])
-            text = FIELD_TYPES[name] == b"s" and raw is not None
-            fields[name] = raw.decode("utf-8") if text and raw is not None else raw
+            is_text = FIELD_TYPES[name] == b"s"
+            fields[name] = raw.decode("utf-8") if raw is not None and is_text else raw
         return leaf_hash(rejection_leaf(fields))
     except (InvalidArgumentError, UnicodeDecodeError):
         return b""

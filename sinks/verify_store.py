@@ -291,7 +291,9 @@ def _tile_entries(backend: ClickHouseBackend, first: str, last: str) -> TileEntr
     return entries
 
 
-def _check_tiles(tenant_id: str, tree: MerkleLevels, entries: list[tuple[int, int, bytes]]) -> None:
+def _check_tiles(
+    tenant_id: str, tree: MerkleLevels, entries: Sequence[tuple[int, int, bytes]]
+) -> None:
     found = first_entry_mismatch(tree.node, tree.size, entries)
     if found is not None:
         level, index, hashed = found
@@ -482,7 +484,7 @@ class _Verdict:
                 check_anchor(self.tenant_id, tree, summary.signed_size, anchor)
             if unsigned is not None:
                 self._check_tail(summary, *unsigned)
-            _check_tiles(self.tenant_id, tree, list(tiles))
+            _check_tiles(self.tenant_id, tree, tiles)
         except (CheckpointDamage, TileDamage) as exc:
             return self._damaged(tree.size, checkpoints, exc)
         return TenantResult(

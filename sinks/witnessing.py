@@ -35,6 +35,7 @@ from authtrail.witness_client import (
     WitnessUnavailableError,
 )
 from sinks.proofs import TreeNodes
+from sinks.publication_files import note_body
 from stream.cosignature import CosignatureError, check_witness_reply
 from stream.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
 from stream.witness_state import SizeConflictError, WitnessRefusal
@@ -104,7 +105,7 @@ class CheckpointWitnessing:
         found: list[tuple[str, int, int, bytes]] = []
         for tenant_id in list(self._lacking)[:most]:
             size, note, unreached = self._lacking.pop(tenant_id)
-            body = note[: note.rfind(b"\n\n") + 1]
+            body = note_body(note)
             cosigned, failures = self._submitter.cosign(
                 note, size, self._proof_source(tenant_id, size), urls=unreached
             )
@@ -127,7 +128,7 @@ class CheckpointWitnessing:
         (``tenant -> (size, note with every cosignature published for it)``) lacks, so
         :meth:`late_cosignatures` asks them again."""
         for tenant_id, (size, note) in published.items():
-            body = note[: note.rfind(b"\n\n") + 1]
+            body = note_body(note)
             lines = note[len(body) + 1 :].decode("utf-8", "replace").splitlines(keepends=True)
             lacking = set()
             for url in self._submitter.witness_urls:

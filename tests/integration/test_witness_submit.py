@@ -252,6 +252,11 @@ def _prove_with_the_published_cosignatures(
     note_path.write_text("".join(text))
     assert prove(tmp_path / "refused.json", "--published", str(other)) == 1
     assert "is not the one" in capsys.readouterr().err
+    # A note planted as a symlink (to any file the prover can read) is not followed.
+    note_path.unlink()
+    note_path.symlink_to(published / "checkpoints" / "acme" / f"{14:020d}.note")
+    assert prove(tmp_path / "refused.json", "--published", str(other)) == 1
+    assert "is a symlink" in capsys.readouterr().err
 
 
 def _fork_nodes(leaf_hashes: list[bytes]) -> object:
