@@ -74,6 +74,10 @@ class Settings:
     # latency cost: the flush that ends every batch sends at once. 20 ms measured best
     # of 1/5/20 (docs/PERFORMANCE.md).
     producer_linger_ms: int = 20
+    # The worker packs each step's chained records of a partition into messages of at most
+    # this many bytes of records (schemas/chained_batch.avsc); keep it under the broker's
+    # message.max.bytes (1 MB by default).
+    chained_batch_bytes: int = 512 * 1024
     # Prometheus metrics on http://<host>:<port>/metrics (authtrail/metrics.py); 0: off.
     worker_metrics_port: int = 0
     sink_metrics_port: int = 0
@@ -117,6 +121,8 @@ class Settings:
             raise ConfigurationError("publication_interval_ms must be >= 1")
         if self.witness_timeout_ms < 1 or self.witness_retry_ms < 0:
             raise ConfigurationError("witness_timeout_ms must be >= 1, witness_retry_ms >= 0")
+        if self.chained_batch_bytes < 1:
+            raise ConfigurationError("chained_batch_bytes must be >= 1")
         if self.producer_linger_ms < 0:
             raise ConfigurationError("producer_linger_ms must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):

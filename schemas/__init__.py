@@ -22,6 +22,7 @@ from authtrail.errors import InvalidArgumentError
 
 __all__ = [
     "AUTH_EVENT",
+    "CHAINED_BATCH",
     "CHAINED_RECORD",
     "CHAINED_REJECTION",
     "CHECKPOINT",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 AUTH_EVENT = "auth_event"
+CHAINED_BATCH = "chained_batch"
 CHAINED_RECORD = "chained_record"
 CHAINED_REJECTION = "chained_rejection"
 CHECKPOINT = "checkpoint"
@@ -51,6 +53,7 @@ SCHEMA_NAMES = (
     CLAIM,
     SNAPSHOT,
     EVENT_ENVELOPE,
+    CHAINED_BATCH,
 )
 
 # Which files define the named types a file refers to but does not define itself.

@@ -220,6 +220,15 @@ class SingleObjectCodec:
         """
         return self._header + self._reader.write(record)
 
+    def encode_body(self, record: Mapping[str, Any]) -> bytes:
+        """:meth:`encode` without the header: the Avro body alone."""
+        return self._reader.write(record)
+
+    def writer_schema(self, fingerprint: bytes) -> Any | None:
+        """The writer schema (JSON form) known under ``fingerprint``, else None."""
+        writer = self._writers.get(fingerprint)
+        return None if writer is None else writer.source
+
     @property
     def first_field_fingerprint(self) -> bytes | None:
         """Fingerprint of the reader schema's first field's type, when that type is a record
@@ -257,6 +266,10 @@ class SingleObjectCodec:
         :class:`InvalidArgumentError` otherwise.
         """
         return b"".join((self._header, first_field_body, self._reader.write_tail(rest)))
+
+    def spliced_body(self, first_field_body: bytes | memoryview, rest: Mapping[str, Any]) -> bytes:
+        """:meth:`encode_spliced` without the header: the Avro body alone."""
+        return b"".join((first_field_body, self._reader.write_tail(rest)))
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Return the record framed in ``data``, in the reader schema's shape.

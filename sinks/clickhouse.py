@@ -13,7 +13,7 @@ this boundary: :class:`~authtrail.errors.StoreError` when a statement fails or i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -39,6 +39,13 @@ class ClickHouseBackend(Protocol):
 
         Raises StoreError, InvalidArgumentError (bad table name).
         """
+
+    def insert_data(
+        self, table: str, columns: Sequence[str], data: bytes, input_format: str, *,
+        dedup_token: str | None = None,
+    ) -> None:  # fmt: skip
+        """Insert ``data`` holding rows of ``columns`` in ClickHouse format ``input_format``
+        (e.g. an Avro container), sent as is; as :meth:`insert_arrow` otherwise."""
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query binding ``{name:Type}`` from ``parameters`` (str, int, bytes, None).

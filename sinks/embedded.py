@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,17 +162,30 @@ class EmbeddedBackend:
         ``non_replicated_deduplication_window``. Raises StoreError (read-only mode, type or
         schema mismatch) and InvalidArgumentError (bad table name).
         """
+        if data.num_rows == 0:
+            quote_table_name(table)
+            return
+        self.insert_data(
+            table, data.column_names, arrow_stream_bytes(data), "ArrowStream",
+            dedup_token=dedup_token,
+        )  # fmt: skip
+
+    def insert_data(
+        self, table: str, columns: Sequence[str], data: bytes, input_format: str, *,
+        dedup_token: str | None = None,
+    ) -> None:  # fmt: skip
+        """Insert ``data``, rows in ``input_format`` (Avro, ArrowStream…), into ``columns``.
+
+        As :meth:`insert_arrow` otherwise.
+        """
         if self.read_only:
             raise StoreError(f"read-only mode refuses INSERT into {table}", READONLY)
-        if data.num_rows == 0:
-            return
-        columns = ", ".join(quote_identifier(name) for name in data.column_names)
+        names = ", ".join(quote_identifier(name) for name in columns)
         options = settings_clause(insert_settings(dedup_token))
-        statement = f"INSERT INTO {quote_table_name(table)} ({columns}) {options}"
-        payload = arrow_stream_bytes(data)
+        statement = f"INSERT INTO {quote_table_name(table)} ({names}) {options}"
         with self._connection(read_only=False) as session:
-            what = f"insert of {data.num_rows} rows into {table}"
-            insert_through_file(session, statement, "ArrowStream", payload, self._target(what))
+            what = f"insert of {input_format} data ({len(data)} bytes) into {table}"
+            insert_through_file(session, statement, input_format, data, self._target(what))
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result as a pyarrow Table (chdb's Arrow output).

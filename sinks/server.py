@@ -6,7 +6,7 @@ chdb directory with :mod:`sinks.http_front`, and this backend talks to that fron
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -150,6 +150,23 @@ class ServerBackend:
             return
         try:
             self._client.insert_arrow(table, data, settings=insert_settings(dedup_token))
+        except ClickHouseError as exc:
+            raise self._translate(exc) from None
+
+    def insert_data(
+        self, table: str, columns: Sequence[str], data: bytes, input_format: str, *,
+        dedup_token: str | None = None,
+    ) -> None:  # fmt: skip
+        """Insert ``data``, rows in ``input_format`` (Avro, ArrowStream…), into ``columns``,
+        sent as they are. As :meth:`insert_arrow` otherwise."""
+        quote_table_name(table)
+        if self.read_only:
+            raise StoreError(f"read-only mode refuses INSERT into {table}", READONLY)
+        try:
+            self._client.raw_insert(
+                table, list(columns), data, settings=insert_settings(dedup_token),
+                fmt=input_format,
+            )  # fmt: skip
         except ClickHouseError as exc:
             raise self._translate(exc) from None
 

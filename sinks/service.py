@@ -15,6 +15,7 @@ from authtrail.keys import load_signer, load_witness_keys
 from authtrail.settings import Settings
 from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
 from schemas import (
+    CHAINED_BATCH,
     CHAINED_RECORD,
     CHAINED_REJECTION,
     CHECKPOINT,
@@ -185,6 +186,7 @@ def build_sink(
         codecs=codecs,
         claim_codec=_codec(CLAIM),
         rejection_codec=_codec(CHAINED_REJECTION),
+        batch_codec=_codec(CHAINED_BATCH),
         group_id=f"{settings.consumer_group}-sink",
         batch_rows=settings.sink_batch_rows,
         batch_seconds=settings.sink_batch_ms / 1000,

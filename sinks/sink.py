@@ -11,6 +11,11 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
   twice) is skipped; a checkpoint is held back until the records it covers are stored, so
   analysts never see a checkpoint ahead of its records.
 
+Chained records arrive in batches (stream/chained_batch.py) whose bodies go to ClickHouse
+as an Avro container (sinks/avro_rows.py) without being decoded here: the batch's header
+says its epoch, tenant ranges and month, which is all the checks above need. Only a batch
+partly stored already (a replay) is decoded, to keep the records not stored yet.
+
 The chained topic also carries chained rejections (stream/rejection.py), stored in
 ``rejected``. Those are inserted before the events of the same batch and the resume point
 is the highest offset in ``events``: a crash between the two inserts makes the sink read
@@ -35,47 +40,52 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from authtrail.errors import ConfigurationError, StoreError
+from authtrail.errors import ConfigurationError, FormatError, StoreError
 from authtrail.witness_client import WitnessSubmitter
-from schemas.codec import Codec
+from schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from sinks.avro_rows import CONTAINER_COLUMNS, EventRowsContainer, container_for
 from sinks.backend import ClickHouseBackend
 from sinks.proofs import TilesOrLeaves
 from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
-from sinks.rows import (
-    CHECKPOINTS_SCHEMA,
-    EVENTS_SCHEMA,
-    REJECTED_SCHEMA,
-    chained_row,
-    checkpoint_row,
-    rejected_row,
-    to_arrow,
-)
+from sinks.rows import CHECKPOINTS_SCHEMA, REJECTED_SCHEMA, checkpoint_row, rejected_row, to_arrow
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
 from sinks.tile_store import TileBuilder
 from sinks.witnessing import CheckpointWitnessing
+from stream.chained_batch import decode_batch, is_batch, utc_month
 from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
-# The column each table is partitioned by month on (PARTITION BY toYYYYMM(…) in tables.py).
-_MONTH_COLUMNS = {EVENTS_TABLE: "occurred_at", CHECKPOINTS_TABLE: "time_micros",
-                  REJECTED_TABLE: "rejected_at"}  # fmt: skip
-_MICROS_PER_DAY = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The column each table is partitioned by month on (PARTITION BY toYYYYMM(…) in tables.py);
+# events come in batches that say their month.
+_MONTH_COLUMNS = {CHECKPOINTS_TABLE: "time_micros", REJECTED_TABLE: "rejected_at"}
 
 
 @dataclass
 class _Buffer:
     rows: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset
+
+
+@dataclass
+class _Chunk:
+    """The records of one chained-topic message to store: one block of an Avro container."""
+
+    container: EventRowsContainer
+    month: int
+    block: bytes
+    count: int
+    partition: int
+    offset: int
+    last_seq: dict[str, int]  # tenant -> its last seq in the block
 
 
 @dataclass
@@ -124,7 +134,13 @@ class Sink:
         publication_interval: float = 10.0,
         rejection_codec: Codec | None = None,
         witnesses: WitnessSubmitter | None = None,
+        batch_codec: SingleObjectCodec,
     ) -> None:
+        chained_codec = codecs[EVENTS_TABLE]
+        if not isinstance(chained_codec, SingleObjectCodec):
+            raise ConfigurationError("chained records must be single-object encoded")
+        self._chained_codec = chained_codec
+        self._batch_codec = batch_codec
         self._backend = backend
         self._topics = dict(topics)
         self._tables = {topic: table for table, topic in self._topics.items()}
@@ -178,6 +194,8 @@ class Sink:
             rejection_codec, "known_fingerprints", frozenset()
         )
         self._buffers = {table: _Buffer() for table in (*self._topics, REJECTED_TABLE)}
+        self._chunks: list[_Chunk] = []  # events to store; their offsets are in _buffers
+        self._chunk_rows = 0
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._tiles = TileBuilder(backend)
         self._tile_leaves: dict[str, int] = {}  # tenant -> stored seq, tiles not extended yet
@@ -242,6 +260,9 @@ class Sink:
                 messages = self._consumer.consume(self._batch_rows, timeout=0.2)
                 for message in messages:
                     self._add(message)
+                    # A message may hold many records: flush at batch_rows, not after all.
+                    if self._buffered() >= self._batch_rows:
+                        self._retrying(self.flush)
                 if self._due():
                     self._retrying(self.flush)
                 elif not messages and on_idle is not None:
@@ -303,37 +324,98 @@ class Sink:
             epoch = int(self._claim_codec.decode(value)["epoch"])
             self._fence(table, partition).claim(epoch)
             return
-        rejection = table == EVENTS_TABLE and value[2:10] in self._rejection_fingerprints
-        codec = self._rejection_codec if rejection else self._codecs[table]
-        assert codec is not None
-        record = codec.decode(value)
-        if not self._fence(table, partition).admits(record["epoch"]):
-            # Written by a worker that had lost the partition (docs/PIPELINE.md, fencing).
-            self.counters.fenced += 1
-            _LOG.warning("ignored a %s record of stale epoch %d at %s[%d]@%d",
-                         table, record["epoch"], topic, partition, offset)  # fmt: skip
-            return
-        if table == EVENTS_TABLE:
-            tenant = record["chain_tenant_id"] if rejection else record["event"]["tenant_id"]
-            if record["seq"] <= self._stored_seq.get(tenant, 0):
-                self.counters.skipped_duplicates += 1
-                self._buffers[table].offsets[partition] = offset
+        if table == EVENTS_TABLE and is_batch(value, self._batch_codec):
+            batch = decode_batch(value, self._batch_codec)
+            if not self._admits(table, partition, offset, batch["epoch"]):
                 return
-            self._stored_seq[tenant] = record["seq"]
-            if rejection:
-                row = rejected_row(record, self._cluster, partition, offset)
-                self._buffers[REJECTED_TABLE].rows.append(row)
-            else:
-                row = chained_row(record, self._cluster, partition, offset)
-                self._buffers[table].rows.append(row)
+            self._add_chunk(batch, partition, offset)
         else:
-            self._held_checkpoints.append((record, partition, offset))
+            rejection = table == EVENTS_TABLE and value[2:10] in self._rejection_fingerprints
+            codec = self._rejection_codec if rejection else self._codecs[table]
+            assert codec is not None
+            record = codec.decode(value)
+            if not self._admits(table, partition, offset, record["epoch"]):
+                return
+            if rejection:
+                tenant = record["chain_tenant_id"]
+                if record["seq"] <= self._stored_seq.get(tenant, 0):
+                    self.counters.skipped_duplicates += 1
+                else:
+                    self._stored_seq[tenant] = record["seq"]
+                    row = rejected_row(record, self._cluster, partition, offset)
+                    self._buffers[REJECTED_TABLE].rows.append(row)
+            elif table == EVENTS_TABLE:
+                self._add_chunk(self._as_batch(record, value), partition, offset)
+            else:
+                self._held_checkpoints.append((record, partition, offset))
         self._buffers[table].offsets[partition] = offset
         if self._first_buffered is None:
             self._first_buffered = time.monotonic()
 
+    def _admits(self, table: str, partition: int, offset: int, epoch: int) -> bool:
+        if self._fence(table, partition).admits(epoch):
+            return True
+        # Written by a worker that had lost the partition (docs/PIPELINE.md, fencing).
+        self.counters.fenced += 1
+        _LOG.warning("ignored a %s message of stale epoch %d at %s[%d]@%d",
+                     table, epoch, self._topics[table], partition, offset)  # fmt: skip
+        return False
+
+    def _as_batch(self, record: dict[str, Any], value: bytes) -> dict[str, Any]:
+        """A bare ChainedRecord (an older worker's) as a batch of one, in today's schema."""
+        codec = self._chained_codec
+        body = codec.current_body(value)
+        event = record["event"]
+        return {
+            "epoch": record["epoch"],
+            "record_schema": codec.reader_fingerprint,
+            "month": utc_month(event["occurred_at"]),
+            "tenants": [
+                {
+                    "tenant_id": event["tenant_id"],
+                    "first_seq": record["seq"],
+                    "last_seq": record["seq"],
+                }
+            ],
+            "records": [bytes(body) if body is not None else codec.encode_body(record)],
+        }
+
+    def _add_chunk(self, batch: dict[str, Any], partition: int, offset: int) -> None:
+        """Buffer the records of ``batch`` not stored yet, as one block."""
+        stored, ranges, bodies = self._stored_seq, batch["tenants"], batch["records"]
+        if all(span["first_seq"] > stored.get(span["tenant_id"], 0) for span in ranges):
+            kept = bodies
+        elif all(span["last_seq"] <= stored.get(span["tenant_id"], 0) for span in ranges):
+            kept = []
+        else:  # partly stored: find out which by decoding (a replay, rare)
+            header = SINGLE_OBJECT_MARKER + batch["record_schema"]
+            kept = []
+            for body in bodies:
+                record = self._chained_codec.decode(header + body)
+                if record["seq"] > stored.get(record["event"]["tenant_id"], 0):
+                    kept.append(body)
+        self.counters.skipped_duplicates += len(bodies) - len(kept)
+        if not kept:
+            return
+        last_seq = {span["tenant_id"]: span["last_seq"] for span in ranges}
+        for tenant, last in last_seq.items():
+            stored[tenant] = max(stored.get(tenant, 0), last)
+        schema = self._chained_codec.writer_schema(batch["record_schema"])
+        if schema is None:
+            raise FormatError(f"chained batch at partition {partition} offset {offset}: unknown "
+                              f"record schema {batch['record_schema'].hex()}")  # fmt: skip
+        container = container_for(schema)
+        block = container.block(kept, self._cluster, partition, offset)
+        self._chunks.append(
+            _Chunk(container, batch["month"], block, len(kept), partition, offset, last_seq)
+        )
+        self._chunk_rows += len(kept)
+
+    def _buffered(self) -> int:
+        return self._chunk_rows + sum(len(buffer.rows) for buffer in self._buffers.values())
+
     def _due(self) -> bool:
-        buffered = sum(len(buffer.rows) for buffer in self._buffers.values())
+        buffered = self._buffered()
         waited = self._first_buffered is not None and (
             time.monotonic() - self._first_buffered >= self._batch_seconds
         )
@@ -349,7 +431,7 @@ class Sink:
             self._publishing.publish_pending()
         # Rejections first: the resume point is the highest offset in ``events``.
         inserted = self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
-        inserted += self._insert(EVENTS_TABLE, EVENTS_SCHEMA)
+        inserted += self._insert_events()
         # Tiles: derived data, after the rows (a failure here loses no row), before the
         # checkpoints, whose witnesses' consistency proofs read them (sinks/witnessing.py).
         if self._tile_leaves:
@@ -400,31 +482,58 @@ class Sink:
                 )
                 self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
                 stored += len(run)
-                if table == EVENTS_TABLE:
-                    for row in run:  # rows of a tenant arrive in seq order
-                        self._tile_leaves[row["tenant_id"]] = row["seq"]
                 if table == CHECKPOINTS_TABLE and self._publishing is not None:
                     self._publishing.stored(run)
             if table == CHECKPOINTS_TABLE and self._publishing is not None:
                 self._publishing.publish_pending()  # before the offsets below are committed
         finally:
             del buffer.rows[:stored]  # stored: a retry after a later run failed must skip it
-            if table == EVENTS_TABLE:
-                self.counters.stored_records += stored
-            elif table == CHECKPOINTS_TABLE:
+            if table == CHECKPOINTS_TABLE:
                 self.counters.stored_checkpoints += stored
             else:
                 self.counters.stored_rejected += stored
+        self._commit(table)
+        return stored
+
+    def _insert_events(self) -> int:
+        """Insert the buffered chained records: one Avro container per run of blocks of one
+        month and writer schema, so one insert touches one partition of ``events``."""
+        chunks, stored, rows = self._chunks, 0, 0
+        try:
+            for run in _runs(chunks, lambda chunk: (chunk.month, chunk.container)):
+                first, last = run[0], run[-1]
+                count = sum(chunk.count for chunk in run)
+                # Names exactly these Kafka messages, as in _insert.
+                token = (
+                    f"{EVENTS_TABLE}:{self._cluster}:{first.partition}:{first.offset}:"
+                    f"{last.partition}:{last.offset}:{count}"
+                )
+                data = first.container.container([chunk.block for chunk in run])
+                self._backend.insert_data(
+                    EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro", dedup_token=token
+                )
+                stored, rows = stored + len(run), rows + count
+                for chunk in run:  # a tenant's records arrive in seq order
+                    self._tile_leaves.update(chunk.last_seq)
+        finally:
+            del chunks[:stored]  # stored: a retry after a later run failed must skip it
+            self._chunk_rows -= rows
+            self.counters.stored_records += rows
+        self._commit(EVENTS_TABLE)
+        return rows
+
+    def _commit(self, table: str) -> None:
+        """Commit the offsets of ``table``'s stored buffer (only so lag shows in tools)."""
+        buffer = self._buffers[table]
         if buffer.offsets:
             topic = self._topics[table]
             commits = [TopicPartition(topic, p, o + 1) for p, o in buffer.offsets.items()]
             self._consumer.commit(offsets=commits, asynchronous=True)
         self._buffers[table] = _Buffer()
-        return stored
 
 
-def _month_runs(rows: list[dict[str, Any]], column: str) -> list[list[dict[str, Any]]]:
-    """``rows`` cut into runs of consecutive rows whose ``column`` is in one UTC month.
+def _runs(items: list[_T], key: Callable[[_T], object]) -> list[list[_T]]:
+    """``items`` cut into runs of consecutive items with equal ``key`` (a UTC month…).
 
     The tables are partitioned by month (sinks/tables.py), one INSERT makes one part per
     month it touches, and ClickHouse commits those parts one after another: a crash
@@ -432,30 +541,29 @@ def _month_runs(rows: list[dict[str, Any]], column: str) -> list[list[dict[str, 
     resume point (the highest stored offset) would then skip for good. Inserted run by
     run, in order, whatever is stored is a prefix of each Kafka partition's rows.
     """
-    runs: list[list[dict[str, Any]]] = []
-    month: tuple[int, int] | None = None
-    for row in rows:
-        row_month = _utc_month(row[column])
-        if not runs or row_month != month:
+    runs: list[list[_T]] = []
+    current: object = None
+    for item in items:
+        item_key = key(item)
+        if not runs or item_key != current:
             runs.append([])
-            month = row_month
-        runs[-1].append(row)
+            current = item_key
+        runs[-1].append(item)
     return runs
 
 
-def _utc_month(value: datetime | int) -> tuple[int, int]:
-    """(year, month) in UTC of a timestamp: a datetime, or µs since the epoch."""
+def _month_runs(rows: list[dict[str, Any]], column: str) -> list[list[dict[str, Any]]]:
+    """``rows`` cut into runs of one UTC month of ``column`` (see :func:`_runs`)."""
+    return _runs(rows, lambda row: _utc_month(row[column]))
+
+
+def _utc_month(value: datetime | int) -> int:
+    """``YYYYMM`` in UTC of a timestamp: a datetime, or µs since the epoch."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC)
-        return value.year, value.month
-    return _month_of_day(value // _MICROS_PER_DAY)
-
-
-@functools.lru_cache(maxsize=64)
-def _month_of_day(day: int) -> tuple[int, int]:
-    moment = _EPOCH + timedelta(days=day)
-    return moment.year, moment.month
+        return value.year * 100 + value.month
+    return utc_month(value)
 
 
 def _cluster_id(consumer: Consumer) -> str:

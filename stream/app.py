@@ -217,6 +217,8 @@ def create_app(
         partitions=settings.partitions,
         snapshotter=Snapshotter(settings.snapshot_every, topics.snapshot_codec),
         envelope_codec=codec(EVENT_ENVELOPE),
+        batch_codec=topics.batch_codec,
+        batch_bytes=settings.chained_batch_bytes,
     )
 
     @app.agent(events, name="sequencer")

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
@@ -24,9 +24,11 @@ from confluent_kafka import (
 )
 
 from authtrail.errors import ConfigurationError, FormatError
-from schemas.codec import Codec
+from schemas import CHAINED_BATCH, load_schema
+from schemas.codec import Codec, SingleObjectCodec
 from stream import snapshot
 from stream.chain import ChainLink
+from stream.chained_batch import batch_records, decode_batch, is_batch
 from stream.checkpoint import open_signed_checkpoint
 from stream.fencing import Fence
 from stream.guard import Guard
@@ -171,6 +173,10 @@ class Topics:
     claim_codec: Codec
     snapshot_codec: Codec | None = None
     rejection_codec: Codec | None = None  # chained rejections share the chained topic
+    # Chained records come in batches (stream/chained_batch.py), bare ones stay readable.
+    batch_codec: SingleObjectCodec = field(
+        default_factory=lambda: SingleObjectCodec(load_schema(CHAINED_BATCH))
+    )
 
 
 def recover(
@@ -291,7 +297,7 @@ class _Replay:
         self.sequencer, self.keyring, self.log_origin = sequencer, keyring, log_origin
         self.chained_codec, self.checkpoint_codec = topics.chained_codec, topics.checkpoint_codec
         self.claim_codec, self.guard = topics.claim_codec, guard
-        self.rejection_codec = topics.rejection_codec
+        self.rejection_codec, self.batch_codec = topics.rejection_codec, topics.batch_codec
         # Every version's: rejections written before a schema change are still rejections.
         self.rejection_fingerprints: frozenset[bytes] = getattr(
             topics.rejection_codec, "known_fingerprints", frozenset()
@@ -339,31 +345,37 @@ class _Replay:
             end = offset + 1
             if self._claim(_RECORDS, value):
                 continue
+            if is_batch(value, self.batch_codec):
+                batch = decode_batch(value, self.batch_codec)
+                if self.fences[_RECORDS].admits(batch["epoch"]):
+                    for record in batch_records(batch, self.chained_codec):
+                        self._restore(record, rejection=False)
+                continue
             rejection = value[2:10] in self.rejection_fingerprints
             codec = self.rejection_codec if rejection else self.chained_codec
             assert codec is not None
             record = codec.decode(value)
-            if not self.fences[_RECORDS].admits(record["epoch"]):
-                continue
-            link = ChainLink(
-                record["seq"], record["prev_hash"], record["leaf_hash"], record["hash"]
-            )
-            if rejection:
-                self.sequencer.restore_record(
-                    record["chain_tenant_id"], None, link, record["source_offset"],
-                    record["rejection"].get("source_index"),
-                )  # fmt: skip
-            else:
-                event = record["event"]
-                self.sequencer.restore_record(
-                    event["tenant_id"], event["event_id"], link, record["source_offset"],
-                    record.get("source_index"),
-                )  # fmt: skip
-                if self.guard is not None:
-                    self.guard.replay(event)
-            self.replayed += 1
+            if self.fences[_RECORDS].admits(record["epoch"]):
+                self._restore(record, rejection=rejection)
         self._first_pass_done.add(_RECORDS)
         return end
+
+    def _restore(self, record: dict[str, Any], *, rejection: bool) -> None:
+        link = ChainLink(record["seq"], record["prev_hash"], record["leaf_hash"], record["hash"])
+        if rejection:
+            self.sequencer.restore_record(
+                record["chain_tenant_id"], None, link, record["source_offset"],
+                record["rejection"].get("source_index"),
+            )  # fmt: skip
+        else:
+            event = record["event"]
+            self.sequencer.restore_record(
+                event["tenant_id"], event["event_id"], link, record["source_offset"],
+                record.get("source_index"),
+            )  # fmt: skip
+            if self.guard is not None:
+                self.guard.replay(event)
+        self.replayed += 1
 
 
 def snapshot_messages(

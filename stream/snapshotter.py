@@ -3,8 +3,9 @@
 A snapshot (docs/PIPELINE.md § 6) must describe exactly the state after the chained
 records and checkpoints this worker has had *acknowledged*: the worker takes one only
 right after a flush, inside its lock, and this class turns the offsets the publisher
-reports as acknowledged into the snapshot's position. Counting starts over after each
-snapshot.
+reports as acknowledged into the snapshot's position. It counts chained *records*, which
+the worker reports as it writes them (a chained batch holds many per offset); counting
+starts over after each snapshot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
 class _Partition:
     chained_next: int  # after the last record acknowledged (or the recovery's claim)
     checkpoints_next: int
-    counted_from: int | None = None  # first chained offset not in the last snapshot
+    written: int = 0  # chained records since the last snapshot (replayed ones included)
 
 
 class Snapshotter:
@@ -40,25 +41,27 @@ class Snapshotter:
         """Start tracking a partition just recovered: its state covers what precedes the
         recovery's claims. Records it replayed count as written since the last snapshot:
         a worker restarted more often than every ``every`` records still snapshots."""
-        start = recovery.snapshot.chained_next if recovery.snapshot else 0
         self._partitions[partition] = _Partition(
-            recovery.chained_claim + 1,
-            recovery.checkpoints_claim + 1,
-            counted_from=start if recovery.replayed else None,
+            recovery.chained_claim + 1, recovery.checkpoints_claim + 1, recovery.replayed
         )
 
     def forget(self, partition: int) -> None:
         self._partitions.pop(partition, None)
 
+    def wrote(self, partition: int, records: int = 1) -> None:
+        """Count ``records`` chained records (events or rejections) written to ``partition``;
+        they count towards :meth:`due` once a flush acknowledged them."""
+        tracked = self._partitions.get(partition)
+        if tracked is not None:
+            tracked.written += records
+
     def acknowledged(self, offsets: Mapping[tuple[str, int], tuple[int, int]]) -> None:
         """Record ``(role, partition) -> (first, last)`` offsets acknowledged by a flush."""
-        for (role, partition), (first, last) in offsets.items():
+        for (role, partition), (_, last) in offsets.items():
             tracked = self._partitions.get(partition)
             if tracked is None:
                 continue
             if role == CHAINED:
-                if tracked.counted_from is None:
-                    tracked.counted_from = first
                 tracked.chained_next = max(tracked.chained_next, last + 1)
             elif role == CHECKPOINTS:
                 tracked.checkpoints_next = max(tracked.checkpoints_next, last + 1)
@@ -70,8 +73,7 @@ class Snapshotter:
         return [
             partition
             for partition, tracked in self._partitions.items()
-            if tracked.counted_from is not None
-            and tracked.chained_next - tracked.counted_from >= self._every
+            if tracked.written >= self._every
         ]
 
     def take(
@@ -89,6 +91,6 @@ class Snapshotter:
             checkpoints_next=tracked.checkpoints_next,
             records=sum(log.head.seq for log in sequencer.tenants.values()),
         )
-        tracked.counted_from = None
+        tracked.written = 0
         return snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
                                  position=position, snapshot_codec=self._codec)  # fmt: skip

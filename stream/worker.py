@@ -18,9 +18,13 @@ each event of an envelope is handled on its own, in index order, at position
 ``(offset, index)`` (stream/sequencer.py), so a bad one is rejected alone and a restart
 in the middle of an envelope resumes right after the last event whose output was stored.
 
-Records are enqueued without waiting (:class:`Publisher`) and acknowledged once per batch:
-awaiting each record cost ~750 µs of CPU per event (docs/PERFORMANCE.md). The publisher
-keeps each partition's records in the order they were enqueued.
+Chained records go out in batches (schemas/chained_batch.avsc, :mod:`stream.chained_batch`):
+one message per partition and step, cut at a size bound and a month boundary, and always
+before any other message of that partition of the chained topic (a rejection), so the
+topic's order is the order of sequencing. Messages are enqueued without waiting
+(:class:`Publisher`) and acknowledged once per step: awaiting each record cost ~750 µs of
+CPU per event (docs/PERFORMANCE.md). The publisher keeps each partition's messages in the
+order they were enqueued.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
 from stream.admission import OVERSIZED, Limits, RejectedEvent, check_event
 from stream.canonical import canonical_leaf
 from stream.chain import ChainLink
+from stream.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
 from stream.guard import Guard
 from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
@@ -108,7 +113,7 @@ class SequencerWorker:
         fetch: Callable[[int, int | None, int], list[InputRecord]],
         publisher: Publisher,
         event_codec: Codec,
-        chained_codec: Codec,
+        chained_codec: SingleObjectCodec,
         checkpoint_codec: Codec,
         dead_letter_codec: Codec,
         rejection_codec: Codec,
@@ -118,6 +123,8 @@ class SequencerWorker:
         partitions: int | None = None,
         snapshotter: Snapshotter | None = None,
         envelope_codec: SingleObjectCodec | None = None,
+        batch_codec: SingleObjectCodec,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
@@ -147,6 +154,8 @@ class SequencerWorker:
         self._envelope_header = (
             SINGLE_OBJECT_MARKER + envelope_codec.reader_fingerprint if envelope_codec else None
         )
+        self._batch_format = (batch_codec, chained_codec.reader_fingerprint, batch_bytes)
+        self._batches: dict[int, BatchBuilder] = {}  # per partition: the open batch
         self._checkpoint_codec = checkpoint_codec
         self._dead_letter_codec = dead_letter_codec
         self._rejection_codec = rejection_codec
@@ -168,6 +177,7 @@ class SequencerWorker:
                 self._guards.pop(partition, None)
                 self._epochs.pop(partition, None)
                 self._next_offset.pop(partition, None)
+                self._batches.pop(partition, None)  # empty: every step ends with a flush
                 self._snapshotter.forget(partition)
 
     async def process(self, records: Sequence[InputRecord]) -> None:
@@ -368,19 +378,34 @@ class SequencerWorker:
                          value, index)  # fmt: skip
         elif offer.outcome == SEQUENCED and offer.link is not None:
             self.counters.sequenced += 1
-            key = event["tenant_id"].encode()
-            chained = self._chained(record, value, index, event, offer)
-            self._publish(CHAINED, key, chained, record.partition)
+            self._snapshotter.wrote(record.partition)
+            batch = self._batches.get(record.partition)
+            if batch is None:
+                batch = self._batches[record.partition] = BatchBuilder(*self._batch_format)
+            finished = batch.add(
+                epoch=self._epochs[record.partition], tenant_id=event["tenant_id"],
+                seq=offer.link.seq, occurred_at=event["occurred_at"],
+                body=self._chained_body(record, value, index, event, offer),
+            )  # fmt: skip
+            if finished is not None:
+                self._publish(CHAINED, None, finished, record.partition)
             guard = self._guards.get(record.partition)
             for decision in guard.observe(event) if guard is not None else ():
                 self._publish_decision(record.partition, decision)
 
-    def _chained(
+    def _emit_batch(self, partition: int) -> None:
+        """Publish the open chained batch of ``partition``, if any."""
+        batch = self._batches.get(partition)
+        finished = batch.take() if batch is not None else None
+        if finished is not None:
+            self._publish(CHAINED, None, finished, partition)
+
+    def _chained_body(
         self, record: InputRecord, value: bytes, index: int | None, event: dict[str, Any],
         offer: Offer,
     ) -> bytes:  # fmt: skip
-        """The chained record of a sequenced ``event``, decoded from ``value`` (event
-        ``index`` of ``record``)."""
+        """The chained record body (no framing) of a sequenced ``event``, decoded from
+        ``value`` (event ``index`` of ``record``)."""
         assert offer.link is not None
         rest = {**self._link_fields(record, offer.link), "source_index": index}
         if self._splice is not None:
@@ -389,9 +414,9 @@ class SequencerWorker:
             # The body decoded to ``event`` with this very schema (no resolution), so the
             # chained record decodes to the same event, whose canonical leaf is leaf_hash.
             if body is not None:
-                return chained_codec.encode_spliced(body, rest)
+                return chained_codec.spliced_body(body, rest)
         # Written with an older schema: the chained record holds the event in today's.
-        return self._chained_codec.encode({"event": event, **rest})
+        return self._chained_codec.encode_body({"event": event, **rest})
 
     def _link_fields(self, record: InputRecord, link: ChainLink) -> dict[str, Any]:
         """What a chained record or rejection says besides its content: its link, where
@@ -458,6 +483,7 @@ class SequencerWorker:
         if link is None:
             return
         self.counters.rejected += 1
+        self._snapshotter.wrote(record.partition)
         self.rejected_by_kind[kind] += 1
         where = f"{record.offset}" if index is None else f"{record.offset}#{index}"
         self._rejections_log.warning(kind, "rejected %s[%d]@%s: %s: %s", self._events_topic,
@@ -469,6 +495,7 @@ class SequencerWorker:
             "chain_tenant_id": chain_tenant,
             **self._link_fields(record, link),
         }
+        self._emit_batch(record.partition)  # the records sequenced before it go first
         self._publish(CHAINED, chain_tenant.encode(), self._rejection_codec.encode(chained),
                       record.partition)  # fmt: skip
 
@@ -487,7 +514,10 @@ class SequencerWorker:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Wait for every output enqueued so far; on any failure stop the process (rule 2)."""
+        """Publish the open chained batches and wait for every output enqueued so far; on
+        any failure stop the process (rule 2)."""
+        for partition in self._batches:
+            self._emit_batch(partition)
         try:
             await self._publisher.flush()
         except Exception as exc:

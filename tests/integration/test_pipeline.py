@@ -33,11 +33,12 @@ from authtrail.keys import load_signer, write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
-from schemas import AUTH_EVENT, CHAINED_RECORD
+from schemas import AUTH_EVENT, CHAINED_BATCH
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.http_front import HttpFront
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from stream.chained_batch import decode_batch, is_batch
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
 from stream.recovery import read_partition
@@ -335,17 +336,19 @@ def test_restart_replays_only_what_follows_the_newest_snapshot(
 
 
 def _chained_events(settings: Settings) -> int:
-    servers, codec_ = settings.bootstrap_servers or "", codec(CHAINED_RECORD)
+    servers, batches = settings.bootstrap_servers or "", codec(CHAINED_BATCH)
     return sum(
-        1
+        len(decode_batch(value, batches)["records"])
         for partition in range(settings.partitions)
         for _, value in read_partition(servers, settings.chained_topic, partition)
-        if value[2:10] == codec_.reader_fingerprint
+        if is_batch(value, batches)
     )
 
 
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)
 def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store: Store) -> None:
+    # Small chained batches (~20 records), so the sink stores many messages one by one.
+    pipeline.environment["AUTHTRAIL_CHAINED_BATCH_BYTES"] = "8192"
     pipeline.start_worker()
     event_ids = pipeline.produce(6000, seed=5)
     log = pipeline.tmp_path / "sink.log"

@@ -15,35 +15,42 @@ SNAPSHOTS = codec(SNAPSHOT)
 def test_due_after_every_records_and_positioned_after_what_was_acknowledged() -> None:
     snapshotter = Snapshotter(100, SNAPSHOTS)
     snapshotter.recovered(0, Recovery(0, epoch=3, chained_claim=41, checkpoints_claim=7))
-    snapshotter.acknowledged({(CHAINED, 0): (42, 120), (CHECKPOINTS, 0): (8, 9)})
-    assert snapshotter.due() == []  # 79 records
-    snapshotter.acknowledged({(CHAINED, 0): (121, 141), ("events", 0): (0, 500)})
-    assert snapshotter.due() == [0]  # 100 records from offset 42
+    snapshotter.wrote(0, 79)
+    snapshotter.acknowledged({(CHAINED, 0): (42, 45), (CHECKPOINTS, 0): (8, 9)})
+    assert snapshotter.due() == []  # 79 records, in 4 messages
+    snapshotter.wrote(0, 21)
+    snapshotter.wrote(1, 500)  # a partition not owned
+    snapshotter.acknowledged({(CHAINED, 0): (46, 46), ("events", 0): (0, 500)})
+    assert snapshotter.due() == [0]  # 100 records
 
     sequencer = _sequencer()
     _run(sequencer, _events(20, tenants=2))
     (value,) = snapshotter.take(0, sequencer, None, epoch=3)
     record = SNAPSHOTS.decode(value)
-    assert (record["chained_next"], record["checkpoints_next"]) == (142, 10)
+    assert (record["chained_next"], record["checkpoints_next"]) == (47, 10)
     assert (record["records"], record["epoch"]) == (20, 3)
     assert snapshotter.due() == []  # counting starts over
-    snapshotter.acknowledged({(CHAINED, 0): (142, 240)})
+    snapshotter.wrote(0, 99)
+    snapshotter.acknowledged({(CHAINED, 0): (47, 240)})
     assert snapshotter.due() == []
-    snapshotter.acknowledged({(CHAINED, 0): (241, 241)})
+    snapshotter.wrote(0)
     assert snapshotter.due() == [0]
 
 
 def test_nothing_acknowledged_nothing_due_and_zero_means_never() -> None:
     never = Snapshotter(0, SNAPSHOTS)
     never.recovered(1, Recovery(0, epoch=1))
+    never.wrote(1, 10_000)
     never.acknowledged({(CHAINED, 1): (0, 10_000)})
     assert never.due() == []
     untracked = Snapshotter(10, SNAPSHOTS)
-    untracked.acknowledged({(CHAINED, 2): (0, 100)})  # a partition not (or no longer) owned
+    untracked.wrote(2, 100)  # a partition not (or no longer) owned
+    untracked.acknowledged({(CHAINED, 2): (0, 100)})
     assert untracked.due() == []
     owned = Snapshotter(10, SNAPSHOTS)
     owned.recovered(2, Recovery(0, epoch=1))
     owned.forget(2)
+    owned.wrote(2, 100)
     owned.acknowledged({(CHAINED, 2): (0, 100)})
     assert owned.due() == []
 
@@ -54,11 +61,13 @@ def test_records_replayed_by_a_recovery_count_towards_the_next_snapshot() -> Non
     position = SnapshotPosition(chained_next=500, checkpoints_next=20, records=450)
     snapshotter.recovered(0, Recovery(90, epoch=4, snapshot=position, chained_claim=590,
                                       checkpoints_claim=30))  # fmt: skip
+    snapshotter.wrote(0, 10)
     snapshotter.acknowledged({(CHAINED, 0): (591, 600)})
     assert snapshotter.due() == [0]  # 90 replayed + 10 new since the snapshot at 500
     snapshotter.take(0, _sequencer(), None, epoch=4)
     assert snapshotter.due() == []
     fresh = Snapshotter(100, SNAPSHOTS)
     fresh.recovered(1, Recovery(500_000, epoch=1, chained_claim=500_000, checkpoints_claim=9))
+    fresh.wrote(1)
     fresh.acknowledged({(CHAINED, 1): (500_001, 500_001)})
     assert fresh.due() == [1]  # a long history replayed from the start

@@ -17,6 +17,7 @@ from typing import Any
 
 from schemas import (
     AUTH_EVENT,
+    CHAINED_BATCH,
     CHAINED_RECORD,
     CHAINED_REJECTION,
     CHECKPOINT,
@@ -24,10 +25,11 @@ from schemas import (
     EVENT_ENVELOPE,
     load_schema,
 )
-from schemas.codec import SingleObjectCodec
+from schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
 from stream.admission import Limits
 from stream.app import codec
 from stream.chain import ChainLink, chain_hash
+from stream.chained_batch import decode_batch, is_batch
 from stream.guard import Guard
 from stream.lockout_policy import LockoutPolicy, PolicySet
 from stream.note import Signer, generate_key_strings
@@ -44,6 +46,7 @@ POLICIES = PolicySet(
 )
 EVENTS = codec(AUTH_EVENT)
 REJECTIONS = codec(CHAINED_REJECTION)
+BATCHES = codec(CHAINED_BATCH)
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = Path(__file__).parent / "schema_versions"
 
@@ -73,6 +76,8 @@ class Harness:
         self.inputs = inputs
         self.restored = list(restored)
         self.published: list[tuple[str, bytes | None, bytes, int]] = []
+        self.batches: list[tuple[bytes, int]] = []  # chained batches as published
+        self.raw: list[tuple[str, bytes | None, bytes, int]] = []  # every publish as made
         self.acknowledged = 0  # how many of ``published`` a flush has confirmed
         self.acknowledged_when_published: list[int] = []
         self.flushes = 0
@@ -93,6 +98,7 @@ class Harness:
             new_guard=lambda: Guard(POLICIES),
             envelope_codec=codec(EVENT_ENVELOPE),
             limits=limits,
+            batch_codec=BATCHES,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
@@ -106,8 +112,19 @@ class Harness:
         return [InputRecord(partition, o, None, self.inputs[o]) for o in range(first, end)]
 
     def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> None:
-        self.published.append((role, key, value, partition))
-        self.acknowledged_when_published.append(self.acknowledged)
+        """Record a publish; a chained batch is recorded as its records, each framed as a
+        bare ChainedRecord (what the sink and recovery read from it), and kept whole in
+        ``batches``."""
+        self.raw.append((role, key, value, partition))
+        values = [value]
+        if role == CHAINED and is_batch(value, BATCHES):
+            self.batches.append((value, partition))
+            batch = decode_batch(value, BATCHES)
+            values = [SINGLE_OBJECT_MARKER + batch["record_schema"] + body
+                      for body in batch["records"]]  # fmt: skip
+        for item in values:
+            self.published.append((role, key, item, partition))
+            self.acknowledged_when_published.append(self.acknowledged)
 
     async def flush(self) -> None:
         await asyncio.sleep(0)  # a real flush yields to the loop while it waits

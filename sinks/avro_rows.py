@@ -1,0 +1,110 @@
+"""``events`` rows as an Avro object container, built from chained record bodies by joining bytes.
+
+Avro writes a record as the plain concatenation of its fields' encodings, so a
+ChainedRecord body (its ``event`` record, then ``seq``, the hashes, …) is also the body of
+a *flat* record with the event's fields followed by the others; appending the encodings of
+``kafka_cluster``, ``kafka_partition`` and ``kafka_offset`` makes it a whole ``events``
+row. ClickHouse's ``Avro`` input format reads such a container by field name (fields
+without a column, like ``source_offset``, are skipped), so the sink never decodes a
+record in Python (issue 12; ENVIRONMENT.md measured ~3.4 µs a row to decode and insert).
+
+Container layout (Avro specification, "Object Container Files"): the header fastavro
+writes for zero records, then per Kafka message one block: record count and byte length
+as zigzag varints, the rows, the header's sync marker.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fastavro
+
+from authtrail.errors import InvalidArgumentError
+from sinks.tables import event_columns
+
+#: What the sink appends to every body: where it read the record.
+KAFKA_FIELDS: tuple[dict[str, Any], ...] = (
+    {"name": "kafka_cluster", "type": "string"},
+    {"name": "kafka_partition", "type": "int"},
+    {"name": "kafka_offset", "type": "long"},
+)
+#: The ``events`` columns a container fills (``stored_at`` takes its default).
+CONTAINER_COLUMNS: tuple[str, ...] = (
+    *(column.name for column in event_columns()),
+    "seq", "prev_hash", "leaf_hash", "hash", "epoch",
+    *(str(kafka["name"]) for kafka in KAFKA_FIELDS),
+)  # fmt: skip
+
+
+def zigzag(value: int) -> bytes:
+    """Avro's encoding of an ``int`` or ``long``: zigzag, then base-128 varint."""
+    encoded = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while encoded > 0x7F:
+        out.append((encoded & 0x7F) | 0x80)
+        encoded >>= 7
+    out.append(encoded)
+    return bytes(out)
+
+
+def _without_docs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _without_docs(value) for key, value in node.items() if key != "doc"}
+    if isinstance(node, list):
+        return [_without_docs(item) for item in node]
+    return node
+
+
+class EventRowsContainer:
+    """Containers of ``events`` rows for bodies of one ChainedRecord writer schema.
+
+    Raises InvalidArgumentError when the schema is not a record whose first field is the
+    event record, or when flattening it would repeat a field name.
+    """
+
+    def __init__(self, chained_schema: Mapping[str, Any]) -> None:
+        fields = list(chained_schema.get("fields", ()))
+        event = fields[0]["type"] if fields else None
+        if not (isinstance(event, dict) and event.get("type") == "record"):
+            raise InvalidArgumentError("a chained record's first field must be the event record")
+        flat = [*event["fields"], *fields[1:], *KAFKA_FIELDS]
+        names = [str(item["name"]) for item in flat]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError(f"flattened chained record repeats a field: {names}")
+        schema = _without_docs(
+            {
+                "type": "record",
+                "name": "StoredEvent",
+                "namespace": "io.authtrail",
+                "fields": flat,
+            }
+        )
+        header = io.BytesIO()
+        fastavro.writer(header, fastavro.parse_schema(schema), [], codec="null")
+        self.header = header.getvalue()
+        self._sync = self.header[-16:]  # the header ends with the file's sync marker
+
+    def block(self, bodies: Sequence[bytes], cluster: str, partition: int, offset: int) -> bytes:
+        """One block of rows: each body followed by where it was read (one Kafka message)."""
+        name = cluster.encode()
+        suffix = zigzag(len(name)) + name + zigzag(partition) + zigzag(offset)
+        rows = suffix.join(bodies) + suffix
+        return zigzag(len(bodies)) + zigzag(len(rows)) + rows + self._sync
+
+    def container(self, blocks: Sequence[bytes]) -> bytes:
+        """The container holding ``blocks`` (from :meth:`block`), in order."""
+        return self.header + b"".join(blocks)
+
+
+@functools.lru_cache(maxsize=8)
+def _container(schema_json: str) -> EventRowsContainer:
+    return EventRowsContainer(json.loads(schema_json))
+
+
+def container_for(chained_schema: Mapping[str, Any]) -> EventRowsContainer:
+    """The (cached) container builder of a ChainedRecord writer schema."""
+    return _container(json.dumps(chained_schema, sort_keys=True))

@@ -1,0 +1,142 @@
+"""The sink stores chained batches through ClickHouse's Avro input, without decoding them:
+the same rows as the decoded path, each record once, on the real broker and the embedded
+engine.
+
+Batches are made by the worker's own builder over records the real sequencer linked, and
+written to Kafka by hand (no Faust start-up): a batch, the same records replayed with
+more (partly stored), an older worker's bare record, and a batch of the next month.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from authtrail.keys import load_signer
+from authtrail.settings import Settings
+from schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
+from sinks.embedded import EmbeddedBackend
+from sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+from sinks.service import build_sink
+from sinks.tables import create_statements, leaf_hash_sql
+from stream.app import SHORT_CONSUMER_CONFIG, codec
+from stream.canonical import canonical_leaf
+from stream.chained_batch import BatchBuilder
+from stream.sequencer import Sequencer
+from tests.integration.test_publication import broker, publication_settings
+
+__all__ = ["broker"]  # the module-scoped broker fixture
+
+pytestmark = pytest.mark.integration
+
+JANUARY = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+FEBRUARY = JANUARY + 31 * 86_400_000_000
+RECORDS, BATCHES = codec(CHAINED_RECORD), codec(CHAINED_BATCH)
+
+
+def _records(settings: Settings) -> list[dict[str, Any]]:
+    """Chained records of acme (10) and globex (3), linked by the real sequencer; the
+    events carry every kind of field (nulls, a map, non-ASCII text)."""
+    sequencer = Sequencer(load_signer(settings.signing_key_path), settings.log_origin,
+                          batch_size=100, batch_interval=3600)  # fmt: skip
+    records = []
+    plan = [("acme", n) for n in range(1, 10)] + [("globex", n) for n in range(1, 4)]
+    plan.append(("acme", 10))
+    for offset, (tenant, n) in enumerate(plan):
+        event = {field["name"]: None for field in load_schema(AUTH_EVENT)["fields"]}
+        event |= {
+            "event_id": f"{tenant}-{n}", "tenant_id": tenant, "event_type": "LOGIN_FAILED",
+            "outcome": "FAILURE", "occurred_at": (FEBRUARY if n == 10 else JANUARY) + offset,
+            "received_at": JANUARY + 5 if n % 2 else None, "user_name": f"jöe{n}",
+            "client_ip": "203.0.113.7", "attributes": {"k": "v", "ü": str(n)} if n % 3 else {},
+        }  # fmt: skip
+        link = sequencer.offer(tenant, event["event_id"], canonical_leaf(event), offset).link
+        assert link is not None
+        records.append({"event": event, "seq": link.seq, "prev_hash": link.prev_hash,
+                        "hash": link.hash, "leaf_hash": link.leaf_hash, "source_partition": 0,
+                        "source_offset": offset, "epoch": 0, "source_index": None})  # fmt: skip
+    return records
+
+
+def _batch(records: list[dict[str, Any]]) -> bytes:
+    builder = BatchBuilder(BATCHES, RECORDS.reader_fingerprint)
+    for record in records:
+        event = record["event"]
+        assert builder.add(epoch=0, tenant_id=event["tenant_id"], seq=record["seq"],
+                           occurred_at=event["occurred_at"],
+                           body=RECORDS.encode_body(record)) is None  # fmt: skip
+    value = builder.take()
+    assert value is not None
+    return value
+
+
+def _rows(backend: EmbeddedBackend) -> list[dict[str, Any]]:
+    return backend.query_arrow(
+        "SELECT * EXCEPT (stored_at, kafka_cluster) FROM events ORDER BY tenant_id, seq"
+    ).to_pylist()
+
+
+def test_batches_are_stored_natively_once_each_with_the_decoded_paths_rows(
+    broker: Any, tmp_path: Path
+) -> None:
+    settings = publication_settings(broker, tmp_path)
+    records = _records(settings)
+    acme = [r for r in records if r["event"]["tenant_id"] == "acme"]
+    globex = [r for r in records if r["event"]["tenant_id"] == "globex"]
+    messages = [
+        _batch(acme[:5] + globex),  # offset 0: acme 1-5, globex 1-3
+        _batch(acme[3:8] + globex),  # offset 1: replayed, partly stored: acme 6-8 are new
+        RECORDS.encode(acme[8]),  # offset 2: an older worker's bare record, acme 9
+        _batch(acme[9:]),  # offset 3: acme 10, in February
+    ]
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for value in messages:
+        producer.produce(settings.chained_topic, value, None, 0)
+    assert producer.flush(10) == 0
+
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        sink = build_sink(settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+        stop = threading.Event()
+        thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while sink.counters.stored_records < len(records) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        thread.join(20)
+        assert not thread.is_alive()
+        stored = _rows(backend)
+        mismatched = backend.query_arrow(
+            f"SELECT count() AS n FROM events WHERE leaf_hash != {leaf_hash_sql()}"
+        ).to_pylist()
+        partitions = backend.query_arrow(
+            "SELECT DISTINCT partition FROM system.parts WHERE table = 'events' AND active "
+            "ORDER BY partition"
+        ).to_pylist()
+
+    assert sink.counters.stored_records == len(records) == 13
+    assert sink.counters.skipped_duplicates == 2 + 3  # acme 4-5 and globex 1-3, replayed
+    assert [(row["tenant_id"], row["seq"]) for row in stored] == [
+        *(("acme", n) for n in range(1, 11)), *(("globex", n) for n in range(1, 4)),
+    ]  # fmt: skip
+    offsets = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 1, 7: 1, 8: 1, 9: 2, 10: 3}
+    assert [row["kafka_offset"] for row in stored[:10]] == [offsets[n] for n in range(1, 11)]
+    assert mismatched == [{"n": 0}]  # the leaf verify recomputes is the one stored
+    assert [row["partition"] for row in partitions] == ["202601", "202602"]
+
+    # The reference: the same records decoded and inserted through Arrow, as before.
+    with EmbeddedBackend(tmp_path / "reference") as reference:
+        for statement in create_statements():
+            reference.command(statement)
+        offset_of = {(r["event"]["tenant_id"], r["seq"]): offsets.get(r["seq"], 0)
+                     for r in records}  # fmt: skip
+        offset_of.update({("globex", n): 0 for n in range(1, 4)})
+        rows = [chained_row(r, "reference", 0, offset_of[(r["event"]["tenant_id"], r["seq"])])
+                for r in records]  # fmt: skip
+        reference.insert_arrow("events", to_arrow(rows, EVENTS_SCHEMA))
+        assert _rows(reference) == stored
