@@ -1,11 +1,12 @@
 """The plain baseline: Kafka → ClickHouse with nothing authtrail adds.
 
-Same broker, same Avro events, same client library (confluent-kafka), same ClickHouse
-backend (:class:`sinks.embedded.EmbeddedBackend`, Arrow inserts) and the same batch
-policy as the authtrail sink (``batch_rows`` rows or ``batch_seconds``, whichever first).
-No sequencing, hashing, Merkle trees, signing, second Kafka hop or deduplication: what
-any pipeline storing these events would pay at least. ``authtrail ÷ plain`` is measured
-against this.
+Same broker, same Avro events (bare or in envelopes), same client library
+(confluent-kafka), same ClickHouse backend and the same store path as the authtrail sink:
+the event bodies, never decoded in Python, joined into an Avro container that ClickHouse
+reads (sinks/avro_rows.py); the same batch policy (``batch_rows`` rows or
+``batch_seconds``, whichever first). No sequencing, hashing, Merkle trees, signing,
+second Kafka hop or deduplication: what any pipeline storing these events would pay at
+least. ``authtrail ÷ plain`` is therefore the cost of integrity, not of two sinks.
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
+from schemas import AUTH_EVENT, EVENT_ENVELOPE, load_schema
+from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MARKER, SingleObjectCodec
+from sinks.avro_rows import RowsContainer, zigzag
 from sinks.backend import ClickHouseBackend
-from sinks.rows import EVENTS_SCHEMA
 from sinks.tables import event_columns
 
 PLAIN_TABLE = "plain_events"
-
-PLAIN_SCHEMA = pa.schema(
-    [EVENTS_SCHEMA.field(column.name) for column in event_columns()]
-    + [pa.field("kafka_partition", pa.uint32()), pa.field("kafka_offset", pa.uint64())]
-)
+_KAFKA_FIELDS = ({"name": "kafka_partition", "type": "int"},
+                 {"name": "kafka_offset", "type": "long"})  # fmt: skip
 
 
 def create_statement() -> str:
@@ -63,8 +60,15 @@ class PlainConsumer:
         self._topic = topic
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
-        self._codec = SingleObjectCodec(load_schema(AUTH_EVENT))
-        self._names = [column.name for column in event_columns()]
+        event_schema = load_schema(AUTH_EVENT)
+        self._event_header = (
+            SINGLE_OBJECT_MARKER + SingleObjectCodec(event_schema).reader_fingerprint
+        )
+        self._envelopes = SingleObjectCodec(load_schema(EVENT_ENVELOPE))
+        self._envelope_header = SINGLE_OBJECT_MARKER + self._envelopes.reader_fingerprint
+        self._rows = RowsContainer([*event_schema["fields"], *_KAFKA_FIELDS])
+        self._columns = [column.name for column in event_columns()]
+        self._columns += [str(field["name"]) for field in _KAFKA_FIELDS]
         self.stored = 0
         backend.command(create_statement())
         self._consumer = Consumer(
@@ -79,7 +83,8 @@ class PlainConsumer:
 
     def run(self, stop: threading.Event) -> None:
         """Consume and store until ``stop`` is set; then store what is buffered and close."""
-        rows: list[dict[str, Any]] = []
+        blocks: list[bytes] = []
+        rows = 0
         offsets: dict[int, int] = {}
         first_buffered: float | None = None
         self._consumer.subscribe([self._topic])
@@ -93,31 +98,36 @@ class PlainConsumer:
                         continue
                     partition, offset = message.partition(), message.offset()
                     assert partition is not None and offset is not None  # set on records
-                    rows.append(self._row(message.value() or b"", partition, offset))
+                    bodies = self._bodies(message.value() or b"")
+                    blocks.append(self._rows.block(bodies, zigzag(partition) + zigzag(offset)))
+                    rows += len(bodies)
                     offsets[partition] = offset
                     first_buffered = first_buffered or time.monotonic()
                 waited = first_buffered is not None and (
                     time.monotonic() - first_buffered >= self._batch_seconds
                 )
-                if len(rows) >= self._batch_rows or waited:
-                    self._insert(rows, offsets)
-                    rows, offsets, first_buffered = [], {}, None
-            self._insert(rows, offsets)
+                if rows >= self._batch_rows or waited:
+                    self._insert(blocks, rows, offsets)
+                    blocks, rows, offsets, first_buffered = [], 0, {}, None
+            self._insert(blocks, rows, offsets)
         finally:
             self._consumer.close()
 
-    def _row(self, value: bytes, partition: int, offset: int) -> dict[str, Any]:
-        event = self._codec.decode(value)
-        row = {name: event.get(name) for name in self._names}
-        row["attributes"] = list((event.get("attributes") or {}).items())
-        row["kafka_partition"] = partition
-        row["kafka_offset"] = offset
-        return row
+    def _bodies(self, value: bytes) -> list[bytes]:
+        """The Avro bodies of the events in one message (one bare event or an envelope)."""
+        if value.startswith(self._envelope_header):
+            events = self._envelopes.decode(value)["events"]
+        else:
+            events = [value]
+        if any(not event.startswith(self._event_header) for event in events):
+            raise RuntimeError("the plain baseline reads today's auth event schema only")
+        return [event[SINGLE_OBJECT_HEADER_SIZE:] for event in events]
 
-    def _insert(self, rows: list[dict[str, Any]], offsets: dict[int, int]) -> None:
+    def _insert(self, blocks: list[bytes], rows: int, offsets: dict[int, int]) -> None:
         if rows:
-            self._backend.insert_arrow(PLAIN_TABLE, pa.Table.from_pylist(rows, schema=PLAIN_SCHEMA))
-            self.stored += len(rows)
+            data = self._rows.container(blocks)
+            self._backend.insert_data(PLAIN_TABLE, self._columns, data, "Avro")
+            self.stored += rows
         if offsets:
             commits = [TopicPartition(self._topic, p, o + 1) for p, o in offsets.items()]
             self._consumer.commit(offsets=commits, asynchronous=True)

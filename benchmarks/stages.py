@@ -13,8 +13,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from schemas import CHAINED_RECORD, load_schema
+from schemas import CHAINED_BATCH, CHAINED_RECORD, load_schema
 from schemas.codec import SingleObjectCodec
+from stream.chained_batch import chained_records
 
 
 def _quantiles(values: list[float]) -> dict[str, Any]:
@@ -43,6 +44,7 @@ def sequenced_latency(
     ``since_us`` (by their Kafka timestamp), so earlier phases cost little.
     """
     codec = SingleObjectCodec(load_schema(CHAINED_RECORD))
+    batches = SingleObjectCodec(load_schema(CHAINED_BATCH))
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers,
@@ -69,10 +71,13 @@ def sequenced_latency(
                 _, published_ms = message.timestamp()
                 if published_ms < since_ms:
                     continue
-                record = codec.decode(message.value() or b"")
-                occurred_at = record["event"]["occurred_at"]
-                if occurred_at >= since_us:
-                    delays.append((published_ms * 1000 - occurred_at) / 1000)
+                value = message.value() or b""
+                if value[2:10] not in codec.known_fingerprints | batches.known_fingerprints:
+                    continue  # a claim or a chained rejection
+                for record in chained_records(value, codec, batches):
+                    occurred_at = record["event"]["occurred_at"]
+                    if occurred_at >= since_us:
+                        delays.append((published_ms * 1000 - occurred_at) / 1000)
     finally:
         consumer.close()
     return _quantiles(delays)

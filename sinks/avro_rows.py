@@ -59,39 +59,26 @@ def _without_docs(node: Any) -> Any:
     return node
 
 
-class EventRowsContainer:
-    """Containers of ``events`` rows for bodies of one ChainedRecord writer schema.
+class RowsContainer:
+    """Avro object containers of rows with ``fields``, made of bodies and a per-block suffix.
 
-    Raises InvalidArgumentError when the schema is not a record whose first field is the
-    event record, or when flattening it would repeat a field name.
+    Raises InvalidArgumentError when a field name repeats.
     """
 
-    def __init__(self, chained_schema: Mapping[str, Any]) -> None:
-        fields = list(chained_schema.get("fields", ()))
-        event = fields[0]["type"] if fields else None
-        if not (isinstance(event, dict) and event.get("type") == "record"):
-            raise InvalidArgumentError("a chained record's first field must be the event record")
-        flat = [*event["fields"], *fields[1:], *KAFKA_FIELDS]
-        names = [str(item["name"]) for item in flat]
+    def __init__(self, fields: Sequence[Mapping[str, Any]]) -> None:
+        names = [str(item["name"]) for item in fields]
         if len(set(names)) != len(names):
-            raise InvalidArgumentError(f"flattened chained record repeats a field: {names}")
+            raise InvalidArgumentError(f"a row's fields repeat a name: {names}")
         schema = _without_docs(
-            {
-                "type": "record",
-                "name": "StoredEvent",
-                "namespace": "io.authtrail",
-                "fields": flat,
-            }
+            {"type": "record", "name": "Row", "namespace": "io.authtrail", "fields": list(fields)}
         )
         header = io.BytesIO()
         fastavro.writer(header, fastavro.parse_schema(schema), [], codec="null")
         self.header = header.getvalue()
         self._sync = self.header[-16:]  # the header ends with the file's sync marker
 
-    def block(self, bodies: Sequence[bytes], cluster: str, partition: int, offset: int) -> bytes:
-        """One block of rows: each body followed by where it was read (one Kafka message)."""
-        name = cluster.encode()
-        suffix = zigzag(len(name)) + name + zigzag(partition) + zigzag(offset)
+    def block(self, bodies: Sequence[bytes], suffix: bytes) -> bytes:
+        """One block of rows: each body followed by ``suffix`` (the fields after the body's)."""
         rows = suffix.join(bodies) + suffix
         return zigzag(len(bodies)) + zigzag(len(rows)) + rows + self._sync
 
@@ -100,11 +87,27 @@ class EventRowsContainer:
         return self.header + b"".join(blocks)
 
 
+def kafka_suffix(cluster: str, partition: int, offset: int) -> bytes:
+    """The encoding of :data:`KAFKA_FIELDS`: where a record was read."""
+    name = cluster.encode()
+    return zigzag(len(name)) + name + zigzag(partition) + zigzag(offset)
+
+
+def stored_event_fields(chained_schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The fields of an ``events`` row made of a body of ``chained_schema`` and the Kafka
+    suffix. Raises InvalidArgumentError when its first field is not the event record."""
+    fields = list(chained_schema.get("fields", ()))
+    event = fields[0]["type"] if fields else None
+    if not (isinstance(event, dict) and event.get("type") == "record"):
+        raise InvalidArgumentError("a chained record's first field must be the event record")
+    return [*event["fields"], *fields[1:], *KAFKA_FIELDS]
+
+
 @functools.lru_cache(maxsize=8)
-def _container(schema_json: str) -> EventRowsContainer:
-    return EventRowsContainer(json.loads(schema_json))
+def _container(schema_json: str) -> RowsContainer:
+    return RowsContainer(stored_event_fields(json.loads(schema_json)))
 
 
-def container_for(chained_schema: Mapping[str, Any]) -> EventRowsContainer:
-    """The (cached) container builder of a ChainedRecord writer schema."""
+def container_for(chained_schema: Mapping[str, Any]) -> RowsContainer:
+    """The (cached) ``events`` container of bodies of a ChainedRecord writer schema."""
     return _container(json.dumps(chained_schema, sort_keys=True))

@@ -165,10 +165,9 @@ class EmbeddedBackend:
         if data.num_rows == 0:
             quote_table_name(table)
             return
-        self.insert_data(
-            table, data.column_names, arrow_stream_bytes(data), "ArrowStream",
-            dedup_token=dedup_token,
-        )  # fmt: skip
+        what = f"insert of {data.num_rows} rows into {table}"
+        payload = arrow_stream_bytes(data)
+        self._insert(table, data.column_names, payload, "ArrowStream", dedup_token, what)
 
     def insert_data(
         self, table: str, columns: Sequence[str], data: bytes, input_format: str, *,
@@ -178,13 +177,19 @@ class EmbeddedBackend:
 
         As :meth:`insert_arrow` otherwise.
         """
+        what = f"insert of {input_format} data ({len(data)} bytes) into {table}"
+        self._insert(table, columns, data, input_format, dedup_token, what)
+
+    def _insert(
+        self, table: str, columns: Sequence[str], data: bytes, input_format: str,
+        dedup_token: str | None, what: str,
+    ) -> None:  # fmt: skip
         if self.read_only:
             raise StoreError(f"read-only mode refuses INSERT into {table}", READONLY)
         names = ", ".join(quote_identifier(name) for name in columns)
         options = settings_clause(insert_settings(dedup_token))
         statement = f"INSERT INTO {quote_table_name(table)} ({names}) {options}"
         with self._connection(read_only=False) as session:
-            what = f"insert of {input_format} data ({len(data)} bytes) into {table}"
             insert_through_file(session, statement, input_format, data, self._target(what))
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:

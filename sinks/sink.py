@@ -48,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from authtrail.errors import ConfigurationError, FormatError, StoreError
 from authtrail.witness_client import WitnessSubmitter
 from schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
-from sinks.avro_rows import CONTAINER_COLUMNS, EventRowsContainer, container_for
+from sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
 from sinks.backend import ClickHouseBackend
 from sinks.proofs import TilesOrLeaves
 from sinks.publication import Publication
@@ -79,7 +79,7 @@ class _Buffer:
 class _Chunk:
     """The records of one chained-topic message to store: one block of an Avro container."""
 
-    container: EventRowsContainer
+    container: RowsContainer
     month: int
     block: bytes
     count: int
@@ -405,7 +405,7 @@ class Sink:
             raise FormatError(f"chained batch at partition {partition} offset {offset}: unknown "
                               f"record schema {batch['record_schema'].hex()}")  # fmt: skip
         container = container_for(schema)
-        block = container.block(kept, self._cluster, partition, offset)
+        block = container.block(kept, kafka_suffix(self._cluster, partition, offset))
         self._chunks.append(
             _Chunk(container, batch["month"], block, len(kept), partition, offset, last_seq)
         )

@@ -36,6 +36,7 @@ from sinks.server import ServerBackend
 from sinks.service import build_sink
 from sinks.sink import _utc_month
 from stream.app import SHORT_CONSUMER_CONFIG
+from stream.chained_batch import utc_month
 from tests.integration import test_pipeline
 from tests.integration.test_pipeline import (
     Pipeline,
@@ -266,8 +267,9 @@ def test_the_sinks_month_runs_agree_with_the_engines_partitions(tmp_path: Path) 
             "SELECT toYYYYMM(fromUnixTimestamp64Micro(value, 'UTC')) AS month "
             f"FROM (SELECT arrayJoin([{', '.join(map(str, values))}]) :: Int64 AS value)"
         ).column("month")
-    engine = [divmod(int(month), 100) for month in months.to_pylist()]
+    engine = [int(month) for month in months.to_pylist()]
     assert [_utc_month(value) for value in values] == engine
+    assert [utc_month(value) for value in values] == engine  # the worker's, for its batches
 
 
 # -- the sink ---------------------------------------------------------------------------------

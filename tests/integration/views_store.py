@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.keys import load_signer, write_key_pair
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, DEAD_LETTER
+from schemas import (
+    AUTH_EVENT,
+    CHAINED_BATCH,
+    CHAINED_RECORD,
+    CHAINED_REJECTION,
+    CHECKPOINT,
+    DEAD_LETTER,
+)
 from sinks.embedded import EmbeddedBackend
 from sinks.rows import (
     CHECKPOINTS_SCHEMA,
@@ -48,6 +55,7 @@ from sinks.rows import (
 )
 from sinks.tables import create_statements
 from stream.app import codec
+from stream.chained_batch import chained_records
 from stream.guard import Guard
 from stream.lockout_policy import LockoutPolicy, PolicySet, SprayPolicy
 from stream.recovery import Recovery
@@ -183,8 +191,8 @@ class _Store:
                 record = _REJECTION_CODEC.decode(value)
                 rows["rejected"].append(rejected_row(record, "views", 0, self.output_offset))
             else:
-                record = codec(CHAINED_RECORD).decode(value)
-                rows["events"].append(chained_row(record, "views", 0, self.output_offset))
+                for record in chained_records(value, codec(CHAINED_RECORD), codec(CHAINED_BATCH)):
+                    rows["events"].append(chained_row(record, "views", 0, self.output_offset))
         self.outputs = []
         for table, schema in (("rejected", REJECTED_SCHEMA), ("events", EVENTS_SCHEMA),
                               ("checkpoints", CHECKPOINTS_SCHEMA)):  # fmt: skip
@@ -218,6 +226,7 @@ def build_store(data_dir: Path) -> None:
             rejection_codec=_REJECTION_CODEC,
             events_topic="authtrail.events",
             new_guard=lambda: Guard(POLICIES),
+            batch_codec=codec(CHAINED_BATCH),
         )  # fmt: skip
 
         def send(items: list[dict[str, Any] | bytes]) -> None:
