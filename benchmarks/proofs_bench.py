@@ -9,7 +9,7 @@ that is *not* the previous row's hash. So every bundle checks in full (leaf, Mer
 proof, signature, chain link at the checkpoint's head) while ``authtrail verify`` would
 call the chain broken: this measures proofs, nothing else. The checkpoint's root is
 computed from the leaves by :class:`sinks.proofs.LevelsInSql`, independently of the
-tiles, and the tiles are built by the sink's own :class:`sinks.tile_store.TileBuilder`.
+tiles, and the tiles are built by the sink's own :class:`sinks.tile_builder.TileBuilder`.
 
 Measured per event (median over the seqs in :data:`SEQS` and :data:`ROUNDS`, each
 bundle checked with ``verify_inclusion_bundle``, else the run is void), in one process
@@ -43,7 +43,8 @@ from sinks.tables import (
     event_columns,
     leaf_hash_sql,
 )
-from sinks.tile_store import StoredTiles, TileBuilder
+from sinks.tile_builder import TileBuilder
+from sinks.tile_store import StoredTiles
 from stream.bundle import verify_inclusion_bundle
 from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
 from stream.tree_proofs import inclusion_ranges, nodes_of_ranges, proof_from_nodes, range_nodes

@@ -55,7 +55,7 @@ from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import CHECKPOINTS_SCHEMA, REJECTED_SCHEMA, checkpoint_row, rejected_row, to_arrow
 from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
-from sinks.tile_store import TileBuilder
+from sinks.tile_builder import TileBuilder
 from sinks.witnessing import CheckpointWitnessing
 from stream.chained_batch import decode_batch, is_batch, utc_month
 from stream.fencing import Fence

@@ -8,10 +8,11 @@ change, so the rows are append-only like every table here, and the entries of a 
 tree serve every smaller one: a partial tile of a checkpoint's tree is a prefix of the
 stored entries of its level.
 
-:class:`TileBuilder` appends the entries that became complete, reading only what is
-stored (so it is correct after any restart, duplicate delivery or crash between two
-inserts: it continues from the stored entries). :class:`StoredTiles` is the proof node
-source: one query for the entries a proof needs, at most a few hundred rows.
+The sink's :class:`~sinks.tile_builder.TileBuilder` appends the entries that became
+complete, reading only what is stored (so it is correct after any restart, duplicate
+delivery or crash between two inserts: it continues from the stored entries).
+:class:`StoredTiles` is the proof node source: one query for the entries a proof needs,
+at most a few hundred rows.
 
 Tiles are derived data, never evidence: a proof built from them is checked against the
 signed checkpoint by whoever verifies it, and ``authtrail prove`` checks it against the
@@ -20,7 +21,6 @@ stored checkpoint's root first and recomputes from the leaves when they disagree
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
@@ -29,13 +29,8 @@ from authtrail.errors import AuthtrailError, ChainError
 from sinks.backend import ClickHouseBackend
 from sinks.tables import EVENTS_TABLE, TILES_TABLE
 from stream.chain import DELETED, INSERTED
-from stream.tiles import TILE_HEIGHT, TILE_WIDTH, entry_ranges, group_roots, nodes_from_entries
+from stream.tiles import entry_ranges, nodes_from_entries
 from stream.tree_proofs import NodeId
-
-_LOG = logging.getLogger(__name__)
-
-#: Entries of one level read and hashed per step while catching up (2**20 leaves: 32 MiB).
-CATCH_UP_ENTRIES = 1 << 20
 
 TILES_SCHEMA = pa.schema(
     [
@@ -134,98 +129,3 @@ class StoredTiles:
                 f"(the tree of size {size} needs it)"
             )
         return nodes_from_entries(wanted, found)
-
-
-class TileBuilder:
-    """Appends the tile entries of each tenant's tree that became complete.
-
-    Reads what is stored (the leaves of ``events``, the entries of ``tiles``) and writes
-    only entries past the stored ones, in order, level by level, so a crash at any point
-    leaves a prefix that the next call continues. A tenant whose stored records are not
-    one per seq is skipped, with one warning (``authtrail verify`` names the damage).
-    """
-
-    def __init__(self, backend: ClickHouseBackend) -> None:
-        self._backend = backend
-        self._stored: dict[str, dict[int, int]] | None = None  # tenant -> level -> entries
-        self._stuck: dict[str, str] = {}
-
-    def _stored_entries(self) -> dict[str, dict[int, int]]:
-        if self._stored is None:
-            table = self._backend.query_arrow(
-                f"SELECT tenant_id, level, max(entry_index) + 1 FROM {TILES_TABLE} "
-                "GROUP BY tenant_id, level"
-            )
-            stored: dict[str, dict[int, int]] = {}
-            columns = [table.column(i).to_pylist() for i in range(3)]
-            for tenant, level, count in zip(*columns, strict=True):
-                stored.setdefault(tenant, {})[level] = count
-            self._stored = stored
-        return self._stored
-
-    def catch_up(self) -> int:
-        """Build every tenant's missing entries from the store; return entries written."""
-        table = self._backend.query_arrow(
-            f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
-        )
-        names, seqs = table.column(0).to_pylist(), table.column(1).to_pylist()
-        return self.extend(dict(zip(names, seqs, strict=True)))
-
-    def extend(self, leaves: Mapping[str, int]) -> int:
-        """Build the entries complete once ``tenant_id`` has ``leaves[tenant_id]`` leaves
-        stored (seq 1..n); return the number of entries written."""
-        written = 0
-        for tenant_id, count in leaves.items():
-            written += self._extend(tenant_id, count)
-        return written
-
-    def _extend(self, tenant_id: str, leaves: int) -> int:
-        stored = self._stored_entries().setdefault(tenant_id, {})
-        below, level, written = leaves, 1, 0
-        while below >= TILE_WIDTH:
-            complete = below // TILE_WIDTH
-            have = stored.get(level, 0)
-            while have < complete:
-                step = min(complete - have, CATCH_UP_ENTRIES // TILE_WIDTH)
-                start, end = have * TILE_WIDTH, (have + step) * TILE_WIDTH
-                roots = self._roots(tenant_id, level - 1, start, end)
-                if roots is None:
-                    return written
-                self._insert(tenant_id, level, have, roots)
-                have += step
-                stored[level] = have
-                written += step
-            below, level = complete, level + 1
-        return written
-
-    def _roots(self, tenant_id: str, level: int, start: int, end: int) -> list[bytes] | None:
-        try:
-            found = read_entries(self._backend, tenant_id, [(level, start, end)])
-        except (ChainError, TilesUnavailable) as exc:
-            self._warn_once(tenant_id, str(exc))
-            return None
-        missing = next((i for i in range(start, end) if (level, i) not in found), None)
-        if missing is not None:
-            what = f"seq {missing + 1}" if level == 0 else f"entry {missing} of level {level}"
-            self._warn_once(tenant_id, f"{what} is not stored")
-            return None
-        return group_roots([found[level, index] for index in range(start, end)], TILE_HEIGHT)
-
-    def _insert(self, tenant_id: str, level: int, first: int, roots: list[bytes]) -> None:
-        data = pa.table(
-            {
-                "tenant_id": pa.array([tenant_id] * len(roots), pa.string()),
-                "level": pa.array([level] * len(roots), pa.uint8()),
-                "entry_index": pa.array(range(first, first + len(roots)), pa.uint64()),
-                "hash": pa.array(roots, pa.binary(32)),
-            },
-            schema=TILES_SCHEMA,
-        )
-        token = f"{TILES_TABLE}:{tenant_id}:{level}:{first}:{len(roots)}"
-        self._backend.insert_arrow(TILES_TABLE, data, dedup_token=token)
-
-    def _warn_once(self, tenant_id: str, reason: str) -> None:
-        if self._stuck.get(tenant_id) != reason:
-            self._stuck[tenant_id] = reason
-            _LOG.warning("tiles of tenant %r not extended: %s; proofs recompute from the "
-                         "leaves; %s", tenant_id, reason, _advice(tenant_id))  # fmt: skip

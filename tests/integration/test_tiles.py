@@ -30,8 +30,9 @@ from sinks.http_front import HttpFront
 from sinks.proofs import LevelsInSql, TilesOrLeaves, prove_consistency, prove_inclusion
 from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
 from sinks.tables import create_statements
+from sinks.tile_builder import TENANTS_PER_ROUND, TileBuilder
 from sinks.tile_export import ExportConflict, export_tiles
-from sinks.tile_store import StoredTiles, TileBuilder
+from sinks.tile_store import StoredTiles
 from stream.bundle import BundleProofError, verify_consistency_bundle, verify_inclusion_bundle
 from stream.canonical import canonical_leaf
 from stream.checkpoint import open_checkpoint
@@ -399,3 +400,34 @@ def test_proofs_from_tiles_through_the_analysts_front(
         bundle = prove_inclusion(server, ORIGIN, BIG, 65_999, nodes=StoredTiles(server))
         verify_inclusion_bundle(bundle, keyring)
         verify_consistency_bundle(prove_consistency(server, ORIGIN, BIG, 6_000, 66_000), keyring)
+
+
+def test_many_tenants_are_built_in_rounds_and_a_damaged_one_stops_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More tenants than one round takes, each with one full tile and a partial one; one
+    tenant misses a seq: its entries stay unbuilt (with a warning), the others' are the
+    RFC 6962 roots of their leaves."""
+    tenants = [f"t{n:03d}" for n in range(TENANTS_PER_ROUND + 31)]
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        backend.command(
+            "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
+            "SELECT concat('t', leftPad(toString(intDiv(number, 300)), 3, '0')), "
+            "number % 300 + 1, SHA256(toString(number)), now64(6) "
+            f"FROM numbers({300 * len(tenants)}) WHERE NOT (intDiv(number, 300) = 7 "
+            "AND number % 300 = 99)"  # t007 misses seq 100
+        )
+        builder = TileBuilder(backend)
+        with caplog.at_level(logging.WARNING):
+            assert builder.extend(dict.fromkeys(tenants, 300)) == len(tenants) - 1
+        assert builder.catch_up() == 0  # nothing left: the damaged tenant stays unbuilt
+        stored = backend.query_arrow(
+            "SELECT tenant_id, level, entry_index, hash FROM tiles ORDER BY tenant_id"
+        ).to_pylist()
+        assert [row["tenant_id"] for row in stored] == [t for t in tenants if t != "t007"]
+        assert {(row["level"], row["entry_index"]) for row in stored} == {(1, 0)}
+        for row in stored[:3] + stored[-3:]:
+            assert row["hash"] == _independent_mth(_leaf_hashes(backend, row["tenant_id"])[:256])
+    assert "tiles of tenant 't007' not extended: seq 100 is not stored" in caplog.text

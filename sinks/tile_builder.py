@@ -1,0 +1,193 @@
+"""The sink's tile writer: appends the tile entries (sinks/tile_store.py) that became complete.
+
+It reads only what is stored (the leaves of ``events``, the entries of ``tiles``) and writes
+only entries past the stored ones, level by level, so a crash at any point leaves a prefix
+that the next call continues. Work is done for many tenants at once: one query reads the
+hashes under the new entries of up to :data:`TENANTS_PER_ROUND` tenants, and one insert
+writes their entries (a query costs the embedded engine milliseconds whatever it reads;
+per tenant, tiles cost the sink more than storing the records did).
+
+A tenant whose stored records are not one per seq is skipped, with one warning (``authtrail
+verify`` names the damage); the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+
+import pyarrow as pa
+
+from sinks.backend import ClickHouseBackend
+from sinks.clickhouse_sql import quote_string_literal
+from sinks.tables import EVENTS_TABLE, TILES_TABLE
+from sinks.tile_store import TILES_SCHEMA
+from stream.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
+
+_LOG = logging.getLogger(__name__)
+
+#: Hashes of one level read per round while catching up (2**20: 32 MiB).
+CATCH_UP_ENTRIES = 1 << 20
+#: Tenants per round: their conditions must stay far below ClickHouse's max_query_size.
+TENANTS_PER_ROUND = 200
+
+_Job = tuple[str, int, int]  # tenant, first entry to build, entries to build
+
+
+class TileBuilder:
+    """Appends the tile entries of each tenant's tree that became complete."""
+
+    def __init__(self, backend: ClickHouseBackend) -> None:
+        self._backend = backend
+        self._stored: dict[str, dict[int, int]] | None = None  # tenant -> level -> entries
+        self._stuck: dict[str, str] = {}
+
+    def catch_up(self) -> int:
+        """Build every tenant's missing entries from the store; return entries written."""
+        table = self._backend.query_arrow(
+            f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
+        )
+        names, seqs = table.column(0).to_pylist(), table.column(1).to_pylist()
+        return self.extend(dict(zip(names, seqs, strict=True)))
+
+    def extend(self, leaves: Mapping[str, int]) -> int:
+        """Build the entries complete once each tenant has ``leaves[tenant]`` leaves stored
+        (seq 1..n); return the number of entries written."""
+        stored = self._stored_entries()
+        written, level, below = 0, 1, dict(leaves)
+        while below:
+            jobs: list[_Job] = []
+            for tenant, count in below.items():
+                have = stored.setdefault(tenant, {}).get(level, 0)
+                if have < count // TILE_WIDTH:
+                    jobs.append((tenant, have, count // TILE_WIDTH - have))
+            for round_jobs in _rounds(jobs):
+                written += self._build(level, round_jobs, stored, below)
+            # The next level's leaves are this level's entries (of tenants not stuck).
+            below = {tenant: count // TILE_WIDTH for tenant, count in below.items()
+                     if count // TILE_WIDTH >= TILE_WIDTH}  # fmt: skip
+            level += 1
+        return written
+
+    def _build(
+        self, level: int, jobs: list[_Job], stored: dict[str, dict[int, int]],
+        below: dict[str, int],
+    ) -> int:  # fmt: skip
+        """Build the entries of ``jobs`` at ``level`` with one read and one insert; a tenant
+        whose hashes below are missing or repeated is dropped from ``below``."""
+        found = self._read(level - 1, jobs)
+        rows: dict[str, list[object]] = {"tenant_id": [], "level": [], "entry_index": [],
+                                         "hash": []}  # fmt: skip
+        for tenant, first, count in jobs:
+            if tenant not in below:  # stuck in an earlier round: entries must stay a prefix
+                continue
+            start, end = first * TILE_WIDTH, (first + count) * TILE_WIDTH
+            hashes = found.get(tenant, {})
+            problem = _problem(hashes, level - 1, start, end)
+            if problem is not None:
+                self._warn_once(tenant, problem)
+                below.pop(tenant, None)
+                continue
+            below_hashes = [hashes[index] for index in range(start, end)]
+            roots = group_roots([h for h in below_hashes if h is not None], TILE_HEIGHT)
+            rows["tenant_id"] += [tenant] * count
+            rows["level"] += [level] * count
+            rows["entry_index"] += range(first, first + count)
+            rows["hash"] += roots
+        if not rows["hash"]:
+            return 0
+        # Names exactly this content, so only a retry of this very insert is dropped.
+        what = ",".join(f"{tenant}@{first}+{count}" for tenant, first, count in jobs)
+        token = f"{TILES_TABLE}:{level}:{hashlib.sha256(what.encode()).hexdigest()}"
+        data = pa.table(rows, schema=TILES_SCHEMA)
+        self._backend.insert_arrow(TILES_TABLE, data, dedup_token=token)
+        built = 0
+        for tenant, first, count in jobs:
+            if tenant in below:
+                stored[tenant][level] = first + count
+                built += count
+        return built
+
+    def _read(self, level: int, jobs: list[_Job]) -> dict[str, dict[int, bytes | None]]:
+        """The stored hashes at ``level`` under the jobs' entries, per tenant and index; None
+        for an index stored twice with different hashes (or a seq stored twice at all)."""
+        if level == 0:
+            conditions = [
+                f"(tenant_id = {quote_string_literal(tenant)} AND seq BETWEEN "
+                f"{first * TILE_WIDTH + 1} AND {(first + count) * TILE_WIDTH})"
+                for tenant, first, count in jobs
+            ]
+            sql = (f"SELECT tenant_id, seq - 1, leaf_hash FROM {EVENTS_TABLE} "
+                   f"WHERE {' OR '.join(conditions)}")  # fmt: skip
+        else:
+            conditions = [
+                f"(tenant_id = {quote_string_literal(tenant)} AND entry_index BETWEEN "
+                f"{first * TILE_WIDTH} AND {(first + count) * TILE_WIDTH - 1})"
+                for tenant, first, count in jobs
+            ]
+            sql = (f"SELECT tenant_id, entry_index, hash FROM {TILES_TABLE} "
+                   f"WHERE level = {level} AND ({' OR '.join(conditions)})")  # fmt: skip
+        table = self._backend.query_arrow(sql)
+        found: dict[str, dict[int, bytes | None]] = {}
+        columns = (table.column(i).to_pylist() for i in range(3))
+        for tenant, index, hashed in zip(*columns, strict=True):
+            hashes = found.setdefault(tenant, {})
+            if index in hashes and (level == 0 or hashes[index] != hashed):
+                hashes[index] = None  # no tree: verify names the damage
+            else:
+                hashes.setdefault(index, hashed)
+        return found
+
+    def _stored_entries(self) -> dict[str, dict[int, int]]:
+        if self._stored is None:
+            table = self._backend.query_arrow(
+                f"SELECT tenant_id, level, max(entry_index) + 1 FROM {TILES_TABLE} "
+                "GROUP BY tenant_id, level"
+            )
+            stored: dict[str, dict[int, int]] = {}
+            columns = [table.column(i).to_pylist() for i in range(3)]
+            for tenant, level, count in zip(*columns, strict=True):
+                stored.setdefault(tenant, {})[level] = count
+            self._stored = stored
+        return self._stored
+
+    def _warn_once(self, tenant_id: str, reason: str) -> None:
+        if self._stuck.get(tenant_id) != reason:
+            self._stuck[tenant_id] = reason
+            _LOG.warning("tiles of tenant %r not extended: %s; proofs recompute from the "
+                         "leaves; run `authtrail verify --tenant %s`", tenant_id, reason,
+                         tenant_id)  # fmt: skip
+
+
+def _rounds(jobs: list[_Job]) -> Iterator[list[_Job]]:
+    """``jobs`` cut into rounds of at most :data:`TENANTS_PER_ROUND` tenants and
+    :data:`CATCH_UP_ENTRIES` hashes read; a long catch-up is split into several jobs."""
+    per_job = CATCH_UP_ENTRIES // TILE_WIDTH
+    pieces = [
+        (tenant, start, min(per_job, first + count - start))
+        for tenant, first, count in jobs
+        for start in range(first, first + count, per_job)
+    ]
+    current: list[_Job] = []
+    entries = 0
+    for piece in pieces:
+        if current and (len(current) >= TENANTS_PER_ROUND or entries + piece[2] > per_job):
+            yield current
+            current, entries = [], 0
+        current.append(piece)
+        entries += piece[2]
+    if current:
+        yield current
+
+
+def _problem(hashes: Mapping[int, bytes | None], level: int, start: int, end: int) -> str | None:
+    """Why the hashes ``start..end`` of ``level`` cannot make entries, or None."""
+    for index in range(start, end):
+        if index not in hashes:
+            what = f"seq {index + 1}" if level == 0 else f"entry {index} of level {level}"
+            return f"{what} is not stored"
+        if hashes[index] is None:
+            what = f"seq {index + 1}" if level == 0 else f"entry {index} of level {level}"
+            return f"{what} is stored twice" + ("" if level == 0 else " with different hashes")
+    return None
