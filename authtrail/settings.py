@@ -67,7 +67,8 @@ class Settings:
     snapshot_every: int = 50_000
     # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
     # The sink inserts after this many rows or this many milliseconds, whichever first.
-    sink_batch_rows: int = 5000
+    # Each insert costs the engine milliseconds whatever its size (docs/PERFORMANCE.md).
+    sink_batch_rows: int = 20_000
     sink_batch_ms: int = 1000
     # The sequencer's output producer may hold records this long to fill a request while
     # it publishes a batch (each request costs a broker far more than a record). No

@@ -51,7 +51,7 @@ class StackConfig:
     partitions: int = 4
     batch_size: int = 1000
     batch_interval_ms: int = 1000
-    sink_batch_rows: int = 5000
+    sink_batch_rows: int = 20_000
     sink_batch_ms: int = 1000
     # Extra environment for the workers, to try a setting without editing the product
     # (e.g. AUTHTRAIL_PRODUCER_LINGER_MS); ``label`` names such a variant.

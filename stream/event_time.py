@@ -32,17 +32,21 @@ class ReorderBuffer:
     events at or before the cutoff.
     """
 
-    __slots__ = ("frontier", "pending", "recent_ids", "watermark")
+    __slots__ = ("_oldest_id_at", "frontier", "pending", "recent_ids", "watermark")
 
     def __init__(self) -> None:
         self.watermark: int | None = None
         self.frontier: tuple[int, str] | None = None
         self.pending: list[tuple[int, str, dict[str, Any]]] = []
         self.recent_ids: dict[str, int] = {}
+        # min(recent_ids.values()) or None: forget() is then O(1) until an id expires.
+        self._oldest_id_at: int | None = None
 
     def cutoff(self, lateness: int, floor: int | None) -> int | None:
-        marks = [mark for mark in (self.watermark, floor) if mark is not None]
-        return max(marks) - lateness if marks else None
+        mark = self.watermark
+        if floor is not None and (mark is None or floor > mark):
+            mark = floor
+        return None if mark is None else mark - lateness
 
     def offer(
         self,
@@ -63,6 +67,8 @@ class ReorderBuffer:
         self.watermark = occurred_at if self.watermark is None else max(self.watermark, occurred_at)
         bisect.insort(self.pending, (occurred_at, event_id, payload), key=lambda item: item[:2])
         self.recent_ids[event_id] = occurred_at
+        if self._oldest_id_at is None or occurred_at < self._oldest_id_at:
+            self._oldest_id_at = occurred_at
         return ACCEPTED
 
     def release(self, lateness: int, floor: int | None) -> list[tuple[int, str, dict[str, Any]]]:
@@ -80,8 +86,10 @@ class ReorderBuffer:
     def forget(self, lateness: int, floor: int | None) -> None:
         """Drop remembered ids older than the cutoff: such an event is refused as late."""
         cutoff = self.cutoff(lateness, floor)
-        if cutoff is not None:
+        oldest = self._oldest_id_at
+        if cutoff is not None and oldest is not None and oldest < cutoff:
             self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
+            self._oldest_id_at = min(self.recent_ids.values(), default=None)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -99,4 +107,5 @@ class ReorderBuffer:
         buffer.frontier = (frontier[0], frontier[1]) if frontier else None
         buffer.pending = [(item[0], item[1], dict(item[2])) for item in state["pending"]]
         buffer.recent_ids = dict(state["recent_ids"])
+        buffer._oldest_id_at = min(buffer.recent_ids.values(), default=None)
         return buffer
