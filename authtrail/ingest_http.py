@@ -186,11 +186,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(*_error(405, "use POST"), extra={"Allow": "POST"})
 
-    def _okta_challenge(self, grant: TokenGrant) -> bool:
-        return (
-            self.path == f"{PREFIX}okta" and grant.allows("okta") and OKTA_CHALLENGE in self.headers
-        )
-
     def _route(self) -> str | None:
         name = self.path.removeprefix(PREFIX) if self.path.startswith(PREFIX) else None
         if name not in PATHS:

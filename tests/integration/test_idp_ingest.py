@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from authtrail.cli import main as authtrail
 from sinks.backend import ClickHouseBackend
 from tests.integration import test_pipeline
 from tests.integration.test_pipeline import Pipeline, Store, _store
+from tests.realdata import REALDATA
 
 # The pipeline test's fixtures: a broker per module, fresh topics and keys per test.
 broker = test_pipeline.broker
@@ -33,10 +33,6 @@ store = test_pipeline.store
 
 pytestmark = pytest.mark.integration
 
-REALDATA = Path(
-    os.environ.get("AUTHTRAIL_REALDATA")
-    or Path(__file__).resolve().parents[3] / "shared" / "realdata"
-)
 if not (REALDATA / "keycloak").is_dir():
     pytest.skip(f"real data not present at {REALDATA}", allow_module_level=True)
 

@@ -43,13 +43,10 @@ from stream.lockout import LockoutDetector
 from stream.lockout_policy import LockoutPolicy, SprayPolicy
 from stream.spray import SprayDetector
 from tests.integration.broker_fixtures import read_topic, running_broker
+from tests.realdata import REALDATA
 
 pytestmark = pytest.mark.integration
 
-REALDATA = Path(
-    os.environ.get("AUTHTRAIL_REALDATA")
-    or Path(__file__).resolve().parents[3] / "shared" / "realdata"
-)
 OPENSSH = REALDATA / "loghub" / "OpenSSH_2k.log"
 LINUX = REALDATA / "loghub" / "Linux_2k.log"
 BEATS = REALDATA / "authlogs_other" / "beats_system_auth_test.log"

@@ -18,11 +18,8 @@ from producers.ingest import Preflight
 from producers.sshd import iter_events
 from producers.syslog import guess_start_year
 from stream.admission import Limits
+from tests.realdata import REALDATA
 
-REALDATA = Path(
-    os.environ.get("AUTHTRAIL_REALDATA")
-    or Path(__file__).resolve().parents[3] / "shared" / "realdata"
-)
 OPENSSH = REALDATA / "loghub" / "OpenSSH_2k.log"
 NOW = int(datetime(2026, 12, 4, 5, 0, tzinfo=UTC).timestamp()) * 1_000_000
 needs_realdata = pytest.mark.skipif(not OPENSSH.is_file(), reason=f"no real data at {REALDATA}")

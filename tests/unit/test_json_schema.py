@@ -9,7 +9,6 @@ worker's own check, so the schema is neither looser nor stricter on them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,9 @@ from schemas import AUTH_EVENT, load_schema
 from schemas.codec import SingleObjectCodec
 from schemas.json_schema import PIPELINE_RULES, auth_event_json_schema, main, render
 from stream.admission import Limits, RejectedEvent, check_event
+from tests.realdata import REALDATA
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "schemas" / "auth_event.schema.json"
-REALDATA = Path(
-    os.environ.get("AUTHTRAIL_REALDATA")
-    or Path(__file__).resolve().parents[3] / "shared" / "realdata"
-)
 VALIDATOR = Draft202012Validator(auth_event_json_schema())
 CODEC = SingleObjectCodec(load_schema(AUTH_EVENT))
 NOW = 1_764_806_400_000_000  # 2025-12-04T00:00:00Z

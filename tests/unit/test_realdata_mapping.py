@@ -11,11 +11,9 @@ offset, redacted times) must be refused with :class:`FormatError`, not guessed a
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,11 +28,8 @@ from producers.idp_mapping import (
 from schemas import AUTH_EVENT, load_schema
 from schemas.codec import SingleObjectCodec
 from stream.canonical import canonical_leaf
+from tests.realdata import REALDATA
 
-REALDATA = Path(
-    os.environ.get("AUTHTRAIL_REALDATA")
-    or Path(__file__).resolve().parents[3] / "shared" / "realdata"
-)
 if not (REALDATA / "keycloak").is_dir():
     pytest.skip(f"real data not present at {REALDATA}", allow_module_level=True)
 
