@@ -18,7 +18,7 @@ from benchmarks import config as configs
 from benchmarks import plots, report, runner
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-SECTIONS = ("limits", "costs", "pipeline", "flood", "verify", "proofs")
+SECTIONS = ("limits", "costs", "pipeline", "flood", "verify", "proofs", "store_path")
 
 
 def _interrupt(number: int, frame: object) -> None:

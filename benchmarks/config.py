@@ -65,6 +65,8 @@ class RunConfig:
     flood: FloodPlan | None = None
     # One-tenant store sizes for `authtrail prove` (benchmarks/proofs_bench.py).
     proof_rows: tuple[int, ...] = ()
+    # Events through the worker core and the two store paths (benchmarks/store_path.py).
+    store_path_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +117,7 @@ def full() -> RunConfig:
         ),
         flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),
         proof_rows=(1_000_000, 10_000_000),
+        store_path_events=200_000,
     )
 
 
@@ -162,6 +165,7 @@ def smoke() -> RunConfig:
             live_seconds=2.0,
         ),
         proof_rows=(3_000,),
+        store_path_events=3_000,
     )
 
 

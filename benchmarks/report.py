@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import analysis, flood, markdown
+from benchmarks import analysis, flood, markdown, store_path
 
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.md"
@@ -110,6 +110,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
             for p in results.get("proofs", [])
         ],
     )  # fmt: skip
+    if results.get("store_path"):
+        lines += ["## Worker core and store path (benchmarks/store_path.py)", "",
+                  store_path.markdown(results["store_path"]), ""]  # fmt: skip
     lines += ["## Producer SDK", "", *markdown.producer(results)]
     lines += ["## Physical limits of this machine", "", *markdown.limits(results)]
     lines += ["## Checkpoint and integrity-core costs", "", *markdown.costs(results)]

@@ -219,6 +219,13 @@ def run(
         saved()
     if wanted("proofs"):
         results["proofs"] = _section(results, "proofs", say, lambda: _proofs(config, work)) or []
+    if wanted("store_path") and config.store_path_events:
+        kwargs = {"count": config.store_path_events, "tenants": 100, "per_envelope": 500,
+                  "timeout": 600.0}  # fmt: skip
+        results["store_path"] = _section(
+            results, "store_path", say,
+            lambda: run_isolated("benchmarks.store_path:run", kwargs, work, timeout=1800),
+        )  # fmt: skip
     results["load_average_after"] = load_average()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
