@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from authtrail.atomic_file import read_bounded
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings, redact_url
 from authtrail.witness_flags import witness_policy
@@ -74,15 +75,9 @@ def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
 
 
 def _read_state(path: Path, keyring: Keyring, log_origin: str) -> AuditorState | None:
-    try:
-        with path.open("rb") as file:
-            data = file.read(_STATE_MAX_BYTES + 1)
-    except FileNotFoundError:
+    data = read_bounded(path, _STATE_MAX_BYTES, "auditor state")
+    if data is None:
         return None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read auditor state {path}: {exc.strerror}") from None
-    if len(data) > _STATE_MAX_BYTES:
-        raise ConfigurationError(f"auditor state {path} is too large")
     try:
         return state_from_json(data, keyring, log_origin)
     except ConfigurationError as exc:

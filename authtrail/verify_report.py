@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authtrail.atomic_file import replace_file
+from authtrail.atomic_file import read_bounded, replace_file
 from authtrail.errors import ConfigurationError
 
 REPORT_FILE = "verify-report.json"  # under the data dir: where `up` and the console look
@@ -59,15 +59,9 @@ def read_report(path: Path) -> StoredReport | None:
 
     Raises ConfigurationError when it cannot be read or is not a verify report.
     """
-    try:
-        with path.open("rb") as file:
-            data = file.read(_MAX_BYTES + 1)
-    except FileNotFoundError:
+    data = read_bounded(path, _MAX_BYTES, "verify report")
+    if data is None:
         return None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read verify report {path}: {exc.strerror}") from None
-    if len(data) > _MAX_BYTES:
-        raise ConfigurationError(f"verify report {path} is too large")
     try:
         document = json.loads(data)
         tenants = tuple(
