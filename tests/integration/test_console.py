@@ -371,8 +371,8 @@ def test_hostile_input_is_shown_as_text(running: Running, browser: Any) -> None:
 
 
 def test_an_injected_lockout_and_spraying_alert_appear_live(running: Running, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
     from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     _open(browser, running, "/lockouts")
