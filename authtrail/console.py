@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from authtrail.background_http import BackgroundHttpServer
+from authtrail.background_http import BackgroundHttpServer, own_host_names
 from authtrail.console_charts import bar_chart, line_chart
 from authtrail.console_lag import LagSampler
 from authtrail.console_pages import (
@@ -108,6 +108,7 @@ class Console(BackgroundHttpServer):
         self.lag = lag
         self._credential = (user.encode(), password.encode())
         self.store_lock = threading.Lock()  # one query at a time on the shared client
+        self._own_hosts: frozenset[str] = frozenset()
 
     @property
     def url(self) -> str:
@@ -115,6 +116,11 @@ class Console(BackgroundHttpServer):
 
     def start(self) -> Console:
         self._serve(type("BoundHandler", (_Handler,), {"console": self}), "web-console")
+        port = self.port
+        self._own_hosts = frozenset(
+            {f"{self.url_host.lower()}:{port}", f"127.0.0.1:{port}", f"localhost:{port}",
+             f"[::1]:{port}", *(name.lower() for name in own_host_names(self.host, port))}
+        )  # fmt: skip
         return self
 
     def admits(self, authorization: str) -> bool:
@@ -131,11 +137,9 @@ class Console(BackgroundHttpServer):
         return same_user & hmac.compare_digest(password, self._credential[1])
 
     def own_host(self, host: str | None) -> bool:
-        port = self.port
-        given = (host or "").strip().lower()
-        own = {f"{self.url_host.lower()}:{port}", f"127.0.0.1:{port}", f"localhost:{port}",
-               f"[::1]:{port}"}  # fmt: skip
-        return given in own
+        """Whether a ``Host`` header names this console (its address, loopback, or this
+        machine's names when bound to every interface)."""
+        return (host or "").strip().lower() in self._own_hosts
 
     def query(self, ask: Callable[[ClickHouseBackend], Any]) -> Any:
         with self.store_lock:
@@ -157,6 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(head=True)
 
     def _refuse_method(self) -> None:
+        self.close_connection = True  # its body stays unread: the connection cannot go on
         if self._admitted():
             self._send(405, "text/plain; charset=utf-8", b"read-only: GET only\n",
                        {"Allow": "GET, HEAD"})  # fmt: skip
@@ -209,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
                             **(extra or {})}.items():  # fmt: skip
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if not head:
             self.wfile.write(body)

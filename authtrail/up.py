@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from authtrail.background_http import own_host_names
 from authtrail.broker import LocalBroker
 from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
@@ -145,9 +145,8 @@ def run_up(
             count = reseed(backend, settings, settings.bootstrap_servers or "")
             say(f"the new in-memory broker was given the {count} stored records to continue from")
         try:
-            front = HttpFront(
-                backend, front_host, front_port, allowed_hosts=_own_names(front_host, front_port)
-            ).start()
+            own_names = own_host_names(front_host, front_port)
+            front = HttpFront(backend, front_host, front_port, allowed_hosts=own_names).start()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot serve the query front on {front_host}:{front_port}: {exc.strerror} "
@@ -224,15 +223,6 @@ def run_up(
         stop.set()
         for step in reversed(cleanup):
             step()
-
-
-def _own_names(host: str, port: int) -> list[str]:
-    """Host headers a front bound to every interface also answers to: this machine's names
-    (a DNS-rebinding page can only send its own, which is none of them)."""
-    if host not in ("0.0.0.0", "::", ""):
-        return []
-    names = {socket.gethostname(), socket.getfqdn()}
-    return [f"{name}:{port}" for name in sorted(names) if name]
 
 
 def _banner(
