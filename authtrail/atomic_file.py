@@ -1,4 +1,7 @@
-"""Replace a file atomically, with the permissions it must have. Standard library only."""
+"""Replace a file atomically, with the permissions it must have; read one back, bounded.
+
+Standard library only (and authtrail's errors).
+"""
 
 from __future__ import annotations
 
@@ -34,3 +37,24 @@ def replace_file(path: Path, text: str, mode: int) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def read_bounded(path: Path, max_bytes: int, what: str) -> bytes | None:
+    """The bytes of ``path``, None when it does not exist.
+
+    Raises ConfigurationError naming ``what`` and ``path`` when it cannot be read or holds
+    more than ``max_bytes`` (a state or report file never does; reading on would let a
+    planted file fill the memory).
+    """
+    from authtrail.errors import ConfigurationError
+
+    try:
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise ConfigurationError(f"{what} {path} is too large")
+    return data

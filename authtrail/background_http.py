@@ -17,6 +17,16 @@ from typing import Self
 from authtrail.errors import InvalidArgumentError
 
 
+def own_host_names(host: str, port: int) -> list[str]:
+    """Host headers a server bound to every interface also answers to: this machine's
+    names with ``port`` (a DNS-rebinding page can only send its own, which is none of
+    them); none for a server bound to one address."""
+    if host not in ("0.0.0.0", "::", ""):
+        return []
+    names = {socket.gethostname(), socket.getfqdn()}
+    return [f"{name}:{port}" for name in sorted(names) if name]
+
+
 class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where ingest-http listens when a token file exists (default 127.0.0.1:7381; "
         "AUTHTRAIL_INGEST_LISTEN)",
     )  # fmt: skip
+    up.add_argument(
+        "--console-listen", metavar="HOST:PORT",
+        help="where the web console listens (default 127.0.0.1:8125, port 0: any free "
+        "port; AUTHTRAIL_CONSOLE_LISTEN); log in as analyst with the printed token",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(
@@ -274,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         "one batch interval) are damage, not a pending tail (default 300)",
     )  # fmt: skip
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument(
+        "--report-json", type=Path, metavar="FILE",
+        help="also write the report (as --json prints it, plus verified_at and exit_code) "
+        "to FILE; the web console shows it (`up` and `console` read DATA_DIR/"
+        "verify-report.json)",
+    )  # fmt: skip
     _add_store_flag(verify)
     verify.set_defaults(handler=handlers.verify)
 
@@ -306,6 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     witness.set_defaults(handler=handlers.witness)
 
+    console = commands.add_parser(
+        "console",
+        help="serve the read-only web console: search, events and proofs, lockouts, charts",
+        description="Serve the web console against a ClickHouse server (--clickhouse-url, "
+        "a read-only user) or a running `authtrail up` of DATA_DIR. Browsers log in with "
+        "the user and password of that URL (HTTP basic). Reads only; GET only.",
+    )
+    console.add_argument(
+        "--listen", metavar="HOST:PORT",
+        help="default 127.0.0.1:8125 (AUTHTRAIL_CONSOLE_LISTEN); plain HTTP: a TLS proxy in "
+        "front for anything but loopback",
+    )  # fmt: skip
+    console.add_argument(
+        "--verify-report", type=Path, metavar="FILE",
+        help="the report `verify --report-json FILE` wrote (default DATA_DIR/verify-report.json)",
+    )  # fmt: skip
+    console.add_argument(
+        "--bootstrap-servers", help="Kafka, for the lag chart (AUTHTRAIL_BOOTSTRAP_SERVERS)"
+    )
+    _add_store_flag(console)
+    console.set_defaults(handler=_run_console)
+
     from authtrail.prove_cli import add_proof_parsers  # prove, verify-proof
 
     add_proof_parsers(commands)
@@ -316,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_parsers(commands)
     return parser
+
+
+def _run_console(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.console import run_console
+
+    return run_console(args, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

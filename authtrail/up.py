@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from authtrail.background_http import own_host_names
 from authtrail.broker import LocalBroker
 from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
@@ -102,12 +102,14 @@ def run_up(
     front_host: str = "127.0.0.1",
     out: TextIO = sys.stdout,
     ingest_listen: str | None = None,
+    console_listen: str | None = None,
 ) -> int:
     """Run the pipeline until SIGINT/SIGTERM. Returns the exit code.
 
     The store's HTTP front listens on ``front_host``:``front_port``, read-only, for the
     analyst token it prints (fresh on every start) and announces in the endpoint file.
-    With a token file, ``authtrail ingest-http`` runs too, on ``ingest_listen``.
+    With a token file, ``authtrail ingest-http`` runs too, on ``ingest_listen``. The web
+    console listens on ``console_listen`` and reads through the front as the analyst.
     """
 
     def say(text: str) -> None:
@@ -143,9 +145,8 @@ def run_up(
             count = reseed(backend, settings, settings.bootstrap_servers or "")
             say(f"the new in-memory broker was given the {count} stored records to continue from")
         try:
-            front = HttpFront(
-                backend, front_host, front_port, allowed_hosts=_own_names(front_host, front_port)
-            ).start()
+            own_names = own_host_names(front_host, front_port)
+            front = HttpFront(backend, front_host, front_port, allowed_hosts=own_names).start()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot serve the query front on {front_host}:{front_port}: {exc.strerror} "
@@ -159,6 +160,13 @@ def run_up(
                 f"cannot write {endpoint_path(settings)}: {exc.strerror}"
             ) from exc
         cleanup.append(lambda: endpoint_path(settings).unlink(missing_ok=True))
+        from authtrail.console import DEFAULT_LISTEN, open_console
+
+        console, stop_console = open_console(
+            settings, front.analyst_url,
+            console_listen or os.environ.get("AUTHTRAIL_CONSOLE_LISTEN") or DEFAULT_LISTEN,
+        )  # fmt: skip
+        cleanup.append(stop_console)
 
         # Stop order (cleanup runs backwards): demo traffic, then the worker (which signs
         # its open batches as it stops), then the sink once it has stored all of that.
@@ -194,7 +202,7 @@ def run_up(
         ingest = serve_for_up(settings, ingest_listen)  # stopped before the worker
         if ingest is not None:
             cleanup.append(ingest[1])
-        _banner(settings, front, demo, demo_rate, say)
+        _banner(settings, front, console.url, demo, demo_rate, say)
         if ingest is None:
             say("ingest-http: off (no token file; `authtrail ingest-token NAME --tenant T` "
                 "creates one)")  # fmt: skip
@@ -217,17 +225,13 @@ def run_up(
             step()
 
 
-def _own_names(host: str, port: int) -> list[str]:
-    """Host headers a front bound to every interface also answers to: this machine's names
-    (a DNS-rebinding page can only send its own, which is none of them)."""
-    if host not in ("0.0.0.0", "::", ""):
-        return []
-    names = {socket.gethostname(), socket.getfqdn()}
-    return [f"{name}:{port}" for name in sorted(names) if name]
-
-
 def _banner(
-    settings: Settings, front: HttpFront, demo: bool, rate: float, say: Callable[[str], None]
+    settings: Settings,
+    front: HttpFront,
+    console_url: str,
+    demo: bool,
+    rate: float,
+    say: Callable[[str], None],
 ) -> None:
     data_dir = settings.data_dir
     say(f"data in {data_dir} (ClickHouse: {data_dir / 'clickhouse'}, logs: {data_dir / 'logs'})")
@@ -239,12 +243,16 @@ def _banner(
     say(f"  curl -u analyst:{front.token} '{front.url}?query=SELECT+count()+FROM+events'")
     say(f"  clickhouse_connect.get_client(host='{front.host}', port={front.port}, "
         f"username='analyst', password='{front.token}', compress=False)")  # fmt: skip
+    say(f"web console (read-only): {console_url} — user analyst, password: the analyst token")
     say(f"send events to topic {settings.events_topic} at {settings.bootstrap_servers}")
     if demo:
         say(f"demo traffic: {rate:g} events/s over 5 tenants")
     say("in another terminal, from this directory:")
     say(f'  authtrail --data-dir {data_dir} sql "SELECT tenant_id, count() FROM events GROUP BY 1"')
-    say(f"  authtrail --data-dir {data_dir} verify --published {settings.publication_dir}")
+    say(
+        f"  authtrail --data-dir {data_dir} verify --published {settings.publication_dir} "
+        f"--report-json {data_dir / 'verify-report.json'}   # the console shows the report"
+    )
     if settings.cosigning_witnesses:
         from authtrail.witness_client import parse_cosigning_witness
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from authtrail.atomic_file import read_bounded
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings, redact_url
 from authtrail.witness_flags import witness_policy
@@ -74,15 +75,9 @@ def _trusted_keys(settings: Settings) -> tuple[Keyring, list[str]]:
 
 
 def _read_state(path: Path, keyring: Keyring, log_origin: str) -> AuditorState | None:
-    try:
-        with path.open("rb") as file:
-            data = file.read(_STATE_MAX_BYTES + 1)
-    except FileNotFoundError:
+    data = read_bounded(path, _STATE_MAX_BYTES, "auditor state")
+    if data is None:
         return None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read auditor state {path}: {exc.strerror}") from None
-    if len(data) > _STATE_MAX_BYTES:
-        raise ConfigurationError(f"auditor state {path} is too large")
     try:
         return state_from_json(data, keyring, log_origin)
     except ConfigurationError as exc:
@@ -177,8 +172,22 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         index = published.directory_index if published is not None else 0
         _write_state(args.state, base.remember(verified, index))
     publication = _publication_report(args.published, published, witnesses)
-    _report(args, store, key_lines, results, store_damage, publication)
-    return EXIT_DAMAGE if damaged or store_damage else EXIT_OK
+    exit_code = EXIT_DAMAGE if damaged or store_damage else EXIT_OK
+    document: dict[str, Any] = {
+        "store": store,
+        "trusted_keys": key_lines,
+        "tenants": [result.report() for result in results],
+        "store_damage": store_damage,
+    }
+    if publication is not None:
+        document["publication"] = publication
+    if args.report_json is not None:  # the console's "last verify run" (verify_report.py)
+        from authtrail.verify_report import write_report
+
+        write_report(args.report_json, document | {"verified_at": _now_iso(),
+                                                   "exit_code": exit_code})  # fmt: skip
+    _report(args, document, results)
+    return exit_code
 
 
 def _publication_report(
@@ -206,25 +215,12 @@ def _body(note: bytes) -> bytes:
     return body + b"\n"
 
 
-def _report(
-    args: argparse.Namespace,
-    store: str,
-    key_lines: list[str],
-    results: list[Any],
-    store_damage: list[dict[str, str]],
-    publication: dict[str, Any] | None,
-) -> None:
+def _report(args: argparse.Namespace, document: dict[str, Any], results: list[Any]) -> None:
     if args.json:
-        document: dict[str, Any] = {
-            "store": store,
-            "trusted_keys": key_lines,
-            "tenants": [result.report() for result in results],
-            "store_damage": store_damage,
-        }
-        if publication is not None:
-            document["publication"] = publication
         print(json.dumps(document, indent=2))
         return
+    store, key_lines = document["store"], document["trusted_keys"]
+    store_damage, publication = document["store_damage"], document.get("publication")
     print(f"store: {store}", file=sys.stderr)
     for line in key_lines:
         print(f"trusted key: {line}", file=sys.stderr)

@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from authtrail.atomic_file import read_bounded
 from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import AuthtrailError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer
@@ -104,15 +105,9 @@ class StateDirectory:
         the witness must not forget a log's size, so it refuses to go on.
         """
         path = self.file_of(origin)
-        try:
-            with path.open("rb") as file:
-                data = file.read(_MAX_STATE_BYTES + 1)
-        except FileNotFoundError:
+        data = read_bounded(path, _MAX_STATE_BYTES, "witness state")
+        if data is None:
             return None
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read witness state {path}: {exc.strerror}") from None
-        if len(data) > _MAX_STATE_BYTES:
-            raise ConfigurationError(f"witness state {path} is too large")
         try:
             return witnessed_from_note(data, origin)
         except AuthtrailError as exc:

@@ -31,7 +31,7 @@ def _up(data_dir: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "up",
-             "--front-port", "0", *extra],
+             "--front-port", "0", "--console-listen", "127.0.0.1:0", *extra],
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
