@@ -2,8 +2,8 @@
 
 * produced: messages on the events topic (sum of its partitions' high watermarks; an
   envelope counts once, however many events it packs);
-* sequenced: records on the chained topic (each event, lockout decision and rejection the
-  sequencer chained);
+* sequenced: messages on the chained topic (a chained batch of many records counts once,
+  as does each rejection);
 * stored: rows in ``events`` plus ``rejected``.
 
 The three count different things, so they need not meet; what the chart shows is whether
