@@ -134,15 +134,21 @@ def _latency_ratio(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def scaling(results: dict[str, Any]) -> dict[str, Any] | None:
-    """1 vs 2 worker processes at the same tenant count."""
-    one, two = _stacks(results, "authtrail", 1), _stacks(results, "authtrail", 2)
-    for tenants in sorted(set(one) & set(two)):
-        rate_one, rate_two = _rate(one[tenants]), _rate(two[tenants])
+    """1, 2 and 4 worker processes at the same tenant count (those that ran)."""
+    one = _stacks(results, "authtrail", 1)
+    more = {workers: _stacks(results, "authtrail", workers) for workers in (2, 4)}
+    for tenants in sorted(set(one) & set(more[2])):
+        rate_one = _rate(one[tenants])
+        rates = {1: rate_one} | {
+            workers: _rate(stacks[tenants]) for workers, stacks in more.items() if tenants in stacks
+        }
         return {
             "tenants": tenants,
-            "one_worker_events_per_s": rate_one,
-            "two_workers_events_per_s": rate_two,
-            "speedup": round(rate_two / rate_one, 2) if rate_one and rate_two else None,
+            "events_per_s": {str(workers): rate for workers, rate in rates.items()},
+            "speedup": {
+                str(workers): round(rate / rate_one, 2) if rate_one and rate else None
+                for workers, rate in rates.items()
+            },
         }
     return None
 

@@ -113,6 +113,7 @@ def full() -> RunConfig:
             at(AUTHTRAIL, 10_000),
             at(PLAIN, 10_000),
             at(AUTHTRAIL, 100, workers=2),
+            at(AUTHTRAIL, 100, workers=4),  # scaling: 1, 2, 4 workers on 4 partitions
             at(AUTHTRAIL, 100, profile=True),
         ),
         flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),

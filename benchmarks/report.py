@@ -71,14 +71,11 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines += markdown.state_memory(results)
     if derived["scaling"]:
         s = derived["scaling"]
-        lines += [
-            "## Scaling: worker processes",
-            "",
-            f"{s['tenants']} tenants: 1 worker {markdown.number(s['one_worker_events_per_s'])} "
-            f"events/s, 2 workers {markdown.number(s['two_workers_events_per_s'])} events/s "
-            f"(x {s['speedup']}).",
-            "",
-        ]
+        runs = ", ".join(
+            f"{workers} worker(s) {markdown.number(rate)} events/s (x {s['speedup'][workers]})"
+            for workers, rate in s["events_per_s"].items()
+        )
+        lines += ["## Scaling: worker processes", "", f"{s['tenants']} tenants: {runs}.", ""]
     lines += markdown.experiments(derived)
     lines += flood.summary_lines(results)
     lines += ["## authtrail verify", ""]
