@@ -17,6 +17,7 @@ from authtrail import commands as handlers
 from authtrail.commands import EXIT_DAMAGE, EXIT_USAGE
 from authtrail.errors import AuthtrailError, VerificationError
 from authtrail.settings import Settings
+from producers.envelope import DEFAULT_ENVELOPE_BYTES
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     loadgen.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
     loadgen.add_argument("--rate", type=float, default=1000.0, help="events/s (0: unpaced)")
+    loadgen.add_argument(
+        "--envelope-bytes", type=int, default=DEFAULT_ENVELOPE_BYTES,
+        help="pack events of one partition into messages of up to N bytes (0: one each)",
+    )  # fmt: skip
     loadgen.add_argument("--count", type=int, help="stop after this many events")
     loadgen.add_argument("--duration", type=float, help="stop after this many seconds")
     loadgen.add_argument("--tenants", type=int, default=5)

@@ -140,6 +140,7 @@ def loadgen(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         partitions=settings.partitions,
         progress=None if args.json else True,
+        envelope_bytes=args.envelope_bytes,
     )
     if args.json:
         print(json.dumps(summary.as_dict()))

@@ -25,8 +25,7 @@ from benchmarks.machine import describe_machine
 from benchmarks.pipeline import config_dict_of, drain
 from benchmarks.procs import REPOSITORY_ROOT, load_average
 from benchmarks.stack import AUTHTRAIL, Stack, StackConfig
-
-DEFAULT_ENVELOPE_BYTES = 256 * 1024
+from producers.envelope import DEFAULT_ENVELOPE_BYTES
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

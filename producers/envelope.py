@@ -26,6 +26,8 @@ from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec
 
 #: The events array's count and terminator (Avro varints) take at most this many bytes.
 _ARRAY_OVERHEAD = 10 + 1
+#: What authtrail's own bulk senders (``loadgen``, file ``ingest``) pack per message.
+DEFAULT_ENVELOPE_BYTES = 256 * 1024
 
 
 def varint_size(value: int) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import schemas
+from producers.envelope import DEFAULT_ENVELOPE_BYTES
 from producers.syslog import wall_clock
 from schemas.codec import SingleObjectCodec
 from stream.admission import Limits, RejectedEvent, check_event
@@ -143,7 +144,10 @@ def deliver(
         for kind, count in sorted(preview.refused.items()):  # before anything is sent
             warn(_warning(kind, count, total, preview.first[kind], hints.get(kind)))
     preflight = Preflight(now=now)
-    producer = AuditProducer(bootstrap_servers, topic, config=producer_config)
+    # Envelopes: a file is bulk, and the worker pays per message (docs/PIPELINE.md).
+    producer = AuditProducer(
+        bootstrap_servers, topic, config=producer_config, envelope_bytes=DEFAULT_ENVELOPE_BYTES
+    )
     try:
         for event in events(summary.counters):
             refusal = preflight.check(event)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from authtrail.errors import InvalidArgumentError
+from producers.envelope import DEFAULT_ENVELOPE_BYTES
 from producers.traffic import SERVICES, TrafficConfig, generate_events, tenant_ids
 
 __all__ = [
@@ -118,6 +119,7 @@ def run_loadgen(
     progress: bool | None = True,
     partitions: int | None = None,
     producer_config: Mapping[str, Any] | None = None,
+    envelope_bytes: int = DEFAULT_ENVELOPE_BYTES,
     close_timeout: float = 30.0,
     stream: TextIO | None = None,
 ) -> LoadgenSummary:
@@ -128,7 +130,8 @@ def run_loadgen(
     ``partitions``: create ``topic`` with that many partitions if missing (and check an
     existing one). ``progress``: True always, None only if ``stream`` (default stderr)
     is a terminal, False never. The simulated clock starts now and runs at ``rate``
-    (1000/s when 0), so ``occurred_at`` looks live.
+    (1000/s when 0), so ``occurred_at`` looks live. Events of one partition share
+    envelopes of up to ``envelope_bytes`` (0: one message per event; docs/PIPELINE.md).
 
     Delivery failures do not raise: they are counted in the summary (``failed``,
     ``error``); the caller decides the exit code.
@@ -162,7 +165,9 @@ def run_loadgen(
         ensure_topics(bootstrap_servers, [TopicSpec(topic, partitions)])
     show = progress if progress is not None else stream.isatty()
     bar = _Progress(stream, count, duration, interactive=stream.isatty()) if show else None
-    producer = AuditProducer(bootstrap_servers, topic, config=producer_config)
+    producer = AuditProducer(
+        bootstrap_servers, topic, config=producer_config, envelope_bytes=envelope_bytes
+    )
     started = time.monotonic()
     bucket = TokenBucket(rate, now=started) if rate > 0 else None
     interrupted = False

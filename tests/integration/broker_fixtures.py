@@ -172,3 +172,38 @@ def read_topic(
         return messages
     finally:
         consumer.close()
+
+
+def unpack_events(value: bytes) -> list[dict[str, Any]]:
+    """The auth events of one events-topic message: itself, or its envelope's events."""
+    from schemas import AUTH_EVENT, EVENT_ENVELOPE
+    from stream.app import codec
+
+    envelopes, events = codec(EVENT_ENVELOPE), codec(AUTH_EVENT)
+    if value[2:10] == envelopes.reader_fingerprint:
+        return [events.decode(item) for item in envelopes.decode(value)["events"]]
+    return [events.decode(value)]
+
+
+def read_events(
+    bootstrap_servers: str, topic: str, partitions: int, expected_events: int,
+    timeout: float = 30.0,
+) -> list[tuple[bytes | None, dict[str, Any]]]:  # fmt: skip
+    """``(message key, event)`` of the events in ``topic``, bare or in envelopes, in arrival
+    order: at least ``expected_events``, or what arrived within ``timeout`` seconds."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers,
+                         "group.id": "authtrail-test-reader", "enable.auto.commit": False,
+                         "logger": _LOG})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        found: list[tuple[bytes | None, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < expected_events and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                if message.error() is None:
+                    found += [(message.key(), e) for e in unpack_events(message.value())]
+        return found
+    finally:
+        consumer.close()

@@ -23,6 +23,7 @@ import pytest
 from authtrail.cli import main as authtrail
 from sinks.backend import ClickHouseBackend
 from tests.integration import test_pipeline
+from tests.integration.broker_fixtures import read_events
 from tests.integration.test_pipeline import Pipeline, Store, _store
 from tests.realdata import REALDATA
 
@@ -281,11 +282,7 @@ def test_follow_and_stdin_send_the_same_events_as_the_file(
 
     from authtrail.topics import TopicSpec, ensure_topics
     from producers.idp_files import run_idp_ingest
-    from schemas import AUTH_EVENT, load_schema
-    from schemas.codec import SingleObjectCodec
-    from tests.integration.broker_fixtures import read_topic
 
-    codec = SingleObjectCodec(load_schema(AUTH_EVENT))
     inputs = write_inputs(tmp_path)
     path, expected, _ = inputs["okta"]
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -307,7 +304,7 @@ def test_follow_and_stdin_send_the_same_events_as_the_file(
         time.sleep(0.3)
         with grown.open("a", encoding="utf-8") as handle:
             handle.writelines(lines[3:])
-        followed = read_topic(broker.bootstrap_servers, topics[1], 1, len(expected))
+        followed = read_events(broker.bootstrap_servers, topics[1], 1, len(expected))
     finally:
         stop.set()
         thread.join(60)
@@ -321,11 +318,9 @@ def test_follow_and_stdin_send_the_same_events_as_the_file(
     assert json.loads(capsys.readouterr().out)["acknowledged"] == len(expected)
 
     by_file, by_stdin = (
-        read_topic(broker.bootstrap_servers, topic, 1, len(expected)) for topic in topics[::2]
+        read_events(broker.bootstrap_servers, topic, 1, len(expected)) for topic in topics[::2]
     )
-    ids = [
-        [codec.decode(m.value())["event_id"] for m in got] for got in (by_file, followed, by_stdin)
-    ]
+    ids = [[event["event_id"] for _, event in got] for got in (by_file, followed, by_stdin)]
     assert ids[0] == ids[1] == ids[2] and sorted(ids[0]) == sorted(expected)
 
     follow_cloudtrail = ["ingest", "cloudtrail", "x.json", "--tenant", TENANT, "--follow",

@@ -33,7 +33,7 @@ from authtrail.topics import TopicSpec, ensure_topics
 from producers.loadgen import run_loadgen
 from producers.sdk import AuditProducer, new_event
 from schemas.codec import SingleObjectCodec
-from tests.integration.broker_fixtures import running_broker
+from tests.integration.broker_fixtures import running_broker, unpack_events
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,8 @@ def read_all(bootstrap_servers: str, topic: str, partitions: int = PARTITIONS) -
 
 
 def event_ids(messages: list[Any]) -> list[str]:
-    return [CODEC.decode(message.value())["event_id"] for message in messages]
+    """Event ids of bare messages and of envelopes' events, in order."""
+    return [event["event_id"] for m in messages for event in unpack_events(m.value())]
 
 
 # -- delivery: exactly once, ordered, partitioned by tenant --------------------------------
@@ -436,7 +437,9 @@ def test_run_loadgen_smoke(broker: LocalBroker, tmp_path: Path) -> None:
     messages = read_all(broker.bootstrap_servers, topic)
     ids = event_ids(messages)
     assert len(ids) == len(set(ids)) == 2000
-    tenants = {CODEC.decode(message.value())["tenant_id"] for message in messages}
+    tenants = {
+        event["tenant_id"] for message in messages for event in unpack_events(message.value())
+    }
     assert len(tenants) == 7
 
 

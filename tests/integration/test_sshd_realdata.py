@@ -42,7 +42,7 @@ from stream.decisions import ACCOUNT_LOCKED, BRUTE_FORCE_SUSPECTED, Decision
 from stream.lockout import LockoutDetector
 from stream.lockout_policy import LockoutPolicy, SprayPolicy
 from stream.spray import SprayDetector
-from tests.integration.broker_fixtures import read_topic, running_broker
+from tests.integration.broker_fixtures import read_events, read_topic, running_broker
 from tests.realdata import REALDATA
 
 pytestmark = pytest.mark.integration
@@ -247,10 +247,10 @@ def test_run_ingest_sends_every_event_once_and_reingest_keeps_ids(broker: LocalB
         OPENSSH, bootstrap_servers=broker.bootstrap_servers, topic=topic, tenant_id=TENANT,
         year=YEAR,
     )  # fmt: skip
-    messages = read_topic(broker.bootstrap_servers, topic, 1, 2 * 2008)
-    ids = [CODEC.decode(message.value())["event_id"] for message in messages]
+    found = read_events(broker.bootstrap_servers, topic, 1, 2 * 2008)
+    ids = [event["event_id"] for _, event in found]
     assert ids == expected + expected  # the second pass repeats ids: the sequencer drops it
-    assert {message.key() for message in messages} == {TENANT.encode()}
+    assert {key for key, _ in found} == {TENANT.encode()}
 
 
 def test_run_ingest_follows_a_growing_file(broker: LocalBroker, tmp_path: Path) -> None:
@@ -276,12 +276,12 @@ def test_run_ingest_follows_a_growing_file(broker: LocalBroker, tmp_path: Path) 
         with log.open("a", encoding="utf-8") as handle:
             handle.writelines(lines[100:])
         expected = [event["event_id"] for event in events_of(OPENSSH)[0]]
-        messages = read_topic(broker.bootstrap_servers, topic, 1, len(expected), timeout=60)
+        found = read_events(broker.bootstrap_servers, topic, 1, len(expected), timeout=60)
     finally:
         stop.set()
         worker.join(timeout=60)
     assert not worker.is_alive()
-    assert [CODEC.decode(message.value())["event_id"] for message in messages] == expected
+    assert [event["event_id"] for _, event in found] == expected
     assert result["summary"].acknowledged == len(expected)
 
 
@@ -315,6 +315,6 @@ def test_ingest_warns_before_sending_what_the_worker_will_refuse(
                          tenant_id=TENANT, now=lambda: now, warn=warnings.append)  # fmt: skip
     assert warnings == [] and not summary.refused
     assert (summary.sent, summary.acknowledged) == (2008, 2008)
-    first = CODEC.decode(read_topic(broker.bootstrap_servers, topic, 1, 1)[0].value())
+    first = read_events(broker.bootstrap_servers, topic, 1, 1)[0][1]
     dec_10 = datetime(2025, 12, 10, 6, 55, 46, tzinfo=UTC)
     assert first["occurred_at"] == int(dec_10.timestamp()) * 1_000_000
