@@ -217,15 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="what is stored: per chained log records, signed size, unsigned tail, lockouts; "
-        "rejected input by kind",
-        description="Summarise the store: per chained log (each tenant and each partition's "
-        "rejection log; the chain_status view of docs/QUERIES.md) the records, last seq, "
-        "checkpoints, how far it is signed, the newest checkpoint, the unsigned tail and "
-        "since when it waits, and lockout decisions; and rejected input (dead letters) "
-        "counted by kind. What the store says, not what verify proved.",
+        help="pipeline status: per chained log the unsigned tail and checkpoint age; "
+        "rejected input by kind; consumer lag per partition",
+        description="Summarise the store and the pipeline: per chained log (each tenant and "
+        "each partition's rejection log; the chain_status view of docs/QUERIES.md) the "
+        "records, last seq, checkpoints, how far it is signed, the newest checkpoint and its "
+        "age, the unsigned tail and since when it waits, and lockout decisions; rejected "
+        "input (dead letters) counted by kind; and the lag of the worker's and the sink's "
+        "consumer groups per partition (end offset - committed offset), when Kafka is known "
+        "(--bootstrap-servers, or the broker of a running `authtrail up`). What the store "
+        "and Kafka say, not what verify proved. Exit 0 (lag unavailable is reported, not "
+        "an error), 2 when the store cannot be read.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--bootstrap-servers", help="Kafka, for the lag (AUTHTRAIL_BOOTSTRAP_SERVERS)"
+    )
     _add_store_flag(status)
     status.set_defaults(handler=handlers.status)
 
