@@ -133,7 +133,7 @@ def _offset_ranges(
                 listed[(topic, number)] = (start, end)
         wanted = [TopicPartition(t, p, end - 1) for (t, p), (start, end) in listed.items()
                   if end > start]  # fmt: skip
-        fetched = set()
+        fetched: set[tuple[str | None, int | None]] = set()
         if wanted:
             consumer.assign(wanted)
             deadline = time.monotonic() + timeout
