@@ -59,7 +59,14 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from authtrail.metrics import MetricsServer, counter_families
+    from authtrail.lag import pipeline_groups
+    from authtrail.metrics import (
+        CountersCollector,
+        LagCollector,
+        MetricsServer,
+        SinkMetrics,
+        new_registry,
+    )
     from authtrail.topics import check_reachable, ensure_topics
     from sinks.service import build_sink, open_backend
     from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
@@ -80,10 +87,13 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
         config = SHORT_CONSUMER_CONFIG if args.short_timeouts else None
         sink = build_sink(settings, backend, consumer_config=config)
         if settings.sink_metrics_port:
-            metrics = MetricsServer(
-                settings.sink_metrics_port,
-                lambda: counter_families("authtrail_sink", sink.counters),
+            group = f"{settings.consumer_group}-sink"
+            registry = new_registry(
+                CountersCollector("authtrail_sink", sink.counters),
+                LagCollector(settings.bootstrap_servers, {group: pipeline_groups(settings)[group]}),
             )
+            sink.observer = SinkMetrics(registry)
+            metrics = MetricsServer(settings.sink_metrics_port, registry)
         sink.run(stop)
     finally:
         if metrics is not None:

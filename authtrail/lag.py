@@ -77,7 +77,8 @@ def consumer_lags(
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    common = {"bootstrap.servers": bootstrap_servers, **(config or {})}
+    # librdkafka's own log lines (each failed connect) would only repeat the error raised.
+    common = {"bootstrap.servers": bootstrap_servers, "log_level": 0, **(config or {})}
     admin = AdminClient(common)
     topics = sorted({topic for names in groups.values() for topic in names})
     try:

@@ -132,6 +132,8 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
+        # Metrics hooks (authtrail/metrics.py SinkMetrics): ``stored(table, rows)``.
+        self.observer: Any = None
         if witnesses is not None and publication is None:
             raise ConfigurationError("cosigning witnesses need a publication: cosigned "
                                      "checkpoints are published, never stored")  # fmt: skip
@@ -400,6 +402,8 @@ class Sink:
                 )
                 self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
                 stored += len(run)
+                if self.observer is not None:
+                    self.observer.stored(table, run)
                 if table == EVENTS_TABLE:
                     for row in run:  # rows of a tenant arrive in seq order
                         self._tile_leaves[row["tenant_id"]] = row["seq"]

@@ -76,6 +76,16 @@ class Publisher(Protocol):
         checkpoints acknowledged since the previous call."""
 
 
+class Observer(Protocol):
+    """Metrics hooks (authtrail/metrics.py :class:`WorkerMetrics`); None: not observed."""
+
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: int) -> None: ...
+
+    def signed(self, partition: int, tenant_id: str, batch_records: int) -> None: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
+
+
 @dataclass
 class Counters:
     sequenced: int = 0
@@ -156,6 +166,7 @@ class SequencerWorker:
         self._lock = asyncio.Lock()
         self.counters = Counters()
         self.rejected_by_kind: collections.Counter[str] = collections.Counter()
+        self.observer: Observer | None = None
         # Every rejection is stored whole (dead letters, `rejected`); a flood must not
         # turn into a flood of log lines.
         self._rejections_log = RateLimitedLog(_LOG)
@@ -163,6 +174,9 @@ class SequencerWorker:
     async def forget(self, partitions: Iterable[int]) -> None:
         """Drop state of partitions this worker no longer owns (rebalance)."""
         async with self._lock:
+            partitions = list(partitions)
+            if self.observer is not None:
+                self.observer.forget(partitions)
             for partition in partitions:
                 self._sequencers.pop(partition, None)
                 self._guards.pop(partition, None)
@@ -368,6 +382,8 @@ class SequencerWorker:
                          value, index)  # fmt: skip
         elif offer.outcome == SEQUENCED and offer.link is not None:
             self.counters.sequenced += 1
+            if self.observer is not None:
+                self.observer.sequenced(record.partition, event["tenant_id"], event["occurred_at"])
             key = event["tenant_id"].encode()
             chained = self._chained(record, value, index, event, offer)
             self._publish(CHAINED, key, chained, record.partition)
@@ -426,6 +442,9 @@ class SequencerWorker:
 
     def _publish_checkpoint(self, partition: int, signed: SignedCheckpoint) -> None:
         self.counters.checkpoints += 1
+        if self.observer is not None:
+            batch = signed.checkpoint.batch_last_seq - signed.checkpoint.batch_first_seq + 1
+            self.observer.signed(partition, signed.tenant_id, batch)
         value = self._checkpoint_codec.encode(
             {**_checkpoint_record(signed), "epoch": self._epochs[partition]}
         )
