@@ -236,6 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_flag(status)
     status.set_defaults(handler=handlers.status)
 
+    init_db = commands.add_parser(
+        "init-db",
+        help="create the database, tables, views and the writer/analyst/auditor roles and users",
+        description="With --clickhouse-url (an administrator's credential): create the "
+        "database, every missing table and view, the roles authtrail_writer (INSERT and "
+        "SELECT on the tables, nothing else), authtrail_analyst (SELECT on the database) and "
+        "authtrail_auditor (SELECT on the tables verify reads), and the users writer, "
+        "analyst, auditor whose password is set in AUTHTRAIL_WRITER_PASSWORD, "
+        "AUTHTRAIL_ANALYST_PASSWORD, AUTHTRAIL_AUDITOR_PASSWORD (only a salted hash is "
+        "sent). Idempotent: run it again to reset the grants or change a password. "
+        "Without a URL: the embedded store's tables and views (chdb has no users).",
+    )
+    init_db.add_argument(
+        "--print-sql", action="store_true",
+        help="print the statements for a server instead of running them (connects nowhere)",
+    )  # fmt: skip
+    _add_store_flag(init_db)
+    init_db.set_defaults(handler=handlers.init_db)
+
     sql = commands.add_parser(
         "sql",
         help="run a read-only SQL query against the store",

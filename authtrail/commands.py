@@ -250,6 +250,12 @@ def _zone(name: str | None) -> tzinfo:
         raise ConfigurationError(f"--tz {name!r} is not a known time zone") from exc
 
 
+def init_db(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.init_db import run_init_db
+
+    return run_init_db(args, settings)
+
+
 def status(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.status_cli import run_status
 

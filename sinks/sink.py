@@ -56,7 +56,8 @@ from sinks.rows import (
     rejected_row,
     to_arrow,
 )
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+from sinks.schema_setup import ensure_schema
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
 from sinks.tile_store import TileBuilder
 from sinks.witnessing import CheckpointWitnessing
 from stream.fencing import Fence
@@ -149,8 +150,7 @@ class Sink:
             if publication is not None
             else None
         )
-        for statement in create_statements():
-            backend.command(statement)
+        ensure_schema(backend)  # no DDL when init-db made everything: a writer suffices
         self._stored_seq = self._query_pairs(
             f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
         ) | self._query_pairs(

@@ -30,13 +30,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.cli import main as authtrail
+from authtrail.errors import StoreError
 from authtrail.keys import load_signer, write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
 from schemas import AUTH_EVENT, CHAINED_RECORD
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from sinks.clickhouse_sql import ACCESS_DENIED
 from sinks.http_front import HttpFront
+from sinks.schema_setup import ensure_schema
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.guard import Guard
@@ -137,25 +140,37 @@ class Store:
         self.front: HttpFront | None = None
         self._owner: EmbeddedBackend | None = None
         self._token, self._writer_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        self._auditor_token = secrets.token_urlsafe(16)
         if kind == "server":
             self._owner = EmbeddedBackend(path)
+            ensure_schema(self._owner)  # what `authtrail init-db` does: the writer cannot
             self.start_front()
 
     def start_front(self, port: int = 0) -> None:
         """Serve the store (again), with the same analyst and writer tokens."""
         assert self._owner is not None
         self.front = HttpFront(
-            self._owner, port=port, token=self._token, writer_token=self._writer_token
-        ).start()
+            self._owner, port=port, token=self._token, writer_token=self._writer_token,
+            auditor_token=self._auditor_token,
+        ).start()  # fmt: skip
 
     def open(self) -> ClickHouseBackend:
-        """A backend that may write (the sink's, or an attacker's with write access)."""
+        """A backend that may write: the sink's (INSERT and SELECT only through the front)."""
         if self.front is not None:
             return ServerBackend(self.front.writer_url)
         return EmbeddedBackend(self.path)
 
+    def tamper(self, sql: str) -> None:
+        """Run ``sql`` as an insider with full access to the database would."""
+        if self._owner is not None:
+            self._owner.command(sql)
+            return
+        with EmbeddedBackend(self.path) as backend:
+            backend.command(sql)
+
     def verify_arguments(self) -> list[str]:
-        return ["--clickhouse-url", self.front.analyst_url] if self.front is not None else []
+        """verify reads with the auditor's credential, which may read only its tables."""
+        return ["--clickhouse-url", self.front.auditor_url] if self.front is not None else []
 
     def close(self) -> None:
         if self.front is not None:
@@ -272,12 +287,16 @@ def test_events_are_chained_stored_and_verified(
     # pyproject installs uvloop (not on Windows) and the worker runs Faust on it.
     assert "event loop: uvloop.Loop" in worker_log
 
-    attacker = store.open()  # an attacker with write access to the database
-    attacker.command(
+    tampering = (
         "ALTER TABLE events UPDATE user_name = 'mallory' WHERE tenant_id = 'globex' AND seq = 42 "
         "SETTINGS mutations_sync = 2"
     )
-    attacker.close()
+    if store.front is not None:  # the sink's own credential cannot do it
+        with store.open() as writer, pytest.raises(StoreError) as refused:
+            writer.command(tampering)
+        assert refused.value.code == ACCESS_DENIED
+        assert _verify(pipeline, store) == 0
+    store.tamper(tampering)  # an insider with full access to the database can
     assert _verify(pipeline, store) == 1
     output = capsys.readouterr().out
     assert "globex: DAMAGED at seq 42: modified" in output
