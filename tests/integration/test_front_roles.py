@@ -25,6 +25,10 @@ from sinks.schema_setup import ensure_schema, missing_statements
 from sinks.server import ServerBackend
 from tests.integration.views_store import build_store
 
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "authtrail.json"
+)
+
 pytestmark = pytest.mark.integration
 
 
@@ -118,3 +122,23 @@ def test_a_writer_cannot_make_the_schema_init_db_makes_it(tmp_path: Path) -> Non
         assert ensure_schema(writer) == []
     code, out = _cli("--data-dir", str(tmp_path), "init-db")  # again: nothing to create
     assert code == 0 and "0 tables, views or columns created" in out
+
+
+def test_the_dashboards_queries_run_as_the_analyst(front: HttpFront) -> None:
+    """Grafana reads ClickHouse as the analyst (deploy/grafana): every panel's SQL runs."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [
+        target["rawSql"]
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        if target["datasource"]["type"] == "grafana-clickhouse-datasource"
+    ]
+    assert len(queries) >= 4
+    with ServerBackend(front.analyst_url, read_only=True) as analyst:
+        answers = [analyst.query_arrow(sql).to_pylist() for sql in queries]
+    chains = {row["tenant_id"]: row["unsigned_tail"] for row in answers[0]}
+    assert chains == {"acme": 2, "globex": 0, "authtrail-rejected-0": 0}
+    lockouts = next(rows for sql, rows in zip(queries, answers, strict=True) if "lockouts" in sql)
+    assert {row["event_type"] for row in lockouts} == {
+        "ACCOUNT_LOCKED", "ACCOUNT_UNLOCKED", "BRUTE_FORCE_SUSPECTED",
+    }  # fmt: skip
