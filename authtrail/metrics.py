@@ -125,6 +125,13 @@ def new_registry(*collectors: Collector) -> CollectorRegistry:
     return registry
 
 
+def _latency(name: str, until: str, registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        name, f"seconds from an event's occurred_at {until}", buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )  # fmt: skip
+
+
 class WorkerMetrics:
     """The worker's latency and batch histograms (the observer of stream/worker.py).
 
@@ -135,15 +142,10 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._to_sequenced = Histogram(
-            WORKER_EVENT_TO_SEQUENCED, "seconds from an event's occurred_at to its sequencing",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self._to_signed = Histogram(
-            WORKER_EVENT_TO_SIGNED,
-            "seconds from an event's occurred_at to the signing of the checkpoint covering it",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+        self._to_sequenced = _latency(WORKER_EVENT_TO_SEQUENCED, "to its sequencing", registry)
+        self._to_signed = _latency(
+            WORKER_EVENT_TO_SIGNED, "to the signing of the checkpoint covering it", registry
+        )
         self._batch_events = Histogram(
             WORKER_BATCH_EVENTS, "records per signed checkpoint batch",
             buckets=BATCH_BUCKETS, registry=registry,
@@ -173,10 +175,7 @@ class SinkMetrics:
 
     def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._to_stored = Histogram(
-            SINK_EVENT_TO_STORED, "seconds from an event's occurred_at to its insert",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+        self._to_stored = _latency(SINK_EVENT_TO_STORED, "to its insert", registry)
         self._insert_rows = Histogram(
             SINK_INSERT_ROWS, "rows per insert, by table", ["table"],
             buckets=BATCH_BUCKETS, registry=registry,

@@ -104,7 +104,8 @@ class HttpFront(BackgroundHttpServer):
     as user ``analyst`` with ``token`` (None: a fresh ``secrets.token_urlsafe(32)``, read
     :attr:`token`); user ``auditor`` with ``auditor_token`` reads verify's tables; user
     ``writer`` with ``writer_token`` reads and inserts into ``writer_tables`` (default:
-    authtrail's tables). Those two exist only when their token is given. ``allowed_hosts``
+    authtrail's tables); user ``admin`` with ``admin_token`` may also change the schema.
+    Those three exist only when their token is given. ``allowed_hosts``
     adds ``host:port`` names (and origins) requests may use besides this front's own
     address. The backend stays owned by the caller: :meth:`stop` does not close it.
     Raises InvalidArgumentError for an empty token, or one token for two users.

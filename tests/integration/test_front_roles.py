@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from authtrail import cli
-from authtrail.errors import ConfigurationError, StoreError
+from authtrail.errors import ConfigurationError, InvalidArgumentError, StoreError
 from sinks.clickhouse_sql import ACCESS_DENIED, READONLY
 from sinks.embedded import EmbeddedBackend
 from sinks.http_front import HttpFront
@@ -142,3 +142,20 @@ def test_the_dashboards_queries_run_as_the_analyst(front: HttpFront) -> None:
     assert {row["event_type"] for row in lockouts} == {
         "ACCOUNT_LOCKED", "ACCOUNT_UNLOCKED", "BRUTE_FORCE_SUSPECTED",
     }  # fmt: skip
+
+
+def test_each_user_logs_in_with_its_own_token_only(front: HttpFront) -> None:
+    urls = {"analyst": front.analyst_url, "auditor": front.auditor_url,
+            "writer": front.writer_url}  # fmt: skip
+    tokens = {user: url.split(":")[2].split("@")[0] for user, url in urls.items()}
+    for user in urls:
+        for other, token in tokens.items():
+            if other == user:
+                continue
+            crossed = urls[user].replace(tokens[user], token)
+            with pytest.raises(ConfigurationError):
+                ServerBackend(crossed, connect_timeout=2)
+    with pytest.raises(InvalidArgumentError, match="token of its own"):
+        HttpFront(front.backend, token="same", auditor_token="same")
+    with pytest.raises(InvalidArgumentError, match="no admin"):
+        front.admin_url  # noqa: B018  # none configured: nobody may change the schema

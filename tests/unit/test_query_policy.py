@@ -142,6 +142,25 @@ def test_the_writer_only_inserts_and_reads(kind: str) -> None:
     assert refused(tree) == READONLY
 
 
+def test_an_administrator_creates_only_inside_the_store() -> None:
+    admin = Grant(ddl=True)
+    engine = {"type": "Function", "name": "File", "kind": "TABLE_ENGINE"}
+    create = {"type": "CreateQuery", "table": "x", "storage": {"type": "Storage", "engine": engine}}
+    with pytest.raises(StoreError) as refusal:
+        check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refusal.value.code == ACCESS_DENIED
+    disk = {"type": "SetQuery", "changes": [{"name": "disk", "value": "x"}]}
+    merge_tree = {"type": "Function", "name": "MergeTree", "kind": "TABLE_ENGINE"}
+    create["storage"] = {"type": "Storage", "engine": merge_tree, "settings": disk}
+    with pytest.raises(StoreError) as refusal:
+        check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refusal.value.code == ACCESS_DENIED
+    window = {"type": "SetQuery", "changes": [{"name": "non_replicated_deduplication_window"}]}
+    create["storage"] = {"type": "Storage", "engine": merge_tree, "settings": window}
+    check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refused(create, writer=True) == ACCESS_DENIED  # the same, without the grant
+
+
 AUDIT_TABLES = frozenset({"events"})
 CATALOG_WITH_VIEW = Catalog(
     tables={("default", "events"): "MergeTree", ("default", "chain_status"): "View",
