@@ -33,10 +33,10 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -77,6 +77,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class _Buffer:
     rows: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset
+
+
+class SinkObserver(Protocol):
+    """Metrics hooks (authtrail/metrics.py :class:`SinkMetrics`); None: not observed."""
+
+    def stored(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 @dataclass
@@ -133,8 +139,7 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
-        # Metrics hooks (authtrail/metrics.py SinkMetrics): ``stored(table, rows)``.
-        self.observer: Any = None
+        self.observer: SinkObserver | None = None
         if witnesses is not None and publication is None:
             raise ConfigurationError("cosigning witnesses need a publication: cosigned "
                                      "checkpoints are published, never stored")  # fmt: skip
