@@ -381,8 +381,9 @@ def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store
         samples = _samples(scraped)
         stored = samples[("authtrail_sink_stored_records_total", ())]
         assert stored > 0, scraped
-        # Every stored event's latency was observed; the sink's group lag was readable.
-        assert samples[("authtrail_sink_event_to_stored_seconds_count", ())] == stored
+        # Every stored event's latency was observed (the scrape reads the counter first,
+        # and the sink keeps storing meanwhile); the sink's group lag was readable.
+        assert samples[("authtrail_sink_event_to_stored_seconds_count", ())] >= stored
         assert samples[("authtrail_sink_insert_rows_count", (("table", "events"),))] > 0
         assert samples[("authtrail_consumer_lag_up", ())] == 1
     finally:
