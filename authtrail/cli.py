@@ -227,17 +227,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="what is stored: per chained log records, signed size, unsigned tail, lockouts; "
-        "rejected input by kind",
-        description="Summarise the store: per chained log (each tenant and each partition's "
-        "rejection log; the chain_status view of docs/QUERIES.md) the records, last seq, "
-        "checkpoints, how far it is signed, the newest checkpoint, the unsigned tail and "
-        "since when it waits, and lockout decisions; and rejected input (dead letters) "
-        "counted by kind. What the store says, not what verify proved.",
+        help="pipeline status: per chained log the unsigned tail and checkpoint age; "
+        "rejected input by kind; consumer lag per partition",
+        description="Summarise the store and the pipeline: per chained log (each tenant and "
+        "each partition's rejection log; the chain_status view of docs/QUERIES.md) the "
+        "records, last seq, checkpoints, how far it is signed, the newest checkpoint and its "
+        "age, the unsigned tail and since when it waits, and lockout decisions; rejected "
+        "input (dead letters) counted by kind; and the lag of the worker's and the sink's "
+        "consumer groups per partition (end offset - committed offset), when Kafka is known "
+        "(--bootstrap-servers, or the broker of a running `authtrail up`). What the store "
+        "and Kafka say, not what verify proved. Exit 0 (lag unavailable is reported, not "
+        "an error), 2 when the store cannot be read.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--bootstrap-servers", help="Kafka, for the lag (AUTHTRAIL_BOOTSTRAP_SERVERS)"
+    )
     _add_store_flag(status)
     status.set_defaults(handler=handlers.status)
+
+    init_db = commands.add_parser(
+        "init-db",
+        help="create the database, tables, views and the writer/analyst/auditor roles and users",
+        description="With --clickhouse-url (an administrator's credential): create the "
+        "database, every missing table and view, the roles authtrail_writer (INSERT and "
+        "SELECT on the tables, nothing else), authtrail_analyst (SELECT on the database) and "
+        "authtrail_auditor (SELECT on the tables verify reads), and the users writer, "
+        "analyst, auditor whose password is set in AUTHTRAIL_WRITER_PASSWORD, "
+        "AUTHTRAIL_ANALYST_PASSWORD, AUTHTRAIL_AUDITOR_PASSWORD (only a salted hash is "
+        "sent). Idempotent: run it again to reset the grants or change a password. "
+        "Without a URL: the embedded store's tables and views (chdb has no users).",
+    )
+    init_db.add_argument(
+        "--print-sql", action="store_true",
+        help="print the statements for a server instead of running them (connects nowhere)",
+    )  # fmt: skip
+    _add_store_flag(init_db)
+    init_db.set_defaults(handler=handlers.init_db)
 
     sql = commands.add_parser(
         "sql",

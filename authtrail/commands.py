@@ -59,7 +59,14 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from authtrail.metrics import MetricsServer, counter_families
+    from authtrail.lag import pipeline_groups
+    from authtrail.metrics import (
+        CountersCollector,
+        LagCollector,
+        MetricsServer,
+        SinkMetrics,
+        new_registry,
+    )
     from authtrail.topics import check_reachable, ensure_topics
     from sinks.service import build_sink, open_backend
     from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
@@ -80,10 +87,13 @@ def sink(args: argparse.Namespace, settings: Settings) -> int:
         config = SHORT_CONSUMER_CONFIG if args.short_timeouts else None
         sink = build_sink(settings, backend, consumer_config=config)
         if settings.sink_metrics_port:
-            metrics = MetricsServer(
-                settings.sink_metrics_port,
-                lambda: counter_families("authtrail_sink", sink.counters),
+            group = f"{settings.consumer_group}-sink"
+            registry = new_registry(
+                CountersCollector("authtrail_sink", sink.counters),
+                LagCollector(settings.bootstrap_servers, {group: pipeline_groups(settings)[group]}),
             )
+            sink.observer = SinkMetrics(registry)
+            metrics = MetricsServer(settings.sink_metrics_port, registry)
         sink.run(stop)
     finally:
         if metrics is not None:
@@ -242,45 +252,16 @@ def _zone(name: str | None) -> tzinfo:
         raise ConfigurationError(f"--tz {name!r} is not a known time zone") from exc
 
 
-def _status_chains() -> str:
-    # The chain_status view's own SELECT, not its name: works on a store whose views the
-    # sink has not created yet, and a redefined view cannot change what status shows.
-    from sinks.views import CHAIN_STATUS, view_select
+def init_db(args: argparse.Namespace, settings: Settings) -> int:
+    from authtrail.init_db import run_init_db
 
-    return f"""
-SELECT c.*, ifNull(l.lockout_decisions, 0) AS lockout_decisions
-FROM ({view_select(CHAIN_STATUS)}) AS c
-LEFT JOIN (SELECT tenant_id, count() AS lockout_decisions FROM events
-           WHERE service = 'authtrail-lockout' GROUP BY tenant_id) AS l
-    ON c.tenant_id = l.tenant_id
-ORDER BY c.tenant_id"""
-
-
-_STATUS_REJECTED = """
-SELECT error_kind, count() AS rejected, max(rejected_at) AS last_rejected_at
-FROM rejected GROUP BY error_kind ORDER BY rejected DESC"""
+    return run_init_db(args, settings)
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    import json
+    from authtrail.status_cli import run_status
 
-    from authtrail.output import rows, write_table
-    from sinks.service import open_backend
-
-    backend = open_backend(settings, read_only=True)
-    try:
-        tenants = backend.query_arrow(_status_chains())
-        rejected = backend.query_arrow(_STATUS_REJECTED)
-    finally:
-        backend.close()
-    if args.json:
-        print(json.dumps({"tenants": rows(tenants), "rejected": rows(rejected)}, default=str))
-        return EXIT_OK
-    print("chained logs (tenants and rejection logs):")
-    write_table(tenants, "table", sys.stdout)
-    print("\nrejected input (dead letters), by kind:")
-    write_table(rejected, "table", sys.stdout)
-    return EXIT_OK
+    return run_status(args, settings)
 
 
 def witness(args: argparse.Namespace, settings: Settings) -> int:

@@ -109,6 +109,12 @@ class Settings:
     # then skipped for witness_retry_ms (its checkpoints are published uncosigned).
     witness_timeout_ms: int = 5000
     witness_retry_ms: int = 30_000
+    # `authtrail init-db` on a ClickHouse server: the passwords of the users it creates
+    # with their roles (sinks/access.py); a user whose password is unset is left alone.
+    # Only a salted hash reaches the server; never logged.
+    writer_password: str | None = field(default=None, repr=False)
+    analyst_password: str | None = field(default=None, repr=False)
+    auditor_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:

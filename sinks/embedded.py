@@ -70,6 +70,7 @@ from sinks.embedded_writes import (
     insert_through_file,
     one_line,
 )
+from sinks.query_policy import ANYTHING, Grant
 
 DEFAULT_DATABASE = "default"
 
@@ -245,13 +246,15 @@ class EmbeddedBackend:
         database: str | None = None,
         read_only: bool = False,
         confined: bool = False,
+        grant: Grant = ANYTHING,
     ) -> QueryOutcome:
         """Run one statement and return its raw output in ``output_format`` (Native, JSON…).
 
         ``parameters`` are already in ClickHouse's escaped text form (as HTTP ``param_*``
         carries them). The call is read-only if ``read_only``, this backend is, or
         ``settings`` has a non-zero ``readonly``; a read-only or ``confined`` call reaches
-        nothing outside the store (:mod:`sinks.embedded_guard`). Raises StoreError.
+        nothing outside the store (:mod:`sinks.embedded_guard`) and only the tables
+        ``grant`` gives. Raises StoreError.
         """
         read_only = self.read_only or read_only or _readonly_requested(settings)
         with self._connection(read_only=read_only) as session:
@@ -259,7 +262,7 @@ class EmbeddedBackend:
                 check_request_settings(settings or {}, writer=not read_only)
             check_statement(
                 session, sql, read_only=read_only, confined=confined,
-                parameters=parameters, database=database, state=self._guard,
+                parameters=parameters, database=database, state=self._guard, grant=grant,
             )  # fmt: skip
             with _session_state(session, settings, database):
                 try:
@@ -277,10 +280,12 @@ class EmbeddedBackend:
         settings: Mapping[str, str | int] | None = None,
         database: str | None = None,
         confined: bool = False,
+        grant: Grant = ANYTHING,
     ) -> QueryOutcome:
         """Stream ``data`` encoded in ``input_format`` into ``insert`` (``INSERT INTO t (cols)``).
 
-        ``insert`` carries no FORMAT clause; ``confined`` as for :meth:`execute`. Raises
+        ``insert`` carries no FORMAT clause; ``confined`` and ``grant`` as for
+        :meth:`execute`. Raises
         StoreError (read-only, bad data, refused by confinement).
         """
         if self.read_only or _readonly_requested(settings):
@@ -291,7 +296,7 @@ class EmbeddedBackend:
             statement = f"{insert} FORMAT {input_format}" if confined else insert
             check_statement(
                 session, statement, read_only=False, confined=confined, database=database,
-                state=self._guard,
+                state=self._guard, grant=grant,
             )  # fmt: skip
             with _session_state(session, settings, database):
                 what = f"insert ({one_line(insert)[:200]})"

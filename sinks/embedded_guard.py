@@ -32,8 +32,10 @@ from sinks.clickhouse_sql import (
     require_read_only_statement,
 )
 from sinks.query_policy import (
+    ANYTHING,
     CLOSED_DATABASE_ENGINES,
     Catalog,
+    Grant,
     check_explained,
     check_parsed,
     check_settings,
@@ -79,6 +81,7 @@ def check_statement(
     parameters: Mapping[str, str] | None = None,
     database: str | None = None,
     state: GuardState | None = None,
+    grant: Grant = ANYTHING,
 ) -> None:
     """Refuse what must not run on ``session``; the caller holds the session.
 
@@ -86,7 +89,8 @@ def check_statement(
     the engine does not classify READ_ONLY. When ``confined`` (implied by ``read_only``),
     anything :func:`sinks.query_policy.check_parsed` refuses, with ``parameters`` (escaped
     text form) bound and unqualified names resolved in ``database`` (the session's when
-    None); ``state`` caches what does not change between calls. Raises StoreError (62
+    None), and tables limited to ``grant``; ``state`` caches what does not change between
+    calls. Raises StoreError (62
     syntax, 164 read-only, 48 SET/USE, 497 access denied, 60 unknown table) and
     ConfigurationError when chdb lacks the parser entry points.
     """
@@ -116,7 +120,7 @@ def check_statement(
         raise StoreError("multi-statements are not allowed", SYNTAX_ERROR)
     if read_only or confined:
         confinement = _Confinement(session, state or GuardState(), database)
-        confinement.check(sql, parameters or {}, writer=not read_only, kind=kind)
+        confinement.check(sql, parameters or {}, writer=not read_only, kind=kind, grant=grant)
 
 
 def check_request_settings(settings: Mapping[str, object], *, writer: bool) -> None:
@@ -133,9 +137,11 @@ class _Confinement:
         self.state = state
         self.database = database
 
-    def check(self, sql: str, parameters: Mapping[str, str], *, writer: bool, kind: str) -> None:
+    def check(
+        self, sql: str, parameters: Mapping[str, str], *, writer: bool, kind: str, grant: Grant
+    ) -> None:
         if kind == "READ_ONLY" and leading_keyword(sql) in _NEVER_SERIALISED:
-            self._check_explained(sql, parameters)  # saves a failing round trip (~2 ms)
+            self._check_explained(sql, parameters, grant)  # saves a failing round trip (~2 ms)
             return
         try:
             row = _query_row(self.session, _TREE_AND_TABLES, {"statement": format_parameter(sql)})
@@ -148,18 +154,19 @@ class _Confinement:
                     f"for it): {leading_keyword(sql)}",
                     ACCESS_DENIED,
                 ) from None
-            self._check_explained(sql, parameters)
+            self._check_explained(sql, parameters, grant)
             return
         try:
             tree = json.loads(row[0])
         except ValueError as exc:
             raise StoreError(f"unreadable syntax tree from chdb: {exc}") from exc
-        check_parsed(tree, self._catalog(row), writer=writer)
+        check_parsed(tree, self._catalog(row), writer=writer, grant=grant)
 
-    def _check_explained(self, sql: str, parameters: Mapping[str, str]) -> None:
+    def _check_explained(self, sql: str, parameters: Mapping[str, str], grant: Grant) -> None:
         """DESCRIBE, EXISTS, SHOW CREATE…: checked on EXPLAIN AST text, more strictly."""
         catalog = self._catalog(_query_row(self.session, _TABLES, {}))
-        check_explained(_query_text(self.session, f"EXPLAIN AST {sql}", parameters), catalog)
+        text = _query_text(self.session, f"EXPLAIN AST {sql}", parameters)
+        check_explained(text, catalog, grant)
 
     def _catalog(self, row: list[Any]) -> Catalog:
         _, tables, current = row

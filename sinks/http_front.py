@@ -7,15 +7,22 @@ use it to exercise the clickhouse-connect code path without a ClickHouse server.
 
 chdb is clickhouse-local inside: left alone, a query could read any file this process can
 (the signing key included), write files, call URLs and read the process's Python objects.
-So the front admits two users and nobody else:
+So the front admits three users and nobody else, each with the rights of its role on a
+ClickHouse server (sinks/access.py), enforced here since chdb has no access control:
 
 * ``analyst`` with :attr:`HttpFront.token` (generated when not given): every request runs
   on the store's read-only connection (``readonly=2``: the engine refuses writes) and is
   *confined* (:mod:`sinks.embedded_guard`): checked on the engine's own syntax tree so it
   names only the store's tables and allowed table functions, no ``file()``, ``url()``,
   ``Python()``, files by name, or settings that name files.
+* ``auditor`` with ``auditor_token``, off unless configured: as the analyst, but reads
+  only the tables ``authtrail verify`` needs (and the system catalogs), no view.
 * ``writer`` with ``writer_token``, off unless configured (tests, a sink in another
-  process): may also write, equally confined; a GET stays read-only, as on a server.
+  process): reads those tables and INSERTs into them, equally confined; no CREATE,
+  ALTER, DROP, TRUNCATE, RENAME, OPTIMIZE or mutation. A GET stays read-only, as on a
+  server. The owner of the store makes the schema (``authtrail init-db``, or ``up``).
+* ``admin`` with ``admin_token``, off unless configured (tests that need a server's
+  administrator): may also create, alter and drop, equally confined. ``up`` has none.
 
 Credentials come as basic auth, ``X-ClickHouse-User``/``-Key`` headers or ``user`` /
 ``password`` URL parameters (what clickhouse-connect sends); wrong ones get 403 with code
@@ -54,8 +61,10 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import AuthtrailError, InvalidArgumentError, StoreError
+from sinks.access import TABLES, front_grant
 from sinks.clickhouse_sql import ACCESS_DENIED, AUTHENTICATION_FAILED, NOT_IMPLEMENTED, READONLY
 from sinks.embedded import EmbeddedBackend, QueryOutcome
+from sinks.query_policy import Grant
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +90,10 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*\Z", re.I)
 _INSERT_HEAD_LIMIT = 1 << 16  # the statement before an insert's data is never larger
 _BINARY_FORMATS = ("Native", "Arrow", "ArrowStream", "Parquet", "RowBinary", "ORC")
 
-Role = Literal["analyst", "writer"]
+Role = Literal["analyst", "auditor", "writer", "admin"]
+ADMIN: Role = "admin"
 ANALYST: Role = "analyst"
+AUDITOR: Role = "auditor"
 WRITER: Role = "writer"
 
 
@@ -91,11 +102,13 @@ class HttpFront(BackgroundHttpServer):
 
     ``port=0`` picks a free port (read :attr:`port` after :meth:`start`). Analysts log in
     as user ``analyst`` with ``token`` (None: a fresh ``secrets.token_urlsafe(32)``, read
-    :attr:`token`); user ``writer`` with ``writer_token`` may write, and exists only when
-    that is given. ``allowed_hosts`` adds ``host:port`` names (and origins) requests may
-    use besides this front's own address. The backend stays owned by the caller:
-    :meth:`stop` does not close it. Raises InvalidArgumentError for an empty token, or
-    the same token for both users.
+    :attr:`token`); user ``auditor`` with ``auditor_token`` reads verify's tables; user
+    ``writer`` with ``writer_token`` reads and inserts into ``writer_tables`` (default:
+    authtrail's tables); user ``admin`` with ``admin_token`` may also change the schema.
+    Those three exist only when their token is given. ``allowed_hosts``
+    adds ``host:port`` names (and origins) requests may use besides this front's own
+    address. The backend stays owned by the caller: :meth:`stop` does not close it.
+    Raises InvalidArgumentError for an empty token, or one token for two users.
     """
 
     def __init__(
@@ -107,15 +120,27 @@ class HttpFront(BackgroundHttpServer):
         token: str | None = None,
         writer_token: str | None = None,
         allowed_hosts: Iterable[str] = (),
+        auditor_token: str | None = None,
+        writer_tables: Iterable[str] = TABLES,
+        admin_token: str | None = None,
     ) -> None:
-        if token == "" or writer_token == "":
+        if "" in (token, writer_token, auditor_token, admin_token):
             raise InvalidArgumentError("an HttpFront token cannot be empty")
-        if token is not None and token == writer_token:
-            raise InvalidArgumentError("the analyst and the writer need different tokens")
+        given = [t for t in (token, writer_token, auditor_token, admin_token) if t is not None]
+        if len(set(given)) != len(given):
+            raise InvalidArgumentError("each HttpFront user needs a token of its own")
         super().__init__(host, port)
         self.backend = backend
         self.token = token if token is not None else secrets.token_urlsafe(32)
-        self._writer_token = writer_token
+        self._tokens: dict[Role, str | None] = {
+            ANALYST: self.token, AUDITOR: auditor_token, WRITER: writer_token,
+            ADMIN: admin_token,
+        }  # fmt: skip
+        tables = frozenset(writer_tables)
+        self._grants = {
+            ANALYST: front_grant(ANALYST), AUDITOR: front_grant(AUDITOR),
+            WRITER: Grant(readable=tables, insertable=tables), ADMIN: Grant(ddl=True),
+        }  # fmt: skip
         self._allowed_hosts = frozenset(name.lower() for name in allowed_hosts)
         self.timezone = "UTC"
 
@@ -132,9 +157,27 @@ class HttpFront(BackgroundHttpServer):
     @property
     def writer_url(self) -> str:
         """``http://writer:TOKEN@host:port/``; raises InvalidArgumentError without a writer."""
-        if self._writer_token is None:
-            raise InvalidArgumentError("this HttpFront has no writer (writer_token not set)")
-        return self._url_for(WRITER, self._writer_token)
+        return self._url_of(WRITER)
+
+    @property
+    def auditor_url(self) -> str:
+        """``http://auditor:TOKEN@host:port/``; raises InvalidArgumentError without one."""
+        return self._url_of(AUDITOR)
+
+    @property
+    def admin_url(self) -> str:
+        """``http://admin:TOKEN@host:port/``; raises InvalidArgumentError without one."""
+        return self._url_of(ADMIN)
+
+    def _url_of(self, role: Role) -> str:
+        token = self._tokens[role]
+        if token is None:
+            raise InvalidArgumentError(f"this HttpFront has no {role} ({role}_token not set)")
+        return self._url_for(role, token)
+
+    def grant_of(self, role: Role) -> Grant:
+        """What ``role`` may touch (sinks/access.py)."""
+        return self._grants[role]
 
     def _url_for(self, user: str, token: str) -> str:
         return f"http://{user}:{quote(token, safe='')}@{self.url_host}:{self.port}/"
@@ -150,20 +193,19 @@ class HttpFront(BackgroundHttpServer):
         return self
 
     def role_of(self, user: str | None, password: str | None) -> Role | None:
-        """``"analyst"`` or ``"writer"`` when ``user``/``password`` match one, else None."""
+        """The role whose user and token ``user``/``password`` match, else None."""
         # Compare every pair, always, in constant time: timing must not tell which part of
-        # which credential was wrong.
+        # which credential was wrong. A user without a token gets one nobody knows.
         given_user, given_password = (user or "").encode(), (password or "").encode()
-        analyst = hmac.compare_digest(given_user, ANALYST.encode()) & hmac.compare_digest(
-            given_password, self.token.encode()
-        )
-        writer_token = (self._writer_token or secrets.token_urlsafe(32)).encode()
-        writer = hmac.compare_digest(given_user, WRITER.encode()) & hmac.compare_digest(
-            given_password, writer_token
-        )
-        if analyst:
-            return ANALYST
-        return WRITER if writer and self._writer_token is not None else None
+        found: Role | None = None
+        for role, token in self._tokens.items():
+            expected = (token or secrets.token_urlsafe(32)).encode()
+            match = hmac.compare_digest(given_user, role.encode()) & hmac.compare_digest(
+                given_password, expected
+            )
+            if match and token is not None:
+                found = role
+        return found
 
     def refusal_for_browser(self, host: str | None, origin: str | None, fetch_site: str) -> str:
         """Why a request with these headers may come from a web page, or "" if it cannot.
@@ -244,8 +286,11 @@ class _Handler(BaseHTTPRequestHandler):
             if "1" in (params.get("compress"), params.get("decompress")):
                 message = "compressed transfers are not supported here; use compress=False"
                 raise StoreError(message, NOT_IMPLEMENTED)
-            # Analysts only ever reach the read-only connection; the writer's GETs read.
-            outcome = self._run(params, body, read_only=read_only or role == ANALYST)
+            # Readers only ever reach the read-only connection; the writer's GETs read.
+            outcome = self._run(
+                params, body, read_only=read_only or role not in (WRITER, ADMIN),
+                grant=self.front.grant_of(role),
+            )  # fmt: skip
             self._succeed(outcome, query_id)
         except StoreError as exc:
             self._fail(exc.code, str(exc), query_id)
@@ -257,7 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("HTTP front failed on a request")
             self._fail(_STD_EXCEPTION, f"{type(exc).__name__}: {exc}", query_id)
 
-    def _run(self, params: dict[str, str], body: bytes, *, read_only: bool) -> QueryOutcome:
+    def _run(
+        self, params: dict[str, str], body: bytes, *, read_only: bool, grant: Grant
+    ) -> QueryOutcome:
         """Run the request's statement, confined (see the module docstring)."""
         backend = self.front.backend
         settings = {k: v for k, v in params.items() if k not in _HTTP_PARAMETERS}
@@ -279,6 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
                 settings=settings,
                 database=database,
                 confined=True,
+                grant=grant,
             )
         try:
             sql = text.decode()
@@ -295,6 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
             database=database,
             read_only=read_only,
             confined=True,
+            grant=grant,
         )
 
     def _read_body(self) -> bytes:

@@ -66,10 +66,14 @@ _READ_STATEMENTS = frozenset(
     {"SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "ExplainQuery",
      "ShowTablesQuery", "ShowColumnsQuery", "ShowIndexesQuery"}
 )  # fmt: skip
-_WRITE_STATEMENTS = _READ_STATEMENTS | frozenset(
-    {"InsertQuery", "CreateQuery", "AlterQuery", "DropQuery", "RenameQuery", "OptimizeQuery",
-     "DeleteQuery", "UpdateQuery"}
+# A writer inserts and reads, nothing more: no CREATE, ALTER, DROP, TRUNCATE, RENAME,
+# OPTIMIZE or mutation. Schema changes need a grant with ``ddl`` (an administrator's).
+_WRITE_STATEMENTS = _READ_STATEMENTS | frozenset({"InsertQuery"})
+_DDL_STATEMENTS = _WRITE_STATEMENTS | frozenset(
+    {"CreateQuery", "AlterQuery", "DropQuery", "RenameQuery", "OptimizeQuery", "DeleteQuery",
+     "UpdateQuery"}
 )  # fmt: skip
+_SYSTEM_DATABASES = frozenset({"system", "information_schema", "INFORMATION_SCHEMA"})
 
 # Settings a confined request may set: result shape, limits, join and date behaviour; a
 # writer also the insert and mutation ones. Anything naming a file, URL, schema or
@@ -125,6 +129,25 @@ class Catalog:
     working_directory_has: Callable[[str], bool] = field(default=lambda _path: False)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What one user may touch in the store, on top of confinement.
+
+    ``readable``: the store's tables (and views) it may read, by name in the current
+    database; None: every one. System databases stay readable (catalogs, settings).
+    ``insertable``: the tables a writer may insert into; None: every table of the store.
+    ``ddl``: a writer may also create, alter, drop, rename, optimize and mutate (still
+    confined to the store): an administrator, never a service.
+    """
+
+    readable: frozenset[str] | None = None
+    insertable: frozenset[str] | None = None
+    ddl: bool = False
+
+
+ANYTHING = Grant()
+
+
 def check_settings(names: Iterable[str], *, writer: bool) -> None:
     """Raise StoreError (497 ACCESS_DENIED) unless every setting name is allowed.
 
@@ -144,15 +167,20 @@ def check_settings(names: Iterable[str], *, writer: bool) -> None:
             )
 
 
-def check_parsed(tree: Mapping[str, Any], catalog: Catalog, *, writer: bool) -> None:
+def check_parsed(
+    tree: Mapping[str, Any], catalog: Catalog, *, writer: bool, grant: Grant = ANYTHING
+) -> None:
     """Check the JSON syntax tree of one statement (``parseQueryToJSON``) against the policy.
 
-    Raises StoreError: 164 READONLY for a statement kind not allowed (any write when not
-    ``writer``), 497 ACCESS_DENIED for a function, setting, engine or table that reaches
-    outside the store, 60 UNKNOWN_TABLE for a name that is no table of the store.
+    Raises StoreError: 164 READONLY for a write when not ``writer``, 497 ACCESS_DENIED for
+    a statement kind a writer may not run (anything but reads and INSERT unless
+    ``grant.ddl``), a table
+    ``grant`` does not give, or a function, setting, engine or table that reaches outside
+    the store, 60 UNKNOWN_TABLE for a name that is no table of the store.
     """
     kind = str(tree.get("type", ""))
-    if kind not in (_WRITE_STATEMENTS if writer else _READ_STATEMENTS):
+    allowed = (_DDL_STATEMENTS if grant.ddl else _WRITE_STATEMENTS) if writer else _READ_STATEMENTS
+    if kind not in allowed:
         who = "the writer" if writer else "read-only mode"
         raise StoreError(
             f"{who} refuses {kind or 'this'} statements here", ACCESS_DENIED if writer else READONLY
@@ -164,8 +192,9 @@ def check_parsed(tree: Mapping[str, Any], catalog: Catalog, *, writer: bool) -> 
         )
     for parts in _write_targets(tree):
         _check_table(parts, catalog)  # INSERT INTO / TRUNCATE a *file* in chdb's default
+        _check_granted(parts, catalog, grant.insertable, "insert into")
     try:
-        _TreeWalker(catalog, writer).visit(tree, frozenset())
+        _TreeWalker(catalog, writer, grant).visit(tree, frozenset())
     except RecursionError as exc:
         raise StoreError("statement is too deeply nested to be checked", ACCESS_DENIED) from exc
 
@@ -195,7 +224,24 @@ def _parts(database: Any, table: Any) -> list[str]:
     return [str(database), str(table)] if database else [str(table)]
 
 
-def check_explained(text: str, catalog: Catalog) -> None:
+def _check_granted(
+    parts: list[str], catalog: Catalog, granted: frozenset[str] | None, verb: str
+) -> None:
+    """Refuse (497) a table of the store outside ``granted`` (None: all granted)."""
+    if granted is None:
+        return
+    database, table = (catalog.current_database, parts[0]) if len(parts) == 1 else parts[:2]
+    if database in _SYSTEM_DATABASES and verb == "read":
+        return
+    if database != catalog.current_database or table not in granted:
+        raise StoreError(
+            f"this user may not {verb} {database}.{table} (granted: "
+            f"{', '.join(sorted(granted)) or 'nothing'})",
+            ACCESS_DENIED,
+        )
+
+
+def check_explained(text: str, catalog: Catalog, grant: Grant = ANYTHING) -> None:
     """Check ``EXPLAIN AST`` output of a statement ``parseQueryToJSON`` cannot serialise.
 
     Only such statements about one table by name (``DESCRIBE t``, ``EXISTS t``, ``SHOW
@@ -221,7 +267,9 @@ def check_explained(text: str, catalog: Catalog) -> None:
         words = root.split(" ")
         if len(words) != 3 or not words[2]:
             raise StoreError("cannot check this statement's table name", ACCESS_DENIED)
-        _check_table([words[1], words[2]] if words[1] else [words[2]], catalog)
+        parts = [words[1], words[2]] if words[1] else [words[2]]
+        _check_table(parts, catalog)
+        _check_granted(parts, catalog, grant.readable, "read")
     elif kind not in _EXPLAIN_DATABASE:
         # Elsewhere an Identifier may only be the FORMAT, which the engine prints last.
         named = [index for index, (child, _, _) in enumerate(children) if child == "Identifier"]
@@ -232,7 +280,9 @@ def check_explained(text: str, catalog: Catalog) -> None:
             if "." in name and catalog.working_directory_has(name):
                 # "a.b" is also how a quoted single name prints: a file of that name exists.
                 raise StoreError(f"{name!r} names a file; files are out of reach", ACCESS_DENIED)
-            _check_table(name.split(".", 1) if "." in name else [name], catalog)
+            parts = name.split(".", 1) if "." in name else [name]
+            _check_table(parts, catalog)
+            _check_granted(parts, catalog, grant.readable, "read")
 
 
 def _explained_nodes(lines: list[str]) -> list[str]:
@@ -265,9 +315,10 @@ def _explained_nodes(lines: list[str]) -> list[str]:
 class _TreeWalker:
     """Walks a parseQueryToJSON tree; ``scope`` holds the WITH names visible at a node."""
 
-    def __init__(self, catalog: Catalog, writer: bool) -> None:
+    def __init__(self, catalog: Catalog, writer: bool, grant: Grant = ANYTHING) -> None:
         self.catalog = catalog
         self.writer = writer
+        self.grant = grant
 
     def visit(self, node: Any, scope: frozenset[str]) -> None:
         if isinstance(node, list):
@@ -332,6 +383,7 @@ class _TreeWalker:
         if len(parts) == 1 and parts[0] in scope:
             return
         _check_table(parts, self.catalog)
+        _check_granted(parts, self.catalog, self.grant.readable, "read")
 
     def _engine(self, node: Mapping[str, Any], scope: frozenset[str]) -> None:
         name = str(node.get("name", ""))

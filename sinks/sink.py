@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -54,7 +54,8 @@ from sinks.proofs import TilesOrLeaves
 from sinks.publication import Publication
 from sinks.publishing import CheckpointPublishing
 from sinks.rows import CHECKPOINTS_SCHEMA, REJECTED_SCHEMA, checkpoint_row, rejected_row, to_arrow
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, create_statements
+from sinks.schema_setup import ensure_schema
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
 from sinks.tile_builder import TileBuilder
 from sinks.witnessing import CheckpointWitnessing
 from stream.chained_batch import decode_batch, is_batch, utc_month
@@ -75,6 +76,16 @@ class _Buffer:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset
 
 
+class SinkObserver(Protocol):
+    """Metrics hooks (authtrail/metrics.py :class:`SinkMetrics`); None: not observed."""
+
+    def inserted(self, table: str, rows: int) -> None:
+        """``rows`` were stored in ``table`` by one insert."""
+
+    def stored_batch(self, newest_occurred_at: int) -> None:
+        """A chained message's records were stored; the newest event in it (µs)."""
+
+
 @dataclass
 class _Chunk:
     """The records of one chained-topic message to store: one block of an Avro container."""
@@ -86,6 +97,7 @@ class _Chunk:
     partition: int
     offset: int
     last_seq: dict[str, int]  # tenant -> its last seq in the block
+    newest_occurred_at: int
 
 
 @dataclass
@@ -148,6 +160,7 @@ class Sink:
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
         self.counters = SinkCounters()
+        self.observer: SinkObserver | None = None
         if witnesses is not None and publication is None:
             raise ConfigurationError("cosigning witnesses need a publication: cosigned "
                                      "checkpoints are published, never stored")  # fmt: skip
@@ -163,8 +176,7 @@ class Sink:
             if publication is not None
             else None
         )
-        for statement in create_statements():
-            backend.command(statement)
+        ensure_schema(backend)  # no DDL when init-db made everything: a writer suffices
         self._stored_seq = self._query_pairs(
             f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
         ) | self._query_pairs(
@@ -369,6 +381,7 @@ class Sink:
         return {
             "epoch": record["epoch"],
             "record_schema": codec.reader_fingerprint,
+            "newest_occurred_at": event["occurred_at"],
             "month": utc_month(event["occurred_at"]),
             "tenants": [
                 {
@@ -407,7 +420,16 @@ class Sink:
         container = container_for(schema)
         block = container.block(kept, kafka_suffix(self._cluster, partition, offset))
         self._chunks.append(
-            _Chunk(container, batch["month"], block, len(kept), partition, offset, last_seq)
+            _Chunk(
+                container,
+                batch["month"],
+                block,
+                len(kept),
+                partition,
+                offset,
+                last_seq,
+                batch["newest_occurred_at"],
+            )
         )
         self._chunk_rows += len(kept)
 
@@ -482,6 +504,8 @@ class Sink:
                 )
                 self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
                 stored += len(run)
+                if self.observer is not None:
+                    self.observer.inserted(table, len(run))
                 if table == CHECKPOINTS_TABLE and self._publishing is not None:
                     self._publishing.stored(run)
             if table == CHECKPOINTS_TABLE and self._publishing is not None:
@@ -515,6 +539,10 @@ class Sink:
                 stored, rows = stored + len(run), rows + count
                 for chunk in run:  # a tenant's records arrive in seq order
                     self._tile_leaves.update(chunk.last_seq)
+                if self.observer is not None:
+                    self.observer.inserted(EVENTS_TABLE, count)
+                    for chunk in run:
+                        self.observer.stored_batch(chunk.newest_occurred_at)
         finally:
             del chunks[:stored]  # stored: a retry after a later run failed must skip it
             self._chunk_rows -= rows

@@ -20,7 +20,13 @@ from typing import Any
 import faust
 import mode.loop
 
-from authtrail.metrics import MetricsServer, counter_families
+from authtrail.metrics import (
+    CountersCollector,
+    LagCollector,
+    MetricsServer,
+    WorkerMetrics,
+    new_registry,
+)
 from authtrail.settings import Settings
 from authtrail.topics import TopicSpec
 from schemas import (
@@ -321,12 +327,15 @@ def run_worker(
     metrics = None
     if settings.worker_metrics_port:
         worker = app.authtrail_worker  # type: ignore[attr-defined]
-        metrics = MetricsServer(
-            settings.worker_metrics_port,
-            lambda: counter_families(
+        group = f"{settings.consumer_group}-sequencer"
+        registry = new_registry(
+            CountersCollector(
                 "authtrail_worker", worker.counters, {"rejected": worker.rejected_by_kind}
             ),
+            LagCollector(settings.bootstrap_servers or "", {group: [settings.events_topic]}),
         )
+        worker.observer = WorkerMetrics(registry)
+        metrics = MetricsServer(settings.worker_metrics_port, registry)
     try:
         faust.Worker(app, loglevel="info").execute_from_commandline()
     finally:

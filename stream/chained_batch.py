@@ -66,6 +66,7 @@ class _Open:
     ranges: dict[str, list[int]] = field(default_factory=dict)  # tenant -> [first, last]
     bodies: list[bytes] = field(default_factory=list)
     size: int = 0
+    newest: int | None = None  # occurred_at
 
 
 class BatchBuilder:
@@ -114,6 +115,8 @@ class BatchBuilder:
             span[1] = seq
         current.bodies.append(body)
         current.size += len(body)
+        if current.newest is None or occurred_at > current.newest:
+            current.newest = occurred_at
         return finished
 
     def take(self) -> bytes | None:
@@ -125,6 +128,7 @@ class BatchBuilder:
             {
                 "epoch": current.epoch,
                 "record_schema": self._record_fingerprint,
+                "newest_occurred_at": current.newest,
                 "month": current.month,
                 "tenants": [
                     {"tenant_id": tenant, "first_seq": first, "last_seq": last}

@@ -81,6 +81,16 @@ class Publisher(Protocol):
         checkpoints acknowledged since the previous call."""
 
 
+class Observer(Protocol):
+    """Metrics hooks (authtrail/metrics.py :class:`WorkerMetrics`); None: not observed."""
+
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: int) -> None: ...
+
+    def signed(self, partition: int, tenant_id: str, batch_records: int) -> None: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
+
+
 @dataclass
 class Counters:
     sequenced: int = 0
@@ -165,6 +175,7 @@ class SequencerWorker:
         self._lock = asyncio.Lock()
         self.counters = Counters()
         self.rejected_by_kind: collections.Counter[str] = collections.Counter()
+        self.observer: Observer | None = None
         # Every rejection is stored whole (dead letters, `rejected`); a flood must not
         # turn into a flood of log lines.
         self._rejections_log = RateLimitedLog(_LOG)
@@ -172,6 +183,9 @@ class SequencerWorker:
     async def forget(self, partitions: Iterable[int]) -> None:
         """Drop state of partitions this worker no longer owns (rebalance)."""
         async with self._lock:
+            partitions = list(partitions)
+            if self.observer is not None:
+                self.observer.forget(partitions)
             for partition in partitions:
                 self._sequencers.pop(partition, None)
                 self._guards.pop(partition, None)
@@ -379,6 +393,8 @@ class SequencerWorker:
         elif offer.outcome == SEQUENCED and offer.link is not None:
             self.counters.sequenced += 1
             self._snapshotter.wrote(record.partition)
+            if self.observer is not None:
+                self.observer.sequenced(record.partition, event["tenant_id"], event["occurred_at"])
             batch = self._batches.get(record.partition)
             if batch is None:
                 batch = self._batches[record.partition] = BatchBuilder(*self._batch_format)
@@ -451,6 +467,9 @@ class SequencerWorker:
 
     def _publish_checkpoint(self, partition: int, signed: SignedCheckpoint) -> None:
         self.counters.checkpoints += 1
+        if self.observer is not None:
+            batch = signed.checkpoint.batch_last_seq - signed.checkpoint.batch_first_seq + 1
+            self.observer.signed(partition, signed.tenant_id, batch)
         value = self._checkpoint_codec.encode(
             {**_checkpoint_record(signed), "epoch": self._epochs[partition]}
         )

@@ -35,6 +35,7 @@ from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from sinks.backend import ClickHouseBackend, EmbeddedBackend
 from sinks.http_front import HttpFront
+from sinks.schema_setup import ensure_schema
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
 from stream.decisions import LOCKOUT_SERVICE
@@ -93,6 +94,7 @@ class Pipeline:
             sink_environment = dict(self.environment)
             if store == "front":
                 self._owner = EmbeddedBackend(root / "clickhouse")
+                ensure_schema(self._owner)  # `authtrail init-db`: the sink's writer cannot
                 self.start_front()
                 # In the environment, not the command line: `ps` would show the token.
                 sink_environment["AUTHTRAIL_CLICKHOUSE_URL"] = self.writer_url

@@ -203,7 +203,7 @@ def read_events(
         while len(found) < expected_events and time.monotonic() < deadline:
             for message in consumer.consume(num_messages=1000, timeout=0.2):
                 if message.error() is None:
-                    found += [(message.key(), e) for e in unpack_events(message.value())]
+                    found += [(message.key(), e) for e in unpack_events(message.value() or b"")]
         return found
     finally:
         consumer.close()

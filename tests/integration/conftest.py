@@ -57,7 +57,10 @@ def embedded_backend(chdb_dir: Path) -> Iterator[EmbeddedBackend]:
 @pytest.fixture
 def http_front(embedded_backend: EmbeddedBackend) -> Iterator[HttpFront]:
     """ClickHouse's HTTP protocol on a free loopback port, serving ``embedded_backend``."""
-    with HttpFront(embedded_backend, writer_token=secrets.token_urlsafe(16)) as front:
+    with HttpFront(
+        embedded_backend, writer_token=secrets.token_urlsafe(16),
+        admin_token=secrets.token_urlsafe(16),
+    ) as front:  # fmt: skip
         yield front
 
 
@@ -67,7 +70,8 @@ def server_backend(request: pytest.FixtureRequest) -> Iterator[ServerBackend]:
     real_server = os.environ.get(SERVER_URL_VARIABLE)
     if not real_server:
         front: HttpFront = request.getfixturevalue("http_front")
-        with ServerBackend(front.writer_url, connect_timeout=5) as backend:
+        # A server's administrator, as the tests against a real server log in.
+        with ServerBackend(front.admin_url, connect_timeout=5) as backend:
             yield backend
         return
     database = f"authtrail_test_{secrets.token_hex(4)}"

@@ -87,12 +87,12 @@ def test_front_streams_chunked_inserts(
         "CREATE TABLE pairs (k UInt32, v String) ENGINE = MergeTree ORDER BY k"
     )
     connection = http.client.HTTPConnection("127.0.0.1", http_front.port, timeout=10)
-    writer = urlsplit(http_front.writer_url)
+    admin = urlsplit(http_front.admin_url)  # `pairs` is none of the writer's tables
     query = urlencode(
         {
             "query": "INSERT INTO pairs (k, v) FORMAT CSV",
-            "user": "writer",
-            "password": writer.password,
+            "user": "admin",
+            "password": admin.password,
         }
     )
     lines = (f'{k},"value {k}"\n'.encode() for k in range(1000))
@@ -268,7 +268,7 @@ def test_front_serves_native_inserts_and_queries(
     # clickhouse-connect's default path (Native format both ways), not only Arrow.
     client = clickhouse_connect.get_client(
         host="127.0.0.1", port=http_front.port, compress=False,
-        username="writer", password=urlsplit(http_front.writer_url).password,
+        username="admin", password=urlsplit(http_front.admin_url).password,
     )  # fmt: skip
     try:
         client.command(
@@ -297,7 +297,7 @@ def test_database_in_the_url_is_used_and_reset(
 ) -> None:
     embedded_backend.command("CREATE DATABASE audit")
     embedded_backend.command("CREATE TABLE audit.pairs (k UInt64) ENGINE = MergeTree ORDER BY k")
-    with ServerBackend(f"{http_front.writer_url}audit") as backend:
+    with ServerBackend(f"{http_front.admin_url}audit") as backend:
         backend.insert_arrow("pairs", pa.table({"k": pa.array([1, 2], pa.uint64())}))
     with ServerBackend(f"{http_front.analyst_url}audit", read_only=True) as backend:
         stored = backend.query_arrow("SELECT count() AS n, currentDatabase() AS db FROM pairs")

@@ -26,16 +26,20 @@ from subprocess import Popen
 
 import pytest
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.cli import main as authtrail
+from authtrail.errors import StoreError
 from authtrail.keys import load_signer, write_key_pair
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
 from producers.sdk import AuditProducer, new_event
 from schemas import AUTH_EVENT, CHAINED_BATCH
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from sinks.clickhouse_sql import ACCESS_DENIED
 from sinks.http_front import HttpFront
+from sinks.schema_setup import ensure_schema
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.chained_batch import decode_batch, is_batch
@@ -137,25 +141,37 @@ class Store:
         self.front: HttpFront | None = None
         self._owner: EmbeddedBackend | None = None
         self._token, self._writer_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        self._auditor_token = secrets.token_urlsafe(16)
         if kind == "server":
             self._owner = EmbeddedBackend(path)
+            ensure_schema(self._owner)  # what `authtrail init-db` does: the writer cannot
             self.start_front()
 
     def start_front(self, port: int = 0) -> None:
         """Serve the store (again), with the same analyst and writer tokens."""
         assert self._owner is not None
         self.front = HttpFront(
-            self._owner, port=port, token=self._token, writer_token=self._writer_token
-        ).start()
+            self._owner, port=port, token=self._token, writer_token=self._writer_token,
+            auditor_token=self._auditor_token,
+        ).start()  # fmt: skip
 
     def open(self) -> ClickHouseBackend:
-        """A backend that may write (the sink's, or an attacker's with write access)."""
+        """A backend that may write: the sink's (INSERT and SELECT only through the front)."""
         if self.front is not None:
             return ServerBackend(self.front.writer_url)
         return EmbeddedBackend(self.path)
 
+    def tamper(self, sql: str) -> None:
+        """Run ``sql`` as an insider with full access to the database would."""
+        if self._owner is not None:
+            self._owner.command(sql)
+            return
+        with EmbeddedBackend(self.path) as backend:
+            backend.command(sql)
+
     def verify_arguments(self) -> list[str]:
-        return ["--clickhouse-url", self.front.analyst_url] if self.front is not None else []
+        """verify reads with the auditor's credential, which may read only its tables."""
+        return ["--clickhouse-url", self.front.auditor_url] if self.front is not None else []
 
     def close(self) -> None:
         if self.front is not None:
@@ -272,12 +288,16 @@ def test_events_are_chained_stored_and_verified(
     # pyproject installs uvloop (not on Windows) and the worker runs Faust on it.
     assert "event loop: uvloop.Loop" in worker_log
 
-    attacker = store.open()  # an attacker with write access to the database
-    attacker.command(
+    tampering = (
         "ALTER TABLE events UPDATE user_name = 'mallory' WHERE tenant_id = 'globex' AND seq = 42 "
         "SETTINGS mutations_sync = 2"
     )
-    attacker.close()
+    if store.front is not None:  # the sink's own credential cannot do it
+        with store.open() as writer, pytest.raises(StoreError) as refused:
+            writer.command(tampering)
+        assert refused.value.code == ACCESS_DENIED
+        assert _verify(pipeline, store) == 0
+    store.tamper(tampering)  # an insider with full access to the database can
     assert _verify(pipeline, store) == 1
     output = capsys.readouterr().out
     assert "globex: DAMAGED at seq 42: modified" in output
@@ -361,8 +381,14 @@ def test_sink_killed_mid_stream_adds_no_duplicate_rows(pipeline: Pipeline, store
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             scraped = response.read().decode()
-        stored = re.search(r"^authtrail_sink_stored_records_total (\d+)$", scraped, re.M)
-        assert stored and int(stored.group(1)) > 0, scraped
+        samples = _samples(scraped)
+        stored = samples[("authtrail_sink_stored_records_total", ())]
+        assert stored > 0, scraped
+        # Latency is observed per chained batch stored (each holds records; the scrape
+        # reads the counter first, and the sink keeps storing); its group lag was readable.
+        assert 0 < samples[("authtrail_sink_event_to_stored_seconds_count", ())] <= stored
+        assert samples[("authtrail_sink_insert_rows_count", (("table", "events"),))] > 0
+        assert samples[("authtrail_consumer_lag_up", ())] == 1
     finally:
         stop_process_group(sink, signal.SIGKILL)
     partial = sum(len(rows) for rows in _stored(store).values())
@@ -427,9 +453,19 @@ def test_undecodable_input_is_rejected_and_stored_with_its_bytes(
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         scraped = response.read().decode()
-    assert 'authtrail_worker_rejected_total{kind="undecodable"} 2\n' in scraped
-    assert 'authtrail_worker_rejected_total{kind="unknown_schema"} 1\n' in scraped
-    assert re.search(r"^authtrail_worker_sequenced_total (\d+)$", scraped, re.M)
+    samples = _samples(scraped)
+    assert samples[("authtrail_worker_rejected_total", (("kind", "undecodable"),))] == 2
+    assert samples[("authtrail_worker_rejected_total", (("kind", "unknown_schema"),))] == 1
+    sequenced = samples[("authtrail_worker_sequenced_total", ())]
+    assert sequenced >= len(event_ids)
+    assert samples[("authtrail_worker_event_to_sequenced_seconds_count", ())] == sequenced
+    assert samples[("authtrail_worker_checkpoint_batch_events_count", ())] > 0
+    assert samples[("authtrail_consumer_lag_up", ())] == 1
+    lagging = {labels for name, labels in samples if name == "authtrail_consumer_lag"}
+    group = f"{pipeline.settings.consumer_group}-sequencer"
+    assert {(dict(labels)["group"], dict(labels)["topic"]) for labels in lagging} == {
+        (group, pipeline.settings.events_topic)
+    }
 
 
 @pytest.mark.parametrize("store", ["server"], indirect=True)
@@ -680,3 +716,12 @@ def test_key_rotation_through_the_real_worker(
     pipeline.produce(20, seed=23)
     wait_for_log_text(log, "not by this worker's key", stale, timeout=90)
     assert stale.wait(timeout=30) == 78
+
+
+def _samples(scraped: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus scrape as (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }

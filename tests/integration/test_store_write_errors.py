@@ -169,7 +169,8 @@ def test_insert_over_http_on_a_full_disk_fails_clearly_then_succeeds_once(small_
     filler = Filler(small_disk)
     with (
         EmbeddedBackend(small_disk / "clickhouse") as owner,
-        HttpFront(owner, writer_token="sink-token") as front,  # writes need the writer
+        # Writes need the writer, who may insert into its tables only (here: t).
+        HttpFront(owner, writer_token="sink-token", writer_tables=("t",)) as front,
     ):
         owner.command(TABLE_DDL)
         with ServerBackend(front.writer_url, connect_timeout=5) as client:

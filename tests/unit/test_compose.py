@@ -30,7 +30,7 @@ from authtrail.errors import AuthtrailError
 from authtrail.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-AUTHTRAIL_SERVICES = ("keygen", "worker", "sink")
+AUTHTRAIL_SERVICES = ("keygen", "init-db", "worker", "sink")
 EXPECTED_SERVICES = {"kafka", "clickhouse", *AUTHTRAIL_SERVICES}
 CLICKHOUSE_HTTP_PORT = 8123  # the image's HTTP interface (docs/DEPLOYMENT.md)
 
@@ -196,14 +196,28 @@ def check_bootstrap_servers(compose: Compose) -> None:
 
 
 def check_clickhouse_url(compose: Compose) -> None:
-    clickhouse = environment(compose["services"]["clickhouse"])
-    url = urlsplit(environment(compose["services"]["sink"])["AUTHTRAIL_CLICKHOUSE_URL"])
-    assert url.scheme == "http", f"ClickHouse URL scheme {url.scheme!r}"
-    assert url.hostname == "clickhouse", f"ClickHouse URL host {url.hostname!r}"
-    assert url.port == CLICKHOUSE_HTTP_PORT, f"ClickHouse URL port {url.port}"
-    assert unquote(url.username or "") == clickhouse["CLICKHOUSE_USER"], "user differs"
-    assert unquote(url.password or "") == clickhouse["CLICKHOUSE_PASSWORD"], "password differs"
-    assert url.path.strip("/") == clickhouse["CLICKHOUSE_DB"], "database differs"
+    """init-db holds the administrator's credential; the sink the writer's it created;
+    Grafana the analyst's."""
+    services = compose["services"]
+    clickhouse = environment(services["clickhouse"])
+    init_db = environment(services["init-db"])
+    admin = urlsplit(init_db["AUTHTRAIL_CLICKHOUSE_URL"])
+    sink = urlsplit(environment(services["sink"])["AUTHTRAIL_CLICKHOUSE_URL"])
+    for url in (admin, sink):
+        assert url.scheme == "http", f"ClickHouse URL scheme {url.scheme!r}"
+        assert url.hostname == "clickhouse", f"ClickHouse URL host {url.hostname!r}"
+        assert url.port == CLICKHOUSE_HTTP_PORT, f"ClickHouse URL port {url.port}"
+        assert url.path.strip("/") == clickhouse["CLICKHOUSE_DB"], "database differs"
+    assert unquote(admin.username or "") == clickhouse["CLICKHOUSE_USER"], "user differs"
+    assert unquote(admin.password or "") == clickhouse["CLICKHOUSE_PASSWORD"], "password differs"
+    assert unquote(sink.username or "") == "writer", "the sink must log in as the writer"
+    assert unquote(sink.password or "") == init_db["AUTHTRAIL_WRITER_PASSWORD"], (
+        "the sink's password is not the writer's init-db sets"
+    )
+    grafana = environment(services["grafana"])
+    assert grafana["CLICKHOUSE_ANALYST_PASSWORD"] == init_db["AUTHTRAIL_ANALYST_PASSWORD"], (
+        "Grafana's ClickHouse password is not the analyst's init-db sets"
+    )
 
 
 def check_commands(compose: Compose) -> None:
@@ -217,7 +231,7 @@ def check_commands(compose: Compose) -> None:
         except SystemExit as exc:
             raise AssertionError(f"{name}: authtrail rejects arguments {argv}") from exc
         used.add(argv[0])
-    assert used == {"keygen", "worker", "sink"}, f"subcommands run: {sorted(used)}"
+    assert used == {"keygen", "init-db", "worker", "sink"}, f"subcommands run: {sorted(used)}"
 
 
 def check_settings_from_env(compose: Compose) -> None:
@@ -287,6 +301,9 @@ def check_dependencies(compose: Compose) -> None:
     assert services["worker"]["depends_on"]["keygen"]["condition"] == (
         "service_completed_successfully"
     )
+    # The writer cannot create tables: the sink starts once init-db made them.
+    init_db = services["sink"]["depends_on"].get("init-db", {})
+    assert init_db.get("condition") == "service_completed_successfully", "sink before init-db"
 
 
 def check_kafka_single_node(compose: Compose) -> None:
@@ -400,9 +417,13 @@ def test_dockerignore_passes() -> None:
 
 def test_clickhouse_credentials_follow_the_same_variables() -> None:
     # One variable sets the password in both places; a second literal copy would drift.
-    custom = load_compose({"AUTHTRAIL_CH_USER": "auditor", "AUTHTRAIL_CH_PASSWORD": "0f1e2d3c"})
+    custom = load_compose({"AUTHTRAIL_CH_USER": "admin", "AUTHTRAIL_CH_PASSWORD": "0f1e2d3c",
+                           "AUTHTRAIL_CH_WRITER_PASSWORD": "4b5a6978",
+                           "AUTHTRAIL_CH_ANALYST_PASSWORD": "1a2b3c4d"})  # fmt: skip
     check_clickhouse_url(custom)
     assert environment(custom["services"]["clickhouse"])["CLICKHOUSE_PASSWORD"] == "0f1e2d3c"
+    sink_url = environment(custom["services"]["sink"])["AUTHTRAIL_CLICKHOUSE_URL"]
+    assert sink_url.startswith("http://writer:4b5a6978@")
 
 
 def test_interpolation_known_answers() -> None:
@@ -446,6 +467,11 @@ TAMPERED: list[tuple[Callable[[Compose], None], str, Any]] = [
     (check_clickhouse_url, "clickhouse.environment.CLICKHOUSE_DB", "default"),
     (check_clickhouse_url, CLICKHOUSE_URL, _clickhouse_url("localhost:8123")),
     (check_clickhouse_url, CLICKHOUSE_URL, _clickhouse_url("clickhouse:9000")),
+    # The sink with the administrator's credential, or a writer password init-db never set.
+    (check_clickhouse_url, CLICKHOUSE_URL, _clickhouse_url("clickhouse:8123")),
+    (check_clickhouse_url, "init-db.environment.AUTHTRAIL_WRITER_PASSWORD", "other"),
+    (check_clickhouse_url, "grafana.environment.CLICKHOUSE_ANALYST_PASSWORD", "other"),
+    (check_dependencies, "sink.depends_on.init-db", None),
     (check_commands, "worker.command", ["wroker"]),
     (check_commands, "keygen.command", ["authtrail keygen --directory /keys"]),
     (check_settings_from_env, "worker.environment.AUTHTRAIL_PARTITIONS", "four"),

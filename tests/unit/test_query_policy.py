@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from authtrail.errors import StoreError
-from sinks.query_policy import Catalog, check_explained, check_parsed, check_settings
+from sinks.query_policy import Catalog, Grant, check_explained, check_parsed, check_settings
 
 ACCESS_DENIED, UNKNOWN_TABLE, READONLY = 497, 60, 164
 CATALOG = Catalog(
@@ -129,16 +129,68 @@ def test_statement_kinds_depend_on_the_user() -> None:
     into_file = {"type": "InsertQuery", "table": {"type": "Identifier", "name": "LICENSE"}}
     assert refused(into_file, writer=True) == UNKNOWN_TABLE  # would append to the file
     assert refused({"type": "SystemQuery"}, writer=True) == ACCESS_DENIED
+
+
+@pytest.mark.parametrize(
+    "kind", ["CreateQuery", "AlterQuery", "DropQuery", "RenameQuery", "OptimizeQuery",
+             "DeleteQuery", "UpdateQuery", "UndropQuery", "TruncateQuery"],
+)  # fmt: skip
+def test_the_writer_only_inserts_and_reads(kind: str) -> None:
+    """No DDL and no mutation for the writer: it cannot change or remove a stored row."""
+    tree = {"type": kind, "table": "events", "storage": {"type": "Storage"}}
+    assert refused(tree, writer=True) == ACCESS_DENIED
+    assert refused(tree) == READONLY
+
+
+def test_an_administrator_creates_only_inside_the_store() -> None:
+    admin = Grant(ddl=True)
     engine = {"type": "Function", "name": "File", "kind": "TABLE_ENGINE"}
     create = {"type": "CreateQuery", "table": "x", "storage": {"type": "Storage", "engine": engine}}
-    assert refused(create, writer=True) == ACCESS_DENIED
+    with pytest.raises(StoreError) as refusal:
+        check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refusal.value.code == ACCESS_DENIED
     disk = {"type": "SetQuery", "changes": [{"name": "disk", "value": "x"}]}
     merge_tree = {"type": "Function", "name": "MergeTree", "kind": "TABLE_ENGINE"}
     create["storage"] = {"type": "Storage", "engine": merge_tree, "settings": disk}
-    assert refused(create, writer=True) == ACCESS_DENIED
+    with pytest.raises(StoreError) as refusal:
+        check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refusal.value.code == ACCESS_DENIED
     window = {"type": "SetQuery", "changes": [{"name": "non_replicated_deduplication_window"}]}
     create["storage"] = {"type": "Storage", "engine": merge_tree, "settings": window}
-    check_parsed(create, CATALOG, writer=True)
+    check_parsed(create, CATALOG, writer=True, grant=admin)
+    assert refused(create, writer=True) == ACCESS_DENIED  # the same, without the grant
+
+
+AUDIT_TABLES = frozenset({"events"})
+CATALOG_WITH_VIEW = Catalog(
+    tables={("default", "events"): "MergeTree", ("default", "chain_status"): "View",
+            ("default", "tenants"): "Memory"},
+    open_databases=frozenset(), current_database="default",
+)  # fmt: skip
+
+
+def test_a_grant_limits_what_is_read_and_written() -> None:
+    auditor = Grant(readable=AUDIT_TABLES, insertable=frozenset())
+    writer = Grant(readable=AUDIT_TABLES, insertable=AUDIT_TABLES)
+    check_parsed(select(table("events")), CATALOG_WITH_VIEW, writer=False, grant=auditor)
+    system = select(table("system.tables", "system", "tables"))
+    check_parsed(system, CATALOG_WITH_VIEW, writer=False, grant=auditor)  # verify reads it
+    for name in ("chain_status", "tenants"):
+        with pytest.raises(StoreError, match="may not read") as refusal:
+            check_parsed(select(table(name)), CATALOG_WITH_VIEW, writer=False, grant=auditor)
+        assert refusal.value.code == ACCESS_DENIED
+    # Through a subquery, a WITH query or IN, too.
+    nested = select(with_=[cte("x", select(table("tenants")))], columns=[literal(1)])
+    with pytest.raises(StoreError, match="may not read"):
+        check_parsed(nested, CATALOG_WITH_VIEW, writer=False, grant=auditor)
+    insert = {"type": "InsertQuery", "table": {"type": "Identifier", "name": "events"}}
+    check_parsed(insert, CATALOG_WITH_VIEW, writer=True, grant=writer)
+    other = {"type": "InsertQuery", "table": {"type": "Identifier", "name": "tenants"}}
+    with pytest.raises(StoreError, match=r"may not insert into default\.tenants"):
+        check_parsed(other, CATALOG_WITH_VIEW, writer=True, grant=writer)
+    with pytest.raises(StoreError, match="may not read"):
+        check_explained(DESCRIBE.replace("events", "tenants"), CATALOG_WITH_VIEW, auditor)
+    check_explained(DESCRIBE, CATALOG_WITH_VIEW, auditor)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,83 @@
+"""Who may do what in authtrail's ClickHouse database: three roles, their users, the SQL.
+
+* ``writer`` (the sink): INSERT and SELECT on the tables (it reads back its resume
+  points), SHOW TABLES to find what exists; no ALTER, DELETE, UPDATE, DROP, TRUNCATE,
+  CREATE or OPTIMIZE, so the credential the sink holds cannot change a stored row.
+* ``analyst``: SELECT on the whole database, tables and views.
+* ``auditor`` (``authtrail verify``): SELECT on the tables verify reads and SHOW TABLES,
+  so verify can compare each view's definition with authtrail's.
+
+Tables and views are made by ``authtrail init-db`` with an administrator's credential;
+the sink only creates what is missing (sinks/schema_setup.py), which the writer cannot.
+Pure: statements as text, known-answer tested. The embedded store's HTTP front enforces
+the same rights itself (:func:`front_grant`), since chdb has no access control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sinks.clickhouse_sql import quote_identifier, quote_string_literal
+from sinks.query_policy import ANYTHING, Grant
+from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
+
+WRITER, ANALYST, AUDITOR = "writer", "analyst", "auditor"
+USERS = (WRITER, ANALYST, AUDITOR)
+ROLES = {WRITER: "authtrail_writer", ANALYST: "authtrail_analyst", AUDITOR: "authtrail_auditor"}
+#: What the sink writes and verify reads: every table, no view.
+TABLES = (EVENTS_TABLE, CHECKPOINTS_TABLE, REJECTED_TABLE, TILES_TABLE)
+
+
+def front_grant(user: str) -> Grant:
+    """The rights of front user ``user`` (one of :data:`USERS`); KeyError for others."""
+    tables = frozenset(TABLES)
+    return {
+        WRITER: Grant(readable=tables, insertable=tables),
+        ANALYST: ANYTHING,
+        AUDITOR: Grant(readable=tables, insertable=frozenset()),
+    }[user]
+
+
+def role_statements(database: str) -> list[str]:
+    """Create the three roles and give each exactly its rights in ``database``.
+
+    Each role's grants are revoked first, so running it again after a change converges.
+    """
+    db = quote_identifier(database)
+    statements = []
+    for user in USERS:
+        role = ROLES[user]
+        statements += [f"CREATE ROLE IF NOT EXISTS {role}", f"REVOKE ALL ON *.* FROM {role}"]
+        if user == ANALYST:
+            statements.append(f"GRANT SELECT ON {db}.* TO {role}")
+            continue
+        rights = "SELECT, INSERT" if user == WRITER else "SELECT"
+        statements += [
+            f"GRANT {rights} ON {db}.{quote_identifier(table)} TO {role}" for table in TABLES
+        ]
+        statements.append(f"GRANT SHOW TABLES ON {db}.* TO {role}")
+    return statements
+
+
+def password_hash(password: str, salt: str) -> str:
+    """What ClickHouse's ``sha256_hash … SALT`` stores: hex SHA-256 of password + salt."""
+    return hashlib.sha256((password + salt).encode()).hexdigest()
+
+
+def user_statements(user: str, password: str, database: str, salt: str) -> list[str]:
+    """Create (or re-key) ``user`` with its role. Only the salted hash is sent, so the
+    password appears in no query text or log. Requires a non-empty password."""
+    if not password:
+        raise ValueError("a user needs a password")
+    name, role = quote_identifier(user), ROLES[user]
+    identified = (
+        f"IDENTIFIED WITH sha256_hash BY {quote_string_literal(password_hash(password, salt))} "
+        f"SALT {quote_string_literal(salt)}"
+    )
+    return [
+        f"CREATE USER IF NOT EXISTS {name} {identified} DEFAULT DATABASE "
+        f"{quote_identifier(database)}",
+        f"ALTER USER {name} {identified}",
+        f"GRANT {role} TO {name}",
+        f"ALTER USER {name} DEFAULT ROLE {role}",
+    ]
