@@ -80,6 +80,7 @@ def test_a_batch_holds_each_tenants_seq_range_and_the_bodies_in_order() -> None:
     assert value is not None and is_batch(value, BATCHES)
     assert _header(value) == (4, 202601, [("a", 1, 3), ("b", 7, 8)],
                               [b"a1", b"b7", b"a2", b"a3", b"b8"])  # fmt: skip
+    assert decode_batch(value, BATCHES)["newest_occurred_at"] == JANUARY + 4
     assert builder.take() is None  # nothing open any more
 
 
@@ -120,6 +121,7 @@ def test_a_batch_whose_header_does_not_match_its_records_is_refused(
 ) -> None:
     value = BATCHES.encode({
         "epoch": 1, "record_schema": FINGERPRINT, "month": 202601, "records": records,
+        "newest_occurred_at": JANUARY,
         "tenants": [{"tenant_id": t, "first_seq": first, "last_seq": last}
                     for t, first, last in tenants],
     })  # fmt: skip

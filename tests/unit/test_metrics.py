@@ -94,8 +94,10 @@ def test_worker_latency_from_occurred_at_to_sequenced_and_signed() -> None:
 def test_sink_latency_and_insert_sizes() -> None:
     registry = new_registry()
     metrics = SinkMetrics(registry, clock=lambda: 50.0)
-    metrics.stored("events", [{"occurred_at": 49_000_000}, {"occurred_at": 51_000_000}])
-    metrics.stored("checkpoints", [{"tenant_id": "acme"}])
+    metrics.inserted("events", 2)  # two chained batches in one insert
+    metrics.stored_batch(49_000_000)
+    metrics.stored_batch(51_000_000)
+    metrics.inserted("checkpoints", 1)
     samples = _samples(registry)
     stored = "authtrail_sink_event_to_stored_seconds"
     # An event from a clock ahead of ours counts as 0 s, not as a negative latency.
