@@ -16,8 +16,10 @@ bundle checked with ``verify_inclusion_bundle``, else the run is void), in one p
 on one read-only store, as ``authtrail prove`` opens it: ``prove_inclusion`` with the
 stored tiles (``StoredTiles``), with the tiles and the check against the stored root
 (the command's default), and recomputed from the leaves (``LevelsInSql``); and the node
-fetch alone (``nodes``), the only step the two sources differ in. Then the whole
-``authtrail prove`` command once, as a user runs it.
+fetch alone (``nodes``), the only step the two sources differ in. Then the walls, in
+the same process on the same store: an empty ``SELECT 1`` through the backend (with the
+read-only guard) and straight on a chdb session (without), and the event-row query alone
+without the guard. Then the whole ``authtrail prove`` command once, as a user runs it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,8 @@ from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.settings import Settings
 from benchmarks.procs import REPOSITORY_ROOT, child_environment
 from sinks.backend import EmbeddedBackend
-from sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion
+from sinks.clickhouse_sql import format_parameter
+from sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion, record_sql
 from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
 from sinks.tables import (
     EVENTS_TABLE,
@@ -165,6 +170,7 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
                     source.nodes(TENANT, rows, wanted)
                     sources[name].append(time.perf_counter() - started)
     medians = {f"{name}_ms": _median_ms(values) for name, values in sources.items()}
+    medians.update(_walls(data_dir, seqs))
     return {
         "seqs": seqs,
         "rounds": ROUNDS,
@@ -176,6 +182,34 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
         ),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def _walls(data_dir: Path, seqs: list[int]) -> dict[str, float]:
+    """What any proof pays on this store whatever the prover does: an empty query with
+    and without the read-only guard, and the event-row read alone (no guard), ms."""
+    import chdb.session  # the benchmark's own unguarded session, beside the backend's
+
+    path = (data_dir / "clickhouse").resolve()
+    names = ("select_1", "select_1_unguarded", "row_unguarded")
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    with EmbeddedBackend(path, read_only=True) as backend:
+        session: Any = chdb.session.Session(f"file:{path}?readonly=2")  # type: ignore[no-untyped-call]
+        try:
+            for _ in range(ROUNDS):
+                for seq in seqs:
+                    params = {"tenant": format_parameter(TENANT), "seq": format_parameter(seq)}
+                    runs: tuple[Callable[[], object], ...] = (
+                        lambda: backend.query_arrow("SELECT 1"),
+                        lambda: session.query("SELECT 1", "Arrow"),
+                        partial(session.query, record_sql(), "Arrow", params=params),
+                    )
+                    for name, run in zip(names, runs, strict=True):
+                        started = time.perf_counter()
+                        run()
+                        timings[name].append(time.perf_counter() - started)
+        finally:
+            session.close()
+    return {f"{name}_ms": _median_ms(values) for name, values in timings.items()}
 
 
 def run_command(data_dir: Path, seq: int) -> dict[str, Any]:
