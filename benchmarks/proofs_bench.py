@@ -17,7 +17,8 @@ on one read-only store, as ``authtrail prove`` opens it: ``prove_inclusion`` wit
 stored tiles (``StoredTiles``), with the tiles and the check against the stored root
 (the command's default), and recomputed from the leaves (``LevelsInSql``); and the node
 fetch alone (``nodes``), the only step the two sources differ in. Then the walls, in
-the same process on the same store: an empty ``SELECT 1`` through the backend (with the
+the same process on the same store: the CPU time of the default proof (every thread of
+the process), an empty ``SELECT 1`` through the backend (with the
 read-only guard) and straight on a chdb session (without), and the event-row query alone
 without the guard. Then the whole ``authtrail prove`` command once, as a user runs it.
 """
@@ -150,7 +151,15 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
     keyring = load_keyring([settings.keys_dir / "authtrail.pub"])
     seqs = sorted({*SEQS, rows // 2, rows - 1, rows} & set(range(1, rows + 1)))
     sources: dict[str, list[float]] = {
-        name: [] for name in ("tiles", "tiles_checked", "leaves", "nodes_tiles", "nodes_leaves")
+        name: []
+        for name in (
+            "tiles",
+            "tiles_checked",
+            "tiles_checked_cpu",
+            "leaves",
+            "nodes_tiles",
+            "nodes_leaves",
+        )
     }
     with EmbeddedBackend(data_dir / "clickhouse", read_only=True) as backend:
         tiles, leaves = StoredTiles(backend), LevelsInSql(backend)
@@ -160,9 +169,11 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
         for _ in range(ROUNDS):
             for seq in seqs:
                 for name, nodes in choices.items():
-                    started = time.perf_counter()
+                    cpu, started = time.process_time(), time.perf_counter()
                     bundle = prove_inclusion(backend, settings.log_origin, TENANT, seq, nodes=nodes)
                     sources[name].append(time.perf_counter() - started)
+                    if nodes is None:  # all threads of this process, chdb's included
+                        sources["tiles_checked_cpu"].append(time.process_time() - cpu)
                     verify_inclusion_bundle(bundle, keyring)  # a bundle that fails voids the run
                 wanted = nodes_of_ranges(inclusion_ranges(seq - 1, rows))
                 for name, source in (("nodes_tiles", tiles), ("nodes_leaves", leaves)):

@@ -342,7 +342,8 @@ def test_read_only_store_rereads_its_catalog_after_a_write_in_this_process(
                 "harmless"
             ]
             writer.command("DROP TABLE notes")
-            writer.command(f"CREATE TABLE notes (line String) ENGINE = File(LineAsString, '{secret}')")
+            file_engine = f"File(LineAsString, '{secret}')"
+            writer.command(f"CREATE TABLE notes (line String) ENGINE = {file_engine}")
             with pytest.raises(StoreError) as refused:
                 reader.query_arrow("SELECT line FROM notes")
             assert refused.value.code == 497, refused.value
