@@ -36,11 +36,15 @@ from producers.sdk import AuditProducer, new_event
 from schemas import AUTH_EVENT, CHAINED_RECORD
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.http_front import HttpFront
+from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from stream.checkpoint import Checkpoint
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
 from stream.recovery import read_partition
+from stream.sequencer import SignedCheckpoint
+from stream.worker import _checkpoint_record
 from tests.integration.broker_fixtures import (
     log_tail,
     running_broker,
@@ -769,3 +773,33 @@ def test_idle_logs_are_handed_over_without_new_traffic(
         assert [r["signed_by"] for r in ranges[:2]] == [[old], sorted([old, new])], log
         assert ranges[1]["hand_over"] and ranges[1]["first_seq"] == ranges[1]["last_seq"], log
         assert [r["signed_by"] for r in ranges[2:]] in ([], [[new]]), log
+
+    # Tampered: one hand-over stripped of the old key's signature is no hand-over.
+    tenant, size = tenants[0], reported[tenants[0]]["signed_ranges"][1]["last_seq"]
+    backend = store.open()
+    try:
+        note = backend.query_arrow(
+            "SELECT note FROM checkpoints WHERE tenant_id = {t:String} AND size = {s:UInt64}",
+            {"t": tenant, "s": size},
+        ).to_pylist()[0]["note"]
+        stripped = "".join(
+            line for line in note.splitlines(keepends=True)
+            if not line.startswith("\u2014 authtrail ")
+        )  # fmt: skip
+        assert stripped != note
+        # What an attacker with write access does: the row out, another one in.
+        forged = SignedCheckpoint(
+            tenant, Checkpoint.parse(stripped.encode().rpartition(b"\n\n")[0] + b"\n"),
+            stripped.encode(),
+        )  # fmt: skip
+        backend.command(
+            f"ALTER TABLE checkpoints DELETE WHERE tenant_id = '{tenant}' AND size = {size}",
+            {"mutations_sync": 2},
+        )
+        row = checkpoint_row(_checkpoint_record(forged), "tamper", 0, 0)
+        backend.insert_arrow("checkpoints", to_arrow([row], CHECKPOINTS_SCHEMA))
+    finally:
+        backend.close()
+    capsys.readouterr()
+    assert authtrail(["--data-dir", data_dir, "verify", *keyring]) == 1
+    assert re.search(rf"{tenant}\b.*seq {size}\b.*missing hand-over", capsys.readouterr().out)
