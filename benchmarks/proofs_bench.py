@@ -26,6 +26,7 @@ without the guard. Then the whole ``authtrail prove`` command once, as a user ru
 from __future__ import annotations
 
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -242,5 +243,6 @@ def run_command(data_dir: Path, seq: int) -> dict[str, Any]:
 def proof_times(rows: int, directory: str) -> dict[str, Any]:
     """Generate a one-tenant store of ``rows`` records and time proofs on it."""
     data_dir = Path(directory) / f"proofs-{rows}"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a run before this one's store and key
     generated = generate_store(data_dir, rows)
     return {**generated, **measure(data_dir, rows), "command": run_command(data_dir, rows // 2)}
