@@ -639,6 +639,18 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     assert _verify(pipeline, store) == 0
 
 
+def _rotate(pipeline: Pipeline) -> tuple[str, str]:
+    """`authtrail keys rotate`, then the next worker's settings as it prints them; returns
+    the old and the new key's labels."""
+    data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
+    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
+    old, new = (load_signer(keys / name).verifier_key().label
+                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
+    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
+    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    return old, new
+
+
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)
 def test_key_rotation_through_the_real_worker(
     pipeline: Pipeline, store: Store, capsys: pytest.CaptureFixture[str]
@@ -649,11 +661,7 @@ def test_key_rotation_through_the_real_worker(
     _store(pipeline, store, len(first_ids))
     stop_process_group(worker, signal.SIGKILL)  # everything it chained is signed and stored
     data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
-    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
-    old, new = (load_signer(keys / name).verifier_key().label
-                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
-    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
-    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    old, new = _rotate(pipeline)
     worker = pipeline.start_worker()  # recovers history the old key signed (the keyring)
     second_ids = pipeline.produce(400, seed=22)
     _store(pipeline, store, len(first_ids) + len(second_ids))
@@ -717,11 +725,7 @@ def test_idle_logs_are_handed_over_without_new_traffic(
     assert len(tenants) > 1 and len(logs) == len(tenants) + 1
 
     data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
-    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
-    old, new = (load_signer(keys / name).verifier_key().label
-                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
-    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
-    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    old, new = _rotate(pipeline)
     pipeline.settings = Settings.from_env(pipeline.environment)  # the sink signs with it too
     worker = pipeline.start_worker()  # and nothing is produced
 
