@@ -10,9 +10,11 @@ both keys, is the hand-over. No definition changes: the record is an ordinary ev
 rejection) of the log, hashed, chained and verified like every other.
 
 * In a tenant's log it is an auth event of type ``OTHER`` with
-  ``event_type_other = "AUTHTRAIL_KEY_HANDOVER"``, ``service`` and the ``event_id``
-  prefix of authtrail's own events (:mod:`stream.decisions`): input may not use either
-  (:mod:`stream.admission`), so no producer can send one.
+  ``event_type_other = "AUTHTRAIL_KEY_HANDOVER"``, ``service`` :data:`KEYS_SERVICE` and an
+  ``event_id`` starting with :data:`HANDOVER_ID_PREFIX`: input may use neither
+  (:mod:`stream.admission`), so no producer can send one, and the lockout guard ignores
+  it (it is no login, and recovery must rebuild exactly the state the live worker had).
+  Lockout decisions keep their own service, so the ``lockouts`` view does not list it.
 * In a rejection log (:mod:`stream.rejection`) it is a rejection of kind
   ``key_handover`` with an empty ``original``.
 
@@ -27,9 +29,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from stream.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
-
 HANDOVER_EVENT_TYPE = "AUTHTRAIL_KEY_HANDOVER"
+#: The service of authtrail's own key hand-over events, reserved like the lockout one.
+KEYS_SERVICE = "authtrail-keys"
+HANDOVER_ID_PREFIX = f"{KEYS_SERVICE}:"
 HANDOVER_REJECTION_KIND = "key_handover"
 
 
@@ -46,20 +49,20 @@ def handover_event(
     """The auth event that carries ``tenant_id``'s hand-over from ``from_keys`` (the
     signers of its newest checkpoint, of size ``after_size``) to ``to_key``.
 
-    Its ``event_id`` is ``authtrail-lockout:key-handover:<32 hex>`` from SHA-256 over the
+    Its ``event_id`` is ``authtrail-keys:handover:<32 hex>`` from SHA-256 over the
     tenant, the size and the new key: a worker that hands the same log over again after
     a restart produces the same id.
     """
     seed = "\x00".join((tenant_id, str(after_size), to_key))
     digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32]
     return {
-        "event_id": f"{DECISION_ID_PREFIX}key-handover:{digest}",
+        "event_id": f"{HANDOVER_ID_PREFIX}handover:{digest}",
         "tenant_id": tenant_id,
         "event_type": "OTHER",
         "event_type_other": HANDOVER_EVENT_TYPE,
         "outcome": "SUCCESS",
         "occurred_at": now_micros,
-        "service": LOCKOUT_SERVICE,
+        "service": KEYS_SERVICE,
         "message": _message(from_keys, to_key, after_size),
         "attributes": {
             "from_keys": ",".join(sorted(from_keys)),

@@ -239,7 +239,8 @@ def _assert_exactly_once_and_gapless(store: Store, event_ids: list[str]) -> None
         event_id
         for rows in stored.values()
         for _, event_id in rows
-        if not event_id.startswith("authtrail-lockout:")  # the pipeline's own decisions
+        # the pipeline's own events: lockout decisions and key hand-overs
+        if not event_id.startswith(("authtrail-lockout:", "authtrail-keys:"))
     ]
     assert sorted(stored_ids) == sorted(event_ids)  # every event once, none extra
     for tenant, rows in stored.items():

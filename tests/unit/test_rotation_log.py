@@ -427,7 +427,8 @@ def test_an_idle_tenant_is_handed_over_by_one_record_of_the_workers_own() -> Non
     assert event["event_type"] == "OTHER"
     assert event["event_type_other"] == "AUTHTRAIL_KEY_HANDOVER"
     assert event["attributes"] == {"from_keys": A, "to_key": B, "after_size": "8"}
-    assert str(event["event_id"]).startswith("authtrail-lockout:key-handover:")
+    assert str(event["event_id"]).startswith("authtrail-keys:handover:")
+    assert event["service"] == "authtrail-keys"  # not in the lockouts view
     assert reserved_identity(event) is not None  # no producer can send one
     # The same log handed over again after a restart gets the same event id.
     assert handover_event("acme", [A], B, 8, T0 + 5)["event_id"] == event["event_id"]
