@@ -23,8 +23,9 @@ def add_keys_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="rotate the checkpoint signing key; retire an old one",
         description="Key rotation (docs/INTEGRITY.md, Key rotation): `keys rotate` makes the "
         "key that takes over and adds it to the keyring; restart every worker with the new "
-        "key as AUTHTRAIL_SIGNING_KEY and the old as AUTHTRAIL_HANDOVER_KEY, so each "
-        "tenant's next checkpoint is signed by both. `keys retire` marks the old key "
+        "key as AUTHTRAIL_SIGNING_KEY and the old as AUTHTRAIL_HANDOVER_KEY: each log is "
+        "handed over at once by a checkpoint both sign (idle ones by a record of the "
+        "worker's own), then the old private key can go. `keys retire` marks the old key "
         "retired in the keyring: checkpoints stamped from then on need another signer.",
     )
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -68,8 +69,11 @@ def rotate_command(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  AUTHTRAIL_HANDOVER_KEY={_absolute(current)}")
     print(f"  AUTHTRAIL_KEYRING={_absolute(keyring)}")
     print(
-        "each tenant's next checkpoint is then signed by both keys, later ones by the new "
-        f"key alone; then run: authtrail keys retire {old.verifier_key().label}"
+        "each worker then hands every log it owns over at once (a checkpoint signed by both "
+        "keys; idle logs get one record of the worker's own) and signs with the new key "
+        f"alone after it; then run: authtrail keys retire {old.verifier_key().label}; once "
+        "every worker logged 'handed over' for its logs, unset AUTHTRAIL_HANDOVER_KEY and "
+        "destroy the old .key"
     )
     return EXIT_OK
 

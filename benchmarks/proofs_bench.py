@@ -16,17 +16,23 @@ bundle checked with ``verify_inclusion_bundle``, else the run is void), in one p
 on one read-only store, as ``authtrail prove`` opens it: ``prove_inclusion`` with the
 stored tiles (``StoredTiles``), with the tiles and the check against the stored root
 (the command's default), and recomputed from the leaves (``LevelsInSql``); and the node
-fetch alone (``nodes``), the only step the two sources differ in. Then the whole
-``authtrail prove`` command once, as a user runs it.
+fetch alone (``nodes``), the only step the two sources differ in. Then the walls, in
+the same process on the same store: the CPU time of the default proof (every thread of
+the process), an empty ``SELECT 1`` through the backend (with the
+read-only guard) and straight on a chdb session (without), and the event-row query alone
+without the guard. Then the whole ``authtrail prove`` command once, as a user runs it.
 """
 
 from __future__ import annotations
 
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,8 @@ from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.settings import Settings
 from benchmarks.procs import REPOSITORY_ROOT, child_environment
 from sinks.backend import EmbeddedBackend
-from sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion
+from sinks.clickhouse_sql import format_parameter
+from sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion, record_sql
 from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
 from sinks.tables import (
     EVENTS_TABLE,
@@ -146,7 +153,15 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
     keyring = load_keyring([settings.keys_dir / "authtrail.pub"])
     seqs = sorted({*SEQS, rows // 2, rows - 1, rows} & set(range(1, rows + 1)))
     sources: dict[str, list[float]] = {
-        name: [] for name in ("tiles", "tiles_checked", "leaves", "nodes_tiles", "nodes_leaves")
+        name: []
+        for name in (
+            "tiles",
+            "tiles_checked",
+            "tiles_checked_cpu",
+            "leaves",
+            "nodes_tiles",
+            "nodes_leaves",
+        )
     }
     with EmbeddedBackend(data_dir / "clickhouse", read_only=True) as backend:
         tiles, leaves = StoredTiles(backend), LevelsInSql(backend)
@@ -156,9 +171,11 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
         for _ in range(ROUNDS):
             for seq in seqs:
                 for name, nodes in choices.items():
-                    started = time.perf_counter()
+                    cpu, started = time.process_time(), time.perf_counter()
                     bundle = prove_inclusion(backend, settings.log_origin, TENANT, seq, nodes=nodes)
                     sources[name].append(time.perf_counter() - started)
+                    if nodes is None:  # all threads of this process, chdb's included
+                        sources["tiles_checked_cpu"].append(time.process_time() - cpu)
                     verify_inclusion_bundle(bundle, keyring)  # a bundle that fails voids the run
                 wanted = nodes_of_ranges(inclusion_ranges(seq - 1, rows))
                 for name, source in (("nodes_tiles", tiles), ("nodes_leaves", leaves)):
@@ -166,6 +183,7 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
                     source.nodes(TENANT, rows, wanted)
                     sources[name].append(time.perf_counter() - started)
     medians = {f"{name}_ms": _median_ms(values) for name, values in sources.items()}
+    medians.update(_walls(data_dir, seqs))
     return {
         "seqs": seqs,
         "rounds": ROUNDS,
@@ -177,6 +195,34 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
         ),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def _walls(data_dir: Path, seqs: list[int]) -> dict[str, float]:
+    """What any proof pays on this store whatever the prover does: an empty query with
+    and without the read-only guard, and the event-row read alone (no guard), ms."""
+    import chdb.session  # the benchmark's own unguarded session, beside the backend's
+
+    path = (data_dir / "clickhouse").resolve()
+    names = ("select_1", "select_1_unguarded", "row_unguarded")
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    with EmbeddedBackend(path, read_only=True) as backend:
+        session: Any = chdb.session.Session(f"file:{path}?readonly=2")  # type: ignore[no-untyped-call]
+        try:
+            for _ in range(ROUNDS):
+                for seq in seqs:
+                    params = {"tenant": format_parameter(TENANT), "seq": format_parameter(seq)}
+                    runs: tuple[Callable[[], object], ...] = (
+                        lambda: backend.query_arrow("SELECT 1"),
+                        lambda: session.query("SELECT 1", "Arrow"),
+                        partial(session.query, record_sql(), "Arrow", params=params),
+                    )
+                    for name, run in zip(names, runs, strict=True):
+                        started = time.perf_counter()
+                        run()
+                        timings[name].append(time.perf_counter() - started)
+        finally:
+            session.close()
+    return {f"{name}_ms": _median_ms(values) for name, values in timings.items()}
 
 
 def run_command(data_dir: Path, seq: int) -> dict[str, Any]:
@@ -198,5 +244,6 @@ def run_command(data_dir: Path, seq: int) -> dict[str, Any]:
 def proof_times(rows: int, directory: str) -> dict[str, Any]:
     """Generate a one-tenant store of ``rows`` records and time proofs on it."""
     data_dir = Path(directory) / f"proofs-{rows}"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a run before this one's store and key
     generated = generate_store(data_dir, rows)
     return {**generated, **measure(data_dir, rows), "command": run_command(data_dir, rows // 2)}

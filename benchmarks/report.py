@@ -96,13 +96,17 @@ def summary_markdown(results: dict[str, Any]) -> str:
     )
     lines += ["## authtrail prove: one event, one tenant (ms, median)", ""]
     lines += markdown.table(
-        ["records", "prove, tiles", "prove, tiles + root check", "prove, from leaves",
-         "ratio", "nodes, tiles", "nodes, from leaves", "ratio", "command s", "tile build s"],
+        ["records", "prove, tiles", "prove, tiles + root check", "its CPU", "prove, from leaves",
+         "ratio", "nodes, tiles", "nodes, from leaves", "ratio", "SELECT 1 (guarded)",
+         "SELECT 1 (unguarded)", "event row (unguarded)", "command s", "tile build s"],
         [
             [
-                p["rows"], p["tiles_ms"], p["tiles_checked_ms"], p["leaves_ms"],
+                p["rows"], p["tiles_ms"], p["tiles_checked_ms"], p.get("tiles_checked_cpu_ms", "-"),
+                p["leaves_ms"],
                 p["leaves_over_tiles"], p["nodes_tiles_ms"], p["nodes_leaves_ms"],
-                p["nodes_leaves_over_tiles"], p["command"]["seconds"], p["tile_build_seconds"],
+                p["nodes_leaves_over_tiles"], p.get("select_1_ms", "-"),
+                p.get("select_1_unguarded_ms", "-"), p.get("row_unguarded_ms", "-"),
+                p["command"]["seconds"], p["tile_build_seconds"],
             ]
             for p in results.get("proofs", [])
         ],

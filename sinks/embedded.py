@@ -29,7 +29,10 @@ Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
   ``use_structure_from_insertion_table_in_table_functions``), so it refuses what the
   streaming insert refused; it costs 1-6 µs more CPU per row (docs/RELIABILITY.md).
 * Each connection serves one call at a time (settings are SET on it for the call and
-  reset after); the read-only and the writing connection run side by side.
+  reset after); the writing connection and the read-only ones run side by side. Two
+  read-only connections on one directory in one process run queries in parallel (chdb
+  releases the GIL), which ``authtrail prove`` uses to read the event row while it reads
+  the checkpoint and the tile entries (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -62,7 +65,12 @@ from sinks.clickhouse_sql import (
     setting_literal,
     settings_clause,
 )
-from sinks.embedded_guard import GuardState, check_request_settings, check_statement
+from sinks.embedded_guard import (
+    GuardState,
+    check_request_settings,
+    check_statement,
+    note_writing_statement,
+)
 from sinks.embedded_writes import (
     InsertTarget,
     failure_reason,
@@ -73,6 +81,9 @@ from sinks.embedded_writes import (
 from sinks.query_policy import ANYTHING, Grant
 
 DEFAULT_DATABASE = "default"
+#: Read-only connections per backend: two callers read at once (more would only queue
+#: for the two cores these machines have).
+READ_CONNECTIONS = 2
 
 _STATUS_PID = re.compile(r"PID:\s*(\d+)")
 
@@ -125,9 +136,11 @@ class EmbeddedBackend:
             # chdb reads "?..." in a connection string as engine arguments.
             raise ConfigurationError(f"ClickHouse data directory path must not contain '?': {path}")
         self._writer: _Connection | None = None
-        self._reader: _Connection | None = None
+        self._readers: list[_Connection] = []
         self._insert_files = self.path
-        self._guard = GuardState()
+        # Read-only: only a writing statement elsewhere in this process changes the
+        # catalog (no other process can open the directory), and the guard watches for it.
+        self._guard = GuardState(catalog_fixed=read_only)
         if read_only:
             if not self.path.is_dir():
                 raise ConfigurationError(f"no ClickHouse data directory at {self.path}")
@@ -142,7 +155,8 @@ class EmbeddedBackend:
             self._writer = self._open(str(self.path))
             self._insert_files = insert_files_directory(self.path)
         try:
-            self._reader = self._open(f"file:{self.path}?readonly=2")
+            for _ in range(READ_CONNECTIONS):
+                self._readers.append(self._open(f"file:{self.path}?readonly=2"))
         except ConfigurationError:
             self.close()
             raise
@@ -220,7 +234,7 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         """Close both connections (idempotent); the directory is free for another process."""
-        for connection in (self._writer, self._reader):
+        for connection in (self._writer, *self._readers):
             if connection is not None:
                 with connection.lock:  # waits for the call in flight
                     if not connection.closed:
@@ -264,11 +278,15 @@ class EmbeddedBackend:
                 session, sql, read_only=read_only, confined=confined,
                 parameters=parameters, database=database, state=self._guard, grant=grant,
             )  # fmt: skip
-            with _session_state(session, settings, database):
-                try:
-                    result = session.query(sql, output_format, params=dict(parameters or {}))
-                except RuntimeError as exc:
-                    raise _store_error(exc) from exc
+            try:
+                with _session_state(session, settings, database):
+                    try:
+                        result = session.query(sql, output_format, params=dict(parameters or {}))
+                    except RuntimeError as exc:
+                        raise _store_error(exc) from exc
+            finally:
+                if not read_only:  # DDL: read-only stores re-read their cached catalog
+                    note_writing_statement()
         return QueryOutcome(result.bytes(), output_format, _summary(result))
 
     def insert_formatted(
@@ -339,14 +357,24 @@ class EmbeddedBackend:
 
     @contextmanager
     def _connection(self, *, read_only: bool) -> Iterator[_Session]:
-        """The connection for this call, held by the caller until the block ends."""
-        connection = self._reader if read_only else self._writer
+        """The connection for this call, held by the caller until the block ends: the
+        writing one, or a free read-only one (else the first, once it is free)."""
+        if not read_only:
+            if self._writer is None:
+                raise StoreError(f"ClickHouse data directory {self.path} is open read-only here")
+            candidates = [self._writer]
+        else:
+            candidates = self._readers
+        connection = next((c for c in candidates if c.lock.acquire(blocking=False)), None)
         if connection is None:
-            raise StoreError(f"ClickHouse data directory {self.path} is open read-only here")
-        with connection.lock:
+            connection = candidates[0]
+            connection.lock.acquire()
+        try:
             if connection.closed:
                 raise StoreError(f"ClickHouse data directory {self.path} is closed")
             yield connection.session
+        finally:
+            connection.lock.release()
 
 
 @contextmanager

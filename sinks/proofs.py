@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from authtrail.errors import AuthtrailError, ChainError, CheckpointError, VerificationError
@@ -173,31 +174,61 @@ def prove_inclusion(
         ChainError: several records claim ``seq``, or seq 1..size is not one record each.
         CheckpointDamage: two different checkpoint notes are stored for that size.
     """
-    event, chain_fields = _record(backend, tenant_id, seq)
+    # The event row is the dearest read (every column of a granule): it runs on a second
+    # connection while the note and the tile entries are read (docs/PERFORMANCE.md).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        record = pool.submit(_record, backend, tenant_id, seq)
+        try:
+            tree_size, note, proof = _note_and_proof(backend, tenant_id, seq, tree_size, nodes,
+                                                     record)  # fmt: skip
+        except AuthtrailError:
+            _raise_record_error(record)  # as before: a missing or doubled record first
+            raise
+    event, (prev_hash, stored_leaf_hash, hashed) = record.result()
+    return make_inclusion_bundle(
+        log_origin=_log_origin(note, tenant_id, log_origin), tenant_id=tenant_id, seq=seq,
+        event=event, tree_size=tree_size, inclusion_proof=proof,
+        checkpoint_note=note, stored_leaf_hash=stored_leaf_hash, chain=(prev_hash, hashed),
+    )  # fmt: skip
+
+
+_Record = tuple[dict[str, Any], tuple[bytes, bytes, bytes]]
+
+
+def _raise_record_error(record: Future[_Record]) -> None:
+    error = record.exception()
+    if error is not None:
+        raise error
+
+
+def _note_and_proof(
+    backend: ClickHouseBackend,
+    tenant_id: str,
+    seq: int,
+    tree_size: int | None,
+    nodes: TreeNodes | None,
+    record: Future[_Record],
+) -> tuple[int, str, list[bytes]]:
+    """The size and note of the checkpoint the proof of ``seq`` leads to, and the proof."""
     if tree_size is None:
         tree_size, note = newest_note(backend, tenant_id, seq)
     elif tree_size < seq:
         raise ProofUnavailableError(f"a tree of size {tree_size} does not contain seq {seq}")
     else:
         note = stored_note(backend, tenant_id, tree_size)
-    prev_hash, stored_leaf_hash, hashed = chain_fields
     signed = stored_checkpoint(note)
+    size = tree_size
 
     def leads_to_root(proof: list[bytes]) -> None:
+        stored_leaf_hash = record.result()[1][1]
         if (
             signed is not None
-            and root_from_inclusion_proof(stored_leaf_hash, seq - 1, tree_size, proof)
-            != signed.root
+            and root_from_inclusion_proof(stored_leaf_hash, seq - 1, size, proof) != signed.root
         ):
             raise VerificationError(f"the proof of seq {seq} leads to another root")
 
-    proof = _proof(backend, tenant_id, tree_size, inclusion_ranges(seq - 1, tree_size), nodes,
-                   leads_to_root)  # fmt: skip
-    return make_inclusion_bundle(
-        log_origin=_log_origin(note, tenant_id, log_origin), tenant_id=tenant_id, seq=seq,
-        event=event, tree_size=tree_size, inclusion_proof=proof,
-        checkpoint_note=note, stored_leaf_hash=stored_leaf_hash, chain=(prev_hash, hashed),
-    )  # fmt: skip
+    ranges = inclusion_ranges(seq - 1, tree_size)
+    return tree_size, note, _proof(backend, tenant_id, tree_size, ranges, nodes, leads_to_root)
 
 
 def prove_consistency(
@@ -283,13 +314,7 @@ def _record(
     backend: ClickHouseBackend, tenant_id: str, seq: int
 ) -> tuple[dict[str, Any], tuple[bytes, bytes, bytes]]:
     """The stored event fields of record ``seq`` and its (prev_hash, leaf_hash, hash)."""
-    columns = [
-        f"toUnixTimestamp64Micro(`{c.name}`) AS `{c.name}`" if c.kind == "t" else f"`{c.name}`"
-        for c in event_columns()
-    ]
-    sql = f"""SELECT {", ".join(columns)}, prev_hash, leaf_hash, hash FROM {EVENTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}}
-              SETTINGS max_threads = 1"""
+    sql = record_sql()
     rows = backend.query_arrow(sql, {"tenant": tenant_id, "seq": seq}).to_pylist()
     if not rows:
         raise ProofUnavailableError(f"tenant {tenant_id!r} has no stored record of seq {seq}")
@@ -303,6 +328,19 @@ def _record(
         if column.kind == "m":  # Arrow maps arrive as [(key, value), ...]
             event[column.name] = dict(event[column.name] or [])
     return event, (row["prev_hash"], row["leaf_hash"], row["hash"])
+
+
+def record_sql() -> str:
+    """The query for one stored record (``{tenant:String}``, ``{seq:UInt64}``): every event
+    column, timestamps as microseconds, then prev_hash, leaf_hash, hash."""
+    columns = [
+        f"toUnixTimestamp64Micro(`{c.name}`) AS `{c.name}`" if c.kind == "t" else f"`{c.name}`"
+        for c in event_columns()
+    ]
+    # PREWHERE: the sort key is read first, the other columns of the one matching row.
+    return f"""SELECT {", ".join(columns)}, prev_hash, leaf_hash, hash FROM {EVENTS_TABLE}
+               PREWHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}}
+               SETTINGS max_threads = 1"""
 
 
 def newest_size(backend: ClickHouseBackend, tenant_id: str, seq: int) -> int:
@@ -327,7 +365,7 @@ def newest_note(backend: ClickHouseBackend, tenant_id: str, seq: int) -> tuple[i
     different notes are stored for that size.
     """
     sql = f"""SELECT DISTINCT size, note FROM {CHECKPOINTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND size >= {{seq:UInt64}}
+              PREWHERE tenant_id = {{tenant:String}} AND size >= {{seq:UInt64}}
               ORDER BY size DESC LIMIT 2 SETTINGS max_threads = 1"""
     rows = backend.query_arrow(sql, {"tenant": tenant_id, "seq": seq}).to_pylist()
     if not rows:  # raises, naming the stored sizes (unless one was stored meanwhile)
@@ -343,7 +381,7 @@ def newest_note(backend: ClickHouseBackend, tenant_id: str, seq: int) -> tuple[i
 def stored_note(backend: ClickHouseBackend, tenant_id: str, size: int) -> str:
     """The checkpoint note stored for ``size`` (identical copies count once)."""
     sql = f"""SELECT DISTINCT note FROM {CHECKPOINTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND size = {{size:UInt64}}"""
+              PREWHERE tenant_id = {{tenant:String}} AND size = {{size:UInt64}}"""
     notes = backend.query_arrow(sql, {"tenant": tenant_id, "size": size}).column(0).to_pylist()
     if not notes:
         raise ProofUnavailableError(

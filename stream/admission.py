@@ -19,6 +19,7 @@ from typing import Any
 
 from authtrail.errors import FormatError
 from stream.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
+from stream.handover import HANDOVER_ID_PREFIX, KEYS_SERVICE
 from stream.partitioning import tenant_partition
 from stream.rejection import REJECTION_TENANT_PREFIX
 
@@ -57,25 +58,29 @@ def _folded(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip().casefold()
 
 
-_FOLDED_SERVICE = _folded(LOCKOUT_SERVICE)
-_FOLDED_ID_PREFIX = _folded(DECISION_ID_PREFIX)
+# authtrail's own events: lockout decisions (stream/decisions.py) and key hand-overs
+# (stream/handover.py).
+_FOLDED_SERVICES = frozenset(_folded(service) for service in (LOCKOUT_SERVICE, KEYS_SERVICE))
+_FOLDED_ID_PREFIXES = tuple(_folded(prefix) for prefix in (DECISION_ID_PREFIX, HANDOVER_ID_PREFIX))
 _FOLDED_REJECTION_PREFIX = _folded(REJECTION_TENANT_PREFIX)
 
 
 def reserved_identity(event: Mapping[str, Any]) -> str | None:
-    """Why ``event`` claims to be one of authtrail's own lockout decisions, else None.
+    """Why ``event`` claims to be one of authtrail's own events, else None.
 
-    It does when its ``service`` is :data:`~stream.decisions.LOCKOUT_SERVICE` or its
-    ``event_id`` starts with :data:`~stream.decisions.DECISION_ID_PREFIX`, compared after
-    Unicode compatibility folding, stripping and case folding, so that
+    It does when its ``service`` is :data:`~stream.decisions.LOCKOUT_SERVICE` or
+    :data:`~stream.handover.KEYS_SERVICE`, or its ``event_id`` starts with
+    :data:`~stream.decisions.DECISION_ID_PREFIX` or
+    :data:`~stream.handover.HANDOVER_ID_PREFIX`, compared after Unicode compatibility
+    folding, stripping and case folding, so that
     ``"Authtrail-Lockout "`` cannot pass for a decision where names are compared loosely.
     """
     service = event.get("service")
-    if isinstance(service, str) and _folded(service) == _FOLDED_SERVICE:
-        return f"service {service!r} is reserved to authtrail's lockout decisions"
+    if isinstance(service, str) and _folded(service) in _FOLDED_SERVICES:
+        return f"service {service!r} is reserved to authtrail's own events"
     event_id = event.get("event_id")
-    if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIX):
-        return f"event_id {event_id!r} uses the prefix reserved to authtrail's lockout decisions"
+    if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIXES):
+        return f"event_id {event_id!r} uses a prefix reserved to authtrail's own events"
     return None
 
 

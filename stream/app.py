@@ -248,9 +248,28 @@ def create_app(
     if short_timeouts:
         _shorten_fetch_wait(app, LOCAL_FETCH_WAIT_MS)
 
+    held: set[int] = set()  # input partitions assigned and not revoked since
+    if handover is not None:
+        # During a rotation, recover each assigned partition at once, so logs without
+        # traffic are handed over to the new key now (stream/handover.py), not at their
+        # next event, and the old key can leave the workers.
+        adoptions: set[asyncio.Task[None]] = set()
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            owned = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
+            held.update(owned)
+            # Not inside the rebalance; a partition revoked meanwhile is skipped.
+            task = asyncio.ensure_future(worker.adopt(sorted(owned), held.__contains__))
+            adoptions.add(task)
+            task.add_done_callback(_log_failure)
+            task.add_done_callback(adoptions.discard)
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await worker.forget(tp.partition for tp in revoked if tp.topic == settings.events_topic)
+        lost = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
+        held.difference_update(lost)
+        await worker.forget(lost)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
@@ -259,6 +278,11 @@ def create_app(
 
     app.authtrail_worker = worker  # type: ignore[attr-defined]  # for status and tests
     return app
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _LOG.error("recovering assigned partitions failed: %r", task.exception())
 
 
 def _shorten_fetch_wait(app: faust.App, wait_ms: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from stream.canonical import canonical_leaf
 from stream.decisions import LOCKOUT_SERVICE, Decision, decision_to_event
+from stream.handover import KEYS_SERVICE
 from stream.lockout import LockoutDetector
 from stream.lockout_policy import PolicySet
 from stream.spray import SprayDetector
@@ -49,6 +50,10 @@ class Guard:
 
     def observe(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Feed one newly sequenced event; return the decision events to publish."""
+        if event.get("service") == KEYS_SERVICE:
+            # A key hand-over (stream/handover.py): no login, and never observed live, so
+            # a recovery that replays it must not let it move any clock either.
+            return []
         if event.get("service") == LOCKOUT_SERVICE:
             event_id = str(event.get("event_id"))
             self._replayed.pop(event_id, None)

@@ -201,6 +201,42 @@ class Sequencer:
         self._advance(source_offset, source_index)
         return self._append(self._log(tenant_id), None, rfc6962_leaf_hash(leaf))
 
+    def handovers_due(self) -> list[str]:
+        """Tenants (and rejection logs) to hand over now: while a hand-over key is set,
+        those whose newest checkpoint the signing key did not sign and that have no open
+        batch (an open batch is handed over when it closes). Changes nothing.
+        """
+        if self._handover is None:
+            return []
+        current = self._signer.verifier_key().label
+        return [
+            tenant
+            for tenant, log in self.tenants.items()
+            if log.last_checkpoint is not None
+            and log.batch.size == 0
+            and not (log.last_signers and current in log.last_signers)
+        ]
+
+    def append_own(self, tenant_id: str, event_id: str | None, leaf: bytes) -> ChainLink:
+        """Append a record the worker wrote itself (a hand-over, :mod:`stream.handover`)
+        to ``tenant_id``'s log. It was read from no input, so the input position stays
+        where it is; the record carries that position, already handled.
+        """
+        return self._append(self._log(tenant_id), event_id, rfc6962_leaf_hash(leaf))
+
+    def newest_signers(self, tenant_id: str) -> tuple[str, ...]:
+        """Labels of the keys that signed the tenant's newest checkpoint (the hand-over
+        key's when unknown: a snapshot from before rotation existed)."""
+        log = self.tenants[tenant_id]
+        if log.last_signers:
+            return log.last_signers
+        return (self._handover.verifier_key().label,) if self._handover else ()
+
+    @property
+    def signing_label(self) -> str:
+        """The label of the key that signs from now on."""
+        return self._signer.verifier_key().label
+
     def has_recorded(self, tenant_id: str, event_id: str, leaf: bytes) -> bool:
         """Whether ``event_id`` of ``tenant_id`` was sequenced with exactly this ``leaf``
         and is still remembered, so :meth:`offer` would call it a duplicate. Changes nothing.

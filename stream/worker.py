@@ -50,9 +50,10 @@ from stream.canonical import canonical_leaf
 from stream.chain import ChainLink
 from stream.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
 from stream.guard import Guard
+from stream.handover import handover_event, handover_rejection
 from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
-from stream.rejection import rejection_leaf, rejection_tenant
+from stream.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
@@ -277,7 +278,68 @@ class SequencerWorker:
         # are skipped as replayed. A finished envelope is read again too, at no harm.
         resume = restored if sequencer.source_index is not None else restored + 1
         self._next_offset[partition] = resume if restored >= 0 else None
+        await self._hand_over_idle(partition, sequencer)
         return sequencer
+
+    async def adopt(self, partitions: Iterable[int], owned: Callable[[int], bool]) -> None:
+        """Recover the given partitions now rather than at their first input, so their
+        idle logs are handed over to a new key without waiting for traffic (the app calls
+        this on assignment while a hand-over key is set). A partition for which ``owned``
+        is no longer true (revoked since) is left alone."""
+        async with self._lock:
+            for partition in partitions:
+                if partition not in self._sequencers and owned(partition):
+                    await self._recovered_sequencer(partition)
+
+    async def _hand_over_idle(self, partition: int, sequencer: Sequencer) -> None:
+        """Hand every log of ``partition`` that waits for it over to the signing key:
+        one record of the worker's own each (:mod:`stream.handover`), its batch closed at
+        once, so the checkpoint both keys sign is the hand-over (docs/INTEGRITY.md §11)."""
+        due = sequencer.handovers_due()
+        if not due:
+            return
+        try:
+            await self._hand_over(partition, sequencer, due)
+        except Exception as exc:
+            # Records may be chained in memory and not published: sequencing on would
+            # leave a gap. Stop; a restart recovers from Kafka (as _flush does).
+            _LOG.critical("partition %d: hand-over failed, stopping: %r", partition, exc)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _hand_over(self, partition: int, sequencer: Sequencer, due: list[str]) -> None:
+        position = (sequencer.source_offset, sequencer.source_index)
+        now = time.time_ns() // 1000
+        to_key = sequencer.signing_label
+        for tenant_id in due:
+            log = sequencer.tenants[tenant_id]
+            assert log.last_checkpoint is not None  # handovers_due() names signed logs only
+            from_keys, size = sequencer.newest_signers(tenant_id), log.last_checkpoint.size
+            if is_rejection_tenant(tenant_id):
+                rejection = handover_rejection(
+                    partition, self._events_topic, position, from_keys, to_key, size, now
+                )
+                link = sequencer.append_own(tenant_id, None, rejection_leaf(rejection))
+                fields = self._position_fields(partition, position[0], link)
+                chained = {"rejection": rejection, "chain_tenant_id": tenant_id, **fields}
+                value = self._rejection_codec.encode(chained)
+            else:
+                event = handover_event(tenant_id, from_keys, to_key, size, now)
+                link = sequencer.append_own(tenant_id, event["event_id"], canonical_leaf(event))
+                fields = self._position_fields(partition, position[0], link)
+                fields["source_index"] = position[1]
+                value = self._chained_codec.encode({"event": event, **fields})
+            self._publish(CHAINED, tenant_id.encode(), value, partition)
+        await self._flush()  # the records, before the checkpoints that cover them
+        for tenant_id in due:
+            signed = sequencer.close_batch(tenant_id)
+            self._publish_checkpoint(partition, signed)
+            _LOG.info(
+                "partition %d: %s handed over to %s without new input (record seq %d, "
+                "checkpoint signed by %s)", partition, tenant_id, to_key, signed.checkpoint.size,
+                " & ".join(sequencer.newest_signers(tenant_id)),
+            )  # fmt: skip
+        await self._flush()
 
     async def _in_order(self, record: InputRecord, expected: int | None) -> list[InputRecord]:
         """``record``, preceded by any input the consumer skipped; [] if already handled.
@@ -437,14 +499,21 @@ class SequencerWorker:
     def _link_fields(self, record: InputRecord, link: ChainLink) -> dict[str, Any]:
         """What a chained record or rejection says besides its content: its link, where
         its input came from, and the epoch it was written in."""
+        return self._position_fields(record.partition, record.offset, link)
+
+    def _position_fields(
+        self, partition: int, source_offset: int, link: ChainLink
+    ) -> dict[str, Any]:
+        """:meth:`_link_fields` of a record at ``source_offset`` of ``partition`` (also
+        of a record the worker wrote itself, which was read from no input record)."""
         return {
             "seq": link.seq,
             "prev_hash": link.prev_hash,
             "hash": link.hash,
             "leaf_hash": link.leaf_hash,
-            "source_partition": record.partition,
-            "source_offset": record.offset,
-            "epoch": self._epochs[record.partition],
+            "source_partition": partition,
+            "source_offset": source_offset,
+            "epoch": self._epochs[partition],
         }
 
     def _publish_decision(self, partition: int, decision: dict[str, Any]) -> None:

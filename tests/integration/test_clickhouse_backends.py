@@ -311,6 +311,45 @@ def test_long_read_only_query_does_not_stall_inserts(embedded_backend: EmbeddedB
     assert count(embedded_backend) == 1000
 
 
+def test_two_read_only_callers_are_served_at_once(chdb_dir: Path) -> None:
+    # A prover reads the event row on one read-only connection while it reads the
+    # checkpoint on the other: a held connection must not make the other caller wait.
+    with EmbeddedBackend(chdb_dir) as writer:
+        writer.command(EVENTS_DDL)
+        writer.insert_arrow("events", make_events(10))
+    with EmbeddedBackend(chdb_dir, read_only=True) as reader:
+        answers: list[int] = []
+        with reader._connection(read_only=True):  # held by "another caller"
+            other = threading.Thread(target=lambda: answers.append(count(reader)))
+            other.start()
+            other.join(timeout=60)
+            assert not other.is_alive(), "the second read-only caller waited for the first"
+        assert answers == [10]
+
+
+def test_read_only_store_rereads_its_catalog_after_a_write_in_this_process(
+    chdb_dir: Path, tmp_path: Path
+) -> None:
+    # The guard keeps a read-only store's catalog between statements; a table replaced by
+    # one that reads a file (through a writing backend of the same process) must be seen.
+    secret = tmp_path / "secret.key"
+    secret.write_text("PRIVATE+KEY+stolen\n")
+    with EmbeddedBackend(chdb_dir) as writer:
+        writer.command("CREATE TABLE notes (line String) ENGINE = MergeTree ORDER BY line")
+        writer.command("INSERT INTO notes VALUES ('harmless')")
+        with EmbeddedBackend(chdb_dir, read_only=True) as reader:
+            assert reader.query_arrow("SELECT line FROM notes").column(0).to_pylist() == [
+                "harmless"
+            ]
+            writer.command("DROP TABLE notes")
+            file_engine = f"File(LineAsString, '{secret}')"
+            writer.command(f"CREATE TABLE notes (line String) ENGINE = {file_engine}")
+            with pytest.raises(StoreError) as refused:
+                reader.query_arrow("SELECT line FROM notes")
+            assert refused.value.code == 497, refused.value
+            assert "File" in str(refused.value)
+
+
 # -- the embedded store on disk ---------------------------------------------------------------
 
 

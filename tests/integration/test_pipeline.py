@@ -39,13 +39,17 @@ from schemas import AUTH_EVENT, CHAINED_BATCH
 from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from sinks.clickhouse_sql import ACCESS_DENIED
 from sinks.http_front import HttpFront
+from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
 from sinks.schema_setup import ensure_schema
 from sinks.service import build_sink
 from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from stream.chained_batch import decode_batch, is_batch
+from stream.checkpoint import Checkpoint
 from stream.guard import Guard
 from stream.lockout_policy import PolicySet
 from stream.recovery import read_partition
+from stream.sequencer import SignedCheckpoint
+from stream.worker import _checkpoint_record
 from tests.integration.broker_fixtures import (
     log_tail,
     running_broker,
@@ -252,7 +256,8 @@ def _assert_exactly_once_and_gapless(store: Store, event_ids: list[str]) -> None
         event_id
         for rows in stored.values()
         for _, event_id in rows
-        if not event_id.startswith("authtrail-lockout:")  # the pipeline's own decisions
+        # the pipeline's own events: lockout decisions and key hand-overs
+        if not event_id.startswith(("authtrail-lockout:", "authtrail-keys:"))
     ]
     assert sorted(stored_ids) == sorted(event_ids)  # every event once, none extra
     for tenant, rows in stored.items():
@@ -674,6 +679,18 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     assert _verify(pipeline, store) == 0
 
 
+def _rotate(pipeline: Pipeline) -> tuple[str, str]:
+    """`authtrail keys rotate`, then the next worker's settings as it prints them; returns
+    the old and the new key's labels."""
+    data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
+    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
+    old, new = (load_signer(keys / name).verifier_key().label
+                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
+    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
+    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    return old, new
+
+
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)
 def test_key_rotation_through_the_real_worker(
     pipeline: Pipeline, store: Store, capsys: pytest.CaptureFixture[str]
@@ -684,11 +701,7 @@ def test_key_rotation_through_the_real_worker(
     _store(pipeline, store, len(first_ids))
     stop_process_group(worker, signal.SIGKILL)  # everything it chained is signed and stored
     data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
-    assert authtrail(["--data-dir", data_dir, "keys", "rotate"]) == 0
-    old, new = (load_signer(keys / name).verifier_key().label
-                for name in ("authtrail.key", "authtrail-2.key"))  # fmt: skip
-    pipeline.environment["AUTHTRAIL_SIGNING_KEY"] = str(keys / "authtrail-2.key")
-    pipeline.environment["AUTHTRAIL_HANDOVER_KEY"] = str(keys / "authtrail.key")
+    old, new = _rotate(pipeline)
     worker = pipeline.start_worker()  # recovers history the old key signed (the keyring)
     second_ids = pipeline.produce(400, seed=22)
     _store(pipeline, store, len(first_ids) + len(second_ids))
@@ -716,6 +729,124 @@ def test_key_rotation_through_the_real_worker(
     pipeline.produce(20, seed=23)
     wait_for_log_text(log, "not by this worker's key", stale, timeout=90)
     assert stale.wait(timeout=30) == 78
+
+
+def _newest_notes(backend: ClickHouseBackend) -> dict[str, str]:
+    rows = backend.query_arrow(
+        "SELECT tenant_id, argMax(note, size) AS note FROM checkpoints GROUP BY tenant_id"
+    ).to_pylist()
+    return {row["tenant_id"]: row["note"] for row in rows}
+
+
+@pytest.mark.parametrize("store", ["embedded"], indirect=True)
+def test_idle_logs_are_handed_over_without_new_traffic(
+    pipeline: Pipeline, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/INTEGRITY.md §11: a worker started with a new key hands every log it owns
+    over at once, tenants and rejection logs, with no new input; then the old private
+    key can go and the workers sign on without it."""
+    worker = pipeline.start_worker()
+    producer = Producer({"bootstrap.servers": pipeline.settings.bootstrap_servers})
+    producer.produce(pipeline.settings.events_topic, b"\x00not avro", b"acme")
+    assert producer.flush(10) == 0
+    first_ids = pipeline.produce(200, seed=31)
+
+    def rejection_signed(backend: ClickHouseBackend) -> bool:
+        return any(t.startswith("authtrail-rejected-") for t in _newest_notes(backend))
+
+    _store(pipeline, store, len(first_ids), until=rejection_signed)
+    stop_process_group(worker, signal.SIGKILL)
+    backend = store.open()
+    try:
+        logs = sorted(_newest_notes(backend))
+    finally:
+        backend.close()
+    tenants = [log for log in logs if not log.startswith("authtrail-rejected-")]
+    assert len(tenants) > 1 and len(logs) == len(tenants) + 1
+
+    data_dir, keys = str(pipeline.settings.data_dir), pipeline.settings.keys_dir
+    old, new = _rotate(pipeline)
+    pipeline.settings = Settings.from_env(pipeline.environment)  # the sink signs with it too
+    worker = pipeline.start_worker()  # and nothing is produced
+
+    def all_handed_over(backend: ClickHouseBackend) -> bool:
+        notes = _newest_notes(backend)
+        return sorted(notes) == logs and all("\u2014 authtrail-2 " in n for n in notes.values())
+
+    _store(pipeline, store, len(first_ids) + len(tenants), until=all_handed_over)
+    backend = store.open()
+    try:
+        assert all_handed_over(backend), _newest_notes(backend)
+    finally:
+        backend.close()
+    worker_log = (pipeline.tmp_path / f"worker-{len(pipeline.workers) - 1}.log").read_text()
+    for log in logs:
+        assert f"{log} handed over to {new} without new input" in worker_log, log
+    stop_process_group(worker, signal.SIGKILL)
+    backend = store.open()
+    try:
+        handovers = backend.query_arrow(
+            "SELECT tenant_id, seq, attributes['from_keys'] AS from_keys, "
+            "attributes['to_key'] AS to_key FROM events "
+            "WHERE event_type_other = 'AUTHTRAIL_KEY_HANDOVER' ORDER BY tenant_id"
+        ).to_pylist()
+        rejected = backend.query_arrow(
+            "SELECT error_kind, length(original) AS n FROM rejected ORDER BY seq"
+        ).to_pylist()
+    finally:
+        backend.close()
+    assert [(row["tenant_id"], row["from_keys"], row["to_key"]) for row in handovers] == [
+        (tenant, old, new) for tenant in tenants
+    ]
+    assert rejected[-1] == {"error_kind": "key_handover", "n": 0}
+
+    # The old private key goes; a worker with the new key alone signs on.
+    (keys / "authtrail.key").unlink()
+    del pipeline.environment["AUTHTRAIL_HANDOVER_KEY"]
+    pipeline.start_worker()
+    more_ids = pipeline.produce(150, seed=32)
+    _store(pipeline, store, len(first_ids) + len(tenants) + len(more_ids))
+    capsys.readouterr()
+    keyring = ["--key", str(keys / "authtrail.keyring")]
+    assert authtrail(["--data-dir", data_dir, "verify", "--json", *keyring]) == 0
+    report = json.loads(capsys.readouterr().out)
+    reported = {tenant["tenant_id"]: tenant for tenant in report["tenants"]}
+    assert sorted(reported) == logs
+    for log in logs:
+        ranges = reported[log]["signed_ranges"]
+        assert [r["signed_by"] for r in ranges[:2]] == [[old], sorted([old, new])], log
+        assert ranges[1]["hand_over"] and ranges[1]["first_seq"] == ranges[1]["last_seq"], log
+        assert [r["signed_by"] for r in ranges[2:]] in ([], [[new]]), log
+
+    # Tampered: one hand-over stripped of the old key's signature is no hand-over.
+    tenant, size = tenants[0], reported[tenants[0]]["signed_ranges"][1]["last_seq"]
+    backend = store.open()
+    try:
+        note = backend.query_arrow(
+            "SELECT note FROM checkpoints WHERE tenant_id = {t:String} AND size = {s:UInt64}",
+            {"t": tenant, "s": size},
+        ).to_pylist()[0]["note"]
+        stripped = "".join(
+            line for line in note.splitlines(keepends=True)
+            if not line.startswith("\u2014 authtrail ")
+        )  # fmt: skip
+        assert stripped != note
+        # What an attacker with write access does: the row out, another one in.
+        forged = SignedCheckpoint(
+            tenant, Checkpoint.parse(stripped.encode().rpartition(b"\n\n")[0] + b"\n"),
+            stripped.encode(),
+        )  # fmt: skip
+        backend.command(
+            f"ALTER TABLE checkpoints DELETE WHERE tenant_id = '{tenant}' AND size = {size}",
+            {"mutations_sync": 2},
+        )
+        row = checkpoint_row(_checkpoint_record(forged), "tamper", 0, 0)
+        backend.insert_arrow("checkpoints", to_arrow([row], CHECKPOINTS_SCHEMA))
+    finally:
+        backend.close()
+    capsys.readouterr()
+    assert authtrail(["--data-dir", data_dir, "verify", *keyring]) == 1
+    assert re.search(rf"{tenant}\b.*seq {size}\b.*missing hand-over", capsys.readouterr().out)
 
 
 def _samples(scraped: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

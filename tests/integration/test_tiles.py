@@ -32,7 +32,7 @@ from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoin
 from sinks.tables import create_statements
 from sinks.tile_builder import TENANTS_PER_ROUND, TileBuilder
 from sinks.tile_export import ExportConflict, export_tiles
-from sinks.tile_store import StoredTiles
+from sinks.tile_store import StoredTiles, read_entries
 from stream.bundle import BundleProofError, verify_consistency_bundle, verify_inclusion_bundle
 from stream.canonical import canonical_leaf
 from stream.checkpoint import open_checkpoint
@@ -157,6 +157,16 @@ def test_nodes_from_tiles_equal_nodes_hashed_from_every_leaf(store: EmbeddedBack
         assert StoredTiles(store).nodes(BIG, size, wanted) == LevelsInSql(store).nodes(
             BIG, size, wanted
         )
+
+
+def test_ranges_read_together_give_exactly_the_entries_asked_for(store: EmbeddedBackend) -> None:
+    # A proof skips its own leaf; the two ranges beside it are read as one query range.
+    asked = [(0, 0, 10), (0, 11, 20), (1, 3, 5), (1, 7, 9)]
+    found = read_entries(store, BIG, asked)
+    expected = {(level, i) for level, start, end in asked for i in range(start, end)}
+    assert set(found) == expected
+    leaves = _leaf_hashes(store, BIG)
+    assert [found[0, i] for i in range(11, 20)] == leaves[11:20]
 
 
 def test_witness_proofs_read_the_tiles_and_fall_back_to_the_leaves_only_where_missing(

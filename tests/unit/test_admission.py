@@ -94,6 +94,11 @@ def test_an_event_outside_its_tenants_partition_is_refused() -> None:
         {"event_id": "authtrail-lockout:anything"},
         {"event_id": "AuthTrail-Lockout:account_locked:x"},
         {"service": "sso", "event_id": " authtrail-lockout:x"},
+        # the worker's key hand-overs (stream/handover.py) are reserved the same way
+        {"service": "authtrail-keys"},
+        {"service": " Authtrail-Keys"},
+        {"event_id": "authtrail-keys:handover:" + "0" * 32},
+        {"event_id": "AUTHTRAIL-KEYS:x"},
     ],
 )
 def test_an_event_claiming_a_decisions_identity_is_refused(claim: dict) -> None:
@@ -127,6 +132,8 @@ def test_the_workers_own_decision_is_admitted_and_ordinary_events_are_not_asked(
         {**GOOD, "service": "authtrail-lockouts"},
         {**GOOD, "event_id": "x:authtrail-lockout:1"},
         {**GOOD, "event_id": "authtrail-lockout-1"},  # no colon: not the prefix
+        {**GOOD, "service": "authtrail-key"},
+        {**GOOD, "event_id": "authtrail-keys-1"},
         {**GOOD, "service": None},
     ):
         check_event(ordinary, record_bytes=1, record_timestamp_micros=NOW, own_decision=own)

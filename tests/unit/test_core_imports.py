@@ -46,6 +46,7 @@ CORE_MODULES = [
     "stream.spray",
     "stream.lockout_policy",
     "stream.decisions",
+    "stream.handover",
     "stream.event_time",
     "producers.spool_format",
     "producers.traffic",

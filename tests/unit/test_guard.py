@@ -142,3 +142,17 @@ def test_the_guard_owes_each_decision_until_it_is_chained_across_restarts() -> N
         replayed.replay(event)
     assert first in replayed.unpublished()
     assert replayed.owes(first["event_id"], leaf)  # still, until its event is chained
+
+
+def test_a_key_hand_over_replayed_in_a_recovery_changes_nothing() -> None:
+    # The worker appends hand-overs without showing them to the guard; a recovery
+    # replays them with the log, so the guard must ignore them to rebuild the same state.
+    from stream.handover import handover_event
+
+    guard = Guard(POLICIES)
+    for event in _traffic(3, 60):
+        guard.replay(event)
+    before = guard.to_state()
+    late = START + 10**12  # far ahead of the tenant's events: would move its clock
+    guard.replay(handover_event("acme", ["authtrail+00000000"], "authtrail-2+11111111", 60, late))
+    assert guard.to_state() == before

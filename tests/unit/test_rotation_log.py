@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
+from stream.admission import reserved_identity
 from stream.audit import (
     FORGED_CHECKPOINT,
+    MISMATCHED_CHECKPOINT,
     CheckpointDamage,
     MerkleLevels,
     TenantSummary,
@@ -34,6 +36,8 @@ from stream.bundle import (
 from stream.canonical import canonical_leaf
 from stream.chain import ChainLink
 from stream.checkpoint import Checkpoint, open_signed_checkpoint, sign
+from stream.handover import handover_event
+from stream.merkle import leaf_hash as rfc6962_leaf_hash
 from stream.note import Keyring, Signer, VerifierKey, make_keyring, open_note
 from stream.rotation import MISSING_HANDOVER, RETIRED_KEY, RetiredKeyError, SignedRange
 from stream.sequencer import Sequencer
@@ -391,3 +395,82 @@ def test_verifier_keys_compare_without_their_marks_only_in_the_keyring() -> None
     key: VerifierKey = OLD.verifier_key()
     assert replace(key, retired_micros=1) != key  # a marked key is another trust statement
     assert replace(key, retired_micros=1).key_id == key.key_id
+
+
+# --- idle logs: handed over by a record of the worker's own (stream/handover.py) ----------
+
+
+def _idle_handover() -> tuple[Log, Sequencer]:
+    """8 records signed by OLD, then a restart with NEW (hand-over OLD) and no input: the
+    hand-over record appended and its batch closed at once, as the worker does."""
+    clock, log = _Clock(), Log()
+    old = _sequencer(OLD, clock)
+    log.run(old, 8)
+    restarted = _sequencer(NEW, clock, handover=OLD)
+    restore_state(encode_state(old, None), restarted, None)
+    assert restarted.handovers_due() == ["acme"]
+    event = handover_event("acme", restarted.newest_signers("acme"), B, 8, T0)
+    link = restarted.append_own("acme", event["event_id"], canonical_leaf(event))
+    log.events.append(event)
+    log.leaf_hashes.append(link.leaf_hash)
+    log.chain_hashes.append(link.hash)
+    log.notes.append(restarted.close_batch("acme").note)
+    return log, restarted
+
+
+def test_an_idle_tenant_is_handed_over_by_one_record_of_the_workers_own() -> None:
+    log, sequencer = _idle_handover()
+    assert _signers(log.notes[-1]) == [B, A]  # size 9: the new key first, then the old
+    assert sequencer.handovers_due() == []  # handed over: nothing more to do
+    assert sequencer.source_offset == 8  # read from no input: the position did not move
+    event = log.events[-1]
+    assert event["event_type"] == "OTHER"
+    assert event["event_type_other"] == "AUTHTRAIL_KEY_HANDOVER"
+    assert event["attributes"] == {"from_keys": A, "to_key": B, "after_size": "8"}
+    assert str(event["event_id"]).startswith("authtrail-keys:handover:")
+    assert event["service"] == "authtrail-keys"  # not in the lockouts view
+    assert reserved_identity(event) is not None  # no producer can send one
+    # The same log handed over again after a restart gets the same event id.
+    assert handover_event("acme", [A], B, 8, T0 + 5)["event_id"] == event["event_id"]
+    # Later checkpoints: the new key alone; the old private key is no longer needed.
+    without_old = _sequencer(NEW, _Clock())
+    restore_state(encode_state(sequencer, None), without_old, None)
+    without_old.check_signing_keys()
+    log.run(without_old, 4)
+    assert _signers(log.notes[-1]) == [B]
+    ranges = log.verify().signed_ranges
+    assert ranges == (
+        SignedRange(1, 8, (A,), 2),
+        SignedRange(9, 9, tuple(sorted((A, B))), 1, hand_over=True),
+        SignedRange(10, 13, (B,), 1),
+    )
+
+
+def test_nothing_is_handed_over_without_a_hand_over_key_or_with_an_open_batch() -> None:
+    clock, log = _Clock(), Log()
+    old = _sequencer(OLD, clock)
+    log.run(old, 6)  # 4 signed, 2 in an open batch: that batch's checkpoint hands over
+    restarted = _sequencer(NEW, clock, handover=OLD)
+    restore_state(encode_state(old, None), restarted, None)
+    assert restarted.handovers_due() == []
+    same_key = _sequencer(OLD, clock)
+    restore_state(encode_state(old, None), same_key, None)
+    assert same_key.handovers_due() == []
+
+
+def test_a_tampered_idle_hand_over_is_rejected() -> None:
+    log, _ = _idle_handover()
+    handover = log.notes[2]
+    # Signed by the new key alone: the old key never vouched for it.
+    assert log.damage([*log.notes[:2], _stripped(handover, "authtrail")]).damage == (
+        MISSING_HANDOVER
+    )
+    # Moved before the old key's last checkpoint: the old key signs after the hand-over.
+    forged_early = _resigned(log.notes[1], NEW, OLD)
+    assert log.damage([log.notes[0], forged_early, _resigned(log.notes[2], OLD)]).damage == (
+        RETIRED_KEY
+    )
+    # Its record edited (another key named): the signed roots no longer match the records.
+    edited = dict(log.events[-1], attributes={"from_keys": A, "to_key": "x", "after_size": "8"})
+    log.leaf_hashes[-1] = rfc6962_leaf_hash(canonical_leaf(edited))
+    assert log.damage(log.notes).damage == MISMATCHED_CHECKPOINT

@@ -28,6 +28,7 @@ from schemas import (
 from schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
 from stream.admission import Limits
 from stream.app import codec
+from stream.canonical import canonical_leaf
 from stream.chain import ChainLink, chain_hash
 from stream.chained_batch import decode_batch, is_batch
 from stream.guard import Guard
@@ -537,3 +538,53 @@ def test_the_timer_does_not_queue_behind_a_batch_in_flight() -> None:
         assert harness.acknowledged == len(harness.published) == 2
 
     asyncio.run(scenario())
+
+
+def test_a_worker_with_a_new_key_hands_its_idle_logs_over_at_once() -> None:
+    # The previous worker (old key) chained two events of acme and one rejection, and
+    # signed both logs. The next one (new key, hand-over key old) gets the partition and
+    # no input: it recovers at once and hands both logs over (docs/INTEGRITY.md §11).
+    new = Signer.parse(generate_key_strings("worker-test-2")[0])
+    before = Sequencer(SIGNER, "authtrail.test", batch_size=3, batch_interval=60)
+    acme = [before.offer("acme", f"e{n}", canonical_leaf(EVENTS.decode(_event(n))), n).link
+            for n in (0, 1)]  # fmt: skip
+    rejected = before.chain_rejection("authtrail-rejected-2", b"refused input", 2)
+    signed = [before.close_batch("acme"), before.close_batch("authtrail-rejected-2")]
+    harness = Harness([])
+
+    def recover(sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
+        for checkpoint in signed:
+            sequencer.restore_checkpoint(checkpoint.tenant_id, checkpoint.checkpoint,
+                                         (SIGNER.verifier_key().label,))  # fmt: skip
+        for link, offset in zip(acme, (0, 1), strict=True):
+            assert link is not None
+            sequencer.restore_record("acme", f"e{offset}", link, offset)
+        assert rejected is not None
+        sequencer.restore_record("authtrail-rejected-2", None, rejected, 2)
+        return Recovery(3, epoch=7)
+
+    harness.worker._recover = recover
+    harness.worker._new_sequencer = lambda: Sequencer(
+        new, "authtrail.test", batch_size=3, batch_interval=60, handover=SIGNER
+    )
+    asyncio.run(harness.worker.adopt([2, 5], lambda partition: partition == 2))
+    assert harness.worker._sequencers.keys() == {2}  # 5 was revoked meanwhile: left alone
+    (event,) = harness.decoded(CHAINED)
+    assert event["event"]["event_type_other"] == "AUTHTRAIL_KEY_HANDOVER"
+    assert (event["seq"], event["source_partition"], event["source_offset"]) == (3, 2, 2)
+    (rejection,) = harness.rejections()
+    assert rejection["rejection"]["error_kind"] == "key_handover"
+    assert (rejection["seq"], rejection["source_offset"]) == (2, 2)
+    checkpoints = harness.decoded(CHECKPOINTS)
+    assert [(c["tenant_id"], c["size"]) for c in checkpoints] == [
+        ("acme", 3), ("authtrail-rejected-2", 2),
+    ]  # fmt: skip
+    names = [SIGNER.name, new.name]
+    for checkpoint in checkpoints:  # the hand-overs: signed by both keys
+        lines = [line for line in checkpoint["note"].splitlines() if line.startswith("\u2014 ")]
+        assert sorted(line.split()[1] for line in lines) == sorted(names)
+    # Checkpoints only after a flush acknowledged the records they cover.
+    first_checkpoint = [role for role, *_ in harness.published].index(CHECKPOINTS)
+    assert harness.acknowledged_when_published[first_checkpoint] == 2
+    # Handed over: recovering again (a restart) would find nothing to do.
+    assert harness.worker._sequencers[2].handovers_due() == []
