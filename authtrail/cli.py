@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the web console listens (default 127.0.0.1:8125, port 0: any free "
         "port; AUTHTRAIL_CONSOLE_LISTEN); log in as analyst with the printed token",
     )  # fmt: skip
+    up.add_argument(
+        "--verify-every", type=float, default=60.0, metavar="SECONDS",
+        help="run `authtrail verify` on the store this often (longer on a large store), "
+        "writing DATA_DIR/verify-report.json for the console's Integrity page (default 60; "
+        "0: off)",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(

@@ -127,7 +127,7 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
     return run_up(
         settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port,
         front_host=args.front_host, ingest_listen=args.ingest_listen,
-        console_listen=args.console_listen,
+        console_listen=args.console_listen, verify_every=args.verify_every,
     )  # fmt: skip
 
 

@@ -45,10 +45,12 @@ from authtrail.console_pages import (
     error_page,
     event_page,
     integrity_page,
+    lockout_page,
     lockouts_page,
     parse_position,
     parse_search,
     search_page,
+    with_evidence,
 )
 from authtrail.errors import (
     AuthtrailError,
@@ -316,8 +318,14 @@ def _lockouts(console: Console, query: dict[str, str]) -> Reply:
 
 
 def _lockouts_json(console: Console, query: dict[str, str]) -> Reply:
-    decisions = console.query(queries.recent_lockouts)
+    decisions = [with_evidence(row) for row in console.query(queries.recent_lockouts)]
     return 200, "application/json", json.dumps(decisions, default=str).encode(), {}
+
+
+def _lockout(console: Console, query: dict[str, str]) -> Reply:
+    tenant_id, seq = parse_position(query)
+    failures = console.query(lambda backend: queries.lockout_evidence(backend, tenant_id, seq))
+    return _html(200 if failures else 404, lockout_page(tenant_id, seq, failures))
 
 
 def _integrity(console: Console, query: dict[str, str]) -> Reply:
@@ -339,6 +347,7 @@ _ROUTES: dict[str, Callable[[Console, dict[str, str]], Reply]] = {
     "/event": _event,
     "/proof": _proof,
     "/lockouts": _lockouts,
+    "/lockout": _lockout,
     "/api/lockouts": _lockouts_json,
     "/integrity": _integrity,
     "/static/console.css": _static("text/css; charset=utf-8", STYLESHEET),

@@ -25,6 +25,11 @@ _CHAIN_FIELDS = ("prev_hash", "leaf_hash", "hash", "epoch", "stored_at", "kafka_
                  "kafka_offset")  # fmt: skip
 LOCKOUT_COLUMNS = ("occurred_at", "tenant_id", "event_type", "user_name", "client_ip",
                    "reason", "failure_count", "locked_until", "distinct_users")  # fmt: skip
+_LOCK_DECISIONS = ("ACCOUNT_LOCKED", "ACCOUNT_UNLOCKED")
+_DECISION_FIELDS = ("decision", "decided_at", "user_name", "reason", "failure_count",
+                    "permanent", "locked_until")  # fmt: skip
+_FAILURE_COLUMNS = ("failure_seq", "failed_at", "failure_client_ip", "failure_service",
+                    "failure_reason", "failure_event_id")  # fmt: skip
 
 
 def _text(value: Any) -> str:
@@ -220,9 +225,27 @@ def event_page(tenant_id: str, seq: int, detail: Mapping[str, Any] | None) -> st
     return page(title, chain + event)
 
 
+def with_evidence(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """``decision`` (a ``lockouts`` view row) with ``evidence_url`` and ``evidence``, the
+    link to what caused it: a lock's or unlock's failed logins (:func:`lockout_page`), a
+    spraying alert's failed logins from its address (a search), else the decision itself.
+    The URL is a path built here, never a value from the store, so the live panel can set
+    it as an ``href``."""
+    tenant_id, seq = decision.get("tenant_id") or "", decision.get("seq")
+    if decision.get("event_type") in _LOCK_DECISIONS:
+        url = "/lockout?" + urlencode({"tenant": tenant_id, "seq": seq})
+        text = f"{decision.get('failure_count') or ''} failures".strip()
+    elif decision.get("event_type") == "BRUTE_FORCE_SUSPECTED" and decision.get("client_ip"):
+        query = {"tenant": tenant_id, "ip": decision["client_ip"], "type": "LOGIN_FAILED"}
+        url, text = "/search?" + urlencode(query), "failures from this address"
+    else:
+        url, text = "/event?" + urlencode({"tenant": tenant_id, "seq": seq}), "decision"
+    return {**decision, "evidence_url": url, "evidence": text}
+
+
 def lockouts_page(decisions: Sequence[Mapping[str, Any]]) -> str:
     """The newest lockout and spraying decisions; /static/console.js refreshes them."""
-    header = "".join(f"<th>{name}</th>" for name in LOCKOUT_COLUMNS)
+    header = "".join(f"<th>{name}</th>" for name in (*LOCKOUT_COLUMNS, "evidence"))
     return page(
         "Lockouts and spraying alerts",
         '<p class="note">Live: refreshed every 2 seconds. <span id="updated"></span></p>'
@@ -236,8 +259,36 @@ def lockout_rows(decisions: Sequence[Mapping[str, Any]]) -> str:
     return "".join(
         f'<tr class="{_text(row.get("event_type"))}">'
         + "".join(f"<td>{_text(row.get(name))}</td>" for name in LOCKOUT_COLUMNS)
+        + f'<td><a href="{_text(row["evidence_url"])}">{_text(row["evidence"])}</a></td></tr>'
+        for row in map(with_evidence, decisions)
+    )
+
+
+def lockout_page(tenant_id: str, seq: int, failures: Sequence[Mapping[str, Any]]) -> str:
+    """Lock or unlock decision ``seq`` of ``tenant_id`` and the failed logins it counted
+    (rows of the ``lockout_failures`` view), each linked to its event page."""
+    title = f"Lockout decision {seq} of {tenant_id}"
+    if not failures:
+        return page(title, '<p class="error">No lock or unlock decision with failed logins '
+                    "at this position (docs/QUERIES.md, lockout_failures).</p>")  # fmt: skip
+    first = failures[0]
+    summary = "".join(
+        f"<tr><th>{name}</th><td>{_text(first.get(name))}</td></tr>" for name in _DECISION_FIELDS
+    )
+    rows = "".join(
+        "<tr>"
+        + f"<td>{_event_link(tenant_id, row['failure_seq'], _text(row['failure_seq']))}</td>"
+        + "".join(f"<td>{_text(row.get(name))}</td>" for name in _FAILURE_COLUMNS[1:])
         + "</tr>"
-        for row in decisions
+        for row in failures
+    )
+    header = "".join(f"<th>{name}</th>" for name in _FAILURE_COLUMNS)
+    return page(
+        title,
+        f"<p>{_event_link(tenant_id, seq, 'The decision event')} (its chain position and "
+        f'proof).</p><table class="fields" id="decision">{summary}</table>'
+        f"<h2>The {len(failures)} failed logins it counted</h2>"
+        f'<table class="results" id="failures"><tr>{header}</tr>{rows}</table>',
     )
 
 
@@ -337,6 +388,13 @@ SCRIPT = """
           cell.textContent = value === null || value === undefined ? "" : String(value);
           row.appendChild(cell);
         });
+        // evidence_url is a same-origin path the server built (with_evidence).
+        const cell = document.createElement("td");
+        const link = document.createElement("a");
+        link.href = String(decision.evidence_url).startsWith("/") ? decision.evidence_url : "#";
+        link.textContent = String(decision.evidence || "");
+        cell.appendChild(link);
+        row.appendChild(cell);
         return row;
       });
       body.replaceChildren.apply(body, rows);

@@ -23,6 +23,7 @@ from authtrail.background_http import own_host_names
 from authtrail.broker import LocalBroker
 from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
+from authtrail.periodic_verify import PeriodicVerifier
 from authtrail.reseed import reseed, stored_records
 from authtrail.settings import Settings
 from authtrail.topics import ensure_topics
@@ -103,6 +104,7 @@ def run_up(
     out: TextIO = sys.stdout,
     ingest_listen: str | None = None,
     console_listen: str | None = None,
+    verify_every: float = 0.0,
 ) -> int:
     """Run the pipeline until SIGINT/SIGTERM. Returns the exit code.
 
@@ -110,6 +112,8 @@ def run_up(
     analyst token it prints (fresh on every start) and announces in the endpoint file.
     With a token file, ``authtrail ingest-http`` runs too, on ``ingest_listen``. The web
     console listens on ``console_listen`` and reads through the front as the analyst.
+    Every ``verify_every`` seconds (0: never) ``authtrail verify`` checks the store and
+    writes the report the console shows (:mod:`authtrail.periodic_verify`).
     """
 
     def say(text: str) -> None:
@@ -203,6 +207,13 @@ def run_up(
         if ingest is not None:
             cleanup.append(ingest[1])
         _banner(settings, front, console.url, demo, demo_rate, say)
+        if verify_every > 0:
+            verifier = PeriodicVerifier(settings, verify_every, logs / "verify.log", say)
+            cleanup.append(verifier.start().stop)
+            say(
+                f"verify runs every {verify_every:g} s or more (the console's Integrity page "
+                f"shows its report; log: {logs / 'verify.log'}; --verify-every 0: off)"
+            )
         if ingest is None:
             say("ingest-http: off (no token file; `authtrail ingest-token NAME --tenant T` "
                 "creates one)")  # fmt: skip

@@ -16,7 +16,12 @@ from authtrail.output import rows
 from sinks.clickhouse import ClickHouseBackend
 from sinks.proofs import ProofUnavailableError, newest_size
 from sinks.tables import EVENTS_TABLE, LOCKOUTS_VIEW, REJECTED_TABLE
-from sinks.views import CHAIN_STATUS, FAILED_LOGINS_HOURLY, TENANT_VOLUME_HOURLY
+from sinks.views import (
+    CHAIN_STATUS,
+    FAILED_LOGINS_HOURLY,
+    LOCKOUT_FAILURES,
+    TENANT_VOLUME_HOURLY,
+)
 from stream.rejection import REJECTION_TENANT_PREFIX
 
 PAGE_SIZE = 50
@@ -132,6 +137,17 @@ def recent_lockouts(backend: ClickHouseBackend, limit: int = 25) -> list[dict[st
         f"FROM {LOCKOUTS_VIEW} ORDER BY occurred_at DESC, tenant_id, seq DESC "
         "LIMIT {limit:UInt32}",
         {"limit": limit},
+    )
+    return rows(table)
+
+
+def lockout_evidence(backend: ClickHouseBackend, tenant_id: str, seq: int) -> list[dict[str, Any]]:
+    """The failed logins that lock or unlock decision ``seq`` of ``tenant_id`` counted
+    (``lockout_failures`` view), oldest first; [] when ``seq`` is no such decision."""
+    table = backend.query_arrow(
+        f"SELECT * FROM {LOCKOUT_FAILURES} WHERE tenant_id = {{tenant:String}} "
+        "AND decision_seq = {seq:UInt64} ORDER BY failure_seq LIMIT 1000",
+        {"tenant": tenant_id, "seq": seq},
     )
     return rows(table)
 

@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,12 +36,10 @@ from producers.sdk import AuditProducer, new_event
 from sinks.server import ServerBackend
 from stream.bundle import load_bundle, verify_bundle
 from tests.integration.broker_fixtures import log_tail, wait_for_log_text
+from tests.integration.console_browser import browser_session, not_pwned, screenshot
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-NO_BROWSER = "headless Chromium not installed (apt-get install chromium chromium-driver)"
 KNOWN_ID = "console-test:known-1"
 HOSTILE_USER = '<img src=x onerror="window.__pwned=1">\'"'
 HOSTILE_REASON = "<script>window.__pwned=2</script>"
@@ -138,7 +135,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "up",
-             "--front-port", "0", "--console-listen", "127.0.0.1:0"],
+             "--front-port", "0", "--console-listen", "127.0.0.1:0", "--verify-every", "0"],
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -184,45 +181,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 @pytest.fixture(scope="module")
 def browser(running: Running) -> Iterator[Any]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(NO_BROWSER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    # Without the networking flags Chromium keeps calling hosts this machine cannot reach.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     "--window-size=1280,1000"):  # fmt: skip
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        # The browser logs in as a person would after the basic-auth prompt.
-        credential = base64.b64encode(f"analyst:{running.token}".encode()).decode()
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {credential}"}}
-        )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        yield driver
-    finally:
-        driver.quit()
+    yield from browser_session(running.token)
 
 
 def _open(driver: Any, running: Running, path: str) -> None:
     driver.get(running.console_url + path.lstrip("/"))
-
-
-def _shot(driver: Any, name: str) -> None:
-    path = ARTIFACTS / f"{name}.png"
-    assert driver.save_screenshot(str(path)), path
-    assert path.stat().st_size > 1000
-
-
-def _not_pwned(driver: Any) -> None:
-    assert driver.execute_script("return window.__pwned === undefined")
 
 
 def _store_counts(running: Running) -> dict[str, int]:
@@ -280,14 +243,14 @@ def test_pages_load_with_real_data(running: Running, browser: Any) -> None:
     assert "events per tenant" in labels and "failed logins per address" in labels
     page = browser.page_source
     assert ">acme<" in page and ">globex<" in page and "198.51.100." in page
-    _shot(browser, "dashboard")
+    screenshot(browser, "dashboard")
     for path, heading, name in (("/search", "Search events", "search-form"),
                                 ("/lockouts", "Lockouts and spraying alerts", "lockouts"),
                                 ("/integrity", "Integrity", "integrity")):  # fmt: skip
         _open(browser, running, path)
         assert browser.find_element(By.TAG_NAME, "h1").text == heading
-        _shot(browser, name)
-    _not_pwned(browser)
+        screenshot(browser, name)
+    not_pwned(browser)
 
 
 def test_search_finds_a_known_event_and_its_proof_verifies(running: Running, browser: Any) -> None:
@@ -303,14 +266,14 @@ def test_search_finds_a_known_event_and_its_proof_verifies(running: Running, bro
     rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")[1:]
     assert len(rows) == 1 and KNOWN_ID in rows[0].text
     assert "1 matching events" in browser.find_element(By.CLASS_NAME, "summary").text
-    _shot(browser, "search-known-event")
+    screenshot(browser, "search-known-event")
     rows[0].find_element(By.TAG_NAME, "a").click()
     assert KNOWN_ID in browser.page_source
     assert "Chain position" in browser.page_source
     seq = int(re.search(r"seq (\d+)", browser.find_element(By.TAG_NAME, "h1").text)[1])
     assert f"Record {seq} of " in browser.page_source
     proof_link = browser.find_element(By.CSS_SELECTOR, "a.proof")
-    _shot(browser, "event-page")
+    screenshot(browser, "event-page")
     href = proof_link.get_attribute("href")
     status, headers, body = running.get(href[len(running.console_url) - 1 :])
     assert status == 200 and "attachment" in headers["Content-Disposition"]
@@ -342,7 +305,7 @@ def test_paging_walks_every_result_once(running: Running, browser: Any) -> None:
         if not following:
             break
         if pages == 2:
-            _shot(browser, "search-page-2")
+            screenshot(browser, "search-page-2")
         following[0].click()
     assert pages == (total + 49) // 50 >= 3
     assert sorted(map(int, seen)) == list(range(1, total + 1))  # every seq once
@@ -358,16 +321,16 @@ def test_hostile_input_is_shown_as_text(running: Running, browser: Any) -> None:
     rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")[1:]
     assert len(rows) == 1 and HOSTILE_USER in rows[0].text
     assert browser.find_element(By.NAME, "user").get_attribute("value") == HOSTILE_USER
-    _not_pwned(browser)
+    not_pwned(browser)
     rows[0].find_element(By.TAG_NAME, "a").click()
     assert HOSTILE_REASON in browser.find_element(By.ID, "event").text
-    _not_pwned(browser)
-    _shot(browser, "hostile-event")
+    not_pwned(browser)
+    screenshot(browser, "hostile-event")
     echo = urllib.parse.urlencode({"ip": "<script>window.__pwned=9</script>", "since": "<b>x"})
     _open(browser, running, f"/search?{echo}")
     assert "is not a time" in browser.find_element(By.CLASS_NAME, "error").text
     assert browser.find_element(By.NAME, "ip").get_attribute("value").startswith("<script>")
-    _not_pwned(browser)
+    not_pwned(browser)
 
 
 def test_an_injected_lockout_and_spraying_alert_appear_live(running: Running, browser: Any) -> None:
@@ -403,8 +366,23 @@ def test_an_injected_lockout_and_spraying_alert_appear_live(running: Running, br
         ) from None
     assert browser.execute_script("return window.__samePage") == 42  # no reload: live
     assert "updated" in browser.find_element(By.ID, "updated").text
-    _not_pwned(browser)
-    _shot(browser, "lockout-live")
+    not_pwned(browser)
+    screenshot(browser, "lockout-live")
+
+    # The live row links to the failures that locked the account.
+    browser.execute_script(
+        "for (const row of document.querySelectorAll('#lockouts tbody tr'))"
+        "  if (row.innerText.includes('ACCOUNT_LOCKED') && row.innerText.includes(arguments[0]))"
+        "    { row.querySelector('a').click(); return; }",
+        LIVE_USER,
+    )
+    WebDriverWait(browser, 30).until(lambda driver: "/lockout?" in driver.current_url)
+    failures = browser.find_elements(By.CSS_SELECTOR, "#failures tr")[1:]
+    assert len(failures) == 2, browser.page_source  # the quick-login rule locks at two
+    assert all("203.0.113.99" in row.text for row in failures)
+    assert LIVE_USER in browser.find_element(By.ID, "decision").text
+    not_pwned(browser)
+    screenshot(browser, "lockout-failures")
 
 
 def test_integrity_shows_the_last_verify_run(running: Running, browser: Any) -> None:
@@ -426,7 +404,7 @@ def test_integrity_shows_the_last_verify_run(running: Running, browser: Any) -> 
         for row in browser.find_elements(By.CSS_SELECTOR, "#verdicts tr")[1:]
     }
     assert verdicts["acme"] == verdicts["globex"] == "ok"
-    _shot(browser, "integrity-verified")
+    screenshot(browser, "integrity-verified")
 
 
 def test_console_command_against_a_server(running: Running, tmp_path: Path) -> None:

@@ -17,11 +17,13 @@ from authtrail.console_pages import (
     SCRIPT,
     event_page,
     integrity_page,
+    lockout_page,
     lockouts_page,
     parse_position,
     parse_search,
     parse_time,
     search_page,
+    with_evidence,
 )
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 from authtrail.verify_report import StoredReport, TenantVerdict, read_report, write_report
@@ -119,6 +121,36 @@ def test_lockout_panel_rows_are_escaped_and_the_script_writes_text_only() -> Non
     markup = lockouts_page([{"event_type": HOSTILE, "user_name": HOSTILE, "tenant_id": "t"}])
     assert _live_markup(markup) == []
     assert "innerHTML" not in SCRIPT and "textContent" in SCRIPT
+
+
+def test_each_decision_links_to_its_evidence_by_a_path_built_here() -> None:
+    lock = with_evidence({"event_type": "ACCOUNT_LOCKED", "tenant_id": "a&b", "seq": 7,
+                          "failure_count": 3})  # fmt: skip
+    assert (lock["evidence_url"], lock["evidence"]) == ("/lockout?tenant=a%26b&seq=7", "3 failures")
+    spray = with_evidence({"event_type": "BRUTE_FORCE_SUSPECTED", "tenant_id": "t", "seq": 9,
+                           "client_ip": 'javascript:alert(1)"'})  # fmt: skip
+    assert spray["evidence_url"] == (
+        "/search?tenant=t&ip=javascript%3Aalert%281%29%22&type=LOGIN_FAILED"
+    )
+    other = with_evidence({"event_type": HOSTILE, "tenant_id": HOSTILE, "seq": 1})
+    assert other["evidence_url"].startswith("/event?tenant=%3Cscript%3E")
+    markup = lockouts_page([{"event_type": "ACCOUNT_LOCKED", "tenant_id": HOSTILE, "seq": 2,
+                             "failure_count": HOSTILE}])  # fmt: skip
+    assert _live_markup(markup) == [] and 'href="/lockout?tenant=%3Cscript' in markup
+    assert "evidence_url" in SCRIPT and 'startsWith("/")' in SCRIPT
+
+
+def test_lockout_page_lists_the_counted_failures_escaped() -> None:
+    failures = [
+        {"decision": "ACCOUNT_LOCKED", "user_name": HOSTILE, "failure_count": 2,
+         "failure_seq": seq, "failure_client_ip": HOSTILE, "failure_reason": HOSTILE}
+        for seq in (4, 6)
+    ]  # fmt: skip
+    markup = lockout_page(HOSTILE, 9, failures)
+    assert _live_markup(markup) == []
+    assert "The 2 failed logins it counted" in markup
+    assert markup.count('<a href="/event?tenant=%3Cscript') == 3  # the decision and both failures
+    assert "No lock or unlock decision" in lockout_page("t", 1, [])
 
 
 def test_integrity_page_says_never_verified_or_the_verdicts() -> None:
