@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authtrail.errors import InvalidArgumentError
+from stream.shredding import keyed_identity
 
 __all__ = [
     "ACCOUNT_LOCKED",
@@ -73,7 +74,8 @@ def user_key(event: Mapping[str, Any], case_insensitive_names: bool) -> str | No
     """
     if event.get("user_id"):
         return f"id:{event['user_id']}"
-    name = event.get("user_name")
+    # A sealed name differs in every event; its pseudonym does not (docs/PRIVACY.md).
+    name = keyed_identity(event, "user_name")
     if not name:
         return None
     return f"name:{name.casefold() if case_insensitive_names else name}"

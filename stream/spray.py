@@ -31,6 +31,7 @@ from stream.decisions import (
 )
 from stream.event_time import ReorderBuffer
 from stream.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
+from stream.shredding import keyed_identity
 
 __all__ = ["SprayDetector"]
 
@@ -149,7 +150,8 @@ class SprayDetector:
         tenant_id, event_id, occurred_at = event_identity(event)
         counters = self._counters.setdefault(tenant_id, Counter())
         policy = self._policy_for(tenant_id)
-        client_ip = event.get("client_ip")
+        # Sealed addresses differ in every event: count by their pseudonym (PRIVACY.md).
+        client_ip = keyed_identity(event, "client_ip")
         key = user_key(event, policy.case_insensitive_user_names)
         if (
             not policy.enabled
