@@ -115,12 +115,12 @@ def hash_value(settings: Settings, tenant_id: str, value: str) -> str:
 def reveal_table(table: pa.Table, store: DirectoryKeyStore) -> pa.Table:
     """``table`` with every sealed string value opened, :data:`ERASED` where the key was
     destroyed and :data:`UNREADABLE` where it does not open (moved, modified, or copied
-    from another event as lockout decisions do). Needs the ``tenant_id`` and
-    ``event_id`` columns; raises :class:`ConfigurationError` when a key is lost."""
-    if "tenant_id" not in table.column_names or "event_id" not in table.column_names:
-        raise ConfigurationError("--reveal needs the tenant_id and event_id columns selected")
-    tenants = table.column("tenant_id").to_pylist()
-    event_ids = table.column("event_id").to_pylist()
+    from another event as lockout decisions do). Sealed values need the ``tenant_id``
+    and ``event_id`` columns beside them; raises :class:`ConfigurationError` without
+    them, or when a key is lost."""
+    names = table.column_names
+    tenants = table.column("tenant_id").to_pylist() if "tenant_id" in names else None
+    event_ids = table.column("event_id").to_pylist() if "event_id" in names else None
     keys: dict[tuple[str, str], SubjectKey | None] = {}
 
     def opened(tenant_id: str, event_id: str, field: str, value: Any) -> Any:
@@ -142,6 +142,8 @@ def reveal_table(table: pa.Table, store: DirectoryKeyStore) -> pa.Table:
         values = column.to_pylist()
         if not any(is_sealed(value) for value in values):
             continue
+        if tenants is None or event_ids is None:  # what the values are bound to
+            raise ConfigurationError("--reveal needs the tenant_id and event_id columns selected")
         revealed = [
             opened(tenant, event_id, field, value)
             for tenant, event_id, value in zip(tenants, event_ids, values, strict=True)
