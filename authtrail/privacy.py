@@ -54,11 +54,11 @@ def load_privacy_policies(path: Path) -> PrivacyPolicies:
         raise ConfigurationError(f"privacy policy file {path}: {exc}") from exc
 
 
-def new_sealer(settings: Settings) -> Sealer | None:
-    """The worker's sealer, or None when no privacy policy file is configured."""
-    if settings.privacy_policy_file is None:
-        return None
-    policies = load_privacy_policies(settings.privacy_policy_file)
+def new_sealer(settings: Settings) -> Sealer:
+    """The worker's sealer. Without a privacy policy file it seals nothing, but still
+    refuses input that looks sealed (stream/shredding.py)."""
+    path = settings.privacy_policy_file
+    policies = load_privacy_policies(path) if path is not None else PrivacyPolicies()
     return Sealer(policies, DirectoryKeyStore(settings.privacy_dir))
 
 

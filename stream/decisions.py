@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authtrail.errors import InvalidArgumentError
-from stream.shredding import keyed_identity
+from stream.canonical import is_sealed
 
 __all__ = [
     "ACCOUNT_LOCKED",
@@ -26,6 +26,8 @@ __all__ = [
     "Decision",
     "decision_to_event",
     "event_identity",
+    "keyed_identity",
+    "pseudonym_attribute",
     "user_key",
 ]
 
@@ -64,6 +66,22 @@ class Decision:
     temporary_lockouts: int = 0
     distinct_users: int = 0
     sample_user_names: tuple[str, ...] = ()
+
+
+def pseudonym_attribute(field: str) -> str:
+    """The ``attributes`` key holding ``field``'s pseudonym (stream/shredding.py)."""
+    return "pseudonym." + field
+
+
+def keyed_identity(event: Mapping[str, Any], field: str) -> str | None:
+    """``field``'s value for correlation (the lockout detector): its pseudonym when the
+    value is sealed (each sealing differs, the pseudonym does not), else the value."""
+    value = event.get(field)
+    if not is_sealed(value):
+        return value if isinstance(value, str) else None
+    attributes = event.get("attributes") or {}
+    found = attributes.get(pseudonym_attribute(field))
+    return f"pseudonym:{found}" if found else None
 
 
 def user_key(event: Mapping[str, Any], case_insensitive_names: bool) -> str | None:

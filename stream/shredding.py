@@ -35,8 +35,9 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from authtrail.errors import AuthtrailError, ConfigurationError
+from authtrail.errors import AuthtrailError, ConfigurationError, InvalidArgumentError
 from stream.canonical import SEALED_PREFIX, is_sealed, length_prefixed
+from stream.decisions import LOCKOUT_SERVICE, pseudonym_attribute
 
 #: No e-mail field exists in schemas/auth_event.avsc: an e-mail arrives as user_name.
 DEFAULT_SEALED = ("client_ip", "user_agent", "user_name")
@@ -53,7 +54,6 @@ _NONCE_BYTES = 12
 _AD_DOMAIN = b"authtrail-sealed-v1\n"
 _KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 _PSEUDONYM_DOMAIN = b"authtrail-pseudonym-v1\n"
-_PSEUDONYM_PREFIX = "pseudonym."
 
 
 class SealedValueError(AuthtrailError):
@@ -209,22 +209,6 @@ def pseudonym(tenant_key: bytes, value: str) -> str:
     return hmac.new(tenant_key, _PSEUDONYM_DOMAIN + value.encode("utf-8"), "sha256").hexdigest()
 
 
-def pseudonym_attribute(field: str) -> str:
-    """The ``attributes`` key holding ``field``'s pseudonym."""
-    return _PSEUDONYM_PREFIX + field
-
-
-def keyed_identity(event: Mapping[str, Any], field: str) -> str | None:
-    """``field``'s value for correlation (the lockout detector): its pseudonym when the
-    value is sealed (each sealing differs, the pseudonym does not), else the value."""
-    value = event.get(field)
-    if not is_sealed(value):
-        return value if isinstance(value, str) else None
-    attributes = event.get("attributes") or {}
-    found = attributes.get(pseudonym_attribute(field))
-    return f"pseudonym:{found}" if found else None
-
-
 def erasure_event(
     tenant_id: str, subject_pseudonym: str, key_ids: Iterable[str], now_micros: int
 ) -> dict[str, Any]:
@@ -255,10 +239,21 @@ class Sealer:
 
     def seal(self, event: dict[str, Any]) -> dict[str, Any]:
         """``event`` with its tenant's personal fields sealed and pseudonyms added (a new
-        dict), or ``event`` itself when its tenant has no policy. Values already sealed
-        (a lockout decision copies its trigger's) stay as they are. An erasure record
-        drops the destroyed keys from the cache, so later events get a new key."""
+        dict), or ``event`` itself when its tenant has no policy. Raises
+        :class:`InvalidArgumentError` (the worker rejects the event) when input holds a
+        value that looks sealed: it would read as ciphertext of a key nobody has. Only
+        the worker's lockout decisions may, copying their trigger's sealed values. An
+        erasure record drops the destroyed keys from the cache, so later events get a
+        new key."""
         tenant_id, event_id = event["tenant_id"], event["event_id"]
+        # Admission checked a decision is the worker's own; it copies its trigger's values.
+        if event.get("service") != LOCKOUT_SERVICE:
+            for field, value in event.items():
+                if is_sealed(value):
+                    raise InvalidArgumentError(
+                        f"field {field!r} starts with {SEALED_PREFIX!r}, which only "
+                        "authtrail's own sealing may write"
+                    )
         if event.get("event_type_other") == ERASURE_EVENT_TYPE:
             destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
             self._subject_keys = {

@@ -27,11 +27,11 @@ from stream.decisions import (
     LOCKOUT_SERVICE,
     Decision,
     event_identity,
+    keyed_identity,
     user_key,
 )
 from stream.event_time import ReorderBuffer
 from stream.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
-from stream.shredding import keyed_identity
 
 __all__ = ["SprayDetector"]
 

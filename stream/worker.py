@@ -139,7 +139,7 @@ class SequencerWorker:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         sealer: Sealer | None = None,
     ) -> None:
-        self._sealer = sealer  # None: no tenant has a privacy policy (docs/PRIVACY.md)
+        self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
         self._partitions = partitions  # None: do not check tenant -> partition

@@ -9,9 +9,9 @@ import hmac
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from authtrail.errors import ConfigurationError
+from authtrail.errors import ConfigurationError, InvalidArgumentError
 from stream.canonical import MAGIC, MAGIC_V2, canonical_leaf
-from stream.decisions import user_key
+from stream.decisions import keyed_identity, user_key
 from stream.shredding import (
     ERASURE_EVENT_TYPE,
     PrivacyPolicies,
@@ -21,7 +21,6 @@ from stream.shredding import (
     SubjectKey,
     associated_data,
     erasure_event,
-    keyed_identity,
     open_value,
     pseudonym,
     seal_value,
@@ -180,7 +179,12 @@ def test_sealer_seals_the_policy_fields_and_adds_pseudonyms() -> None:
         "pseudonym.user_name": pseudonym(tenant_key, "Alice"),
     }
     assert event["user_name"] == "Alice"  # the input is left alone
-    assert sealer.seal(sealed) == sealed  # sealed values pass (a decision copies them)
+    decision = sealed | {"service": "authtrail-lockout"}  # copies its trigger's values
+    assert sealer.seal(decision) == decision
+    with pytest.raises(InvalidArgumentError, match="only authtrail's own sealing may write"):
+        sealer.seal(sealed)  # input that looks sealed: refused, whatever the tenant
+    with pytest.raises(InvalidArgumentError, match="'host'"):
+        Sealer(PrivacyPolicies(), keys).seal(_login("ev-2", host=SEALED))
     assert canonical_leaf(sealed).startswith(MAGIC_V2)
 
 

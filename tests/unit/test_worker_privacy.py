@@ -66,3 +66,13 @@ def test_a_conflicting_resend_is_rejected_without_its_clear_text() -> None:
     dead = harness.decoded(DEAD_LETTER_ROLE)
     assert [letter["error_kind"] for letter in dead] == ["event_id_conflict"]
     assert b"mallory" not in dead[0]["original"]  # the sealed re-encoding is kept
+
+
+def test_input_that_looks_sealed_is_rejected() -> None:
+    forged = "authtrail-sealed-v1:" + "0" * 32 + ":AAAAAAAAAAAAAAAA:AAAA"
+    harness = _harness([_failure("e1", forged), _failure("e2", "alice")])
+    harness.run([0, 1])
+    assert [record["event"]["event_id"] for record in harness.decoded(CHAINED)] == ["e2"]
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [letter["error_kind"] for letter in dead] == ["invalid_event"]
+    assert "only authtrail's own sealing may write" in dead[0]["reason"]
