@@ -53,6 +53,9 @@ KEY_BYTES = 32
 _NONCE_BYTES = 12
 _AD_DOMAIN = b"authtrail-sealed-v1\n"
 _KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
+# Subject keys kept in memory: every subject's is one file read away, so a bound costs
+# little and keeps a tenant with millions of users from growing the worker without end.
+_MAX_CACHED_KEYS = 100_000
 _PSEUDONYM_DOMAIN = b"authtrail-pseudonym-v1\n"
 
 
@@ -239,21 +242,23 @@ class Sealer:
 
     def seal(self, event: dict[str, Any]) -> dict[str, Any]:
         """``event`` with its tenant's personal fields sealed and pseudonyms added (a new
-        dict), or ``event`` itself when its tenant has no policy. Raises
+        dict), or ``event`` itself when its tenant has no policy or it is a lockout
+        decision (already checked to be the worker's own). Raises
         :class:`InvalidArgumentError` (the worker rejects the event) when input holds a
-        value that looks sealed: it would read as ciphertext of a key nobody has. Only
-        the worker's lockout decisions may, copying their trigger's sealed values. An
-        erasure record drops the destroyed keys from the cache, so later events get a
-        new key."""
+        value that looks sealed: it would read as ciphertext of a key nobody has. An
+        erasure record drops the destroyed keys from the cache, so later events of the
+        subject get a new key."""
         tenant_id, event_id = event["tenant_id"], event["event_id"]
-        # Admission checked a decision is the worker's own; it copies its trigger's values.
-        if event.get("service") != LOCKOUT_SERVICE:
-            for field, value in event.items():
-                if is_sealed(value):
-                    raise InvalidArgumentError(
-                        f"field {field!r} starts with {SEALED_PREFIX!r}, which only "
-                        "authtrail's own sealing may write"
-                    )
+        if event.get("service") == LOCKOUT_SERVICE:
+            # Admission checked it is the worker's own decision: it holds only user_id,
+            # pseudonyms and its trigger's sealed values, and must keep the leaf it owes.
+            return event
+        for field, value in event.items():
+            if is_sealed(value):
+                raise InvalidArgumentError(
+                    f"field {field!r} starts with {SEALED_PREFIX!r}, which only authtrail's "
+                    "own sealing may write"
+                )
         if event.get("event_type_other") == ERASURE_EVENT_TYPE:
             destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
             self._subject_keys = {
@@ -266,14 +271,14 @@ class Sealer:
         attributes = dict(event.get("attributes") or {})
         for field in sorted(policy.pseudonymised):
             value = event.get(field)
-            if isinstance(value, str) and not is_sealed(value):
+            if isinstance(value, str):
                 attributes[pseudonym_attribute(field)] = pseudonym(
                     self._pseudonym_key(tenant_id), value
                 )
         subject = subject_of(event)
         for field in sorted(policy.sealed):
             value = event.get(field)
-            if isinstance(value, str) and not is_sealed(value):
+            if isinstance(value, str):
                 key = self._subject_key(tenant_id, subject)
                 sealed[field] = seal_value(key, tenant_id, event_id, field, value)
         sealed["attributes"] = attributes
@@ -282,6 +287,8 @@ class Sealer:
     def _subject_key(self, tenant_id: str, subject: str) -> SubjectKey:
         key = self._subject_keys.get((tenant_id, subject))
         if key is None:
+            if len(self._subject_keys) >= _MAX_CACHED_KEYS:
+                self._subject_keys.clear()
             key = self._subject_keys[tenant_id, subject] = self._keys.key_for(tenant_id, subject)
         return key
 

@@ -435,7 +435,14 @@ class SequencerWorker:
         is computed (docs/PRIVACY.md); the value re-encoded only when sealing changed it."""
         if self._sealer is None:
             return event, value
-        sealed = self._sealer.seal(event)
+        try:
+            sealed = self._sealer.seal(event)
+        except (ConfigurationError, OSError) as exc:
+            # The key store failed: chaining clear text or skipping the event are both
+            # wrong, so stop like a failed publish (rule 2); a restart retries the event.
+            _LOG.critical("privacy key store failed, stopping: %s", exc)
+            logging.shutdown()
+            os._exit(70)
         return (event, value) if sealed is event else (sealed, self._event_codec.encode(sealed))
 
     def _own_decision(

@@ -8,6 +8,8 @@ import hmac
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+from hypothesis import given
+from hypothesis import strategies as st
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 from stream.canonical import MAGIC, MAGIC_V2, canonical_leaf
@@ -179,8 +181,8 @@ def test_sealer_seals_the_policy_fields_and_adds_pseudonyms() -> None:
         "pseudonym.user_name": pseudonym(tenant_key, "Alice"),
     }
     assert event["user_name"] == "Alice"  # the input is left alone
-    decision = sealed | {"service": "authtrail-lockout"}  # copies its trigger's values
-    assert sealer.seal(decision) == decision
+    decision = sealed | {"service": "authtrail-lockout", "client_ip": "pseudonym:ab"}
+    assert sealer.seal(decision) is decision  # the worker's own: kept as it is owed
     with pytest.raises(InvalidArgumentError, match="only authtrail's own sealing may write"):
         sealer.seal(sealed)  # input that looks sealed: refused, whatever the tenant
     with pytest.raises(InvalidArgumentError, match="'host'"):
@@ -247,3 +249,41 @@ def test_policy_document_is_parsed_and_checked() -> None:
         PrivacyPolicies.parse({"tenants": {"acme": {"sealed": ["occurred_at"]}}}, strings)
     with pytest.raises(ConfigurationError, match="expected an object"):
         PrivacyPolicies.parse({"tenants": {"acme": ["user_name"]}}, strings)
+
+
+def _reference_leaf(event: dict) -> bytes:
+    """docs/INTEGRITY.md §2 and §2.1 spelled out plainly (strings and integers only)."""
+
+    def framed(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    sealed = any(
+        isinstance(v, str) and v.startswith("authtrail-sealed-v1:") for v in event.values()
+    )
+    parts = [b"authtrail-event-v2\n" if sealed else b"authtrail-event-v1\n"]
+    for name in sorted(event, key=str.encode):
+        value = event[name]
+        if value is None:
+            continue
+        if isinstance(value, int):
+            kind, data = b"i", str(value).encode()
+        else:
+            kind = b"c" if value.startswith("authtrail-sealed-v1:") else b"s"
+            data = value.encode()
+        parts.append(framed(name.encode()) + kind + framed(data))
+    return b"".join(parts)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["user_name", "client_ip", "user_agent", "host", "message", "seq"]),
+        st.one_of(
+            st.none(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.text(max_size=20),
+            st.text(max_size=20).map(lambda text: "authtrail-sealed-v1:" + text),
+        ),
+    )
+)
+def test_leaf_matches_the_reference_for_any_mix_of_sealed_values(event: dict) -> None:
+    assert canonical_leaf(event) == _reference_leaf(event)
