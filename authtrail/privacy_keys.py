@@ -30,6 +30,9 @@ from stream.shredding import KEY_BYTES, SubjectKey
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")
+# A reader cannot tell a lost key from a stored value changed to name a key the tenant
+# never had (verify can): the errors say both.
+_CHANGED_ROW = "a stored value was changed (run `authtrail verify`)"
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
@@ -74,8 +77,8 @@ class DirectoryKeyStore:
         tenant = self._tenant(tenant_id)
         if not tenant.is_dir():
             raise ConfigurationError(
-                f"no privacy key store for tenant {tenant_id!r} at {tenant}: keys lost, or "
-                "the wrong --data-dir"
+                f"no privacy key store for tenant {tenant_id!r} at {tenant}: keys lost, the "
+                f"wrong --data-dir, or {_CHANGED_ROW}"
             )
         path = tenant / "keys" / key_id
         data = read_bounded(path, 256, "subject key")
@@ -84,7 +87,8 @@ class DirectoryKeyStore:
                 return None
             raise ConfigurationError(
                 f"subject key {key_id} of tenant {tenant_id!r} is missing from {path.parent} "
-                "and no erasure destroyed it: the key store was damaged or restored partly"
+                f"and no erasure destroyed it: the key store was damaged or restored partly, "
+                f"or {_CHANGED_ROW}"
             )
         return SubjectKey(key_id, bytes.fromhex(_checked(data, _HEX_KEY, path).strip()))
 

@@ -208,3 +208,20 @@ def test_lost_or_corrupt_key_store_is_a_clear_error(built: dict[str, Path]) -> N
     (data / "privacy").rename(data / "privacy-elsewhere")
     with pytest.raises(ConfigurationError, match="no privacy key store for tenant 'acme'"):
         _rows(data, sql)
+
+
+def test_sealed_value_moved_to_another_tenant_is_caught(built: dict[str, Path]) -> None:
+    data = built["data"]
+    _mutate(
+        data,
+        "ALTER TABLE events UPDATE user_name = (SELECT user_name FROM events WHERE "
+        "tenant_id = 'acme' AND seq = 60) WHERE tenant_id = 'globex' AND seq = 80",
+    )
+    report = {t["tenant_id"]: t for t in json.loads(_verify(built).stdout)["tenants"]}
+    assert (report["globex"]["damage"], report["globex"]["seq"]) == ("modified", 80)
+    assert report["acme"]["damage"] is None
+    # globex has no key store: a reader cannot tell this from lost keys, and says both.
+    with pytest.raises(
+        ConfigurationError, match=r"or a stored value was changed \(run `authtrail verify`\)"
+    ):
+        _rows(data, "SELECT tenant_id, event_id, user_name FROM events WHERE tenant_id = 'globex'")
