@@ -225,3 +225,18 @@ def test_sealed_value_moved_to_another_tenant_is_caught(built: dict[str, Path]) 
         ConfigurationError, match=r"or a stored value was changed \(run `authtrail verify`\)"
     ):
         _rows(data, "SELECT tenant_id, event_id, user_name FROM events WHERE tenant_id = 'globex'")
+
+
+def test_sql_reveal_opens_only_with_the_flag(built: dict[str, Path]) -> None:
+    query = (
+        "SELECT tenant_id, event_id, user_name FROM events WHERE tenant_id = 'acme' AND seq = 45"
+    )
+    plain = _authtrail(built["data"], "sql", query, "--format", "csv")
+    revealed = _authtrail(built["data"], "sql", "--reveal", query, "--format", "csv")
+    assert plain.returncode == revealed.returncode == 0, plain.stderr + revealed.stderr
+    assert "authtrail-sealed-v1:" in plain.stdout and "@example.com" not in plain.stdout
+    assert "@example.com" in revealed.stdout and "authtrail-sealed-v1:" not in revealed.stdout
+    unbound = _authtrail(built["data"], "sql", "--reveal", "SELECT user_name FROM events "
+                         "WHERE tenant_id = 'acme' AND seq = 45")  # fmt: skip
+    assert unbound.returncode == 2
+    assert "needs the tenant_id and event_id columns" in unbound.stderr
