@@ -280,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("query", help='e.g. "SELECT tenant_id, count() FROM events GROUP BY 1"')
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument(
+        "--reveal", action="store_true",
+        help="open sealed personal fields with the key store DATA_DIR/privacy (select "
+        "tenant_id, event_id and the fields by name; erased subjects read [erased])",
+    )  # fmt: skip
     _add_store_flag(sql)
     sql.set_defaults(handler=handlers.sql)
 
@@ -385,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     from authtrail.keys_cli import add_keys_parsers  # keys rotate, keys retire
 
     add_keys_parsers(commands)
+    from authtrail.privacy_cli import add_privacy_parsers  # erase, hash
+
+    add_privacy_parsers(commands)
     return parser
 
 

@@ -117,6 +117,11 @@ def sql(args: argparse.Namespace, settings: Settings) -> int:
         table = backend.query_arrow(args.query)
     finally:
         backend.close()
+    if args.reveal:
+        from authtrail.privacy import reveal_table
+        from authtrail.privacy_keys import DirectoryKeyStore
+
+        table = reveal_table(table, DirectoryKeyStore(settings.privacy_dir))
     write_table(table, args.format, sys.stdout)
     return EXIT_OK
 

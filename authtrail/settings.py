@@ -55,6 +55,9 @@ class Settings:
     snapshots_topic: str = ""
     # Brute-force policy (JSON or TOML, docs/LOCKOUT.md); None: Keycloak's defaults.
     lockout_policy_file: Path | None = None
+    # Which tenants' personal fields are sealed and pseudonymised (JSON, docs/PRIVACY.md);
+    # None: none are. Subject keys live in <data_dir>/privacy.
+    privacy_policy_file: Path | None = None
     partitions: int = 4
     # Consumer groups are "<consumer_group>-sequencer" (Faust app id) and "<consumer_group>-sink".
     consumer_group: str = "authtrail"
@@ -138,6 +141,11 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def privacy_dir(self) -> Path:
+        """The embedded subject key store (authtrail/privacy_keys.py)."""
+        return self.data_dir / "privacy"
 
     @property
     def signing_key_path(self) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import AUTH_EVENT, load_schema
+from stream.canonical import SEALED_PREFIX
 
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "checkpoints"
@@ -220,16 +221,26 @@ def _field_sql(column: EventColumn) -> str:
         encoded = f"concat({_label(column.name, 'i')}, {_length_prefixed(text)})"
     elif column.kind == "i":
         encoded = f"concat({_label(column.name, 'i')}, {_length_prefixed(f'toString({value})')})"
-    else:
-        encoded = f"concat({_label(column.name, 's')}, {_length_prefixed(value)})"
+    else:  # a sealed value is leaf type "c" (INTEGRITY.md §2.1), same bytes otherwise
+        encoded = (
+            f"concat(if({_sealed_sql(column)}, {_label(column.name, 'c')}, "
+            f"{_label(column.name, 's')}), {_length_prefixed(value)})"
+        )
     return f"if(isNull({name}), '', {encoded})" if column.nullable else encoded
+
+
+def _sealed_sql(column: EventColumn) -> str:
+    # assumeNotNull reads NULL as '': never sealed, and no Nullable result to carry along.
+    return f"startsWith(assumeNotNull(`{column.name}`), '{SEALED_PREFIX}')"
 
 
 @functools.cache
 def canonical_leaf_sql() -> str:
-    """A ClickHouse expression equal to the canonical leaf of an ``events`` row."""
+    """A ClickHouse expression equal to the canonical leaf (v1 or v2) of an ``events`` row."""
     fields = sorted(event_columns(), key=lambda column: column.name.encode())
-    return "concat('authtrail-event-v1\\n', " + ", ".join(map(_field_sql, fields)) + ")"
+    sealed = " OR ".join(_sealed_sql(column) for column in fields if column.kind == "s")
+    magic = f"if({sealed}, 'authtrail-event-v2\\n', 'authtrail-event-v1\\n')"
+    return f"concat({magic}, " + ", ".join(map(_field_sql, fields)) + ")"
 
 
 def chain_hash_sql() -> str:

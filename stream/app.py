@@ -27,6 +27,7 @@ from authtrail.metrics import (
     WorkerMetrics,
     new_registry,
 )
+from authtrail.privacy import new_sealer
 from authtrail.settings import Settings
 from authtrail.topics import TopicSpec
 from schemas import (
@@ -225,6 +226,7 @@ def create_app(
         envelope_codec=codec(EVENT_ENVELOPE),
         batch_codec=topics.batch_codec,
         batch_bytes=settings.chained_batch_bytes,
+        sealer=new_sealer(settings),
     )
 
     @app.agent(events, name="sequencer")

@@ -18,6 +18,11 @@ Encoding (all integers big-endian)::
 Omitting None and empty maps is what lets the schema grow: a field added later with a
 null/empty default leaves every older event's leaf unchanged.
 
+Version 2 (docs/INTEGRITY.md §2.1): an event with at least one *sealed* string value (one
+that starts with :data:`SEALED_PREFIX`, a personal field encrypted by
+:mod:`stream.shredding`) has :data:`MAGIC_V2` and type ``b"c"`` for those values; every
+other byte is as in version 1, so events without sealed values keep their v1 leaves.
+
 Speed: this runs once per event on the worker's hot path, and almost every event has the
 same key set (the decoder yields every schema field, in schema order). So the sorted
 order, the name checks and each field's encoded ``str(name) || type`` prefix are worked
@@ -35,6 +40,10 @@ from collections.abc import Iterable, Mapping
 from authtrail.errors import InvalidArgumentError
 
 MAGIC = b"authtrail-event-v1\n"
+MAGIC_V2 = b"authtrail-event-v2\n"
+#: A string value starting with this is a sealed (encrypted) personal field: leaf type "c".
+SEALED_PREFIX = "authtrail-sealed-v1:"
+_SEALED_MARK = SEALED_PREFIX.encode("ascii")
 
 FieldValue = str | int | Mapping[str, str] | None
 
@@ -153,7 +162,31 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
         for name, _, _ in fields:
             _encode_field(name, event[name])
         raise  # unreachable while both paths agree on what is encodable
-    return b"".join(parts)
+    leaf = b"".join(parts)
+    # One scan of the joined bytes keeps the per-field cost of v1 events unchanged; a hit
+    # may be inside a map or mid-string, which _sealed_leaf sorts out.
+    return _sealed_leaf(event, fields, leaf) if _SEALED_MARK in leaf else leaf
+
+
+def _sealed_leaf(event: Mapping[str, FieldValue], fields: _Layout, leaf_v1: bytes) -> bytes:
+    """The v2 leaf of ``event`` if a top-level string value is sealed, else ``leaf_v1``."""
+    parts = [MAGIC_V2]
+    sealed = False
+    for name, string_prefix, _ in fields:
+        value = event[name]
+        if is_sealed(value):
+            assert isinstance(value, str)
+            sealed = True
+            data = utf8(value, f"field {name!r}")
+            parts.append(string_prefix[:-1] + b"c" + length_prefixed(data))
+        else:
+            parts.append(_encode_field(name, value))
+    return b"".join(parts) if sealed else leaf_v1
+
+
+def is_sealed(value: object) -> bool:
+    """Whether ``value`` is a sealed field value (leaf type ``c``, docs/INTEGRITY.md §2.1)."""
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
 
 
 def canonical_leaves(events: Iterable[Mapping[str, FieldValue]]) -> list[bytes]:

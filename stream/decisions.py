@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authtrail.errors import InvalidArgumentError
+from stream.canonical import is_sealed
 
 __all__ = [
     "ACCOUNT_LOCKED",
@@ -25,6 +26,8 @@ __all__ = [
     "Decision",
     "decision_to_event",
     "event_identity",
+    "keyed_identity",
+    "pseudonym_attribute",
     "user_key",
 ]
 
@@ -65,6 +68,22 @@ class Decision:
     sample_user_names: tuple[str, ...] = ()
 
 
+def pseudonym_attribute(field: str) -> str:
+    """The ``attributes`` key holding ``field``'s pseudonym (stream/shredding.py)."""
+    return "pseudonym." + field
+
+
+def keyed_identity(event: Mapping[str, Any], field: str) -> str | None:
+    """``field``'s value for correlation (the lockout detector): its pseudonym when the
+    value is sealed (each sealing differs, the pseudonym does not), else the value."""
+    value = event.get(field)
+    if not is_sealed(value):
+        return value if isinstance(value, str) else None
+    attributes = event.get("attributes") or {}
+    found = attributes.get(pseudonym_attribute(field))
+    return f"pseudonym:{found}" if found else None
+
+
 def user_key(event: Mapping[str, Any], case_insensitive_names: bool) -> str | None:
     """The account an event is about: ``id:<user_id>``, else ``name:<user_name>``, else None.
 
@@ -73,7 +92,8 @@ def user_key(event: Mapping[str, Any], case_insensitive_names: bool) -> str | No
     """
     if event.get("user_id"):
         return f"id:{event['user_id']}"
-    name = event.get("user_name")
+    # A sealed name differs in every event; its pseudonym does not (docs/PRIVACY.md).
+    name = keyed_identity(event, "user_name")
     if not name:
         return None
     return f"name:{name.casefold() if case_insensitive_names else name}"

@@ -27,6 +27,7 @@ from stream.decisions import (
     LOCKOUT_SERVICE,
     Decision,
     event_identity,
+    keyed_identity,
     user_key,
 )
 from stream.event_time import ReorderBuffer
@@ -149,7 +150,8 @@ class SprayDetector:
         tenant_id, event_id, occurred_at = event_identity(event)
         counters = self._counters.setdefault(tenant_id, Counter())
         policy = self._policy_for(tenant_id)
-        client_ip = event.get("client_ip")
+        # Sealed addresses differ in every event: count by their pseudonym (PRIVACY.md).
+        client_ip = keyed_identity(event, "client_ip")
         key = user_key(event, policy.case_insensitive_user_names)
         if (
             not policy.enabled

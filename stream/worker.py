@@ -55,6 +55,7 @@ from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
 from stream.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
 from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
+from stream.shredding import Sealer
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
 _LOG = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ class SequencerWorker:
         envelope_codec: SingleObjectCodec | None = None,
         batch_codec: SingleObjectCodec,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
+        sealer: Sealer | None = None,
     ) -> None:
+        self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
         self._partitions = partitions  # None: do not check tenant -> partition
@@ -411,6 +414,7 @@ class SequencerWorker:
                 partition=record.partition, partitions=self._partitions,
                 own_decision=lambda claimed: self._own_decision(sequencer, record, claimed),
             )  # fmt: skip
+            event, value = self._sealed(event, value)
             leaf = canonical_leaf(event)
             offer = sequencer.offer(
                 event["tenant_id"], event["event_id"], leaf, record.offset, index
@@ -425,6 +429,21 @@ class SequencerWorker:
             reject("invalid_event", str(exc), _tenant(event))
         else:
             self._publish_offer(sequencer, record, value, index, event, offer)
+
+    def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
+        """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf
+        is computed (docs/PRIVACY.md); the value re-encoded only when sealing changed it."""
+        if self._sealer is None:
+            return event, value
+        try:
+            sealed = self._sealer.seal(event)
+        except (ConfigurationError, OSError) as exc:
+            # The key store failed: chaining clear text or skipping the event are both
+            # wrong, so stop like a failed publish (rule 2); a restart retries the event.
+            _LOG.critical("privacy key store failed, stopping: %s", exc)
+            logging.shutdown()
+            os._exit(70)
+        return (event, value) if sealed is event else (sealed, self._event_codec.encode(sealed))
 
     def _own_decision(
         self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any]

@@ -48,6 +48,7 @@ CORE_MODULES = [
     "stream.decisions",
     "stream.handover",
     "stream.event_time",
+    "stream.shredding",
     "producers.spool_format",
     "producers.traffic",
     "producers.envelope",

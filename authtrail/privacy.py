@@ -1,0 +1,152 @@
+"""Privacy adapters: the policy file, ``erase``, ``hash`` and revealing sealed columns.
+
+The decisions (what is sealed, how, what an erasure record says) are
+:mod:`stream.shredding`'s; this module reads files, talks to Kafka and converts tables.
+Reading sealed values needs the key store (``<data_dir>/privacy``): whoever can read it
+may reveal, whoever cannot sees ciphertext and pseudonyms (docs/PRIVACY.md).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from authtrail.errors import ConfigurationError
+from authtrail.privacy_keys import DirectoryKeyStore, Erasure
+from authtrail.settings import Settings
+from sinks.tables import event_columns
+from stream.canonical import is_sealed
+from stream.shredding import (
+    ERASED,
+    UNREADABLE,
+    PrivacyPolicies,
+    SealedValueError,
+    Sealer,
+    SubjectKey,
+    erasure_event,
+    open_value,
+    pseudonym,
+    sealed_key_id,
+)
+
+_SUBJECT_KINDS = ("id:", "name:")
+
+
+def load_privacy_policies(path: Path) -> PrivacyPolicies:
+    """The policies in ``path`` (``.json`` or ``.toml``); :class:`ConfigurationError` if
+    it cannot be read or names a field that is not a string field of the event."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read privacy policy file {path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"privacy policy file {path}: expected an object")
+    strings = (column.name for column in event_columns() if column.kind == "s")
+    try:
+        return PrivacyPolicies.parse(document, strings)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"privacy policy file {path}: {exc}") from exc
+
+
+def new_sealer(settings: Settings) -> Sealer:
+    """The worker's sealer. Without a privacy policy file it seals nothing, but still
+    refuses input that looks sealed (stream/shredding.py)."""
+    path = settings.privacy_policy_file
+    policies = load_privacy_policies(path) if path is not None else PrivacyPolicies()
+    return Sealer(policies, DirectoryKeyStore(settings.privacy_dir))
+
+
+def check_subject(subject: str) -> str:
+    """``subject`` if it is ``id:<user_id>``, ``name:<user_name>`` or ``unattributed``."""
+    if subject == "unattributed" or (
+        subject.startswith(_SUBJECT_KINDS) and subject.split(":", 1)[1]
+    ):
+        return subject
+    raise ConfigurationError(
+        f"subject {subject!r} must be id:<user_id>, name:<user_name> or unattributed "
+        "(docs/PRIVACY.md, 'Data subjects')"
+    )
+
+
+@dataclass(frozen=True)
+class ErasureOutcome:
+    erasure: Erasure
+    record: dict[str, Any] | None  # the erasure event sent; None: nothing was ever erased
+
+
+def erase_subject(settings: Settings, tenant_id: str, subject: str) -> ErasureOutcome:
+    """Destroy ``subject``'s key, then send the erasure record to the events topic (the
+    worker chains and signs it). Run again after a failed send, it sends the same record:
+    its content follows from the erasure, so the sequencer keeps one."""
+    store = DirectoryKeyStore(settings.privacy_dir)
+    erasure = store.erase(tenant_id, check_subject(subject))
+    key_ids = erasure.destroyed or erasure.already
+    if not key_ids:
+        return ErasureOutcome(erasure, None)
+    record = erasure_event(
+        tenant_id, pseudonym(store.pseudonym_key(tenant_id), subject), key_ids,
+        erasure.erased_at,
+    )  # fmt: skip
+    from producers.sdk import AuditProducer
+
+    with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
+        producer.send(record)
+        if producer.flush(30.0):
+            raise ConfigurationError(
+                f"the key is destroyed, but the erasure record was not delivered to "
+                f"{settings.events_topic}; run the same erase again to send it"
+            )
+    return ErasureOutcome(erasure, record)
+
+
+def hash_value(settings: Settings, tenant_id: str, value: str) -> str:
+    """The pseudonym ``tenant_id``'s events carry for ``value`` (``authtrail hash``)."""
+    return pseudonym(
+        DirectoryKeyStore(settings.privacy_dir).existing_pseudonym_key(tenant_id), value
+    )
+
+
+def reveal_table(table: pa.Table, store: DirectoryKeyStore) -> pa.Table:
+    """``table`` with every sealed string value opened, :data:`ERASED` where the key was
+    destroyed and :data:`UNREADABLE` where it does not open (moved, modified, or copied
+    from another event as lockout decisions do). Sealed values need the ``tenant_id``
+    and ``event_id`` columns beside them; raises :class:`ConfigurationError` without
+    them, or when a key is lost."""
+    names = table.column_names
+    tenants = table.column("tenant_id").to_pylist() if "tenant_id" in names else None
+    event_ids = table.column("event_id").to_pylist() if "event_id" in names else None
+    keys: dict[tuple[str, str], SubjectKey | None] = {}
+
+    def opened(tenant_id: str, event_id: str, field: str, value: Any) -> Any:
+        if not is_sealed(value):
+            return value
+        try:
+            at = (tenant_id, sealed_key_id(value))
+            if at not in keys:
+                keys[at] = store.find(*at)
+            key = keys[at]
+            return ERASED if key is None else open_value(key, tenant_id, event_id, field, value)
+        except SealedValueError:
+            return UNREADABLE
+
+    for index, field in enumerate(table.column_names):
+        column = table.column(index)
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            continue
+        values = column.to_pylist()
+        if not any(is_sealed(value) for value in values):
+            continue
+        if tenants is None or event_ids is None:  # what the values are bound to
+            raise ConfigurationError("--reveal needs the tenant_id and event_id columns selected")
+        revealed = [
+            opened(tenant, event_id, field, value)
+            for tenant, event_id, value in zip(tenants, event_ids, values, strict=True)
+        ]
+        table = table.set_column(index, field, pa.array(revealed, type=column.type))
+    return table

@@ -1,0 +1,79 @@
+"""The directory key store: keys are durable and private, erasure is idempotent, damage
+is named."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from authtrail.errors import ConfigurationError
+from authtrail.privacy_keys import DirectoryKeyStore
+
+
+def test_a_subject_keeps_its_key_and_files_are_private(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path / "privacy")
+    key = store.key_for("acme", "id:u1")
+    assert DirectoryKeyStore(tmp_path / "privacy").key_for("acme", "id:u1") == key
+    assert store.key_for("acme", "id:u2") != key
+    assert store.key_for("globex", "id:u1") != key
+    assert store.find("acme", key.key_id) == key
+    files = [path for path in (tmp_path / "privacy").rglob("*") if path.is_file()]
+    assert files and all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in files)
+    assert not any("u1" in path.name for path in files)  # subjects are named by a hash
+
+
+def test_erase_is_idempotent_and_a_later_event_gets_a_new_key(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "name:alice")
+    erased = store.erase("acme", "name:alice")
+    assert erased.destroyed == (key.key_id,) and erased.erased_at > 0
+    assert store.find("acme", key.key_id) is None  # erased, not lost
+    again = store.erase("acme", "name:alice")
+    assert again.destroyed == () and again.already == (key.key_id,)
+    assert again.erased_at == erased.erased_at
+    new = store.key_for("acme", "name:alice")
+    assert new.key_id != key.key_id
+    assert store.erase("acme", "name:alice").destroyed == (new.key_id,)
+    assert store.find("acme", key.key_id) is None
+    nobody = store.erase("acme", "id:never-seen")
+    assert nobody.destroyed == nobody.already == ()
+
+
+def test_pseudonym_key_is_created_once(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    with pytest.raises(ConfigurationError, match="has no pseudonym key"):
+        store.existing_pseudonym_key("acme")
+    key = store.pseudonym_key("acme")
+    assert len(key) == 32 and store.existing_pseudonym_key("acme") == key
+
+
+def test_damage_is_named(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    (tmp_path / "acme" / "keys" / key.key_id).write_text("00" * 31)
+    with pytest.raises(ConfigurationError, match="is corrupt"):
+        store.find("acme", key.key_id)
+    (tmp_path / "acme" / "keys" / key.key_id).unlink()
+    with pytest.raises(ConfigurationError, match="no erasure destroyed it"):
+        store.find("acme", key.key_id)
+    with pytest.raises(ConfigurationError, match="no privacy key store for tenant 'globex'"):
+        store.find("globex", key.key_id)
+    with pytest.raises(ConfigurationError, match="not a subject key id"):
+        store.find("acme", "../../etc/passwd")
+    with pytest.raises(ConfigurationError, match="not a tenant id"):
+        store.key_for("../acme", "id:u1")
+    next((tmp_path / "acme" / "subjects").iterdir()).write_text("garbage")
+    with pytest.raises(ConfigurationError, match="is corrupt"):
+        store.key_for("acme", "id:u1")
+
+
+def test_an_erasure_interrupted_before_its_pointer_went_is_finished(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    pointer = next((tmp_path / "acme" / "subjects").iterdir())
+    saved = pointer.read_text()
+    store.erase("acme", "id:u1")
+    pointer.write_text(saved)  # as if the erasure stopped after destroying the key
+    assert store.key_for("acme", "id:u1").key_id != key.key_id
