@@ -147,16 +147,18 @@ class SprayDetector:
         ``tenant_id``, ``event_id`` or ``occurred_at`` is missing.
         """
         tenant_id, event_id, occurred_at = event_identity(event)
-        counters = self._counters.setdefault(tenant_id, Counter())
+        counters = self._counters.get(tenant_id)
+        if counters is None:
+            counters = self._counters[tenant_id] = Counter()
         policy = self._policy_for(tenant_id)
         client_ip = event.get("client_ip")
-        key = user_key(event, policy.case_insensitive_user_names)
+        # Most events are no login failure: tell so before building the user key.
         if (
             not policy.enabled
             or event.get("service") == LOCKOUT_SERVICE
             or not _is_failure(event, policy)
             or not client_ip
-            or key is None
+            or (key := user_key(event, policy.case_insensitive_user_names)) is None
         ):
             counters["irrelevant"] += 1
             return []
