@@ -465,11 +465,8 @@ class SequencerWorker:
     ) -> None:  # fmt: skip
         """Add a sequenced ``event`` to its partition's open chained batch and let the
         guard see it."""
-        partition, tenant_id, occurred_at = (
-            record.partition,
-            event["tenant_id"],
-            event["occurred_at"],
-        )
+        partition = record.partition
+        tenant_id, occurred_at = event["tenant_id"], event["occurred_at"]
         self.counters.sequenced += 1
         self._snapshotter.wrote(partition)
         if self.observer is not None:
