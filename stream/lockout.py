@@ -313,7 +313,12 @@ class LockoutDetector:
         policy = self._policy_for(tenant_id)
         decisions: list[Decision] = []
         for key in sorted(tenant.buffered):
-            decisions += self._release(tenant, tenant.accounts[key], policy)
+            account = tenant.accounts[key]
+            released = account.order.release(self._lateness, tenant.floor)
+            # Nothing released leaves the account as it was (its indexes included): most
+            # buffered accounts wait for a later step.
+            if released:
+                decisions += self._apply(tenant, account, released, policy)
         decisions += self._expire(tenant)
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
@@ -397,8 +402,16 @@ class LockoutDetector:
         return detector
 
     def _release(self, tenant: _Tenant, account: _Account, policy: LockoutPolicy) -> list[Decision]:
+        released = account.order.release(self._lateness, tenant.floor)
+        return self._apply(tenant, account, released, policy)
+
+    def _apply(
+        self, tenant: _Tenant, account: _Account, released: list[tuple[int, str, dict[str, Any]]],
+        policy: LockoutPolicy,
+    ) -> list[Decision]:  # fmt: skip
+        """Apply ``released`` events of ``account`` in order; then index the account."""
         decisions: list[Decision] = []
-        for occurred_at, event_id, payload in account.order.release(self._lateness, tenant.floor):
+        for occurred_at, event_id, payload in released:
             made, counted = account.apply(occurred_at, event_id, payload, policy)
             decisions += made
             if counted:

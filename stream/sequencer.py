@@ -295,6 +295,8 @@ class Sequencer:
         """Tenants whose open batch reached ``batch_size`` since the previous call (of this
         or :meth:`due_batches`): after each offer, at most the tenant just appended to.
         Each is returned once: the caller closes it (:meth:`close_batch`)."""
+        if not self._full:  # asked after every event: the common answer, at once
+            return []
         full = [
             t for t in dict.fromkeys(self._full) if self.tenants[t].batch.size >= self._batch_size
         ]
