@@ -176,11 +176,10 @@ class SprayDetector:
         decisions: list[Decision] = []
         addresses = self._addresses.get(tenant_id, {})
         for client_ip, address in addresses.items():
+            # The release also forgets ids behind the cutoff, at this very floor.
             decisions += self._release(tenant_id, client_ip, address, policy)
         # An address with nothing buffered and only failures older than the window is empty.
         window = policy.window_seconds * 1_000_000
-        for address in addresses.values():
-            address.order.forget(self._lateness, self._floors[tenant_id])
         for client_ip in [
             client_ip
             for client_ip, address in addresses.items()
