@@ -152,10 +152,13 @@ class WorkerMetrics:
         )  # fmt: skip
         self._unsigned: dict[tuple[int, str], list[int]] = {}
 
-    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: int) -> None:
-        """An event of ``tenant_id`` read from ``partition`` got its seq."""
-        self._to_sequenced.observe(max(self._clock() - occurred_at_micros / 1e6, 0.0))
-        self._unsigned.setdefault((partition, tenant_id), []).append(occurred_at_micros)
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: list[int]) -> None:
+        """Events of ``tenant_id`` read from ``partition`` got their seq (one worker step:
+        the clock is read once for all of them)."""
+        now = self._clock()
+        for occurred_at in occurred_at_micros:
+            self._to_sequenced.observe(max(now - occurred_at / 1e6, 0.0))
+        self._unsigned.setdefault((partition, tenant_id), []).extend(occurred_at_micros)
 
     def signed(self, partition: int, tenant_id: str, batch_records: int) -> None:
         """A checkpoint of ``batch_records`` records closed ``tenant_id``'s batch."""

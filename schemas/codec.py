@@ -43,6 +43,7 @@ from authtrail.errors import (
     UnknownSchemaError,
 )
 from schemas._conformance import compile_check
+from schemas._flat_reader import FlatReader, compile_flat_reader
 from schemas._flat_writer import compile_flat_writer
 
 __all__ = [
@@ -109,7 +110,9 @@ class _ParsedSchema:
     cannot encode.
     """
 
-    __slots__ = ("_tail_writer", "check", "fingerprint", "name", "parsed", "source", "write")
+    __slots__ = (
+        "_tail_writer", "check", "fingerprint", "name", "parsed", "read", "source", "write",
+    )  # fmt: skip
 
     def __init__(self, schema: Schema) -> None:
         self.source = _as_json(schema)
@@ -128,6 +131,9 @@ class _ParsedSchema:
             compile_flat_writer(self.parsed, self.name, self.check) or self._checked_write
         )
         self._tail_writer: Callable[[Mapping[str, Any]], bytes] | None = None
+        # Likewise a compiled reader for the auth event, ~3x faster than fastavro's: used
+        # when no schema resolution is needed, fastavro for anything it leaves (None).
+        self.read: FlatReader | None = compile_flat_reader(self.parsed)
 
     def _checked_write(self, record: Mapping[str, Any]) -> bytes:
         self.check(record)
@@ -167,9 +173,13 @@ class _ParsedSchema:
 def _read_body(
     data: bytes, offset: int, writer: _ParsedSchema, reader: _ParsedSchema, handle: str
 ) -> dict[str, Any]:
+    resolve_to = None if writer.fingerprint == reader.fingerprint else reader.parsed
+    if resolve_to is None and writer.read is not None:
+        read = writer.read(data, offset)
+        if read is not None:
+            return read
     body = io.BytesIO(data)
     body.seek(offset)
-    resolve_to = None if writer.fingerprint == reader.fingerprint else reader.parsed
     try:
         record = schemaless_reader(body, writer.parsed, resolve_to)
     except Exception as exc:  # EOFError, bad varint, enum index, UTF-8, resolution...

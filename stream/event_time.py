@@ -76,18 +76,26 @@ class ReorderBuffer:
         cutoff = self.cutoff(lateness, floor)
         if cutoff is None:
             return []
-        ready = bisect.bisect_right(self.pending, cutoff, key=lambda item: item[0])
-        released, self.pending = self.pending[:ready], self.pending[ready:]
-        if released:
-            self.frontier = released[-1][:2]
-        self.forget(lateness, floor)
+        pending = self.pending
+        # Most calls release nothing (the detectors ask on every event and time step).
+        if not pending or pending[0][0] > cutoff:
+            self._forget_before(cutoff)
+            return []
+        ready = bisect.bisect_right(pending, cutoff, key=lambda item: item[0])
+        released, self.pending = pending[:ready], pending[ready:]
+        self.frontier = released[-1][:2]
+        self._forget_before(cutoff)
         return released
 
     def forget(self, lateness: int, floor: int | None) -> None:
         """Drop remembered ids older than the cutoff: such an event is refused as late."""
         cutoff = self.cutoff(lateness, floor)
+        if cutoff is not None:
+            self._forget_before(cutoff)
+
+    def _forget_before(self, cutoff: int) -> None:
         oldest = self._oldest_id_at
-        if cutoff is not None and oldest is not None and oldest < cutoff:
+        if oldest is not None and oldest < cutoff:
             self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
             self._oldest_id_at = min(self.recent_ids.values(), default=None)
 

@@ -19,7 +19,9 @@ _DIGEST_BYTES = 16
 _ENTRY_BYTES = 2 * _DIGEST_BYTES
 
 
-def _key(tenant_id: str, event_id: str) -> int:
+def id_key(tenant_id: str, event_id: str) -> int:
+    """The window's key of ``event_id`` of ``tenant_id`` (a 128-bit digest): work it out
+    once when asking and then adding the same id (:meth:`IdWindow.same_content_at`)."""
     # The NUL cannot occur in a tenant id (checkpoint origins refuse it), so no two
     # (tenant, id) pairs share a digest input.
     digest = blake2b(f"{tenant_id}\0{event_id}".encode(), digest_size=_DIGEST_BYTES).digest()
@@ -50,13 +52,20 @@ class IdWindow:
 
     def add(self, tenant_id: str, event_id: str, leaf_hash: bytes) -> None:
         """Remember that ``event_id`` of ``tenant_id`` was sequenced with ``leaf_hash``."""
+        self.add_at(id_key(tenant_id, event_id), leaf_hash)
+
+    def add_at(self, key: int, leaf_hash: bytes) -> None:
+        """:meth:`add` of the id whose :func:`id_key` is ``key``."""
         if len(self._newer) >= self._generation:
             self._older, self._newer = self._newer, {}
-        self._newer[_key(tenant_id, event_id)] = _content(leaf_hash)
+        self._newer[key] = _content(leaf_hash)
 
     def same_content(self, tenant_id: str, event_id: str, leaf_hash: bytes) -> bool | None:
         """None if the id is not remembered; else whether it came with ``leaf_hash``."""
-        key = _key(tenant_id, event_id)
+        return self.same_content_at(id_key(tenant_id, event_id), leaf_hash)
+
+    def same_content_at(self, key: int, leaf_hash: bytes) -> bool | None:
+        """:meth:`same_content` of the id whose :func:`id_key` is ``key``."""
         known = self._newer.get(key)
         if known is None:
             known = self._older.get(key)

@@ -270,10 +270,12 @@ class LockoutDetector:
         if event.get("service") == LOCKOUT_SERVICE:
             return []
         policy = self._policy_for(tenant_id)
-        tenant = self._tenants.setdefault(tenant_id, _Tenant())
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Tenant()
         tenant.clock = occurred_at if tenant.clock is None else max(tenant.clock, occurred_at)
         kind = _classify(event, policy)
-        key = user_key(event, policy.case_insensitive_user_names)
+        key = None if kind is None else user_key(event, policy.case_insensitive_user_names)
         decisions: list[Decision] = []
         if kind is None or key is None or not policy.enabled:
             tenant.counters["irrelevant"] += 1
@@ -293,6 +295,8 @@ class LockoutDetector:
             ] += 1
             decisions += self._release(tenant, account, policy)
         decisions += self._expire(tenant)
+        if len(decisions) < 2:
+            return decisions
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
@@ -303,13 +307,18 @@ class LockoutDetector:
         account of the tenant, so ``now`` must be event time the sources have reached
         (for a live source, the wall clock; never for a replay of old logs).
         """
-        tenant = self._tenants.setdefault(tenant_id, _Tenant())
+        tenant = self._tenants.get(tenant_id) or self._tenants.setdefault(tenant_id, _Tenant())
         tenant.floor = now if tenant.floor is None else max(tenant.floor, now)
         tenant.clock = now if tenant.clock is None else max(tenant.clock, now)
         policy = self._policy_for(tenant_id)
         decisions: list[Decision] = []
         for key in sorted(tenant.buffered):
-            decisions += self._release(tenant, tenant.accounts[key], policy)
+            account = tenant.accounts[key]
+            released = account.order.release(self._lateness, tenant.floor)
+            # Nothing released leaves the account as it was (its indexes included): most
+            # buffered accounts wait for a later step.
+            if released:
+                decisions += self._apply(tenant, account, released, policy)
         decisions += self._expire(tenant)
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
@@ -393,8 +402,16 @@ class LockoutDetector:
         return detector
 
     def _release(self, tenant: _Tenant, account: _Account, policy: LockoutPolicy) -> list[Decision]:
+        released = account.order.release(self._lateness, tenant.floor)
+        return self._apply(tenant, account, released, policy)
+
+    def _apply(
+        self, tenant: _Tenant, account: _Account, released: list[tuple[int, str, dict[str, Any]]],
+        policy: LockoutPolicy,
+    ) -> list[Decision]:  # fmt: skip
+        """Apply ``released`` events of ``account`` in order; then index the account."""
         decisions: list[Decision] = []
-        for occurred_at, event_id, payload in account.order.release(self._lateness, tenant.floor):
+        for occurred_at, event_id, payload in released:
             made, counted = account.apply(occurred_at, event_id, payload, policy)
             decisions += made
             if counted:

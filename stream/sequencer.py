@@ -30,7 +30,7 @@ from authtrail.errors import ChainError, CheckpointError, ConfigurationError, In
 from stream.chain import GENESIS_HASH, ChainHead, ChainLink, chain_hash
 from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
 from stream.compact import CompactTree
-from stream.id_window import IdWindow
+from stream.id_window import IdWindow, id_key
 from stream.merkle import leaf_hash as rfc6962_leaf_hash
 from stream.note import Signer
 
@@ -90,6 +90,10 @@ class Offer:
 
     outcome: str
     link: ChainLink | None = None
+
+
+# The outcomes without a link, made once (immutable).
+_REPLAYED, _DUPLICATE, _CONFLICT = Offer(REPLAYED), Offer(DUPLICATE), Offer(CONFLICT)
 
 
 class Sequencer:
@@ -153,6 +157,8 @@ class Sequencer:
 
     def handled(self, source_offset: int, source_index: int | None = None) -> bool:
         """Whether the input at this position was handled already (before a restart)."""
+        if source_offset != self.source_offset:  # the common case, without tuples
+            return source_offset < self.source_offset
         return position(source_offset, source_index) <= position(
             self.source_offset, self.source_index
         )
@@ -171,19 +177,24 @@ class Sequencer:
         ``link`` is set when the event got the tenant's next seq.
         """
         if self.handled(source_offset, source_index):
-            return Offer(REPLAYED)
-        log = self._log(tenant_id)
+            return _REPLAYED
+        log = self.tenants.get(tenant_id) or self._log(tenant_id)
         leaf_hash = rfc6962_leaf_hash(leaf)
         kept = log.kept_ids.get(event_id)
-        same = (
-            kept == leaf_hash if kept is not None else self._recently_seen(log, event_id, leaf_hash)
-        )
+        key = None  # the id window's key, worked out once for asking and remembering
+        if kept is not None:
+            same: bool | None = kept == leaf_hash
+        elif self._recent_ids is None:
+            same = None
+        else:
+            key = id_key(tenant_id, event_id)
+            same = self._recent_ids.same_content_at(key, leaf_hash)
         if same is False:
-            return Offer(CONFLICT)  # the position stays open: the caller chains the rejection
+            return _CONFLICT  # the position stays open: the caller chains the rejection
         self._advance(source_offset, source_index)
         if same:
-            return Offer(DUPLICATE)
-        return Offer(SEQUENCED, self._append(log, event_id, leaf_hash))
+            return _DUPLICATE
+        return Offer(SEQUENCED, self._append(log, event_id, leaf_hash, key))
 
     def chain_rejection(
         self, tenant_id: str, leaf: bytes, source_offset: int, source_index: int | None = None
@@ -250,7 +261,9 @@ class Sequencer:
             return kept == leaf_hash
         return self._recently_seen(log, event_id, leaf_hash) is True
 
-    def _append(self, log: TenantLog, event_id: str | None, leaf_hash: bytes) -> ChainLink:
+    def _append(
+        self, log: TenantLog, event_id: str | None, leaf_hash: bytes, key: int | None = None
+    ) -> ChainLink:
         if log.batch.size == 0:
             self._opened(log)
         log.head, link = log.head.append(leaf_hash)
@@ -259,7 +272,7 @@ class Sequencer:
         if log.batch.size == self._batch_size:
             self._full.append(log.tenant_id)
         if event_id is not None:
-            self._remember(log, event_id, leaf_hash)
+            self._remember(log, event_id, leaf_hash, key)
         return link
 
     def _recently_seen(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> bool | None:
@@ -267,16 +280,23 @@ class Sequencer:
             return None
         return self._recent_ids.same_content(log.tenant_id, event_id, leaf_hash)
 
-    def _remember(self, log: TenantLog, event_id: str, leaf_hash: bytes) -> None:
+    def _remember(
+        self, log: TenantLog, event_id: str, leaf_hash: bytes, key: int | None = None
+    ) -> None:  # fmt: skip
+        """Remember ``event_id`` (``key``: its :func:`id_key`, when known)."""
         if self._remember_forever and event_id.startswith(self._remember_forever):
             log.kept_ids[event_id] = leaf_hash
         elif self._recent_ids is not None:
-            self._recent_ids.add(log.tenant_id, event_id, leaf_hash)
+            self._recent_ids.add_at(
+                id_key(log.tenant_id, event_id) if key is None else key, leaf_hash
+            )
 
     def full_batches(self) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` since the previous call (of this
         or :meth:`due_batches`): after each offer, at most the tenant just appended to.
         Each is returned once: the caller closes it (:meth:`close_batch`)."""
+        if not self._full:  # asked after every event: the common answer, at once
+            return []
         full = [
             t for t in dict.fromkeys(self._full) if self.tenants[t].batch.size >= self._batch_size
         ]

@@ -148,17 +148,18 @@ class SprayDetector:
         ``tenant_id``, ``event_id`` or ``occurred_at`` is missing.
         """
         tenant_id, event_id, occurred_at = event_identity(event)
-        counters = self._counters.setdefault(tenant_id, Counter())
+        counters = self._counters.get(tenant_id)
+        if counters is None:
+            counters = self._counters[tenant_id] = Counter()
         policy = self._policy_for(tenant_id)
-        # Sealed addresses differ in every event: count by their pseudonym (PRIVACY.md).
-        client_ip = keyed_identity(event, "client_ip")
-        key = user_key(event, policy.case_insensitive_user_names)
+        # Most events are no login failure: tell so before building the keys.
         if (
             not policy.enabled
             or event.get("service") == LOCKOUT_SERVICE
             or not _is_failure(event, policy)
-            or not client_ip
-            or key is None
+            # Sealed addresses differ in every event: count by their pseudonym (PRIVACY.md).
+            or not (client_ip := keyed_identity(event, "client_ip"))
+            or (key := user_key(event, policy.case_insensitive_user_names)) is None
         ):
             counters["irrelevant"] += 1
             return []
@@ -176,11 +177,10 @@ class SprayDetector:
         decisions: list[Decision] = []
         addresses = self._addresses.get(tenant_id, {})
         for client_ip, address in addresses.items():
+            # The release also forgets ids behind the cutoff, at this very floor.
             decisions += self._release(tenant_id, client_ip, address, policy)
         # An address with nothing buffered and only failures older than the window is empty.
         window = policy.window_seconds * 1_000_000
-        for address in addresses.values():
-            address.order.forget(self._lateness, self._floors[tenant_id])
         for client_ip in [
             client_ip
             for client_ip, address in addresses.items()

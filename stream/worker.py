@@ -54,7 +54,7 @@ from stream.handover import handover_event, handover_rejection
 from stream.log_limit import RateLimitedLog
 from stream.recovery import Recovery, snapshot_part_key
 from stream.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
-from stream.sequencer import CONFLICT, DUPLICATE, SEQUENCED, Offer, Sequencer, SignedCheckpoint
+from stream.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from stream.shredding import Sealer
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 
@@ -86,7 +86,8 @@ class Publisher(Protocol):
 class Observer(Protocol):
     """Metrics hooks (authtrail/metrics.py :class:`WorkerMetrics`); None: not observed."""
 
-    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: int) -> None: ...
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: list[int]) -> None:
+        """Events of ``tenant_id`` got their seq in one step (called once per step)."""
 
     def signed(self, partition: int, tenant_id: str, batch_records: int) -> None: ...
 
@@ -180,6 +181,9 @@ class SequencerWorker:
         self.counters = Counters()
         self.rejected_by_kind: collections.Counter[str] = collections.Counter()
         self.observer: Observer | None = None
+        # occurred_at of the events sequenced this step, per (partition, tenant), for the
+        # observer: told once per step, not per event.
+        self._observed: dict[tuple[int, str], list[int]] = {}
         # Every rejection is stored whole (dead letters, `rejected`); a flood must not
         # turn into a flood of log lines.
         self._rejections_log = RateLimitedLog(_LOG)
@@ -220,6 +224,7 @@ class SequencerWorker:
                                    for tenant in sequencer.full_batches()]  # fmt: skip
                 self._next_offset[record.partition] = record.offset + 1
             await self._flush()  # the records, before any checkpoint that covers them
+            self._report_observed()
             for partition, signed in closed:
                 self._publish_checkpoint(partition, signed)
             self._close_due()
@@ -399,9 +404,12 @@ class SequencerWorker:
         """Handle one event ``value`` of ``record`` (``index``: its place in the envelope,
         None for a bare message): chain it, count a duplicate, or reject it alone."""
         event: dict[str, Any] | None = None
+        leaf: bytes | None = None  # the event's canonical leaf, worked out once
 
-        def reject(kind: str, reason: str, tenant_id: str | None) -> None:
-            self._reject(sequencer, record, kind, reason, tenant_id, value, index)
+        def own_decision(claimed: Mapping[str, Any]) -> bool:
+            nonlocal leaf
+            leaf = canonical_leaf(claimed)
+            return self._own_decision(sequencer, record, claimed, leaf)
 
         try:
             if len(value) > self._limits.max_record_bytes:  # before paying to decode
@@ -412,23 +420,32 @@ class SequencerWorker:
                 event, record_bytes=len(value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
                 partition=record.partition, partitions=self._partitions,
-                own_decision=lambda claimed: self._own_decision(sequencer, record, claimed),
+                own_decision=own_decision,
             )  # fmt: skip
-            event, value = self._sealed(event, value)
-            leaf = canonical_leaf(event)
+            event, value = self._sealed(event, value)  # decisions pass unchanged
+            if leaf is None:  # not yet worked out by own_decision
+                leaf = canonical_leaf(event)
             offer = sequencer.offer(
                 event["tenant_id"], event["event_id"], leaf, record.offset, index
             )
         except UnknownSchemaError as exc:
-            reject("unknown_schema", str(exc), None)
+            self._reject(sequencer, record, "unknown_schema", str(exc), None, value, index)
         except RejectedEvent as exc:
-            reject(exc.kind, str(exc), _tenant(event))
+            self._reject(sequencer, record, exc.kind, str(exc), _tenant(event), value, index)
         except FormatError as exc:
-            reject("undecodable", str(exc), None)
+            self._reject(sequencer, record, "undecodable", str(exc), None, value, index)
         except InvalidArgumentError as exc:
-            reject("invalid_event", str(exc), _tenant(event))
+            self._reject(sequencer, record, "invalid_event", str(exc), _tenant(event), value,
+                         index)  # fmt: skip
         else:
-            self._publish_offer(sequencer, record, value, index, event, offer)
+            if offer.link is not None:
+                self._publish_sequenced(sequencer, record, value, index, event, offer.link)
+            elif offer.outcome == DUPLICATE:
+                self.counters.duplicates += 1
+            elif offer.outcome == CONFLICT:
+                reason = f"event_id {event['event_id']!r} was already used for different content"
+                self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
+                             value, index)  # fmt: skip
 
     def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
         """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf
@@ -446,49 +463,52 @@ class SequencerWorker:
         return (event, value) if sealed is event else (sealed, self._event_codec.encode(sealed))
 
     def _own_decision(
-        self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any]
+        self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any], leaf: bytes
     ) -> bool:
-        """Whether ``event``, which claims a lockout decision's identity, is this worker's.
+        """Whether ``event`` (canonical leaf ``leaf``), which claims a lockout decision's
+        identity, is this worker's.
 
         Decisions come back through the events topic like any producer's input, so the
         topic cannot vouch for them. Ours is one the partition's guard owes with exactly
         this content, or an exact copy of one already chained (after a restart a decision
         in flight may be published twice: the sequencer records it as a duplicate).
         """
-        leaf = canonical_leaf(event)
         guard = self._guards.get(record.partition)
         if guard is not None and guard.owes(event["event_id"], leaf):
             return True
         return sequencer.has_recorded(event["tenant_id"], event["event_id"], leaf)
 
-    def _publish_offer(
+    def _publish_sequenced(
         self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None,
-        event: dict[str, Any], offer: Offer,
+        event: dict[str, Any], link: ChainLink,
     ) -> None:  # fmt: skip
-        if offer.outcome == DUPLICATE:
-            self.counters.duplicates += 1
-        elif offer.outcome == CONFLICT:
-            reason = f"event_id {event['event_id']!r} was already used for different content"
-            self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
-                         value, index)  # fmt: skip
-        elif offer.outcome == SEQUENCED and offer.link is not None:
-            self.counters.sequenced += 1
-            self._snapshotter.wrote(record.partition)
-            if self.observer is not None:
-                self.observer.sequenced(record.partition, event["tenant_id"], event["occurred_at"])
-            batch = self._batches.get(record.partition)
-            if batch is None:
-                batch = self._batches[record.partition] = BatchBuilder(*self._batch_format)
-            finished = batch.add(
-                epoch=self._epochs[record.partition], tenant_id=event["tenant_id"],
-                seq=offer.link.seq, occurred_at=event["occurred_at"],
-                body=self._chained_body(record, value, index, event, offer),
-            )  # fmt: skip
-            if finished is not None:
-                self._publish(CHAINED, None, finished, record.partition)
-            guard = self._guards.get(record.partition)
-            for decision in guard.observe(event) if guard is not None else ():
-                self._publish_decision(record.partition, decision)
+        """Add a sequenced ``event`` to its partition's open chained batch and let the
+        guard see it."""
+        partition = record.partition
+        tenant_id, occurred_at = event["tenant_id"], event["occurred_at"]
+        self.counters.sequenced += 1
+        self._snapshotter.wrote(partition)
+        if self.observer is not None:
+            self._observed.setdefault((partition, tenant_id), []).append(occurred_at)
+        batch = self._batches.get(partition)
+        if batch is None:
+            batch = self._batches[partition] = BatchBuilder(*self._batch_format)
+        finished = batch.add(
+            epoch=self._epochs[partition], tenant_id=tenant_id, seq=link.seq,
+            occurred_at=occurred_at, body=self._chained_body(record, value, index, event, link),
+        )  # fmt: skip
+        if finished is not None:
+            self._publish(CHAINED, None, finished, partition)
+        guard = self._guards.get(partition)
+        for decision in guard.observe(event) if guard is not None else ():
+            self._publish_decision(partition, decision)
+
+    def _report_observed(self) -> None:
+        """Tell the observer what was sequenced this step (before the checkpoints)."""
+        observed, self._observed = self._observed, {}
+        if self.observer is not None:
+            for (partition, tenant_id), occurred_at in observed.items():
+                self.observer.sequenced(partition, tenant_id, occurred_at)
 
     def _emit_batch(self, partition: int) -> None:
         """Publish the open chained batch of ``partition``, if any."""
@@ -499,12 +519,16 @@ class SequencerWorker:
 
     def _chained_body(
         self, record: InputRecord, value: bytes, index: int | None, event: dict[str, Any],
-        offer: Offer,
+        link: ChainLink,
     ) -> bytes:  # fmt: skip
         """The chained record body (no framing) of a sequenced ``event``, decoded from
         ``value`` (event ``index`` of ``record``)."""
-        assert offer.link is not None
-        rest = {**self._link_fields(record, offer.link), "source_index": index}
+        rest = {
+            "seq": link.seq, "prev_hash": link.prev_hash, "hash": link.hash,
+            "leaf_hash": link.leaf_hash, "source_partition": record.partition,
+            "source_offset": record.offset, "epoch": self._epochs[record.partition],
+            "source_index": index,
+        }  # fmt: skip
         if self._splice is not None:
             event_codec, chained_codec = self._splice
             body = event_codec.current_body(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from stream.admission import (
@@ -10,6 +12,7 @@ from stream.admission import (
     OVERSIZED,
     Limits,
     RejectedEvent,
+    _folded,
     check_event,
 )
 
@@ -156,3 +159,10 @@ def test_no_event_may_join_a_rejection_log_not_even_one_the_worker_calls_its_own
     assert caught.value.kind == RESERVED_IDENTITY and "rejection logs" in str(caught.value)
     for neighbour in ("authtrail-rejecte", "acme-authtrail-rejected-1", "authtrail"):
         check_event({**GOOD, "tenant_id": neighbour}, record_bytes=1, record_timestamp_micros=NOW)
+
+
+def test_ascii_text_folds_as_the_full_unicode_folding_does() -> None:
+    text = "".join(map(chr, range(128)))
+    for start in range(0, 128, 7):
+        sample = text[start:] + " Authtrail-Lockout " + text[:start]
+        assert _folded(sample) == unicodedata.normalize("NFKC", sample).strip().casefold()

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from authtrail.errors import FormatError
-from stream.id_window import IdWindow
+from stream.id_window import IdWindow, id_key
 
 
 def _leaf(text: str) -> bytes:
@@ -67,3 +67,14 @@ def test_round_trips_through_bytes_with_the_same_memory_of_ids() -> None:
 def test_refuses_malformed_bytes(data: bytes) -> None:
     with pytest.raises(FormatError):
         IdWindow(4).load(data)
+
+
+def test_keyed_calls_are_the_named_ones_with_the_key_worked_out_once() -> None:
+    by_name, by_key = IdWindow(8), IdWindow(8)
+    for number in range(12):
+        by_name.add("acme", f"e{number}", bytes([number]) * 32)
+        by_key.add_at(id_key("acme", f"e{number}"), bytes([number]) * 32)
+    assert by_name.to_bytes() == by_key.to_bytes()
+    assert by_key.same_content_at(id_key("acme", "e11"), bytes([11]) * 32) is True
+    assert by_key.same_content_at(id_key("acme", "e11"), bytes(32)) is False
+    assert by_key.same_content_at(id_key("other", "e11"), bytes([11]) * 32) is None

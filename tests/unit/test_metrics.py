@@ -65,9 +65,9 @@ def test_worker_latency_from_occurred_at_to_sequenced_and_signed() -> None:
     now = [100.0]
     registry = new_registry()
     metrics = WorkerMetrics(registry, clock=lambda: now[0])
-    metrics.sequenced(0, "acme", 99_900_000)  # 0.1 s after it occurred
-    metrics.sequenced(0, "acme", 97_000_000)  # 3 s
-    metrics.sequenced(1, "globex", 99_000_000)
+    metrics.sequenced(0, "acme", [99_900_000])  # 0.1 s after it occurred
+    metrics.sequenced(0, "acme", [97_000_000])  # 3 s, a step later
+    metrics.sequenced(1, "globex", [99_000_000])
     now[0] = 102.0
     metrics.signed(0, "acme", 2)  # the two acme events: 2.1 s and 5 s after they occurred
     metrics.forget([1])  # globex's batch closes on another worker
@@ -89,6 +89,19 @@ def test_worker_latency_from_occurred_at_to_sequenced_and_signed() -> None:
     )  # fmt: skip
     batches = "authtrail_worker_checkpoint_batch_events"
     assert (bucket(batches, "1.0"), bucket(batches, "10.0")) == (1, 2)
+
+
+def test_one_worker_step_reports_its_events_at_once() -> None:
+    now = [100.0]
+    registry = new_registry()
+    metrics = WorkerMetrics(registry, clock=lambda: now[0])
+    metrics.sequenced(0, "acme", [99_900_000, 97_000_000])
+    now[0] = 102.0
+    metrics.signed(0, "acme", 2)
+    samples = _samples(registry)
+    assert samples[("authtrail_worker_event_to_sequenced_seconds_count", ())] == 2
+    assert samples[("authtrail_worker_event_to_sequenced_seconds_sum", ())] == pytest.approx(3.1)
+    assert samples[("authtrail_worker_event_to_signed_seconds_sum", ())] == pytest.approx(7.1)
 
 
 def test_sink_latency_and_insert_sizes() -> None:

@@ -173,6 +173,32 @@ def test_outputs_go_to_the_input_partition_with_source_offsets() -> None:
     assert roles.index(CHECKPOINTS) > roles.index(CHAINED) + 2
 
 
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str, Any]] = []
+
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: list[int]) -> None:
+        self.calls.append(("sequenced", partition, tenant_id, list(occurred_at_micros)))
+
+    def signed(self, partition: int, tenant_id: str, batch_records: int) -> None:
+        self.calls.append(("signed", partition, tenant_id, batch_records))
+
+    def forget(self, partitions: Any) -> None:
+        pass
+
+
+def test_the_observer_hears_of_a_steps_events_once_per_tenant_before_their_checkpoint() -> None:
+    harness = Harness([_event(0), _event(1, "globex"), _event(2), _event(3)])
+    observer = harness.worker.observer = RecordingObserver()
+    harness.run([0, 1, 2, 3])
+    base = 1_700_000_000_000_000
+    assert observer.calls == [
+        ("sequenced", 2, "acme", [base, base + 2, base + 3]),
+        ("sequenced", 2, "globex", [base + 1]),
+        ("signed", 2, "acme", 3),  # the full batch, after its events were reported
+    ]
+
+
 def test_bad_input_goes_to_dead_letters_and_processing_continues() -> None:
     unknown_schema = b"\xc3\x01" + bytes(8) + b"x"
     inputs = [_event(0), b"\x00garbage", unknown_schema, _event(3, tenant="bad tenant"),
