@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
@@ -40,6 +41,12 @@ class TileBuilder:
 
     def __init__(self, backend: ClickHouseBackend) -> None:
         self._backend = backend
+        # Insert tokens are this builder's own. An engine killed between recording a
+        # token and committing its part keeps the token without the rows; a later process
+        # building the same entries under the same token would be dropped as a duplicate
+        # (seen in CI: a level-1 entry missing after a sink was SIGKILLed). A retry of one
+        # insert by this builder keeps its token, so only that stays deduplicated.
+        self._token_prefix = f"{TILES_TABLE}:{secrets.token_hex(8)}"
         self._stored: dict[str, dict[int, int]] | None = None  # tenant -> level -> entries
         self._stuck: dict[str, str] = {}
 
@@ -99,7 +106,7 @@ class TileBuilder:
             return 0
         # Names exactly this content, so only a retry of this very insert is dropped.
         what = ",".join(f"{tenant}@{first}+{count}" for tenant, first, count in jobs)
-        token = f"{TILES_TABLE}:{level}:{hashlib.sha256(what.encode()).hexdigest()}"
+        token = f"{self._token_prefix}:{level}:{hashlib.sha256(what.encode()).hexdigest()}"
         data = pa.table(rows, schema=TILES_SCHEMA)
         self._backend.insert_arrow(TILES_TABLE, data, dedup_token=token)
         built = 0

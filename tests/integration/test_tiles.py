@@ -412,6 +412,31 @@ def test_proofs_from_tiles_through_the_analysts_front(
         verify_consistency_bundle(prove_consistency(server, ORIGIN, BIG, 6_000, 66_000), keyring)
 
 
+def test_entries_lost_after_their_insert_was_recorded_are_built_again(tmp_path: Path) -> None:
+    """A builder in a new process builds entries whose earlier insert the engine recorded
+    (its dedup token) but whose rows are gone, as after a kill between the two: it must not
+    be dropped as a duplicate and leave a hole in the entries."""
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        backend.command(
+            "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
+            "SELECT 'acme', number + 1, SHA256(toString(number)), now64(6) FROM numbers(512)"
+        )
+        assert TileBuilder(backend).extend({"acme": 512}) == 2
+        # The rows go; the engine's deduplication log keeps the insert's token.
+        backend.command("ALTER TABLE tiles DELETE WHERE 1", {"mutations_sync": 2})
+        assert TileBuilder(backend).extend({"acme": 512}) == 2  # the same insert again
+        entries = backend.query_arrow(
+            "SELECT entry_index, hash FROM tiles WHERE tenant_id = 'acme' ORDER BY entry_index"
+        ).to_pylist()
+        leaves = _leaf_hashes(backend, "acme")
+        assert entries == [
+            {"entry_index": i, "hash": _independent_mth(leaves[i * 256 : (i + 1) * 256])}
+            for i in range(2)
+        ]
+
+
 def test_many_tenants_are_built_in_rounds_and_a_damaged_one_stops_only_itself(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
