@@ -258,7 +258,10 @@ def serve_for_up(
     tokens = TokenTable.load(path)
     listen = listen or os.environ.get("AUTHTRAIL_INGEST_LISTEN") or DEFAULT_LISTEN
     host, port = parse_listen(listen)
-    producer = AuditProducer(settings.bootstrap_servers or "", settings.events_topic)
+    # Bare messages: a full queue must raise ProducerQueueFullError (429), not wait.
+    producer = AuditProducer(
+        settings.bootstrap_servers or "", settings.events_topic, envelope_bytes=0
+    )
     try:
         server = IngestHttpServer(IngestService(tokens, producer), host, port).start()
     except OSError as exc:
@@ -302,9 +305,11 @@ def run_ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Bare messages: a full queue must raise ProducerQueueFullError (429), not wait.
     producer = AuditProducer(
-        settings.bootstrap_servers or "", settings.events_topic, spool_dir=args.spool_dir
-    )
+        settings.bootstrap_servers or "", settings.events_topic, spool_dir=args.spool_dir,
+        envelope_bytes=0,
+    )  # fmt: skip
     try:
         service = IngestService(
             tokens, producer, spooled=args.spool_dir is not None,

@@ -70,8 +70,9 @@ class Settings:
     snapshot_every: int = 50_000
     # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
     # The sink inserts after this many rows or this many milliseconds, whichever first.
-    # Each insert costs the engine milliseconds whatever its size (docs/PERFORMANCE.md).
-    sink_batch_rows: int = 20_000
+    # Each insert costs the engine milliseconds whatever its size (docs/PERFORMANCE.md):
+    # at high rates (a backlog) inserts of 100 000 rows; at low ones the interval decides.
+    sink_batch_rows: int = 100_000
     sink_batch_ms: int = 1000
     # The sequencer's output producer may hold records this long to fill a request while
     # it publishes a batch (each request costs a broker far more than a record). No

@@ -265,7 +265,10 @@ def _sdk_send(
 
     topic = f"sdk-{compression or 'default'}"
     config = {"queue.buffering.max.messages": 2_000_000}
-    producer = AuditProducer(servers, topic, config=config, compression=compression)
+    # Bare messages: the SDK's own limit per event, on a topic created on first use.
+    producer = AuditProducer(
+        servers, topic, config=config, compression=compression, envelope_bytes=0
+    )
     started, cpu = time.perf_counter(), time.process_time()
     for event in events:
         producer.send(event)

@@ -22,11 +22,13 @@ A thin adapter over confluent-kafka (librdkafka). What it guarantees the pipelin
   ``auth_event.avsc``) and Avro-encoded before anything is queued; a bad event raises
   :class:`InvalidArgumentError` in the caller's stack, not a poison message downstream.
 
-* **Envelopes (optional).** With ``envelope_bytes`` (and no spool), events of one
-  partition travel together in one message (:mod:`producers.envelope`), sealed at that
-  size or after ``envelope_linger_ms``; the stream processor then pays its per-message
-  cost once for all of them. Each event keeps its own delivery accounting. A background
-  thread seals lingering envelopes and serves delivery reports.
+* **Envelopes (the default without a spool).** Events of one partition travel together
+  in one message (:mod:`producers.envelope`), sealed at ``envelope_bytes`` or after
+  ``envelope_linger_ms``; the stream processor then pays its per-message cost once for
+  all of them. Each event keeps its own delivery accounting. A background thread seals
+  lingering envelopes and serves delivery reports. ``envelope_bytes=0`` sends one bare
+  message per event, as the spool always does (its drainer delivers and acknowledges
+  spooled records one by one, in order).
 
 Without a spool, delivery reports are served whenever the producer is polled: on every
 :meth:`send`, in :meth:`poll`, :meth:`flush` and :meth:`close`. A service that sends rarely
@@ -58,7 +60,7 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
-from producers.envelope import EnvelopePacker, Packed
+from producers.envelope import DEFAULT_ENVELOPE_BYTES, EnvelopePacker, Packed
 from producers.spool import Spool
 from producers.spool_delivery import SpoolDrainer
 from producers.spool_format import SpoolRecord
@@ -96,6 +98,12 @@ _RESERVED_KEYS = frozenset({"bootstrap.servers", "error_cb", "on_delivery", "dr_
 
 # Room an envelope leaves in a message for its key (a tenant id: ≤ 128 bytes) and framing.
 _KEY_ROOM = 1024
+
+# Seconds the first event waits for the topic's partition count (envelopes).
+_METADATA_TIMEOUT = 5.0
+
+# Tenants whose partitions an envelope producer remembers (then it starts over).
+_MAX_CACHED_TENANTS = 100_000
 
 _ALWAYS_FAILURE = frozenset({"LOGIN_FAILED", "MFA_FAILURE"})
 
@@ -185,14 +193,18 @@ class AuditProducer:
         spool_max_bytes, spool_max_events: bounds of the spool's undelivered events.
         spool_sync_interval_ms: 0 fsyncs each event before :meth:`send` returns; N > 0 at
             most every N ms (faster; a *machine* crash may lose the last N ms).
-        envelope_bytes: 0 (default): one message per event. N > 0: events of one
-            partition share messages of at most N bytes (``schemas/event_envelope.avsc``;
-            at most ``message.max.bytes`` - 1 KiB; the stream processor accepts up to
-            1 MiB); not with a spool. The topic must
-            exist: its partition count is read once, to group events by partition.
-            :meth:`send` then never raises :class:`ProducerQueueFullError`: an envelope
-            that finds the local queue full waits up to ``queue_timeout``, then its events
-            count as failed (:attr:`failures`, :meth:`close`).
+        envelope_bytes: N > 0: events of one partition share messages of at most N
+            bytes (``schemas/event_envelope.avsc``; at most ``message.max.bytes`` - 1 KiB;
+            the stream processor accepts up to 1 MiB); not with a spool. None (default):
+            256 KiB (capped at that limit), or 0 with a spool. 0: one bare message per
+            event. With envelopes the topic's partition count is read at the first
+            event, to group events by partition (explicit N: ConfigurationError when
+            the topic does not exist; the default then sends bare messages, see
+            :meth:`_envelopes_usable`); and :meth:`send` never raises
+            :class:`ProducerQueueFullError`: an envelope that finds the local queue full
+            waits up to ``queue_timeout``, then its events count as failed
+            (:attr:`failures`, :meth:`close`). Pass 0 where a caller needs that error
+            (backpressure) or a topic created on first use.
         envelope_linger_ms: how long an event may wait for others to share its envelope.
 
     With a spool, librdkafka's ``message.timeout.ms`` is 0 (never give up: a timed-out
@@ -221,7 +233,7 @@ class AuditProducer:
         spool_max_bytes: int = 1 << 30,
         spool_max_events: int = 1_000_000,
         spool_sync_interval_ms: int = 0,
-        envelope_bytes: int = 0,
+        envelope_bytes: int | None = None,
         envelope_linger_ms: float = 5.0,
     ) -> None:
         if on_full not in ("block", "raise"):
@@ -248,6 +260,13 @@ class AuditProducer:
         # librdkafka refuses a larger key + value at produce(); with a spool that would be
         # in the drainer, after send() returned, so send() checks it first.
         self._max_message_bytes = int(config.get("message.max.bytes", 1_000_000))
+        envelope_bytes_given = envelope_bytes
+        if envelope_bytes is None:
+            envelope_bytes = (
+                0
+                if spool_dir is not None
+                else min(DEFAULT_ENVELOPE_BYTES, self._max_message_bytes - _KEY_ROOM)
+            )
         if envelope_bytes < 0 or envelope_bytes > self._max_message_bytes - _KEY_ROOM:
             raise InvalidArgumentError(
                 f"envelope_bytes {envelope_bytes} must be 0 (off) or at most message.max.bytes "
@@ -298,6 +317,9 @@ class AuditProducer:
         self._pack_lock = threading.Lock()  # sealing and producing, in partition order
         self._packed_keys: dict[int, bytes] = {}  # token -> its own key, until its report
         self._partition_count: int | None = None
+        self._envelopes_by_default = envelope_bytes_given is None
+        self._bare = False  # the default's fallback (see _envelopes_usable)
+        self._tenant_partitions: dict[str, int] = {}  # tenant -> partition, bounded
         self._envelopes_sent = 0
         self._stop_linger = threading.Event()
         self._linger_thread: threading.Thread | None = None
@@ -421,7 +443,7 @@ class AuditProducer:
             with self._lock:
                 self._sent += 1
             return
-        if self._packer is not None:
+        if self._packer is not None and self._envelopes_usable():
             self._pack(key, value, event_id, tenant_id)
             return
         with self._lock:
@@ -466,7 +488,14 @@ class AuditProducer:
     # -- envelopes (envelope_bytes) ----------------------------------------------------
 
     def _pack(self, key: bytes, value: bytes, event_id: str, tenant_id: str) -> None:
-        partition = tenant_partition(tenant_id, self._partitions())
+        partition = self._tenant_partitions.get(tenant_id)
+        if partition is None:
+            # murmur2 in Python costs microseconds an event; a service has few tenants.
+            if len(self._tenant_partitions) >= _MAX_CACHED_TENANTS:
+                self._tenant_partitions.clear()
+            assert self._partition_count is not None  # _envelopes_usable() read it
+            partition = tenant_partition(tenant_id, self._partition_count)
+            self._tenant_partitions[tenant_id] = partition
         assert self._packer is not None
         with self._lock:
             token = self._next_token
@@ -479,19 +508,39 @@ class AuditProducer:
             for packed in self._packer.add(partition, key, value, token):
                 self._send_packed(packed)
 
-    def _partitions(self) -> int:
-        """The topic's partition count, read once (the SDK's partitioner needs it)."""
-        if self._partition_count is None:
-            try:
-                topic = self._producer.list_topics(timeout=10).topics.get(self._topic)
-            except KafkaException as exc:
-                raise ConfigurationError(f"cannot read topic {self._topic!r}: {exc}") from exc
-            if topic is None or topic.error is not None or not topic.partitions:
-                raise ConfigurationError(
-                    f"topic {self._topic!r} does not exist: envelopes need its partition count"
-                )
-            self._partition_count = len(topic.partitions)
-        return self._partition_count
+    def _envelopes_usable(self) -> bool:
+        """Whether events go into envelopes: the topic's partition count (which the SDK's
+        partitioner needs) is read at the first event.
+
+        With the default ``envelope_bytes``, a producer that cannot read it then (broker
+        unreachable, topic not created yet) sends bare messages for good, as before
+        envelopes: switching later could let an envelope overtake a tenant's bare events
+        still queued. With an explicit ``envelope_bytes`` it raises ConfigurationError.
+        """
+        if self._partition_count is not None or self._bare:
+            return not self._bare
+        with self._pack_lock:  # one decision, whichever thread sends first
+            if self._partition_count is None and not self._bare:
+                try:
+                    self._partition_count = self._read_partition_count()
+                except ConfigurationError as exc:
+                    if not self._envelopes_by_default:
+                        raise
+                    _LOG.warning("producer for %s sends bare messages, not envelopes: %s",
+                                 self._topic, exc)  # fmt: skip
+                    self._bare = True
+        return not self._bare
+
+    def _read_partition_count(self) -> int:
+        try:
+            topic = self._producer.list_topics(timeout=_METADATA_TIMEOUT).topics.get(self._topic)
+        except KafkaException as exc:
+            raise ConfigurationError(f"cannot read topic {self._topic!r}: {exc}") from exc
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise ConfigurationError(
+                f"topic {self._topic!r} does not exist: envelopes need its partition count"
+            )
+        return len(topic.partitions)
 
     def _send_packed(self, packed: Packed) -> None:
         """Produce one sealed envelope (or bare event) to its partition; call with the

@@ -24,8 +24,9 @@ the rejections again, and their ``seq`` check drops them, but never skips an eve
 Offsets are committed to Kafka after each insert only so that lag is visible in the usual
 tools.
 
-After each flush, and once at start, the tile entries (sinks/tile_store.py) that the
-stored records completed are appended, so proofs read O(log n) stored hashes.
+Once at start, after a flush at most every few seconds, and when stopping, the tile
+entries (sinks/tile_store.py) that the stored records completed are appended, so proofs
+read O(log n) stored hashes (the newest fall back to the leaves until then).
 
 With a publication (sinks/publication.py, policy in sinks/publishing.py) every stored
 checkpoint is also published outside the store, right after its insert and before the
@@ -128,6 +129,9 @@ class Sink:
     With ``publication``, stored checkpoints are also published there, and a tenant
     directory at most every ``publication_interval`` seconds (sinks/publishing.py); with
     ``witnesses`` too, each is cosigned by them first (sinks/witnessing.py).
+
+    Tile entries are appended at most every ``tiles_seconds`` (every flush with
+    ``witnesses``), and when :meth:`run` stops.
     """
 
     def __init__(
@@ -141,6 +145,7 @@ class Sink:
         group_id: str = "authtrail-sink",
         batch_rows: int = 5000,
         batch_seconds: float = 1.0,
+        tiles_seconds: float = 5.0,
         consumer_config: Mapping[str, Any] | None = None,
         publication: Publication | None = None,
         publication_interval: float = 10.0,
@@ -211,6 +216,9 @@ class Sink:
         self._held_checkpoints: list[tuple[dict[str, Any], int, int]] = []
         self._tiles = TileBuilder(backend)
         self._tile_leaves: dict[str, int] = {}  # tenant -> stored seq, tiles not extended yet
+        # Witnesses ask for a consistency proof per checkpoint: tiles first, every flush.
+        self._tiles_seconds = 0.0 if witnesses is not None else tiles_seconds
+        self._next_tiles = 0.0  # monotonic time the tiles may be extended again
         self._first_buffered: float | None = None
         self._stop: threading.Event | None = None
 
@@ -283,6 +291,7 @@ class Sink:
                     publishing.directory_if_due()
                     publishing.late_cosignatures_if_due()
             self._retrying(self.flush, attempts=3)
+            self._retrying(functools.partial(self._extend_tiles, force=True), attempts=3)
             if publishing is not None:
                 publishing.directory_if_due(force=True)
         finally:
@@ -456,9 +465,7 @@ class Sink:
         inserted += self._insert_events()
         # Tiles: derived data, after the rows (a failure here loses no row), before the
         # checkpoints, whose witnesses' consistency proofs read them (sinks/witnessing.py).
-        if self._tile_leaves:
-            self._tiles.extend(self._tile_leaves)
-            self._tile_leaves = {}
+        self._extend_tiles(force=False)
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
@@ -467,6 +474,22 @@ class Sink:
             _LOG.info("stored %d records, %d checkpoints, %d rejected so far",
                       counters.stored_records, counters.stored_checkpoints,
                       counters.stored_rejected)  # fmt: skip
+
+    def _extend_tiles(self, *, force: bool) -> None:
+        """Append the tile entries the stored records completed, at most every
+        ``tiles_seconds`` unless ``force``.
+
+        Each round costs the engine a fixed few milliseconds per query and level, whatever
+        it builds: built every flush at high rates, tiles cost more than the records.
+        Until then proofs and witnesses' consistency proofs hash the newest leaves
+        themselves (sinks/proofs.py), and a crash loses nothing: :meth:`TileBuilder.catch_up`
+        builds from what is stored.
+        """
+        now = time.monotonic()
+        if self._tile_leaves and (force or now >= self._next_tiles):
+            self._tiles.extend(self._tile_leaves)
+            self._tile_leaves = {}
+            self._next_tiles = now + self._tiles_seconds
 
     def _release_checkpoints(self) -> None:
         held, self._held_checkpoints = self._held_checkpoints, []

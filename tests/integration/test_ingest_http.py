@@ -65,9 +65,10 @@ def start(
     token, line = new_token_line("okta-prod", "acme", "okta,events")
     other, other_line = new_token_line("kc", "acme", "keycloak")
     (tmp_path / "tokens").write_text(f"{line}\n{other_line}\n", encoding="utf-8")
-    producer = AuditProducer(
-        broker.bootstrap_servers, topic, spool_dir=tmp_path / "spool" if spool else None
-    )
+    producer = AuditProducer(  # bare, as authtrail/ingest_http.py builds it
+        broker.bootstrap_servers, topic, spool_dir=tmp_path / "spool" if spool else None,
+        envelope_bytes=0,
+    )  # fmt: skip
     service = IngestService(
         TokenTable.load(tmp_path / "tokens"), producer, spooled=spool, max_body_bytes=4096,
         limiter=RateLimiter(0.01, burst, time.monotonic),

@@ -167,7 +167,8 @@ def event_ids(messages: list[Any]) -> list[str]:
 def test_events_arrive_once_in_order_in_their_tenants_partition(broker: LocalBroker) -> None:
     topic = new_topic(broker)
     sent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    producer = AuditProducer(broker.bootstrap_servers, topic)
+    # Bare messages: each one's key and partition is checked against Kafka's partitioner.
+    producer = AuditProducer(broker.bootstrap_servers, topic, envelope_bytes=0)
     for index in range(5000):
         tenant = TENANTS[(index * 5 + index // 7) % len(TENANTS)]
         event = new_event(tenant, "LOGIN", user_id=f"user-{index % 97}", service="sso",
@@ -251,6 +252,20 @@ def test_envelopes_need_an_existing_topic_and_no_spool(broker: LocalBroker, tmp_
         assert producer.pending == 0
 
 
+def test_envelopes_by_default_or_bare_when_the_topic_is_unknown(broker: LocalBroker) -> None:
+    """The default packs events; unable to read the partition count at the first event,
+    a producer sends bare messages for good (a topic created on first use still works)."""
+    topic, missing = new_topic(broker), f"missing-{uuid.uuid4().hex[:8]}"
+    events = [new_event("acme", "LOGOUT") for _ in range(20)]
+    for name in (topic, missing):
+        with AuditProducer(broker.bootstrap_servers, name) as producer:
+            for event in events:
+                producer.send(event)
+        messages = read_all(broker.bootstrap_servers, name)
+        assert event_ids(messages) == [event["event_id"] for event in events]
+        assert len(messages) == (1 if name == topic else 20), name
+
+
 def test_context_manager_closes_and_delivers(broker: LocalBroker) -> None:
     topic = new_topic(broker)
     with AuditProducer(broker.bootstrap_servers, topic) as producer:
@@ -273,6 +288,7 @@ def test_full_queue_raises_and_nothing_is_dropped_silently(broker: LocalBroker) 
         topic,
         on_full="raise",
         config={"queue.buffering.max.messages": 5, "linger.ms": 100},
+        envelope_bytes=0,  # bare: an envelope waits for room instead of raising
     )
     accepted: list[str] = []
     refused: list[ProducerQueueFullError] = []
@@ -296,7 +312,8 @@ def test_full_queue_raises_and_nothing_is_dropped_silently(broker: LocalBroker) 
 def test_full_queue_blocks_until_room(broker: LocalBroker) -> None:
     topic = new_topic(broker)
     config = {"queue.buffering.max.messages": 5, "linger.ms": 5}
-    with AuditProducer(broker.bootstrap_servers, topic, config=config) as producer:
+    with AuditProducer(broker.bootstrap_servers, topic, config=config,
+                       envelope_bytes=0) as producer:  # fmt: skip
         for _ in range(400):
             producer.send(new_event("initech", "LOGIN"))
     assert producer.acknowledged == 400
@@ -309,6 +326,7 @@ def test_blocking_gives_up_after_queue_timeout_without_a_broker() -> None:
         "events",
         queue_timeout=0.5,
         config={"queue.buffering.max.messages": 3},
+        envelope_bytes=0,
     )
     queued = [new_event("acme", "LOGIN") for _ in range(3)]
     for event in queued:
@@ -485,7 +503,8 @@ def test_default_compression_is_readable_by_the_stream_processor(broker: LocalBr
     from aiokafka import AIOKafkaConsumer
 
     topic = new_topic(broker, partitions=1)
-    with AuditProducer(broker.bootstrap_servers, topic) as producer:
+    # Bare: 100 compressed messages, each read back as one event.
+    with AuditProducer(broker.bootstrap_servers, topic, envelope_bytes=0) as producer:
         events = [new_event("acme", "LOGIN") for _ in range(100)]
         for event in events:
             producer.send(event)
