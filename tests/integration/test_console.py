@@ -25,7 +25,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,13 @@ from producers.sdk import AuditProducer, new_event
 from sinks.server import ServerBackend
 from stream.bundle import load_bundle, verify_bundle
 from tests.integration.broker_fixtures import log_tail, wait_for_log_text
-from tests.integration.console_browser import browser_session, not_pwned, screenshot
+from tests.integration.console_fixtures import (
+    Up,
+    browser_session,
+    not_pwned,
+    running_up,
+    screenshot,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +52,7 @@ LIVE_USER = "<img src=x onerror=window.__pwned=4>live.victim"
 ACME_EVENTS = 120
 
 
-@dataclass
-class Running:
-    data_dir: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-    console_url: str
-    token: str
-    front_url: str
-    bootstrap_servers: str
-
+class Running(Up):
     def get(
         self, path: str, *, auth: bool = True, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
@@ -131,22 +127,8 @@ def _all_stored_and_signed(running: Running, tenants: dict[str, int]) -> bool:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("console")
-    data_dir, log = root / "data", root / "up.log"
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "up",
-             "--front-port", "0", "--console-listen", "127.0.0.1:0", "--verify-every", "0"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_for_log_text(log, "Ctrl-C stops everything", process, timeout=90)
-        text = log.read_text()
-        console_url = re.search(r"web console \(read-only\): (\S+)", text)
-        token = re.search(r"analyst token: (\S+)", text)
-        assert console_url and token, log_tail(log)
-        endpoint = json.loads((data_dir / "clickhouse.endpoint").read_text())
-        state = Running(data_dir, log, process, console_url[1], token[1], endpoint["url"],
-                        endpoint["bootstrap_servers"])  # fmt: skip
+    with running_up(root, "--verify-every", "0") as up:
+        state = Running(**vars(up))
         now = time.time_ns() // 1000
         start = now - 3_600_000_000
         events = [
@@ -167,16 +149,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         ))  # fmt: skip
         _send(state.bootstrap_servers, events)
         _wait_until(lambda: _all_stored_and_signed(state, {"acme": ACME_EVENTS, "globex": 2}),
-                    120, "every event stored and signed", log)  # fmt: skip
+                    120, "every event stored and signed", state.log)  # fmt: skip
         yield state
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")

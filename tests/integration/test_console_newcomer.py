@@ -8,14 +8,8 @@ failed logins that locked it; every tenant's chain is marked intact by the verif
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +17,18 @@ import pytest
 
 from producers.traffic import tenant_ids
 from sinks.server import ServerBackend
-from tests.integration.broker_fixtures import log_tail, wait_for_log_text
-from tests.integration.console_browser import browser_session, not_pwned, screenshot
+from tests.integration.broker_fixtures import log_tail
+from tests.integration.console_fixtures import (
+    Up,
+    browser_session,
+    not_pwned,
+    running_up,
+    screenshot,
+)
 
 pytestmark = pytest.mark.integration
 
 DEMO_TENANTS = tenant_ids(5)  # what `up --demo` sends (authtrail/up.py)
-
-
-@dataclass
-class Demo:
-    data_dir: Path
-    log: Path
-    console_url: str
-    token: str
-    front_url: str
 
 
 def _wait_until(condition: Any, timeout: float, what: str, log: Path) -> None:
@@ -49,7 +40,7 @@ def _wait_until(condition: Any, timeout: float, what: str, log: Path) -> None:
     raise AssertionError(f"{what} not within {timeout:g} s\n{log_tail(log)}")
 
 
-def _locked_accounts(demo: Demo) -> int:
+def _locked_accounts(demo: Up) -> int:
     with ServerBackend(demo.front_url, read_only=True) as store:
         table = store.query_arrow(
             "SELECT count() FROM lockouts WHERE event_type = 'ACCOUNT_LOCKED'"
@@ -57,7 +48,7 @@ def _locked_accounts(demo: Demo) -> int:
     return int(table.column(0)[0].as_py())
 
 
-def _verified_intact(demo: Demo) -> bool:
+def _verified_intact(demo: Up) -> bool:
     """The periodic verify's report says intact and covers every demo tenant."""
     try:
         report = json.loads((demo.data_dir / "verify-report.json").read_text())
@@ -68,45 +59,23 @@ def _verified_intact(demo: Demo) -> bool:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    root = tmp_path_factory.mktemp("newcomer")
-    data_dir, log = root / "data", root / "up.log"
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "up",
-             "--demo", "--rate", "150", "--front-port", "0",
-             "--console-listen", "127.0.0.1:0", "--verify-every", "5"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_for_log_text(log, "Ctrl-C stops everything", process, timeout=90)
-        text = log.read_text()
-        console_url = re.search(r"web console \(read-only\): (\S+)", text)
-        token = re.search(r"analyst token: (\S+)", text)
-        assert console_url and token, log_tail(log)
-        endpoint = json.loads((data_dir / "clickhouse.endpoint").read_text())
-        state = Demo(data_dir, log, console_url[1], token[1], endpoint["url"])
-        _wait_until(lambda: _locked_accounts(state) > 0, 180, "a demo account locked", log)
-        _wait_until(lambda: _verified_intact(state), 180, "verify by up: intact", log)
-        assert "verify: intact" in log.read_text()
-        yield state
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            assert process.wait(90) == 0, log_tail(log)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    flags = ("--demo", "--rate", "150", "--verify-every", "5")
+    with running_up(tmp_path_factory.mktemp("newcomer"), *flags) as up:
+        _wait_until(lambda: _locked_accounts(up) > 0, 180, "a demo account locked", up.log)
+        _wait_until(lambda: _verified_intact(up), 180, "verify by up: intact", up.log)
+        assert "verify: intact" in up.log.read_text()
+        yield up
+    assert up.process.returncode == 0, log_tail(up.log)
 
 
 @pytest.fixture(scope="module")
-def browser(demo: Demo) -> Iterator[Any]:
+def browser(demo: Up) -> Iterator[Any]:
     yield from browser_session(demo.token)
 
 
 def test_a_newcomer_sees_activity_a_lockout_and_its_failures_and_intact_chains(
-    demo: Demo, browser: Any
+    demo: Up, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
