@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from schemas._flat_writer import field_type
+
 #: ``read(data, offset)``: the record whose body is ``data[offset:]``, or None.
 FlatReader = Callable[[bytes, int], dict[str, Any] | None]
 
@@ -126,13 +128,10 @@ def _field_source(kind: Any, named: Mapping[str, Any], index: int,
                   names: dict[str, Any]) -> str | None:  # fmt: skip
     """The source reading one value of ``kind`` into ``value``, or None if unsupported."""
     read = ""
-    optional = isinstance(kind, list)
-    if optional:
-        if len(kind) != 2 or kind[0] != "null":
-            return None
-        kind = kind[1]
-    if isinstance(kind, str):
-        kind = named.get(kind, kind)  # an enum defined in an earlier field
+    resolved = field_type(kind, named)  # an enum may be defined in an earlier field
+    if resolved is None:
+        return None
+    kind, optional = resolved
     if isinstance(kind, dict):
         if kind.get("type") == "enum":
             names[f"SYMBOLS_{index}"] = tuple(kind["symbols"])

@@ -104,15 +104,25 @@ class _Mismatch(Exception):
 _MISSING = object()
 
 
-def _field_encoder(kind: Any, named: Mapping[str, Any]) -> tuple[_Encode, bool] | None:
-    """The encoder of a field of type ``kind`` and whether it is ``["null", T]``."""
+def field_type(kind: Any, named: Mapping[str, Any]) -> tuple[Any, bool] | None:
+    """A field's type ``kind`` as ``(type, optional)``: ``["null", T]`` unwrapped to ``T``,
+    a name resolved to the type an earlier field defined; None for any other union."""
     optional = isinstance(kind, list)
     if optional:
         if len(kind) != 2 or kind[0] != "null":
             return None
         kind = kind[1]
     if isinstance(kind, str):
-        kind = named.get(kind, kind)  # a named fixed defined in an earlier field
+        kind = named.get(kind, kind)
+    return kind, optional
+
+
+def _field_encoder(kind: Any, named: Mapping[str, Any]) -> tuple[_Encode, bool] | None:
+    """The encoder of a field of type ``kind`` and whether it is ``["null", T]``."""
+    resolved = field_type(kind, named)
+    if resolved is None:
+        return None
+    kind, optional = resolved
     if isinstance(kind, dict):
         if kind.get("type") == "fixed":
             return _fixed(int(kind["size"])), optional
