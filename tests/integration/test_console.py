@@ -174,7 +174,8 @@ def _store_counts(running: Running) -> dict[str, int]:
 
 def test_every_request_needs_the_credential(running: Running) -> None:
     for path in ("/", "/search?tenant=acme", "/event?tenant=acme&seq=1", "/proof?tenant=acme&seq=1",
-                 "/api/lockouts", "/integrity", "/static/console.js", "/nothing"):  # fmt: skip
+                 "/api/lockouts", "/lockout?tenant=acme&seq=1", "/integrity",
+                 "/static/console.js", "/nothing"):  # fmt: skip
         status, headers, _ = running.get(path, auth=False)
         assert status == 401, path
         assert headers["WWW-Authenticate"].startswith("Basic "), path
@@ -202,8 +203,12 @@ def test_nothing_written_through_the_console(running: Running) -> None:
             status, _, body = running.get(f"/search?{urllib.parse.urlencode({field: text})}")
             assert status == 200, (field, text)
             assert "0 matching events" in body.decode(), (field, text)
-    status, _, _ = running.get("/event?tenant=acme&seq=1;DROP+TABLE+events")
-    assert status == 400
+    for path in ("/event", "/lockout"):
+        status, _, _ = running.get(f"{path}?tenant=acme&seq=1;DROP+TABLE+events")
+        assert status == 400, path
+    quoted = urllib.parse.urlencode({"tenant": "acme' OR 1=1 --", "seq": "1"})
+    status, _, body = running.get(f"/lockout?{quoted}")
+    assert status == 404 and "No lock or unlock decision" in body.decode()
     assert _store_counts(running) == before
 
 
