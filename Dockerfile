@@ -12,9 +12,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 # cryptography; bookworm has 2.36), so no compiler is installed.
 RUN python -m venv /opt/authtrail
 WORKDIR /src
-# .dockerignore admits only what `pip install .` needs (pyproject.toml, README, packages).
+# .dockerignore admits only what the two installs need (pyproject.toml, README, packages).
 COPY . .
-RUN /opt/authtrail/bin/pip install .
+# Both distributions from this tree (the SDK's is producers/pyproject.toml), so pip never
+# looks for authtrail-producer on an index.
+RUN /opt/authtrail/bin/pip install ./producers .
 
 # --- runtime: the virtualenv and a non-root user, nothing else ---------------------------
 FROM python:3.11-slim-bookworm

@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint typecheck unit up bench faults clean json-schema
 
-# The venv is (re)built whenever pyproject.toml changes, so a fresh clone gets one.
-$(STAMP): pyproject.toml
+# The venv is (re)built whenever a pyproject.toml changes, so a fresh clone gets one. Both
+# distributions are installed from this tree (producers/ holds the SDK's, authtrail-producer),
+# so pip never looks for authtrail-producer on an index.
+$(STAMP): pyproject.toml producers/pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e ./producers -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy authtrail stream producers sinks schemas
+	$(BIN)/mypy authtrail
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
@@ -31,7 +33,7 @@ test: lint typecheck $(STAMP)
 
 # The auth event's JSON Schema, generated from schemas/auth_event.avsc (a unit test checks it).
 json-schema: $(STAMP)
-	$(BIN)/python -m schemas.json_schema > schemas/auth_event.schema.json
+	$(BIN)/python -m authtrail.schemas.json_schema > schemas/auth_event.schema.json
 
 # The main job: everything on this machine with demo traffic (Ctrl-C stops it).
 up: $(STAMP)
@@ -40,7 +42,7 @@ up: $(STAMP)
 # Benchmarks: JSON, Markdown summary and PNG plots into benchmarks/results/ (docs/PERFORMANCE.md).
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e ./producers -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

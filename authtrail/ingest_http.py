@@ -1,6 +1,6 @@
 """``authtrail ingest-http``: auth events and provider webhooks over HTTP, into Kafka.
 
-The adapter around :mod:`producers.http_ingest` (tokens, bodies, limits):
+The adapter around :mod:`authtrail.producers.http_ingest` (tokens, bodies, limits):
 
 * ``POST /v1/ingest/events``: auth events as JSON (``schemas/auth_event.schema.json``);
   ``POST /v1/ingest/{keycloak,okta,auth0,cloudtrail}``: that provider's JSON (a Keycloak
@@ -40,8 +40,7 @@ from typing import Any
 
 from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import ConfigurationError, DeliveryError, ProducerQueueFullError
-from authtrail.settings import Settings
-from producers.http_ingest import (
+from authtrail.producers.http_ingest import (
     PATHS,
     BadRequest,
     RateLimiter,
@@ -51,7 +50,8 @@ from producers.http_ingest import (
     json_reply,
     new_token_line,
 )
-from producers.ingest import Preflight
+from authtrail.producers.ingest import Preflight
+from authtrail.settings import Settings
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -73,7 +73,7 @@ _Answer = tuple[int, bytes, dict[str, str]]
 class IngestService:
     """What the handler calls: authenticate, parse, limit, send. Thread-safe.
 
-    ``producer`` is an :class:`~producers.sdk.AuditProducer` (with a spool when
+    ``producer`` is an :class:`~authtrail.producers.sdk.producer.AuditProducer` (with a spool when
     ``spooled``); ``ack_timeout`` bounds the wait for Kafka's acknowledgement.
     """
 
@@ -249,8 +249,8 @@ def serve_for_up(
     if a token file exists (``AUTHTRAIL_INGEST_TOKENS`` or ``DATA_DIR/ingest-tokens``);
     returns the server and its stop function, or None without a token file. Raises
     :class:`ConfigurationError` as :func:`run_ingest_http`."""
+    from authtrail.producers.sdk.producer import AuditProducer
     from authtrail.witness import parse_listen
-    from producers.sdk import AuditProducer
 
     path = tokens_path(argparse.Namespace(tokens=None), settings)
     if not path.exists():
@@ -291,8 +291,8 @@ def run_ingest_token(args: argparse.Namespace, settings: Settings) -> int:
 def run_ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM. Raises :class:`ConfigurationError` for a missing or
     malformed token file, an address it cannot listen on, or unusable producer settings."""
+    from authtrail.producers.sdk.producer import AuditProducer
     from authtrail.witness import parse_listen
-    from producers.sdk import AuditProducer
 
     tokens = TokenTable.load(tokens_path(args, settings))
     listen = args.listen or os.environ.get("AUTHTRAIL_INGEST_LISTEN") or DEFAULT_LISTEN

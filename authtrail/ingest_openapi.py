@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of ``authtrail ingest-http`` (served at ``/openapi.json``).
 
-Built from the same names the server routes by (:data:`producers.http_ingest.PATHS`) and
+Built from the same names the server routes by (:data:`authtrail.producers.http_ingest.PATHS`) and
 the generated JSON Schema of the auth event, so it cannot drift from either.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from authtrail import __version__
-from producers.http_ingest import EVENTS_PATH, PATHS
-from schemas.json_schema import auth_event_json_schema
+from authtrail.producers.http_ingest import EVENTS_PATH, PATHS
+from authtrail.schemas.json_schema import auth_event_json_schema
 
 __all__ = ["openapi_document"]
 

@@ -8,7 +8,7 @@ A key pair named ``<name>`` lives in two files (``/`` in the name becomes ``_``)
 
 A keyring file (``authtrail.keyring``) lists several verifier keys, one per line (blank
 lines and ``#`` comments ignored), each optionally marked ``retired <time>``
-(stream/rotation.py), so checkpoints signed before a key rotation keep verifying; a
+(stream/core/rotation.py), so checkpoints signed before a key rotation keep verifying; a
 ``.pub`` file is a keyring of one key. :func:`rotate_signing_key` and :func:`retire_key`
 carry out the rotation procedure of docs/INTEGRITY.md. A witness key file lists C2SP
 witness vkeys (type ``0x04``) the same way (:func:`load_witness_keys`).
@@ -27,9 +27,15 @@ from pathlib import Path
 
 from authtrail.atomic_file import replace_file
 from authtrail.errors import AuthtrailError, ConfigurationError
-from stream.cosignature import WitnessKey
-from stream.note import Keyring, Signer, VerifierKey, generate_key_strings, make_keyring
-from stream.rotation import format_time, keyring_line, parse_keyring_line
+from authtrail.stream.core.cosignature import WitnessKey
+from authtrail.stream.core.note import (
+    Keyring,
+    Signer,
+    VerifierKey,
+    generate_key_strings,
+    make_keyring,
+)
+from authtrail.stream.core.rotation import format_time, keyring_line, parse_keyring_line
 
 SIGNER_SUFFIX = ".key"
 VERIFIER_SUFFIX = ".pub"

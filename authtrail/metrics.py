@@ -133,7 +133,7 @@ def _latency(name: str, until: str, registry: CollectorRegistry) -> Histogram:
 
 
 class WorkerMetrics:
-    """The worker's latency and batch histograms (the observer of stream/worker.py).
+    """The worker's latency and batch histograms (the observer of stream/worker/sequencing.py).
 
     An event's signing latency is known only when its batch closes, so the ``occurred_at``
     of each event of an open batch is kept until then (at most a batch per tenant).
@@ -199,8 +199,8 @@ class SinkMetrics:
 def exported_names() -> frozenset[str]:
     """Every metric name a scrape of the worker or the sink can show (counters with their
     ``_total``, histograms by family name), besides prometheus_client's own."""
-    from sinks.sink import SinkCounters
-    from stream.worker import Counters
+    from authtrail.sinks.sink import SinkCounters
+    from authtrail.stream.worker.sequencing import Counters
 
     counters = {f"authtrail_worker_{spec.name}_total" for spec in fields(Counters)}
     counters |= {f"authtrail_sink_{spec.name}_total" for spec in fields(SinkCounters)}

@@ -1,6 +1,8 @@
-"""Read a brute-force policy file (JSON or TOML) into a :class:`~stream.lockout_policy.PolicySet`.
+"""Read a brute-force policy file (JSON or TOML) into a
+:class:`~authtrail.stream.detection.lockout_policy.PolicySet`.
 
-The file read is the only I/O; parsing and validation are in :mod:`stream.lockout_policy`.
+The file read is the only I/O; parsing and validation are in
+:mod:`authtrail.stream.detection.lockout_policy`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from authtrail.errors import ConfigurationError
-from stream.lockout_policy import PolicySet, parse_policy_text
+from authtrail.stream.detection.lockout_policy import PolicySet, parse_policy_text
 
 __all__ = ["load_policy_file"]
 
@@ -17,7 +19,7 @@ def load_policy_file(path: str | Path) -> PolicySet:
     """Load the policy file at ``path``; its format follows the suffix (``.json``/``.toml``).
 
     Raises :class:`ConfigurationError` for another suffix, an unreadable file, or
-    content :func:`~stream.lockout_policy.parse_policy_text` refuses.
+    content :func:`~authtrail.stream.detection.lockout_policy.parse_policy_text` refuses.
     """
     path = Path(path)
     suffix = path.suffix.lower()

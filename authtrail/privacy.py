@@ -1,8 +1,8 @@
 """Privacy adapters: the policy file, ``erase``, ``hash`` and revealing sealed columns.
 
 The decisions (what is sealed, how, what an erasure record says) are
-:mod:`stream.shredding`'s; this module reads files, talks to Kafka and converts tables.
-Reading sealed values needs the key store (``<data_dir>/privacy``): whoever can read it
+:mod:`authtrail.stream.worker.shredding`'s; this module reads files, talks to Kafka and converts
+tables. Reading sealed values needs the key store (``<data_dir>/privacy``): whoever can read it
 may reveal, whoever cannot sees ciphertext and pseudonyms (docs/PRIVACY.md).
 """
 
@@ -19,9 +19,9 @@ import pyarrow as pa
 from authtrail.errors import ConfigurationError
 from authtrail.privacy_keys import DirectoryKeyStore, Erasure
 from authtrail.settings import Settings
-from sinks.tables import event_columns
-from stream.canonical import is_sealed
-from stream.shredding import (
+from authtrail.sinks.tables import event_columns
+from authtrail.stream.core.canonical import is_sealed
+from authtrail.stream.worker.shredding import (
     ERASED,
     UNREADABLE,
     PrivacyPolicies,
@@ -56,7 +56,7 @@ def load_privacy_policies(path: Path) -> PrivacyPolicies:
 
 def new_sealer(settings: Settings) -> Sealer:
     """The worker's sealer. Without a privacy policy file it seals nothing, but still
-    refuses input that looks sealed (stream/shredding.py)."""
+    refuses input that looks sealed (stream/worker/shredding.py)."""
     path = settings.privacy_policy_file
     policies = load_privacy_policies(path) if path is not None else PrivacyPolicies()
     return Sealer(policies, DirectoryKeyStore(settings.privacy_dir))
@@ -93,7 +93,7 @@ def erase_subject(settings: Settings, tenant_id: str, subject: str) -> ErasureOu
         tenant_id, pseudonym(store.pseudonym_key(tenant_id), subject), key_ids,
         erasure.erased_at,
     )  # fmt: skip
-    from producers.sdk import AuditProducer
+    from authtrail.producers.sdk.producer import AuditProducer
 
     with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
         producer.send(record)

@@ -1,7 +1,7 @@
 """The embedded subject key store: one directory per tenant (docs/PRIVACY.md, "Key store").
 
-Implements :class:`stream.shredding.SubjectKeys`; a KMS-backed store implements the same
-four operations. Layout under the root (``<data_dir>/privacy`` by default)::
+Implements :class:`authtrail.stream.worker.shredding.SubjectKeys`; a KMS-backed store implements the
+same four operations. Layout under the root (``<data_dir>/privacy`` by default)::
 
     <tenant>/pseudonym.key            hex HMAC key for the tenant's pseudonyms
     <tenant>/keys/<key_id>            hex AES-256 key of one subject
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from authtrail.atomic_file import read_bounded, replace_file
 from authtrail.errors import ConfigurationError
-from stream.shredding import KEY_BYTES, SubjectKey
+from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")

@@ -1,8 +1,8 @@
 """``authtrail witness``: an HTTP witness that cosigns checkpoints (c2sp.org/tlog-witness).
 
 Serves ``POST /add-checkpoint`` and nothing else. The decision is
-:func:`stream.witness_state.add_checkpoint`; the cosignature is
-:func:`stream.cosignature.cosign`. This module only translates HTTP and files:
+:func:`authtrail.stream.core.witness_state.add_checkpoint`; the cosignature is
+:func:`authtrail.stream.core.cosignature.cosign`. This module only translates HTTP and files:
 
 * state: one file per origin in the state directory, ``<sha256(origin) hex>.note``,
   holding the log's signed note the witness last cosigned. Written as temp file + fsync +
@@ -41,9 +41,9 @@ from authtrail.atomic_file import read_bounded
 from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import AuthtrailError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer
-from stream.cosignature import WitnessKey, cosign, witness_key_of
-from stream.note import Signer, VerifierKey
-from stream.witness_state import (
+from authtrail.stream.core.cosignature import WitnessKey, cosign, witness_key_of
+from authtrail.stream.core.note import Signer, VerifierKey
+from authtrail.stream.core.witness_state import (
     ConsistencyProofError,
     ForkError,
     LogSignatureError,
@@ -171,7 +171,7 @@ class Witness:
     def add_checkpoint(self, body: bytes) -> str:
         """Process one request body; return the cosignature line(s) to answer with.
 
-        Raises a :class:`~stream.witness_state.WitnessRefusal` (see
+        Raises a :class:`~authtrail.stream.core.witness_state.WitnessRefusal` (see
         :data:`STATUS_OF_REFUSAL`) or :class:`ConfigurationError` when the state cannot
         be read or written.
         """

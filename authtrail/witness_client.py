@@ -8,10 +8,11 @@
 * :class:`WitnessSubmitter` is what a publisher calls for every new checkpoint: it
   remembers each witness's size per origin, collects the cosignatures of every witness,
   keeps only those that verify under the witness's configured key, and returns the note
-  with them appended (:func:`stream.cosignature.append_cosignatures`).
+  with them appended (:func:`authtrail.stream.core.cosignature.append_cosignatures`).
 
-Refusals come back as the exceptions the witness raised (:mod:`stream.witness_state`),
-reconstructed from the status: 400 :class:`MalformedRequestError` (also a rollback), 403
+Refusals come back as the exceptions the witness raised
+(:mod:`authtrail.stream.core.witness_state`), reconstructed from the status: 400
+:class:`MalformedRequestError` (also a rollback), 403
 :class:`LogSignatureError`, 404 :class:`UnknownOriginError`, 409 without a size
 :class:`ForkError`, 422 :class:`ConsistencyProofError`. An unreachable witness or any
 other status raises :class:`WitnessUnavailableError`.
@@ -29,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authtrail.errors import AuthtrailError, ConfigurationError, InvalidArgumentError
-from stream.cosignature import WitnessKey, append_cosignatures, check_witness_reply
-from stream.merkle import consistency_proof_from_leaf_hashes
-from stream.note import SIGNATURE_PREFIX
-from stream.witness_state import (
+from authtrail.stream.core.cosignature import WitnessKey, append_cosignatures, check_witness_reply
+from authtrail.stream.core.merkle import consistency_proof_from_leaf_hashes
+from authtrail.stream.core.note import SIGNATURE_PREFIX
+from authtrail.stream.core.witness_state import (
     AddCheckpointRequest,
     ConsistencyProofError,
     ForkError,
@@ -190,8 +191,8 @@ class WitnessSubmitter:
 
     Remembers, per witness and origin, the size it last cosigned, so the next request
     carries the right old size and proof (a restart costs one 409 round trip per origin).
-    With ``keys`` (witness URL → its :class:`~stream.cosignature.WitnessKey`), only reply
-    lines that are that witness's valid cosignatures are kept (anything else is a
+    With ``keys`` (witness URL → its :class:`~authtrail.stream.core.cosignature.WitnessKey`), only
+    reply lines that are that witness's valid cosignatures are kept (anything else is a
     failure). With ``retry_after`` > 0, a witness that could not be reached is skipped
     for that many seconds, so a witness that hangs costs one ``timeout`` per
     ``retry_after``, not one per checkpoint. Not thread-safe: one publisher thread calls
@@ -227,8 +228,8 @@ class WitnessSubmitter:
         witness URL (a refusal, an unreachable or resting witness, a reply that is not
         its key's valid cosignature, or what ``proof_for`` raised); the caller decides
         whether the cosignatures it got are enough
-        (:func:`stream.cosignature.verify_cosignatures` with ``required``). Never raises
-        for one witness's failure.
+        (:func:`authtrail.stream.core.cosignature.verify_cosignatures` with ``required``). Never
+        raises for one witness's failure.
         """
         origin = note.split(b"\n", 1)[0].decode("utf-8", "replace")
         body = note[: note.rfind(b"\n\n") + 1]

@@ -16,12 +16,12 @@ import os
 import time
 from typing import Any
 
+from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.note import Signer
+from authtrail.stream.core.sequencer import DEDUP_WINDOW, SEQUENCED, Sequencer
 from benchmarks.workload import EventFactory
-from schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.canonical import canonical_leaf
-from stream.note import Signer
-from stream.sequencer import DEDUP_WINDOW, SEQUENCED, Sequencer
 
 ORIGIN = "bench.authtrail.local"
 
@@ -36,8 +36,8 @@ def _microseconds(seconds: float, count: int) -> float:
 
 def signatures(count: int) -> dict[str, Any]:
     """Ed25519 signs/s and verifies/s, raw and as whole signed checkpoint notes."""
-    from stream.checkpoint import open_checkpoint
-    from stream.note import make_keyring
+    from authtrail.stream.core.checkpoint import open_checkpoint
+    from authtrail.stream.core.note import make_keyring
 
     signer = _signer()
     message = os.urandom(200)
@@ -154,7 +154,7 @@ def integrity_core(events: int, tenants: int) -> dict[str, Any]:
 
 def _sink_core(values: list[bytes]) -> dict[str, Any]:
     """The sink's per-record work before the insert: decode, row dict, Arrow table."""
-    from sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+    from authtrail.sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
 
     codec = SingleObjectCodec(load_schema(CHAINED_RECORD))
     # Warm up: pyarrow's first conversion imports pandas (~0.3 s once per process), which

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
 from benchmarks.machine import describe_machine
 from benchmarks.pipeline import config_dict_of, drain
 from benchmarks.procs import REPOSITORY_ROOT, load_average
 from benchmarks.stack import AUTHTRAIL, Stack, StackConfig
-from producers.envelope import DEFAULT_ENVELOPE_BYTES
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ does) and counts them drains ``--count`` messages already on ``--topic``. The pr
 CPU per message from 10 % of them to the last is Faust's own cost per message (consumer,
 conductor, stream, acks, event loop): the floor under every message the worker handles, a
 rejected one included (docs/RELIABILITY.md § Bad input). ``--loop`` picks asyncio's event
-loop or uvloop (the worker's, :func:`stream.app._use_uvloop`).
+loop or uvloop (the worker's, :func:`authtrail.stream.worker.app._use_uvloop`).
 
 Writes one JSON object to ``--out`` and exits; a Faust worker has no "stop after N".
 """
@@ -23,7 +23,7 @@ from typing import Any
 import faust
 import mode.loop
 
-from stream.app import (
+from authtrail.stream.worker.app import (
     LOCAL_FETCH_WAIT_MS,
     SHORT_GROUP_TIMEOUTS,
     TAKE_MAX,

@@ -32,16 +32,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-import schemas
+from authtrail import schemas
+from authtrail.producers.sdk.producer import DEFAULT_PRODUCER_CONFIG, AuditProducer
+from authtrail.schemas.codec import SingleObjectCodec
 from benchmarks.loader import pace
 from benchmarks.workload import EventFactory
-from producers.sdk import DEFAULT_PRODUCER_CONFIG, AuditProducer
-from schemas.codec import SingleObjectCodec
 from tests.faults.load import bad_message
 
 OVERSIZED, DUPLICATE = "oversized", "duplicate_id"
 OVERSIZED_SHARE, DUPLICATE_SHARE = 0.02, 0.08
-OVERSIZED_PADDING = 66 * 1024  # over stream.admission's 64 KiB record limit
+OVERSIZED_PADDING = 66 * 1024  # over authtrail.stream.worker.admission's 64 KiB record limit
 _QUEUE = {"queue.buffering.max.messages": 1_000_000}
 
 

@@ -49,8 +49,8 @@ def avro(count: int) -> dict[str, Any]:
     """Avro encodes/decodes per second of an auth event: raw fastavro and the project codec."""
     from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-    from schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
-    from schemas.codec import SingleObjectCodec
+    from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
+    from authtrail.schemas.codec import SingleObjectCodec
 
     events = EventFactory(100, seed=3).batch(count)
     schema = load_schema(AUTH_EVENT)
@@ -122,9 +122,9 @@ def _drop_logical_types(node: Any) -> None:
 
 def clickhouse_insert(rows: int, batch_rows: int, directory: str) -> dict[str, Any]:
     """chdb insert rows/s of ``events`` rows in Arrow batches, and Arrow building cost/row."""
-    from sinks.embedded import EmbeddedBackend
-    from sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
-    from sinks.tables import create_statements
+    from authtrail.sinks.embedded import EmbeddedBackend
+    from authtrail.sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+    from authtrail.sinks.tables import create_statements
 
     hashes = os.urandom(32)
     factory = EventFactory(100, seed=5)
@@ -175,10 +175,10 @@ def kafka(count: int, directory: str) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer
 
     from authtrail.broker import LocalBroker
+    from authtrail.schemas import AUTH_EVENT, load_schema
+    from authtrail.schemas.codec import SingleObjectCodec
+    from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG
     from authtrail.topics import TopicSpec, ensure_topics
-    from schemas import AUTH_EVENT, load_schema
-    from schemas.codec import SingleObjectCodec
-    from stream.app import SHORT_CONSUMER_CONFIG
 
     events = EventFactory(100, seed=11).batch(count)
     codec = SingleObjectCodec(load_schema(AUTH_EVENT))
@@ -261,7 +261,7 @@ def _sdk_send(
     servers: str, compression: str | None, events: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """AuditProducer.send of ``events`` (validate, encode, queue), then delivery to the broker."""
-    from producers.sdk import AuditProducer
+    from authtrail.producers.sdk.producer import AuditProducer
 
     topic = f"sdk-{compression or 'default'}"
     config = {"queue.buffering.max.messages": 2_000_000}

@@ -3,8 +3,8 @@
 Runs in its own process so its CPU is measured apart from the pipeline's. Two modes:
 
 * ``--rate 0``: make ``--count`` events first, then send them as fast as
-  :class:`producers.sdk.AuditProducer` takes them and wait for every acknowledgement.
-  The send loop's wall and CPU time are the SDK's cost (events/s per core).
+  :class:`authtrail.producers.sdk.producer.AuditProducer` takes them and wait for every
+  acknowledgement. The send loop's wall and CPU time are the SDK's cost (events/s per core).
 * ``--rate R --seconds D``: send at R events/s for D seconds, each event stamped with
   ``occurred_at`` = the moment it is sent, so the store can measure event-to-queryable
   latency.
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from authtrail.producers.sdk.producer import AuditProducer
 from benchmarks.workload import EventFactory
-from producers.sdk import AuditProducer
 
 _TICK = 0.002  # seconds between pacing checks: fine enough for 1 % rate accuracy
 

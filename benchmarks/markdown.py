@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.sequencer import DEDUP_WINDOW
+from authtrail.stream.core.sequencer import DEDUP_WINDOW
 
 
 def number(value: Any, digits: int = 0) -> str:

@@ -18,11 +18,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from schemas import AUTH_EVENT, EVENT_ENVELOPE, load_schema
-from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MARKER, SingleObjectCodec
-from sinks.avro_rows import RowsContainer, zigzag
-from sinks.backend import ClickHouseBackend
-from sinks.tables import event_columns
+from authtrail.schemas import AUTH_EVENT, EVENT_ENVELOPE, load_schema
+from authtrail.schemas.codec import (
+    SINGLE_OBJECT_HEADER_SIZE,
+    SINGLE_OBJECT_MARKER,
+    SingleObjectCodec,
+)
+from authtrail.sinks.avro_rows import RowsContainer, zigzag
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.tables import event_columns
 
 PLAIN_TABLE = "plain_events"
 _KAFKA_FIELDS = ({"name": "kafka_partition", "type": "int"},

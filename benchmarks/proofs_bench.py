@@ -3,13 +3,13 @@
 One tenant of ``rows`` records, one signed checkpoint over all of them. The store is
 generated inside ClickHouse (``INSERT … SELECT … FROM numbers(rows)``) because the real
 sequencer would take most of an hour at 10 M records: each row's leaf hash is its
-canonical leaf hashed by :func:`sinks.tables.leaf_hash_sql` (the expression ``verify``
-trusts), its chain hash :func:`sinks.tables.chain_hash_sql` over a stored ``prev_hash``
+canonical leaf hashed by :func:`authtrail.sinks.tables.leaf_hash_sql` (the expression ``verify``
+trusts), its chain hash :func:`authtrail.sinks.tables.chain_hash_sql` over a stored ``prev_hash``
 that is *not* the previous row's hash. So every bundle checks in full (leaf, Merkle
 proof, signature, chain link at the checkpoint's head) while ``authtrail verify`` would
 call the chain broken: this measures proofs, nothing else. The checkpoint's root is
-computed from the leaves by :class:`sinks.proofs.LevelsInSql`, independently of the
-tiles, and the tiles are built by the sink's own :class:`sinks.tile_builder.TileBuilder`.
+computed from the leaves by :class:`authtrail.sinks.proofs.LevelsInSql`, independently of the
+tiles, and the tiles are built by the sink's own :class:`authtrail.sinks.tile_builder.TileBuilder`.
 
 Measured per event (median over the seqs in :data:`SEQS` and :data:`ROUNDS`, each
 bundle checked with ``verify_inclusion_bundle``, else the run is void), in one process
@@ -38,23 +38,33 @@ from typing import Any
 
 from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.settings import Settings
-from benchmarks.procs import REPOSITORY_ROOT, child_environment
-from sinks.backend import EmbeddedBackend
-from sinks.clickhouse_sql import format_parameter
-from sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion, record_sql
-from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
-from sinks.tables import (
+from authtrail.sinks.backend import EmbeddedBackend
+from authtrail.sinks.clickhouse_sql import format_parameter
+from authtrail.sinks.proofs import LevelsInSql, TreeNodes, prove_inclusion, record_sql
+from authtrail.sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
+from authtrail.sinks.tables import (
     EVENTS_TABLE,
     chain_hash_sql,
     create_statements,
     event_columns,
     leaf_hash_sql,
 )
-from sinks.tile_builder import TileBuilder
-from sinks.tile_store import StoredTiles
-from stream.bundle import verify_inclusion_bundle
-from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, checkpoint_origin, sign
-from stream.tree_proofs import inclusion_ranges, nodes_of_ranges, proof_from_nodes, range_nodes
+from authtrail.sinks.tile_builder import TileBuilder
+from authtrail.sinks.tile_store import StoredTiles
+from authtrail.stream.core.bundle import verify_inclusion_bundle
+from authtrail.stream.core.checkpoint import (
+    GENESIS_PREV_DIGEST,
+    Checkpoint,
+    checkpoint_origin,
+    sign,
+)
+from authtrail.stream.core.tree_proofs import (
+    inclusion_ranges,
+    nodes_of_ranges,
+    proof_from_nodes,
+    range_nodes,
+)
+from benchmarks.procs import REPOSITORY_ROOT, child_environment
 
 TENANT = "bench"
 SEQS = (1, 2, 4_097)  # and, added per size: the middle, size - 1, size

@@ -1,11 +1,13 @@
 """The producer SDK's CPU per event, bare and in envelopes: ``python -m benchmarks.sdk_cpu``.
 
-Generated traffic (``--tenants`` tenants) is sent with :class:`producers.sdk.AuditProducer`
-to a fresh local broker, once per mode: ``bare`` (``envelope_bytes=0``) and ``envelopes``
-(256 KiB, the SDK's default). CPU is this process's (validation, Avro encoding, packing and
-librdkafka's threads) from the first :meth:`~producers.sdk.AuditProducer.send` until
-:meth:`~producers.sdk.AuditProducer.close` returned with every event acknowledged; the
-broker is another process. Best of ``--repeat`` runs per mode; the machine may be shared.
+Generated traffic (``--tenants`` tenants) is sent with
+:class:`authtrail.producers.sdk.producer.AuditProducer` to a fresh local broker, once per mode:
+``bare`` (``envelope_bytes=0``) and ``envelopes`` (256 KiB, the SDK's default). CPU is this
+process's (validation, Avro encoding, packing and librdkafka's threads) from the first
+:meth:`~authtrail.producers.sdk.producer.AuditProducer.send` until
+:meth:`~authtrail.producers.sdk.producer.AuditProducer.close` returned with every event
+acknowledged; the broker is another process. Best of ``--repeat`` runs per mode; the machine may be
+shared.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.broker import LocalBroker
+from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
+from authtrail.producers.sdk.producer import AuditProducer
+from authtrail.producers.traffic import TrafficConfig, generate_events
 from authtrail.topics import TopicSpec, ensure_topics
-from producers.envelope import DEFAULT_ENVELOPE_BYTES
-from producers.sdk import AuditProducer
-from producers.traffic import TrafficConfig, generate_events
 
 _MODES = {"bare": 0, "envelopes": DEFAULT_ENVELOPE_BYTES}  # envelope_bytes (the default)
 

@@ -22,6 +22,8 @@ from typing import Any
 from authtrail.broker import LocalBroker
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
+from authtrail.sinks.server import ServerBackend
+from authtrail.stream.worker.app import topic_specs
 from authtrail.topics import ensure_topics
 from benchmarks.plain import PLAIN_TABLE
 from benchmarks.procs import (
@@ -34,8 +36,6 @@ from benchmarks.procs import (
     tail,
     wait_for_text,
 )
-from sinks.server import ServerBackend
-from stream.app import topic_specs
 
 WORKER_READY = "[^Worker]: Ready"
 AUTHTRAIL, PLAIN = "authtrail", "plain"

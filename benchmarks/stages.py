@@ -13,9 +13,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from schemas import CHAINED_BATCH, CHAINED_RECORD, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.chained_batch import chained_records
+from authtrail.schemas import CHAINED_BATCH, CHAINED_RECORD, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.worker.chained_batch import chained_records
 
 
 def _quantiles(values: list[float]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``python -m benchmarks.store_host``: one process owning chdb, storing and answering.
 
-Runs either the authtrail sink (:func:`sinks.service.build_sink`, exactly as ``authtrail
+Runs either the authtrail sink (:func:`authtrail.sinks.service.build_sink`, exactly as ``authtrail
 sink`` builds it) or the plain baseline consumer (:mod:`benchmarks.plain`) on an embedded
 store, and serves that store over the project's HTTP front so the benchmark can count rows
 and read latencies from another process (chdb allows one owner per data directory). The
@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from authtrail.settings import Settings
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.service import build_sink, write_private_file
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG
 from benchmarks.plain import PlainConsumer
-from sinks.embedded import EmbeddedBackend
-from sinks.http_front import HttpFront
-from sinks.service import build_sink, write_private_file
-from stream.app import SHORT_CONSUMER_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,10 +4,11 @@ baseline: ``python -m benchmarks.store_path``.
 One workload (generated traffic, ``--tenants`` tenants, envelopes of ``--envelope``
 events), measured in one run:
 
-* **worker core**: :class:`stream.worker.SequencerWorker` driven directly (no Faust, no
+* **worker core**: :class:`authtrail.stream.worker.sequencing.SequencerWorker` driven directly (no
+  Faust, no
   broker; outputs captured), CPU µs per event — what is left to Python per event.
 * **authtrail store**: the captured chained batches and checkpoints, written to the local
-  broker, stored by the real sink (``sinks.service.build_sink``) into a fresh embedded
+  broker, stored by the real sink (``authtrail.sinks.service.build_sink``) into a fresh embedded
   store: CPU µs per row of this process (the sink, librdkafka and the engine's threads;
   the broker is another process), and rows/s.
 * **plain store**: the same events, in the same envelopes, stored by the plain baseline
@@ -38,13 +39,8 @@ from confluent_kafka import Producer
 
 from authtrail.broker import LocalBroker
 from authtrail.keys import write_key_pair
-from authtrail.settings import Settings
-from authtrail.topics import ensure_topics
-from benchmarks.machine import describe_machine
-from benchmarks.plain import PLAIN_TABLE, PlainConsumer
-from benchmarks.procs import REPOSITORY_ROOT, load_average
-from producers.traffic import TrafficConfig, generate_events
-from schemas import (
+from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_BATCH,
     CHAINED_RECORD,
@@ -53,16 +49,21 @@ from schemas import (
     DEAD_LETTER,
     EVENT_ENVELOPE,
 )
-from sinks.embedded import EmbeddedBackend
-from sinks.service import build_sink
-from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
-from stream.guard import Guard
-from stream.lockout_policy import PolicySet
-from stream.note import Signer, generate_key_strings
-from stream.recovery import Recovery
-from stream.sequencer import Sequencer
-from stream.snapshotter import CHAINED, CHECKPOINTS
-from stream.worker import InputRecord, SequencerWorker
+from authtrail.settings import Settings
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.service import build_sink
+from authtrail.stream.core.note import Signer, generate_key_strings
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import PolicySet
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from authtrail.stream.worker.recovery import Recovery
+from authtrail.stream.worker.sequencing import InputRecord, SequencerWorker
+from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS
+from authtrail.topics import ensure_topics
+from benchmarks.machine import describe_machine
+from benchmarks.plain import PLAIN_TABLE, PlainConsumer
+from benchmarks.procs import REPOSITORY_ROOT, load_average
 
 
 def _cpu_seconds() -> float:

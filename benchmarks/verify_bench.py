@@ -1,9 +1,9 @@
 """``authtrail verify`` over a generated store: rows verified per second.
 
-The store is built by the real integrity core (:class:`stream.sequencer.Sequencer`,
-:func:`stream.canonical.canonical_leaf`, signed checkpoints every ``batch_size`` events)
-and written in the exact row shapes the sink writes (:mod:`sinks.rows`), so ``verify``
-does all its work: SQL recomputation of every leaf and chain hash, Merkle roots and
+The store is built by the real integrity core (:class:`authtrail.stream.core.sequencer.Sequencer`,
+:func:`authtrail.stream.core.canonical.canonical_leaf`, signed checkpoints every ``batch_size``
+events) and written in the exact row shapes the sink writes (:mod:`authtrail.sinks.rows`), so
+``verify`` does all its work: SQL recomputation of every leaf and chain hash, Merkle roots and
 signature checks. Then the real command runs, as a user would:
 ``python -m authtrail.cli --data-dir D verify --json``. Its wall time over the rows is
 the result; it must exit 0 (an intact store), else the measurement is void.
@@ -26,14 +26,14 @@ import pyarrow as pa
 
 from authtrail.keys import load_signer, write_key_pair
 from authtrail.settings import Settings
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, create_statements
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.sequencer import Sequencer, SignedCheckpoint
 from benchmarks import profiling
 from benchmarks.procs import REPOSITORY_ROOT, child_environment
 from benchmarks.workload import EventFactory
-from sinks.embedded import EmbeddedBackend
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, create_statements
-from stream.canonical import canonical_leaf
-from stream.sequencer import Sequencer, SignedCheckpoint
 
 CHUNK = 100_000
 _CLUSTER = "bench"
@@ -125,7 +125,15 @@ def run_verify(data_dir: Path) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "verify", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "authtrail.cli.main",
+            "--data-dir",
+            str(data_dir),
+            "verify",
+            "--json",
+        ],
         cwd=REPOSITORY_ROOT,
         env=child_environment(),
         capture_output=True,
@@ -169,7 +177,7 @@ def profile_verify(data_dir: Path) -> dict[str, Any]:
             "--",
             sys.executable,
             "-m",
-            "authtrail.cli",
+            "authtrail.cli.main",
             "--data-dir",
             str(data_dir),
             "verify",

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sinks.embedded import EmbeddedBackend
-from sinks.tables import create_statements
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.tables import create_statements
 
 _DAY = "tenant_id = 't3' AND {column} >= '2026-01-10 00:00:00' AND {column} < '2026-01-11 00:00:00'"
 QUESTIONS = {

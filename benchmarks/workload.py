@@ -1,6 +1,6 @@
 """The events benchmarks send: realistic shapes from the traffic model, cheap to make.
 
-:mod:`producers.traffic` models sessions, MFA and bursts, but picking among 10 000
+:mod:`authtrail.producers.traffic` models sessions, MFA and bursts, but picking among 10 000
 weighted tenants per event would cost more than the pipeline it feeds. So a few thousand
 of its events serve as templates, and each benchmark event is a template with a chosen
 tenant, a fresh event id and (when latency is measured) ``occurred_at`` = now.
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from producers.traffic import TrafficConfig, generate_events
+from authtrail.producers.traffic import TrafficConfig, generate_events
 
 TEMPLATE_COUNT = 4000
 

@@ -10,10 +10,10 @@ says who may write, what a request body means, and when to slow a client down.
   one away; a presented token is hashed and compared in constant time.
 * **Bodies** (:func:`events_of_body`): ``events`` takes auth events as JSON with the Avro
   schema's field names (one object, an array, or JSON lines; ``schemas/auth_event.schema.json``);
-  a provider path takes that provider's JSON (:mod:`producers.idp_files`). A body is
+  a provider path takes that provider's JSON (:mod:`authtrail.producers.idp_files`). A body is
   accepted whole or refused whole (:class:`BadRequest`): any record that is not JSON, that
   the mapper refuses, that breaks the SDK's checks or that the worker would refuse
-  (:class:`producers.ingest.Preflight`), names the reason and nothing is sent. Records a
+  (:class:`authtrail.producers.ingest.Preflight`), names the reason and nothing is sent. Records a
   provider sends that are not authentication events (a CloudTrail record of another
   service) are skipped and counted, not refused.
 * **Rate** (:class:`RateLimiter`): a token bucket of events per token.
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
-from producers.idp_files import SOURCES, RecordReader, json_values
-from producers.ingest import ParseCounters, Preflight
+from authtrail.producers.idp_files import SOURCES, RecordReader, json_values
+from authtrail.producers.ingest import ParseCounters, Preflight
 
 __all__ = [
     "EVENTS_PATH",
@@ -108,7 +108,7 @@ class TokenTable:
 
 
 def _grant(line: str, where: str) -> TokenGrant:
-    from producers.sdk import TENANT_ID_PATTERN
+    from authtrail.producers.sdk.producer import TENANT_ID_PATTERN
 
     parts = line.split()
     if len(parts) != 4:
@@ -147,7 +147,7 @@ def events_of_body(
 
     Raises :class:`BadRequest` (400; 403 for an event of another tenant) with the reason.
     """
-    from producers.sdk import validate_event
+    from authtrail.producers.sdk.producer import validate_event
 
     counters = ParseCounters()
     try:

@@ -1,5 +1,5 @@
 """Identity-provider exports to AuthEvents: the input side of ``authtrail ingest keycloak|okta|
-auth0|cloudtrail``. The mapping itself is :mod:`producers.idp_mapping`.
+auth0|cloudtrail``. The mapping itself is :mod:`authtrail.producers.idp_mapping`.
 
 **Input.** JSON, read as a sequence of JSON values: JSON lines, one array, a pretty-printed
 object, or several concatenated; gzip-compressed when the bytes start with gzip's magic
@@ -36,15 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.errors import FormatError, InvalidArgumentError
-from producers import tail
-from producers.idp_mapping import (
+from authtrail.producers import tail
+from authtrail.producers.idp_mapping import (
     map_auth0_event,
     map_cloudtrail_event,
     map_keycloak_event,
     map_okta_event,
 )
-from producers.ingest import IngestSummary, ParseCounters, deliver
-from producers.syslog import wall_clock
+from authtrail.producers.ingest import IngestSummary, ParseCounters, deliver
+from authtrail.producers.syslog import wall_clock
 
 __all__ = [
     "FOLLOWABLE",
@@ -197,13 +197,13 @@ def run_idp_ingest(
     """Read ``source`` records from ``path`` (``-``: standard input) and send their events.
 
     Without ``follow`` the input is read whole (it must fit in memory), parsed once for the
-    preflight's warnings (:mod:`producers.ingest`) and again to send. With ``follow`` it is
-    read as JSON lines as they are written (a file, rotation handled, until ``stop()``; or
+    preflight's warnings (:mod:`authtrail.producers.ingest`) and again to send. With ``follow`` it
+    is read as JSON lines as they are written (a file, rotation handled, until ``stop()``; or
     standard input until it ends). ``summary.first_errors`` gets the first refusal reason.
 
     Raises :class:`InvalidArgumentError` (unknown source, bad tenant id, ``follow`` for
     CloudTrail), ``OSError`` (unreadable file), :class:`FormatError` (corrupt gzip), and
-    what :func:`producers.ingest.deliver` raises.
+    what :func:`authtrail.producers.ingest.deliver` raises.
     """
     RecordReader(source, tenant_id, ParseCounters())  # unknown source, bad tenant: now
     if follow and source not in FOLLOWABLE:

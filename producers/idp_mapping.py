@@ -1,7 +1,7 @@
 """Map identity-provider events to AuthEvent records (``schemas/auth_event.avsc``).
 
 Pure functions, one per source: a parsed JSON event in, an AuthEvent dict out, ready for
-:class:`schemas.codec.SingleObjectCodec`. Sources: Keycloak (Jackson-serialised
+:class:`authtrail.schemas.codec.SingleObjectCodec`. Sources: Keycloak (Jackson-serialised
 Event/AdminEvent, JSON event-listener output, the logging listener's key=value message),
 Okta System Log LogEvents, Auth0 tenant logs (bare or in an EventBridge envelope) and AWS
 CloudTrail records.

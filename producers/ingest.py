@@ -1,13 +1,14 @@
 """The half every ``authtrail ingest`` shares: counting, a preflight, and sending to Kafka.
 
-A source (``producers.sshd``, ``producers.idp_files``) turns input into AuthEvents and
-counts what it parsed and skipped in :class:`ParseCounters`; :func:`deliver` sends them
-with an :class:`~producers.sdk.AuditProducer` and fills an :class:`IngestSummary`.
+A source (``authtrail.producers.sshd``, ``authtrail.producers.idp_files``) turns input into
+AuthEvents and counts what it parsed and skipped in :class:`ParseCounters`; :func:`deliver` sends
+them with an :class:`~authtrail.producers.sdk.producer.AuditProducer` and fills an
+:class:`IngestSummary`.
 
-**Preflight.** The worker refuses some events that encode fine (``stream.admission``): a
-timestamp before 2000 or more than a day after the record was produced, an oversized
-record, an empty or overlong id, an identity reserved to authtrail. Those land in the
-``rejected`` table, not in a chain, which a user finds out only by looking there.
+**Preflight.** The worker refuses some events that encode fine
+(``authtrail.stream.worker.admission``): a timestamp before 2000 or more than a day after the record
+was produced, an oversized record, an empty or overlong id, an identity reserved to authtrail. Those
+land in the ``rejected`` table, not in a chain, which a user finds out only by looking there.
 :class:`Preflight` applies the same checks with the same default limits, taking *now* as
 the record time (the producer stamps records when it sends them), so ``ingest`` can warn
 on stderr. With ``prescan`` (a regular file read once) :func:`deliver` parses the input
@@ -23,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import schemas
-from producers.envelope import DEFAULT_ENVELOPE_BYTES
-from producers.syslog import wall_clock
-from schemas.codec import SingleObjectCodec
-from stream.admission import Limits, RejectedEvent, check_event
+from authtrail import schemas
+from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
+from authtrail.producers.syslog import wall_clock
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.worker.admission import Limits, RejectedEvent, check_event
 
 __all__ = ["IngestSummary", "ParseCounters", "Preflight", "deliver"]
 
@@ -47,7 +48,7 @@ class ParseCounters:
 class IngestSummary:
     """What an ingest did: items and events parsed, skipped (``first_errors`` says why, for
     reasons with a message), sent, acknowledged, and how many events the worker will
-    refuse (``refused``, by :mod:`stream.admission` kind)."""
+    refuse (``refused``, by :mod:`authtrail.stream.worker.admission` kind)."""
 
     path: str
     counters: ParseCounters
@@ -132,10 +133,13 @@ def deliver(
     (it is called twice with ``prescan``, the first time with throwaway counters).
     ``hints`` adds advice to the warning of a refusal kind.
 
-    Raises what :class:`~producers.sdk.AuditProducer` raises: ``ConfigurationError``,
-    ``InvalidArgumentError``, and ``DeliveryError`` naming events not acknowledged.
+    Raises what :class:`~authtrail.producers.sdk.producer.AuditProducer` raises:
+    ``ConfigurationError``, ``InvalidArgumentError``, and ``DeliveryError`` naming events not
+    acknowledged.
     """
-    from producers.sdk import AuditProducer  # the Kafka client only where it is used
+    from authtrail.producers.sdk.producer import (
+        AuditProducer,  # the Kafka client only where it is used
+    )
 
     hints = hints or {}
     if prescan:

@@ -1,8 +1,8 @@
 """``authtrail loadgen``: send generated traffic to Kafka at a chosen rate.
 
-The traffic itself comes from :mod:`producers.traffic` (pure, deterministic per seed);
-this module is the thin runner around it: :class:`producers.sdk.AuditProducer` for
-delivery, a :class:`TokenBucket` for pacing, a progress bar on stderr, and a
+The traffic itself comes from :mod:`authtrail.producers.traffic` (pure, deterministic per seed);
+this module is the thin runner around it: :class:`authtrail.producers.sdk.producer.AuditProducer`
+for delivery, a :class:`TokenBucket` for pacing, a progress bar on stderr, and a
 :class:`LoadgenSummary` for the caller to print.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from authtrail.errors import InvalidArgumentError
-from producers.envelope import DEFAULT_ENVELOPE_BYTES
-from producers.traffic import SERVICES, TrafficConfig, generate_events, tenant_ids
+from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
+from authtrail.producers.traffic import SERVICES, TrafficConfig, generate_events, tenant_ids
 
 __all__ = [
     "SERVICES",
@@ -144,8 +144,8 @@ def run_loadgen(
         DeliveryError: the producer failed fatally mid-run.
     """
     from authtrail.errors import DeliveryError
+    from authtrail.producers.sdk.producer import AuditProducer
     from authtrail.topics import TopicSpec, check_reachable, ensure_topics
-    from producers.sdk import AuditProducer
 
     if rate < 0 or (count is not None and count < 0) or (duration is not None and duration <= 0):
         raise InvalidArgumentError(

@@ -7,9 +7,9 @@ klogind, and turns every authentication-relevant line into one AuthEvent (a sysl
 and which lines are skipped and why. Rules worth knowing here:
 
 * **Year and time zone**: the caller gives the year of the first line and the zone of
-  timestamps without an offset (default UTC); :mod:`producers.syslog` has the rollover
+  timestamps without an offset (default UTC); :mod:`authtrail.producers.syslog` has the rollover
   rule, the rule that puts no line in the future, and
-  :func:`~producers.syslog.guess_start_year`.
+  :func:`~authtrail.producers.syslog.guess_start_year`.
 * **Event ids** are ``authlog:<32 hex>`` of SHA-256 over the resolved timestamp, the raw
   line, how often that exact line was seen before, and the repeat index. No path and no
   line number: a rotated (renamed) or copy-truncated file re-ingested yields the same ids,
@@ -31,9 +31,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from producers import tail
-from producers.ingest import IngestSummary, ParseCounters, deliver
-from producers.syslog import SyslogLine, SyslogReader, guess_start_year, wall_clock
+from authtrail.producers import tail
+from authtrail.producers.ingest import IngestSummary, ParseCounters, deliver
+from authtrail.producers.syslog import SyslogLine, SyslogReader, guess_start_year, wall_clock
 
 __all__ = [
     "IngestSummary",
@@ -360,8 +360,9 @@ def iter_events(
 
     ``year`` is the year of the first traditional-syslog line (see the module doc); ``tz``
     the zone of timestamps without an offset; ``now`` (microseconds) puts a line that
-    would lie in the future in the previous year (:class:`~producers.syslog.SyslogReader`).
-    Never raises on bad lines: they are counted as skipped (``unparsable``, ...).
+    would lie in the future in the previous year
+    (:class:`~authtrail.producers.syslog.SyslogReader`). Never raises on bad lines: they are counted
+    as skipped (``unparsable``, ...).
     """
     counters = counters if counters is not None else ParseCounters()
     parser = _Parser(tenant_id, year, tz, counters, now)
@@ -390,10 +391,11 @@ def run_ingest(
     """Parse the auth log at ``path`` (``-``: standard input) and send its events.
 
     With ``follow`` keep reading new lines (rotation and truncation handled, see
-    :func:`producers.tail.follow`) until ``stop()`` returns True. Without ``year`` the
+    :func:`authtrail.producers.tail.follow`) until ``stop()`` returns True. Without ``year`` the
     first line's year comes from :func:`guess_start_year` (stdin: this year) and no line
     is put in the future (``now``); a given ``year`` is trusted as it is. ``warn`` gets
-    the preflight's warnings (:mod:`producers.ingest`) before the events concerned are sent.
+    the preflight's warnings (:mod:`authtrail.producers.ingest`) before the events concerned are
+    sent.
 
     Raises :class:`ConfigurationError` (unusable producer settings), ``OSError`` (file
     unreadable) and :class:`DeliveryError` naming events the broker did not acknowledge.

@@ -12,7 +12,7 @@ nothing beyond the standard library.
   than the position read, reading restarts at its start. A file truncated and regrown
   past the old position between two polls cannot be told apart from one that grew;
   ``tail -F`` has the same blind spot. Event ids of re-read lines are content-derived
-  (:mod:`producers.sshd`), so a re-read is deduplicated downstream.
+  (:mod:`authtrail.producers.sshd`), so a re-read is deduplicated downstream.
 * Only whole lines are yielded: a line still being written waits for its newline (at a
   rotation the old file's unterminated last line is yielded as it is).
 """

@@ -6,7 +6,7 @@ and revoke tokens, change or reset passwords, log out or let sessions expire; a
 configurable share of events fails; optional brute-force bursts have one IP hammer one
 user with LOGIN_FAILED at a fixed rate, so a lockout detector has something to find.
 Same config and seed, same events: ids come from the seeded generator and
-``occurred_at`` from a simulated clock. :mod:`producers.loadgen` sends them to Kafka.
+``occurred_at`` from a simulated clock. :mod:`authtrail.producers.loadgen` sends them to Kafka.
 
 Addresses are from the documentation ranges of RFC 5737: users connect from
 192.0.2.0/24 and 198.51.100.0/24, attackers from 203.0.113.0/24. Host names are under

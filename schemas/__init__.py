@@ -7,7 +7,7 @@ once, at its first use, and referred to by name afterwards. That is the form the
 specification's Parsing Canonical Form, and therefore the single-object fingerprint, is
 defined on.
 
-Wire framing lives in :mod:`schemas.codec`. This module imports only the standard library.
+Wire framing lives in :mod:`authtrail.schemas.codec`. This module imports only the standard library.
 """
 
 from __future__ import annotations

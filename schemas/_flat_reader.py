@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from schemas._flat_writer import field_type
+from authtrail.schemas._flat_writer import field_type
 
 #: ``read(data, offset)``: the record whose body is ``data[offset:]``, or None.
 FlatReader = Callable[[bytes, int], dict[str, Any] | None]

@@ -1,13 +1,13 @@
 """A fast writer for flat records of scalar fields, compiled once per schema.
 
 fastavro's ``schemaless_writer`` costs ~5 µs per call even for a few fields, and the
-conformance check it needs (:mod:`schemas._conformance`) as much again; for a small
+conformance check it needs (:mod:`authtrail.schemas._conformance`) as much again; for a small
 record the two are most of the cost of producing it. Two paths write small flat records
 often enough for that to matter:
 
 * the worker's hot path: the fields that follow the spliced event in every chained record
   (seq, three SHA-256 digests, source partition and offset, epoch):
-  :meth:`schemas.codec.SingleObjectCodec.encode_spliced`;
+  :meth:`authtrail.schemas.codec.SingleObjectCodec.encode_spliced`;
 * dead letters: under a flood of bad input every rejected message costs the worker one
   DeadLetter record, and encoding it through fastavro was ~25 of the ~34 µs a reject cost.
 

@@ -42,9 +42,9 @@ from authtrail.errors import (
     InvalidArgumentError,
     UnknownSchemaError,
 )
-from schemas._conformance import compile_check
-from schemas._flat_reader import FlatReader, compile_flat_reader
-from schemas._flat_writer import compile_flat_writer
+from authtrail.schemas._conformance import compile_check
+from authtrail.schemas._flat_reader import FlatReader, compile_flat_reader
+from authtrail.schemas._flat_writer import compile_flat_writer
 
 __all__ = [
     "CONFLUENT_HEADER_SIZE",

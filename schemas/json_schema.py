@@ -3,7 +3,7 @@
 For producers in other languages: an event in JSON, with the Avro schema's field names,
 that validates against ``schemas/auth_event.schema.json`` encodes with the Avro schema and
 passes the producer SDK's and the worker's checks on its own fields. Run
-``python -m schemas.json_schema`` to print it, ``--check FILE`` to compare (``make
+``python -m authtrail.schemas.json_schema`` to print it, ``--check FILE`` to compare (``make
 json-schema`` rewrites the checked-in file; a unit test fails when it is stale).
 
 The Avro → JSON mapping (JSON as a producer writes it, not Avro's JSON encoding: a
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.errors import InvalidArgumentError
-from schemas import AUTH_EVENT, load_schema
+from authtrail.schemas import AUTH_EVENT, load_schema
 
 __all__ = ["PIPELINE_RULES", "SCHEMA_ID", "auth_event_json_schema", "avro_to_json_schema"]
 
@@ -45,7 +45,8 @@ _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _SIMPLE = {"string": "string", "boolean": "boolean", "float": "number", "double": "number"}
 
-# Field constraints the SDK (producers/sdk.py) and admission (stream/admission.py) apply.
+# Field constraints the SDK (producers/sdk/producer.py) and admission (stream/worker/admission.py)
+# apply.
 PIPELINE_RULES: dict[str, dict[str, Any]] = {
     "tenant_id": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
     "event_id": {"minLength": 1, "maxLength": 256, "pattern": "\\S"},
@@ -162,7 +163,7 @@ def render() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m schemas.json_schema",
+        prog="python -m authtrail.schemas.json_schema",
         description="Print the auth event's JSON Schema, or check that FILE holds it.",
     )
     parser.add_argument("--check", type=Path, metavar="FILE", help="exit 1 if FILE differs")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 
-from sinks.clickhouse_sql import quote_identifier, quote_string_literal
-from sinks.query_policy import ANYTHING, Grant
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
+from authtrail.sinks.clickhouse_sql import quote_identifier, quote_string_literal
+from authtrail.sinks.query_policy import ANYTHING, Grant
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 
 WRITER, ANALYST, AUDITOR = "writer", "analyst", "auditor"
 USERS = (WRITER, ANALYST, AUDITOR)

@@ -24,7 +24,7 @@ from typing import Any
 import fastavro
 
 from authtrail.errors import InvalidArgumentError
-from sinks.tables import event_columns
+from authtrail.sinks.tables import event_columns
 
 #: What the sink appends to every body: where it read the record.
 KAFKA_FIELDS: tuple[dict[str, Any], ...] = (

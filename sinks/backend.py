@@ -1,5 +1,5 @@
 """The backend interface the sink and ``verify`` use (implementations: sinks/clickhouse.py)."""
 
-from sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from authtrail.sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
 
 __all__ = ["ClickHouseBackend", "EmbeddedBackend", "ServerBackend"]

@@ -6,8 +6,8 @@ and read Arrow, never text (a text insert is ~100x slower, ENVIRONMENT.md), bind
 this boundary: :class:`~authtrail.errors.StoreError` when a statement fails or is refused,
 :class:`~authtrail.errors.ConfigurationError` when the store cannot be reached or opened.
 
-* :class:`~sinks.embedded.EmbeddedBackend` — chdb in this process, on a data directory.
-* :class:`~sinks.server.ServerBackend` — a ClickHouse server (or this project's HTTP
+* :class:`~authtrail.sinks.embedded.EmbeddedBackend` — chdb in this process, on a data directory.
+* :class:`~authtrail.sinks.server.ServerBackend` — a ClickHouse server (or this project's HTTP
   front over another process's embedded store) through clickhouse-connect.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from sinks.embedded import EmbeddedBackend
-from sinks.server import ServerBackend
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.server import ServerBackend
 
 __all__ = ["ClickHouseBackend", "EmbeddedBackend", "ServerBackend"]
 

@@ -1,8 +1,8 @@
-"""What the web console (authtrail/console.py) asks the store: fixed, parameterised SQL.
+"""What the web console (authtrail/console/server.py) asks the store: fixed, parameterised SQL.
 
 Every statement here is a constant text; a filter the analyst typed only chooses which
 constant ``WHERE`` clauses are joined and travels as a ``{name:Type}`` query parameter,
-never as SQL. The answers come back as JSON-ready rows (:func:`authtrail.output.rows`:
+never as SQL. The answers come back as JSON-ready rows (:func:`authtrail.cli.output.rows`:
 hashes as hex, times as text). All of it reads: the console's backend is read-only too.
 """
 
@@ -11,18 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from authtrail.cli.output import rows
 from authtrail.errors import InvalidArgumentError
-from authtrail.output import rows
-from sinks.clickhouse import ClickHouseBackend
-from sinks.proofs import ProofUnavailableError, newest_size
-from sinks.tables import EVENTS_TABLE, LOCKOUTS_VIEW, REJECTED_TABLE
-from sinks.views import (
+from authtrail.sinks.clickhouse import ClickHouseBackend
+from authtrail.sinks.proofs import ProofUnavailableError, newest_size
+from authtrail.sinks.tables import EVENTS_TABLE, LOCKOUTS_VIEW, REJECTED_TABLE
+from authtrail.sinks.views import (
     CHAIN_STATUS,
     FAILED_LOGINS_HOURLY,
     LOCKOUT_FAILURES,
     TENANT_VOLUME_HOURLY,
 )
-from stream.rejection import REJECTION_TENANT_PREFIX
+from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
 
 PAGE_SIZE = 50
 MAX_PAGE = 2000  # OFFSET costs what it skips: deeper than 100 000 rows, narrow the search

@@ -3,7 +3,7 @@
 Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
 
 * One process can hold one chdb data directory, and a directory one process. A second
-  process reaches it through the owner's HTTP front (:mod:`sinks.http_front`).
+  process reaches it through the owner's HTTP front (:mod:`authtrail.sinks.http_front`).
 * A second connection on the same directory opened with ``readonly=2`` cannot write and
   cannot lift its own ``readonly``; it still accepts per-query settings. Read-only
   statements run there.
@@ -16,7 +16,7 @@ Facts about chdb 4.4 this adapter is built on (measured, see tests/integration):
 * chdb is clickhouse-local inside: ``file()``, ``url()``, ``Python()``… and the ``default``
   database itself (``SELECT * FROM '/etc/passwd'``) reach anything this process can, and
   ``user_files_path`` is ignored. Read-only calls, and whatever the HTTP front runs, are
-  therefore *confined*: checked on the engine's syntax tree (:mod:`sinks.embedded_guard`).
+  therefore *confined*: checked on the engine's syntax tree (:mod:`authtrail.sinks.embedded_guard`).
 * Inserts hand Arrow IPC (or the HTTP client's format) to the engine's own input-format
   reader, strict where the ``Python()`` table function silently coerces ('one' into
   UInt64 became 0, an over-long FixedString became zero bytes) and the same reader a
@@ -51,7 +51,7 @@ import chdb.session
 import pyarrow as pa
 
 from authtrail.errors import ConfigurationError, StoreError
-from sinks.clickhouse_sql import (
+from authtrail.sinks.clickhouse_sql import (
     READONLY,
     UNKNOWN_SETTING,
     arrow_stream_bytes,
@@ -65,20 +65,20 @@ from sinks.clickhouse_sql import (
     setting_literal,
     settings_clause,
 )
-from sinks.embedded_guard import (
+from authtrail.sinks.embedded_guard import (
     GuardState,
     check_request_settings,
     check_statement,
     note_writing_statement,
 )
-from sinks.embedded_writes import (
+from authtrail.sinks.embedded_writes import (
     InsertTarget,
     failure_reason,
     insert_files_directory,
     insert_through_file,
     one_line,
 )
-from sinks.query_policy import ANYTHING, Grant
+from authtrail.sinks.query_policy import ANYTHING, Grant
 
 DEFAULT_DATABASE = "default"
 #: Read-only connections per backend: two callers read at once (more would only queue
@@ -267,7 +267,7 @@ class EmbeddedBackend:
         ``parameters`` are already in ClickHouse's escaped text form (as HTTP ``param_*``
         carries them). The call is read-only if ``read_only``, this backend is, or
         ``settings`` has a non-zero ``readonly``; a read-only or ``confined`` call reaches
-        nothing outside the store (:mod:`sinks.embedded_guard`) and only the tables
+        nothing outside the store (:mod:`authtrail.sinks.embedded_guard`) and only the tables
         ``grant`` gives. Raises StoreError.
         """
         read_only = self.read_only or read_only or _readonly_requested(settings)

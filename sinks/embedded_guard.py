@@ -5,7 +5,7 @@ statement only, and a read-only call must be READ_ONLY (which also refuses ``INT
 OUTFILE`` and ``INSERT INTO FUNCTION``). A *confined* statement — every read-only call,
 and every request through the HTTP front — is then parsed by the engine into a syntax
 tree (``parseQueryToJSON``, or ``EXPLAIN AST`` for the few statements it cannot
-serialise) and checked by :mod:`sinks.query_policy` against the store's catalog, so that
+serialise) and checked by :mod:`authtrail.sinks.query_policy` against the store's catalog, so that
 it reaches no file, URL, program, other database or Python object.
 
 Cost: one extra engine round trip per confined statement (syntax tree and catalog in one
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from authtrail.errors import ConfigurationError, StoreError
-from sinks.clickhouse_sql import (
+from authtrail.sinks.clickhouse_sql import (
     ACCESS_DENIED,
     NOT_IMPLEMENTED,
     READONLY,
@@ -33,7 +33,7 @@ from sinks.clickhouse_sql import (
     leading_keyword,
     require_read_only_statement,
 )
-from sinks.query_policy import (
+from authtrail.sinks.query_policy import (
     ANYTHING,
     CLOSED_DATABASE_ENGINES,
     Catalog,
@@ -132,7 +132,7 @@ def check_statement(
 
     Always: several statements, SET/USE on a writing call; when ``read_only``, anything
     the engine does not classify READ_ONLY. When ``confined`` (implied by ``read_only``),
-    anything :func:`sinks.query_policy.check_parsed` refuses, with ``parameters`` (escaped
+    anything :func:`authtrail.sinks.query_policy.check_parsed` refuses, with ``parameters`` (escaped
     text form) bound and unqualified names resolved in ``database`` (the session's when
     None), and tables limited to ``grant``; ``state`` caches what does not change between
     calls. Raises StoreError (62

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from authtrail.errors import StoreError
-from sinks.clickhouse_sql import error_code, quote_identifier, quote_string_literal
+from authtrail.sinks.clickhouse_sql import error_code, quote_identifier, quote_string_literal
 
 # Where insert data waits for the engine: inside the data directory, so that a full disk
 # fails the write of this file first, with the operating system's own errno.

@@ -2,7 +2,7 @@
 
 chdb is ClickHouse without a server, and one process owns a chdb directory. While
 ``authtrail up`` owns it, ``authtrail sql`` and ``authtrail verify`` in another terminal
-reach it through this front with the ordinary :class:`~sinks.server.ServerBackend`; tests
+reach it through this front with the ordinary :class:`~authtrail.sinks.server.ServerBackend`; tests
 use it to exercise the clickhouse-connect code path without a ClickHouse server.
 
 chdb is clickhouse-local inside: left alone, a query could read any file this process can
@@ -12,7 +12,7 @@ ClickHouse server (sinks/access.py), enforced here since chdb has no access cont
 
 * ``analyst`` with :attr:`HttpFront.token` (generated when not given): every request runs
   on the store's read-only connection (``readonly=2``: the engine refuses writes) and is
-  *confined* (:mod:`sinks.embedded_guard`): checked on the engine's own syntax tree so it
+  *confined* (:mod:`authtrail.sinks.embedded_guard`): checked on the engine's own syntax tree so it
   names only the store's tables and allowed table functions, no ``file()``, ``url()``,
   ``Python()``, files by name, or settings that name files.
 * ``auditor`` with ``auditor_token``, off unless configured: as the analyst, but reads
@@ -61,10 +61,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from authtrail.background_http import BackgroundHttpServer
 from authtrail.errors import AuthtrailError, InvalidArgumentError, StoreError
-from sinks.access import TABLES, front_grant
-from sinks.clickhouse_sql import ACCESS_DENIED, AUTHENTICATION_FAILED, NOT_IMPLEMENTED, READONLY
-from sinks.embedded import EmbeddedBackend, QueryOutcome
-from sinks.query_policy import Grant
+from authtrail.sinks.access import TABLES, front_grant
+from authtrail.sinks.clickhouse_sql import (
+    ACCESS_DENIED,
+    AUTHENTICATION_FAILED,
+    NOT_IMPLEMENTED,
+    READONLY,
+)
+from authtrail.sinks.embedded import EmbeddedBackend, QueryOutcome
+from authtrail.sinks.query_policy import Grant
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +156,8 @@ class HttpFront(BackgroundHttpServer):
 
     @property
     def analyst_url(self) -> str:
-        """``http://analyst:TOKEN@host:port/`` for :class:`~sinks.server.ServerBackend`."""
+        """``http://analyst:TOKEN@host:port/`` for
+        :class:`~authtrail.sinks.server.ServerBackend`."""
         return self._url_for(ANALYST, self.token)
 
     @property

@@ -2,11 +2,11 @@
 
 The adapter reads the event row and the stored checkpoint notes, asks a
 :class:`TreeNodes` for the few perfect-subtree hashes the proof needs
-(:mod:`stream.tree_proofs` plans which), and lets the pure core assemble the bundle. It
-needs no key and judges nothing it does not have to: a stored note goes into the bundle
+(:mod:`authtrail.stream.core.tree_proofs` plans which), and lets the pure core assemble the bundle.
+It needs no key and judges nothing it does not have to: a stored note goes into the bundle
 verbatim, and ``authtrail verify-proof`` decides whether it verifies.
 
-Node sources: :class:`sinks.tile_store.StoredTiles` reads the O(log n) stored tile
+Node sources: :class:`authtrail.sinks.tile_store.StoredTiles` reads the O(log n) stored tile
 entries a proof needs (the default); :class:`LevelsInSql` hashes the tenant's whole tree
 up to the checkpoint's size inside ClickHouse (``size - 1`` SHA-256 calls, the way
 ``authtrail verify`` does): O(n) per proof. By default a proof from the tiles is checked
@@ -23,16 +23,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from authtrail.errors import AuthtrailError, ChainError, CheckpointError, VerificationError
-from sinks.backend import ClickHouseBackend
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, event_columns
-from sinks.tile_store import StoredTiles, TilesUnavailable
-from sinks.verify_store import _pair_up_sql  # the one SQL spelling of a Merkle level step
-from stream.audit import FORKED_CHECKPOINT, CheckpointDamage
-from stream.bundle import make_consistency_bundle, make_inclusion_bundle
-from stream.chain import DELETED, DUPLICATED, INSERTED
-from stream.checkpoint import Checkpoint
-from stream.merkle import root_from_inclusion_proof, verify_consistency
-from stream.tree_proofs import (
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, event_columns
+from authtrail.sinks.tile_store import StoredTiles, TilesUnavailable
+from authtrail.sinks.verify_store import _pair_up_sql  # the one SQL spelling of a Merkle level step
+from authtrail.stream.core.audit import FORKED_CHECKPOINT, CheckpointDamage
+from authtrail.stream.core.bundle import make_consistency_bundle, make_inclusion_bundle
+from authtrail.stream.core.chain import DELETED, DUPLICATED, INSERTED
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.merkle import root_from_inclusion_proof, verify_consistency
+from authtrail.stream.core.tree_proofs import (
     LeafRange,
     NodeId,
     consistency_ranges,

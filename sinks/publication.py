@@ -3,8 +3,8 @@
 Whoever can write to ClickHouse can delete a tenant's newest events together with their
 checkpoints, delete a whole tenant, or put back an older data directory, and the store
 alone still verifies. So the sink also writes every checkpoint it stored, and a signed
-directory of the tenants (:mod:`stream.tenant_directory`), into a folder meant to be a
-mount of write-once storage (docs/DEPLOYMENT.md, "Publishing checkpoints outside the
+directory of the tenants (:mod:`authtrail.stream.core.tenant_directory`), into a folder meant to be
+a mount of write-once storage (docs/DEPLOYMENT.md, "Publishing checkpoints outside the
 store")::
 
     <publication_dir>/checkpoints/<tenant_id>/<size, 20 digits>.note   verbatim signed note
@@ -15,7 +15,7 @@ written whole and fsynced, then its folder is fsynced. Publishing a file that ex
 with the same bytes does nothing, so a replay after a crash is harmless; one that exists
 with other bytes is a :class:`PublicationConflict`.
 
-The readers for ``authtrail verify --published`` live in :mod:`sinks.publication_files`
+The readers for ``authtrail verify --published`` live in :mod:`authtrail.sinks.publication_files`
 and are importable from here too.
 """
 
@@ -34,7 +34,7 @@ from authtrail.errors import (
     PublicationConflict,
     PublicationError,
 )
-from sinks.publication_files import (
+from authtrail.sinks.publication_files import (
     CHECKPOINTS_FOLDER,
     COSIGNATURES_FOLDER,
     TENANTS_FOLDER,
@@ -53,9 +53,9 @@ from sinks.publication_files import (
     published_sizes,
     write_new_file,
 )
-from stream.checkpoint import Checkpoint, checkpoint_origin
-from stream.note import Signer, make_keyring
-from stream.tenant_directory import (
+from authtrail.stream.core.checkpoint import Checkpoint, checkpoint_origin
+from authtrail.stream.core.note import Signer, make_keyring
+from authtrail.stream.core.tenant_directory import (
     MAX_NUMBER,
     TenantDirectory,
     is_valid_tenant_id,

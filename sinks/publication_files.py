@@ -15,7 +15,7 @@ name: a stray file or folder, a symlink, a special file or an oversized note rai
 :class:`PublicationError` naming it, so nothing in the publication is ignored silently.
 Read failures (missing root, permissions, I/O) raise :class:`ConfigurationError`.
 
-Adapter: file system I/O only. :mod:`sinks.publication` writes through it.
+Adapter: file system I/O only. :mod:`authtrail.sinks.publication` writes through it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError, PublicationError
-from stream.tenant_directory import MAX_NUMBER, is_valid_tenant_id
+from authtrail.stream.core.tenant_directory import MAX_NUMBER, is_valid_tenant_id
 
 CHECKPOINTS_FOLDER = "checkpoints"
 TENANTS_FOLDER = "tenants"
@@ -73,7 +73,7 @@ def note_body(note: bytes) -> bytes:
     """The text of signed ``note`` (before the blank line), without checking signatures.
 
     For building a directory from the sink's own publication only; a verifier opens
-    notes with :func:`stream.note.open_note`. Raises :class:`PublicationError` if
+    notes with :func:`authtrail.stream.core.note.open_note`. Raises :class:`PublicationError` if
     there is no blank line.
     """
     split = note.rfind(b"\n\n")
@@ -181,7 +181,7 @@ def newest_tenant_directory(directory: Path) -> bytes | None:
     """The signed note of the newest tenant directory (highest n), or None if there is none.
 
     Raises as :func:`newest_checkpoints`; the signature is not checked here (see
-    :func:`stream.tenant_directory.open_directory`).
+    :func:`authtrail.stream.core.tenant_directory.open_directory`).
     """
     newest = newest_tenant_directory_numbered(directory)
     return newest[1] if newest is not None else None

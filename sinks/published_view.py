@@ -2,12 +2,12 @@
 
 ``authtrail verify --published DIR`` reads, for every tenant, the newest checkpoint
 published there and the newest signed tenant directory, checks their signatures with
-the trusted keys, and turns each into an :class:`~stream.monitor.Anchor` the store must
-still honour. A published note that does not verify is damage of the publication, named
+the trusted keys, and turns each into an :class:`~authtrail.stream.core.monitor.Anchor` the store
+must still honour. A published note that does not verify is damage of the publication, named
 as such: the sink only ever publishes checkpoints it stored.
 
-With a :class:`~stream.cosignature.WitnessPolicy`, each tenant's newest published note
-(with the cosignature lines published for it later, ``cosignatures/``) must also carry
+With a :class:`~authtrail.stream.core.cosignature.WitnessPolicy`, each tenant's newest published
+note (with the cosignature lines published for it later, ``cosignatures/``) must also carry
 the required witness cosignatures (docs/INTEGRITY.md §9): the publisher
 adds them to the published note, never to the note stored in ClickHouse. Too few is
 ``missing cosignatures``, a trusted witness's line that does not verify is ``forged
@@ -20,23 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authtrail.errors import CheckpointError
-from sinks.publication_files import (
+from authtrail.sinks.publication_files import (
     late_cosignatures,
     newest_checkpoints,
     newest_tenant_directory_numbered,
     note_file_name,
 )
-from stream.audit import FORGED_CHECKPOINT, key_label
-from stream.checkpoint import checkpoint_origin, open_checkpoint
-from stream.cosignature import (
+from authtrail.stream.core.audit import FORGED_CHECKPOINT, key_label
+from authtrail.stream.core.checkpoint import checkpoint_origin, open_checkpoint
+from authtrail.stream.core.cosignature import (
     CosignatureError,
     MissingCosignaturesError,
     WitnessPolicy,
     verify_cosignatures,
 )
-from stream.monitor import Anchor
-from stream.note import Keyring, Note, open_note
-from stream.tenant_directory import open_directory
+from authtrail.stream.core.monitor import Anchor
+from authtrail.stream.core.note import Keyring, Note, open_note
+from authtrail.stream.core.tenant_directory import open_directory
 
 MISSING_COSIGNATURES = "missing cosignatures"
 FORGED_COSIGNATURE = "forged cosignature"

@@ -1,4 +1,4 @@
-"""When the sink publishes what (the files: :mod:`sinks.publication`).
+"""When the sink publishes what (the files: :mod:`authtrail.sinks.publication`).
 
 * A checkpoint is published right after ClickHouse stored it, never before, so the
   publication holds no checkpoint the store never stored.
@@ -12,7 +12,7 @@
   everything in it. That first time trusts the store as it is (trust on first use).
 * A tenant directory is published at most every ``interval`` seconds, only after new
   checkpoints were published, and once more when the sink stops.
-* With witnesses (:mod:`sinks.witnessing`), each tenant's newest checkpoint of a round
+* With witnesses (:mod:`authtrail.sinks.witnessing`), each tenant's newest checkpoint of a round
   is cosigned before its first publication; the cosigned note is kept until it is
   published, so a retry after ``OSError`` publishes the same bytes and asks no witness
   again. A witness that fails costs only its cosignature.
@@ -36,15 +36,15 @@ from authtrail.errors import (
     PublicationConflict,
     PublicationError,
 )
-from sinks.clickhouse import ClickHouseBackend
-from sinks.publication import (
+from authtrail.sinks.clickhouse import ClickHouseBackend
+from authtrail.sinks.publication import (
     Publication,
     late_cosignatures,
     newest_checkpoints,
     published_sizes,
 )
-from sinks.tables import CHECKPOINTS_TABLE
-from sinks.witnessing import CheckpointWitnessing
+from authtrail.sinks.tables import CHECKPOINTS_TABLE
+from authtrail.sinks.witnessing import CheckpointWitnessing
 
 _LOG = logging.getLogger(__name__)
 _BACKFILL_CHUNK = 1000  # sizes per query: bounds the notes held in memory at once

@@ -2,7 +2,7 @@
 
 Pure functions over what the engine's parser returned (no I/O, no chdb): the JSON syntax
 tree of ``parseQueryToJSON``, or, for the few statements it cannot serialise (DESCRIBE,
-EXISTS, SHOW CREATE), the text of ``EXPLAIN AST``. :mod:`sinks.embedded_guard` asks the
+EXISTS, SHOW CREATE), the text of ``EXPLAIN AST``. :mod:`authtrail.sinks.embedded_guard` asks the
 engine and calls these; every refusal is a StoreError with ClickHouse's code.
 
 Why each rule (measured on chdb 4.4, ClickHouse 26.9, see
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authtrail.errors import StoreError
-from sinks.clickhouse_sql import ACCESS_DENIED, READONLY, UNKNOWN_TABLE, is_identifier
+from authtrail.sinks.clickhouse_sql import ACCESS_DENIED, READONLY, UNKNOWN_TABLE, is_identifier
 
 #: Table functions that compute rows from their arguments alone (``view`` and ``format``
 #: take a query or inline data, which is checked like the rest of the statement).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sinks.tables import event_columns
+from authtrail.sinks.tables import event_columns
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _HASH = pa.binary(32)

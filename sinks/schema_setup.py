@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 
 from authtrail.errors import ConfigurationError, StoreError
-from sinks.backend import ClickHouseBackend
-from sinks.clickhouse_sql import ACCESS_DENIED
-from sinks.tables import REJECTED_TABLE, create_statements
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
+from authtrail.sinks.tables import REJECTED_TABLE, create_statements
 
 _CREATED = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)")
 _ADDED_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS `(\w+)`")

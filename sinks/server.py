@@ -1,7 +1,7 @@
 """A ClickHouse server over its HTTP interface, through clickhouse-connect.
 
 Also what a second process uses to reach an embedded store: ``authtrail up`` serves its
-chdb directory with :mod:`sinks.http_front`, and this backend talks to that front.
+chdb directory with :mod:`authtrail.sinks.http_front`, and this backend talks to that front.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from authtrail.errors import ConfigurationError, StoreError
-from sinks.clickhouse_sql import (
+from authtrail.sinks.clickhouse_sql import (
     AUTHENTICATION_FAILED,
     READONLY,
     check_parameters,

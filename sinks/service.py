@@ -12,9 +12,7 @@ from typing import Any
 from authtrail.atomic_file import replace_file
 from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, load_witness_keys
-from authtrail.settings import Settings
-from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
-from schemas import (
+from authtrail.schemas import (
     CHAINED_BATCH,
     CHAINED_RECORD,
     CHAINED_REJECTION,
@@ -23,11 +21,13 @@ from schemas import (
     load_schema,
     previous_versions,
 )
-from schemas.codec import SingleObjectCodec
-from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
-from sinks.publication import Publication
-from sinks.sink import Sink
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.settings import Settings
+from authtrail.sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from authtrail.sinks.publication import Publication
+from authtrail.sinks.sink import Sink
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE
+from authtrail.witness_client import WitnessSubmitter, parse_cosigning_witness
 
 ENDPOINT_FILE = "clickhouse.endpoint"
 _LOG = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def build_sink(
     :func:`_publication`), cosigned by ``settings.cosigning_witnesses``
     (:func:`witness_submitter`).
     """
-    # Rejections reach `rejected` chained, on the chained topic (stream/rejection.py); the
+    # Rejections reach `rejected` chained, on the chained topic (stream/core/rejection.py); the
     # dead-letter topic is for tools that replay fixed input.
     topics = {EVENTS_TABLE: settings.chained_topic, CHECKPOINTS_TABLE: settings.checkpoints_topic}
     codecs = {EVENTS_TABLE: _codec(CHAINED_RECORD), CHECKPOINTS_TABLE: _codec(CHECKPOINT)}

@@ -11,12 +11,12 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
   twice) is skipped; a checkpoint is held back until the records it covers are stored, so
   analysts never see a checkpoint ahead of its records.
 
-Chained records arrive in batches (stream/chained_batch.py) whose bodies go to ClickHouse
+Chained records arrive in batches (stream/worker/chained_batch.py) whose bodies go to ClickHouse
 as an Avro container (sinks/avro_rows.py) without being decoded here: the batch's header
 says its epoch, tenant ranges and month, which is all the checks above need. Only a batch
 partly stored already (a replay) is decoded, to keep the records not stored yet.
 
-The chained topic also carries chained rejections (stream/rejection.py), stored in
+The chained topic also carries chained rejections (stream/core/rejection.py), stored in
 ``rejected``. Those are inserted before the events of the same batch and the resume point
 is the highest offset in ``events``: a crash between the two inserts makes the sink read
 the rejections again, and their ``seq`` check drops them, but never skips an event.
@@ -47,20 +47,26 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from authtrail.errors import ConfigurationError, FormatError, StoreError
+from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from authtrail.sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.proofs import TilesOrLeaves
+from authtrail.sinks.publication import Publication
+from authtrail.sinks.publishing import CheckpointPublishing
+from authtrail.sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    REJECTED_SCHEMA,
+    checkpoint_row,
+    rejected_row,
+    to_arrow,
+)
+from authtrail.sinks.schema_setup import ensure_schema
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
+from authtrail.sinks.tile_builder import TileBuilder
+from authtrail.sinks.witnessing import CheckpointWitnessing
+from authtrail.stream.worker.chained_batch import decode_batch, is_batch, utc_month
+from authtrail.stream.worker.fencing import Fence
 from authtrail.witness_client import WitnessSubmitter
-from schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
-from sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
-from sinks.backend import ClickHouseBackend
-from sinks.proofs import TilesOrLeaves
-from sinks.publication import Publication
-from sinks.publishing import CheckpointPublishing
-from sinks.rows import CHECKPOINTS_SCHEMA, REJECTED_SCHEMA, checkpoint_row, rejected_row, to_arrow
-from sinks.schema_setup import ensure_schema
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
-from sinks.tile_builder import TileBuilder
-from sinks.witnessing import CheckpointWitnessing
-from stream.chained_batch import decode_batch, is_batch, utc_month
-from stream.fencing import Fence
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")

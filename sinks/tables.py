@@ -16,8 +16,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import AUTH_EVENT, load_schema
-from stream.canonical import SEALED_PREFIX
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.stream.core.canonical import SEALED_PREFIX
 
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "checkpoints"
@@ -64,7 +64,7 @@ def event_columns() -> tuple[EventColumn, ...]:
     return tuple(_column(field) for field in load_schema(AUTH_EVENT)["fields"])
 
 
-# Each rejection's place in its partition's rejection log (stream/rejection.py). Nullable:
+# Each rejection's place in its partition's rejection log (stream/core/rejection.py). Nullable:
 # rows stored before rejections were chained have none, and stores made then get the
 # columns added (create_statements).
 _REJECTION_LINK_COLUMNS = (
@@ -83,7 +83,7 @@ _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJEC
 
 def create_statements() -> list[str]:
     """DDL for every authtrail table and view (idempotent: ``IF NOT EXISTS``)."""
-    from sinks.views import view_statements  # the views module reads this one's names
+    from authtrail.sinks.views import view_statements  # the views module reads this one's names
 
     event_ddl = ",\n    ".join(f"`{c.name}` {c.clickhouse_type}" for c in event_columns())
     return [

@@ -20,11 +20,11 @@ from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 
-from sinks.backend import ClickHouseBackend
-from sinks.clickhouse_sql import quote_string_literal
-from sinks.tables import EVENTS_TABLE, TILES_TABLE
-from sinks.tile_store import TILES_SCHEMA
-from stream.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.clickhouse_sql import quote_string_literal
+from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE
+from authtrail.sinks.tile_store import TILES_SCHEMA
+from authtrail.stream.core.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
 
 _LOG = logging.getLogger(__name__)
 

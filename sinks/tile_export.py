@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authtrail.errors import ChainError, ConfigurationError, VerificationError
-from sinks.backend import ClickHouseBackend
-from sinks.proofs import newest_size, stored_checkpoint, stored_note
-from sinks.tables import EVENTS_TABLE, TILES_TABLE, canonical_leaf_sql
-from stream.chain import DELETED, INSERTED, MODIFIED
-from stream.tiles import (
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.proofs import newest_size, stored_checkpoint, stored_note
+from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE, canonical_leaf_sql
+from authtrail.stream.core.chain import DELETED, INSERTED, MODIFIED
+from authtrail.stream.core.tiles import (
     MAX_ENTRY_BYTES,
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -40,7 +40,7 @@ from stream.tiles import (
     group_roots,
     nodes_from_entries,
 )
-from stream.tree_proofs import proof_from_nodes, range_nodes
+from authtrail.stream.core.tree_proofs import proof_from_nodes, range_nodes
 
 #: Leaves read per query: 256 full tiles.
 CHUNK_LEAVES = TILE_WIDTH * TILE_WIDTH

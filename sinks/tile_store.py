@@ -1,4 +1,5 @@
-"""Stored tlog-tiles (:mod:`stream.tiles`): the sink writes them, proofs read O(log n) of them.
+"""Stored tlog-tiles (:mod:`authtrail.stream.core.tiles`): the sink writes them, proofs read O(log
+n) of them.
 
 Level 0 of every tenant's tree is the ``events`` table itself (``leaf_hash`` by ``seq``,
 its sort key). Levels 1 and up live in the ``tiles`` table, one row per entry
@@ -8,7 +9,7 @@ change, so the rows are append-only like every table here, and the entries of a 
 tree serve every smaller one: a partial tile of a checkpoint's tree is a prefix of the
 stored entries of its level.
 
-The sink's :class:`~sinks.tile_builder.TileBuilder` appends the entries that became
+The sink's :class:`~authtrail.sinks.tile_builder.TileBuilder` appends the entries that became
 complete, reading only what is stored (so it is correct after any restart, duplicate
 delivery or crash between two inserts: it continues from the stored entries).
 :class:`StoredTiles` is the proof node source: one query for the entries a proof needs,
@@ -26,11 +27,11 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 
 from authtrail.errors import AuthtrailError, ChainError
-from sinks.backend import ClickHouseBackend
-from sinks.tables import EVENTS_TABLE, TILES_TABLE
-from stream.chain import DELETED, INSERTED
-from stream.tiles import TILE_WIDTH, entry_ranges, nodes_from_entries
-from stream.tree_proofs import NodeId
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE
+from authtrail.stream.core.chain import DELETED, INSERTED
+from authtrail.stream.core.tiles import TILE_WIDTH, entry_ranges, nodes_from_entries
+from authtrail.stream.core.tree_proofs import NodeId
 
 TILES_SCHEMA = pa.schema(
     [

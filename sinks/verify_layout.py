@@ -5,24 +5,24 @@ the store *defines*: a ``lockouts`` view redefined to hide a decision, a
 ``chain_status`` view that always shows a tail signed, or an ``events`` table renamed
 away and replaced by a view over a doctored copy, would change every answer without
 changing a verified row. So the definitions are compared with the ones authtrail
-creates (:func:`sinks.tables.create_statements`, :mod:`sinks.views`), as normalised by
-the engine's own formatter.
+creates (:func:`authtrail.sinks.tables.create_statements`, :mod:`authtrail.sinks.views`), as
+normalised by the engine's own formatter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sinks.backend import ClickHouseBackend
-from sinks.clickhouse_sql import quote_string_literal
-from sinks.tables import (
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.clickhouse_sql import quote_string_literal
+from authtrail.sinks.tables import (
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
     LOCKOUTS_VIEW,
     REJECTED_TABLE,
     create_statements,
 )
-from sinks.views import VIEWS, view_select
+from authtrail.sinks.views import VIEWS, view_select
 
 MODIFIED_DEFINITION = "modified definition"
 MISSING_DEFINITION = "missing definition"

@@ -1,9 +1,9 @@
-"""Read the rejection logs (stream/rejection.py) back from the ``rejected`` table for verify.
+"""Read the rejection logs (stream/core/rejection.py) back from the ``rejected`` table for verify.
 
 Rejections are few next to events (a flood of bad input is the exception), so their
 canonical leaves are rebuilt here in Python from the stored columns, and each log is
-checked row by row (:func:`stream.chain.verify_chain`). Every text and byte column is read
-as hex: the table may hold any bytes an attacker wrote, and Arrow strings must be UTF-8.
+checked row by row (:func:`authtrail.stream.core.chain.verify_chain`). Every text and byte column is
+read as hex: the table may hold any bytes an attacker wrote, and Arrow strings must be UTF-8.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from authtrail.errors import ChainError, InvalidArgumentError
-from sinks.backend import ClickHouseBackend
-from sinks.tables import REJECTED_TABLE
-from stream.chain import ChainLink, StoredLink, verify_chain
-from stream.merkle import leaf_hash
-from stream.rejection import FIELD_TYPES, rejection_leaf
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.tables import REJECTED_TABLE
+from authtrail.stream.core.chain import ChainLink, StoredLink, verify_chain
+from authtrail.stream.core.merkle import leaf_hash
+from authtrail.stream.core.rejection import FIELD_TYPES, rejection_leaf
 
 _TEXT = tuple(name for name, kind in FIELD_TYPES.items() if kind in (b"s", b"b"))
 _TIMES = ("source_timestamp", "rejected_at")

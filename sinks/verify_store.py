@@ -10,12 +10,13 @@ Per-row work runs inside ClickHouse, in two kinds of queries:
   tree, level by level (``size - 1`` node hashes, the bulk of the tree work).
 
 Only the tenants either flags are read back row by row, to classify the first damage
-exactly (:func:`stream.chain.verify_chain`). The rejection logs (stream/rejection.py),
-small next to the events, are read row by row from ``rejected``
-(:mod:`sinks.verify_rejections`) and then judged like any tenant. For the others,
-:class:`stream.audit.MerkleLevels` derives the log root at every checkpoint and every batch
-root with a few hashes each, and the pure core checks signatures, succession, roots and
-chain heads (:func:`stream.audit.verify_checkpoint_levels`) exactly as from leaf hashes.
+exactly (:func:`authtrail.stream.core.chain.verify_chain`). The rejection logs
+(stream/core/rejection.py), small next to the events, are read row by row from ``rejected``
+(:mod:`authtrail.sinks.verify_rejections`) and then judged like any tenant. For the others,
+:class:`authtrail.stream.core.audit.MerkleLevels` derives the log root at every checkpoint and every
+batch root with a few hashes each, and the pure core checks signatures, succession, roots and
+chain heads (:func:`authtrail.stream.core.audit.verify_checkpoint_levels`) exactly as from leaf
+hashes.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ from typing import Any
 import pyarrow as pa
 
 from authtrail.errors import ChainError, StoreError, VerificationError
-from sinks.backend import ClickHouseBackend
-from sinks.clickhouse_sql import UNKNOWN_TABLE
-from sinks.tables import (
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.clickhouse_sql import UNKNOWN_TABLE
+from authtrail.sinks.tables import (
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
     TILES_TABLE,
     chain_hash_sql,
     leaf_hash_sql,
 )
-from sinks.verify_rejections import RejectionLog, read_rejection_logs
-from stream.audit import (
+from authtrail.sinks.verify_rejections import RejectionLog, read_rejection_logs
+from authtrail.stream.core.audit import (
     CHECKPOINT_COLUMNS,
     CheckpointDamage,
     MerkleLevels,
@@ -46,13 +47,13 @@ from stream.audit import (
     signed_size,
     verify_checkpoint_levels,
 )
-from stream.chain import ChainLink, StoredLink, verify_chain
-from stream.merkle import HASH_SIZE
-from stream.monitor import Anchor, check_anchor, missing_tenant
-from stream.note import Keyring
-from stream.rejection import is_rejection_tenant
-from stream.rotation import SignedRange
-from stream.tiles import TILE_HEIGHT, first_entry_mismatch
+from authtrail.stream.core.chain import ChainLink, StoredLink, verify_chain
+from authtrail.stream.core.merkle import HASH_SIZE
+from authtrail.stream.core.monitor import Anchor, check_anchor, missing_tenant
+from authtrail.stream.core.note import Keyring
+from authtrail.stream.core.rejection import is_rejection_tenant
+from authtrail.stream.core.rotation import SignedRange
+from authtrail.stream.core.tiles import TILE_HEIGHT, first_entry_mismatch
 
 #: Records after the newest checkpoint that nobody signed within the grace period.
 UNSIGNED_RECORD = "unsigned record"
@@ -353,9 +354,9 @@ def verify_store(
     """Verify every tenant (or one) in the store; yield one result per tenant, sorted.
 
     ``anchors`` are what trusted views outside the store saw of each tenant (auditor
-    state, publication): every one must still hold (:func:`stream.monitor.check_anchor`),
-    and a tenant they name must exist. With ``unsigned``, records nobody signed within
-    its grace are damage.
+    state, publication): every one must still hold
+    (:func:`authtrail.stream.core.monitor.check_anchor`), and a tenant they name must exist. With
+    ``unsigned``, records nobody signed within its grace are damage.
     """
     anchored: dict[str, list[Anchor]] = {
         name: list(seen)
@@ -440,7 +441,8 @@ class _Verdict:
         anchors: list[Anchor],
         unsigned: UnsignedPolicy | None,
     ) -> TenantResult:
-        """The verdict on a rejection log read row by row (:mod:`sinks.verify_rejections`)."""
+        """The verdict on a rejection log read row by row
+        (:mod:`authtrail.sinks.verify_rejections`)."""
         if log.error is not None:
             return self._damaged(len(log.links), checkpoints, log.error)
         links = log.links

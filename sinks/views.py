@@ -1,8 +1,8 @@
 """The views analysts read instead of the raw tables: one per common question.
 
-Created with the tables (:func:`sinks.tables.create_statements`, idempotent) on the
+Created with the tables (:func:`authtrail.sinks.tables.create_statements`, idempotent) on the
 embedded store and a server alike, and checked by ``authtrail verify``
-(:mod:`sinks.verify_layout`): a view redefined in the store changes every answer read
+(:mod:`authtrail.sinks.verify_layout`): a view redefined in the store changes every answer read
 through it without changing a verified row, so each must select exactly what is here.
 
 All are plain (not materialized) views: each answer is computed from the verified rows
@@ -16,9 +16,9 @@ Times are UTC. ``hour`` columns are the start of the hour (``toStartOfHour``).
 
 from __future__ import annotations
 
-from sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, LOCKOUTS_VIEW, REJECTED_TABLE
-from stream.decisions import LOCKOUT_SERVICE
-from stream.rejection import REJECTION_TENANT_PREFIX
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, LOCKOUTS_VIEW, REJECTED_TABLE
+from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
+from authtrail.stream.detection.decisions import LOCKOUT_SERVICE
 
 FAILED_LOGINS_HOURLY = "failed_logins_hourly"
 LOCKOUT_FAILURES = "lockout_failures"
@@ -35,8 +35,8 @@ _MFA_FAILURE = (
 )
 _TENANT = f"NOT startsWith(tenant_id, '{REJECTION_TENANT_PREFIX}')"
 _HOUR = "toDateTime64(toStartOfHour(occurred_at), 0, 'UTC') AS hour"
-# The detector's account key (stream.decisions.user_key), names lower-cased: the decision's
-# user_key is compared with it after the same folding on the decision's side.
+# The detector's account key (authtrail.stream.detection.decisions.user_key), names lower-cased: the
+# decision's user_key is compared with it after the same folding on the decision's side.
 _FOLDED_KEY = (
     "if(ifNull(user_id, '') != '', concat('id:', user_id), "
     "concat('name:', lowerUTF8(ifNull(user_name, ''))))"

@@ -8,9 +8,9 @@ so a published note carries the cosignatures it got and stays write-once:
   checkpoint in between (the consistency proof spans them), and verifiers require
   cosignatures of the newest published one; the older ones are published as stored.
 * The RFC 6962 consistency proof from the size each witness holds comes from the store:
-  the few perfect-subtree hashes it needs (:mod:`stream.tree_proofs`) from the stored
+  the few perfect-subtree hashes it needs (:mod:`authtrail.stream.core.tree_proofs`) from the stored
   tiles, or hashed from the leaves where those are not built that far
-  (:class:`sinks.proofs.TilesOrLeaves`).
+  (:class:`authtrail.sinks.proofs.TilesOrLeaves`).
 * A witness that is down, refuses, or answers with anything but its own valid
   cosignature costs that checkpoint its cosignature, never its publication: the failure
   is logged (a refusal at ERROR: a witness saw another history, or the store was rolled
@@ -28,17 +28,17 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from authtrail.errors import AuthtrailError, CheckpointError
+from authtrail.sinks.proofs import TreeNodes
+from authtrail.sinks.publication_files import note_body
+from authtrail.stream.core.cosignature import CosignatureError, check_witness_reply
+from authtrail.stream.core.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
+from authtrail.stream.core.witness_state import SizeConflictError, WitnessRefusal
 from authtrail.witness_client import (
     ProofSource,
     WitnessRestingError,
     WitnessSubmitter,
     WitnessUnavailableError,
 )
-from sinks.proofs import TreeNodes
-from sinks.publication_files import note_body
-from stream.cosignature import CosignatureError, check_witness_reply
-from stream.tree_proofs import consistency_ranges, nodes_of_ranges, proof_from_nodes
-from stream.witness_state import SizeConflictError, WitnessRefusal
 
 _LOG = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ subprocesses (:class:`~tests.faults.service.Service`). Every wait goes through
 
 The store is one of two kinds:
 
-* ``front``: chdb owned by this process, served by :class:`~sinks.http_front.HttpFront` to
+* ``front``: chdb owned by this process, served by :class:`~authtrail.sinks.http_front.HttpFront` to
   the sink (as its writer, ``AUTHTRAIL_CLICKHOUSE_URL`` in the sink's environment) and to
   ``authtrail verify`` (as analyst); a ClickHouse outage is the front going away. The
   suite reads the store directly while the sink writes.
@@ -32,13 +32,13 @@ from typing import Any, Literal
 from authtrail.broker import LocalBroker
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
+from authtrail.sinks.backend import ClickHouseBackend, EmbeddedBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.schema_setup import ensure_schema
+from authtrail.sinks.service import build_sink
+from authtrail.stream.detection.decisions import LOCKOUT_SERVICE
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, topic_specs
 from authtrail.topics import ensure_topics
-from sinks.backend import ClickHouseBackend, EmbeddedBackend
-from sinks.http_front import HttpFront
-from sinks.schema_setup import ensure_schema
-from sinks.service import build_sink
-from stream.app import SHORT_CONSUMER_CONFIG, topic_specs
-from stream.decisions import LOCKOUT_SERVICE
 from tests.faults.load import Load
 from tests.faults.service import Service
 from tests.faults.tally import Position, StoredRecord

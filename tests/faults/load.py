@@ -1,7 +1,7 @@
 """Seeded traffic for a fault scenario, with per-event acknowledgements.
 
-Good events go through the product's :class:`~producers.sdk.AuditProducer` (what services
-embed). Its counters are totals, but every event it does not deliver is named — in
+Good events go through the product's :class:`~authtrail.producers.sdk.producer.AuditProducer` (what
+services embed). Its counters are totals, but every event it does not deliver is named — in
 ``failures`` and in the :class:`~authtrail.errors.DeliveryError` that ``close()`` raises —
 so the acknowledged ids are exactly the sent ids minus those. Bad messages (which the SDK
 refuses to send, as it should) go through a plain confluent-kafka producer whose delivery
@@ -21,11 +21,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-import schemas
+from authtrail import schemas
 from authtrail.errors import DeliveryError
-from producers.sdk import DEFAULT_PRODUCER_CONFIG, AuditProducer
-from producers.traffic import TrafficConfig, generate_events, tenant_ids
-from schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
+from authtrail.producers.sdk.producer import DEFAULT_PRODUCER_CONFIG, AuditProducer
+from authtrail.producers.traffic import TrafficConfig, generate_events, tenant_ids
+from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
 from tests.faults.tally import Position
 from tests.integration.test_producer import java_partition
 

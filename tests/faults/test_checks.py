@@ -94,10 +94,10 @@ def test_a_repeated_acknowledged_id_is_refused() -> None:
 
 
 def test_bad_messages_never_decode() -> None:
-    import schemas
+    from authtrail import schemas
     from authtrail.errors import FormatError
-    from producers.sdk import new_event
-    from schemas.codec import SingleObjectCodec
+    from authtrail.producers.sdk.producer import new_event
+    from authtrail.schemas.codec import SingleObjectCodec
 
     codec = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
     good = codec.encode(new_event("acme", "LOGIN", user_name="ada", service="sso"))

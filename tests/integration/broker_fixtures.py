@@ -176,8 +176,8 @@ def read_topic(
 
 def unpack_events(value: bytes) -> list[dict[str, Any]]:
     """The auth events of one events-topic message: itself, or its envelope's events."""
-    from schemas import AUTH_EVENT, EVENT_ENVELOPE
-    from stream.app import codec
+    from authtrail.schemas import AUTH_EVENT, EVENT_ENVELOPE
+    from authtrail.stream.worker.app import codec
 
     envelopes, events = codec(EVENT_ENVELOPE), codec(AUTH_EVENT)
     if value[2:10] == envelopes.reader_fingerprint:

@@ -11,7 +11,7 @@ import hashlib
 
 import pyarrow as pa
 
-from sinks.clickhouse import ClickHouseBackend
+from authtrail.sinks.clickhouse import ClickHouseBackend
 
 ROWS = 100_000
 TENANTS = 7

@@ -1,7 +1,7 @@
 """ClickHouse fixtures for integration tests: a fresh embedded store, and the server path.
 
 No mocks: ``embedded_backend`` is chdb on a new directory; ``server_backend`` is
-clickhouse-connect over real HTTP, talking to :class:`~sinks.http_front.HttpFront` in
+clickhouse-connect over real HTTP, talking to :class:`~authtrail.sinks.http_front.HttpFront` in
 front of that same store (the path ``authtrail sql`` / ``verify`` take against a running
 embedded mode). Set ``AUTHTRAIL_TEST_CLICKHOUSE_URL=http://user:pass@host:8123`` to point
 ``server_backend`` at a real ClickHouse server instead: each test then gets a fresh,
@@ -13,10 +13,12 @@ open past its end: use these fixtures (they close what they open), or close your
 Fixtures:
 
 * ``chdb_dir`` — path of a not-yet-created data directory under ``tmp_path``.
-* ``embedded_backend`` — :class:`~sinks.embedded.EmbeddedBackend` on ``chdb_dir``.
-* ``http_front`` — a started :class:`~sinks.http_front.HttpFront` over ``embedded_backend``,
+* ``embedded_backend`` — :class:`~authtrail.sinks.embedded.EmbeddedBackend` on ``chdb_dir``.
+* ``http_front`` — a started :class:`~authtrail.sinks.http_front.HttpFront` over
+  ``embedded_backend``,
   with a writer: ``front.analyst_url`` reads, ``front.writer_url`` may also write.
-* ``server_backend`` — :class:`~sinks.server.ServerBackend` on ``http_front`` as its writer
+* ``server_backend`` — :class:`~authtrail.sinks.server.ServerBackend` on ``http_front`` as its
+  writer
   (or the real server named by the environment).
 * ``clickhouse_backend`` — parametrised: each test using it runs once per backend kind
   (ids ``embedded`` and ``server``).
@@ -32,8 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
-from sinks.http_front import HttpFront
+from authtrail.sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from authtrail.sinks.http_front import HttpFront
 
 SERVER_URL_VARIABLE = "AUTHTRAIL_TEST_CLICKHOUSE_URL"
 

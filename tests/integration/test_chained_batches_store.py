@@ -18,16 +18,16 @@ import pytest
 from confluent_kafka import Producer
 
 from authtrail.keys import load_signer
+from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
 from authtrail.settings import Settings
-from schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
-from sinks.embedded import EmbeddedBackend
-from sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
-from sinks.service import build_sink
-from sinks.tables import create_statements, leaf_hash_sql
-from stream.app import SHORT_CONSUMER_CONFIG, codec
-from stream.canonical import canonical_leaf
-from stream.chained_batch import BatchBuilder
-from stream.sequencer import Sequencer
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+from authtrail.sinks.service import build_sink
+from authtrail.sinks.tables import create_statements, leaf_hash_sql
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec
+from authtrail.stream.worker.chained_batch import BatchBuilder
 from tests.integration.test_publication import broker, publication_settings
 
 __all__ = ["broker"]  # the module-scoped broker fixture

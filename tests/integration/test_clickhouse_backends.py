@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError, StoreError
-from sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from authtrail.sinks.clickhouse import ClickHouseBackend, EmbeddedBackend, ServerBackend
 from tests.integration.clickhouse_samples import (
     EVENTS_DDL,
     ROWS,

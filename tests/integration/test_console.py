@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from authtrail.keys import load_keyring
-from producers.sdk import AuditProducer, new_event
-from sinks.server import ServerBackend
-from stream.bundle import load_bundle, verify_bundle
+from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.sinks.server import ServerBackend
+from authtrail.stream.core.bundle import load_bundle, verify_bundle
 from tests.integration.broker_fixtures import log_tail, wait_for_log_text
 from tests.integration.console_fixtures import (
     Up,
@@ -414,7 +414,7 @@ def test_console_command_against_a_server(running: Running, tmp_path: Path) -> N
 def test_console_refuses_a_store_url_without_a_password_or_a_writer(
     running: Running, http_front: Any, tmp_path: Path
 ) -> None:
-    from authtrail.console import Console
+    from authtrail.console.server import Console
     from authtrail.errors import InvalidArgumentError
 
     no_password = re.sub(r"analyst:[^@]+@", "analyst@", running.front_url)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from producers.traffic import tenant_ids
-from sinks.server import ServerBackend
+from authtrail.producers.traffic import tenant_ids
+from authtrail.sinks.server import ServerBackend
 from tests.integration.broker_fixtures import log_tail
 from tests.integration.console_fixtures import (
     Up,
@@ -28,7 +28,7 @@ from tests.integration.console_fixtures import (
 
 pytestmark = pytest.mark.integration
 
-DEMO_TENANTS = tenant_ids(5)  # what `up --demo` sends (authtrail/up.py)
+DEMO_TENANTS = tenant_ids(5)  # what `up --demo` sends (authtrail/cli/up.py)
 
 
 def _wait_until(condition: Any, timeout: float, what: str, log: Path) -> None:

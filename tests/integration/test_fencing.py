@@ -18,15 +18,15 @@ import pytest
 from confluent_kafka import Message, Producer
 
 from authtrail.broker import LocalBroker
+from authtrail.schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, SNAPSHOT
 from authtrail.settings import Settings
-from authtrail.topics import ensure_topics
-from schemas import CHAINED_RECORD, CHECKPOINT, CLAIM, SNAPSHOT
-from sinks.embedded import EmbeddedBackend
-from sinks.service import build_sink
-from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
-from stream.canonical import canonical_leaf
-from stream.note import Signer, generate_key_strings, make_keyring
-from stream.recovery import (
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.service import build_sink
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.sequencer import DUPLICATE, Sequencer
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from authtrail.stream.worker.recovery import (
     Recovery,
     SnapshotPosition,
     Topics,
@@ -34,7 +34,7 @@ from stream.recovery import (
     snapshot_messages,
     snapshot_part_key,
 )
-from stream.sequencer import DUPLICATE, Sequencer
+from authtrail.topics import ensure_topics
 from tests.integration.broker_fixtures import running_broker
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from authtrail.errors import StoreError
 from authtrail.keys import write_key_pair
-from sinks.clickhouse import EmbeddedBackend, ServerBackend
-from sinks.clickhouse_sql import quote_identifier, quote_string_literal
-from sinks.http_front import HttpFront
+from authtrail.sinks.clickhouse import EmbeddedBackend, ServerBackend
+from authtrail.sinks.clickhouse_sql import quote_identifier, quote_string_literal
+from authtrail.sinks.http_front import HttpFront
 from tests.integration.clickhouse_samples import EVENTS_DDL, count, make_events
 
 pytestmark = pytest.mark.integration

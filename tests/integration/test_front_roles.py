@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
 from authtrail.errors import ConfigurationError, InvalidArgumentError, StoreError
-from sinks.clickhouse_sql import ACCESS_DENIED, READONLY
-from sinks.embedded import EmbeddedBackend
-from sinks.http_front import HttpFront
-from sinks.schema_setup import ensure_schema, missing_statements
-from sinks.server import ServerBackend
+from authtrail.sinks.clickhouse_sql import ACCESS_DENIED, READONLY
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.schema_setup import ensure_schema, missing_statements
+from authtrail.sinks.server import ServerBackend
 from tests.integration.views_store import build_store
 
 DASHBOARD = (

@@ -23,9 +23,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError, StoreError
 from authtrail.keys import write_key_pair
-from sinks.clickhouse import EmbeddedBackend, ServerBackend
-from sinks.http_front import HttpFront
-from sinks.tables import create_statements
+from authtrail.sinks.clickhouse import EmbeddedBackend, ServerBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.tables import create_statements
 from tests.integration.clickhouse_samples import EVENTS_DDL, count, make_events
 
 pytestmark = pytest.mark.integration

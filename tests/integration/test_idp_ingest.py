@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from authtrail.cli import main as authtrail
-from sinks.backend import ClickHouseBackend
+from authtrail.cli.main import main as authtrail
+from authtrail.sinks.backend import ClickHouseBackend
 from tests.integration import test_pipeline
 from tests.integration.broker_fixtures import read_events
 from tests.integration.test_pipeline import Pipeline, Store, _store
@@ -151,8 +151,8 @@ class HttpIngest:
 
     def __init__(self, pipeline: Pipeline, tmp_path: Path) -> None:
         from authtrail.ingest_http import IngestHttpServer, IngestService
-        from producers.http_ingest import TokenTable, new_token_line
-        from producers.sdk import AuditProducer
+        from authtrail.producers.http_ingest import TokenTable, new_token_line
+        from authtrail.producers.sdk.producer import AuditProducer
 
         self.token, line = new_token_line("providers", TENANT)
         (tmp_path / "tokens").write_text(line + "\n", encoding="utf-8")
@@ -176,8 +176,8 @@ class HttpIngest:
             return error.code, json.loads(error.read())
 
     def ingest(self, source: str, path: Path) -> dict[str, Any]:
-        from producers.idp_files import json_values
-        from producers.ingest import ParseCounters
+        from authtrail.producers.idp_files import json_values
+        from authtrail.producers.ingest import ParseCounters
 
         data = path.read_bytes()
         data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
@@ -280,8 +280,8 @@ def test_follow_and_stdin_send_the_same_events_as_the_file(
     import time
     import uuid
 
+    from authtrail.producers.idp_files import run_idp_ingest
     from authtrail.topics import TopicSpec, ensure_topics
-    from producers.idp_files import run_idp_ingest
 
     inputs = write_inputs(tmp_path)
     path, expected, _ = inputs["okta"]

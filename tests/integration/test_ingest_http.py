@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from authtrail.broker import LocalBroker
-from authtrail.cli import main as authtrail
+from authtrail.cli.main import main as authtrail
 from authtrail.ingest_http import IngestHttpServer, IngestService
+from authtrail.producers.http_ingest import RateLimiter, TokenTable, new_token_line
+from authtrail.producers.sdk.producer import AuditProducer
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics
-from producers.http_ingest import RateLimiter, TokenTable, new_token_line
-from producers.sdk import AuditProducer
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
 from tests.integration.broker_fixtures import read_topic, running_broker
 
 pytestmark = pytest.mark.integration

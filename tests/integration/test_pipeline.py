@@ -29,27 +29,27 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from authtrail.broker import LocalBroker, free_loopback_port
-from authtrail.cli import main as authtrail
+from authtrail.cli.main import main as authtrail
 from authtrail.errors import StoreError
 from authtrail.keys import load_signer, write_key_pair
+from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH
 from authtrail.settings import Settings
+from authtrail.sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
+from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
+from authtrail.sinks.schema_setup import ensure_schema
+from authtrail.sinks.service import build_sink
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.sequencer import SignedCheckpoint
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import PolicySet
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
+from authtrail.stream.worker.chained_batch import decode_batch, is_batch
+from authtrail.stream.worker.recovery import read_partition
+from authtrail.stream.worker.sequencing import _checkpoint_record
 from authtrail.topics import ensure_topics
-from producers.sdk import AuditProducer, new_event
-from schemas import AUTH_EVENT, CHAINED_BATCH
-from sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend
-from sinks.clickhouse_sql import ACCESS_DENIED
-from sinks.http_front import HttpFront
-from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
-from sinks.schema_setup import ensure_schema
-from sinks.service import build_sink
-from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
-from stream.chained_batch import decode_batch, is_batch
-from stream.checkpoint import Checkpoint
-from stream.guard import Guard
-from stream.lockout_policy import PolicySet
-from stream.recovery import read_partition
-from stream.sequencer import SignedCheckpoint
-from stream.worker import _checkpoint_record
 from tests.integration.broker_fixtures import (
     log_tail,
     running_broker,
@@ -287,7 +287,7 @@ def test_events_are_chained_stored_and_verified(
     _assert_exactly_once_and_gapless(store, event_ids)
     assert _verify(pipeline, store) == 0
     assert "0 damaged" in capsys.readouterr().err
-    # On the local broker every fetch waits its maximum (stream/app.py): kept short.
+    # On the local broker every fetch waits its maximum (stream/worker/app.py): kept short.
     worker_log = (pipeline.tmp_path / "worker-0.log").read_text()
     assert "consumer fetch wait shortened to 100 ms" in worker_log
     # pyproject installs uvloop (not on Windows) and the worker runs Faust on it.

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from authtrail.cli import main as authtrail
+from authtrail.cli.main import main as authtrail
 from authtrail.privacy import reveal_table
 from authtrail.privacy_keys import DirectoryKeyStore
-from producers.sdk import AuditProducer, new_event
-from schemas import CHAINED_BATCH
-from sinks.backend import ClickHouseBackend
-from stream.app import codec
-from stream.canonical import is_sealed
-from stream.chained_batch import is_batch
-from stream.recovery import read_partition
-from stream.shredding import ERASED
+from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.schemas import CHAINED_BATCH
+from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.stream.core.canonical import is_sealed
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.chained_batch import is_batch
+from authtrail.stream.worker.recovery import read_partition
+from authtrail.stream.worker.shredding import ERASED
 from tests.integration.test_pipeline import Pipeline, Store, _store, _verify
 from tests.integration.test_pipeline import broker as broker
 from tests.integration.test_pipeline import pipeline as pipeline

@@ -20,13 +20,25 @@ from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, write_key_pair
 from authtrail.privacy import reveal_table
 from authtrail.privacy_keys import DirectoryKeyStore
-from sinks.backend import EmbeddedBackend
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
-from sinks.tables import create_statements
-from stream.canonical import MAGIC_V2, canonical_leaf, is_sealed
-from stream.sequencer import Sequencer
-from stream.shredding import ERASED, UNREADABLE, PrivacyPolicies, PrivacyPolicy, Sealer
-from stream.worker import _checkpoint_record
+from authtrail.sinks.backend import EmbeddedBackend
+from authtrail.sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    to_arrow,
+)
+from authtrail.sinks.tables import create_statements
+from authtrail.stream.core.canonical import MAGIC_V2, canonical_leaf, is_sealed
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker.sequencing import _checkpoint_record
+from authtrail.stream.worker.shredding import (
+    ERASED,
+    UNREADABLE,
+    PrivacyPolicies,
+    PrivacyPolicy,
+    Sealer,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-import schemas
+from authtrail import schemas
 from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.errors import (
     ConfigurationError,
@@ -29,10 +29,10 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
+from authtrail.producers.loadgen import run_loadgen
+from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics
-from producers.loadgen import run_loadgen
-from producers.sdk import AuditProducer, new_event
-from schemas.codec import SingleObjectCodec
 from tests.integration.broker_fixtures import running_broker, unpack_events
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-import schemas
+from authtrail import schemas
 from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.errors import (
     ConfigurationError,
@@ -34,9 +34,9 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
+from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics
-from producers.sdk import AuditProducer, new_event
-from schemas.codec import SingleObjectCodec
 from tests.integration.broker_fixtures import (
     running_broker,
     start_python_module,
@@ -303,7 +303,7 @@ def test_close_leaves_undelivered_events_for_the_next_producer(
     for event in events:
         producer.send(event)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="producers.sdk"):
+    with caplog.at_level(logging.WARNING, logger="authtrail.producers.sdk.producer"):
         producer.close(timeout=0.5)  # not an error: the events are on disk
     assert time.monotonic() - started < 8
     assert "100 events" in caplog.text and str(tmp_path) in caplog.text

@@ -18,27 +18,33 @@ import pytest
 
 from authtrail.errors import ChainError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
-from sinks.backend import EmbeddedBackend, ServerBackend
-from sinks.http_front import HttpFront
-from sinks.proofs import (
+from authtrail.sinks.backend import EmbeddedBackend, ServerBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.proofs import (
     LevelsInSql,
     ProofUnavailableError,
     find_event,
     prove_consistency,
     prove_inclusion,
 )
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
-from sinks.tables import create_statements
-from stream.audit import MerkleLevels
-from stream.bundle import (
+from authtrail.sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    to_arrow,
+)
+from authtrail.sinks.tables import create_statements
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.bundle import (
     EventMismatchError,
     verify_consistency_bundle,
     verify_inclusion_bundle,
 )
-from stream.canonical import canonical_leaf
-from stream.sequencer import Sequencer
-from stream.tree_proofs import inclusion_ranges, nodes_of_ranges
-from stream.worker import _checkpoint_record
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tree_proofs import inclusion_ranges, nodes_of_ranges
+from authtrail.stream.worker.sequencing import _checkpoint_record
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The sink publishes every checkpoint it stores, and signed tenant directories, outside
 the store; on the real local broker and the embedded ClickHouse engine.
 
-The records and checkpoints are made by the real sequencer core (stream/sequencer.py) and
+The records and checkpoints are made by the real sequencer core (stream/core/sequencer.py) and
 written to Kafka by hand, as a worker would (no Faust start-up, so the test stays short).
 """
 
@@ -20,19 +20,19 @@ from confluent_kafka import Producer
 
 from authtrail.broker import LocalBroker
 from authtrail.keys import load_keyring, load_signer, write_key_pair
+from authtrail.schemas import CHAINED_RECORD, CHECKPOINT
 from authtrail.settings import Settings
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.publication import all_checkpoints, newest_checkpoints, newest_tenant_directory
+from authtrail.sinks.service import build_sink
+from authtrail.sinks.sink import Sink
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.note import open_note
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tenant_directory import open_directory
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from authtrail.topics import ensure_topics
-from schemas import CHAINED_RECORD, CHECKPOINT
-from sinks.embedded import EmbeddedBackend
-from sinks.publication import all_checkpoints, newest_checkpoints, newest_tenant_directory
-from sinks.service import build_sink
-from sinks.sink import Sink
-from stream.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
-from stream.canonical import canonical_leaf
-from stream.checkpoint import Checkpoint
-from stream.note import open_note
-from stream.sequencer import Sequencer
-from stream.tenant_directory import open_directory
 from tests.integration.broker_fixtures import running_broker
 
 pytestmark = pytest.mark.integration
@@ -198,7 +198,7 @@ def test_backfill_publishes_an_existing_store_then_conflicts_are_reported(
     squatted = late / "checkpoints" / "globex" / f"{21:020d}.note"
     squatted.parent.mkdir(parents=True)
     squatted.write_bytes(b"not the stored checkpoint")
-    with caplog.at_level(logging.ERROR, logger="sinks.publishing"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.publishing"):
         sink = _run_sink(dataclasses.replace(settings, publication_dir=late), after)
     assert sink.counters.stored_checkpoints == after == 3
     assert sink.counters.published_checkpoints == before + after - 1
@@ -230,7 +230,7 @@ def test_an_unavailable_publication_holds_the_sink_back_until_it_returns(
         stop = threading.Event()
         thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
         try:
-            with caplog.at_level(logging.WARNING, logger="sinks.sink"):
+            with caplog.at_level(logging.WARNING, logger="authtrail.sinks.sink"):
                 thread.start()
                 _wait(lambda: sink.counters.published_directories == 1)  # started
                 published_dir.rename(away)

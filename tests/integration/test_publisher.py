@@ -1,6 +1,6 @@
 """The worker's output producer against the real local broker: batches, order, failures.
 
-What the worker's correctness rests on (stream/worker.py, rule 2): a flush returns only
+What the worker's correctness rests on (stream/worker/sequencing.py, rule 2): a flush returns only
 when every record enqueued before it is stored, each partition keeps the order records
 were enqueued in, each record is stored once, and any record that was not stored makes
 the flush raise.
@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from authtrail.broker import LocalBroker, free_loopback_port
+from authtrail.stream.worker.publisher import KafkaPublisher, PublishError
 from authtrail.topics import TopicSpec, ensure_topics
-from stream.publisher import KafkaPublisher, PublishError
 from tests.integration.broker_fixtures import running_broker
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def test_an_unreachable_broker_fails_the_flush_after_the_delivery_timeout(
 
 
 def test_acknowledged_offsets_of_tracked_roles_are_reported_once(broker: LocalBroker) -> None:
-    """Where a snapshot stands (stream/snapshotter.py): the first and last offset stored
+    """Where a snapshot stands (stream/worker/snapshotter.py): the first and last offset stored
     per tracked role and partition since the previous report."""
     topics = _topics(broker)
     publisher = KafkaPublisher(broker.bootstrap_servers, topics, tracked=("chained",))

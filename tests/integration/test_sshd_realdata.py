@@ -34,14 +34,14 @@ from typing import Any
 import pytest
 
 from authtrail.broker import LocalBroker
+from authtrail.producers.sshd import ParseCounters, iter_events, run_ingest
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.detection.decisions import ACCOUNT_LOCKED, BRUTE_FORCE_SUSPECTED, Decision
+from authtrail.stream.detection.lockout import LockoutDetector
+from authtrail.stream.detection.lockout_policy import LockoutPolicy, SprayPolicy
+from authtrail.stream.detection.spray import SprayDetector
 from authtrail.topics import TopicSpec, ensure_topics
-from producers.sshd import ParseCounters, iter_events, run_ingest
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.decisions import ACCOUNT_LOCKED, BRUTE_FORCE_SUSPECTED, Decision
-from stream.lockout import LockoutDetector
-from stream.lockout_policy import LockoutPolicy, SprayPolicy
-from stream.spray import SprayDetector
 from tests.integration.broker_fixtures import read_events, read_topic, running_broker
 from tests.realdata import REALDATA
 

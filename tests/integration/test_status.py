@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from authtrail import cli
 from authtrail.broker import LocalBroker, free_loopback_port
+from authtrail.cli import main as cli
 from authtrail.lag import consumer_lags
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.tables import create_statements
 from authtrail.topics import TopicSpec, ensure_topics
-from sinks.embedded import EmbeddedBackend
-from sinks.tables import create_statements
 from tests.integration.broker_fixtures import running_broker
 
 pytestmark = pytest.mark.integration

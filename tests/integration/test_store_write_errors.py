@@ -28,15 +28,15 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from authtrail.errors import ConfigurationError, StoreError
-from sinks.clickhouse_sql import arrow_stream_bytes
-from sinks.embedded import EmbeddedBackend
-from sinks.embedded_writes import INSERT_FILES, NOT_ENOUGH_SPACE, failure_reason
-from sinks.http_front import HttpFront
-from sinks.server import ServerBackend
-from sinks.service import build_sink
-from sinks.sink import _utc_month
-from stream.app import SHORT_CONSUMER_CONFIG
-from stream.chained_batch import utc_month
+from authtrail.sinks.clickhouse_sql import arrow_stream_bytes
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.embedded_writes import INSERT_FILES, NOT_ENOUGH_SPACE, failure_reason
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.server import ServerBackend
+from authtrail.sinks.service import build_sink
+from authtrail.sinks.sink import _utc_month
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG
+from authtrail.stream.worker.chained_batch import utc_month
 from tests.integration import test_pipeline
 from tests.integration.test_pipeline import (
     Pipeline,
@@ -330,7 +330,7 @@ def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactl
     clickhouse_dir = store_on_small_disk
     filler = Filler(small_disk)
     lines = _Lines()
-    logging.getLogger("sinks.sink").addHandler(lines)
+    logging.getLogger("authtrail.sinks.sink").addHandler(lines)
     pipeline.start_worker()
     backend = EmbeddedBackend(clickhouse_dir)
     settings = pipeline.settings
@@ -373,6 +373,6 @@ def test_sink_on_a_full_disk_retries_commits_nothing_unstored_and_resumes_exactl
         stop.set()
         thread.join(60)
         backend.close()
-        logging.getLogger("sinks.sink").removeHandler(lines)
+        logging.getLogger("authtrail.sinks.sink").removeHandler(lines)
     _assert_exactly_once_and_gapless(store, first + second)
     assert _verify(pipeline, store) == 0

@@ -22,23 +22,33 @@ from pathlib import Path
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
 from authtrail.errors import ChainError, ConfigurationError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
-from sinks.backend import EmbeddedBackend, ServerBackend
-from sinks.http_front import HttpFront
-from sinks.proofs import LevelsInSql, TilesOrLeaves, prove_consistency, prove_inclusion
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
-from sinks.tables import create_statements
-from sinks.tile_builder import TENANTS_PER_ROUND, TileBuilder
-from sinks.tile_export import ExportConflict, export_tiles
-from sinks.tile_store import StoredTiles, read_entries
-from stream.bundle import BundleProofError, verify_consistency_bundle, verify_inclusion_bundle
-from stream.canonical import canonical_leaf
-from stream.checkpoint import open_checkpoint
-from stream.sequencer import Sequencer
-from stream.tree_proofs import consistency_ranges, inclusion_ranges, nodes_of_ranges
-from stream.worker import _checkpoint_record
+from authtrail.sinks.backend import EmbeddedBackend, ServerBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.proofs import LevelsInSql, TilesOrLeaves, prove_consistency, prove_inclusion
+from authtrail.sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    to_arrow,
+)
+from authtrail.sinks.tables import create_statements
+from authtrail.sinks.tile_builder import TENANTS_PER_ROUND, TileBuilder
+from authtrail.sinks.tile_export import ExportConflict, export_tiles
+from authtrail.sinks.tile_store import StoredTiles, read_entries
+from authtrail.stream.core.bundle import (
+    BundleProofError,
+    verify_consistency_bundle,
+    verify_inclusion_bundle,
+)
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.checkpoint import open_checkpoint
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tree_proofs import consistency_ranges, inclusion_ranges, nodes_of_ranges
+from authtrail.stream.worker.sequencing import _checkpoint_record
 from tests.unit import merkle_reference as ref
 
 pytestmark = pytest.mark.integration
@@ -174,7 +184,7 @@ def test_witness_proofs_read_the_tiles_and_fall_back_to_the_leaves_only_where_mi
 ) -> None:
     wanted = nodes_of_ranges(consistency_ranges(6_000, 66_000))
     expected = LevelsInSql(damaged).nodes(BIG, 66_000, wanted)
-    with caplog.at_level(logging.INFO, logger="sinks.proofs"):
+    with caplog.at_level(logging.INFO, logger="authtrail.sinks.proofs"):
         assert TilesOrLeaves(damaged).nodes(BIG, 66_000, wanted) == expected
         assert "hashed from the leaves" not in caplog.text
         damaged.command("ALTER TABLE tiles DELETE WHERE level = 1", {"mutations_sync": 2})
@@ -217,7 +227,7 @@ def test_a_tampered_tile_never_makes_a_bad_proof_pass(
         verify_consistency_bundle(bundle, keyring)
     # The prover's default checks the tiles' proof against the stored checkpoint first,
     # and recomputes from the leaves: the bundle is right, the damage named.
-    with caplog.at_level(logging.WARNING, logger="sinks.proofs"):
+    with caplog.at_level(logging.WARNING, logger="authtrail.sinks.proofs"):
         verify_inclusion_bundle(prove_inclusion(damaged, ORIGIN, BIG, 65_999), keyring)
     assert "does not lead to the stored checkpoint of size 66000" in caplog.text
     # A tile entry not built yet (deleted here): recomputed, quietly.
@@ -355,8 +365,8 @@ def test_export_of_a_damaged_store(damaged: EmbeddedBackend, tmp_path: Path) -> 
 def test_export_tiles_command(built: dict[str, Path], tmp_path: Path) -> None:
     def authtrail(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "authtrail.cli", "--data-dir", str(built["data"]), *arguments],
-            capture_output=True, text=True, timeout=300,
+            [sys.executable, "-m", "authtrail.cli", "--data-dir", str(built["data"]),
+            *arguments], capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
     done = authtrail("export-tiles", "--tenant", SMALL, str(tmp_path / "tiny"))

@@ -14,16 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from sinks import verify_store as verify_store_module
-from sinks.backend import EmbeddedBackend
-from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
-from sinks.tables import create_statements
-from sinks.verify_store import _merkle_levels, verify_store
-from stream.audit import MerkleLevels
-from stream.canonical import canonical_leaf
-from stream.note import Signer, generate_key_strings, make_keyring
-from stream.sequencer import Sequencer
-from stream.worker import _checkpoint_record
+from authtrail.sinks import verify_store as verify_store_module
+from authtrail.sinks.backend import EmbeddedBackend
+from authtrail.sinks.rows import (
+    CHECKPOINTS_SCHEMA,
+    EVENTS_SCHEMA,
+    chained_row,
+    checkpoint_row,
+    to_arrow,
+)
+from authtrail.sinks.tables import create_statements
+from authtrail.sinks.verify_store import _merkle_levels, verify_store
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker.sequencing import _checkpoint_record
 
 SIGNER = Signer.parse(generate_key_strings("verify-test")[0])
 KEYRING = make_keyring([SIGNER.verifier_key()])
@@ -153,7 +159,7 @@ def test_rewritten_chain_is_caught_by_signatures(store: EmbeddedBackend) -> None
         store,
         "ALTER TABLE events UPDATE user_name = 'mallory' WHERE tenant_id = 'acme' AND seq = 2",
     )
-    from sinks.tables import leaf_hash_sql
+    from authtrail.sinks.tables import leaf_hash_sql
 
     _mutate(
         store,

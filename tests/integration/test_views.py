@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
+from authtrail.cli.output import rows
 from authtrail.errors import StoreError
-from authtrail.output import rows
-from sinks.clickhouse import ClickHouseBackend
-from sinks.embedded import EmbeddedBackend
-from sinks.http_front import HttpFront
-from sinks.server import ServerBackend
-from sinks.views import VIEWS
+from authtrail.sinks.clickhouse import ClickHouseBackend
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.http_front import HttpFront
+from authtrail.sinks.server import ServerBackend
+from authtrail.sinks.views import VIEWS
 from tests.integration.views_store import build_store
 
 COOKBOOK = Path(__file__).resolve().parents[2] / "docs" / "QUERIES.md"

@@ -24,6 +24,22 @@ from typing import IO
 import pytest
 
 from authtrail.keys import load_signer, write_key_pair
+from authtrail.stream.core import merkle
+from authtrail.stream.core.cosignature import (
+    MissingCosignaturesError,
+    WitnessKey,
+    verify_cosignatures,
+    witness_key_of,
+)
+from authtrail.stream.core.note import Signer, make_keyring, open_note
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.witness_state import (
+    ConsistencyProofError,
+    ForkError,
+    LogSignatureError,
+    MalformedRequestError,
+    UnknownOriginError,
+)
 from authtrail.witness import StateDirectory, Witness, WitnessServer, parse_log_keys
 from authtrail.witness_client import (
     ProofSource,
@@ -32,22 +48,6 @@ from authtrail.witness_client import (
     cosign_checkpoint,
     proof_source_from_leaf_hashes,
     submit_checkpoint,
-)
-from stream import merkle
-from stream.cosignature import (
-    MissingCosignaturesError,
-    WitnessKey,
-    verify_cosignatures,
-    witness_key_of,
-)
-from stream.note import Signer, make_keyring, open_note
-from stream.sequencer import Sequencer
-from stream.witness_state import (
-    ConsistencyProofError,
-    ForkError,
-    LogSignatureError,
-    MalformedRequestError,
-    UnknownOriginError,
 )
 
 pytestmark = pytest.mark.integration

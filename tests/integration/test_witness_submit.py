@@ -19,27 +19,27 @@ from pathlib import Path
 
 import pytest
 
-from authtrail import cli
 from authtrail.broker import LocalBroker, free_loopback_port
+from authtrail.cli import main as cli
 from authtrail.errors import PublicationError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.settings import Settings
-from authtrail.witness import StateDirectory, Witness, WitnessServer, parse_log_keys
-from authtrail.witness_client import WitnessSubmitter
-from sinks.publication import (
+from authtrail.sinks.publication import (
     Publication,
     all_checkpoints,
     late_cosignatures,
     newest_checkpoints,
 )
-from sinks.published_view import read_published
-from sinks.publishing import CheckpointPublishing
-from sinks.sink import SinkCounters
-from sinks.witnessing import CheckpointWitnessing
-from stream import merkle
-from stream.audit import MerkleLevels
-from stream.cosignature import WitnessPolicy, check_witness_reply, witness_key_of
-from stream.sequencer import Sequencer
+from authtrail.sinks.published_view import read_published
+from authtrail.sinks.publishing import CheckpointPublishing
+from authtrail.sinks.sink import SinkCounters
+from authtrail.sinks.witnessing import CheckpointWitnessing
+from authtrail.stream.core import merkle
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.cosignature import WitnessPolicy, check_witness_reply, witness_key_of
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.witness import StateDirectory, Witness, WitnessServer, parse_log_keys
+from authtrail.witness_client import WitnessSubmitter
 from tests.integration.broker_fixtures import running_broker
 from tests.integration.test_publication import (
     TENANTS,
@@ -163,7 +163,7 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
     witnesses.a.process.kill()
     witnesses.a.process.wait(timeout=10)
     expected = worker.write(events_per_tenant=7)  # size 21 of each tenant
-    with caplog.at_level(logging.WARNING, logger="sinks.witnessing"):
+    with caplog.at_level(logging.WARNING, logger="authtrail.sinks.witnessing"):
         sink = _run_sink(submitting, until_checkpoints=expected)
     counters = sink.counters
     assert counters.published_checkpoints == expected == 3
@@ -183,7 +183,7 @@ def test_published_checkpoints_are_cosigned_a_killed_witness_costs_only_its_cosi
     shutil.rmtree(settings.data_dir / "clickhouse")
     shutil.copytree(older_store, settings.data_dir / "clickhouse", symlinks=True)
     elsewhere = tmp_path / "another-publication"
-    with caplog.at_level(logging.ERROR, logger="sinks.witnessing"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.witnessing"):
         rolled_back = _run_sink(
             dataclasses.replace(submitting, publication_dir=elsewhere), until_checkpoints=None
         )
@@ -260,7 +260,7 @@ def _prove_with_the_published_cosignatures(
 
 
 def _fork_nodes(leaf_hashes: list[bytes]) -> object:
-    """A :class:`sinks.proofs.TreeNodes` over the forked log's own leaves."""
+    """A :class:`authtrail.sinks.proofs.TreeNodes` over the forked log's own leaves."""
     levels = MerkleLevels.from_leaf_hashes(leaf_hashes)
 
     class Nodes:
@@ -301,7 +301,7 @@ def test_a_forked_log_signed_with_the_real_key_is_refused_and_not_published_cosi
         _fork_nodes([merkle.leaf_hash(leaf) for leaf in leaves]),  # type: ignore[arg-type]
         counters,
     )
-    with caplog.at_level(logging.ERROR, logger="sinks.witnessing"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.witnessing"):
         same_size = witnessing.cosign("acme", 14, fork_notes[14])
         grown = witnessing.cosign("acme", 21, fork_notes[21])
     assert (same_size, grown) == (fork_notes[14], fork_notes[21])  # no cosignature added
@@ -396,7 +396,7 @@ def test_a_witness_answering_with_another_key_publishes_no_cosignature(
         _fork_nodes(leaf_hashes),  # type: ignore[arg-type]
         counters,
     )
-    with caplog.at_level(logging.ERROR, logger="sinks.witnessing"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.witnessing"):
         assert witnessing.cosign("acme", 4, notes[4]) == notes[4]
     assert (counters.witness_refusals, counters.witness_cosignatures) == (1, 0)
     assert "0 of 1 required witness cosignatures" in caplog.text

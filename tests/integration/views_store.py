@@ -1,9 +1,9 @@
 """A small store with known answers, built by the real worker and stored as the sink stores.
 
-:class:`~stream.worker.SequencerWorker` (admission, sequencer, lockout and spraying
-guard, rejection log) runs in-process; its decisions go back into its input, as through
+:class:`~authtrail.stream.worker.sequencing.SequencerWorker` (admission, sequencer, lockout and
+spraying guard, rejection log) runs in-process; its decisions go back into its input, as through
 the events topic, and what it publishes on the chained and checkpoints topics becomes
-rows through the sink's own conversions (:mod:`sinks.rows`). Only Kafka is left out.
+rows through the sink's own conversions (:mod:`authtrail.sinks.rows`). Only Kafka is left out.
 
 The traffic (tenant ``acme`` unless said, 2026-01-01, times from 09:00:00 UTC):
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.keys import load_signer, write_key_pair
-from schemas import (
+from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_BATCH,
     CHAINED_RECORD,
@@ -43,8 +43,8 @@ from schemas import (
     CHECKPOINT,
     DEAD_LETTER,
 )
-from sinks.embedded import EmbeddedBackend
-from sinks.rows import (
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.rows import (
     CHECKPOINTS_SCHEMA,
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
@@ -53,14 +53,20 @@ from sinks.rows import (
     rejected_row,
     to_arrow,
 )
-from sinks.tables import create_statements
-from stream.app import codec
-from stream.chained_batch import chained_records
-from stream.guard import Guard
-from stream.lockout_policy import LockoutPolicy, PolicySet, SprayPolicy
-from stream.recovery import Recovery
-from stream.sequencer import Sequencer
-from stream.worker import CHAINED, CHECKPOINTS, EVENTS, InputRecord, SequencerWorker
+from authtrail.sinks.tables import create_statements
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet, SprayPolicy
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.chained_batch import chained_records
+from authtrail.stream.worker.recovery import Recovery
+from authtrail.stream.worker.sequencing import (
+    CHAINED,
+    CHECKPOINTS,
+    EVENTS,
+    InputRecord,
+    SequencerWorker,
+)
 
 START = 1_767_258_000_000_000  # 2026-01-01T09:00:00Z
 CHECKPOINT_TIME = 1_767_272_400_000_000  # 2026-01-01T13:00:00Z: the signer's clock

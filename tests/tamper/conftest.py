@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
 from authtrail.keys import load_signer, write_key_pair
-from sinks.embedded import EmbeddedBackend
-from sinks.publication import Publication
-from sinks.rows import (
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.publication import Publication
+from authtrail.sinks.rows import (
     CHECKPOINTS_SCHEMA,
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
@@ -32,11 +32,11 @@ from sinks.rows import (
     rejected_row,
     to_arrow,
 )
-from sinks.tables import create_statements
-from stream.canonical import canonical_leaf
-from stream.rejection import rejection_leaf, rejection_tenant
-from stream.sequencer import Sequencer
-from stream.worker import _checkpoint_record
+from authtrail.sinks.tables import create_statements
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.rejection import rejection_leaf, rejection_tenant
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker.sequencing import _checkpoint_record
 
 LOG_ORIGIN = "authtrail.local"  # Settings' default
 TENANTS = ("acme", "globex", "initech")

@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
 from authtrail.keys import load_signer, write_key_pair
-from sinks.embedded import EmbeddedBackend
-from sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
-from sinks.tables import create_statements
-from stream.checkpoint import Checkpoint, sign
-from stream.note import Signer
-from stream.sequencer import Sequencer, SignedCheckpoint
-from stream.snapshot import encode_state, restore_state
-from stream.worker import _checkpoint_record
+from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.rows import CHECKPOINTS_SCHEMA, checkpoint_row, to_arrow
+from authtrail.sinks.tables import create_statements
+from authtrail.stream.core.checkpoint import Checkpoint, sign
+from authtrail.stream.core.note import Signer
+from authtrail.stream.core.sequencer import Sequencer, SignedCheckpoint
+from authtrail.stream.worker.sequencing import _checkpoint_record
+from authtrail.stream.worker.snapshot import encode_state, restore_state
 from tests.tamper.conftest import BATCH, LOG_ORIGIN, TENANTS, Writer, damage_of, event
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 
-from sinks.tables import chain_hash_sql, leaf_hash_sql
+from authtrail.sinks.tables import chain_hash_sql, leaf_hash_sql
 from tests.tamper.conftest import REJECTIONS, Attacked, damage_of, event
 
 
@@ -157,7 +157,7 @@ def test_a_key_planted_in_the_data_dir_is_not_trusted_when_the_key_is_pinned(
 ) -> None:
     """The attacker re-signs acme's checkpoints with their own key and adds it to the .pub."""
     from authtrail.keys import load_signer, write_key_pair
-    from stream.checkpoint import Checkpoint, sign
+    from authtrail.stream.core.checkpoint import Checkpoint, sign
 
     key, public = write_key_pair(attacked.data_dir.parent / "mallory", "authtrail")
     mallory = load_signer(key)
@@ -189,7 +189,7 @@ def test_without_a_pinned_key_verify_warns_that_it_trusts_the_data_dir(attacked:
     import contextlib
     import io
 
-    from authtrail import cli
+    from authtrail.cli import main as cli
 
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -309,9 +309,9 @@ def test_published_checkpoints_without_a_witness_cosignature_fail_until_cosigned
     attacked: Attacked,
 ) -> None:
     """`--witnesses 1`: each tenant's newest published note needs a trusted cosignature."""
-    from sinks.publication_files import newest_checkpoints, note_body, note_file_name
-    from stream.cosignature import append_cosignatures, cosign, witness_key_of
-    from stream.note import Signer, generate_key_strings
+    from authtrail.sinks.publication_files import newest_checkpoints, note_body, note_file_name
+    from authtrail.stream.core.cosignature import append_cosignatures, cosign, witness_key_of
+    from authtrail.stream.core.note import Signer, generate_key_strings
 
     witness = Signer.parse(generate_key_strings("witness.test/w1")[0])
     vkey = attacked.data_dir.parent / "witness.vkey"

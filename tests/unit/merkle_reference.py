@@ -1,4 +1,4 @@
-"""Naive transcription of RFC 6962 §2.1, used ONLY to check stream.merkle in tests.
+"""Naive transcription of RFC 6962 §2.1, used ONLY to check authtrail.stream.core.merkle in tests.
 
 Deliberately slow and obviously correct: recursion over list slices, recomputing every
 subtree hash from raw entries, exactly as the RFC writes it. It imports nothing from the

@@ -13,10 +13,17 @@ import io
 
 import pytest
 
-from authtrail.init_db import run_init_db
+from authtrail.cli.init_db import run_init_db
 from authtrail.settings import Settings
-from sinks.access import ROLES, TABLES, front_grant, password_hash, role_statements, user_statements
-from sinks.query_policy import ANYTHING
+from authtrail.sinks.access import (
+    ROLES,
+    TABLES,
+    front_grant,
+    password_hash,
+    role_statements,
+    user_statements,
+)
+from authtrail.sinks.query_policy import ANYTHING
 
 
 def test_roles_and_their_grants_known_answer() -> None:

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from stream.admission import (
+from authtrail.stream.worker.admission import (
     ABSURD_TIMESTAMP,
     MISSING_FIELD,
     OVERSIZED,
@@ -71,8 +71,8 @@ def test_limits_are_configurable() -> None:
 
 
 def test_an_event_outside_its_tenants_partition_is_refused() -> None:
-    from stream.admission import WRONG_PARTITION
-    from stream.partitioning import tenant_partition
+    from authtrail.producers.sdk.partitioning import tenant_partition
+    from authtrail.stream.worker.admission import WRONG_PARTITION
 
     home = tenant_partition("acme", 4)
     check_event(GOOD, record_bytes=1, record_timestamp_micros=NOW, partition=home, partitions=4)
@@ -97,7 +97,7 @@ def test_an_event_outside_its_tenants_partition_is_refused() -> None:
         {"event_id": "authtrail-lockout:anything"},
         {"event_id": "AuthTrail-Lockout:account_locked:x"},
         {"service": "sso", "event_id": " authtrail-lockout:x"},
-        # the worker's key hand-overs (stream/handover.py) are reserved the same way
+        # the worker's key hand-overs (stream/core/handover.py) are reserved the same way
         {"service": "authtrail-keys"},
         {"service": " Authtrail-Keys"},
         {"event_id": "authtrail-keys:handover:" + "0" * 32},
@@ -105,7 +105,7 @@ def test_an_event_outside_its_tenants_partition_is_refused() -> None:
     ],
 )
 def test_an_event_claiming_a_decisions_identity_is_refused(claim: dict) -> None:
-    from stream.admission import RESERVED_IDENTITY
+    from authtrail.stream.worker.admission import RESERVED_IDENTITY
 
     event = {**GOOD, **claim}
     assert _kind(event) == RESERVED_IDENTITY
@@ -150,7 +150,7 @@ def test_the_workers_own_decision_is_admitted_and_ordinary_events_are_not_asked(
 def test_no_event_may_join_a_rejection_log_not_even_one_the_worker_calls_its_own(
     tenant: str,
 ) -> None:
-    from stream.admission import RESERVED_IDENTITY
+    from authtrail.stream.worker.admission import RESERVED_IDENTITY
 
     event = {**GOOD, "tenant_id": tenant}
     with pytest.raises(RejectedEvent) as caught:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from stream.audit import (
+from authtrail.stream.core.audit import (
     CHECKPOINT_COLUMNS,
     DUPLICATED_CHECKPOINT,
     FORGED_CHECKPOINT,
@@ -21,10 +21,10 @@ from stream.audit import (
     verify_checkpoint_levels,
     verify_checkpoints,
 )
-from stream.checkpoint import Checkpoint, sign
-from stream.merkle import leaf_hash
-from stream.note import Signer, generate_key_strings, make_keyring, open_note
-from stream.sequencer import Sequencer
+from authtrail.stream.core.checkpoint import Checkpoint, sign
+from authtrail.stream.core.merkle import leaf_hash
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring, open_note
+from authtrail.stream.core.sequencer import Sequencer
 from tests.unit import merkle_reference as ref
 
 SIGNER = Signer.parse(generate_key_strings("audit-test")[0])

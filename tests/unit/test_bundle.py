@@ -1,7 +1,8 @@
-"""stream.bundle: known answers, and every field of a bundle tampered with, must fail.
+"""authtrail.stream.core.bundle: known answers, and every field of a bundle tampered with, must
+fail.
 
 Bundles are built as `authtrail prove` builds them (proofs from MerkleLevels nodes via
-stream.tree_proofs), over logs the real Sequencer chained and signed.
+authtrail.stream.core.tree_proofs), over logs the real Sequencer chained and signed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 import pytest
 
 from authtrail.errors import FormatError, VerificationError
-from stream.audit import MerkleLevels
-from stream.bundle import (
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.bundle import (
     BundleCheckpointError,
     BundleProofError,
     ChainLinkError,
@@ -33,12 +34,15 @@ from stream.bundle import (
     verify_consistency_bundle,
     verify_inclusion_bundle,
 )
-from stream.canonical import canonical_leaf
-from stream.chain import chain_hash
-from stream.checkpoint import Checkpoint, sign
-from stream.note import Signer, make_keyring
-from stream.sequencer import Sequencer
-from stream.tree_proofs import consistency_proof_from_nodes, inclusion_proof_from_nodes
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.chain import chain_hash
+from authtrail.stream.core.checkpoint import Checkpoint, sign
+from authtrail.stream.core.note import Signer, make_keyring
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tree_proofs import (
+    consistency_proof_from_nodes,
+    inclusion_proof_from_nodes,
+)
 
 SIGNER = Signer("bundle-test", bytes(range(32)))
 OTHER_SIGNER = Signer("bundle-test", bytes(range(1, 33)))  # same name, another key

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError
-from stream.canonical import MAGIC, canonical_leaf
+from authtrail.stream.core.canonical import MAGIC, canonical_leaf
 
 
 def test_known_bytes_spelled_out_from_the_spec() -> None:
@@ -189,9 +189,9 @@ def test_events_sharing_a_key_set_do_not_share_values(events: list[dict]) -> Non
 
 
 def test_realistic_decoded_events_match_the_reference() -> None:
-    from producers.traffic import TrafficConfig, generate_events
-    from schemas import AUTH_EVENT, load_schema
-    from schemas.codec import SingleObjectCodec
+    from authtrail.producers.traffic import TrafficConfig, generate_events
+    from authtrail.schemas import AUTH_EVENT, load_schema
+    from authtrail.schemas.codec import SingleObjectCodec
 
     codec = SingleObjectCodec(load_schema(AUTH_EVENT))
     generated = generate_events(TrafficConfig(burst_every=50), seed=3)

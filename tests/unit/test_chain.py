@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from authtrail.errors import ChainError, InvalidArgumentError
-from stream.chain import (
+from authtrail.stream.core.chain import (
     GENESIS_HASH,
     ChainHead,
     ChainLink,

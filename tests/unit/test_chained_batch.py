@@ -1,4 +1,4 @@
-"""Chained batches (stream/chained_batch.py): where the worker cuts them, what their header
+"""Chained batches (stream/worker/chained_batch.py): where the worker cuts them, what their header
 promises, and that recovery rebuilds the same state from them as from bare records."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from authtrail.errors import FormatError
-from schemas import CHAINED_BATCH, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, CLAIM
-from stream import recovery
-from stream.app import codec
-from stream.chained_batch import (
+from authtrail.schemas import CHAINED_BATCH, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, CLAIM
+from authtrail.stream.core.note import make_keyring
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker import recovery
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.chained_batch import (
     BatchBuilder,
     batch_records,
     chained_records,
@@ -20,8 +22,6 @@ from stream.chained_batch import (
     is_batch,
     utc_month,
 )
-from stream.note import make_keyring
-from stream.sequencer import Sequencer
 from tests.unit.test_worker import SIGNER, Harness, _event
 
 BATCHES, RECORDS = codec(CHAINED_BATCH), codec(CHAINED_RECORD)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authtrail.errors import CheckpointError, InvalidArgumentError, SignatureError
-from stream.checkpoint import (
+from authtrail.stream.core.checkpoint import (
     GENESIS_PREV_DIGEST,
     Checkpoint,
     checkpoint_origin,
@@ -19,7 +19,7 @@ from stream.checkpoint import (
     sign,
     verify_successor,
 )
-from stream.note import Signer, VerifierKey, make_keyring
+from authtrail.stream.core.note import Signer, VerifierKey, make_keyring
 
 # The Go note test key (golang.org/x/mod/sumdb/note): a fixed, public test signer.
 PETER_SIGNER_KEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -328,7 +328,7 @@ def test_parser_rejects_signed_malformed_body(
     signer: Signer, keyring: dict[tuple[str, int], VerifierKey]
 ) -> None:
     # A validly signed body that is not a checkpoint is still refused.
-    from stream.note import sign_note
+    from authtrail.stream.core.note import sign_note
 
     note = sign_note(FIRST_BODY + b"extra\n", signer)
     with pytest.raises(CheckpointError, match="8 lines"):

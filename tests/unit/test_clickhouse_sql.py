@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError, StoreError
-from sinks.clickhouse_sql import (
+from authtrail.sinks.clickhouse_sql import (
     READONLY,
     arrow_stream_bytes,
     check_parameters,

@@ -1,4 +1,5 @@
-"""Tests for stream.compact.CompactTree: known answers, reference roots, serialisation.
+"""Tests for authtrail.stream.core.compact.CompactTree: known answers, reference roots,
+serialisation.
 
 Known subtree hashes per size are transparency-dev/merkle testonly/constants.go
 @582a6ad1 ``CompactTrees()`` (expressed there through ``NodeHashes()``).
@@ -11,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.errors import FormatError, InvalidArgumentError
-from stream import merkle
-from stream.compact import CompactTree
+from authtrail.stream.core import merkle
+from authtrail.stream.core.compact import CompactTree
 from tests.unit import merkle_reference as ref
 from tests.unit.test_merkle import LEAVES, NODE_HASHES, ROOTS
 

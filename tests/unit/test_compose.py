@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from authtrail.cli import build_parser
+from authtrail.cli.main import build_parser
 from authtrail.errors import AuthtrailError
 from authtrail.settings import ENV_PREFIX, Settings
 
@@ -387,9 +387,13 @@ def check_dockerignore(text: str) -> None:
     if "*" not in patterns:
         return  # a denylist lets packages through unless it names them
     project = pyproject()
-    wanted = ["pyproject.toml", *project["tool"]["setuptools"]["packages"]]
+    # The packages, and the top folders authtrail/'s symlinks lead to (both distributions'
+    # files: producers/pyproject.toml is inside producers/).
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    linked = [p.name for p in (ROOT / "authtrail").iterdir() if p.is_symlink()]
+    wanted = ["pyproject.toml", *packages, *linked]
     if isinstance(project["project"].get("readme"), str):
-        wanted.append(project["project"]["readme"])  # setuptools reads it for metadata
+        wanted.append(project["project"]["readme"])  # the build reads it for metadata
     for path in wanted:
         assert f"!{path}" in patterns, f".dockerignore keeps {path} out of the build context"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from authtrail.console_charts import bar_chart, line_chart
-from authtrail.console_pages import (
+from authtrail.console.charts import bar_chart, line_chart
+from authtrail.console.pages import (
     SCRIPT,
     event_page,
     integrity_page,
@@ -26,8 +26,8 @@ from authtrail.console_pages import (
     with_evidence,
 )
 from authtrail.errors import ConfigurationError, InvalidArgumentError
+from authtrail.sinks.console_queries import SEARCH_COLUMNS, SearchFilters, SearchPage
 from authtrail.verify_report import StoredReport, TenantVerdict, read_report, write_report
-from sinks.console_queries import SEARCH_COLUMNS, SearchFilters, SearchPage
 
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from authtrail.errors import CheckpointError, ConfigurationError, InvalidArgumentError
-from stream.checkpoint import open_checkpoint
-from stream.cosignature import (
+from authtrail.stream.core.checkpoint import open_checkpoint
+from authtrail.stream.core.cosignature import (
     CosignatureError,
     MissingCosignaturesError,
     WitnessKey,
@@ -25,7 +25,7 @@ from stream.cosignature import (
     verify_cosignatures,
     witness_key_of,
 )
-from stream.note import (
+from authtrail.stream.core.note import (
     Note,
     NoteSignature,
     Signer,
@@ -34,7 +34,7 @@ from stream.note import (
     open_note,
     sign_note,
 )
-from stream.sequencer import Sequencer
+from authtrail.stream.core.sequencer import Sequencer
 
 # RFC 8032 §7.1 TEST 1: a fixed seed whose public key anyone can look up.
 SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -336,7 +336,7 @@ def test_a_log_note_signature_is_no_cosignature() -> None:
 
 def test_cosignature_modules_import_no_io_adapter() -> None:
     probe = (
-        "import sys, json, stream.cosignature, stream.witness_state; "
+        "import sys, json, authtrail.stream.core.cosignature, authtrail.stream.core.witness_state; "
         "print(json.dumps(sorted(m for m in ('http', 'http.server', 'urllib.request', "
         "'socket', 'authtrail.keys', 'authtrail.witness') if m in sys.modules)))"
     )

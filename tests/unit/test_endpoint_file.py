@@ -15,7 +15,12 @@ import pytest
 
 from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings
-from sinks.service import announce_endpoint, open_backend, running_endpoint, write_private_file
+from authtrail.sinks.service import (
+    announce_endpoint,
+    open_backend,
+    running_endpoint,
+    write_private_file,
+)
 
 URL = "http://analyst:the-token@127.0.0.1:1/"
 

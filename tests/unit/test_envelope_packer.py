@@ -1,13 +1,13 @@
-"""producers.envelope: what goes together, bounded by bytes and linger, in order."""
+"""authtrail.producers.sdk.envelope: what goes together, bounded by bytes and linger, in order."""
 
 from __future__ import annotations
 
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from producers.envelope import EnvelopePacker, Packed, varint_size
-from schemas import EVENT_ENVELOPE
-from stream.app import codec
+from authtrail.producers.sdk.envelope import EnvelopePacker, Packed, varint_size
+from authtrail.schemas import EVENT_ENVELOPE
+from authtrail.stream.worker.app import codec
 from tests.unit.test_worker import _event
 
 ENVELOPES = codec(EVENT_ENVELOPE)

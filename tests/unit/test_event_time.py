@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.event_time import ACCEPTED, DUPLICATE, LATE, ReorderBuffer
+from authtrail.stream.detection.event_time import ACCEPTED, DUPLICATE, LATE, ReorderBuffer
 
 LATENESS = 10
 

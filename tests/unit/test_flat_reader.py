@@ -18,10 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.errors import FormatError
-from producers.traffic import TrafficConfig, generate_events
-from schemas import AUTH_EVENT, CHAINED_RECORD, DEAD_LETTER, load_schema
-from schemas._flat_reader import compile_flat_reader
-from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec, _without_logical_types
+from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, DEAD_LETTER, load_schema
+from authtrail.schemas._flat_reader import compile_flat_reader
+from authtrail.schemas.codec import (
+    SINGLE_OBJECT_HEADER_SIZE,
+    SingleObjectCodec,
+    _without_logical_types,
+)
 
 SCHEMA = load_schema(AUTH_EVENT)
 PARSED: Any = parse_schema(_without_logical_types(SCHEMA))

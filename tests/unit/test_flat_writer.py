@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError
-from schemas import (
+from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_RECORD,
     CHECKPOINT,
@@ -28,9 +28,9 @@ from schemas import (
     SNAPSHOT,
     load_schema,
 )
-from schemas._conformance import compile_check
-from schemas._flat_writer import compile_flat_writer
-from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec
+from authtrail.schemas._conformance import compile_check
+from authtrail.schemas._flat_writer import compile_flat_writer
+from authtrail.schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec
 
 INT_RANGE = (-(2**31), 2**31 - 1)
 LONG_RANGE = (-(2**63), 2**63 - 1)

@@ -24,8 +24,8 @@ from authtrail.errors import (
     InvalidArgumentError,
     UnknownSchemaError,
 )
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
-from schemas.codec import (
+from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, CHECKPOINT, DEAD_LETTER, load_schema
+from authtrail.schemas.codec import (
     SINGLE_OBJECT_HEADER_SIZE,
     ConfluentCodec,
     SingleObjectCodec,

@@ -7,11 +7,15 @@ import random
 
 import pytest
 
-from schemas import AUTH_EVENT
-from stream.app import codec
-from stream.decisions import ACCOUNT_LOCKED, BRUTE_FORCE_SUSPECTED, LOCKOUT_SERVICE
-from stream.guard import Guard
-from stream.lockout_policy import LockoutPolicy, PolicySet, SprayPolicy
+from authtrail.schemas import AUTH_EVENT
+from authtrail.stream.detection.decisions import (
+    ACCOUNT_LOCKED,
+    BRUTE_FORCE_SUSPECTED,
+    LOCKOUT_SERVICE,
+)
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet, SprayPolicy
+from authtrail.stream.worker.app import codec
 
 POLICIES = PolicySet(
     lockout=LockoutPolicy(max_login_failures=3, quick_login_check_milliseconds=0),
@@ -117,7 +121,7 @@ def test_quiet_attacker_is_still_flagged_when_the_tenants_time_moves_on() -> Non
 def test_the_guard_owes_each_decision_until_it_is_chained_across_restarts() -> None:
     import json
 
-    from stream.canonical import canonical_leaf
+    from authtrail.stream.core.canonical import canonical_leaf
 
     events = codec(AUTH_EVENT)
     inputs = _traffic(4, count=60)
@@ -147,7 +151,7 @@ def test_the_guard_owes_each_decision_until_it_is_chained_across_restarts() -> N
 def test_a_key_hand_over_replayed_in_a_recovery_changes_nothing() -> None:
     # The worker appends hand-overs without showing them to the guard; a recovery
     # replays them with the log, so the guard must ignore them to rebuild the same state.
-    from stream.handover import handover_event
+    from authtrail.stream.core.handover import handover_event
 
     guard = Guard(POLICIES)
     for event in _traffic(3, 60):

@@ -11,7 +11,7 @@ import pytest
 
 from authtrail.errors import ConfigurationError
 from authtrail.ingest_openapi import openapi_document
-from producers.http_ingest import (
+from authtrail.producers.http_ingest import (
     PATHS,
     BadRequest,
     RateLimiter,
@@ -19,8 +19,8 @@ from producers.http_ingest import (
     events_of_body,
     new_token_line,
 )
-from producers.ingest import Preflight
-from schemas.json_schema import auth_event_json_schema
+from authtrail.producers.ingest import Preflight
+from authtrail.schemas.json_schema import auth_event_json_schema
 
 NOW = 1_764_806_400_000_000  # 2025-12-04T00:00:00Z
 PREFLIGHT = Preflight(now=lambda: NOW)

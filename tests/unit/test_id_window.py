@@ -1,11 +1,11 @@
-"""The partition's window of recent event ids (stream/id_window.py)."""
+"""The partition's window of recent event ids (stream/core/id_window.py)."""
 
 import hashlib
 
 import pytest
 
 from authtrail.errors import FormatError
-from stream.id_window import IdWindow, id_key
+from authtrail.stream.core.id_window import IdWindow, id_key
 
 
 def _leaf(text: str) -> bytes:

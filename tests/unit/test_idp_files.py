@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from authtrail.errors import FormatError, InvalidArgumentError
-from producers.idp_files import RecordReader, json_values, read_json_values
-from producers.ingest import ParseCounters
+from authtrail.producers.idp_files import RecordReader, json_values, read_json_values
+from authtrail.producers.ingest import ParseCounters
 
 CONSOLE_LOGIN = {
     "eventVersion": "1.05", "eventTime": "2024-05-01T10:00:00Z",

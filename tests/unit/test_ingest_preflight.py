@@ -1,4 +1,5 @@
-"""The ingest preflight refuses what the worker refuses (stream.admission), before sending.
+"""The ingest preflight refuses what the worker refuses (authtrail.stream.worker.admission), before
+sending.
 
 Known answers from loghub's OpenSSH_2k.log (``../shared/realdata``; those tests skip when
 it is absent): its "Dec 10" lines read in early December of a year are refused as
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from producers.ingest import Preflight
-from producers.sshd import iter_events
-from producers.syslog import guess_start_year
-from stream.admission import Limits
+from authtrail.producers.ingest import Preflight
+from authtrail.producers.sshd import iter_events
+from authtrail.producers.syslog import guess_start_year
+from authtrail.stream.worker.admission import Limits
 from tests.realdata import REALDATA
 
 OPENSSH = REALDATA / "loghub" / "OpenSSH_2k.log"

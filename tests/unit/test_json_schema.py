@@ -17,12 +17,12 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from authtrail.errors import InvalidArgumentError
-from producers import sdk
-from producers.sshd import iter_events
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
-from schemas.json_schema import PIPELINE_RULES, auth_event_json_schema, main, render
-from stream.admission import Limits, RejectedEvent, check_event
+from authtrail.producers.sdk import producer as sdk
+from authtrail.producers.sshd import iter_events
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.schemas.json_schema import PIPELINE_RULES, auth_event_json_schema, main, render
+from authtrail.stream.worker.admission import Limits, RejectedEvent, check_event
 from tests.realdata import REALDATA
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "schemas" / "auth_event.schema.json"
@@ -110,8 +110,8 @@ def test_each_tampered_variant_is_refused_by_schema_and_pipeline(name: str) -> N
 
 @pytest.mark.skipif(not (REALDATA / "loghub").is_dir(), reason="no real data")
 def test_every_real_sample_that_maps_validates() -> None:
-    from producers.idp_files import RecordReader, read_json_values
-    from producers.ingest import ParseCounters
+    from authtrail.producers.idp_files import RecordReader, read_json_values
+    from authtrail.producers.ingest import ParseCounters
 
     with (REALDATA / "loghub" / "OpenSSH_2k.log").open(encoding="utf-8") as lines:
         events = list(iter_events(lines, tenant_id="labsz", year=2016))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from authtrail import cli
+from authtrail.cli import main as cli
 from authtrail.errors import ConfigurationError
 from authtrail.keys import (
     describe_keys,
@@ -25,7 +25,7 @@ from authtrail.keys import (
     write_key_pair,
 )
 from authtrail.settings import Settings
-from stream.rotation import parse_time
+from authtrail.stream.core.rotation import parse_time
 
 MARK = "2026-12-04T07:00:00Z"
 

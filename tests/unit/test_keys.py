@@ -17,8 +17,8 @@ from authtrail.keys import (
     load_signer,
     write_key_pair,
 )
-from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, open_checkpoint, sign
-from stream.note import Signer, VerifierKey
+from authtrail.stream.core.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, open_checkpoint, sign
+from authtrail.stream.core.note import Signer, VerifierKey
 
 CHECKPOINT = Checkpoint(
     origin="authtrail.local/acme",

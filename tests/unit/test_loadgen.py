@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-import schemas
+from authtrail import schemas
 from authtrail.errors import InvalidArgumentError
-from producers.loadgen import TokenBucket
-from producers.traffic import (
+from authtrail.producers.loadgen import TokenBucket
+from authtrail.producers.traffic import (
     BRUTE_FORCE,
     SERVICES,
     TrafficConfig,
     generate_events,
     tenant_ids,
 )
-from schemas.codec import SingleObjectCodec
+from authtrail.schemas.codec import SingleObjectCodec
 
 SAMPLE = 10_000
 USER_RANGES = (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("198.51.100.0/24"))

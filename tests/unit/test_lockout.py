@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.decisions import (
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.detection.decisions import (
     ACCOUNT_LOCKED,
     ACCOUNT_UNLOCKED,
     LOCKOUT_SERVICE,
     Decision,
     decision_to_event,
 )
-from stream.lockout import LockoutDetector
-from stream.lockout_policy import LockoutPolicy
+from authtrail.stream.detection.lockout import LockoutDetector
+from authtrail.stream.detection.lockout_policy import LockoutPolicy
 
 SECOND = 1_000_000
 ORIGIN = 1_700_000_000 * SECOND

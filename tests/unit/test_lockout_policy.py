@@ -11,7 +11,7 @@ import pytest
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 from authtrail.policy_file import load_policy_file
-from stream.lockout_policy import (
+from authtrail.stream.detection.lockout_policy import (
     KEYCLOAK_FIELD_NAMES,
     LockoutPolicy,
     PolicySet,

@@ -1,10 +1,10 @@
-"""Rate-limited warnings (stream/log_limit.py)."""
+"""Rate-limited warnings (stream/worker/log_limit.py)."""
 
 import logging
 
 import pytest
 
-from stream.log_limit import RateLimitedLog
+from authtrail.stream.worker.log_limit import RateLimitedLog
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Tests for stream.merkle: known answers, a naive reference, and tampered proofs.
+"""Tests for authtrail.stream.core.merkle: known answers, a naive reference, and tampered proofs.
 
 Known answers are copied from transparency-dev/merkle (Apache-2.0), never computed here:
 * testonly/constants.go @582a6ad1: LeafInputs, NodeHashes, RootHashes (sizes 0..8);
@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError, ProofError, RootMismatchError
-from stream import merkle
-from stream.merkle import (
+from authtrail.stream.core import merkle
+from authtrail.stream.core.merkle import (
     EMPTY_ROOT,
     consistency_proof,
     consistency_proof_from_leaf_hashes,
@@ -698,7 +698,7 @@ def test_core_imports_no_io_packages() -> None:
     # A fresh interpreter, so packages other tests loaded do not hide a bad import.
     repo = Path(__file__).resolve().parents[2]
     code = (
-        "import sys, stream.merkle, stream.compact\n"
+        "import sys, authtrail.stream.core.merkle, authtrail.stream.core.compact\n"
         "banned = {'faust', 'aiokafka', 'confluent_kafka', 'clickhouse_connect', 'chdb',"
         " 'pyarrow', 'fastavro', 'socket', 'sqlite3'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in banned))\n"

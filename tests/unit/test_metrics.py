@@ -23,7 +23,7 @@ from authtrail.metrics import (
     exported_names,
     new_registry,
 )
-from stream.worker import Counters
+from authtrail.stream.worker.sequencing import Counters
 
 
 def _samples(registry: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -130,7 +130,7 @@ def test_lag_collector_says_when_kafka_does_not_answer() -> None:
 
 
 def test_exported_names_are_what_a_scrape_shows() -> None:
-    from sinks.sink import SinkCounters
+    from authtrail.sinks.sink import SinkCounters
 
     registry = new_registry(
         CountersCollector("authtrail_worker", Counters()),

@@ -9,16 +9,16 @@ from dataclasses import replace
 import pytest
 
 from authtrail.errors import ConfigurationError
-from stream.audit import CheckpointDamage, MerkleLevels
-from stream.auditor_state import (
+from authtrail.stream.core.audit import CheckpointDamage, MerkleLevels
+from authtrail.stream.core.auditor_state import (
     AuditorState,
     RememberedCheckpoint,
     state_from_json,
     state_to_json,
 )
-from stream.checkpoint import Checkpoint
-from stream.merkle import leaf_hash
-from stream.monitor import (
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.merkle import leaf_hash
+from authtrail.stream.core.monitor import (
     FORKED,
     ROLLED_BACK,
     TENANT_MISSING,
@@ -27,8 +27,8 @@ from stream.monitor import (
     check_anchor,
     missing_tenant,
 )
-from stream.note import Signer, generate_key_strings, make_keyring, open_note
-from stream.sequencer import Sequencer
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring, open_note
+from authtrail.stream.core.sequencer import Sequencer
 from tests.unit import merkle_reference as ref
 
 SIGNER = Signer.parse(generate_key_strings("monitor-test")[0])

@@ -16,7 +16,7 @@ from authtrail.errors import (
     InvalidArgumentError,
     SignatureError,
 )
-from stream.note import (
+from authtrail.stream.core.note import (
     MAX_SIGNATURES,
     Signer,
     VerifierKey,
@@ -378,7 +378,7 @@ def test_sign_note_preconditions(peter: Signer) -> None:
 
 def test_core_modules_import_no_io_or_pipeline_packages() -> None:
     code = (
-        "import sys, stream.note, stream.checkpoint\n"
+        "import sys, authtrail.stream.core.note, authtrail.stream.core.checkpoint\n"
         "bad = {'confluent_kafka', 'faust', 'aiokafka', 'clickhouse_connect', 'chdb',"
         " 'authtrail.keys', 'socket', 'http.client', 'urllib.request'}\n"
         "print(sorted(bad & set(sys.modules)))\n"

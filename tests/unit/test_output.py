@@ -7,7 +7,7 @@ import json
 
 import pyarrow as pa
 
-from authtrail.output import write_table
+from authtrail.cli.output import write_table
 
 
 def _table() -> pa.Table:
@@ -53,7 +53,7 @@ def test_invalid_utf8_in_a_string_column_is_shown_as_hex() -> None:
 
 
 def test_progress_draws_only_when_enabled() -> None:
-    from authtrail.progress import Progress
+    from authtrail.cli.progress import Progress
 
     shown = io.StringIO()
     progress = Progress("verifying", stream=shown, enabled=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.partitioning import murmur2, tenant_partition
+from authtrail.producers.sdk.partitioning import murmur2, tenant_partition
 from tests.integration.test_producer import murmur2 as reference_murmur2
 
 

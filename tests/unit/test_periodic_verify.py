@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from authtrail.periodic_verify import verify_command
+from authtrail.cli.periodic_verify import verify_command
 from authtrail.settings import Settings
 
 

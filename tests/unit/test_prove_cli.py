@@ -15,13 +15,16 @@ from typing import Any
 
 import pytest
 
-from authtrail.cli import main
+from authtrail.cli.main import main
 from authtrail.keys import load_signer, write_key_pair
-from stream.audit import MerkleLevels
-from stream.bundle import bundle_json, make_consistency_bundle, make_inclusion_bundle
-from stream.canonical import canonical_leaf
-from stream.sequencer import Sequencer
-from stream.tree_proofs import consistency_proof_from_nodes, inclusion_proof_from_nodes
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.bundle import bundle_json, make_consistency_bundle, make_inclusion_bundle
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tree_proofs import (
+    consistency_proof_from_nodes,
+    inclusion_proof_from_nodes,
+)
 from tests.unit.test_core_imports import FORBIDDEN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +66,7 @@ def test_verify_proof_runs_in_a_fresh_interpreter_without_adapters(signed: dict[
     """An outsider's verifier: the whole command loads no ClickHouse, Arrow or Kafka code."""
     argv = ["verify-proof", str(signed["bundles"]["inclusion"]), "--key", str(signed["pub"])]
     probe = (
-        "import json, sys\nfrom authtrail.cli import main\n"
+        "import json, sys\nfrom authtrail.cli.main import main\n"
         f"code = main({argv!r})\n"
         f"loaded = sorted(m for m in {FORBIDDEN!r} if m in sys.modules)\n"
         "print('PROBE', json.dumps([code, loaded]))\n"
@@ -154,8 +157,8 @@ def test_usage_errors_exit_2(
 
 def _witnessed(signed: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
     """The inclusion bundle with its checkpoint cosigned by witness w1 (of w1, w2 trusted)."""
-    from stream.cosignature import append_cosignatures, cosign, witness_key_of
-    from stream.note import Signer, generate_key_strings
+    from authtrail.stream.core.cosignature import append_cosignatures, cosign, witness_key_of
+    from authtrail.stream.core.note import Signer, generate_key_strings
 
     w1, w2 = (Signer.parse(generate_key_strings(f"witness.test/w{n}")[0]) for n in (1, 2))
     keys = signed["tmp"] / "witnesses.txt"

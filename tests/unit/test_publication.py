@@ -18,18 +18,18 @@ from authtrail.errors import (
     PublicationConflict,
     PublicationError,
 )
-from sinks import publication as publication_module
-from sinks.publication import (
+from authtrail.sinks import publication as publication_module
+from authtrail.sinks.publication import (
     Publication,
     all_checkpoints,
     newest_checkpoints,
     newest_tenant_directory,
     published_sizes,
 )
-from sinks.publishing import CheckpointPublishing
-from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, sign
-from stream.note import Signer, generate_key_strings, make_keyring
-from stream.tenant_directory import open_directory
+from authtrail.sinks.publishing import CheckpointPublishing
+from authtrail.stream.core.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, sign
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.tenant_directory import open_directory
 
 LOG_ORIGIN = "authtrail.local"
 SIGNER = Signer.parse(generate_key_strings("authtrail-test")[0])
@@ -244,7 +244,7 @@ def test_a_torn_newest_checkpoint_lists_the_older_one(
 ) -> None:
     publication.publish_checkpoints([("acme", 5, _note("acme", 5))])
     _file(published, "acme", 9).write_bytes(_note("acme", 9)[:30])
-    with caplog.at_level(logging.ERROR, logger="sinks.publication"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.publication"):
         path = publication.publish_directory()
     assert path is not None
     assert dict(open_directory(path.read_bytes(), KEYRING, LOG_ORIGIN).entries) == {
@@ -373,7 +373,7 @@ def test_conflicts_are_logged_counted_and_do_not_stop_publishing(
     _file(published, "acme", 5).write_bytes(b"someone else's note")
     mislabelled = {**_row("globex", 2), "size": 3}  # a row whose note is another checkpoint
     publishing.stored([_row("acme", 5), _row("acme", 9), mislabelled])
-    with caplog.at_level(logging.ERROR, logger="sinks.publishing"):
+    with caplog.at_level(logging.ERROR, logger="authtrail.sinks.publishing"):
         publishing.publish_pending()
     assert counters.publication_conflicts == 2 and counters.published_checkpoints == 1
     assert publishing.pending == 0
@@ -413,11 +413,11 @@ def test_settings_build_the_publication_with_or_without_a_publisher_key(
 ) -> None:
     from authtrail.keys import write_key_pair
     from authtrail.settings import Settings
-    from sinks.service import _publication
+    from authtrail.sinks.service import _publication
 
     assert _publication(Settings(data_dir=tmp_path)) is None
     settings = Settings(data_dir=tmp_path, publication_dir=tmp_path / "published")
-    with caplog.at_level(logging.WARNING, logger="sinks.service"):
+    with caplog.at_level(logging.WARNING, logger="authtrail.sinks.service"):
         keyless = _publication(settings)
     assert keyless is not None and not keyless.signs_directories
     assert "no signed tenant directory" in caplog.text

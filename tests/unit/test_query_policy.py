@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from authtrail.errors import StoreError
-from sinks.query_policy import Catalog, Grant, check_explained, check_parsed, check_settings
+from authtrail.sinks.query_policy import (
+    Catalog,
+    Grant,
+    check_explained,
+    check_parsed,
+    check_settings,
+)
 
 ACCESS_DENIED, UNKNOWN_TABLE, READONLY = 497, 60, 164
 CATALOG = Catalog(

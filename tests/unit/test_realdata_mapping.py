@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 
 from authtrail.errors import FormatError, InvalidArgumentError
-from producers.idp_mapping import (
+from authtrail.producers.idp_mapping import (
     map_auth0_event,
     map_cloudtrail_event,
     map_keycloak_event,
     map_okta_event,
 )
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.canonical import canonical_leaf
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.core.canonical import canonical_leaf
 from tests.realdata import REALDATA
 
 if not (REALDATA / "keycloak").is_dir():

@@ -1,4 +1,4 @@
-"""The rejection log's canonical leaf and reserved tenants (stream/rejection.py).
+"""The rejection log's canonical leaf and reserved tenants (stream/core/rejection.py).
 
 Known answers are written out from docs/INTEGRITY.md §12 byte by byte, so a change in the
 encoding fails here before it makes stored rejection logs unverifiable.
@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from stream.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
+from authtrail.stream.core.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
 
 DEAD_LETTER = {
     "original": b"\x00garbage",

@@ -1,4 +1,4 @@
-"""stream.rotation: keyring lines, retirement marks and the key succession rules.
+"""authtrail.stream.core.rotation: keyring lines, retirement marks and the key succession rules.
 
 Known answers written out by hand, then every way a rotation can be broken or faked.
 """
@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 
 from authtrail.errors import ConfigurationError, SignatureError
-from stream.note import Signer, VerifierKey, make_keyring
-from stream.rotation import (
+from authtrail.stream.core.note import Signer, VerifierKey, make_keyring
+from authtrail.stream.core.rotation import (
     MISSING_HANDOVER,
     RETIRED_KEY,
     KeySuccession,

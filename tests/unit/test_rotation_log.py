@@ -18,8 +18,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
-from stream.admission import reserved_identity
-from stream.audit import (
+from authtrail.stream.core.audit import (
     FORGED_CHECKPOINT,
     MISMATCHED_CHECKPOINT,
     CheckpointDamage,
@@ -27,22 +26,31 @@ from stream.audit import (
     TenantSummary,
     verify_checkpoints,
 )
-from stream.bundle import (
+from authtrail.stream.core.bundle import (
     BundleCheckpointError,
     make_consistency_bundle,
     make_inclusion_bundle,
     verify_bundle,
 )
-from stream.canonical import canonical_leaf
-from stream.chain import ChainLink
-from stream.checkpoint import Checkpoint, open_signed_checkpoint, sign
-from stream.handover import handover_event
-from stream.merkle import leaf_hash as rfc6962_leaf_hash
-from stream.note import Keyring, Signer, VerifierKey, make_keyring, open_note
-from stream.rotation import MISSING_HANDOVER, RETIRED_KEY, RetiredKeyError, SignedRange
-from stream.sequencer import Sequencer
-from stream.snapshot import encode_state, restore_state
-from stream.tree_proofs import consistency_proof_from_nodes, inclusion_proof_from_nodes
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.chain import ChainLink
+from authtrail.stream.core.checkpoint import Checkpoint, open_signed_checkpoint, sign
+from authtrail.stream.core.handover import handover_event
+from authtrail.stream.core.merkle import leaf_hash as rfc6962_leaf_hash
+from authtrail.stream.core.note import Keyring, Signer, VerifierKey, make_keyring, open_note
+from authtrail.stream.core.rotation import (
+    MISSING_HANDOVER,
+    RETIRED_KEY,
+    RetiredKeyError,
+    SignedRange,
+)
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.tree_proofs import (
+    consistency_proof_from_nodes,
+    inclusion_proof_from_nodes,
+)
+from authtrail.stream.worker.admission import reserved_identity
+from authtrail.stream.worker.snapshot import encode_state, restore_state
 
 OLD = Signer("authtrail", bytes(range(32)))
 NEW = Signer("authtrail-2", bytes(range(1, 33)))
@@ -180,7 +188,7 @@ def test_a_snapshot_from_before_rotation_support_still_hands_over() -> None:
 
 
 def _recover(sequencer: Sequencer, log: Log) -> None:
-    """What stream.recovery does with a partition: the checkpoints (opened with the
+    """What authtrail.stream.worker.recovery does with a partition: the checkpoints (opened with the
     keyring, their signers kept), then the chained records."""
     for note in log.notes:
         opened = open_signed_checkpoint(note, BOTH, f"{ORIGIN}/acme")
@@ -397,7 +405,7 @@ def test_verifier_keys_compare_without_their_marks_only_in_the_keyring() -> None
     assert replace(key, retired_micros=1).key_id == key.key_id
 
 
-# --- idle logs: handed over by a record of the worker's own (stream/handover.py) ----------
+# --- idle logs: handed over by a record of the worker's own (stream/core/handover.py) ----------
 
 
 def _idle_handover() -> tuple[Log, Sequencer]:

@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from producers.traffic import TrafficConfig, generate_events
-from schemas import AUTH_EVENT, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, load_schema
-from schemas.codec import SingleObjectCodec
-from sinks.rows import (
+from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.sinks.rows import (
     CHECKPOINTS_SCHEMA,
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
@@ -28,7 +28,7 @@ from sinks.rows import (
     rejected_row,
     to_arrow,
 )
-from sinks.tables import event_columns
+from authtrail.sinks.tables import event_columns
 
 
 def _digest(text: str) -> bytes:

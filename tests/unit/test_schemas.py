@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from authtrail.errors import InvalidArgumentError, UnknownSchemaError
-from schemas import (
+from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_RECORD,
     CHECKPOINT,
@@ -25,8 +25,8 @@ from schemas import (
     SCHEMA_NAMES,
     load_schema,
 )
-from schemas.codec import SingleObjectCodec, parsing_canonical_form, schema_fingerprint
-from stream.canonical import canonical_leaf
+from authtrail.schemas.codec import SingleObjectCodec, parsing_canonical_form, schema_fingerprint
+from authtrail.stream.core.canonical import canonical_leaf
 
 VERSIONS = Path(__file__).parent / "schema_versions"
 FIELD_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -290,8 +290,8 @@ def test_records_written_before_a_schema_change_still_decode(
 ) -> None:
     """Records written by an earlier schema version (without ``missing``) decode with
     today's reader, the new field taking its default."""
-    from schemas import load_schema, previous_versions
-    from schemas.codec import SingleObjectCodec
+    from authtrail.schemas import load_schema, previous_versions
+    from authtrail.schemas.codec import SingleObjectCodec
 
     old = previous_versions(name)[version]
     assert missing not in {field["name"] for field in old["fields"]}
@@ -304,8 +304,8 @@ def test_records_written_before_a_schema_change_still_decode(
 
 
 def test_a_rejection_chained_before_envelopes_decodes_without_an_index() -> None:
-    from schemas import CHAINED_REJECTION, load_schema, previous_versions
-    from schemas.codec import SingleObjectCodec
+    from authtrail.schemas import CHAINED_REJECTION, load_schema, previous_versions
+    from authtrail.schemas.codec import SingleObjectCodec
 
     (old,) = previous_versions(CHAINED_REJECTION)
     record = {field["name"]: _sample(field["type"]) for field in old["fields"]}

@@ -7,11 +7,11 @@ import random
 import pytest
 
 from authtrail.errors import ChainError, CheckpointError, InvalidArgumentError
-from stream import merkle
-from stream.chain import ChainLink, StoredLink, verify_chain
-from stream.checkpoint import open_checkpoint, verify_successor
-from stream.note import Signer, generate_key_strings, make_keyring
-from stream.sequencer import CONFLICT, DUPLICATE, REPLAYED, SEQUENCED, Sequencer
+from authtrail.stream.core import merkle
+from authtrail.stream.core.chain import ChainLink, StoredLink, verify_chain
+from authtrail.stream.core.checkpoint import open_checkpoint, verify_successor
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, REPLAYED, SEQUENCED, Sequencer
 
 SIGNER = Signer.parse(generate_key_strings("test-log")[0])
 KEYRING = make_keyring([SIGNER.verifier_key()])
@@ -209,7 +209,7 @@ def test_has_recorded_predicts_a_duplicate_and_changes_nothing() -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_due_batches_are_exactly_those_full_or_older_than_the_interval(seed: int) -> None:
-    """The deadline heap answers what a scan of every tenant would (stream/sequencer.py)."""
+    """The deadline heap answers what a scan of every tenant would (stream/core/sequencer.py)."""
     rng = random.Random(seed)
     clock = FakeClock()
     sequencer = _sequencer(batch_size=5, clock=clock)

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
-from stream.canonical import MAGIC, MAGIC_V2, canonical_leaf
-from stream.decisions import keyed_identity, user_key
-from stream.shredding import (
+from authtrail.stream.core.canonical import MAGIC, MAGIC_V2, canonical_leaf
+from authtrail.stream.detection.decisions import keyed_identity, user_key
+from authtrail.stream.worker.shredding import (
     ERASURE_EVENT_TYPE,
     PrivacyPolicies,
     PrivacyPolicy,

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from sinks.sink import _MONTH_COLUMNS, _month_runs, _utc_month
-from sinks.tables import create_statements
+from authtrail.sinks.sink import _MONTH_COLUMNS, _month_runs, _utc_month
+from authtrail.sinks.tables import create_statements
 
 JANUARY_END = datetime(2025, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 FEBRUARY_START = datetime(2025, 2, 1, tzinfo=UTC)

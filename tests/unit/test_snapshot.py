@@ -1,4 +1,4 @@
-"""Snapshots of a partition's state (stream/snapshot.py): a sequencer and guard restored
+"""Snapshots of a partition's state (stream/worker/snapshot.py): a sequencer and guard restored
 from one continue exactly as the uninterrupted ones do; damaged snapshots are refused."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import zlib
 import pytest
 
 from authtrail.errors import CheckpointError, FormatError, InvalidArgumentError
-from stream.checkpoint import Checkpoint
-from stream.guard import Guard
-from stream.sequencer import DUPLICATE, Sequencer
-from stream.snapshot import encode_state, join, restore_state, split
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.sequencer import DUPLICATE, Sequencer
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.worker.snapshot import encode_state, join, restore_state, split
 from tests.unit.test_guard import POLICIES, _traffic
 from tests.unit.test_sequencer import SIGNER, FakeClock, _events, _run
 

@@ -1,11 +1,11 @@
-"""When a partition is snapshotted and where the snapshot stands (stream/snapshotter.py)."""
+"""When a partition is snapshotted and where the snapshot stands (stream/worker/snapshotter.py)."""
 
 from __future__ import annotations
 
-from schemas import SNAPSHOT
-from stream.app import codec
-from stream.recovery import Recovery, SnapshotPosition
-from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
+from authtrail.schemas import SNAPSHOT
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.recovery import Recovery, SnapshotPosition
+from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
 from tests.unit.test_sequencer import _events, _run
 from tests.unit.test_snapshot import _sequencer
 

@@ -27,8 +27,8 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
-from producers.spool import Spool
-from producers.spool_format import (
+from authtrail.producers.sdk.spool import Spool
+from authtrail.producers.sdk.spool_format import (
     FRAME_HEADER_SIZE,
     SEGMENT_MAGIC,
     SpoolRecord,
@@ -697,8 +697,8 @@ def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
 _CHILD_PRELUDE = """
 import os, signal, sys
 from pathlib import Path
-from producers.spool import Spool
-from producers.spool_format import SpoolRecord, frame_record
+from authtrail.producers.sdk.spool import Spool
+from authtrail.producers.sdk.spool_format import SpoolRecord, frame_record
 directory = Path(sys.argv[1])
 def record(n):
     return SpoolRecord("authtrail.events", b"acme", bytes([n % 251]) * 40, f"event-{n:05d}")

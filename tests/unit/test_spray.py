@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
-from stream.decisions import BRUTE_FORCE_SUSPECTED, Decision, decision_to_event
-from stream.lockout_policy import SprayPolicy
-from stream.spray import SprayDetector
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.detection.decisions import BRUTE_FORCE_SUSPECTED, Decision, decision_to_event
+from authtrail.stream.detection.lockout_policy import SprayPolicy
+from authtrail.stream.detection.spray import SprayDetector
 
 SECOND = 1_000_000
 ORIGIN = 1_700_000_000 * SECOND

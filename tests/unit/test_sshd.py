@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from producers.sshd import ParseCounters, iter_events
-from producers.syslog import SyslogReader, guess_start_year
-from producers.tail import follow
-from schemas import AUTH_EVENT, load_schema
-from schemas.codec import SingleObjectCodec
+from authtrail.producers.sshd import ParseCounters, iter_events
+from authtrail.producers.syslog import SyslogReader, guess_start_year
+from authtrail.producers.tail import follow
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas.codec import SingleObjectCodec
 
 CODEC = SingleObjectCodec(load_schema(AUTH_EVENT))
 

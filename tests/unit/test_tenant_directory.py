@@ -16,10 +16,10 @@ from authtrail.errors import (
     SignatureError,
     TenantDirectoryError,
 )
-from stream.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, open_checkpoint, sign
-from stream.note import Signer, generate_key_strings, make_keyring
-from stream.rotation import RetiredKeyError
-from stream.tenant_directory import (
+from authtrail.stream.core.checkpoint import GENESIS_PREV_DIGEST, Checkpoint, open_checkpoint, sign
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.rotation import RetiredKeyError
+from authtrail.stream.core.tenant_directory import (
     TenantDirectory,
     directory_body,
     is_valid_tenant_id,

@@ -1,8 +1,8 @@
-"""stream.tiles: C2SP tlog-tiles paths and layout, and proofs from tile entries.
+"""authtrail.stream.core.tiles: C2SP tlog-tiles paths and layout, and proofs from tile entries.
 
 Known answers from the spec's text (c2sp.org/tlog-tiles); tile contents and proofs
 checked against the naive RFC 6962 transcription in merkle_reference, which shares no
-code with stream.merkle.
+code with authtrail.stream.core.merkle.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 from authtrail.errors import FormatError, InvalidArgumentError, RootMismatchError
-from stream.merkle import leaf_hash, verify_consistency, verify_inclusion_leaf_hash
-from stream.tiles import (
+from authtrail.stream.core.merkle import leaf_hash, verify_consistency, verify_inclusion_leaf_hash
+from authtrail.stream.core.tiles import (
     MAX_ENTRY_BYTES,
     TILE_WIDTH,
     Tile,
@@ -27,7 +27,7 @@ from stream.tiles import (
     tile_index_path,
     tiles_of_tree,
 )
-from stream.tree_proofs import (
+from authtrail.stream.core.tree_proofs import (
     consistency_ranges,
     inclusion_ranges,
     nodes_of_ranges,
@@ -175,7 +175,7 @@ def test_entry_bundles_and_tiles_encode_as_specified() -> None:
 
 
 def test_the_first_stored_entry_that_is_not_its_leaves_hash_is_named() -> None:
-    from stream.audit import MerkleLevels
+    from authtrail.stream.core.audit import MerkleLevels
 
     leaf_hashes = [leaf_hash(entry) for entry in ENTRIES]
     tree = MerkleLevels.from_leaf_hashes(leaf_hashes)

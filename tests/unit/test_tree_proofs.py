@@ -1,7 +1,8 @@
-"""stream.tree_proofs: proofs from perfect subtrees equal the RFC 6962 proofs, in O(log n).
+"""authtrail.stream.core.tree_proofs: proofs from perfect subtrees equal the RFC 6962 proofs, in
+O(log n).
 
-Checked against both stream.merkle (leaf-hash generators) and the naive RFC transcription
-in merkle_reference, which shares no code with either.
+Checked against both authtrail.stream.core.merkle (leaf-hash generators) and the naive RFC
+transcription in merkle_reference, which shares no code with either.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import hashlib
 import pytest
 
 from authtrail.errors import InvalidArgumentError
-from stream.audit import MerkleLevels
-from stream.merkle import (
+from authtrail.stream.core.audit import MerkleLevels
+from authtrail.stream.core.merkle import (
     consistency_proof_from_leaf_hashes,
     inclusion_proof_from_leaf_hashes,
     leaf_hash,
     verify_consistency,
     verify_inclusion_leaf_hash,
 )
-from stream.tree_proofs import (
+from authtrail.stream.core.tree_proofs import (
     consistency_proof_from_nodes,
     consistency_ranges,
     inclusion_proof_from_nodes,

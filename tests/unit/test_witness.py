@@ -9,17 +9,17 @@ import pytest
 
 from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, write_key_pair
-from authtrail.witness import StateDirectory, Witness, parse_log_keys
-from stream import merkle
-from stream.cosignature import verify_cosignatures, witness_key_of
-from stream.note import Signer, generate_key_strings, make_keyring, open_note
-from stream.sequencer import Sequencer
-from stream.witness_state import (
+from authtrail.stream.core import merkle
+from authtrail.stream.core.cosignature import verify_cosignatures, witness_key_of
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring, open_note
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.witness_state import (
     AddCheckpointRequest,
     LogTrust,
     SizeConflictError,
     UnknownOriginError,
 )
+from authtrail.witness import StateDirectory, Witness, parse_log_keys
 
 LOG = Signer.parse(generate_key_strings("authtrail.local")[0])
 TRUST = LogTrust({"authtrail.local/": [LOG.verifier_key()]})

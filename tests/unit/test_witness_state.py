@@ -13,10 +13,10 @@ from authtrail.errors import (
     InvalidArgumentError,
     VerificationError,
 )
-from stream import merkle
-from stream.note import Signer, generate_key_strings, sign_note
-from stream.sequencer import Sequencer
-from stream.witness_state import (
+from authtrail.stream.core import merkle
+from authtrail.stream.core.note import Signer, generate_key_strings, sign_note
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.witness_state import (
     MAX_PROOF_LINES,
     AddCheckpointRequest,
     ConsistencyProofError,

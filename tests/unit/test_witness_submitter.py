@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from authtrail.cli import build_parser
+from authtrail.cli.main import build_parser
 from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
+from authtrail.sinks.service import witness_submitter
+from authtrail.stream.core.cosignature import witness_key_of
+from authtrail.stream.core.note import Signer, generate_key_strings, sign_note
 from authtrail.witness_client import (
     WitnessRestingError,
     WitnessSubmitter,
     WitnessUnavailableError,
     parse_cosigning_witness,
 )
-from sinks.service import witness_submitter
-from stream.cosignature import witness_key_of
-from stream.note import Signer, generate_key_strings, sign_note
 
 WITNESS = Signer.parse(generate_key_strings("witness.test/w1")[0])
 OTHER = Signer.parse(generate_key_strings("witness.test/w2")[0])

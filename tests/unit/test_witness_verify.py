@@ -1,6 +1,6 @@
 """`verify --published DIR --witness-key FILE --witnesses N`: the published newest notes
 must carry N trusted witness cosignatures (docs/INTEGRITY.md §9). No store, no HTTP: the
-publication is built in a tmp dir and cosigned with stream.cosignature directly."""
+publication is built in a tmp dir and cosigned with authtrail.stream.core.cosignature directly."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from authtrail.cli import main
+from authtrail.cli.main import main
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 from authtrail.keys import load_witness_keys
-from sinks.publication import Publication
-from sinks.publication_files import newest_checkpoints, note_body, note_file_name
-from sinks.published_view import FORGED_COSIGNATURE, MISSING_COSIGNATURES, read_published
-from stream.audit import key_label
-from stream.canonical import canonical_leaf
-from stream.cosignature import WitnessPolicy, append_cosignatures, cosign, witness_key_of
-from stream.note import Keyring, Signer, generate_key_strings, make_keyring
-from stream.sequencer import Sequencer
+from authtrail.sinks.publication import Publication
+from authtrail.sinks.publication_files import newest_checkpoints, note_body, note_file_name
+from authtrail.sinks.published_view import FORGED_COSIGNATURE, MISSING_COSIGNATURES, read_published
+from authtrail.stream.core.audit import key_label
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.cosignature import (
+    WitnessPolicy,
+    append_cosignatures,
+    cosign,
+    witness_key_of,
+)
+from authtrail.stream.core.note import Keyring, Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.sequencer import Sequencer
 
 ORIGIN = "authtrail.test"
 TIME = 1_700_000_000

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas import (
+from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_BATCH,
     CHAINED_RECORD,
@@ -25,20 +25,20 @@ from schemas import (
     EVENT_ENVELOPE,
     load_schema,
 )
-from schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
-from stream.admission import Limits
-from stream.app import codec
-from stream.canonical import canonical_leaf
-from stream.chain import ChainLink, chain_hash
-from stream.chained_batch import decode_batch, is_batch
-from stream.guard import Guard
-from stream.lockout_policy import LockoutPolicy, PolicySet
-from stream.note import Signer, generate_key_strings
-from stream.recovery import Recovery
-from stream.rejection import rejection_leaf
-from stream.sequencer import Sequencer
-from stream.worker import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
-from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.chain import ChainLink, chain_hash
+from authtrail.stream.core.note import Signer, generate_key_strings
+from authtrail.stream.core.rejection import rejection_leaf
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet
+from authtrail.stream.worker.admission import Limits
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.chained_batch import decode_batch, is_batch
+from authtrail.stream.worker.recovery import Recovery
+from authtrail.stream.worker.sequencing import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
+from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 
 SIGNER = Signer.parse(generate_key_strings("worker-test")[0])
 POLICIES = PolicySet(
@@ -65,7 +65,8 @@ def _event(n: int, tenant: str = "acme", event_id: str | None = None) -> bytes:
 
 
 class Harness:
-    """A worker with captured outputs; it is its own :class:`~stream.worker.Publisher`."""
+    """A worker with captured outputs; it is its own
+    :class:`~authtrail.stream.worker.sequencing.Publisher`."""
 
     def __init__(
         self,

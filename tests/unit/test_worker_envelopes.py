@@ -10,18 +10,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from schemas import CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, CLAIM, EVENT_ENVELOPE
-from stream import recovery
-from stream.admission import Limits
-from stream.app import codec
-from stream.chain import ChainLink
-from stream.chained_batch import decode_batch
-from stream.note import make_keyring
-from stream.partitioning import tenant_partition
-from stream.rejection import rejection_leaf
-from stream.sequencer import Sequencer
-from stream.worker import CHAINED, CHECKPOINTS
-from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+from authtrail.producers.sdk.partitioning import tenant_partition
+from authtrail.schemas import CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, CLAIM, EVENT_ENVELOPE
+from authtrail.stream.core.chain import ChainLink
+from authtrail.stream.core.note import make_keyring
+from authtrail.stream.core.rejection import rejection_leaf
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.worker import recovery
+from authtrail.stream.worker.admission import Limits
+from authtrail.stream.worker.app import codec
+from authtrail.stream.worker.chained_batch import decode_batch
+from authtrail.stream.worker.sequencing import CHAINED, CHECKPOINTS
+from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from tests.unit.test_worker import BATCHES, EVENTS, SIGNER, Harness, _event
 
 ENVELOPES = codec(EVENT_ENVELOPE)

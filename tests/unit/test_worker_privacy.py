@@ -4,11 +4,17 @@ harness, a tenant with a privacy policy)."""
 
 from __future__ import annotations
 
-from stream.canonical import canonical_leaf, is_sealed
-from stream.merkle import leaf_hash
-from stream.shredding import PrivacyPolicies, PrivacyPolicy, Sealer, SubjectKey, open_value
-from stream.worker import CHAINED
-from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
+from authtrail.stream.core.canonical import canonical_leaf, is_sealed
+from authtrail.stream.core.merkle import leaf_hash
+from authtrail.stream.worker.sequencing import CHAINED
+from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
+from authtrail.stream.worker.shredding import (
+    PrivacyPolicies,
+    PrivacyPolicy,
+    Sealer,
+    SubjectKey,
+    open_value,
+)
 from tests.unit.test_worker import EVENTS, Harness
 
 
@@ -35,7 +41,7 @@ def _failure(event_id: str, user_name: str) -> bytes:
 
 def _harness(inputs: list[bytes]) -> Harness:
     harness = Harness(inputs)
-    # The app passes the sealer to the constructor (stream/app.py); the shared harness
+    # The app passes the sealer to the constructor (stream/worker/app.py); the shared harness
     # predates it, so it is set here.
     harness.worker._sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), _Keys())
     return harness

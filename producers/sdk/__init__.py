@@ -1,0 +1,41 @@
+"""The producer SDK: what a service needs to emit auth events to authtrail.
+
+Installed alone as the ``authtrail-producer`` distribution (producers/pyproject.toml):
+the Avro schemas and codec, this package and its spool; confluent-kafka and fastavro,
+nothing of the stream processor or the store::
+
+    from authtrail.producers.sdk import AuditProducer, new_event
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from authtrail.producers.sdk.producer import (
+        DEFAULT_PRODUCER_CONFIG,
+        TENANT_ID_PATTERN,
+        AuditProducer,
+        Backlog,
+        DeliveryFailure,
+        new_event,
+        validate_event,
+    )
+
+__all__ = [
+    "DEFAULT_PRODUCER_CONFIG",
+    "TENANT_ID_PATTERN",
+    "AuditProducer",
+    "Backlog",
+    "DeliveryFailure",
+    "new_event",
+    "validate_event",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the package's pure modules (partitioning, envelope, the spool's
+    # format) are imported by the worker and the ingest tools without the Kafka client.
+    if name in __all__:
+        from authtrail.producers.sdk import producer
+
+        return getattr(producer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

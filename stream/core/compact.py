@@ -1,0 +1,163 @@
+"""Incremental Merkle state for an append-only log: the compact range ``[0, size)``.
+
+A :class:`CompactTree` keeps only the roots of the perfect subtrees in the binary
+decomposition of ``size`` (at most one per set bit, ordered left to right, largest
+first), like transparency-dev ``compact.Range`` starting at 0. That is O(log n) hashes,
+enough to append further leaves and to compute the RFC 6962 root of everything appended
+so far, which is what a stream processor needs to keep in a changelog-backed table.
+
+Pure: no I/O. Serialisation produces plain values (a list of hashes, or one bytes value)
+for the adapter to store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from authtrail.errors import FormatError, InvalidArgumentError
+from authtrail.stream.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
+
+__all__ = ["CompactTree"]
+
+# to_bytes() layout: 8-byte big-endian size, then popcount(size) hashes of 32 bytes.
+_SIZE_BYTES = 8
+
+
+class CompactTree:
+    """Roots of the perfect subtrees covering leaves ``[0, size)`` of an append-only log.
+
+    ``root()`` always equals :func:`authtrail.stream.core.merkle.root` over every entry appended so
+    far. Instances are mutable (``append*``); use :meth:`copy` to branch.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self) -> None:
+        """Create the state of an empty log (size 0, root :data:`EMPTY_ROOT`)."""
+        self._size = 0
+        self._hashes: list[bytes] = []
+
+    @property
+    def size(self) -> int:
+        """Number of leaves appended so far."""
+        return self._size
+
+    def append(self, data: bytes) -> bytes:
+        """Append one raw entry; return its leaf hash (``SHA-256(0x00 || data)``)."""
+        hashed = leaf_hash(data)
+        self._append(hashed)
+        return hashed
+
+    def append_leaf_hash(self, leaf_hash: bytes) -> None:
+        """Append one leaf given by its 32-byte RFC 6962 leaf hash.
+
+        Raises:
+            InvalidArgumentError: ``leaf_hash`` is not 32 bytes.
+        """
+        _require_hash(leaf_hash, "leaf hash")
+        self._append(leaf_hash)
+
+    def extend_leaf_hashes(self, leaf_hashes: Iterable[bytes]) -> None:
+        """Append several leaf hashes in order.
+
+        Raises:
+            InvalidArgumentError: an element is not 32 bytes; the ones before it stay
+                appended.
+        """
+        for hashed in leaf_hashes:
+            self.append_leaf_hash(hashed)
+
+    def root(self) -> bytes:
+        """Return the RFC 6962 Merkle Tree Hash of all leaves appended so far.
+
+        Costs ``popcount(size) - 1`` node hashes; the empty log's root is
+        :data:`EMPTY_ROOT`.
+        """
+        if not self._hashes:
+            return EMPTY_ROOT
+        # Folding from the right reproduces RFC 6962's split at the largest power of two:
+        # each stored subtree is the left sibling of everything to its right.
+        calculated = self._hashes[-1]
+        for left in reversed(self._hashes[:-1]):
+            calculated = node_hash(left, calculated)
+        return calculated
+
+    def to_hashes(self) -> list[bytes]:
+        """Return a copy of the subtree roots, left to right (``popcount(size)`` of them)."""
+        return list(self._hashes)
+
+    @classmethod
+    def from_hashes(cls, size: int, hashes: Sequence[bytes]) -> CompactTree:
+        """Rebuild the state from ``size`` and the subtree roots :meth:`to_hashes` gave.
+
+        Raises:
+            InvalidArgumentError: ``size`` is negative or not an int, the number of hashes
+                is not ``popcount(size)``, or a hash is not 32 bytes.
+        """
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgumentError(f"size must be a non-negative integer, got {size!r}")
+        expected = size.bit_count()
+        if len(hashes) != expected:
+            raise InvalidArgumentError(
+                f"a compact tree of size {size} has {expected} subtree hashes, got {len(hashes)}"
+            )
+        for position, hashed in enumerate(hashes):
+            _require_hash(hashed, f"subtree hash {position}")
+        tree = cls()
+        tree._size = size
+        tree._hashes = list(hashes)
+        return tree
+
+    def to_bytes(self) -> bytes:
+        """Serialise as an 8-byte big-endian size followed by the subtree roots."""
+        return self._size.to_bytes(_SIZE_BYTES, "big") + b"".join(self._hashes)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CompactTree:
+        """Parse what :meth:`to_bytes` produced.
+
+        Raises:
+            FormatError: ``data`` is not bytes, is shorter than the size field, or its
+                length does not match ``popcount(size)`` hashes.
+        """
+        if not isinstance(data, bytes) or len(data) < _SIZE_BYTES:
+            raise FormatError("compact tree state must be at least 8 bytes")
+        size = int.from_bytes(data[:_SIZE_BYTES], "big")
+        body = data[_SIZE_BYTES:]
+        expected = size.bit_count() * HASH_SIZE
+        if len(body) != expected:
+            raise FormatError(
+                f"compact tree state of size {size} needs {expected} hash bytes, got {len(body)}"
+            )
+        hashes = [body[start : start + HASH_SIZE] for start in range(0, expected, HASH_SIZE)]
+        return cls.from_hashes(size, hashes)
+
+    def copy(self) -> CompactTree:
+        """Return an independent copy of this state."""
+        return CompactTree.from_hashes(self._size, self._hashes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompactTree):
+            return NotImplemented
+        return self._size == other._size and self._hashes == other._hashes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal states may diverge
+
+    def __repr__(self) -> str:
+        return f"CompactTree(size={self._size}, root={self.root().hex()})"
+
+    def _append(self, hashed: bytes) -> None:
+        # Each trailing 1 bit of size is a perfect subtree of the same height as the one
+        # being carried up: merge them, like a binary increment.
+        size = self._size
+        while size & 1:
+            hashed = node_hash(self._hashes.pop(), hashed)
+            size >>= 1
+        self._hashes.append(hashed)
+        self._size += 1
+
+
+def _require_hash(value: bytes, what: str) -> None:
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise InvalidArgumentError(f"{what} must be {HASH_SIZE} bytes, got {got}")

@@ -1,0 +1,247 @@
+"""Password spraying: many different accounts failing from one client address. Pure.
+
+Keycloak's brute-force detection is per account, so an attacker who tries one or two
+passwords against many accounts never locks any of them (Keycloak's documentation names
+this blind spot and points to intrusion prevention on client addresses). This detector
+covers it: per (tenant, ``client_ip``), when ``distinct_users`` different accounts fail
+to log in within ``window_seconds`` of event time, it decides one BRUTE_FORCE_SUSPECTED
+alert. It locks nothing.
+
+One alert per window: the alert's window starts at the oldest failure it counts and
+lasts ``window_seconds``; failures inside an alerted window are not counted again, so
+the next alert for the same address needs ``distinct_users`` new accounts after it.
+
+Event time, lateness, duplicates and state round-trips follow the same rules as
+:mod:`authtrail.stream.detection.lockout` (a
+:class:`~authtrail.stream.detection.event_time.ReorderBuffer` per address).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from authtrail.errors import InvalidArgumentError
+from authtrail.stream.detection.decisions import (
+    BRUTE_FORCE_SUSPECTED,
+    LOCKOUT_SERVICE,
+    Decision,
+    event_identity,
+    keyed_identity,
+    user_key,
+)
+from authtrail.stream.detection.event_time import ReorderBuffer
+from authtrail.stream.detection.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
+
+__all__ = ["SprayDetector"]
+
+_STATE_VERSION = 1
+
+
+class _Address:
+    """Failures from one client address inside the window, oldest first, and per account
+    how many of them there are (so each failure costs O(1), however hard the address
+    hammers one account)."""
+
+    __slots__ = ("accounts", "failures", "order", "quiet_until")
+
+    def __init__(self) -> None:
+        self.order = ReorderBuffer()
+        self.failures: deque[tuple[int, str]] = deque()  # (occurred_at, user key)
+        self.accounts: dict[str, list[Any]] = {}  # user key -> [name, failures in window]
+        self.quiet_until: int | None = None  # end of the last alerted window
+
+    def add(self, occurred_at: int, key: str, name: str) -> None:
+        self.failures.append((occurred_at, key))
+        self.accounts.setdefault(key, [name, 0])[1] += 1
+
+    def failed(
+        self, tenant_id: str, client_ip: str, now: int, event_id: str, payload: Mapping[str, Any],
+        policy: SprayPolicy,
+    ) -> Decision | None:  # fmt: skip
+        window = policy.window_seconds * 1_000_000
+        # Released in event-time order, so the window only ever slides forward.
+        while self.failures and self.failures[0][0] <= now - window:
+            _, key = self.failures.popleft()
+            self.accounts[key][1] -= 1
+            if not self.accounts[key][1]:
+                del self.accounts[key]
+        if self.quiet_until is not None and now < self.quiet_until:
+            return None  # inside a window already alerted on
+        self.add(now, payload["user_key"], payload["user_name"])
+        if len(self.accounts) < policy.distinct_users:
+            return None
+        window_start = self.failures[0][0]
+        names = [name for name, _ in self.accounts.values()]
+        decision = Decision(
+            kind=BRUTE_FORCE_SUSPECTED,
+            tenant_id=tenant_id,
+            reason="password_spraying",
+            occurred_at=now,
+            triggering_event_id=event_id,
+            client_ip=client_ip,
+            failure_count=len(self.failures),
+            window_start=window_start,
+            window_end=now,
+            distinct_users=len(names),
+            sample_user_names=tuple(names[: policy.sample_size]),
+        )
+        self.quiet_until = window_start + window
+        self.failures.clear()
+        self.accounts.clear()
+        return decision
+
+    def to_state(self) -> dict[str, Any]:
+        names = {key: name for key, (name, _) in self.accounts.items()}
+        return {
+            "order": self.order.to_state(),
+            "failures": [[at, key, names[key]] for at, key in self.failures],
+            "quiet_until": self.quiet_until,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> _Address:
+        address = cls()
+        address.order = ReorderBuffer.from_state(state["order"])
+        for at, key, name in state["failures"]:
+            address.add(at, key, name)
+        address.quiet_until = state["quiet_until"]
+        return address
+
+
+class SprayDetector:
+    """Decides BRUTE_FORCE_SUSPECTED per (tenant, client address); see the module doc.
+
+    ``policy_for(tenant_id)`` is asked on every event. Raises
+    :class:`InvalidArgumentError` for a negative ``allowed_lateness_seconds``.
+    """
+
+    def __init__(
+        self,
+        policy_for: Callable[[str], SprayPolicy],
+        *,
+        allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
+    ) -> None:
+        if not allowed_lateness_seconds >= 0:
+            raise InvalidArgumentError(
+                f"allowed_lateness_seconds must be >= 0, got {allowed_lateness_seconds}"
+            )
+        self._policy_for = policy_for
+        self._lateness = round(allowed_lateness_seconds * 1_000_000)
+        self._addresses: dict[str, dict[str, _Address]] = {}
+        self._floors: dict[str, int] = {}
+        self._counters: dict[str, Counter[str]] = {}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Events per outcome: ``accepted``, ``late``, ``duplicate``, ``irrelevant``."""
+        total: Counter[str] = Counter()
+        for counters in self._counters.values():
+            total.update(counters)
+        return dict(sorted(total.items()))
+
+    def observe(self, event: Mapping[str, Any]) -> list[Decision]:
+        """Take one AuthEvent; return the alerts it makes due, oldest first.
+
+        Counts LOGIN_FAILED (and LOGIN with outcome FAILURE; MFA_FAILURE by policy) that
+        name a ``client_ip`` and an account. Raises :class:`InvalidArgumentError` when
+        ``tenant_id``, ``event_id`` or ``occurred_at`` is missing.
+        """
+        tenant_id, event_id, occurred_at = event_identity(event)
+        counters = self._counters.get(tenant_id)
+        if counters is None:
+            counters = self._counters[tenant_id] = Counter()
+        policy = self._policy_for(tenant_id)
+        # Most events are no login failure: tell so before building the keys.
+        if (
+            not policy.enabled
+            or event.get("service") == LOCKOUT_SERVICE
+            or not _is_failure(event, policy)
+            # Sealed addresses differ in every event: count by their pseudonym (PRIVACY.md).
+            or not (client_ip := keyed_identity(event, "client_ip"))
+            or (key := user_key(event, policy.case_insensitive_user_names)) is None
+        ):
+            counters["irrelevant"] += 1
+            return []
+        address = self._addresses.setdefault(tenant_id, {}).setdefault(client_ip, _Address())
+        payload = {"user_key": key, "user_name": event.get("user_name") or key}
+        floor = self._floors.get(tenant_id)
+        counters[address.order.offer(occurred_at, event_id, payload, self._lateness, floor)] += 1
+        return self._release(tenant_id, client_ip, address, policy)
+
+    def advance(self, tenant_id: str, now: int) -> list[Decision]:
+        """Declare that ``tenant_id``'s event time reached ``now``: apply buffered failures
+        up to ``now - allowed_lateness`` (same contract as ``LockoutDetector.advance``)."""
+        self._floors[tenant_id] = max(self._floors.get(tenant_id, now), now)
+        policy = self._policy_for(tenant_id)
+        decisions: list[Decision] = []
+        addresses = self._addresses.get(tenant_id, {})
+        for client_ip, address in addresses.items():
+            # The release also forgets ids behind the cutoff, at this very floor.
+            decisions += self._release(tenant_id, client_ip, address, policy)
+        # An address with nothing buffered and only failures older than the window is empty.
+        window = policy.window_seconds * 1_000_000
+        for client_ip in [
+            client_ip
+            for client_ip, address in addresses.items()
+            if not (address.order.pending or address.order.recent_ids)
+            and (address.order.watermark or 0) <= now
+            and all(item[0] <= now - window for item in address.failures)
+            and (address.quiet_until or 0) <= now
+        ]:
+            del addresses[client_ip]
+        return sorted(decisions, key=lambda decision: decision.occurred_at)
+
+    def to_state(self) -> dict[str, Any]:
+        """The whole detector as JSON-compatible data."""
+        return {
+            "version": _STATE_VERSION,
+            "floors": dict(self._floors),
+            "counters": {tenant: dict(counts) for tenant, counts in self._counters.items()},
+            "addresses": {
+                tenant: {ip: address.to_state() for ip, address in addresses.items()}
+                for tenant, addresses in self._addresses.items()
+            },
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        policy_for: Callable[[str], SprayPolicy],
+        *,
+        allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
+    ) -> SprayDetector:
+        """Rebuild a detector from :meth:`to_state`; raises :class:`InvalidArgumentError`
+        for a state of another version."""
+        if state.get("version") != _STATE_VERSION:
+            raise InvalidArgumentError(f"unknown spray state version {state.get('version')!r}")
+        detector = cls(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
+        detector._floors = dict(state["floors"])
+        detector._counters = {tenant: Counter(c) for tenant, c in state["counters"].items()}
+        detector._addresses = {
+            tenant: {ip: _Address.from_state(value) for ip, value in addresses.items()}
+            for tenant, addresses in state["addresses"].items()
+        }
+        return detector
+
+    def _release(
+        self, tenant_id: str, client_ip: str, address: _Address, policy: SprayPolicy
+    ) -> list[Decision]:
+        floor = self._floors.get(tenant_id)
+        decisions = []
+        for occurred_at, event_id, payload in address.order.release(self._lateness, floor):
+            decision = address.failed(tenant_id, client_ip, occurred_at, event_id, payload, policy)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+
+def _is_failure(event: Mapping[str, Any], policy: SprayPolicy) -> bool:
+    event_type = event.get("event_type")
+    if event_type == "LOGIN_FAILED" or (
+        event_type == "LOGIN" and event.get("outcome") == "FAILURE"
+    ):
+        return True
+    return event_type == "MFA_FAILURE" and policy.count_mfa_failures

@@ -1,0 +1,157 @@
+"""What may enter a chain: checks on a decoded event before it gets a sequence number. Pure.
+
+Decoding proves an event has the schema's shape; these checks refuse what the schema
+cannot: an empty or absurdly long identifier, an oversized record, a timestamp no
+authentication event can have, an identity reserved to authtrail's own lockout
+decisions. A refused event never enters a chain; the worker sends it, with the reason, to
+the dead-letter topic and the ``rejected`` table.
+
+Checks depend only on the record itself, never on the wall clock: a timestamp is judged
+against the Kafka record's own timestamp, so replaying the same input decides the same.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authtrail.errors import FormatError
+from authtrail.producers.sdk.partitioning import tenant_partition
+from authtrail.stream.core.handover import HANDOVER_ID_PREFIX, KEYS_SERVICE
+from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
+from authtrail.stream.detection.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
+
+OVERSIZED = "oversized"
+MISSING_FIELD = "missing_field"
+ABSURD_TIMESTAMP = "absurd_timestamp"
+WRONG_PARTITION = "wrong_partition"
+RESERVED_IDENTITY = "reserved_identity"
+
+_YEAR_2000_MICROS = 946_684_800_000_000
+
+
+class RejectedEvent(FormatError):
+    """An event that decodes but may not enter a chain; ``kind`` names the rule."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Admission limits. Defaults suit authentication events; all are configurable."""
+
+    max_record_bytes: int = 64 * 1024  # one event (bare, or inside an envelope)
+    # One envelope message (schemas/event_envelope.avsc): Kafka's default message.max.bytes.
+    max_envelope_bytes: int = 1024 * 1024
+    max_id_chars: int = 256
+    earliest_micros: int = _YEAR_2000_MICROS
+    max_future_seconds: int = 24 * 3600
+
+
+def _folded(text: str) -> str:
+    # NFKC folds full-width and other compatibility look-alikes, casefold the case:
+    # what a case-insensitive search or a human reading a dashboard would take as equal.
+    if text.isascii():  # the common case, 3 times per event: NFKC keeps ASCII, casefold is lower
+        return text.strip().lower()
+    return unicodedata.normalize("NFKC", text).strip().casefold()
+
+
+# authtrail's own events: lockout decisions (stream/detection/decisions.py) and key hand-overs
+# (stream/core/handover.py).
+_FOLDED_SERVICES = frozenset(_folded(service) for service in (LOCKOUT_SERVICE, KEYS_SERVICE))
+_FOLDED_ID_PREFIXES = tuple(_folded(prefix) for prefix in (DECISION_ID_PREFIX, HANDOVER_ID_PREFIX))
+_FOLDED_REJECTION_PREFIX = _folded(REJECTION_TENANT_PREFIX)
+
+
+def reserved_identity(event: Mapping[str, Any]) -> str | None:
+    """Why ``event`` claims to be one of authtrail's own events, else None.
+
+    It does when its ``service`` is :data:`~authtrail.stream.detection.decisions.LOCKOUT_SERVICE` or
+    :data:`~authtrail.stream.core.handover.KEYS_SERVICE`, or its ``event_id`` starts with
+    :data:`~authtrail.stream.detection.decisions.DECISION_ID_PREFIX` or
+    :data:`~authtrail.stream.core.handover.HANDOVER_ID_PREFIX`, compared after Unicode compatibility
+    folding, stripping and case folding, so that
+    ``"Authtrail-Lockout "`` cannot pass for a decision where names are compared loosely.
+    """
+    service = event.get("service")
+    if isinstance(service, str) and _folded(service) in _FOLDED_SERVICES:
+        return f"service {service!r} is reserved to authtrail's own events"
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIXES):
+        return f"event_id {event_id!r} uses a prefix reserved to authtrail's own events"
+    return None
+
+
+def check_event(
+    event: Mapping[str, Any], *, record_bytes: int, record_timestamp_micros: int | None,
+    limits: Limits = Limits(), partition: int | None = None, partitions: int | None = None,
+    own_decision: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> None:  # fmt: skip
+    """Raise :class:`RejectedEvent` if ``event`` may not be chained.
+
+    ``record_bytes`` is the size of the Kafka record; ``record_timestamp_micros`` its
+    timestamp (None: unknown, then only the lower time bound applies). With ``partition``
+    and ``partitions``, the event must have arrived in its tenant's partition
+    (:func:`authtrail.producers.sdk.partitioning.tenant_partition`): one tenant, one chain.
+
+    A tenant id starting with the rejection logs' prefix is always refused, and an event
+    with a :func:`reserved_identity` is refused (:data:`RESERVED_IDENTITY`) unless
+    ``own_decision(event)`` is true. The worker's decisions reach it through the same
+    events topic as producers' input, so only the worker can tell its own from a forgery;
+    ``own_decision`` is called only for events that claim the identity.
+    """
+    if record_bytes > limits.max_record_bytes:
+        raise RejectedEvent(
+            OVERSIZED, f"record of {record_bytes} bytes exceeds {limits.max_record_bytes}"
+        )
+    for name in ("event_id", "tenant_id"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise RejectedEvent(MISSING_FIELD, f"{name} is missing or empty")
+        if len(value) > limits.max_id_chars:
+            raise RejectedEvent(
+                MISSING_FIELD, f"{name} is longer than {limits.max_id_chars} characters"
+            )
+    if _folded(event["tenant_id"]).startswith(_FOLDED_REJECTION_PREFIX):
+        # Only the worker writes rejection logs (stream/core/rejection.py), and never through
+        # the events topic: no event may ever join one.
+        raise RejectedEvent(
+            RESERVED_IDENTITY,
+            f"tenant_id {event['tenant_id']!r} is reserved to authtrail's rejection logs",
+        )
+    reserved = reserved_identity(event)
+    if reserved is not None and (own_decision is None or not own_decision(event)):
+        # A forged decision would show as a lockout that never happened, and one sent
+        # ahead with a decision's deterministic id would make the real one a conflict.
+        raise RejectedEvent(
+            RESERVED_IDENTITY,
+            f"{reserved}; only authtrail's worker may emit these (tenant "
+            f"{event['tenant_id']!r}): producers must use another service name and event id",
+        )
+    if partition is not None and partitions is not None:
+        expected = tenant_partition(str(event["tenant_id"]), partitions)
+        if partition != expected:
+            raise RejectedEvent(
+                WRONG_PARTITION,
+                f"tenant {event['tenant_id']!r} belongs to partition {expected}, the event "
+                f"arrived in {partition}: key events by tenant id with Kafka's default "
+                "(murmur2) partitioner",
+            )
+    occurred_at = event.get("occurred_at")
+    if not isinstance(occurred_at, int) or occurred_at < limits.earliest_micros:
+        raise RejectedEvent(
+            ABSURD_TIMESTAMP, f"occurred_at {occurred_at!r} is before 2000-01-01T00:00:00Z"
+        )
+    if record_timestamp_micros is not None:
+        latest = record_timestamp_micros + limits.max_future_seconds * 1_000_000
+        if occurred_at > latest:
+            ahead = (occurred_at - record_timestamp_micros) // 1_000_000
+            raise RejectedEvent(
+                ABSURD_TIMESTAMP,
+                f"occurred_at is {ahead} s after the record was produced "
+                f"(more than {limits.max_future_seconds} s in the future)",
+            )

@@ -1,0 +1,687 @@
+"""The sequencer agent's adapter: Kafka records in, chained records and checkpoints out.
+
+Decisions are the pure :class:`~authtrail.stream.core.sequencer.Sequencer`'s; this module decodes,
+routes and publishes. Three rules make it correct under at-least-once delivery
+(docs/PIPELINE.md):
+
+1. Outputs of input partition ``p`` go to partition ``p`` of each output topic, so one
+   partition's state is rebuilt from the same partition numbers
+   (:mod:`authtrail.stream.worker.recovery`).
+2. A batch of input events is published and *acknowledged* before :meth:`process`
+   returns, so before the next is read and before its input offsets can be committed.
+   Any publish failure stops the process: the in-memory state may then be ahead of
+   Kafka, and only a restart (which recovers from Kafka) is safe.
+3. One lock serialises the agent and the batch-closing timer, so a checkpoint is only
+   ever published after the records it covers were acknowledged.
+
+An input message is one bare event or an envelope of many (schemas/event_envelope.avsc):
+each event of an envelope is handled on its own, in index order, at position
+``(offset, index)`` (stream/core/sequencer.py), so a bad one is rejected alone and a restart
+in the middle of an envelope resumes right after the last event whose output was stored.
+
+Chained records go out in batches (schemas/chained_batch.avsc,
+:mod:`authtrail.stream.worker.chained_batch`): one message per partition and step, cut at a size
+bound and a month boundary, and always before any other message of that partition of the chained
+topic (a rejection), so the topic's order is the order of sequencing. Messages are enqueued without
+waiting (:class:`Publisher`) and acknowledged once per step: awaiting each record cost ~750 µs of
+CPU per event (docs/PERFORMANCE.md). The publisher keeps each partition's messages in the
+order they were enqueued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from authtrail.errors import (
+    ConfigurationError,
+    FormatError,
+    InvalidArgumentError,
+    UnknownSchemaError,
+)
+from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from authtrail.stream.core.canonical import canonical_leaf
+from authtrail.stream.core.chain import ChainLink
+from authtrail.stream.core.handover import handover_event, handover_rejection
+from authtrail.stream.core.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
+from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.worker.admission import OVERSIZED, Limits, RejectedEvent, check_event
+from authtrail.stream.worker.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
+from authtrail.stream.worker.log_limit import RateLimitedLog
+from authtrail.stream.worker.recovery import Recovery, snapshot_part_key
+from authtrail.stream.worker.shredding import Sealer
+from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
+
+_LOG = logging.getLogger(__name__)
+
+DEAD_LETTER, SNAPSHOTS = "dead_letter", "snapshots"
+EVENTS, LOCKOUTS = "events", "lockouts"  # decision events: back into the stream, and out
+
+
+class Publisher(Protocol):
+    """Where the worker's outputs go (:class:`authtrail.stream.worker.publisher.KafkaPublisher` in
+    the app).
+
+    :meth:`publish` enqueues and never waits; :meth:`flush` waits until everything
+    enqueued so far is acknowledged. Records of one partition must be stored in the order
+    they were published, each exactly once (an idempotent producer).
+    """
+
+    def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> None:
+        """Enqueue ``value`` for partition ``partition`` of the topic of ``role``."""
+
+    async def flush(self) -> None:
+        """Wait for every enqueued record; raise if any was not acknowledged."""
+
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(role, partition) -> (first, last)`` offsets of chained records and
+        checkpoints acknowledged since the previous call."""
+
+
+class Observer(Protocol):
+    """Metrics hooks (authtrail/metrics.py :class:`WorkerMetrics`); None: not observed."""
+
+    def sequenced(self, partition: int, tenant_id: str, occurred_at_micros: list[int]) -> None:
+        """Events of ``tenant_id`` got their seq in one step (called once per step)."""
+
+    def signed(self, partition: int, tenant_id: str, batch_records: int) -> None: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
+
+
+@dataclass
+class Counters:
+    sequenced: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    checkpoints: int = 0
+    decisions: int = 0
+    snapshots: int = 0
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One consumed input message, reduced to what the sequencer needs."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_micros: int | None = None
+
+
+class SequencerWorker:
+    """Holds one :class:`Sequencer` per owned input partition and publishes its output."""
+
+    def __init__(
+        self,
+        *,
+        new_sequencer: Callable[[], Sequencer],
+        recover: Callable[[Sequencer, int, Guard | None], Recovery],
+        fetch: Callable[[int, int | None, int], list[InputRecord]],
+        publisher: Publisher,
+        event_codec: Codec,
+        chained_codec: SingleObjectCodec,
+        checkpoint_codec: Codec,
+        dead_letter_codec: Codec,
+        rejection_codec: Codec,
+        events_topic: str,
+        new_guard: Callable[[], Guard] | None = None,
+        limits: Limits | None = None,
+        partitions: int | None = None,
+        snapshotter: Snapshotter | None = None,
+        envelope_codec: SingleObjectCodec | None = None,
+        batch_codec: SingleObjectCodec,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        sealer: Sealer | None = None,
+    ) -> None:
+        self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
+        self._snapshotter = snapshotter or Snapshotter(0, None)
+        self._limits = limits or Limits()
+        self._partitions = partitions  # None: do not check tenant -> partition
+        self._new_sequencer = new_sequencer
+        self._new_guard = new_guard
+        self._guards: dict[int, Guard] = {}
+        self._epochs: dict[int, int] = {}  # writer epoch claimed per partition (fencing)
+        self._recover = recover
+        self._fetch = fetch
+        self._publisher = publisher
+        self._publish = publisher.publish
+        self._event_codec = event_codec
+        self._chained_codec = chained_codec
+        # Splice the input's Avro body into the chained record instead of re-encoding the
+        # decoded event (~45 µs of ~150 per event): possible when the chained record's
+        # first field is exactly the event codec's schema.
+        self._splice: tuple[SingleObjectCodec, SingleObjectCodec] | None = None
+        if (
+            isinstance(event_codec, SingleObjectCodec)
+            and isinstance(chained_codec, SingleObjectCodec)
+            and chained_codec.first_field_fingerprint == event_codec.reader_fingerprint
+        ):
+            self._splice = (event_codec, chained_codec)
+        # None: envelopes are not unpacked (their fingerprint is then an unknown schema).
+        self._envelope_codec = envelope_codec
+        self._envelope_header = (
+            SINGLE_OBJECT_MARKER + envelope_codec.reader_fingerprint if envelope_codec else None
+        )
+        self._batch_format = (batch_codec, chained_codec.reader_fingerprint, batch_bytes)
+        self._batches: dict[int, BatchBuilder] = {}  # per partition: the open batch
+        self._checkpoint_codec = checkpoint_codec
+        self._dead_letter_codec = dead_letter_codec
+        self._rejection_codec = rejection_codec
+        self._events_topic = events_topic
+        self._sequencers: dict[int, Sequencer] = {}
+        self._next_offset: dict[int, int | None] = {}  # None: from the partition's start
+        self._lock = asyncio.Lock()
+        self.counters = Counters()
+        self.rejected_by_kind: collections.Counter[str] = collections.Counter()
+        self.observer: Observer | None = None
+        # occurred_at of the events sequenced this step, per (partition, tenant), for the
+        # observer: told once per step, not per event.
+        self._observed: dict[tuple[int, str], list[int]] = {}
+        # Every rejection is stored whole (dead letters, `rejected`); a flood must not
+        # turn into a flood of log lines.
+        self._rejections_log = RateLimitedLog(_LOG)
+
+    async def forget(self, partitions: Iterable[int]) -> None:
+        """Drop state of partitions this worker no longer owns (rebalance)."""
+        async with self._lock:
+            partitions = list(partitions)
+            if self.observer is not None:
+                self.observer.forget(partitions)
+            for partition in partitions:
+                self._sequencers.pop(partition, None)
+                self._guards.pop(partition, None)
+                self._epochs.pop(partition, None)
+                self._next_offset.pop(partition, None)
+                self._batches.pop(partition, None)  # empty: every step ends with a flush
+                self._snapshotter.forget(partition)
+
+    async def process(self, records: Sequence[InputRecord]) -> None:
+        """Sequence ``records`` (in partition order) and wait until every output is stored."""
+        async with self._lock:
+            closed: list[tuple[int, SignedCheckpoint]] = []
+            for record in records:
+                sequencer = self._sequencers.get(record.partition)
+                if sequencer is None:
+                    sequencer = await self._recovered_sequencer(record.partition)
+                expected = self._next_offset.get(record.partition)
+                if expected is None or record.offset != expected:
+                    pending = await self._in_order(record, expected)
+                else:
+                    pending = [record]
+                for item in pending:
+                    for value, index in self._events_of(sequencer, item):
+                        self._handle(sequencer, item, value, index)
+                        # Close a full batch at once, so every batch has exactly batch_size
+                        # events; its checkpoint is published only after its records landed.
+                        closed += [(record.partition, sequencer.close_batch(tenant))
+                                   for tenant in sequencer.full_batches()]  # fmt: skip
+                self._next_offset[record.partition] = record.offset + 1
+            await self._flush()  # the records, before any checkpoint that covers them
+            self._report_observed()
+            for partition, signed in closed:
+                self._publish_checkpoint(partition, signed)
+            self._close_due()
+            await self._flush()
+            await self._snapshot_due()
+
+    async def close_due_batches(self) -> None:
+        """Timer hook: close batches that are due even when no events arrive.
+
+        Returns at once while the agent or a rebalance holds the lock: :meth:`process`
+        closes due batches itself before it returns, and a timer queued behind a long
+        batch only delayed the next one (Faust logged each as "overlapping").
+        """
+        if self._lock.locked():
+            return
+        async with self._lock:
+            if self._close_due():
+                await self._flush()
+
+    async def close_open_batches(self) -> None:
+        """Shutdown hook: sign every open batch, so a clean stop leaves nothing unsigned."""
+        async with self._lock:
+            for partition, sequencer in self._sequencers.items():
+                for tenant_id in sequencer.open_batches():
+                    self._publish_checkpoint(partition, sequencer.close_batch(tenant_id))
+            await self._flush()
+
+    async def _recovered_sequencer(self, partition: int) -> Sequencer:
+        """The sequencer of a partition this worker just got (none yet): rebuilt from Kafka."""
+        sequencer = self._new_sequencer()
+        guard = self._new_guard() if self._new_guard is not None else None
+        started = time.monotonic()
+        recovered = await asyncio.get_running_loop().run_in_executor(
+            None, self._recover, sequencer, partition, guard
+        )
+        try:
+            sequencer.check_signing_keys()
+        except ConfigurationError as exc:
+            # Signing on would break a tenant's key succession (docs/INTEGRITY.md, key
+            # rotation); nothing of this partition was sequenced yet: stop, loudly.
+            _LOG.critical("partition %d: cannot sign: %s", partition, exc)
+            logging.shutdown()
+            os._exit(78)  # EX_CONFIG
+        self._epochs[partition], replayed = recovered.epoch, recovered.replayed
+        self._snapshotter.recovered(partition, recovered)
+        if guard is not None:
+            self._guards[partition] = guard
+            for decision in guard.unpublished():  # decided before a crash, never logged
+                self._publish_decision(partition, decision)
+        start = recovered.snapshot
+        _LOG.info(
+            "partition %d: recovered %d records of %d tenants in %.1f s, %s",
+            partition, replayed, len(sequencer.tenants), time.monotonic() - started,
+            f"after a snapshot of {start.records} records" if start else "from the start",
+        )  # fmt: skip
+        self._sequencers[partition] = sequencer
+        restored = sequencer.source_offset
+        # Mid-envelope (an index stored): that envelope is read again, its handled events
+        # are skipped as replayed. A finished envelope is read again too, at no harm.
+        resume = restored if sequencer.source_index is not None else restored + 1
+        self._next_offset[partition] = resume if restored >= 0 else None
+        await self._hand_over_idle(partition, sequencer)
+        return sequencer
+
+    async def adopt(self, partitions: Iterable[int], owned: Callable[[int], bool]) -> None:
+        """Recover the given partitions now rather than at their first input, so their
+        idle logs are handed over to a new key without waiting for traffic (the app calls
+        this on assignment while a hand-over key is set). A partition for which ``owned``
+        is no longer true (revoked since) is left alone."""
+        async with self._lock:
+            for partition in partitions:
+                if partition not in self._sequencers and owned(partition):
+                    await self._recovered_sequencer(partition)
+
+    async def _hand_over_idle(self, partition: int, sequencer: Sequencer) -> None:
+        """Hand every log of ``partition`` that waits for it over to the signing key:
+        one record of the worker's own each (:mod:`authtrail.stream.core.handover`), its batch
+        closed at once, so the checkpoint both keys sign is the hand-over (docs/INTEGRITY.md
+        §11)."""
+        due = sequencer.handovers_due()
+        if not due:
+            return
+        try:
+            await self._hand_over(partition, sequencer, due)
+        except Exception as exc:
+            # Records may be chained in memory and not published: sequencing on would
+            # leave a gap. Stop; a restart recovers from Kafka (as _flush does).
+            _LOG.critical("partition %d: hand-over failed, stopping: %r", partition, exc)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _hand_over(self, partition: int, sequencer: Sequencer, due: list[str]) -> None:
+        position = (sequencer.source_offset, sequencer.source_index)
+        now = time.time_ns() // 1000
+        to_key = sequencer.signing_label
+        for tenant_id in due:
+            log = sequencer.tenants[tenant_id]
+            assert log.last_checkpoint is not None  # handovers_due() names signed logs only
+            from_keys, size = sequencer.newest_signers(tenant_id), log.last_checkpoint.size
+            if is_rejection_tenant(tenant_id):
+                rejection = handover_rejection(
+                    partition, self._events_topic, position, from_keys, to_key, size, now
+                )
+                link = sequencer.append_own(tenant_id, None, rejection_leaf(rejection))
+                fields = self._position_fields(partition, position[0], link)
+                chained = {"rejection": rejection, "chain_tenant_id": tenant_id, **fields}
+                value = self._rejection_codec.encode(chained)
+            else:
+                event = handover_event(tenant_id, from_keys, to_key, size, now)
+                link = sequencer.append_own(tenant_id, event["event_id"], canonical_leaf(event))
+                fields = self._position_fields(partition, position[0], link)
+                fields["source_index"] = position[1]
+                value = self._chained_codec.encode({"event": event, **fields})
+            self._publish(CHAINED, tenant_id.encode(), value, partition)
+        await self._flush()  # the records, before the checkpoints that cover them
+        for tenant_id in due:
+            signed = sequencer.close_batch(tenant_id)
+            self._publish_checkpoint(partition, signed)
+            _LOG.info(
+                "partition %d: %s handed over to %s without new input (record seq %d, "
+                "checkpoint signed by %s)", partition, tenant_id, to_key, signed.checkpoint.size,
+                " & ".join(sequencer.newest_signers(tenant_id)),
+            )  # fmt: skip
+        await self._flush()
+
+    async def _in_order(self, record: InputRecord, expected: int | None) -> list[InputRecord]:
+        """``record``, preceded by any input the consumer skipped; [] if already handled.
+
+        ``expected``: the partition's next offset (None: from its start); :meth:`process`
+        handles ``record.offset == expected`` itself, without this await. Offsets of a
+        topic without transactions are contiguous, so a jump means the consumer did not
+        deliver some records (faust-streaming was seen to skip a few after a restart on
+        the local broker). They are read directly, so none is lost.
+        """
+        if expected is not None and record.offset < expected:
+            return []
+        missing = await asyncio.get_running_loop().run_in_executor(
+            None, self._fetch, record.partition, expected, record.offset
+        )
+        if missing:
+            _LOG.warning(
+                "partition %d: offsets %d..%d were not delivered by the consumer; read directly",
+                record.partition, missing[0].offset, record.offset - 1,
+            )  # fmt: skip
+        return [*missing, record]
+
+    def _events_of(
+        self, sequencer: Sequencer, record: InputRecord
+    ) -> list[tuple[bytes, int | None]]:
+        """The events of input ``record`` as ``(value, index)``: itself with index None
+        when it is a bare event; an envelope's events with their indexes. An envelope that
+        cannot be unpacked is rejected whole here (index None) and yields nothing."""
+        header = self._envelope_header
+        if header is None or record.value[: len(header)] != header:
+            return [(record.value, None)]
+        if sequencer.handled(record.offset, None):
+            return []  # every event of it was handled before a restart: skip the decode
+        assert self._envelope_codec is not None
+        size = len(record.value)
+        if size > self._limits.max_envelope_bytes:  # before paying to decode
+            reason = f"envelope of {size} bytes exceeds {self._limits.max_envelope_bytes}"
+            self._reject(sequencer, record, OVERSIZED, reason, None, record.value, None)
+            return []
+        try:
+            events = self._envelope_codec.decode(record.value)["events"]
+        except FormatError as exc:
+            self._reject(sequencer, record, "undecodable", str(exc), None, record.value, None)
+            return []
+        if not events:
+            reason = "envelope holds no events"
+            self._reject(sequencer, record, "undecodable", reason, None, record.value, None)
+            return []
+        return [(value, index) for index, value in enumerate(events)]
+
+    def _handle(
+        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None
+    ) -> None:
+        """Handle one event ``value`` of ``record`` (``index``: its place in the envelope,
+        None for a bare message): chain it, count a duplicate, or reject it alone."""
+        event: dict[str, Any] | None = None
+        leaf: bytes | None = None  # the event's canonical leaf, worked out once
+
+        def own_decision(claimed: Mapping[str, Any]) -> bool:
+            nonlocal leaf
+            leaf = canonical_leaf(claimed)
+            return self._own_decision(sequencer, record, claimed, leaf)
+
+        try:
+            if len(value) > self._limits.max_record_bytes:  # before paying to decode
+                check_event({}, record_bytes=len(value), record_timestamp_micros=None,
+                            limits=self._limits)  # fmt: skip
+            event = self._event_codec.decode(value)
+            check_event(
+                event, record_bytes=len(value),
+                record_timestamp_micros=record.timestamp_micros, limits=self._limits,
+                partition=record.partition, partitions=self._partitions,
+                own_decision=own_decision,
+            )  # fmt: skip
+            event, value = self._sealed(event, value)  # decisions pass unchanged
+            if leaf is None:  # not yet worked out by own_decision
+                leaf = canonical_leaf(event)
+            offer = sequencer.offer(
+                event["tenant_id"], event["event_id"], leaf, record.offset, index
+            )
+        except UnknownSchemaError as exc:
+            self._reject(sequencer, record, "unknown_schema", str(exc), None, value, index)
+        except RejectedEvent as exc:
+            self._reject(sequencer, record, exc.kind, str(exc), _tenant(event), value, index)
+        except FormatError as exc:
+            self._reject(sequencer, record, "undecodable", str(exc), None, value, index)
+        except InvalidArgumentError as exc:
+            self._reject(sequencer, record, "invalid_event", str(exc), _tenant(event), value,
+                         index)  # fmt: skip
+        else:
+            if offer.link is not None:
+                self._publish_sequenced(sequencer, record, value, index, event, offer.link)
+            elif offer.outcome == DUPLICATE:
+                self.counters.duplicates += 1
+            elif offer.outcome == CONFLICT:
+                reason = f"event_id {event['event_id']!r} was already used for different content"
+                self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
+                             value, index)  # fmt: skip
+
+    def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
+        """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf
+        is computed (docs/PRIVACY.md); the value re-encoded only when sealing changed it."""
+        if self._sealer is None:
+            return event, value
+        try:
+            sealed = self._sealer.seal(event)
+        except (ConfigurationError, OSError) as exc:
+            # The key store failed: chaining clear text or skipping the event are both
+            # wrong, so stop like a failed publish (rule 2); a restart retries the event.
+            _LOG.critical("privacy key store failed, stopping: %s", exc)
+            logging.shutdown()
+            os._exit(70)
+        return (event, value) if sealed is event else (sealed, self._event_codec.encode(sealed))
+
+    def _own_decision(
+        self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any], leaf: bytes
+    ) -> bool:
+        """Whether ``event`` (canonical leaf ``leaf``), which claims a lockout decision's
+        identity, is this worker's.
+
+        Decisions come back through the events topic like any producer's input, so the
+        topic cannot vouch for them. Ours is one the partition's guard owes with exactly
+        this content, or an exact copy of one already chained (after a restart a decision
+        in flight may be published twice: the sequencer records it as a duplicate).
+        """
+        guard = self._guards.get(record.partition)
+        if guard is not None and guard.owes(event["event_id"], leaf):
+            return True
+        return sequencer.has_recorded(event["tenant_id"], event["event_id"], leaf)
+
+    def _publish_sequenced(
+        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None,
+        event: dict[str, Any], link: ChainLink,
+    ) -> None:  # fmt: skip
+        """Add a sequenced ``event`` to its partition's open chained batch and let the
+        guard see it."""
+        partition = record.partition
+        tenant_id, occurred_at = event["tenant_id"], event["occurred_at"]
+        self.counters.sequenced += 1
+        self._snapshotter.wrote(partition)
+        if self.observer is not None:
+            self._observed.setdefault((partition, tenant_id), []).append(occurred_at)
+        batch = self._batches.get(partition)
+        if batch is None:
+            batch = self._batches[partition] = BatchBuilder(*self._batch_format)
+        finished = batch.add(
+            epoch=self._epochs[partition], tenant_id=tenant_id, seq=link.seq,
+            occurred_at=occurred_at, body=self._chained_body(record, value, index, event, link),
+        )  # fmt: skip
+        if finished is not None:
+            self._publish(CHAINED, None, finished, partition)
+        guard = self._guards.get(partition)
+        for decision in guard.observe(event) if guard is not None else ():
+            self._publish_decision(partition, decision)
+
+    def _report_observed(self) -> None:
+        """Tell the observer what was sequenced this step (before the checkpoints)."""
+        observed, self._observed = self._observed, {}
+        if self.observer is not None:
+            for (partition, tenant_id), occurred_at in observed.items():
+                self.observer.sequenced(partition, tenant_id, occurred_at)
+
+    def _emit_batch(self, partition: int) -> None:
+        """Publish the open chained batch of ``partition``, if any."""
+        batch = self._batches.get(partition)
+        finished = batch.take() if batch is not None else None
+        if finished is not None:
+            self._publish(CHAINED, None, finished, partition)
+
+    def _chained_body(
+        self, record: InputRecord, value: bytes, index: int | None, event: dict[str, Any],
+        link: ChainLink,
+    ) -> bytes:  # fmt: skip
+        """The chained record body (no framing) of a sequenced ``event``, decoded from
+        ``value`` (event ``index`` of ``record``)."""
+        rest = {
+            "seq": link.seq, "prev_hash": link.prev_hash, "hash": link.hash,
+            "leaf_hash": link.leaf_hash, "source_partition": record.partition,
+            "source_offset": record.offset, "epoch": self._epochs[record.partition],
+            "source_index": index,
+        }  # fmt: skip
+        if self._splice is not None:
+            event_codec, chained_codec = self._splice
+            body = event_codec.current_body(value)
+            # The body decoded to ``event`` with this very schema (no resolution), so the
+            # chained record decodes to the same event, whose canonical leaf is leaf_hash.
+            if body is not None:
+                return chained_codec.spliced_body(body, rest)
+        # Written with an older schema: the chained record holds the event in today's.
+        return self._chained_codec.encode_body({"event": event, **rest})
+
+    def _link_fields(self, record: InputRecord, link: ChainLink) -> dict[str, Any]:
+        """What a chained record or rejection says besides its content: its link, where
+        its input came from, and the epoch it was written in."""
+        return self._position_fields(record.partition, record.offset, link)
+
+    def _position_fields(
+        self, partition: int, source_offset: int, link: ChainLink
+    ) -> dict[str, Any]:
+        """:meth:`_link_fields` of a record at ``source_offset`` of ``partition`` (also
+        of a record the worker wrote itself, which was read from no input record)."""
+        return {
+            "seq": link.seq,
+            "prev_hash": link.prev_hash,
+            "hash": link.hash,
+            "leaf_hash": link.leaf_hash,
+            "source_partition": partition,
+            "source_offset": source_offset,
+            "epoch": self._epochs[partition],
+        }
+
+    def _publish_decision(self, partition: int, decision: dict[str, Any]) -> None:
+        """A lockout decision goes back into the audited stream (same partition: it is
+        the tenant's) and out to the lockouts topic for enforcement services."""
+        self.counters.decisions += 1
+        value = self._event_codec.encode(decision)
+        key = decision["tenant_id"].encode()
+        self._publish(EVENTS, key, value, partition)
+        self._publish(LOCKOUTS, key, value, partition)
+
+    def _close_due(self) -> int:
+        """Close and publish every batch that is due; returns how many."""
+        closed = 0
+        for partition, sequencer in self._sequencers.items():
+            for tenant_id in sequencer.due_batches():
+                self._publish_checkpoint(partition, sequencer.close_batch(tenant_id))
+                closed += 1
+        return closed
+
+    def _publish_checkpoint(self, partition: int, signed: SignedCheckpoint) -> None:
+        self.counters.checkpoints += 1
+        if self.observer is not None:
+            batch = signed.checkpoint.batch_last_seq - signed.checkpoint.batch_first_seq + 1
+            self.observer.signed(partition, signed.tenant_id, batch)
+        value = self._checkpoint_codec.encode(
+            {**_checkpoint_record(signed), "epoch": self._epochs[partition]}
+        )
+        self._publish(CHECKPOINTS, signed.tenant_id.encode(), value, partition)
+
+    def _reject(
+        self, sequencer: Sequencer, record: InputRecord, kind: str, reason: str,
+        tenant_id: str | None, value: bytes, index: int | None,
+    ) -> None:  # fmt: skip
+        """Dead-letter ``value`` (event ``index`` of ``record``'s envelope; None: the
+        whole message) and chain its rejection into the partition's rejection log
+        (stream/core/rejection.py), unless a run before a restart already did."""
+        rejection = {
+            "original": value,
+            "original_key": record.key,
+            "reason": _text(reason),
+            "error_kind": kind,
+            "source_topic": self._events_topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "source_timestamp": record.timestamp_micros,
+            "tenant_id": _text(tenant_id) if tenant_id is not None else None,
+            "rejected_at": time.time_ns() // 1000,
+            "source_index": index,
+        }
+        chain_tenant = rejection_tenant(record.partition)
+        link = sequencer.chain_rejection(
+            chain_tenant, rejection_leaf(rejection), record.offset, index
+        )
+        if link is None:
+            return
+        self.counters.rejected += 1
+        self._snapshotter.wrote(record.partition)
+        self.rejected_by_kind[kind] += 1
+        where = f"{record.offset}" if index is None else f"{record.offset}#{index}"
+        self._rejections_log.warning(kind, "rejected %s[%d]@%s: %s: %s", self._events_topic,
+                                     record.partition, where, kind, reason)  # fmt: skip
+        self._publish(DEAD_LETTER, record.key, self._dead_letter_codec.encode(rejection),
+                      record.partition)  # fmt: skip
+        chained = {
+            "rejection": rejection,
+            "chain_tenant_id": chain_tenant,
+            **self._link_fields(record, link),
+        }
+        self._emit_batch(record.partition)  # the records sequenced before it go first
+        self._publish(CHAINED, chain_tenant.encode(), self._rejection_codec.encode(chained),
+                      record.partition)  # fmt: skip
+
+    async def _snapshot_due(self) -> None:
+        """Snapshot the partitions that are due; call right after a flush (all outputs
+        acknowledged), so each snapshot describes exactly what Kafka holds."""
+        due = self._snapshotter.due()
+        for partition in due:
+            guard, epoch = self._guards.get(partition), self._epochs[partition]
+            sequencer = self._sequencers[partition]
+            parts = self._snapshotter.take(partition, sequencer, guard, epoch)
+            for index, value in enumerate(parts):
+                self._publish(SNAPSHOTS, snapshot_part_key(index), value, partition)
+            self.counters.snapshots += 1
+        if due:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Publish the open chained batches and wait for every output enqueued so far; on
+        any failure stop the process (rule 2)."""
+        for partition in self._batches:
+            self._emit_batch(partition)
+        try:
+            await self._publisher.flush()
+        except Exception as exc:
+            _LOG.critical("publish failed, stopping so a restart recovers from Kafka: %r", exc)
+            logging.shutdown()
+            os._exit(70)
+        self._snapshotter.acknowledged(self._publisher.take_acknowledged())
+
+
+def _text(text: str) -> str:
+    """``text`` made storable and hashable: lone surrogates (from a decoder's errors) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _tenant(event: Any) -> str | None:
+    tenant = event.get("tenant_id") if isinstance(event, dict) else None
+    return tenant if isinstance(tenant, str) else None
+
+
+def _checkpoint_record(signed: SignedCheckpoint) -> dict[str, Any]:
+    checkpoint = signed.checkpoint
+    return {
+        "tenant_id": signed.tenant_id,
+        "size": checkpoint.size,
+        "note": signed.note.decode("utf-8"),
+        "root": checkpoint.root,
+        "batch_first_seq": checkpoint.batch_first_seq,
+        "batch_last_seq": checkpoint.batch_last_seq,
+        "batch_root": checkpoint.batch_root,
+        "chain_head": checkpoint.chain_hash,
+        "prev_digest": checkpoint.prev_digest,
+        "time_micros": checkpoint.time_micros,
+    }

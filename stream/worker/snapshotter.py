@@ -1,0 +1,96 @@
+"""When the worker snapshots a partition, and where in Kafka the snapshot stands.
+
+A snapshot (docs/PIPELINE.md § 6) must describe exactly the state after the chained
+records and checkpoints this worker has had *acknowledged*: the worker takes one only
+right after a flush, inside its lock, and this class turns the offsets the publisher
+reports as acknowledged into the snapshot's position. It counts chained *records*, which
+the worker reports as it writes them (a chained batch holds many per offset); counting
+starts over after each snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from authtrail.schemas.codec import Codec
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.worker.recovery import Recovery, SnapshotPosition, snapshot_messages
+
+CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
+
+
+@dataclass
+class _Partition:
+    chained_next: int  # after the last record acknowledged (or the recovery's claim)
+    checkpoints_next: int
+    written: int = 0  # chained records since the last snapshot (replayed ones included)
+
+
+class Snapshotter:
+    """Tracks acknowledged offsets per partition; says when ``every`` chained records
+    were written since the last snapshot (``every`` 0: never)."""
+
+    def __init__(self, every: int, snapshot_codec: Codec | None) -> None:
+        self._every = every if snapshot_codec is not None else 0
+        self._codec = snapshot_codec
+        self._partitions: dict[int, _Partition] = {}
+
+    def recovered(self, partition: int, recovery: Recovery) -> None:
+        """Start tracking a partition just recovered: its state covers what precedes the
+        recovery's claims. Records it replayed count as written since the last snapshot:
+        a worker restarted more often than every ``every`` records still snapshots."""
+        self._partitions[partition] = _Partition(
+            recovery.chained_claim + 1, recovery.checkpoints_claim + 1, recovery.replayed
+        )
+
+    def forget(self, partition: int) -> None:
+        self._partitions.pop(partition, None)
+
+    def wrote(self, partition: int, records: int = 1) -> None:
+        """Count ``records`` chained records (events or rejections) written to ``partition``;
+        they count towards :meth:`due` once a flush acknowledged them."""
+        tracked = self._partitions.get(partition)
+        if tracked is not None:
+            tracked.written += records
+
+    def acknowledged(self, offsets: Mapping[tuple[str, int], tuple[int, int]]) -> None:
+        """Record ``(role, partition) -> (first, last)`` offsets acknowledged by a flush."""
+        for (role, partition), (_, last) in offsets.items():
+            tracked = self._partitions.get(partition)
+            if tracked is None:
+                continue
+            if role == CHAINED:
+                tracked.chained_next = max(tracked.chained_next, last + 1)
+            elif role == CHECKPOINTS:
+                tracked.checkpoints_next = max(tracked.checkpoints_next, last + 1)
+
+    def due(self) -> list[int]:
+        """Partitions with at least ``every`` chained records since their last snapshot."""
+        if not self._every:
+            return []
+        return [
+            partition
+            for partition, tracked in self._partitions.items()
+            if tracked.written >= self._every
+        ]
+
+    def take(
+        self, partition: int, sequencer: Sequencer, guard: Guard | None, epoch: int
+    ) -> list[bytes]:
+        """The snapshot messages of ``partition`` now; counting starts over.
+
+        Requires every output published for the partition to be acknowledged and
+        reported through :meth:`acknowledged`.
+        """
+        tracked = self._partitions[partition]
+        assert self._codec is not None
+        position = SnapshotPosition(
+            chained_next=tracked.chained_next,
+            checkpoints_next=tracked.checkpoints_next,
+            records=sum(log.head.seq for log in sequencer.tenants.values()),
+        )
+        tracked.written = 0
+        return snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
+                                 position=position, snapshot_codec=self._codec)  # fmt: skip
