@@ -34,6 +34,7 @@ from typing import Any
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 from authtrail.producers.idp_files import SOURCES, RecordReader, json_values
 from authtrail.producers.ingest import ParseCounters, Preflight
+from authtrail.producers.sdk.events import TENANT_ID_PATTERN, validate_event
 
 __all__ = [
     "EVENTS_PATH",
@@ -108,8 +109,6 @@ class TokenTable:
 
 
 def _grant(line: str, where: str) -> TokenGrant:
-    from authtrail.producers.sdk.producer import TENANT_ID_PATTERN
-
     parts = line.split()
     if len(parts) != 4:
         raise ConfigurationError(f"{where}: expected NAME TENANT SOURCES SHA256, got {line!r}")
@@ -147,7 +146,6 @@ def events_of_body(
 
     Raises :class:`BadRequest` (400; 403 for an event of another tenant) with the reason.
     """
-    from authtrail.producers.sdk.producer import validate_event
 
     counters = ParseCounters()
     try:

@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from authtrail.producers.sdk.producer import (
         DEFAULT_PRODUCER_CONFIG,
-        TENANT_ID_PATTERN,
         AuditProducer,
         Backlog,
         DeliveryFailure,
-        new_event,
-        validate_event,
     )
+
+from authtrail.producers.sdk.events import TENANT_ID_PATTERN, new_event, validate_event
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
@@ -34,7 +33,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Loaded on first use: the package's pure modules (partitioning, envelope, the spool's
     # format) are imported by the worker and the ingest tools without the Kafka client.
-    if name in __all__:
+    if name in __all__:  # the Kafka client's part: the producer
         from authtrail.producers.sdk import producer
 
         return getattr(producer, name)

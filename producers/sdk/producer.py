@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -62,6 +60,7 @@ from authtrail.errors import (
     ProducerQueueFullError,
 )
 from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES, EnvelopePacker, Packed
+from authtrail.producers.sdk.events import TENANT_ID_PATTERN, event_ids, new_event, validate_event
 from authtrail.producers.sdk.partitioning import tenant_partition
 from authtrail.producers.sdk.spool import Spool
 from authtrail.producers.sdk.spool_delivery import SpoolDrainer
@@ -79,9 +78,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-
-#: What ``auth_event.avsc`` allows as a tenant id.
-TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: librdkafka settings every AuditProducer starts from; ``config`` overrides them.
 DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
@@ -105,8 +101,6 @@ _METADATA_TIMEOUT = 5.0
 
 # Tenants whose partitions an envelope producer remembers (then it starts over).
 _MAX_CACHED_TENANTS = 100_000
-
-_ALWAYS_FAILURE = frozenset({"LOGIN_FAILED", "MFA_FAILURE"})
 
 
 @dataclass(frozen=True)
@@ -133,38 +127,6 @@ class Backlog:
     bytes: int
     spool_dir: Path | None
     oldest_age: float | None
-
-
-def new_event(
-    tenant_id: str,
-    event_type: str,
-    *,
-    event_id: str | None = None,
-    outcome: str | None = None,
-    occurred_at: int | None = None,
-    **fields: Any,
-) -> dict[str, Any]:
-    """Return a new AuthEvent dict for one logical event, ready for :meth:`AuditProducer.send`.
-
-    ``event_id`` defaults to a fresh UUID4: create the event once and resend that same
-    dict on retry, so downstream deduplication sees one event. Pass your source's own id
-    (``"okta:<uuid>"``) when it has one. ``occurred_at`` defaults to now, in microseconds
-    since the epoch; ``outcome`` to FAILURE for LOGIN_FAILED and MFA_FAILURE, else
-    SUCCESS. ``fields`` are further AuthEvent fields (``user_id=...``, ``client_ip=...``).
-
-    Raises :class:`InvalidArgumentError` for a tenant id outside :data:`TENANT_ID_PATTERN`.
-    Schema conformance of ``fields`` is checked by :meth:`AuditProducer.send`.
-    """
-    _check_tenant_id(tenant_id)
-    event: dict[str, Any] = {
-        "event_id": event_id if event_id is not None else str(uuid.uuid4()),
-        "tenant_id": tenant_id,
-        "event_type": event_type,
-        "outcome": outcome or ("FAILURE" if event_type in _ALWAYS_FAILURE else "SUCCESS"),
-        "occurred_at": occurred_at if occurred_at is not None else time.time_ns() // 1000,
-    }
-    event.update(fields)
-    return event
 
 
 class AuditProducer:
@@ -430,7 +392,7 @@ class AuditProducer:
         if self._closed:
             raise InvalidArgumentError("send() on a closed AuditProducer")
         self._raise_if_fatal()
-        event_id, tenant_id = _check_event(event)
+        event_id, tenant_id = event_ids(event)
         value = self._codec.encode(event)
         key = tenant_id.encode("utf-8")
         if self._spool is not None:
@@ -770,45 +732,6 @@ class AuditProducer:
             raise DeliveryError(
                 failed, f"delivery from the spool halted: {halted}; the spool keeps the rest"
             )
-
-
-def _check_tenant_id(tenant_id: Any) -> None:
-    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
-        raise InvalidArgumentError(
-            f"tenant_id {tenant_id!r} must match {TENANT_ID_PATTERN.pattern} "
-            "(letters, digits, '.', '_', '-'; at most 128)"
-        )
-
-
-def validate_event(event: Any) -> None:
-    """Raise :class:`InvalidArgumentError` if :meth:`AuditProducer.send` would refuse
-    ``event`` for its ids or event-type rules (the schema itself is checked on encoding)."""
-    _check_event(event)
-
-
-def _check_event(event: Any) -> tuple[str, str]:
-    """Check what the Avro schema cannot express; return (event_id, tenant_id)."""
-    if not isinstance(event, Mapping):
-        raise InvalidArgumentError(f"event must be a mapping, got {type(event).__name__}")
-    event_id = event.get("event_id")
-    if not isinstance(event_id, str) or not event_id:
-        raise InvalidArgumentError(
-            f"event_id must be a non-empty string, got {event_id!r}; use new_event()"
-        )
-    tenant_id = event.get("tenant_id")
-    _check_tenant_id(tenant_id)
-    assert isinstance(tenant_id, str)
-    event_type = event.get("event_type")
-    if event_type == "LOGIN_FAILED" and event.get("outcome") != "FAILURE":
-        raise InvalidArgumentError(
-            f"event {event_id!r}: LOGIN_FAILED requires outcome FAILURE, "
-            f"got {event.get('outcome')!r}"
-        )
-    if event.get("event_type_other") is not None and event_type != "OTHER":
-        raise InvalidArgumentError(
-            f"event {event_id!r}: event_type_other is only for event_type OTHER, not {event_type!r}"
-        )
-    return event_id, tenant_id
 
 
 def _compression_candidates() -> tuple[str, ...]:

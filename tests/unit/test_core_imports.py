@@ -31,6 +31,8 @@ PURE_ELSEWHERE = [
     "authtrail.producers.sdk.partitioning",
     "authtrail.producers.sdk.spool_format",
     "authtrail.producers.sdk.envelope",
+    "authtrail.producers.sdk.events",
+    "authtrail.producers.sdk",
     "authtrail.producers.traffic",
 ]
 CORE_MODULES = [

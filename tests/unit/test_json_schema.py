@@ -17,7 +17,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from authtrail.errors import InvalidArgumentError
-from authtrail.producers.sdk import producer as sdk
+from authtrail.producers.sdk import events as sdk
 from authtrail.producers.sshd import iter_events
 from authtrail.schemas import AUTH_EVENT, load_schema
 from authtrail.schemas.codec import SingleObjectCodec
@@ -34,7 +34,7 @@ NOW = 1_764_806_400_000_000  # 2025-12-04T00:00:00Z
 def pipeline_accepts(event: dict[str, Any]) -> bool:
     """The SDK's checks, the Avro encoding, and the worker's admission, as in production."""
     try:
-        sdk._check_event(event)
+        sdk.validate_event(event)
         value = CODEC.encode(event)
         check_event(event, record_bytes=len(value), record_timestamp_micros=NOW)
     except (InvalidArgumentError, RejectedEvent):
