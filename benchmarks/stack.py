@@ -21,6 +21,7 @@ from typing import Any
 
 from authtrail.broker import LocalBroker
 from authtrail.keys import write_key_pair
+from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
 from authtrail.settings import Settings
 from authtrail.sinks.server import ServerBackend
 from authtrail.stream.worker.app import topic_specs
@@ -51,13 +52,14 @@ class StackConfig:
     partitions: int = 4
     batch_size: int = 1000
     batch_interval_ms: int = 1000
-    sink_batch_rows: int = 20_000
+    sink_batch_rows: int = Settings.sink_batch_rows  # the product's defaults
     sink_batch_ms: int = 1000
     # Extra environment for the workers, to try a setting without editing the product
     # (e.g. AUTHTRAIL_PRODUCER_LINGER_MS); ``label`` names such a variant.
     worker_environment: tuple[tuple[str, str], ...] = ()
     label: str = ""
-    envelope_bytes: int = 0  # the loader's AuditProducer(envelope_bytes=...); 0: bare events
+    # The loader's AuditProducer(envelope_bytes=...): the SDK's default; 0 sends bare events.
+    envelope_bytes: int = DEFAULT_ENVELOPE_BYTES
 
     @property
     def name(self) -> str:
