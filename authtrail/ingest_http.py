@@ -249,7 +249,7 @@ def serve_for_up(
     if a token file exists (``AUTHTRAIL_INGEST_TOKENS`` or ``DATA_DIR/ingest-tokens``);
     returns the server and its stop function, or None without a token file. Raises
     :class:`ConfigurationError` as :func:`run_ingest_http`."""
-    from authtrail.producers.sdk.producer import AuditProducer
+    from authtrail.producers.sdk import AuditProducer
     from authtrail.witness import parse_listen
 
     path = tokens_path(argparse.Namespace(tokens=None), settings)
@@ -291,7 +291,7 @@ def run_ingest_token(args: argparse.Namespace, settings: Settings) -> int:
 def run_ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM. Raises :class:`ConfigurationError` for a missing or
     malformed token file, an address it cannot listen on, or unusable producer settings."""
-    from authtrail.producers.sdk.producer import AuditProducer
+    from authtrail.producers.sdk import AuditProducer
     from authtrail.witness import parse_listen
 
     tokens = TokenTable.load(tokens_path(args, settings))

@@ -93,7 +93,7 @@ def erase_subject(settings: Settings, tenant_id: str, subject: str) -> ErasureOu
         tenant_id, pseudonym(store.pseudonym_key(tenant_id), subject), key_ids,
         erasure.erased_at,
     )  # fmt: skip
-    from authtrail.producers.sdk.producer import AuditProducer
+    from authtrail.producers.sdk import AuditProducer
 
     with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
         producer.send(record)

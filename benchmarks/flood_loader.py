@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from authtrail import schemas
-from authtrail.producers.sdk.producer import DEFAULT_PRODUCER_CONFIG, AuditProducer
+from authtrail.producers.sdk import DEFAULT_PRODUCER_CONFIG, AuditProducer
 from authtrail.schemas.codec import SingleObjectCodec
 from benchmarks.loader import pace
 from benchmarks.workload import EventFactory

@@ -261,7 +261,7 @@ def _sdk_send(
     servers: str, compression: str | None, events: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """AuditProducer.send of ``events`` (validate, encode, queue), then delivery to the broker."""
-    from authtrail.producers.sdk.producer import AuditProducer
+    from authtrail.producers.sdk import AuditProducer
 
     topic = f"sdk-{compression or 'default'}"
     config = {"queue.buffering.max.messages": 2_000_000}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from authtrail.producers.sdk.producer import AuditProducer
+from authtrail.producers.sdk import AuditProducer
 from benchmarks.workload import EventFactory
 
 _TICK = 0.002  # seconds between pacing checks: fine enough for 1 % rate accuracy

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.broker import LocalBroker
+from authtrail.producers.sdk import AuditProducer
 from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
-from authtrail.producers.sdk.producer import AuditProducer
 from authtrail.producers.traffic import TrafficConfig, generate_events
 from authtrail.topics import TopicSpec, ensure_topics
 

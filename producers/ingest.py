@@ -137,7 +137,7 @@ def deliver(
     ``ConfigurationError``, ``InvalidArgumentError``, and ``DeliveryError`` naming events not
     acknowledged.
     """
-    from authtrail.producers.sdk.producer import AuditProducer  # Kafka only where it is used
+    from authtrail.producers.sdk import AuditProducer  # Kafka only where it is used
 
     hints = hints or {}
     if prescan:

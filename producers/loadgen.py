@@ -144,7 +144,7 @@ def run_loadgen(
         DeliveryError: the producer failed fatally mid-run.
     """
     from authtrail.errors import DeliveryError
-    from authtrail.producers.sdk.producer import AuditProducer
+    from authtrail.producers.sdk import AuditProducer
     from authtrail.topics import TopicSpec, check_reachable, ensure_topics
 
     if rate < 0 or (count is not None and count < 0) or (duration is not None and duration <= 0):

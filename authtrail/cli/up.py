@@ -25,7 +25,7 @@ from authtrail.cli.periodic_verify import PeriodicVerifier
 from authtrail.cli.reseed import reseed, stored_records
 from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
-from authtrail.producers.sdk.producer import AuditProducer
+from authtrail.producers.sdk import AuditProducer
 from authtrail.producers.traffic import TrafficConfig, generate_events
 from authtrail.settings import Settings
 from authtrail.sinks.embedded import EmbeddedBackend

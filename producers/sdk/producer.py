@@ -60,22 +60,14 @@ from authtrail.errors import (
     ProducerQueueFullError,
 )
 from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES, EnvelopePacker, Packed
-from authtrail.producers.sdk.events import TENANT_ID_PATTERN, event_ids, new_event, validate_event
+from authtrail.producers.sdk.events import event_ids
 from authtrail.producers.sdk.partitioning import tenant_partition
 from authtrail.producers.sdk.spool import Spool
 from authtrail.producers.sdk.spool_delivery import SpoolDrainer
 from authtrail.producers.sdk.spool_format import SpoolRecord
 from authtrail.schemas.codec import Codec, SingleObjectCodec
 
-__all__ = [
-    "DEFAULT_PRODUCER_CONFIG",
-    "TENANT_ID_PATTERN",
-    "AuditProducer",
-    "Backlog",
-    "DeliveryFailure",
-    "new_event",
-    "validate_event",
-]
+__all__ = ["DEFAULT_PRODUCER_CONFIG", "AuditProducer", "Backlog", "DeliveryFailure"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -376,7 +368,8 @@ class AuditProducer:
         """Validate, encode and queue ``event``; its delivery report comes later.
 
         Requires ``event_id`` (a non-empty string) and ``tenant_id`` (matching
-        :data:`TENANT_ID_PATTERN`); see :func:`new_event`.
+        :data:`~authtrail.producers.sdk.events.TENANT_ID_PATTERN`); see
+        :func:`~authtrail.producers.sdk.events.new_event`.
 
         With a spool, the event is on disk (see ``spool_sync_interval_ms``) when this returns.
 

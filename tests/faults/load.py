@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from authtrail import schemas
 from authtrail.errors import DeliveryError
-from authtrail.producers.sdk.producer import DEFAULT_PRODUCER_CONFIG, AuditProducer
+from authtrail.producers.sdk import DEFAULT_PRODUCER_CONFIG, AuditProducer
 from authtrail.producers.traffic import TrafficConfig, generate_events, tenant_ids
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
 from tests.faults.tally import Position

@@ -96,7 +96,7 @@ def test_a_repeated_acknowledged_id_is_refused() -> None:
 def test_bad_messages_never_decode() -> None:
     from authtrail import schemas
     from authtrail.errors import FormatError
-    from authtrail.producers.sdk.producer import new_event
+    from authtrail.producers.sdk import new_event
     from authtrail.schemas.codec import SingleObjectCodec
 
     codec = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))

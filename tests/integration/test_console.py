@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from authtrail.keys import load_keyring
-from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.producers.sdk import AuditProducer, new_event
 from authtrail.sinks.server import ServerBackend
 from authtrail.stream.core.bundle import load_bundle, verify_bundle
 from tests.integration.broker_fixtures import log_tail, wait_for_log_text

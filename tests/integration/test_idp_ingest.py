@@ -152,7 +152,7 @@ class HttpIngest:
     def __init__(self, pipeline: Pipeline, tmp_path: Path) -> None:
         from authtrail.ingest_http import IngestHttpServer, IngestService
         from authtrail.producers.http_ingest import TokenTable, new_token_line
-        from authtrail.producers.sdk.producer import AuditProducer
+        from authtrail.producers.sdk import AuditProducer
 
         self.token, line = new_token_line("providers", TENANT)
         (tmp_path / "tokens").write_text(line + "\n", encoding="utf-8")

@@ -21,7 +21,7 @@ from authtrail.broker import LocalBroker
 from authtrail.cli.main import main as authtrail
 from authtrail.ingest_http import IngestHttpServer, IngestService
 from authtrail.producers.http_ingest import RateLimiter, TokenTable, new_token_line
-from authtrail.producers.sdk.producer import AuditProducer
+from authtrail.producers.sdk import AuditProducer
 from authtrail.schemas import AUTH_EVENT, load_schema
 from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics

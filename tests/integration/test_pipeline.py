@@ -32,7 +32,7 @@ from authtrail.broker import LocalBroker, free_loopback_port
 from authtrail.cli.main import main as authtrail
 from authtrail.errors import StoreError
 from authtrail.keys import load_signer, write_key_pair
-from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.producers.sdk import AuditProducer, new_event
 from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH
 from authtrail.settings import Settings
 from authtrail.sinks.backend import ClickHouseBackend, EmbeddedBackend, ServerBackend

@@ -20,7 +20,7 @@ import pytest
 from authtrail.cli.main import main as authtrail
 from authtrail.privacy import reveal_table
 from authtrail.privacy_keys import DirectoryKeyStore
-from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.producers.sdk import AuditProducer, new_event
 from authtrail.schemas import CHAINED_BATCH
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.stream.core.canonical import is_sealed

@@ -30,7 +30,7 @@ from authtrail.errors import (
     ProducerQueueFullError,
 )
 from authtrail.producers.loadgen import run_loadgen
-from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.producers.sdk import AuditProducer, new_event
 from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics
 from tests.integration.broker_fixtures import running_broker, unpack_events

@@ -34,7 +34,7 @@ from authtrail.errors import (
     InvalidArgumentError,
     ProducerQueueFullError,
 )
-from authtrail.producers.sdk.producer import AuditProducer, new_event
+from authtrail.producers.sdk import AuditProducer, new_event
 from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.topics import TopicSpec, ensure_topics
 from tests.integration.broker_fixtures import (
