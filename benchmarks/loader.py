@@ -49,7 +49,9 @@ def pace(rate: float, seconds: float, send_one: Callable[[], None]) -> dict[str,
     """Call ``send_one`` ``rate`` times a second for ``seconds``; the schedule it kept.
 
     Sends are spread evenly: each tick sends what is due by then, so a slow send shows
-    up as backlog (``max_backlog_events``) and as an achieved rate below ``rate``.
+    up as backlog (``max_backlog_events``) and as an achieved rate below ``rate``. The
+    schedule ends after ``seconds`` even when the sender is behind (``sent`` < ``scheduled``):
+    an offered rate no sender here can reach must not turn a 30 s phase into an hour.
     """
     started_wall = time.perf_counter()
     started_us = time.time_ns() // 1000
@@ -58,6 +60,8 @@ def pace(rate: float, seconds: float, send_one: Callable[[], None]) -> dict[str,
     behind_max = 0
     while sent < total:
         elapsed = time.perf_counter() - started_wall
+        if elapsed >= seconds:
+            break
         due = min(total, int(rate * elapsed) + 1)
         behind_max = max(behind_max, due - sent)
         while sent < due:
@@ -69,6 +73,7 @@ def pace(rate: float, seconds: float, send_one: Callable[[], None]) -> dict[str,
         "mode": "paced",
         "start_us": started_us,
         "offered_rate": rate,
+        "scheduled": total,  # the loader's result says how many were sent
         "achieved_rate": sent / max(sent_wall - started_wall, 1e-9),
         "max_backlog_events": behind_max,  # how far the sender fell behind its schedule
         "send_seconds": sent_wall - started_wall,
