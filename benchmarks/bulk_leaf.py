@@ -28,6 +28,8 @@ rounds (each round runs every method, in a rotating order):
   ``canonical_leaf`` and ``leaf_hash``.
 * ``per_event_decode_only`` (reference): today's ``codec.decode`` alone, what would be left
   per event if the leaf and its hash cost nothing.
+* ``chdb_columns_only`` (reference): the chdb path's container, query and conversion of
+  the needed columns without any leaf: the floor of any chdb variant.
 
 The bulk rows stop at Python rows of the needed columns and the leaf hash: the real
 worker would still build what admission, the detectors and the sealer read, so they are
@@ -189,6 +191,10 @@ class Bulk:
             f"SELECT {needed}, toUnixTimestamp64Micro(`occurred_at`), {leaf_hash_sql()} AS __hash "
             f"FROM {source} SETTINGS max_threads = 1"
         )
+        self.columns_sql = (
+            f"SELECT {needed}, toUnixTimestamp64Micro(`occurred_at`) "
+            f"FROM {source} SETTINGS max_threads = 1"
+        )
         int_structure = _structure(micros_as_int=True) + ", `__fence` FixedString(16)"
         fenced = f"file('{self._path}', 'Avro', '{int_structure}')"
         self._lean_template = (
@@ -242,6 +248,12 @@ class Bulk:
     def chdb_leaf(self, values: Sequence[bytes]) -> list[Row]:
         self._write(self._plain.container([self._plain.block(self._bodies(values), b"")]))
         table = self._arrow(self.leaf_sql)
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+    def chdb_columns_only(self, values: Sequence[bytes]) -> list[Row]:
+        """Reference: the needed columns without any leaf (the floor of a chdb path)."""
+        self._write(self._plain.container([self._plain.block(self._bodies(values), b"")]))
+        table = self._arrow(self.columns_sql)
         return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
 
     def chdb_lean(self, values: Sequence[bytes]) -> list[Row]:
@@ -478,6 +490,7 @@ def run(count: int, tenants: int, sizes: Sequence[int], repeat: int) -> dict[str
         }
         checks = identity(bulk, event_codec, checked, methods)
         methods["per_event_decode_only"] = decode_only(event_codec)
+        methods["chdb_columns_only"] = bulk.chdb_columns_only
         for size in sizes:
             bulk.chdb_lean(values[:size])
         rss["after_queries_kib"] = _rss_kib()
