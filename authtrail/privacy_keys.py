@@ -1,12 +1,17 @@
 """The embedded subject key store: one directory per tenant (docs/PRIVACY.md, "Key store").
 
 Implements :class:`authtrail.stream.worker.shredding.SubjectKeys`; a KMS-backed store implements the
-same four operations. Layout under the root (``<data_dir>/privacy`` by default)::
+same operations. Layout under the root (``<data_dir>/privacy`` by default)::
 
     <tenant>/pseudonym.key            hex HMAC key for the tenant's pseudonyms
     <tenant>/keys/<key_id>            hex AES-256 key of one subject
     <tenant>/subjects/<sha256(subject)>   the subject's current key id
     <tenant>/erased/<sha256(subject)>     JSON: key ids destroyed, and when
+    <tenant>/destroyed/<key_id>       tombstone of one destroyed key: when (µs)
+
+A key id is *destroyed* when its tombstone exists and its key file does not
+(:meth:`DirectoryKeyStore.destroyed`): what the worker checks before it chains an erasure
+record, so that only a true claim of erasure enters the log.
 
 Files are 0600, written whole and fsynced before a key is used (a value sealed under a key
 that a crash lost could never be read). Subjects are named by a hash, so a listing does
@@ -30,6 +35,7 @@ from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")
+_BARE_KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 # A reader cannot tell a lost key from a stored value changed to name a key the tenant
 # never had (verify can): the errors say both.
 _CHANGED_ROW = "a stored value was changed (run `authtrail verify`)"
@@ -83,7 +89,7 @@ class DirectoryKeyStore:
         path = tenant / "keys" / key_id
         data = read_bounded(path, 256, "subject key")
         if data is None:
-            if key_id in self._erased_ids(tenant_id):
+            if self._tombstoned(tenant_id, key_id):
                 return None
             raise ConfigurationError(
                 f"subject key {key_id} of tenant {tenant_id!r} is missing from {path.parent} "
@@ -112,6 +118,17 @@ class DirectoryKeyStore:
             )
         return self.pseudonym_key(tenant_id)
 
+    def destroyed(self, tenant_id: str, key_id: str) -> bool:
+        """Whether key ``key_id`` of ``tenant_id`` existed here and was destroyed by an
+        erasure. False for a live key, for one this store never had, and for an id or
+        tenant it could not hold (the worker asks about ids from untrusted input: they must
+        not stop it). :class:`ConfigurationError` only for a damaged store."""
+        if not _BARE_KEY_ID.match(key_id) or not _TENANT.match(tenant_id):
+            return False
+        if (self._tenant(tenant_id) / "keys" / key_id).exists():
+            return False  # live, or an erasure stopped before deleting it
+        return self._tombstoned(tenant_id, key_id)
+
     def erase(self, tenant_id: str, subject: str) -> Erasure:
         """Destroy ``subject``'s key: idempotent (a second call reports the first)."""
         name = _subject_file(subject)
@@ -127,9 +144,22 @@ class DirectoryKeyStore:
         # is told apart from a damaged store (find()).
         entry = {"key_ids": sorted({*earlier_ids, key_id}), "erased_at": erased_at}
         replace_file(record, json.dumps(entry) + "\n", 0o600)
+        # The key's tombstone: one file per key id, so the worker can check an erasure
+        # record's claim without reading every erasure of the tenant.
+        tombstones = self._tenant(tenant_id) / "destroyed"
+        tombstones.mkdir(parents=True, exist_ok=True)
+        replace_file(tombstones / key_id, f"{erased_at}\n", 0o600)
         (self._tenant(tenant_id) / "keys" / key_id).unlink(missing_ok=True)
         pointer.unlink()
         return Erasure((key_id,), (), erased_at)
+
+    def _tombstoned(self, tenant_id: str, key_id: str) -> bool:
+        """Whether an erasure destroyed ``key_id``: its tombstone, or (a store erased
+        before tombstones were written) its id in a subject's ``erased/`` record."""
+        tombstone = self._tenant(tenant_id) / "destroyed" / key_id
+        if read_bounded(tombstone, 64, "key tombstone") is not None:
+            return True
+        return key_id in self._erased_ids(tenant_id)
 
     def _erased_ids(self, tenant_id: str) -> set[str]:
         erased = self._tenant(tenant_id) / "erased"

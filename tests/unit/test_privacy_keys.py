@@ -77,3 +77,39 @@ def test_an_erasure_interrupted_before_its_pointer_went_is_finished(tmp_path: Pa
     store.erase("acme", "id:u1")
     pointer.write_text(saved)  # as if the erasure stopped after destroying the key
     assert store.key_for("acme", "id:u1").key_id != key.key_id
+
+
+def test_destroyed_tells_a_destroyed_key_from_a_live_or_unknown_one(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    assert not store.destroyed("acme", key.key_id)  # live
+    assert not store.destroyed("acme", "0" * 32)  # never existed
+    assert not store.destroyed("globex", key.key_id)  # another tenant's, or none at all
+    store.erase("acme", "id:u1")
+    assert store.destroyed("acme", key.key_id)
+    assert not store.destroyed("globex", key.key_id) and not store.destroyed("acme", "0" * 32)
+    tombstone = tmp_path / "acme" / "destroyed" / key.key_id
+    assert stat.S_IMODE(tombstone.stat().st_mode) == 0o600
+    assert not [p for p in tombstone.parent.iterdir() if p.name.startswith(".")]  # no temp
+    # ids and tenants from untrusted input never raise: they were never destroyed here
+    for tenant, key_id in (("acme", key.key_id + "\n"), ("acme", "../" + key.key_id),
+                           ("../acme", key.key_id), ("acme", key.key_id.upper())):  # fmt: skip
+        assert not store.destroyed(tenant, key_id)
+
+
+def test_a_store_erased_before_tombstones_still_knows_its_destroyed_keys(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    store.erase("acme", "id:u1")
+    (tmp_path / "acme" / "destroyed" / key.key_id).unlink()  # as an older version left it
+    assert store.destroyed("acme", key.key_id)  # from the subject's erased/ record
+    assert store.find("acme", key.key_id) is None
+
+
+def test_a_key_whose_erasure_stopped_before_deleting_it_is_not_destroyed(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    saved = (tmp_path / "acme" / "keys" / key.key_id).read_text()
+    store.erase("acme", "id:u1")
+    (tmp_path / "acme" / "keys" / key.key_id).write_text(saved)  # crash before the unlink
+    assert not store.destroyed("acme", key.key_id)
