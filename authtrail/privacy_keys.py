@@ -7,7 +7,8 @@ same operations. Layout under the root (``<data_dir>/privacy`` by default)::
     <tenant>/keys/<key_id>            hex AES-256 key of one subject
     <tenant>/subjects/<sha256(subject)>   the subject's current key id
     <tenant>/erased/<sha256(subject)>     JSON: key ids destroyed, and when
-    <tenant>/destroyed/<key_id>       tombstone of one destroyed key: when (µs)
+    <tenant>/destroyed/<key_id>       tombstone of one destroyed key: JSON, when (µs) and
+                                      the pseudonym of the subject whose key it was
 
 A key id is *destroyed* when its tombstone exists and its key file does not
 (:meth:`DirectoryKeyStore.destroyed`): what the worker checks before it chains an erasure
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from authtrail.atomic_file import read_bounded, replace_file
 from authtrail.errors import ConfigurationError
-from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey
+from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey, pseudonym
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")
@@ -118,16 +119,29 @@ class DirectoryKeyStore:
             )
         return self.pseudonym_key(tenant_id)
 
-    def destroyed(self, tenant_id: str, key_id: str) -> bool:
-        """Whether key ``key_id`` of ``tenant_id`` existed here and was destroyed by an
-        erasure. False for a live key, for one this store never had, and for an id or
-        tenant it could not hold (the worker asks about ids from untrusted input: they must
-        not stop it). :class:`ConfigurationError` only for a damaged store."""
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        """Whether key ``key_id`` of ``tenant_id`` existed here, was destroyed by an
+        erasure, and was the key of the subject whose pseudonym is ``subject_pseudonym``.
+        False for a live key, for one this store never had, for another subject's, and for
+        an id or tenant it could not hold (the worker asks about ids from untrusted input:
+        they must not stop it). A key erased before tombstones were written is judged by
+        its id alone (no pseudonym was kept). :class:`ConfigurationError` only for a
+        damaged store."""
         if not _BARE_KEY_ID.match(key_id) or not _TENANT.match(tenant_id):
             return False
         if (self._tenant(tenant_id) / "keys" / key_id).exists():
             return False  # live, or an erasure stopped before deleting it
-        return self._tombstoned(tenant_id, key_id)
+        tombstone = self._tenant(tenant_id) / "destroyed" / key_id
+        data = read_bounded(tombstone, 1024, "key tombstone")
+        if data is None:
+            return key_id in self._erased_ids(tenant_id)
+        try:
+            recorded = json.loads(data)["subject_pseudonym"]
+            if not isinstance(recorded, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"key tombstone {tombstone} is corrupt") from exc
+        return recorded == subject_pseudonym
 
     def erase(self, tenant_id: str, subject: str) -> Erasure:
         """Destroy ``subject``'s key: idempotent (a second call reports the first)."""
@@ -148,7 +162,11 @@ class DirectoryKeyStore:
         # record's claim without reading every erasure of the tenant.
         tombstones = self._tenant(tenant_id) / "destroyed"
         tombstones.mkdir(parents=True, exist_ok=True)
-        replace_file(tombstones / key_id, f"{erased_at}\n", 0o600)
+        tombstone = {
+            "erased_at": erased_at,
+            "subject_pseudonym": pseudonym(self.pseudonym_key(tenant_id), subject),
+        }
+        replace_file(tombstones / key_id, json.dumps(tombstone) + "\n", 0o600)
         (self._tenant(tenant_id) / "keys" / key_id).unlink(missing_ok=True)
         pointer.unlink()
         return Erasure((key_id,), (), erased_at)
@@ -157,7 +175,7 @@ class DirectoryKeyStore:
         """Whether an erasure destroyed ``key_id``: its tombstone, or (a store erased
         before tombstones were written) its id in a subject's ``erased/`` record."""
         tombstone = self._tenant(tenant_id) / "destroyed" / key_id
-        if read_bounded(tombstone, 64, "key tombstone") is not None:
+        if read_bounded(tombstone, 1024, "key tombstone") is not None:
             return True
         return key_id in self._erased_ids(tenant_id)
 

@@ -87,11 +87,13 @@ class SubjectKeys(Protocol):
     def pseudonym_key(self, tenant_id: str) -> bytes:
         """The tenant's HMAC key for pseudonyms, created (durably) if missing."""
 
-    def destroyed(self, tenant_id: str, key_id: str) -> bool:
-        """Whether the key ``key_id`` of ``tenant_id`` existed and was destroyed by an
-        erasure: False for a live key and for one never created (the store must keep a
-        tombstone to tell them apart), and for ids it could not hold. Asked by the worker
-        before it chains an erasure record, with ids taken from untrusted input."""
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        """Whether the key ``key_id`` of ``tenant_id`` existed, was destroyed by an
+        erasure, and belonged to the subject whose :func:`pseudonym` is
+        ``subject_pseudonym``: False for a live key, for one never created (the store must
+        keep a tombstone to tell them apart), for another subject's key, and for ids it
+        could not hold. Asked by the worker before it chains an erasure record, with ids
+        taken from untrusted input: it must not raise for them."""
 
 
 @dataclass(frozen=True)
@@ -330,18 +332,24 @@ class Sealer:
     def erasure_claim_problem(self, event: Mapping[str, Any]) -> str | None:
         """Why erasure record ``event`` may not be chained, else None: it is not
         well-formed (:func:`erasure_record_problem`), or the key store has not destroyed
-        every key it names (a key still live, or one that never existed). Raises
+        every key it names as the key of the subject it names (a key still live, one that
+        never existed, or another subject's). Raises
         :class:`ConfigurationError` only when the key store is damaged."""
         problem = erasure_record_problem(event)
         if problem is not None:
             return f"not a well-formed erasure record: {problem}"
-        tenant_id = event["tenant_id"]
-        key_ids = event["attributes"]["key_ids"].split(",")
-        standing = [key_id for key_id in key_ids if not self._keys.destroyed(tenant_id, key_id)]
+        tenant_id, attributes = event["tenant_id"], event["attributes"]
+        subject_pseudonym = attributes["subject_pseudonym"]
+        standing = [
+            key_id
+            for key_id in attributes["key_ids"].split(",")
+            if not self._keys.destroyed(tenant_id, key_id, subject_pseudonym)
+        ]
         if standing:
             return (
                 f"the privacy key store has not destroyed key {', '.join(standing)} of tenant "
-                f"{tenant_id!r} (the key is live or never existed): no erasure happened"
+                f"{tenant_id!r} as the key of subject pseudonym {subject_pseudonym} (the key "
+                "is live, never existed, or was another subject's): no such erasure happened"
             )
         return None
 

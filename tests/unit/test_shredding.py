@@ -144,7 +144,7 @@ class _Keys:
     def __init__(self) -> None:
         self.keys: dict[tuple[str, str], SubjectKey] = {}
         self.created = 0
-        self.tombstones: set[tuple[str, str]] = set()  # (tenant, key id) destroyed
+        self.tombstones: dict[tuple[str, str], str] = {}  # (tenant, key id): pseudonym
 
     def key_for(self, tenant_id: str, subject: str) -> SubjectKey:
         if (tenant_id, subject) not in self.keys:
@@ -160,8 +160,8 @@ class _Keys:
     def pseudonym_key(self, tenant_id: str) -> bytes:
         return tenant_id.encode().ljust(32, b"\x00")
 
-    def destroyed(self, tenant_id: str, key_id: str) -> bool:
-        return (tenant_id, key_id) in self.tombstones
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        return self.tombstones.get((tenant_id, key_id)) == subject_pseudonym
 
 
 def _login(event_id: str, **fields: object) -> dict:
@@ -282,12 +282,15 @@ def test_the_sealer_checks_an_erasure_claim_against_its_key_store() -> None:
     other = keys.key_for("acme", "id:u2")
     claim = erasure_event("acme", PSEUDONYM, [live.key_id], 7_000_000)
     problem = sealer.erasure_claim_problem(claim)  # forged: the key is live
-    assert problem is not None and live.key_id in problem and "no erasure happened" in problem
+    assert problem is not None and live.key_id in problem and "no such erasure" in problem
     never = erasure_event("acme", PSEUDONYM, ["f" * 32], 7_000_000)  # never existed
     assert "f" * 32 in (sealer.erasure_claim_problem(never) or "")
-    keys.tombstones.add(("acme", live.key_id))  # what `erase` does to the store
+    keys.tombstones["acme", live.key_id] = PSEUDONYM  # what `erase` does to the store
     keys.keys.pop(("acme", "id:u1"))
     assert sealer.erasure_claim_problem(claim) is None
+    # the key was destroyed, but as another subject's: the record names the wrong person
+    someone_else = erasure_event("acme", "cd" * 32, [live.key_id], 7_000_000)
+    assert "cd" * 32 in (sealer.erasure_claim_problem(someone_else) or "")
     both = erasure_event("acme", PSEUDONYM, [live.key_id, other.key_id], 7_000_000)
     problem = sealer.erasure_claim_problem(both)  # one destroyed, one live: still false
     assert problem is not None and other.key_id in problem and live.key_id not in problem

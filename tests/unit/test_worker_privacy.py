@@ -36,7 +36,7 @@ class _Keys:
     def pseudonym_key(self, tenant_id: str) -> bytes:
         return bytes(32)
 
-    def destroyed(self, tenant_id: str, key_id: str) -> bool:
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
         return False
 
 
@@ -98,8 +98,10 @@ def test_input_that_looks_sealed_is_rejected() -> None:
 BASE = 1_700_000_000_000_000
 
 
-def _erasure(store: DirectoryKeyStore, key_ids: list[str], at: int) -> bytes:
-    subject_pseudonym = pseudonym(store.pseudonym_key("acme"), "name:alice")
+def _erasure(
+    store: DirectoryKeyStore, key_ids: list[str], at: int, subject: str = "name:alice"
+) -> bytes:
+    subject_pseudonym = pseudonym(store.pseudonym_key("acme"), subject)
     return EVENTS.encode(erasure_event("acme", subject_pseudonym, key_ids, at))
 
 
@@ -132,7 +134,7 @@ def test_an_erasure_is_chained_only_after_the_key_store_destroyed_the_keys(
     # record names a key id the store never had. Both go to the rejection log.
     forged, unknown = _erasure(store, [key_id], BASE), _erasure(store, ["0" * 32], BASE + 1)
     harness.inputs += [forged, unknown, _failure("e2", "alice")]
-    harness.run([1, 2, 3])
+    harness.run([1, 2, 3])  # offsets 1-3
     assert _chained_ids(harness) == ["e1", "e2"]
     rejected = _rejected(harness)
     assert [(kind, tenant) for kind, tenant, _ in rejected] == [("reserved_identity", "acme")] * 2
@@ -149,13 +151,16 @@ def test_an_erasure_is_chained_only_after_the_key_store_destroyed_the_keys(
     erased = store.erase("acme", "name:alice")
     assert erased.destroyed == (key_id,)
     genuine = _erasure(store, [key_id], erased.erased_at)
-    harness.inputs += [genuine, genuine, _failure("e3", "alice")]
-    harness.run([4, 5, 6])
+    # The key is destroyed now, but a record naming another subject for it is still false.
+    mislabelled = _erasure(store, [key_id], erased.erased_at, subject="name:bob")
+    harness.inputs += [genuine, genuine, mislabelled, _failure("e3", "alice")]
+    harness.run([4, 5, 6, 7])
     chained = harness.decoded(CHAINED)
     assert [record["event"]["service"] for record in chained[2:]] == [
         "authtrail-privacy", None
     ]  # fmt: skip
-    assert harness.worker.counters.duplicates == 1 and len(_rejected(harness)) == 2
+    assert harness.worker.counters.duplicates == 1 and len(_rejected(harness)) == 3
+    assert "has not destroyed" in _rejected(harness)[2][2]
     assert sealed_key_id(chained[3]["event"]["user_name"]) != key_id  # a new key after it
 
 
@@ -173,7 +178,7 @@ def test_a_chained_erasure_replayed_after_the_store_forgot_it_stays_a_duplicate(
     # A backup of the key store brought the key back (docs/PRIVACY.md): the store no longer
     # confirms the erasure, but the record already chained is only re-sent.
     (tmp_path / "acme" / "keys" / key_id).write_text(saved)
-    assert not store.destroyed("acme", key_id)
+    assert not store.destroyed("acme", key_id, pseudonym(store.pseudonym_key("acme"), "name:alice"))
     harness.inputs += [genuine]
     harness.run([2])
     assert len(harness.decoded(CHAINED)) == 2 and harness.worker.counters.duplicates == 1
