@@ -1,12 +1,18 @@
 """The embedded subject key store: one directory per tenant (docs/PRIVACY.md, "Key store").
 
 Implements :class:`authtrail.stream.worker.shredding.SubjectKeys`; a KMS-backed store implements the
-same four operations. Layout under the root (``<data_dir>/privacy`` by default)::
+same operations. Layout under the root (``<data_dir>/privacy`` by default)::
 
     <tenant>/pseudonym.key            hex HMAC key for the tenant's pseudonyms
     <tenant>/keys/<key_id>            hex AES-256 key of one subject
     <tenant>/subjects/<sha256(subject)>   the subject's current key id
     <tenant>/erased/<sha256(subject)>     JSON: key ids destroyed, and when
+    <tenant>/destroyed/<key_id>       tombstone of one destroyed key: JSON, when (µs) and
+                                      the pseudonym of the subject whose key it was
+
+A key id is *destroyed* when its tombstone exists and its key file does not
+(:meth:`DirectoryKeyStore.destroyed`): what the worker checks before it chains an erasure
+record, so that only a true claim of erasure enters the log.
 
 Files are 0600, written whole and fsynced before a key is used (a value sealed under a key
 that a crash lost could never be read). Subjects are named by a hash, so a listing does
@@ -26,10 +32,11 @@ from pathlib import Path
 
 from authtrail.atomic_file import read_bounded, replace_file
 from authtrail.errors import ConfigurationError
-from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey
+from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey, pseudonym
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")
+_BARE_KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 # A reader cannot tell a lost key from a stored value changed to name a key the tenant
 # never had (verify can): the errors say both.
 _CHANGED_ROW = "a stored value was changed (run `authtrail verify`)"
@@ -83,7 +90,7 @@ class DirectoryKeyStore:
         path = tenant / "keys" / key_id
         data = read_bounded(path, 256, "subject key")
         if data is None:
-            if key_id in self._erased_ids(tenant_id):
+            if self._tombstoned(tenant_id, key_id):
                 return None
             raise ConfigurationError(
                 f"subject key {key_id} of tenant {tenant_id!r} is missing from {path.parent} "
@@ -112,6 +119,30 @@ class DirectoryKeyStore:
             )
         return self.pseudonym_key(tenant_id)
 
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        """Whether key ``key_id`` of ``tenant_id`` existed here, was destroyed by an
+        erasure, and was the key of the subject whose pseudonym is ``subject_pseudonym``.
+        False for a live key, for one this store never had, for another subject's, and for
+        an id or tenant it could not hold (the worker asks about ids from untrusted input:
+        they must not stop it). A key erased before tombstones were written is judged by
+        its id alone (no pseudonym was kept). :class:`ConfigurationError` only for a
+        damaged store."""
+        if not _BARE_KEY_ID.match(key_id) or not _TENANT.match(tenant_id):
+            return False
+        if (self._tenant(tenant_id) / "keys" / key_id).exists():
+            return False  # live, or an erasure stopped before deleting it
+        tombstone = self._tenant(tenant_id) / "destroyed" / key_id
+        data = read_bounded(tombstone, 1024, "key tombstone")
+        if data is None:
+            return key_id in self._erased_ids(tenant_id)
+        try:
+            recorded = json.loads(data)["subject_pseudonym"]
+            if not isinstance(recorded, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"key tombstone {tombstone} is corrupt") from exc
+        return recorded == subject_pseudonym
+
     def erase(self, tenant_id: str, subject: str) -> Erasure:
         """Destroy ``subject``'s key: idempotent (a second call reports the first)."""
         name = _subject_file(subject)
@@ -127,9 +158,26 @@ class DirectoryKeyStore:
         # is told apart from a damaged store (find()).
         entry = {"key_ids": sorted({*earlier_ids, key_id}), "erased_at": erased_at}
         replace_file(record, json.dumps(entry) + "\n", 0o600)
+        # The key's tombstone: one file per key id, so the worker can check an erasure
+        # record's claim without reading every erasure of the tenant.
+        tombstones = self._tenant(tenant_id) / "destroyed"
+        tombstones.mkdir(parents=True, exist_ok=True)
+        tombstone = {
+            "erased_at": erased_at,
+            "subject_pseudonym": pseudonym(self.pseudonym_key(tenant_id), subject),
+        }
+        replace_file(tombstones / key_id, json.dumps(tombstone) + "\n", 0o600)
         (self._tenant(tenant_id) / "keys" / key_id).unlink(missing_ok=True)
         pointer.unlink()
         return Erasure((key_id,), (), erased_at)
+
+    def _tombstoned(self, tenant_id: str, key_id: str) -> bool:
+        """Whether an erasure destroyed ``key_id``: its tombstone, or (a store erased
+        before tombstones were written) its id in a subject's ``erased/`` record."""
+        tombstone = self._tenant(tenant_id) / "destroyed" / key_id
+        if read_bounded(tombstone, 1024, "key tombstone") is not None:
+            return True
+        return key_id in self._erased_ids(tenant_id)
 
     def _erased_ids(self, tenant_id: str) -> set[str]:
         erased = self._tenant(tenant_id) / "erased"

@@ -3,8 +3,9 @@
 Decoding proves an event has the schema's shape; these checks refuse what the schema
 cannot: an empty or absurdly long identifier, an oversized record, a timestamp no
 authentication event can have, an identity reserved to authtrail's own lockout
-decisions. A refused event never enters a chain; the worker sends it, with the reason, to
-the dead-letter topic and the ``rejected`` table.
+decisions, key hand-overs and erasure records (an erasure record passes only when the
+worker's key store confirms it). A refused event never enters a chain; the worker sends
+it, with the reason, to the dead-letter topic and the ``rejected`` table.
 
 Checks depend only on the record itself, never on the wall clock: a timestamp is judged
 against the Kafka record's own timestamp, so replaying the same input decides the same.
@@ -22,6 +23,11 @@ from authtrail.producers.sdk.partitioning import tenant_partition
 from authtrail.stream.core.handover import HANDOVER_ID_PREFIX, KEYS_SERVICE
 from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
 from authtrail.stream.detection.decisions import DECISION_ID_PREFIX, LOCKOUT_SERVICE
+from authtrail.stream.worker.shredding import (
+    ERASURE_EVENT_TYPE,
+    ERASURE_ID_PREFIX,
+    PRIVACY_SERVICE,
+)
 
 OVERSIZED = "oversized"
 MISSING_FIELD = "missing_field"
@@ -60,22 +66,32 @@ def _folded(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip().casefold()
 
 
-# authtrail's own events: lockout decisions (stream/detection/decisions.py) and key hand-overs
-# (stream/core/handover.py).
-_FOLDED_SERVICES = frozenset(_folded(service) for service in (LOCKOUT_SERVICE, KEYS_SERVICE))
-_FOLDED_ID_PREFIXES = tuple(_folded(prefix) for prefix in (DECISION_ID_PREFIX, HANDOVER_ID_PREFIX))
+# authtrail's own events: lockout decisions (stream/detection/decisions.py), key hand-overs
+# (stream/core/handover.py) and erasure records (stream/worker/shredding.py).
+_FOLDED_SERVICES = frozenset(
+    _folded(service) for service in (LOCKOUT_SERVICE, KEYS_SERVICE, PRIVACY_SERVICE)
+)
+_FOLDED_ID_PREFIXES = tuple(
+    _folded(prefix) for prefix in (DECISION_ID_PREFIX, HANDOVER_ID_PREFIX, ERASURE_ID_PREFIX)
+)
+_FOLDED_PRIVACY = tuple(
+    _folded(name) for name in (PRIVACY_SERVICE, ERASURE_ID_PREFIX, ERASURE_EVENT_TYPE)
+)
 _FOLDED_REJECTION_PREFIX = _folded(REJECTION_TENANT_PREFIX)
 
 
 def reserved_identity(event: Mapping[str, Any]) -> str | None:
     """Why ``event`` claims to be one of authtrail's own events, else None.
 
-    It does when its ``service`` is :data:`~authtrail.stream.detection.decisions.LOCKOUT_SERVICE` or
-    :data:`~authtrail.stream.core.handover.KEYS_SERVICE`, or its ``event_id`` starts with
-    :data:`~authtrail.stream.detection.decisions.DECISION_ID_PREFIX` or
-    :data:`~authtrail.stream.core.handover.HANDOVER_ID_PREFIX`, compared after Unicode compatibility
-    folding, stripping and case folding, so that
-    ``"Authtrail-Lockout "`` cannot pass for a decision where names are compared loosely.
+    It does when its ``service`` is :data:`~authtrail.stream.detection.decisions.LOCKOUT_SERVICE`,
+    :data:`~authtrail.stream.core.handover.KEYS_SERVICE` or
+    :data:`~authtrail.stream.worker.shredding.PRIVACY_SERVICE`, its ``event_id`` starts with
+    :data:`~authtrail.stream.detection.decisions.DECISION_ID_PREFIX`,
+    :data:`~authtrail.stream.core.handover.HANDOVER_ID_PREFIX` or
+    :data:`~authtrail.stream.worker.shredding.ERASURE_ID_PREFIX`, or its ``event_type_other`` is
+    :data:`~authtrail.stream.worker.shredding.ERASURE_EVENT_TYPE`, compared after Unicode
+    compatibility folding, stripping and case folding, so that ``"Authtrail-Lockout "``
+    cannot pass for a decision where names are compared loosely.
     """
     service = event.get("service")
     if isinstance(service, str) and _folded(service) in _FOLDED_SERVICES:
@@ -83,13 +99,30 @@ def reserved_identity(event: Mapping[str, Any]) -> str | None:
     event_id = event.get("event_id")
     if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIXES):
         return f"event_id {event_id!r} uses a prefix reserved to authtrail's own events"
+    other = event.get("event_type_other")
+    if isinstance(other, str) and _folded(other) == _FOLDED_PRIVACY[2]:
+        return f"event_type_other {other!r} is reserved to authtrail's erasure records"
     return None
+
+
+def claims_erasure(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` claims to be an erasure record (docs/PRIVACY.md): its service,
+    event id prefix or ``event_type_other`` is the erasure record's, folded as in
+    :func:`reserved_identity`. Such an event is chained only when its claim is true."""
+    service, event_id = event.get("service"), event.get("event_id")
+    other = event.get("event_type_other")
+    return (
+        (isinstance(service, str) and _folded(service) == _FOLDED_PRIVACY[0])
+        or (isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_PRIVACY[1]))
+        or (isinstance(other, str) and _folded(other) == _FOLDED_PRIVACY[2])
+    )
 
 
 def check_event(
     event: Mapping[str, Any], *, record_bytes: int, record_timestamp_micros: int | None,
     limits: Limits = Limits(), partition: int | None = None, partitions: int | None = None,
     own_decision: Callable[[Mapping[str, Any]], bool] | None = None,
+    erasure_claim: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> None:  # fmt: skip
     """Raise :class:`RejectedEvent` if ``event`` may not be chained.
 
@@ -103,6 +136,11 @@ def check_event(
     ``own_decision(event)`` is true. The worker's decisions reach it through the same
     events topic as producers' input, so only the worker can tell its own from a forgery;
     ``own_decision`` is called only for events that claim the identity.
+
+    An event that :func:`claims_erasure` is refused (:data:`RESERVED_IDENTITY`) unless
+    ``erasure_claim(event)`` returns None: the worker checks the record against its key
+    store and returns why the claim is false. Without ``erasure_claim`` (no key store to
+    check against) every erasure claim is refused.
     """
     if record_bytes > limits.max_record_bytes:
         raise RejectedEvent(
@@ -124,7 +162,20 @@ def check_event(
             f"tenant_id {event['tenant_id']!r} is reserved to authtrail's rejection logs",
         )
     reserved = reserved_identity(event)
-    if reserved is not None and (own_decision is None or not own_decision(event)):
+    if reserved is not None and claims_erasure(event):
+        # A forged record would show an erasure that never happened in a signed log.
+        false = (
+            "this worker has no privacy key store to check it against"
+            if erasure_claim is None
+            else erasure_claim(event)
+        )
+        if false is not None:
+            raise RejectedEvent(
+                RESERVED_IDENTITY,
+                f"{reserved}; an erasure record is chained only when its claim is true "
+                f"(tenant {event['tenant_id']!r}): {false}",
+            )
+    elif reserved is not None and (own_decision is None or not own_decision(event)):
         # A forged decision would show as a lockout that never happened, and one sent
         # ahead with a decision's deterministic id would make the real one a conflict.
         raise RejectedEvent(

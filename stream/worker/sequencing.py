@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from authtrail.errors import (
     ConfigurationError,
@@ -414,6 +414,9 @@ class SequencerWorker:
             leaf = canonical_leaf(claimed)
             return self._own_decision(sequencer, record, claimed, leaf)
 
+        def erasure_claim(claimed: Mapping[str, Any]) -> str | None:
+            return self._false_erasure(sequencer, claimed)
+
         try:
             if len(value) > self._limits.max_record_bytes:  # before paying to decode
                 check_event({}, record_bytes=len(value), record_timestamp_micros=None,
@@ -423,7 +426,7 @@ class SequencerWorker:
                 event, record_bytes=len(value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
                 partition=record.partition, partitions=self._partitions,
-                own_decision=own_decision,
+                own_decision=own_decision, erasure_claim=erasure_claim,
             )  # fmt: skip
             event, value = self._sealed(event, value)  # decisions pass unchanged
             if leaf is None:  # not yet worked out by own_decision
@@ -460,10 +463,30 @@ class SequencerWorker:
         except (ConfigurationError, OSError) as exc:
             # The key store failed: chaining clear text or skipping the event are both
             # wrong, so stop like a failed publish (rule 2); a restart retries the event.
-            _LOG.critical("privacy key store failed, stopping: %s", exc)
-            logging.shutdown()
-            os._exit(70)
+            _stop_for_key_store(exc)
         return (event, value) if sealed is event else (sealed, self._event_codec.encode(sealed))
+
+    def _false_erasure(self, sequencer: Sequencer, event: Mapping[str, Any]) -> str | None:
+        """Why ``event``, which claims to be an erasure record, may not be chained; None
+        when its claim is true (docs/PRIVACY.md, "Erasing a subject").
+
+        The record reaches the worker through the events topic, which anyone allowed to
+        produce can write, so the topic cannot vouch for it: the key store the worker seals
+        with can. Every key the record names must be destroyed there. An exact copy of a
+        record already chained passes too (``erase`` re-sends the same record; the
+        sequencer records it as a duplicate), whatever the store says by now.
+        """
+        if self._sealer is None:
+            return "this worker has no privacy key store to check it against"
+        try:
+            problem = self._sealer.erasure_claim_problem(event)
+        except (ConfigurationError, OSError) as exc:
+            _stop_for_key_store(exc)
+        if problem is not None and sequencer.has_recorded(
+            event["tenant_id"], event["event_id"], canonical_leaf(event)
+        ):
+            return None
+        return problem
 
     def _own_decision(
         self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any], leaf: bytes
@@ -659,6 +682,12 @@ class SequencerWorker:
             logging.shutdown()
             os._exit(70)
         self._snapshotter.acknowledged(self._publisher.take_acknowledged())
+
+
+def _stop_for_key_store(exc: Exception) -> NoReturn:
+    _LOG.critical("privacy key store failed, stopping: %s", exc)
+    logging.shutdown()
+    os._exit(70)
 
 
 def _text(text: str) -> str:

@@ -42,8 +42,10 @@ from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, pseudonym_attr
 #: No e-mail field exists in schemas/auth_event.avsc: an e-mail arrives as user_name.
 DEFAULT_SEALED = ("client_ip", "user_agent", "user_name")
 DEFAULT_PSEUDONYMISED = ("client_ip", "user_name")
-#: The service of erasure records (an ordinary chained event: docs/PRIVACY.md).
+#: The service of erasure records (a chained event, checked before it is: docs/PRIVACY.md).
 PRIVACY_SERVICE = "authtrail-privacy"
+#: Every erasure record's event_id starts with it; admission reserves it (and the service).
+ERASURE_ID_PREFIX = f"{PRIVACY_SERVICE}:"
 ERASURE_EVENT_TYPE = "AUTHTRAIL_SUBJECT_ERASED"
 #: What a reader sees in place of a value whose key was destroyed, or that does not open.
 ERASED = "[erased]"
@@ -57,6 +59,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 # little and keeps a tenant with millions of users from growing the worker without end.
 _MAX_CACHED_KEYS = 100_000
 _PSEUDONYM_DOMAIN = b"authtrail-pseudonym-v1\n"
+_PSEUDONYM = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class SealedValueError(AuthtrailError):
@@ -83,6 +86,14 @@ class SubjectKeys(Protocol):
 
     def pseudonym_key(self, tenant_id: str) -> bytes:
         """The tenant's HMAC key for pseudonyms, created (durably) if missing."""
+
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        """Whether the key ``key_id`` of ``tenant_id`` existed, was destroyed by an
+        erasure, and belonged to the subject whose :func:`pseudonym` is
+        ``subject_pseudonym``: False for a live key, for one never created (the store must
+        keep a tombstone to tell them apart), for another subject's key, and for ids it
+        could not hold. Asked by the worker before it chains an erasure record, with ids
+        taken from untrusted input: it must not raise for them."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,37 @@ def erasure_event(
     }
 
 
+def erasure_record_problem(event: Mapping[str, Any]) -> str | None:
+    """Why ``event`` is not a well-formed erasure record, else None.
+
+    Well-formed is exactly what :func:`erasure_event` makes of the record's own tenant,
+    ``attributes['key_ids']`` (one or more key ids, sorted, comma-separated),
+    ``attributes['subject_pseudonym']`` and ``occurred_at``: the deterministic event id
+    included, and no other field set. Whether the keys were really destroyed is the key
+    store's to say (:meth:`Sealer.erasure_claim_problem`)."""
+    attributes = event.get("attributes") or {}
+    key_ids_text = attributes.get("key_ids")
+    subject_pseudonym = attributes.get("subject_pseudonym")
+    occurred_at = event.get("occurred_at")
+    tenant_id = event.get("tenant_id")
+    if not isinstance(key_ids_text, str) or not isinstance(subject_pseudonym, str):
+        return "it lacks the attributes key_ids and subject_pseudonym"
+    if not isinstance(occurred_at, int) or not isinstance(tenant_id, str):
+        return "it lacks tenant_id or occurred_at"
+    key_ids = key_ids_text.split(",")
+    if not all(_KEY_ID.match(key_id) for key_id in key_ids) or len(set(key_ids)) != len(key_ids):
+        return "attributes['key_ids'] must list distinct subject key ids (32 lower-case hex)"
+    if not _PSEUDONYM.match(subject_pseudonym):
+        return "attributes['subject_pseudonym'] is not a pseudonym (64 lower-case hex)"
+    expected = erasure_event(tenant_id, subject_pseudonym, key_ids, occurred_at)
+    differing = sorted(
+        field for field in {*event, *expected} if event.get(field) != expected.get(field)
+    )
+    if differing:
+        return f"it differs from the record `authtrail erase` sends in: {', '.join(differing)}"
+    return None
+
+
 class Sealer:
     """Applies each tenant's policy to events at admission (the worker's one hook)."""
 
@@ -259,7 +301,10 @@ class Sealer:
                     f"field {field!r} starts with {SEALED_PREFIX!r}, which only authtrail's "
                     "own sealing may write"
                 )
-        if event.get("event_type_other") == ERASURE_EVENT_TYPE:
+        if (
+            event.get("service") == PRIVACY_SERVICE
+            and event.get("event_type_other") == ERASURE_EVENT_TYPE
+        ):  # admission let it pass: erasure_claim_problem found it true
             destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
             self._subject_keys = {
                 at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
@@ -283,6 +328,30 @@ class Sealer:
                 sealed[field] = seal_value(key, tenant_id, event_id, field, value)
         sealed["attributes"] = attributes
         return sealed
+
+    def erasure_claim_problem(self, event: Mapping[str, Any]) -> str | None:
+        """Why erasure record ``event`` may not be chained, else None: it is not
+        well-formed (:func:`erasure_record_problem`), or the key store has not destroyed
+        every key it names as the key of the subject it names (a key still live, one that
+        never existed, or another subject's). Raises
+        :class:`ConfigurationError` only when the key store is damaged."""
+        problem = erasure_record_problem(event)
+        if problem is not None:
+            return f"not a well-formed erasure record: {problem}"
+        tenant_id, attributes = event["tenant_id"], event["attributes"]
+        subject_pseudonym = attributes["subject_pseudonym"]
+        standing = [
+            key_id
+            for key_id in attributes["key_ids"].split(",")
+            if not self._keys.destroyed(tenant_id, key_id, subject_pseudonym)
+        ]
+        if standing:
+            return (
+                f"the privacy key store has not destroyed key {', '.join(standing)} of tenant "
+                f"{tenant_id!r} as the key of subject pseudonym {subject_pseudonym} (the key "
+                "is live, never existed, or was another subject's): no such erasure happened"
+            )
+        return None
 
     def _subject_key(self, tenant_id: str, subject: str) -> SubjectKey:
         key = self._subject_keys.get((tenant_id, subject))

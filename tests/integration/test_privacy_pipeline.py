@@ -5,6 +5,8 @@ read [erased] in the store and hold only ciphertext in the chained topic, `verif
 0, a proof of his event still verifies, and the lockout his failures caused (counted by
 pseudonym, not by name) is still in the log. The input topic still holds his clear text
 until its retention: the documented limit of sealing in the worker (docs/PRIVACY.md).
+Before the real erasure, a plain producer forges erasure records: they end in the
+rejection log, never in acme's chain.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from authtrail.stream.core.canonical import is_sealed
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.chained_batch import is_batch
 from authtrail.stream.worker.recovery import read_partition
-from authtrail.stream.worker.shredding import ERASED
+from authtrail.stream.worker.shredding import ERASED, erasure_event, sealed_key_id
 from tests.integration.test_pipeline import Pipeline, Store, _store, _verify
 from tests.integration.test_pipeline import broker as broker
 from tests.integration.test_pipeline import pipeline as pipeline
@@ -146,6 +148,49 @@ def test_erase_a_subject_in_a_running_pipeline(
     chained = b"".join(_chained_bytes(pipeline))
     assert b"bob.secret" not in chained and b"BobAgent" not in chained
     assert b"198.51.100.66" not in chained and b"carol@example.com" in chained
+
+    # Anyone who may produce to the events topic claims bob was erased: his key is live,
+    # so the worker refuses the claim, as it does a look-alike service name.
+    backend = store.open()
+    try:
+        sealed = backend.query_arrow("SELECT user_name FROM events WHERE event_id = 'bob-0'")
+    finally:
+        backend.close()
+    bob_key = sealed_key_id(sealed.column(0)[0].as_py())
+    forged = [
+        erasure_event("acme", "ab" * 32, [bob_key], BASE + 10**9),
+        new_event("acme", "OTHER", event_id="forged-1", occurred_at=BASE + 10**9,
+                  service="Authtrail-Privacy ", event_type_other="AUTHTRAIL_SUBJECT_ERASED"),
+    ]  # fmt: skip
+    with AuditProducer(pipeline.settings.bootstrap_servers or "",
+                       pipeline.settings.events_topic) as producer:  # fmt: skip
+        for event in forged:
+            producer.send(event)
+    refused = ("SELECT count() FROM rejected WHERE tenant_id = 'acme' "
+               "AND error_kind = 'reserved_identity'")  # fmt: skip
+    _store(pipeline, store, 10, until=lambda b: b.query_arrow(refused).column(0)[0].as_py() >= 2)
+    backend = store.open()
+    try:
+        rejected = backend.query_arrow(
+            "SELECT reason, chain_tenant_id FROM rejected WHERE tenant_id = 'acme' "
+            "ORDER BY source_offset"
+        ).to_pylist()
+        privacy_rows = (
+            backend.query_arrow("SELECT count() FROM events WHERE service ILIKE '%privacy%'")
+            .column(0)[0]
+            .as_py()
+        )
+    finally:
+        backend.close()
+    assert privacy_rows == 0  # nothing of the forgeries joined acme's chain
+    reasons = sorted(row["reason"] for row in rejected)
+    assert any(f"has not destroyed key {bob_key}" in reason for reason in reasons), reasons
+    assert any("not a well-formed erasure record" in reason for reason in reasons), reasons
+    assert all(row["chain_tenant_id"].startswith("authtrail-rejected-") for row in rejected)
+    # The forgery dropped nothing: bob's key still opens his fields.
+    assert {row["user_name"] for row in _read(store, sql, privacy)} == {
+        "alice.secret@example.com", "bob.secret@example.com"
+    }  # fmt: skip
 
     assert authtrail(["erase", "--tenant", "acme", "--subject", "name:bob.secret@example.com"]) == 0
     assert "destroyed key" in capsys.readouterr().out

@@ -166,3 +166,75 @@ def test_ascii_text_folds_as_the_full_unicode_folding_does() -> None:
     for start in range(0, 128, 7):
         sample = text[start:] + " Authtrail-Lockout " + text[:start]
         assert _folded(sample) == unicodedata.normalize("NFKC", sample).strip().casefold()
+
+
+# --- erasure records: reserved, and admitted only when the worker finds the claim true ----
+
+ERASURE = {**GOOD, "service": "authtrail-privacy", "event_type_other": "AUTHTRAIL_SUBJECT_ERASED",
+           "event_id": "authtrail-privacy:erase:" + "0" * 32}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"service": "authtrail-privacy"},
+        {"service": "Authtrail-Privacy "},
+        {"service": " AUTHTRAIL-PRIVACY"},
+        {"service": "".join(chr(ord(c) + 0xFEE0) for c in "authtrail") + "-privacy"},  # full width
+        {"event_id": "authtrail-privacy:erase:" + "0" * 32},
+        {"event_id": "Authtrail-Privacy:anything"},
+        {"service": "sso", "event_id": " authtrail-privacy:x"},
+        {"event_type_other": "AUTHTRAIL_SUBJECT_ERASED"},
+        {"service": "sso", "event_type_other": " authtrail_subject_erased"},
+        ERASURE,
+    ],
+)
+def test_an_event_claiming_an_erasure_is_refused_unless_the_claim_is_true(claim: dict) -> None:
+    from authtrail.stream.worker.admission import RESERVED_IDENTITY
+
+    event = {**GOOD, **claim}
+    assert _kind(event) == RESERVED_IDENTITY  # no key store to check it against
+    with pytest.raises(RejectedEvent) as caught:
+        check_event(event, record_bytes=1, record_timestamp_micros=NOW)
+    assert "no privacy key store" in str(caught.value) and "acme" in str(caught.value)
+    with pytest.raises(RejectedEvent) as caught:  # the worker's check found it false
+        check_event(event, record_bytes=1, record_timestamp_micros=NOW,
+                    own_decision=lambda _: True,  # never asked: not a decision's claim
+                    erasure_claim=lambda _: "key k is live")  # fmt: skip
+    assert caught.value.kind == RESERVED_IDENTITY
+    assert "key k is live" in str(caught.value) and "reserved" in str(caught.value)
+    asked: list[object] = []
+    check_event(event, record_bytes=1, record_timestamp_micros=NOW,
+                erasure_claim=lambda claimed: asked.append(claimed))  # fmt: skip
+    assert asked == [event]  # true: admitted (the worker checks the form and the keys)
+
+
+def test_ordinary_events_are_not_asked_about_erasure() -> None:
+    asked: list[object] = []
+
+    def claim(event: object) -> str:
+        asked.append(event)
+        return "false"
+
+    for ordinary in (
+        GOOD,
+        {**GOOD, "service": "authtrail-privacy-team"},
+        {**GOOD, "service": "privacy"},
+        {**GOOD, "event_id": "authtrail-privacy-1"},  # no colon: not the prefix
+        {**GOOD, "event_id": "x:authtrail-privacy:1"},
+        {**GOOD, "event_type_other": "SUBJECT_ERASED"},
+        {**GOOD, "event_type_other": None, "service": None},
+    ):
+        check_event(ordinary, record_bytes=1, record_timestamp_micros=NOW, erasure_claim=claim)
+    assert asked == []
+    # a decision's identity is still the decision check's, never the erasure check's
+    decision = {**GOOD, "service": "authtrail-lockout"}
+    check_event(decision, record_bytes=1, record_timestamp_micros=NOW,
+                own_decision=lambda _: True, erasure_claim=claim)  # fmt: skip
+    assert asked == []
+    # but a decision's service on an erasure claim is judged as an erasure claim
+    with pytest.raises(RejectedEvent):
+        check_event({**ERASURE, "service": "authtrail-lockout"}, record_bytes=1,
+                    record_timestamp_micros=NOW, own_decision=lambda _: True,
+                    erasure_claim=claim)  # fmt: skip
+    assert len(asked) == 1

@@ -10,6 +10,11 @@ import pytest
 
 from authtrail.errors import ConfigurationError
 from authtrail.privacy_keys import DirectoryKeyStore
+from authtrail.stream.worker.shredding import pseudonym
+
+
+def _pseudonym(store: DirectoryKeyStore, subject: str) -> str:
+    return pseudonym(store.pseudonym_key("acme"), subject)
 
 
 def test_a_subject_keeps_its_key_and_files_are_private(tmp_path: Path) -> None:
@@ -77,3 +82,46 @@ def test_an_erasure_interrupted_before_its_pointer_went_is_finished(tmp_path: Pa
     store.erase("acme", "id:u1")
     pointer.write_text(saved)  # as if the erasure stopped after destroying the key
     assert store.key_for("acme", "id:u1").key_id != key.key_id
+
+
+def test_destroyed_tells_a_destroyed_key_from_a_live_or_unknown_one(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key, u1 = store.key_for("acme", "id:u1"), _pseudonym(store, "id:u1")
+    assert not store.destroyed("acme", key.key_id, u1)  # live
+    assert not store.destroyed("acme", "0" * 32, u1)  # never existed
+    assert not store.destroyed("globex", key.key_id, u1)  # another tenant's, or none at all
+    store.erase("acme", "id:u1")
+    assert store.destroyed("acme", key.key_id, u1)
+    assert not store.destroyed("acme", key.key_id, _pseudonym(store, "id:u2"))  # not u2's
+    assert not store.destroyed("globex", key.key_id, u1)
+    assert not store.destroyed("acme", "0" * 32, u1)
+    tombstone = tmp_path / "acme" / "destroyed" / key.key_id
+    assert stat.S_IMODE(tombstone.stat().st_mode) == 0o600
+    assert "u1" not in tombstone.read_text()  # the pseudonym, never the subject
+    assert not [p for p in tombstone.parent.iterdir() if p.name.startswith(".")]  # no temp
+    # ids and tenants from untrusted input never raise: they were never destroyed here
+    for tenant, key_id in (("acme", key.key_id + "\n"), ("acme", "../" + key.key_id),
+                           ("../acme", key.key_id), ("acme", key.key_id.upper())):  # fmt: skip
+        assert not store.destroyed(tenant, key_id, u1)
+    tombstone.write_text("garbage")
+    with pytest.raises(ConfigurationError, match=r"tombstone .* is corrupt"):
+        store.destroyed("acme", key.key_id, u1)
+
+
+def test_a_store_erased_before_tombstones_still_knows_its_destroyed_keys(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    store.erase("acme", "id:u1")
+    (tmp_path / "acme" / "destroyed" / key.key_id).unlink()  # as an older version left it
+    # from the subject's erased/ record, which keeps no pseudonym: judged by the id alone
+    assert store.destroyed("acme", key.key_id, "any")
+    assert store.find("acme", key.key_id) is None
+
+
+def test_a_key_whose_erasure_stopped_before_deleting_it_is_not_destroyed(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "id:u1")
+    saved = (tmp_path / "acme" / "keys" / key.key_id).read_text()
+    store.erase("acme", "id:u1")
+    (tmp_path / "acme" / "keys" / key.key_id).write_text(saved)  # crash before the unlink
+    assert not store.destroyed("acme", key.key_id, _pseudonym(store, "id:u1"))

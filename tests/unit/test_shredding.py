@@ -23,6 +23,7 @@ from authtrail.stream.worker.shredding import (
     SubjectKey,
     associated_data,
     erasure_event,
+    erasure_record_problem,
     open_value,
     pseudonym,
     seal_value,
@@ -143,6 +144,7 @@ class _Keys:
     def __init__(self) -> None:
         self.keys: dict[tuple[str, str], SubjectKey] = {}
         self.created = 0
+        self.tombstones: dict[tuple[str, str], str] = {}  # (tenant, key id): pseudonym
 
     def key_for(self, tenant_id: str, subject: str) -> SubjectKey:
         if (tenant_id, subject) not in self.keys:
@@ -157,6 +159,9 @@ class _Keys:
 
     def pseudonym_key(self, tenant_id: str) -> bytes:
         return tenant_id.encode().ljust(32, b"\x00")
+
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        return self.tombstones.get((tenant_id, key_id)) == subject_pseudonym
 
 
 def _login(event_id: str, **fields: object) -> dict:
@@ -235,6 +240,64 @@ def test_erasure_record_is_determined_by_the_erasure() -> None:
     assert record["event_type_other"] == ERASURE_EVENT_TYPE
     assert record["attributes"]["key_ids"] == "a" * 32 + "," + "b" * 32
     assert record["event_id"].startswith("authtrail-privacy:erase:")
+
+
+PSEUDONYM = "ab" * 32
+A, B = "a" * 32, "b" * 32
+GENUINE = erasure_event("acme", PSEUDONYM, [A, B], 1_700_000_000_000_000)
+
+
+def test_a_well_formed_erasure_record_is_exactly_what_erase_sends() -> None:
+    assert erasure_record_problem(GENUINE) is None
+    # decoded from Avro, every other field is there, empty
+    assert erasure_record_problem({**GENUINE, "user_name": None, "received_at": None}) is None
+    later = erasure_event("acme", PSEUDONYM, ["a" * 32], 1_700_000_000_000_001)
+    for changed, why in [
+        ({"user_name": "bob"}, "user_name"),
+        ({"event_id": "authtrail-privacy:erase:" + "0" * 32}, "event_id"),
+        ({"occurred_at": 1_700_000_000_000_001}, "event_id"),  # the id follows the time
+        ({"service": "Authtrail-Privacy "}, "service"),
+        ({"message": "subject keys destroyed: all"}, "message"),
+        ({"outcome": "FAILURE"}, "outcome"),
+        ({"attributes": {**GENUINE["attributes"], "extra": "x"}}, "attributes"),
+        ({"attributes": {"key_ids": f"{B},{A}", "subject_pseudonym": PSEUDONYM}}, "attributes"),
+        ({"attributes": {"key_ids": f"{A},{A}", "subject_pseudonym": PSEUDONYM}}, "distinct"),
+        ({"attributes": {"key_ids": "", "subject_pseudonym": PSEUDONYM}}, "key ids"),
+        ({"attributes": {"key_ids": "../x", "subject_pseudonym": PSEUDONYM}}, "key ids"),
+        ({"attributes": {"key_ids": "a" * 32, "subject_pseudonym": "bob"}}, "pseudonym"),
+        ({"attributes": {"key_ids": "a" * 32}}, "lacks"),
+        ({"attributes": {}}, "lacks"),
+        ({"occurred_at": None}, "occurred_at"),
+        ({"tenant_id": "globex"}, "event_id"),
+    ]:
+        problem = erasure_record_problem({**GENUINE, **changed})
+        assert problem is not None and why in problem, (changed, problem)
+    assert erasure_record_problem(later) is None
+
+
+def test_the_sealer_checks_an_erasure_claim_against_its_key_store() -> None:
+    keys = _Keys()
+    sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), keys)
+    live = keys.key_for("acme", "id:u1")
+    other = keys.key_for("acme", "id:u2")
+    claim = erasure_event("acme", PSEUDONYM, [live.key_id], 7_000_000)
+    problem = sealer.erasure_claim_problem(claim)  # forged: the key is live
+    assert problem is not None and live.key_id in problem and "no such erasure" in problem
+    never = erasure_event("acme", PSEUDONYM, ["f" * 32], 7_000_000)  # never existed
+    assert "f" * 32 in (sealer.erasure_claim_problem(never) or "")
+    keys.tombstones["acme", live.key_id] = PSEUDONYM  # what `erase` does to the store
+    keys.keys.pop(("acme", "id:u1"))
+    assert sealer.erasure_claim_problem(claim) is None
+    # the key was destroyed, but as another subject's: the record names the wrong person
+    someone_else = erasure_event("acme", "cd" * 32, [live.key_id], 7_000_000)
+    assert "cd" * 32 in (sealer.erasure_claim_problem(someone_else) or "")
+    both = erasure_event("acme", PSEUDONYM, [live.key_id, other.key_id], 7_000_000)
+    problem = sealer.erasure_claim_problem(both)  # one destroyed, one live: still false
+    assert problem is not None and other.key_id in problem and live.key_id not in problem
+    elsewhere = erasure_event("globex", PSEUDONYM, [live.key_id], 7_000_000)
+    assert sealer.erasure_claim_problem(elsewhere) is not None  # another tenant's key
+    malformed = claim | {"user_name": "bob"}
+    assert "not a well-formed erasure record" in (sealer.erasure_claim_problem(malformed) or "")
 
 
 def test_policy_document_is_parsed_and_checked() -> None:

@@ -4,6 +4,9 @@ harness, a tenant with a privacy policy)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from authtrail.privacy_keys import DirectoryKeyStore
 from authtrail.stream.core.canonical import canonical_leaf, is_sealed
 from authtrail.stream.core.merkle import leaf_hash
 from authtrail.stream.worker.sequencing import CHAINED
@@ -13,7 +16,10 @@ from authtrail.stream.worker.shredding import (
     PrivacyPolicy,
     Sealer,
     SubjectKey,
+    erasure_event,
     open_value,
+    pseudonym,
+    sealed_key_id,
 )
 from tests.unit.test_worker import EVENTS, Harness
 
@@ -29,6 +35,9 @@ class _Keys:
 
     def pseudonym_key(self, tenant_id: str) -> bytes:
         return bytes(32)
+
+    def destroyed(self, tenant_id: str, key_id: str, subject_pseudonym: str) -> bool:
+        return False
 
 
 def _failure(event_id: str, user_name: str) -> bytes:
@@ -82,3 +91,106 @@ def test_input_that_looks_sealed_is_rejected() -> None:
     dead = harness.decoded(DEAD_LETTER_ROLE)
     assert [letter["error_kind"] for letter in dead] == ["invalid_event"]
     assert "only authtrail's own sealing may write" in dead[0]["reason"]
+
+
+# --- erasure records: chained only when the key store confirms the claim ------------------
+
+BASE = 1_700_000_000_000_000
+
+
+def _erasure(
+    store: DirectoryKeyStore, key_ids: list[str], at: int, subject: str = "name:alice"
+) -> bytes:
+    subject_pseudonym = pseudonym(store.pseudonym_key("acme"), subject)
+    return EVENTS.encode(erasure_event("acme", subject_pseudonym, key_ids, at))
+
+
+def _stored_harness(store: DirectoryKeyStore, inputs: list[bytes]) -> Harness:
+    harness = Harness(inputs)
+    harness.worker._sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), store)
+    return harness
+
+
+def _chained_ids(harness: Harness) -> list[str]:
+    return [record["event"]["event_id"] for record in harness.decoded(CHAINED)]
+
+
+def _rejected(harness: Harness) -> list[tuple[str, str, str]]:
+    """(kind, tenant, reason) of each rejection chained into the rejection log."""
+    return [(chained["rejection"]["error_kind"], chained["rejection"]["tenant_id"] or "",
+             chained["rejection"]["reason"]) for chained in harness.rejections()]  # fmt: skip
+
+
+def test_an_erasure_is_chained_only_after_the_key_store_destroyed_the_keys(
+    tmp_path: Path,
+) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    harness = _stored_harness(store, [_failure("e1", "alice")])
+    harness.run([0])
+    (first,) = harness.decoded(CHAINED)
+    key_id = sealed_key_id(first["event"]["user_name"])
+
+    # A plain producer claims alice's key was destroyed: it was not (live), and another
+    # record names a key id the store never had. Both go to the rejection log.
+    forged, unknown = _erasure(store, [key_id], BASE), _erasure(store, ["0" * 32], BASE + 1)
+    harness.inputs += [forged, unknown, _failure("e2", "alice")]
+    harness.run([1, 2, 3])  # offsets 1-3
+    assert _chained_ids(harness) == ["e1", "e2"]
+    rejected = _rejected(harness)
+    assert [(kind, tenant) for kind, tenant, _ in rejected] == [("reserved_identity", "acme")] * 2
+    assert key_id in rejected[0][2] and "0" * 32 in rejected[1][2]
+    assert all("has not destroyed" in reason for _, _, reason in rejected)
+    assert {chained["chain_tenant_id"] for chained in harness.rejections()} == {
+        "authtrail-rejected-2"
+    }
+    # The forgery did not make the sealer drop alice's key: e2 is sealed under it.
+    assert sealed_key_id(harness.decoded(CHAINED)[1]["event"]["user_name"]) == key_id
+
+    # The real erasure: the key is destroyed first, then the record is sent (twice: erase
+    # is idempotent and re-sends the same record, which stays a duplicate).
+    erased = store.erase("acme", "name:alice")
+    assert erased.destroyed == (key_id,)
+    genuine = _erasure(store, [key_id], erased.erased_at)
+    # The key is destroyed now, but a record naming another subject for it is still false.
+    mislabelled = _erasure(store, [key_id], erased.erased_at, subject="name:bob")
+    harness.inputs += [genuine, genuine, mislabelled, _failure("e3", "alice")]
+    harness.run([4, 5, 6, 7])
+    chained = harness.decoded(CHAINED)
+    assert [record["event"]["service"] for record in chained[2:]] == [
+        "authtrail-privacy", None
+    ]  # fmt: skip
+    assert harness.worker.counters.duplicates == 1 and len(_rejected(harness)) == 3
+    assert "has not destroyed" in _rejected(harness)[2][2]
+    assert sealed_key_id(chained[3]["event"]["user_name"]) != key_id  # a new key after it
+
+
+def test_a_chained_erasure_replayed_after_the_store_forgot_it_stays_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    harness = _stored_harness(store, [_failure("e1", "alice")])
+    harness.run([0])
+    key_id = sealed_key_id(harness.decoded(CHAINED)[0]["event"]["user_name"])
+    saved = (tmp_path / "acme" / "keys" / key_id).read_text()
+    genuine = _erasure(store, [key_id], store.erase("acme", "name:alice").erased_at)
+    harness.inputs += [genuine]
+    harness.run([1])
+    # A backup of the key store brought the key back (docs/PRIVACY.md): the store no longer
+    # confirms the erasure, but the record already chained is only re-sent.
+    (tmp_path / "acme" / "keys" / key_id).write_text(saved)
+    assert not store.destroyed("acme", key_id, pseudonym(store.pseudonym_key("acme"), "name:alice"))
+    harness.inputs += [genuine]
+    harness.run([2])
+    assert len(harness.decoded(CHAINED)) == 2 and harness.worker.counters.duplicates == 1
+    assert _rejected(harness) == []
+
+
+def test_a_worker_without_a_key_store_rejects_every_erasure_record(tmp_path: Path) -> None:
+    store = DirectoryKeyStore(tmp_path)
+    key = store.key_for("acme", "name:alice")
+    genuine = _erasure(store, [key.key_id], store.erase("acme", "name:alice").erased_at)
+    harness = Harness([genuine])  # no sealer: no key store to check the claim against
+    harness.run([0])
+    assert harness.decoded(CHAINED) == []
+    ((kind, tenant, reason),) = _rejected(harness)
+    assert (kind, tenant) == ("reserved_identity", "acme") and "no privacy key store" in reason
