@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authtrail.errors import FormatError
+from authtrail.producers.sdk.events import TENANT_ID_PATTERN
 from authtrail.producers.sdk.partitioning import tenant_partition
 from authtrail.stream.core.handover import HANDOVER_ID_PREFIX, KEYS_SERVICE
 from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
@@ -34,6 +35,7 @@ MISSING_FIELD = "missing_field"
 ABSURD_TIMESTAMP = "absurd_timestamp"
 WRONG_PARTITION = "wrong_partition"
 RESERVED_IDENTITY = "reserved_identity"
+INVALID_EVENT = "invalid_event"
 
 _YEAR_2000_MICROS = 946_684_800_000_000
 
@@ -160,6 +162,13 @@ def check_event(
         raise RejectedEvent(
             RESERVED_IDENTITY,
             f"tenant_id {event['tenant_id']!r} is reserved to authtrail's rejection logs",
+        )
+    if not TENANT_ID_PATTERN.fullmatch(event["tenant_id"]):
+        # The SDK refuses these; a foreign producer may not. Refused here, before anything
+        # (sealing, key stores, checkpoint origins) takes the id as a name.
+        raise RejectedEvent(
+            INVALID_EVENT,
+            f"tenant_id {event['tenant_id']!r} must match {TENANT_ID_PATTERN.pattern}",
         )
     reserved = reserved_identity(event)
     if reserved is not None and claims_erasure(event):

@@ -52,7 +52,13 @@ from authtrail.stream.core.handover import handover_event, handover_rejection
 from authtrail.stream.core.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
 from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from authtrail.stream.detection.guard import Guard
-from authtrail.stream.worker.admission import OVERSIZED, Limits, RejectedEvent, check_event
+from authtrail.stream.worker.admission import (
+    INVALID_EVENT,
+    OVERSIZED,
+    Limits,
+    RejectedEvent,
+    check_event,
+)
 from authtrail.stream.worker.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
 from authtrail.stream.worker.log_limit import RateLimitedLog
 from authtrail.stream.worker.recovery import Recovery, snapshot_part_key
@@ -441,7 +447,7 @@ class SequencerWorker:
         except FormatError as exc:
             self._reject(sequencer, record, "undecodable", str(exc), None, value, index)
         except InvalidArgumentError as exc:
-            self._reject(sequencer, record, "invalid_event", str(exc), _tenant(event), value,
+            self._reject(sequencer, record, INVALID_EVENT, str(exc), _tenant(event), value,
                          index)  # fmt: skip
         else:
             if offer.link is not None:

@@ -194,3 +194,22 @@ def test_a_worker_without_a_key_store_rejects_every_erasure_record(tmp_path: Pat
     assert harness.decoded(CHAINED) == []
     ((kind, tenant, reason),) = _rejected(harness)
     assert (kind, tenant) == ("reserved_identity", "acme") and "no privacy key store" in reason
+
+
+def test_a_tenant_id_no_key_store_can_hold_is_rejected_not_a_crash(tmp_path: Path) -> None:
+    """A foreign producer's tenant id outside the pattern (the SDK refuses it) is rejected
+    at admission, before the sealer asks the key store for a directory of that name: the
+    worker used to exit on it and meet the same event again after each restart."""
+    store = DirectoryKeyStore(tmp_path / "privacy")
+    tenants = ["acme corp", "../acme", "acme/x", "-acme", "a" * 129]
+    bad = [
+        EVENTS.decode(_failure(f"e{n}", "alice")) | {"tenant_id": tenant}
+        for n, tenant in enumerate(tenants)
+    ]
+    harness = _stored_harness(store, [EVENTS.encode(e) for e in bad] + [_failure("ok", "bob")])
+    harness.run(list(range(len(bad) + 1)))
+    assert _chained_ids(harness) == ["ok"]
+    assert [(kind, tenant) for kind, tenant, _ in _rejected(harness)] == [
+        ("invalid_event", event["tenant_id"]) for event in bad
+    ]
+    assert sorted(p.name for p in (tmp_path / "privacy").iterdir()) == ["acme"]
