@@ -49,6 +49,7 @@ CORE_MODULES = [
     "stream.handover",
     "stream.event_time",
     "stream.shredding",
+    "stream.retention",
     "producers.spool_format",
     "producers.traffic",
     "producers.envelope",
