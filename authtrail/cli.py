@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from authtrail.privacy_cli import add_privacy_parsers  # erase, hash
 
     add_privacy_parsers(commands)
+    from authtrail.retention_cli import add_retention_parser  # retain
+
+    add_retention_parser(commands)
     return parser
 
 

@@ -162,3 +162,15 @@ def delete_pruned(
             {"mutations_sync": 2},
         )
     return present
+
+
+def first_seq_since(backend: ClickHouseBackend, tenant_id: str, since_micros: int) -> int:
+    """The first seq of ``tenant_id`` whose event occurred at or after ``since_micros``
+    (one past the last record when none did): every record before it is older."""
+    sql = f"""SELECT minIf(seq, occurred_at >= fromUnixTimestamp64Micro({{since:Int64}}, 'UTC')),
+                  countIf(occurred_at >= fromUnixTimestamp64Micro({{since:Int64}}, 'UTC')),
+                  max(seq)
+              FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}}"""
+    row = backend.query_arrow(sql, {"tenant": tenant_id, "since": since_micros}).to_pylist()[0]
+    first, newer, last = row.values()
+    return int(first) if newer else int(last or 0) + 1

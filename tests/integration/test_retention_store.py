@@ -10,6 +10,7 @@ run as subprocesses where the exit code is what is tested, as an operator would 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -330,3 +331,47 @@ def test_a_cut_beyond_the_signed_log_is_refused(built: dict[str, Path]) -> None:
         pytest.raises(RetentionUnavailable, match="not all stored and signed"),
     ):
         statement_for_cut(backend, "acme", 768, ORIGIN, TIME)
+
+
+def test_retain_command_deletes_once_the_statement_is_in_the_log(copy: dict[str, Path]) -> None:
+    data, pub = copy["signed"], str(copy["pub"])
+    # Every event occurred in 2023: all 701 are older than a day; the cut rounds to 512.
+    done = _authtrail(data, "retain", "--tenant", "acme", "--older-than", "1", "--key", pub,
+                      "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "tenant_id": "acme", "cut": CUT, "statement_seq": RETENTION_SEQ, "sent": False,
+        "deleted": CUT,
+    }  # fmt: skip
+    again = _authtrail(data, "retain", "--tenant", "acme", "--before", "600", "--key", pub)
+    assert again.returncode == 0, again.stderr
+    assert "recorded at seq 701; 0 records deleted" in again.stdout
+    assert _authtrail(data, "verify", "--key", pub).returncode == 0
+    small = _authtrail(data, "retain", "--tenant", "globex", "--before", "200", "--key", pub)
+    assert small.returncode == 0 and "nothing to do" in small.stdout
+
+
+def test_retain_refuses_a_damaged_tenant_and_deletes_nothing(copy: dict[str, Path]) -> None:
+    data, pub = copy["none"], str(copy["pub"])
+    _mutate(data, "ALTER TABLE events UPDATE user_name = 'x' WHERE tenant_id = 'acme' AND seq = 5")
+    refused = _authtrail(data, "retain", "--tenant", "acme", "--before", "600", "--key", pub)
+    assert refused.returncode == 1, refused.stderr
+    assert "does not verify (modified at seq 5" in refused.stderr
+    with EmbeddedBackend(data / "clickhouse", read_only=True) as backend:
+        assert stored_below(backend, "acme", CUT) == CUT
+
+
+def test_retain_without_a_statement_needs_the_worker_and_deletes_nothing(
+    copy: dict[str, Path],
+) -> None:
+    data, pub = copy["none"], str(copy["pub"])
+    env_key = {"AUTHTRAIL_SIGNING_KEY": str(copy["key"])}
+    refused = subprocess.run(
+        [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data), "retain", "--tenant",
+         "acme", "--before", "600", "--key", pub],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env_key},
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "retain needs --bootstrap-servers" in refused.stderr
+    with EmbeddedBackend(data / "clickhouse", read_only=True) as backend:
+        assert stored_below(backend, "acme", CUT) == CUT

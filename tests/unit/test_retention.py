@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from authtrail.errors import CheckpointError, InvalidArgumentError
+from authtrail.errors import CheckpointError, ConfigurationError, InvalidArgumentError
+from authtrail.retention import retention_days
 from stream.audit import MerkleLevels, provable, verify_checkpoint_levels, verify_checkpoints
 from stream.checkpoint import Checkpoint, sign
 from stream.note import Signer, generate_key_strings, make_keyring
@@ -178,3 +180,17 @@ def test_checkpoints_of_a_pruned_log_verify_where_provable() -> None:
     assert (summary.records, summary.checkpoints, summary.signed_size) == (
         full.records, full.checkpoints, full.signed_size,
     )  # fmt: skip
+
+
+def test_retention_days_from_the_privacy_policy_file(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    periods = '{"default": 365, "tenants": {"acme": 30, "keep": null}}'
+    policy.write_text(f'{{"tenants": {{"acme": {{}}}}, "retention_days": {periods}}}')
+    assert [retention_days(policy, name) for name in ("acme", "globex", "keep")] == [30, 365, None]
+    assert retention_days(None, "acme") is None
+    toml = tmp_path / "policy.toml"
+    toml.write_text("[retention_days.tenants]\nacme = 7\n")
+    assert (retention_days(toml, "acme"), retention_days(toml, "globex")) == (7, None)
+    policy.write_text('{"retention_days": {"tenants": {"acme": 0}}}')
+    with pytest.raises(ConfigurationError, match="whole days"):
+        retention_days(policy, "acme")
