@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from authtrail.errors import AuthtrailError
+from authtrail.errors import AuthtrailError, CheckpointError
 from sinks.backend import ClickHouseBackend
 from sinks.clickhouse_sql import quote_string_literal
 from sinks.tables import EVENTS_TABLE, TILES_TABLE
@@ -174,3 +174,16 @@ def first_seq_since(backend: ClickHouseBackend, tenant_id: str, since_micros: in
     row = backend.query_arrow(sql, {"tenant": tenant_id, "since": since_micros}).to_pylist()[0]
     first, newer, last = row.values()
     return int(first) if newer else int(last or 0) + 1
+
+
+def claimed_cut(backend: ClickHouseBackend, tenant_id: str) -> int:
+    """The largest cut the tenant's stored retention statements state, signatures
+    unchecked: only to explain why a proof cannot be built (``verify`` judges them)."""
+    cuts = [0]
+    for _, note in read_retention_notes(backend, tenant_id).get(tenant_id, []):
+        body = note.rpartition("\n\n")[0]
+        try:
+            cuts.append(RetentionStatement.parse((body + "\n").encode()).pruned_size)
+        except CheckpointError:
+            continue
+    return max(cuts)

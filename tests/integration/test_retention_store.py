@@ -203,6 +203,10 @@ def test_pruned_records_have_no_proofs_any_more(copy: dict[str, Path]) -> None:
         pytest.raises(ProofUnavailableError, match="no stored record of seq 100"),
     ):
         prove_inclusion(backend, ORIGIN, "acme", 100)
+    # From a checkpoint inside the pruned range, off a tile boundary: its leaves are gone.
+    refused = _authtrail(data, "prove", "--tenant", "acme", "--consistency", "500", "701")
+    assert refused.returncode == 2, refused.stderr
+    assert "records 1..512 were pruned under a retention statement" in refused.stderr
 
 
 def test_pending_deletion_verifies_and_says_so(built: dict[str, Path]) -> None:
