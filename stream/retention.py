@@ -216,6 +216,21 @@ def is_retention_event(event: Mapping[str, Any]) -> bool:
     )
 
 
+def check_retention_event(
+    event: Mapping[str, Any], next_seq: int, keyring: Keyring, log_origin: str
+) -> None:
+    """Admission of an event that claims to carry a retention statement, before it is
+    chained as record ``next_seq``: its note must be one ``keyring`` signed for this
+    tenant's log, pruning records before it. Raises :class:`RetentionDamage`; any other
+    event passes. Without this check, anyone who may produce events could put a record
+    into a tenant's log that ``verify`` then reports as a forged retention."""
+    if not is_retention_event(event):
+        return
+    attributes = event.get("attributes") or {}
+    note = attributes.get(NOTE_ATTRIBUTE, "") if isinstance(attributes, Mapping) else ""
+    open_retention(str(event["tenant_id"]), next_seq, str(note), keyring, log_origin)
+
+
 def pruned_levels(
     pruned_size: int, level_one: Sequence[bytes], retained_leaf_hashes: Sequence[bytes]
 ) -> MerkleLevels:

@@ -52,8 +52,10 @@ from stream.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
 from stream.guard import Guard
 from stream.handover import handover_event, handover_rejection
 from stream.log_limit import RateLimitedLog
+from stream.note import Keyring
 from stream.recovery import Recovery, snapshot_part_key
 from stream.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
+from stream.retention import RetentionDamage, check_retention_event
 from stream.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from stream.shredding import Sealer
 from stream.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
@@ -92,6 +94,10 @@ class Observer(Protocol):
     def signed(self, partition: int, tenant_id: str, batch_records: int) -> None: ...
 
     def forget(self, partitions: Iterable[int]) -> None: ...
+
+
+#: Rejection kind of an event carrying a retention statement no trusted key signed.
+FORGED_RETENTION_KIND = "forged_retention"
 
 
 @dataclass
@@ -139,7 +145,11 @@ class SequencerWorker:
         batch_codec: SingleObjectCodec,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         sealer: Sealer | None = None,
+        retention: tuple[Keyring, str] | None = None,
     ) -> None:
+        # (keyring, log origin): retention statements must verify before they are chained
+        # (stream/retention.py); None: not checked.
+        self._retention = retention
         self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
@@ -422,6 +432,8 @@ class SequencerWorker:
                 partition=record.partition, partitions=self._partitions,
                 own_decision=own_decision,
             )  # fmt: skip
+            if self._retention is not None:
+                self._check_retention(sequencer, event)
             event, value = self._sealed(event, value)  # decisions pass unchanged
             if leaf is None:  # not yet worked out by own_decision
                 leaf = canonical_leaf(event)
@@ -446,6 +458,16 @@ class SequencerWorker:
                 reason = f"event_id {event['event_id']!r} was already used for different content"
                 self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
                              value, index)  # fmt: skip
+
+    def _check_retention(self, sequencer: Sequencer, event: Mapping[str, Any]) -> None:
+        """Refuse a retention statement no trusted key signed for this tenant's log."""
+        assert self._retention is not None
+        log = sequencer.tenants.get(event["tenant_id"])
+        next_seq = (log.head.seq if log is not None else 0) + 1
+        try:
+            check_retention_event(event, next_seq, *self._retention)
+        except RetentionDamage as exc:
+            raise RejectedEvent(FORGED_RETENTION_KIND, exc.detail) from exc
 
     def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
         """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf

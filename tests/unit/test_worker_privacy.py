@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from stream.canonical import canonical_leaf, is_sealed
 from stream.merkle import leaf_hash
+from stream.note import Signer, generate_key_strings, make_keyring
+from stream.retention import RetentionStatement, retention_event, sign_retention
 from stream.shredding import PrivacyPolicies, PrivacyPolicy, Sealer, SubjectKey, open_value
-from stream.worker import CHAINED
+from stream.worker import CHAINED, FORGED_RETENTION_KIND
 from stream.worker import DEAD_LETTER as DEAD_LETTER_ROLE
-from tests.unit.test_worker import EVENTS, Harness
+from tests.unit.test_worker import EVENTS, SIGNER, Harness
 
 
 class _Keys:
@@ -76,3 +78,39 @@ def test_input_that_looks_sealed_is_rejected() -> None:
     dead = harness.decoded(DEAD_LETTER_ROLE)
     assert [letter["error_kind"] for letter in dead] == ["invalid_event"]
     assert "only authtrail's own sealing may write" in dead[0]["reason"]
+
+
+def _login(n: int) -> bytes:
+    event = {"event_id": f"l{n}", "tenant_id": "acme", "event_type": "LOGIN",
+             "outcome": "SUCCESS", "occurred_at": 1_700_000_000_000_000 + n}  # fmt: skip
+    return EVENTS.encode(event)
+
+
+def _retention(signer: Signer, origin: str = "authtrail.test/acme", note: bool = True) -> bytes:
+    statement = RetentionStatement(origin, 256, bytes(32), bytes(32), 1_700_000_001_000_000)
+    event = retention_event("acme", sign_retention(statement, signer), statement)
+    if not note:
+        event["attributes"] = {}
+    return EVENTS.encode(event)
+
+
+def test_only_retention_statements_a_trusted_key_signed_are_chained() -> None:
+    other = Signer.parse(generate_key_strings("someone")[0])
+    inputs = [_login(n) for n in range(256)] + [
+        _retention(SIGNER), _retention(other), _retention(SIGNER, "authtrail.test/globex"),
+        _retention(SIGNER, note=False),
+    ]  # fmt: skip
+    harness = Harness(inputs)
+    harness.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
+    harness.run(list(range(len(inputs))))
+    chained = harness.decoded(CHAINED)
+    assert len(chained) == 257 and chained[-1]["event"]["service"] == "authtrail-retention"
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [letter["error_kind"] for letter in dead] == [FORGED_RETENTION_KIND] * 3
+    assert "no signature by a trusted key" in dead[0]["reason"]
+    assert "names log 'authtrail.test/globex', not 'authtrail.test/acme'" in dead[1]["reason"]
+    # Before record 257, a statement pruning 256 records would prune itself.
+    early = Harness([_retention(SIGNER)])
+    early.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
+    early.run([0])
+    assert "includes itself" in early.decoded(DEAD_LETTER_ROLE)[0]["reason"]
