@@ -99,7 +99,7 @@ def retain(
 
     writer = open_backend(settings)
     try:
-        deleted = delete_pruned(writer, tenant_id, cut, keyring, origin)
+        cut, deleted = delete_pruned(writer, tenant_id, cut, keyring, origin)
     finally:
         writer.close()
     return RetentionOutcome(tenant_id, cut, seq, sent, deleted)
@@ -111,11 +111,11 @@ def _statement_seq(
     from sinks.retention_store import stored_statements
 
     found = [
-        stored.seq
+        (stored.statement.pruned_size, stored.seq)
         for stored in stored_statements(backend, tenant_id, keyring, origin)
         if stored.statement.pruned_size >= cut
     ]
-    return min(found) if found else None
+    return max(found)[1] if found else None  # the newest cut: the one deleted to
 
 
 def _send_statement(

@@ -110,12 +110,21 @@ def _level_one(backend: ClickHouseBackend, tenant_id: str, cut: int) -> list[byt
 def _check_entries(
     backend: ClickHouseBackend, tenant_id: str, cut: int, entries: list[bytes]
 ) -> None:
-    """Each level-1 entry under the cut must be the root of its 256 stored leaves."""
+    """Each level-1 entry under the cut whose leaves are stored must be their root, and
+    the leaves must be all of ``first..cut`` for some tile boundary ``first``: below it, an
+    earlier retention pruned them (``verify`` checked those entries against its signed
+    root, which is why retain verifies the tenant first)."""
     sql = f"""SELECT intDiv(seq - 1, {TILE_WIDTH}) AS tile,
                   arrayMap(row -> row.2, arraySort(groupArray((seq, leaf_hash)))) AS leaves
               FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}} AND seq <= {{cut:UInt64}}
               GROUP BY tile ORDER BY tile"""
     rows = backend.query_arrow(sql, {"tenant": tenant_id, "cut": cut}).to_pylist()
+    first = rows[0]["tile"] if rows else len(entries)
+    if [row["tile"] for row in rows] != list(range(first, len(entries))):
+        raise RetentionUnavailable(
+            f"tenant {tenant_id!r}: records of 1..{cut} are missing in the middle; run "
+            "`authtrail verify`"
+        )
     for row in rows:
         index, leaves = row["tile"], row["leaves"]
         if len(leaves) != TILE_WIDTH or root_from_leaf_hashes(leaves) != entries[index]:
@@ -124,11 +133,6 @@ def _check_entries(
                 f"tile entry {index} of level 1 is not the root of the stored records "
                 f"{index * TILE_WIDTH + 1}..{(index + 1) * TILE_WIDTH}: run `authtrail verify`",
             )  # fmt: skip
-    if len(rows) != len(entries):
-        raise RetentionUnavailable(
-            f"tenant {tenant_id!r}: some records of 1..{cut} are already gone; run "
-            "`authtrail verify`"
-        )
 
 
 def stored_below(backend: ClickHouseBackend, tenant_id: str, cut: int) -> int:
@@ -140,28 +144,32 @@ def stored_below(backend: ClickHouseBackend, tenant_id: str, cut: int) -> int:
 
 def delete_pruned(
     backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring, log_origin: str
-) -> int:
-    """Delete records ``1..cut`` of ``tenant_id``; return how many were stored.
+) -> tuple[int, int]:
+    """Delete the tenant's records below its newest stored retention statement's cut,
+    which must reach at least ``cut``; return that cut and how many records were stored.
 
     Refuses (RetentionUnavailable) unless a statement with a cut of at least ``cut``,
     signed by a key of ``keyring``, is stored in the tenant's log: a deletion the log
-    does not record is exactly what ``verify`` reports as damage. Raises StoreError when
-    the connection may not mutate ``events`` (the writer, analyst and auditor may not).
+    does not record is exactly what ``verify`` reports as damage. Deleting to the newest
+    cut, not to ``cut``, because ``verify`` holds the store to the newest statement.
+    Raises StoreError when the connection may not mutate ``events`` (the writer,
+    analyst and auditor may not).
     """
     statements = stored_statements(backend, tenant_id, keyring, log_origin)
-    if not any(stored.statement.pruned_size >= cut for stored in statements):
+    newest = max((stored.statement.pruned_size for stored in statements), default=0)
+    if newest < cut:
         raise RetentionUnavailable(
             f"tenant {tenant_id!r}: no signed retention statement for records 1..{cut} is "
             "stored in its log yet; nothing was deleted"
         )
-    present = stored_below(backend, tenant_id, cut)
+    present = stored_below(backend, tenant_id, newest)
     if present:
         backend.command(
             f"ALTER TABLE {EVENTS_TABLE} DELETE WHERE tenant_id = "
-            f"{quote_string_literal(tenant_id)} AND seq <= {int(cut)}",
+            f"{quote_string_literal(tenant_id)} AND seq <= {int(newest)}",
             {"mutations_sync": 2},
         )
-    return present
+    return newest, present
 
 
 def first_seq_since(backend: ClickHouseBackend, tenant_id: str, since_micros: int) -> int:

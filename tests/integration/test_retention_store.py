@@ -94,7 +94,7 @@ class _Log:
 def _build(root: Path) -> dict[str, Path]:
     key_path, pub_path = write_key_pair(root / "keys", "retention-test")
     other_key, _ = write_key_pair(root / "other", "someone-else")
-    stores = {}
+    stores = {"twice": _build_twice(root / "twice", key_path, pub_path)}
     for variant in ("signed", "forged", "none"):
         data = root / variant
         backend = EmbeddedBackend(data / "clickhouse")
@@ -113,6 +113,27 @@ def _build(root: Path) -> dict[str, Path]:
             backend.close()
         stores[variant] = data
     return {"pub": pub_path, "key": key_path, **stores}
+
+
+def _build_twice(data: Path, key_path: Path, pub_path: Path) -> Path:
+    """acme pruned to 256 under a statement at seq 701, grown by 100 records after the
+    deletion, then pruned to 512 under a second statement at seq 802 (the first stays)."""
+    backend = EmbeddedBackend(data / "clickhouse")
+    keyring = load_keyring([pub_path])
+    try:
+        for statement in create_statements():
+            backend.command(statement)
+        log = _Log(backend, load_signer(key_path))
+        log.append([_event("acme", n) for n in range(ACME_RECORDS)])
+        for cut, more in ((256, 100), (512, 0)):
+            statement = statement_for_cut(backend, "acme", cut, ORIGIN, TIME + cut)
+            note = sign_retention(statement, load_signer(key_path))
+            log.append([retention_event("acme", note, statement)])
+            delete_pruned(backend, "acme", cut, keyring, ORIGIN)
+            log.append([_event("acme", n) for n in range(ACME_RECORDS, ACME_RECORDS + more)])
+    finally:
+        backend.close()
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +164,7 @@ def _mutate(data: Path, sql: str) -> None:
 
 def _prune(data: Path, pub: Path, cut: int = CUT) -> int:
     with EmbeddedBackend(data / "clickhouse") as backend:
-        return delete_pruned(backend, "acme", cut, load_keyring([pub]), ORIGIN)
+        return delete_pruned(backend, "acme", cut, load_keyring([pub]), ORIGIN)[1]
 
 
 def _authtrail(data: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -379,3 +400,26 @@ def test_retain_without_a_statement_needs_the_worker_and_deletes_nothing(
     assert "retain needs --bootstrap-servers" in refused.stderr
     with EmbeddedBackend(data / "clickhouse", read_only=True) as backend:
         assert stored_below(backend, "acme", CUT) == CUT
+
+
+def test_a_second_retention_extends_the_first(built: dict[str, Path]) -> None:
+    verdict = _verdicts(built["twice"], built["pub"])["acme"]
+    assert verdict.damage is None, verdict.detail
+    assert (verdict.pruned_size, verdict.retention_cut, verdict.records) == (512, 512, 802)
+    with EmbeddedBackend(built["twice"] / "clickhouse", read_only=True) as backend:
+        services = backend.query_arrow(
+            "SELECT seq FROM events WHERE service = 'authtrail-retention' ORDER BY seq"
+        ).column(0).to_pylist()  # fmt: skip
+    assert services == [701, 802]  # both statements kept: both are above the newest cut
+
+
+def test_retain_deletes_to_the_newest_signed_cut(copy: dict[str, Path], tmp_path: Path) -> None:
+    data, pub = tmp_path / "twice-copy", str(copy["pub"])
+    shutil.copytree(copy["root"] / "signed", data, symlinks=True)
+    # Asking for less than the stored statement prunes: deleting less would leave the
+    # store short of what its log says, which verify calls incomplete.
+    done = _authtrail(data, "retain", "--tenant", "acme", "--before", "300", "--key", pub,
+                      "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted"] == CUT and json.loads(done.stdout)["cut"] == CUT
+    assert _verdicts(data, copy["pub"])["acme"].pruned_size == CUT
