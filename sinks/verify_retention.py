@@ -73,8 +73,13 @@ def read_retained_log(
     keyring: Keyring,
     log_origin: str,
     tiles: Sequence[tuple[int, int, bytes]],
+    *,
+    contents_checked: bool = False,
 ) -> RetainedLog:
     """Check ``tenant_id``'s retention statements and stored records against each other.
+
+    ``contents_checked``: the caller found every row's leaf and chain hash to be its
+    content's in SQL already, so the rows are read without recomputing their leaves.
 
     Raises RetentionDamage: a statement no trusted key signed (``forged retention``);
     records below the cut partly deleted (``retention incomplete``); the retained chain
@@ -88,7 +93,18 @@ def read_retained_log(
     ]
     seq_of, governing = max(statements, key=lambda pair: pair[1].pruned_size)
     cut = governing.pruned_size
-    rows = _stored_links(backend, tenant_id)
+    if contents_checked:
+        linked = _linked_after(backend, tenant_id, cut, governing.chain_hash)
+        if linked is not None:  # pruned, and the retained rows chain from the anchor
+            leaves, hashes = linked
+            tree = pruned_levels(cut, _level_one(tenant_id, cut, tiles), leaves)
+            for seq, statement in statements:
+                anchor = governing.chain_hash if statement is governing else None
+                _check_statement(tenant_id, seq, statement, tree, anchor)
+            return RetainedLog(tree, _head(cut, governing.chain_hash, hashes), cut, cut,
+                               len(leaves))  # fmt: skip
+    # Row by row, to name the damage exactly (or while a deletion is pending).
+    rows = _stored_links(backend, tenant_id, recompute=not contents_checked)
     below = [row for row in rows if row.link.seq <= cut]
     if below and len({row.link.seq for row in below}) < cut:
         raise RetentionDamage(
@@ -117,14 +133,38 @@ def read_retained_log(
     for seq, statement in statements:
         anchor = governing.chain_hash if statement is governing else None
         _check_statement(tenant_id, seq, statement, tree, anchor)
-    return RetainedLog(tree, _head(cut, governing.chain_hash, links), cut, cut, len(rows))
+    hashes = [link.hash for link in links]
+    return RetainedLog(tree, _head(cut, governing.chain_hash, hashes), cut, cut, len(rows))
 
 
-def _head(cut: int, anchor: bytes, links: list[ChainLink]) -> Callable[[int], bytes]:
+def _head(cut: int, anchor: bytes, hashes: list[bytes]) -> Callable[[int], bytes]:
     def head(size: int) -> bytes:
-        return anchor if size == cut else links[size - cut - 1].hash
+        return anchor if size == cut else hashes[size - cut - 1]
 
     return head
+
+
+def _linked_after(
+    backend: ClickHouseBackend, tenant_id: str, cut: int, anchor: bytes
+) -> tuple[list[bytes], list[bytes]] | None:
+    """The leaf and chain hashes of seq ``cut + 1 ..`` when no record of ``1..cut`` is
+    stored and the others run on from ``cut + 1`` linking back to ``anchor``, checked in
+    SQL; None otherwise (the caller then reads row by row to name what differs)."""
+    sql = f"""SELECT below, linked, arrayMap(row -> row.4, rows), arrayMap(row -> row.3, rows)
+        FROM (SELECT below, rows,
+                arrayAll((row, index) -> row.1 = index + {{cut:UInt64}}, rows, arrayEnumerate(rows))
+                AND arrayAll((row, previous) -> row.2 = previous, rows,
+                    arrayPushFront(arrayPopBack(arrayMap(row -> row.3, rows)),
+                                   {{anchor:FixedString(32)}})) AS linked
+              FROM (SELECT countIf(seq <= {{cut:UInt64}}) AS below,
+                      arraySort(row -> row.1, groupArrayIf((seq, prev_hash, hash, leaf_hash),
+                                                           seq > {{cut:UInt64}})) AS rows
+                    FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}}))"""
+    table = backend.query_arrow(sql, {"tenant": tenant_id, "cut": cut, "anchor": anchor})
+    below, linked, leaves, hashes = (table.column(i)[0].as_py() for i in range(4))
+    if below or not linked:
+        return None
+    return leaves, hashes
 
 
 def _check_statement(
@@ -168,8 +208,11 @@ def _level_one(tenant_id: str, cut: int, tiles: Sequence[tuple[int, int, bytes]]
     return entries
 
 
-def _stored_links(backend: ClickHouseBackend, tenant_id: str) -> list[StoredLink]:
-    sql = f"""SELECT seq, prev_hash, leaf_hash, hash, {leaf_hash_sql()} AS content_leaf_hash
+def _stored_links(
+    backend: ClickHouseBackend, tenant_id: str, *, recompute: bool
+) -> list[StoredLink]:
+    content = leaf_hash_sql() if recompute else "leaf_hash"
+    sql = f"""SELECT seq, prev_hash, leaf_hash, hash, {content} AS content_leaf_hash
               FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}} ORDER BY seq"""
     table = backend.query_arrow(sql, {"tenant": tenant_id})
     columns = [table.column(i).to_pylist() for i in range(5)]

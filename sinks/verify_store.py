@@ -397,7 +397,7 @@ def verify_store(
                 )
             elif name in retention_notes:
                 yield verdict.judge_retained(
-                    retention_notes[name], flagged.get(name, (0, 0))[0],
+                    retention_notes[name], flagged.get(name, (0, 0)),
                     checkpoints.get(name, []), anchored.get(name, []),
                     (unsigned, tails) if unsigned else None, tiles.get(name, []),
                 )  # fmt: skip
@@ -466,7 +466,7 @@ class _Verdict:
     def judge_retained(
         self,
         notes: list[tuple[int, str]],
-        records: int,
+        flagged: tuple[int, int],
         checkpoints: list[StoredCheckpoint],
         anchors: list[Anchor],
         unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
@@ -476,10 +476,11 @@ class _Verdict:
         (:mod:`sinks.verify_retention`): pruned records are no damage."""
         try:
             log = read_retained_log(
-                self.backend, self.tenant_id, notes, self.keyring, self.log_origin, tiles
-            )
+                self.backend, self.tenant_id, notes, self.keyring, self.log_origin, tiles,
+                contents_checked=not flagged[1],
+            )  # fmt: skip
         except (ChainError, RetentionDamage) as exc:
-            return self._damaged(records, checkpoints, exc)
+            return self._damaged(flagged[0], checkpoints, exc)
         # An anchor older than the cut, off a tile boundary, needs pruned leaves: its
         # root can no longer be recomputed (docs/INTEGRITY.md, "What a pruned log proves").
         kept = [anchor for anchor in anchors if provable(0, anchor.size, log.pruned_size)]

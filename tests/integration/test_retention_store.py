@@ -31,6 +31,7 @@ from sinks.retention_store import (
 from sinks.rows import CHECKPOINTS_SCHEMA, EVENTS_SCHEMA, chained_row, checkpoint_row, to_arrow
 from sinks.tables import create_statements
 from sinks.tile_builder import TileBuilder
+from sinks.verify_retention import read_retained_log, read_retention_notes
 from sinks.verify_store import TenantResult, verify_store
 from stream.canonical import canonical_leaf
 from stream.merkle import root_from_leaf_hashes
@@ -423,3 +424,35 @@ def test_retain_deletes_to_the_newest_signed_cut(copy: dict[str, Path], tmp_path
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deleted"] == CUT and json.loads(done.stdout)["cut"] == CUT
     assert _verdicts(data, copy["pub"])["acme"].pruned_size == CUT
+
+
+def test_row_by_row_and_sql_paths_agree_on_a_pruned_log(copy: dict[str, Path]) -> None:
+    data = copy["signed"]
+    _prune(data, copy["pub"])
+    with EmbeddedBackend(data / "clickhouse", read_only=True) as backend:
+        notes = read_retention_notes(backend, "acme")["acme"]
+        tiles = backend.query_arrow(
+            "SELECT level, entry_index, hash FROM tiles WHERE tenant_id = 'acme'"
+        ).to_pylist()  # fmt: skip
+        entries = [(row["level"], row["entry_index"], row["hash"]) for row in tiles]
+        logs = [
+            read_retained_log(
+                backend,
+                "acme",
+                notes,
+                load_keyring([copy["pub"]]),
+                ORIGIN,
+                entries,
+                contents_checked=checked,
+            )
+            for checked in (True, False)
+        ]
+    fast, slow = logs
+    assert (fast.pruned_size, fast.cut, fast.stored) == (slow.pruned_size, slow.cut, slow.stored)
+    assert (fast.pruned_size, fast.stored) == (CUT, RETENTION_SEQ - CUT)
+    assert [fast.tree.root(size) for size in (512, 600, 701)] == [
+        slow.tree.root(size) for size in (512, 600, 701)
+    ]
+    assert [fast.chain_head(size) for size in (512, 513, 701)] == [
+        slow.chain_head(size) for size in (512, 513, 701)
+    ]
