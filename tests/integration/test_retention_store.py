@@ -9,8 +9,12 @@ run as subprocesses where the exit code is what is tested, as an operator would 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from authtrail import cli
 from authtrail.keys import load_keyring, load_signer, write_key_pair
 from sinks.backend import EmbeddedBackend
+from sinks.http_front import HttpFront
 from sinks.proofs import ProofUnavailableError, prove_inclusion
 from sinks.retention_store import (
     RetentionUnavailable,
@@ -456,3 +462,47 @@ def test_row_by_row_and_sql_paths_agree_on_a_pruned_log(copy: dict[str, Path]) -
     assert [fast.chain_head(size) for size in (512, 513, 701)] == [
         slow.chain_head(size) for size in (512, 513, 701)
     ]
+
+
+def test_only_a_connection_that_may_mutate_events_deletes(copy: dict[str, Path]) -> None:
+    """Through the embedded store's HTTP front, as against a ClickHouse server with the
+    roles of sinks/access.py: the sink's writer (and the analyst, the auditor) may not
+    delete; an administrator may."""
+    data, pub = copy["signed"], str(copy["pub"])
+    owner = EmbeddedBackend(data / "clickhouse")
+    tokens = [secrets.token_urlsafe(16) for _ in range(4)]
+    try:
+        with HttpFront(owner, token=tokens[0], auditor_token=tokens[1], writer_token=tokens[2],
+                       admin_token=tokens[3]) as front:  # fmt: skip
+            retain = ["--data-dir", str(data), "retain", "--tenant", "acme", "--before", "600",
+                      "--key", pub, "--clickhouse-url"]  # fmt: skip
+            for url in (front.writer_url, front.auditor_url, front.analyst_url):
+                with contextlib.redirect_stderr(io.StringIO()) as err:
+                    code = cli.main([*retain, url])
+                # 497 access denied (writer), 164 read-only or 497 for its settings (others)
+                assert code == 2 and re.search(r"Code: (497|164)", err.getvalue()), err.getvalue()
+                assert stored_below(owner, "acme", CUT) == CUT
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                code = cli.main(["--data-dir", str(data), "retain", "--tenant", "acme",
+                                 "--before", "600", "--key", pub, "--json",
+                                 "--clickhouse-url", front.admin_url])  # fmt: skip
+            assert code == 0 and json.loads(out.getvalue())["deleted"] == CUT
+            assert stored_below(owner, "acme", CUT) == 0
+    finally:
+        owner.close()
+
+
+def test_an_auditor_state_from_before_the_pruning_still_holds(copy: dict[str, Path]) -> None:
+    data, pub, state = copy["signed"], str(copy["pub"]), str(copy["root"] / "state.json")
+    assert _authtrail(data, "verify", "--key", pub, "--state", state).returncode == 0
+    _prune(data, copy["pub"])
+    after = _authtrail(data, "verify", "--key", pub, "--state", state, "--json")
+    assert after.returncode == 0, after.stdout + after.stderr
+    # Cutting the tail off with its checkpoints takes the statement with it: the pruned
+    # range then reads as deleted (the state would catch the truncation too).
+    _mutate(data, "ALTER TABLE events DELETE WHERE tenant_id = 'acme' AND seq > 650")
+    _mutate(data, "ALTER TABLE checkpoints DELETE WHERE tenant_id = 'acme' AND size > 650")
+    truncated = _authtrail(data, "verify", "--key", pub, "--state", state, "--json")
+    report = {t["tenant_id"]: t for t in json.loads(truncated.stdout)["tenants"]}
+    assert truncated.returncode == 1
+    assert (report["acme"]["damage"], report["acme"]["seq"]) == ("deleted", 1)
