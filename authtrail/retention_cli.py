@@ -22,9 +22,11 @@ def add_retention_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     retain = commands.add_parser(
         "retain",
         help="delete a tenant's oldest records under a signed retention statement",
-        description="Sign a retention statement (records 1..N-1 of TENANT may go; N-1 rounded "
-        "down to a multiple of 256, so stored tiles stand in for them), send it to the events "
-        "topic for the worker to chain, then delete those records from the store. Checkpoints "
+        description="Sign a retention statement (TENANT's records before SEQ, or older than "
+        "DAYS, may go; the cut is rounded down to a multiple of 256 so that stored tiles stand "
+        "in for them), send it to the events topic for the worker to chain, then delete those "
+        "records from the store. Exit 0 when done or waiting for a next run, 1 when the tenant "
+        "does not verify (nothing is pruned), 2 on usage or store errors. Checkpoints "
         "and tiles stay: retained records and checkpoints keep verifying and proving, and "
         "`verify` reports the range as pruned. Repeat the same command to finish an "
         "interrupted run; while `authtrail up` owns the embedded store, stop it and run again "
