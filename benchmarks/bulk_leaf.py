@@ -12,7 +12,7 @@ rounds (each round runs every method, in a rotating order):
 * ``chdb_leaf``: one Avro object container (the header fastavro writes for zero records,
   one block of the raw record bodies joined, no Python decode) written to a file and
   queried once with chdb: the project's own leaf expression
-  (``sinks.tables.leaf_hash_sql()``, the one ``verify`` runs) plus the columns the worker
+  (``authtrail.sinks.tables.leaf_hash_sql()``, the one ``verify`` runs) plus the columns the worker
   still needs (tenant_id, event_id, event_type, outcome, service, user_id, user_name,
   client_ip, occurred_at) as Arrow, converted to Python rows. Includes building and
   writing the container, the query and the conversion.
@@ -115,7 +115,7 @@ def _structure(*, micros_as_int: bool) -> str:
 
 def lean_leaf_sql() -> str:
     """The canonical leaf (v1 or v2) as one lambda over an array of every field's value:
-    the same bytes as ``sinks.tables.canonical_leaf_sql()`` with ~4x less SQL. Expects
+    the same bytes as ``authtrail.sinks.tables.canonical_leaf_sql()`` with ~4x less SQL. Expects
     the fields as columns (timestamps as Int64) and ``__vs``, :func:`lean_values_sql`."""
     fields = sorted(event_columns(), key=lambda column: column.name.encode())
     labels = ", ".join(_literal(len(c.name).to_bytes(4, "big") + c.name.encode()) for c in fields)

@@ -287,7 +287,8 @@ def _proof(
         proof = proof_from_nodes(ranges, StoredTiles(backend).nodes(tenant_id, size, wanted))
         check(proof)
         return proof
-    except ChainError:
+    except ChainError as exc:
+        _raise_if_pruned(backend, tenant_id, exc)
         raise  # the leaves themselves are no tree: recomputing would say the same
     except TilesUnavailable as exc:
         _LOG.info("%s; proof nodes recomputed from the leaves", exc)
@@ -298,6 +299,20 @@ def _proof(
             tenant_id, size, exc, tenant_id,
         )  # fmt: skip
     return proof_from_nodes(ranges, LevelsInSql(backend).nodes(tenant_id, size, wanted))
+
+
+def _raise_if_pruned(backend: ClickHouseBackend, tenant_id: str, error: ChainError) -> None:
+    """ProofUnavailableError when the missing leaf was pruned under a retention statement
+    (docs/INTEGRITY.md, "What a pruned log proves"): not damage, just no longer provable."""
+    from authtrail.sinks.retention_store import claimed_cut
+
+    cut = claimed_cut(backend, tenant_id)
+    if error.damage == DELETED and error.seq <= cut:
+        raise ProofUnavailableError(
+            f"tenant {tenant_id!r}: records 1..{cut} were pruned under a retention statement; "
+            f"this proof needs record {error.seq} (only sizes from {cut} on, or on a "
+            "256-record tile boundary, can still be proven)"
+        ) from error
 
 
 def stored_checkpoint(note: str) -> Checkpoint | None:

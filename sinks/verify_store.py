@@ -22,7 +22,7 @@ hashes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -38,12 +38,14 @@ from authtrail.sinks.tables import (
     leaf_hash_sql,
 )
 from authtrail.sinks.verify_rejections import RejectionLog, read_rejection_logs
+from authtrail.sinks.verify_retention import read_retained_log, read_retention_notes
 from authtrail.stream.core.audit import (
     CHECKPOINT_COLUMNS,
     CheckpointDamage,
     MerkleLevels,
     StoredCheckpoint,
     TenantSummary,
+    provable,
     signed_size,
     verify_checkpoint_levels,
 )
@@ -52,6 +54,7 @@ from authtrail.stream.core.merkle import HASH_SIZE
 from authtrail.stream.core.monitor import Anchor, check_anchor, missing_tenant
 from authtrail.stream.core.note import Keyring
 from authtrail.stream.core.rejection import is_rejection_tenant
+from authtrail.stream.core.retention import RetentionDamage
 from authtrail.stream.core.rotation import SignedRange
 from authtrail.stream.core.tiles import TILE_HEIGHT, first_entry_mismatch
 
@@ -96,11 +99,13 @@ class TenantResult:
     signed_by: tuple[str, ...] = ()  # the keys whose signatures verified its checkpoints
     newest_note: bytes | None = None  # the newest verified checkpoint's note (intact only)
     signed_ranges: tuple[SignedRange, ...] = ()  # which keys signed which seqs (intact only)
+    pruned_size: int = 0  # records 1..pruned_size deleted under a signed retention statement
+    retention_cut: int = 0  # the newest signed cut (> pruned_size: deletion still pending)
 
     def report(self) -> dict[str, Any]:
         """The result as JSON-ready values (the note is left out)."""
         fields = ("tenant_id", "records", "checkpoints", "signed_size", "signed_by",
-                  "damage", "seq", "detail")  # fmt: skip
+                  "damage", "seq", "detail", "pruned_size", "retention_cut")  # fmt: skip
         return {name: getattr(self, name) for name in fields} | {
             "signed_by": list(self.signed_by),
             "signed_ranges": [signed.report() for signed in self.signed_ranges],
@@ -364,6 +369,7 @@ def verify_store(
         if tenant_id is None or name == tenant_id
     }
     flagged = _flagged_tenants(backend, tenant_id)
+    retention_notes = read_retention_notes(backend, tenant_id)
     rejection_logs = read_rejection_logs(backend, tenant_id)
     # Checkpoints before the Merkle levels: the sink stores records before the checkpoints
     # covering them, so records read afterwards cover every checkpoint read, even while
@@ -390,6 +396,12 @@ def verify_store(
                 yield verdict.judge_rejections(
                     log, checkpoints.get(name, []), anchored.get(name, []), unsigned
                 )
+            elif name in retention_notes:
+                yield verdict.judge_retained(
+                    retention_notes[name], flagged.get(name, (0, 0)),
+                    checkpoints.get(name, []), anchored.get(name, []),
+                    (unsigned, tails) if unsigned else None, tiles.get(name, []),
+                )  # fmt: skip
             else:
                 yield verdict.judge(
                     flagged.get(name, (0, 0)), checkpoints.get(name, []),
@@ -453,6 +465,31 @@ class _Verdict:
             checkpoints, anchors, (unsigned, tails) if unsigned else None,
         )  # fmt: skip
 
+    def judge_retained(
+        self,
+        notes: list[tuple[int, str]],
+        flagged: tuple[int, int],
+        checkpoints: list[StoredCheckpoint],
+        anchors: list[Anchor],
+        unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+        tiles: list[tuple[int, int, bytes]],
+    ) -> TenantResult:
+        """The verdict on a tenant whose log holds retention statements
+        (:mod:`authtrail.sinks.verify_retention`): pruned records are no damage."""
+        try:
+            log = read_retained_log(
+                self.backend, self.tenant_id, notes, self.keyring, self.log_origin, tiles,
+                contents_checked=not flagged[1],
+            )  # fmt: skip
+        except (ChainError, RetentionDamage) as exc:
+            return self._damaged(flagged[0], checkpoints, exc)
+        # An anchor older than the cut, off a tile boundary, needs pruned leaves: its
+        # root can no longer be recomputed (docs/INTEGRITY.md, "What a pruned log proves").
+        kept = [anchor for anchor in anchors if provable(0, anchor.size, log.pruned_size)]
+        result = self._checked(log.tree, log.chain_head, checkpoints, kept, unsigned, tiles,
+                               pruned_size=log.pruned_size)  # fmt: skip
+        return replace(result, pruned_size=log.pruned_size, retention_cut=log.cut)
+
     def misplaced(
         self, log: RejectionLog, events: int, checkpoints: list[StoredCheckpoint]
     ) -> TenantResult:
@@ -475,12 +512,20 @@ class _Verdict:
         anchors: list[Anchor],
         unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
         tiles: Sequence[tuple[int, int, bytes]] = (),
+        *,
+        pruned_size: int = 0,
     ) -> TenantResult:
         """Checkpoints, anchors, the unsigned tail and stored tiles against a chain proven
-        intact."""
+        intact (from the retention anchor at ``pruned_size``)."""
         try:
             summary = verify_checkpoint_levels(
-                self.tenant_id, tree, chain_head, checkpoints, self.keyring, self.log_origin
+                self.tenant_id,
+                tree,
+                chain_head,
+                checkpoints,
+                self.keyring,
+                self.log_origin,
+                pruned_size=pruned_size,
             )
             for anchor in anchors:
                 check_anchor(self.tenant_id, tree, summary.signed_size, anchor)
@@ -522,7 +567,7 @@ class _Verdict:
         self,
         records: int,
         checkpoints: list[StoredCheckpoint],
-        error: ChainError | CheckpointDamage | TileDamage,
+        error: ChainError | CheckpointDamage | TileDamage | RetentionDamage,
     ) -> TenantResult:
         signed = signed_size(self.tenant_id, checkpoints, self.keyring, self.log_origin)
         return TenantResult(

@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from authtrail.cli.privacy import add_privacy_parsers  # erase, hash
 
     add_privacy_parsers(commands)
+    from authtrail.cli.retention import add_retention_parser  # retain
+
+    add_retention_parser(commands)
     return parser
 
 

@@ -215,6 +215,16 @@ def _body(note: bytes) -> bytes:
     return body + b"\n"
 
 
+def _retention(result: Any) -> str:
+    """What a signed retention statement did to the tenant's records, if any."""
+    if result.pruned_size:
+        return (f"; records 1..{result.pruned_size} pruned under a signed retention "
+                f"(retained from seq {result.pruned_size + 1})")  # fmt: skip
+    if result.retention_cut:
+        return f"; retention of records 1..{result.retention_cut} signed, deletion pending"
+    return ""
+
+
 def _report(args: argparse.Namespace, document: dict[str, Any], results: list[Any]) -> None:
     if args.json:
         print(json.dumps(document, indent=2))
@@ -242,7 +252,9 @@ def _report(args: argparse.Namespace, document: dict[str, Any], results: list[An
             f"DAMAGED at seq {result.seq}: {result.damage}: {result.detail}"
             if result.damage
             else f"ok: {result.records} records, {result.checkpoints} checkpoints, "
-            f"signed up to seq {result.signed_size}" + (f" by {ranges}" if ranges else "")
+            f"signed up to seq {result.signed_size}"
+            + (f" by {ranges}" if ranges else "")
+            + _retention(result)
         )
         print(f"{result.tenant_id}: {verdict}")
     damaged = sum(1 for result in results if result.damage)

@@ -36,6 +36,7 @@ from authtrail.stream.core.rotation import (
     RetiredKeyError,
     SignedRange,
 )
+from authtrail.stream.core.tiles import TILE_WIDTH
 
 # Damage kinds of checkpoints (record damage kinds live in authtrail.stream.core.chain).
 FORGED_CHECKPOINT = "forged checkpoint"
@@ -244,6 +245,20 @@ def verify_checkpoints(
     )
 
 
+def provable(start: int, end: int, pruned_size: int) -> bool:
+    """Whether the root of leaves ``[start, end)`` of a log whose leaves below
+    ``pruned_size`` (a multiple of 256) are gone needs only nodes it keeps: retained
+    leaves, and subtrees of height 8 and up (stored tile entries, stream/core/retention.py).
+    True for every range starting at or after the cut, and for ranges starting on a
+    tile boundary whose last partial tile is not pruned. Always true when nothing is
+    pruned."""
+    if start >= pruned_size:
+        return True
+    if start % TILE_WIDTH:
+        return False
+    return end % TILE_WIDTH == 0 or end - end % TILE_WIDTH >= pruned_size
+
+
 def verify_checkpoint_levels(
     tenant_id: str,
     levels: MerkleLevels,
@@ -251,13 +266,21 @@ def verify_checkpoint_levels(
     checkpoints: Sequence[StoredCheckpoint | bytes],
     keyring: Keyring,
     log_origin: str,
+    *,
+    pruned_size: int = 0,
 ) -> TenantSummary:
     """:func:`verify_checkpoints` over precomputed :class:`MerkleLevels` of the records.
 
     Requires: ``levels`` are those of the stored leaf hashes of seq ``1..levels.size`` of a
     chain already checked gapless; ``chain_head(size)`` returns the stored chain hash of
-    seq ``size`` (called only with ``1 <= size <= levels.size``); ``checkpoints`` as for
-    :func:`verify_checkpoints`. Raises :class:`CheckpointDamage` exactly as it does.
+    seq ``size`` (called only with ``pruned_size <= size <= levels.size``); ``checkpoints``
+    as for :func:`verify_checkpoints`. Raises :class:`CheckpointDamage` exactly as it does.
+
+    With ``pruned_size`` (a log whose records ``1..pruned_size`` were deleted under a
+    signed retention statement, :func:`authtrail.stream.core.retention.pruned_levels`), signatures,
+    columns and succession of every checkpoint are still checked, but a root is compared
+    only where :func:`provable` says the kept nodes determine it, and a chain head only
+    from ``pruned_size`` on (the retention statement's anchor).
     """
     origin = checkpoint_origin(log_origin, tenant_id)
     stored = _in_stated_order([_as_stored(checkpoint) for checkpoint in checkpoints])
@@ -286,13 +309,18 @@ def verify_checkpoint_levels(
                 tenant_id, levels.size + 1, MISMATCHED_CHECKPOINT,
                 f"records end at seq {levels.size} but a checkpoint covers {checkpoint.size}",
             )  # fmt: skip
-        batch_root = levels.range_root(checkpoint.batch_first_seq - 1, checkpoint.size)
-        _compare(tenant_id, checkpoint, "batch root", checkpoint.batch_root, batch_root)
-        _compare(tenant_id, checkpoint, "log root", checkpoint.root, levels.root(checkpoint.size))
-        _compare(
-            tenant_id, checkpoint, "chain head", checkpoint.chain_hash,
-            chain_head(checkpoint.size),
-        )  # fmt: skip
+        first = checkpoint.batch_first_seq - 1
+        if provable(first, checkpoint.size, pruned_size):
+            batch_root = levels.range_root(first, checkpoint.size)
+            _compare(tenant_id, checkpoint, "batch root", checkpoint.batch_root, batch_root)
+        if provable(0, checkpoint.size, pruned_size):
+            log_root = levels.root(checkpoint.size)
+            _compare(tenant_id, checkpoint, "log root", checkpoint.root, log_root)
+        if checkpoint.size >= pruned_size:
+            _compare(
+                tenant_id, checkpoint, "chain head", checkpoint.chain_hash,
+                chain_head(checkpoint.size),
+            )  # fmt: skip
         previous, previous_note = checkpoint, entry.note
     return TenantSummary(
         tenant_id, levels.size, len(stored), previous.size if previous else 0,

@@ -233,6 +233,7 @@ def create_app(
         batch_codec=topics.batch_codec,
         batch_bytes=settings.chained_batch_bytes,
         sealer=new_sealer(settings),
+        retention=(keyring, settings.log_origin),
     )
 
     @app.agent(events, name="sequencer")

@@ -49,7 +49,9 @@ from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCod
 from authtrail.stream.core.canonical import canonical_leaf
 from authtrail.stream.core.chain import ChainLink
 from authtrail.stream.core.handover import handover_event, handover_rejection
+from authtrail.stream.core.note import Keyring
 from authtrail.stream.core.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
+from authtrail.stream.core.retention import RetentionDamage, check_retention_event
 from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.worker.admission import (
@@ -102,6 +104,10 @@ class Observer(Protocol):
     def forget(self, partitions: Iterable[int]) -> None: ...
 
 
+#: Rejection kind of an event carrying a retention statement no trusted key signed.
+FORGED_RETENTION_KIND = "forged_retention"
+
+
 @dataclass
 class Counters:
     sequenced: int = 0
@@ -147,7 +153,11 @@ class SequencerWorker:
         batch_codec: SingleObjectCodec,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         sealer: Sealer | None = None,
+        retention: tuple[Keyring, str] | None = None,
     ) -> None:
+        # (keyring, log origin): retention statements must verify before they are chained
+        # (stream/core/retention.py); None: not checked.
+        self._retention = retention
         self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
@@ -434,6 +444,8 @@ class SequencerWorker:
                 partition=record.partition, partitions=self._partitions,
                 own_decision=own_decision, erasure_claim=erasure_claim,
             )  # fmt: skip
+            if self._retention is not None:
+                self._check_retention(sequencer, event)
             event, value = self._sealed(event, value)  # decisions pass unchanged
             if leaf is None:  # not yet worked out by own_decision
                 leaf = canonical_leaf(event)
@@ -458,6 +470,16 @@ class SequencerWorker:
                 reason = f"event_id {event['event_id']!r} was already used for different content"
                 self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
                              value, index)  # fmt: skip
+
+    def _check_retention(self, sequencer: Sequencer, event: Mapping[str, Any]) -> None:
+        """Refuse a retention statement no trusted key signed for this tenant's log."""
+        assert self._retention is not None
+        log = sequencer.tenants.get(event["tenant_id"])
+        next_seq = (log.head.seq if log is not None else 0) + 1
+        try:
+            check_retention_event(event, next_seq, *self._retention)
+        except RetentionDamage as exc:
+            raise RejectedEvent(FORGED_RETENTION_KIND, exc.detail) from exc
 
     def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
         """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf

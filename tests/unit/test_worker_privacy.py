@@ -9,7 +9,9 @@ from pathlib import Path
 from authtrail.privacy_keys import DirectoryKeyStore
 from authtrail.stream.core.canonical import canonical_leaf, is_sealed
 from authtrail.stream.core.merkle import leaf_hash
-from authtrail.stream.worker.sequencing import CHAINED
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.retention import RetentionStatement, retention_event, sign_retention
+from authtrail.stream.worker.sequencing import CHAINED, FORGED_RETENTION_KIND
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from authtrail.stream.worker.shredding import (
     PrivacyPolicies,
@@ -21,7 +23,7 @@ from authtrail.stream.worker.shredding import (
     pseudonym,
     sealed_key_id,
 )
-from tests.unit.test_worker import EVENTS, Harness
+from tests.unit.test_worker import EVENTS, SIGNER, Harness
 
 
 class _Keys:
@@ -213,3 +215,39 @@ def test_a_tenant_id_no_key_store_can_hold_is_rejected_not_a_crash(tmp_path: Pat
         ("invalid_event", event["tenant_id"]) for event in bad
     ]
     assert sorted(p.name for p in (tmp_path / "privacy").iterdir()) == ["acme"]
+
+
+def _login(n: int) -> bytes:
+    event = {"event_id": f"l{n}", "tenant_id": "acme", "event_type": "LOGIN",
+             "outcome": "SUCCESS", "occurred_at": 1_700_000_000_000_000 + n}  # fmt: skip
+    return EVENTS.encode(event)
+
+
+def _retention(signer: Signer, origin: str = "authtrail.test/acme", note: bool = True) -> bytes:
+    statement = RetentionStatement(origin, 256, bytes(32), bytes(32), 1_700_000_001_000_000)
+    event = retention_event("acme", sign_retention(statement, signer), statement)
+    if not note:
+        event["attributes"] = {}
+    return EVENTS.encode(event)
+
+
+def test_only_retention_statements_a_trusted_key_signed_are_chained() -> None:
+    other = Signer.parse(generate_key_strings("someone")[0])
+    inputs = [_login(n) for n in range(256)] + [
+        _retention(SIGNER), _retention(other), _retention(SIGNER, "authtrail.test/globex"),
+        _retention(SIGNER, note=False),
+    ]  # fmt: skip
+    harness = Harness(inputs)
+    harness.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
+    harness.run(list(range(len(inputs))))
+    chained = harness.decoded(CHAINED)
+    assert len(chained) == 257 and chained[-1]["event"]["service"] == "authtrail-retention"
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert [letter["error_kind"] for letter in dead] == [FORGED_RETENTION_KIND] * 3
+    assert "no signature by a trusted key" in dead[0]["reason"]
+    assert "names log 'authtrail.test/globex', not 'authtrail.test/acme'" in dead[1]["reason"]
+    # Before record 257, a statement pruning 256 records would prune itself.
+    early = Harness([_retention(SIGNER)])
+    early.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
+    early.run([0])
+    assert "includes itself" in early.decoded(DEAD_LETTER_ROLE)[0]["reason"]

@@ -1,0 +1,161 @@
+"""``authtrail retain``: a tenant's oldest records deleted as a signed, verifiable operation.
+
+Two steps, each safe to repeat (docs/PRIVACY.md, "Retention"):
+
+1. **Record.** Unless the tenant's log already holds a statement for the cut, verify the
+   tenant (a damaged log is never pruned: the evidence would go with it), build the
+   statement from the store (:func:`authtrail.sinks.retention_store.statement_for_cut`), sign it
+   with the log's signing key and send it to the events topic; the worker chains and
+   signs it like any event. Wait until the sink has stored it.
+2. **Delete.** With the statement stored, delete the records below the cut through a
+   connection that may mutate ``events`` (:func:`authtrail.sinks.retention_store.delete_pruned`).
+   While ``authtrail up`` owns the embedded store it serves it read-only: step 2 then
+   waits for the next run, after ``up`` was stopped; verify reports the tenant as
+   "deletion pending" meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from authtrail.errors import ConfigurationError, VerificationError
+from authtrail.settings import Settings
+from authtrail.stream.core.note import Keyring
+from authtrail.stream.core.retention import retention_event, sign_retention
+
+if TYPE_CHECKING:
+    from authtrail.sinks.backend import ClickHouseBackend
+
+_POLL_SECONDS = 0.5
+
+
+def retention_days(path: Path | None, tenant_id: str) -> int | None:
+    """The tenant's retention period in days from the privacy policy file
+    (``{"retention_days": {"default": D, "tenants": {"acme": D}}}``); None: keep forever."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read privacy policy file {path}: {exc}") from exc
+    periods = document.get("retention_days") if isinstance(document, dict) else None
+    if periods is None:
+        return None
+    if not isinstance(periods, dict) or not isinstance(periods.get("tenants", {}), dict):
+        raise ConfigurationError(f"{path}: retention_days must be {{default, tenants}}")
+    tenants = periods.get("tenants", {})
+    days = tenants[tenant_id] if tenant_id in tenants else periods.get("default")
+    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+        raise ConfigurationError(f"{path}: retention of {tenant_id!r} must be whole days >= 1")
+    return days
+
+
+@dataclass(frozen=True)
+class RetentionOutcome:
+    """What ``retain`` did: the cut, the record holding its statement (None: not stored
+    yet), whether this run sent it, and the records deleted (None: not this run)."""
+
+    tenant_id: str
+    cut: int
+    statement_seq: int | None
+    sent: bool
+    deleted: int | None
+
+    def report(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def retain(
+    settings: Settings, tenant_id: str, cut: int, keyring: Keyring, *, wait_seconds: float
+) -> RetentionOutcome:
+    """Record (if needed) and carry out the deletion of records ``1..cut`` of
+    ``tenant_id``. Requires ``cut`` a positive multiple of 256.
+
+    Raises VerificationError when the tenant does not verify (nothing is pruned),
+    RetentionUnavailable when the cut is beyond the signed log or its tiles are not
+    built, ConfigurationError without a broker or signing key when one is needed.
+    """
+    from authtrail.sinks.service import open_backend, running_endpoint
+
+    origin = settings.log_origin
+    reader = open_backend(settings, read_only=True)
+    try:
+        seq = _statement_seq(reader, tenant_id, cut, keyring, origin)
+        sent = seq is None
+        if seq is None:
+            _send_statement(settings, reader, tenant_id, cut, keyring)
+            seq = _wait_for_statement(reader, tenant_id, cut, keyring, origin, wait_seconds)
+    finally:
+        reader.close()
+    if seq is None or (not settings.clickhouse_url and running_endpoint(settings)):
+        return RetentionOutcome(tenant_id, cut, seq, sent, None)
+    from authtrail.sinks.retention_store import delete_pruned
+
+    writer = open_backend(settings)
+    try:
+        cut, deleted = delete_pruned(writer, tenant_id, cut, keyring, origin)
+    finally:
+        writer.close()
+    return RetentionOutcome(tenant_id, cut, seq, sent, deleted)
+
+
+def _statement_seq(
+    backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring, origin: str
+) -> int | None:
+    from authtrail.sinks.retention_store import stored_statements
+
+    found = [
+        (stored.statement.pruned_size, stored.seq)
+        for stored in stored_statements(backend, tenant_id, keyring, origin)
+        if stored.statement.pruned_size >= cut
+    ]
+    return max(found)[1] if found else None  # the newest cut: the one deleted to
+
+
+def _send_statement(
+    settings: Settings, backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring
+) -> None:
+    from authtrail.cli.commands import _resolve_broker
+    from authtrail.keys import load_signer
+    from authtrail.producers.sdk import AuditProducer
+    from authtrail.sinks.retention_store import statement_for_cut
+    from authtrail.sinks.verify_store import verify_store
+
+    verdicts = list(verify_store(backend, keyring, settings.log_origin, tenant_id=tenant_id))
+    if not verdicts:
+        raise ConfigurationError(f"the store holds no tenant {tenant_id!r}")
+    if verdicts[0].damage:
+        raise VerificationError(
+            f"tenant {tenant_id!r} does not verify ({verdicts[0].damage} at seq "
+            f"{verdicts[0].seq}: {verdicts[0].detail}); a damaged log is not pruned"
+        )
+    signer = load_signer(settings.signing_key_path)  # before the broker: a missing key is usage
+    statement = statement_for_cut(backend, tenant_id, cut, settings.log_origin,
+                                  time.time_ns() // 1000)  # fmt: skip
+    record = retention_event(tenant_id, sign_retention(statement, signer), statement)
+    settings = _resolve_broker(settings, "retain")
+    with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
+        producer.send(record)
+        if producer.flush(30.0):
+            raise ConfigurationError(
+                f"the retention statement was not delivered to {settings.events_topic}; "
+                "nothing was deleted: run the same retain again"
+            )
+
+
+def _wait_for_statement(
+    backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring, origin: str,
+    wait_seconds: float,
+) -> int | None:  # fmt: skip
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        seq = _statement_seq(backend, tenant_id, cut, keyring, origin)
+        if seq is not None or time.monotonic() >= deadline:
+            return seq
+        time.sleep(_POLL_SECONDS)
