@@ -234,7 +234,7 @@ def test_pages_load_with_real_data(running: Running, browser: Any) -> None:
 
 def test_search_finds_a_known_event_and_its_proof_verifies(running: Running, browser: Any) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     _open(browser, running, "/search")
     Select(browser.find_element(By.NAME, "tenant")).select_by_value("globex")
@@ -242,13 +242,16 @@ def test_search_finds_a_known_event_and_its_proof_verifies(running: Running, bro
     browser.find_element(By.NAME, "ip").send_keys("203.0.113.77")
     Select(browser.find_element(By.NAME, "type")).select_by_value("LOGIN_FAILED")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    # The click returns once the submit started; on a loaded machine the old page (no
+    # results table) can still be the one read.
+    WebDriverWait(browser, 30).until(lambda driver: "user=known.user" in driver.current_url)
     rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")[1:]
     assert len(rows) == 1 and KNOWN_ID in rows[0].text
     assert "1 matching events" in browser.find_element(By.CLASS_NAME, "summary").text
     screenshot(browser, "search-known-event")
     rows[0].find_element(By.TAG_NAME, "a").click()
+    WebDriverWait(browser, 30).until(lambda driver: "Chain position" in driver.page_source)
     assert KNOWN_ID in browser.page_source
-    assert "Chain position" in browser.page_source
     seq = int(re.search(r"seq (\d+)", browser.find_element(By.TAG_NAME, "h1").text)[1])
     assert f"Record {seq} of " in browser.page_source
     proof_link = browser.find_element(By.CSS_SELECTOR, "a.proof")
