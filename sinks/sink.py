@@ -6,7 +6,8 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
   resumes each partition after the highest offset already stored, so a crash between the
   insert and the offset commit replays nothing twice;
 * a batch is inserted with a deduplication token, so retrying the same insert after a
-  timeout adds no rows;
+  timeout adds no rows; its rows are then counted, and inserted again under a new token if
+  the engine dropped them although they are not stored (sinks/lost_inserts.py);
 * a record whose ``seq`` is already stored for its tenant (the sequencer published it
   twice) is skipped; a checkpoint is held back until the records it covers are stored, so
   analysts never see a checkpoint ahead of its records.
@@ -50,6 +51,7 @@ from authtrail.errors import ConfigurationError, FormatError, StoreError
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
 from authtrail.sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
 from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.lost_inserts import KEY_COLUMNS, count_stored, insert_until_stored, key_ranges
 from authtrail.sinks.proofs import TilesOrLeaves
 from authtrail.sinks.publication import Publication
 from authtrail.sinks.publishing import CheckpointPublishing
@@ -105,6 +107,7 @@ class _Chunk:
     offset: int
     last_seq: dict[str, int]  # tenant -> its last seq in the block
     newest_occurred_at: int
+    keys: list[tuple[str, int]]  # (tenant, seq): at least each tenant's first and last
 
 
 @dataclass
@@ -413,15 +416,18 @@ class Sink:
         stored, ranges, bodies = self._stored_seq, batch["tenants"], batch["records"]
         if all(span["first_seq"] > stored.get(span["tenant_id"], 0) for span in ranges):
             kept = bodies
+            keys = [(span["tenant_id"], seq) for span in ranges
+                    for seq in (span["first_seq"], span["last_seq"])]  # fmt: skip
         elif all(span["last_seq"] <= stored.get(span["tenant_id"], 0) for span in ranges):
-            kept = []
+            kept, keys = [], []
         else:  # partly stored: find out which by decoding (a replay, rare)
             header = SINGLE_OBJECT_MARKER + batch["record_schema"]
-            kept = []
+            kept, keys = [], []
             for body in bodies:
                 record = self._chained_codec.decode(header + body)
                 if record["seq"] > stored.get(record["event"]["tenant_id"], 0):
                     kept.append(body)
+                    keys.append((record["event"]["tenant_id"], record["seq"]))
         self.counters.skipped_duplicates += len(bodies) - len(kept)
         if not kept:
             return
@@ -444,6 +450,7 @@ class Sink:
                 offset,
                 last_seq,
                 batch["newest_occurred_at"],
+                keys,
             )
         )
         self._chunk_rows += len(kept)
@@ -531,7 +538,15 @@ class Sink:
                     f"{table}:{self._cluster}:{first['kafka_partition']}:{first['kafka_offset']}:"
                     f"{last['kafka_partition']}:{last['kafka_offset']}:{len(run)}"
                 )
-                self._backend.insert_arrow(table, to_arrow(run, schema), dedup_token=token)
+                data = to_arrow(run, schema)
+                tenant, number = KEY_COLUMNS[table]
+                ranges = key_ranges((row[tenant], row[number]) for row in run)
+                month = _utc_month(first[_MONTH_COLUMNS[table]])
+                insert_until_stored(
+                    functools.partial(self._backend.insert_arrow, table, data),
+                    functools.partial(count_stored, self._backend, table, month, ranges),
+                    token=token, sent=len(run), what=f"insert of {len(run)} rows into {table}",
+                )  # fmt: skip
                 stored += len(run)
                 if self.observer is not None:
                     self.observer.inserted(table, len(run))
@@ -562,9 +577,16 @@ class Sink:
                     f"{last.partition}:{last.offset}:{count}"
                 )
                 data = first.container.container([chunk.block for chunk in run])
-                self._backend.insert_data(
-                    EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro", dedup_token=token
-                )
+                ranges = key_ranges(key for chunk in run for key in chunk.keys)
+                insert_until_stored(
+                    functools.partial(
+                        self._backend.insert_data, EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro"
+                    ),
+                    functools.partial(
+                        count_stored, self._backend, EVENTS_TABLE, first.month, ranges
+                    ),
+                    token=token, sent=count, what=f"insert of {count} rows into {EVENTS_TABLE}",
+                )  # fmt: skip
                 stored, rows = stored + len(run), rows + count
                 for chunk in run:  # a tenant's records arrive in seq order
                     self._tile_leaves.update(chunk.last_seq)

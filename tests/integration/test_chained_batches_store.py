@@ -9,8 +9,11 @@ more (partly stored), an older worker's bare record, and a batch of the next mon
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +24,16 @@ from authtrail.keys import load_signer
 from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
 from authtrail.settings import Settings
 from authtrail.sinks.embedded import EmbeddedBackend
-from authtrail.sinks.rows import EVENTS_SCHEMA, chained_row, to_arrow
+from authtrail.sinks.lost_inserts import count_stored, insert_until_stored, key_ranges
+from authtrail.sinks.rows import EVENTS_SCHEMA, REJECTED_SCHEMA, chained_row, rejected_row, to_arrow
 from authtrail.sinks.service import build_sink
+from authtrail.sinks.sink import Sink
 from authtrail.sinks.tables import create_statements, leaf_hash_sql
 from authtrail.stream.core.canonical import canonical_leaf
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec
 from authtrail.stream.worker.chained_batch import BatchBuilder
-from tests.integration.test_publication import broker, publication_settings
+from tests.integration.test_publication import TENANTS, Worker, broker, publication_settings
 
 __all__ = ["broker"]  # the module-scoped broker fixture
 
@@ -140,3 +145,115 @@ def test_batches_are_stored_natively_once_each_with_the_decoded_paths_rows(
                 for r in records]  # fmt: skip
         reference.insert_arrow("events", to_arrow(rows, EVENTS_SCHEMA))
         assert _rows(reference) == stored
+
+
+def _store_all(settings: Settings, records: int, checkpoints: int) -> Sink:
+    """Run a sink (a new process's: its own backend on the store) until it stored that many
+    records and checkpoints, then stop it."""
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        sink = build_sink(settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+        stop = threading.Event()
+        thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        counters = sink.counters
+        while time.monotonic() < deadline and (
+            counters.stored_records < records or counters.stored_checkpoints < checkpoints
+        ):
+            time.sleep(0.1)
+        stop.set()
+        thread.join(20)
+        assert not thread.is_alive()
+    return sink
+
+
+def test_rows_lost_after_their_insert_was_recorded_are_inserted_again(
+    broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink in a new process stores records and checkpoints whose earlier inserts the
+    engine recorded (their dedup tokens, derived from the same Kafka positions) but whose
+    rows are gone, as after a kill between the two: the engine drops the inserts as
+    duplicates, and the sink must see that the rows are missing and insert them again."""
+    settings = dataclasses.replace(publication_settings(broker, tmp_path), publication_dir=None)
+    checkpoints = Worker(settings).write(events_per_tenant=14)  # sizes 7 and 14 of 3 tenants
+    records = 14 * len(TENANTS)
+    _store_all(settings, records, checkpoints)
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        expected = _rows(backend)
+        assert len(expected) == records
+        # The rows go; the engine's deduplication log keeps the inserts' tokens.
+        for table in ("events", "checkpoints"):
+            backend.command(f"ALTER TABLE {table} DELETE WHERE 1", {"mutations_sync": 2})
+
+    with caplog.at_level(logging.WARNING, logger="sinks"):
+        again = _store_all(settings, records, checkpoints)  # the same inserts, same tokens
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        stored = _rows(backend)
+        sizes = backend.query_arrow(
+            "SELECT tenant_id, size FROM checkpoints ORDER BY tenant_id, size"
+        ).to_pylist()
+    assert again.counters.stored_records == records
+    assert [(r["tenant_id"], r["seq"]) for r in stored] == [
+        (r["tenant_id"], r["seq"]) for r in expected
+    ]
+    assert [(r["tenant_id"], r["size"]) for r in sizes] == [
+        (tenant_id, size) for tenant_id in sorted(TENANTS) for size in (7, 14)
+    ]
+    dropped = [r.getMessage() for r in caplog.records if "dropped the rest" in r.getMessage()]
+    assert any("into events" in message for message in dropped), caplog.text
+    assert any("into checkpoints" in message for message in dropped), caplog.text
+
+
+def test_lost_rejections_are_counted_in_their_month_and_inserted_again(tmp_path: Path) -> None:
+    """``rejected`` (ordered by kind and time, not by chain) is counted by its chain keys
+    within the insert's month; its lost rows are inserted again, others not counted."""
+    rejected_at = datetime(2026, 1, 31, 23, 59, tzinfo=UTC)
+    rows = [
+        rejected_row(
+            {
+                "rejection": {
+                    "original": b"junk",
+                    "original_key": None,
+                    "reason": "bad magic",
+                    "error_kind": "decode",
+                    "source_topic": "events",
+                    "source_partition": 0,
+                    "source_offset": seq,
+                    "source_timestamp": None,
+                    "tenant_id": None,
+                    "rejected_at": rejected_at,
+                },
+                "chain_tenant_id": "authtrail-rejected-0",
+                "seq": seq,
+                "prev_hash": bytes(32),
+                "hash": bytes(32),
+                "leaf_hash": bytes(32),
+                "epoch": 0,
+            },
+            "c1",
+            0,
+            seq,
+        )
+        for seq in (3, 4, 5)
+    ]
+    ranges = key_ranges(("authtrail-rejected-0", seq) for seq in (3, 4, 5))
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+
+        def insert(*, dedup_token: str) -> None:
+            backend.insert_arrow(
+                "rejected", to_arrow(rows, REJECTED_SCHEMA), dedup_token=dedup_token
+            )
+
+        def count() -> int:
+            return count_stored(backend, "rejected", 202601, ranges)
+
+        assert insert_until_stored(insert, count, token="r", sent=3, what="rejections") == 0
+        assert count_stored(backend, "rejected", 202602, ranges) == 0  # another month
+        assert count_stored(backend, "rejected", 202601, {"authtrail-rejected-0": (6, 9)}) == 0
+        backend.command("ALTER TABLE rejected DELETE WHERE 1", {"mutations_sync": 2})
+        assert insert_until_stored(insert, count, token="r", sent=3, what="rejections") == 1
+        assert count() == 3
+        assert insert_until_stored(insert, count, token="r", sent=3, what="rejections") == 0
+        assert count() == 3  # a retry of a stored insert still adds nothing

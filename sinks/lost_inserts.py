@@ -1,0 +1,136 @@
+"""Inserts the engine dropped as duplicates although their rows are not stored.
+
+The sink names each insert by the Kafka records it holds (a deduplication token derived
+from their positions), so that the same insert repeated — a retry after a timeout, or
+another sink after a consumer-group rebalance, while the first insert may still be in
+flight on a server — adds no rows. But a process killed after the engine recorded the
+token in its deduplication log and before it committed the data part leaves the token
+without the rows: the next process inserts the same records under the same token and the
+engine drops them, silently (chdb even reports them written). Rows would be missing from
+the table for good while the resume point moved past them.
+
+So after each such insert the sink counts the rows of the insert's key range, through the
+table's primary key, and when fewer than it sent are there it inserts again under the
+same token with a retry suffix (``…:again1``, ``…:again2``…). The suffix is deterministic
+for the same reason the token is: two sinks repairing the same lost insert still
+deduplicate against each other.
+
+:func:`key_ranges` and :func:`retry_token` are pure; :func:`insert_until_stored` runs the
+insert and the count it is given; :func:`count_stored` is that count in ClickHouse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from authtrail.errors import StoreError
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
+
+if TYPE_CHECKING:
+    from authtrail.sinks.backend import ClickHouseBackend
+
+_LOG = logging.getLogger(__name__)
+# Each try under a new suffix; more would mean the engine drops fresh tokens too.
+MAX_RETRIES = 5
+# The (tenant, number) of a row of each table the sink inserts under position-derived
+# tokens, and the column the table is partitioned by month on (sinks/tables.py).
+KEY_COLUMNS = {
+    EVENTS_TABLE: ("tenant_id", "seq"),
+    CHECKPOINTS_TABLE: ("tenant_id", "size"),
+    REJECTED_TABLE: ("chain_tenant_id", "seq"),
+}
+_MONTH_COLUMNS = {
+    EVENTS_TABLE: "occurred_at",
+    CHECKPOINTS_TABLE: "time_micros",
+    REJECTED_TABLE: "rejected_at",
+}
+
+
+class Insert(Protocol):
+    """One insert of fixed rows, under the deduplication token it is given."""
+
+    def __call__(self, *, dedup_token: str) -> None: ...
+
+
+def key_ranges(keys: Iterable[tuple[str, int]]) -> dict[str, tuple[int, int]]:
+    """The lowest and highest number (``seq``, ``size``) of each tenant among ``keys``."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for tenant_id, number in keys:
+        low, high = ranges.get(tenant_id, (number, number))
+        ranges[tenant_id] = (min(low, number), max(high, number))
+    return ranges
+
+
+def retry_token(token: str, retry: int) -> str:
+    """The token of the ``retry``-th insert again (``retry`` >= 1) of the insert ``token``."""
+    if retry < 1:
+        raise ValueError(f"retry must be at least 1, not {retry}")
+    return f"{token}:again{retry}"
+
+
+def insert_until_stored(
+    insert: Insert,
+    count_stored: Callable[[], int],
+    *,
+    token: str,
+    sent: int,
+    what: str,
+) -> int:
+    """Run ``insert`` under ``token``; while ``count_stored()`` finds fewer than ``sent`` rows, run
+    ``insert`` again under :func:`retry_token` (a warning each time). Returns the number of
+    retries (0: the rows were there after the first insert).
+
+    ``count_stored`` must count the rows of this insert's keys only, so that it reaches
+    ``sent`` exactly when they are stored. Raises StoreError when they are still missing
+    after :data:`MAX_RETRIES`, and whatever ``insert`` and ``count_stored`` raise.
+    """
+    insert(dedup_token=token)
+    for retry in range(1, MAX_RETRIES + 1):
+        present = count_stored()
+        if present >= sent:
+            return retry - 1
+        again = retry_token(token, retry)
+        _LOG.warning(
+            "%s under deduplication token %r: %d of %d rows stored, the engine dropped the "
+            "rest as a duplicate (an earlier insert recorded the token, then its part was "
+            "lost, e.g. the process was killed); inserting them again under %r",
+            what, token if retry == 1 else retry_token(token, retry - 1), present, sent, again,
+        )  # fmt: skip
+        insert(dedup_token=again)
+    present = count_stored()
+    if present >= sent:
+        return MAX_RETRIES
+    raise StoreError(
+        f"{what}: {present} of {sent} rows stored after {MAX_RETRIES} inserts under new "
+        f"deduplication tokens ({token!r} with a retry suffix)"
+    )
+
+
+def count_stored(
+    backend: ClickHouseBackend, table: str, month: int, ranges: Mapping[str, tuple[int, int]]
+) -> int:
+    """Rows of ``table`` (a key of :data:`KEY_COLUMNS`) in its partition ``month``
+    (``YYYYMM``) whose (tenant, number) lie in ``ranges``: tenant -> (lowest, highest).
+
+    Through the primary key for ``events`` and ``checkpoints``; ``rejected`` is read in
+    the one month. Tenants and numbers are bound as parameters. Raises StoreError.
+    """
+    if not ranges:
+        return 0
+    tenant_column, number_column = KEY_COLUMNS[table]
+    parameters: dict[str, str | int] = {"month": month}
+    terms = []
+    for index, (tenant_id, (low, high)) in enumerate(ranges.items()):
+        parameters |= {f"t{index}": tenant_id, f"l{index}": low, f"h{index}": high}
+        terms.append(
+            f"({tenant_column} = {{t{index}:String}} AND "
+            f"{number_column} BETWEEN {{l{index}:UInt64}} AND {{h{index}:UInt64}})"
+        )
+    sql = (
+        f"SELECT count() FROM {table} WHERE toYYYYMM({_MONTH_COLUMNS[table]}) = "
+        f"{{month:UInt32}} AND ({' OR '.join(terms)})"
+    )
+    result = backend.query_arrow(sql, parameters)
+    return int(result.column(0)[0].as_py())
