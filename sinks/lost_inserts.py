@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from authtrail.errors import StoreError
-from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, MONTH_COLUMNS, REJECTED_TABLE
 
 if TYPE_CHECKING:
     from authtrail.sinks.backend import ClickHouseBackend
@@ -35,16 +35,11 @@ _LOG = logging.getLogger(__name__)
 # Each try under a new suffix; more would mean the engine drops fresh tokens too.
 MAX_RETRIES = 5
 # The (tenant, number) of a row of each table the sink inserts under position-derived
-# tokens, and the column the table is partitioned by month on (sinks/tables.py).
+# tokens.
 KEY_COLUMNS = {
     EVENTS_TABLE: ("tenant_id", "seq"),
     CHECKPOINTS_TABLE: ("tenant_id", "size"),
     REJECTED_TABLE: ("chain_tenant_id", "seq"),
-}
-_MONTH_COLUMNS = {
-    EVENTS_TABLE: "occurred_at",
-    CHECKPOINTS_TABLE: "time_micros",
-    REJECTED_TABLE: "rejected_at",
 }
 
 
@@ -129,7 +124,7 @@ def count_stored(
             f"{number_column} BETWEEN {{l{index}:UInt64}} AND {{h{index}:UInt64}})"
         )
     sql = (
-        f"SELECT count() FROM {table} WHERE toYYYYMM({_MONTH_COLUMNS[table]}) = "
+        f"SELECT count() FROM {table} WHERE toYYYYMM({MONTH_COLUMNS[table]}) = "
         f"{{month:UInt32}} AND ({' OR '.join(terms)})"
     )
     result = backend.query_arrow(sql, parameters)

@@ -63,7 +63,7 @@ from authtrail.sinks.rows import (
     to_arrow,
 )
 from authtrail.sinks.schema_setup import ensure_schema
-from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE
+from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, MONTH_COLUMNS, REJECTED_TABLE
 from authtrail.sinks.tile_builder import TileBuilder
 from authtrail.sinks.witnessing import CheckpointWitnessing
 from authtrail.stream.worker.chained_batch import decode_batch, is_batch, utc_month
@@ -74,9 +74,6 @@ _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
-# The column each table is partitioned by month on (PARTITION BY toYYYYMM(…) in tables.py);
-# events come in batches that say their month.
-_MONTH_COLUMNS = {CHECKPOINTS_TABLE: "time_micros", REJECTED_TABLE: "rejected_at"}
 
 
 @dataclass
@@ -530,7 +527,7 @@ class Sink:
         buffer = self._buffers[table]
         stored = 0
         try:
-            for run in _month_runs(buffer.rows, _MONTH_COLUMNS[table]):
+            for run in _month_runs(buffer.rows, MONTH_COLUMNS[table]):
                 # Names exactly these Kafka records, so only a retry of this very insert is
                 # dropped as a duplicate (never a batch of another cluster or other offsets).
                 first, last = run[0], run[-1]
@@ -541,7 +538,7 @@ class Sink:
                 data = to_arrow(run, schema)
                 tenant, number = KEY_COLUMNS[table]
                 ranges = key_ranges((row[tenant], row[number]) for row in run)
-                month = _utc_month(first[_MONTH_COLUMNS[table]])
+                month = _utc_month(first[MONTH_COLUMNS[table]])
                 insert_until_stored(
                     functools.partial(self._backend.insert_arrow, table, data),
                     functools.partial(count_stored, self._backend, table, month, ranges),

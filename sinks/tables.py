@@ -23,6 +23,12 @@ EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "checkpoints"
 REJECTED_TABLE = "rejected"
 TILES_TABLE = "tiles"
+# The column each table is partitioned by month on (its PARTITION BY toYYYYMM(...) below).
+MONTH_COLUMNS = {
+    EVENTS_TABLE: "occurred_at",
+    CHECKPOINTS_TABLE: "time_micros",
+    REJECTED_TABLE: "rejected_at",
+}
 LOCKOUTS_VIEW = "lockouts"
 
 _UTC_MICROS = "DateTime64(6, 'UTC')"
@@ -100,7 +106,7 @@ def create_statements() -> list[str]:
     `stored_at` {_UTC_MICROS} DEFAULT now64(6),
     INDEX occurred_at_minmax occurred_at TYPE minmax GRANULARITY 4
 ) ENGINE = MergeTree
-PARTITION BY toYYYYMM(occurred_at)
+PARTITION BY toYYYYMM({MONTH_COLUMNS[EVENTS_TABLE]})
 ORDER BY (tenant_id, seq)
 SETTINGS non_replicated_deduplication_window = 1000""",
         f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (
@@ -120,7 +126,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
     `kafka_offset` UInt64,
     `stored_at` {_UTC_MICROS} DEFAULT now64(6)
 ) ENGINE = MergeTree
-PARTITION BY toYYYYMM(time_micros)
+PARTITION BY toYYYYMM({MONTH_COLUMNS[CHECKPOINTS_TABLE]})
 ORDER BY (tenant_id, size)
 SETTINGS non_replicated_deduplication_window = 1000""",
         f"""CREATE TABLE IF NOT EXISTS {REJECTED_TABLE} (
@@ -140,7 +146,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
     `kafka_offset` UInt64,
     `stored_at` {_UTC_MICROS} DEFAULT now64(6)
 ) ENGINE = MergeTree
-PARTITION BY toYYYYMM(rejected_at)
+PARTITION BY toYYYYMM({MONTH_COLUMNS[REJECTED_TABLE]})
 ORDER BY (error_kind, rejected_at)
 SETTINGS non_replicated_deduplication_window = 1000""",
         f"""ALTER TABLE {REJECTED_TABLE} {

@@ -17,7 +17,6 @@ import pytest
 
 from authtrail.errors import StoreError
 from authtrail.sinks.lost_inserts import (
-    _MONTH_COLUMNS,
     KEY_COLUMNS,
     MAX_RETRIES,
     insert_until_stored,
@@ -103,7 +102,8 @@ def test_rows_never_stored_raise_store_error_after_the_last_retry() -> None:
 
 def test_key_and_month_columns_are_the_tables_order_and_partition_keys() -> None:
     """The count reads through each table's primary key where it has one on the keys
-    (``rejected`` is ordered by error kind and time: read within the month)."""
+    (``rejected`` is ordered by error kind and time: read within the month), in the month
+    partition the sink cuts its runs by (sinks/tables.py MONTH_COLUMNS)."""
     order_keys, partition_keys = {}, {}
     for statement in create_statements():
         table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
@@ -112,7 +112,9 @@ def test_key_and_month_columns_are_the_tables_order_and_partition_keys() -> None
         if table and order and partition:
             order_keys[table.group(1)] = (order.group(1), order.group(2))
             partition_keys[table.group(1)] = partition.group(1)
-    assert {t: partition_keys[t] for t in _MONTH_COLUMNS} == _MONTH_COLUMNS
+    assert {t: partition_keys[t] for t in KEY_COLUMNS} == {
+        "events": "occurred_at", "checkpoints": "time_micros", "rejected": "rejected_at"
+    }  # fmt: skip
     assert KEY_COLUMNS["events"] == order_keys["events"] == ("tenant_id", "seq")
     assert KEY_COLUMNS["checkpoints"] == order_keys["checkpoints"] == ("tenant_id", "size")
     assert KEY_COLUMNS["rejected"] == ("chain_tenant_id", "seq")

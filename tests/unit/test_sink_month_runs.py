@@ -8,13 +8,11 @@ forms the rows carry, and the partition columns checked against the DDL.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from authtrail.sinks.sink import _MONTH_COLUMNS, _month_runs, _utc_month
-from authtrail.sinks.tables import create_statements
+from authtrail.sinks.sink import _month_runs, _utc_month
 
 JANUARY_END = datetime(2025, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 FEBRUARY_START = datetime(2025, 2, 1, tzinfo=UTC)
@@ -64,13 +62,3 @@ def test_runs_follow_the_rows_and_cut_at_every_month_change() -> None:
 
 def test_no_rows_no_runs() -> None:
     assert _month_runs([], "occurred_at") == []
-
-
-def test_month_columns_are_the_tables_partition_keys() -> None:
-    partition_keys = {}
-    for statement in create_statements():
-        table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
-        key = re.search(r"PARTITION BY toYYYYMM\((\w+)\)", statement)
-        if table and key:
-            partition_keys[table.group(1)] = key.group(1)
-    assert {t: partition_keys.get(t) for t in _MONTH_COLUMNS} == _MONTH_COLUMNS
