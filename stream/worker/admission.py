@@ -76,9 +76,9 @@ _FOLDED_SERVICES = frozenset(
 _FOLDED_ID_PREFIXES = tuple(
     _folded(prefix) for prefix in (DECISION_ID_PREFIX, HANDOVER_ID_PREFIX, ERASURE_ID_PREFIX)
 )
-_FOLDED_PRIVACY = tuple(
-    _folded(name) for name in (PRIVACY_SERVICE, ERASURE_ID_PREFIX, ERASURE_EVENT_TYPE)
-)
+_FOLDED_PRIVACY_SERVICE = _folded(PRIVACY_SERVICE)
+_FOLDED_ERASURE_PREFIX = _folded(ERASURE_ID_PREFIX)
+_FOLDED_ERASURE_TYPE = _folded(ERASURE_EVENT_TYPE)
 _FOLDED_REJECTION_PREFIX = _folded(REJECTION_TENANT_PREFIX)
 
 
@@ -102,7 +102,7 @@ def reserved_identity(event: Mapping[str, Any]) -> str | None:
     if isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ID_PREFIXES):
         return f"event_id {event_id!r} uses a prefix reserved to authtrail's own events"
     other = event.get("event_type_other")
-    if isinstance(other, str) and _folded(other) == _FOLDED_PRIVACY[2]:
+    if isinstance(other, str) and _folded(other) == _FOLDED_ERASURE_TYPE:
         return f"event_type_other {other!r} is reserved to authtrail's erasure records"
     return None
 
@@ -114,9 +114,9 @@ def claims_erasure(event: Mapping[str, Any]) -> bool:
     service, event_id = event.get("service"), event.get("event_id")
     other = event.get("event_type_other")
     return (
-        (isinstance(service, str) and _folded(service) == _FOLDED_PRIVACY[0])
-        or (isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_PRIVACY[1]))
-        or (isinstance(other, str) and _folded(other) == _FOLDED_PRIVACY[2])
+        (isinstance(service, str) and _folded(service) == _FOLDED_PRIVACY_SERVICE)
+        or (isinstance(event_id, str) and _folded(event_id).startswith(_FOLDED_ERASURE_PREFIX))
+        or (isinstance(other, str) and _folded(other) == _FOLDED_ERASURE_TYPE)
     )
 
 

@@ -51,7 +51,11 @@ from authtrail.stream.core.chain import ChainLink
 from authtrail.stream.core.handover import handover_event, handover_rejection
 from authtrail.stream.core.note import Keyring
 from authtrail.stream.core.rejection import is_rejection_tenant, rejection_leaf, rejection_tenant
-from authtrail.stream.core.retention import RetentionDamage, check_retention_event
+from authtrail.stream.core.retention import (
+    RetentionDamage,
+    check_retention_event,
+    is_retention_event,
+)
 from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.worker.admission import (
@@ -444,7 +448,7 @@ class SequencerWorker:
                 partition=record.partition, partitions=self._partitions,
                 own_decision=own_decision, erasure_claim=erasure_claim,
             )  # fmt: skip
-            if self._retention is not None:
+            if self._retention is not None and is_retention_event(event):
                 self._check_retention(sequencer, event)
             event, value = self._sealed(event, value)  # decisions pass unchanged
             if leaf is None:  # not yet worked out by own_decision
@@ -472,7 +476,8 @@ class SequencerWorker:
                              value, index)  # fmt: skip
 
     def _check_retention(self, sequencer: Sequencer, event: Mapping[str, Any]) -> None:
-        """Refuse a retention statement no trusted key signed for this tenant's log."""
+        """Refuse ``event``, a retention statement (:func:`is_retention_event`), unless a
+        trusted key signed it for this tenant's log."""
         assert self._retention is not None
         log = sequencer.tenants.get(event["tenant_id"])
         next_seq = (log.head.seq if log is not None else 0) + 1
