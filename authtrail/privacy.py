@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from authtrail.errors import ConfigurationError
+from authtrail.events_topic import send_own_record
 from authtrail.privacy_keys import DirectoryKeyStore, Erasure
 from authtrail.settings import Settings
 from authtrail.sinks.tables import event_columns
@@ -93,15 +94,11 @@ def erase_subject(settings: Settings, tenant_id: str, subject: str) -> ErasureOu
         tenant_id, pseudonym(store.pseudonym_key(tenant_id), subject), key_ids,
         erasure.erased_at,
     )  # fmt: skip
-    from authtrail.producers.sdk import AuditProducer
-
-    with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
-        producer.send(record)
-        if producer.flush(30.0):
-            raise ConfigurationError(
-                f"the key is destroyed, but the erasure record was not delivered to "
-                f"{settings.events_topic}; run the same erase again to send it"
-            )
+    send_own_record(
+        settings, record,
+        undelivered=f"the key is destroyed, but the erasure record was not delivered to "
+        f"{settings.events_topic}; run the same erase again to send it",
+    )  # fmt: skip
     return ErasureOutcome(erasure, record)
 
 

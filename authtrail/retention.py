@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authtrail.errors import ConfigurationError, VerificationError
+from authtrail.events_topic import resolve_broker, send_own_record
 from authtrail.settings import Settings
 from authtrail.stream.core.note import Keyring
 from authtrail.stream.core.retention import retention_event, sign_retention
@@ -121,9 +122,7 @@ def _statement_seq(
 def _send_statement(
     settings: Settings, backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring
 ) -> None:
-    from authtrail.cli.commands import _resolve_broker
     from authtrail.keys import load_signer
-    from authtrail.producers.sdk import AuditProducer
     from authtrail.sinks.retention_store import statement_for_cut
     from authtrail.sinks.verify_store import verify_store
 
@@ -139,14 +138,12 @@ def _send_statement(
     statement = statement_for_cut(backend, tenant_id, cut, settings.log_origin,
                                   time.time_ns() // 1000)  # fmt: skip
     record = retention_event(tenant_id, sign_retention(statement, signer), statement)
-    settings = _resolve_broker(settings, "retain")
-    with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
-        producer.send(record)
-        if producer.flush(30.0):
-            raise ConfigurationError(
-                f"the retention statement was not delivered to {settings.events_topic}; "
-                "nothing was deleted: run the same retain again"
-            )
+    settings = resolve_broker(settings, "retain")
+    send_own_record(
+        settings, record,
+        undelivered=f"the retention statement was not delivered to {settings.events_topic}; "
+        "nothing was deleted: run the same retain again",
+    )  # fmt: skip
 
 
 def _wait_for_statement(

@@ -12,6 +12,7 @@ from datetime import tzinfo
 from typing import Any
 
 from authtrail.errors import ConfigurationError
+from authtrail.events_topic import resolve_broker
 from authtrail.settings import Settings
 
 EXIT_OK = 0
@@ -141,7 +142,7 @@ def loadgen(args: argparse.Namespace, settings: Settings) -> int:
 
     from authtrail.producers.loadgen import run_loadgen
 
-    settings = _resolve_broker(settings, "loadgen")
+    settings = resolve_broker(settings, "loadgen")
     summary = run_loadgen(
         settings.bootstrap_servers or "",
         settings.events_topic,
@@ -168,20 +169,6 @@ def loadgen(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_USAGE if summary.failed or summary.error else EXIT_OK
 
 
-def _resolve_broker(settings: Settings, command: str) -> Settings:
-    """Kafka from the settings, else the broker of a running ``authtrail up``."""
-    from authtrail.sinks.service import running_broker
-
-    if not settings.bootstrap_servers and (servers := running_broker(settings)):
-        settings = settings.with_overrides({"bootstrap_servers": servers})
-    if not settings.bootstrap_servers:
-        raise ConfigurationError(
-            f"{command} needs --bootstrap-servers or a running `authtrail up` on this data "
-            "dir (a broker started just for it would lose everything when it exits)"
-        )
-    return settings
-
-
 def ingest(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import signal
@@ -193,7 +180,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     if args.source != "sshd" and (args.year is not None or args.tz):
         raise ConfigurationError("--year and --tz apply to sshd logs only")
     tz = _zone(args.tz)
-    settings = _resolve_broker(settings, "ingest")
+    settings = resolve_broker(settings, "ingest")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     common: dict[str, Any] = {
@@ -235,7 +222,7 @@ def ingest_http(args: argparse.Namespace, settings: Settings) -> int:
 
         print(json.dumps(openapi_document(), indent=2))
         return EXIT_OK
-    return run_ingest_http(args, _resolve_broker(settings, "ingest-http"))
+    return run_ingest_http(args, resolve_broker(settings, "ingest-http"))
 
 
 def ingest_token(args: argparse.Namespace, settings: Settings) -> int:

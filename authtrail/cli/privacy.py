@@ -48,11 +48,11 @@ def add_privacy_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def erase_command(args: argparse.Namespace, settings: Settings) -> int:
-    from authtrail.cli.commands import _resolve_broker
+    from authtrail.events_topic import resolve_broker
     from authtrail.privacy import check_subject, erase_subject
 
     check_subject(args.subject)  # before looking for a broker: a typo is a usage error
-    outcome = erase_subject(_resolve_broker(settings, "erase"), args.tenant, args.subject)
+    outcome = erase_subject(resolve_broker(settings, "erase"), args.tenant, args.subject)
     erasure = outcome.erasure
     if args.json:
         report = {
