@@ -8,10 +8,7 @@ may reveal, whoever cannot sees ciphertext and pseudonyms (docs/PRIVACY.md).
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,40 +16,19 @@ import pyarrow as pa
 from authtrail.errors import ConfigurationError
 from authtrail.events_topic import send_own_record
 from authtrail.privacy_keys import DirectoryKeyStore, Erasure
-from authtrail.settings import Settings
-from authtrail.sinks.tables import event_columns
-from authtrail.stream.core.canonical import is_sealed
-from authtrail.stream.worker.shredding import (
-    ERASED,
-    UNREADABLE,
-    PrivacyPolicies,
+from authtrail.producers.sdk.sealed_values import (
     SealedValueError,
-    Sealer,
     SubjectKey,
-    erasure_event,
+    is_sealed,
     open_value,
     pseudonym,
     sealed_key_id,
 )
+from authtrail.producers.sdk.sealing import PrivacyPolicies, load_privacy_policies
+from authtrail.settings import Settings
+from authtrail.stream.worker.shredding import ERASED, UNREADABLE, Sealer, erasure_event
 
 _SUBJECT_KINDS = ("id:", "name:")
-
-
-def load_privacy_policies(path: Path) -> PrivacyPolicies:
-    """The policies in ``path`` (``.json`` or ``.toml``); :class:`ConfigurationError` if
-    it cannot be read or names a field that is not a string field of the event."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read privacy policy file {path}: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ConfigurationError(f"privacy policy file {path}: expected an object")
-    strings = (column.name for column in event_columns() if column.kind == "s")
-    try:
-        return PrivacyPolicies.parse(document, strings)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"privacy policy file {path}: {exc}") from exc
 
 
 def new_sealer(settings: Settings) -> Sealer:

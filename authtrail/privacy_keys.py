@@ -1,7 +1,7 @@
 """The embedded subject key store: one directory per tenant (docs/PRIVACY.md, "Key store").
 
-Implements :class:`authtrail.stream.worker.shredding.SubjectKeys`; a KMS-backed store implements the
-same operations. Layout under the root (``<data_dir>/privacy`` by default)::
+Implements :class:`authtrail.producers.sdk.sealed_values.SubjectKeys`; a KMS-backed store
+implements the same operations. Layout under the root (``<data_dir>/privacy`` by default)::
 
     <tenant>/pseudonym.key            hex HMAC key for the tenant's pseudonyms
     <tenant>/keys/<key_id>            hex AES-256 key of one subject
@@ -21,18 +21,21 @@ not show them in clear (it still confirms a guessed one: docs/PRIVACY.md, limits
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from authtrail.atomic_file import read_bounded, replace_file
 from authtrail.errors import ConfigurationError
-from authtrail.stream.worker.shredding import KEY_BYTES, SubjectKey, pseudonym
+from authtrail.producers.sdk.sealed_values import KEY_BYTES, SubjectKey, pseudonym
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}\n?\Z")
 _KEY_ID = re.compile(r"[0-9a-f]{32}\n?\Z")
@@ -61,22 +64,45 @@ class DirectoryKeyStore:
         self.root = root
 
     def key_for(self, tenant_id: str, subject: str) -> SubjectKey:
+        """The subject's current key, created if it has none. Safe to call from several
+        processes at once (producers sealing at the source, the worker): a live key is
+        read without a lock; creating one, or replacing a pointer an interrupted erasure
+        left, happens under the tenant's lock, so all of them get the same key."""
         pointer = self._tenant(tenant_id) / "subjects" / _subject_file(subject)
+        key = self._live_key(tenant_id, pointer)
+        if key is not None:
+            return key
+        with self._locked(tenant_id):
+            key = self._live_key(tenant_id, pointer)  # another process may have been first
+            if key is not None:
+                return key
+            pointer.unlink(missing_ok=True)  # an erasure stopped before removing it
+            key = SubjectKey(secrets.token_hex(16), secrets.token_bytes(KEY_BYTES))
+            keys = self._tenant(tenant_id) / "keys"
+            keys.mkdir(parents=True, exist_ok=True)
+            replace_file(keys / key.key_id, key.key.hex() + "\n", 0o600)
+            pointer.parent.mkdir(parents=True, exist_ok=True)
+            replace_file(pointer, key.key_id + "\n", 0o600)  # the key is durable first
+            return key
+
+    def _live_key(self, tenant_id: str, pointer: Path) -> SubjectKey | None:
         key_id = self._read_key_id(pointer)
-        if key_id is not None:
-            found = self.find(tenant_id, key_id)
-            if found is not None:
-                return found
-            pointer.unlink()  # an erasure stopped before removing its pointer
-        key = SubjectKey(secrets.token_hex(16), secrets.token_bytes(KEY_BYTES))
-        keys = self._tenant(tenant_id) / "keys"
-        keys.mkdir(parents=True, exist_ok=True)
-        replace_file(keys / key.key_id, key.key.hex() + "\n", 0o600)
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        if not _create_exclusive(pointer, key.key_id + "\n"):  # another worker was first
-            (keys / key.key_id).unlink()
-            return self.key_for(tenant_id, subject)
-        return key
+        return None if key_id is None else self.find(tenant_id, key_id)
+
+    @contextmanager
+    def _locked(self, tenant_id: str) -> Iterator[None]:
+        """Hold the tenant's lock (``flock`` on ``<tenant>/.lock``): what creates or
+        destroys a subject's key runs under it. Without it, a process that found a pointer
+        to an erased key could delete the pointer another had just written, leaving a live
+        key no erasure would ever find."""
+        tenant = self._tenant(tenant_id)
+        tenant.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(tenant / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def find(self, tenant_id: str, key_id: str) -> SubjectKey | None:
         if not _KEY_ID.match(key_id):
@@ -145,6 +171,10 @@ class DirectoryKeyStore:
 
     def erase(self, tenant_id: str, subject: str) -> Erasure:
         """Destroy ``subject``'s key: idempotent (a second call reports the first)."""
+        with self._locked(tenant_id):
+            return self._erase(tenant_id, subject)
+
+    def _erase(self, tenant_id: str, subject: str) -> Erasure:
         name = _subject_file(subject)
         pointer = self._tenant(tenant_id) / "subjects" / name
         record = self._tenant(tenant_id) / "erased" / name
@@ -168,7 +198,7 @@ class DirectoryKeyStore:
         }
         replace_file(tombstones / key_id, json.dumps(tombstone) + "\n", 0o600)
         (self._tenant(tenant_id) / "keys" / key_id).unlink(missing_ok=True)
-        pointer.unlink()
+        pointer.unlink(missing_ok=True)
         return Erasure((key_id,), (), erased_at)
 
     def _tombstoned(self, tenant_id: str, key_id: str) -> bool:

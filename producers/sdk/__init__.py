@@ -5,6 +5,9 @@ the Avro schemas and codec, this package and its spool; confluent-kafka and fast
 nothing of the stream processor or the store::
 
     from authtrail.producers.sdk import AuditProducer, new_event
+
+Sealing personal fields at the source (``AuditProducer(..., sealing=SourceSealing...)``)
+needs the extra ``authtrail-producer[sealing]`` (cryptography).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
         Backlog,
         DeliveryFailure,
     )
+    from authtrail.producers.sdk.sealing import SourceSealing
 
 from authtrail.producers.sdk.events import TENANT_ID_PATTERN, new_event, validate_event
 
@@ -25,6 +29,7 @@ __all__ = [
     "AuditProducer",
     "Backlog",
     "DeliveryFailure",
+    "SourceSealing",
     "new_event",
     "validate_event",
 ]
@@ -33,6 +38,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Loaded on first use: the package's pure modules (partitioning, envelope, the spool's
     # format) are imported by the worker and the ingest tools without the Kafka client.
+    if name == "SourceSealing":  # needs cryptography (authtrail-producer[sealing])
+        from authtrail.producers.sdk import sealing
+
+        return sealing.SourceSealing
     if name in __all__:  # the Kafka client's part: the producer
         from authtrail.producers.sdk import producer
 

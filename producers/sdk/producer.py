@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -66,6 +66,9 @@ from authtrail.producers.sdk.spool import Spool
 from authtrail.producers.sdk.spool_delivery import SpoolDrainer
 from authtrail.producers.sdk.spool_format import SpoolRecord
 from authtrail.schemas.codec import Codec, SingleObjectCodec
+
+if TYPE_CHECKING:  # sealing needs cryptography, an optional extra of authtrail-producer
+    from authtrail.producers.sdk.sealing import SourceSealing
 
 __all__ = ["DEFAULT_PRODUCER_CONFIG", "AuditProducer", "Backlog", "DeliveryFailure"]
 
@@ -161,6 +164,13 @@ class AuditProducer:
             (:attr:`failures`, :meth:`close`). Pass 0 where a caller needs that error
             (backpressure) or a topic created on first use.
         envelope_linger_ms: how long an event may wait for others to share its envelope.
+        sealing: ``None`` (default): events are sent as given, and the worker seals its
+            tenants' personal fields when they arrive. A
+            :class:`~authtrail.producers.sdk.sealing.SourceSealing` (e.g.
+            ``SourceSealing.from_files(key_store_dir, policy_file)``, needs
+            ``authtrail-producer[sealing]``): each event's policy fields are sealed in
+            :meth:`send`, before encoding, so clear text never leaves this process
+            (docs/PRIVACY.md, "Sealing at the source").
 
     With a spool, librdkafka's ``message.timeout.ms`` is 0 (never give up: a timed-out
     event would let later ones overtake it) and a different value is refused; the spool's
@@ -191,6 +201,7 @@ class AuditProducer:
         spool_sync_interval_ms: int = 0,
         envelope_bytes: int | None = None,
         envelope_linger_ms: float = 5.0,
+        sealing: SourceSealing | None = None,
     ) -> None:
         if on_full not in ("block", "raise"):
             raise InvalidArgumentError(f"on_full must be 'block' or 'raise', got {on_full!r}")
@@ -229,6 +240,7 @@ class AuditProducer:
                 f"- {_KEY_ROOM} ({self._max_message_bytes - _KEY_ROOM})"
             )
         self._topic = topic
+        self._sealing = sealing
         self._codec: Codec = codec or SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT))
         self._on_full = on_full
         self._queue_timeout = queue_timeout
@@ -376,6 +388,8 @@ class AuditProducer:
         Raises:
             InvalidArgumentError: the event is invalid or too large, or the producer is
                 closed; nothing was queued.
+            ConfigurationError: (with ``sealing``) the key store failed; nothing was
+                queued.
             ProducerQueueFullError: no room in the local queue or spool (see ``on_full``);
                 nothing was queued.
             DeliveryError: the producer hit a fatal error, or (with a spool) delivery
@@ -386,6 +400,8 @@ class AuditProducer:
             raise InvalidArgumentError("send() on a closed AuditProducer")
         self._raise_if_fatal()
         event_id, tenant_id = event_ids(event)
+        if self._sealing is not None:
+            event = self._sealing.seal(event)
         value = self._codec.encode(event)
         key = tenant_id.encode("utf-8")
         if self._spool is not None:

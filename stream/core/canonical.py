@@ -20,8 +20,9 @@ null/empty default leaves every older event's leaf unchanged.
 
 Version 2 (docs/INTEGRITY.md §2.1): an event with at least one *sealed* string value (one
 that starts with :data:`SEALED_PREFIX`, a personal field encrypted by
-:mod:`authtrail.stream.worker.shredding`) has :data:`MAGIC_V2` and type ``b"c"`` for those values;
-every other byte is as in version 1, so events without sealed values keep their v1 leaves.
+:mod:`authtrail.producers.sdk.sealed_values`) has :data:`MAGIC_V2` and type ``b"c"`` for
+those values; every other byte is as in version 1, so events without sealed values keep
+their v1 leaves.
 
 Speed: this runs once per event on the worker's hot path, and almost every event has the
 same key set (the decoder yields every schema field, in schema order). So the sorted
@@ -39,10 +40,13 @@ from collections.abc import Iterable, Mapping
 
 from authtrail.errors import InvalidArgumentError
 
+# The sealed-value format belongs to the producer SDK, which seals at the source and
+# cannot import the stream processor; the leaf only needs its prefix.
+from authtrail.producers.sdk.sealed_values import SEALED_PREFIX as SEALED_PREFIX
+from authtrail.producers.sdk.sealed_values import is_sealed as is_sealed
+
 MAGIC = b"authtrail-event-v1\n"
 MAGIC_V2 = b"authtrail-event-v2\n"
-#: A string value starting with this is a sealed (encrypted) personal field: leaf type "c".
-SEALED_PREFIX = "authtrail-sealed-v1:"
 _SEALED_MARK = SEALED_PREFIX.encode("ascii")
 
 FieldValue = str | int | Mapping[str, str] | None
@@ -182,11 +186,6 @@ def _sealed_leaf(event: Mapping[str, FieldValue], fields: _Layout, leaf_v1: byte
         else:
             parts.append(_encode_field(name, value))
     return b"".join(parts) if sealed else leaf_v1
-
-
-def is_sealed(value: object) -> bool:
-    """Whether ``value`` is a sealed field value (leaf type ``c``, docs/INTEGRITY.md §2.1)."""
-    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
 
 
 def canonical_leaves(events: Iterable[Mapping[str, FieldValue]]) -> list[bytes]:

@@ -23,13 +23,14 @@ from authtrail.cli.main import main as authtrail
 from authtrail.privacy import reveal_table
 from authtrail.privacy_keys import DirectoryKeyStore
 from authtrail.producers.sdk import AuditProducer, new_event
+from authtrail.producers.sdk.sealed_values import sealed_key_id
 from authtrail.schemas import CHAINED_BATCH
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.stream.core.canonical import is_sealed
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.chained_batch import is_batch
 from authtrail.stream.worker.recovery import read_partition
-from authtrail.stream.worker.shredding import ERASED, erasure_event, sealed_key_id
+from authtrail.stream.worker.shredding import ERASED, erasure_event
 from tests.integration.test_pipeline import Pipeline, Store, _store, _verify
 from tests.integration.test_pipeline import broker as broker
 from tests.integration.test_pipeline import pipeline as pipeline

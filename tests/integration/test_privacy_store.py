@@ -20,6 +20,7 @@ from authtrail.errors import ConfigurationError
 from authtrail.keys import load_signer, write_key_pair
 from authtrail.privacy import reveal_table
 from authtrail.privacy_keys import DirectoryKeyStore
+from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
 from authtrail.sinks.backend import EmbeddedBackend
 from authtrail.sinks.rows import (
     CHECKPOINTS_SCHEMA,
@@ -32,13 +33,7 @@ from authtrail.sinks.tables import create_statements
 from authtrail.stream.core.canonical import MAGIC_V2, canonical_leaf, is_sealed
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.worker.sequencing import _checkpoint_record
-from authtrail.stream.worker.shredding import (
-    ERASED,
-    UNREADABLE,
-    PrivacyPolicies,
-    PrivacyPolicy,
-    Sealer,
-)
+from authtrail.stream.worker.shredding import ERASED, UNREADABLE, Sealer
 
 pytestmark = pytest.mark.integration
 

@@ -32,6 +32,8 @@ PURE_ELSEWHERE = [
     "authtrail.producers.sdk.spool_format",
     "authtrail.producers.sdk.envelope",
     "authtrail.producers.sdk.events",
+    "authtrail.producers.sdk.sealed_values",
+    "authtrail.producers.sdk.sealing",
     "authtrail.producers.sdk",
     "authtrail.producers.traffic",
 ]

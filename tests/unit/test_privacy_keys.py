@@ -10,7 +10,7 @@ import pytest
 
 from authtrail.errors import ConfigurationError
 from authtrail.privacy_keys import DirectoryKeyStore
-from authtrail.stream.worker.shredding import pseudonym
+from authtrail.producers.sdk.sealed_values import pseudonym
 
 
 def _pseudonym(store: DirectoryKeyStore, subject: str) -> str:

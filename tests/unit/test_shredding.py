@@ -12,22 +12,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
-from authtrail.stream.core.canonical import MAGIC, MAGIC_V2, canonical_leaf
-from authtrail.stream.detection.decisions import keyed_identity, user_key
-from authtrail.stream.worker.shredding import (
-    ERASURE_EVENT_TYPE,
-    PrivacyPolicies,
-    PrivacyPolicy,
+from authtrail.producers.sdk.sealed_values import (
     SealedValueError,
-    Sealer,
     SubjectKey,
     associated_data,
-    erasure_event,
-    erasure_record_problem,
     open_value,
     pseudonym,
     seal_value,
     subject_of,
+)
+from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
+from authtrail.stream.core.canonical import MAGIC, MAGIC_V2, canonical_leaf
+from authtrail.stream.detection.decisions import keyed_identity, user_key
+from authtrail.stream.worker.shredding import (
+    ERASURE_EVENT_TYPE,
+    Sealer,
+    erasure_event,
+    erasure_record_problem,
 )
 
 KEY = SubjectKey("00112233445566778899aabbccddeeff", bytes(range(32)))
@@ -188,8 +189,11 @@ def test_sealer_seals_the_policy_fields_and_adds_pseudonyms() -> None:
     assert event["user_name"] == "Alice"  # the input is left alone
     decision = sealed | {"service": "authtrail-lockout", "client_ip": "pseudonym:ab"}
     assert sealer.seal(decision) is decision  # the worker's own: kept as it is owed
-    with pytest.raises(InvalidArgumentError, match="only authtrail's own sealing may write"):
-        sealer.seal(sealed)  # input that looks sealed: refused, whatever the tenant
+    # Sealed input that opens under the subject's current key passes unchanged (what a
+    # producer sealing at the source sends: tests/unit/test_source_sealing.py).
+    assert sealer.seal(sealed) == sealed
+    with pytest.raises(InvalidArgumentError, match="does not seal it"):
+        Sealer(PrivacyPolicies(), keys).seal(sealed)  # ... for a tenant that seals nothing
     with pytest.raises(InvalidArgumentError, match="'host'"):
         Sealer(PrivacyPolicies(), keys).seal(_login("ev-2", host=SEALED))
     assert canonical_leaf(sealed).startswith(MAGIC_V2)

@@ -7,22 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from authtrail.privacy_keys import DirectoryKeyStore
+from authtrail.producers.sdk.sealed_values import SubjectKey, open_value, pseudonym, sealed_key_id
+from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
 from authtrail.stream.core.canonical import canonical_leaf, is_sealed
 from authtrail.stream.core.merkle import leaf_hash
 from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
 from authtrail.stream.core.retention import RetentionStatement, retention_event, sign_retention
 from authtrail.stream.worker.sequencing import CHAINED, FORGED_RETENTION_KIND
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
-from authtrail.stream.worker.shredding import (
-    PrivacyPolicies,
-    PrivacyPolicy,
-    Sealer,
-    SubjectKey,
-    erasure_event,
-    open_value,
-    pseudonym,
-    sealed_key_id,
-)
+from authtrail.stream.worker.shredding import Sealer, erasure_event
 from tests.unit.test_worker import EVENTS, SIGNER, Harness
 
 
@@ -92,7 +85,7 @@ def test_input_that_looks_sealed_is_rejected() -> None:
     assert [record["event"]["event_id"] for record in harness.decoded(CHAINED)] == ["e2"]
     dead = harness.decoded(DEAD_LETTER_ROLE)
     assert [letter["error_kind"] for letter in dead] == ["invalid_event"]
-    assert "only authtrail's own sealing may write" in dead[0]["reason"]
+    assert f"names key {'0' * 32}" in dead[0]["reason"]
 
 
 # --- erasure records: chained only when the key store confirms the claim ------------------
