@@ -39,8 +39,14 @@ def __getattr__(name: str) -> Any:
     # Loaded on first use: the package's pure modules (partitioning, envelope, the spool's
     # format) are imported by the worker and the ingest tools without the Kafka client.
     if name == "SourceSealing":  # needs cryptography (authtrail-producer[sealing])
-        from authtrail.producers.sdk import sealing
-
+        try:
+            from authtrail.producers.sdk import sealing
+        except ModuleNotFoundError as exc:
+            if exc.name != "cryptography":
+                raise
+            raise ImportError(
+                "SourceSealing needs cryptography: pip install 'authtrail-producer[sealing]'"
+            ) from exc
         return sealing.SourceSealing
     if name in __all__:  # the Kafka client's part: the producer
         from authtrail.producers.sdk import producer
