@@ -57,15 +57,20 @@ class SubjectKey:
     key: bytes
 
 
-class SubjectKeys(Protocol):
-    """Where subject keys live (docs/PRIVACY.md, "Key store"): a directory by default
-    (:class:`authtrail.privacy_keys.DirectoryKeyStore`), any KMS that can create, find and
-    destroy a key per (tenant, subject) likewise. Producers that seal at the source use
-    :meth:`key_for` only; the worker all four."""
+class SubjectKeySource(Protocol):
+    """What a producer sealing at the source needs of a key store: a subject's current key.
+    A KMS client for producers may implement only this (docs/PRIVACY.md)."""
 
     def key_for(self, tenant_id: str, subject: str) -> SubjectKey:
         """The subject's current key, created (durably, and atomically: producers and the
-        worker may ask for a new subject's first key at once) if it has none."""
+        worker may ask for a new subject's first key at once) if it has none; never a key
+        an erasure destroyed."""
+
+
+class SubjectKeys(SubjectKeySource, Protocol):
+    """Where subject keys live (docs/PRIVACY.md, "Key store"): a directory by default
+    (:class:`authtrail.privacy_keys.DirectoryKeyStore`), any KMS that can create, find and
+    destroy a key per (tenant, subject) likewise. The worker uses all of it."""
 
     def find(self, tenant_id: str, key_id: str) -> SubjectKey | None:
         """The key ``key_id`` of ``tenant_id``; None once destroyed (erased)."""

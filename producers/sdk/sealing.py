@@ -27,7 +27,7 @@ from authtrail.errors import ConfigurationError, InvalidArgumentError
 from authtrail.producers.sdk.events import event_ids
 from authtrail.producers.sdk.sealed_values import (
     SEALED_PREFIX,
-    SubjectKeys,
+    SubjectKeySource,
     is_sealed,
     seal_value,
     subject_of,
@@ -126,13 +126,14 @@ def load_privacy_policies(path: Path) -> PrivacyPolicies:
 class SourceSealing:
     """Seals each event's personal fields in the producer (``AuditProducer(sealing=...)``).
 
-    ``keys`` is the worker's key store, or any :class:`~authtrail.producers.sdk.sealed_values.
-    SubjectKeys` over the same keys (a KMS): only ``key_for`` is used. The subject's key is
+    ``keys`` is the worker's key store, or any
+    :class:`~authtrail.producers.sdk.sealed_values.SubjectKeySource` over the same keys (a
+    KMS client that can only get a subject's current key). The subject's key is
     asked for on every event, not cached, so an event sent after ``authtrail erase``
     gets the subject's new key (the worker refuses a value sealed under an erased key).
     """
 
-    def __init__(self, policies: PrivacyPolicies, keys: SubjectKeys) -> None:
+    def __init__(self, policies: PrivacyPolicies, keys: SubjectKeySource) -> None:
         self._policies, self._keys = policies, keys
 
     @classmethod

@@ -41,7 +41,7 @@ POLICIES = PrivacyPolicies(tenants={"acme": PrivacyPolicy(), "globex": PrivacyPo
 
 
 class _OneKey:
-    """Every subject has the known-answer key (the SubjectKeys protocol, key_for only)."""
+    """Every subject has the known-answer key (a SubjectKeySource, as a KMS client)."""
 
     def key_for(self, tenant_id: str, subject: str) -> SubjectKey:
         return KEY
@@ -56,7 +56,7 @@ def _login(event_id: str = "ev-1", **fields: Any) -> dict[str, Any]:
 
 
 def test_the_producer_seals_to_the_known_answer_and_only_the_policy_fields() -> None:
-    sealing = SourceSealing(POLICIES, _OneKey())  # type: ignore[arg-type]
+    sealing = SourceSealing(POLICIES, _OneKey())
     event = _login()
     sealed = sealing.seal(event)
     assert sealed["user_name"] == SEALED  # tests/unit/test_shredding.py's known answer
@@ -72,7 +72,7 @@ def test_the_producer_seals_to_the_known_answer_and_only_the_policy_fields() -> 
 
 
 def test_the_producer_refuses_input_that_already_looks_sealed() -> None:
-    sealing = SourceSealing(POLICIES, _OneKey())  # type: ignore[arg-type]
+    sealing = SourceSealing(POLICIES, _OneKey())
     with pytest.raises(InvalidArgumentError, match="'message'"):
         sealing.seal(_login(message=SEALED))
     with pytest.raises(InvalidArgumentError, match="tenant_id"):
