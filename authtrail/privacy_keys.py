@@ -171,6 +171,8 @@ class DirectoryKeyStore:
 
     def erase(self, tenant_id: str, subject: str) -> Erasure:
         """Destroy ``subject``'s key: idempotent (a second call reports the first)."""
+        if not self._tenant(tenant_id).is_dir():  # no key ever: leave no lock file behind
+            return Erasure((), (), 0)
         with self._locked(tenant_id):
             return self._erase(tenant_id, subject)
 

@@ -3,8 +3,10 @@ is named."""
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +127,36 @@ def test_a_key_whose_erasure_stopped_before_deleting_it_is_not_destroyed(tmp_pat
     store.erase("acme", "id:u1")
     (tmp_path / "acme" / "keys" / key.key_id).write_text(saved)  # crash before the unlink
     assert not store.destroyed("acme", key.key_id, _pseudonym(store, "id:u1"))
+
+
+def _take_keys(root: str, rounds: int, out: Any) -> None:
+    store = DirectoryKeyStore(Path(root))
+    out.put([store.key_for("acme", "id:u1").key_id for _ in range(rounds)])
+
+
+def _erase_often(root: str, rounds: int) -> None:
+    store = DirectoryKeyStore(Path(root))
+    for _ in range(rounds):
+        store.erase("acme", "id:u1")
+
+
+def test_producers_and_an_eraser_racing_leave_no_key_an_erasure_cannot_find(
+    tmp_path: Path,
+) -> None:
+    """Every key handed out is either the subject's current key or destroyed: none is
+    live but unreachable (an erasure would then leave it readable)."""
+    root = str(tmp_path / "privacy")
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    takers = [context.Process(target=_take_keys, args=(root, 150, out)) for _ in range(3)]
+    eraser = context.Process(target=_erase_often, args=(root, 60))
+    for process in [*takers, eraser]:
+        process.start()
+    handed_out = {key_id for _ in takers for key_id in out.get(timeout=120)}
+    for process in [*takers, eraser]:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    store = DirectoryKeyStore(Path(root))
+    store.erase("acme", "id:u1")
+    assert [key_id for key_id in handed_out if store.find("acme", key_id) is not None] == []
+    assert not list((tmp_path / "privacy" / "acme" / "keys").iterdir())
