@@ -39,7 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.background_http import BackgroundHttpServer
-from authtrail.errors import ConfigurationError, DeliveryError, ProducerQueueFullError
+from authtrail.errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidArgumentError,
+    ProducerQueueFullError,
+)
 from authtrail.producers.http_ingest import (
     PATHS,
     BadRequest,
@@ -74,15 +79,18 @@ class IngestService:
     """What the handler calls: authenticate, parse, limit, send. Thread-safe.
 
     ``producer`` is an :class:`~authtrail.producers.sdk.producer.AuditProducer` (with a spool when
-    ``spooled``); ``ack_timeout`` bounds the wait for Kafka's acknowledgement.
+    ``spooled``); ``ack_timeout`` bounds the wait for Kafka's acknowledgement. ``sealing``
+    (a :class:`~authtrail.producers.sdk.sealing.SourceSealing`) seals a request's events,
+    all of them before any is sent, so a key store failure sends nothing.
     """
 
     def __init__(
         self, tokens: TokenTable, producer: Any, *, spooled: bool = False,
         max_body_bytes: int = 1 << 20, limiter: RateLimiter | None = None,
-        ack_timeout: float = 10.0,
+        ack_timeout: float = 10.0, sealing: Any = None,
     ) -> None:  # fmt: skip
         self.tokens, self.producer, self.spooled = tokens, producer, spooled
+        self.sealing = sealing
         self.max_body_bytes, self.ack_timeout = max_body_bytes, ack_timeout
         self.limiter = limiter or RateLimiter(1000.0, 5000, time.monotonic)
         self.preflight = Preflight()
@@ -108,6 +116,14 @@ class IngestService:
             return _error(413, f"{len(events)} events exceed the burst of {self.limiter.burst}")
         if wait > 0:
             return _error(429, f"rate limit of {self.limiter.rate:g} events/s", wait)
+        if self.sealing is not None:
+            try:
+                events = [dict(self.sealing.seal(event)) for event in events]
+            except InvalidArgumentError as refused:
+                return _error(400, str(refused))
+            except (ConfigurationError, OSError) as exc:
+                logger.error("ingest-http cannot seal: %s", exc)
+                return _error(503, "the key store failed: see the server log", 5.0)
         with self._send_lock:
             answer = self._send(events)
         if answer is not None:
@@ -249,6 +265,7 @@ def serve_for_up(
     if a token file exists (``AUTHTRAIL_INGEST_TOKENS`` or ``DATA_DIR/ingest-tokens``);
     returns the server and its stop function, or None without a token file. Raises
     :class:`ConfigurationError` as :func:`run_ingest_http`."""
+    from authtrail.privacy import source_sealing
     from authtrail.producers.sdk import AuditProducer
     from authtrail.witness import parse_listen
 
@@ -258,12 +275,15 @@ def serve_for_up(
     tokens = TokenTable.load(path)
     listen = listen or os.environ.get("AUTHTRAIL_INGEST_LISTEN") or DEFAULT_LISTEN
     host, port = parse_listen(listen)
+    # up runs the worker beside it: same policy, same key store, so seal at the source.
+    sealing = source_sealing(settings) if settings.privacy_policy_file is not None else None
     # Bare messages: a full queue must raise ProducerQueueFullError (429), not wait.
     producer = AuditProducer(
         settings.bootstrap_servers or "", settings.events_topic, envelope_bytes=0
     )
     try:
-        server = IngestHttpServer(IngestService(tokens, producer), host, port).start()
+        service = IngestService(tokens, producer, sealing=sealing)
+        server = IngestHttpServer(service, host, port).start()
     except OSError as exc:
         producer.close()
         reason = f"ingest-http cannot listen on {listen}: {exc.strerror} (--ingest-listen)"
@@ -291,10 +311,12 @@ def run_ingest_token(args: argparse.Namespace, settings: Settings) -> int:
 def run_ingest_http(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM. Raises :class:`ConfigurationError` for a missing or
     malformed token file, an address it cannot listen on, or unusable producer settings."""
+    from authtrail.privacy import source_sealing
     from authtrail.producers.sdk import AuditProducer
     from authtrail.witness import parse_listen
 
     tokens = TokenTable.load(tokens_path(args, settings))
+    sealing = source_sealing(settings) if args.seal else None
     listen = args.listen or os.environ.get("AUTHTRAIL_INGEST_LISTEN") or DEFAULT_LISTEN
     host, port = parse_listen(listen)
     if args.max_body_bytes < 1 or args.rate <= 0 or args.burst < 1:
@@ -315,6 +337,7 @@ def run_ingest_http(args: argparse.Namespace, settings: Settings) -> int:
             tokens, producer, spooled=args.spool_dir is not None,
             max_body_bytes=args.max_body_bytes,
             limiter=RateLimiter(args.rate, args.burst, time.monotonic),
+            sealing=sealing,
         )  # fmt: skip
         try:
             server = IngestHttpServer(service, host, port).start()

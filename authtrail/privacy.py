@@ -24,7 +24,11 @@ from authtrail.producers.sdk.sealed_values import (
     pseudonym,
     sealed_key_id,
 )
-from authtrail.producers.sdk.sealing import PrivacyPolicies, load_privacy_policies
+from authtrail.producers.sdk.sealing import (
+    PrivacyPolicies,
+    SourceSealing,
+    load_privacy_policies,
+)
 from authtrail.settings import Settings
 from authtrail.stream.worker.shredding import ERASED, UNREADABLE, Sealer, erasure_event
 
@@ -37,6 +41,17 @@ def new_sealer(settings: Settings) -> Sealer:
     path = settings.privacy_policy_file
     policies = load_privacy_policies(path) if path is not None else PrivacyPolicies()
     return Sealer(policies, DirectoryKeyStore(settings.privacy_dir))
+
+
+def source_sealing(settings: Settings) -> SourceSealing:
+    """Sealing at the source for authtrail's own producers (``ingest --seal``,
+    ``ingest-http --seal``, ``up``): the worker's policy file and key store, which must be
+    the ones the worker uses (docs/PRIVACY.md, "Sealing at the source")."""
+    if settings.privacy_policy_file is None:
+        raise ConfigurationError(
+            "--seal needs the worker's privacy policy (AUTHTRAIL_PRIVACY_POLICY_FILE)"
+        )
+    return SourceSealing.from_files(settings.privacy_dir, settings.privacy_policy_file)
 
 
 def check_subject(subject: str) -> str:

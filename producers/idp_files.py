@@ -33,7 +33,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authtrail.errors import FormatError, InvalidArgumentError
 from authtrail.producers import tail
@@ -45,6 +45,9 @@ from authtrail.producers.idp_mapping import (
 )
 from authtrail.producers.ingest import IngestSummary, ParseCounters, deliver
 from authtrail.producers.syslog import wall_clock
+
+if TYPE_CHECKING:  # needs cryptography, only when sealing
+    from authtrail.producers.sdk.sealing import SourceSealing
 
 __all__ = [
     "FOLLOWABLE",
@@ -193,6 +196,7 @@ def run_idp_ingest(
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] = lambda text: None,
     now: Callable[[], int] = wall_clock,
+    sealing: SourceSealing | None = None,
 ) -> IngestSummary:
     """Read ``source`` records from ``path`` (``-``: standard input) and send their events.
 
@@ -233,4 +237,5 @@ def run_idp_ingest(
     return deliver(
         events, summary, bootstrap_servers=bootstrap_servers, topic=topic,
         prescan=not follow, warn=warn, producer_config=producer_config, now=now,
+        sealing=sealing,
     )  # fmt: skip

@@ -22,13 +22,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authtrail import schemas
 from authtrail.producers.sdk.envelope import DEFAULT_ENVELOPE_BYTES
 from authtrail.producers.syslog import wall_clock
 from authtrail.schemas.codec import SingleObjectCodec
 from authtrail.stream.worker.admission import Limits, RejectedEvent, check_event
+
+if TYPE_CHECKING:  # needs cryptography, only when sealing
+    from authtrail.producers.sdk.sealing import SourceSealing
 
 __all__ = ["IngestSummary", "ParseCounters", "Preflight", "deliver"]
 
@@ -127,11 +130,13 @@ def deliver(
     producer_config: dict[str, Any] | None = None,
     hints: Mapping[str, str] | None = None,
     now: Callable[[], int] = wall_clock,
+    sealing: SourceSealing | None = None,
 ) -> IngestSummary:
     """Send ``events(summary.counters)`` and fill ``summary``; warn before sending events
     the worker will refuse (module doc). ``events`` must yield the same events each call
     (it is called twice with ``prescan``, the first time with throwaway counters).
-    ``hints`` adds advice to the warning of a refusal kind.
+    ``hints`` adds advice to the warning of a refusal kind. ``sealing`` seals the tenant's
+    policy fields before they leave the process (docs/PRIVACY.md).
 
     Raises what :class:`~authtrail.producers.sdk.producer.AuditProducer` raises:
     ``ConfigurationError``, ``InvalidArgumentError``, and ``DeliveryError`` naming events not
@@ -148,8 +153,9 @@ def deliver(
     preflight = Preflight(now=now)
     # Envelopes: a file is bulk, and the worker pays per message (docs/PIPELINE.md).
     producer = AuditProducer(
-        bootstrap_servers, topic, config=producer_config, envelope_bytes=DEFAULT_ENVELOPE_BYTES
-    )
+        bootstrap_servers, topic, config=producer_config,
+        envelope_bytes=DEFAULT_ENVELOPE_BYTES, sealing=sealing,
+    )  # fmt: skip
     try:
         for event in events(summary.counters):
             refusal = preflight.check(event)

@@ -29,11 +29,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authtrail.producers import tail
 from authtrail.producers.ingest import IngestSummary, ParseCounters, deliver
 from authtrail.producers.syslog import SyslogLine, SyslogReader, guess_start_year, wall_clock
+
+if TYPE_CHECKING:  # needs cryptography, only when sealing
+    from authtrail.producers.sdk.sealing import SourceSealing
 
 __all__ = [
     "IngestSummary",
@@ -387,6 +390,7 @@ def run_ingest(
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] = lambda text: None,
     now: Callable[[], int] = wall_clock,
+    sealing: SourceSealing | None = None,
 ) -> IngestSummary:
     """Parse the auth log at ``path`` (``-``: standard input) and send its events.
 
@@ -423,7 +427,7 @@ def run_ingest(
         events, IngestSummary(str(path), ParseCounters()),
         bootstrap_servers=bootstrap_servers, topic=topic, prescan=not (stdin or follow),
         warn=warn, producer_config=producer_config, hints={"absurd_timestamp": _YEAR_HINT},
-        now=now,
+        now=now, sealing=sealing,
     )  # fmt: skip
 
 

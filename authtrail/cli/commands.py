@@ -190,6 +190,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         "follow": args.follow,
         "stop": stop.is_set,
         "warn": lambda text: print(text, file=sys.stderr, flush=True),
+        "sealing": _sealing(args.seal, settings),
     }
     if args.source == "sshd":
         summary = run_ingest(args.path, year=args.year, tz=tz, **common)
@@ -210,6 +211,15 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         for kind, count in sorted(summary.refused.items()):
             print(f"  refused by the worker ({kind}): {count}")
     return EXIT_USAGE if summary.failed else EXIT_OK
+
+
+def _sealing(wanted: bool, settings: Settings) -> Any:
+    """``--seal``: the worker's policy and key store (authtrail.privacy.source_sealing)."""
+    if not wanted:
+        return None
+    from authtrail.privacy import source_sealing
+
+    return source_sealing(settings)
 
 
 def ingest_http(args: argparse.Namespace, settings: Settings) -> int:

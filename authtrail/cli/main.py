@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tz", help="zone of syslog times without an offset, e.g. Europe/Berlin (default UTC)"
     )
     ingest.add_argument("--bootstrap-servers", help="Kafka (AUTHTRAIL_BOOTSTRAP_SERVERS)")
+    ingest.add_argument(
+        "--seal", action="store_true",
+        help="seal the privacy policy's fields before sending (AUTHTRAIL_PRIVACY_POLICY_FILE "
+        "and the worker's key store DATA_DIR/privacy; docs/PRIVACY.md)",
+    )  # fmt: skip
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(handler=handlers.ingest)
 
@@ -207,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_http.add_argument(
         "--spool-dir", type=Path, metavar="DIR",
         help="durable spool: 202 once events are on disk there, delivered when Kafka is back",
+    )  # fmt: skip
+    ingest_http.add_argument(
+        "--seal", action="store_true",
+        help="seal the privacy policy's fields before sending (AUTHTRAIL_PRIVACY_POLICY_FILE "
+        "and the worker's key store DATA_DIR/privacy; docs/PRIVACY.md)",
     )  # fmt: skip
     ingest_http.add_argument("--max-body-bytes", type=int, default=1 << 20)
     ingest_http.add_argument("--rate", type=float, default=1000.0, help="events/s per token")

@@ -19,11 +19,16 @@ import pytest
 
 from authtrail.broker import LocalBroker
 from authtrail.cli.main import main as authtrail
+from authtrail.errors import ConfigurationError
 from authtrail.ingest_http import IngestHttpServer, IngestService
+from authtrail.privacy import source_sealing
+from authtrail.privacy_keys import DirectoryKeyStore
 from authtrail.producers.http_ingest import RateLimiter, TokenTable, new_token_line
-from authtrail.producers.sdk import AuditProducer
+from authtrail.producers.sdk import AuditProducer, SourceSealing
+from authtrail.producers.sdk.sealed_values import is_sealed, open_value
 from authtrail.schemas import AUTH_EVENT, load_schema
 from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.settings import Settings
 from authtrail.topics import TopicSpec, ensure_topics
 from tests.integration.broker_fixtures import read_topic, running_broker
 
@@ -58,7 +63,12 @@ class Client:
 
 
 def start(
-    broker: LocalBroker, tmp_path: Path, *, spool: bool = False, burst: int = 20
+    broker: LocalBroker,
+    tmp_path: Path,
+    *,
+    spool: bool = False,
+    burst: int = 20,
+    sealing: SourceSealing | None = None,
 ) -> Iterator[tuple[Client, str, str]]:
     topic = f"http-{uuid.uuid4().hex[:10]}"
     ensure_topics(broker.bootstrap_servers, [TopicSpec(topic, 1)])
@@ -71,7 +81,7 @@ def start(
     )  # fmt: skip
     service = IngestService(
         TokenTable.load(tmp_path / "tokens"), producer, spooled=spool, max_body_bytes=4096,
-        limiter=RateLimiter(0.01, burst, time.monotonic),
+        limiter=RateLimiter(0.01, burst, time.monotonic), sealing=sealing,
     )  # fmt: skip
     server = IngestHttpServer(service).start()
     try:
@@ -183,3 +193,45 @@ def test_cli_needs_a_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert TokenTable.load(tokens).grant_for(token) is not None
     assert authtrail(["ingest-http", "--openapi"]) == 0
     assert json.loads(capsys.readouterr().out)["openapi"] == "3.1.0"
+
+
+def test_sealing_sends_the_policy_fields_sealed_and_refuses_before_sending(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """`ingest-http --seal` (and `up` with a privacy policy): a request's events are sealed
+    before any is sent, so the topic never holds the clear values; a sealed-looking input
+    value is a 400 and a failing key store a 503, with nothing sent either way."""
+    policy = tmp_path / "privacy.json"
+    policy.write_text(json.dumps({"tenants": {"acme": {}}}), encoding="utf-8")
+    keys = tmp_path / "privacy"
+    sealing = SourceSealing.from_files(keys, policy)
+    served = start(broker, tmp_path, sealing=sealing)
+    client, _, topic = next(served)
+    try:
+        status, _, answer = client.request("POST", "/v1/ingest/events", [event("s1")])
+        assert (status, answer["event_ids"]) == (202, ["s1"]), answer
+        [message] = read_topic(broker.bootstrap_servers, topic, 1, 1, timeout=10)
+        raw = message.value() or b""
+        assert b"alice" not in raw and b"192.0.2.1" not in raw
+        sent = CODEC.decode(raw)
+        key = DirectoryKeyStore(keys).key_for("acme", "name:alice")
+        for field, clear in (("user_name", "alice"), ("client_ip", "192.0.2.1")):
+            assert is_sealed(sent[field])
+            assert open_value(key, "acme", "s1", field, sent[field]) == clear
+
+        looks_sealed = event("s2", user_agent="authtrail-sealed-v1:00:AA==:AA==")
+        status, _, answer = client.request("POST", "/v1/ingest/events", [event("s3"), looks_sealed])
+        assert status == 400 and "starts with" in answer["error"], answer
+
+        (keys / "acme").rename(tmp_path / "moved")  # the store's tenant directory ...
+        (keys / "acme").write_text("not a directory")  # ... is no directory any more
+        status, _, answer = client.request("POST", "/v1/ingest/events", [event("s4")])
+        assert status == 503 and "key store" in answer["error"], answer
+        assert topic_ids(broker, topic, 2) == ["s1"]  # s3 and s4 were never sent
+    finally:
+        served.close()
+
+
+def test_seal_without_a_policy_file_does_not_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="AUTHTRAIL_PRIVACY_POLICY_FILE"):
+        source_sealing(Settings(data_dir=tmp_path))

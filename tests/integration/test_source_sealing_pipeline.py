@@ -24,6 +24,7 @@ from authtrail.producers.sdk import AuditProducer, SourceSealing, new_event
 from authtrail.stream.core.canonical import is_sealed
 from authtrail.stream.worker.recovery import read_partition
 from authtrail.stream.worker.shredding import ERASED
+from tests.integration.broker_fixtures import read_events
 from tests.integration.test_pipeline import Pipeline, Store, _store, _verify
 from tests.integration.test_pipeline import broker as broker
 from tests.integration.test_pipeline import pipeline as pipeline
@@ -163,3 +164,61 @@ def test_a_sealing_producers_subject_is_unreadable_everywhere_after_erasure(
     checked = subprocess.run([*run, "verify-proof", str(out), "--key", pub],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_ingest_seal_sends_no_clear_text_and_the_worker_chains_it(
+    pipeline: Pipeline, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`authtrail ingest sshd --seal`: the CLI seals the policy's fields with the worker's
+    policy and key store before sending; the worker accepts the sealed values (not
+    `invalid_event`) and they open with the key store."""
+    _configure(pipeline, monkeypatch)
+    monkeypatch.setenv(
+        "AUTHTRAIL_PRIVACY_POLICY_FILE", pipeline.environment["AUTHTRAIL_PRIVACY_POLICY_FILE"]
+    )
+    pipeline.start_worker()
+    log = pipeline.tmp_path / "auth.log"
+    log.write_text(
+        "Dec  3 10:00:01 bastion sshd[4242]: Failed password for carol.secret from "
+        "203.0.113.77 port 50022 ssh2\n"
+        "Dec  3 10:00:05 bastion sshd[4242]: Accepted password for carol.secret from "
+        "203.0.113.77 port 50022 ssh2\n",
+        encoding="utf-8",
+    )
+    command = ["ingest", "sshd", str(log), "--tenant", "acme", "--year", "2025", "--seal"]
+    assert authtrail(command) == 0
+
+    stored = "SELECT 1 FROM events WHERE service = 'sshd' HAVING count() = 2"
+    _store(pipeline, store, 2, until=_has(stored))
+    sent = read_events(pipeline.settings.bootstrap_servers or "",
+                       pipeline.settings.events_topic, pipeline.settings.partitions, 2)  # fmt: skip
+    assert len(sent) == 2
+    for _, event in sent:  # the policy's fields left the CLI sealed
+        assert is_sealed(event["user_name"]) and is_sealed(event["client_ip"]), event
+    sql = ("SELECT tenant_id, event_id, user_name, client_ip FROM events "
+           "WHERE service = 'sshd' ORDER BY seq")  # fmt: skip
+    rows = _read(store, sql, pipeline.settings.privacy_dir)
+    assert [(row["user_name"], row["client_ip"]) for row in rows] == [
+        ("carol.secret", "203.0.113.77")
+    ] * 2
+    backend = store.open()
+    try:
+        sealed = backend.query_arrow("SELECT user_name FROM events WHERE service = 'sshd'")
+        refused = backend.query_arrow("SELECT count() FROM rejected").column(0)[0].as_py()
+    finally:
+        backend.close()
+    assert all(is_sealed(value) for value in sealed.column(0).to_pylist())
+    assert refused == 0
+
+
+def test_ingest_seal_without_a_policy_is_refused_before_sending(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("DATA_DIR", "BOOTSTRAP_SERVERS", "EVENTS_TOPIC", "PARTITIONS"):
+        monkeypatch.setenv(f"AUTHTRAIL_{name}", pipeline.environment[f"AUTHTRAIL_{name}"])
+    monkeypatch.delenv("AUTHTRAIL_PRIVACY_POLICY_FILE", raising=False)
+    log = pipeline.tmp_path / "auth.log"
+    log.write_text("Dec  3 10:00:01 h sshd[1]: Failed password for x from 192.0.2.1 port 1 ssh2\n")
+    assert authtrail(["ingest", "sshd", str(log), "--tenant", "acme", "--seal"]) == 2
+    assert "AUTHTRAIL_PRIVACY_POLICY_FILE" in capsys.readouterr().err
+    assert _topic_bytes(pipeline, pipeline.settings.events_topic) == b""
