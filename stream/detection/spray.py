@@ -164,7 +164,12 @@ class SprayDetector:
         ):
             counters["irrelevant"] += 1
             return []
-        address = self._addresses.setdefault(tenant_id, {}).setdefault(client_ip, _Address())
+        addresses = self._addresses.get(tenant_id)
+        if addresses is None:
+            addresses = self._addresses[tenant_id] = {}
+        address = addresses.get(client_ip)
+        if address is None:  # not setdefault: that built an _Address for every failure
+            address = addresses[client_ip] = _Address()
         payload = {"user_key": key, "user_name": event.get("user_name") or key}
         floor = self._floors.get(tenant_id)
         counters[address.order.offer(occurred_at, event_id, payload, self._lateness, floor)] += 1
