@@ -422,3 +422,29 @@ def test_the_chained_records_tail_known_bytes() -> None:
     assert write(tail) == expected
     assert write({**tail, "source_index": None}) == expected[:-3] + b"\x00"
     assert checked_writer(write)(tail) == expected
+
+
+sha256s = st.binary(min_size=32, max_size=32)
+CHECKPOINTS = st.fixed_dictionaries(
+    {
+        "tenant_id": st.text(max_size=40),
+        "size": longs,
+        "note": st.text(max_size=300),
+        "root": sha256s,
+        "batch_first_seq": longs,
+        "batch_last_seq": longs,
+        "batch_root": sha256s,
+        "chain_head": sha256s,
+        "prev_digest": sha256s,
+        "time_micros": longs,
+    },
+    optional={"epoch": longs},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=CHECKPOINTS)
+def test_checkpoints_are_written_as_fastavro_writes_them(record: dict[str, Any]) -> None:
+    schema = load_schema(CHECKPOINT)
+    data = SingleObjectCodec(schema).encode(record)
+    assert data[SINGLE_OBJECT_HEADER_SIZE:] == fastavro_body(schema, record)
