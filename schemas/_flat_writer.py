@@ -66,7 +66,7 @@ def compile_flat_writer(
         layout.append((field["name"], encode, optional, default))
     names = frozenset(entry[0] for entry in layout)
 
-    def write(record: Mapping[str, Any]) -> bytes:
+    def checked_write(record: Mapping[str, Any]) -> bytes:
         parts: list[bytes | bytearray] = []
         append = parts.append
         field_name = ""
@@ -94,7 +94,96 @@ def compile_flat_writer(
             ) from exc
         return b"".join(parts)
 
+    return _compile_fast_path(parsed["fields"], named, layout, names, checked_write)
+
+
+def _compile_fast_path(
+    fields: list[dict[str, Any]], named: Mapping[str, Any],
+    layout: list[tuple[str, _Encode, bool, bytes | None]], names: frozenset[str],
+    checked_write: Callable[[Mapping[str, Any]], bytes],
+) -> Callable[[Mapping[str, Any]], bytes]:  # fmt: skip
+    """``checked_write`` with a generated front for the common case: a plain dict whose
+    values have exactly the schema's Python types (``int``, ``bool``, ``bytes``, ``str``,
+    None), written by straight-line code without a call per field (the chained record's
+    tail, once per event: ~4 → ~1.5 µs). Anything else (another Mapping, an int subclass, a
+    wrong type or size, a missing field without default, a field the schema lacks, text
+    UTF-8 cannot encode) goes to ``checked_write``, which owns every error; both write the
+    same bytes (tests/unit/test_flat_writer.py)."""
+    scope: dict[str, Any] = {"slow": checked_write, "MISSING": _MISSING, "NAMES": names,
+                             "ONE": _ONE_BYTE, "varint": _varint}  # fmt: skip
+    lines = ["def write(record):", " if type(record) is not dict: return slow(record)",
+             " get = record.get", " defaulted = False", " try:"]  # fmt: skip
+    parts: list[str] = []
+    for index, (field, (name, _, optional, default)) in enumerate(zip(fields, layout, strict=True)):
+        kind = field_type(field["type"], named)
+        assert kind is not None  # compile_flat_writer compiled it
+        source, two_parts = _fast_field_source(kind[0])
+        source = source.replace("{i}", str(index))
+        rest = f"; g{index} = b''" if two_parts else ""
+        lines.append(f"  value = get({name!r}, MISSING)")
+        branches = []
+        if default is not None:
+            scope[f"DEFAULT_{index}"] = default
+            branches.append(f"value is MISSING: defaulted = True; f{index} = DEFAULT_{index}")
+        if optional:
+            branches.append(f"value is None: f{index} = NULL")
+            source = source.replace(f"f{index} = (", f"f{index} = BRANCH + (")
+        for number, branch in enumerate(branches):
+            lines.append(f"  {'el' if number else ''}if {branch}{rest}")
+        lines += (["  else:"] if branches else []) + [
+            ("   " if branches else "  ") + line for line in source.splitlines()
+        ]
+        parts += [f"f{index}", f"g{index}"] if two_parts else [f"f{index}"]
+    scope.update(NULL=_NULL_BRANCH, BRANCH=_VALUE_BRANCH)
+    lines += [
+        " except UnicodeEncodeError: return slow(record)",
+        f" if (defaulted or len(record) != {len(layout)}) and not NAMES.issuperset(record):",
+        "  return slow(record)",
+        f" return b''.join(({', '.join(parts)},))",
+    ]
+    exec("\n".join(lines), scope)  # the source is built above from the schema alone
+    write: Callable[[Mapping[str, Any]], bytes] = scope["write"]
     return write
+
+
+# Source of one value's fast write into f{i} (and g{i} for a length and its bytes), by kind;
+# anything unexpected goes back to the checked writer.
+_FAST_INTEGER = """\
+if type(value) is not int or not LOW <= value <= HIGH: return slow(record)
+value = (value << 1) ^ (value >> 63)
+f{i} = (ONE[value] if value < 0x80 else varint(value))"""
+_FAST_BOOLEAN = """\
+if value is True: f{i} = (b'\\x01')
+elif value is False: f{i} = (b'\\x00')
+else: return slow(record)"""
+_FAST_BYTES = """\
+if type(value) is not bytes: return slow(record)
+size = len(value) << 1
+f{i} = (ONE[size] if size < 0x80 else varint(size)); g{i} = value"""
+_FAST_STRING = """\
+if type(value) is not str: return slow(record)
+value = value.encode()
+size = len(value) << 1
+f{i} = (ONE[size] if size < 0x80 else varint(size)); g{i} = value"""
+_FAST_FIXED = """\
+if type(value) is not bytes or len(value) != SIZE: return slow(record)
+f{i} = (value)"""
+
+
+def _fast_field_source(kind: Any) -> tuple[str, bool]:
+    """The fast write of a value of ``kind`` (a type compile_flat_writer compiles), and
+    whether it has two parts (f and g)."""
+    if isinstance(kind, dict):
+        if kind.get("type") == "fixed":
+            return _FAST_FIXED.replace("SIZE", str(int(kind["size"]))), False
+        kind = kind.get("type")
+    if kind in ("int", "long"):
+        bits = 31 if kind == "int" else 63
+        bounds = {"LOW": str(-(1 << bits)), "HIGH": str((1 << bits) - 1)}
+        return _FAST_INTEGER.replace("LOW", bounds["LOW"]).replace("HIGH", bounds["HIGH"]), False
+    if kind == "boolean":
+        return _FAST_BOOLEAN, False
+    return (_FAST_BYTES if kind == "bytes" else _FAST_STRING), True
 
 
 class _Mismatch(Exception):

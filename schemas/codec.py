@@ -288,6 +288,17 @@ class SingleObjectCodec:
         trailing bytes or an undecodable body, and :class:`UnknownSchemaError` (naming
         the fingerprint in hex) when the writer schema is not known.
         """
+        # The worker's case, once per event: the reader's own schema and a compiled reader
+        # (what _read_body does for it, without the framing checks' calls and slices).
+        read = self._reader.read
+        if (
+            read is not None
+            and type(data) is bytes
+            and data[:SINGLE_OBJECT_HEADER_SIZE] == self._header
+        ):
+            record = read(data, SINGLE_OBJECT_HEADER_SIZE)
+            if record is not None:
+                return record
         data = _as_bytes(data)
         if data[: len(SINGLE_OBJECT_MARKER)] != SINGLE_OBJECT_MARKER:
             raise FormatError(

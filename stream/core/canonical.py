@@ -141,7 +141,7 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
     """
     fields = _layout(tuple(event))
     parts = [MAGIC]
-    append = parts.append
+    extend = parts.extend  # one call per field (three appends cost ~0.7 µs an event more)
     try:
         for name, string_prefix, integer_prefix in fields:
             value = event[name]
@@ -151,16 +151,12 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
             # the general path, which also owns every error message.
             if type(value) is str:
                 data = value.encode("utf-8")
-                append(string_prefix)
-                append(_u32(len(data)))
-                append(data)
+                extend((string_prefix, _u32(len(data)), data))
             elif type(value) is int:
                 digits = b"%d" % value
-                append(integer_prefix)
-                append(_u32(len(digits)))
-                append(digits)
+                extend((integer_prefix, _u32(len(digits)), digits))
             else:
-                append(_encode_field(name, value))
+                parts.append(_encode_field(name, value))
     except (UnicodeEncodeError, struct.error):
         # Lone surrogates or a value over 4 GiB: the general path raises the precise error.
         for name, _, _ in fields:

@@ -42,14 +42,14 @@ def chain_hash(tenant_id: str, seq: int, prev_hash: bytes, leaf_hash: bytes) -> 
     if len(prev_hash) != HASH_SIZE or len(leaf_hash) != HASH_SIZE:
         raise InvalidArgumentError("prev_hash and leaf_hash must be 32 bytes")
     tenant = tenant_id.encode("utf-8")
-    return hashlib.sha256(
-        CHAIN_DOMAIN
-        + struct.pack(">I", len(tenant))
-        + tenant
-        + struct.pack(">Q", seq)
-        + prev_hash
-        + leaf_hash
+    # One join and precompiled packers: this runs for every event sequenced.
+    return _sha256(
+        b"".join((CHAIN_DOMAIN, _U32(len(tenant)), tenant, _U64(seq), prev_hash, leaf_hash))
     ).digest()
+
+
+_sha256 = hashlib.sha256
+_U32, _U64 = struct.Struct(">I").pack, struct.Struct(">Q").pack
 
 
 @dataclass(frozen=True, slots=True)

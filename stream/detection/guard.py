@@ -50,17 +50,20 @@ class Guard:
 
     def observe(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Feed one newly sequenced event; return the decision events to publish."""
-        if event.get("service") == KEYS_SERVICE:
+        service = event.get("service")
+        if service == KEYS_SERVICE:
             # A key hand-over (stream/core/handover.py): no login, and never observed live, so
             # a recovery that replays it must not let it move any clock either.
             return []
-        if event.get("service") == LOCKOUT_SERVICE:
+        if service == LOCKOUT_SERVICE:
             event_id = str(event.get("event_id"))
             self._replayed.pop(event_id, None)
             self._owed.pop(event_id, None)
             return []
         decisions = self._lockout.observe(event) + self._spray.observe(event)
         decisions += self._advance(str(event["tenant_id"]), int(event["occurred_at"]))
+        if not decisions:  # almost every event
+            return []
         decision_events = [decision_to_event(decision) for decision in decisions]
         for decision_event in decision_events:
             self._owed[decision_event["event_id"]] = decision_event

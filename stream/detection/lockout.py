@@ -221,14 +221,15 @@ class _Tenant:
         self.locked: set[str] = set()
 
     def track(self, account: _Account) -> None:
-        for index, member in (
-            (self.buffered, account.order.pending),
-            (self.locked, account.unlock_pending),
-        ):
-            if member:
-                index.add(account.key)
-            else:
-                index.discard(account.key)
+        key = account.key
+        if account.order.pending:
+            self.buffered.add(key)
+        else:
+            self.buffered.discard(key)
+        if account.unlock_pending:
+            self.locked.add(key)
+        else:
+            self.locked.discard(key)
 
 
 class LockoutDetector:

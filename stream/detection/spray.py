@@ -164,7 +164,12 @@ class SprayDetector:
         ):
             counters["irrelevant"] += 1
             return []
-        address = self._addresses.setdefault(tenant_id, {}).setdefault(client_ip, _Address())
+        addresses = self._addresses.get(tenant_id)
+        if addresses is None:
+            addresses = self._addresses[tenant_id] = {}
+        address = addresses.get(client_ip)
+        if address is None:  # not setdefault: that built an _Address for every failure
+            address = addresses[client_ip] = _Address()
         payload = {"user_key": key, "user_name": event.get("user_name") or key}
         floor = self._floors.get(tenant_id)
         counters[address.order.offer(occurred_at, event_id, payload, self._lateness, floor)] += 1
@@ -173,21 +178,28 @@ class SprayDetector:
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
         """Declare that ``tenant_id``'s event time reached ``now``: apply buffered failures
         up to ``now - allowed_lateness`` (same contract as ``LockoutDetector.advance``)."""
-        self._floors[tenant_id] = max(self._floors.get(tenant_id, now), now)
+        floor = self._floors[tenant_id] = max(self._floors.get(tenant_id, now), now)
         policy = self._policy_for(tenant_id)
         decisions: list[Decision] = []
         addresses = self._addresses.get(tenant_id, {})
+        lateness = self._lateness
         for client_ip, address in addresses.items():
-            # The release also forgets ids behind the cutoff, at this very floor.
-            decisions += self._release(tenant_id, client_ip, address, policy)
+            # The release also forgets ids behind the cutoff, at this very floor. (What
+            # _release does, inlined: every address of the tenant, every time step.)
+            for occurred_at, event_id, payload in address.order.release(lateness, floor):
+                decision = address.failed(
+                    tenant_id, client_ip, occurred_at, event_id, payload, policy
+                )
+                if decision is not None:
+                    decisions.append(decision)
         # An address with nothing buffered and only failures older than the window is empty.
-        window = policy.window_seconds * 1_000_000
+        horizon = now - policy.window_seconds * 1_000_000
         for client_ip in [
             client_ip
             for client_ip, address in addresses.items()
             if not (address.order.pending or address.order.recent_ids)
             and (address.order.watermark or 0) <= now
-            and all(item[0] <= now - window for item in address.failures)
+            and all(item[0] <= horizon for item in address.failures)
             and (address.quiet_until or 0) <= now
         ]:
             del addresses[client_ip]

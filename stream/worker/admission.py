@@ -13,6 +13,7 @@ against the Kafka record's own timestamp, so replaying the same input decides th
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ RESERVED_IDENTITY = "reserved_identity"
 INVALID_EVENT = "invalid_event"
 
 _YEAR_2000_MICROS = 946_684_800_000_000
+
+# Asked for every event, and murmur2 in Python costs ~2 µs; bounded (a few MB at most).
+_tenant_partition = functools.lru_cache(maxsize=16_384)(tenant_partition)
 
 
 class RejectedEvent(FormatError):
@@ -193,7 +197,7 @@ def check_event(
             f"{event['tenant_id']!r}): producers must use another service name and event id",
         )
     if partition is not None and partitions is not None:
-        expected = tenant_partition(str(event["tenant_id"]), partitions)
+        expected = _tenant_partition(str(event["tenant_id"]), partitions)
         if partition != expected:
             raise RejectedEvent(
                 WRONG_PARTITION,

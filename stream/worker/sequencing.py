@@ -242,8 +242,10 @@ class SequencerWorker:
                         self._handle(sequencer, item, value, index)
                         # Close a full batch at once, so every batch has exactly batch_size
                         # events; its checkpoint is published only after its records landed.
-                        closed += [(record.partition, sequencer.close_batch(tenant))
-                                   for tenant in sequencer.full_batches()]  # fmt: skip
+                        full = sequencer.full_batches()
+                        if full:  # rarely: no list built per event
+                            closed += [(record.partition, sequencer.close_batch(tenant))
+                                       for tenant in full]  # fmt: skip
                 self._next_offset[record.partition] = record.offset + 1
             await self._flush()  # the records, before any checkpoint that covers them
             self._report_observed()

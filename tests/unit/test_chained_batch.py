@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from authtrail.errors import FormatError
+from authtrail.errors import FormatError, InvalidArgumentError
 from authtrail.schemas import CHAINED_BATCH, CHAINED_RECORD, CHAINED_REJECTION, CHECKPOINT, CLAIM
 from authtrail.stream.core.note import make_keyring
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.worker import recovery
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.chained_batch import (
+    ENCODED_SCHEMA,
     BatchBuilder,
+    _encode,
     batch_records,
     chained_records,
     decode_batch,
@@ -182,3 +184,48 @@ def test_chained_records_of_a_batch_and_of_a_bare_record() -> None:
     assert records == list(batch_records(decode_batch(value, BATCHES), RECORDS))
     bare = RECORDS.encode(records[0])
     assert chained_records(bare, RECORDS, BATCHES) == records[:1]
+
+
+# --- the batch's own encoder ------------------------------------------------------------
+
+
+def test_the_direct_encoder_is_for_todays_batch_schema() -> None:
+    # A changed chained_batch.avsc must come with a changed encoder (or none): BatchBuilder
+    # encodes directly only for this fingerprint.
+    assert BATCHES.reader_fingerprint == ENCODED_SCHEMA
+
+
+def _filled(rng: random.Random, builder: BatchBuilder) -> None:
+    seqs: dict[str, int] = {}
+    epoch = rng.choice([1, 0, 64, 2**62])
+    moments = [1, -1, 2**62, 1_760_000_000_000_000]
+    for _ in range(rng.choice([1, 2, 5, 300])):
+        tenant = rng.choice(["acme", "globex", "é-tenant", "t" * 200, ""])
+        seqs[tenant] = seqs.get(tenant, rng.choice([0, 62, 2**40])) + 1
+        size = rng.choice([0, 1, 63, 64, 8191, 8192, 70_000])
+        finished = builder.add(epoch=epoch, tenant_id=tenant, seq=seqs[tenant],
+                               occurred_at=rng.choice(moments[:1] * 20 + moments),
+                               body=rng.randbytes(size))  # fmt: skip
+        assert finished is None or BATCHES.decode(finished)
+
+
+def test_batches_are_encoded_as_the_codec_encodes_them() -> None:
+    rng = random.Random(12)
+    for _ in range(200):
+        builder = _builder(10**9)
+        _filled(rng, builder)
+        state = builder._open
+        assert state is not None and _encode(state, FINGERPRINT) is not None  # no fallback
+        through_codec = _builder(10**9)
+        through_codec._direct, through_codec._open = False, state
+        assert builder.take() == through_codec.take()
+
+
+@pytest.mark.parametrize(
+    ("tenant_id", "seq"), [("bad \ud800", 1), ("acme", 2**63), ("acme", -(2**63) - 1)]
+)
+def test_what_the_codec_refuses_is_left_to_it(tenant_id: str, seq: int) -> None:
+    builder = _builder()
+    builder.add(epoch=1, tenant_id=tenant_id, seq=seq, occurred_at=1, body=b"x")
+    with pytest.raises(InvalidArgumentError):
+        builder.take()

@@ -1,0 +1,161 @@
+"""The worker's CPU per event without Faust or a broker, wired as the app wires it:
+``python -m benchmarks.worker_core``.
+
+:class:`~authtrail.stream.worker.sequencing.SequencerWorker` built as
+:func:`authtrail.stream.worker.app.create_app` builds it — 4 partitions (so admission checks
+each tenant's partition), the privacy sealer of default settings, retention statements
+checked, decision ids kept — and fed envelopes of ``--envelope`` events, each in its tenant's
+partition, a few messages per call like a Faust take. Outputs are captured, not published.
+
+Prints CPU µs per event for each round (process CPU time, so other jobs on a shared
+machine matter less than for wall time) and a SHA-256 of every chained message in order:
+two commits that print the same digest wrote the same chained bytes. To compare commits,
+run it alternately in two trees (``git archive <commit> | tar -x -C /tmp/base``, then
+``cd /tmp/base && PYTHONPATH=. python -m benchmarks.worker_core``); the workload is
+generated from a fixed seed and start time, so both see the same input.
+(:mod:`benchmarks.store_path` times the same worker with one partition and no sealer.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from authtrail.privacy import new_sealer
+from authtrail.producers.sdk.partitioning import tenant_partition
+from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.schemas import (
+    AUTH_EVENT,
+    CHAINED_BATCH,
+    CHAINED_RECORD,
+    CHAINED_REJECTION,
+    CHECKPOINT,
+    DEAD_LETTER,
+    EVENT_ENVELOPE,
+)
+from authtrail.settings import Settings
+from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
+from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
+from authtrail.stream.detection.guard import Guard
+from authtrail.stream.detection.lockout_policy import PolicySet
+from authtrail.stream.worker.app import TAKE_MAX, codec
+from authtrail.stream.worker.recovery import Recovery
+from authtrail.stream.worker.sequencing import InputRecord, SequencerWorker
+from authtrail.stream.worker.snapshotter import CHAINED
+
+PARTITIONS = 4
+MESSAGES_PER_TAKE = 4  # envelopes per process() call: a Faust take of a busy partition set
+START_MICROS = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z: the same events in every tree
+
+Message = tuple[int, int, bytes]  # (partition, offset, value)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.chained = hashlib.sha256()
+
+    def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> None:
+        if role == CHAINED:
+            self.chained.update(partition.to_bytes(4, "big") + len(value).to_bytes(4, "big"))
+            self.chained.update(value)
+
+    async def flush(self) -> None:
+        return None
+
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        return {}
+
+
+def workload(count: int, tenants: int, per_envelope: int) -> list[Message]:
+    """Envelopes of generated events (seed 1, from a fixed start), each in its tenant's
+    partition, the partitions interleaved as a consumer of all four would see them."""
+    config = TrafficConfig(tenants=tenants, users=20 * tenants, start_us=START_MICROS,
+                           events_per_second=1000.0)  # fmt: skip
+    events = codec(AUTH_EVENT)
+    bodies: dict[int, list[bytes]] = {partition: [] for partition in range(PARTITIONS)}
+    for event in itertools.islice(generate_events(config, 1), count):
+        bodies[tenant_partition(event["tenant_id"], PARTITIONS)].append(events.encode(event))
+    envelopes = codec(EVENT_ENVELOPE)
+    per_partition = [
+        [envelopes.encode({"events": values[first : first + per_envelope]})
+         for first in range(0, len(values), per_envelope)]
+        for values in bodies.values()
+    ]  # fmt: skip
+    messages: list[Message] = []
+    offsets = [0] * PARTITIONS
+    for row in itertools.zip_longest(*per_partition):
+        for partition, value in enumerate(row):
+            if value is not None:
+                messages.append((partition, offsets[partition], value))
+                offsets[partition] += 1
+    return messages
+
+
+def run(messages: list[Message], events: int) -> dict[str, Any]:
+    """Sequence ``messages`` with a fresh worker; its CPU per event and output digest."""
+    signer = Signer.parse(generate_key_strings("bench")[0])
+    with tempfile.TemporaryDirectory(prefix="worker-core-") as scratch:
+        settings = Settings(data_dir=Path(scratch), partitions=PARTITIONS)
+        publisher = _Captured()
+        worker = SequencerWorker(
+            new_sequencer=lambda: Sequencer(signer, "bench", batch_size=1000, batch_interval=1.0,
+                                            remember_forever=DECISION_ID_PREFIX),
+            recover=lambda sequencer, partition, guard: Recovery(0, epoch=1),
+            fetch=lambda partition, start, end: [], publisher=publisher,
+            event_codec=codec(AUTH_EVENT), chained_codec=codec(CHAINED_RECORD),
+            checkpoint_codec=codec(CHECKPOINT), dead_letter_codec=codec(DEAD_LETTER),
+            rejection_codec=codec(CHAINED_REJECTION), events_topic="events",
+            new_guard=lambda: Guard(PolicySet()), partitions=PARTITIONS,
+            envelope_codec=codec(EVENT_ENVELOPE), batch_codec=codec(CHAINED_BATCH),
+            sealer=new_sealer(settings),
+            retention=(make_keyring([signer.verifier_key()]), "bench"),
+        )  # fmt: skip
+        now = time.time_ns() // 1000
+        step = min(MESSAGES_PER_TAKE, TAKE_MAX)
+
+        async def drive() -> None:
+            for first in range(0, len(messages), step):
+                take = messages[first : first + step]
+                await worker.process([InputRecord(partition, offset, None, value, now)
+                                      for partition, offset, value in take])  # fmt: skip
+            await worker.close_open_batches()
+
+        started = _cpu_seconds()
+        asyncio.run(drive())
+        cpu = _cpu_seconds() - started
+    if worker.counters.sequenced != events:
+        raise RuntimeError(f"sequenced {worker.counters.sequenced} of {events} events")
+    return {"cpu_us_per_event": round(1e6 * cpu / events, 2),
+            "chained_sha256": publisher.chained.hexdigest()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=40_000)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--envelope", type=int, default=500, help="events per envelope")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    messages = workload(args.count, args.tenants, args.envelope)
+    rounds = [run(messages, args.count) for _ in range(args.rounds)]
+    digests = ",".join(sorted({r["chained_sha256"][:16] for r in rounds}))
+    print("CPU µs/event:", " ".join(str(r["cpu_us_per_event"]) for r in rounds),
+          "| chained sha256:", digests)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
