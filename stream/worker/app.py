@@ -87,24 +87,45 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the pipeline uses, all with the same partition count (co-partitioned).
 
     The chained-records and checkpoints topics are the sequencer's durable state
-    (docs/PIPELINE.md): recovery reads them from the start, so they are kept forever. The
-    others keep the cluster's retention, which must outlast any outage to be survived.
+    (docs/PIPELINE.md): recovery reads them from the start, so they are kept forever, and
+    so is the newest claim and snapshot of the compacted snapshots topic. The others —
+    input, dead letters, lockout decisions — are read once (by the worker, replay tools,
+    enforcement services) and hold clear text, so they keep ``topic_retention_ms``
+    (:func:`transient_topic_config`).
     """
     forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    transient = transient_topic_config(settings.topic_retention_ms)
     specs = [
-        (settings.events_topic, {}),
+        (settings.events_topic, transient),
         (settings.chained_topic, forever),
         (settings.checkpoints_topic, forever),
         # Compacted: the newest claim (which fences stale snapshots) and the newest
         # snapshot survive, so recovery reads a small partition whatever the history.
         (settings.snapshots_topic_name, {"cleanup.policy": "compact", "retention.ms": "-1"}),
-        (settings.dead_letter_topic, {}),
-        (settings.lockouts_topic, {}),
+        (settings.dead_letter_topic, transient),
+        (settings.lockouts_topic, transient),
     ]
     return [
         TopicSpec(name, settings.partitions, settings.replication_factor, config=config)
         for name, config in specs
     ]
+
+
+#: Kafka deletes whole segments, each once its newest record is past ``retention.ms``;
+#: a segment is closed after ``segment.ms`` (7 days by default). Capping it at a day
+#: bounds how long a record outlives the retention.
+_SEGMENT_MS = 86_400_000
+
+
+def transient_topic_config(retention_ms: int) -> dict[str, str]:
+    """The configs of a topic nothing recovers from: records deleted once older than
+    ``retention_ms`` (at most about a day later, a segment's span; 0: the cluster's
+    defaults, nothing set)."""
+    if retention_ms <= 0:
+        return {}
+    segment_ms = min(retention_ms, _SEGMENT_MS)
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
+            "segment.ms": str(segment_ms)}  # fmt: skip
 
 
 def codec(schema_name: str) -> SingleObjectCodec:
