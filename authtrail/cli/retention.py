@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from authtrail.errors import ConfigurationError
 from authtrail.settings import Settings
 
 EXIT_OK, EXIT_DAMAGE, EXIT_USAGE = 0, 1, 2
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 def add_retention_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -196,14 +198,10 @@ def _retain_all(args: argparse.Namespace, settings: Settings, stop: Callable[[],
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``30m``, ``1h`` or ``1d`` (more than 0)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
-    try:
-        seconds = float(number) * unit
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf"):
+    """Seconds from ``90``, ``90s``, ``30m``, ``1.5h`` or ``1d`` (more than 0)."""
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)([smhd]?)", text)
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]] if match else 0.0
+    if not seconds > 0:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: a positive number of seconds, or with s, m, h or d"
         )

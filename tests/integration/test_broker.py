@@ -222,6 +222,51 @@ def test_ensure_topics_stores_topic_configs(broker: LocalBroker) -> None:
     assert described["retention.ms"].value == "-1"
 
 
+def test_pipeline_topics_bound_clear_text_and_keep_the_state(broker: LocalBroker) -> None:
+    """What the pipeline's topics are created with, as the broker reports it: the topics
+    holding clear text input expire (topic_retention_ms, segments of at most a day); the
+    ones recovery reads from never do. tansu answers DescribeConfigs with exactly the
+    keys set (authtrail/topics.py), so this reads what the CreateTopics request carried;
+    that tansu's memory engine enforces them is not observed."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    from authtrail.settings import Settings
+    from authtrail.stream.worker.app import topic_specs
+
+    run = _unique("retention")
+    settings = Settings(
+        events_topic=f"{run}.events", chained_topic=f"{run}.chained",
+        checkpoints_topic=f"{run}.checkpoints", dead_letter_topic=f"{run}.dead-letter",
+        lockouts_topic=f"{run}.lockouts", topic_retention_ms=3 * 86_400_000,
+    )  # fmt: skip
+    ensure_topics(broker.bootstrap_servers, topic_specs(settings))
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    names = [settings.events_topic, settings.dead_letter_topic, settings.lockouts_topic,
+             settings.chained_topic, settings.checkpoints_topic,
+             settings.snapshots_topic_name]  # fmt: skip
+    resources = {name: ConfigResource(ResourceType.TOPIC, name) for name in names}
+    futures = admin.describe_configs(list(resources.values()))
+    described = {
+        name: {key: entry.value for key, entry in futures[resource].result(timeout=10).items()}
+        for name, resource in resources.items()
+    }
+    transient = {"cleanup.policy": "delete", "retention.ms": "259200000", "segment.ms": "86400000"}
+    for name in names[:3]:
+        assert {key: described[name].get(key) for key in transient} == transient, name
+    for name in names[3:5]:
+        assert (described[name]["retention.ms"], described[name]["cleanup.policy"]) == (
+            "-1",
+            "delete",
+        )
+        assert "segment.ms" not in described[name]
+    assert described[names[5]]["cleanup.policy"] == "compact"
+    assert described[names[5]]["retention.ms"] == "-1"
+
+
 def test_ensure_topics_refuses_a_partition_mismatch(broker: LocalBroker) -> None:
     name = _unique("mismatch")
     ensure_topics(broker.bootstrap_servers, [TopicSpec(name, 4)])
