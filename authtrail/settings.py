@@ -125,6 +125,8 @@ class Settings:
     writer_password: str | None = field(default=None, repr=False)
     analyst_password: str | None = field(default=None, repr=False)
     auditor_password: str | None = field(default=None, repr=False)
+    # The retention service's user: the auditor's rights and ALTER DELETE on events.
+    retention_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:
