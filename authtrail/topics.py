@@ -43,7 +43,14 @@ from typing import Any
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 
-__all__ = ["TopicSpec", "check_reachable", "ensure_topics", "partition_counts"]
+__all__ = [
+    "TopicSpec",
+    "check_reachable",
+    "clear_text_bound_ms",
+    "ensure_topics",
+    "partition_counts",
+    "transient_topic_config",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,6 +102,36 @@ class TopicSpec:
                     f"topic {self.name!r}: config keys and values must be strings, "
                     f"got {key!r}={value!r}"
                 )
+
+
+#: Kafka deletes whole segments, each once its newest record is past ``retention.ms``,
+#: and closes a segment after ``segment.ms`` (7 days by default). Capping it at a day
+#: bounds how long a record outlives the retention.
+_SEGMENT_MS = 86_400_000
+
+
+def transient_topic_config(retention_ms: int) -> dict[str, str]:
+    """The configs of a topic nothing recovers from (input, dead letters, lockout
+    decisions): records deleted once older than ``retention_ms``, at most
+    :func:`clear_text_bound_ms` after they were written. 0: nothing set, the cluster's
+    defaults apply. Requires ``retention_ms >= 0``."""
+    if retention_ms <= 0:
+        return {}
+    segment_ms = min(retention_ms, _SEGMENT_MS)
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
+            "segment.ms": str(segment_ms)}  # fmt: skip
+
+
+def clear_text_bound_ms(retention_ms: int) -> int | None:
+    """How long a record can stay in a topic made with :func:`transient_topic_config`:
+    the retention, plus up to a segment's span before its segment may go (then Kafka
+    deletes it within ``log.retention.check.interval.ms``, 5 minutes by default). None
+    for 0 (the cluster decides). Kafka judges age by the records' own timestamps (the
+    producer's clock, unless the topic uses ``LogAppendTime``): a producer clock running
+    ahead lengthens this by as much as the broker accepts (``message.timestamp.after.max.ms``)."""
+    if retention_ms <= 0:
+        return None
+    return retention_ms + min(retention_ms, _SEGMENT_MS)
 
 
 def check_reachable(bootstrap_servers: str, timeout: float = 5.0) -> None:

@@ -58,7 +58,7 @@ from authtrail.stream.worker.sequencing import (
     SequencerWorker,
 )
 from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
-from authtrail.topics import TopicSpec
+from authtrail.topics import TopicSpec, transient_topic_config
 
 TAKE_MAX = 2000
 TAKE_WITHIN = 0.05  # seconds: batch latency bound when traffic is light
@@ -91,7 +91,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     so is the newest claim and snapshot of the compacted snapshots topic. The others —
     input, dead letters, lockout decisions — are read once (by the worker, replay tools,
     enforcement services) and hold clear text, so they keep ``topic_retention_ms``
-    (:func:`transient_topic_config`).
+    (:func:`~authtrail.topics.transient_topic_config`).
     """
     forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
     transient = transient_topic_config(settings.topic_retention_ms)
@@ -109,23 +109,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(name, settings.partitions, settings.replication_factor, config=config)
         for name, config in specs
     ]
-
-
-#: Kafka deletes whole segments, each once its newest record is past ``retention.ms``;
-#: a segment is closed after ``segment.ms`` (7 days by default). Capping it at a day
-#: bounds how long a record outlives the retention.
-_SEGMENT_MS = 86_400_000
-
-
-def transient_topic_config(retention_ms: int) -> dict[str, str]:
-    """The configs of a topic nothing recovers from: records deleted once older than
-    ``retention_ms`` (at most about a day later, a segment's span; 0: the cluster's
-    defaults, nothing set)."""
-    if retention_ms <= 0:
-        return {}
-    segment_ms = min(retention_ms, _SEGMENT_MS)
-    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
-            "segment.ms": str(segment_ms)}  # fmt: skip
 
 
 def codec(schema_name: str) -> SingleObjectCodec:

@@ -19,7 +19,8 @@ from authtrail.errors import ConfigurationError
 from authtrail.retention import RetentionOutcome, retention_periods
 from authtrail.retention_schedule import RetentionSchedule, TenantRetention
 from authtrail.settings import Settings
-from authtrail.stream.worker.app import topic_specs, transient_topic_config
+from authtrail.stream.worker.app import topic_specs
+from authtrail.topics import clear_text_bound_ms, transient_topic_config
 
 DAY_MS = 86_400_000
 
@@ -153,6 +154,12 @@ def test_transient_topic_config_known_answers() -> None:
     assert transient_topic_config(30 * DAY_MS) == {
         "cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS), "segment.ms": str(DAY_MS),
     }  # fmt: skip
+
+
+def test_clear_text_bound_known_answers() -> None:
+    assert clear_text_bound_ms(0) is None
+    assert clear_text_bound_ms(7 * DAY_MS) == 8 * DAY_MS
+    assert clear_text_bound_ms(3_600_000) == 7_200_000
 
 
 def test_topic_retention_setting() -> None:
