@@ -9,7 +9,10 @@ applies without a restart) and prunes what is past it (:mod:`authtrail.retention
 * otherwise the statement is recorded (once) and the records below the cut deleted;
 * a tenant that fails — not yet signed or tiled up to the cut, a damaged log, the broker
   or store away — is reported and tried again on the next pass; it stops neither the
-  other tenants nor the process that runs the passes.
+  other tenants nor the process that runs the passes;
+* a tenant without a period whose log holds a statement with records still below its
+  cut (a ``retain --tenant`` that could only record, e.g. while ``up`` owned the store)
+  has that deletion finished.
 
 Who runs passes: ``authtrail up`` in a thread (:class:`RetentionSchedule`) on the embedded
 store it owns, which is also why it, and no other process, can delete there; on a
@@ -50,12 +53,13 @@ FIRST_PASS_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class TenantRetention:
-    """What a pass did for one tenant: its period, the cut it computed (0: under 256
-    records past it), the outcome (None: nothing was tried, or it failed) and the error
-    that stopped it (None: none; ``damaged``: the log does not verify)."""
+    """What a pass did for one tenant: its period (None: none, a pending deletion was
+    finished), the cut it computed (0: under 256 records past it), the outcome (None:
+    nothing was tried, or it failed) and the error that stopped it (None: none;
+    ``damaged``: the log does not verify)."""
 
     tenant_id: str
-    days: int
+    days: int | None
     cut: int
     outcome: RetentionOutcome | None = None
     error: str | None = None
@@ -69,7 +73,8 @@ class TenantRetention:
 
     def line(self) -> str:
         """One line for a person reading the log."""
-        where = f"tenant {self.tenant_id} (retention {self.days} days)"
+        period = "no period" if self.days is None else f"{self.days} days"
+        where = f"tenant {self.tenant_id} (retention {period})"
         outcome = self.outcome
         if self.error is not None:
             return f"{where}: FAILED, retried on the next run: {self.error}"
@@ -108,29 +113,43 @@ def retention_pass(
     """Prune every tenant of the store past its period (the module docstring says how).
 
     ``reader`` computes the cuts; ``prune`` carries each out. Returns one entry per
-    tenant with a period, in tenant order. Raises ConfigurationError when the policy
-    file cannot be read, StoreError when the tenants cannot be listed; a tenant's own
-    failure is in its entry instead.
+    tenant with a period or a deletion pending, in tenant order. Raises
+    ConfigurationError when the policy file cannot be read, StoreError when the tenants
+    cannot be listed; a tenant's own failure is in its entry instead.
     """
     default, periods = retention_periods(settings.privacy_policy_file)
-    if default is None and not any(periods.values()):
-        return []
     now = time.time_ns() // 1000 if now_micros is None else now_micros
     results = []
     for tenant_id in store_tenants(reader):
-        days = periods.get(tenant_id, default)
-        if days is None or stop():
-            continue
-        results.append(_prune_tenant(reader, prune, tenant_id, days, now))
+        if stop():
+            break
+        result = _prune_tenant(reader, prune, tenant_id, periods.get(tenant_id, default), now)
+        if result is not None:
+            results.append(result)
     return results
 
 
+def _pending_cut(reader: ClickHouseBackend, tenant_id: str) -> int:
+    """The cut of a stored statement with records still below it (signatures unchecked
+    here; ``prune`` checks them before deleting), else 0."""
+    from authtrail.sinks.retention_store import claimed_cut, stored_below
+
+    cut = claimed_cut(reader, tenant_id)
+    return cut if cut and stored_below(reader, tenant_id, cut) else 0
+
+
 def _prune_tenant(
-    reader: ClickHouseBackend, prune: Prune, tenant_id: str, days: int, now_micros: int
-) -> TenantRetention:
+    reader: ClickHouseBackend, prune: Prune, tenant_id: str, days: int | None, now_micros: int
+) -> TenantRetention | None:
+    """None: the tenant has no period and no deletion pending."""
     cut = 0
     try:
-        cut = cut_older_than(reader, tenant_id, days, now_micros)
+        if days is None:
+            cut = _pending_cut(reader, tenant_id)
+            if not cut:
+                return None
+        else:
+            cut = cut_older_than(reader, tenant_id, days, now_micros)
         if not cut:
             return TenantRetention(tenant_id, days, cut)
         return TenantRetention(tenant_id, days, cut, prune(tenant_id, cut))

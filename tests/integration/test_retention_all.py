@@ -70,6 +70,20 @@ def test_all_prunes_each_tenant_by_its_period(copy: dict[str, Path]) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def test_all_finishes_a_deletion_left_pending_without_a_period(copy: dict[str, Path]) -> None:
+    """A `retain --tenant` that could only record (while `up` owned the store) leaves the
+    deletion to the schedule, also for a tenant with no period of its own."""
+    data, pub = copy["signed"], str(copy["pub"])
+    env = _policy(copy["root"], '{"tenants": {"globex": 30}}')  # acme: none
+    done = _retain(data, env, "--key", pub)
+    assert done.returncode == 0, done.stderr
+    assert ("tenant acme (retention no period): retention of records 1..512 already recorded "
+            "at seq 701; 512 records deleted") in done.stdout  # fmt: skip
+    again = _retain(data, env, "--key", pub, "--json")
+    assert [t["tenant_id"] for t in json.loads(again.stdout)["tenants"]] == ["globex"]
+    assert _count(data, RETENTION_STATEMENTS) == 1
+
+
 def test_all_isolates_a_failing_tenant_and_says_why(copy: dict[str, Path]) -> None:
     data, pub = copy["none"], str(copy["pub"])
     env = _policy(copy["root"], '{"default": 1}') | {"AUTHTRAIL_SIGNING_KEY": str(copy["key"])}

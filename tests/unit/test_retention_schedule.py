@@ -74,6 +74,12 @@ def _outcome(**changes: object) -> RetentionOutcome:
     return RetentionOutcome(**(fields | changes))  # type: ignore[arg-type]
 
 
+def test_what_a_pass_says_of_a_tenant_without_a_period() -> None:
+    result = TenantRetention("acme", None, 512, _outcome(sent=False))
+    assert result.line() == ("tenant acme (retention no period): retention of records 1..512 "
+                             "already recorded at seq 701; 512 records deleted")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("result", "acted", "line"),
     [
