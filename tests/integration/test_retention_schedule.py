@@ -2,11 +2,13 @@
 
 The real thing end to end: ``up`` (local tansu broker, worker subprocess, sink and chdb in
 process) with a privacy policy file giving ``acme`` a retention of 30 days and ``globex``
-none. Old events of both arrive; ``up``'s schedule (every 2 s here) first finds them not
-yet signed or tiled (said, retried), then records one signed retention statement for
-acme and deletes acme's records below the cut in its own store. Later passes find nothing
-to do and chain nothing; ``verify`` from a second process reports the range pruned (exit
-0), and globex is untouched.
+none. Old events of both arrive; ``up``'s schedule (every 2 s here; a pass that comes
+before they are signed and tiled is said and retried) records one signed retention
+statement for acme and deletes acme's records below the cut in its own store. Later
+passes find nothing to do and chain nothing; ``verify`` from a second process reports
+the range pruned (exit 0), and globex is untouched. Then ``retain --tenant globex`` from
+a second terminal can only record its statement (``up`` owns the store); ``up``'s next
+pass deletes.
 """
 
 from __future__ import annotations
@@ -85,6 +87,17 @@ def test_up_prunes_tenants_past_their_retention(
         assert (report["globex"]["pruned_size"], report["globex"]["damage"]) == (0, None)
         text = _cli(data_dir, "verify", "--tenant", "acme").stdout
         assert "records 1..256 pruned under a signed retention" in text, text
+
+        # A second terminal records globex's retention; up, which owns the store, deletes.
+        recorded = _cli(data_dir, "retain", "--tenant", "globex", "--before", "290")
+        assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+        assert "recorded at seq 301; `authtrail up` owns the store and deletes on its next " \
+            "retention run" in recorded.stdout  # fmt: skip
+        wait_for_log_text(log, "retention: tenant globex (retention no period): retention of "
+                          "records 1..256 already recorded at seq 301; 256 records deleted",
+                          process, 60)  # fmt: skip
+        assert _count(data_dir, "tenant_id = 'globex'") == 301 - 256
+        assert _cli(data_dir, "verify").returncode == 0
     finally:
         _stop(process, log)
 
