@@ -30,17 +30,18 @@ def add_retention_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         description="Sign a retention statement (TENANT's records before SEQ, or older than "
         "DAYS, may go; the cut is rounded down to a multiple of 256 so that stored tiles stand "
         "in for them), send it to the events topic for the worker to chain, then delete those "
-        "records from the store. Exit 0 when done or waiting for a next run, 1 when the tenant "
-        "does not verify (nothing is pruned), 2 on usage or store errors. Checkpoints "
-        "and tiles stay: retained records and checkpoints keep verifying and proving, and "
-        "`verify` reports the range as pruned. Repeat the same command to finish an "
-        "interrupted run. `authtrail up` prunes its own store on a schedule "
-        "(--retention-every); a retain from another terminal records the statement and leaves "
-        "the deletion to it. --all prunes every tenant with retention_days in the privacy "
-        "policy file; with --every it keeps doing so (a service: failures are reported and "
-        "retried, never fatal). Needs the signing key, and for the deletion a store "
-        "connection that may mutate events (not the writer, analyst or auditor role). See "
-        "docs/PRIVACY.md.",
+        "records from the store. Checkpoints and tiles stay: retained records and checkpoints "
+        "keep verifying and proving, and `verify` reports the range as pruned. Repeat the "
+        "same command to finish an interrupted run. --all does this for every tenant with "
+        "retention_days in the privacy policy file (and finishes deletions left pending); "
+        "with --every it keeps doing so, a service whose failed runs are reported and "
+        "retried, never fatal. `authtrail up` runs this itself on its own store "
+        "(--retention-every); a retain from another terminal records the statement and "
+        "leaves the deletion to it. Exit 0 when done or waiting for a next run, 1 when a "
+        "tenant does not verify (it is not pruned), 2 on usage or store errors or another "
+        "failure. Needs the signing key, and for the deletion a store connection that may "
+        "mutate events: the retention user init-db creates, or an administrator (not the "
+        "writer, analyst or auditor). See docs/PRIVACY.md.",
     )
     whom = retain.add_mutually_exclusive_group(required=True)
     whom.add_argument("--tenant", help="the tenant id")
