@@ -254,7 +254,8 @@ def _start_retention(
     cleanup.append(schedule.start().stop)
     policy = settings.privacy_policy_file
     which = (f"tenants with retention_days in {policy}" if policy is not None
-             else "nobody (no AUTHTRAIL_PRIVACY_POLICY_FILE with retention_days)")  # fmt: skip
+             else "deletions `retain` recorded only (no AUTHTRAIL_PRIVACY_POLICY_FILE with "
+             "retention_days)")  # fmt: skip
     say(f"retention runs every {interval:g} s for {which} (--retention-every 0: off)")
 
 
