@@ -17,6 +17,8 @@ measured with confluent-kafka 2.16.1:
   are all accepted. :class:`TopicSpec` therefore validates names and counts itself.
 * Topic configs such as ``cleanup.policy=compact`` and ``retention.ms=-1`` are accepted and
   stored; DescribeConfigs returns exactly the keys that were set (no broker defaults).
+  :func:`ensure_topics` reads ``retention.ms`` of the topics that existed before it ran
+  and warns when it is not what the spec would create (configs apply at creation only).
   Whether the memory engine enforces compaction or retention was not observed; tests
   must not rely on either. Real Kafka enforces both.
 * ListOffsets(latest) — ``get_watermark_offsets``, ``AdminClient.list_offsets``, aiokafka
@@ -239,7 +241,36 @@ def ensure_topics(
             _LOG.info("created topics %s on %s", created, bootstrap_servers)
 
     _wait_for_layout(admin, bootstrap_servers, specs, deadline, timeout)
+    _warn_about_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
     return created
+
+
+def _warn_about_retention(admin: Any, specs: Sequence[TopicSpec], timeout: float) -> None:
+    """Log a warning for each existing topic whose ``retention.ms`` is not the one its
+    spec would create it with (configs apply at creation only): a topic created before
+    a bounded retention existed keeps input, clear text included, for as long as the
+    cluster says. Never fails: the broker may refuse DescribeConfigs."""
+    from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
+
+    wanted = {spec.name: spec.config["retention.ms"] for spec in specs
+              if "retention.ms" in spec.config}  # fmt: skip
+    if not wanted:
+        return
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in wanted]
+    try:
+        futures = admin.describe_configs(resources, request_timeout=timeout)
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout).get("retention.ms")
+            actual = entry.value if entry is not None else None
+            if actual != wanted[resource.name]:
+                _LOG.warning(
+                    "topic %s keeps records for retention.ms=%s, not the %s it would be "
+                    "created with (topic configs apply at creation only; docs/DEPLOYMENT.md, "
+                    "Retention, says how to set it)", resource.name, actual or "(cluster "
+                    "default)", wanted[resource.name],
+                )  # fmt: skip
+    except Exception as exc:  # the check is advice, never a reason not to start
+        _LOG.debug("could not read topic retention: %s", _describe_kafka_error(exc))
 
 
 def _wait_for_layout(

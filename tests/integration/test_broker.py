@@ -267,6 +267,27 @@ def test_pipeline_topics_bound_clear_text_and_keep_the_state(broker: LocalBroker
     assert described[names[5]]["retention.ms"] == "-1"
 
 
+def test_an_existing_topic_without_the_retention_is_named(
+    broker: LocalBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Configs apply at creation only: a topic made before (or by hand) without the
+    retention its spec asks for gets a warning naming it, and is left as it is."""
+    from authtrail.topics import transient_topic_config
+
+    old, new = _unique("old-events"), _unique("new-events")
+    ensure_topics(broker.bootstrap_servers, [TopicSpec(old, 2)])
+    bounded = transient_topic_config(3_600_000)
+    specs = [TopicSpec(old, 2, config=bounded), TopicSpec(new, 2, config=bounded)]
+    with caplog.at_level("WARNING", logger="authtrail.topics"):
+        assert ensure_topics(broker.bootstrap_servers, specs) == [new]
+        assert ensure_topics(broker.bootstrap_servers, specs) == []
+    warned = [
+        record.getMessage() for record in caplog.records if "retention.ms" in record.getMessage()
+    ]
+    assert len(warned) == 2 and all(old in message for message in warned), warned
+    assert "not the 3600000 it would be created with" in warned[0]
+
+
 def test_ensure_topics_refuses_a_partition_mismatch(broker: LocalBroker) -> None:
     name = _unique("mismatch")
     ensure_topics(broker.bootstrap_servers, [TopicSpec(name, 4)])
