@@ -9,9 +9,11 @@ Two steps, each safe to repeat (docs/PRIVACY.md, "Retention"):
    signs it like any event. Wait until the sink has stored it.
 2. **Delete.** With the statement stored, delete the records below the cut through a
    connection that may mutate ``events`` (:func:`authtrail.sinks.retention_store.delete_pruned`).
-   While ``authtrail up`` owns the embedded store it serves it read-only: step 2 then
-   waits for the next run, after ``up`` was stopped; verify reports the tenant as
-   "deletion pending" meanwhile.
+   ``authtrail up`` owns the embedded store and serves it read-only to other
+   processes, so it runs both steps itself, on a schedule
+   (:mod:`authtrail.retention_schedule`); a ``retain`` from another terminal records the
+   statement and leaves the deletion to ``up``'s next run ("deletion pending" in
+   ``verify`` meanwhile).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,19 +30,23 @@ from authtrail.errors import ConfigurationError, VerificationError
 from authtrail.events_topic import resolve_broker, send_own_record
 from authtrail.settings import Settings
 from authtrail.stream.core.note import Keyring
-from authtrail.stream.core.retention import retention_event, sign_retention
+from authtrail.stream.core.retention import retention_cut, retention_event, sign_retention
 
 if TYPE_CHECKING:
     from authtrail.sinks.backend import ClickHouseBackend
 
 _POLL_SECONDS = 0.5
+DAY_MICROS = 86_400 * 1_000_000
 
 
-def retention_days(path: Path | None, tenant_id: str) -> int | None:
-    """The tenant's retention period in days from the privacy policy file
-    (``{"retention_days": {"default": D, "tenants": {"acme": D}}}``); None: keep forever."""
+def retention_periods(path: Path | None) -> tuple[int | None, dict[str, int | None]]:
+    """The default retention period and the per-tenant ones, in days, from the privacy
+    policy file (``{"retention_days": {"default": D, "tenants": {"acme": D}}}``; a
+    tenant's ``null`` keeps it forever whatever the default). None (or no file, or no
+    ``retention_days``): keep forever. Raises ConfigurationError for an unreadable file
+    or a period that is not whole days >= 1."""
     if path is None:
-        return None
+        return None, {}
     try:
         text = path.read_text(encoding="utf-8")
         document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
@@ -47,14 +54,31 @@ def retention_days(path: Path | None, tenant_id: str) -> int | None:
         raise ConfigurationError(f"cannot read privacy policy file {path}: {exc}") from exc
     periods = document.get("retention_days") if isinstance(document, dict) else None
     if periods is None:
-        return None
+        return None, {}
     if not isinstance(periods, dict) or not isinstance(periods.get("tenants", {}), dict):
         raise ConfigurationError(f"{path}: retention_days must be {{default, tenants}}")
-    tenants = periods.get("tenants", {})
-    days = tenants[tenant_id] if tenant_id in tenants else periods.get("default")
-    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
-        raise ConfigurationError(f"{path}: retention of {tenant_id!r} must be whole days >= 1")
-    return days
+    tenants: dict[str, int | None] = periods.get("tenants", {})
+    for name, days in [("default", periods.get("default")), *tenants.items()]:
+        if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+            raise ConfigurationError(f"{path}: retention of {name!r} must be whole days >= 1")
+    return periods.get("default"), dict(tenants)
+
+
+def retention_days(path: Path | None, tenant_id: str) -> int | None:
+    """The tenant's retention period in days from the privacy policy file
+    (:func:`retention_periods`); None: keep forever."""
+    default, tenants = retention_periods(path)
+    return tenants.get(tenant_id, default)
+
+
+def cut_older_than(backend: ClickHouseBackend, tenant_id: str, days: int, now_micros: int) -> int:
+    """The cut for "records older than ``days`` days" (0: fewer than 256 are). Raises
+    ConfigurationError when ``days`` < 1."""
+    from authtrail.sinks.retention_store import first_seq_since
+
+    if days < 1:
+        raise ConfigurationError(f"a retention period must be at least 1 day, got {days}")
+    return retention_cut(first_seq_since(backend, tenant_id, now_micros - days * DAY_MICROS))
 
 
 @dataclass(frozen=True)
@@ -76,7 +100,8 @@ def retain(
     settings: Settings, tenant_id: str, cut: int, keyring: Keyring, *, wait_seconds: float
 ) -> RetentionOutcome:
     """Record (if needed) and carry out the deletion of records ``1..cut`` of
-    ``tenant_id``. Requires ``cut`` a positive multiple of 256.
+    ``tenant_id``, through the store ``settings`` name. Requires ``cut`` a positive
+    multiple of 256.
 
     Raises VerificationError when the tenant does not verify (nothing is pruned),
     RetentionUnavailable when the cut is beyond the signed log or its tiles are not
@@ -84,25 +109,57 @@ def retain(
     """
     from authtrail.sinks.service import open_backend, running_endpoint
 
-    origin = settings.log_origin
     reader = open_backend(settings, read_only=True)
     try:
-        seq = _statement_seq(reader, tenant_id, cut, keyring, origin)
-        sent = seq is None
-        if seq is None:
-            _send_statement(settings, reader, tenant_id, cut, keyring)
-            seq = _wait_for_statement(reader, tenant_id, cut, keyring, origin, wait_seconds)
+        seq, sent = record_retention(settings, reader, tenant_id, cut, keyring, wait_seconds)
     finally:
         reader.close()
     if seq is None or (not settings.clickhouse_url and running_endpoint(settings)):
         return RetentionOutcome(tenant_id, cut, seq, sent, None)
-    from authtrail.sinks.retention_store import delete_pruned
-
     writer = open_backend(settings)
     try:
-        cut, deleted = delete_pruned(writer, tenant_id, cut, keyring, origin)
+        return _delete(writer, settings, tenant_id, cut, keyring, seq, sent)
     finally:
         writer.close()
+
+
+def retain_in_store(
+    settings: Settings, backend: ClickHouseBackend, tenant_id: str, cut: int,
+    keyring: Keyring, *, wait_seconds: float, stop: Callable[[], bool] = lambda: False,
+    delete: bool = True,
+) -> RetentionOutcome:  # fmt: skip
+    """As :func:`retain`, both steps through ``backend``, which must be allowed to mutate
+    ``events`` (the embedded store of the process that owns it, or a server connection
+    with ``ALTER DELETE`` on ``events``) unless ``delete`` is false: then only the
+    statement is recorded. Stops waiting for the statement once ``stop()`` is true (the
+    outcome then has no statement seq)."""
+    seq, sent = record_retention(settings, backend, tenant_id, cut, keyring, wait_seconds, stop)
+    if seq is None or not delete:
+        return RetentionOutcome(tenant_id, cut, seq, sent, None)
+    return _delete(backend, settings, tenant_id, cut, keyring, seq, sent)
+
+
+def record_retention(
+    settings: Settings, backend: ClickHouseBackend, tenant_id: str, cut: int,
+    keyring: Keyring, wait_seconds: float, stop: Callable[[], bool] = lambda: False,
+) -> tuple[int | None, bool]:  # fmt: skip
+    """Step 1: the seq of the stored statement covering ``cut`` (None: not stored within
+    ``wait_seconds``), and whether this call sent it."""
+    origin = settings.log_origin
+    seq = _statement_seq(backend, tenant_id, cut, keyring, origin)
+    if seq is not None:
+        return seq, False
+    _send_statement(settings, backend, tenant_id, cut, keyring)
+    return _wait_for_statement(backend, tenant_id, cut, keyring, origin, wait_seconds, stop), True
+
+
+def _delete(
+    backend: ClickHouseBackend, settings: Settings, tenant_id: str, cut: int,
+    keyring: Keyring, seq: int, sent: bool,
+) -> RetentionOutcome:  # fmt: skip
+    from authtrail.sinks.retention_store import delete_pruned
+
+    cut, deleted = delete_pruned(backend, tenant_id, cut, keyring, settings.log_origin)
     return RetentionOutcome(tenant_id, cut, seq, sent, deleted)
 
 
@@ -148,11 +205,11 @@ def _send_statement(
 
 def _wait_for_statement(
     backend: ClickHouseBackend, tenant_id: str, cut: int, keyring: Keyring, origin: str,
-    wait_seconds: float,
+    wait_seconds: float, stop: Callable[[], bool],
 ) -> int | None:  # fmt: skip
     deadline = time.monotonic() + wait_seconds
     while True:
         seq = _statement_seq(backend, tenant_id, cut, keyring, origin)
-        if seq is not None or time.monotonic() >= deadline:
+        if seq is not None or time.monotonic() >= deadline or stop():
             return seq
         time.sleep(_POLL_SECONDS)

@@ -58,6 +58,12 @@ class Settings:
     # Which tenants' personal fields are sealed and pseudonymised (JSON, docs/PRIVACY.md);
     # None: none are. Subject keys live in <data_dir>/privacy.
     privacy_policy_file: Path | None = None
+    # How long the topics authtrail never recovers from (events, dead-letter, lockouts)
+    # keep records, in ms, set when they are created: they hold clear text (input before
+    # sealing, docs/PRIVACY.md). It must outlast any worker outage (docs/RELIABILITY.md).
+    # 0: leave it to the cluster's default. The chained, checkpoints and snapshots topics
+    # are the sequencer's state and are kept forever whatever this says.
+    topic_retention_ms: int = 7 * 86_400_000
     partitions: int = 4
     # Consumer groups are "<consumer_group>-sequencer" (Faust app id) and "<consumer_group>-sink".
     consumer_group: str = "authtrail"
@@ -119,6 +125,8 @@ class Settings:
     writer_password: str | None = field(default=None, repr=False)
     analyst_password: str | None = field(default=None, repr=False)
     auditor_password: str | None = field(default=None, repr=False)
+    # The retention service's user: the auditor's rights and ALTER DELETE on events.
+    retention_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.replication_factor < 1:
@@ -134,6 +142,10 @@ class Settings:
             raise ConfigurationError("witness_timeout_ms must be >= 1, witness_retry_ms >= 0")
         if self.chained_batch_bytes < 1:
             raise ConfigurationError("chained_batch_bytes must be >= 1")
+        if self.topic_retention_ms < 0:
+            raise ConfigurationError(
+                "topic_retention_ms must be >= 0 (0: the cluster's default retention)"
+            )
         if self.producer_linger_ms < 0:
             raise ConfigurationError("producer_linger_ms must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]*", self.log_origin):

@@ -17,6 +17,8 @@ measured with confluent-kafka 2.16.1:
   are all accepted. :class:`TopicSpec` therefore validates names and counts itself.
 * Topic configs such as ``cleanup.policy=compact`` and ``retention.ms=-1`` are accepted and
   stored; DescribeConfigs returns exactly the keys that were set (no broker defaults).
+  :func:`ensure_topics` reads ``retention.ms`` of the topics that existed before it ran
+  and warns when it is not what the spec would create (configs apply at creation only).
   Whether the memory engine enforces compaction or retention was not observed; tests
   must not rely on either. Real Kafka enforces both.
 * ListOffsets(latest) — ``get_watermark_offsets``, ``AdminClient.list_offsets``, aiokafka
@@ -43,7 +45,14 @@ from typing import Any
 
 from authtrail.errors import ConfigurationError, InvalidArgumentError
 
-__all__ = ["TopicSpec", "check_reachable", "ensure_topics", "partition_counts"]
+__all__ = [
+    "TopicSpec",
+    "check_reachable",
+    "clear_text_bound_ms",
+    "ensure_topics",
+    "partition_counts",
+    "transient_topic_config",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,6 +104,36 @@ class TopicSpec:
                     f"topic {self.name!r}: config keys and values must be strings, "
                     f"got {key!r}={value!r}"
                 )
+
+
+#: Kafka deletes whole segments, each once its newest record is past ``retention.ms``,
+#: and closes a segment after ``segment.ms`` (7 days by default). Capping it at a day
+#: bounds how long a record outlives the retention.
+_SEGMENT_MS = 86_400_000
+
+
+def transient_topic_config(retention_ms: int) -> dict[str, str]:
+    """The configs of a topic nothing recovers from (input, dead letters, lockout
+    decisions): records deleted once older than ``retention_ms``, at most
+    :func:`clear_text_bound_ms` after they were written. 0: nothing set, the cluster's
+    defaults apply. Requires ``retention_ms >= 0``."""
+    if retention_ms <= 0:
+        return {}
+    segment_ms = min(retention_ms, _SEGMENT_MS)
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms),
+            "segment.ms": str(segment_ms)}  # fmt: skip
+
+
+def clear_text_bound_ms(retention_ms: int) -> int | None:
+    """How long a record can stay in a topic made with :func:`transient_topic_config`:
+    the retention, plus up to a segment's span before its segment may go (then Kafka
+    deletes it within ``log.retention.check.interval.ms``, 5 minutes by default). None
+    for 0 (the cluster decides). Kafka judges age by the records' own timestamps (the
+    producer's clock, unless the topic uses ``LogAppendTime``): a producer clock running
+    ahead lengthens this by as much as the broker accepts (``message.timestamp.after.max.ms``)."""
+    if retention_ms <= 0:
+        return None
+    return retention_ms + min(retention_ms, _SEGMENT_MS)
 
 
 def check_reachable(bootstrap_servers: str, timeout: float = 5.0) -> None:
@@ -202,7 +241,36 @@ def ensure_topics(
             _LOG.info("created topics %s on %s", created, bootstrap_servers)
 
     _wait_for_layout(admin, bootstrap_servers, specs, deadline, timeout)
+    _warn_about_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
     return created
+
+
+def _warn_about_retention(admin: Any, specs: Sequence[TopicSpec], timeout: float) -> None:
+    """Log a warning for each existing topic whose ``retention.ms`` is not the one its
+    spec would create it with (configs apply at creation only): a topic created before
+    a bounded retention existed keeps input, clear text included, for as long as the
+    cluster says. Never fails: the broker may refuse DescribeConfigs."""
+    from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
+
+    wanted = {spec.name: spec.config["retention.ms"] for spec in specs
+              if "retention.ms" in spec.config}  # fmt: skip
+    if not wanted:
+        return
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in wanted]
+    try:
+        futures = admin.describe_configs(resources, request_timeout=timeout)
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout).get("retention.ms")
+            actual = entry.value if entry is not None else None
+            if actual != wanted[resource.name]:
+                _LOG.warning(
+                    "topic %s keeps records for retention.ms=%s, not the %s it would be "
+                    "created with (topic configs apply at creation only; docs/DEPLOYMENT.md, "
+                    "Retention, says how to set it)", resource.name, actual or "(cluster "
+                    "default)", wanted[resource.name],
+                )  # fmt: skip
+    except Exception as exc:  # the check is advice, never a reason not to start
+        _LOG.debug("could not read topic retention: %s", _describe_kafka_error(exc))
 
 
 def _wait_for_layout(

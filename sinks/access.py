@@ -1,4 +1,4 @@
-"""Who may do what in authtrail's ClickHouse database: three roles, their users, the SQL.
+"""Who may do what in authtrail's ClickHouse database: four roles, their users, the SQL.
 
 * ``writer`` (the sink): INSERT and SELECT on the tables (it reads back its resume
   points), SHOW TABLES to find what exists; no ALTER, DELETE, UPDATE, DROP, TRUNCATE,
@@ -6,6 +6,11 @@
 * ``analyst``: SELECT on the whole database, tables and views.
 * ``auditor`` (``authtrail verify``): SELECT on the tables verify reads and SHOW TABLES,
   so verify can compare each view's definition with authtrail's.
+* ``retention`` (``authtrail retain --all --every``, docs/PRIVACY.md "Retention"): what
+  the auditor may, and ``ALTER DELETE`` on ``events`` alone — the one right that removes
+  rows, so that the long-running retention service holds neither the administrator's
+  credential nor a right to change a row, a checkpoint or a tile. A deletion it makes
+  without a signed statement in the log is what ``verify`` reports as damage.
 
 Tables and views are made by ``authtrail init-db`` with an administrator's credential;
 the sink only creates what is missing (sinks/schema_setup.py), which the writer cannot.
@@ -21,15 +26,17 @@ from authtrail.sinks.clickhouse_sql import quote_identifier, quote_string_litera
 from authtrail.sinks.query_policy import ANYTHING, Grant
 from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 
-WRITER, ANALYST, AUDITOR = "writer", "analyst", "auditor"
-USERS = (WRITER, ANALYST, AUDITOR)
-ROLES = {WRITER: "authtrail_writer", ANALYST: "authtrail_analyst", AUDITOR: "authtrail_auditor"}
+WRITER, ANALYST, AUDITOR, RETENTION = "writer", "analyst", "auditor", "retention"
+USERS = (WRITER, ANALYST, AUDITOR, RETENTION)
+ROLES = {WRITER: "authtrail_writer", ANALYST: "authtrail_analyst", AUDITOR: "authtrail_auditor",
+         RETENTION: "authtrail_retention"}  # fmt: skip
 #: What the sink writes and verify reads: every table, no view.
 TABLES = (EVENTS_TABLE, CHECKPOINTS_TABLE, REJECTED_TABLE, TILES_TABLE)
 
 
 def front_grant(user: str) -> Grant:
-    """The rights of front user ``user`` (one of :data:`USERS`); KeyError for others."""
+    """The rights of front user ``user`` (writer, analyst or auditor: the embedded store
+    deletes only inside ``authtrail up``, never through its front); KeyError for others."""
     tables = frozenset(TABLES)
     return {
         WRITER: Grant(readable=tables, insertable=tables),
@@ -39,7 +46,7 @@ def front_grant(user: str) -> Grant:
 
 
 def role_statements(database: str) -> list[str]:
-    """Create the three roles and give each exactly its rights in ``database``.
+    """Create the four roles and give each exactly its rights in ``database``.
 
     Each role's grants are revoked first, so running it again after a change converges.
     """
@@ -56,6 +63,10 @@ def role_statements(database: str) -> list[str]:
             f"GRANT {rights} ON {db}.{quote_identifier(table)} TO {role}" for table in TABLES
         ]
         statements.append(f"GRANT SHOW TABLES ON {db}.* TO {role}")
+        if user == RETENTION:
+            statements.append(
+                f"GRANT ALTER DELETE ON {db}.{quote_identifier(EVENTS_TABLE)} TO {role}"
+            )
     return statements
 
 

@@ -7,6 +7,7 @@ Heavy imports (Faust, Kafka, ClickHouse) happen inside each command, so ``authtr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import tzinfo
 from typing import Any
@@ -134,7 +135,24 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
         settings, demo=args.demo, demo_rate=args.rate, front_port=args.front_port,
         front_host=args.front_host, ingest_listen=args.ingest_listen,
         console_listen=args.console_listen, verify_every=args.verify_every,
+        retention_every=_retention_every(args.retention_every),
     )  # fmt: skip
+
+
+def _retention_every(flag: float | None) -> float:
+    """``up --retention-every``, else AUTHTRAIL_RETENTION_EVERY, else an hour."""
+    from authtrail.retention_schedule import DEFAULT_INTERVAL_SECONDS
+
+    text = os.environ.get("AUTHTRAIL_RETENTION_EVERY")
+    try:
+        seconds = flag if flag is not None else float(text or DEFAULT_INTERVAL_SECONDS)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"AUTHTRAIL_RETENTION_EVERY: not a number of seconds: {text!r}"
+        ) from exc
+    if seconds < 0:
+        raise ConfigurationError(f"--retention-every must be >= 0 seconds, got {seconds:g}")
+    return seconds
 
 
 def loadgen(args: argparse.Namespace, settings: Settings) -> int:

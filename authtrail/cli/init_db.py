@@ -3,8 +3,9 @@ administrator, so that the services run with credentials that cannot change the 
 
 On a ClickHouse server (``--clickhouse-url`` with an administrator's credential): creates
 the database, every missing table and view, the roles ``authtrail_writer``,
-``authtrail_analyst``, ``authtrail_auditor`` with exactly their grants, and the users
-``writer``, ``analyst``, ``auditor`` whose password is set (``AUTHTRAIL_WRITER_PASSWORD``
+``authtrail_analyst``, ``authtrail_auditor``, ``authtrail_retention`` with exactly their
+grants (sinks/access.py), and the users ``writer``, ``analyst``, ``auditor``,
+``retention`` whose password is set (``AUTHTRAIL_WRITER_PASSWORD``
 …). Running it again converges: grants are reset, passwords re-set. On the embedded
 store (no URL) it creates the tables and views; chdb has no users (the HTTP front of
 ``authtrail up`` enforces the same roles itself). ``--print-sql`` prints the statements
@@ -29,6 +30,7 @@ def _passwords(settings: Settings) -> dict[str, str]:
         "writer": settings.writer_password,
         "analyst": settings.analyst_password,
         "auditor": settings.auditor_password,
+        "retention": settings.retention_password,
     }
     return {user: password for user, password in given.items() if password}
 
@@ -84,7 +86,8 @@ def run_init_db(args: argparse.Namespace, settings: Settings) -> int:
         for statement in server_statements(settings, database):
             backend.command(statement)
     print(f"database {database}: {len(made)} tables, views or columns created; roles "
-          "authtrail_writer, authtrail_analyst, authtrail_auditor granted")  # fmt: skip
+          "authtrail_writer, authtrail_analyst, authtrail_auditor, authtrail_retention "
+          "granted")  # fmt: skip
     passwords = _passwords(settings)
     for user in USERS:
         if user in passwords:

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "writing DATA_DIR/verify-report.json for the console's Integrity page (default 60; "
         "0: off)",
     )  # fmt: skip
+    up.add_argument(
+        "--retention-every", type=float, metavar="SECONDS",
+        help="prune the tenants past their retention_days (privacy policy file) this often: "
+        "a signed retention statement, then the deletion (default 3600, the first run after "
+        "at most 60 s; 0: off; AUTHTRAIL_RETENTION_EVERY)",
+    )  # fmt: skip
     up.set_defaults(handler=handlers.up)
 
     worker = commands.add_parser(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from authtrail.settings import Settings
 
@@ -59,8 +60,10 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> int:
             "tenant_id": args.tenant, "destroyed": list(erasure.destroyed),
             "already_erased": list(erasure.already), "erased_at_micros": erasure.erased_at,
             "record_event_id": outcome.record["event_id"] if outcome.record else None,
+            "clear_text_in_topics": _clear_text_in_topics(settings),
         }  # fmt: skip
         print(json.dumps(report))
+        return EXIT_OK
     elif erasure.destroyed:
         print(f"erased {args.subject} of tenant {args.tenant}: destroyed key "
               f"{', '.join(erasure.destroyed)}; erasure record sent")  # fmt: skip
@@ -71,7 +74,40 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{args.subject} of tenant {args.tenant} has no key: none of their fields was "
               "sealed here (wrong subject, tenant or --data-dir?); nothing to erase")  # fmt: skip
+        return EXIT_OK
+    print(_clear_text_line(settings))
     return EXIT_OK
+
+
+def _clear_text_in_topics(settings: Settings) -> dict[str, Any]:
+    """Where the subject's input stays in clear text, and for how long at most."""
+    from authtrail.topics import clear_text_bound_ms
+
+    return {
+        "topics": [settings.events_topic, settings.dead_letter_topic],
+        "retention_ms": settings.topic_retention_ms or None,
+        "at_most_ms": clear_text_bound_ms(settings.topic_retention_ms),
+    }
+
+
+def _clear_text_line(settings: Settings) -> str:
+    where = _clear_text_in_topics(settings)
+    topics = " and ".join(where["topics"])
+    if where["at_most_ms"] is None:
+        how_long = "until the Kafka cluster's own retention deletes it (topic_retention_ms = 0)"
+    else:
+        how_long = (f"for up to {_days(where['at_most_ms'])} after it was sent (topic_retention_ms "
+                    f"{_days(where['retention_ms'])}, plus up to a day until its segment closes; "
+                    "for topics authtrail created with that setting)")  # fmt: skip
+    return (f"note: their input as sent remains in clear text in {topics} {how_long}, and in "
+            "`rejected` rows of input refused before sealing (docs/PRIVACY.md)")  # fmt: skip
+
+
+def _days(milliseconds: int) -> str:
+    amount, unit = milliseconds / 86_400_000, "day"
+    if amount < 1:
+        amount, unit = milliseconds / 3_600_000, "hour"
+    return f"{amount:g} {unit}{'' if amount == 1 else 's'}"
 
 
 def hash_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -105,6 +105,7 @@ def run_up(
     ingest_listen: str | None = None,
     console_listen: str | None = None,
     verify_every: float = 0.0,
+    retention_every: float = 0.0,
 ) -> int:
     """Run the pipeline until SIGINT/SIGTERM. Returns the exit code.
 
@@ -113,7 +114,10 @@ def run_up(
     With a token file, ``authtrail ingest-http`` runs too, on ``ingest_listen``. The web
     console listens on ``console_listen`` and reads through the front as the analyst.
     Every ``verify_every`` seconds (0: never) ``authtrail verify`` checks the store and
-    writes the report the console shows (:mod:`authtrail.cli.periodic_verify`).
+    writes the report the console shows (:mod:`authtrail.cli.periodic_verify`). Every
+    ``retention_every`` seconds (0: never) the tenants with ``retention_days`` in the
+    privacy policy file are pruned (:mod:`authtrail.retention_schedule`): ``up`` owns the
+    store, so it alone can delete from it.
     """
 
     def say(text: str) -> None:
@@ -214,6 +218,8 @@ def run_up(
                 f"verify runs every {verify_every:g} s or more (the console's Integrity page "
                 f"shows its report; log: {logs / 'verify.log'}; --verify-every 0: off)"
             )
+        if retention_every > 0:
+            _start_retention(settings, backend, retention_every, say, cleanup)
         if ingest is None:
             say("ingest-http: off (no token file; `authtrail ingest-token NAME --tenant T` "
                 "creates one)")  # fmt: skip
@@ -234,6 +240,23 @@ def run_up(
         stop.set()
         for step in reversed(cleanup):
             step()
+
+
+def _start_retention(
+    settings: Settings, backend: EmbeddedBackend, interval: float,
+    say: Callable[[str], None], cleanup: list[Callable[[], Any]],
+) -> None:  # fmt: skip
+    """Prune tenants past their retention every ``interval`` seconds, in this process
+    (stopped before the worker and the sink, which chain and store its statements)."""
+    from authtrail.retention_schedule import RetentionSchedule, store_pass
+
+    schedule = RetentionSchedule(store_pass(settings, backend), interval, say)
+    cleanup.append(schedule.start().stop)
+    policy = settings.privacy_policy_file
+    which = (f"tenants with retention_days in {policy}" if policy is not None
+             else "deletions `retain` recorded only (no AUTHTRAIL_PRIVACY_POLICY_FILE with "
+             "retention_days)")  # fmt: skip
+    say(f"retention runs every {interval:g} s for {which} (--retention-every 0: off)")
 
 
 def _banner(

@@ -58,7 +58,7 @@ from authtrail.stream.worker.sequencing import (
     SequencerWorker,
 )
 from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
-from authtrail.topics import TopicSpec
+from authtrail.topics import TopicSpec, transient_topic_config
 
 TAKE_MAX = 2000
 TAKE_WITHIN = 0.05  # seconds: batch latency bound when traffic is light
@@ -87,19 +87,23 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the pipeline uses, all with the same partition count (co-partitioned).
 
     The chained-records and checkpoints topics are the sequencer's durable state
-    (docs/PIPELINE.md): recovery reads them from the start, so they are kept forever. The
-    others keep the cluster's retention, which must outlast any outage to be survived.
+    (docs/PIPELINE.md): recovery reads them from the start, so they are kept forever, and
+    so is the newest claim and snapshot of the compacted snapshots topic. The others —
+    input, dead letters, lockout decisions — are read once (by the worker, replay tools,
+    enforcement services) and hold clear text, so they keep ``topic_retention_ms``
+    (:func:`~authtrail.topics.transient_topic_config`).
     """
     forever = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    transient = transient_topic_config(settings.topic_retention_ms)
     specs = [
-        (settings.events_topic, {}),
+        (settings.events_topic, transient),
         (settings.chained_topic, forever),
         (settings.checkpoints_topic, forever),
         # Compacted: the newest claim (which fences stale snapshots) and the newest
         # snapshot survive, so recovery reads a small partition whatever the history.
         (settings.snapshots_topic_name, {"cleanup.policy": "compact", "retention.ms": "-1"}),
-        (settings.dead_letter_topic, {}),
-        (settings.lockouts_topic, {}),
+        (settings.dead_letter_topic, transient),
+        (settings.lockouts_topic, transient),
     ]
     return [
         TopicSpec(name, settings.partitions, settings.replication_factor, config=config)

@@ -222,6 +222,72 @@ def test_ensure_topics_stores_topic_configs(broker: LocalBroker) -> None:
     assert described["retention.ms"].value == "-1"
 
 
+def test_pipeline_topics_bound_clear_text_and_keep_the_state(broker: LocalBroker) -> None:
+    """What the pipeline's topics are created with, as the broker reports it: the topics
+    holding clear text input expire (topic_retention_ms, segments of at most a day); the
+    ones recovery reads from never do. tansu answers DescribeConfigs with exactly the
+    keys set (authtrail/topics.py), so this reads what the CreateTopics request carried;
+    that tansu's memory engine enforces them is not observed."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    from authtrail.settings import Settings
+    from authtrail.stream.worker.app import topic_specs
+
+    run = _unique("retention")
+    settings = Settings(
+        events_topic=f"{run}.events", chained_topic=f"{run}.chained",
+        checkpoints_topic=f"{run}.checkpoints", dead_letter_topic=f"{run}.dead-letter",
+        lockouts_topic=f"{run}.lockouts", topic_retention_ms=3 * 86_400_000,
+    )  # fmt: skip
+    ensure_topics(broker.bootstrap_servers, topic_specs(settings))
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    names = [settings.events_topic, settings.dead_letter_topic, settings.lockouts_topic,
+             settings.chained_topic, settings.checkpoints_topic,
+             settings.snapshots_topic_name]  # fmt: skip
+    resources = {name: ConfigResource(ResourceType.TOPIC, name) for name in names}
+    futures = admin.describe_configs(list(resources.values()))
+    described = {
+        name: {key: entry.value for key, entry in futures[resource].result(timeout=10).items()}
+        for name, resource in resources.items()
+    }
+    transient = {"cleanup.policy": "delete", "retention.ms": "259200000", "segment.ms": "86400000"}
+    for name in names[:3]:
+        assert {key: described[name].get(key) for key in transient} == transient, name
+    for name in names[3:5]:
+        assert (described[name]["retention.ms"], described[name]["cleanup.policy"]) == (
+            "-1",
+            "delete",
+        )
+        assert "segment.ms" not in described[name]
+    assert described[names[5]]["cleanup.policy"] == "compact"
+    assert described[names[5]]["retention.ms"] == "-1"
+
+
+def test_an_existing_topic_without_the_retention_is_named(
+    broker: LocalBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Configs apply at creation only: a topic made before (or by hand) without the
+    retention its spec asks for gets a warning naming it, and is left as it is."""
+    from authtrail.topics import transient_topic_config
+
+    old, new = _unique("old-events"), _unique("new-events")
+    ensure_topics(broker.bootstrap_servers, [TopicSpec(old, 2)])
+    bounded = transient_topic_config(3_600_000)
+    specs = [TopicSpec(old, 2, config=bounded), TopicSpec(new, 2, config=bounded)]
+    with caplog.at_level("WARNING", logger="authtrail.topics"):
+        assert ensure_topics(broker.bootstrap_servers, specs) == [new]
+        assert ensure_topics(broker.bootstrap_servers, specs) == []
+    warned = [
+        record.getMessage() for record in caplog.records if "retention.ms" in record.getMessage()
+    ]
+    assert len(warned) == 2 and all(old in message for message in warned), warned
+    assert "not the 3600000 it would be created with" in warned[0]
+
+
 def test_ensure_topics_refuses_a_partition_mismatch(broker: LocalBroker) -> None:
     name = _unique("mismatch")
     ensure_topics(broker.bootstrap_servers, [TopicSpec(name, 4)])

@@ -55,7 +55,8 @@ def _configure(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
                                                "quick_login_check_milliseconds": 0}}))  # fmt: skip
     pipeline.environment["AUTHTRAIL_PRIVACY_POLICY_FILE"] = str(policy)
     pipeline.environment["AUTHTRAIL_LOCKOUT_POLICY_FILE"] = str(lockout)
-    for name in ("DATA_DIR", "BOOTSTRAP_SERVERS", "EVENTS_TOPIC", "PARTITIONS"):
+    for name in ("DATA_DIR", "BOOTSTRAP_SERVERS", "EVENTS_TOPIC", "DEAD_LETTER_TOPIC",
+                 "PARTITIONS"):  # fmt: skip
         monkeypatch.setenv(f"AUTHTRAIL_{name}", pipeline.environment[f"AUTHTRAIL_{name}"])
 
 
@@ -194,11 +195,19 @@ def test_erase_a_subject_in_a_running_pipeline(
     }  # fmt: skip
 
     assert authtrail(["erase", "--tenant", "acme", "--subject", "name:bob.secret@example.com"]) == 0
-    assert "destroyed key" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "destroyed key" in said
+    # How long the clear text sent before sealing stays in the topics: 7 days + a segment.
+    topics = f"{pipeline.settings.events_topic} and {pipeline.settings.dead_letter_topic}"
+    assert f"remains in clear text in {topics} for up to 8 days after it was sent" in said
     assert authtrail(["erase", "--tenant", "acme", "--subject",
                       "name:bob.secret@example.com", "--json"]) == 0  # fmt: skip
     again = json.loads(capsys.readouterr().out)
     assert again["destroyed"] == [] and len(again["already_erased"]) == 1
+    assert again["clear_text_in_topics"] == {
+        "topics": [pipeline.settings.events_topic, pipeline.settings.dead_letter_topic],
+        "retention_ms": 7 * 86_400_000, "at_most_ms": 8 * 86_400_000,
+    }  # fmt: skip
 
     erased = "SELECT 1 FROM events WHERE service = 'authtrail-privacy'"
     _store(pipeline, store, 11, until=_has(erased))

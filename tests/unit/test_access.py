@@ -45,11 +45,24 @@ def test_roles_and_their_grants_known_answer() -> None:
         "GRANT SELECT ON `audit`.`rejected` TO authtrail_auditor",
         "GRANT SELECT ON `audit`.`tiles` TO authtrail_auditor",
         "GRANT SHOW TABLES ON `audit`.* TO authtrail_auditor",
+        "CREATE ROLE IF NOT EXISTS authtrail_retention",
+        "REVOKE ALL ON *.* FROM authtrail_retention",
+        "GRANT SELECT ON `audit`.`events` TO authtrail_retention",
+        "GRANT SELECT ON `audit`.`checkpoints` TO authtrail_retention",
+        "GRANT SELECT ON `audit`.`rejected` TO authtrail_retention",
+        "GRANT SELECT ON `audit`.`tiles` TO authtrail_retention",
+        "GRANT SHOW TABLES ON `audit`.* TO authtrail_retention",
+        "GRANT ALTER DELETE ON `audit`.`events` TO authtrail_retention",
     ]
 
 
 def test_no_role_may_change_or_remove_rows_or_tables() -> None:
-    granted = " ".join(role_statements("db")).upper()
+    """Except the retention role's one right: deleting rows of events (which verify
+    reports as damage unless a signed retention statement in the log covers them)."""
+    deletion = "GRANT ALTER DELETE ON `db`.`events` TO authtrail_retention"
+    statements = role_statements("db")
+    assert [line for line in statements if "ALTER" in line.upper()] == [deletion]
+    granted = " ".join(line for line in statements if line != deletion).upper()
     for right in ("ALTER", "DELETE", "UPDATE", "DROP", "TRUNCATE", "CREATE TABLE", "OPTIMIZE",
                   "ALL ON", "INSERT ON `DB`.*"):  # fmt: skip
         assert f"GRANT {right}" not in granted and f", {right}" not in granted
@@ -78,7 +91,9 @@ def test_front_grants_mirror_the_roles() -> None:
     assert front_grant("auditor").readable == frozenset(TABLES)
     assert front_grant("auditor").insertable == frozenset()
     assert front_grant("writer").readable == front_grant("writer").insertable == frozenset(TABLES)
-    assert set(ROLES) == {"writer", "analyst", "auditor"}
+    assert set(ROLES) == {"writer", "analyst", "auditor", "retention"}
+    with pytest.raises(KeyError):
+        front_grant("retention")  # the embedded store deletes only inside `authtrail up`
 
 
 def test_print_sql_creates_the_users_with_passwords_and_connects_nowhere() -> None:

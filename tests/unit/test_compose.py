@@ -30,7 +30,7 @@ from authtrail.errors import AuthtrailError
 from authtrail.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-AUTHTRAIL_SERVICES = ("keygen", "init-db", "worker", "sink")
+AUTHTRAIL_SERVICES = ("keygen", "init-db", "worker", "sink", "retention")
 EXPECTED_SERVICES = {"kafka", "clickhouse", *AUTHTRAIL_SERVICES}
 CLICKHOUSE_HTTP_PORT = 8123  # the image's HTTP interface (docs/DEPLOYMENT.md)
 
@@ -214,6 +214,14 @@ def check_clickhouse_url(compose: Compose) -> None:
     assert unquote(sink.password or "") == init_db["AUTHTRAIL_WRITER_PASSWORD"], (
         "the sink's password is not the writer's init-db sets"
     )
+    retention = urlsplit(environment(services["retention"])["AUTHTRAIL_CLICKHOUSE_URL"])
+    assert (retention.hostname, retention.port) == ("clickhouse", CLICKHOUSE_HTTP_PORT)
+    assert unquote(retention.username or "") == "retention", (
+        "the retention service must log in as the retention user (no administrator)"
+    )
+    assert unquote(retention.password or "") == init_db["AUTHTRAIL_RETENTION_PASSWORD"], (
+        "the retention service's password is not the one init-db sets"
+    )
     grafana = environment(services["grafana"])
     assert grafana["CLICKHOUSE_ANALYST_PASSWORD"] == init_db["AUTHTRAIL_ANALYST_PASSWORD"], (
         "Grafana's ClickHouse password is not the analyst's init-db sets"
@@ -231,7 +239,9 @@ def check_commands(compose: Compose) -> None:
         except SystemExit as exc:
             raise AssertionError(f"{name}: authtrail rejects arguments {argv}") from exc
         used.add(argv[0])
-    assert used == {"keygen", "init-db", "worker", "sink"}, f"subcommands run: {sorted(used)}"
+    assert used == {"keygen", "init-db", "worker", "sink", "retain"}, (
+        f"subcommands run: {sorted(used)}"
+    )
 
 
 def check_settings_from_env(compose: Compose) -> None:
@@ -258,6 +268,28 @@ def check_settings_from_env(compose: Compose) -> None:
             )
     sink = Settings.from_env(environment(services["sink"]))
     assert sink.clickhouse_url, "the sink would write to embedded chdb, not the server"
+    check_retention_service(compose, str(keygen_dir), key_volume[str(keygen_dir)])
+
+
+def check_retention_service(compose: Compose, key_dir: str, key_volume: str) -> None:
+    """`retain --all --every` signs with the worker's key, deletes on the server, and
+    reads retention_days from a policy file that is mounted and parses."""
+    from authtrail.retention import retention_periods
+
+    service = compose["services"]["retention"]
+    settings = Settings.from_env(environment(service))
+    assert settings.clickhouse_url, "retention would prune an embedded chdb, not the server"
+    assert settings.bootstrap_servers, "retention needs the broker to send its statements"
+    worker = Settings.from_env(environment(compose["services"]["worker"]))
+    assert settings.signing_key_path == worker.signing_key_path, "not the worker's signing key"
+    assert str(PurePosixPath(settings.signing_key_path).parent) == key_dir
+    assert {target: source for source, target, _ in mounts(service)}.get(key_dir) == key_volume
+    policy = settings.privacy_policy_file
+    assert policy is not None, "retention without AUTHTRAIL_PRIVACY_POLICY_FILE prunes nothing"
+    configs = {item["target"]: item["source"] for item in service.get("configs") or []}
+    assert str(policy) in configs, f"{policy} is not mounted into the retention service"
+    source = compose["configs"][configs[str(policy)]]["file"]
+    retention_periods(ROOT / source)  # raises on a malformed file
 
 
 def check_worker_scalable(compose: Compose) -> None:
@@ -301,6 +333,9 @@ def check_dependencies(compose: Compose) -> None:
     assert services["worker"]["depends_on"]["keygen"]["condition"] == (
         "service_completed_successfully"
     )
+    # The retention user exists once init-db made it.
+    made = services["retention"]["depends_on"].get("init-db", {}).get("condition")
+    assert made == "service_completed_successfully", "retention before init-db"
     # The writer cannot create tables: the sink starts once init-db made them.
     init_db = services["sink"]["depends_on"].get("init-db", {})
     assert init_db.get("condition") == "service_completed_successfully", "sink before init-db"
@@ -476,6 +511,17 @@ TAMPERED: list[tuple[Callable[[Compose], None], str, Any]] = [
     (check_clickhouse_url, "init-db.environment.AUTHTRAIL_WRITER_PASSWORD", "other"),
     (check_clickhouse_url, "grafana.environment.CLICKHOUSE_ANALYST_PASSWORD", "other"),
     (check_dependencies, "sink.depends_on.init-db", None),
+    (check_dependencies, "retention.depends_on.init-db", None),
+    (
+        check_clickhouse_url,
+        "retention.environment.AUTHTRAIL_CLICKHOUSE_URL",
+        "http://authtrail:change-me@clickhouse:8123/authtrail",
+    ),
+    (check_clickhouse_url, "init-db.environment.AUTHTRAIL_RETENTION_PASSWORD", "other"),
+    (check_commands, "retention.command", ["retain", "--all", "--every", "hourly"]),
+    (check_settings_from_env, "retention.environment.AUTHTRAIL_PRIVACY_POLICY_FILE", "/etc/x"),
+    (check_settings_from_env, "retention.environment.AUTHTRAIL_SIGNING_KEY", "/etc/signer.key"),
+    (check_settings_from_env, "retention.configs", []),
     (check_commands, "worker.command", ["wroker"]),
     (check_commands, "keygen.command", ["authtrail keygen --directory /keys"]),
     (check_settings_from_env, "worker.environment.AUTHTRAIL_PARTITIONS", "four"),
