@@ -61,6 +61,13 @@ def run_export_tiles(args: argparse.Namespace, settings: Settings) -> int:
         f"({summary.written} files written, {summary.unchanged} already there)",
         file=sys.stderr,
     )
+    if summary.pruned_size:
+        print(
+            f"records 1..{summary.pruned_size} were pruned under a retention statement: no "
+            f"level-0 tiles or entry bundles below seq {summary.pruned_size + 1}; the level-1 "
+            "entries standing for them are the stored ones, checked with the root",
+            file=sys.stderr,
+        )
     if summary.tile_mismatches:
         shown = ", ".join(f"level {level} entry {index}" for level, index in
                           summary.tile_mismatches[:5])  # fmt: skip
