@@ -69,8 +69,8 @@ class TileDirectory:
     :class:`TilesDirectoryError` when it is not a checkpoint note of a tenant's log.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, refusal: str = "no proof written") -> None:
+        self.directory, self.refusal = directory, refusal
         data = self._read("checkpoint", _MAX_NOTE_BYTES, missing_is_damage=False)
         try:
             self.note = data.decode("utf-8")
@@ -91,15 +91,19 @@ class TileDirectory:
         self.size = self.checkpoint.size
         self._tiles: dict[Tile, list[bytes]] = {}
 
-    def tile(self, tile: Tile) -> list[bytes]:
-        """The hashes of ``tile`` (read once); TilesDirectoryError if missing or cut."""
-        if tile not in self._tiles:
-            data = self._read(tile.path(), tile.width * 32 + 1)
-            try:
-                self._tiles[tile] = decode_tile(data, tile.width)
-            except FormatError as exc:
-                raise self._damaged(tile.path(), str(exc)) from None
-        return self._tiles[tile]
+    def tile(self, tile: Tile, *, keep: bool = True) -> list[bytes]:
+        """The hashes of ``tile`` (read once if ``keep``); TilesDirectoryError if missing
+        or cut."""
+        if tile in self._tiles:
+            return self._tiles[tile]
+        data = self._read(tile.path(), tile.width * 32 + 1)
+        try:
+            hashes = decode_tile(data, tile.width)
+        except FormatError as exc:
+            raise self._damaged(tile.path(), str(exc)) from None
+        if keep:
+            self._tiles[tile] = hashes
+        return hashes
 
     def entry_bundle(self, tile: Tile) -> bytes:
         """The bytes of level-0 ``tile``'s entry bundle.
@@ -154,7 +158,7 @@ class TileDirectory:
         return data
 
     def _damaged(self, name: str, what: str) -> TilesDirectoryError:
-        return TilesDirectoryError(f"{self.directory / name} {what}; no proof written")
+        return TilesDirectoryError(f"{self.directory / name} {what}; {self.refusal}")
 
 
 def prove_from_tiles(

@@ -99,7 +99,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
         ["records", "prove, tiles", "prove, tiles + root check", "its CPU", "prove, from leaves",
          "ratio", "nodes, tiles", "nodes, from leaves", "ratio", "SELECT 1 (guarded)",
          "SELECT 1 (unguarded)", "event row (unguarded)", "command s", "tile build s",
-         "prove, tiles directory (max)", "its CPU", "command --tiles s", "export s (CPU)"],
+         "prove, tiles directory (max)", "its CPU", "command --tiles s", "export s (CPU)",
+         "again s (CPU)"],
         [
             [
                 p["rows"], p["tiles_ms"], p["tiles_checked_ms"], p.get("tiles_checked_cpu_ms", "-"),
@@ -112,6 +113,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
                 p.get("tiles_dir_cpu_ms", "-"),
                 p.get("command_tiles_dir", {}).get("seconds", "-"),
                 f"{p.get('export_seconds', '-')} ({p.get('export_cpu_seconds', '-')})",
+                f"{p.get('export_again_seconds', '-')} ({p.get('export_again_cpu_seconds', '-')})",
             ]
             for p in results.get("proofs", [])
         ],

@@ -36,6 +36,8 @@ from authtrail.sinks.retention_store import claimed_cut
 from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE, canonical_leaf_sql
 from authtrail.sinks.tile_store import TilesUnavailable, read_entries
 from authtrail.stream.core.chain import DELETED, INSERTED, MODIFIED
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.merkle import root_from_leaf_hashes
 from authtrail.stream.core.tiles import (
     MAX_ENTRY_BYTES,
     TILE_HEIGHT,
@@ -45,6 +47,7 @@ from authtrail.stream.core.tiles import (
     entry_ranges,
     group_roots,
     nodes_from_entries,
+    tiles_of_tree,
 )
 from authtrail.stream.core.tree_proofs import proof_from_nodes, range_nodes
 
@@ -71,6 +74,8 @@ class ExportSummary:
     # Records 1..pruned_size were pruned (docs/INTEGRITY.md §14): no level-0 tiles or
     # entry bundles below it, its level-1 entries taken from the store.
     pruned_size: int = 0
+    # Leaves 1..resumed_from were not read again: the directory served them already.
+    resumed_from: int = 0
 
 
 def export_tiles(
@@ -80,10 +85,14 @@ def export_tiles(
     *,
     tree_size: int | None = None,
     entries: bool = True,
+    full: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Write ``tenant_id``'s tree of its newest stored checkpoint (or of ``tree_size``)
     to ``directory`` as tlog-tiles; return what was written.
+
+    When ``directory`` already serves a checkpoint of this tenant (the stored one of its
+    size), the export continues from it unless ``full``: see :func:`_resume`.
 
     Raises:
         ProofUnavailableError: no stored checkpoint (of that size).
@@ -111,9 +120,11 @@ def export_tiles(
     needed = {(level, j) for level, start, end in entry_ranges(root_nodes)
               for j in range(start, end)}  # fmt: skip
     kept: dict[tuple[int, int], bytes] = {}
-    # Level 1, then each level above, in memory; below a retention cut, level 1 is stored.
-    level_entries = _stored_level_one(backend, tenant_id, cut)
-    for first in range(cut, size, CHUNK_LEAVES):  # a cut is a tile boundary (§14.1)
+    # Level 1, then each level above, in memory: below ``start`` level 1 is the stored
+    # entries of a retention cut, or the entries the directory already serves.
+    start, level_entries = _resume(backend, signed, directory, cut, not full, entries)
+    summary.resumed_from = start if start > cut else 0
+    for first in range(start, size, CHUNK_LEAVES):  # start is a tile boundary
         last = min(size, first + CHUNK_LEAVES)
         leaf_hashes, leaves = _read_leaves(backend, tenant_id, first, last, entries)
         here = [j for level, j in needed if level == 0 and first <= j < last]
@@ -122,20 +133,30 @@ def export_tiles(
         level_entries += group_roots(leaf_hashes)
         if progress is not None:
             progress(last, size)
-    level = 1
+    levels = []
     while level_entries:
-        kept.update(((level, j), h) for j, h in enumerate(level_entries) if (level, j) in needed)
-        _write_level(writer, level, 0, level_entries, size, None)
-        summary.tile_mismatches += _compare_stored(backend, tenant_id, level, level_entries)
-        level_entries, level = group_roots(level_entries), level + 1
+        levels.append(level_entries)
+        level_entries = group_roots(level_entries)
+    for level, hashes in enumerate(levels, 1):
+        kept.update(((level, j), h) for j, h in enumerate(hashes) if (level, j) in needed)
     calculated = proof_from_nodes([(0, size)], nodes_from_entries(root_nodes, kept))[0]
-    if calculated != signed.root:
-        raise VerificationError(
-            f"tenant {tenant_id!r}: the stored leaves {cut + 1}..{size}"
-            f"{' and the stored level-1 entries below them' if cut else ''} hash to root "
-            f"{calculated.hex()}, the stored checkpoint of size {size} states "
-            f"{signed.root.hex()}; nothing exported but tiles; run `authtrail verify`"
+    if calculated != signed.root:  # before any tile of level 1 or up is written
+        below = (
+            f" and the level-1 entries {directory} already served below them"
+            if summary.resumed_from
+            else " and the stored level-1 entries below them"
+            if cut
+            else ""
         )
+        raise VerificationError(
+            f"tenant {tenant_id!r}: the stored leaves {start + 1}..{size}{below} hash to root "
+            f"{calculated.hex()}, the stored checkpoint of size {size} states "
+            f"{signed.root.hex()}; nothing exported but level-0 tiles; run `authtrail verify`"
+            + (" (or export with --full)" if summary.resumed_from else "")
+        )
+    for level, hashes in enumerate(levels, 1):
+        _write_level(writer, level, 0, hashes, size, None)
+        summary.tile_mismatches += _compare_stored(backend, tenant_id, level, hashes)
     writer.replace("checkpoint", note.encode("utf-8"))
     return summary
 
@@ -161,6 +182,70 @@ def _pruned_cut(backend: ClickHouseBackend, tenant_id: str, size: int) -> int:
             f"the tree of size {size} can no longer be exported (export a size from {cut} on)"
         )
     return cut
+
+
+def _resume(
+    backend: ClickHouseBackend,
+    exported: Checkpoint,
+    directory: Path,
+    cut: int,
+    resume: bool,
+    entries: bool,
+) -> tuple[int, list[bytes]]:
+    """Where the export starts reading leaves (a tile boundary) and the level-1 entries
+    below that point.
+
+    From scratch: the retention ``cut`` (0 if none) and the stored entries below it.
+    When ``directory`` already serves a checkpoint, which must be the stored one of its
+    size (the same body), the export continues at its last full level-0 tile: the
+    level-1 entries below come from the directory's level-1 tiles, and each level-0 tile
+    below (those below a retention cut may be gone) must hash to its level-1 entry, so
+    a changed tile is refused here, and a changed level-1 entry by the final root check.
+    Entry bundles already there are not read again. It starts afresh unless ``resume``,
+    and when this export writes entry bundles (``entries``) and the directory has none.
+
+    Raises VerificationError for a directory that serves another tree or whose tiles
+    disagree, TilesDirectoryError (one) for a missing or cut file it needs.
+    """
+    from authtrail.sinks.proofs import ProofUnavailableError
+    from authtrail.tile_proofs import TileDirectory  # reads files only
+
+    tenant_id = exported.origin.rpartition("/")[2]
+    fresh = cut, _stored_level_one(backend, tenant_id, cut)
+    if not resume or not (directory / "checkpoint").is_file():
+        return fresh
+    if entries and not (directory / "tile" / "entries").is_dir():
+        return fresh
+    served = TileDirectory(directory, refusal="nothing exported")
+    try:
+        same_log = served.checkpoint.origin == exported.origin
+        stored = (
+            stored_checkpoint(stored_note(backend, tenant_id, served.size)) if same_log else None
+        )
+    except ProofUnavailableError:
+        stored = None
+    if stored != served.checkpoint:
+        raise VerificationError(
+            f"{directory}/checkpoint (size {served.size}, {served.checkpoint.origin}) is not "
+            f"the stored checkpoint of that size of tenant {tenant_id!r}: the directory serves "
+            "another tree; export into an empty directory"
+        )
+    base = served.size - served.size % TILE_WIDTH
+    if base <= cut:
+        return fresh
+    level_one = [
+        entry for tile in tiles_of_tree(served.size) if tile.level == 1
+        for entry in served.tile(tile)
+    ]  # fmt: skip
+    for index in range(cut // TILE_WIDTH, base // TILE_WIDTH):
+        tile = Tile(0, index, TILE_WIDTH)
+        if root_from_leaf_hashes(served.tile(tile, keep=False)) != level_one[index]:
+            raise VerificationError(
+                f"{directory / tile.path()} does not hash to entry {index} of level 1 that "
+                "the directory serves: a served tile was changed; export into an empty "
+                "directory"
+            )
+    return base, level_one
 
 
 def _stored_level_one(backend: ClickHouseBackend, tenant_id: str, cut: int) -> list[bytes]:
