@@ -75,17 +75,17 @@ class TileDirectory:
         try:
             self.note = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise self._damaged("checkpoint", "is not UTF-8 text") from None
+            raise self.damaged("checkpoint", "is not UTF-8 text") from None
         body, blank, _ = self.note.rpartition("\n\n")
         try:
             if not blank:
                 raise CheckpointError("no blank line before the signatures")
             self.checkpoint = Checkpoint.parse((body + "\n").encode("utf-8"))
         except CheckpointError as exc:
-            raise self._damaged("checkpoint", f"is not a checkpoint note: {exc}") from None
+            raise self.damaged("checkpoint", f"is not a checkpoint note: {exc}") from None
         self.log_origin, _, self.tenant_id = self.checkpoint.origin.rpartition("/")
         if not self.log_origin or not is_valid_tenant_id(self.tenant_id):
-            raise self._damaged(
+            raise self.damaged(
                 "checkpoint", f"names the log {self.checkpoint.origin!r}, not <log>/<tenant>"
             )
         self.size = self.checkpoint.size
@@ -100,7 +100,7 @@ class TileDirectory:
         try:
             hashes = decode_tile(data, tile.width)
         except FormatError as exc:
-            raise self._damaged(tile.path(), str(exc)) from None
+            raise self.damaged(tile.path(), str(exc)) from None
         if keep:
             self._tiles[tile] = hashes
         return hashes
@@ -128,9 +128,9 @@ class TileDirectory:
         try:
             leaves = decode_entry_bundle(self.entry_bundle(tile) if data is None else data)
         except FormatError as exc:
-            raise self._damaged(path, str(exc)) from None
+            raise self.damaged(path, str(exc)) from None
         if len(leaves) != tile.width:
-            raise self._damaged(path, f"holds {len(leaves)} entries, not {tile.width}")
+            raise self.damaged(path, f"holds {len(leaves)} entries, not {tile.width}")
         return leaves
 
     def level0_tiles(self) -> Iterator[Tile]:
@@ -147,17 +147,18 @@ class TileDirectory:
                 data = file.read(limit + 1)
         except FileNotFoundError:
             if missing_is_damage:
-                raise self._damaged(name, "is missing") from None
+                raise self.damaged(name, "is missing") from None
             raise ConfigurationError(
                 f"{path} does not exist: not a tlog-tiles directory (authtrail export-tiles)"
             ) from None
         except OSError as exc:
             raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
         if len(data) > limit:
-            raise self._damaged(name, f"is larger than {limit} bytes")
+            raise self.damaged(name, f"is larger than {limit} bytes")
         return data
 
-    def _damaged(self, name: str, what: str) -> TilesDirectoryError:
+    def damaged(self, name: str, what: str) -> TilesDirectoryError:
+        """The error for file ``name`` of the directory, which ``what`` says is wrong."""
         return TilesDirectoryError(f"{self.directory / name} {what}; {self.refusal}")
 
 
@@ -197,7 +198,7 @@ def prove_from_tiles(
     hashed = leaf_hash(leaf)
     tiled = tiles.tile(leaf_tile)[index % TILE_WIDTH]
     if hashed != tiled:
-        raise tiles._damaged(
+        raise tiles.damaged(
             leaf_tile.entries_path(),
             f"holds an entry for seq {seq} that hashes to {hashed.hex()}, "
             f"{leaf_tile.path()} states {tiled.hex()}",
@@ -205,9 +206,9 @@ def prove_from_tiles(
     try:
         event = decode_canonical_leaf(leaf)
     except FormatError as exc:
-        raise tiles._damaged(leaf_tile.entries_path(), f"seq {seq}: {exc}") from None
+        raise tiles.damaged(leaf_tile.entries_path(), f"seq {seq}: {exc}") from None
     if event.get("tenant_id") != tiles.tenant_id:
-        raise tiles._damaged(
+        raise tiles.damaged(
             leaf_tile.entries_path(),
             f"seq {seq} is an event of tenant {event.get('tenant_id')!r}, in the log of "
             f"{tiles.tenant_id!r}",
@@ -255,7 +256,7 @@ def find_seq(tiles: TileDirectory, event_id: str) -> int:
                 try:
                     decoded = decode_canonical_leaf(leaf)
                 except FormatError as exc:
-                    raise tiles._damaged(tile.entries_path(), str(exc)) from None
+                    raise tiles.damaged(tile.entries_path(), str(exc)) from None
                 if decoded.get("event_id") == event_id:
                     found.append(tile.index * TILE_WIDTH + position + 1)
     if len(found) != 1:

@@ -40,8 +40,14 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "wrote, with no store, and leads to that directory's checkpoint. Needs no key.",
     )
     prove.add_argument("targets", nargs="*", metavar="EVENT_ID | OLD NEW")
-    prove.add_argument("--tenant", help="tenant of the event (needed with --seq, --consistency)")
-    prove.add_argument("--seq", type=int, help="prove the record of this seq of --tenant")
+    prove.add_argument(
+        "--tenant",
+        help="tenant of the event (needed with --seq, --consistency; with --tiles, must be "
+        "the directory's tenant)",
+    )
+    prove.add_argument(
+        "--seq", type=int, help="prove the record of this seq of --tenant (or of --tiles DIR)"
+    )
     prove.add_argument(
         "--tree-size", type=int, metavar="N",
         help="prove against the stored checkpoint of size N instead of the newest",

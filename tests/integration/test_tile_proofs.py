@@ -37,6 +37,7 @@ from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.core.tiles import Tile
 from authtrail.stream.worker.sequencing import _checkpoint_record
 from authtrail.tile_proofs import TilesDirectoryError, prove_from_tiles
+from tests.unit.test_core_imports import FORBIDDEN
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +260,19 @@ def test_a_checkpoint_with_a_broken_signature_fails_verify_proof(
     (directory / "checkpoint").write_text(f"{body}\n\n{name} {base64.b64encode(raw).decode()}\n")
     code, _ = _prove_and_verify(built, directory, "--seq", "5")  # the prover checks no key
     assert code == 1
+
+
+def test_prove_from_tiles_loads_no_store_client(built: dict[str, Path]) -> None:
+    """No store needed, none loaded: the command imports no ClickHouse, Arrow or Kafka code."""
+    out = built["root"] / "fresh.json"
+    argv = ["prove", "--tiles", str(built["root"] / ACME), "--seq", "3", "--out", str(out)]
+    probe = (
+        "import json, sys\nfrom authtrail.cli.main import main\n"
+        f"code = main({argv!r})\n"
+        f"loaded = sorted(m for m in {FORBIDDEN!r} if m in sys.modules)\n"
+        "print('PROBE', json.dumps([code, loaded]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    probe_line = result.stdout.strip().splitlines()[-1]
+    assert json.loads(probe_line.removeprefix("PROBE ")) == [0, []], result.stderr
+    assert json.loads(out.read_text())["seq"] == 3
