@@ -211,11 +211,14 @@ def _resume(
     from authtrail.tile_proofs import TileDirectory  # reads files only
 
     tenant_id = exported.origin.rpartition("/")[2]
-    fresh = cut, _stored_level_one(backend, tenant_id, cut)
+
+    def fresh() -> tuple[int, list[bytes]]:
+        return cut, _stored_level_one(backend, tenant_id, cut)
+
     if not resume or not (directory / "checkpoint").is_file():
-        return fresh
+        return fresh()
     if entries and not (directory / "tile" / "entries").is_dir():
-        return fresh
+        return fresh()
     served = TileDirectory(directory, refusal="nothing exported")
     try:
         same_log = served.checkpoint.origin == exported.origin
@@ -232,7 +235,7 @@ def _resume(
         )
     base = served.size - served.size % TILE_WIDTH
     if base <= cut:
-        return fresh
+        return fresh()
     level_one = [
         entry for tile in tiles_of_tree(served.size) if tile.level == 1
         for entry in served.tile(tile)
