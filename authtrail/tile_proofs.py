@@ -116,7 +116,17 @@ class TileDirectory:
                 f"{self.directory} has no entry bundles (tile/entries/): it was exported with "
                 "--no-entries; export it again without it to prove from it"
             )
-        return self._read(tile.entries_path(), _MAX_BUNDLE_BYTES)
+        try:
+            return self._read(tile.entries_path(), _MAX_BUNDLE_BYTES)
+        except TilesDirectoryError as exc:
+            if (self.directory / tile.path()).is_file():
+                raise
+            # Neither bundle nor tile: a tenant pruned before the export has none below
+            # its cut (docs/INTEGRITY.md §10.6); still no proof, still named.
+            raise self.damaged(
+                tile.entries_path(),
+                f"and {tile.path()} are missing (records pruned before the export have none)",
+            ) from exc
 
     def entries(self, tile: Tile, data: bytes | None = None) -> list[bytes]:
         """The canonical leaves of level-0 ``tile``'s entry bundle (``data``, if read).
