@@ -21,6 +21,13 @@ the same process on the same store: the CPU time of the default proof (every thr
 the process), an empty ``SELECT 1`` through the backend (with the
 read-only guard) and straight on a chdb session (without), and the event-row query alone
 without the guard. Then the whole ``authtrail prove`` command once, as a user runs it.
+
+Beside the store, in the same run: the tenant exported as a static tlog-tiles directory
+(``export_tiles`` on the read-only store, timed: wall and CPU), and one event's proof from
+that directory alone (:func:`authtrail.tile_proofs.prove_from_tiles`, ``prove --tiles``)
+(and the export again into it, which continues from its checkpoint):
+median, max and CPU over the same seqs and rounds, every bundle verified; and the whole
+``authtrail prove --tiles`` command once.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from authtrail.sinks.tables import (
     leaf_hash_sql,
 )
 from authtrail.sinks.tile_builder import TileBuilder
+from authtrail.sinks.tile_export import export_tiles
 from authtrail.sinks.tile_store import StoredTiles
 from authtrail.stream.core.bundle import verify_inclusion_bundle
 from authtrail.stream.core.checkpoint import (
@@ -64,6 +72,7 @@ from authtrail.stream.core.tree_proofs import (
     proof_from_nodes,
     range_nodes,
 )
+from authtrail.tile_proofs import prove_from_tiles
 from benchmarks.procs import REPOSITORY_ROOT, child_environment
 
 TENANT = "bench"
@@ -171,6 +180,8 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
             "leaves",
             "nodes_tiles",
             "nodes_leaves",
+            "tiles_dir",
+            "tiles_dir_cpu",
         )
     }
     with EmbeddedBackend(data_dir / "clickhouse", read_only=True) as backend:
@@ -187,6 +198,11 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
                     if nodes is None:  # all threads of this process, chdb's included
                         sources["tiles_checked_cpu"].append(time.process_time() - cpu)
                     verify_inclusion_bundle(bundle, keyring)  # a bundle that fails voids the run
+                cpu, started = time.process_time(), time.perf_counter()
+                bundle = prove_from_tiles(_tiles_dir(data_dir), seq)
+                sources["tiles_dir"].append(time.perf_counter() - started)
+                sources["tiles_dir_cpu"].append(time.process_time() - cpu)
+                verify_inclusion_bundle(bundle, keyring)
                 wanted = nodes_of_ranges(inclusion_ranges(seq - 1, rows))
                 for name, source in (("nodes_tiles", tiles), ("nodes_leaves", leaves)):
                     started = time.perf_counter()
@@ -199,6 +215,8 @@ def measure(data_dir: Path, rows: int) -> dict[str, Any]:
         "rounds": ROUNDS,
         **medians,
         "tiles_max_ms": round(max(sources["tiles"]) * 1000, 2),
+        "tiles_checked_max_ms": round(max(sources["tiles_checked"]) * 1000, 2),
+        "tiles_dir_max_ms": round(max(sources["tiles_dir"]) * 1000, 2),
         "leaves_over_tiles": round(medians["leaves_ms"] / medians["tiles_ms"], 1),
         "nodes_leaves_over_tiles": round(
             medians["nodes_leaves_ms"] / max(medians["nodes_tiles_ms"], 0.01), 1
@@ -235,12 +253,32 @@ def _walls(data_dir: Path, seqs: list[int]) -> dict[str, float]:
     return {f"{name}_ms": _median_ms(values) for name, values in timings.items()}
 
 
-def run_command(data_dir: Path, seq: int) -> dict[str, Any]:
-    """``authtrail prove --tenant bench --seq N`` once, as a user runs it (wall time)."""
+def _tiles_dir(data_dir: Path) -> Path:
+    return data_dir / "tiles"
+
+
+def export_directory(data_dir: Path) -> dict[str, Any]:
+    """Export the tenant as a tlog-tiles directory from the read-only store, then again
+    into it (nothing new: it continues from the directory's checkpoint); both timed."""
+    timings: dict[str, Any] = {}
+    with EmbeddedBackend(data_dir / "clickhouse", read_only=True) as backend:
+        for name in ("export", "export_again"):
+            cpu, started = time.process_time(), time.perf_counter()
+            summary = export_tiles(backend, TENANT, _tiles_dir(data_dir))
+            timings[f"{name}_seconds"] = round(time.perf_counter() - started, 2)
+            timings[f"{name}_cpu_seconds"] = round(time.process_time() - cpu, 2)
+            timings.setdefault("export_files", summary.written)
+    return timings
+
+
+def run_command(data_dir: Path, seq: int, *, tiles: bool = False) -> dict[str, Any]:
+    """``authtrail prove --tenant bench --seq N`` (or ``prove --tiles DIR --seq N``)
+    once, as a user runs it (wall time)."""
+    source = ["--tiles", str(_tiles_dir(data_dir))] if tiles else ["--tenant", TENANT]
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data_dir), "prove",
-         "--tenant", TENANT, "--seq", str(seq), "--out", str(data_dir / "bundle.json")],
+         *source, "--seq", str(seq), "--out", str(data_dir / "bundle.json")],
         cwd=REPOSITORY_ROOT, env=child_environment(), capture_output=True, timeout=600,
         check=False,
     )  # fmt: skip
@@ -256,4 +294,9 @@ def proof_times(rows: int, directory: str) -> dict[str, Any]:
     data_dir = Path(directory) / f"proofs-{rows}"
     shutil.rmtree(data_dir, ignore_errors=True)  # a run before this one's store and key
     generated = generate_store(data_dir, rows)
-    return {**generated, **measure(data_dir, rows), "command": run_command(data_dir, rows // 2)}
+    exported = export_directory(data_dir)
+    return {
+        **generated, **exported, **measure(data_dir, rows),
+        "command": run_command(data_dir, rows // 2),
+        "command_tiles_dir": run_command(data_dir, rows // 2, tiles=True),
+    }  # fmt: skip

@@ -98,7 +98,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines += markdown.table(
         ["records", "prove, tiles", "prove, tiles + root check", "its CPU", "prove, from leaves",
          "ratio", "nodes, tiles", "nodes, from leaves", "ratio", "SELECT 1 (guarded)",
-         "SELECT 1 (unguarded)", "event row (unguarded)", "command s", "tile build s"],
+         "SELECT 1 (unguarded)", "event row (unguarded)", "command s", "tile build s",
+         "prove, tiles directory (max)", "its CPU", "command --tiles s", "export s (CPU)",
+         "again s (CPU)"],
         [
             [
                 p["rows"], p["tiles_ms"], p["tiles_checked_ms"], p.get("tiles_checked_cpu_ms", "-"),
@@ -107,6 +109,11 @@ def summary_markdown(results: dict[str, Any]) -> str:
                 p["nodes_leaves_over_tiles"], p.get("select_1_ms", "-"),
                 p.get("select_1_unguarded_ms", "-"), p.get("row_unguarded_ms", "-"),
                 p["command"]["seconds"], p["tile_build_seconds"],
+                f"{p.get('tiles_dir_ms', '-')} ({p.get('tiles_dir_max_ms', '-')})",
+                p.get("tiles_dir_cpu_ms", "-"),
+                p.get("command_tiles_dir", {}).get("seconds", "-"),
+                f"{p.get('export_seconds', '-')} ({p.get('export_cpu_seconds', '-')})",
+                f"{p.get('export_again_seconds', '-')} ({p.get('export_again_cpu_seconds', '-')})",
             ]
             for p in results.get("proofs", [])
         ],

@@ -8,13 +8,17 @@ each behind a big-endian uint16 length. Any web server can serve it as files; an
 tlog-tiles client computes proofs from it.
 
 Everything is rebuilt from the stored leaves, in order, in chunks (the stored tile
-entries are compared, not copied): each row's canonical leaf is rebuilt in ClickHouse and
-must hash to its stored leaf hash, and the tree's root must equal the stored checkpoint's
-before the ``checkpoint`` file is replaced, so an export never publishes a tree its
-checkpoint does not sign. Tiles and bundles are immutable: an existing file is left as
-it is when identical, and an export that would change one is refused (the log would have
-forked). The checkpoint is written last, by rename, so a reader never sees a checkpoint
-whose tiles are not there yet.
+entries are compared, not copied), except below the cut of a tenant pruned under a
+retention statement (docs/INTEGRITY.md §14): there the leaves are gone, so the stored
+level-1 entries that stand for them are taken as they are, no level-0 tile or entry
+bundle below the cut is written, and the levels above are built from both. Either way
+each row's canonical leaf is rebuilt in ClickHouse and must hash to its stored leaf
+hash, and the tree's root must equal the stored checkpoint's before the ``checkpoint``
+file is replaced, so an export never publishes a tree its checkpoint does not sign.
+Tiles and bundles are immutable: an existing file is left as it is when identical, and
+an export that would change one is refused (the log would have forked). The checkpoint
+is written last, by rename, so a reader never sees a checkpoint whose tiles are not
+there yet.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from pathlib import Path
 from authtrail.errors import ChainError, ConfigurationError, VerificationError
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.proofs import newest_size, stored_checkpoint, stored_note
+from authtrail.sinks.retention_store import claimed_cut
 from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE, canonical_leaf_sql
+from authtrail.sinks.tile_store import TilesUnavailable, read_entries
 from authtrail.stream.core.chain import DELETED, INSERTED, MODIFIED
+from authtrail.stream.core.checkpoint import Checkpoint
+from authtrail.stream.core.merkle import root_from_leaf_hashes
 from authtrail.stream.core.tiles import (
     MAX_ENTRY_BYTES,
     TILE_HEIGHT,
@@ -39,6 +47,7 @@ from authtrail.stream.core.tiles import (
     entry_ranges,
     group_roots,
     nodes_from_entries,
+    tiles_of_tree,
 )
 from authtrail.stream.core.tree_proofs import proof_from_nodes, range_nodes
 
@@ -62,6 +71,11 @@ class ExportSummary:
     unchanged: int = 0
     # Stored tile entries (level, index) that differ from the ones rebuilt from the leaves.
     tile_mismatches: list[tuple[int, int]] = field(default_factory=list)
+    # Records 1..pruned_size were pruned (docs/INTEGRITY.md §14): no level-0 tiles or
+    # entry bundles below it, its level-1 entries taken from the store.
+    pruned_size: int = 0
+    # Leaves 1..resumed_from were not read again: the directory served them already.
+    resumed_from: int = 0
 
 
 def export_tiles(
@@ -71,19 +85,24 @@ def export_tiles(
     *,
     tree_size: int | None = None,
     entries: bool = True,
+    full: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Write ``tenant_id``'s tree of its newest stored checkpoint (or of ``tree_size``)
     to ``directory`` as tlog-tiles; return what was written.
 
+    When ``directory`` already serves a checkpoint of this tenant (the stored one of its
+    size), the export continues from it unless ``full``: see :func:`_resume`.
+
     Raises:
         ProofUnavailableError: no stored checkpoint (of that size).
-        ChainError: seq 1..size is not one record each, or a record's content does not
-            hash to its stored leaf hash.
+        ChainError: seq 1..size (cut + 1..size for a pruned tenant) is not one record
+            each, or a record's content does not hash to its stored leaf hash.
         VerificationError: the leaves' root is not the stored checkpoint's root, or the
             stored note does not parse; ExportConflict: a file there differs.
-        ConfigurationError: the directory holds a larger checkpoint, is not writable, or
-            an entry is longer than an entry bundle allows (export with ``entries=False``).
+        ConfigurationError: the directory holds a larger checkpoint, is not writable, an
+            entry is longer than an entry bundle allows (export with ``entries=False``),
+            or ``tree_size`` ends inside a pruned range.
     """
     size = tree_size if tree_size is not None else newest_size(backend, tenant_id, 1)
     note = stored_note(backend, tenant_id, size)
@@ -93,15 +112,19 @@ def export_tiles(
             f"tenant {tenant_id!r}: the stored checkpoint note of size {size} does not parse"
         )
     _refuse_rollback(directory, size)
-    summary = ExportSummary(tenant_id, size)
+    cut = _pruned_cut(backend, tenant_id, size)
+    summary = ExportSummary(tenant_id, size, pruned_size=cut)
     writer = _Writer(directory, summary)
     # The root's perfect subtrees, collected as their entries stream past.
     root_nodes = range_nodes(0, size)
     needed = {(level, j) for level, start, end in entry_ranges(root_nodes)
               for j in range(start, end)}  # fmt: skip
     kept: dict[tuple[int, int], bytes] = {}
-    level_entries: list[bytes] = []  # level 1, then each level above, in memory
-    for first in range(0, size, CHUNK_LEAVES):
+    # Level 1, then each level above, in memory: below ``start`` level 1 is the stored
+    # entries of a retention cut, or the entries the directory already serves.
+    start, level_entries = _resume(backend, signed, directory, cut, not full, entries)
+    summary.resumed_from = start if start > cut else 0
+    for first in range(start, size, CHUNK_LEAVES):  # start is a tile boundary
         last = min(size, first + CHUNK_LEAVES)
         leaf_hashes, leaves = _read_leaves(backend, tenant_id, first, last, entries)
         here = [j for level, j in needed if level == 0 and first <= j < last]
@@ -110,21 +133,141 @@ def export_tiles(
         level_entries += group_roots(leaf_hashes)
         if progress is not None:
             progress(last, size)
-    level = 1
+    levels = []
     while level_entries:
-        kept.update(((level, j), h) for j, h in enumerate(level_entries) if (level, j) in needed)
-        _write_level(writer, level, 0, level_entries, size, None)
-        summary.tile_mismatches += _compare_stored(backend, tenant_id, level, level_entries)
-        level_entries, level = group_roots(level_entries), level + 1
+        levels.append(level_entries)
+        level_entries = group_roots(level_entries)
+    for level, hashes in enumerate(levels, 1):
+        kept.update(((level, j), h) for j, h in enumerate(hashes) if (level, j) in needed)
     calculated = proof_from_nodes([(0, size)], nodes_from_entries(root_nodes, kept))[0]
-    if calculated != signed.root:
-        raise VerificationError(
-            f"tenant {tenant_id!r}: the stored leaves 1..{size} hash to root "
-            f"{calculated.hex()}, the stored checkpoint of size {size} states "
-            f"{signed.root.hex()}; nothing exported but tiles; run `authtrail verify`"
+    if calculated != signed.root:  # before any tile of level 1 or up is written
+        below = (
+            f" and the level-1 entries {directory} already served below them"
+            if summary.resumed_from
+            else " and the stored level-1 entries below them"
+            if cut
+            else ""
         )
+        raise VerificationError(
+            f"tenant {tenant_id!r}: the stored leaves {start + 1}..{size}{below} hash to root "
+            f"{calculated.hex()}, the stored checkpoint of size {size} states "
+            f"{signed.root.hex()}; nothing exported but level-0 tiles; run `authtrail verify`"
+            + (" (or export with --full)" if summary.resumed_from else "")
+        )
+    for level, hashes in enumerate(levels, 1):
+        _write_level(writer, level, 0, hashes, size, None)
+        summary.tile_mismatches += _compare_stored(backend, tenant_id, level, hashes)
     writer.replace("checkpoint", note.encode("utf-8"))
     return summary
+
+
+def _pruned_cut(backend: ClickHouseBackend, tenant_id: str, size: int) -> int:
+    """Records ``1..cut`` pruned under a stored retention statement, when the tenant's
+    stored records start right after its cut (else 0: the leaves are read from seq 1, and
+    missing ones are ``deleted`` damage). The statement's signature is not judged here
+    (``verify`` does); the tree is still checked against the checkpoint's root.
+
+    Raises ConfigurationError when the tree of ``size`` ends inside the pruned range.
+    """
+    sql = f"SELECT min(seq) FROM {EVENTS_TABLE} PREWHERE tenant_id = {{tenant:String}}"
+    first = backend.query_arrow(sql, {"tenant": tenant_id}).column(0)[0].as_py() or 0
+    if first <= 1:
+        return 0
+    cut = claimed_cut(backend, tenant_id)
+    if not cut or first != cut + 1 or cut % TILE_WIDTH:
+        return 0
+    if size < cut:
+        raise ConfigurationError(
+            f"tenant {tenant_id!r}: records 1..{cut} were pruned under a retention statement; "
+            f"the tree of size {size} can no longer be exported (export a size from {cut} on)"
+        )
+    return cut
+
+
+def _resume(
+    backend: ClickHouseBackend,
+    exported: Checkpoint,
+    directory: Path,
+    cut: int,
+    resume: bool,
+    entries: bool,
+) -> tuple[int, list[bytes]]:
+    """Where the export starts reading leaves (a tile boundary) and the level-1 entries
+    below that point.
+
+    From scratch: the retention ``cut`` (0 if none) and the stored entries below it.
+    When ``directory`` already serves a checkpoint, which must be the stored one of its
+    size (the same body), the export continues at its last full level-0 tile: the
+    level-1 entries below come from the directory's level-1 tiles, and each level-0 tile
+    below (those below a retention cut may be gone) must hash to its level-1 entry, so
+    a changed tile is refused here, and a changed level-1 entry by the final root check.
+    Entry bundles already there are not read again. It starts afresh unless ``resume``,
+    and when this export writes entry bundles (``entries``) and the directory has none.
+
+    Raises VerificationError for a directory that serves another tree or whose tiles
+    disagree, TilesDirectoryError (one) for a missing or cut file it needs.
+    """
+    from authtrail.sinks.proofs import ProofUnavailableError
+    from authtrail.tile_proofs import TileDirectory  # reads files only
+
+    tenant_id = exported.origin.rpartition("/")[2]
+
+    def fresh() -> tuple[int, list[bytes]]:
+        return cut, _stored_level_one(backend, tenant_id, cut)
+
+    if not resume or not (directory / "checkpoint").is_file():
+        return fresh()
+    if entries and not (directory / "tile" / "entries").is_dir():
+        return fresh()
+    served = TileDirectory(directory, refusal="nothing exported")
+    try:
+        same_log = served.checkpoint.origin == exported.origin
+        stored = (
+            stored_checkpoint(stored_note(backend, tenant_id, served.size)) if same_log else None
+        )
+    except ProofUnavailableError:
+        stored = None
+    if stored != served.checkpoint:
+        raise VerificationError(
+            f"{directory}/checkpoint (size {served.size}, {served.checkpoint.origin}) is not "
+            f"the stored checkpoint of that size of tenant {tenant_id!r}: the directory serves "
+            "another tree; export into an empty directory"
+        )
+    base = served.size - served.size % TILE_WIDTH
+    if base <= cut:
+        return fresh()
+    level_one = [
+        entry for tile in tiles_of_tree(served.size) if tile.level == 1
+        for entry in served.tile(tile)
+    ]  # fmt: skip
+    for index in range(cut // TILE_WIDTH, base // TILE_WIDTH):
+        tile = Tile(0, index, TILE_WIDTH)
+        if root_from_leaf_hashes(served.tile(tile, keep=False)) != level_one[index]:
+            raise VerificationError(
+                f"{directory / tile.path()} does not hash to entry {index} of level 1 that "
+                "the directory serves: a served tile was changed; export into an empty "
+                "directory"
+            )
+    return base, level_one
+
+
+def _stored_level_one(backend: ClickHouseBackend, tenant_id: str, cut: int) -> list[bytes]:
+    """The stored level-1 entries ``0 .. cut / 256 - 1``: the roots of pruned leaves."""
+    count = cut // TILE_WIDTH
+    if not count:
+        return []
+    try:
+        found = read_entries(backend, tenant_id, [(1, 0, count)])
+    except TilesUnavailable as exc:
+        raise VerificationError(str(exc)) from None
+    missing = [index for index in range(count) if (1, index) not in found]
+    if missing:
+        raise VerificationError(
+            f"tenant {tenant_id!r}: records 1..{cut} were pruned, and {len(missing)} of the "
+            f"stored level-1 tile entries that stand for them are missing (first: entry "
+            f"{missing[0]}); nothing exported; run `authtrail verify`"
+        )
+    return [found[1, index] for index in range(count)]
 
 
 def _refuse_rollback(directory: Path, size: int) -> None:

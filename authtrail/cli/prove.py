@@ -33,13 +33,21 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         description="Write a JSON proof bundle (docs/INTEGRITY.md, Proof bundles) that anyone "
         "can check offline with `authtrail verify-proof` and the verifier key. Forms: "
         "`prove EVENT_ID [--tenant T]`, `prove --tenant T --seq N`, "
-        "`prove --consistency --tenant T OLD NEW`. An inclusion proof leads to the newest "
-        "stored checkpoint covering the event (or the one of --tree-size); a consistency "
-        "proof joins the stored checkpoints of sizes OLD and NEW. Needs no key.",
+        "`prove --consistency --tenant T OLD NEW`, `prove --tiles DIR (--seq N | EVENT_ID)`. "
+        "An inclusion proof leads to the newest stored checkpoint covering the event (or the "
+        "one of --tree-size); a consistency proof joins the stored checkpoints of sizes OLD "
+        "and NEW. With --tiles, the proof is read from a directory `authtrail export-tiles` "
+        "wrote, with no store, and leads to that directory's checkpoint. Needs no key.",
     )
     prove.add_argument("targets", nargs="*", metavar="EVENT_ID | OLD NEW")
-    prove.add_argument("--tenant", help="tenant of the event (needed with --seq, --consistency)")
-    prove.add_argument("--seq", type=int, help="prove the record of this seq of --tenant")
+    prove.add_argument(
+        "--tenant",
+        help="tenant of the event (needed with --seq, --consistency; with --tiles, must be "
+        "the directory's tenant)",
+    )
+    prove.add_argument(
+        "--seq", type=int, help="prove the record of this seq of --tenant (or of --tiles DIR)"
+    )
     prove.add_argument(
         "--tree-size", type=int, metavar="N",
         help="prove against the stored checkpoint of size N instead of the newest",
@@ -52,6 +60,11 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="take the checkpoint from this publication (with its witnesses' cosignatures; "
         "AUTHTRAIL_PUBLICATION_DIR's layout): an inclusion proof then leads to the newest "
         "published checkpoint, which must be the stored one",
+    )  # fmt: skip
+    prove.add_argument(
+        "--tiles", type=Path, metavar="DIR",
+        help="prove from this static tlog-tiles directory (written by `authtrail export-tiles`) "
+        "instead of the store: the proof leads to DIR/checkpoint; the bundle has no chain link",
     )  # fmt: skip
     prove.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     prove.add_argument(
@@ -86,11 +99,13 @@ def add_proof_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def run_prove(args: argparse.Namespace, settings: Settings) -> int:
+    mode = _prove_mode(args)
+    if args.tiles is not None:  # no store: nothing of ClickHouse is imported
+        return _prove_from_tiles(args, mode)
     from authtrail.sinks.proofs import find_event, prove_consistency, prove_inclusion
     from authtrail.sinks.service import open_backend
     from authtrail.stream.core.bundle import bundle_json
 
-    mode = _prove_mode(args)
     backend = open_backend(settings, read_only=True)
     try:
         if mode == "consistency":
@@ -124,7 +139,31 @@ def run_prove(args: argparse.Namespace, settings: Settings) -> int:
             )
     finally:
         backend.close()
-    data = bundle_json(bundle)
+    return _write_bundle(args, bundle_json(bundle), summary)
+
+
+def _prove_from_tiles(args: argparse.Namespace, mode: str) -> int:
+    from authtrail.stream.core.bundle import bundle_json
+    from authtrail.tile_proofs import prove_from_tiles
+
+    if mode == "consistency" or args.tree_size is not None or args.published is not None:
+        raise ConfigurationError(
+            "prove --tiles DIR proves one record's inclusion in DIR/checkpoint's tree: "
+            "no --consistency, --tree-size or --published"
+        )
+    bundle = prove_from_tiles(
+        args.tiles, args.seq, event_id=args.targets[0] if mode == "event" else None,
+        tenant_id=args.tenant,
+    )  # fmt: skip
+    summary = (
+        f"tenant {bundle['tenant_id']!r} seq {bundle['seq']} (event "
+        f"{bundle['event'].get('event_id')!r}): inclusion in the tree of size "
+        f"{bundle['tree_size']}, from {args.tiles}"
+    )
+    return _write_bundle(args, bundle_json(bundle), summary)
+
+
+def _write_bundle(args: argparse.Namespace, data: bytes, summary: str) -> int:
     if args.out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -185,13 +224,15 @@ def _prove_mode(args: argparse.Namespace) -> str:
             raise ConfigurationError("usage: prove --consistency --tenant T OLD NEW")
         return "consistency"
     if args.seq is not None:
-        if args.targets or not args.tenant:
-            raise ConfigurationError("usage: prove --tenant T --seq N (no EVENT_ID)")
+        if args.targets or not (args.tenant or args.tiles):
+            raise ConfigurationError(
+                "usage: prove --tenant T --seq N | prove --tiles DIR --seq N (no EVENT_ID)"
+            )
         return "seq"
     if len(args.targets) != 1:
         raise ConfigurationError(
             "usage: prove EVENT_ID [--tenant T] | prove --tenant T --seq N | "
-            "prove --consistency --tenant T OLD NEW"
+            "prove --consistency --tenant T OLD NEW | prove --tiles DIR (--seq N | EVENT_ID)"
         )
     return "event"
 

@@ -26,7 +26,8 @@ def add_tiles_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "(https://c2sp.org/tlog-tiles), rebuilt from the stored leaves and checked against "
         "the checkpoint's root. Serve DIR as static files at the log's URL prefix; any "
         "tlog-tiles client then computes proofs itself. Running it again later adds what "
-        "the log grew by; it never changes a tile already there. Needs no key.",
+        "the log grew by, continuing from DIR/checkpoint (--full: from the first leaf); "
+        "it never changes a tile already there. Needs no key.",
     )
     export.add_argument("directory", type=Path, metavar="DIR", help="the tenant's log prefix")
     export.add_argument("--tenant", required=True, help="the tenant whose log to export")
@@ -36,6 +37,10 @@ def add_tiles_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     export.add_argument(
         "--no-entries", action="store_true",
         help="write no entry bundles (tiles and checkpoint only)",
+    )  # fmt: skip
+    export.add_argument(
+        "--full", action="store_true",
+        help="read and check every leaf again instead of continuing from DIR/checkpoint",
     )  # fmt: skip
     export.add_argument(
         "--clickhouse-url", help="http://user:pass@host:8123/db (AUTHTRAIL_CLICKHOUSE_URL)"
@@ -51,7 +56,7 @@ def run_export_tiles(args: argparse.Namespace, settings: Settings) -> int:
     try:
         summary = export_tiles(
             backend, args.tenant, args.directory,
-            tree_size=args.tree_size, entries=not args.no_entries,
+            tree_size=args.tree_size, entries=not args.no_entries, full=args.full,
         )  # fmt: skip
     finally:
         backend.close()
@@ -61,6 +66,20 @@ def run_export_tiles(args: argparse.Namespace, settings: Settings) -> int:
         f"({summary.written} files written, {summary.unchanged} already there)",
         file=sys.stderr,
     )
+    if summary.resumed_from:
+        print(
+            f"continued from the {args.directory} served (leaves 1..{summary.resumed_from} not "
+            "read again; its tiles checked with the root, its entry bundles not re-read; "
+            "--full re-checks everything)",
+            file=sys.stderr,
+        )
+    if summary.pruned_size:
+        print(
+            f"records 1..{summary.pruned_size} were pruned under a retention statement: no "
+            f"level-0 tiles or entry bundles below seq {summary.pruned_size + 1}; the level-1 "
+            "entries standing for them are the stored ones, checked with the root",
+            file=sys.stderr,
+        )
     if summary.tile_mismatches:
         shown = ", ".join(f"level {level} entry {index}" for level, index in
                           summary.tile_mismatches[:5])  # fmt: skip

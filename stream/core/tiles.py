@@ -40,6 +40,7 @@ __all__ = [
     "first_entry_mismatch",
     "group_roots",
     "nodes_from_entries",
+    "tile_holding",
     "tile_index_path",
     "tiles_of_tree",
 ]
@@ -117,6 +118,23 @@ def tiles_of_tree(size: int) -> Iterator[Tile]:
         if entries % TILE_WIDTH:
             yield Tile(level, entries // TILE_WIDTH, entries % TILE_WIDTH)
         level += 1
+
+
+def tile_holding(level: int, index: int, size: int) -> Tile:
+    """The tile of the tree of ``size`` leaves that serves entry ``index`` of ``level``:
+    tile ``index // 256``, partial when it is the level's last and the level's entry
+    count ``size >> 8L`` is not a multiple of 256.
+
+    Raises InvalidArgumentError unless ``0 <= index < size >> 8L``.
+    """
+    _require_size(size)
+    count = size >> (TILE_HEIGHT * level) if 0 <= level <= _MAX_LEVEL else 0
+    if not isinstance(index, int) or not 0 <= index < count:
+        raise InvalidArgumentError(
+            f"entry {index} of level {level} is not in a tree of size {size} ({count} entries)"
+        )
+    tile = index // TILE_WIDTH
+    return Tile(level, tile, min(TILE_WIDTH, count - tile * TILE_WIDTH))
 
 
 def entry_ranges(wanted: Sequence[NodeId], tile_height: int = TILE_HEIGHT) -> list[EntryRange]:

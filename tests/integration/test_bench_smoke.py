@@ -72,6 +72,7 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     (proved,) = results["proofs"]  # every bundle it timed verified, or it would have failed
     assert proved["rows"] == 3_000 and proved["command"]["exit_code"] == 0
     assert proved["tiles_ms"] > 0 and proved["leaves_ms"] > 0
+    assert proved["tiles_dir_ms"] > 0 and proved["command_tiles_dir"]["exit_code"] == 0
     walls = ("tiles_checked_cpu_ms", "select_1_ms", "select_1_unguarded_ms", "row_unguarded_ms")
     assert all(proved[wall] > 0 for wall in walls)  # what any proof pays, same run
     assert {"targets", "throughput", "latency", "memory"} <= set(results["derived"])

@@ -512,3 +512,45 @@ def test_an_auditor_state_from_before_the_pruning_still_holds(copy: dict[str, Pa
     report = {t["tenant_id"]: t for t in json.loads(truncated.stdout)["tenants"]}
     assert truncated.returncode == 1
     assert (report["acme"]["damage"], report["acme"]["seq"]) == ("deleted", 1)
+
+
+def test_a_pruned_tenant_still_exports_its_tiles(copy: dict[str, Path]) -> None:
+    data, pub, root = copy["signed"], str(copy["pub"]), copy["root"]
+
+    def files(directory: Path) -> dict[str, bytes]:
+        found = directory.rglob("*")
+        return {str(p.relative_to(directory)): p.read_bytes() for p in found if p.is_file()}
+
+    before = root / "before"
+    assert _authtrail(data, "export-tiles", "--tenant", "acme", str(before)).returncode == 0
+    _prune(data, copy["pub"])
+    after = root / "after"
+    exported = _authtrail(data, "export-tiles", "--tenant", "acme", str(after))
+    assert exported.returncode == 0, exported.stderr
+    assert "records 1..512 were pruned under a retention statement" in exported.stderr
+    # The same files as before pruning, but the level-0 tiles and bundles of the cut.
+    old, new = files(before), files(after)
+    assert set(old) - set(new) == {"tile/0/000", "tile/0/001", "tile/entries/000",
+                                   "tile/entries/001"}  # fmt: skip
+    assert set(new) <= set(old) and all(new[name] == old[name] for name in new)
+    again = _authtrail(data, "export-tiles", "--tenant", "acme", str(before))
+    assert again.returncode == 0 and "0 files written" in again.stderr
+    # Retained records prove from it; pruned ones have no entry bundle any more.
+    out = root / "proof.json"
+    proved = _authtrail(data, "prove", "--tiles", str(after), "--seq", "600", "--out", str(out))
+    assert proved.returncode == 0, proved.stderr
+    checked = _authtrail(data, "verify-proof", str(out), "--key", pub)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    gone = _authtrail(data, "prove", "--tiles", str(after), "--seq", "100")
+    assert gone.returncode == 1 and "records pruned before the export have none" in gone.stderr
+    # A tree that ends inside the pruned range has lost leaves no entry stands for.
+    inside = _authtrail(data, "export-tiles", "--tenant", "acme", "--tree-size", "500",
+                        str(root / "inside"))  # fmt: skip
+    assert inside.returncode == 2 and "can no longer be exported" in inside.stderr
+    # The stored entries below the cut are checked with the root, not trusted.
+    _mutate(data, "ALTER TABLE tiles UPDATE hash = unhex(repeat('cd', 32)) "
+                  "WHERE tenant_id = 'acme' AND level = 1 AND entry_index = 0")  # fmt: skip
+    damaged = _authtrail(data, "export-tiles", "--tenant", "acme", str(root / "damaged"))
+    assert damaged.returncode == 1
+    assert "the stored level-1 entries below them hash to root" in damaged.stderr
+    assert not (root / "damaged" / "checkpoint").exists()

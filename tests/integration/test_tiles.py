@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from authtrail.cli import main as cli
-from authtrail.errors import ChainError, ConfigurationError
+from authtrail.errors import ChainError, ConfigurationError, VerificationError
 from authtrail.keys import load_keyring, load_signer, write_key_pair
 from authtrail.sinks.backend import EmbeddedBackend, ServerBackend
 from authtrail.sinks.http_front import HttpFront
@@ -46,6 +46,7 @@ from authtrail.stream.core.bundle import (
 )
 from authtrail.stream.core.canonical import canonical_leaf
 from authtrail.stream.core.checkpoint import open_checkpoint
+from authtrail.stream.core.merkle import root_from_leaf_hashes
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.core.tree_proofs import consistency_ranges, inclusion_ranges, nodes_of_ranges
 from authtrail.stream.worker.sequencing import _checkpoint_record
@@ -316,8 +317,10 @@ def test_export_serves_proofs_to_an_independent_client(
         path = _client_inclusion_path(directory, size, index)
         assert ref.rfc9162_root_from_inclusion(leaf, index, size, path) == root
     # Again: nothing changes; an older size into it would roll the checkpoint back.
-    again = export_tiles(store, BIG, directory)
-    assert again.written == 0 and again.unchanged == summary.written
+    again = export_tiles(store, BIG, directory)  # continues from its last full tile
+    assert (again.resumed_from, again.written, again.unchanged) == (65_792, 0, 4 + 1)
+    full = export_tiles(store, BIG, directory, full=True)
+    assert full.resumed_from == 0 and full.written == 0 and full.unchanged == summary.written
     with pytest.raises(ConfigurationError, match="would roll it back"):
         export_tiles(store, BIG, directory, tree_size=60_000)
 
@@ -338,11 +341,64 @@ def test_an_older_export_grows_and_a_changed_tile_is_refused(
     assert (first.size, first.entry_bundles) == (6_000, 0)
     assert (directory / "tile" / "0" / "023.p" / "112").is_file()  # 6000 = 23 * 256 + 112
     grown = export_tiles(store, BIG, directory, entries=False)
-    assert grown.unchanged == 23  # the 23 full level-0 tiles were there already
+    assert grown.resumed_from == 23 * 256  # the 23 full level-0 tiles were there already
+    assert not (directory / "tile" / "entries").exists()
     forged = directory / "tile" / "0" / "000"
     forged.write_bytes(b"\x00" * 8192)
-    with pytest.raises(ExportConflict, match="never changes"):
+    with pytest.raises(VerificationError, match="000 does not hash to entry 0 of level 1"):
         export_tiles(store, BIG, directory, entries=False)
+    with pytest.raises(ExportConflict, match="never changes"):
+        export_tiles(store, BIG, directory, entries=False, full=True)
+
+
+def test_an_export_continues_from_the_directory_and_refuses_changed_files(
+    store: EmbeddedBackend, built: dict[str, Path], tmp_path: Path
+) -> None:
+    directory = tmp_path / "resume"
+    first = export_tiles(store, BIG, directory, tree_size=60_000)
+    grown = export_tiles(store, BIG, directory)
+    assert (grown.size, grown.resumed_from) == (66_000, 60_000 - 60_000 % 256)
+    fresh = export_tiles(store, BIG, tmp_path / "fresh")
+    files = {p.relative_to(tmp_path / "fresh") for p in (tmp_path / "fresh").rglob("*")}
+    resumed = {p.relative_to(directory) for p in directory.rglob("*")}
+    assert files <= resumed  # the same tiles and bundles, the older partial ones besides
+    for name in files:
+        if (tmp_path / "fresh" / name).is_file():
+            assert (tmp_path / "fresh" / name).read_bytes() == (directory / name).read_bytes()
+    assert first.size == 60_000 and fresh.resumed_from == 0
+    # A changed level-1 entry: its level-0 tile no longer hashes to it; changed with the
+    # level-0 tile, the root catches it, before anything above level 0 is written.
+    level_one, level_zero = directory / "tile" / "1" / "000", directory / "tile" / "0" / "002"
+    good, good_zero = level_one.read_bytes(), level_zero.read_bytes()
+    level_one.write_bytes(good[:64] + bytes(32) + good[96:])
+    with pytest.raises(VerificationError, match="002 does not hash to entry 2 of level 1"):
+        export_tiles(store, BIG, directory)
+    forged_zero = bytes(32) + good_zero[32:]
+    forged_entry = root_from_leaf_hashes(
+        [forged_zero[i : i + 32] for i in range(0, len(forged_zero), 32)]
+    )
+    level_zero.write_bytes(forged_zero)
+    level_one.write_bytes(good[:64] + forged_entry + good[96:])
+    with pytest.raises(VerificationError, match="already served below them hash to root"):
+        export_tiles(store, BIG, directory)
+    level_one.write_bytes(good)
+    level_zero.write_bytes(good_zero)
+    # A checkpoint of another tree: refused, whatever the tiles say.
+    shutil.copy(tmp_path / "fresh" / "checkpoint", tmp_path / "fresh.checkpoint")
+    small = export_tiles(store, SMALL, tmp_path / "small")
+    shutil.copy(tmp_path / "small" / "checkpoint", directory / "checkpoint")
+    with pytest.raises(
+        VerificationError, match="not the stored checkpoint of that size of tenant 'bigcorp'"
+    ):
+        export_tiles(store, BIG, directory)
+    assert small.size == SMALL_RECORDS
+    # A missing tile it needs is named; --full rebuilds it from the leaves.
+    shutil.copy(tmp_path / "fresh.checkpoint", directory / "checkpoint")
+    (directory / "tile" / "0" / "100").unlink()
+    with pytest.raises(VerificationError, match="tile/0/100 is missing; nothing exported"):
+        export_tiles(store, BIG, directory)
+    repaired = export_tiles(store, BIG, directory, full=True)
+    assert repaired.written == 1 and (directory / "tile" / "0" / "100").is_file()
 
 
 def test_export_of_a_damaged_store(damaged: EmbeddedBackend, tmp_path: Path) -> None:

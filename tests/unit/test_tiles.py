@@ -24,6 +24,7 @@ from authtrail.stream.core.tiles import (
     first_entry_mismatch,
     group_roots,
     nodes_from_entries,
+    tile_holding,
     tile_index_path,
     tiles_of_tree,
 )
@@ -186,3 +187,10 @@ def test_the_first_stored_entry_that_is_not_its_leaves_hash_is_named() -> None:
     assert first_entry_mismatch(tree.node, 70, forged, SMALL_HEIGHT) == (1, 9, b"\x01" * 32)
     # Entries past a smaller tree are not judged (the log grew since it was read).
     assert first_entry_mismatch(tree.node, 35, [(1, 9, b"\x01" * 32)], SMALL_HEIGHT) is None
+
+
+def test_tile_holding_names_partial_tiles() -> None:
+    assert tile_holding(0, 699, 700) == Tile(0, 2, 188)
+    assert tile_holding(1, 1, 700) == Tile(1, 0, 2)
+    with pytest.raises(InvalidArgumentError, match="not in a tree"):
+        tile_holding(1, 2, 700)
