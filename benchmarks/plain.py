@@ -23,8 +23,9 @@ from authtrail.schemas.codec import (
     SINGLE_OBJECT_HEADER_SIZE,
     SINGLE_OBJECT_MARKER,
     SingleObjectCodec,
+    avro_long,
 )
-from authtrail.sinks.avro_rows import RowsContainer, zigzag
+from authtrail.sinks.avro_rows import RowsContainer
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.tables import event_columns
 
@@ -103,7 +104,8 @@ class PlainConsumer:
                     partition, offset = message.partition(), message.offset()
                     assert partition is not None and offset is not None  # set on records
                     bodies = self._bodies(message.value() or b"")
-                    blocks.append(self._rows.block(bodies, zigzag(partition) + zigzag(offset)))
+                    position = avro_long(partition) + avro_long(offset)
+                    blocks.append(self._rows.block(bodies, position))
                     rows += len(bodies)
                     offsets[partition] = offset
                     first_buffered = first_buffered or time.monotonic()

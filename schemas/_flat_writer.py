@@ -248,6 +248,11 @@ def _varint(number: int) -> bytes | bytearray:
     return out
 
 
+def avro_long(number: int) -> bytes:
+    """Avro's encoding of an ``int`` or ``long``: zig-zag, then base-128 varint."""
+    return bytes(_varint((number << 1) ^ (number >> 63)))
+
+
 def _integer(bits: int) -> _Encode:
     low, high = -(1 << bits), (1 << bits) - 1
 

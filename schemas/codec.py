@@ -44,7 +44,7 @@ from authtrail.errors import (
 )
 from authtrail.schemas._conformance import compile_check
 from authtrail.schemas._flat_reader import FlatReader, compile_flat_reader
-from authtrail.schemas._flat_writer import compile_flat_writer
+from authtrail.schemas._flat_writer import avro_long, compile_flat_writer
 
 __all__ = [
     "CONFLUENT_HEADER_SIZE",
@@ -55,6 +55,7 @@ __all__ = [
     "ConfluentCodec",
     "Schema",
     "SingleObjectCodec",
+    "avro_long",
     "parsing_canonical_form",
     "schema_fingerprint",
 ]

@@ -10,7 +10,7 @@ record in Python (issue 12; ENVIRONMENT.md measured ~3.4 µs a row to decode and
 
 Container layout (Avro specification, "Object Container Files"): the header fastavro
 writes for zero records, then per Kafka message one block: record count and byte length
-as zigzag varints, the rows, the header's sync marker.
+as zig-zag varints, the rows, the header's sync marker.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import fastavro
 
 from authtrail.errors import InvalidArgumentError
+from authtrail.schemas.codec import avro_long
 from authtrail.sinks.tables import event_columns
 
 #: What the sink appends to every body: where it read the record.
@@ -38,17 +39,6 @@ CONTAINER_COLUMNS: tuple[str, ...] = (
     "seq", "prev_hash", "leaf_hash", "hash", "epoch",
     *(str(kafka["name"]) for kafka in KAFKA_FIELDS),
 )  # fmt: skip
-
-
-def zigzag(value: int) -> bytes:
-    """Avro's encoding of an ``int`` or ``long``: zigzag, then base-128 varint."""
-    encoded = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while encoded > 0x7F:
-        out.append((encoded & 0x7F) | 0x80)
-        encoded >>= 7
-    out.append(encoded)
-    return bytes(out)
 
 
 def _without_docs(node: Any) -> Any:
@@ -80,7 +70,7 @@ class RowsContainer:
     def block(self, bodies: Sequence[bytes], suffix: bytes) -> bytes:
         """One block of rows: each body followed by ``suffix`` (the fields after the body's)."""
         rows = suffix.join(bodies) + suffix
-        return zigzag(len(bodies)) + zigzag(len(rows)) + rows + self._sync
+        return avro_long(len(bodies)) + avro_long(len(rows)) + rows + self._sync
 
     def container(self, blocks: Sequence[bytes]) -> bytes:
         """The container holding ``blocks`` (from :meth:`block`), in order."""
@@ -90,7 +80,7 @@ class RowsContainer:
 def kafka_suffix(cluster: str, partition: int, offset: int) -> bytes:
     """The encoding of :data:`KAFKA_FIELDS`: where a record was read."""
     name = cluster.encode()
-    return zigzag(len(name)) + name + zigzag(partition) + zigzag(offset)
+    return avro_long(len(name)) + name + avro_long(partition) + avro_long(offset)
 
 
 def stored_event_fields(chained_schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:

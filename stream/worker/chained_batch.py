@@ -23,6 +23,7 @@ from authtrail.schemas.codec import (
     SINGLE_OBJECT_MARKER,
     Codec,
     SingleObjectCodec,
+    avro_long,
 )
 
 #: Bodies per message at most this many bytes (the broker's default limit is 1 MB).
@@ -147,17 +148,6 @@ class BatchBuilder:
         )
 
 
-def _long(number: int) -> bytes:
-    """Avro's zig-zag varint of ``number``, which must be in a long's range."""
-    number = (number << 1) ^ (number >> 63)
-    out = bytearray()
-    while number > 0x7F:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
-
-
 def _size(size: int) -> bytes:
     """Avro's varint of a length ``size`` (non-negative): the zig-zag of the common sizes
     (below 8 KiB, one or two bytes) without a loop."""
@@ -166,7 +156,7 @@ def _size(size: int) -> bytes:
         return _ONE_BYTE[size]
     if size < 0x4000:
         return bytes(((size & 0x7F) | 0x80, size >> 7))
-    return _long(size >> 1)
+    return avro_long(size >> 1)
 
 
 _ONE_BYTE = tuple(bytes((number,)) for number in range(0x80))
@@ -189,18 +179,19 @@ def _encode(batch: _Open, record_fingerprint: bytes) -> bytes | None:
         or not all(type(body) is bytes for body in batch.bodies)
     ):  # fmt: skip
         return None
-    parts = [_long(batch.epoch), record_fingerprint, _long(batch.newest), _long(batch.month)]
+    parts = [avro_long(batch.epoch), record_fingerprint]
+    parts += (avro_long(batch.newest), avro_long(batch.month))
     if batch.ranges:
-        parts.append(_long(len(batch.ranges)))
+        parts.append(avro_long(len(batch.ranges)))
         try:
             for tenant_id, (first, last) in batch.ranges.items():
                 name = tenant_id.encode()
-                parts += (_size(len(name)), name, _long(first), _long(last))
+                parts += (_size(len(name)), name, avro_long(first), avro_long(last))
         except (UnicodeEncodeError, AttributeError):
             return None
     parts.append(b"\x00")
     if batch.bodies:
-        parts.append(_long(len(batch.bodies)))
+        parts.append(avro_long(len(batch.bodies)))
         for body in batch.bodies:
             parts += (_size(len(body)), body)
     parts.append(b"\x00")

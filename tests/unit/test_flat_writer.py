@@ -30,7 +30,7 @@ from authtrail.schemas import (
 )
 from authtrail.schemas._conformance import compile_check
 from authtrail.schemas._flat_writer import compile_flat_writer
-from authtrail.schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec
+from authtrail.schemas.codec import SINGLE_OBJECT_HEADER_SIZE, SingleObjectCodec, avro_long
 
 INT_RANGE = (-(2**31), 2**31 - 1)
 LONG_RANGE = (-(2**63), 2**63 - 1)
@@ -448,3 +448,14 @@ def test_checkpoints_are_written_as_fastavro_writes_them(record: dict[str, Any])
     schema = load_schema(CHECKPOINT)
     data = SingleObjectCodec(schema).encode(record)
     assert data[SINGLE_OBJECT_HEADER_SIZE:] == fastavro_body(schema, record)
+
+
+def test_avro_long_is_fastavros_long_encoding() -> None:
+    """The one zig-zag varint the chained batches and the sink's containers use."""
+    assert [avro_long(n) for n in (0, -1, 1, 63, -64, 64)] == [
+        b"\x00", b"\x01", b"\x02", b"\x7e", b"\x7f", b"\x80\x01"
+    ]  # fmt: skip
+    for number in (0, 1, -1, 127, 128, -129, 8191, 2**31, -(2**31), 2**63 - 1, -(2**63)):
+        expected = io.BytesIO()
+        schemaless_writer(expected, "long", number)
+        assert avro_long(number) == expected.getvalue(), number
