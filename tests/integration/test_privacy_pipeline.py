@@ -125,6 +125,21 @@ def _read(store: Store, sql: str, reveal_with: Path) -> list[dict]:
         backend.close()
 
 
+def _proved_sealed(pipeline: Pipeline, event_id: str) -> None:
+    """`prove EVENT_ID` writes a bundle whose event holds the sealed text, and
+    `verify-proof` accepts it with the log's public key."""
+    data, out = pipeline.settings.data_dir, pipeline.tmp_path / f"{event_id}.json"
+    run = [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data)]
+    proved = subprocess.run([*run, "prove", event_id, "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proved.returncode == 0, proved.stderr
+    assert is_sealed(json.loads(out.read_text())["event"]["user_name"])
+    pub = str(pipeline.settings.keys_dir / "authtrail.pub")
+    checked = subprocess.run([*run, "verify-proof", str(out), "--key", pub],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_erase_a_subject_in_a_running_pipeline(
     pipeline: Pipeline,
     store: Store,
@@ -228,16 +243,7 @@ def test_erase_a_subject_in_a_running_pipeline(
     assert ("ACCOUNT_LOCKED", 3) in [tuple(row.values()) for row in lockouts]
 
     assert _verify(pipeline, store) == 0
-    data, out = pipeline.settings.data_dir, pipeline.tmp_path / "bob-1.json"
-    run = [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data)]
-    proved = subprocess.run([*run, "prove", "bob-1", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proved.returncode == 0, proved.stderr
-    assert is_sealed(json.loads(out.read_text())["event"]["user_name"])
-    pub = str(pipeline.settings.keys_dir / "authtrail.pub")
-    checked = subprocess.run([*run, "verify-proof", str(out), "--key", pub],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    _proved_sealed(pipeline, "bob-1")
 
     # What erasure does not reach: the input topic, until its retention (docs/PRIVACY.md).
     servers = pipeline.settings.bootstrap_servers or ""

@@ -11,9 +11,6 @@ of his events verifies, and his failed logins still made the lockout.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -28,7 +25,7 @@ from tests.integration.broker_fixtures import read_events
 from tests.integration.test_pipeline import Pipeline, Store, _store, _verify
 from tests.integration.test_pipeline import broker as broker
 from tests.integration.test_pipeline import pipeline as pipeline
-from tests.integration.test_privacy_pipeline import _configure, _has, _read
+from tests.integration.test_privacy_pipeline import _configure, _has, _proved_sealed, _read
 
 pytestmark = pytest.mark.integration
 
@@ -154,16 +151,7 @@ def test_a_sealing_producers_subject_is_unreadable_everywhere_after_erasure(
     assert ("ACCOUNT_LOCKED", 3) in [tuple(row.values()) for row in lockouts]
 
     assert _verify(pipeline, store) == 0
-    data, out = pipeline.settings.data_dir, pipeline.tmp_path / "bob-2.json"
-    run = [sys.executable, "-m", "authtrail.cli", "--data-dir", str(data)]
-    proved = subprocess.run([*run, "prove", "bob-2", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proved.returncode == 0, proved.stderr
-    assert is_sealed(json.loads(out.read_text())["event"]["user_name"])
-    pub = str(pipeline.settings.keys_dir / "authtrail.pub")
-    checked = subprocess.run([*run, "verify-proof", str(out), "--key", pub],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    _proved_sealed(pipeline, "bob-2")
 
 
 def test_ingest_seal_sends_no_clear_text_and_the_worker_chains_it(
