@@ -92,6 +92,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
             "x limit (CPU)",
             "exit",
             "peak RSS MB",
+            "other cores busy",
         ],
         [
             [
@@ -106,6 +107,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
                 (v.get("vs_limit") or {}).get("cpu"),
                 v["verify"]["exit_code"],
                 v["verify"]["peak_rss_bytes"] / 2**20,
+                v["verify"].get("other_cores_busy"),
             ]
             for v in results.get("verify", [])
         ],
