@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from authtrail.errors import ChainError, StoreError, VerificationError
+from authtrail.errors import AuthtrailError, ChainError, StoreError, VerificationError
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import UNKNOWN_TABLE
 from authtrail.sinks.tables import (
@@ -407,6 +407,21 @@ def verify_store(
             heads = _chain_heads(backend, first, last)
             tails = _first_unsigned(backend, first, last) if unsigned else {}
             tiles = _tile_entries(backend, first, last)
+            # While the hashes are checked, judge each ordinary tenant as if every row
+            # matched; a verdict is kept only if they did (below), else judged again.
+            ahead: dict[str, TenantResult | None] = {}
+            for name in chunk:
+                tree = levels.get(name, MerkleLevels(0, []))
+                if name in rejection_logs or name in retention_notes or tree is None:
+                    continue
+                try:
+                    ahead[name] = _Verdict(backend, name, keyring, log_origin).judge(
+                        (records.get(name, 0), 0), checkpoints.get(name, []), tree, heads,
+                        anchored.get(name, []), (unsigned, tails) if unsigned else None,
+                        tiles.get(name, []),
+                    )  # fmt: skip
+                except AuthtrailError:
+                    ahead[name] = None  # judged again below, where the error belongs
             flagged = hashed.result()
             for name in chunk:
                 verdict = _Verdict(backend, name, keyring, log_origin)
@@ -425,8 +440,12 @@ def verify_store(
                         (unsigned, tails) if unsigned else None, tiles.get(name, []),
                     )  # fmt: skip
                 else:
-                    yield verdict.judge(
-                        flagged.get(name, (0, 0)), checkpoints.get(name, []),
+                    # Judged ahead with the same arguments unless the counts differ or a
+                    # row's hashes did not match.
+                    counted = flagged.get(name, (0, 0))
+                    result = ahead.get(name) if counted == (records.get(name, 0), 0) else None
+                    yield result or verdict.judge(
+                        counted, checkpoints.get(name, []),
                         levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
                         (unsigned, tails) if unsigned else None, tiles.get(name, []),
                     )  # fmt: skip
