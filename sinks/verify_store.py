@@ -17,7 +17,9 @@ exactly (:func:`authtrail.stream.core.chain.verify_chain`). The rejection logs
 :class:`authtrail.stream.core.audit.MerkleLevels` derives the log root at every checkpoint and every
 batch root with a few hashes each, and the pure core checks signatures, succession, roots and
 chain heads (:func:`authtrail.stream.core.audit.verify_checkpoint_levels`) exactly as from leaf
-hashes.
+hashes. That judging starts while the first query still runs, as if every row matched;
+a verdict is kept only when the query then agrees (docs/PERFORMANCE.md, "Verify against
+this machine's SHA-256 limit").
 """
 
 from __future__ import annotations
