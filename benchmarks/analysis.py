@@ -12,6 +12,8 @@ TARGET_EVENTS_PER_S = 50_000
 TARGET_RATIO_TO_PLAIN = 0.8
 TARGET_P99_MS = 2_000
 TARGET_VERIFY_ROWS_PER_S = 1_000_000
+# Issue 12: verify's rows/s over this machine's SHA-256 limit for rows of its shape.
+TARGET_VERIFY_VS_LIMIT = 0.8
 FLAT_RSS_MB_PER_MIN = 1.0  # growth in the second half of the soak still counted as flat
 
 
@@ -225,6 +227,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "",
             )
         )
+        ratio = largest.get("vs_limit")
+        if ratio:
+            limit = largest["sha256_limit"]["limit_rows_per_s"]
+            rows.append(
+                _target(
+                    f"verify over {largest['rows']:,} rows vs this machine's SHA-256 limit",
+                    f"≥ {TARGET_VERIFY_VS_LIMIT} x {limit:,.0f} rows/s",
+                    ratio["wall"],
+                    ratio["wall"] >= TARGET_VERIFY_VS_LIMIT,
+                    f"by CPU: {ratio['cpu']}",
+                )
+            )
     for name, stack in results.get("stacks", {}).items():
         trend = ((stack.get("soak") or {}).get("rss_trend") or {}).get("worker") or {}
         growth = trend.get("second_half_growth_mb_per_min")

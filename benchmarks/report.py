@@ -80,16 +80,34 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines += flood.summary_lines(results)
     lines += ["## authtrail verify", ""]
     lines += markdown.table(
-        ["rows", "tenants", "checkpoints", "seconds", "rows/s", "exit", "peak RSS MB"],
+        [
+            "rows",
+            "tenants",
+            "checkpoints",
+            "seconds",
+            "CPU s",
+            "rows/s",
+            "SHA-256 limit rows/s",
+            "x limit (wall)",
+            "x limit (CPU)",
+            "exit",
+            "peak RSS MB",
+            "other cores busy",
+        ],
         [
             [
                 v["rows"],
                 v["tenants"],
                 v["checkpoints"],
                 v["verify"]["seconds"],
+                v["verify"].get("cpu_seconds"),
                 v["rows_per_s"],
+                (v.get("sha256_limit") or {}).get("limit_rows_per_s"),
+                (v.get("vs_limit") or {}).get("wall"),
+                (v.get("vs_limit") or {}).get("cpu"),
                 v["verify"]["exit_code"],
                 v["verify"]["peak_rss_bytes"] / 2**20,
+                v["verify"].get("other_cores_busy"),
             ]
             for v in results.get("verify", [])
         ],

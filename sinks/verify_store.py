@@ -1,13 +1,14 @@
 """``authtrail verify`` against a ClickHouse store: SQL finds damage, the pure core names it.
 
-Per-row work runs inside ClickHouse, in two kinds of queries:
+Per-row work runs inside ClickHouse, in two queries per range of tenants (about
+:data:`CHUNK_RECORDS` rows), side by side on two connections:
 
-* one over every row, with no ordering, so it runs on all cores: rebuild each canonical
-  leaf and chain hash and compare them with the stored ones;
-* one per range of tenants (about :data:`CHUNK_RECORDS` rows): each tenant's rows sorted
-  by ``seq`` into arrays, checking that ``seq`` runs 1, 2, 3 … and every ``prev_hash`` is
-  the previous row's ``hash``, and hashing every perfect subtree of the tenant's Merkle
-  tree, level by level (``size - 1`` node hashes, the bulk of the tree work).
+* one with no ordering, so it runs on all cores: rebuild each canonical leaf and chain
+  hash and compare them with the stored ones;
+* one with each tenant's rows sorted by ``seq`` into arrays, checking that ``seq`` runs
+  1, 2, 3 … and every ``prev_hash`` is the previous row's ``hash``, and hashing every
+  perfect subtree of the tenant's Merkle tree, level by level (``size - 1`` node hashes,
+  the bulk of the tree work).
 
 Only the tenants either flags are read back row by row, to classify the first damage
 exactly (:func:`authtrail.stream.core.chain.verify_chain`). The rejection logs
@@ -16,18 +17,21 @@ exactly (:func:`authtrail.stream.core.chain.verify_chain`). The rejection logs
 :class:`authtrail.stream.core.audit.MerkleLevels` derives the log root at every checkpoint and every
 batch root with a few hashes each, and the pure core checks signatures, succession, roots and
 chain heads (:func:`authtrail.stream.core.audit.verify_checkpoint_levels`) exactly as from leaf
-hashes.
+hashes. That judging starts while the first query still runs, as if every row matched;
+a verdict is kept only when the query then agrees (docs/PERFORMANCE.md, "Verify against
+this machine's SHA-256 limit").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
-from authtrail.errors import ChainError, StoreError, VerificationError
+from authtrail.errors import AuthtrailError, ChainError, StoreError, VerificationError
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import UNKNOWN_TABLE
 from authtrail.sinks.tables import (
@@ -84,6 +88,11 @@ CHUNK_RECORDS = 1_000_000
 
 _RANGE = "tenant_id BETWEEN {first:String} AND {last:String}"
 
+# The Merkle levels come back as ~64 MB of hashes a million records: LZ4 (ClickHouse's
+# default for Arrow output) cannot shrink them, and compressing and decompressing them
+# cost 0.1-0.3 CPU s a million.
+_UNCOMPRESSED = " SETTINGS output_format_arrow_compression_method = 'none'"
+
 
 @dataclass(frozen=True)
 class TenantResult:
@@ -131,15 +140,23 @@ def _parameters(tenant_id: str | None) -> dict[str, Any] | None:
     return {"tenant": tenant_id} if tenant_id is not None else None
 
 
+def _record_counts(backend: ClickHouseBackend, tenant_id: str | None) -> dict[str, int]:
+    """tenant -> its stored records (the primary key alone: no hashing)."""
+    sql = f"SELECT tenant_id, count() FROM {EVENTS_TABLE} {_where(tenant_id)} GROUP BY tenant_id"
+    table = backend.query_arrow(sql, _parameters(tenant_id))
+    return dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+
+
 def _flagged_tenants(
-    backend: ClickHouseBackend, tenant_id: str | None
+    backend: ClickHouseBackend, first: str, last: str
 ) -> dict[str, tuple[int, int]]:
-    """tenant -> (records, rows whose leaf or chain hash is not their content's), in SQL."""
+    """tenant -> (records, rows whose leaf or chain hash is not their content's), in SQL,
+    for the tenants first..last."""
     sql = f"""
         SELECT tenant_id, count() AS records,
             countIf(NOT (leaf_hash = {leaf_hash_sql()} AND hash = {chain_hash_sql()})) AS bad
-        FROM {EVENTS_TABLE} {_where(tenant_id)} GROUP BY tenant_id"""
-    table = backend.query_arrow(sql, _parameters(tenant_id))
+        FROM {EVENTS_TABLE} WHERE {_RANGE} GROUP BY tenant_id"""
+    table = backend.query_arrow(sql, {"first": first, "last": last})
     names, records, bad = (table.column(i).to_pylist() for i in range(3))
     return {
         name: (count, failures) for name, count, failures in zip(names, records, bad, strict=True)
@@ -225,7 +242,9 @@ def _merkle_levels(
 ) -> dict[str, MerkleLevels | None]:
     """tenant -> the Merkle levels of its stored leaf hashes (None: not a gapless chain),
     for the tenants first..last."""
-    table = backend.query_arrow(_levels_sql(heights), {"first": first, "last": last})
+    table = backend.query_arrow(
+        _levels_sql(heights) + _UNCOMPRESSED, {"first": first, "last": last}
+    )
     columns = [_ListColumn(table.column(f"h{height}")) for height in range(heights)]
     linked = table.column("linked").to_pylist()
     result: dict[str, MerkleLevels | None] = {}
@@ -368,49 +387,73 @@ def verify_store(
         for name, seen in (anchors or {}).items()
         if tenant_id is None or name == tenant_id
     }
-    flagged = _flagged_tenants(backend, tenant_id)
     retention_notes = read_retention_notes(backend, tenant_id)
     rejection_logs = read_rejection_logs(backend, tenant_id)
-    # Checkpoints before the Merkle levels: the sink stores records before the checkpoints
+    # Checkpoints before the records: the sink stores records before the checkpoints
     # covering them, so records read afterwards cover every checkpoint read, even while
     # the sink runs.
     checkpoints = _checkpoints(backend, tenant_id)
-    tenants = sorted(set(flagged) | set(rejection_logs) | set(checkpoints) | set(anchored))
-    records = {name: count for name, (count, _) in flagged.items()}
+    records = _record_counts(backend, tenant_id)
+    tenants = sorted(set(records) | set(rejection_logs) | set(checkpoints) | set(anchored))
     done = 0
-    for chunk in _chunks(tenants, records):
-        first, last = chunk[0], chunk[-1]
-        # One height spare: a tenant may grow while verify runs (see _merkle_levels).
-        heights = max(records.get(name, 0) for name in chunk).bit_length() + 1
-        levels = _merkle_levels(backend, first, last, heights) if heights else {}
-        heads = _chain_heads(backend, first, last)
-        tails = _first_unsigned(backend, first, last) if unsigned else {}
-        tiles = _tile_entries(backend, first, last)
-        for name in chunk:
-            verdict = _Verdict(backend, name, keyring, log_origin)
-            log = rejection_logs.get(name)
-            if log is not None and (name in flagged or not is_rejection_tenant(name)):
-                events = flagged.get(name, (0, 0))[0]
-                yield verdict.misplaced(log, events, checkpoints.get(name, []))
-            elif log is not None:
-                yield verdict.judge_rejections(
-                    log, checkpoints.get(name, []), anchored.get(name, []), unsigned
-                )
-            elif name in retention_notes:
-                yield verdict.judge_retained(
-                    retention_notes[name], flagged.get(name, (0, 0)),
-                    checkpoints.get(name, []), anchored.get(name, []),
-                    (unsigned, tails) if unsigned else None, tiles.get(name, []),
-                )  # fmt: skip
-            else:
-                yield verdict.judge(
-                    flagged.get(name, (0, 0)), checkpoints.get(name, []),
-                    levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
-                    (unsigned, tails) if unsigned else None, tiles.get(name, []),
-                )  # fmt: skip
-            done += 1
-            if progress is not None:
-                progress(done, len(tenants))
+    # The hashing query of a chunk runs on a connection of its own while the Merkle levels
+    # and the small reads run on another: chdb releases the GIL, and the levels' array work
+    # runs on one core, so the two overlap (docs/PERFORMANCE.md, "Verify").
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for chunk in _chunks(tenants, records):
+            first, last = chunk[0], chunk[-1]
+            hashed = pool.submit(_flagged_tenants, backend, first, last)
+            # One height spare: a tenant may grow while verify runs (see _merkle_levels).
+            heights = max(records.get(name, 0) for name in chunk).bit_length() + 1
+            levels = _merkle_levels(backend, first, last, heights) if heights else {}
+            heads = _chain_heads(backend, first, last)
+            tails = _first_unsigned(backend, first, last) if unsigned else {}
+            tiles = _tile_entries(backend, first, last)
+            # While the hashes are checked, judge each ordinary tenant as if every row
+            # matched; a verdict is kept only if they did (below), else judged again.
+            ahead: dict[str, TenantResult | None] = {}
+            for name in chunk:
+                tree = levels.get(name, MerkleLevels(0, []))
+                if name in rejection_logs or name in retention_notes or tree is None:
+                    continue
+                try:
+                    ahead[name] = _Verdict(backend, name, keyring, log_origin).judge(
+                        (records.get(name, 0), 0), checkpoints.get(name, []), tree, heads,
+                        anchored.get(name, []), (unsigned, tails) if unsigned else None,
+                        tiles.get(name, []),
+                    )  # fmt: skip
+                except AuthtrailError:
+                    ahead[name] = None  # judged again below, where the error belongs
+            flagged = hashed.result()
+            for name in chunk:
+                verdict = _Verdict(backend, name, keyring, log_origin)
+                log = rejection_logs.get(name)
+                if log is not None and (name in flagged or not is_rejection_tenant(name)):
+                    events = flagged.get(name, (0, 0))[0]
+                    yield verdict.misplaced(log, events, checkpoints.get(name, []))
+                elif log is not None:
+                    yield verdict.judge_rejections(
+                        log, checkpoints.get(name, []), anchored.get(name, []), unsigned
+                    )
+                elif name in retention_notes:
+                    yield verdict.judge_retained(
+                        retention_notes[name], flagged.get(name, (0, 0)),
+                        checkpoints.get(name, []), anchored.get(name, []),
+                        (unsigned, tails) if unsigned else None, tiles.get(name, []),
+                    )  # fmt: skip
+                else:
+                    # Judged ahead with the same arguments unless the counts differ or a
+                    # row's hashes did not match.
+                    counted = flagged.get(name, (0, 0))
+                    result = ahead.get(name) if counted == (records.get(name, 0), 0) else None
+                    yield result or verdict.judge(
+                        counted, checkpoints.get(name, []),
+                        levels.get(name, MerkleLevels(0, [])), heads, anchored.get(name, []),
+                        (unsigned, tails) if unsigned else None, tiles.get(name, []),
+                    )  # fmt: skip
+                done += 1
+                if progress is not None:
+                    progress(done, len(tenants))
 
 
 class _Verdict:

@@ -283,8 +283,13 @@ class Note:
     unverified_signatures: tuple[NoteSignature, ...]
 
 
+# Control characters other than newline (a regex: verify opens every stored note, and a
+# per-character generator took ~0.09 ms a 400-character note, this ~0.01 ms).
+_CONTROL_CHARACTER = re.compile("[\x00-\x09\x0b-\x1f]")
+
+
 def _check_note_characters(text: str) -> bool:
-    return not any(ord(char) < 0x20 and char != "\n" for char in text)
+    return _CONTROL_CHARACTER.search(text) is None
 
 
 def sign_note(text: bytes, *signers: Signer) -> bytes:

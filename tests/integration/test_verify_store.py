@@ -205,6 +205,26 @@ def test_small_chunks_give_the_same_verdicts(
     assert [r.damage for r in whole] == [None, None, "checkpoint mismatch"]
 
 
+@pytest.mark.parametrize("chunk_records", [1, 150, 10**6])
+def test_content_and_chain_hashes_are_checked_in_every_chunk(
+    store: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch, chunk_records: int
+) -> None:
+    """The leaf and chain hash query runs per range of tenants, beside the Merkle levels:
+    damage in the first, a middle and the last range is named, whatever the ranges."""
+    monkeypatch.setattr(verify_store_module, "CHUNK_RECORDS", chunk_records)
+    _mutate(store, "ALTER TABLE events UPDATE client_ip = '198.51.100.7' "
+                   "WHERE tenant_id = 'acme' AND seq = 9")  # fmt: skip
+    _mutate(store, "ALTER TABLE events UPDATE attributes = map('k', 'forged') "
+                   "WHERE tenant_id = 'globex' AND seq = 3")  # fmt: skip
+    # A chain hash rewritten, its content and leaf hash left as stored.
+    _mutate(store, "ALTER TABLE events UPDATE hash = prev_hash "
+                   "WHERE tenant_id = 'initech' AND seq = 12")  # fmt: skip
+    verdicts = _verdicts(store)
+    assert verdicts["acme"] == ("modified", 9)
+    assert verdicts["globex"] == ("modified", 3)
+    assert verdicts["initech"][1] == 12 and verdicts["initech"][0] is not None
+
+
 @pytest.mark.parametrize(
     ("column", "change"),
     [("size", "size + 1000"), ("root", "batch_root"), ("batch_root", "root"),
