@@ -29,14 +29,18 @@ from authtrail.producers.sdk.sealed_values import (
     SealedValueError,
     SubjectKey,
     SubjectKeys,
-    is_sealed,
     open_value,
     pseudonym,
-    seal_value,
     sealed_key_id,
     subject_of,
 )
-from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
+from authtrail.producers.sdk.sealing import (
+    ATTRIBUTE_FIELD_PREFIX,
+    PrivacyPolicies,
+    PrivacyPolicy,
+    seal_fields,
+    sealed_looking,
+)
 from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, pseudonym_attribute
 
 #: The service of erasure records (a chained event, checked before it is: docs/PRIVACY.md).
@@ -106,6 +110,15 @@ def erasure_record_problem(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _seals(policy: PrivacyPolicy | None, name: str) -> bool:
+    """Whether ``policy`` seals the field or ``attributes.<key>`` called ``name``."""
+    if policy is None:
+        return False
+    if name.startswith(ATTRIBUTE_FIELD_PREFIX):
+        return policy.seals_attribute(name[len(ATTRIBUTE_FIELD_PREFIX) :])
+    return name in policy.sealed
+
+
 class Sealer:
     """Applies each tenant's policy to events at admission (the worker's one hook)."""
 
@@ -143,40 +156,40 @@ class Sealer:
             }
         if policy is None:
             return event
-        clear = {**event, **opened} if opened else event
-        sealed = dict(event)  # producer-sealed values stay as they came
-        attributes = dict(event.get("attributes") or {})
+        clear = {**event, **opened} if opened else event  # opened attributes never clash
+        names = policy.to_seal(event)  # clear values only: producer-sealed ones stay
+        sealed = (
+            seal_fields(event, names, self._subject_key(tenant_id, subject_of(clear)),
+                        tenant_id, event_id)
+            if names else dict(event)
+        )  # fmt: skip
+        attributes = dict(sealed.get("attributes") or {})
         for field in sorted(policy.pseudonymised):
             value = clear.get(field)
             if isinstance(value, str):
                 attributes[pseudonym_attribute(field)] = pseudonym(
                     self._pseudonym_key(tenant_id), value
                 )
-        subject = subject_of(clear)
-        for field in sorted(policy.sealed):
-            value = event.get(field)
-            if isinstance(value, str) and field not in opened:
-                key = self._subject_key(tenant_id, subject)
-                sealed[field] = seal_value(key, tenant_id, event_id, field, value)
         sealed["attributes"] = attributes
         return sealed
 
     def _producer_sealed(
         self, event: Mapping[str, Any], policy: PrivacyPolicy | None
     ) -> dict[str, str]:
-        """The clear text of each value of ``event`` a producer sealed (field -> text).
+        """The clear text of each value of ``event`` a producer sealed (field -> text;
+        an attribute as ``attributes.<key>``, the name its value is bound to).
 
-        Each must be in a field ``policy`` seals, name a key the store holds (not an
+        Each must be in a field or attribute ``policy`` seals, name a key the store holds (not an
         erased one), open for this tenant, event and field, and that key must be the
         current key of the event's subject (worked out from the opened values, as the
         producer did from the clear ones): then the value is exactly what :meth:`seal`
         would have written. Raises :class:`InvalidArgumentError` saying which rule failed.
         """
-        found = {field: value for field, value in event.items() if is_sealed(value)}
+        found = sealed_looking(event)
         if not found:
             return {}
         tenant_id, event_id = event["tenant_id"], event["event_id"]
-        outside = sorted(found.keys() - (policy.sealed if policy is not None else set()))
+        outside = sorted(name for name in found if not _seals(policy, name))
         if outside:
             raise InvalidArgumentError(
                 f"field {', '.join(map(repr, outside))} starts with {SEALED_PREFIX!r}, but "
@@ -201,7 +214,7 @@ class Sealer:
             }
         except SealedValueError as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        subject = subject_of({**event, **opened})
+        subject = subject_of({**event, **opened})  # the attributes' names never clash
         if self._current_key(tenant_id, subject, key_id).key_id != key_id:
             raise InvalidArgumentError(
                 f"event {event_id!r} is sealed under key {key_id} of tenant {tenant_id!r}, "
