@@ -1,14 +1,14 @@
 """Privacy policies, and sealing at the source: personal fields encrypted in the producer.
 
-A tenant's privacy policy (docs/PRIVACY.md) names *sealed* fields, encrypted per data
-subject, and *pseudonymised* fields, which get a keyed HMAC. The worker applies it to
-whatever arrives in clear; a producer built with ``sealing=`` (:class:`SourceSealing`)
-seals the policy's fields itself, before the event is encoded, so clear text never
-reaches Kafka (the input topic, its replicas, consumers' copies). Both seal with
-:mod:`authtrail.producers.sdk.sealed_values` under keys of the same store, so the values
-are byte for byte the worker's own and a retry is still a duplicate; the worker opens
-each producer-sealed value to check it, and computes the pseudonyms (the producer never
-holds the tenant's pseudonym key).
+A tenant's privacy policy (docs/PRIVACY.md) names *sealed* fields and attribute keys,
+encrypted per data subject, and *pseudonymised* fields, which get a keyed HMAC. The
+worker applies it to whatever arrives in clear; a producer built with ``sealing=``
+(:class:`SourceSealing`) seals the policy's fields and attributes itself, before the
+event is encoded, so clear text never reaches Kafka (the input topic, its replicas,
+consumers' copies). Both seal with :mod:`authtrail.producers.sdk.sealed_values` under
+keys of the same store, so the values are byte for byte the worker's own and a retry is
+still a duplicate; the worker opens each producer-sealed value to check it, and computes
+the pseudonyms (the producer never holds the tenant's pseudonym key).
 
 Needs ``cryptography``: ``pip install 'authtrail-producer[sealing]'``.
 """

@@ -1,7 +1,8 @@
 """Crypto-shredding of personal fields and keyed pseudonyms (docs/PRIVACY.md). Pure.
 
-A tenant's privacy policy (:mod:`authtrail.producers.sdk.sealing`) names *sealed* fields,
-encrypted per data subject before the event's canonical leaf is computed, and
+A tenant's privacy policy (:mod:`authtrail.producers.sdk.sealing`) names *sealed* fields
+and attribute keys, encrypted per data subject before the event's canonical leaf is
+computed, and
 *pseudonymised* fields, whose keyed HMAC goes into ``attributes['pseudonym.<field>']`` so
 analysts can count per user or address without reading either. The leaf commits to the
 ciphertext (leaf v2, docs/INTEGRITY.md §2.1), so destroying a subject's key
@@ -9,8 +10,9 @@ ciphertext (leaf v2, docs/INTEGRITY.md §2.1), so destroying a subject's key
 root, checkpoint and proof still verifies.
 
 The seal itself is :mod:`authtrail.producers.sdk.sealed_values`, shared with producers
-that seal at the source: the worker accepts a producer-sealed value only when it opens
-under the subject's current key for a field the policy seals (:meth:`Sealer.seal`), and
+that seal at the source: the worker accepts a producer-sealed value, in a field or in
+``attributes``, only when it opens under the subject's current key for a field or
+attribute key the policy seals (:meth:`Sealer.seal`), and
 chains it unchanged, byte for byte what it would have sealed itself.
 
 Key I/O stays out: a :class:`SubjectKeys` (the directory store, or a KMS) is passed in.
