@@ -43,6 +43,8 @@ from authtrail.producers.sdk.sealing import (
     seal_fields,
     sealed_looking,
 )
+from authtrail.stream.core.handover import KEYS_SERVICE
+from authtrail.stream.core.retention import NOTE_ATTRIBUTE, is_retention_event
 from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, pseudonym_attribute
 
 #: The service of erasure records (a chained event, checked before it is: docs/PRIVACY.md).
@@ -121,6 +123,11 @@ def _seals(policy: PrivacyPolicy | None, name: str) -> bool:
     return name in policy.sealed
 
 
+# The services of the worker's own records, each admitted only when it is one (admission.py).
+_OWN_SERVICES = frozenset({LOCKOUT_SERVICE, KEYS_SERVICE, PRIVACY_SERVICE})
+_RETENTION_NOTE_FIELD = ATTRIBUTE_FIELD_PREFIX + NOTE_ATTRIBUTE
+
+
 class Sealer:
     """Applies each tenant's policy to events at admission (the worker's one hook)."""
 
@@ -130,9 +137,11 @@ class Sealer:
         self._pseudonym_keys: dict[str, bytes] = {}
 
     def seal(self, event: dict[str, Any]) -> dict[str, Any]:
-        """``event`` with its tenant's personal fields sealed and pseudonyms added (a new
-        dict), or ``event`` itself when its tenant has no policy or it is a lockout
-        decision (already checked to be the worker's own).
+        """``event`` with its tenant's personal fields and attributes sealed and pseudonyms
+        added (a new dict), or ``event`` itself when its tenant has no policy or it is one
+        of the worker's own records that admission vouched for (a lockout decision, a key
+        hand-over, a true erasure record). A retention statement's note is never sealed
+        (``verify`` reads it).
 
         A value a producer sealed at the source is kept as it came once
         :meth:`_producer_sealed` has opened it; its clear text feeds the pseudonyms like
@@ -142,24 +151,27 @@ class Sealer:
         the destroyed keys from the cache, so later events of the subject get a new key.
         """
         tenant_id, event_id = event["tenant_id"], event["event_id"]
-        if event.get("service") == LOCKOUT_SERVICE:
-            # Admission checked it is the worker's own decision: it holds only user_id,
-            # pseudonyms and its trigger's sealed values, and must keep the leaf it owes.
+        service = event.get("service")
+        if service in _OWN_SERVICES:
+            # Admission let a reserved service pass only for the worker's own record: a
+            # decision (user_id, pseudonyms, its trigger's sealed values), a hand-over or a
+            # true erasure record (key ids, a pseudonym). It must keep the leaf admission
+            # checked (a decision's, a hand-over's is worked out before sealing), whatever
+            # fields or attribute patterns the policy names.
+            if service == PRIVACY_SERVICE and event.get("event_type_other") == ERASURE_EVENT_TYPE:
+                destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
+                self._subject_keys = {
+                    at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
+                }
             return event
         policy = self._policies.for_tenant(tenant_id)
         opened = self._producer_sealed(event, policy)
-        if (
-            event.get("service") == PRIVACY_SERVICE
-            and event.get("event_type_other") == ERASURE_EVENT_TYPE
-        ):  # admission let it pass: erasure_claim_problem found it true
-            destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
-            self._subject_keys = {
-                at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
-            }
         if policy is None:
             return event
         clear = {**event, **opened} if opened else event  # opened attributes never clash
         names = policy.to_seal(event)  # clear values only: producer-sealed ones stay
+        if is_retention_event(event):
+            names = [name for name in names if name != _RETENTION_NOTE_FIELD]
         sealed = (
             seal_fields(event, names, self._subject_key(tenant_id, subject_of(clear)),
                         tenant_id, event_id)

@@ -35,10 +35,13 @@ from authtrail.producers.sdk.sealing import (
 )
 from authtrail.producers.sshd import iter_events
 from authtrail.stream.core.canonical import MAGIC, MAGIC_V2, canonical_leaf, is_sealed
+from authtrail.stream.core.handover import handover_event
 from authtrail.stream.core.merkle import leaf_hash
+from authtrail.stream.core.retention import NOTE_ATTRIBUTE, RetentionStatement, retention_event
+from authtrail.stream.detection.decisions import ACCOUNT_LOCKED, Decision, decision_to_event
 from authtrail.stream.worker.sequencing import CHAINED
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
-from authtrail.stream.worker.shredding import ERASED, Sealer
+from authtrail.stream.worker.shredding import ERASED, Sealer, erasure_event
 from tests.unit.test_shredding import KEY
 from tests.unit.test_worker import EVENTS, Harness
 
@@ -278,3 +281,28 @@ def test_erased_sshd_subject_is_unreadable_in_everything_the_worker_wrote(
     assert {row["message"] for row in after} == {ERASED}
     assert {dict(row["attributes"])["raw"] for row in after} == {ERASED}
     assert dict(after[0]["attributes"])["program"] == "sshd"  # not personal: clear
+
+
+def test_the_workers_own_records_keep_their_leaf_whatever_the_policy_names() -> None:
+    """A policy that seals every attribute and ``message`` leaves alone what admission
+    vouched for (a hand-over's leaf is checked before sealing) and a retention note
+    (``verify`` reads it); a producer's event claiming nothing is sealed as usual."""
+    greedy = PrivacyPolicies(
+        default=PrivacyPolicy(sealed=frozenset({"message"}), sealed_attributes=frozenset({"*"}))
+    )
+    sealer = Sealer(greedy, _Keys())
+    handover = handover_event("acme", ["old+1234+AAAA"], "new+5678+BBBB", 256, 1)
+    erasure = erasure_event("acme", "ab" * 32, ["cd" * 16], 1)
+    decision = decision_to_event(
+        Decision(ACCOUNT_LOCKED, "acme", "quick", 1, "ev-1", user_name=SEALED_RAW)
+    )
+    for own in (handover, erasure, decision):
+        assert sealer.seal(own) is own
+    statement = RetentionStatement("authtrail.test/acme", 256, bytes(32), bytes(32), 1)
+    retention = retention_event("acme", b"note text", statement)
+    sealed = sealer.seal(retention)
+    assert sealed["attributes"][NOTE_ATTRIBUTE] == "note text" and is_sealed(sealed["message"])
+    plain = sealer.seal(_failure())
+    assert {key for key, value in plain["attributes"].items() if not is_sealed(value)} == {
+        "pseudonym.client_ip", "pseudonym.user_name"
+    }  # fmt: skip
