@@ -103,9 +103,11 @@ def hash_value(settings: Settings, tenant_id: str, value: str) -> str:
 def reveal_table(table: pa.Table, store: DirectoryKeyStore) -> pa.Table:
     """``table`` with every sealed string value opened, :data:`ERASED` where the key was
     destroyed and :data:`UNREADABLE` where it does not open (moved, modified, or copied
-    from another event as lockout decisions do). Sealed values need the ``tenant_id``
-    and ``event_id`` columns beside them; raises :class:`ConfigurationError` without
-    them, or when a key is lost."""
+    from another event as lockout decisions do). A string column is opened as the field
+    its name says (select ``attributes['raw'] AS `attributes.raw``` for one attribute); a
+    map column's values as ``<column>.<key>`` (the ``attributes`` map whole). Sealed
+    values need the ``tenant_id`` and ``event_id`` columns beside them; raises
+    :class:`ConfigurationError` without them, or when a key is lost."""
     names = table.column_names
     tenants = table.column("tenant_id").to_pylist() if "tenant_id" in names else None
     event_ids = table.column("event_id").to_pylist() if "event_id" in names else None
@@ -123,18 +125,37 @@ def reveal_table(table: pa.Table, store: DirectoryKeyStore) -> pa.Table:
         except SealedValueError:
             return UNREADABLE
 
+    def bound() -> tuple[list[Any], list[Any]]:  # what the values are bound to
+        if tenants is None or event_ids is None:
+            raise ConfigurationError("--reveal needs the tenant_id and event_id columns selected")
+        return tenants, event_ids
+
     for index, field in enumerate(table.column_names):
         column = table.column(index)
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        if _is_string(column.type):
+            values = column.to_pylist()
+            if not any(is_sealed(value) for value in values):
+                continue
+            revealed: list[Any] = [
+                opened(tenant, event_id, field, value)
+                for tenant, event_id, value in zip(*bound(), values, strict=True)
+            ]
+        elif pa.types.is_map(column.type) and _is_string(column.type.item_type):
+            maps = column.to_pylist()  # each a list of (key, value), or None
+            if not any(is_sealed(value) for entries in maps for _, value in entries or ()):
+                continue
+            revealed = [
+                None if entries is None else [
+                    (key, opened(tenant, event_id, f"{field}.{key}", value))
+                    for key, value in entries
+                ]
+                for tenant, event_id, entries in zip(*bound(), maps, strict=True)
+            ]  # fmt: skip
+        else:
             continue
-        values = column.to_pylist()
-        if not any(is_sealed(value) for value in values):
-            continue
-        if tenants is None or event_ids is None:  # what the values are bound to
-            raise ConfigurationError("--reveal needs the tenant_id and event_id columns selected")
-        revealed = [
-            opened(tenant, event_id, field, value)
-            for tenant, event_id, value in zip(tenants, event_ids, values, strict=True)
-        ]
         table = table.set_column(index, field, pa.array(revealed, type=column.type))
     return table
+
+
+def _is_string(data_type: pa.DataType) -> bool:
+    return bool(pa.types.is_string(data_type) or pa.types.is_large_string(data_type))

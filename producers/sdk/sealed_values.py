@@ -11,8 +11,9 @@ A sealed value is the text::
     authtrail-sealed-v1:<key_id>:<base64(nonce)>:<base64(ciphertext || tag)>
 
 AES-256-GCM-SIV under the data subject's key, with associated data binding the tenant,
-the event id, the field name and the key id (:func:`associated_data`), so a ciphertext
-moved to another field, event or tenant fails to open. The nonce is derived from the
+the event id, the field name (``attributes.<key>`` for an attribute) and the key id
+(:func:`associated_data`), so a ciphertext moved to another field, attribute, event or
+tenant fails to open. The nonce is derived from the
 associated data: the same event sealed twice (a producer's retry) gives the same bytes,
 which keeps the sequencer's duplicate detection working; GCM-SIV tolerates the repeat (it
 reveals only that two sealings of one field of one event were equal).
@@ -106,7 +107,8 @@ def subject_of(event: Mapping[str, Any]) -> str:
 
 def associated_data(tenant_id: str, event_id: str, field: str, key_id: str) -> bytes:
     """What a sealed value is bound to (docs/INTEGRITY.md §2.1): each part framed as
-    ``u32(len) || utf8``, as the canonical leaf frames names and values."""
+    ``u32(len) || utf8``, as the canonical leaf frames names and values. ``field`` is a
+    top-level field's name, or ``attributes.<key>`` for a value of the attributes map."""
     parts = (part.encode("utf-8") for part in (tenant_id, event_id, field, key_id))
     return _AD_DOMAIN + b"".join(_u32(len(part)) + part for part in parts)
 

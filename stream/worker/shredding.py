@@ -1,7 +1,8 @@
 """Crypto-shredding of personal fields and keyed pseudonyms (docs/PRIVACY.md). Pure.
 
-A tenant's privacy policy (:mod:`authtrail.producers.sdk.sealing`) names *sealed* fields,
-encrypted per data subject before the event's canonical leaf is computed, and
+A tenant's privacy policy (:mod:`authtrail.producers.sdk.sealing`) names *sealed* fields
+and attribute keys, encrypted per data subject before the event's canonical leaf is
+computed, and
 *pseudonymised* fields, whose keyed HMAC goes into ``attributes['pseudonym.<field>']`` so
 analysts can count per user or address without reading either. The leaf commits to the
 ciphertext (leaf v2, docs/INTEGRITY.md §2.1), so destroying a subject's key
@@ -9,8 +10,9 @@ ciphertext (leaf v2, docs/INTEGRITY.md §2.1), so destroying a subject's key
 root, checkpoint and proof still verifies.
 
 The seal itself is :mod:`authtrail.producers.sdk.sealed_values`, shared with producers
-that seal at the source: the worker accepts a producer-sealed value only when it opens
-under the subject's current key for a field the policy seals (:meth:`Sealer.seal`), and
+that seal at the source: the worker accepts a producer-sealed value, in a field or in
+``attributes``, only when it opens under the subject's current key for a field or
+attribute key the policy seals (:meth:`Sealer.seal`), and
 chains it unchanged, byte for byte what it would have sealed itself.
 
 Key I/O stays out: a :class:`SubjectKeys` (the directory store, or a KMS) is passed in.
@@ -29,14 +31,20 @@ from authtrail.producers.sdk.sealed_values import (
     SealedValueError,
     SubjectKey,
     SubjectKeys,
-    is_sealed,
     open_value,
     pseudonym,
-    seal_value,
     sealed_key_id,
     subject_of,
 )
-from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
+from authtrail.producers.sdk.sealing import (
+    ATTRIBUTE_FIELD_PREFIX,
+    PrivacyPolicies,
+    PrivacyPolicy,
+    seal_fields,
+    sealed_looking,
+)
+from authtrail.stream.core.handover import KEYS_SERVICE
+from authtrail.stream.core.retention import NOTE_ATTRIBUTE, is_retention_event
 from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, pseudonym_attribute
 
 #: The service of erasure records (a chained event, checked before it is: docs/PRIVACY.md).
@@ -106,6 +114,20 @@ def erasure_record_problem(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _seals(policy: PrivacyPolicy | None, name: str) -> bool:
+    """Whether ``policy`` seals the field or ``attributes.<key>`` called ``name``."""
+    if policy is None:
+        return False
+    if name.startswith(ATTRIBUTE_FIELD_PREFIX):
+        return policy.seals_attribute(name[len(ATTRIBUTE_FIELD_PREFIX) :])
+    return name in policy.sealed
+
+
+# The services of the worker's own records, each admitted only when it is one (admission.py).
+_OWN_SERVICES = frozenset({LOCKOUT_SERVICE, KEYS_SERVICE, PRIVACY_SERVICE})
+_RETENTION_NOTE_FIELD = ATTRIBUTE_FIELD_PREFIX + NOTE_ATTRIBUTE
+
+
 class Sealer:
     """Applies each tenant's policy to events at admission (the worker's one hook)."""
 
@@ -115,9 +137,11 @@ class Sealer:
         self._pseudonym_keys: dict[str, bytes] = {}
 
     def seal(self, event: dict[str, Any]) -> dict[str, Any]:
-        """``event`` with its tenant's personal fields sealed and pseudonyms added (a new
-        dict), or ``event`` itself when its tenant has no policy or it is a lockout
-        decision (already checked to be the worker's own).
+        """``event`` with its tenant's personal fields and attributes sealed and pseudonyms
+        added (a new dict), or ``event`` itself when its tenant has no policy or it is one
+        of the worker's own records that admission vouched for (a lockout decision, a key
+        hand-over, a true erasure record). A retention statement's note is never sealed
+        (``verify`` reads it).
 
         A value a producer sealed at the source is kept as it came once
         :meth:`_producer_sealed` has opened it; its clear text feeds the pseudonyms like
@@ -127,56 +151,59 @@ class Sealer:
         the destroyed keys from the cache, so later events of the subject get a new key.
         """
         tenant_id, event_id = event["tenant_id"], event["event_id"]
-        if event.get("service") == LOCKOUT_SERVICE:
-            # Admission checked it is the worker's own decision: it holds only user_id,
-            # pseudonyms and its trigger's sealed values, and must keep the leaf it owes.
+        service = event.get("service")
+        if service in _OWN_SERVICES:
+            # Admission let a reserved service pass only for the worker's own record: a
+            # decision (user_id, pseudonyms, its trigger's sealed values), a hand-over or a
+            # true erasure record (key ids, a pseudonym). It must keep the leaf admission
+            # checked (a decision's, a hand-over's is worked out before sealing), whatever
+            # fields or attribute patterns the policy names.
+            if service == PRIVACY_SERVICE and event.get("event_type_other") == ERASURE_EVENT_TYPE:
+                destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
+                self._subject_keys = {
+                    at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
+                }
             return event
         policy = self._policies.for_tenant(tenant_id)
         opened = self._producer_sealed(event, policy)
-        if (
-            event.get("service") == PRIVACY_SERVICE
-            and event.get("event_type_other") == ERASURE_EVENT_TYPE
-        ):  # admission let it pass: erasure_claim_problem found it true
-            destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
-            self._subject_keys = {
-                at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
-            }
         if policy is None:
             return event
-        clear = {**event, **opened} if opened else event
-        sealed = dict(event)  # producer-sealed values stay as they came
-        attributes = dict(event.get("attributes") or {})
+        clear = {**event, **opened} if opened else event  # opened attributes never clash
+        names = policy.to_seal(event)  # clear values only: producer-sealed ones stay
+        if is_retention_event(event):
+            names = [name for name in names if name != _RETENTION_NOTE_FIELD]
+        sealed = (
+            seal_fields(event, names, self._subject_key(tenant_id, subject_of(clear)),
+                        tenant_id, event_id)
+            if names else dict(event)
+        )  # fmt: skip
+        attributes = dict(sealed.get("attributes") or {})
         for field in sorted(policy.pseudonymised):
             value = clear.get(field)
             if isinstance(value, str):
                 attributes[pseudonym_attribute(field)] = pseudonym(
                     self._pseudonym_key(tenant_id), value
                 )
-        subject = subject_of(clear)
-        for field in sorted(policy.sealed):
-            value = event.get(field)
-            if isinstance(value, str) and field not in opened:
-                key = self._subject_key(tenant_id, subject)
-                sealed[field] = seal_value(key, tenant_id, event_id, field, value)
         sealed["attributes"] = attributes
         return sealed
 
     def _producer_sealed(
         self, event: Mapping[str, Any], policy: PrivacyPolicy | None
     ) -> dict[str, str]:
-        """The clear text of each value of ``event`` a producer sealed (field -> text).
+        """The clear text of each value of ``event`` a producer sealed (field -> text;
+        an attribute as ``attributes.<key>``, the name its value is bound to).
 
-        Each must be in a field ``policy`` seals, name a key the store holds (not an
+        Each must be in a field or attribute ``policy`` seals, name a key the store holds (not an
         erased one), open for this tenant, event and field, and that key must be the
         current key of the event's subject (worked out from the opened values, as the
         producer did from the clear ones): then the value is exactly what :meth:`seal`
         would have written. Raises :class:`InvalidArgumentError` saying which rule failed.
         """
-        found = {field: value for field, value in event.items() if is_sealed(value)}
+        found = sealed_looking(event)
         if not found:
             return {}
         tenant_id, event_id = event["tenant_id"], event["event_id"]
-        outside = sorted(found.keys() - (policy.sealed if policy is not None else set()))
+        outside = sorted(name for name in found if not _seals(policy, name))
         if outside:
             raise InvalidArgumentError(
                 f"field {', '.join(map(repr, outside))} starts with {SEALED_PREFIX!r}, but "
@@ -201,7 +228,7 @@ class Sealer:
             }
         except SealedValueError as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        subject = subject_of({**event, **opened})
+        subject = subject_of({**event, **opened})  # the attributes' names never clash
         if self._current_key(tenant_id, subject, key_id).key_id != key_id:
             raise InvalidArgumentError(
                 f"event {event_id!r} is sealed under key {key_id} of tenant {tenant_id!r}, "

@@ -1,9 +1,10 @@
 """Erasure in a running pipeline: real broker, worker subprocess, sink into chdb.
 
 acme has a privacy policy; globex has none. After `authtrail erase`, bob's sealed fields
-read [erased] in the store and hold only ciphertext in the chained topic, `verify` exits
-0, a proof of his event still verifies, and the lockout his failures caused (counted by
-pseudonym, not by name) is still in the log. The input topic still holds his clear text
+and sealed attributes (the syslog line in `raw`) read [erased] in the store and hold only
+ciphertext in the chained topic, `verify` exits 0, a proof of his event still verifies,
+and the lockout his failures caused (counted by pseudonym, not by name) is still in the
+log. The input topic still holds his clear text
 until its retention: the documented limit of sealing in the worker (docs/PRIVACY.md).
 Before the real erasure, a plain producer forges erasure records: they end in the
 rejection log, never in acme's chain.
@@ -38,6 +39,7 @@ from tests.integration.test_pipeline import pipeline as pipeline
 pytestmark = pytest.mark.integration
 
 BASE = 1_700_000_000_000_000
+BOB_LINE = "Failed password for bob.secret@example.com from 198.51.100.66 port 22 ssh2"
 
 
 @pytest.fixture
@@ -71,6 +73,8 @@ def _produce(pipeline: Pipeline) -> None:
                 user_name="bob.secret@example.com",
                 client_ip="198.51.100.66",
                 user_agent="BobAgent/1.0",
+                # the line, as the sshd adapter keeps it: an attribute sealed by default
+                attributes={"raw": BOB_LINE, "program": "sshd"},
             )
             for n in range(4)
         ]
@@ -158,6 +162,12 @@ def test_erase_a_subject_in_a_running_pipeline(
     assert {row["user_name"] for row in before} == {
         "alice.secret@example.com", "bob.secret@example.com"
     }  # fmt: skip
+    raw_sql = ("SELECT tenant_id, event_id, attributes, attributes['raw'] AS `attributes.raw` "
+               "FROM events WHERE event_id LIKE 'bob-%' ORDER BY event_id")  # fmt: skip
+    for row in _read(store, raw_sql, privacy):
+        assert "bob.secret@example.com from 198.51.100.66" in row["attributes.raw"]
+        assert dict(row["attributes"])["raw"] == row["attributes.raw"]
+        assert dict(row["attributes"])["program"] == "sshd"
     # The lockout was decided on the pseudonym: the detector never saw bob's name.
     lockouts = _read(store, "SELECT event_type, failure_count FROM lockouts", privacy)
     assert [tuple(row.values()) for row in lockouts] == [("ACCOUNT_LOCKED", 3)]
@@ -232,6 +242,8 @@ def test_erase_a_subject_in_a_running_pipeline(
             assert row["user_name"] == row["client_ip"] == row["user_agent"] == ERASED
         else:
             assert row["user_name"] == "alice.secret@example.com"
+    for row in _read(store, raw_sql, privacy):
+        assert row["attributes.raw"] == dict(row["attributes"])["raw"] == ERASED
     record = _read(store, "SELECT tenant_id, event_id, attributes FROM events "
                           "WHERE service = 'authtrail-privacy'", privacy)  # fmt: skip
     assert len(record) == 1  # the re-sent record was a duplicate
