@@ -305,7 +305,7 @@ def test_the_sealer_checks_an_erasure_claim_against_its_key_store() -> None:
 
 
 def test_policy_document_is_parsed_and_checked() -> None:
-    strings = ("user_name", "client_ip", "user_agent", "host")
+    strings = ("user_name", "client_ip", "user_agent", "message", "host")
     parsed = PrivacyPolicies.parse(
         {"default": None, "tenants": {"acme": {}, "globex": {"sealed": ["host"]}}}, strings
     )
