@@ -12,10 +12,12 @@ often enough for that to matter:
   DeadLetter record, and encoding it through fastavro was ~25 of the ~34 µs a reject cost.
 
 :func:`compile_flat_writer` compiles records whose fields are int, long, boolean, bytes,
-string or fixed, each possibly ``["null", T]``; anything else is left to fastavro. The
-bytes are those of Avro's binary encoding (zig-zag varints, length-prefixed bytes and
-UTF-8, fixed as is, the branch index before a union's value), so they equal fastavro's;
-tests compare on generated records.
+string, fixed, enum or map of strings, each possibly ``["null", T]``; anything else is
+left to fastavro. The bytes are those of Avro's binary encoding (zig-zag varints,
+length-prefixed bytes and UTF-8, fixed as is, an enum's symbol index, a map as one block
+of pairs and an empty block, the branch index before a union's value), so they equal
+fastavro's; tests compare on generated records. The auth event itself is such a record,
+so the producer SDK's encode goes through it too.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def compile_flat_writer(
     parsed: Any, name: str, check: Callable[[Any], None]
 ) -> Callable[[Mapping[str, Any]], bytes] | None:
     """A writer for ``parsed`` (as ``fastavro.parse_schema`` returns it) when it is a record
-    whose fields are int, long, boolean, bytes, string or fixed, or a union of null (first)
-    and one of those; else None.
+    whose fields are int, long, boolean, bytes, string, fixed, enum or map of strings, or a
+    union of null (first) and one of those; else None.
 
     ``check`` is the conformance check of ``parsed`` (``compile_check``). The writer
     rejects exactly what it rejects (a missing field without default, a field the schema
@@ -117,8 +119,9 @@ def _compile_fast_path(
     for index, (field, (name, _, optional, default)) in enumerate(zip(fields, layout, strict=True)):
         kind = field_type(field["type"], named)
         assert kind is not None  # compile_flat_writer compiled it
-        source, two_parts = _fast_field_source(kind[0])
+        source, two_parts, extra = _fast_field_source(kind[0])
         source = source.replace("{i}", str(index))
+        scope.update({name.replace("{i}", str(index)): value for name, value in extra.items()})
         rest = f"; g{index} = b''" if two_parts else ""
         lines.append(f"  value = get({name!r}, MISSING)")
         branches = []
@@ -168,22 +171,55 @@ f{i} = (ONE[size] if size < 0x80 else varint(size)); g{i} = value"""
 _FAST_FIXED = """\
 if type(value) is not bytes or len(value) != SIZE: return slow(record)
 f{i} = (value)"""
+_FAST_ENUM = """\
+encoded = SYMBOLS_{i}.get(value) if type(value) is str else None
+if encoded is None: return slow(record)
+f{i} = (encoded)"""
+_FAST_STRING_MAP = """\
+encoded = string_map(value) if type(value) is dict else None
+if encoded is None: return slow(record)
+f{i} = (encoded)"""
 
 
-def _fast_field_source(kind: Any) -> tuple[str, bool]:
-    """The fast write of a value of ``kind`` (a type compile_flat_writer compiles), and
-    whether it has two parts (f and g)."""
+def _fast_field_source(kind: Any) -> tuple[str, bool, dict[str, Any]]:
+    """The fast write of a value of ``kind`` (a type compile_flat_writer compiles), whether
+    it has two parts (f and g), and the names it needs in scope (``{i}``: the field)."""
     if isinstance(kind, dict):
         if kind.get("type") == "fixed":
-            return _FAST_FIXED.replace("SIZE", str(int(kind["size"]))), False
+            return _FAST_FIXED.replace("SIZE", str(int(kind["size"]))), False, {}
+        if kind.get("type") == "enum":
+            return _FAST_ENUM, False, {"SYMBOLS_{i}": _symbol_indexes(kind["symbols"])}
+        if kind.get("type") == "map":
+            return _FAST_STRING_MAP, False, {"string_map": _fast_string_map}
         kind = kind.get("type")
     if kind in ("int", "long"):
         bits = 31 if kind == "int" else 63
         bounds = {"LOW": str(-(1 << bits)), "HIGH": str((1 << bits) - 1)}
-        return _FAST_INTEGER.replace("LOW", bounds["LOW"]).replace("HIGH", bounds["HIGH"]), False
+        fast = _FAST_INTEGER.replace("LOW", bounds["LOW"]).replace("HIGH", bounds["HIGH"])
+        return fast, False, {}
     if kind == "boolean":
-        return _FAST_BOOLEAN, False
-    return (_FAST_BYTES if kind == "bytes" else _FAST_STRING), True
+        return _FAST_BOOLEAN, False, {}
+    return (_FAST_BYTES if kind == "bytes" else _FAST_STRING), True, {}
+
+
+def _fast_string_map(value: dict[Any, Any]) -> bytes | None:
+    """A plain dict of ``str`` to ``str`` as Avro writes a map (one block, then an empty
+    one), or None for anything else. UnicodeEncodeError goes to the caller's handler."""
+    if not value:
+        return b"\x00"
+    parts: list[bytes | bytearray] = [_varint(len(value) << 1)]
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return None
+        key_bytes, item_bytes = key.encode(), item.encode()
+        parts += (
+            _varint(len(key_bytes) << 1),
+            key_bytes,
+            _varint(len(item_bytes) << 1),
+            item_bytes,
+        )
+    parts.append(b"\x00")
+    return b"".join(parts)
 
 
 class _Mismatch(Exception):
@@ -215,6 +251,11 @@ def _field_encoder(kind: Any, named: Mapping[str, Any]) -> tuple[_Encode, bool] 
     if isinstance(kind, dict):
         if kind.get("type") == "fixed":
             return _fixed(int(kind["size"])), optional
+        if kind.get("type") == "enum":
+            return _enum(kind["symbols"]), optional
+        if kind.get("type") == "map":
+            values = field_type(kind.get("values"), named)
+            return (_string_map, optional) if values == ("string", False) else None
         kind = kind.get("type")  # {"type": "long"}, left of {"type": "long", "logicalType": ...}
     encode = _PRIMITIVES.get(kind) if isinstance(kind, str) else None
     return None if encode is None else (encode, optional)
@@ -295,6 +336,33 @@ def _fixed(size: int) -> _Encode:
         append(value)
 
     return encode
+
+
+def _symbol_indexes(symbols: list[str]) -> dict[str, bytes]:
+    return {symbol: bytes(_varint(index << 1)) for index, symbol in enumerate(symbols)}
+
+
+def _enum(symbols: list[str]) -> _Encode:
+    indexes = _symbol_indexes(symbols)
+
+    def encode(value: Any, append: _Append) -> None:
+        encoded = indexes.get(value) if isinstance(value, str) else None
+        if encoded is None:
+            raise _Mismatch
+        append(encoded)
+
+    return encode
+
+
+def _string_map(value: Any, append: _Append) -> None:
+    if not isinstance(value, Mapping):
+        raise _Mismatch
+    if value:
+        append(_varint(len(value) << 1))
+        for key, item in value.items():
+            _string(key, append)  # the check's rule: keys are strings
+            _string(item, append)
+    append(b"\x00")
 
 
 _PRIMITIVES: dict[str, _Encode] = {

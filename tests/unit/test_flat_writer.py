@@ -158,14 +158,13 @@ def test_the_chained_records_tail_compiles_but_not_the_nested_records() -> None:
     chained = load_schema(CHAINED_RECORD)
     assert flat_writer(chained) is None  # its first field is a record
     assert flat_writer({**chained, "fields": chained["fields"][1:]}) is not None
-    assert flat_writer(load_schema(AUTH_EVENT)) is None  # enums, a map
 
 
 @pytest.mark.parametrize(
     "field_type",
     [
-        {"type": "enum", "name": "Colour", "symbols": ["RED"]},
-        {"type": "map", "values": "string"},
+        {"type": "map", "values": "long"},
+        {"type": "map", "values": ["null", "string"]},
         {"type": "array", "items": "long"},
         {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "int"}]},
         ["string", "null"],  # null not first
@@ -459,3 +458,71 @@ def test_avro_long_is_fastavros_long_encoding() -> None:
         expected = io.BytesIO()
         schemaless_writer(expected, "long", number)
         assert avro_long(number) == expected.getvalue(), number
+
+
+# --- the auth event: enums and a map of strings ------------------------------------------
+
+AUTH_EVENT_SCHEMA = load_schema(AUTH_EVENT)
+OPTIONAL_TEXT = [field["name"] for field in AUTH_EVENT_SCHEMA["fields"]
+                 if field["type"] == ["null", "string"]]  # fmt: skip
+AUTH_EVENTS = st.fixed_dictionaries(
+    {
+        "event_id": st.text(max_size=40),
+        "tenant_id": st.text(max_size=20),
+        "event_type": st.sampled_from(AUTH_EVENT_SCHEMA["fields"][2]["type"]["symbols"]),
+        "occurred_at": longs,
+    },
+    optional={
+        "outcome": st.sampled_from(["SUCCESS", "FAILURE", "UNKNOWN"]),
+        "received_at": st.none() | longs,
+        "attributes": st.dictionaries(st.text(max_size=12), st.text(max_size=30), max_size=40),
+        **{name: st.none() | st.text(max_size=30) for name in OPTIONAL_TEXT},
+    },
+)
+
+
+def test_the_auth_event_compiles() -> None:
+    assert flat_writer(AUTH_EVENT_SCHEMA) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(AUTH_EVENTS)
+def test_auth_events_are_written_as_fastavro_writes_them(event: dict[str, Any]) -> None:
+    assert flat_writer(AUTH_EVENT_SCHEMA)(event) == fastavro_body(AUTH_EVENT_SCHEMA, event)
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"outcome": _Text("FAILURE")},  # a str subclass: the checked path, same bytes
+        {"attributes": types.MappingProxyType({"é": "ü" * 100, "": ""})},  # another Mapping
+        {"attributes": {f"k{i}": "v" * i for i in range(300)}},  # sizes past one byte
+        {"event_type": "OTHER", "event_type_other": "SAML_ASSERTION"},
+    ],
+)
+def test_auth_events_off_the_fast_path_are_the_same_bytes(changes: dict[str, Any]) -> None:
+    event = {"event_id": "e", "tenant_id": "acme", "event_type": "LOGIN",
+             "occurred_at": 1_700_000_000_000_000, **changes}  # fmt: skip
+    assert flat_writer(AUTH_EVENT_SCHEMA)(event) == fastavro_body(AUTH_EVENT_SCHEMA, event)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"outcome": "MAYBE"}, "expected a symbol of io.authtrail.Outcome"),
+        ({"event_type": 1}, "expected a symbol of io.authtrail.EventType"),
+        ({"attributes": {"a": 1}}, "value of key 'a'"),
+        ({"attributes": {1: "a"}}, "map key must be a string"),
+        ({"attributes": ["a"]}, "expected a map"),
+        ({"attributes": {"a": "\ud800"}}, "cannot encode"),
+    ],
+)
+def test_auth_events_the_check_refuses_are_refused(changes: dict[str, Any], message: str) -> None:
+    event = {"event_id": "e", "tenant_id": "acme", "event_type": "LOGIN",
+             "occurred_at": 1, **changes}  # fmt: skip
+    with pytest.raises(InvalidArgumentError, match=message):
+        flat_writer(AUTH_EVENT_SCHEMA)(event)
