@@ -22,15 +22,16 @@ RUN /opt/authtrail/bin/pip install ./producers .
 FROM python:3.11-slim-bookworm
 
 # A fixed uid/gid so volume ownership is predictable across rebuilds and hosts.
-# /keys and /var/lib/authtrail are created here, owned by that user, because Docker
-# initialises a new named volume from the image directory it is mounted on: without this
-# the keys volume would be root-owned and `authtrail keygen` could not write to it.
+# /keys, /var/lib/authtrail and its privacy/ (the subject key store) are created here,
+# owned by that user, because Docker initialises a new named volume from the image
+# directory it is mounted on: without this the keys volume would be root-owned and
+# `authtrail keygen` could not write to it (nor the worker a subject key).
 RUN groupadd --system --gid 10001 authtrail \
     && useradd --system --uid 10001 --gid authtrail --no-create-home \
         --home-dir /var/lib/authtrail --shell /usr/sbin/nologin authtrail \
-    && mkdir -p /keys /var/lib/authtrail \
-    && chown authtrail:authtrail /keys /var/lib/authtrail \
-    && chmod 0700 /keys /var/lib/authtrail
+    && mkdir -p /keys /var/lib/authtrail/privacy \
+    && chown authtrail:authtrail /keys /var/lib/authtrail /var/lib/authtrail/privacy \
+    && chmod 0700 /keys /var/lib/authtrail /var/lib/authtrail/privacy
 
 # Same path as in the build stage: the venv's scripts have it in their #! lines.
 COPY --from=build /opt/authtrail /opt/authtrail

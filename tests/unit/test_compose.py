@@ -296,8 +296,38 @@ def check_worker_scalable(compose: Compose) -> None:
     worker = compose["services"]["worker"]
     for key in ("container_name", "ports", "hostname"):
         assert key not in worker, f"worker sets {key}: `--scale worker=2` would collide"
+    # The subject key store is the one volume replicas share writable: it is built for
+    # concurrent processes (a per-tenant flock), and a key per replica would be wrong.
+    key_store = str(Settings.from_env(environment(worker)).privacy_dir)
     for source, target, read_only in mounts(worker):
-        assert read_only, f"replicas would share writable volume {source}:{target}"
+        assert read_only or target == key_store, (
+            f"replicas would share writable volume {source}:{target}"
+        )
+
+
+def check_worker_privacy(compose: Compose) -> None:
+    """The worker seals by the policy file the retention service prunes by, and keeps
+    subject keys on a named volume: in the container's scratch space they would vanish
+    with the container (every sealed value unreadable), and differ between replicas."""
+    services = compose["services"]
+    worker = Settings.from_env(environment(services["worker"]))
+    retention = Settings.from_env(environment(services["retention"]))
+    assert worker.privacy_policy_file is not None, "the worker would seal nothing"
+    assert worker.privacy_policy_file == retention.privacy_policy_file
+
+    def policy_source(name: str, path: Path) -> str:
+        configs = {item["target"]: item["source"] for item in services[name].get("configs") or []}
+        assert str(path) in configs, f"{path} is not mounted into {name}"
+        return configs[str(path)]
+
+    assert policy_source("worker", worker.privacy_policy_file) == policy_source(
+        "retention", worker.privacy_policy_file
+    ), "the worker and the retention service read different policy files"
+    writable = {target: source for source, target, read_only in mounts(services["worker"])
+                if not read_only}  # fmt: skip
+    source = writable.get(str(worker.privacy_dir))
+    assert source is not None, f"{worker.privacy_dir} is not a writable volume of the worker"
+    assert source in (compose.get("volumes") or {}), f"{source} is not a named volume"
 
 
 def check_images_pinned(compose: Compose) -> None:
@@ -378,6 +408,7 @@ COMPOSE_CHECKS: list[Callable[[Compose], None]] = [
     check_dependencies,
     check_kafka_single_node,
     check_volumes_declared,
+    check_worker_privacy,
 ]
 
 
@@ -531,6 +562,12 @@ TAMPERED: list[tuple[Callable[[Compose], None], str, Any]] = [
     (check_worker_scalable, "worker.container_name", "authtrail-worker"),
     (check_worker_scalable, "worker.ports", ["6066:6066"]),
     (check_worker_scalable, "worker.volumes", ["keys:/keys"]),
+    (check_worker_scalable, "worker.volumes", ["keys:/keys:ro", "scratch:/var/lib/authtrail"]),
+    (check_worker_privacy, "worker.volumes", ["keys:/keys:ro"]),
+    (check_worker_privacy, "worker.volumes", ["./k:/var/lib/authtrail/privacy"]),
+    (check_worker_privacy, "worker.environment.AUTHTRAIL_PRIVACY_POLICY_FILE", None),
+    (check_worker_privacy, "worker.environment.AUTHTRAIL_PRIVACY_POLICY_FILE", "/etc/other.json"),
+    (check_worker_privacy, "worker.configs", []),
     (check_images_pinned, "kafka.image", "apache/kafka:latest"),
     (check_images_pinned, "clickhouse.image", "clickhouse/clickhouse-server"),
     (check_images_pinned, "worker.image", "authtrail:0.0.1"),
