@@ -30,10 +30,41 @@ def resolve_broker(settings: Settings, command: str) -> Settings:
 def send_own_record(settings: Settings, record: dict[str, Any], *, undelivered: str) -> None:
     """Send ``record`` to the events topic and wait for it; ConfigurationError with the
     message ``undelivered`` (what happened, what to run again) when the broker did not
-    take it."""
+    take it. A record for a rejection log goes to that log's input partition."""
     from authtrail.producers.sdk import AuditProducer
+    from authtrail.stream.core.rejection import is_rejection_tenant
 
+    if is_rejection_tenant(record["tenant_id"]):
+        _send_to_rejection_log(settings, record, undelivered)
+        return
     with AuditProducer(settings.bootstrap_servers or "", settings.events_topic) as producer:
         producer.send(record)
         if producer.flush(30.0):
             raise ConfigurationError(undelivered)
+
+
+def _send_to_rejection_log(settings: Settings, record: dict[str, Any], undelivered: str) -> None:
+    """``record`` as one bare event to the partition whose rejection log it names: the
+    SDK would choose the partition by the tenant id's hash, and refuses reserved ids."""
+    from confluent_kafka import Producer
+
+    from authtrail import schemas
+    from authtrail.producers.sdk.producer import DEFAULT_PRODUCER_CONFIG
+    from authtrail.schemas.codec import SingleObjectCodec
+    from authtrail.stream.core.rejection import REJECTION_TENANT_PREFIX
+
+    partition = int(record["tenant_id"][len(REJECTION_TENANT_PREFIX) :])
+    value = SingleObjectCodec(schemas.load_schema(schemas.AUTH_EVENT)).encode(record)
+    failed: list[object] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failed.append(error)
+
+    producer = Producer(
+        {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": settings.bootstrap_servers}
+    )
+    producer.produce(settings.events_topic, value, record["tenant_id"].encode(),
+                     partition=partition, on_delivery=delivered)  # fmt: skip
+    if producer.flush(30.0) or failed:
+        raise ConfigurationError(undelivered)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import time
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from authtrail.errors import ConfigurationError, VerificationError
 from authtrail.events_topic import resolve_broker, send_own_record
 from authtrail.settings import Settings
 from authtrail.stream.core.note import Keyring
+from authtrail.stream.core.rejection import is_rejection_tenant
 from authtrail.stream.core.retention import retention_cut, retention_event, sign_retention
 
 if TYPE_CHECKING:
@@ -39,14 +40,31 @@ _POLL_SECONDS = 0.5
 DAY_MICROS = 86_400 * 1_000_000
 
 
-def retention_periods(path: Path | None) -> tuple[int | None, dict[str, int | None]]:
-    """The default retention period and the per-tenant ones, in days, from the privacy
-    policy file (``{"retention_days": {"default": D, "tenants": {"acme": D}}}``; a
-    tenant's ``null`` keeps it forever whatever the default). None (or no file, or no
-    ``retention_days``): keep forever. Raises ConfigurationError for an unreadable file
-    or a period that is not whole days >= 1."""
+@dataclass(frozen=True)
+class RetentionPeriods:
+    """Retention periods in days from the privacy policy file; None keeps forever."""
+
+    default: int | None = None
+    tenants: Mapping[str, int | None] = field(default_factory=dict)
+    #: Every rejection log's (``authtrail-rejected-<partition>``): input refused before
+    #: sealing holds clear text, so it goes after this period too.
+    rejected: int | None = None
+
+    def of(self, name: str) -> int | None:
+        """The period of tenant or rejection log ``name``."""
+        if name in self.tenants:
+            return self.tenants[name]
+        return self.rejected if is_rejection_tenant(name) else self.default
+
+
+def retention_periods(path: Path | None) -> RetentionPeriods:
+    """The retention periods of the privacy policy file (``{"retention_days": {"default":
+    D, "rejected": D, "tenants": {"acme": D}}}``; a tenant's ``null`` keeps it forever
+    whatever the default; ``rejected`` is the default's unless given). No file, or no
+    ``retention_days``: keep everything forever. Raises ConfigurationError for an
+    unreadable file or a period that is not whole days >= 1."""
     if path is None:
-        return None, {}
+        return RetentionPeriods()
     try:
         text = path.read_text(encoding="utf-8")
         document = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
@@ -54,21 +72,22 @@ def retention_periods(path: Path | None) -> tuple[int | None, dict[str, int | No
         raise ConfigurationError(f"cannot read privacy policy file {path}: {exc}") from exc
     periods = document.get("retention_days") if isinstance(document, dict) else None
     if periods is None:
-        return None, {}
+        return RetentionPeriods()
     if not isinstance(periods, dict) or not isinstance(periods.get("tenants", {}), dict):
-        raise ConfigurationError(f"{path}: retention_days must be {{default, tenants}}")
+        raise ConfigurationError(f"{path}: retention_days must be {{default, rejected, tenants}}")
     tenants: dict[str, int | None] = periods.get("tenants", {})
-    for name, days in [("default", periods.get("default")), *tenants.items()]:
+    default = periods.get("default")
+    rejected = periods.get("rejected", default)
+    for name, days in [("default", default), ("rejected", rejected), *tenants.items()]:
         if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
             raise ConfigurationError(f"{path}: retention of {name!r} must be whole days >= 1")
-    return periods.get("default"), dict(tenants)
+    return RetentionPeriods(default, dict(tenants), rejected)
 
 
 def retention_days(path: Path | None, tenant_id: str) -> int | None:
-    """The tenant's retention period in days from the privacy policy file
-    (:func:`retention_periods`); None: keep forever."""
-    default, tenants = retention_periods(path)
-    return tenants.get(tenant_id, default)
+    """The tenant's (or rejection log's) retention period in days from the privacy
+    policy file (:func:`retention_periods`); None: keep forever."""
+    return retention_periods(path).of(tenant_id)
 
 
 def cut_older_than(backend: ClickHouseBackend, tenant_id: str, days: int, now_micros: int) -> int:

@@ -1,8 +1,9 @@
 """Retention that runs on its own: every tenant with a retention period, now and then.
 
-One *pass* (:func:`retention_pass`) looks at every tenant the store holds whose privacy
-policy file gives it ``retention_days`` (read again on every pass, so an edited period
-applies without a restart) and prunes what is past it (:mod:`authtrail.retention`):
+One *pass* (:func:`retention_pass`) looks at every tenant and rejection log the store
+holds whose privacy policy file gives it ``retention_days`` (read again on every pass, so
+an edited period applies without a restart) and prunes what is past it
+(:mod:`authtrail.retention`):
 
 * fewer than 256 records past the period, or a statement covering the cut already
   stored and nothing left below it: nothing happens, no statement is chained;
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from authtrail.errors import AuthtrailError, VerificationError
 from authtrail.retention import RetentionOutcome, cut_older_than, retention_periods
 from authtrail.settings import Settings
-from authtrail.sinks.tables import EVENTS_TABLE
+from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE
 
 if TYPE_CHECKING:
     from authtrail.sinks.backend import ClickHouseBackend
@@ -100,10 +101,12 @@ class TenantRetention:
 
 
 def store_tenants(backend: ClickHouseBackend) -> list[str]:
-    """Every tenant with records in the store (a pruned tenant keeps at least its
-    retention statement, which lies above its cut)."""
-    sql = f"SELECT DISTINCT tenant_id FROM {EVENTS_TABLE} ORDER BY tenant_id"
-    return [str(name) for name in backend.query_arrow(sql).column(0).to_pylist()]
+    """Every tenant and rejection log with records in the store (a pruned log keeps at
+    least its retention statement, which lies above its cut)."""
+    sql = f"""SELECT DISTINCT tenant_id FROM {EVENTS_TABLE}
+              UNION DISTINCT SELECT DISTINCT assumeNotNull(chain_tenant_id) FROM {REJECTED_TABLE}
+                             WHERE chain_tenant_id IS NOT NULL"""
+    return sorted(str(name) for name in backend.query_arrow(sql).column(0).to_pylist())
 
 
 def retention_pass(
@@ -117,13 +120,13 @@ def retention_pass(
     ConfigurationError when the policy file cannot be read, StoreError when the tenants
     cannot be listed; a tenant's own failure is in its entry instead.
     """
-    default, periods = retention_periods(settings.privacy_policy_file)
+    periods = retention_periods(settings.privacy_policy_file)
     now = time.time_ns() // 1000 if now_micros is None else now_micros
     results = []
     for tenant_id in store_tenants(reader):
         if stop():
             break
-        result = _prune_tenant(reader, prune, tenant_id, periods.get(tenant_id, default), now)
+        result = _prune_tenant(reader, prune, tenant_id, periods.of(tenant_id), now)
         if result is not None:
             results.append(result)
     return results

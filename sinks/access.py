@@ -7,7 +7,8 @@
 * ``auditor`` (``authtrail verify``): SELECT on the tables verify reads and SHOW TABLES,
   so verify can compare each view's definition with authtrail's.
 * ``retention`` (``authtrail retain --all --every``, docs/PRIVACY.md "Retention"): what
-  the auditor may, and ``ALTER DELETE`` on ``events`` alone — the one right that removes
+  the auditor may, and ``ALTER DELETE`` on ``events`` and ``rejected`` alone (a tenant's
+  pruned records, a rejection log's pruned rejections) — the one right that removes
   rows, so that the long-running retention service holds neither the administrator's
   credential nor a right to change a row, a checkpoint or a tile. A deletion it makes
   without a signed statement in the log is what ``verify`` reports as damage.
@@ -27,6 +28,8 @@ from authtrail.sinks.query_policy import ANYTHING, Grant
 from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 
 WRITER, ANALYST, AUDITOR, RETENTION = "writer", "analyst", "auditor", "retention"
+#: The tables retention deletes from, under signed statements (docs/PRIVACY.md).
+PRUNED_TABLES = (EVENTS_TABLE, REJECTED_TABLE)
 USERS = (WRITER, ANALYST, AUDITOR, RETENTION)
 ROLES = {WRITER: "authtrail_writer", ANALYST: "authtrail_analyst", AUDITOR: "authtrail_auditor",
          RETENTION: "authtrail_retention"}  # fmt: skip
@@ -64,9 +67,10 @@ def role_statements(database: str) -> list[str]:
         ]
         statements.append(f"GRANT SHOW TABLES ON {db}.* TO {role}")
         if user == RETENTION:
-            statements.append(
-                f"GRANT ALTER DELETE ON {db}.{quote_identifier(EVENTS_TABLE)} TO {role}"
-            )
+            statements += [
+                f"GRANT ALTER DELETE ON {db}.{quote_identifier(table)} TO {role}"
+                for table in PRUNED_TABLES
+            ]
     return statements
 
 

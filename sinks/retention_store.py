@@ -20,22 +20,48 @@ tenant's rows now. ``events`` is partitioned by month of ``occurred_at`` for all
 together, so a per-tenant cut can never be a ``DROP PARTITION``; on a server, when every
 tenant of a month is past its cut, dropping that partition is the cheap equivalent
 (docs/PRIVACY.md, "Retention").
+
+A rejection log (stream/core/rejection.py) is pruned the same way, in ``rejected``: its
+rows are named by ``chain_tenant_id``, dated by ``rejected_at``, and its statements are
+the records of kind ``retention`` the worker chained (:data:`LOG_ROWS`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from authtrail.errors import AuthtrailError, CheckpointError
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import quote_string_literal
-from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE
+from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 from authtrail.sinks.verify_retention import read_retention_notes
 from authtrail.stream.core.checkpoint import checkpoint_origin
 from authtrail.stream.core.merkle import root_from_leaf_hashes
 from authtrail.stream.core.note import Keyring
+from authtrail.stream.core.rejection import is_rejection_tenant
 from authtrail.stream.core.retention import RetentionDamage, RetentionStatement, open_retention
 from authtrail.stream.core.tiles import TILE_HEIGHT, TILE_WIDTH
+
+
+class LogRows(NamedTuple):
+    """Where a log's records are stored: the table, the column naming the log, the one
+    dating a record."""
+
+    table: str
+    log: str
+    time: str
+
+
+LOG_ROWS = {
+    False: LogRows(EVENTS_TABLE, "tenant_id", "occurred_at"),
+    True: LogRows(REJECTED_TABLE, "chain_tenant_id", "rejected_at"),
+}
+
+
+def log_rows(tenant_id: str) -> LogRows:
+    """Where the records of ``tenant_id`` (a tenant or a rejection log) are stored."""
+    return LOG_ROWS[is_rejection_tenant(tenant_id)]
 
 
 class RetentionUnavailable(AuthtrailError):
@@ -73,8 +99,9 @@ def statement_for_cut(
     entries under the cut are not all built; RetentionDamage when they disagree with
     the leaves they stand in for.
     """
-    sql = f"""SELECT hash FROM {EVENTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND seq = {{seq:UInt64}}"""
+    rows = log_rows(tenant_id)
+    sql = f"""SELECT hash FROM {rows.table}
+              WHERE {rows.log} = {{tenant:String}} AND seq = {{seq:UInt64}}"""
     hashes = backend.query_arrow(sql, {"tenant": tenant_id, "seq": cut}).column(0).to_pylist()
     signed = backend.query_arrow(
         "SELECT max(size) FROM checkpoints WHERE tenant_id = {tenant:String}", {"tenant": tenant_id}
@@ -114,9 +141,10 @@ def _check_entries(
     the leaves must be all of ``first..cut`` for some tile boundary ``first``: below it, an
     earlier retention pruned them (``verify`` checked those entries against its signed
     root, which is why retain verifies the tenant first)."""
+    table, log, _ = log_rows(tenant_id)
     sql = f"""SELECT intDiv(seq - 1, {TILE_WIDTH}) AS tile,
                   arrayMap(row -> row.2, arraySort(groupArray((seq, leaf_hash)))) AS leaves
-              FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}} AND seq <= {{cut:UInt64}}
+              FROM {table} WHERE {log} = {{tenant:String}} AND seq <= {{cut:UInt64}}
               GROUP BY tile ORDER BY tile"""
     rows = backend.query_arrow(sql, {"tenant": tenant_id, "cut": cut}).to_pylist()
     first = rows[0]["tile"] if rows else len(entries)
@@ -137,8 +165,9 @@ def _check_entries(
 
 def stored_below(backend: ClickHouseBackend, tenant_id: str, cut: int) -> int:
     """How many records ``1..cut`` of the tenant are still stored."""
-    sql = f"""SELECT count() FROM {EVENTS_TABLE}
-              WHERE tenant_id = {{tenant:String}} AND seq <= {{cut:UInt64}}"""
+    table, log, _ = log_rows(tenant_id)
+    sql = f"""SELECT count() FROM {table}
+              WHERE {log} = {{tenant:String}} AND seq <= {{cut:UInt64}}"""
     return int(backend.query_arrow(sql, {"tenant": tenant_id, "cut": cut}).column(0)[0].as_py())
 
 
@@ -164,8 +193,9 @@ def delete_pruned(
         )
     present = stored_below(backend, tenant_id, newest)
     if present:
+        table, log, _ = log_rows(tenant_id)
         backend.command(
-            f"ALTER TABLE {EVENTS_TABLE} DELETE WHERE tenant_id = "
+            f"ALTER TABLE {table} DELETE WHERE {log} = "
             f"{quote_string_literal(tenant_id)} AND seq <= {int(newest)}",
             {"mutations_sync": 2},
         )
@@ -175,10 +205,10 @@ def delete_pruned(
 def first_seq_since(backend: ClickHouseBackend, tenant_id: str, since_micros: int) -> int:
     """The first seq of ``tenant_id`` whose event occurred at or after ``since_micros``
     (one past the last record when none did): every record before it is older."""
-    sql = f"""SELECT minIf(seq, occurred_at >= fromUnixTimestamp64Micro({{since:Int64}}, 'UTC')),
-                  countIf(occurred_at >= fromUnixTimestamp64Micro({{since:Int64}}, 'UTC')),
-                  max(seq)
-              FROM {EVENTS_TABLE} WHERE tenant_id = {{tenant:String}}"""
+    table, log, time = log_rows(tenant_id)
+    since = "fromUnixTimestamp64Micro({since:Int64}, 'UTC')"
+    sql = f"""SELECT minIf(seq, {time} >= {since}), countIf({time} >= {since}), max(seq)
+              FROM {table} WHERE {log} = {{tenant:String}}"""
     row = backend.query_arrow(sql, {"tenant": tenant_id, "since": since_micros}).to_pylist()[0]
     first, newer, last = row.values()
     return int(first) if newer else int(last or 0) + 1

@@ -549,6 +549,10 @@ class Sink:
                     self.observer.inserted(table, len(run))
                 if table == CHECKPOINTS_TABLE and self._publishing is not None:
                     self._publishing.stored(run)
+                if table == REJECTED_TABLE:  # a rejection log's records arrive in seq order
+                    self._tile_leaves.update(
+                        (row["chain_tenant_id"], row["seq"]) for row in run if row["seq"]
+                    )
             if table == CHECKPOINTS_TABLE and self._publishing is not None:
                 self._publishing.publish_pending()  # before the offsets below are committed
         finally:

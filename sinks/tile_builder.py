@@ -1,6 +1,7 @@
 """The sink's tile writer: appends the tile entries (sinks/tile_store.py) that became complete.
 
-It reads only what is stored (the leaves of ``events``, the entries of ``tiles``) and writes
+It reads only what is stored (the leaves of ``events`` and of the rejection logs in
+``rejected``, the entries of ``tiles``) and writes
 only entries past the stored ones, level by level, so a crash at any point leaves a prefix
 that the next call continues. Work is done for many tenants at once: one query reads the
 hashes under the new entries of up to :data:`TENANTS_PER_ROUND` tenants, and one insert
@@ -22,7 +23,7 @@ import pyarrow as pa
 
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import quote_string_literal
-from authtrail.sinks.tables import EVENTS_TABLE, TILES_TABLE
+from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 from authtrail.sinks.tile_store import TILES_SCHEMA
 from authtrail.stream.core.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
 
@@ -34,6 +35,13 @@ CATCH_UP_ENTRIES = 1 << 20
 TENANTS_PER_ROUND = 200
 
 _Job = tuple[str, int, int]  # tenant, first entry to build, entries to build
+
+# Every log's leaves: the tenants' in ``events``, the rejection logs' in ``rejected``
+# (their level-1 entries stand in for pruned rejections as for pruned records).
+LEAVES = f"""(SELECT tenant_id, seq, leaf_hash FROM {EVENTS_TABLE}
+    UNION ALL SELECT assumeNotNull(chain_tenant_id) AS tenant_id, assumeNotNull(seq) AS seq,
+                     assumeNotNull(leaf_hash) AS leaf_hash
+              FROM {REJECTED_TABLE} WHERE chain_tenant_id IS NOT NULL)"""
 
 
 class TileBuilder:
@@ -53,7 +61,7 @@ class TileBuilder:
     def catch_up(self) -> int:
         """Build every tenant's missing entries from the store; return entries written."""
         table = self._backend.query_arrow(
-            f"SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id"
+            f"SELECT tenant_id, max(seq) FROM {LEAVES} GROUP BY tenant_id"
         )
         names, seqs = table.column(0).to_pylist(), table.column(1).to_pylist()
         return self.extend(dict(zip(names, seqs, strict=True)))
@@ -125,7 +133,7 @@ class TileBuilder:
                 f"{first * TILE_WIDTH + 1} AND {(first + count) * TILE_WIDTH})"
                 for tenant, first, count in jobs
             ]
-            sql = (f"SELECT tenant_id, seq - 1, leaf_hash FROM {EVENTS_TABLE} "
+            sql = (f"SELECT tenant_id, seq - 1, leaf_hash FROM {LEAVES} "
                    f"WHERE {' OR '.join(conditions)}")  # fmt: skip
         else:
             conditions = [

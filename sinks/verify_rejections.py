@@ -8,7 +8,7 @@ read as hex: the table may hold any bytes an attacker wrote, and Arrow strings m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from authtrail.errors import ChainError, InvalidArgumentError
@@ -17,6 +17,7 @@ from authtrail.sinks.tables import REJECTED_TABLE
 from authtrail.stream.core.chain import ChainLink, StoredLink, verify_chain
 from authtrail.stream.core.merkle import leaf_hash
 from authtrail.stream.core.rejection import FIELD_TYPES, rejection_leaf
+from authtrail.stream.core.retention import RETENTION_REJECTION_KIND
 
 _TEXT = tuple(name for name, kind in FIELD_TYPES.items() if kind in (b"s", b"b"))
 _TIMES = ("source_timestamp", "rejected_at")
@@ -25,12 +26,20 @@ _INTEGERS = ("source_partition", "source_offset", "source_index")
 
 @dataclass(frozen=True)
 class RejectionLog:
-    """One rejection log as stored: its links in seq order and when each row was stored
-    (µs); with ``error``, the first damage in it (the links are then unverified)."""
+    """One rejection log as stored: its rows in seq order, when each was stored (seq ->
+    µs) and the retention statements among them (``(seq, note)``, unverified). Without
+    statements the rows were checked as a chain from genesis; ``error`` is then the first
+    damage in it. With statements, the rows may start after a cut and are checked
+    against it (sinks/verify_retention.py)."""
 
-    links: list[ChainLink]
-    stored_at: list[int]
+    rows: list[StoredLink]
+    stored_at: dict[int, int]
+    notes: list[tuple[int, str]] = field(default_factory=list)
     error: ChainError | None = None
+
+    @property
+    def links(self) -> list[ChainLink]:
+        return [row.link for row in self.rows]
 
 
 def _sql(tenant_id: str | None) -> str:
@@ -63,19 +72,25 @@ def read_rejection_logs(
 ) -> dict[str, RejectionLog]:
     """Every rejection log in the store (or the one named ``tenant_id``), checked as a chain."""
     parameters = {"tenant": tenant_id} if tenant_id is not None else None
-    rows: dict[str, list[tuple[StoredLink, int]]] = {}
+    logs: dict[str, RejectionLog] = {}
     for row in backend.query_arrow(_sql(tenant_id), parameters).to_pylist():
         link = ChainLink(row["seq"], row["prev_hash"], row["leaf_hash"], row["hash"])
-        stored = StoredLink(link, _content_leaf_hash(row))
-        rows.setdefault(row["log"], []).append((stored, row["stored_at"]))
-    logs = {}
-    for name, stored_rows in rows.items():
-        stored_links = [stored for stored, _ in stored_rows]
-        try:
-            verify_chain(name, stored_links)
-        except ChainError as exc:
-            logs[name] = RejectionLog([stored.link for stored in stored_links], [], exc)
-            continue
-        links = [stored.link for stored in stored_links]
-        logs[name] = RejectionLog(links, [at for _, at in stored_rows])
+        log = logs.setdefault(row["log"], RejectionLog([], {}))
+        log.rows.append(StoredLink(link, _content_leaf_hash(row)))
+        log.stored_at[row["seq"]] = row["stored_at"]
+        if _is_statement(row):
+            log.notes.append((row["seq"], bytes.fromhex(row["reason"]).decode("utf-8", "replace")))
+    for name, log in logs.items():
+        if not log.notes:
+            try:
+                verify_chain(name, log.rows)
+            except ChainError as exc:
+                logs[name] = RejectionLog(log.rows, log.stored_at, error=exc)
     return logs
+
+
+def _is_statement(row: dict[str, Any]) -> bool:
+    """Whether the row claims to be a retention statement (the worker writes this kind
+    only after checking one; verify checks it again)."""
+    kind = row["error_kind"]
+    return kind is not None and bytes.fromhex(kind) == RETENTION_REJECTION_KIND.encode()

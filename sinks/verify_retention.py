@@ -15,15 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from authtrail.sinks.backend import ClickHouseBackend
-from authtrail.sinks.tables import EVENTS_TABLE, leaf_hash_sql
+from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, leaf_hash_sql
 from authtrail.stream.core.audit import MerkleLevels
 from authtrail.stream.core.chain import ChainHead, ChainLink, StoredLink, verify_chain
 from authtrail.stream.core.note import Keyring
+from authtrail.stream.core.rejection import is_rejection_tenant
 from authtrail.stream.core.retention import (
     NOTE_ATTRIBUTE,
     RETENTION_EVENT_TYPE,
     RETENTION_INCOMPLETE,
     RETENTION_MISMATCH,
+    RETENTION_REJECTION_KIND,
     RETENTION_SERVICE,
     RetentionDamage,
     RetentionStatement,
@@ -36,7 +38,10 @@ RetentionNotes = dict[str, list[tuple[int, str]]]
 
 
 def read_retention_notes(backend: ClickHouseBackend, tenant_id: str | None) -> RetentionNotes:
-    """tenant -> (seq, note) of each stored record claiming to be a retention statement."""
+    """tenant -> (seq, note) of each stored record claiming to be a retention statement
+    (of every tenant, or of ``tenant_id``, which may name a rejection log)."""
+    if tenant_id is not None and is_rejection_tenant(tenant_id):
+        return _rejection_log_notes(backend, tenant_id)
     where = "AND tenant_id = {tenant:String}" if tenant_id is not None else ""
     sql = f"""SELECT tenant_id, seq, attributes[{{note:String}}] FROM {EVENTS_TABLE}
               WHERE service = {{service:String}} AND event_type_other = {{kind:String}} {where}
@@ -50,6 +55,17 @@ def read_retention_notes(backend: ClickHouseBackend, tenant_id: str | None) -> R
     for name, seq, note in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
         notes.setdefault(name, []).append((seq, note))
     return notes
+
+
+def _rejection_log_notes(backend: ClickHouseBackend, tenant_id: str) -> RetentionNotes:
+    sql = f"""SELECT seq, hex(reason) FROM {REJECTED_TABLE}
+              WHERE chain_tenant_id = {{tenant:String}} AND error_kind = {{kind:String}}
+              ORDER BY seq"""
+    parameters = {"tenant": tenant_id, "kind": RETENTION_REJECTION_KIND}
+    rows = backend.query_arrow(sql, parameters).to_pylist()
+    notes = [(row["seq"], bytes.fromhex(row["hex(reason)"]).decode("utf-8", "replace"))
+             for row in rows]  # fmt: skip
+    return {tenant_id: notes} if notes else {}
 
 
 @dataclass(frozen=True)
@@ -89,10 +105,8 @@ def read_retained_log(
     damage of the retained records themselves (a record missing after the cut is
     ``deleted``, an edited retention record ``modified``).
     """
-    statements = [
-        (seq, open_retention(tenant_id, seq, note, keyring, log_origin)) for seq, note in notes
-    ]
-    seq_of, governing = max(statements, key=lambda pair: pair[1].pruned_size)
+    statements = open_statements(tenant_id, notes, keyring, log_origin)
+    governing = max(statements, key=lambda pair: pair[1].pruned_size)[1]
     cut = governing.pruned_size
     if contents_checked:
         linked = _linked_after(backend, tenant_id, cut, governing.chain_hash)
@@ -106,6 +120,27 @@ def read_retained_log(
                                len(leaves))  # fmt: skip
     # Row by row, to name the damage exactly (or while a deletion is pending).
     rows = _stored_links(backend, tenant_id, recompute=not contents_checked)
+    return retained_from_rows(tenant_id, statements, rows, tiles)
+
+
+def open_statements(
+    tenant_id: str, notes: Sequence[tuple[int, str]], keyring: Keyring, log_origin: str
+) -> list[tuple[int, RetentionStatement]]:
+    """``(seq, statement)`` of each stored note; RetentionDamage for one no trusted key
+    signed for this log."""
+    return [(seq, open_retention(tenant_id, seq, note, keyring, log_origin)) for seq, note in notes]
+
+
+def retained_from_rows(
+    tenant_id: str,
+    statements: Sequence[tuple[int, RetentionStatement]],
+    rows: Sequence[StoredLink],
+    tiles: Sequence[tuple[int, int, bytes]],
+) -> RetainedLog:
+    """:func:`read_retained_log` over ``rows``, the log's stored links in seq order (the
+    tenants' from ``events``, a rejection log's from ``rejected``)."""
+    seq_of, governing = max(statements, key=lambda pair: pair[1].pruned_size)
+    cut = governing.pruned_size
     below = [row for row in rows if row.link.seq <= cut]
     if below and len({row.link.seq for row in below}) < cut:
         raise RetentionDamage(

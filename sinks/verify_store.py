@@ -42,7 +42,13 @@ from authtrail.sinks.tables import (
     leaf_hash_sql,
 )
 from authtrail.sinks.verify_rejections import RejectionLog, read_rejection_logs
-from authtrail.sinks.verify_retention import read_retained_log, read_retention_notes
+from authtrail.sinks.verify_retention import (
+    RetainedLog,
+    open_statements,
+    read_retained_log,
+    read_retention_notes,
+    retained_from_rows,
+)
 from authtrail.stream.core.audit import (
     CHECKPOINT_COLUMNS,
     CheckpointDamage,
@@ -433,8 +439,9 @@ def verify_store(
                     yield verdict.misplaced(log, events, checkpoints.get(name, []))
                 elif log is not None:
                     yield verdict.judge_rejections(
-                        log, checkpoints.get(name, []), anchored.get(name, []), unsigned
-                    )
+                        log, checkpoints.get(name, []), anchored.get(name, []), unsigned,
+                        tiles.get(name, []),
+                    )  # fmt: skip
                 elif name in retention_notes:
                     yield verdict.judge_retained(
                         retention_notes[name], flagged.get(name, (0, 0)),
@@ -495,17 +502,29 @@ class _Verdict:
         checkpoints: list[StoredCheckpoint],
         anchors: list[Anchor],
         unsigned: UnsignedPolicy | None,
+        tiles: list[tuple[int, int, bytes]],
     ) -> TenantResult:
         """The verdict on a rejection log read row by row
-        (:mod:`authtrail.sinks.verify_rejections`)."""
+        (:mod:`authtrail.sinks.verify_rejections`), pruned under its retention statements
+        like a tenant's log (:meth:`judge_retained`)."""
+        tails = {(self.tenant_id, seq): at for seq, at in log.stored_at.items()}
+        policy = (unsigned, tails) if unsigned else None
+        if log.notes:
+            try:
+                statements = open_statements(
+                    self.tenant_id, log.notes, self.keyring, self.log_origin
+                )
+                retained = retained_from_rows(self.tenant_id, statements, log.rows, tiles)
+            except (ChainError, RetentionDamage) as exc:
+                return self._damaged(len(log.rows), checkpoints, exc)
+            return self._judged_retained(retained, checkpoints, anchors, policy, tiles)
         if log.error is not None:
-            return self._damaged(len(log.links), checkpoints, log.error)
+            return self._damaged(len(log.rows), checkpoints, log.error)
         links = log.links
         tree = MerkleLevels.from_leaf_hashes([link.leaf_hash for link in links])
-        tails = {(self.tenant_id, seq): at for seq, at in enumerate(log.stored_at, start=1)}
         return self._checked(
             tree, lambda size: links[size - 1].hash if size <= len(links) else b"",
-            checkpoints, anchors, (unsigned, tails) if unsigned else None,
+            checkpoints, anchors, policy, tiles,
         )  # fmt: skip
 
     def judge_retained(
@@ -526,6 +545,16 @@ class _Verdict:
             )  # fmt: skip
         except (ChainError, RetentionDamage) as exc:
             return self._damaged(flagged[0], checkpoints, exc)
+        return self._judged_retained(log, checkpoints, anchors, unsigned, tiles)
+
+    def _judged_retained(
+        self,
+        log: RetainedLog,
+        checkpoints: list[StoredCheckpoint],
+        anchors: list[Anchor],
+        unsigned: tuple[UnsignedPolicy, dict[tuple[str, int], int]] | None,
+        tiles: list[tuple[int, int, bytes]],
+    ) -> TenantResult:
         # An anchor older than the cut, off a tile boundary, needs pruned leaves: its
         # root can no longer be recomputed (docs/INTEGRITY.md, "What a pruned log proves").
         kept = [anchor for anchor in anchors if provable(0, anchor.size, log.pruned_size)]

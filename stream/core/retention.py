@@ -21,6 +21,11 @@ checked from; the root binds the level-1 entries under the cut to a signature.
 The note travels in an ordinary event (:func:`retention_event`, service
 :data:`RETENTION_SERVICE`) that the sequencer chains and signs like any other; its
 authority is the note's signature by a key the verifier trusts, never the event.
+
+A rejection log (stream/core/rejection.py) is pruned the same way. Its statement is sent
+as such an event naming the log as its tenant, to the log's input partition; the worker,
+having checked it, chains it into the log as a rejection of kind
+:data:`RETENTION_REJECTION_KIND` whose reason is the note (:func:`retention_rejection`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ _CHAIN_KEYWORD = "authtrail-chain"
 _TIME_KEYWORD = "authtrail-time"
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _MAX_NUMBER = 2**64 - 1
+
+#: The ``error_kind`` of a rejection-log record carrying a checked retention statement.
+RETENTION_REJECTION_KIND = "retention"
 
 # Damage kinds only a retention statement can show (record kinds: authtrail.stream.core.chain).
 FORGED_RETENTION = "forged retention"
@@ -205,6 +213,30 @@ def retention_event(tenant_id: str, note: bytes, statement: RetentionStatement) 
         "service": RETENTION_SERVICE,
         "message": f"records 1..{statement.pruned_size} are past retention and may be deleted",
         "attributes": {NOTE_ATTRIBUTE: note.decode("utf-8")},
+    }
+
+
+def retention_rejection(
+    event: Mapping[str, Any], events_topic: str, position: tuple[int, int, int | None],
+    now_micros: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The record of rejection log ``event["tenant_id"]`` that carries the retention
+    statement of ``event`` (checked by the caller); ``position`` is the input's
+    ``(partition, offset, index)``."""
+    partition, offset, index = position
+    attributes = event.get("attributes") or {}
+    return {
+        "original": b"",
+        "original_key": None,
+        "reason": str(attributes.get(NOTE_ATTRIBUTE, "")),
+        "error_kind": RETENTION_REJECTION_KIND,
+        "source_topic": events_topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "source_timestamp": None,
+        "tenant_id": event["tenant_id"],
+        "rejected_at": now_micros,
+        "source_index": index,
     }
 
 

@@ -55,6 +55,7 @@ from authtrail.stream.core.retention import (
     RetentionDamage,
     check_retention_event,
     is_retention_event,
+    retention_rejection,
 )
 from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
 from authtrail.stream.detection.guard import Guard
@@ -444,6 +445,11 @@ class SequencerWorker:
                 check_event({}, record_bytes=len(value), record_timestamp_micros=None,
                             limits=self._limits)  # fmt: skip
             event = self._event_codec.decode(value)
+            if is_retention_event(event) and event["tenant_id"] == rejection_tenant(
+                record.partition
+            ):
+                self._retain_rejections(sequencer, record, event, value, index)
+                return
             check_event(
                 event, record_bytes=len(value),
                 record_timestamp_micros=record.timestamp_micros, limits=self._limits,
@@ -476,6 +482,35 @@ class SequencerWorker:
                 reason = f"event_id {event['event_id']!r} was already used for different content"
                 self._reject(sequencer, record, "event_id_conflict", reason, event["tenant_id"],
                              value, index)  # fmt: skip
+
+    def _retain_rejections(
+        self, sequencer: Sequencer, record: InputRecord, event: Mapping[str, Any],
+        value: bytes, index: int | None,
+    ) -> None:  # fmt: skip
+        """Chain ``event``, a retention statement for this partition's rejection log, into
+        that log as the worker's own record (stream/core/retention.py): no input event may
+        join a rejection log, so the statement is checked here as strictly as a tenant's,
+        and refused into the log like other input when it does not hold."""
+        tenant_id = event["tenant_id"]
+        try:
+            if self._retention is None:
+                raise RejectedEvent(
+                    FORGED_RETENTION_KIND,
+                    "this worker trusts no key to check a retention statement against",
+                )
+            self._check_retention(sequencer, event)
+        except RejectedEvent as exc:
+            self._reject(sequencer, record, exc.kind, str(exc), tenant_id, value, index)
+            return
+        position = (record.partition, record.offset, index)
+        rejection = retention_rejection(event, self._events_topic, position,
+                                        time.time_ns() // 1000)  # fmt: skip
+        link = sequencer.chain_rejection(tenant_id, rejection_leaf(rejection), record.offset, index)
+        if link is not None:
+            self._snapshotter.wrote(record.partition)
+            _LOG.info("partition %d: %s pruning statement chained as record %d",
+                      record.partition, tenant_id, link.seq)  # fmt: skip
+            self._publish_rejection(record, tenant_id, rejection, link)
 
     def _check_retention(self, sequencer: Sequencer, event: Mapping[str, Any]) -> None:
         """Refuse ``event``, a retention statement (:func:`is_retention_event`), unless a
@@ -682,6 +717,12 @@ class SequencerWorker:
                                      record.partition, where, kind, reason)  # fmt: skip
         self._publish(DEAD_LETTER, record.key, self._dead_letter_codec.encode(rejection),
                       record.partition)  # fmt: skip
+        self._publish_rejection(record, chain_tenant, rejection, link)
+
+    def _publish_rejection(
+        self, record: InputRecord, chain_tenant: str, rejection: dict[str, Any],
+        link: ChainLink,
+    ) -> None:  # fmt: skip
         chained = {
             "rejection": rejection,
             "chain_tenant_id": chain_tenant,

@@ -53,16 +53,20 @@ def test_roles_and_their_grants_known_answer() -> None:
         "GRANT SELECT ON `audit`.`tiles` TO authtrail_retention",
         "GRANT SHOW TABLES ON `audit`.* TO authtrail_retention",
         "GRANT ALTER DELETE ON `audit`.`events` TO authtrail_retention",
+        "GRANT ALTER DELETE ON `audit`.`rejected` TO authtrail_retention",
     ]
 
 
 def test_no_role_may_change_or_remove_rows_or_tables() -> None:
-    """Except the retention role's one right: deleting rows of events (which verify
-    reports as damage unless a signed retention statement in the log covers them)."""
-    deletion = "GRANT ALTER DELETE ON `db`.`events` TO authtrail_retention"
+    """Except the retention role's one right: deleting rows of events and rejected (which
+    verify reports as damage unless a signed retention statement in the log covers them)."""
+    deletions = [
+        "GRANT ALTER DELETE ON `db`.`events` TO authtrail_retention",
+        "GRANT ALTER DELETE ON `db`.`rejected` TO authtrail_retention",
+    ]
     statements = role_statements("db")
-    assert [line for line in statements if "ALTER" in line.upper()] == [deletion]
-    granted = " ".join(line for line in statements if line != deletion).upper()
+    assert [line for line in statements if "ALTER" in line.upper()] == deletions
+    granted = " ".join(line for line in statements if line not in deletions).upper()
     for right in ("ALTER", "DELETE", "UPDATE", "DROP", "TRUNCATE", "CREATE TABLE", "OPTIMIZE",
                   "ALL ON", "INSERT ON `DB`.*"):  # fmt: skip
         assert f"GRANT {right}" not in granted and f", {right}" not in granted

@@ -16,7 +16,7 @@ import pytest
 from authtrail.cli.commands import _retention_every
 from authtrail.cli.retention import parse_duration
 from authtrail.errors import ConfigurationError
-from authtrail.retention import RetentionOutcome, retention_periods
+from authtrail.retention import RetentionOutcome, RetentionPeriods, retention_periods
 from authtrail.retention_schedule import RetentionSchedule, TenantRetention
 from authtrail.settings import Settings
 from authtrail.stream.worker.app import topic_specs
@@ -57,13 +57,24 @@ def test_retention_every_flag_then_environment_then_an_hour(
 
 def test_retention_periods(tmp_path: Path) -> None:
     policy = tmp_path / "policy.json"
-    assert retention_periods(None) == (None, {})
+    assert retention_periods(None) == RetentionPeriods(None, {}, None)
     policy.write_text('{"tenants": {"acme": {}}}')
-    assert retention_periods(policy) == (None, {})
+    assert retention_periods(policy) == RetentionPeriods(None, {}, None)
     policy.write_text('{"retention_days": {"default": 365, "tenants": {"acme": 30, "hold": null}}}')
-    assert retention_periods(policy) == (365, {"acme": 30, "hold": None})
+    periods = retention_periods(policy)
+    assert periods == RetentionPeriods(365, {"acme": 30, "hold": None}, 365)
+    assert [periods.of(name) for name in ("acme", "hold", "other", "authtrail-rejected-3")] == [
+        30, None, 365, 365,
+    ]  # fmt: skip
+    policy.write_text(
+        '{"retention_days": {"default": null, "rejected": 14,'
+        ' "tenants": {"authtrail-rejected-0": 90, "acme": 30}}}'
+    )
+    periods = retention_periods(policy)
+    names = ("acme", "other", "authtrail-rejected-0", "authtrail-rejected-1")
+    assert [periods.of(name) for name in names] == [30, None, 90, 14]
     for bad in ('{"default": 0}', '{"tenants": {"x": true}}', '{"tenants": {"x": 1.5}}',
-                '{"tenants": []}', "[]"):  # fmt: skip
+                '{"tenants": []}', "[]", '{"rejected": 0}', '{"rejected": "7"}'):  # fmt: skip
         policy.write_text(f'{{"retention_days": {bad}}}')
         with pytest.raises(ConfigurationError, match="retention"):
             retention_periods(policy)

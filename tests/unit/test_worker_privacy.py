@@ -216,9 +216,12 @@ def _login(n: int) -> bytes:
     return EVENTS.encode(event)
 
 
-def _retention(signer: Signer, origin: str = "authtrail.test/acme", note: bool = True) -> bytes:
+def _retention(
+    signer: Signer, origin: str = "authtrail.test/acme", note: bool = True,
+    tenant_id: str = "acme",
+) -> bytes:  # fmt: skip
     statement = RetentionStatement(origin, 256, bytes(32), bytes(32), 1_700_000_001_000_000)
-    event = retention_event("acme", sign_retention(statement, signer), statement)
+    event = retention_event(tenant_id, sign_retention(statement, signer), statement)
     if not note:
         event["attributes"] = {}
     return EVENTS.encode(event)
@@ -244,3 +247,36 @@ def test_only_retention_statements_a_trusted_key_signed_are_chained() -> None:
     early.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
     early.run([0])
     assert "includes itself" in early.decoded(DEAD_LETTER_ROLE)[0]["reason"]
+
+
+def test_a_rejection_logs_retention_statement_is_chained_into_the_log() -> None:
+    """No input event may join a rejection log, but a statement pruning one must: the
+    worker checks it as strictly as a tenant's and chains it as the log's own record
+    (docs/INTEGRITY.md §14.4); anything else claiming the log is refused."""
+    other = Signer.parse(generate_key_strings("someone")[0])
+    log = "authtrail-rejected-2"  # the harness's input partition is 2
+    inputs = [b"not an event %d" % n for n in range(256)] + [
+        _retention(SIGNER, f"authtrail.test/{log}", tenant_id=log),
+        _retention(other, f"authtrail.test/{log}", tenant_id=log),
+        _retention(SIGNER, "authtrail.test/authtrail-rejected-1",
+                   tenant_id="authtrail-rejected-1"),
+    ]  # fmt: skip
+    harness = Harness(inputs)
+    harness.worker._retention = (make_keyring([SIGNER.verifier_key()]), "authtrail.test")
+    harness.run(list(range(len(inputs))))
+    chained = [record["rejection"] for record in harness.rejections()]
+    assert [rejection["error_kind"] for rejection in chained[255:]] == [
+        "undecodable", "retention", FORGED_RETENTION_KIND, "reserved_identity",
+    ]  # fmt: skip
+    statement = chained[256]
+    assert (statement["tenant_id"], statement["original"]) == (log, b"")
+    assert statement["reason"].startswith(f"authtrail.test/{log}\nauthtrail-retention-v1\n256\n")
+    assert statement["source_offset"] == 256
+    dead = harness.decoded(DEAD_LETTER_ROLE)
+    assert len(dead) == 256 + 2  # the statement is no dead letter
+    assert "no signature by a trusted key" in dead[256]["reason"]
+    # A worker that trusts no key cannot check one: refused, never chained as a statement.
+    untrusting = Harness(inputs[:257])
+    untrusting.run(list(range(257)))
+    kinds = [record["rejection"]["error_kind"] for record in untrusting.rejections()]
+    assert kinds[256] == FORGED_RETENTION_KIND
