@@ -529,7 +529,7 @@ class SequencerWorker:
         if self._sealer is None:
             return event, value
         try:
-            sealed = self._sealer.seal(event)
+            sealed = self._sealer.seal(event, value)
         except (ConfigurationError, OSError) as exc:
             # The key store failed: chaining clear text or skipping the event are both
             # wrong, so stop like a failed publish (rule 2); a restart retries the event.
