@@ -94,6 +94,18 @@ class ReorderBuffer:
             self._forget_before(cutoff)
         return released
 
+    def due(self) -> int | None:
+        """The smallest cutoff at which :meth:`release` would change anything: the oldest
+        pending event's time, or one past the oldest remembered id's (then forgotten);
+        None when it never would. A caller may skip a release whose cutoff is below it,
+        provided the watermark did not move since the last release (it moves only by
+        :meth:`offer`, which a release follows)."""
+        pending = self.pending[0][0] if self.pending else None
+        oldest = self._oldest_id_at
+        if oldest is None:
+            return pending
+        return oldest + 1 if pending is None or oldest + 1 < pending else pending
+
     def forget(self, lateness: int, floor: int | None) -> None:
         """Drop remembered ids older than the cutoff: such an event is refused as late."""
         cutoff = self.cutoff(lateness, floor)

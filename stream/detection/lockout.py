@@ -22,6 +22,7 @@ short version:
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -208,7 +209,7 @@ class _Account:
 
 
 class _Tenant:
-    __slots__ = ("accounts", "buffered", "clock", "counters", "floor", "locked")
+    __slots__ = ("accounts", "buffered", "clock", "counters", "due", "floor", "locked")
 
     def __init__(self) -> None:
         self.accounts: dict[str, _Account] = {}
@@ -219,11 +220,16 @@ class _Tenant:
         # not O(accounts of the tenant): who has buffered events, whose lock may expire.
         self.buffered: set[str] = set()
         self.locked: set[str] = set()
+        # (due, key) of buffered accounts (ReorderBuffer.due), a heap with stale entries:
+        # a time step visits only accounts whose release would change something, not
+        # every buffered one. Each buffered account has an entry no later than its due.
+        self.due: list[tuple[int, str]] = []
 
     def track(self, account: _Account) -> None:
         key = account.key
         if account.order.pending:
             self.buffered.add(key)
+            heapq.heappush(self.due, (account.order.due() or 0, key))
         else:
             self.buffered.discard(key)
         if account.unlock_pending:
@@ -316,13 +322,20 @@ class LockoutDetector:
         tenant.clock = now if tenant.clock is None else max(tenant.clock, now)
         policy = self._policy_for(tenant_id)
         decisions: list[Decision] = []
-        for key in sorted(tenant.buffered):
+        # Every buffered account was released at its last event, with a watermark that has
+        # not moved since, so only the floor can make its release do anything now: when
+        # the cutoff it gives reaches the account's due. Those are visited, in key order
+        # (which orders decisions of equal time); for the others a release is a no-op.
+        cutoff, due, visit = tenant.floor - self._lateness, tenant.due, set()
+        while due and due[0][0] <= cutoff:
+            visit.add(heapq.heappop(due)[1])
+        for key in sorted(visit & tenant.buffered):
             account = tenant.accounts[key]
             released = account.order.release(self._lateness, tenant.floor)
-            # Nothing released leaves the account as it was (its indexes included): most
-            # buffered accounts wait for a later step.
             if released:
                 decisions += self._apply(tenant, account, released, policy)
+            else:  # ids forgotten at most: keep its entry, at its new due
+                tenant.track(account)
         decisions += self._expire(tenant)
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 

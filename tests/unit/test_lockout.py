@@ -15,6 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError
 from authtrail.schemas import AUTH_EVENT, load_schema
@@ -26,7 +28,7 @@ from authtrail.stream.detection.decisions import (
     Decision,
     decision_to_event,
 )
-from authtrail.stream.detection.lockout import LockoutDetector
+from authtrail.stream.detection.lockout import LockoutDetector, _Tenant
 from authtrail.stream.detection.lockout_policy import LockoutPolicy
 
 SECOND = 1_000_000
@@ -563,3 +565,87 @@ def test_decision_event_fields() -> None:
         replace(decisions[0], kind=ACCOUNT_UNLOCKED),
     ):
         assert decision_to_event(changed)["event_id"] != lock["event_id"]
+
+
+class _VisitEveryAccount(LockoutDetector):
+    """The time step as it was before the due index: a release of every buffered account."""
+
+    def advance(self, tenant_id: str, now: int) -> list[Decision]:
+        tenant = self._tenants.get(tenant_id) or self._tenants.setdefault(tenant_id, _Tenant())
+        tenant.floor = now if tenant.floor is None else max(tenant.floor, now)
+        tenant.clock = now if tenant.clock is None else max(tenant.clock, now)
+        policy = self._policy_for(tenant_id)
+        decisions: list[Decision] = []
+        for key in sorted(tenant.buffered):
+            account = tenant.accounts[key]
+            released = account.order.release(self._lateness, tenant.floor)
+            if released:
+                decisions += self._apply(tenant, account, released, policy)
+        decisions += self._expire(tenant)
+        return sorted(decisions, key=lambda decision: decision.occurred_at)
+
+
+@settings(max_examples=500, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["event", "event", "event", "event", "advance", "prune"]),
+            # Seconds the sources' clock moves on, and an event's time against it (late
+            # ones too): multiples of 5 like the latenesses, so that events fall exactly on
+            # a cutoff, where a release leaves their ids remembered.
+            st.sampled_from([0, 5, 5, 10]),
+            st.sampled_from(range(-40, 5, 5)),
+            st.sampled_from(["LOGIN_FAILED", "LOGIN_FAILED", "LOGIN", "ACCOUNT_UNLOCKED"]),
+            st.sampled_from(["alice", "bob"]),
+            st.integers(0, 2),  # event id: repeats are duplicates (or late copies)
+        ),
+        max_size=150,
+    ),
+    lateness=st.sampled_from([0.0, 5.0, 30.0]),
+)
+def test_the_due_index_decides_and_remembers_what_visiting_every_account_does(
+    steps: list[tuple[str, int, int, str, str, int]], lateness: float
+) -> None:
+    policy = LockoutPolicy(max_login_failures=3, wait_increment_seconds=60,
+                           quick_login_check_milliseconds=2000,
+                           failure_reset_time_seconds=300)  # fmt: skip
+    indexed = LockoutDetector(lambda _: policy, allowed_lateness_seconds=lateness)
+    reference = _VisitEveryAccount(lambda _: policy, allowed_lateness_seconds=lateness)
+    clock = ORIGIN
+    for action, moved, jitter, event_type, user, copy in steps:
+        clock += moved * SECOND
+        if action == "advance":
+            assert indexed.advance(TENANT, clock) == reference.advance(TENANT, clock)
+        elif action == "prune":
+            assert indexed.prune(TENANT) == reference.prune(TENANT)
+        else:
+            at = clock + jitter * SECOND
+            event = {"tenant_id": TENANT, "event_id": f"{user}-{at}-{copy}",
+                     "event_type": event_type, "outcome": "FAILURE" if "FAILED" in event_type
+                     else "SUCCESS", "occurred_at": at, "user_name": user}  # fmt: skip
+            assert indexed.observe(event) == reference.observe(event)
+        assert indexed.to_state() == reference.to_state()
+    # Reloaded from its state, the index is rebuilt and goes on deciding the same.
+    reloaded = LockoutDetector.from_state(indexed.to_state(), lambda _: policy,
+                                          allowed_lateness_seconds=lateness)  # fmt: skip
+    final = clock + 3600 * SECOND
+    assert reloaded.advance(TENANT, final) == reference.advance(TENANT, final)
+    assert reloaded.to_state() == reference.to_state()
+
+
+def test_the_due_index_stays_bounded_under_distinct_accounts() -> None:
+    """Entries leave the index as event time passes them, so a stream of ever new accounts
+    keeps it at about the events of the lateness window."""
+    policy = LockoutPolicy()
+    detector = LockoutDetector(lambda _: policy, allowed_lateness_seconds=5.0)
+    for n in range(20_000):
+        at = ORIGIN + n * SECOND // 10
+        event = {"tenant_id": TENANT, "event_id": f"e{n}", "event_type": "LOGIN_FAILED",
+                 "outcome": "FAILURE", "occurred_at": at, "user_name": f"u{n}"}  # fmt: skip
+        detector.observe(event)
+        if n % 10 == 0:
+            detector.advance(TENANT, at)
+        if n % 6000 == 0:
+            detector.prune(TENANT)
+    tenant = detector._tenants[TENANT]
+    assert len(tenant.due) <= 200 and len(tenant.buffered) <= 60
