@@ -18,6 +18,7 @@ Event time, lateness, duplicates and state round-trips follow the same rules as
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -132,6 +133,9 @@ class SprayDetector:
         self._addresses: dict[str, dict[str, _Address]] = {}
         self._floors: dict[str, int] = {}
         self._counters: dict[str, Counter[str]] = {}
+        # Per tenant, (due, client_ip) of addresses whose release may change something
+        # (ReorderBuffer.due), a heap with stale entries: a time step visits only those.
+        self._due: dict[str, list[tuple[int, str]]] = {}
 
     @property
     def counters(self) -> dict[str, int]:
@@ -183,15 +187,23 @@ class SprayDetector:
         decisions: list[Decision] = []
         addresses = self._addresses.get(tenant_id, {})
         lateness = self._lateness
-        for client_ip, address in addresses.items():
-            # The release also forgets ids behind the cutoff, at this very floor. (What
-            # _release does, inlined: every address of the tenant, every time step.)
+        # Every address was released at its last event, with a watermark that has not
+        # moved since, so only the floor can make its release do anything now: when the
+        # cutoff reaches the address's due. Those are visited, in the tenant's address
+        # order (which orders alerts of equal time); for the others a release is a no-op.
+        cutoff, due, visit = floor - lateness, self._due.get(tenant_id), set()
+        while due and due[0][0] <= cutoff:
+            visit.add(heapq.heappop(due)[1])
+        for client_ip in [ip for ip in addresses if ip in visit] if visit else ():
+            address = addresses[client_ip]
+            # The release also forgets ids behind the cutoff, at this very floor.
             for occurred_at, event_id, payload in address.order.release(lateness, floor):
                 decision = address.failed(
                     tenant_id, client_ip, occurred_at, event_id, payload, policy
                 )
                 if decision is not None:
                     decisions.append(decision)
+            self._index(tenant_id, client_ip, address)
         # An address with nothing buffered and only failures older than the window is empty.
         horizon = now - policy.window_seconds * 1_000_000
         for client_ip in [
@@ -236,7 +248,16 @@ class SprayDetector:
             tenant: {ip: _Address.from_state(value) for ip, value in addresses.items()}
             for tenant, addresses in state["addresses"].items()
         }
+        for tenant, addresses in detector._addresses.items():
+            for ip, address in addresses.items():
+                detector._index(tenant, ip, address)
         return detector
+
+    def _index(self, tenant_id: str, client_ip: str, address: _Address) -> None:
+        """Give ``address`` an entry at its due, if a release could ever change it."""
+        due = address.order.due()
+        if due is not None:
+            heapq.heappush(self._due.setdefault(tenant_id, []), (due, client_ip))
 
     def _release(
         self, tenant_id: str, client_ip: str, address: _Address, policy: SprayPolicy
@@ -247,6 +268,7 @@ class SprayDetector:
             decision = address.failed(tenant_id, client_ip, occurred_at, event_id, payload, policy)
             if decision is not None:
                 decisions.append(decision)
+        self._index(tenant_id, client_ip, address)
         return decisions
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError
 from authtrail.schemas import AUTH_EVENT, load_schema
@@ -235,3 +237,70 @@ def test_advance_forgets_quiet_addresses() -> None:
     assert spray.to_state()["addresses"][TENANT] != {}  # its failure is still in the window
     spray.advance(TENANT, ORIGIN + 601 * SECOND)
     assert spray.to_state()["addresses"][TENANT] == {}
+
+
+class _VisitEveryAddress(SprayDetector):
+    """The time step as it was before the due index: a release of every address."""
+
+    def advance(self, tenant_id: str, now: int) -> list[Decision]:
+        floor = self._floors[tenant_id] = max(self._floors.get(tenant_id, now), now)
+        policy = self._policy_for(tenant_id)
+        decisions: list[Decision] = []
+        addresses = self._addresses.get(tenant_id, {})
+        for client_ip, address in addresses.items():
+            for occurred_at, event_id, payload in address.order.release(self._lateness, floor):
+                decision = address.failed(
+                    tenant_id, client_ip, occurred_at, event_id, payload, policy
+                )
+                if decision is not None:
+                    decisions.append(decision)
+        horizon = now - policy.window_seconds * 1_000_000
+        for client_ip in [
+            client_ip
+            for client_ip, address in addresses.items()
+            if not (address.order.pending or address.order.recent_ids)
+            and (address.order.watermark or 0) <= now
+            and all(item[0] <= horizon for item in address.failures)
+            and (address.quiet_until or 0) <= now
+        ]:
+            del addresses[client_ip]
+        return sorted(decisions, key=lambda decision: decision.occurred_at)
+
+
+@settings(max_examples=500, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["event", "event", "event", "event", "advance"]),
+            # As in test_lockout's: multiples of 5 s, so events fall exactly on a cutoff.
+            st.sampled_from([0, 5, 5, 10]),
+            st.sampled_from(range(-40, 5, 5)),
+            st.sampled_from(["alice", "bob", "carol", "dave"]),
+            st.sampled_from(["198.51.100.1", "198.51.100.2"]),
+            st.integers(0, 2),
+        ),
+        max_size=150,
+    ),
+    lateness=st.sampled_from([0.0, 5.0, 30.0]),
+)
+def test_the_due_index_alerts_and_remembers_what_visiting_every_address_does(
+    steps: list[tuple[str, int, int, str, str, int]], lateness: float
+) -> None:
+    policy = SprayPolicy(distinct_users=3, window_seconds=60)
+    indexed = SprayDetector(lambda _: policy, allowed_lateness_seconds=lateness)
+    reference = _VisitEveryAddress(lambda _: policy, allowed_lateness_seconds=lateness)
+    clock = ORIGIN
+    for action, moved, jitter, user, ip, copy in steps:
+        clock += moved * SECOND
+        if action == "advance":
+            assert indexed.advance(TENANT, clock) == reference.advance(TENANT, clock)
+        else:
+            at = clock + jitter * SECOND
+            event = failure((at - ORIGIN) / SECOND, user, ip, event_id=f"{user}-{ip}-{at}-{copy}")
+            assert indexed.observe(event) == reference.observe(event)
+        assert indexed.to_state() == reference.to_state()
+    reloaded = SprayDetector.from_state(indexed.to_state(), lambda _: policy,
+                                        allowed_lateness_seconds=lateness)  # fmt: skip
+    final = clock + 3600 * SECOND
+    assert reloaded.advance(TENANT, final) == reference.advance(TENANT, final)
+    assert reloaded.to_state() == reference.to_state()
