@@ -45,9 +45,12 @@ class _Address:
     how many of them there are (so each failure costs O(1), however hard the address
     hammers one account)."""
 
-    __slots__ = ("accounts", "failures", "order", "quiet_until")
+    __slots__ = ("accounts", "failures", "order", "quiet_until", "rank")
 
-    def __init__(self) -> None:
+    def __init__(self, rank: int = 0) -> None:
+        # Creation order: the tenant's dict order, so visits sort by it instead of
+        # scanning the dict.
+        self.rank = rank
         self.order = ReorderBuffer()
         self.failures: deque[tuple[int, str]] = deque()  # (occurred_at, user key)
         self.accounts: dict[str, list[Any]] = {}  # user key -> [name, failures in window]
@@ -110,6 +113,17 @@ class _Address:
         address.quiet_until = state["quiet_until"]
         return address
 
+    def empty_at(self, window: int) -> int | None:
+        """The least ``now`` from which the detector's clean-up forgets this address (it
+        holds from there on while the address is untouched); None while events are
+        buffered or ids remembered, which only a release of the address changes."""
+        order = self.order
+        if order.pending or order.recent_ids:
+            return None
+        at = max(order.watermark or 0, self.quiet_until or 0)
+        # Failures are appended in event-time order: the last is the newest.
+        return max(at, self.failures[-1][0] + window) if self.failures else at
+
 
 class SprayDetector:
     """Decides BRUTE_FORCE_SUSPECTED per (tenant, client address); see the module doc.
@@ -136,6 +150,12 @@ class SprayDetector:
         # Per tenant, (due, client_ip) of addresses whose release may change something
         # (ReorderBuffer.due), a heap with stale entries: a time step visits only those.
         self._due: dict[str, list[tuple[int, str]]] = {}
+        # Per tenant, when each address becomes empty (_Address.empty_at): a heap with
+        # stale entries, the live one per address in ``scheduled``, both for the window
+        # they were computed with (a policy change of it rebuilds them), so the clean-up
+        # visits only addresses whose time has come.
+        self._empty: dict[str, _EmptyIndex] = {}
+        self._created = 0
 
     @property
     def counters(self) -> dict[str, int]:
@@ -173,7 +193,8 @@ class SprayDetector:
             addresses = self._addresses[tenant_id] = {}
         address = addresses.get(client_ip)
         if address is None:  # not setdefault: that built an _Address for every failure
-            address = addresses[client_ip] = _Address()
+            self._created += 1
+            address = addresses[client_ip] = _Address(self._created)
         payload = {"user_key": key, "user_name": event.get("user_name") or key}
         floor = self._floors.get(tenant_id)
         counters[address.order.offer(occurred_at, event_id, payload, self._lateness, floor)] += 1
@@ -194,7 +215,8 @@ class SprayDetector:
         cutoff, due, visit = floor - lateness, self._due.get(tenant_id), set()
         while due and due[0][0] <= cutoff:
             visit.add(heapq.heappop(due)[1])
-        for client_ip in [ip for ip in addresses if ip in visit] if visit else ():
+        visited = [ip for ip in visit if ip in addresses]
+        for client_ip in sorted(visited, key=lambda ip: addresses[ip].rank):
             address = addresses[client_ip]
             # The release also forgets ids behind the cutoff, at this very floor.
             for occurred_at, event_id, payload in address.order.release(lateness, floor):
@@ -203,18 +225,22 @@ class SprayDetector:
                 )
                 if decision is not None:
                     decisions.append(decision)
-            self._index(tenant_id, client_ip, address)
-        # An address with nothing buffered and only failures older than the window is empty.
-        horizon = now - policy.window_seconds * 1_000_000
-        for client_ip in [
-            client_ip
-            for client_ip, address in addresses.items()
-            if not (address.order.pending or address.order.recent_ids)
-            and (address.order.watermark or 0) <= now
-            and all(item[0] <= horizon for item in address.failures)
-            and (address.quiet_until or 0) <= now
-        ]:
-            del addresses[client_ip]
+            self._index(tenant_id, client_ip, address, policy)
+        # An address with nothing buffered and only failures older than the window is
+        # empty: forgotten once ``now`` reaches its empty_at (the empty index).
+        index = self._empty_index(tenant_id, policy, addresses)
+        heap, scheduled = index.heap, index.scheduled
+        while heap and heap[0][0] <= now:
+            at, client_ip = heapq.heappop(heap)
+            if scheduled.get(client_ip) != at:
+                continue  # stale: superseded by an earlier time, or already visited
+            del scheduled[client_ip]
+            empty_at = addresses[client_ip].empty_at(index.window)
+            if empty_at is not None and empty_at <= now:
+                del addresses[client_ip]
+            elif empty_at is not None:
+                scheduled[client_ip] = empty_at
+                heapq.heappush(heap, (empty_at, client_ip))
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
     def to_state(self) -> dict[str, Any]:
@@ -248,16 +274,56 @@ class SprayDetector:
             tenant: {ip: _Address.from_state(value) for ip, value in addresses.items()}
             for tenant, addresses in state["addresses"].items()
         }
+        for addresses in detector._addresses.values():
+            for address in addresses.values():
+                detector._created += 1
+                address.rank = detector._created
         for tenant, addresses in detector._addresses.items():
             for ip, address in addresses.items():
-                detector._index(tenant, ip, address)
+                # The empty index is built at the tenant's first step (by its policy).
+                due = address.order.due()
+                if due is not None:
+                    heapq.heappush(detector._due.setdefault(tenant, []), (due, ip))
         return detector
 
-    def _index(self, tenant_id: str, client_ip: str, address: _Address) -> None:
-        """Give ``address`` an entry at its due, if a release could ever change it."""
+    def _index(
+        self, tenant_id: str, client_ip: str, address: _Address, policy: SprayPolicy
+    ) -> None:
+        """Give ``address`` an entry at its due, if a release could ever change it, and
+        keep its time in the empty index (after every release: only one changes it)."""
         due = address.order.due()
         if due is not None:
             heapq.heappush(self._due.setdefault(tenant_id, []), (due, client_ip))
+        index = self._empty.get(tenant_id)
+        window = policy.window_seconds * 1_000_000
+        if index is None or index.window != window:
+            self._empty_index(tenant_id, policy, self._addresses[tenant_id])
+            return
+        at = address.empty_at(window)
+        if at is None:
+            return  # its entry, if any, is kept: visited early, it is put back in time
+        scheduled = index.scheduled.get(client_ip)
+        # An entry no later than ``at`` stays: when visited it is put back at the time
+        # then, so an address has one live entry and times only move it earlier.
+        if scheduled is None or at < scheduled:
+            index.scheduled[client_ip] = at
+            heapq.heappush(index.heap, (at, client_ip))
+
+    def _empty_index(
+        self, tenant_id: str, policy: SprayPolicy, addresses: Mapping[str, _Address]
+    ) -> _EmptyIndex:
+        """The tenant's empty index for its policy's window, built anew when that changed."""
+        window = policy.window_seconds * 1_000_000
+        index = self._empty.get(tenant_id)
+        if index is None or index.window != window:
+            index = self._empty[tenant_id] = _EmptyIndex(window)
+            for client_ip, address in addresses.items():
+                at = address.empty_at(window)
+                if at is not None:
+                    index.scheduled[client_ip] = at
+                    index.heap.append((at, client_ip))
+            heapq.heapify(index.heap)
+        return index
 
     def _release(
         self, tenant_id: str, client_ip: str, address: _Address, policy: SprayPolicy
@@ -268,8 +334,19 @@ class SprayDetector:
             decision = address.failed(tenant_id, client_ip, occurred_at, event_id, payload, policy)
             if decision is not None:
                 decisions.append(decision)
-        self._index(tenant_id, client_ip, address)
+        self._index(tenant_id, client_ip, address, policy)
         return decisions
+
+
+class _EmptyIndex:
+    """One tenant's addresses by the time they become empty, for one window length."""
+
+    __slots__ = ("heap", "scheduled", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.heap: list[tuple[int, str]] = []  # (empty_at, client_ip), stale ones included
+        self.scheduled: dict[str, int] = {}  # client_ip -> its live entry's time
 
 
 def _is_failure(event: Mapping[str, Any], policy: SprayPolicy) -> bool:

@@ -267,6 +267,15 @@ class _VisitEveryAddress(SprayDetector):
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
+def _agree(indexed: SprayDetector, reference: SprayDetector, step: int | dict[str, Any]) -> None:
+    """Advance both to ``step`` (an int) or let both observe it: same alerts, same state."""
+    if isinstance(step, int):
+        assert indexed.advance(TENANT, step) == reference.advance(TENANT, step)
+    else:
+        assert indexed.observe(step) == reference.observe(step)
+    assert indexed.to_state() == reference.to_state()
+
+
 @settings(max_examples=500, derandomize=True, database=None)
 @given(
     steps=st.lists(
@@ -292,15 +301,88 @@ def test_the_due_index_alerts_and_remembers_what_visiting_every_address_does(
     clock = ORIGIN
     for action, moved, jitter, user, ip, copy in steps:
         clock += moved * SECOND
-        if action == "advance":
-            assert indexed.advance(TENANT, clock) == reference.advance(TENANT, clock)
-        else:
-            at = clock + jitter * SECOND
-            event = failure((at - ORIGIN) / SECOND, user, ip, event_id=f"{user}-{ip}-{at}-{copy}")
-            assert indexed.observe(event) == reference.observe(event)
-        assert indexed.to_state() == reference.to_state()
+        at = clock + jitter * SECOND
+        event = failure((at - ORIGIN) / SECOND, user, ip, event_id=f"{user}-{ip}-{at}-{copy}")
+        _agree(indexed, reference, clock if action == "advance" else event)
     reloaded = SprayDetector.from_state(indexed.to_state(), lambda _: policy,
                                         allowed_lateness_seconds=lateness)  # fmt: skip
     final = clock + 3600 * SECOND
     assert reloaded.advance(TENANT, final) == reference.advance(TENANT, final)
     assert reloaded.to_state() == reference.to_state()
+
+
+@settings(max_examples=400, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["event", "event", "event", "advance", "advance", "window"]),
+            # Mostly small moves on a 5 s grid (events on a cutoff or a window's end),
+            # sometimes a watermark jump past every window.
+            st.sampled_from([0, 5, 5, 10, 30, 60, 400]),
+            st.sampled_from(range(-40, 5, 5)),
+            st.sampled_from(["alice", "bob", "carol"]),
+            st.sampled_from(["198.51.100.1", "198.51.100.2", "198.51.100.3"]),
+            st.sampled_from([30, 60, 120]),
+        ),
+        max_size=150,
+    ),
+    lateness=st.sampled_from([0.0, 5.0, 30.0]),
+)
+def test_the_empty_index_forgets_what_scanning_every_address_does(
+    steps: list[tuple[str, int, int, str, str, int]], lateness: float
+) -> None:
+    """The clean-up by the empty index against the scan of every address, with the
+    policy's window changing between steps and ``now`` sometimes behind the floor."""
+    policies = {"now": SprayPolicy(distinct_users=2, window_seconds=60)}
+    indexed = SprayDetector(lambda _: policies["now"], allowed_lateness_seconds=lateness)
+    reference = _VisitEveryAddress(lambda _: policies["now"], allowed_lateness_seconds=lateness)
+    clock = ORIGIN
+    for number, (action, moved, jitter, user, ip, window) in enumerate(steps):
+        clock += moved * SECOND
+        at = clock + jitter * SECOND  # for a step: behind the floor at times
+        if action == "window":
+            policies["now"] = SprayPolicy(distinct_users=2, window_seconds=window)
+        else:
+            event = failure((at - ORIGIN) / SECOND, user, ip, event_id=f"{number}")
+            _agree(indexed, reference, at if action == "advance" else event)
+    reloaded = SprayDetector.from_state(indexed.to_state(), lambda _: policies["now"],
+                                        allowed_lateness_seconds=lateness)  # fmt: skip
+    for now in (clock, clock + 61 * SECOND, clock + 3600 * SECOND):
+        assert reloaded.advance(TENANT, now) == reference.advance(TENANT, now)
+        assert reloaded.to_state() == reference.to_state()
+
+
+def test_state_and_indexes_stay_bounded_under_distinct_addresses() -> None:
+    """Each failure from a new address and account: what the detector keeps, indexes
+    included, is bounded by the window, not by how many addresses it has seen."""
+    spray = SprayDetector(
+        lambda _: SprayPolicy(distinct_users=3, window_seconds=60), allowed_lateness_seconds=5.0
+    )
+    sizes = []
+    for second in range(20_000):
+        spray.observe(failure(second, f"user{second}", f"10.{second // 65536}.{second % 65536}"))
+        if second % 10 == 0:
+            spray.advance(TENANT, ORIGIN + second * SECOND)
+            empty = spray._empty[TENANT]
+            kept = (spray._addresses[TENANT], spray._due[TENANT], empty.heap, empty.scheduled)
+            sizes.append(max(len(part) for part in kept))
+    # One address a second, forgotten 60 s after its failure (lateness 5 s, steps 10 s).
+    assert max(sizes[100:]) <= 80
+    assert len(spray._addresses[TENANT]) >= 60  # the window's addresses are kept
+
+
+def test_an_alert_brings_the_time_an_address_is_forgotten_forward() -> None:
+    """After an alert its failures are gone: the address is empty at the end of the
+    alerted window, before the time its newest failure alone would have kept it."""
+    spray = SprayDetector(
+        lambda _: SprayPolicy(distinct_users=2, window_seconds=60), allowed_lateness_seconds=0.0
+    )
+    spray.observe(failure(0, "alice"))
+    spray.observe(failure(10, "alice"))
+    spray.advance(TENANT, ORIGIN + 15 * SECOND)  # kept until 70 s by its newest failure
+    assert len(spray.observe(failure(20, "bob"))) == 1  # alerted window 0 to 60 s
+    spray.advance(TENANT, ORIGIN + 25 * SECOND)
+    spray.advance(TENANT, ORIGIN + 59 * SECOND)
+    assert IP in spray.to_state()["addresses"][TENANT]
+    spray.advance(TENANT, ORIGIN + 60 * SECOND)
+    assert spray.to_state()["addresses"][TENANT] == {}
