@@ -257,3 +257,50 @@ def test_lost_rejections_are_counted_in_their_month_and_inserted_again(tmp_path:
         assert count() == 3
         assert insert_until_stored(insert, count, token="r", sent=3, what="rejections") == 0
         assert count() == 3  # a retry of a stored insert still adds nothing
+
+
+def test_an_insert_of_many_tenants_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One flush may hold rows of 10 000 tenants (their checkpoints, say): the count of
+    its keys must not become one query over ClickHouse's max_query_size, which made the
+    sink retry that flush forever."""
+    tenants = 5_000
+    rows = [
+        rejected_row(
+            {
+                "rejection": {
+                    "original": b"junk",
+                    "original_key": None,
+                    "reason": "bad magic",
+                    "error_kind": "decode",
+                    "source_topic": "events",
+                    "source_partition": n,
+                    "source_offset": 1,
+                    "source_timestamp": None,
+                    "tenant_id": None,
+                    "rejected_at": datetime(2026, 1, 2, tzinfo=UTC),
+                },
+                "chain_tenant_id": f"authtrail-rejected-{n}",
+                "seq": 1,
+                "prev_hash": bytes(32),
+                "hash": bytes(32),
+                "leaf_hash": bytes(32),
+                "epoch": 0,
+            },
+            "c1",
+            n,
+            1,
+        )
+        for n in range(tenants)
+    ]
+    ranges = key_ranges((f"authtrail-rejected-{n}", 1) for n in range(tenants))
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        backend.insert_arrow("rejected", to_arrow(rows, REJECTED_SCHEMA))
+        assert count_stored(backend, "rejected", 202601, ranges) == tenants
+        # The limit is real: one query naming every tenant is refused.
+        monkeypatch.setattr("authtrail.sinks.lost_inserts.TENANTS_PER_COUNT", tenants)
+        with pytest.raises(Exception, match=r"(?i)max query size"):
+            count_stored(backend, "rejected", 202601, ranges)
