@@ -42,6 +42,10 @@ _YEAR_2000_MICROS = 946_684_800_000_000
 
 # Asked for every event, and murmur2 in Python costs ~2 µs; bounded (a few MB at most).
 _tenant_partition = functools.lru_cache(maxsize=16_384)(tenant_partition)
+# (tenant id, partition, partitions, max id chars) that passed every tenant check; bounded
+# like the cache above (cleared when full: a miss only costs the checks again).
+_admitted: set[tuple[object, ...]] = set()
+_MAX_ADMITTED = 16_384
 
 
 class RejectedEvent(FormatError):
@@ -124,6 +128,24 @@ def claims_erasure(event: Mapping[str, Any]) -> bool:
     )
 
 
+def _check_tenant_id(tenant_id: str) -> None:
+    """Refuse a tenant id no event may carry (after the missing/length checks)."""
+    if _folded(tenant_id).startswith(_FOLDED_REJECTION_PREFIX):
+        # Only the worker writes rejection logs (stream/core/rejection.py), and never through
+        # the events topic: no event may ever join one.
+        raise RejectedEvent(
+            RESERVED_IDENTITY,
+            f"tenant_id {tenant_id!r} is reserved to authtrail's rejection logs",
+        )
+    if not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        # The SDK refuses these; a foreign producer may not. Refused here, before anything
+        # (sealing, key stores, checkpoint origins) takes the id as a name.
+        raise RejectedEvent(
+            INVALID_EVENT,
+            f"tenant_id {tenant_id!r} must match {TENANT_ID_PATTERN.pattern}",
+        )
+
+
 def check_event(
     event: Mapping[str, Any], *, record_bytes: int, record_timestamp_micros: int | None,
     limits: Limits = Limits(), partition: int | None = None, partitions: int | None = None,
@@ -152,7 +174,13 @@ def check_event(
         raise RejectedEvent(
             OVERSIZED, f"record of {record_bytes} bytes exceeds {limits.max_record_bytes}"
         )
-    for name in ("event_id", "tenant_id"):
+    tenant_id = event.get("tenant_id")
+    # The tenant checks (and the partition check below) depend on the tenant id and
+    # settings alone: an id that passed them once passes again, and only the event id is
+    # left to check (it is checked first either way, so the same rule fails first).
+    admitted_as = (tenant_id, partition, partitions, limits.max_id_chars)
+    admitted = type(tenant_id) is str and admitted_as in _admitted
+    for name in ("event_id",) if admitted else ("event_id", "tenant_id"):
         value = event.get(name)
         if not isinstance(value, str) or not value.strip():
             raise RejectedEvent(MISSING_FIELD, f"{name} is missing or empty")
@@ -160,20 +188,8 @@ def check_event(
             raise RejectedEvent(
                 MISSING_FIELD, f"{name} is longer than {limits.max_id_chars} characters"
             )
-    if _folded(event["tenant_id"]).startswith(_FOLDED_REJECTION_PREFIX):
-        # Only the worker writes rejection logs (stream/core/rejection.py), and never through
-        # the events topic: no event may ever join one.
-        raise RejectedEvent(
-            RESERVED_IDENTITY,
-            f"tenant_id {event['tenant_id']!r} is reserved to authtrail's rejection logs",
-        )
-    if not TENANT_ID_PATTERN.fullmatch(event["tenant_id"]):
-        # The SDK refuses these; a foreign producer may not. Refused here, before anything
-        # (sealing, key stores, checkpoint origins) takes the id as a name.
-        raise RejectedEvent(
-            INVALID_EVENT,
-            f"tenant_id {event['tenant_id']!r} must match {TENANT_ID_PATTERN.pattern}",
-        )
+    if not admitted:
+        _check_tenant_id(event["tenant_id"])
     reserved = reserved_identity(event)
     if reserved is not None and claims_erasure(event):
         # A forged record would show an erasure that never happened in a signed log.
@@ -196,15 +212,19 @@ def check_event(
             f"{reserved}; only authtrail's worker may emit these (tenant "
             f"{event['tenant_id']!r}): producers must use another service name and event id",
         )
-    if partition is not None and partitions is not None:
-        expected = _tenant_partition(str(event["tenant_id"]), partitions)
-        if partition != expected:
-            raise RejectedEvent(
-                WRONG_PARTITION,
-                f"tenant {event['tenant_id']!r} belongs to partition {expected}, the event "
-                f"arrived in {partition}: key events by tenant id with Kafka's default "
-                "(murmur2) partitioner",
-            )
+    if not admitted:
+        if partition is not None and partitions is not None:
+            expected = _tenant_partition(str(event["tenant_id"]), partitions)
+            if partition != expected:
+                raise RejectedEvent(
+                    WRONG_PARTITION,
+                    f"tenant {event['tenant_id']!r} belongs to partition {expected}, the event "
+                    f"arrived in {partition}: key events by tenant id with Kafka's default "
+                    "(murmur2) partitioner",
+                )
+        if len(_admitted) >= _MAX_ADMITTED:
+            _admitted.clear()
+        _admitted.add(admitted_as)
     occurred_at = event.get("occurred_at")
     if not isinstance(occurred_at, int) or occurred_at < limits.earliest_micros:
         raise RejectedEvent(

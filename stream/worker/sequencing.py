@@ -239,14 +239,7 @@ class SequencerWorker:
                 else:
                     pending = [record]
                 for item in pending:
-                    for value, index in self._events_of(sequencer, item):
-                        self._handle(sequencer, item, value, index)
-                        # Close a full batch at once, so every batch has exactly batch_size
-                        # events; its checkpoint is published only after its records landed.
-                        full = sequencer.full_batches()
-                        if full:  # rarely: no list built per event
-                            closed += [(record.partition, sequencer.close_batch(tenant))
-                                       for tenant in full]  # fmt: skip
+                    self._handle_all(sequencer, item, self._events_of(sequencer, item), closed)
                 self._next_offset[record.partition] = record.offset + 1
             await self._flush()  # the records, before any checkpoint that covers them
             self._report_observed()
@@ -424,22 +417,42 @@ class SequencerWorker:
             return []
         return [(value, index) for index, value in enumerate(events)]
 
+    def _handle_all(
+        self, sequencer: Sequencer, record: InputRecord, events: list[tuple[bytes, int | None]],
+        closed: list[tuple[int, SignedCheckpoint]],
+    ) -> None:  # fmt: skip
+        """Handle the events of ``record`` in order (:meth:`_handle`), closing each batch
+        that fills up at once, so every batch has exactly batch_size events (its checkpoint,
+        appended to ``closed``, is published only after its records landed)."""
+        # The callbacks admission needs, made once per record rather than per event; the
+        # leaf own_decision works out is kept for the event it was asked about.
+        claimed: list[bytes | None] = [None]
+
+        def own_decision(event: Mapping[str, Any]) -> bool:
+            claimed[0] = leaf = canonical_leaf(event)
+            return self._own_decision(sequencer, record, event, leaf)
+
+        def erasure_claim(event: Mapping[str, Any]) -> str | None:
+            return self._false_erasure(sequencer, event)
+
+        handle, full_batches = self._handle, sequencer.full_batches
+        for value, index in events:
+            claimed[0] = None
+            handle(sequencer, record, value, index, own_decision, erasure_claim, claimed)
+            full = full_batches()
+            if full:  # rarely: no list built per event
+                closed += [(record.partition, sequencer.close_batch(tenant)) for tenant in full]
+
     def _handle(
-        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None
-    ) -> None:
+        self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None,
+        own_decision: Callable[[Mapping[str, Any]], bool],
+        erasure_claim: Callable[[Mapping[str, Any]], str | None], claimed: list[bytes | None],
+    ) -> None:  # fmt: skip
         """Handle one event ``value`` of ``record`` (``index``: its place in the envelope,
-        None for a bare message): chain it, count a duplicate, or reject it alone."""
+        None for a bare message): chain it, count a duplicate, or reject it alone.
+        ``own_decision`` and ``erasure_claim`` answer admission's questions about it;
+        ``claimed[0]`` is the leaf ``own_decision`` worked out, if it was asked."""
         event: dict[str, Any] | None = None
-        leaf: bytes | None = None  # the event's canonical leaf, worked out once
-
-        def own_decision(claimed: Mapping[str, Any]) -> bool:
-            nonlocal leaf
-            leaf = canonical_leaf(claimed)
-            return self._own_decision(sequencer, record, claimed, leaf)
-
-        def erasure_claim(claimed: Mapping[str, Any]) -> str | None:
-            return self._false_erasure(sequencer, claimed)
-
         try:
             if len(value) > self._limits.max_record_bytes:  # before paying to decode
                 check_event({}, record_bytes=len(value), record_timestamp_micros=None,
@@ -459,6 +472,7 @@ class SequencerWorker:
             if self._retention is not None and is_retention_event(event):
                 self._check_retention(sequencer, event)
             event, value = self._sealed(event, value)  # decisions pass unchanged
+            leaf = claimed[0]
             if leaf is None:  # not yet worked out by own_decision
                 leaf = canonical_leaf(event)
             offer = sequencer.offer(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import unicodedata
 
 import pytest
 
+from authtrail.stream.worker import admission
 from authtrail.stream.worker.admission import (
     ABSURD_TIMESTAMP,
     MISSING_FIELD,
@@ -238,3 +240,32 @@ def test_ordinary_events_are_not_asked_about_erasure() -> None:
                     record_timestamp_micros=NOW, own_decision=lambda _: True,
                     erasure_claim=claim)  # fmt: skip
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tenants_admitted_before_are_judged_as_if_first_seen(seed: int) -> None:
+    """check_event remembers tenant ids that passed the tenant checks; the verdict (kind and
+    reason) of every event must equal the one given with nothing remembered."""
+    rng = random.Random(seed)
+    tenants = ["acme", "beta", "Bad Tenant", "", "authtrail-rejected-0", "x" * 300, None, 7]
+    ids = ["e1", "", "  ", "authtrail-lockout-1", "y" * 300, None]
+    limits = [Limits(), Limits(max_id_chars=3)]
+
+    def verdict(event: dict, partition: int | None, limit: Limits) -> tuple[str, str] | None:
+        try:
+            partitions = 4 if partition is not None else None
+            check_event(event, record_bytes=300, record_timestamp_micros=NOW, limits=limit,
+                        partition=partition, partitions=partitions)  # fmt: skip
+        except RejectedEvent as exc:
+            return exc.kind, str(exc)
+        return None
+
+    for _ in range(300):
+        event = {"event_id": rng.choice(ids), "tenant_id": rng.choice(tenants),
+                 "occurred_at": rng.choice([NOW, 5, None])}  # fmt: skip
+        partition, limit = rng.choice([None, 0, 1, 2, 3]), rng.choice(limits)
+        remembered = verdict(event, partition, limit)
+        saved = set(admission._admitted)
+        admission._admitted.clear()
+        assert remembered == verdict(event, partition, limit)
+        admission._admitted.update(saved)
