@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from authtrail.errors import StoreError
+from authtrail.sinks.clickhouse_sql import quote_string_literal
 from authtrail.sinks.tables import CHECKPOINTS_TABLE, EVENTS_TABLE, MONTH_COLUMNS, REJECTED_TABLE
 
 if TYPE_CHECKING:
@@ -34,10 +35,9 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 # Each try under a new suffix; more would mean the engine drops fresh tokens too.
 MAX_RETRIES = 5
-#: Tenants a counting query names: each costs ~80 bytes of SQL (the embedded engine gets
-#: the parameters in the text), and a query must stay far below ClickHouse's
-#: max_query_size (256 KiB by default), which the checkpoints of one flush of 10 000
-#: tenants exceeded: the sink then retried that flush forever.
+#: Tenants a counting query names: each costs ~40 bytes of SQL, and a query must stay
+#: far below ClickHouse's max_query_size (256 KiB by default), which the checkpoints of
+#: one flush of 10 000 tenants exceeded: the sink then retried that flush forever.
 TENANTS_PER_COUNT = 1000
 # The (tenant, number) of a row of each table the sink inserts under position-derived
 # tokens.
@@ -115,8 +115,7 @@ def count_stored(
     (``YYYYMM``) whose (tenant, number) lie in ``ranges``: tenant -> (lowest, highest).
 
     Through the primary key for ``events`` and ``checkpoints``; ``rejected`` is read in
-    the one month. Tenants and numbers are bound as parameters, at most
-    :data:`TENANTS_PER_COUNT` tenants a query. Raises StoreError.
+    the one month. At most :data:`TENANTS_PER_COUNT` tenants a query. Raises StoreError.
     """
     items = list(ranges.items())
     return sum(
@@ -128,18 +127,20 @@ def count_stored(
 def _count(
     backend: ClickHouseBackend, table: str, month: int, ranges: list[tuple[str, tuple[int, int]]]
 ) -> int:
+    # Each tenant's range by transform() over literal arrays (a hash lookup per row), not
+    # one ``tenant = … AND number BETWEEN …`` term per tenant: ClickHouse's analysis of
+    # an OR of a thousand terms cost ~0.5 CPU s a query, ~15 times this; the IN keeps the
+    # primary key in use.
     tenant_column, number_column = KEY_COLUMNS[table]
-    parameters: dict[str, str | int] = {"month": month}
-    terms = []
-    for index, (tenant_id, (low, high)) in enumerate(ranges):
-        parameters |= {f"t{index}": tenant_id, f"l{index}": low, f"h{index}": high}
-        terms.append(
-            f"({tenant_column} = {{t{index}:String}} AND "
-            f"{number_column} BETWEEN {{l{index}:UInt64}} AND {{h{index}:UInt64}})"
-        )
+    tenants = ", ".join(quote_string_literal(tenant_id) for tenant_id, _ in ranges)
+    lows = ", ".join(str(int(low)) for _, (low, _) in ranges)
+    highs = ", ".join(str(int(high)) for _, (_, high) in ranges)
     sql = (
-        f"SELECT count() FROM {table} WHERE toYYYYMM({MONTH_COLUMNS[table]}) = "
-        f"{{month:UInt32}} AND ({' OR '.join(terms)})"
+        f"WITH [{tenants}] AS tenants SELECT count() FROM {table} "
+        f"WHERE toYYYYMM({MONTH_COLUMNS[table]}) = {{month:UInt32}} "
+        f"AND {tenant_column} IN ({tenants}) AND {number_column} BETWEEN "
+        f"transform({tenant_column}, tenants, [{lows}], toUInt64(0)) AND "
+        f"transform({tenant_column}, tenants, [{highs}], toUInt64(0))"
     )
-    result = backend.query_arrow(sql, parameters)
+    result = backend.query_arrow(sql, {"month": month})
     return int(result.column(0)[0].as_py())

@@ -25,6 +25,7 @@ from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import quote_string_literal
 from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 from authtrail.sinks.tile_store import TILES_SCHEMA
+from authtrail.stream.core.rejection import is_rejection_tenant
 from authtrail.stream.core.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
 
 _LOG = logging.getLogger(__name__)
@@ -36,12 +37,18 @@ TENANTS_PER_ROUND = 200
 
 _Job = tuple[str, int, int]  # tenant, first entry to build, entries to build
 
-# Every log's leaves: the tenants' in ``events``, the rejection logs' in ``rejected``
-# (their level-1 entries stand in for pruned rejections as for pruned records).
-LEAVES = f"""(SELECT tenant_id, seq, leaf_hash FROM {EVENTS_TABLE}
-    UNION ALL SELECT assumeNotNull(chain_tenant_id) AS tenant_id, assumeNotNull(seq) AS seq,
-                     assumeNotNull(leaf_hash) AS leaf_hash
-              FROM {REJECTED_TABLE} WHERE chain_tenant_id IS NOT NULL)"""
+# Where each log's leaves are stored: the tenants' in ``events``, the rejection logs' in
+# ``rejected`` (their level-1 entries stand in for pruned rejections as for pruned
+# records). Each table is asked with its own conditions, so that ``events`` is read
+# through its primary key: one query over both tables filtered outside read all of it.
+_LEAF_TABLES = (
+    (EVENTS_TABLE, "tenant_id", "seq", "leaf_hash", False),
+    (REJECTED_TABLE, "assumeNotNull(chain_tenant_id)", "assumeNotNull(seq)",
+     "assumeNotNull(leaf_hash)", True),
+)  # fmt: skip
+_LAST_LEAVES = f"""SELECT tenant_id, max(seq) FROM {EVENTS_TABLE} GROUP BY tenant_id
+    UNION ALL SELECT assumeNotNull(chain_tenant_id), max(assumeNotNull(seq)) FROM {REJECTED_TABLE}
+              WHERE chain_tenant_id IS NOT NULL GROUP BY chain_tenant_id"""
 
 
 class TileBuilder:
@@ -60,9 +67,7 @@ class TileBuilder:
 
     def catch_up(self) -> int:
         """Build every tenant's missing entries from the store; return entries written."""
-        table = self._backend.query_arrow(
-            f"SELECT tenant_id, max(seq) FROM {LEAVES} GROUP BY tenant_id"
-        )
+        table = self._backend.query_arrow(_LAST_LEAVES)
         names, seqs = table.column(0).to_pylist(), table.column(1).to_pylist()
         return self.extend(dict(zip(names, seqs, strict=True)))
 
@@ -128,13 +133,18 @@ class TileBuilder:
         """The stored hashes at ``level`` under the jobs' entries, per tenant and index; None
         for an index stored twice with different hashes (or a seq stored twice at all)."""
         if level == 0:
-            conditions = [
-                f"(tenant_id = {quote_string_literal(tenant)} AND seq BETWEEN "
-                f"{first * TILE_WIDTH + 1} AND {(first + count) * TILE_WIDTH})"
-                for tenant, first, count in jobs
-            ]
-            sql = (f"SELECT tenant_id, seq - 1, leaf_hash FROM {LEAVES} "
-                   f"WHERE {' OR '.join(conditions)}")  # fmt: skip
+            selects = []
+            for table_name, log, seq, leaf, rejections in _LEAF_TABLES:
+                conditions = [
+                    f"({log} = {quote_string_literal(tenant)} AND {seq} BETWEEN "
+                    f"{first * TILE_WIDTH + 1} AND {(first + count) * TILE_WIDTH})"
+                    for tenant, first, count in jobs
+                    if is_rejection_tenant(tenant) == rejections
+                ]
+                if conditions:
+                    selects.append(f"SELECT {log}, {seq} - 1, {leaf} FROM {table_name} "
+                                   f"WHERE {' OR '.join(conditions)}")  # fmt: skip
+            sql = " UNION ALL ".join(selects)
         else:
             conditions = [
                 f"(tenant_id = {quote_string_literal(tenant)} AND entry_index BETWEEN "
