@@ -32,8 +32,8 @@ class FloodPlan:
     tenants: int
     good_events: int
     bad_per_good: float  # bad messages mixed in after each good event, on average
-    batch_interval_ms: int = 1000
-    sink_batch_ms: int = 1000
+    batch_interval_ms: int = 250  # the product's default (authtrail/settings.py)
+    sink_batch_ms: int = 250
     timeout: float = 600.0  # per drain
     # After each drain, live phases: good events at each share of the clean drain's rate
     # (plus the flood's bad messages in the flood variant) for ``live_seconds`` each.

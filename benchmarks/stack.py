@@ -51,13 +51,13 @@ class StackConfig:
     workers: int = 1
     partitions: int = 4
     batch_size: int = 1000
-    batch_interval_ms: int = 1000
+    batch_interval_ms: int = 250  # the product's default (authtrail/settings.py)
     # Below the product's 100 000: throughput is the slope of stored rows over time
     # (benchmarks/pipeline.py), which needs many inserts inside its 10-90 % window; with
     # 100 000-row inserts a 300 000-event drain is three steps and the slope meaningless.
     # The store's CPU per row at the product's batch size is benchmarks/store_path.py's.
     sink_batch_rows: int = 20_000
-    sink_batch_ms: int = 1000
+    sink_batch_ms: int = 250
     # Extra environment for the workers, to try a setting without editing the product
     # (e.g. AUTHTRAIL_PRODUCER_LINGER_MS); ``label`` names such a variant.
     worker_environment: tuple[tuple[str, str], ...] = ()
