@@ -32,19 +32,22 @@ def add_retention_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         "in for them), send it to the events topic for the worker to chain, then delete those "
         "records from the store. Checkpoints and tiles stay: retained records and checkpoints "
         "keep verifying and proving, and `verify` reports the range as pruned. Repeat the "
-        "same command to finish an interrupted run. --all does this for every tenant with "
-        "retention_days in the privacy policy file (and finishes deletions left pending); "
+        "same command to finish an interrupted run. TENANT may name a rejection log, "
+        "authtrail-rejected-<partition> (refused input as sent, dated by when it was "
+        "rejected): its statement goes to that partition and its rows from rejected. --all "
+        "does this for every tenant and rejection log with retention_days in the privacy "
+        "policy file (and finishes deletions left pending); "
         "with --every it keeps doing so, a service whose failed runs are reported and "
         "retried, never fatal. `authtrail up` runs this itself on its own store "
         "(--retention-every); a retain from another terminal records the statement and "
         "leaves the deletion to it. Exit 0 when done or waiting for a next run, 1 when a "
         "tenant does not verify (it is not pruned), 2 on usage or store errors or another "
         "failure. Needs the signing key, and for the deletion a store connection that may "
-        "mutate events: the retention user init-db creates, or an administrator (not the "
-        "writer, analyst or auditor). See docs/PRIVACY.md.",
+        "mutate events and rejected: the retention user init-db creates, or an "
+        "administrator (not the writer, analyst or auditor). See docs/PRIVACY.md.",
     )
     whom = retain.add_mutually_exclusive_group(required=True)
-    whom.add_argument("--tenant", help="the tenant id")
+    whom.add_argument("--tenant", help="the tenant id, or a rejection log's name")
     whom.add_argument(
         "--all", action="store_true",
         help="every tenant of the store whose retention_days (privacy policy file) is set",
