@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ def test_the_full_wheel_installs_everything_under_authtrail_and_nothing_twice(
                    "producers/loadgen.py", "cli/main.py", "console/server.py"):  # fmt: skip
         assert f"authtrail/{module}" in files
     assert [f for f in files if f.startswith(PRODUCER_SHIPS)] == []
+    # The C speedups (hatch_build.py), so the wheel is for this platform only.
+    assert f"authtrail/_speedups{sysconfig.get_config_var('EXT_SUFFIX')}" in files
+    assert "authtrail/_speedups.pyi" in files and "-py3-none-any" not in wheels["authtrail"].name
     with zipfile.ZipFile(wheels["authtrail"]) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         requires = archive.read(metadata).decode()

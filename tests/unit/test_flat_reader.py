@@ -29,7 +29,10 @@ from authtrail.schemas.codec import (
 
 SCHEMA = load_schema(AUTH_EVENT)
 PARSED: Any = parse_schema(_without_logical_types(SCHEMA))
-READ = compile_flat_reader(PARSED)
+# Both readers: the C one of authtrail._speedups (what the worker uses where it is built:
+# tests/unit/test_speedups.py requires it) and the one generated in Python.
+READERS = {"c": compile_flat_reader(PARSED), "python": compile_flat_reader(PARSED, native=False)}
+BOTH = pytest.mark.parametrize("reader", READERS)
 LONGS = st.integers(-(2**63), 2**63 - 1)
 TEXT = st.text(max_size=80)  # hypothesis leaves out surrogates: all encodable
 
@@ -79,8 +82,10 @@ def traffic(count: int) -> list[dict[str, Any]]:
     return list(itertools.islice(generate_events(config, 7), count))
 
 
-def test_the_auth_event_compiles_and_other_shipped_schemas_do_not() -> None:
-    assert READ is not None
+@BOTH
+def test_the_auth_event_compiles_and_other_shipped_schemas_do_not(reader: str) -> None:
+    flat_read = READERS[reader]
+    assert flat_read is not None
     assert compile_flat_reader(parse_schema(load_schema(CHAINED_RECORD))) is None  # nested
     assert compile_flat_reader(parse_schema(load_schema(DEAD_LETTER))) is None  # bytes
 
@@ -98,32 +103,38 @@ def test_other_field_types_are_left_to_fastavro(field_type: Any) -> None:
     assert compile_flat_reader(parse_schema(schema)) is None
 
 
-def test_generated_traffic_reads_as_fastavro_reads_it() -> None:
-    assert READ is not None
+@BOTH
+def test_generated_traffic_reads_as_fastavro_reads_it(reader: str) -> None:
+    flat_read = READERS[reader]
+    assert flat_read is not None
     for event in traffic(300):
         data = body(event)
-        read = READ(data, 0)
+        read = flat_read(data, 0)
         assert read is not None and read == fastavro_read(data)
         assert {name: read[name] for name in event} == event
 
 
 @settings(max_examples=400, deadline=None)
 @given(event=EVENTS)
-def test_any_event_reads_as_fastavro_reads_it(event: dict[str, Any]) -> None:
-    assert READ is not None
+@BOTH
+def test_any_event_reads_as_fastavro_reads_it(event: dict[str, Any], reader: str) -> None:
+    flat_read = READERS[reader]
+    assert flat_read is not None
     data = body(event)
-    read = READ(b"prefix" + data, 6)
+    read = flat_read(b"prefix" + data, 6)
     assert read == fastavro_read(data)
     assert read is not None and list(read) == list(fastavro_read(data) or {})
 
 
-def test_a_known_answer() -> None:
+@BOTH
+def test_a_known_answer(reader: str) -> None:
+    flat_read = READERS[reader]
     # event_id "e", tenant_id "t", event_type index 0, event_type_other null, outcome
     # index 1, occurred_at -2, received_at 3, 23 nulls, attributes {"k": "v"}.
     data = (b"\x02e\x02t\x00\x00\x02\x03\x02\x06" + bytes(23)
             + b"\x02\x02k\x02v\x00")  # fmt: skip
-    assert READ is not None
-    record = READ(data, 0)
+    assert flat_read is not None
+    record = flat_read(data, 0)
     assert record is not None
     assert record == fastavro_read(data)
     assert (record["event_id"], record["outcome"], record["occurred_at"]) == ("e", "FAILURE", -2)
@@ -133,16 +144,18 @@ def test_a_known_answer() -> None:
 @settings(max_examples=600, deadline=None)
 @given(event=EVENTS, cut=st.integers(0, 400), flips=st.lists(
     st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3))  # fmt: skip
+@BOTH
 def test_a_damaged_body_reads_as_fastavro_reads_it_or_is_left_to_it(
-    event: dict[str, Any], cut: int, flips: list[tuple[int, int]]
+    event: dict[str, Any], cut: int, flips: list[tuple[int, int]], reader: str
 ) -> None:
-    assert READ is not None
+    flat_read = READERS[reader]
+    assert flat_read is not None
     data = bytearray(body(event))
     for at, value in flips:
         if at < len(data):
             data[at] = value
     damaged = bytes(data[: max(0, len(data) - cut)] if cut % 2 else data + bytes(cut % 5))
-    read = READ(damaged, 0)
+    read = flat_read(damaged, 0)
     assert read is None or read == fastavro_read(damaged)
 
 
@@ -158,8 +171,10 @@ def test_a_damaged_body_reads_as_fastavro_reads_it_or_is_left_to_it(
         b"\x02e\x02t" + b"\xff" * 12,  # a varint beyond 64 bits
     ],
 )
-def test_malformed_bodies_are_left_to_fastavro(damaged: bytes) -> None:
-    assert READ is not None and READ(damaged, 0) is None
+@BOTH
+def test_malformed_bodies_are_left_to_fastavro(damaged: bytes, reader: str) -> None:
+    flat_read = READERS[reader]
+    assert flat_read is not None and flat_read(damaged, 0) is None
 
 
 def test_the_codec_keeps_fastavros_error_messages() -> None:

@@ -1,0 +1,477 @@
+/* authtrail._speedups: the worker's two per-event loops in C (docs/PERFORMANCE.md).
+ *
+ * Both are accelerators with the same contract as the Python code they stand in for, and
+ * both hand anything unusual back to it (they return None), so every error message and
+ * every odd case stays owned by one implementation:
+ *
+ *   FlatReader(fields)(data, pos) -> dict | None
+ *       authtrail/schemas/_flat_reader.py's generated reader: a flat Avro record whose
+ *       fields are long, string, enum, map of strings, or a union of null (first) and one
+ *       of those (maps excepted). None for a body it would leave to fastavro: truncated or
+ *       trailing bytes, bad UTF-8, a negative length, a union branch or enum index out of
+ *       range, an enum index of more than one byte, a varint beyond 64 bits, map blocks
+ *       with a byte size.
+ *
+ *   leaf_v1(event, layout, magic) -> bytes | None
+ *       authtrail/stream/core/canonical.py's version-1 leaf of a plain dict whose values
+ *       are exact str, int, None or dict of str to str, with ``layout`` the cached
+ *       ``(name, str(name) || b"s", str(name) || b"i")`` triples in leaf order. None for
+ *       anything else (a missing key, another type, text UTF-8 cannot encode, an integer
+ *       beyond 64 bits, a value over 4 GiB): the Python path then encodes it or raises.
+ *       The sealed-value (v2) check stays in Python, on the returned bytes.
+ *
+ * tests/unit/test_speedups.py compares both with the Python code on generated, mutated
+ * and hand-made inputs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ flat reader */
+
+enum { KIND_LONG = 0, KIND_STRING = 1, KIND_ENUM = 2, KIND_MAP = 3 };
+
+typedef struct {
+    PyObject *name;    /* the dict key (a str, kept alive by the reader) */
+    int kind;
+    int optional;      /* a union of null (branch 0) and the kind (branch 1) */
+    PyObject *symbols; /* a tuple of str for an enum, else NULL */
+} Field;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    Field *fields;
+} FlatReader;
+
+/* A cursor over one body; every read returns 0 on success, -1 for "unusual" (no Python
+ * error set) and -2 when a Python error is set (memory). */
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t pos;
+    Py_ssize_t length;
+} Cursor;
+
+/* The raw (still zig-zag encoded) varint at the cursor; unusual beyond 64 bits. */
+static int read_varint(Cursor *c, uint64_t *out) {
+    uint64_t number = 0;
+    int shift = 0;
+    for (;;) {
+        if (c->pos >= c->length) return -1;
+        unsigned char byte = c->data[c->pos++];
+        if (shift == 63 && byte > 1) return -1;
+        number |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            *out = number;
+            return 0;
+        }
+        shift += 7;
+    }
+}
+
+static int read_string(Cursor *c, PyObject **out) {
+    uint64_t size;
+    if (read_varint(c, &size) < 0 || (size & 1)) return -1;
+    size >>= 1;
+    if (size > (uint64_t)(c->length - c->pos)) return -1;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)c->data + c->pos, (Py_ssize_t)size,
+                                          "strict");
+    if (text == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return -2;
+        PyErr_Clear();
+        return -1;
+    }
+    c->pos += (Py_ssize_t)size;
+    *out = text;
+    return 0;
+}
+
+static int read_map(Cursor *c, PyObject **out) {
+    PyObject *entries = PyDict_New();
+    if (entries == NULL) return -2;
+    for (;;) {
+        uint64_t count;
+        if (read_varint(c, &count) < 0) goto unusual;
+        if (count == 0) break;
+        if (count & 1) goto unusual; /* a negative count: a block with its byte size */
+        for (count >>= 1; count > 0; count--) {
+            PyObject *key, *value;
+            int status = read_string(c, &key);
+            if (status < 0) {
+                Py_DECREF(entries);
+                return status;
+            }
+            status = read_string(c, &value);
+            if (status < 0) {
+                Py_DECREF(key);
+                Py_DECREF(entries);
+                return status;
+            }
+            status = PyDict_SetItem(entries, key, value); /* a repeated key: the last wins */
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (status < 0) {
+                Py_DECREF(entries);
+                return -2;
+            }
+        }
+    }
+    *out = entries;
+    return 0;
+unusual:
+    Py_DECREF(entries);
+    return -1;
+}
+
+static int read_field(Cursor *c, const Field *field, PyObject **out) {
+    if (field->optional) {
+        if (c->pos >= c->length) return -1;
+        unsigned char branch = c->data[c->pos++];
+        if (branch == 0) {
+            *out = Py_NewRef(Py_None);
+            return 0;
+        }
+        if (branch != 2) return -1;
+    }
+    switch (field->kind) {
+    case KIND_LONG: {
+        uint64_t raw;
+        if (read_varint(c, &raw) < 0) return -1;
+        int64_t value = (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+        *out = PyLong_FromLongLong(value);
+        return *out == NULL ? -2 : 0;
+    }
+    case KIND_STRING:
+        return read_string(c, out);
+    case KIND_ENUM: {
+        if (c->pos >= c->length) return -1;
+        unsigned char index = c->data[c->pos++];
+        if ((index & 0x81) || (Py_ssize_t)(index >> 1) >= PyTuple_GET_SIZE(field->symbols))
+            return -1;
+        *out = Py_NewRef(PyTuple_GET_ITEM(field->symbols, index >> 1));
+        return 0;
+    }
+    default:
+        return read_map(c, out);
+    }
+}
+
+static PyObject *FlatReader_call(FlatReader *self, PyObject *args, PyObject *kwargs) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "FlatReader takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*n:FlatReader", &view, &pos)) return NULL;
+    if (pos < 0 || pos > view.len) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    Cursor c = {(const unsigned char *)view.buf, pos, view.len};
+    PyObject *record = PyDict_New();
+    if (record == NULL) goto error;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        PyObject *value;
+        int status = read_field(&c, &self->fields[i], &value);
+        if (status == -1) goto unusual;
+        if (status < 0) goto error;
+        status = PyDict_SetItem(record, self->fields[i].name, value);
+        Py_DECREF(value);
+        if (status < 0) goto error;
+    }
+    if (c.pos != c.length) goto unusual;
+    PyBuffer_Release(&view);
+    return record;
+unusual:
+    Py_DECREF(record);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(record);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static void FlatReader_dealloc(FlatReader *self) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Py_XDECREF(self->fields[i].name);
+        Py_XDECREF(self->fields[i].symbols);
+    }
+    PyMem_Free(self->fields);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* FlatReader(fields): ``fields`` a sequence of (name: str, kind: int, optional: bool,
+ * symbols: tuple[str, ...] | None), kind 0 long, 1 string, 2 enum, 3 map of strings. */
+static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *spec;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "FlatReader takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O:FlatReader", &spec)) return NULL;
+    PyObject *items = PySequence_Tuple(spec);
+    if (items == NULL) return NULL;
+    FlatReader *self = (FlatReader *)type->tp_alloc(type, 0);
+    if (self == NULL) goto fail;
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
+    self->fields = PyMem_Calloc(count ? (size_t)count : 1, sizeof(Field));
+    if (self->fields == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name, *symbols;
+        int kind, optional;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "UipO:field", &name, &kind, &optional,
+                              &symbols))
+            goto fail;
+        if (kind < KIND_LONG || kind > KIND_MAP) {
+            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..3", kind);
+            goto fail;
+        }
+        if ((kind == KIND_ENUM) != PyTuple_Check(symbols) ||
+            (kind != KIND_ENUM && symbols != Py_None)) {
+            PyErr_SetString(PyExc_ValueError, "an enum field (and only one) takes a tuple of symbols");
+            goto fail;
+        }
+        if (kind == KIND_MAP && optional) {
+            PyErr_SetString(PyExc_ValueError, "an optional map is not a flat field");
+            goto fail;
+        }
+        Field *field = &self->fields[i];
+        field->name = Py_NewRef(name);
+        field->kind = kind;
+        field->optional = optional;
+        field->symbols = kind == KIND_ENUM ? Py_NewRef(symbols) : NULL;
+        self->count = i + 1;
+    }
+    Py_DECREF(items);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(items);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static PyTypeObject FlatReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.FlatReader",
+    .tp_doc = PyDoc_STR("FlatReader(fields)(data, pos) -> dict | None: a flat Avro record"),
+    .tp_basicsize = sizeof(FlatReader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = FlatReader_new,
+    .tp_dealloc = (destructor)FlatReader_dealloc,
+    .tp_call = (ternaryfunc)FlatReader_call,
+};
+
+/* ------------------------------------------------------------- canonical leaf */
+
+typedef struct {
+    const char *data;
+    Py_ssize_t size;
+} Span;
+
+typedef struct {
+    Span key;
+    Span value;
+} Entry;
+
+static int compare_entries(const void *left, const void *right) {
+    const Span *a = &((const Entry *)left)->key, *b = &((const Entry *)right)->key;
+    int order = memcmp(a->data, b->data, (size_t)(a->size < b->size ? a->size : b->size));
+    if (order != 0) return order;
+    return (a->size > b->size) - (a->size < b->size);
+}
+
+/* A growing output buffer. */
+typedef struct {
+    char *data;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+} Out;
+
+static int out_reserve(Out *out, Py_ssize_t more) {
+    if (out->size + more <= out->capacity) return 0;
+    Py_ssize_t capacity = out->capacity * 2;
+    if (capacity < out->size + more) capacity = out->size + more;
+    char *data = PyMem_Realloc(out->data, (size_t)capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    out->data = data;
+    out->capacity = capacity;
+    return 0;
+}
+
+static int out_bytes(Out *out, const char *data, Py_ssize_t size) {
+    if (out_reserve(out, size) < 0) return -1;
+    memcpy(out->data + out->size, data, (size_t)size);
+    out->size += size;
+    return 0;
+}
+
+static int out_u32(Out *out, uint64_t value) {
+    if (out_reserve(out, 4) < 0) return -1;
+    unsigned char *p = (unsigned char *)out->data + out->size;
+    p[0] = (unsigned char)(value >> 24);
+    p[1] = (unsigned char)(value >> 16);
+    p[2] = (unsigned char)(value >> 8);
+    p[3] = (unsigned char)value;
+    out->size += 4;
+    return 0;
+}
+
+/* u32(len) || data; 1 if the value is over 4 GiB (the Python path raises). */
+static int out_framed(Out *out, const char *data, Py_ssize_t size) {
+    if ((uint64_t)size > 0xFFFFFFFFu) return 1;
+    if (out_u32(out, (uint64_t)size) < 0 || out_bytes(out, data, size) < 0) return -1;
+    return 0;
+}
+
+/* The UTF-8 of an exact str; 1 (no error set) if it has none (lone surrogates). */
+static int utf8_of(PyObject *text, Span *span) {
+    span->data = PyUnicode_AsUTF8AndSize(text, &span->size);
+    if (span->data != NULL) return 0;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+    PyErr_Clear();
+    return 1;
+}
+
+/* A map field: str(name) || "m" || u32(count) || (str(key) || str(value))*, entries sorted
+ * by key bytes; 1 for a map the Python path must see. */
+static int out_map(Out *out, PyObject *string_prefix, PyObject *map) {
+    Py_ssize_t count = PyDict_GET_SIZE(map), i = 0, position = 0;
+    PyObject *key, *value;
+    Entry *entries = PyMem_Malloc((size_t)count * sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int status = 0;
+    while (PyDict_Next(map, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value)) {
+            status = 1;
+            goto done;
+        }
+        if ((status = utf8_of(key, &entries[i].key)) != 0) goto done;
+        if ((status = utf8_of(value, &entries[i].value)) != 0) goto done;
+        i++;
+    }
+    qsort(entries, (size_t)count, sizeof(Entry), compare_entries);
+    Py_ssize_t prefix_size = PyBytes_GET_SIZE(string_prefix) - 1; /* without the "s" */
+    if ((uint64_t)count > 0xFFFFFFFFu) {
+        status = 1;
+        goto done;
+    }
+    if (out_bytes(out, PyBytes_AS_STRING(string_prefix), prefix_size) < 0 ||
+        out_bytes(out, "m", 1) < 0 || out_u32(out, (uint64_t)count) < 0) {
+        status = -1;
+        goto done;
+    }
+    for (i = 0; i < count; i++) {
+        if ((status = out_framed(out, entries[i].key.data, entries[i].key.size)) != 0) goto done;
+        if ((status = out_framed(out, entries[i].value.data, entries[i].value.size)) != 0)
+            goto done;
+    }
+done:
+    PyMem_Free(entries);
+    return status;
+}
+
+static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "leaf_v1(event, layout: tuple, magic: bytes)");
+        return NULL;
+    }
+    PyObject *event = args[0], *layout = args[1], *magic = args[2];
+    if (!PyDict_CheckExact(event)) Py_RETURN_NONE;
+    Out out = {PyMem_Malloc(512), 0, 512};
+    if (out.data == NULL) return PyErr_NoMemory();
+    int status = out_bytes(&out, PyBytes_AS_STRING(magic), PyBytes_GET_SIZE(magic));
+    Py_ssize_t fields = PyTuple_GET_SIZE(layout);
+    for (Py_ssize_t i = 0; i < fields && status == 0; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(layout, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            status = 1;
+            break;
+        }
+        PyObject *string_prefix = PyTuple_GET_ITEM(entry, 1);
+        PyObject *integer_prefix = PyTuple_GET_ITEM(entry, 2);
+        if (!PyBytes_CheckExact(string_prefix) || !PyBytes_CheckExact(integer_prefix) ||
+            PyBytes_GET_SIZE(string_prefix) < 1) {
+            status = 1;
+            break;
+        }
+        PyObject *value = PyDict_GetItemWithError(event, PyTuple_GET_ITEM(entry, 0));
+        if (value == NULL) {
+            status = PyErr_Occurred() ? -1 : 1;
+        } else if (value == Py_None) {
+            continue;
+        } else if (PyUnicode_CheckExact(value)) {
+            Span text;
+            status = utf8_of(value, &text);
+            if (status == 0)
+                status = out_bytes(&out, PyBytes_AS_STRING(string_prefix),
+                                   PyBytes_GET_SIZE(string_prefix));
+            if (status == 0) status = out_framed(&out, text.data, text.size);
+        } else if (PyLong_CheckExact(value)) {
+            int overflow;
+            long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow) {
+                status = 1; /* beyond 64 bits: the Python path's "%d" */
+            } else if (number == -1 && PyErr_Occurred()) {
+                status = -1;
+            } else {
+                char digits[24];
+                int size = snprintf(digits, sizeof digits, "%lld", number);
+                status = out_bytes(&out, PyBytes_AS_STRING(integer_prefix),
+                                   PyBytes_GET_SIZE(integer_prefix));
+                if (status == 0) status = out_framed(&out, digits, size);
+            }
+        } else if (PyDict_CheckExact(value)) {
+            if (PyDict_GET_SIZE(value) != 0) status = out_map(&out, string_prefix, value);
+        } else {
+            status = 1;
+        }
+    }
+    PyObject *leaf = NULL;
+    if (status == 0) {
+        leaf = PyBytes_FromStringAndSize(out.data, out.size);
+    } else if (status > 0) {
+        leaf = Py_NewRef(Py_None);
+    }
+    PyMem_Free(out.data);
+    return leaf;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef methods[] = {
+    {"leaf_v1", (PyCFunction)(void (*)(void))leaf_v1, METH_FASTCALL,
+     PyDoc_STR("leaf_v1(event, layout, magic) -> bytes | None: the version-1 canonical leaf")},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "authtrail._speedups",
+    .m_doc = PyDoc_STR("The worker's per-event decode and canonical leaf in C."),
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&FlatReaderType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

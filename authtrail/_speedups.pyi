@@ -1,0 +1,9 @@
+# Types of the C extension built from authtrail/_speedups.c (see its header comment).
+from collections.abc import Sequence
+from typing import Any
+
+class FlatReader:
+    def __init__(self, fields: Sequence[tuple[str, int, bool, tuple[str, ...] | None]]) -> None: ...
+    def __call__(self, data: bytes, pos: int, /) -> dict[str, Any] | None: ...
+
+def leaf_v1(event: object, layout: tuple[Any, ...], magic: bytes, /) -> bytes | None: ...

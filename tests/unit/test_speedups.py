@@ -1,0 +1,353 @@
+"""authtrail._speedups, the worker's decode and canonical leaf in C, against the Python
+code it stands in for.
+
+Both C functions may leave an input to Python (they return None) but must never give a
+different answer: the reader a different record, the leaf a different byte. Each is
+compared with its Python twin on generated, damaged and hand-made inputs, and the C
+path must actually be taken for ordinary input (else these tests would pass on a build
+that always falls back).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import itertools
+import tracemalloc
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_writer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas._flat_reader import compile_flat_reader
+from authtrail.schemas.codec import SingleObjectCodec, _without_logical_types
+from authtrail.stream.core import canonical
+from authtrail.stream.core.canonical import MAGIC, canonical_leaf
+
+try:
+    from authtrail import _speedups
+except ImportError as exc:  # pragma: no cover - what this test exists to catch
+    pytest.fail(
+        f"authtrail._speedups is not built ({exc}): install a C compiler (gcc) and reinstall "
+        "(make venv); without it the worker runs pure Python, slower per event",
+        pytrace=False,
+    )
+
+SCHEMA = load_schema(AUTH_EVENT)
+PARSED: Any = parse_schema(_without_logical_types(SCHEMA))
+C_READ = compile_flat_reader(PARSED)
+PY_READ = compile_flat_reader(PARSED, native=False)
+
+
+def test_the_codec_and_the_leaf_use_the_c_code() -> None:
+    assert isinstance(C_READ, _speedups.FlatReader)
+    assert PY_READ is not None and not isinstance(PY_READ, _speedups.FlatReader)
+    assert canonical._leaf_v1 is _speedups.leaf_v1 and canonical.speedups_built()
+    assert SingleObjectCodec(SCHEMA)._reader.read.__class__ is _speedups.FlatReader
+
+
+def body(event: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    schemaless_writer(out, PARSED, event)
+    return out.getvalue()
+
+
+def traffic(count: int) -> list[dict[str, Any]]:
+    config = TrafficConfig(tenants=5, users=50, start_us=1_700_000_000_000_000,
+                           events_per_second=100.0)  # fmt: skip
+    return list(itertools.islice(generate_events(config, 11), count))
+
+
+def same_record(left: dict[str, Any] | None, right: dict[str, Any] | None) -> bool:
+    """Equal with the same key order and the same value types (1 is not True, ...)."""
+    if left is None or right is None:
+        return left is right
+    return list(left.items()) == list(right.items()) and [type(v) for v in left.values()] == [
+        type(v) for v in right.values()
+    ]
+
+
+# --- the reader -----------------------------------------------------------------------
+
+
+def test_the_reader_reads_generated_traffic_as_python_does() -> None:
+    assert C_READ is not None and PY_READ is not None
+    for event in traffic(500):
+        data = body(event)
+        read = C_READ(data, 0)
+        assert read is not None
+        assert same_record(read, PY_READ(data, 0))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.binary(max_size=120),
+    prefix=st.binary(max_size=4),
+)
+def test_any_bytes_read_as_python_reads_them(data: bytes, prefix: bytes) -> None:
+    assert C_READ is not None and PY_READ is not None
+    assert same_record(C_READ(prefix + data, len(prefix)), PY_READ(prefix + data, len(prefix)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    index=st.integers(0, 499),
+    cut=st.integers(0, 60),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+)
+def test_damaged_traffic_reads_as_python_reads_it(
+    index: int, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    assert C_READ is not None and PY_READ is not None
+    data = bytearray(body(TRAFFIC[index]))
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    damaged = bytes(data[: len(data) - cut] if cut % 2 else data + bytes(cut % 7))
+    assert same_record(C_READ(damaged, 0), PY_READ(damaged, 0))
+
+
+TRAFFIC = traffic(500)
+# event_id "e", tenant_id "t", event_type 0, its "other" null, outcome 1, occurred_at,
+# received_at 3, 23 nulls, attributes: the parts the cases below change.
+HEAD = b"\x02e\x02t\x00\x00\x02"
+NULLS = bytes(23)
+
+
+def _event(occurred_at: bytes = b"\x03", attributes: bytes = b"\x00") -> bytes:
+    return HEAD + occurred_at + b"\x02\x06" + NULLS + attributes
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # the extreme longs: ten-byte varints whose last byte is 1
+        (_event(b"\xff" * 9 + b"\x01"), {"occurred_at": -(2**63)}),
+        (_event(b"\xfe" + b"\xff" * 8 + b"\x01"), {"occurred_at": 2**63 - 1}),
+        (_event(b"\xfe" + b"\xff" * 8 + b"\x02"), None),  # beyond 64 bits
+        (_event(b"\x80" * 10 + b"\x00"), None),  # eleven bytes
+        (_event(b"\x80\x00"), {"occurred_at": 0}),  # a padded varint reads as Python reads it
+        # maps: a repeated key keeps the last value in the first key's place
+        (
+            _event(attributes=b"\x06\x02k\x02a\x02j\x02b\x02k\x02c\x00"),
+            {"attributes": {"k": "c", "j": "b"}},
+        ),
+        (
+            _event(attributes=b"\x02\x02k\x02a\x02\x02j\x02b\x00"),  # two blocks
+            {"attributes": {"k": "a", "j": "b"}},
+        ),
+        (_event(attributes=b"\x80\x00"), {"attributes": {}}),  # a padded zero count
+        (_event(attributes=b"\x01\x02\x02k\x02a\x00"), None),  # a block with its byte size
+        (_event(attributes=b"\x02\x02k"), None),  # cut inside an entry
+        (_event(attributes=b"\x02\x02k\x02\xc3\x00"), None),  # a value that is not UTF-8
+        (_event(attributes=b"\x02\x02k\x06\xed\xa0\x80\x00"), None),  # an encoded surrogate
+        # lengths far beyond the body
+        (b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01", None),
+        (b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", None),
+        # enum indexes: one byte only, in range
+        (HEAD[:4] + b"\x80\x00" + HEAD[5:] + b"\x03\x02\x06" + NULLS + b"\x00", None),
+        (HEAD[:4] + b"\x7e" + HEAD[5:] + b"\x03\x02\x06" + NULLS + b"\x00", None),
+        # a union branch 1 (zig-zag -1) or 4
+        (HEAD + b"\x03\x01" + NULLS + b"\x00", None),
+        (HEAD + b"\x03\x04\x06" + NULLS + b"\x00", None),
+        (_event() + b"\x00", None),  # trailing bytes
+    ],
+)
+def test_edge_bodies(data: bytes, expected: dict[str, Any] | None) -> None:
+    assert C_READ is not None and PY_READ is not None
+    read = C_READ(data, 0)
+    assert same_record(read, PY_READ(data, 0))
+    if expected is None:
+        assert read is None
+    else:
+        assert read is not None and {name: read[name] for name in expected} == expected
+
+
+def test_the_reader_takes_any_buffer_and_refuses_bad_positions() -> None:
+    assert C_READ is not None
+    data = body(TRAFFIC[0])
+    expected = C_READ(data, 0)
+    assert expected is not None
+    assert C_READ(memoryview(b"xx" + data), 2) == expected
+    assert C_READ(bytearray(data), 0) == expected
+    assert C_READ(data, len(data) + 1) is None
+    assert C_READ(data, -1) is None
+    with pytest.raises(TypeError):
+        C_READ("text", 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        [("a", 4, False, None)],  # no such kind
+        [("a", 2, False, None)],  # an enum without symbols
+        [("a", 1, False, ("x",))],  # symbols for a string
+        [("a", 3, True, None)],  # an optional map
+        [(1, 0, False, None)],  # a name that is not text
+    ],
+)
+def test_the_reader_refuses_a_bad_field_spec(spec: list[tuple[Any, ...]]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        _speedups.FlatReader(spec)
+
+
+# --- the leaf -------------------------------------------------------------------------
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
+text = st.text(max_size=20)  # any code point, lone surrogates included
+plain_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+values = st.one_of(
+    st.none(),
+    text,
+    plain_text,
+    text.map(_Text),
+    st.integers(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**63), 2**63 - 1).map(_Number),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.binary(max_size=4),
+    st.dictionaries(text, text, max_size=4),
+    st.dictionaries(plain_text, plain_text, max_size=6),
+    st.dictionaries(plain_text, plain_text, max_size=3).map(OrderedDict),
+    st.dictionaries(plain_text, st.integers() | st.none(), min_size=1, max_size=2),
+)
+
+
+def python_leaf(event: dict[str, Any]) -> bytes | Exception:
+    try:
+        return canonical._python_leaf(event, canonical._layout(tuple(event)))
+    except Exception as exc:
+        return exc
+
+
+def c_leaf(event: dict[str, Any]) -> bytes | None:
+    """The C leaf with the sealed-value step canonical_leaf takes after it (version 2 when
+    a top-level value is sealed), or None where C leaves the event to Python."""
+    layout = canonical._layout(tuple(event))
+    leaf = _speedups.leaf_v1(event, layout, MAGIC)
+    if leaf is None or canonical._SEALED_MARK not in leaf:
+        return leaf
+    return canonical._sealed_leaf(event, layout, leaf)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(names, values, max_size=12))
+def test_the_c_leaf_is_the_python_leaf_or_none(event: dict[str, Any]) -> None:
+    leaf = c_leaf(event)
+    expected = python_leaf(event)
+    if leaf is not None:
+        assert leaf == expected
+    result: bytes | Exception
+    try:
+        result = canonical_leaf(event)
+    except Exception as exc:
+        result = exc
+    if isinstance(expected, Exception):
+        assert type(result) is type(expected) and str(result) == str(expected)
+    else:
+        assert result == expected
+
+
+ordinary = st.dictionaries(
+    names,
+    st.none()
+    | plain_text
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.dictionaries(plain_text, plain_text, max_size=6),
+    max_size=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ordinary)
+def test_ordinary_events_take_the_c_path(event: dict[str, Any]) -> None:
+    leaf = c_leaf(event)
+    assert leaf is not None and leaf == python_leaf(event)
+
+
+def test_map_entries_sort_by_key_bytes() -> None:
+    # Code point order is UTF-8 byte order; a key that is a prefix of another sorts first.
+    entries = {"ab": "1", "a": "2", "é": "3", "Z": "4", "": "5", "\U0001f600": "6", "z": ""}
+    event = {"attributes": entries}
+    layout = canonical._layout(tuple(event))
+    assert _speedups.leaf_v1(event, layout, MAGIC) == python_leaf(event)
+    order = [b"", b"Z", b"a", b"ab", b"z", "é".encode(), "\U0001f600".encode()]
+    leaf = _speedups.leaf_v1(event, layout, MAGIC)
+    assert leaf is not None
+    positions = [leaf.index(len(key).to_bytes(4, "big") + key + b"\x00") for key in order[1:]]
+    assert positions == sorted(positions)
+
+
+def test_realistic_events_take_the_c_path_and_match() -> None:
+    codec = SingleObjectCodec(SCHEMA)
+    for event in TRAFFIC:
+        decoded = codec.decode(codec.encode(event))
+        leaf = c_leaf(decoded)
+        assert leaf is not None and leaf == python_leaf(decoded)
+
+
+def test_a_sealed_value_still_gives_a_v2_leaf() -> None:
+    from authtrail.stream.core.canonical import MAGIC_V2, SEALED_PREFIX
+
+    sealed = SEALED_PREFIX + "AAAA"
+    event = {"tenant_id": "t", "user_name": sealed}
+    leaf = canonical_leaf(event)
+    assert leaf.startswith(MAGIC_V2) and b"c\x00\x00\x00" in leaf
+    assert leaf == canonical._sealed_leaf(event, canonical._layout(tuple(event)), b"")
+
+
+def test_bad_arguments_are_type_errors() -> None:
+    with pytest.raises(TypeError):
+        _speedups.leaf_v1({}, [], MAGIC)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _speedups.leaf_v1({}, (), "magic")  # type: ignore[arg-type]
+    assert _speedups.leaf_v1(OrderedDict(a="b"), (("a", b"", b""),), MAGIC) is None
+    assert _speedups.leaf_v1({"a": "b"}, (("a",),), MAGIC) is None  # not a layout entry
+    assert _speedups.leaf_v1({}, (("a", b"s", b"i"),), MAGIC) is None  # a missing key
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+def test_no_memory_is_kept_per_call() -> None:
+    assert C_READ is not None
+    bodies = [body(event) for event in TRAFFIC[:200]]
+    damaged = [data[:-3] for data in bodies]
+    events = [C_READ(data, 0) for data in bodies]
+    layouts = [canonical._layout(tuple(event)) for event in events if event is not None]
+
+    def work() -> None:
+        for data, cut in zip(bodies, damaged, strict=True):
+            C_READ(data, 0)
+            C_READ(cut, 0)
+        for event, layout in zip(events, layouts, strict=True):
+            _speedups.leaf_v1(event, layout, MAGIC)
+            _speedups.leaf_v1({**event, "tenant_id": True}, layout, MAGIC)  # Python path
+
+    work()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            work()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes kept after 20 rounds of 400 reads and 400 leaves"
