@@ -351,3 +351,18 @@ def test_no_memory_is_kept_per_call() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes kept after 20 rounds of 400 reads and 400 leaves"
+
+
+def test_an_enum_index_of_two_bytes_is_left_to_fastavro() -> None:
+    # With more than 64 symbols an index can take two varint bytes; both readers leave
+    # those to fastavro (a one-byte reader would misread 0x80 0x01 as index 64 then 0x01).
+    symbols = [f"S{n}" for n in range(100)]
+    schema = {"type": "record", "name": "r", "fields": [
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": symbols}},
+        {"name": "n", "type": "long"}]}  # fmt: skip
+    parsed = parse_schema(schema)
+    c_read, py_read = compile_flat_reader(parsed), compile_flat_reader(parsed, native=False)
+    assert isinstance(c_read, _speedups.FlatReader) and py_read is not None
+    assert c_read(b"\x7e\x02", 0) == py_read(b"\x7e\x02", 0) == {"e": "S63", "n": 1}
+    for data in (b"\x80\x01\x02", b"\x80\x01", b"\x82\x01\x02"):
+        assert c_read(data, 0) is None and py_read(data, 0) is None
