@@ -48,14 +48,14 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _LINE_COUNT = 7
 
 
+# Stricter than tlog-checkpoint's MUST (non-empty): no spaces, '+' or control characters,
+# so the origin is also usable as a note key name and splits cleanly. ``\s`` of a str
+# pattern is exactly str.isspace() (tests/unit/test_checkpoint.py checks every code point).
+_ORIGIN_REFUSED = re.compile(r"[+\s\x00-\x1f\x7f]")
+
+
 def _is_valid_origin(origin: str) -> bool:
-    # Stricter than tlog-checkpoint's MUST (non-empty): no spaces, '+' or control
-    # characters, so the origin is also usable as a note key name and splits cleanly.
-    return (
-        bool(origin)
-        and "+" not in origin
-        and not any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in origin)
-    )
+    return bool(origin) and _ORIGIN_REFUSED.search(origin) is None
 
 
 def checkpoint_origin(origin_prefix: str, tenant_id: str) -> str:
@@ -121,6 +121,15 @@ class Checkpoint:
 
     def body(self) -> bytes:
         """Return the note text (the signed bytes): seven lines, each ending in ``\\n``."""
+        # Made once (the instance is frozen): signing, the next checkpoint's prev_digest
+        # and the published record each need it.
+        cached: bytes | None = self.__dict__.get("_body")
+        if cached is None:
+            cached = self._make_body()
+            object.__setattr__(self, "_body", cached)
+        return cached
+
+    def _make_body(self) -> bytes:
         lines = (
             self.origin,
             str(self.size),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable
@@ -466,7 +467,7 @@ def test_a_successor_must_link_to_the_checkpoint_it_follows() -> None:
     bundle = ACME.consistency(6, 9)
     verify_consistency_bundle(bundle, KEYRING)
     new = Checkpoint.parse(bundle["new"].split("\n\n")[0].encode() + b"\n")
-    relinked = Checkpoint(**{**new.__dict__, "prev_digest": _sha(b"elsewhere")})
+    relinked = dataclasses.replace(new, prev_digest=_sha(b"elsewhere"))
     bundle["new"] = sign(relinked, SIGNER).decode()
     with pytest.raises(BundleCheckpointError, match="prev link"):
         verify_consistency_bundle(bundle, KEYRING)

@@ -105,6 +105,25 @@ def test_origin_is_prefix_slash_tenant() -> None:
             checkpoint_origin(prefix, tenant)
 
 
+def test_the_origin_check_refuses_exactly_plus_whitespace_and_controls() -> None:
+    # The check is a regex; this is its definition, over every code point.
+    from authtrail.stream.core.checkpoint import _is_valid_origin
+
+    for code in range(0x110000):
+        char = chr(code)
+        refused = char == "+" or char.isspace() or code < 0x20 or code == 0x7F
+        assert _is_valid_origin(f"a{char}b") is not refused, hex(code)
+    assert not _is_valid_origin("")
+
+
+def test_the_body_is_made_once_and_a_changed_copy_gets_its_own() -> None:
+    body = FIRST.body()
+    assert FIRST.body() is body and FIRST.digest() == hashlib.sha256(body).digest()
+    later = dataclasses.replace(FIRST, time_micros=FIRST.time_micros + 1)
+    assert later.body() != body and later == Checkpoint.parse(later.body())
+    assert later.body().endswith(f"authtrail-time {FIRST.time_micros + 1}\n".encode())
+
+
 # --- round trips ---------------------------------------------------------------------
 
 
