@@ -43,6 +43,7 @@ from authtrail.schemas import (
 from authtrail.settings import Settings
 from authtrail.stream.core.note import Signer, generate_key_strings, make_keyring
 from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
@@ -126,6 +127,7 @@ def run(messages: list[Message], events: int, batch_interval: float = 1.0) -> di
             envelope_codec=codec(EVENT_ENVELOPE), batch_codec=codec(CHAINED_BATCH),
             sealer=new_sealer(settings),
             retention=(make_keyring([signer.verifier_key()]), "bench"),
+            signing=SigningBudget(settings.max_checkpoints_per_second),
         )  # fmt: skip
         now = time.time_ns() // 1000
         step = min(MESSAGES_PER_TAKE, TAKE_MAX)

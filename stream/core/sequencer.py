@@ -342,22 +342,27 @@ class Sequencer:
         """Tenants with events not yet covered by a checkpoint."""
         return [tenant for tenant, log in self.tenants.items() if log.batch.size]
 
-    def due_batches(self) -> list[str]:
+    def due_batches(self, limit: int | None = None) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` or is older than ``batch_interval``.
 
+        ``limit``: at most this many of the latter, oldest first; the others stay due for
+        a later call (stream/core/signing_budget.py). Full batches are always returned.
         Batch deadlines wait in a heap, so a call costs O(due · log tenants), not a scan of
         every tenant (called after every agent batch and timer tick; 10 000 tenants made the
         scan ~70 µs per event at half load).
         """
         due = dict.fromkeys(self.full_batches())
         now = self._monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, opened_at, tenant = heapq.heappop(self._deadlines)
+        deadlines = self._deadlines
+        taken = 0
+        while deadlines and deadlines[0][0] <= now and (limit is None or taken < limit):
+            _, opened_at, tenant = heapq.heappop(deadlines)
             log = self.tenants[tenant]
             # An entry is stale once its batch was closed (a newer one was pushed if the
             # tenant opened another batch since).
-            if log.batch.size and log.batch_opened_at == opened_at:
+            if log.batch.size and log.batch_opened_at == opened_at and tenant not in due:
                 due[tenant] = None
+                taken += 1
         return list(due)
 
     def _opened(self, log: TenantLog) -> None:

@@ -45,6 +45,7 @@ from authtrail.settings import Settings
 from authtrail.stream.core.canonical import speedups_built
 from authtrail.stream.core.note import Signer, VerifierKey, make_keyring
 from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
@@ -230,6 +231,7 @@ def create_app(
         recover=recover,
         fetch=fetch,
         publisher=publisher,
+        signing=SigningBudget(settings.max_checkpoints_per_second),
         event_codec=codec(AUTH_EVENT),
         chained_codec=chained_codec,
         checkpoint_codec=checkpoint_codec,

@@ -58,6 +58,7 @@ from authtrail.stream.core.retention import (
     retention_rejection,
 )
 from authtrail.stream.core.sequencer import CONFLICT, DUPLICATE, Sequencer, SignedCheckpoint
+from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.worker.admission import (
     INVALID_EVENT,
@@ -159,7 +160,11 @@ class SequencerWorker:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         sealer: Sealer | None = None,
         retention: tuple[Keyring, str] | None = None,
+        signing: SigningBudget | None = None,
     ) -> None:
+        # Caps checkpoints of batches closed by their interval (None: no cap).
+        self._signing = signing or SigningBudget(0)
+        self._next_first = 0  # the partition whose due batches close first next time
         # (keyring, log origin): retention statements must verify before they are chained
         # (stream/core/retention.py); None: not checked.
         self._retention = retention
@@ -679,12 +684,24 @@ class SequencerWorker:
         self._publish(LOCKOUTS, key, value, partition)
 
     def _close_due(self) -> int:
-        """Close and publish every batch that is due; returns how many."""
+        """Close and publish the batches that are due, those closed by their interval
+        within the signing budget; returns how many."""
         closed = 0
-        for partition, sequencer in self._sequencers.items():
-            for tenant_id in sequencer.due_batches():
+        left = self._signing.available()
+        partitions = list(self._sequencers.items())
+        # When the budget runs out, the next partition goes first next time: partitions
+        # share a capped budget in turns.
+        first = self._next_first % len(partitions) if partitions else 0
+        for position, (partition, sequencer) in enumerate(partitions[first:] + partitions[:first]):
+            due = sequencer.due_batches(left)
+            for tenant_id in due:
                 self._publish_checkpoint(partition, sequencer.close_batch(tenant_id))
-                closed += 1
+            closed += len(due)
+            if left is not None and due and left <= len(due):
+                self._next_first = first + position + 1
+            if left is not None:
+                left = max(0, left - len(due))
+        self._signing.spend(closed)
         return closed
 
     def _publish_checkpoint(self, partition: int, signed: SignedCheckpoint) -> None:

@@ -229,6 +229,41 @@ def test_due_batches_are_exactly_those_full_or_older_than_the_interval(seed: int
                 sequencer.close_batch(name)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_limit_takes_the_oldest_overdue_batches_and_keeps_the_rest_due(seed: int) -> None:
+    """With ``limit`` (the signing budget), the full batches and the ``limit`` oldest of
+    the overdue ones, by when they opened; the others are due at the next call."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    sequencer = _sequencer(batch_size=5, clock=clock)
+    for offset in range(3000):
+        clock.now += rng.choice([0.0, 0.0, 0.1, 0.3, 1.5])
+        tenant = f"t{rng.randrange(30)}"
+        sequencer.offer(tenant, f"e{offset}", f"leaf {offset}".encode(), offset)
+        if rng.random() < 0.3:
+            full = {name for name, log in sequencer.tenants.items() if log.batch.size >= 5}
+            overdue = sorted(
+                (log.batch_opened_at, name) for name, log in sequencer.tenants.items()
+                if log.batch.size and name not in full
+                and log.batch_opened_at <= clock.now - 1.0
+            )  # fmt: skip
+            limit = rng.choice([0, 1, 2, 5])
+            due = sequencer.due_batches(limit)
+            assert len(due) == len(set(due))
+            taken = set(due) - full
+            assert full <= set(due) and len(taken) == min(limit, len(overdue))
+            # the oldest first (ties in opening time may go either way)
+            if taken:
+                cutoff = overdue[len(taken) - 1][0]
+                assert all(opened <= cutoff for opened, name in overdue if name in taken)
+                assert all(opened >= cutoff for opened, name in overdue if name not in taken)
+            for name in due:
+                sequencer.close_batch(name)
+    clock.now += 2.0
+    left = {name for name, log in sequencer.tenants.items() if log.batch.size}
+    assert set(sequencer.due_batches()) == left  # nothing deferred was lost
+
+
 # --- positions (offset, index): envelopes of many events in one input message -----------
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from authtrail.stream.core.chain import ChainLink, chain_hash
 from authtrail.stream.core.note import Signer, generate_key_strings
 from authtrail.stream.core.rejection import rejection_leaf
 from authtrail.stream.core.sequencer import Sequencer
+from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet
 from authtrail.stream.worker.admission import Limits
@@ -74,6 +76,8 @@ class Harness:
         restored: list[tuple[str, str, ChainLink, int]] = (),
         event_codec: SingleObjectCodec = EVENTS,
         limits: Limits | None = None,
+        sequencer: Callable[[], Sequencer] | None = None,
+        signing: SigningBudget | None = None,
     ):
         self.inputs = inputs
         self.restored = list(restored)
@@ -85,9 +89,8 @@ class Harness:
         self.flushes = 0
         self.fetched: list[tuple[int, int | None, int]] = []
         self.worker = SequencerWorker(
-            new_sequencer=lambda: Sequencer(
-                SIGNER, "authtrail.test", batch_size=3, batch_interval=60
-            ),
+            new_sequencer=sequencer
+            or (lambda: Sequencer(SIGNER, "authtrail.test", batch_size=3, batch_interval=60)),
             recover=self.recover,
             fetch=self.fetch,
             publisher=self,
@@ -101,6 +104,7 @@ class Harness:
             envelope_codec=codec(EVENT_ENVELOPE),
             limits=limits,
             batch_codec=BATCHES,
+            signing=signing,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
@@ -303,6 +307,57 @@ def test_clean_shutdown_signs_every_open_batch() -> None:
     asyncio.run(harness.worker.close_open_batches())
     sizes = {(c["tenant_id"], c["size"]) for c in harness.decoded(CHECKPOINTS)}
     assert sizes == {("globex", 3), ("acme", 2)}
+
+
+def test_the_signing_budget_defers_overdue_batches_oldest_first_and_loses_none() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    tenants = [f"t{n}" for n in range(8)]
+    harness = Harness(
+        [_event(n, tenant=tenant) for n, tenant in enumerate(tenants)],
+        sequencer=lambda: Sequencer(SIGNER, "authtrail.test", batch_size=3, batch_interval=1,
+                                    monotonic=clock),
+        signing=SigningBudget(2, clock),
+    )  # fmt: skip
+
+    offsets = {2: 0, 3: 0}
+
+    def step(partition: int, values: list[bytes]) -> None:
+        records = []
+        for value in values:
+            records.append(InputRecord(partition, offsets[partition], None, value))
+            offsets[partition] += 1
+        asyncio.run(harness.worker.process(records))
+
+    def signed() -> list[str]:
+        return [c["tenant_id"] for c in harness.decoded(CHECKPOINTS)]
+
+    for offset in range(6):  # t0..t2 in partition 2, t3..t5 in 3, opened 0.1 s apart
+        now[0] = offset / 10
+        step(2 if offset < 3 else 3, [harness.inputs[offset]])
+    assert signed() == []
+    now[0] = 1.6  # all six overdue; two a second may be signed
+    asyncio.run(harness.worker.close_due_batches())
+    assert len(signed()) == 2
+    asyncio.run(harness.worker.close_due_batches())
+    assert len(signed()) == 2  # the budget is spent
+    for later in (2.1, 2.6, 3.1, 3.6):  # one more each half second
+        now[0] = later
+        asyncio.run(harness.worker.close_due_batches())
+    # Oldest first within each partition, and the partitions take turns.
+    by_partition = [[t for t in signed() if t in group] for group in (tenants[:3], tenants[3:6])]
+    assert by_partition == [["t0", "t1", "t2"], ["t3", "t4", "t5"]]
+    assert signed()[:3] == ["t0", "t1", "t3"]  # partition 2 went first, then 3's turn
+    assert len(signed()) == 6
+    # A full batch is not deferred: t7's third event closes its batch at once.
+    step(2, [*harness.inputs[6:8], *(_event(10 + n, tenant="t7") for n in range(2))])
+    assert signed()[-1] == "t7"
+    asyncio.run(harness.worker.close_open_batches())  # shutdown signs everything left
+    assert sorted(signed()) == tenants
+    assert len(signed()) == len(set(signed()))  # one checkpoint each: no batch split
 
 
 def test_lockout_decisions_go_back_into_the_stream_and_out_to_enforcement() -> None:
