@@ -12,6 +12,13 @@
  *       range, an enum index of more than one byte, a varint beyond 64 bits, map blocks
  *       with a byte size.
  *
+ *   FlatWriter(fields, slow)(record) -> bytes
+ *       authtrail/schemas/_flat_writer.py's generated front: a plain dict of exact types
+ *       (int, bool, bytes, str, dict of str, None) written as Avro; anything else (another
+ *       Mapping, a subclass, a wrong type or size, a number out of range, a missing field
+ *       without default, a key the schema lacks, text UTF-8 cannot encode) goes to
+ *       ``slow(record)``, the checked writer, which owns every error.
+ *
  *   leaf_v1(event, layout, magic) -> bytes | None
  *       authtrail/stream/core/canonical.py's version-1 leaf of a plain dict whose values
  *       are exact str, int, None or dict of str to str, with ``layout`` the cached
@@ -25,6 +32,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,6 +457,274 @@ static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return leaf;
 }
 
+/* ------------------------------------------------------------------ flat writer */
+
+/* The writer's kinds: the reader's four, then these. */
+enum { KIND_INT = 4, KIND_BOOLEAN = 5, KIND_BYTES = 6, KIND_FIXED = 7 };
+
+typedef struct {
+    PyObject *name;
+    int kind;
+    int optional;
+    PyObject *default_bytes; /* the encoded default (bytes), or NULL: required */
+    PyObject *symbols;       /* enum: dict of symbol -> encoded index (bytes) */
+    Py_ssize_t size;         /* fixed: its size */
+} WriterField;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    WriterField *fields;
+    PyObject *names; /* frozenset of the field names */
+    PyObject *slow;  /* the checked writer: everything unusual, and every error */
+} FlatWriter;
+
+static int out_varint(Out *out, uint64_t value) {
+    if (out_reserve(out, 10) < 0) return -1;
+    unsigned char *p = (unsigned char *)out->data + out->size;
+    Py_ssize_t n = 0;
+    while (value > 0x7F) {
+        p[n++] = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    p[n++] = (unsigned char)value;
+    out->size += n;
+    return 0;
+}
+
+static int out_avro_bytes(Out *out, const char *data, Py_ssize_t size) {
+    if (out_varint(out, (uint64_t)size << 1) < 0) return -1;
+    return out_bytes(out, data, size);
+}
+
+/* One string of a map or field: 1 (no error set) for text UTF-8 cannot encode. */
+static int out_avro_text(Out *out, PyObject *text) {
+    Span span;
+    int status = utf8_of(text, &span);
+    if (status != 0) return status;
+    return out_avro_bytes(out, span.data, span.size);
+}
+
+/* A value of ``field``: 0 written, 1 for the checked writer, -1 error set. */
+static int write_value(Out *out, const WriterField *field, PyObject *value) {
+    switch (field->kind) {
+    case KIND_LONG:
+    case KIND_INT: {
+        if (!PyLong_CheckExact(value)) return 1;
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) return 1;
+        if (number == -1 && PyErr_Occurred()) return -1;
+        if (field->kind == KIND_INT && (number < INT32_MIN || number > INT32_MAX)) return 1;
+        uint64_t zigzag = ((uint64_t)number << 1) ^ (uint64_t)(number >> 63);
+        return out_varint(out, zigzag);
+    }
+    case KIND_STRING:
+        if (!PyUnicode_CheckExact(value)) return 1;
+        return out_avro_text(out, value);
+    case KIND_ENUM: {
+        if (!PyUnicode_CheckExact(value)) return 1;
+        PyObject *encoded = PyDict_GetItemWithError(field->symbols, value);
+        if (encoded == NULL) return PyErr_Occurred() ? -1 : 1;
+        return out_bytes(out, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded));
+    }
+    case KIND_MAP: {
+        if (!PyDict_CheckExact(value)) return 1;
+        Py_ssize_t count = PyDict_GET_SIZE(value), position = 0;
+        PyObject *key, *item;
+        if (count != 0) {
+            if (out_varint(out, (uint64_t)count << 1) < 0) return -1;
+            while (PyDict_Next(value, &position, &key, &item)) {
+                if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(item)) return 1;
+                int status = out_avro_text(out, key);
+                if (status == 0) status = out_avro_text(out, item);
+                if (status != 0) return status;
+            }
+        }
+        return out_bytes(out, "\x00", 1);
+    }
+    case KIND_BOOLEAN:
+        if (value == Py_True) return out_bytes(out, "\x01", 1);
+        if (value == Py_False) return out_bytes(out, "\x00", 1);
+        return 1;
+    case KIND_BYTES:
+        if (!PyBytes_CheckExact(value)) return 1;
+        return out_avro_bytes(out, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    default: /* KIND_FIXED */
+        if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) != field->size) return 1;
+        return out_bytes(out, PyBytes_AS_STRING(value), field->size);
+    }
+}
+
+/* 0: ``record`` written to ``out``; 1: for the checked writer; -1: error set. */
+static int write_record(FlatWriter *self, PyObject *record, Out *out) {
+    int defaulted = 0;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        const WriterField *field = &self->fields[i];
+        PyObject *value = PyDict_GetItemWithError(record, field->name);
+        int status;
+        if (value == NULL) {
+            if (PyErr_Occurred()) return -1;
+            if (field->default_bytes == NULL) return 1;
+            defaulted = 1;
+            status = out_bytes(out, PyBytes_AS_STRING(field->default_bytes),
+                               PyBytes_GET_SIZE(field->default_bytes));
+        } else if (field->optional && value == Py_None) {
+            status = out_bytes(out, "\x00", 1);
+        } else {
+            status = field->optional ? out_bytes(out, "\x02", 1) : 0;
+            if (status == 0) status = write_value(out, field, value);
+        }
+        if (status != 0) return status;
+    }
+    if (defaulted || PyDict_GET_SIZE(record) != self->count) {
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(record, &position, &key, &item)) {
+            int known = PySet_Contains(self->names, key);
+            if (known < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
+                PyErr_Clear(); /* an unhashable key: not a field */
+                return 1;
+            }
+            if (!known) return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *FlatWriter_call(FlatWriter *self, PyObject *args, PyObject *kwargs) {
+    PyObject *record;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "FlatWriter takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O:FlatWriter", &record)) return NULL;
+    if (!PyDict_CheckExact(record)) return PyObject_CallOneArg(self->slow, record);
+    Out out = {PyMem_Malloc(256), 0, 256};
+    if (out.data == NULL) return PyErr_NoMemory();
+    int status = write_record(self, record, &out);
+    PyObject *result = NULL;
+    if (status == 0) {
+        result = PyBytes_FromStringAndSize(out.data, out.size);
+    } else if (status > 0) {
+        result = PyObject_CallOneArg(self->slow, record);
+    }
+    PyMem_Free(out.data);
+    return result;
+}
+
+static void FlatWriter_dealloc(FlatWriter *self) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Py_XDECREF(self->fields[i].name);
+        Py_XDECREF(self->fields[i].default_bytes);
+        Py_XDECREF(self->fields[i].symbols);
+    }
+    PyMem_Free(self->fields);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->slow);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* FlatWriter(fields, slow): ``fields`` a sequence of (name, kind, optional, default,
+ * extra): kind as in the reader plus 4 int, 5 boolean, 6 bytes, 7 fixed; default the
+ * encoded default (bytes) or None; extra an enum's dict of symbol -> encoded index, a
+ * fixed's size, else None. ``slow(record)`` is called for anything else. */
+static PyObject *FlatWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *spec, *slow;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "FlatWriter takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO:FlatWriter", &spec, &slow)) return NULL;
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "FlatWriter: slow must be callable");
+        return NULL;
+    }
+    PyObject *items = PySequence_Tuple(spec);
+    if (items == NULL) return NULL;
+    FlatWriter *self = (FlatWriter *)type->tp_alloc(type, 0);
+    if (self == NULL) goto fail;
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
+    self->fields = PyMem_Calloc(count ? (size_t)count : 1, sizeof(WriterField));
+    self->names = PyFrozenSet_New(NULL);
+    if (self->fields == NULL || self->names == NULL) {
+        if (self->fields == NULL) PyErr_NoMemory();
+        goto fail;
+    }
+    self->slow = Py_NewRef(slow);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name, *default_bytes, *extra;
+        int kind, optional;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "UipOO:field", &name, &kind,
+                              &optional, &default_bytes, &extra))
+            goto fail;
+        if (kind < KIND_LONG || kind > KIND_FIXED) {
+            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..7", kind);
+            goto fail;
+        }
+        if (default_bytes != Py_None && !PyBytes_CheckExact(default_bytes)) {
+            PyErr_SetString(PyExc_TypeError, "a default is its encoding (bytes) or None");
+            goto fail;
+        }
+        WriterField *field = &self->fields[i];
+        if (kind == KIND_ENUM) {
+            if (!PyDict_CheckExact(extra)) {
+                PyErr_SetString(PyExc_ValueError, "an enum takes a dict of encoded symbols");
+                goto fail;
+            }
+            PyObject *key, *value;
+            Py_ssize_t position = 0;
+            while (PyDict_Next(extra, &position, &key, &value)) {
+                if (!PyBytes_CheckExact(value)) {
+                    PyErr_SetString(PyExc_ValueError, "an encoded symbol is bytes");
+                    goto fail;
+                }
+            }
+            field->symbols = Py_NewRef(extra);
+        } else if (kind == KIND_FIXED) {
+            field->size = PyLong_AsSsize_t(extra);
+            if (field->size < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "a fixed size is >= 0");
+                goto fail;
+            }
+        } else if (extra != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "only an enum or a fixed takes extra");
+            goto fail;
+        }
+        field->name = Py_NewRef(name);
+        field->kind = kind;
+        field->optional = optional;
+        field->default_bytes = default_bytes == Py_None ? NULL : Py_NewRef(default_bytes);
+        self->count = i + 1;
+        if (PySet_Add(self->names, name) < 0) goto fail;
+    }
+    Py_DECREF(items);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(items);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static PyMemberDef FlatWriter_members[] = {
+    {"slow", T_OBJECT, offsetof(FlatWriter, slow), READONLY, "the checked writer"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FlatWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.FlatWriter",
+    .tp_doc = PyDoc_STR("FlatWriter(fields, slow)(record) -> bytes: a flat Avro record"),
+    .tp_basicsize = sizeof(FlatWriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = FlatWriter_new,
+    .tp_dealloc = (destructor)FlatWriter_dealloc,
+    .tp_call = (ternaryfunc)FlatWriter_call,
+    .tp_members = FlatWriter_members,
+};
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -466,10 +742,11 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&FlatReaderType) < 0) return NULL;
+    if (PyType_Ready(&FlatReaderType) < 0 || PyType_Ready(&FlatWriterType) < 0) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
-    if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0) {
+    if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
+        PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,5 +1,5 @@
 # Types of the C extension built from authtrail/_speedups.c (see its header comment).
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class FlatReader:
@@ -7,3 +7,12 @@ class FlatReader:
     def __call__(self, data: bytes, pos: int, /) -> dict[str, Any] | None: ...
 
 def leaf_v1(event: object, layout: tuple[Any, ...], magic: bytes, /) -> bytes | None: ...
+
+class FlatWriter:
+    def __init__(
+        self,
+        fields: Sequence[tuple[str, int, bool, bytes | None, Any]],
+        slow: Callable[[Any], bytes],
+    ) -> None: ...
+    slow: Callable[[Any], bytes]
+    def __call__(self, record: Any, /) -> bytes: ...

@@ -25,7 +25,7 @@ from authtrail.schemas._flat_writer import field_type
 try:  # built by hatch_build.py where a C compiler is; the Python reader otherwise
     from authtrail import _speedups
 except ImportError:  # pragma: no cover - a build without a compiler
-    _speedups = None
+    _speedups = None  # type: ignore[assignment]
 
 #: ``read(data, offset)``: the record whose body is ``data[offset:]``, or None.
 FlatReader = Callable[[bytes, int], dict[str, Any] | None]

@@ -27,6 +27,11 @@ from typing import Any
 
 from authtrail.errors import InvalidArgumentError
 
+try:  # built by hatch_build.py where a C compiler is; the generated Python front otherwise
+    from authtrail import _speedups
+except ImportError:  # pragma: no cover - a build without a compiler
+    _speedups = None  # type: ignore[assignment]
+
 #: Appends to the parts of a record (b"".join takes bytearrays too, unconverted).
 _Append = Callable[[bytes | bytearray], None]
 #: Appends the Avro encoding of a value to the parts of a record, or raises _Mismatch.
@@ -37,7 +42,7 @@ _VALUE_BRANCH = b"\x02"  # union index 1, zig-zag encoded
 
 
 def compile_flat_writer(
-    parsed: Any, name: str, check: Callable[[Any], None]
+    parsed: Any, name: str, check: Callable[[Any], None], native: bool = True
 ) -> Callable[[Mapping[str, Any]], bytes] | None:
     """A writer for ``parsed`` (as ``fastavro.parse_schema`` returns it) when it is a record
     whose fields are int, long, boolean, bytes, string, fixed, enum or map of strings, or a
@@ -49,6 +54,8 @@ def compile_flat_writer(
     number is due, ``bytearray`` where bytes are) and then calls it to raise
     :class:`InvalidArgumentError`, so messages do not depend on which path wrote. Text
     UTF-8 cannot encode (a lone surrogate) raises it too, naming ``name`` and the field.
+    Its fast front is the C writer of ``authtrail._speedups`` when that is built and
+    ``native``, else generated Python (same bytes, same fallbacks).
     """
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         return None
@@ -96,7 +103,37 @@ def compile_flat_writer(
             ) from exc
         return b"".join(parts)
 
+    if native and _speedups is not None:
+        spec = [
+            _native_field(field, named, entry)
+            for field, entry in zip(parsed["fields"], layout, strict=True)
+        ]
+        return _speedups.FlatWriter(spec, checked_write)
     return _compile_fast_path(parsed["fields"], named, layout, names, checked_write)
+
+
+# The C writer's field kinds (authtrail/_speedups.c).
+_NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3, "int": 4, "boolean": 5,
+                 "bytes": 6, "fixed": 7}  # fmt: skip
+
+
+def _native_field(
+    field: dict[str, Any], named: Mapping[str, Any],
+    entry: tuple[str, _Encode, bool, bytes | None],
+) -> tuple[str, int, bool, bytes | None, Any]:  # fmt: skip
+    """The C writer's ``(name, kind, optional, default, extra)`` of a compiled field."""
+    resolved = field_type(field["type"], named)
+    assert resolved is not None  # compile_flat_writer compiled it
+    kind, _ = resolved
+    extra: Any = None
+    if isinstance(kind, dict):
+        if kind.get("type") == "enum":
+            extra = _symbol_indexes(kind["symbols"])
+        elif kind.get("type") == "fixed":
+            extra = int(kind["size"])
+        kind = kind.get("type")
+    name, _, optional, default = entry
+    return name, _NATIVE_KINDS[kind], optional, default, extra
 
 
 def _compile_fast_path(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -116,9 +116,21 @@ def fastavro_body(schema: Any, record: Mapping[str, Any]) -> bytes:
     return body.getvalue()
 
 
+# Every test runs with both fronts: the C writer of authtrail._speedups (what the codec
+# uses where it is built: tests/unit/test_speedups.py requires it) and generated Python.
+NATIVE = {"native": True}
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def front(request: pytest.FixtureRequest) -> Iterator[str]:
+    NATIVE["native"] = request.param == "c"
+    yield request.param
+    NATIVE["native"] = True
+
+
 def flat_writer(schema: Any) -> Any:
     parsed: Any = parse_schema(schema)
-    return compile_flat_writer(parsed, parsed["name"], compile_check(parsed))
+    return compile_flat_writer(parsed, parsed["name"], compile_check(parsed), NATIVE["native"])
 
 
 def flat_record(**changes: Any) -> dict[str, Any]:
@@ -365,8 +377,14 @@ def test_dead_letter_rejections_through_the_codec() -> None:
 
 
 def checked_writer(write: Any) -> Any:
-    """The checked writer the generated front falls back to (the reference for it)."""
-    return write.__globals__["slow"]
+    """The checked writer the front falls back to (the reference for it)."""
+    return write.slow if NATIVE["native"] else write.__globals__["slow"]
+
+
+def test_each_front_is_the_one_asked_for(front: str) -> None:
+    from authtrail import _speedups
+
+    assert isinstance(flat_writer(FLAT), _speedups.FlatWriter) is (front == "c")
 
 
 @settings(max_examples=400, deadline=None)
@@ -526,3 +544,43 @@ def test_auth_events_the_check_refuses_are_refused(changes: dict[str, Any], mess
              "occurred_at": 1, **changes}  # fmt: skip
     with pytest.raises(InvalidArgumentError, match=message):
         flat_writer(AUTH_EVENT_SCHEMA)(event)
+
+
+class _Text(str):
+    pass
+
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(*INT_RANGE).map(Small),
+    st.binary(max_size=6), st.binary(max_size=6).map(bytearray), st.text(max_size=6),
+    st.text(max_size=4).map(_Text), st.floats(allow_nan=False),
+    st.sampled_from(["\ud800", "a\udfff"]),  # lone surrogates: no UTF-8
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)  # fmt: skip
+
+
+def _outcome(write: Any, record: Any) -> bytes | tuple[type, str]:
+    try:
+        result: bytes = write(record)
+    except Exception as exc:
+        return type(exc), str(exc)
+    return result
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    base=FLAT_RECORDS,
+    changes=st.dictionaries(
+        st.sampled_from([f["name"] for f in FLAT["fields"]] + ["surprise"]), ANY_VALUE,
+        max_size=3,
+    ),
+    dropped=st.sets(st.sampled_from([f["name"] for f in FLAT["fields"]]), max_size=2),
+)  # fmt: skip
+def test_any_record_gets_what_the_checked_writer_gives(
+    base: dict[str, Any], changes: dict[str, Any], dropped: set[str]
+) -> None:
+    # Wrong types, subclasses, out-of-range numbers, unknown and missing fields, text
+    # UTF-8 cannot encode: the front writes the same bytes or raises the same error.
+    record = {k: v for k, v in {**base, **changes}.items() if k not in dropped}
+    write = flat_writer(FLAT)
+    assert _outcome(write, record) == _outcome(checked_writer(write), record)
