@@ -270,21 +270,22 @@ def create_app(
         _shorten_fetch_wait(app, LOCAL_FETCH_WAIT_MS)
 
     held: set[int] = set()  # input partitions assigned and not revoked since
-    if handover is not None:
-        # During a rotation, recover each assigned partition at once, so logs without
-        # traffic are handed over to the new key now (stream/core/handover.py), not at their
-        # next event, and the old key can leave the workers.
-        adoptions: set[asyncio.Task[None]] = set()
+    # Recover each assigned partition at once, all of them side by side: recovery is
+    # broker round trips (~1 s a partition on the local broker, mostly new clients'
+    # connections), which one after another at each partition's first input stalled the
+    # worker that long per partition. During a rotation this also hands logs without
+    # traffic over to the new key now (stream/core/handover.py), not at their next event.
+    adoptions: set[asyncio.Task[None]] = set()
 
-        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-            owned = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
-            held.update(owned)
-            # Not inside the rebalance; a partition revoked meanwhile is skipped.
-            task = asyncio.ensure_future(worker.adopt(sorted(owned), held.__contains__))
-            adoptions.add(task)
-            task.add_done_callback(_log_failure)
-            task.add_done_callback(adoptions.discard)
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        owned = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
+        held.update(owned)
+        # Not inside the rebalance; a partition revoked meanwhile is skipped.
+        task = asyncio.ensure_future(worker.adopt(sorted(owned), held.__contains__))
+        adoptions.add(task)
+        task.add_done_callback(_log_failure)
+        task.add_done_callback(adoptions.discard)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

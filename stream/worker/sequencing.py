@@ -313,14 +313,14 @@ class SequencerWorker:
         return sequencer
 
     async def adopt(self, partitions: Iterable[int], owned: Callable[[int], bool]) -> None:
-        """Recover the given partitions now rather than at their first input, so their
-        idle logs are handed over to a new key without waiting for traffic (the app calls
-        this on assignment while a hand-over key is set). A partition for which ``owned``
-        is no longer true (revoked since) is left alone."""
+        """Recover the given partitions now, side by side, rather than one at a time at
+        their first input (the app calls this on assignment): no stall per partition once
+        input flows, and idle logs are handed over to a new key without waiting for
+        traffic. A partition for which ``owned`` is no longer true (revoked since) is left
+        alone."""
         async with self._lock:
-            for partition in partitions:
-                if partition not in self._sequencers and owned(partition):
-                    await self._recovered_sequencer(partition)
+            wanted = [p for p in partitions if p not in self._sequencers and owned(p)]
+            await asyncio.gather(*(self._recovered_sequencer(p) for p in wanted))
 
     async def _hand_over_idle(self, partition: int, sequencer: Sequencer) -> None:
         """Hand every log of ``partition`` that waits for it over to the signing key:
