@@ -1,8 +1,8 @@
 """Build hook: compiles authtrail/_speedups.c, the worker's per-event decode and leaf in C.
 
 The extension only speeds things up (authtrail/_speedups.c says what it replaces), so a
-machine without a C compiler still gets a working install, pure Python and about a
-quarter slower per event, with a warning. ``AUTHTRAIL_REQUIRE_SPEEDUPS=1`` makes a
+machine without a C compiler still gets a working install, pure Python at ~1.5x the
+worker's CPU per event, with a warning. ``AUTHTRAIL_REQUIRE_SPEEDUPS=1`` makes a
 failed compile fail the build instead (the Docker image sets it). An editable install
 builds the module next to its source, where the repository's ``authtrail`` package finds
 it; a wheel carries it as an artifact.
