@@ -209,7 +209,7 @@ class _Account:
 
 
 class _Tenant:
-    __slots__ = ("accounts", "buffered", "clock", "counters", "due", "floor", "locked")
+    __slots__ = ("accounts", "buffered", "clock", "counters", "due", "expiries", "floor", "locked")
 
     def __init__(self) -> None:
         self.accounts: dict[str, _Account] = {}
@@ -219,7 +219,11 @@ class _Tenant:
         # Indexes (rebuilt on load, not stored) so that an event costs O(its account),
         # not O(accounts of the tenant): who has buffered events, whose lock may expire.
         self.buffered: set[str] = set()
-        self.locked: set[str] = set()
+        # Accounts whose temporary lock awaits its announcement, with its locked_until, and
+        # a heap of (locked_until, key) over them with stale entries: an event looks at the
+        # heap's top only, not at every locked account.
+        self.locked: dict[str, int] = {}
+        self.expiries: list[tuple[int, str]] = []
         # (due, key) of buffered accounts (ReorderBuffer.due), a heap with stale entries:
         # a time step visits only accounts whose release would change something, not
         # every buffered one. Each buffered account has an entry no later than its due.
@@ -233,9 +237,12 @@ class _Tenant:
         else:
             self.buffered.discard(key)
         if account.unlock_pending:
-            self.locked.add(key)
+            until = account.locked_until or 0
+            if self.locked.get(key) != until:
+                self.locked[key] = until
+                heapq.heappush(self.expiries, (until, key))
         else:
-            self.locked.discard(key)
+            self.locked.pop(key, None)
 
 
 class LockoutDetector:
@@ -369,7 +376,7 @@ class LockoutDetector:
         for key in forgettable:
             del tenant.accounts[key]
             tenant.buffered.discard(key)
-            tenant.locked.discard(key)
+            tenant.locked.pop(key, None)
         return len(forgettable)
 
     # -- state ----------------------------------------------------------------------------
@@ -437,22 +444,26 @@ class LockoutDetector:
         return decisions
 
     def _expire(self, tenant: _Tenant) -> list[Decision]:
-        if tenant.clock is None or not tenant.locked:
+        """Announce the temporary locks whose end the tenant's clock has reached."""
+        clock, expiries = tenant.clock, tenant.expiries
+        if clock is None or not expiries or expiries[0][0] > clock:
             return []
-        due = []
-        for key in tenant.locked:
+        due, held = [], []
+        while expiries and expiries[0][0] <= clock:
+            until, key = heapq.heappop(expiries)
+            if tenant.locked.get(key) != until:
+                continue  # stale: announced, unlocked or locked again since
             account = tenant.accounts[key]
-            until = account.locked_until or 0
             # A buffered event from before the expiry (say, an administrator's unlock)
             # must be applied first; its release announces the expiry instead.
-            held_back = account.order.pending and account.order.pending[0][0] < until
-            if account.expiry_due(tenant.clock) and not held_back:
+            if account.order.pending and account.order.pending[0][0] < until:
+                held.append((until, key))
+            else:
+                del tenant.locked[key]
                 due.append((until, key))
-        decisions = []
-        for _, key in sorted(due):
-            decisions.append(tenant.accounts[key].unlocked(None, tenant.clock))
-            tenant.locked.discard(key)
-        return decisions
+        for entry in held:
+            heapq.heappush(expiries, entry)
+        return [tenant.accounts[key].unlocked(None, clock) for _, key in sorted(due)]
 
 
 def _strategy_wait(policy: LockoutPolicy, failures: int) -> int:

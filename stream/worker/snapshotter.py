@@ -20,17 +20,26 @@ from authtrail.stream.worker.recovery import Recovery, SnapshotPosition, snapsho
 
 CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
 
+#: A snapshot costs time in proportion to its size (~170 ns a compressed byte measured,
+#: docs/PERFORMANCE.md), and the guard's share grows with traffic: it buffers the events
+#: of the allowed lateness. So the next snapshot also waits for one chained record per this
+#: many bytes of the last: its cost per record stays ~3 µs however large the state, and a
+#: recovery replays records in proportion to the state, as it spends loading it anyway.
+BYTES_PER_RECORD = 16
+
 
 @dataclass
 class _Partition:
     chained_next: int  # after the last record acknowledged (or the recovery's claim)
     checkpoints_next: int
     written: int = 0  # chained records since the last snapshot (replayed ones included)
+    last_bytes: int = 0  # the size of the last snapshot this worker took
 
 
 class Snapshotter:
-    """Tracks acknowledged offsets per partition; says when ``every`` chained records
-    were written since the last snapshot (``every`` 0: never)."""
+    """Tracks acknowledged offsets per partition; says when ``every`` chained records,
+    and at least one per :data:`BYTES_PER_RECORD` bytes of the partition's last snapshot,
+    were written since it (``every`` 0: never)."""
 
     def __init__(self, every: int, snapshot_codec: Codec | None) -> None:
         self._every = every if snapshot_codec is not None else 0
@@ -67,13 +76,13 @@ class Snapshotter:
                 tracked.checkpoints_next = max(tracked.checkpoints_next, last + 1)
 
     def due(self) -> list[int]:
-        """Partitions with at least ``every`` chained records since their last snapshot."""
+        """Partitions with enough chained records since their last snapshot."""
         if not self._every:
             return []
         return [
             partition
             for partition, tracked in self._partitions.items()
-            if tracked.written >= self._every
+            if tracked.written >= max(self._every, tracked.last_bytes // BYTES_PER_RECORD)
         ]
 
     def take(
@@ -92,5 +101,7 @@ class Snapshotter:
             records=sum(log.head.seq for log in sequencer.tenants.values()),
         )
         tracked.written = 0
-        return snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
-                                 position=position, snapshot_codec=self._codec)  # fmt: skip
+        messages = snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
+                                     position=position, snapshot_codec=self._codec)  # fmt: skip
+        tracked.last_bytes = sum(map(len, messages))
+        return messages

@@ -325,6 +325,22 @@ def test_advance_announces_expiry_without_events() -> None:
     assert lockout.advance("other-tenant", at(100)) == []
 
 
+def test_a_lock_ended_and_taken_again_expires_at_its_new_end_only() -> None:
+    """The first lock's end passes while the second lock holds: nothing is announced."""
+    lockout = detector(LockoutPolicy())
+    lockout.observe(event(0))
+    lockout.observe(event(0.5))  # quick login: locked until 60.5
+    lockout.observe(event(10, "ACCOUNT_UNLOCKED"))  # announced as unlocked by the source
+    lockout.observe(event(20))
+    assert locks(lockout.observe(event(20.5))) == [(20.5, "quick_login", 2, 80.5)]
+    assert lockout.advance(TENANT, at(70)) == []
+    expired = lockout.advance(TENANT, at(81))
+    assert [(d.kind, d.reason, d.occurred_at) for d in expired] == [
+        (ACCOUNT_UNLOCKED, "lock_expired", at(80.5))
+    ]
+    assert lockout.advance(TENANT, at(200)) == []
+
+
 def test_tenants_and_accounts_are_separate() -> None:
     lockout = detector(LockoutPolicy())
     decisions = lockout.observe(event(0, user="bob"))
@@ -568,7 +584,24 @@ def test_decision_event_fields() -> None:
 
 
 class _VisitEveryAccount(LockoutDetector):
-    """The time step as it was before the due index: a release of every buffered account."""
+    """The time step as it was before the due index: a release of every buffered account;
+    and expiry as it was before the expiry heap: a look at every locked account."""
+
+    def _expire(self, tenant: _Tenant) -> list[Decision]:
+        if tenant.clock is None or not tenant.locked:
+            return []
+        due = []
+        for key in tenant.locked:
+            account = tenant.accounts[key]
+            until = account.locked_until or 0
+            held_back = account.order.pending and account.order.pending[0][0] < until
+            if account.expiry_due(tenant.clock) and not held_back:
+                due.append((until, key))
+        decisions = []
+        for _, key in sorted(due):
+            decisions.append(tenant.accounts[key].unlocked(None, tenant.clock))
+            del tenant.locked[key]
+        return decisions
 
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
         tenant = self._tenants.get(tenant_id) or self._tenants.setdefault(tenant_id, _Tenant())
@@ -596,14 +629,14 @@ class _VisitEveryAccount(LockoutDetector):
             st.sampled_from([0, 5, 5, 10]),
             st.sampled_from(range(-40, 5, 5)),
             st.sampled_from(["LOGIN_FAILED", "LOGIN_FAILED", "LOGIN", "ACCOUNT_UNLOCKED"]),
-            st.sampled_from(["alice", "bob"]),
+            st.sampled_from(["alice", "bob", "carol"]),
             st.integers(0, 2),  # event id: repeats are duplicates (or late copies)
         ),
         max_size=150,
     ),
     lateness=st.sampled_from([0.0, 5.0, 30.0]),
 )
-def test_the_due_index_decides_and_remembers_what_visiting_every_account_does(
+def test_the_indexes_decide_and_remember_what_visiting_every_account_does(
     steps: list[tuple[str, int, int, str, str, int]], lateness: float
 ) -> None:
     policy = LockoutPolicy(max_login_failures=3, wait_increment_seconds=60,

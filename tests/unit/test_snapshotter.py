@@ -5,7 +5,12 @@ from __future__ import annotations
 from authtrail.schemas import SNAPSHOT
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.recovery import Recovery, SnapshotPosition
-from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
+from authtrail.stream.worker.snapshotter import (
+    BYTES_PER_RECORD,
+    CHAINED,
+    CHECKPOINTS,
+    Snapshotter,
+)
 from tests.unit.test_sequencer import _events, _run
 from tests.unit.test_snapshot import _sequencer
 
@@ -71,3 +76,23 @@ def test_records_replayed_by_a_recovery_count_towards_the_next_snapshot() -> Non
     fresh.wrote(1)
     fresh.acknowledged({(CHAINED, 1): (500_001, 500_001)})
     assert fresh.due() == [1]  # a long history replayed from the start
+
+
+def test_a_large_state_spaces_its_snapshots_by_its_size() -> None:
+    """A snapshot costs time in proportion to its size: the next waits for a record per
+    BYTES_PER_RECORD bytes of the last, or for ``every`` records if that is more."""
+    snapshotter = Snapshotter(10, SNAPSHOTS)
+    snapshotter.recovered(0, Recovery(0, epoch=1))
+    sequencer = _sequencer()
+    _run(sequencer, _events(400, tenants=40))
+    size = sum(map(len, snapshotter.take(0, sequencer, None, epoch=1)))
+    wait = size // BYTES_PER_RECORD
+    assert wait > 10  # the size decides here, not every
+    snapshotter.wrote(0, wait - 1)
+    snapshotter.acknowledged({(CHAINED, 0): (0, wait - 1)})
+    assert snapshotter.due() == []
+    snapshotter.wrote(0)
+    assert snapshotter.due() == [0]
+    snapshotter.take(0, _sequencer(), None, epoch=1)  # a tiny state: every decides again
+    snapshotter.wrote(0, 10)
+    assert snapshotter.due() == [0]
