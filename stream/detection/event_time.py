@@ -65,7 +65,11 @@ class ReorderBuffer:
         if self.frontier is not None and (occurred_at, event_id) < self.frontier:
             return LATE
         self.watermark = occurred_at if self.watermark is None else max(self.watermark, occurred_at)
-        bisect.insort(self.pending, (occurred_at, event_id, payload), key=lambda item: item[:2])
+        pending, item = self.pending, (occurred_at, event_id, payload)
+        if not pending or pending[-1][:2] <= item[:2]:
+            pending.append(item)  # in order, as most are: no search
+        else:
+            bisect.insort(pending, item, key=lambda entry: entry[:2])
         self.recent_ids[event_id] = occurred_at
         if self._oldest_id_at is None or occurred_at < self._oldest_id_at:
             self._oldest_id_at = occurred_at

@@ -26,7 +26,12 @@ from typing import Any
 
 from authtrail.stream.core.canonical import canonical_leaf
 from authtrail.stream.core.handover import KEYS_SERVICE
-from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, Decision, decision_to_event
+from authtrail.stream.detection.decisions import (
+    LOCKOUT_SERVICE,
+    Decision,
+    decision_to_event,
+    event_identity,
+)
 from authtrail.stream.detection.lockout import LockoutDetector
 from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.detection.spray import SprayDetector
@@ -60,8 +65,10 @@ class Guard:
             self._replayed.pop(event_id, None)
             self._owed.pop(event_id, None)
             return []
-        decisions = self._lockout.observe(event) + self._spray.observe(event)
-        decisions += self._advance(str(event["tenant_id"]), int(event["occurred_at"]))
+        tenant_id, event_id, occurred_at = event_identity(event)  # checked once for both
+        decisions = self._lockout.observe_identified(event, tenant_id, event_id, occurred_at)
+        decisions += self._spray.observe_identified(event, tenant_id, event_id, occurred_at)
+        decisions += self._advance(tenant_id, occurred_at)
         if not decisions:  # almost every event
             return []
         decision_events = [decision_to_event(decision) for decision in decisions]

@@ -286,6 +286,14 @@ class LockoutDetector:
         tenant_id, event_id, occurred_at = event_identity(event)
         if event.get("service") == LOCKOUT_SERVICE:
             return []
+        return self.observe_identified(event, tenant_id, event_id, occurred_at)
+
+    def observe_identified(
+        self, event: Mapping[str, Any], tenant_id: str, event_id: str, occurred_at: int
+    ) -> list[Decision]:
+        """:meth:`observe` of an event whose identity the caller has checked
+        (:func:`~authtrail.stream.detection.decisions.event_identity`) and which is no
+        decision of authtrail's own."""
         policy = self._policy_for(tenant_id)
         tenant = self._tenants.get(tenant_id)
         if tenant is None:

@@ -172,7 +172,13 @@ class SprayDetector:
         name a ``client_ip`` and an account. Raises :class:`InvalidArgumentError` when
         ``tenant_id``, ``event_id`` or ``occurred_at`` is missing.
         """
-        tenant_id, event_id, occurred_at = event_identity(event)
+        return self.observe_identified(event, *event_identity(event))
+
+    def observe_identified(
+        self, event: Mapping[str, Any], tenant_id: str, event_id: str, occurred_at: int
+    ) -> list[Decision]:
+        """:meth:`observe` of an event whose identity the caller has checked
+        (:func:`~authtrail.stream.detection.decisions.event_identity`)."""
         counters = self._counters.get(tenant_id)
         if counters is None:
             counters = self._counters[tenant_id] = Counter()
