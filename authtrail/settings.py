@@ -80,7 +80,8 @@ class Settings:
     # 10 000 busy tenants each is then signed every ~5 s instead of every 250 ms; at
     # 100 tenants (400 a second) it never binds.
     max_checkpoints_per_second: int = 2000
-    # A partition's state is snapshotted after this many chained records (0: never; every
+    # A partition's state is snapshotted after this many chained records, and at least one
+    # per 16 bytes of its last snapshot (stream/worker/snapshotter.py; 0: never, every
     # restart then replays the partition's whole history).
     snapshot_every: int = 50_000
     # Checkpoint origin line is "<log_origin>/<tenant_id>" (C2SP tlog-checkpoint).
