@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from authtrail.schemas._flat_writer import field_type
+from authtrail.schemas._flat_writer import NATIVE_KINDS, field_type
 
 try:  # built by hatch_build.py where a C compiler is; the Python reader otherwise
     from authtrail import _speedups
@@ -135,7 +135,7 @@ def compile_flat_reader(parsed: Any, native: bool = True) -> FlatReader | None:
 
 
 # The C reader's field kinds (authtrail/_speedups.c).
-_NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3}
+_NATIVE_KINDS = {kind: NATIVE_KINDS[kind] for kind in ("long", "string", "enum", "map")}
 
 
 def _native_spec(fields: Any, named: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:

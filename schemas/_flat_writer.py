@@ -113,8 +113,10 @@ def compile_flat_writer(
 
 
 # The C writer's field kinds (authtrail/_speedups.c).
-_NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3, "int": 4, "boolean": 5,
-                 "bytes": 6, "fixed": 7}  # fmt: skip
+#: The C code's field kinds (``KIND_*`` in authtrail/_speedups.c); its reader takes the
+#: first four, its writer all.
+NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3, "int": 4, "boolean": 5,
+                "bytes": 6, "fixed": 7}  # fmt: skip
 
 
 def _native_field(
@@ -133,7 +135,7 @@ def _native_field(
             extra = int(kind["size"])
         kind = kind.get("type")
     name, _, optional, default = entry
-    return name, _NATIVE_KINDS[kind], optional, default, extra
+    return name, NATIVE_KINDS[kind], optional, default, extra
 
 
 def _compile_fast_path(
