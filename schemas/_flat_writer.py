@@ -112,7 +112,6 @@ def compile_flat_writer(
     return _compile_fast_path(parsed["fields"], named, layout, names, checked_write)
 
 
-# The C writer's field kinds (authtrail/_speedups.c).
 #: The C code's field kinds (``KIND_*`` in authtrail/_speedups.c); its reader takes the
 #: first four, its writer all.
 NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3, "int": 4, "boolean": 5,

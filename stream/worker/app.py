@@ -331,11 +331,11 @@ def _shorten_fetch_wait(app: faust.App, wait_ms: int) -> None:
 
 
 #: CPython collects its youngest generation every 700 net allocations by default. The
-#: worker holds a large, long-lived, changing state (the guards buffer the events of the
-#: allowed lateness: ~10^5 objects at 15 000 events/s), so collections kept walking it:
-#: with the defaults they took 4.1 of a live run's ~45 CPU seconds (full ones ~0.2 s each,
-#: stalling the stream), with these 0.9 (docs/PERFORMANCE.md). Cycles that die young are
-#: still collected within 50 000 allocations.
+#: worker holds a large, long-lived, changing state (the guards' accounts and the events
+#: they hold for the allowed lateness: ~10^5 objects at 15 000 events/s), so collections
+#: kept walking it: with the defaults they took 4.1 of a live run's ~45 CPU seconds (full
+#: ones ~0.2 s each, stalling the stream), with these 0.9 (docs/PERFORMANCE.md). Cycles
+#: that die young are still collected within 50 000 allocations.
 GC_THRESHOLDS = (50_000, 20, 20)
 
 

@@ -21,10 +21,11 @@ from authtrail.stream.worker.recovery import Recovery, SnapshotPosition, snapsho
 CHAINED, CHECKPOINTS = "chained", "checkpoints"  # the publisher roles tracked
 
 #: A snapshot costs time in proportion to its size (~170 ns a compressed byte measured,
-#: docs/PERFORMANCE.md), and the guard's share grows with traffic: it buffers the events
-#: of the allowed lateness. So the next snapshot also waits for one chained record per this
-#: many bytes of the last: its cost per record stays ~3 µs however large the state, and a
-#: recovery replays records in proportion to the state, as it spends loading it anyway.
+#: docs/PERFORMANCE.md), and the guard's share grows with traffic: the accounts it tracks
+#: and the events it holds for the allowed lateness. So the next snapshot also waits for
+#: one chained record per this many bytes of the last: its cost per record stays ~3 µs
+#: however large the state, and a recovery replays records in proportion to the state, as
+#: it spends loading it anyway.
 BYTES_PER_RECORD = 16
 
 
