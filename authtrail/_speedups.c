@@ -5,12 +5,13 @@
  * every odd case stays owned by one implementation:
  *
  *   FlatReader(fields)(data, pos) -> dict | None
- *       authtrail/schemas/_flat_reader.py's generated reader: a flat Avro record whose
- *       fields are long, string, enum, map of strings, or a union of null (first) and one
- *       of those (maps excepted). None for a body it would leave to fastavro: truncated or
+ *       authtrail/schemas/_flat_reader.py's generated reader: an Avro record whose fields
+ *       are long, int, boolean, string, bytes, fixed, enum, map of strings, a union of
+ *       null (first) and one of those (maps excepted), or such a record (the event in a
+ *       chained record). None for a body it would leave to fastavro: truncated or
  *       trailing bytes, bad UTF-8, a negative length, a union branch or enum index out of
- *       range, an enum index of more than one byte, a varint beyond 64 bits, map blocks
- *       with a byte size.
+ *       range, an enum index of more than one byte, a varint beyond 64 bits, an int
+ *       beyond 32, a boolean byte other than 0 or 1, map blocks with a byte size.
  *
  *   FlatWriter(fields, slow)(record) -> bytes
  *       authtrail/schemas/_flat_writer.py's generated front: a plain dict of exact types
@@ -39,13 +40,19 @@
 
 /* ------------------------------------------------------------------ flat reader */
 
-enum { KIND_LONG = 0, KIND_STRING = 1, KIND_ENUM = 2, KIND_MAP = 3 };
+/* The field kinds of both the reader and the writer (NATIVE_KINDS in
+ * authtrail/schemas/_flat_writer.py); a nested record is the reader's alone. */
+enum {
+    KIND_LONG = 0, KIND_STRING = 1, KIND_ENUM = 2, KIND_MAP = 3, KIND_INT = 4,
+    KIND_BOOLEAN = 5, KIND_BYTES = 6, KIND_FIXED = 7, KIND_RECORD = 8
+};
 
 typedef struct {
     PyObject *name;    /* the dict key (a str, kept alive by the reader) */
     int kind;
     int optional;      /* a union of null (branch 0) and the kind (branch 1) */
-    PyObject *symbols; /* a tuple of str for an enum, else NULL */
+    PyObject *extra;   /* enum: a tuple of str; record: its FlatReader; else NULL */
+    Py_ssize_t size;   /* fixed: its size */
 } Field;
 
 typedef struct {
@@ -53,6 +60,8 @@ typedef struct {
     Py_ssize_t count;
     Field *fields;
 } FlatReader;
+
+static PyTypeObject FlatReaderType;
 
 /* A cursor over one body; every read returns 0 on success, -1 for "unusual" (no Python
  * error set) and -2 when a Python error is set (memory). */
@@ -79,22 +88,26 @@ static int read_varint(Cursor *c, uint64_t *out) {
     }
 }
 
-static int read_string(Cursor *c, PyObject **out) {
+/* A string (``text``) or bytes: a length, then as many bytes. */
+static int read_sized(Cursor *c, PyObject **out, int text) {
     uint64_t size;
     if (read_varint(c, &size) < 0 || (size & 1)) return -1;
     size >>= 1;
     if (size > (uint64_t)(c->length - c->pos)) return -1;
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)c->data + c->pos, (Py_ssize_t)size,
-                                          "strict");
-    if (text == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return -2;
+    const char *start = (const char *)c->data + c->pos;
+    PyObject *value = text ? PyUnicode_DecodeUTF8(start, (Py_ssize_t)size, "strict")
+                           : PyBytes_FromStringAndSize(start, (Py_ssize_t)size);
+    if (value == NULL) {
+        if (!text || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return -2;
         PyErr_Clear();
         return -1;
     }
     c->pos += (Py_ssize_t)size;
-    *out = text;
+    *out = value;
     return 0;
 }
+
+static int read_string(Cursor *c, PyObject **out) { return read_sized(c, out, 1); }
 
 static int read_map(Cursor *c, PyObject **out) {
     PyObject *entries = PyDict_New();
@@ -133,6 +146,8 @@ unusual:
     return -1;
 }
 
+static int read_record(const FlatReader *reader, Cursor *c, PyObject **out);
+
 static int read_field(Cursor *c, const Field *field, PyObject **out) {
     if (field->optional) {
         if (c->pos >= c->length) return -1;
@@ -144,26 +159,64 @@ static int read_field(Cursor *c, const Field *field, PyObject **out) {
         if (branch != 2) return -1;
     }
     switch (field->kind) {
-    case KIND_LONG: {
+    case KIND_LONG:
+    case KIND_INT: {
         uint64_t raw;
         if (read_varint(c, &raw) < 0) return -1;
         int64_t value = (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+        if (field->kind == KIND_INT && (value < INT32_MIN || value > INT32_MAX)) return -1;
         *out = PyLong_FromLongLong(value);
         return *out == NULL ? -2 : 0;
     }
     case KIND_STRING:
         return read_string(c, out);
+    case KIND_BYTES:
+        return read_sized(c, out, 0);
     case KIND_ENUM: {
         if (c->pos >= c->length) return -1;
         unsigned char index = c->data[c->pos++];
-        if ((index & 0x81) || (Py_ssize_t)(index >> 1) >= PyTuple_GET_SIZE(field->symbols))
+        if ((index & 0x81) || (Py_ssize_t)(index >> 1) >= PyTuple_GET_SIZE(field->extra))
             return -1;
-        *out = Py_NewRef(PyTuple_GET_ITEM(field->symbols, index >> 1));
+        *out = Py_NewRef(PyTuple_GET_ITEM(field->extra, index >> 1));
         return 0;
     }
+    case KIND_BOOLEAN:
+        if (c->pos >= c->length || c->data[c->pos] > 1) return -1;
+        *out = Py_NewRef(c->data[c->pos++] ? Py_True : Py_False);
+        return 0;
+    case KIND_FIXED:
+        if (field->size > c->length - c->pos) return -1;
+        *out = PyBytes_FromStringAndSize((const char *)c->data + c->pos, field->size);
+        if (*out == NULL) return -2;
+        c->pos += field->size;
+        return 0;
+    case KIND_RECORD:
+        return read_record((const FlatReader *)field->extra, c, out);
     default:
         return read_map(c, out);
     }
+}
+
+/* The record at the cursor, its fields in schema order; the cursor stops after it. */
+static int read_record(const FlatReader *reader, Cursor *c, PyObject **out) {
+    PyObject *record = PyDict_New();
+    if (record == NULL) return -2;
+    for (Py_ssize_t i = 0; i < reader->count; i++) {
+        PyObject *value;
+        int status = read_field(c, &reader->fields[i], &value);
+        if (status < 0) {
+            Py_DECREF(record);
+            return status;
+        }
+        status = PyDict_SetItem(record, reader->fields[i].name, value);
+        Py_DECREF(value);
+        if (status < 0) {
+            Py_DECREF(record);
+            return -2;
+        }
+    }
+    *out = record;
+    return 0;
 }
 
 static PyObject *FlatReader_call(FlatReader *self, PyObject *args, PyObject *kwargs) {
@@ -179,41 +232,30 @@ static PyObject *FlatReader_call(FlatReader *self, PyObject *args, PyObject *kwa
         Py_RETURN_NONE;
     }
     Cursor c = {(const unsigned char *)view.buf, pos, view.len};
-    PyObject *record = PyDict_New();
-    if (record == NULL) goto error;
-    for (Py_ssize_t i = 0; i < self->count; i++) {
-        PyObject *value;
-        int status = read_field(&c, &self->fields[i], &value);
-        if (status == -1) goto unusual;
-        if (status < 0) goto error;
-        status = PyDict_SetItem(record, self->fields[i].name, value);
-        Py_DECREF(value);
-        if (status < 0) goto error;
+    PyObject *record = NULL;
+    int status = read_record(self, &c, &record);
+    PyBuffer_Release(&view);
+    if (status == -2) return NULL;
+    if (status == -1 || c.pos != c.length) {
+        Py_XDECREF(record);
+        Py_RETURN_NONE;
     }
-    if (c.pos != c.length) goto unusual;
-    PyBuffer_Release(&view);
     return record;
-unusual:
-    Py_DECREF(record);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-error:
-    Py_XDECREF(record);
-    PyBuffer_Release(&view);
-    return NULL;
 }
 
 static void FlatReader_dealloc(FlatReader *self) {
     for (Py_ssize_t i = 0; i < self->count; i++) {
         Py_XDECREF(self->fields[i].name);
-        Py_XDECREF(self->fields[i].symbols);
+        Py_XDECREF(self->fields[i].extra);
     }
     PyMem_Free(self->fields);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* FlatReader(fields): ``fields`` a sequence of (name: str, kind: int, optional: bool,
- * symbols: tuple[str, ...] | None), kind 0 long, 1 string, 2 enum, 3 map of strings. */
+ * extra), kind 0 long, 1 string, 2 enum, 3 map of strings, 4 int, 5 boolean, 6 bytes,
+ * 7 fixed, 8 record; ``extra`` the symbols (a tuple of str) of an enum, the size (int) of
+ * a fixed, the FlatReader of a record, else None. */
 static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *spec;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
@@ -232,29 +274,40 @@ static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kw
         goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *name, *symbols;
+        PyObject *name, *extra;
         int kind, optional;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "UipO:field", &name, &kind, &optional,
-                              &symbols))
+                              &extra))
             goto fail;
-        if (kind < KIND_LONG || kind > KIND_MAP) {
-            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..3", kind);
-            goto fail;
-        }
-        if ((kind == KIND_ENUM) != PyTuple_Check(symbols) ||
-            (kind != KIND_ENUM && symbols != Py_None)) {
-            PyErr_SetString(PyExc_ValueError, "an enum field (and only one) takes a tuple of symbols");
+        if (kind < KIND_LONG || kind > KIND_RECORD) {
+            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..8", kind);
             goto fail;
         }
-        if (kind == KIND_MAP && optional) {
-            PyErr_SetString(PyExc_ValueError, "an optional map is not a flat field");
+        Py_ssize_t size = 0;
+        if (kind == KIND_FIXED) {
+            size = PyLong_Check(extra) ? PyLong_AsSsize_t(extra) : -1;
+            if (size < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "a fixed field takes its size, an int >= 0");
+                goto fail;
+            }
+        } else if ((kind == KIND_ENUM) != PyTuple_Check(extra) ||
+                   (kind == KIND_RECORD) != PyObject_TypeCheck(extra, &FlatReaderType) ||
+                   (kind != KIND_ENUM && kind != KIND_RECORD && extra != Py_None)) {
+            PyErr_SetString(PyExc_ValueError, "an enum field (and only one) takes a tuple of "
+                                              "symbols, a record field its FlatReader");
+            goto fail;
+        }
+        if ((kind == KIND_MAP || kind == KIND_RECORD) && optional) {
+            PyErr_SetString(PyExc_ValueError, "an optional map or record is not read here");
             goto fail;
         }
         Field *field = &self->fields[i];
         field->name = Py_NewRef(name);
         field->kind = kind;
         field->optional = optional;
-        field->symbols = kind == KIND_ENUM ? Py_NewRef(symbols) : NULL;
+        field->extra = kind == KIND_ENUM || kind == KIND_RECORD ? Py_NewRef(extra) : NULL;
+        field->size = size;
         self->count = i + 1;
     }
     Py_DECREF(items);
@@ -458,9 +511,6 @@ static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nar
 }
 
 /* ------------------------------------------------------------------ flat writer */
-
-/* The writer's kinds: the reader's four, then these. */
-enum { KIND_INT = 4, KIND_BOOLEAN = 5, KIND_BYTES = 6, KIND_FIXED = 7 };
 
 typedef struct {
     PyObject *name;

@@ -112,8 +112,8 @@ def compile_flat_writer(
     return _compile_fast_path(parsed["fields"], named, layout, names, checked_write)
 
 
-#: The C code's field kinds (``KIND_*`` in authtrail/_speedups.c); its reader takes the
-#: first four, its writer all.
+#: The C code's field kinds (``KIND_*`` in authtrail/_speedups.c): its writer's, and its
+#: reader's with a nested record besides.
 NATIVE_KINDS = {"long": 0, "string": 1, "enum": 2, "map": 3, "int": 4, "boolean": 5,
                 "bytes": 6, "fixed": 7}  # fmt: skip
 

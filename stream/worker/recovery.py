@@ -159,6 +159,9 @@ class SnapshotPosition:
     chained_next: int
     checkpoints_next: int
     records: int
+    # The size of the snapshot's state (0: unknown), which spaces the next one
+    # (stream/worker/snapshotter.py).
+    state_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,8 +279,9 @@ class _Snapshots:
         if newest is None:
             return None
         record, state_parts = newest
+        state = snapshot.join(state_parts)
         try:
-            snapshot.restore_state(snapshot.join(state_parts), sequencer, guard)
+            snapshot.restore_state(state, sequencer, guard)
         except FormatError as exc:
             # Not evidence, only a shortcut: without it the whole partition is replayed.
             _LOG.warning("snapshot %s ignored, replaying everything: %s",
@@ -285,8 +289,8 @@ class _Snapshots:
             return None
         self.epoch = int(record["epoch"])
         return SnapshotPosition(
-            record["chained_next"], record["checkpoints_next"], record["records"],
-        )  # fmt: skip
+            record["chained_next"], record["checkpoints_next"], record["records"], len(state)
+        )
 
 
 class _Replay:

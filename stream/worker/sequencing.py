@@ -301,7 +301,8 @@ class SequencerWorker:
         _LOG.info(
             "partition %d: recovered %d records of %d tenants in %.1f s, %s",
             partition, replayed, len(sequencer.tenants), time.monotonic() - started,
-            f"after a snapshot of {start.records} records" if start else "from the start",
+            f"after a snapshot of {start.records} records ({start.state_bytes} bytes)"
+            if start else "from the start",
         )  # fmt: skip
         self._sequencers[partition] = sequencer
         restored = sequencer.source_offset

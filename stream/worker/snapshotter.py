@@ -50,10 +50,13 @@ class Snapshotter:
     def recovered(self, partition: int, recovery: Recovery) -> None:
         """Start tracking a partition just recovered: its state covers what precedes the
         recovery's claims. Records it replayed count as written since the last snapshot:
-        a worker restarted more often than every ``every`` records still snapshots."""
+        a worker restarted more often than every ``every`` records still snapshots. The
+        snapshot it loaded spaces the next one as one this worker took would."""
+        loaded = recovery.snapshot.state_bytes if recovery.snapshot is not None else 0
         self._partitions[partition] = _Partition(
-            recovery.chained_claim + 1, recovery.checkpoints_claim + 1, recovery.replayed
-        )
+            recovery.chained_claim + 1, recovery.checkpoints_claim + 1, recovery.replayed,
+            loaded,
+        )  # fmt: skip
 
     def forget(self, partition: int) -> None:
         self._partitions.pop(partition, None)

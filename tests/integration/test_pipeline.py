@@ -354,6 +354,8 @@ def test_restart_replays_only_what_follows_the_newest_snapshot(
     # that reached it): each partition's recovery began at one, and replayed a fraction.
     pattern = r"partition \d+: recovered (\d+) records .*, (after a snapshot|from the start)"
     recoveries = re.findall(pattern, log.read_text())
+    sizes = re.findall(r"after a snapshot of \d+ records \((\d+) bytes\)", log.read_text())
+    assert all(int(size) > 0 for size in sizes), sizes  # what spaces the next snapshot
     used = re.findall(pattern, (pipeline.tmp_path / "worker-0.log").read_text())
     assert len(recoveries) == len(used) > 0  # every assigned partition, at assignment
     # Those the tenants map to began at a snapshot; any other holds nothing to replay.

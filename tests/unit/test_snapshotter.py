@@ -96,3 +96,18 @@ def test_a_large_state_spaces_its_snapshots_by_its_size() -> None:
     snapshotter.take(0, _sequencer(), None, epoch=1)  # a tiny state: every decides again
     snapshotter.wrote(0, 10)
     assert snapshotter.due() == [0]
+
+
+def test_the_snapshot_a_recovery_loaded_spaces_the_next_by_its_size() -> None:
+    """After a restart the next snapshot waits as long as if this worker had taken the one
+    it loaded; a recovery without a snapshot leaves ``every`` alone to decide."""
+    snapshotter = Snapshotter(10, SNAPSHOTS)
+    position = SnapshotPosition(chained_next=0, checkpoints_next=0, records=0,
+                                state_bytes=100 * BYTES_PER_RECORD)  # fmt: skip
+    snapshotter.recovered(0, Recovery(0, epoch=1, snapshot=position))
+    snapshotter.recovered(1, Recovery(0, epoch=1))
+    snapshotter.wrote(0, 99)
+    snapshotter.wrote(1, 10)
+    assert snapshotter.due() == [1]
+    snapshotter.wrote(0)
+    assert snapshotter.due() == [0, 1]

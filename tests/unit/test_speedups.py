@@ -168,6 +168,53 @@ def test_edge_bodies(data: bytes, expected: dict[str, Any] | None) -> None:
         assert read is not None and {name: read[name] for name in expected} == expected
 
 
+# A record of the kinds the auth event lacks: int, boolean, bytes, fixed, an optional int
+# and a nested record.
+OTHER_KINDS = parse_schema({"type": "record", "name": "Other", "fields": [
+    {"name": "i", "type": "int"}, {"name": "b", "type": "boolean"},
+    {"name": "raw", "type": "bytes"},
+    {"name": "h", "type": {"type": "fixed", "name": "H", "size": 2}},
+    {"name": "o", "type": ["null", "int"]},
+    {"name": "r", "type": {"type": "record", "name": "In",
+                           "fields": [{"name": "s", "type": "string"}]}},
+]})  # fmt: skip
+OTHER_C, OTHER_PY = compile_flat_reader(OTHER_KINDS), compile_flat_reader(OTHER_KINDS, native=False)
+
+
+def _other(i: bytes = b"\x02", b: bytes = b"\x01", raw: bytes = b"\x02a", h: bytes = b"\x01\x02",
+           o: bytes = b"\x00", r: bytes = b"\x02z") -> bytes:  # fmt: skip
+    return i + b + raw + h + o + r
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_other(), {"i": 1, "b": True, "raw": b"a", "h": b"\x01\x02", "o": None, "r": {"s": "z"}}),
+        (_other(b=b"\x00", o=b"\x02\x03"), {"b": False, "o": -2}),
+        (_other(i=b"\xfe\xff\xff\xff\x0f"), {"i": 2**31 - 1}),  # the extreme ints
+        (_other(i=b"\xff\xff\xff\xff\x0f"), {"i": -(2**31)}),
+        (_other(i=b"\x80\x80\x80\x80\x10"), None),  # 2**31: beyond 32 bits
+        (_other(o=b"\x02\x81\x80\x80\x80\x10"), None),  # -2**31 - 1, in the union
+        (_other(b=b"\x02"), None),  # a boolean byte other than 0 or 1
+        (_other(raw=b"\x00"), {"raw": b""}),
+        (_other(raw=b"\x03a"), None),  # a negative length
+        (_other(raw=b"\x02\xff"), {"raw": b"\xff"}),  # bytes need no UTF-8
+        (_other(h=b"\x01", o=b"", r=b""), None),  # the fixed cut short, at the end
+        (_other(r=b"\x02\xff"), None),  # the nested record's text not UTF-8
+        (_other(r=b"\x04z"), None),  # ... cut short
+        (_other(r=b"\x02zz"), None),  # trailing bytes after it
+    ],
+)
+def test_edge_bodies_of_the_other_kinds(data: bytes, expected: dict[str, Any] | None) -> None:
+    assert isinstance(OTHER_C, _speedups.FlatReader) and OTHER_PY is not None
+    read = OTHER_C(data, 0)
+    assert same_record(read, OTHER_PY(data, 0))
+    if expected is None:
+        assert read is None
+    else:
+        assert read is not None and {name: read[name] for name in expected} == expected
+
+
 def test_the_reader_takes_any_buffer_and_refuses_bad_positions() -> None:
     assert C_READ is not None
     data = body(TRAFFIC[0])
@@ -184,11 +231,18 @@ def test_the_reader_takes_any_buffer_and_refuses_bad_positions() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        [("a", 4, False, None)],  # no such kind
+        [("a", 9, False, None)],  # no such kind
         [("a", 2, False, None)],  # an enum without symbols
         [("a", 1, False, ("x",))],  # symbols for a string
         [("a", 3, True, None)],  # an optional map
         [(1, 0, False, None)],  # a name that is not text
+        [("a", 7, False, None)],  # a fixed without its size
+        [("a", 7, False, -1)],  # a negative size
+        [("a", 7, False, "32")],  # a size that is no int
+        [("a", 8, False, None)],  # a record without its reader
+        [("a", 8, False, ("x",))],  # ... or with something else
+        [("a", 8, True, _speedups.FlatReader([("n", 0, False, None)]))],  # an optional one
+        [("a", 0, False, _speedups.FlatReader([]))],  # a reader for a long
     ],
 )
 def test_the_reader_refuses_a_bad_field_spec(spec: list[tuple[Any, ...]]) -> None:
@@ -325,7 +379,7 @@ def test_bad_arguments_are_type_errors() -> None:
 
 
 def test_no_memory_is_kept_per_call() -> None:
-    assert C_READ is not None
+    assert C_READ is not None and OTHER_C is not None
     bodies = [body(event) for event in TRAFFIC[:200]]
     damaged = [data[:-3] for data in bodies]
     events = [C_READ(data, 0) for data in bodies]
@@ -335,6 +389,8 @@ def test_no_memory_is_kept_per_call() -> None:
         for data, cut in zip(bodies, damaged, strict=True):
             C_READ(data, 0)
             C_READ(cut, 0)
+            OTHER_C(_other(), 0)  # a nested record, whole and failing inside it
+            OTHER_C(_other(r=b"\x04z"), 0)
         for event, layout in zip(events, layouts, strict=True):
             _speedups.leaf_v1(event, layout, MAGIC)
             _speedups.leaf_v1({**event, "tenant_id": True}, layout, MAGIC)  # Python path
@@ -350,7 +406,7 @@ def test_no_memory_is_kept_per_call() -> None:
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert grown < 64 * 1024, f"{grown} bytes kept after 20 rounds of 400 reads and 400 leaves"
+    assert grown < 64 * 1024, f"{grown} bytes kept after 20 rounds of 800 reads and 400 leaves"
 
 
 def test_an_enum_index_of_two_bytes_is_left_to_fastavro() -> None:
