@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         "--proof-rows", help="comma-separated one-tenant store sizes for prove (proofs)"
     )
     parser.add_argument("--soak-seconds", type=float, help="override every stack's soak length")
+    parser.add_argument(
+        "--stacks", help="comma-separated stacks of the pipeline section to run (e.g. "
+        "authtrail-100t-1w; default: all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     if only and not only <= set(SECTIONS):
@@ -57,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             for plan in config.stacks
         )
         config = configs.with_overrides(config, stacks=plans)
+    if args.stacks:
+        names = set(args.stacks.split(","))
+        known = {runner.stack_name(plan): plan for plan in config.stacks}
+        if not names <= set(known):
+            parser.error(f"--stacks takes {', '.join(sorted(known))}")
+        chosen = tuple(plan for name, plan in known.items() if name in names)
+        config = configs.with_overrides(config, stacks=chosen)
     work = args.work_dir or args.out / "work"
     # Stop like Ctrl-C on SIGTERM too (and on SIGINT even when started in the background,
     # where it is ignored): the stacks' finally blocks then stop every child process.

@@ -10,7 +10,8 @@ from benchmarks.stack import AUTHTRAIL, PLAIN, StackConfig
 
 @dataclass(frozen=True)
 class StackPlan:
-    """One stack and its phases: drain; live runs at fractions of the drain rate; soak.
+    """One stack and its phases: drain; live runs at fractions of the drain rate; soak;
+    restart (benchmarks/pipeline.py).
 
     ``live_rates_from`` names an earlier stack whose drain rate the fractions apply to as
     well (so the plain baseline is also measured at authtrail's absolute rates).
@@ -22,6 +23,7 @@ class StackPlan:
     live_seconds: float = 0.0
     live_rates_from: str | None = None
     soak_seconds: float = 0.0
+    restart: bool = False  # after the soak: kill the worker, time the recovery (authtrail)
     profile: bool = False  # py-spy on worker and store during the drain (not timed runs)
 
 
@@ -104,7 +106,14 @@ def full() -> RunConfig:
         stacks=(
             at(AUTHTRAIL, 1),
             at(PLAIN, 1),
-            at(AUTHTRAIL, 100, live_fractions=latency, live_seconds=30, soak_seconds=600),
+            at(
+                AUTHTRAIL,
+                100,
+                live_fractions=latency,
+                live_seconds=30,
+                soak_seconds=600,
+                restart=True,
+            ),
             at(
                 PLAIN,
                 100,
@@ -147,6 +156,7 @@ def smoke() -> RunConfig:
                 StackConfig(AUTHTRAIL, 3, batch_interval_ms=300, sink_batch_ms=300),
                 600,
                 soak_seconds=1,  # a soak is a live phase too: one covers both code paths
+                restart=True,
             ),
             StackPlan(
                 StackConfig(PLAIN, 3, sink_batch_ms=300),

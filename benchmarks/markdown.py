@@ -121,6 +121,39 @@ def state_memory(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def restarts(results: dict[str, Any]) -> list[str]:
+    """The restart phases: a worker killed after the soak, and its replacement's recovery."""
+    rows = [
+        [name, restart["records"], restart["recovery_seconds"], restart["restart_seconds"],
+         restart["replay_records_per_s"], restart["replay_vs_drain"],
+         max((p["snapshot_bytes"] or 0 for p in restart["partitions"]), default=0) / 2**20]
+        for name, stack in results.get("stacks", {}).items()
+        if (restart := stack.get("restart"))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "## Restart under load (worker killed after the soak)",
+        "",
+        *table(
+            [
+                "stack",
+                "records replayed",
+                "recovery s",
+                "kill → recovered s",
+                "replay records/s",
+                "÷ drain rate",
+                "largest snapshot MB",
+            ],
+            rows,
+        ),
+        "*recovery*: the slowest partition (they recover side by side: load the newest "
+        "snapshot, replay the chained records after it); *kill → recovered* adds process "
+        "start and joining the consumer group.",
+        "",
+    ]
+
+
 def machine(results: dict[str, Any]) -> list[str]:
     machine = results["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)

@@ -10,10 +10,14 @@
   ClickHouse at insert) minus ``occurred_at`` is event-to-queryable latency. In authtrail
   mode also event-to-signed: until the checkpoint covering the event is stored.
 * **soak** — a long live run whose samples show whether worker RSS stays flat.
+* **restart** — after the soak, the worker is killed (SIGKILL) and a new one started: how
+  long it takes to recover its partitions (load the newest snapshot, replay what follows)
+  and at what rate it replays, against the rate the stack drained at.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -179,6 +183,52 @@ def live(stack: Stack, rate: float, seconds: float, timeout: float) -> dict[str,
             settings.bootstrap_servers or "", settings.chained_topic, settings.partitions, since
         )
     return result
+
+
+# The worker's log line for each partition it recovered (stream/worker/sequencing.py).
+_RECOVERED = re.compile(
+    r"partition (\d+): recovered (\d+) records of \d+ tenants in ([\d.]+) s, "
+    r"(?:after a snapshot of (\d+) records(?: \((\d+) bytes\))?|from the start)"
+)
+
+
+def restart(stack: Stack, drained_per_s: float | None, timeout: float) -> dict[str, Any]:
+    """Kill the (first) worker and start another; time its recovery of every partition.
+
+    Partitions recover side by side, so the recovery takes as long as the slowest;
+    ``restart_seconds`` counts from the kill to the last partition recovered, process
+    start and consumer-group join included. Nothing is sent meanwhile.
+    """
+    killed = time.monotonic()
+    log = stack.kill_and_restart_worker(0)
+    worker = stack.workers[0]
+    partitions = stack.config.partitions // stack.config.workers
+    found: list[tuple[str, ...]] = []
+    while len(found) < partitions:
+        if time.monotonic() - killed > timeout or worker.poll() is not None:
+            raise RuntimeError(f"{log.name}: {len(found)} of {partitions} partitions recovered")
+        time.sleep(0.1)
+        found = _RECOVERED.findall(log.read_text(errors="replace")) if log.exists() else []
+    restart_seconds = time.monotonic() - killed
+    recovered = [
+        {"partition": int(partition), "records": int(records), "seconds": float(seconds),
+         "snapshot_records": int(snapshot) if snapshot else None,
+         "snapshot_bytes": int(size) if size else None}
+        for partition, records, seconds, snapshot, size in found
+    ]  # fmt: skip
+    replayed = sum(entry["records"] for entry in recovered)
+    slowest = max(entry["seconds"] for entry in recovered)
+    replay_rate = replayed / slowest if slowest else None
+    return {
+        "partitions": recovered,
+        "records": replayed,
+        "recovery_seconds": slowest,
+        "restart_seconds": round(restart_seconds, 2),
+        "replay_records_per_s": round(replay_rate) if replay_rate else None,
+        "replay_vs_drain": round(replay_rate / drained_per_s, 2)
+        if replay_rate and drained_per_s
+        else None,
+    }
 
 
 def _quantiles(table: Any) -> dict[str, Any]:

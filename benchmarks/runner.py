@@ -19,7 +19,7 @@ from benchmarks.config import RunConfig, StackPlan
 from benchmarks.isolated import run_isolated
 from benchmarks.machine import describe_machine
 from benchmarks.procs import REPOSITORY_ROOT, load_average
-from benchmarks.stack import Stack
+from benchmarks.stack import AUTHTRAIL, Stack
 
 Progress = Callable[[str], None]
 
@@ -91,11 +91,16 @@ def _profile_hook(stack: Stack, seconds: float, into: dict[str, Any]) -> Callabl
     return start
 
 
+def stack_name(plan: StackPlan) -> str:
+    """The name a plan's stack has in the results."""
+    return plan.stack.name + ("-profiled" if plan.profile else "")
+
+
 def run_stack(
     plan: StackPlan, work: Path, config: RunConfig, earlier: dict[str, Any], say: Progress
 ) -> dict[str, Any]:
-    """Deploy one stack, drain, then its live and soak phases."""
-    name = plan.stack.name + ("-profiled" if plan.profile else "")
+    """Deploy one stack, drain, then its live, soak and restart phases."""
+    name = stack_name(plan)
     result: dict[str, Any] = {
         "config": pipeline.config_dict_of(plan.stack),
         "profiled": plan.profile,
@@ -131,6 +136,13 @@ def run_stack(
                 stack, 0.5 * rate, plan.soak_seconds, plan.soak_seconds + 300
             )
             result["soak"]["fraction"] = 0.5
+        if plan.restart and stack.config.mode == AUTHTRAIL:
+            result["restart"] = pipeline.restart(stack, rate or None, timeout=600)
+            restart = result["restart"]
+            say(
+                f"  {name}: restart replayed {restart['records']:,} records in "
+                f"{restart['recovery_seconds']} s ({restart['restart_seconds']} s from the kill)"
+            )
     return result
 
 
@@ -204,7 +216,7 @@ def run(
     if wanted("pipeline"):
         stacks = results["stacks"]
         for plan in config.stacks:
-            name = plan.stack.name + ("-profiled" if plan.profile else "")
+            name = stack_name(plan)
             work_on = functools.partial(run_stack, plan, work, config, stacks, say)
             value = _section(results, f"stack {name}", say, work_on)
             if value is not None:

@@ -179,13 +179,7 @@ class Stack:
         )
         if self.config.mode == AUTHTRAIL:
             for index in range(self.config.workers):
-                self.workers.append(
-                    start_python(
-                        ["-m", "authtrail.cli", "worker", "--short-timeouts"],
-                        self.logs / f"worker-{index}.log",
-                        {**environment, **dict(self.config.worker_environment)},
-                    )
-                )
+                self.workers.append(self._start_worker(self.logs / f"worker-{index}.log"))
         deadline = time.monotonic() + 90
         while not endpoint.exists():
             if self.store_process.poll() is not None or time.monotonic() > deadline:
@@ -194,6 +188,19 @@ class Stack:
         self.store = ServerBackend(json.loads(endpoint.read_text())["url"])
         for index, worker in enumerate(self.workers):
             wait_for_text(self.logs / f"worker-{index}.log", WORKER_READY, worker, timeout=90)
+
+    def _start_worker(self, log: Path) -> subprocess.Popen[bytes]:
+        environment = {**self.settings.to_env(), **dict(self.config.worker_environment)}
+        return start_python(["-m", "authtrail.cli", "worker", "--short-timeouts"], log, environment)
+
+    def kill_and_restart_worker(self, index: int) -> Path:
+        """SIGKILL worker ``index`` (no clean shutdown: what a crash leaves) and start a
+        new one in its place; return the new one's log."""
+        stop_group(self.workers[index], signal.SIGKILL)
+        restarts = len(list(self.logs.glob(f"worker-{index}-restart-*.log")))
+        log = self.logs / f"worker-{index}-restart-{restarts + 1}.log"
+        self.workers[index] = self._start_worker(log)
+        return log
 
     def close(self) -> None:
         """Stop loader, workers (they sign open batches), store host (it drains), broker."""

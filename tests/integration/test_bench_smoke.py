@@ -54,6 +54,9 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert soak["signed_latency_ms"]["p99"] > 0
     assert soak["sequenced_latency_ms"]["events"] == soak["sent"]
     assert soak["rss_trend"]["worker"]["points"] > 0
+    restart = authtrail["restart"]  # every partition recovered, from what the soak left
+    assert sorted(p["partition"] for p in restart["partitions"]) == [0, 1, 2, 3]
+    assert restart["records"] > 0 and restart["restart_seconds"] >= restart["recovery_seconds"]
     flood = results["flood"]
     for variant in ("clean", "flood"):
         drained = flood[variant]
@@ -83,6 +86,7 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
         "## End-to-end throughput",
         "## Event-to-queryable latency",
         "## Good events under a bad-input flood",
+        "## Restart under load",
         "## authtrail verify",
         "## authtrail prove: one event",
         "## Physical limits",
