@@ -216,8 +216,8 @@ def restart(stack: Stack, drained_per_s: float | None, timeout: float) -> dict[s
          "snapshot_bytes": int(size) if size else None}
         for partition, records, seconds, snapshot, size in found
     ]  # fmt: skip
-    replayed = sum(entry["records"] for entry in recovered)
-    slowest = max(entry["seconds"] for entry in recovered)
+    replayed = sum(int(records) for _, records, *_ in found)
+    slowest = max(float(seconds) for _, _, seconds, *_ in found)
     replay_rate = replayed / slowest if slowest else None
     return {
         "partitions": recovered,
