@@ -13,6 +13,8 @@ Pure: no clock, no I/O; its state is JSON-compatible (:meth:`ReorderBuffer.to_st
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,13 +34,19 @@ class ReorderBuffer:
     events at or before the cutoff.
     """
 
-    __slots__ = ("_oldest_id_at", "frontier", "pending", "recent_ids", "watermark")
+    __slots__ = ("_expiry", "_oldest_id_at", "frontier", "pending", "recent_ids", "watermark")
 
     def __init__(self) -> None:
         self.watermark: int | None = None
         self.frontier: tuple[int, str] | None = None
-        self.pending: list[tuple[int, str, dict[str, Any]]] = []
+        # A deque: a release takes its oldest events without moving the rest (a busy key
+        # holds the events of its whole lateness window).
+        self.pending: deque[tuple[int, str, dict[str, Any]]] = deque()
         self.recent_ids: dict[str, int] = {}
+        # recent_ids as a heap of (occurred_at, event_id): forgetting the ids a cutoff
+        # passed costs O(log n) each, not a pass over all of them (one busy account, or
+        # an attacker's flood of failures against it, holds thousands within the lateness).
+        self._expiry: list[tuple[int, str]] = []
         # min(recent_ids.values()) or None: forget() is then O(1) until an id expires.
         self._oldest_id_at: int | None = None
 
@@ -71,6 +79,7 @@ class ReorderBuffer:
         else:
             bisect.insort(pending, item, key=lambda entry: entry[:2])
         self.recent_ids[event_id] = occurred_at
+        heapq.heappush(self._expiry, (occurred_at, event_id))
         if self._oldest_id_at is None or occurred_at < self._oldest_id_at:
             self._oldest_id_at = occurred_at
         return ACCEPTED
@@ -91,8 +100,9 @@ class ReorderBuffer:
             if oldest is not None and oldest < cutoff:
                 self._forget_before(cutoff)
             return []
-        ready = bisect.bisect_right(pending, cutoff, key=lambda item: item[0])
-        released, self.pending = pending[:ready], pending[ready:]
+        released = []
+        while pending and pending[0][0] <= cutoff:
+            released.append(pending.popleft())
         self.frontier = released[-1][:2]
         if oldest is not None and oldest < cutoff:
             self._forget_before(cutoff)
@@ -117,10 +127,10 @@ class ReorderBuffer:
             self._forget_before(cutoff)
 
     def _forget_before(self, cutoff: int) -> None:
-        oldest = self._oldest_id_at
-        if oldest is not None and oldest < cutoff:
-            self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
-            self._oldest_id_at = min(self.recent_ids.values(), default=None)
+        expiry, recent_ids = self._expiry, self.recent_ids
+        while expiry and expiry[0][0] < cutoff:
+            del recent_ids[heapq.heappop(expiry)[1]]
+        self._oldest_id_at = expiry[0][0] if expiry else None
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -136,7 +146,9 @@ class ReorderBuffer:
         buffer.watermark = state["watermark"]
         frontier = state["frontier"]
         buffer.frontier = (frontier[0], frontier[1]) if frontier else None
-        buffer.pending = [(item[0], item[1], dict(item[2])) for item in state["pending"]]
+        buffer.pending = deque((item[0], item[1], dict(item[2])) for item in state["pending"])
         buffer.recent_ids = dict(state["recent_ids"])
-        buffer._oldest_id_at = min(buffer.recent_ids.values(), default=None)
+        buffer._expiry = [(at, event_id) for event_id, at in buffer.recent_ids.items()]
+        heapq.heapify(buffer._expiry)
+        buffer._oldest_id_at = buffer._expiry[0][0] if buffer._expiry else None
         return buffer

@@ -37,7 +37,10 @@ from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.detection.spray import SprayDetector
 
 _ADVANCE_STEP = 1_000_000  # µs of event time
-_PRUNE_STEP = 600_000_000
+# Settled accounts (LockoutDetector.prune) go after at most this much event time: pruning
+# changes no decision (tests/unit/test_lockout.py), and every account kept is carried by
+# each snapshot and replayed state; a prune visits the tenant's accounts once.
+_PRUNE_STEP = 60_000_000
 
 
 class Guard:

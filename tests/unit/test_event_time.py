@@ -1,6 +1,9 @@
-"""The reorder buffer's release: what a call that releases nothing still does."""
+"""The reorder buffer: its release, and how it forgets the ids a cutoff passed."""
 
 from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authtrail.stream.detection.event_time import ACCEPTED, DUPLICATE, LATE, ReorderBuffer
 
@@ -29,3 +32,67 @@ def test_release_returns_the_ready_prefix_in_order_and_moves_the_frontier() -> N
     assert buffer.offer(15, "e", {}, lateness, None) == LATE  # before the frontier
     assert [item[:2] for item in buffer.release(lateness, 160)] == [(30, "c"), (50, "d")]
     assert buffer.release(lateness, 160) == []
+
+
+class _ScanEveryId(ReorderBuffer):
+    """The reference: forgets by a pass over every remembered id (the buffer before its
+    expiry heap)."""
+
+    def _forget_before(self, cutoff: int) -> None:
+        oldest = self._oldest_id_at
+        if oldest is not None and oldest < cutoff:
+            self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
+            self._oldest_id_at = min(self.recent_ids.values(), default=None)
+
+
+@settings(max_examples=400, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["offer", "offer", "offer", "release", "forget", "reload"]),
+            st.integers(0, 60),  # event time, or the floor of a release or forget
+            st.integers(0, 12),  # event id: repeats are duplicates or late copies
+        ),
+        max_size=120,
+    ),
+    lateness=st.sampled_from([0, 5, 20]),
+)
+def test_the_expiry_heap_forgets_what_a_pass_over_every_id_forgets(
+    steps: list[tuple[str, int, int]], lateness: int
+) -> None:
+    buffer, reference = ReorderBuffer(), _ScanEveryId()
+    for action, at, number in steps:
+        floor = at if at % 3 else None
+        if action == "offer":
+            event = (at, f"e{number}", {"n": number})
+            assert buffer.offer(*event, lateness, floor) == reference.offer(*event, lateness, floor)
+        elif action == "release":
+            assert buffer.release(lateness, floor) == reference.release(lateness, floor)
+        elif action == "forget":
+            buffer.forget(lateness, floor)
+            reference.forget(lateness, floor)
+        else:  # a snapshot and back: the heap is rebuilt from the remembered ids
+            buffer = ReorderBuffer.from_state(buffer.to_state())
+        assert buffer.to_state() == reference.to_state()
+        assert list(buffer.recent_ids.items()) == list(reference.recent_ids.items())
+        assert buffer.due() == reference.due()
+
+
+def test_a_busy_key_forgets_its_oldest_ids_first() -> None:
+    buffer, times = ReorderBuffer(), [n if n % 10 else n - 5 for n in range(1000)]
+    for n, at in enumerate(times):  # one account's flood of events, a few out of order
+        assert buffer.offer(at, f"e{n}", {}, 1000, None) == ACCEPTED
+    buffer.forget(499, None)  # cutoff 999 - 499: ids before 500 go, the rest stay in order
+    assert list(buffer.recent_ids) == [f"e{n}" for n, at in enumerate(times) if at >= 500]
+    assert buffer.due() == -5  # nothing released: the oldest pending event's time
+
+
+def test_a_reloaded_buffer_forgets_as_the_original_would() -> None:
+    buffer = ReorderBuffer()
+    for at, event_id in [(50, "a"), (10, "b"), (40, "c"), (20, "d"), (30, "e")]:
+        assert buffer.offer(at, event_id, {}, 100, None) == ACCEPTED
+    reloaded = ReorderBuffer.from_state(buffer.to_state())
+    for either in (buffer, reloaded):
+        either.forget(100, 125)  # cutoff 25
+        assert either.recent_ids == {"a": 50, "c": 40, "e": 30}
+        assert either.due() == 10  # the oldest pending event, still held

@@ -618,6 +618,13 @@ class _VisitEveryAccount(LockoutDetector):
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
+def _step_event(at: int, event_type: str, user: str, copy: int) -> dict[str, Any]:
+    """The event of a generated step: ``copy`` tells copies of one event apart."""
+    return {"tenant_id": TENANT, "event_id": f"{user}-{at}-{copy}", "event_type": event_type,
+            "outcome": "FAILURE" if "FAILED" in event_type else "SUCCESS", "occurred_at": at,
+            "user_name": user}  # fmt: skip
+
+
 @settings(max_examples=500, derandomize=True, database=None)
 @given(
     steps=st.lists(
@@ -652,10 +659,7 @@ def test_the_indexes_decide_and_remember_what_visiting_every_account_does(
         elif action == "prune":
             assert indexed.prune(TENANT) == reference.prune(TENANT)
         else:
-            at = clock + jitter * SECOND
-            event = {"tenant_id": TENANT, "event_id": f"{user}-{at}-{copy}",
-                     "event_type": event_type, "outcome": "FAILURE" if "FAILED" in event_type
-                     else "SUCCESS", "occurred_at": at, "user_name": user}  # fmt: skip
+            event = _step_event(clock + jitter * SECOND, event_type, user, copy)
             assert indexed.observe(event) == reference.observe(event)
         assert indexed.to_state() == reference.to_state()
     # Reloaded from its state, the index is rebuilt and goes on deciding the same.
@@ -682,3 +686,44 @@ def test_the_due_index_stays_bounded_under_distinct_accounts() -> None:
             detector.prune(TENANT)
     tenant = detector._tenants[TENANT]
     assert len(tenant.due) <= 200 and len(tenant.buffered) <= 60
+
+
+@settings(max_examples=500, derandomize=True, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["event", "event", "event", "event", "advance", "prune"]),
+            st.sampled_from([0, 5, 5, 10, 400]),
+            st.sampled_from(range(-40, 5, 5)),
+            st.sampled_from(["LOGIN_FAILED", "LOGIN_FAILED", "LOGIN", "ACCOUNT_UNLOCKED"]),
+            st.sampled_from(["alice", "bob", "carol"]),
+            st.integers(0, 2),
+        ),
+        max_size=150,
+    ),
+    lateness=st.sampled_from([0.0, 5.0, 30.0]),
+    mode=st.sampled_from(["temporary", "permanent"]),
+)
+def test_pruning_changes_no_decision(
+    steps: list[tuple[str, int, int, str, str, int]], lateness: float, mode: str
+) -> None:
+    """prune() forgets only accounts a fresh one would replace exactly: a detector that
+    prunes whenever it may decides what one that never prunes decides (so the guard may
+    prune as often as it likes)."""
+    policy = LockoutPolicy(max_login_failures=3, wait_increment_seconds=60,
+                           quick_login_check_milliseconds=2000, failure_reset_time_seconds=300,
+                           permanent_lockout=mode == "permanent")  # fmt: skip
+    pruned = LockoutDetector(lambda _: policy, allowed_lateness_seconds=lateness)
+    kept = LockoutDetector(lambda _: policy, allowed_lateness_seconds=lateness)
+    clock = ORIGIN
+    for action, moved, jitter, event_type, user, copy in steps:
+        clock += moved * SECOND
+        if action == "advance":
+            assert pruned.advance(TENANT, clock) == kept.advance(TENANT, clock)
+        elif action == "prune":
+            pruned.prune(TENANT)
+        else:
+            event = _step_event(clock + jitter * SECOND, event_type, user, copy)
+            assert pruned.observe(event) == kept.observe(event)
+    final = clock + 3600 * SECOND
+    assert pruned.advance(TENANT, final) == kept.advance(TENANT, final)
