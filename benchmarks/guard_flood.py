@@ -6,8 +6,9 @@ before applying them in event-time order, so an account that receives thousands 
 failures a second holds thousands of events and ids. Its cost per event must not grow
 with that number, or an attacker who floods one account slows the worker for every
 tenant. Prints the guard's CPU µs per event (process CPU time) for ordinary traffic (the
-benchmark events of 1 and 100 tenants) and for one account flooded, in the same run, and
-the ratio flood ÷ ordinary. To compare commits, run it in both trees
+benchmark events of 1 and 100 tenants), for one account flooded and for one address
+spraying 20 000 accounts (what the spraying detector holds per address), in the same run,
+and the ratio flood ÷ ordinary. To compare commits, run it in both trees
 (``git archive <commit> | tar -x -C /tmp/base``, then
 ``cd /tmp/base && PYTHONPATH=. python -m benchmarks.guard_flood``).
 """
@@ -42,11 +43,13 @@ def ordinary(count: int, tenants: int) -> list[dict[str, Any]]:
     return [factory.make(START_MICROS + index * 59) for index in range(count)]
 
 
-def flood(count: int, spacing_us: int) -> list[dict[str, Any]]:
-    """``count`` failed logins against one account from one address, ``spacing_us`` apart."""
+def flood(count: int, spacing_us: int, accounts: int = 1) -> list[dict[str, Any]]:
+    """``count`` failed logins from one address, ``spacing_us`` apart, against one account
+    or (spraying) ``accounts`` in turn."""
     return [
         {"tenant_id": "acme", "event_id": str(uuid.UUID(int=index)), "service": "idp",
-         "event_type": "LOGIN_FAILED", "outcome": "FAILURE", "user_name": "victim",
+         "event_type": "LOGIN_FAILED", "outcome": "FAILURE",
+         "user_name": f"user{index % accounts}" if accounts > 1 else "victim",
          "client_ip": "203.0.113.9", "occurred_at": START_MICROS + index * spacing_us}
         for index in range(count)
     ]  # fmt: skip
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "ordinary, 1 tenant": _cpu_per_event(ordinary(args.ordinary, 1)),
         "ordinary, 100 tenants": _cpu_per_event(ordinary(args.ordinary, 100)),
         "one account flooded": _cpu_per_event(flood(args.count, args.spacing_us)),
+        "one address spraying": _cpu_per_event(flood(args.count, args.spacing_us, 20_000)),
     }
     for name, micros in rows.items():
         print(f"{name:24s} {micros:8.2f} µs/event")
