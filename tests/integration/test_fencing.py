@@ -8,6 +8,7 @@ must both follow B and ignore A's late write — no fork reaches a chain or the 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -101,7 +102,9 @@ class Owner:
             values = [codec(SNAPSHOT).encode(record)]
         for index, value in enumerate(values):
             self._produce(self.settings.snapshots_topic_name, value, snapshot_part_key(index))
-        return position
+        # A recovery that loads it reports the size of its state, joined from the parts.
+        size = sum(len(codec(SNAPSHOT).decode(value)["state"]) for value in values)
+        return dataclasses.replace(position, state_bytes=size)
 
     def _produce(self, topic: str, value: bytes, key: bytes = b"acme") -> int:
         offsets: list[int] = []
