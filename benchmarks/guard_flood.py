@@ -23,10 +23,10 @@ from typing import Any
 
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
+from authtrail.stream.worker.app import GC_THRESHOLDS  # the worker's
 from benchmarks.workload import EventFactory
 
 START_MICROS = 1_796_000_000_000_000
-GC_THRESHOLDS = (50_000, 20, 20)  # the worker's (stream/worker/app.py)
 
 
 def _cpu_per_event(events: list[dict[str, Any]]) -> float:

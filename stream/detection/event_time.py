@@ -34,7 +34,7 @@ class ReorderBuffer:
     events at or before the cutoff.
     """
 
-    __slots__ = ("_expiry", "_oldest_id_at", "frontier", "pending", "recent_ids", "watermark")
+    __slots__ = ("_expiry", "frontier", "pending", "recent_ids", "watermark")
 
     def __init__(self) -> None:
         self.watermark: int | None = None
@@ -43,12 +43,11 @@ class ReorderBuffer:
         # holds the events of its whole lateness window).
         self.pending: deque[tuple[int, str, dict[str, Any]]] = deque()
         self.recent_ids: dict[str, int] = {}
-        # recent_ids as a heap of (occurred_at, event_id): forgetting the ids a cutoff
-        # passed costs O(log n) each, not a pass over all of them (one busy account, or
-        # an attacker's flood of failures against it, holds thousands within the lateness).
+        # recent_ids as a heap of (occurred_at, event_id): its top tells in O(1) whether a
+        # cutoff passed any id, and forgetting those costs O(log n) each, not a pass over
+        # all of them (one busy account, or an attacker's flood of failures against it,
+        # holds thousands within the lateness).
         self._expiry: list[tuple[int, str]] = []
-        # min(recent_ids.values()) or None: forget() is then O(1) until an id expires.
-        self._oldest_id_at: int | None = None
 
     def cutoff(self, lateness: int, floor: int | None) -> int | None:
         mark = self.watermark
@@ -80,8 +79,6 @@ class ReorderBuffer:
             bisect.insort(pending, item, key=lambda entry: entry[:2])
         self.recent_ids[event_id] = occurred_at
         heapq.heappush(self._expiry, (occurred_at, event_id))
-        if self._oldest_id_at is None or occurred_at < self._oldest_id_at:
-            self._oldest_id_at = occurred_at
         return ACCEPTED
 
     def release(self, lateness: int, floor: int | None) -> list[tuple[int, str, dict[str, Any]]]:
@@ -94,17 +91,16 @@ class ReorderBuffer:
         if mark is None:
             return []
         cutoff = mark - lateness
-        pending = self.pending
-        oldest = self._oldest_id_at
+        pending, expiry = self.pending, self._expiry
         if not pending or pending[0][0] > cutoff:
-            if oldest is not None and oldest < cutoff:
+            if expiry and expiry[0][0] < cutoff:
                 self._forget_before(cutoff)
             return []
         released = []
         while pending and pending[0][0] <= cutoff:
             released.append(pending.popleft())
         self.frontier = released[-1][:2]
-        if oldest is not None and oldest < cutoff:
+        if expiry and expiry[0][0] < cutoff:
             self._forget_before(cutoff)
         return released
 
@@ -115,7 +111,7 @@ class ReorderBuffer:
         provided the watermark did not move since the last release (it moves only by
         :meth:`offer`, which a release follows)."""
         pending = self.pending[0][0] if self.pending else None
-        oldest = self._oldest_id_at
+        oldest = self._expiry[0][0] if self._expiry else None
         if oldest is None:
             return pending
         return oldest + 1 if pending is None or oldest + 1 < pending else pending
@@ -130,7 +126,6 @@ class ReorderBuffer:
         expiry, recent_ids = self._expiry, self.recent_ids
         while expiry and expiry[0][0] < cutoff:
             del recent_ids[heapq.heappop(expiry)[1]]
-        self._oldest_id_at = expiry[0][0] if expiry else None
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -150,5 +145,4 @@ class ReorderBuffer:
         buffer.recent_ids = dict(state["recent_ids"])
         buffer._expiry = [(at, event_id) for event_id, at in buffer.recent_ids.items()]
         heapq.heapify(buffer._expiry)
-        buffer._oldest_id_at = buffer._expiry[0][0] if buffer._expiry else None
         return buffer

@@ -39,10 +39,9 @@ class _ScanEveryId(ReorderBuffer):
     expiry heap)."""
 
     def _forget_before(self, cutoff: int) -> None:
-        oldest = self._oldest_id_at
-        if oldest is not None and oldest < cutoff:
-            self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
-            self._oldest_id_at = min(self.recent_ids.values(), default=None)
+        self.recent_ids = {key: at for key, at in self.recent_ids.items() if at >= cutoff}
+        # The ids left, sorted (a valid heap), for what the buffer reads off its top.
+        self._expiry = sorted((at, key) for key, at in self.recent_ids.items())
 
 
 @settings(max_examples=400, derandomize=True, database=None)
