@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from authtrail.errors import FormatError, InvalidArgumentError
+from authtrail.stream.core import native_hashes
 from authtrail.stream.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 
 __all__ = ["CompactTree"]
@@ -24,6 +25,7 @@ __all__ = ["CompactTree"]
 _SIZE_BYTES = 8
 _sha256 = hashlib.sha256
 _NODE_PREFIX = b"\x01"  # merkle.node_hash: SHA-256(0x01 || left || right)
+_native_push = native_hashes.compact_push
 
 
 class CompactTree:
@@ -57,7 +59,10 @@ class CompactTree:
         Raises:
             InvalidArgumentError: ``leaf_hash`` is not 32 bytes.
         """
-        if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:  # once per event
+        if _native_push(self._hashes, self._size, leaf_hash):  # _append in C, twice an event
+            self._size += 1
+            return
+        if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:
             _require_hash(leaf_hash, "leaf hash")
         # _append inlined (its loop runs ~once on average): this runs twice per event.
         size = self._size

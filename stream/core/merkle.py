@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Sequence
 
 from authtrail.errors import InvalidArgumentError, ProofError, RootMismatchError
+from authtrail.stream.core import native_hashes
 
 __all__ = [
     "EMPTY_ROOT",
@@ -49,11 +50,13 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
+# authtrail._hashing's (None for what they leave to hashlib: stream/core/native_hashes.py)
+_native_leaf_hash, _native_node_hash = native_hashes.leaf_hash, native_hashes.node_hash
 
 
 def leaf_hash(data: bytes) -> bytes:
     """Return the RFC 6962 leaf hash ``SHA-256(0x00 || data)`` of one raw entry."""
-    return hashlib.sha256(_LEAF_PREFIX + data).digest()
+    return _native_leaf_hash(data) or hashlib.sha256(_LEAF_PREFIX + data).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -63,7 +66,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     because this sits on every hot path, and callers that take hashes from outside
     validate them first.
     """
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+    return _native_node_hash(left, right) or hashlib.sha256(_NODE_PREFIX + left + right).digest()
 
 
 # --- Generation -----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from authtrail.errors import ChainError, CheckpointError, ConfigurationError, InvalidArgumentError
+from authtrail.stream.core import native_hashes
 from authtrail.stream.core.chain import (
     GENESIS_HASH,
     ChainHead,
@@ -49,6 +50,7 @@ from authtrail.stream.core.note import Signer
 
 _sha256 = hashlib.sha256
 _LEAF_PREFIX = b"\x00"  # RFC 6962 leaf hash: SHA-256(0x00 || leaf), as merkle.leaf_hash
+_native_leaf_hash = native_hashes.leaf_hash  # the same in C (None: left to hashlib)
 
 # Outcome of offering an event to the sequencer.
 SEQUENCED = "sequenced"
@@ -198,7 +200,7 @@ class Sequencer:
         if source_offset <= self.source_offset and self.handled(source_offset, source_index):
             return _REPLAYED
         log = self.tenants.get(tenant_id) or self._log(tenant_id)
-        leaf_hash = _sha256(_LEAF_PREFIX + leaf).digest()
+        leaf_hash = _native_leaf_hash(leaf) or _sha256(_LEAF_PREFIX + leaf).digest()
         key = None  # the id window's key, worked out once for asking and remembering
         same: bool | None = None
         kept = log.kept_ids.get(event_id) if log.kept_ids else None

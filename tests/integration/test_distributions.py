@@ -71,8 +71,10 @@ def test_the_full_wheel_installs_everything_under_authtrail_and_nothing_twice(
         assert f"authtrail/{module}" in files
     assert [f for f in files if f.startswith(PRODUCER_SHIPS)] == []
     # The C speedups (hatch_build.py), so the wheel is for this platform only.
-    assert f"authtrail/_speedups{sysconfig.get_config_var('EXT_SUFFIX')}" in files
-    assert "authtrail/_speedups.pyi" in files and "-py3-none-any" not in wheels["authtrail"].name
+    for extension in ("_speedups", "_hashing"):
+        assert f"authtrail/{extension}{sysconfig.get_config_var('EXT_SUFFIX')}" in files
+        assert f"authtrail/{extension}.pyi" in files
+    assert "-py3-none-any" not in wheels["authtrail"].name
     with zipfile.ZipFile(wheels["authtrail"]) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         requires = archive.read(metadata).decode()
