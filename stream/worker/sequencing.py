@@ -765,9 +765,13 @@ class SequencerWorker:
                       record.partition)  # fmt: skip
 
     async def _snapshot_due(self) -> None:
-        """Snapshot the partitions that are due; call right after a flush (all outputs
-        acknowledged), so each snapshot describes exactly what Kafka holds."""
-        due = self._snapshotter.due()
+        """Snapshot the partition most overdue; call right after a flush (all outputs
+        acknowledged), so each snapshot describes exactly what Kafka holds.
+
+        One a call: partitions fill at the same pace and fall due together, and every
+        snapshot stops the event loop for its whole encoding (~0.1 µs a byte), so taking
+        them all at once made one stall of their sum for every partition's events."""
+        due = self._snapshotter.due()[:1]
         for partition in due:
             guard, epoch = self._guards.get(partition), self._epochs[partition]
             sequencer = self._sequencers[partition]

@@ -80,14 +80,16 @@ class Snapshotter:
                 tracked.checkpoints_next = max(tracked.checkpoints_next, last + 1)
 
     def due(self) -> list[int]:
-        """Partitions with enough chained records since their last snapshot."""
+        """Partitions with enough chained records since their last snapshot, the most
+        overdue (records written ÷ records needed) first."""
         if not self._every:
             return []
-        return [
-            partition
-            for partition, tracked in self._partitions.items()
-            if tracked.written >= max(self._every, tracked.last_bytes // BYTES_PER_RECORD)
-        ]
+        overdue = {}
+        for partition, tracked in self._partitions.items():
+            needed = max(self._every, tracked.last_bytes // BYTES_PER_RECORD)
+            if tracked.written >= needed:
+                overdue[partition] = tracked.written / needed
+        return sorted(overdue, key=lambda partition: (-overdue[partition], partition))
 
     def take(
         self, partition: int, sequencer: Sequencer, guard: Guard | None, epoch: int

@@ -111,3 +111,14 @@ def test_the_snapshot_a_recovery_loaded_spaces_the_next_by_its_size() -> None:
     assert snapshotter.due() == [1]
     snapshotter.wrote(0)
     assert snapshotter.due() == [0, 1]
+
+
+def test_the_most_overdue_partition_comes_first() -> None:
+    """The worker takes one snapshot a step (stream/worker/sequencing.py): the partition
+    furthest past its spacing goes first, ties in partition order."""
+    snapshotter = Snapshotter(10, SNAPSHOTS)
+    for partition in (0, 1, 2, 3):
+        snapshotter.recovered(partition, Recovery(0, epoch=1))
+    for partition, records in ((0, 12), (1, 30), (2, 9), (3, 12)):
+        snapshotter.wrote(partition, records)
+    assert snapshotter.due() == [1, 0, 3]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.schemas import (
+    SNAPSHOT,
     AUTH_EVENT,
     CHAINED_BATCH,
     CHAINED_RECORD,
@@ -41,6 +42,8 @@ from authtrail.stream.worker.chained_batch import decode_batch, is_batch
 from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
+from authtrail.stream.worker.sequencing import SNAPSHOTS as SNAPSHOTS_ROLE
+from authtrail.stream.worker.snapshotter import Snapshotter
 
 SIGNER = Signer.parse(generate_key_strings("worker-test")[0])
 POLICIES = PolicySet(
@@ -78,6 +81,7 @@ class Harness:
         limits: Limits | None = None,
         sequencer: Callable[[], Sequencer] | None = None,
         signing: SigningBudget | None = None,
+        snapshotter: Snapshotter | None = None,
     ):
         self.inputs = inputs
         self.restored = list(restored)
@@ -105,6 +109,7 @@ class Harness:
             limits=limits,
             batch_codec=BATCHES,
             signing=signing,
+            snapshotter=snapshotter,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
@@ -670,3 +675,26 @@ def test_a_worker_with_a_new_key_hands_its_idle_logs_over_at_once() -> None:
     assert harness.acknowledged_when_published[first_checkpoint] == 2
     # Handed over: recovering again (a restart) would find nothing to do.
     assert harness.worker._sequencers[2].handovers_due() == []
+
+
+def test_one_snapshot_a_step_when_several_partitions_fall_due_together() -> None:
+    """Each snapshot stops the loop while it is encoded: partitions due at once are taken
+    one a step, the most overdue first, so no step stalls for all of them."""
+    harness = Harness([_event(n, tenant=f"t{n % 3}") for n in range(40)],
+                      snapshotter=Snapshotter(5, codec(SNAPSHOT)))  # fmt: skip
+
+    def snapshots() -> list[int]:
+        return [partition for role, _, _, partition in harness.raw if role == SNAPSHOTS_ROLE]
+
+    def step(batches: list[tuple[int, range]]) -> None:
+        records = [InputRecord(partition, o, b"acme", harness.inputs[o])
+                   for partition, offsets in batches for o in offsets]  # fmt: skip
+        asyncio.run(harness.worker.process(records))
+
+    step([(0, range(0, 6)), (1, range(0, 9)), (2, range(0, 7))])  # all three due
+    assert snapshots() == [1]
+    step([(3, range(0, 1))])
+    step([(3, range(1, 2))])
+    assert snapshots() == [1, 2, 0]  # none was lost, each in its own step
+    step([(3, range(2, 3))])
+    assert snapshots() == [1, 2, 0]
