@@ -125,7 +125,10 @@ class Usage:
 
 
 def group_usage(group_id: int) -> Usage:
-    """Sum CPU time and RSS over the live processes of process group ``group_id``."""
+    """Sum CPU time and RSS over the live processes of process group ``group_id``, CPU
+    time including their children that ended (the worker's forked snapshot encoders,
+    stream/worker/forked.py: alive, each is counted as a member; once reaped, in its
+    parent's cutime)."""
     cpu_ticks = 0
     rss_pages = 0
     for entry in os.scandir("/proc"):
@@ -135,11 +138,12 @@ def group_usage(group_id: int) -> Usage:
             stat = Path(entry.path, "stat").read_text()
         except OSError:  # the process ended while we looked
             continue
-        # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15) ... rss(24).
+        # Fields after "(comm)": state ppid pgrp ... utime(14) stime(15) cutime(16)
+        # cstime(17) ... rss(24).
         fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[2]) != group_id:
             continue
-        cpu_ticks += int(fields[11]) + int(fields[12])
+        cpu_ticks += sum(int(field) for field in fields[11:15])
         rss_pages += int(fields[21])
     return Usage(cpu_ticks / _CLOCK_TICKS, rss_pages * _PAGE_SIZE)
 

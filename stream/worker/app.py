@@ -52,6 +52,7 @@ from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.worker import recovery
+from authtrail.stream.worker.forked import can_fork
 from authtrail.stream.worker.publisher import KafkaPublisher
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from authtrail.stream.worker.sequencing import (
@@ -249,6 +250,7 @@ def create_app(
         new_guard=lambda: Guard(policies or PolicySet()),
         partitions=settings.partitions,
         snapshotter=Snapshotter(settings.snapshot_every, topics.snapshot_codec),
+        snapshots_forked=can_fork(),
         envelope_codec=codec(EVENT_ENVELOPE),
         batch_codec=topics.batch_codec,
         batch_bytes=settings.chained_batch_bytes,

@@ -68,6 +68,7 @@ from authtrail.stream.worker.admission import (
     check_event,
 )
 from authtrail.stream.worker.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
+from authtrail.stream.worker.forked import ChildFailed, ForkedJob
 from authtrail.stream.worker.log_limit import RateLimitedLog
 from authtrail.stream.worker.recovery import Recovery, snapshot_part_key
 from authtrail.stream.worker.shredding import Sealer
@@ -161,7 +162,12 @@ class SequencerWorker:
         sealer: Sealer | None = None,
         retention: tuple[Keyring, str] | None = None,
         signing: SigningBudget | None = None,
+        snapshots_forked: bool = False,
     ) -> None:
+        # Snapshots encoded in a forked copy of the process, beside the loop
+        # (stream/worker/forked.py); else on the loop, which waits for them.
+        self._snapshots_forked = snapshots_forked
+        self._snapshot_job: asyncio.Task[None] | None = None
         # Caps checkpoints of batches closed by their interval (None: no cap).
         self._signing = signing or SigningBudget(0)
         self._next_first = 0  # the partition whose due batches close first next time
@@ -268,7 +274,10 @@ class SequencerWorker:
                 await self._flush()
 
     async def close_open_batches(self) -> None:
-        """Shutdown hook: sign every open batch, so a clean stop leaves nothing unsigned."""
+        """Shutdown hook: sign every open batch, so a clean stop leaves nothing unsigned;
+        a snapshot still being encoded is dropped (its child killed)."""
+        if self._snapshot_job is not None:
+            self._snapshot_job.cancel()
         async with self._lock:
             for partition, sequencer in self._sequencers.items():
                 for tenant_id in sequencer.open_batches():
@@ -768,19 +777,48 @@ class SequencerWorker:
         """Snapshot the partition most overdue; call right after a flush (all outputs
         acknowledged), so each snapshot describes exactly what Kafka holds.
 
-        One a call: partitions fill at the same pace and fall due together, and every
-        snapshot stops the event loop for its whole encoding (~0.1 µs a byte), so taking
-        them all at once made one stall of their sum for every partition's events."""
-        due = self._snapshotter.due()[:1]
-        for partition in due:
+        One at a time: partitions fill at the same pace and fall due together, and an
+        encoding on the loop stops it for ~0.1 µs a byte of state, so taking them all at
+        once made one stall of their sum; a forked encoding holds a copy of the state."""
+        if self._snapshot_job is not None and not self._snapshot_job.done():
+            return
+        for partition in self._snapshotter.due()[:1]:
             guard, epoch = self._guards.get(partition), self._epochs[partition]
             sequencer = self._sequencers[partition]
-            parts = self._snapshotter.take(partition, sequencer, guard, epoch)
-            for index, value in enumerate(parts):
-                self._publish(SNAPSHOTS, snapshot_part_key(index), value, partition)
-            self.counters.snapshots += 1
-        if due:
-            await self._flush()
+            encode = self._snapshotter.begin(partition, sequencer, guard, epoch)
+            if self._snapshots_forked:
+                self._snapshot_job = asyncio.create_task(
+                    self._publish_forked(partition, sequencer, ForkedJob(encode))
+                )
+            else:
+                self._publish_snapshot(partition, encode())
+                await self._flush()
+
+    def _publish_snapshot(self, partition: int, parts: list[bytes]) -> None:
+        for index, value in enumerate(parts):
+            self._publish(SNAPSHOTS, snapshot_part_key(index), value, partition)
+        self._snapshotter.finished(partition, parts)
+        self.counters.snapshots += 1
+
+    async def _publish_forked(self, partition: int, sequencer: Sequencer, job: ForkedJob) -> None:
+        """Publish the snapshot ``job`` encodes once it is done, unless the partition was
+        revoked meanwhile; then begin the next one due, so partitions that fell due
+        together are all taken even if no more input comes."""
+        try:
+            parts: list[bytes] | None = await job.result()
+        except ChildFailed as exc:
+            _LOG.error("partition %d: snapshot not taken: %s", partition, exc)
+            parts = None
+        async with self._lock:
+            if self._sequencers.get(partition) is not sequencer:
+                return  # revoked (perhaps assigned again): this state is not the partition's
+            if parts is None:
+                self._snapshotter.finished(partition, None)
+            else:
+                self._publish_snapshot(partition, parts)
+            await self._flush()  # its parts, and what the next snapshot's position needs
+            self._snapshot_job = None
+            await self._snapshot_due()
 
     async def _flush(self) -> None:
         """Publish the open chained batches and wait for every output enqueued so far; on

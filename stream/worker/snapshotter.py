@@ -10,7 +10,8 @@ starts over after each snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from authtrail.schemas.codec import Codec
@@ -35,6 +36,7 @@ class _Partition:
     checkpoints_next: int
     written: int = 0  # chained records since the last snapshot (replayed ones included)
     last_bytes: int = 0  # the size of the last snapshot this worker took
+    in_progress: bool = False  # begun, not yet finished
 
 
 class Snapshotter:
@@ -87,14 +89,17 @@ class Snapshotter:
         overdue = {}
         for partition, tracked in self._partitions.items():
             needed = max(self._every, tracked.last_bytes // BYTES_PER_RECORD)
-            if tracked.written >= needed:
+            if tracked.written >= needed and not tracked.in_progress:
                 overdue[partition] = tracked.written / needed
         return sorted(overdue, key=lambda partition: (-overdue[partition], partition))
 
-    def take(
+    def begin(
         self, partition: int, sequencer: Sequencer, guard: Guard | None, epoch: int
-    ) -> list[bytes]:
-        """The snapshot messages of ``partition`` now; counting starts over.
+    ) -> Callable[[], list[bytes]]:
+        """Begin a snapshot of ``partition`` now: return what encodes its messages, to be
+        called before the state changes (now, or in a copy of the process forked now:
+        stream/worker/forked.py). Counting starts over; the partition is not due again
+        until :meth:`finished`.
 
         Requires every output published for the partition to be acknowledged and
         reported through :meth:`acknowledged`.
@@ -106,8 +111,27 @@ class Snapshotter:
             checkpoints_next=tracked.checkpoints_next,
             records=sum(log.head.seq for log in sequencer.tenants.values()),
         )
-        tracked.written = 0
-        messages = snapshot_messages(sequencer, guard, partition=partition, epoch=epoch,
-                                     position=position, snapshot_codec=self._codec)  # fmt: skip
-        tracked.last_bytes = sum(map(len, messages))
+        tracked.written, tracked.in_progress = 0, True
+        return functools.partial(
+            snapshot_messages, sequencer, guard, partition=partition, epoch=epoch,
+            position=position, snapshot_codec=self._codec,
+        )  # fmt: skip
+
+    def finished(self, partition: int, messages: list[bytes] | None) -> None:
+        """The snapshot begun for ``partition`` was published as ``messages``, or failed
+        (None: the next one waits as long as after a success)."""
+        tracked = self._partitions.get(partition)
+        if tracked is None:  # forgotten meanwhile
+            return
+        tracked.in_progress = False
+        if messages is not None:
+            tracked.last_bytes = sum(map(len, messages))
+
+    def take(
+        self, partition: int, sequencer: Sequencer, guard: Guard | None, epoch: int
+    ) -> list[bytes]:
+        """:meth:`begin` and :meth:`finished` at once: the snapshot messages of
+        ``partition`` now, encoded on the caller's thread."""
+        messages = self.begin(partition, sequencer, guard, epoch)()
+        self.finished(partition, messages)
         return messages

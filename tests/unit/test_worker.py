@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from authtrail.schemas import (
-    SNAPSHOT,
     AUTH_EVENT,
     CHAINED_BATCH,
     CHAINED_RECORD,
@@ -25,6 +24,7 @@ from authtrail.schemas import (
     CHECKPOINT,
     DEAD_LETTER,
     EVENT_ENVELOPE,
+    SNAPSHOT,
     load_schema,
 )
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
@@ -43,6 +43,7 @@ from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from authtrail.stream.worker.sequencing import SNAPSHOTS as SNAPSHOTS_ROLE
+from authtrail.stream.worker.snapshot import join, restore_state
 from authtrail.stream.worker.snapshotter import Snapshotter
 
 SIGNER = Signer.parse(generate_key_strings("worker-test")[0])
@@ -53,6 +54,7 @@ POLICIES = PolicySet(
 EVENTS = codec(AUTH_EVENT)
 REJECTIONS = codec(CHAINED_REJECTION)
 BATCHES = codec(CHAINED_BATCH)
+SNAPSHOTS = codec(SNAPSHOT)
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = Path(__file__).parent / "schema_versions"
 
@@ -82,6 +84,7 @@ class Harness:
         sequencer: Callable[[], Sequencer] | None = None,
         signing: SigningBudget | None = None,
         snapshotter: Snapshotter | None = None,
+        snapshots_forked: bool = False,
     ):
         self.inputs = inputs
         self.restored = list(restored)
@@ -110,6 +113,7 @@ class Harness:
             batch_codec=BATCHES,
             signing=signing,
             snapshotter=snapshotter,
+            snapshots_forked=snapshots_forked,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:
@@ -681,7 +685,7 @@ def test_one_snapshot_a_step_when_several_partitions_fall_due_together() -> None
     """Each snapshot stops the loop while it is encoded: partitions due at once are taken
     one a step, the most overdue first, so no step stalls for all of them."""
     harness = Harness([_event(n, tenant=f"t{n % 3}") for n in range(40)],
-                      snapshotter=Snapshotter(5, codec(SNAPSHOT)))  # fmt: skip
+                      snapshotter=Snapshotter(5, SNAPSHOTS))  # fmt: skip
 
     def snapshots() -> list[int]:
         return [partition for role, _, _, partition in harness.raw if role == SNAPSHOTS_ROLE]
@@ -698,3 +702,63 @@ def test_one_snapshot_a_step_when_several_partitions_fall_due_together() -> None
     assert snapshots() == [1, 2, 0]  # none was lost, each in its own step
     step([(3, range(2, 3))])
     assert snapshots() == [1, 2, 0]
+
+
+def test_a_forked_snapshot_holds_the_state_at_its_position_while_the_worker_goes_on() -> None:
+    """Encoded in a child (stream/worker/forked.py): the steps that run meanwhile change
+    nothing in it, it is published once done, restoring the state it was taken at, and
+    the next partition due is taken then, without waiting for more input."""
+    harness = Harness([_event(n, tenant=f"t{n % 3}") for n in range(30)],
+                      snapshotter=Snapshotter(5, SNAPSHOTS), snapshots_forked=True)  # fmt: skip
+    worker = harness.worker
+
+    def step(*batches: tuple[int, range]) -> list[InputRecord]:
+        return [InputRecord(partition, o, b"acme", harness.inputs[o])
+                for partition, offsets in batches for o in offsets]  # fmt: skip
+
+    def heads(partition: int) -> dict[str, tuple[int, bytes]]:
+        tenants = worker._sequencers[partition].tenants
+        return {tenant: (log.head.seq, log.head.hash) for tenant, log in tenants.items()}
+
+    async def scenario() -> list[tuple[int, dict[str, tuple[int, bytes]]]]:
+        await worker.process(step((0, range(0, 6)), (1, range(0, 7))))  # both due
+        job = worker._snapshot_job  # partition 1's, the most overdue: forked at the step's end
+        assert job is not None and not job.done()
+        expected = [(1, heads(1)), (0, heads(0))]
+        await worker.process(step((1, range(7, 12))))  # the parent goes on meanwhile
+        assert worker._snapshot_job is job  # one at a time
+        await job
+        second = worker._snapshot_job
+        assert second is not None and second is not job
+        await second
+        assert len(heads(1)) == 3 and heads(1) != expected[0][1]
+        return expected
+
+    expected = asyncio.run(scenario())
+    published = [(p, value) for role, _, value, p in harness.raw if role == SNAPSHOTS_ROLE]
+    assert [p for p, _ in published] == [p for p, _ in expected] == [1, 0]
+    assert worker.counters.snapshots == 2
+    for (_, part), (partition, state) in zip(published, expected, strict=True):
+        record = SNAPSHOTS.decode(part)
+        restored = Sequencer(SIGNER, "authtrail.test", batch_size=3, batch_interval=60)
+        restore_state(join([record["state"]]), restored, Guard(POLICIES))
+        assert {t: (log.head.seq, log.head.hash) for t, log in restored.tenants.items()} == state
+        assert record["records"] == sum(seq for seq, _ in state.values()) == 6 + partition
+
+
+def test_a_forked_snapshot_of_a_partition_revoked_meanwhile_is_dropped() -> None:
+    harness = Harness([_event(n) for n in range(6)],
+                      snapshotter=Snapshotter(5, SNAPSHOTS), snapshots_forked=True)  # fmt: skip
+
+    async def scenario() -> None:
+        await harness.worker.process(
+            [InputRecord(0, o, b"acme", harness.inputs[o]) for o in range(6)]
+        )
+        job = harness.worker._snapshot_job
+        assert job is not None
+        await harness.worker.forget([0])  # rebalanced away while the child encodes
+        await job
+
+    asyncio.run(scenario())
+    assert [role for role, *_ in harness.raw if role == SNAPSHOTS_ROLE] == []
+    assert harness.worker.counters.snapshots == 0
