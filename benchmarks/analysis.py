@@ -98,6 +98,7 @@ def latency(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "basis": phase.get("basis"),
                     "offered_events_per_s": round(phase["offered_events_per_s"]),
                     "achieved_events_per_s": (phase.get("window") or {}).get("events_per_s"),
+                    "settle_seconds": phase.get("settle_seconds"),
                     "p50_ms": queryable.get("p50"),
                     "p95_ms": queryable.get("p95"),
                     "p99_ms": queryable.get("p99"),

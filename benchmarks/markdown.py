@@ -36,6 +36,7 @@ LATENCY_COLUMNS = (
     ("of max", "fraction"),
     ("basis", "basis"),
     ("achieved/s", "achieved_events_per_s"),
+    ("settled after s", "settle_seconds"),
     ("sequenced p50", "sequenced_p50_ms"),
     ("sequenced p99", "sequenced_p99_ms"),
     ("queryable p50", "p50_ms"),

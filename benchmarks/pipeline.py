@@ -28,6 +28,12 @@ from benchmarks.stack import AUTHTRAIL, Stack, StackConfig
 from benchmarks.stages import sequenced_latency
 
 SAMPLE_SECONDS = 0.25
+# A paced phase starts from a quiet stack: the previous phase leaves work behind (after a
+# drain every partition's snapshot is due, decisions come back as input), which is not
+# what a steady load costs. Quiet: its processes together under this many cores for a
+# second, waited for at most SETTLE_SECONDS (the wait is reported).
+QUIET_CORES = 0.3
+SETTLE_SECONDS = 60.0
 PERCENTILES = [index / 100 for index in range(1, 100)] + [0.999]
 
 
@@ -150,8 +156,24 @@ def drain(
     }
 
 
+def settle(stack: Stack, limit: float = SETTLE_SECONDS) -> float:
+    """Wait until the stack's processes use under :data:`QUIET_CORES` for a second (at
+    most ``limit`` seconds); return the seconds waited."""
+    started = time.monotonic()
+    before = sum(usage.cpu_seconds for usage in stack.usage().values())
+    while time.monotonic() - started < limit:
+        time.sleep(1.0)
+        now = sum(usage.cpu_seconds for usage in stack.usage().values())
+        if now - before < QUIET_CORES:
+            break
+        before = now
+    return round(time.monotonic() - started, 1)
+
+
 def live(stack: Stack, rate: float, seconds: float, timeout: float) -> dict[str, Any]:
-    """Send at ``rate`` for ``seconds`` to running consumers; measure latency and RSS."""
+    """Once the stack is quiet, send at ``rate`` for ``seconds`` to running consumers;
+    measure latency and RSS."""
+    settled = settle(stack)
     base = stack.stored()
     started = time.monotonic()
     out = stack.start_loader(rate=rate, seconds=seconds)
@@ -166,6 +188,7 @@ def live(stack: Stack, rate: float, seconds: float, timeout: float) -> dict[str,
     result = {
         "offered_events_per_s": rate,
         "seconds": seconds,
+        "settle_seconds": settled,
         "sent": producer["sent"],
         "complete": complete,
         "drain_seconds_after_send": round(samples[-1]["t"] - producer["seconds"], 2),

@@ -51,7 +51,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines += [
         "*sequenced*: until the worker published the chained record (its Kafka timestamp); "
         "*queryable*: until the row was stored (`stored_at`); *signed*: until the "
-        "checkpoint covering the event was stored.",
+        "checkpoint covering the event was stored. *settled after*: each phase starts once "
+        "the stack is quiet (under 0.3 cores for a second: the previous phase's snapshots "
+        "and decisions done), waited for this long.",
         "",
     ]
     if derived["latency_ratio"]:
