@@ -787,8 +787,14 @@ class SequencerWorker:
             sequencer = self._sequencers[partition]
             encode = self._snapshotter.begin(partition, sequencer, guard, epoch)
             if self._snapshots_forked:
+                try:
+                    job = ForkedJob(encode)
+                except ChildFailed as exc:
+                    _LOG.error("partition %d: snapshot not taken: %s", partition, exc)
+                    self._snapshotter.finished(partition, None)
+                    return
                 self._snapshot_job = asyncio.create_task(
-                    self._publish_forked(partition, sequencer, ForkedJob(encode))
+                    self._publish_forked(partition, sequencer, job)
                 )
             else:
                 self._publish_snapshot(partition, encode())

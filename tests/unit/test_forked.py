@@ -93,3 +93,27 @@ def test_the_framing_round_trips() -> None:
         b"ab",
         b"",
     ]
+
+
+def test_a_fork_that_fails_is_reported_and_leaks_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(ChildFailed, match="cannot fork"):
+        ForkedJob(lambda: [b"x"])
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/oom_score_adj"), reason="no oom_score_adj")
+def test_the_child_is_the_one_the_kernel_kills_when_memory_runs_out() -> None:
+    def score() -> list[bytes]:
+        with open("/proc/self/oom_score_adj", "rb") as adj:
+            return [adj.read().strip()]
+
+    assert asyncio.run(ForkedJob(score).result()) == [b"1000"]
+    with open("/proc/self/oom_score_adj", "rb") as adj:
+        assert adj.read().strip() != b"1000"  # the parent's is untouched

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from authtrail.schemas import (
     AUTH_EVENT,
     CHAINED_BATCH,
@@ -762,3 +764,21 @@ def test_a_forked_snapshot_of_a_partition_revoked_meanwhile_is_dropped() -> None
     asyncio.run(scenario())
     assert [role for role, *_ in harness.raw if role == SNAPSHOTS_ROLE] == []
     assert harness.worker.counters.snapshots == 0
+
+
+def test_a_snapshot_that_cannot_fork_is_skipped_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    harness = Harness([_event(n) for n in range(12)],
+                      snapshotter=Snapshotter(5, SNAPSHOTS), snapshots_forked=True)  # fmt: skip
+    harness.run(list(range(6)), partition=0)
+    assert harness.worker._snapshot_job is None
+    assert "snapshot not taken: cannot fork" in caplog.text
+    harness.run(list(range(6, 12)), partition=0)  # due again after a full spacing
+    assert len(harness.decoded(CHAINED)) == 12
+    assert caplog.text.count("snapshot not taken") == 2
+    assert [role for role, *_ in harness.raw if role == SNAPSHOTS_ROLE] == []
