@@ -19,17 +19,12 @@ _DIGEST_BYTES = 16
 _ENTRY_BYTES = 2 * _DIGEST_BYTES
 
 
-def id_key(tenant_id: str, event_id: str) -> int:
+def id_key(tenant_id: str, event_id: str) -> bytes:
     """The window's key of ``event_id`` of ``tenant_id`` (a 128-bit digest): work it out
     once when asking and then adding the same id (:meth:`IdWindow.same_content_at`)."""
     # The NUL cannot occur in a tenant id (checkpoint origins refuse it), so no two
     # (tenant, id) pairs share a digest input.
-    digest = blake2b(f"{tenant_id}\0{event_id}".encode(), digest_size=_DIGEST_BYTES).digest()
-    return int.from_bytes(digest, "big")
-
-
-def _content(leaf_hash: bytes) -> int:
-    return int.from_bytes(leaf_hash[:_DIGEST_BYTES], "big")
+    return blake2b(f"{tenant_id}\0{event_id}".encode(), digest_size=_DIGEST_BYTES).digest()
 
 
 class IdWindow:
@@ -44,8 +39,9 @@ class IdWindow:
         if size < 2:
             raise ValueError("an id window holds at least 2 ids")
         self._generation = size // 2
-        self._newer: dict[int, int] = {}
-        self._older: dict[int, int] = {}
+        # Digests as bytes, stored as the snapshot writes them (to_bytes joins them).
+        self._newer: dict[bytes, bytes] = {}
+        self._older: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._newer) + len(self._older)
@@ -54,30 +50,30 @@ class IdWindow:
         """Remember that ``event_id`` of ``tenant_id`` was sequenced with ``leaf_hash``."""
         self.add_at(id_key(tenant_id, event_id), leaf_hash)
 
-    def add_at(self, key: int, leaf_hash: bytes) -> None:
+    def add_at(self, key: bytes, leaf_hash: bytes) -> None:
         """:meth:`add` of the id whose :func:`id_key` is ``key``."""
         if len(self._newer) >= self._generation:
             self._older, self._newer = self._newer, {}
-        self._newer[key] = _content(leaf_hash)
+        self._newer[key] = leaf_hash[:_DIGEST_BYTES]
 
     def same_content(self, tenant_id: str, event_id: str, leaf_hash: bytes) -> bool | None:
         """None if the id is not remembered; else whether it came with ``leaf_hash``."""
         return self.same_content_at(id_key(tenant_id, event_id), leaf_hash)
 
-    def same_content_at(self, key: int, leaf_hash: bytes) -> bool | None:
+    def same_content_at(self, key: bytes, leaf_hash: bytes) -> bool | None:
         """:meth:`same_content` of the id whose :func:`id_key` is ``key``."""
         known = self._newer.get(key)
         if known is None:
             known = self._older.get(key)
-        return None if known is None else known == _content(leaf_hash)
+        return None if known is None else known == leaf_hash[:_DIGEST_BYTES]
 
     def to_bytes(self) -> bytes:
         """The window as bytes for a snapshot: the number of older entries (8 bytes), then
         every entry (digest of the id, then of the content, 16 bytes each), oldest first."""
         parts = [len(self._older).to_bytes(8, "big")]
         for generation in (self._older, self._newer):
-            parts += [key.to_bytes(_DIGEST_BYTES, "big") + content.to_bytes(_DIGEST_BYTES, "big")
-                      for key, content in generation.items()]  # fmt: skip
+            for key, content in generation.items():
+                parts += (key, content)
         return b"".join(parts)
 
     def load(self, data: bytes) -> None:
@@ -89,10 +85,9 @@ class IdWindow:
             raise FormatError(f"an id window of {len(data)} bytes is not whole entries")
         older_count = int.from_bytes(data[:8], "big")
         entries = [
-            (int.from_bytes(data[at : at + _DIGEST_BYTES], "big"),
-             int.from_bytes(data[at + _DIGEST_BYTES : at + _ENTRY_BYTES], "big"))
+            (data[at : at + _DIGEST_BYTES], data[at + _DIGEST_BYTES : at + _ENTRY_BYTES])
             for at in range(8, len(data), _ENTRY_BYTES)
-        ]  # fmt: skip
+        ]
         if older_count > len(entries):
             raise FormatError("an id window with more older entries than entries")
         self._older, self._newer = dict(entries[:older_count]), dict(entries[older_count:])
