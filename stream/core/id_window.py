@@ -6,7 +6,8 @@ without bound, and a window per tenant grows with the tenant count (10 000 ids f
 tenants is gigabytes). So one window serves a whole partition, holding two generations of
 ``size // 2`` ids each: when the newer fills up, the older is dropped. Every one of the
 last ``size // 2`` ids sequenced in the partition is always remembered, never more than
-``size``. Entries are 128-bit digests, not the strings, to keep them small (~130 bytes).
+``size``. Entries are 128-bit digests, not the strings, to keep them small (~145 bytes
+with the dict).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def position(offset: int, index: int | None) -> tuple[int, int]:
 
 
 # Event ids remembered per partition for recognising producer retries: ≥ 100 000 recent
-# ones in ~26 MB (stream/core/id_window.py), whatever the number of tenants.
+# ones in ~29 MB (stream/core/id_window.py), whatever the number of tenants.
 DEDUP_WINDOW = 200_000
 
 
