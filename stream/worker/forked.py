@@ -99,6 +99,7 @@ class ForkedJob:
 def _run_child(compute: Callable[[], list[bytes]], write_fd: int) -> NoReturn:
     code = 1
     try:
+        _forget_the_parents_signals()
         _prefer_as_oom_victim()
         gc.disable()  # a collection would touch (and so copy) every page of the state
         parts = compute()
@@ -110,6 +111,17 @@ def _run_child(compute: Callable[[], list[bytes]], write_fd: int) -> NoReturn:
             os.write(2, f"snapshot child {os.getpid()} failed:\n{traceback.format_exc()}".encode())
     finally:
         os._exit(code)
+
+
+def _forget_the_parents_signals() -> None:
+    """A signal sent to the child ends it, as for any process: the handlers it inherited
+    are the worker's, and the wakeup descriptor they write to is the worker's event loop,
+    which would take the child's SIGTERM for its own."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(number, signal.SIG_DFL)
 
 
 def _prefer_as_oom_victim() -> None:

@@ -117,3 +117,23 @@ def test_the_child_is_the_one_the_kernel_kills_when_memory_runs_out() -> None:
     assert asyncio.run(ForkedJob(score).result()) == [b"1000"]
     with open("/proc/self/oom_score_adj", "rb") as adj:
         assert adj.read().strip() != b"1000"  # the parent's is untouched
+
+
+def test_a_signal_to_the_child_ends_the_child_not_the_worker() -> None:
+    """The worker's handlers, and the loop's wakeup descriptor they write to, are not the
+    child's: SIGTERM sent to it ends it, and the parent hears nothing of it."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    try:
+
+        def report() -> list[bytes]:
+            dispositions = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+            assert dispositions == [signal.SIG_DFL, signal.SIG_DFL], dispositions
+            os.kill(os.getpid(), signal.SIGTERM)
+            return [b"not reached"]
+
+        with pytest.raises(ChildFailed, match=f"killed by signal {int(signal.SIGTERM)}"):
+            asyncio.run(ForkedJob(report).result())
+        assert received == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
