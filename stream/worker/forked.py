@@ -67,10 +67,12 @@ class ForkedJob:
         loop = asyncio.get_running_loop()
         try:
             data = await loop.run_in_executor(None, _read_to_end, self._read_fd)
-            status = await loop.run_in_executor(None, self._reap)
         except BaseException:
             self.kill()
             raise
+        # The pipe ends when the child's last descriptor closes: at its exit, so waiting
+        # for it is brief (and only this thread ever reaps it: no pid is signalled after).
+        status = self._reap()
         parts = _parse(data)
         if parts is None:
             raise ChildFailed(f"snapshot child {self.pid} delivered {len(data)} bytes, "

@@ -785,25 +785,25 @@ class SequencerWorker:
         for partition in self._snapshotter.due()[:1]:
             guard, epoch = self._guards.get(partition), self._epochs[partition]
             sequencer = self._sequencers[partition]
-            encode = self._snapshotter.begin(partition, sequencer, guard, epoch)
-            if self._snapshots_forked:
-                try:
-                    job = ForkedJob(encode)
-                except ChildFailed as exc:
-                    _LOG.error("partition %d: snapshot not taken: %s", partition, exc)
-                    self._snapshotter.finished(partition, None)
-                    return
-                self._snapshot_job = asyncio.create_task(
-                    self._publish_forked(partition, sequencer, job)
-                )
-            else:
-                self._publish_snapshot(partition, encode())
+            if not self._snapshots_forked:
+                parts = self._snapshotter.take(partition, sequencer, guard, epoch)
+                self._publish_snapshot(partition, parts)
                 await self._flush()
+                return
+            encode = self._snapshotter.begin(partition, sequencer, guard, epoch)
+            try:
+                job = ForkedJob(encode)
+            except ChildFailed as exc:
+                _LOG.error("partition %d: snapshot not taken: %s", partition, exc)
+                self._snapshotter.finished(partition, None)
+                return
+            self._snapshot_job = asyncio.create_task(
+                self._publish_forked(partition, sequencer, job)
+            )
 
     def _publish_snapshot(self, partition: int, parts: list[bytes]) -> None:
         for index, value in enumerate(parts):
             self._publish(SNAPSHOTS, snapshot_part_key(index), value, partition)
-        self._snapshotter.finished(partition, parts)
         self.counters.snapshots += 1
 
     async def _publish_forked(self, partition: int, sequencer: Sequencer, job: ForkedJob) -> None:
@@ -818,9 +818,8 @@ class SequencerWorker:
         async with self._lock:
             if self._sequencers.get(partition) is not sequencer:
                 return  # revoked (perhaps assigned again): this state is not the partition's
-            if parts is None:
-                self._snapshotter.finished(partition, None)
-            else:
+            self._snapshotter.finished(partition, parts)
+            if parts is not None:
                 self._publish_snapshot(partition, parts)
             await self._flush()  # its parts, and what the next snapshot's position needs
             self._snapshot_job = None
