@@ -47,7 +47,7 @@ from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, codec, topic_specs
 from authtrail.stream.worker.chained_batch import decode_batch, is_batch
-from authtrail.stream.worker.recovery import read_partition
+from authtrail.stream.worker.recovery import read_messages, read_partition
 from authtrail.stream.worker.sequencing import _checkpoint_record
 from authtrail.topics import ensure_topics
 from tests.integration.broker_fixtures import (
@@ -340,6 +340,11 @@ def test_restart_replays_only_what_follows_the_newest_snapshot(
     deadline = time.monotonic() + 120
     while _chained_events(pipeline.settings) < len(first_ids) and time.monotonic() < deadline:
         time.sleep(0.5)
+    # Snapshots are encoded beside the worker (stream/worker/forked.py) and published
+    # one at a time after the step that made them due: wait for every partition's.
+    while not _every_chained_partition_snapshotted(pipeline.settings):
+        assert time.monotonic() < deadline, "no snapshot of some partition within 120 s"
+        time.sleep(0.5)
     stop_process_group(worker, signal.SIGKILL)
     second_ids = pipeline.produce(500, seed=6)
     pipeline.start_worker()
@@ -364,11 +369,25 @@ def test_restart_replays_only_what_follows_the_newest_snapshot(
     assert sum(int(n) for n, _ in recoveries) < len(first_ids) / 2, recoveries
 
 
-def _chained_events(settings: Settings) -> int:
+def _every_chained_partition_snapshotted(settings: Settings) -> bool:
+    """Whether each partition with a snapshot's worth of chained events (the pipeline's
+    AUTHTRAIL_SNAPSHOT_EVERY) has a snapshot part published."""
+    servers = settings.bootstrap_servers or ""
+    for partition in range(settings.partitions):
+        if _chained_events(settings, [partition]) < 100:
+            continue
+        keys = [key for _, key, _, _ in read_messages(
+            servers, settings.snapshots_topic_name, partition)]  # fmt: skip
+        if not any(key is not None and key.startswith(b"part-") for key in keys):
+            return False
+    return True
+
+
+def _chained_events(settings: Settings, partitions: list[int] | None = None) -> int:
     servers, batches = settings.bootstrap_servers or "", codec(CHAINED_BATCH)
     return sum(
         len(decode_batch(value, batches)["records"])
-        for partition in range(settings.partitions)
+        for partition in (range(settings.partitions) if partitions is None else partitions)
         for _, value in read_partition(servers, settings.chained_topic, partition)
         if is_batch(value, batches)
     )
