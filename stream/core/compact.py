@@ -50,7 +50,7 @@ class CompactTree:
     def append(self, data: bytes) -> bytes:
         """Append one raw entry; return its leaf hash (``SHA-256(0x00 || data)``)."""
         hashed = leaf_hash(data)
-        self._append(hashed)
+        self.append_leaf_hash(hashed)
         return hashed
 
     def append_leaf_hash(self, leaf_hash: bytes) -> None:
@@ -59,12 +59,13 @@ class CompactTree:
         Raises:
             InvalidArgumentError: ``leaf_hash`` is not 32 bytes.
         """
-        if _native_push(self._hashes, self._size, leaf_hash):  # _append in C, twice an event
+        if _native_push(self._hashes, self._size, leaf_hash):  # in C: twice an event
             self._size += 1
             return
         if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:
             _require_hash(leaf_hash, "leaf hash")
-        # _append inlined (its loop runs ~once on average): this runs twice per event.
+        # Each trailing 1 bit of size is a perfect subtree of the same height as the one
+        # being carried up: merge them, like a binary increment (~once on average).
         size = self._size
         hashes = self._hashes
         while size & 1:
@@ -161,16 +162,6 @@ class CompactTree:
 
     def __repr__(self) -> str:
         return f"CompactTree(size={self._size}, root={self.root().hex()})"
-
-    def _append(self, hashed: bytes) -> None:
-        # Each trailing 1 bit of size is a perfect subtree of the same height as the one
-        # being carried up: merge them, like a binary increment.
-        size = self._size
-        while size & 1:
-            hashed = node_hash(self._hashes.pop(), hashed)
-            size >>= 1
-        self._hashes.append(hashed)
-        self._size += 1
 
 
 def _require_hash(value: bytes, what: str) -> None:
