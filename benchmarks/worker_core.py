@@ -2,10 +2,11 @@
 ``python -m benchmarks.worker_core``.
 
 :class:`~authtrail.stream.worker.sequencing.SequencerWorker` built as
-:func:`authtrail.stream.worker.app.create_app` builds it — 4 partitions (so admission checks
-each tenant's partition), the privacy sealer of default settings, retention statements
-checked, decision ids kept — and fed envelopes of ``--envelope`` events, each in its tenant's
-partition, a few messages per call like a Faust take. Outputs are captured, not published.
+:func:`authtrail.stream.worker.app.create_app` builds it, under the worker's GC thresholds —
+4 partitions (so admission checks each tenant's partition), the privacy sealer of default
+settings, retention statements checked, decision ids kept — and fed envelopes of
+``--envelope`` events, each in its tenant's partition, a few messages per call like a Faust
+take. Outputs are captured, not published.
 
 Prints CPU µs per event for each round (process CPU time, so other jobs on a shared
 machine matter less than for wall time) and a SHA-256 of every chained message in order:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import itertools
 import resource
@@ -47,7 +49,7 @@ from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
-from authtrail.stream.worker.app import TAKE_MAX, codec
+from authtrail.stream.worker.app import GC_THRESHOLDS, TAKE_MAX, codec
 from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import InputRecord, SequencerWorker
 from authtrail.stream.worker.snapshotter import CHAINED
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "tenants does (its chained SHA-256 then depends on the takes only)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)  # as the worker's main() sets them
     messages = workload(args.count, args.tenants, args.envelope)
     interval = args.batch_interval or 1e-9  # the sequencer refuses 0
     rounds = [run(messages, args.count, interval) for _ in range(args.rounds)]

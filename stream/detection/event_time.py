@@ -64,20 +64,29 @@ class ReorderBuffer:
         floor: int | None,
     ) -> str:
         """Queue an event; return ACCEPTED, LATE or DUPLICATE (the latter two change nothing)."""
-        if event_id in self.recent_ids:
+        # cutoff() inlined, and no slices of tuples: asked for every event of a detector.
+        recent_ids = self.recent_ids
+        if event_id in recent_ids:
             return DUPLICATE
-        cutoff = self.cutoff(lateness, floor)
-        if cutoff is not None and occurred_at < cutoff:
+        mark = self.watermark
+        if floor is not None and (mark is None or floor > mark):
+            mark = floor
+        if mark is not None and occurred_at < mark - lateness:
             return LATE
-        if self.frontier is not None and (occurred_at, event_id) < self.frontier:
+        frontier = self.frontier
+        if frontier is not None and (occurred_at, event_id) < frontier:
             return LATE
-        self.watermark = occurred_at if self.watermark is None else max(self.watermark, occurred_at)
+        if self.watermark is None or occurred_at > self.watermark:
+            self.watermark = occurred_at
         pending, item = self.pending, (occurred_at, event_id, payload)
-        if not pending or pending[-1][:2] <= item[:2]:
+        if not pending or (
+            (last := pending[-1])[0] < occurred_at
+            or (last[0] == occurred_at and last[1] <= event_id)
+        ):
             pending.append(item)  # in order, as most are: no search
         else:
             bisect.insort(pending, item, key=lambda entry: entry[:2])
-        self.recent_ids[event_id] = occurred_at
+        recent_ids[event_id] = occurred_at
         heapq.heappush(self._expiry, (occurred_at, event_id))
         return ACCEPTED
 

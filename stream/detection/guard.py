@@ -71,7 +71,8 @@ class Guard:
         tenant_id, event_id, occurred_at = event_identity(event)  # checked once for both
         decisions = self._lockout.observe_identified(event, tenant_id, event_id, occurred_at)
         decisions += self._spray.observe_identified(event, tenant_id, event_id, occurred_at)
-        decisions += self._advance(tenant_id, occurred_at)
+        if occurred_at - self._advanced.get(tenant_id, 0) >= _ADVANCE_STEP:  # _advance()'s test
+            decisions += self._advance(tenant_id, occurred_at)
         if not decisions:  # almost every event
             return []
         decision_events = [decision_to_event(decision) for decision in decisions]
@@ -93,10 +94,9 @@ class Guard:
     def _advance(self, tenant_id: str, occurred_at: int) -> list[Decision]:
         """Move the tenant's event-time clock: failures buffered for lateness are applied,
         and temporary locks that ended are announced, even if their account or address
-        sends nothing more. Done in steps of event time, because it scans the tenant;
-        driven by the input alone, so a replay advances identically."""
-        if occurred_at - self._advanced.get(tenant_id, 0) < _ADVANCE_STEP:
-            return []
+        sends nothing more. Done in steps of event time (the caller tests whether a step
+        is due), because it scans the tenant; driven by the input alone, so a replay
+        advances identically."""
         self._advanced[tenant_id] = occurred_at
         decisions = self._lockout.advance(tenant_id, occurred_at)
         decisions += self._spray.advance(tenant_id, occurred_at)

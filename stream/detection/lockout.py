@@ -79,6 +79,7 @@ class _Account:
         self.last_failure = self.window_start = None
 
     def expiry_due(self, now: int) -> bool:
+        """Whether the temporary lock ended at or before ``now`` and is not yet announced."""
         return self.unlock_pending and self.locked_until is not None and self.locked_until <= now
 
     def apply(
@@ -88,10 +89,11 @@ class _Account:
         decisions: list[Decision] = []
         self.user_id = payload["user_id"] or self.user_id
         self.user_name = payload["user_name"] or self.user_name
-        if self.expiry_due(now):
-            decisions.append(self.unlocked(None, now))
+        locked_until = self.locked_until
+        if self.unlock_pending and locked_until is not None and locked_until <= now:
+            decisions.append(self.unlocked(None, now))  # expiry_due(), inlined
         kind = payload["kind"]
-        temporarily_locked = self.locked_until is not None and now < self.locked_until
+        temporarily_locked = locked_until is not None and now < locked_until
         if kind == _SOURCE_UNLOCK:
             # An administrator re-enabled the account at the source; Keycloak resets the
             # count when an account is enabled.
@@ -294,20 +296,27 @@ class LockoutDetector:
         """:meth:`observe` of an event whose identity the caller has checked
         (:func:`~authtrail.stream.detection.decisions.event_identity`) and which is no
         decision of authtrail's own."""
+        # _release() and _expire()'s test inlined, most events' types told from _classify()'s
+        # at once: asked for every event.
         policy = self._policy_for(tenant_id)
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             tenant = self._tenants[tenant_id] = _Tenant()
-        tenant.clock = occurred_at if tenant.clock is None else max(tenant.clock, occurred_at)
-        kind = _classify(event, policy)
-        key = None if kind is None else user_key(event, policy.case_insensitive_user_names)
+        clock = tenant.clock
+        if clock is None or occurred_at > clock:
+            tenant.clock = clock = occurred_at
+        kind = (
+            _classify(event, policy)
+            if policy.enabled and event.get("event_type") in _CLASSIFIED_TYPES
+            else None
+        )
         decisions: list[Decision] = []
-        if kind is None or key is None or not policy.enabled:
+        if kind is None or (key := user_key(event, policy.case_insensitive_user_names)) is None:
             tenant.counters["irrelevant"] += 1
         else:
-            account = tenant.accounts.get(key) or tenant.accounts.setdefault(
-                key, _Account(tenant_id, key)
-            )
+            account = tenant.accounts.get(key)
+            if account is None:
+                account = tenant.accounts[key] = _Account(tenant_id, key)
             payload = {
                 "kind": kind,
                 "user_id": event.get("user_id"),
@@ -318,8 +327,14 @@ class LockoutDetector:
             tenant.counters[
                 order.offer(occurred_at, event_id, payload, self._lateness, tenant.floor)
             ] += 1
-            decisions += self._release(tenant, account, policy)
-        decisions += self._expire(tenant)
+            released = order.release(self._lateness, tenant.floor)
+            if released:
+                decisions = self._apply(tenant, account, released, policy)
+            else:
+                tenant.track(account)
+        expiries = tenant.expiries
+        if expiries and expiries[0][0] <= clock:
+            decisions += self._expire(tenant)
         if len(decisions) < 2:
             return decisions
         return sorted(decisions, key=lambda decision: decision.occurred_at)
@@ -341,16 +356,20 @@ class LockoutDetector:
         # not moved since, so only the floor can make its release do anything now: when
         # the cutoff it gives reaches the account's due. Those are visited, in key order
         # (which orders decisions of equal time); for the others a release is a no-op.
-        cutoff, due, visit = tenant.floor - self._lateness, tenant.due, set()
+        floor, lateness, accounts = tenant.floor, self._lateness, tenant.accounts
+        cutoff, due, visit = floor - lateness, tenant.due, set()
         while due and due[0][0] <= cutoff:
             visit.add(heapq.heappop(due)[1])
         for key in sorted(visit & tenant.buffered):
-            account = tenant.accounts[key]
-            released = account.order.release(self._lateness, tenant.floor)
-            if released:
-                decisions += self._apply(tenant, account, released, policy)
-            else:  # ids forgotten at most: keep its entry, at its new due
-                tenant.track(account)
+            account = accounts[key]
+            # _apply() inlined: once per account an event of which the step releases.
+            for occurred_at, event_id, payload in account.order.release(lateness, floor):
+                made, counted = account.apply(occurred_at, event_id, payload, policy)
+                if made:
+                    decisions += made
+                if counted:
+                    tenant.counters[counted] += 1
+            tenant.track(account)  # if nothing was released, ids forgotten at most
         decisions += self._expire(tenant)
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 
@@ -433,10 +452,6 @@ class LockoutDetector:
             detector.load_tenant_state(tenant_id, tenant_state)
         return detector
 
-    def _release(self, tenant: _Tenant, account: _Account, policy: LockoutPolicy) -> list[Decision]:
-        released = account.order.release(self._lateness, tenant.floor)
-        return self._apply(tenant, account, released, policy)
-
     def _apply(
         self, tenant: _Tenant, account: _Account, released: list[tuple[int, str, dict[str, Any]]],
         policy: LockoutPolicy,
@@ -479,6 +494,10 @@ def _strategy_wait(policy: LockoutPolicy, failures: int) -> int:
     if policy.strategy == "MULTIPLE":
         return policy.wait_increment_seconds * (failures // policy.max_login_failures)
     return policy.wait_increment_seconds * (1 + failures - policy.max_login_failures)
+
+
+# The event types _classify() may give a kind: the others are irrelevant to every policy.
+_CLASSIFIED_TYPES = frozenset(("LOGIN_FAILED", "LOGIN", "MFA_FAILURE", "ACCOUNT_UNLOCKED"))
 
 
 def _classify(event: Mapping[str, Any], policy: LockoutPolicy) -> str | None:

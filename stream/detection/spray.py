@@ -182,8 +182,11 @@ class SprayDetector:
         counters = self._counters.get(tenant_id)
         if counters is None:
             counters = self._counters[tenant_id] = Counter()
+        # Most events are of no type a failure can have: tell so before anything else.
+        if event.get("event_type") not in _FAILURE_TYPES:
+            counters["irrelevant"] += 1
+            return []
         policy = self._policy_for(tenant_id)
-        # Most events are no login failure: tell so before building the keys.
         if (
             not policy.enabled
             or event.get("service") == LOCKOUT_SERVICE
@@ -353,6 +356,9 @@ class _EmptyIndex:
         self.window = window
         self.heap: list[tuple[int, str]] = []  # (empty_at, client_ip), stale ones included
         self.scheduled: dict[str, int] = {}  # client_ip -> its live entry's time
+
+
+_FAILURE_TYPES = frozenset(("LOGIN_FAILED", "LOGIN", "MFA_FAILURE"))  # what _is_failure looks at
 
 
 def _is_failure(event: Mapping[str, Any], policy: SprayPolicy) -> bool:
