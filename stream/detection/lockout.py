@@ -211,7 +211,10 @@ class _Account:
 
 
 class _Tenant:
-    __slots__ = ("accounts", "buffered", "clock", "counters", "due", "expiries", "floor", "locked")
+    __slots__ = (
+        "accounts", "buffered", "clock", "counters", "due", "expiries", "floor", "locked",
+        "scheduled",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.accounts: dict[str, _Account] = {}
@@ -230,12 +233,19 @@ class _Tenant:
         # a time step visits only accounts whose release would change something, not
         # every buffered one. Each buffered account has an entry no later than its due.
         self.due: list[tuple[int, str]] = []
+        # The time of each account's newest entry in ``due`` not yet taken off it: an
+        # account offered many events within the lateness keeps one entry, not one each.
+        self.scheduled: dict[str, int] = {}
 
     def track(self, account: _Account) -> None:
         key = account.key
         if account.order.pending:
             self.buffered.add(key)
-            heapq.heappush(self.due, (account.order.due() or 0, key))
+            due = account.order.due() or 0
+            scheduled = self.scheduled.get(key)
+            if scheduled is None or due < scheduled:
+                self.scheduled[key] = due
+                heapq.heappush(self.due, (due, key))
         else:
             self.buffered.discard(key)
         if account.unlock_pending:
@@ -358,8 +368,12 @@ class LockoutDetector:
         # (which orders decisions of equal time); for the others a release is a no-op.
         floor, lateness, accounts = tenant.floor, self._lateness, tenant.accounts
         cutoff, due, visit = floor - lateness, tenant.due, set()
+        scheduled = tenant.scheduled
         while due and due[0][0] <= cutoff:
-            visit.add(heapq.heappop(due)[1])
+            at, key = heapq.heappop(due)
+            if scheduled.get(key) == at:
+                del scheduled[key]  # visited now: tracked again below if still buffered
+            visit.add(key)
         for key in sorted(visit & tenant.buffered):
             account = accounts[key]
             # _apply() inlined: once per account an event of which the step releases.
@@ -403,6 +417,7 @@ class LockoutDetector:
         for key in forgettable:
             del tenant.accounts[key]
             tenant.buffered.discard(key)
+            tenant.scheduled.pop(key, None)
             tenant.locked.pop(key, None)
         return len(forgettable)
 
