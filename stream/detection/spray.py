@@ -150,6 +150,9 @@ class SprayDetector:
         # Per tenant, (due, client_ip) of addresses whose release may change something
         # (ReorderBuffer.due), a heap with stale entries: a time step visits only those.
         self._due: dict[str, list[tuple[int, str]]] = {}
+        # Per tenant, the time of each address's newest entry in _due not yet taken off it:
+        # an address sending many failures within the lateness keeps one entry.
+        self._scheduled: dict[str, dict[str, int]] = {}
         # Per tenant, when each address becomes empty (_Address.empty_at): a heap with
         # stale entries, the live one per address in ``scheduled``, both for the window
         # they were computed with (a policy change of it rebuilds them), so the clean-up
@@ -222,8 +225,12 @@ class SprayDetector:
         # cutoff reaches the address's due. Those are visited, in the tenant's address
         # order (which orders alerts of equal time); for the others a release is a no-op.
         cutoff, due, visit = floor - lateness, self._due.get(tenant_id), set()
+        due_at = self._scheduled.get(tenant_id, {})
         while due and due[0][0] <= cutoff:
-            visit.add(heapq.heappop(due)[1])
+            at, client_ip = heapq.heappop(due)
+            if due_at.get(client_ip) == at:
+                del due_at[client_ip]  # visited now: indexed again below if still due
+            visit.add(client_ip)
         visited = [ip for ip in visit if ip in addresses]
         for client_ip in sorted(visited, key=lambda ip: addresses[ip].rank):
             address = addresses[client_ip]
@@ -247,6 +254,7 @@ class SprayDetector:
             empty_at = addresses[client_ip].empty_at(index.window)
             if empty_at is not None and empty_at <= now:
                 del addresses[client_ip]
+                due_at.pop(client_ip, None)
             elif empty_at is not None:
                 scheduled[client_ip] = empty_at
                 heapq.heappush(heap, (empty_at, client_ip))
@@ -293,6 +301,7 @@ class SprayDetector:
                 due = address.order.due()
                 if due is not None:
                     heapq.heappush(detector._due.setdefault(tenant, []), (due, ip))
+                    detector._scheduled.setdefault(tenant, {})[ip] = due
         return detector
 
     def _index(
@@ -302,7 +311,11 @@ class SprayDetector:
         keep its time in the empty index (after every release: only one changes it)."""
         due = address.order.due()
         if due is not None:
-            heapq.heappush(self._due.setdefault(tenant_id, []), (due, client_ip))
+            due_at = self._scheduled.setdefault(tenant_id, {})
+            entry = due_at.get(client_ip)
+            if entry is None or due < entry:
+                due_at[client_ip] = due
+                heapq.heappush(self._due.setdefault(tenant_id, []), (due, client_ip))
         index = self._empty.get(tenant_id)
         window = policy.window_seconds * 1_000_000
         if index is None or index.window != window:
