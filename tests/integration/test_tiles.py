@@ -532,3 +532,50 @@ def test_many_tenants_are_built_in_rounds_and_a_damaged_one_stops_only_itself(
         for row in stored[:3] + stored[-3:]:
             assert row["hash"] == _independent_mth(_leaf_hashes(backend, row["tenant_id"])[:256])
     assert "tiles of tenant 't007' not extended: seq 100 is not stored" in caplog.text
+
+
+def test_repeated_hashes_below_a_tile_stop_it_unless_they_are_equal_entries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The builder takes a tenant's hashes as read when they are one per index; otherwise
+    it looks at them one by one: a seq stored twice stops its tenant, so does a level-1
+    entry stored twice with different hashes, while one stored twice with the same hash
+    (two builders wrote the same entry) still makes the entry above it. One tenant has as
+    many rows as seqs asked, one of them twice and one missing."""
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        backend.command(
+            "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
+            "SELECT 'twice', number % 256 + 1, SHA256(toString(number % 256)), now64(6) "
+            "FROM numbers(257)"  # seq 1 stored twice (the same row)
+        )
+        backend.command(
+            "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
+            "SELECT 'swap', if(number = 5, 5, number + 1), SHA256(toString(number)), now64(6) "
+            "FROM numbers(256)"  # seq 5 twice, seq 6 missing: 256 rows all the same
+        )
+        # Level-1 entries of two tenants, as if their 65 536 records' tiles were built.
+        for tenant, extra in (("same", "SHA256(toString(17))"), ("differ", "SHA256('x')")):
+            backend.command(
+                "INSERT INTO tiles (tenant_id, level, entry_index, hash) "
+                f"SELECT '{tenant}', 1, number, SHA256(toString(number)) FROM numbers(256) "
+                f"UNION ALL SELECT '{tenant}', 1, {17 if tenant == 'same' else 30}, {extra}"
+            )
+        builder = TileBuilder(backend)
+        with caplog.at_level(logging.WARNING):
+            assert builder.extend({"twice": 256, "swap": 256, "same": 65_536,
+                                   "differ": 65_536}) == 1  # fmt: skip
+        built = backend.query_arrow(
+            "SELECT tenant_id, level, entry_index, hash FROM tiles WHERE level = 2"
+        ).to_pylist()
+    entries = [hashlib.sha256(str(n).encode()).digest() for n in range(256)]
+    assert built == [
+        {"tenant_id": "same", "level": 2, "entry_index": 0, "hash": _independent_mth(entries)}
+    ]
+    assert "tiles of tenant 'twice' not extended: seq 1 is stored twice" in caplog.text
+    assert "tiles of tenant 'swap' not extended: seq 5 is stored twice" in caplog.text
+    assert (
+        "tiles of tenant 'differ' not extended: entry 30 of level 1 is stored twice with "
+        "different hashes" in caplog.text
+    )
