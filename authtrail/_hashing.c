@@ -19,6 +19,11 @@
  *       32-byte leaf hash as a binary increment of size, then append the result. None,
  *       changing nothing, unless hashes is an exact list holding at least the merged roots
  *       (exact 32-byte bytes each) and size an exact non-negative int.
+ *   tile_roots(packed, width) -> bytes | None
+ *       stream/core/tiles.py's group_roots over 32-byte hashes joined in packed: the root
+ *       of each group of width (a power of two, 2 .. 65536) consecutive hashes, node
+ *       hashes paired level by level, the roots joined; None unless packed is exact bytes
+ *       holding a whole number of groups and width such an exact int.
  *
  * Separate from _speedups so that a machine without OpenSSL's headers still builds that
  * one (hatch_build.py); tests/unit/test_hashing.py compares every function with hashlib.
@@ -29,6 +34,7 @@
 #include <stdint.h>
 
 #define HASH_SIZE 32
+#define MAX_TILE_WIDTH 65536 /* 2 MiB of hashes a group at most */
 
 static const char CHAIN_DOMAIN[] = "authtrail-chain-v1\n"; /* chain.py's CHAIN_DOMAIN */
 
@@ -179,6 +185,52 @@ static PyObject *compact_push(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_TRUE;
 }
 
+static PyObject *tile_roots(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (wrong_arguments("tile_roots(packed, width)", nargs, 2)) return NULL;
+    PyObject *packed = args[0], *width_object = args[1];
+    if (!PyBytes_CheckExact(packed) || !PyLong_CheckExact(width_object)) Py_RETURN_NONE;
+    long width = PyLong_AsLong(width_object);
+    if (width == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (width < 2 || width > MAX_TILE_WIDTH || (width & (width - 1)) != 0) Py_RETURN_NONE;
+    Py_ssize_t size = PyBytes_GET_SIZE(packed), group = (Py_ssize_t)width * HASH_SIZE;
+    if (size % group != 0) Py_RETURN_NONE;
+    Py_ssize_t groups = size / group;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, groups * HASH_SIZE);
+    if (result == NULL) return NULL;
+    unsigned char *level = PyMem_Malloc((size_t)group);
+    if (level == NULL) {
+        Py_DECREF(result);
+        return PyErr_NoMemory();
+    }
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(packed);
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        memcpy(level, in + g * group, (size_t)group);
+        /* Pair up level by level in place: node i of the next level overwrites a slot
+         * whose hash this level has already used (digest() reads its parts first). */
+        for (long count = width; count > 1; count /= 2) {
+            for (long i = 0; i < count / 2; i++) {
+                Part parts[] = {
+                    {"\x01", 1}, {level + 2 * i * HASH_SIZE, HASH_SIZE},
+                    {level + (2 * i + 1) * HASH_SIZE, HASH_SIZE},
+                };
+                if (digest(parts, 3, level + i * HASH_SIZE) < 0) {
+                    PyMem_Free(level);
+                    Py_DECREF(result);
+                    return NULL;
+                }
+            }
+        }
+        memcpy(out + g * HASH_SIZE, level, HASH_SIZE);
+    }
+    PyMem_Free(level);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"leaf_hash", (PyCFunction)(void (*)(void))leaf_hash, METH_FASTCALL,
      PyDoc_STR("leaf_hash(data) -> bytes | None: SHA-256(0x00 || data)")},
@@ -188,6 +240,8 @@ static PyMethodDef methods[] = {
      PyDoc_STR("chain_hash(tenant_id, seq, prev_hash, leaf_hash) -> bytes | None")},
     {"compact_push", (PyCFunction)(void (*)(void))compact_push, METH_FASTCALL,
      PyDoc_STR("compact_push(hashes, size, leaf_hash) -> True | None: a compact tree's append")},
+    {"tile_roots", (PyCFunction)(void (*)(void))tile_roots, METH_FASTCALL,
+     PyDoc_STR("tile_roots(packed, width) -> bytes | None: each group's perfect-tree root")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,6 +28,7 @@ from authtrail.sinks.clickhouse_sql import quote_string_literal
 from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 from authtrail.sinks.tile_store import TILES_SCHEMA
 from authtrail.stream.core.merkle import HASH_SIZE
+from authtrail.stream.core.native_hashes import tile_roots as native_tile_roots
 from authtrail.stream.core.rejection import is_rejection_tenant
 from authtrail.stream.core.tiles import TILE_HEIGHT, TILE_WIDTH, group_roots
 
@@ -106,8 +107,8 @@ class TileBuilder:
             if tenant not in below:  # stuck in an earlier round: entries must stay a prefix
                 continue
             start, end = first * TILE_WIDTH, (first + count) * TILE_WIDTH
-            below_hashes = found.hashes(tenant, start, end)
-            if below_hashes is None:  # not one hash per index: equal repeats, or damage
+            roots = found.roots(tenant, start, end)
+            if roots is None:  # not one hash per index: equal repeats, or damage
                 hashes = found.by_index(tenant)
                 problem = _problem(hashes, level - 1, start, end)
                 if problem is not None:
@@ -115,7 +116,7 @@ class TileBuilder:
                     below.pop(tenant, None)
                     continue
                 below_hashes = [h for i in range(start, end) if (h := hashes[i]) is not None]
-            roots = group_roots(below_hashes, TILE_HEIGHT)
+                roots = group_roots(below_hashes, TILE_HEIGHT)
             rows["tenant_id"] += [tenant] * count
             rows["level"] += [level] * count
             rows["entry_index"] += range(first, first + count)
@@ -184,9 +185,9 @@ class TileBuilder:
 
 
 class _Found:
-    """Hashes read for a round, in (tenant, index) order: a tenant's run is taken as it is
-    when it holds exactly one hash per index asked (the usual case), else looked at hash
-    by hash."""
+    """Hashes read for a round, in (tenant, index) order: a tenant's run is hashed into
+    tiles as it is when it holds exactly one hash per index asked (the usual case), else
+    looked at hash by hash."""
 
     def __init__(self, table: pa.Table, level: int) -> None:
         # Tenants are sorted, so each tenant's hashes are one run, found by bisection
@@ -196,8 +197,9 @@ class _Found:
         self._indexes = table.column(1).to_pylist()
         self._column = table.column(2).combine_chunks()
         self._level = level
-        # 32-byte hashes (FixedString(32)) are one buffer: sliced into bytes ~3 times
-        # faster than to_pylist() makes them, which cost more than hashing the tiles.
+        # 32-byte hashes (FixedString(32)) are one buffer, hashed into tiles from it in C
+        # (or sliced into bytes: ~3 times faster than to_pylist(), which cost more than
+        # hashing the tiles).
         column = self._column
         self._packed: bytes | None = None
         if (
@@ -219,14 +221,20 @@ class _Found:
         return [packed[at : at + HASH_SIZE] for at in range(low * HASH_SIZE, high * HASH_SIZE,
                                                               HASH_SIZE)]  # fmt: skip
 
-    def hashes(self, tenant: str, start: int, end: int) -> list[bytes] | None:
-        """The tenant's hashes ``start..end`` in order, if exactly those indexes are there
-        once each and none is NULL; else None."""
+    def roots(self, tenant: str, start: int, end: int) -> list[bytes] | None:
+        """The roots of the tiles over the tenant's hashes ``start..end`` (a whole number
+        of tiles), if exactly those indexes are there once each and none is NULL; else
+        None."""
         low, high = self._run(tenant)
         if high - low != end - start or self._indexes[low:high] != list(range(start, end)):
             return None
+        if self._packed is not None:  # hashed in C straight from the buffer
+            joined = native_tile_roots(self._packed[low * HASH_SIZE : high * HASH_SIZE],
+                                       TILE_WIDTH)  # fmt: skip
+            if joined is not None:
+                return [joined[at : at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
         hashes = self._slice(low, high)
-        return None if None in hashes else cast(list[bytes], hashes)
+        return None if None in hashes else group_roots(cast(list[bytes], hashes), TILE_HEIGHT)
 
     def by_index(self, tenant: str) -> dict[int, bytes | None]:
         """The tenant's hashes by index; None for an index stored twice with different

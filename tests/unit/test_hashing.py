@@ -22,6 +22,7 @@ from authtrail.errors import InvalidArgumentError
 from authtrail.stream.core import chain, compact, merkle, native_hashes, sequencer
 from authtrail.stream.core.chain import CHAIN_DOMAIN, chain_hash, chain_hash_unchecked
 from authtrail.stream.core.compact import CompactTree
+from authtrail.stream.core.tiles import group_roots
 from benchmarks.worker_core import run, workload
 from tests.unit.test_worker_golden import CHAINED_DIGEST
 
@@ -215,6 +216,47 @@ def test_compact_push_merges_several_levels_into_one_root() -> None:
     assert len(hashes) == 3  # size 7: subtrees of 4, 2 and 1
     _hashing.compact_push(hashes, 7, leaves[7])
     assert hashes == [merkle.root_from_leaf_hashes(leaves)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 3), st.randoms(use_true_random=False))
+def test_tile_roots_equal_the_python_group_roots(height: int, groups: int, rng: Any) -> None:
+    width = 1 << height
+    hashes = [rng.randbytes(32) for _ in range(width * groups)]
+    joined = _hashing.tile_roots(b"".join(hashes), width)
+    assert joined is not None and len(joined) == 32 * groups
+    roots = [joined[at : at + 32] for at in range(0, len(joined), 32)]
+    assert roots == group_roots(hashes, height)
+    assert roots == [merkle.root_from_leaf_hashes(hashes[g * width : (g + 1) * width])
+                     for g in range(groups)]  # fmt: skip
+
+
+def test_tile_roots_known_answer() -> None:
+    # Two leaf hashes of RFC 6962's test vectors (the empty leaf, the leaf 0x00): their
+    # root is a node hash written out with hashlib.
+    left = bytes.fromhex("6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
+    right = bytes.fromhex("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7")
+    assert _hashing.tile_roots(left + right, 2) == sha256(b"\x01", left, right)
+
+
+@pytest.mark.parametrize(
+    "packed, width",
+    [
+        (bytearray(64), 2),  # not exact bytes
+        (bytes(64), 1),  # width not 2 .. 65536, or not a power of two
+        (bytes(96), 3),
+        (bytes(64), 0),
+        (bytes(64), -2),
+        (bytes(32 * 131072), 131072),
+        (bytes(64), 2**70),
+        (bytes(64), 2.0),
+        (bytes(64), True),  # an int subclass
+        (bytes(63), 2),  # not a whole number of groups
+        (bytes(96), 2),
+    ],
+)
+def test_tile_roots_leave_the_unusual_to_python(packed: Any, width: Any) -> None:
+    assert _hashing.tile_roots(packed, width) is None
 
 
 def test_the_worker_chains_the_known_bytes_with_hashlib_alone(hashlib_only: None) -> None:
