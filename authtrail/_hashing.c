@@ -68,6 +68,13 @@ static int digest(const Part *parts, int count, unsigned char out[HASH_SIZE]) {
     return 0;
 }
 
+/* RFC 6962's node hash of two 32-byte hashes, into out (which may be either input). */
+static int node_digest(const unsigned char *left, const unsigned char *right,
+                       unsigned char out[HASH_SIZE]) {
+    Part parts[] = {{"\x01", 1}, {left, HASH_SIZE}, {right, HASH_SIZE}};
+    return digest(parts, 3, out);
+}
+
 static PyObject *digest_bytes(const Part *parts, int count) {
     unsigned char out[HASH_SIZE];
     if (digest(parts, count, out) < 0) return NULL;
@@ -161,10 +168,9 @@ static PyObject *compact_push(PyObject *module, PyObject *const *args, Py_ssize_
     unsigned char carried[HASH_SIZE];
     memcpy(carried, PyBytes_AS_STRING(leaf), HASH_SIZE);
     for (Py_ssize_t i = count - 1; i >= count - merges; i--) {
-        Part parts[] = {
-            {"\x01", 1}, {PyBytes_AS_STRING(PyList_GET_ITEM(hashes, i)), HASH_SIZE}, {carried, HASH_SIZE},
-        };
-        if (digest(parts, 3, carried) < 0) return NULL;
+        PyObject *stored = PyList_GET_ITEM(hashes, i);
+        if (node_digest((const unsigned char *)PyBytes_AS_STRING(stored), carried, carried) < 0)
+            return NULL;
     }
     if (merges == 0) {
         if (PyList_Append(hashes, leaf) < 0) return NULL;
@@ -211,14 +217,11 @@ static PyObject *tile_roots(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t g = 0; g < groups; g++) {
         memcpy(level, in + g * group, (size_t)group);
         /* Pair up level by level in place: node i of the next level overwrites a slot
-         * whose hash this level has already used (digest() reads its parts first). */
+         * whose hash this level has already used (node_digest() reads its inputs first). */
         for (long count = width; count > 1; count /= 2) {
             for (long i = 0; i < count / 2; i++) {
-                Part parts[] = {
-                    {"\x01", 1}, {level + 2 * i * HASH_SIZE, HASH_SIZE},
-                    {level + (2 * i + 1) * HASH_SIZE, HASH_SIZE},
-                };
-                if (digest(parts, 3, level + i * HASH_SIZE) < 0) {
+                const unsigned char *left = level + 2 * i * HASH_SIZE;
+                if (node_digest(left, left + HASH_SIZE, level + i * HASH_SIZE) < 0) {
                     PyMem_Free(level);
                     Py_DECREF(result);
                     return NULL;

@@ -89,11 +89,10 @@ class _Account:
         decisions: list[Decision] = []
         self.user_id = payload["user_id"] or self.user_id
         self.user_name = payload["user_name"] or self.user_name
-        locked_until = self.locked_until
-        if self.unlock_pending and locked_until is not None and locked_until <= now:
-            decisions.append(self.unlocked(None, now))  # expiry_due(), inlined
+        if self.expiry_due(now):
+            decisions.append(self.unlocked(None, now))
         kind = payload["kind"]
-        temporarily_locked = locked_until is not None and now < locked_until
+        temporarily_locked = self.locked_until is not None and now < self.locked_until
         if kind == _SOURCE_UNLOCK:
             # An administrator re-enabled the account at the source; Keycloak resets the
             # count when an account is enabled.
@@ -376,14 +375,10 @@ class LockoutDetector:
             visit.add(key)
         for key in sorted(visit & tenant.buffered):
             account = accounts[key]
-            # _apply() inlined: once per account an event of which the step releases.
-            for occurred_at, event_id, payload in account.order.release(lateness, floor):
-                made, counted = account.apply(occurred_at, event_id, payload, policy)
-                if made:
-                    decisions += made
-                if counted:
-                    tenant.counters[counted] += 1
-            tenant.track(account)  # if nothing was released, ids forgotten at most
+            # If nothing is released, ids were forgotten at most: _apply() then only
+            # gives the account its entry at its new due.
+            released = account.order.release(lateness, floor)
+            decisions += self._apply(tenant, account, released, policy)
         decisions += self._expire(tenant)
         return sorted(decisions, key=lambda decision: decision.occurred_at)
 

@@ -63,6 +63,7 @@ pytestmark = pytest.mark.integration
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
 SERVICES = ["sso", "vpn", "admin-portal", "api-gateway"]
 WORKER_READY = "[^Worker]: Ready"
+SNAPSHOT_EVERY = 100  # records between a partition's snapshots in these pipelines
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def pipeline(broker: LocalBroker, tmp_path: Path) -> Iterator[Pipeline]:
         "AUTHTRAIL_PARTITIONS": "3",
         "AUTHTRAIL_BATCH_SIZE": "50",
         "AUTHTRAIL_BATCH_INTERVAL_MS": "300",
-        "AUTHTRAIL_SNAPSHOT_EVERY": "100",  # restarts here recover from snapshots
+        "AUTHTRAIL_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY),  # restarts here recover from snapshots
     }
     settings = Settings.from_env(environment)
     write_key_pair(settings.keys_dir, "authtrail")
@@ -379,11 +380,11 @@ def test_restart_replays_only_what_follows_the_newest_snapshot(
 
 
 def _every_chained_partition_snapshotted(settings: Settings) -> bool:
-    """Whether each partition with a snapshot's worth of chained events (the pipeline's
-    AUTHTRAIL_SNAPSHOT_EVERY) has a snapshot part published."""
+    """Whether each partition with a snapshot's worth of chained events (SNAPSHOT_EVERY)
+    has a snapshot part published."""
     servers = settings.bootstrap_servers or ""
     for partition in range(settings.partitions):
-        if _chained_events(settings, [partition]) < 100:
+        if _chained_events(settings, [partition]) < SNAPSHOT_EVERY:
             continue
         keys = [key for _, key, _, _ in read_messages(
             servers, settings.snapshots_topic_name, partition)]  # fmt: skip

@@ -68,6 +68,15 @@ def _event(tenant: str, n: int, rng: random.Random) -> dict:
     }  # fmt: skip
 
 
+@contextlib.contextmanager
+def _empty_store(path: Path) -> Iterator[EmbeddedBackend]:
+    """An embedded store under ``path`` with authtrail's tables, all empty."""
+    with EmbeddedBackend(path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        yield backend
+
+
 def _build(root: Path) -> dict[str, Path]:
     key_path, pub_path = write_key_pair(root / "keys", "tiles-test")
     backend = EmbeddedBackend(root / "data" / "clickhouse")
@@ -482,9 +491,7 @@ def test_entries_lost_after_their_insert_was_recorded_are_built_again(tmp_path: 
     """A builder in a new process builds entries whose earlier insert the engine recorded
     (its dedup token) but whose rows are gone, as after a kill between the two: it must not
     be dropped as a duplicate and leave a hole in the entries."""
-    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
-        for statement in create_statements():
-            backend.command(statement)
+    with _empty_store(tmp_path) as backend:
         backend.command(
             "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
             "SELECT 'acme', number + 1, SHA256(toString(number)), now64(6) FROM numbers(512)"
@@ -510,9 +517,7 @@ def test_many_tenants_are_built_in_rounds_and_a_damaged_one_stops_only_itself(
     tenant misses a seq: its entries stay unbuilt (with a warning), the others' are the
     RFC 6962 roots of their leaves."""
     tenants = [f"t{n:03d}" for n in range(TENANTS_PER_ROUND + 31)]
-    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
-        for statement in create_statements():
-            backend.command(statement)
+    with _empty_store(tmp_path) as backend:
         backend.command(
             "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
             "SELECT concat('t', leftPad(toString(intDiv(number, 300)), 3, '0')), "
@@ -542,9 +547,7 @@ def test_repeated_hashes_below_a_tile_stop_it_unless_they_are_equal_entries(
     entry stored twice with different hashes, while one stored twice with the same hash
     (two builders wrote the same entry) still makes the entry above it. One tenant has as
     many rows as seqs asked, one of them twice and one missing."""
-    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
-        for statement in create_statements():
-            backend.command(statement)
+    with _empty_store(tmp_path) as backend:
         backend.command(
             "INSERT INTO events (tenant_id, seq, leaf_hash, occurred_at) "
             "SELECT 'twice', number % 256 + 1, SHA256(toString(number % 256)), now64(6) "
