@@ -27,7 +27,7 @@ from authtrail.schemas.codec import (
 )
 from authtrail.sinks.avro_rows import RowsContainer
 from authtrail.sinks.backend import ClickHouseBackend
-from authtrail.sinks.tables import event_columns
+from authtrail.sinks.tables import COMPACT_INSERTS, event_columns
 
 PLAIN_TABLE = "plain_events"
 _KAFKA_FIELDS = ({"name": "kafka_partition", "type": "int"},
@@ -44,7 +44,8 @@ def create_statement() -> str:
     `stored_at` DateTime64(6, 'UTC') DEFAULT now64(6)
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
-ORDER BY (tenant_id, occurred_at)"""
+ORDER BY (tenant_id, occurred_at)
+SETTINGS {COMPACT_INSERTS}"""
 
 
 class PlainConsumer:

@@ -87,6 +87,17 @@ _REJECTION_LINK_COLUMNS = (
 _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJECTION_LINK_COLUMNS)
 
 
+# An insert's part (~12 MB for 20 000 events) stays Compact: all columns in one data file,
+# ~12 files a part, where a Wide part writes two a column (four a String column): ~200.
+# Merges write the larger parts Wide, for reads of a few columns. Creating a file cost
+# 20-700 us on this project's machines (ext4 without a journal skips recently deleted
+# inodes one by one), which made Wide inserts cost the store more than decoding the rows.
+# The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
+#: Also the plain baseline's (benchmarks/plain.py): the same store path.
+COMPACT_INSERTS = "min_bytes_for_wide_part = 134217728"
+_MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {COMPACT_INSERTS}"
+
+
 def create_statements() -> list[str]:
     """DDL for every authtrail table and view (idempotent: ``IF NOT EXISTS``)."""
     from authtrail.sinks.views import view_statements  # the views module reads this one's names
@@ -108,7 +119,7 @@ def create_statements() -> list[str]:
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM({MONTH_COLUMNS[EVENTS_TABLE]})
 ORDER BY (tenant_id, seq)
-SETTINGS non_replicated_deduplication_window = 1000""",
+SETTINGS {_MERGE_TREE_SETTINGS}""",
         f"""CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (
     `tenant_id` String,
     `size` UInt64,
@@ -128,7 +139,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM({MONTH_COLUMNS[CHECKPOINTS_TABLE]})
 ORDER BY (tenant_id, size)
-SETTINGS non_replicated_deduplication_window = 1000""",
+SETTINGS {_MERGE_TREE_SETTINGS}""",
         f"""CREATE TABLE IF NOT EXISTS {REJECTED_TABLE} (
     `original` String,
     `original_key` Nullable(String),
@@ -148,7 +159,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM({MONTH_COLUMNS[REJECTED_TABLE]})
 ORDER BY (error_kind, rejected_at)
-SETTINGS non_replicated_deduplication_window = 1000""",
+SETTINGS {_MERGE_TREE_SETTINGS}""",
         f"""ALTER TABLE {REJECTED_TABLE} {
             ", ".join(
                 f"ADD COLUMN IF NOT EXISTS `{name}` {kind}"
@@ -165,7 +176,7 @@ SETTINGS non_replicated_deduplication_window = 1000""",
     `stored_at` {_UTC_MICROS} DEFAULT now64(6)
 ) ENGINE = MergeTree
 ORDER BY (tenant_id, level, entry_index)
-SETTINGS non_replicated_deduplication_window = 1000""",
+SETTINGS {_MERGE_TREE_SETTINGS}""",
         # Lockout decisions are ordinary chained events (service authtrail-lockout); this
         # view only gives their attributes columns. Times in attributes are microseconds.
         f"""CREATE VIEW IF NOT EXISTS {LOCKOUTS_VIEW} AS
