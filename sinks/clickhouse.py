@@ -53,5 +53,11 @@ class ClickHouseBackend(Protocol):
         Raises StoreError, InvalidArgumentError (bad parameters).
         """
 
+    @property
+    def sole_writer(self) -> bool:
+        """Whether no other process can write to this store while this one has it open
+        (the embedded store's directory lock), so that every insert into it since it was
+        opened is this process's own."""
+
     def close(self) -> None:
         """Release the store (idempotent)."""

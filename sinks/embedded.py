@@ -162,6 +162,11 @@ class EmbeddedBackend:
             raise
 
     # -- the backend interface -------------------------------------------------------
+    @property
+    def sole_writer(self) -> bool:
+        """True: chdb's lock on the directory keeps every other process out of it."""
+        return True
+
     def command(self, sql: str, settings: Mapping[str, str | int] | None = None) -> None:
         """Run one statement that returns nothing useful (DDL, INSERT … SELECT, OPTIMIZE).
 

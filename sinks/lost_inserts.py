@@ -15,6 +15,12 @@ same token with a retry suffix (``…:again1``, ``…:again2``…). The suffix i
 for the same reason the token is: two sinks repairing the same lost insert still
 deduplicate against each other.
 
+Where no earlier process can have recorded the token, the sink skips the count
+(``Sink._counted`` in sinks/sink.py): on the embedded store, for records written to Kafka
+after the sink was assigned their partition, until one of its inserts fails. The count
+reads every row of the listed tenants in the month (the primary key narrows it by tenant
+only), so it costs more as the month fills.
+
 :func:`key_ranges` and :func:`retry_token` are pure; :func:`insert_until_stored` runs the
 insert and the count it is given; :func:`count_stored` is that count in ClickHouse.
 """

@@ -124,6 +124,11 @@ class ServerBackend:
                 ) from None
             raise self._translate(exc) from None
 
+    @property
+    def sole_writer(self) -> bool:
+        """False: other sinks (a consumer group) and clients may write to the server."""
+        return False
+
     def command(self, sql: str, settings: Mapping[str, str | int] | None = None) -> None:
         """Run one statement that returns nothing useful (DDL, INSERT … SELECT).
 

@@ -7,7 +7,10 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
   insert and the offset commit replays nothing twice;
 * a batch is inserted with a deduplication token, so retrying the same insert after a
   timeout adds no rows; its rows are then counted, and inserted again under a new token if
-  the engine dropped them although they are not stored (sinks/lost_inserts.py);
+  the engine dropped them although they are not stored (sinks/lost_inserts.py). On the
+  embedded store, which no other process can write to, records written to Kafka after
+  the sink was assigned their partition are not counted: no earlier process can have
+  recorded a token naming them (:meth:`Sink._counted`);
 * a record whose ``seq`` is already stored for its tenant (the sequencer published it
   twice) is skipped; a checkpoint is held back until the records it covers are stored, so
   analysts never see a checkpoint ahead of its records.
@@ -40,18 +43,24 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from authtrail.errors import ConfigurationError, FormatError, StoreError
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
 from authtrail.sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
 from authtrail.sinks.backend import ClickHouseBackend
-from authtrail.sinks.lost_inserts import KEY_COLUMNS, count_stored, insert_until_stored, key_ranges
+from authtrail.sinks.lost_inserts import (
+    KEY_COLUMNS,
+    Insert,
+    count_stored,
+    insert_until_stored,
+    key_ranges,
+)
 from authtrail.sinks.proofs import TilesOrLeaves
 from authtrail.sinks.publication import Publication
 from authtrail.sinks.publishing import CheckpointPublishing
@@ -75,6 +84,7 @@ _T = TypeVar("_T")
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
 _POLL_SECONDS = 0.2  # the longest a consume waits: the stop flag is looked at this often
+_NO_OFFSET = 2**63  # a partition whose end offset at assignment is unknown: never fresh
 
 
 @dataclass
@@ -127,6 +137,10 @@ class SinkCounters:
     witness_unreachable: int = 0
     witness_refusals: int = 0
     witness_errors: int = 0
+    # Inserts whose rows were counted afterwards (sinks/lost_inserts.py), and inserts of
+    # records no earlier process can have inserted, which need no count (Sink._counted).
+    counted_inserts: int = 0
+    uncounted_inserts: int = 0
 
 
 class Sink:
@@ -212,6 +226,10 @@ class Sink:
         self._claim_codec = claim_codec
         self._claim_fingerprint = claim_codec.reader_fingerprint  # type: ignore[attr-defined]
         self._fences: dict[tuple[str, int], Fence] = {}
+        # (topic, partition) -> its end offset when this process, the store's only writer,
+        # was assigned it: records from there on were never read by an earlier process.
+        self._fresh_from: dict[tuple[str, int], int] = {}
+        self._insert_failed = False  # any insert of this sink raised: count every one
         self._rejection_codec = rejection_codec
         # Every version's: rejections written before a schema change are still rejections.
         self._rejection_fingerprints: frozenset[bytes] = getattr(
@@ -269,7 +287,72 @@ class Sink:
             table = self._tables[partition.topic]
             last = stored[table].get(partition.partition)
             partition.offset = last + 1 if last is not None else -2  # -2: OFFSET_BEGINNING
+            if self._backend.sole_writer:
+                self._note_fresh_from(consumer, partition.topic, partition.partition, last)
         consumer.incremental_assign(partitions)
+
+    def _note_fresh_from(
+        self, consumer: Consumer, topic: str, partition: int, stored: int | None
+    ) -> None:
+        """Remember the partition's end offset now, unless the broker does not say or the
+        store holds rows from that offset on (``stored``: the highest offset stored): the
+        topic was then recreated or truncated, and earlier tokens may name any offset."""
+        self._fresh_from.pop((topic, partition), None)
+        try:
+            _, end = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
+        except KafkaException as exc:
+            _LOG.warning("no end offset for %s[%d] (%s): every insert of its records is "
+                         "counted after it", topic, partition, exc)  # fmt: skip
+            return
+        if stored is not None and stored >= end:
+            _LOG.warning(
+                "the store holds records of %s[%d] up to offset %d, but the partition ends "
+                "at %d (recreated or truncated?): every insert of its records is counted "
+                "after it", topic, partition, stored, end,
+            )  # fmt: skip
+            return
+        self._fresh_from[(topic, partition)] = end
+
+    def _counted(self, topic: str, positions: Iterable[tuple[int, int]]) -> bool:
+        """Whether an insert of the records at ``positions`` (partition, offset) of
+        ``topic`` must be counted after it (sinks/lost_inserts.py).
+
+        A count catches an insert the engine dropped because an earlier process recorded
+        its token and was killed before its rows were stored. It is skipped only when that
+        cannot be: this process is the store's only writer (nobody else inserts while it
+        runs, and whoever did before had stopped before it opened the store), no insert of
+        this sink has failed, and every record was written to Kafka after this process
+        was assigned its partition (at or past the end offset then), so no earlier process
+        ever read it, and no token naming it can be in the engine's log.
+        """
+        if self._insert_failed:
+            return True
+        fresh_from = self._fresh_from
+        return any(
+            offset < fresh_from.get((topic, partition), _NO_OFFSET)
+            for partition, offset in positions
+        )
+
+    def _store(
+        self, insert: Insert, count: Callable[[], int], *, counted: bool, token: str,
+        sent: int, what: str,
+    ) -> None:  # fmt: skip
+        """Run ``insert`` under ``token``, then count its rows if ``counted`` (and insert
+        them again if the engine dropped them: :func:`insert_until_stored`)."""
+        try:
+            if counted:
+                insert_until_stored(insert, count, token=token, sent=sent, what=what)
+            else:
+                insert(dedup_token=token)
+        except BaseException:
+            self._insert_failed = True  # its token may be in the log without its rows
+            raise
+        if counted:
+            self.counters.counted_inserts += 1
+        else:
+            self.counters.uncounted_inserts += 1
 
     def run(self, stop: threading.Event, on_idle: Callable[[], None] | None = None) -> None:
         """Consume and store until ``stop`` is set; then store what is buffered and close."""
@@ -550,9 +633,12 @@ class Sink:
                 tenant, number = KEY_COLUMNS[table]
                 ranges = key_ranges((row[tenant], row[number]) for row in run)
                 month = _utc_month(first[MONTH_COLUMNS[table]])
-                insert_until_stored(
+                source = self._topics[EVENTS_TABLE if table == REJECTED_TABLE else table]
+                positions = ((row["kafka_partition"], row["kafka_offset"]) for row in run)
+                self._store(
                     functools.partial(self._backend.insert_arrow, table, data),
                     functools.partial(count_stored, self._backend, table, month, ranges),
+                    counted=self._counted(source, positions),
                     token=token, sent=len(run), what=f"insert of {len(run)} rows into {table}",
                 )  # fmt: skip
                 stored += len(run)
@@ -590,12 +676,15 @@ class Sink:
                 )
                 data = first.container.container([chunk.block for chunk in run])
                 ranges = key_ranges(key for chunk in run for key in chunk.keys)
-                insert_until_stored(
+                self._store(
                     functools.partial(
                         self._backend.insert_data, EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro"
                     ),
                     functools.partial(
                         count_stored, self._backend, EVENTS_TABLE, first.month, ranges
+                    ),
+                    counted=self._counted(
+                        self._topics[EVENTS_TABLE], ((c.partition, c.offset) for c in run)
                     ),
                     token=token, sent=count, what=f"insert of {count} rows into {EVENTS_TABLE}",
                 )  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from authtrail.errors import StoreError
 from authtrail.keys import load_signer
 from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
 from authtrail.settings import Settings
@@ -202,6 +203,70 @@ def test_rows_lost_after_their_insert_was_recorded_are_inserted_again(
     dropped = [r.getMessage() for r in caplog.records if "dropped the rest" in r.getMessage()]
     assert any("into events" in message for message in dropped), caplog.text
     assert any("into checkpoints" in message for message in dropped), caplog.text
+
+
+def test_records_written_after_the_sink_took_the_store_are_stored_without_a_count(
+    broker: Any, tmp_path: Path
+) -> None:
+    """On the embedded store (no other process can write to it) the sink counts an
+    insert's rows only where an earlier process may have recorded the insert's token:
+    records already in Kafka when it was assigned their partition. Records written
+    afterwards are inserted without a count; once an insert has failed, every insert is
+    counted again. Every record is stored once either way."""
+    settings = dataclasses.replace(publication_settings(broker, tmp_path), publication_dir=None)
+    worker = Worker(settings)
+    checkpoints = worker.write(events_per_tenant=7)
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        sink = build_sink(settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+        stop = threading.Event()
+        thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+        thread.start()
+        counters = sink.counters
+
+        def wait_for(records: int, checkpoints: int) -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                counters.stored_records < records or counters.stored_checkpoints < checkpoints
+            ):
+                time.sleep(0.05)
+            assert (counters.stored_records, counters.stored_checkpoints) == (
+                records, checkpoints)  # fmt: skip
+
+        try:
+            wait_for(7 * len(TENANTS), checkpoints)
+            assert counters.counted_inserts >= 2  # events and checkpoints: written before
+            assert counters.uncounted_inserts == 0
+            counted = counters.counted_inserts
+
+            checkpoints += worker.write(events_per_tenant=7)
+            wait_for(14 * len(TENANTS), checkpoints)
+            assert counters.uncounted_inserts >= 2  # written after the assignment
+            assert counters.counted_inserts == counted
+
+            failed: list[str] = []
+            insert_data = backend.insert_data
+
+            def fail_once(*args: Any, **kwargs: Any) -> None:
+                if not failed:
+                    failed.append(kwargs["dedup_token"])
+                    raise StoreError("the disk is full (injected)")
+                insert_data(*args, **kwargs)
+
+            backend.insert_data = fail_once  # type: ignore[method-assign]
+            uncounted = counters.uncounted_inserts
+            checkpoints += worker.write(events_per_tenant=7)
+            wait_for(21 * len(TENANTS), checkpoints)
+            assert failed, "no insert of records went through insert_data"
+            assert counters.counted_inserts >= counted + 2  # the retry, and the checkpoints
+            assert counters.uncounted_inserts == uncounted
+        finally:
+            stop.set()
+            thread.join(20)
+        assert not thread.is_alive()
+        stored = _rows(backend)
+    assert [(r["tenant_id"], r["seq"]) for r in stored] == [
+        (tenant, seq) for tenant in sorted(TENANTS) for seq in range(1, 22)
+    ]
 
 
 def test_lost_rejections_are_counted_in_their_month_and_inserted_again(tmp_path: Path) -> None:
