@@ -3,17 +3,28 @@
 The sink runs this at start: on a store ``authtrail init-db`` prepared, nothing is
 missing and no DDL is sent, so the sink's writer credential (INSERT and SELECT only,
 sinks/access.py) suffices; the embedded store of ``authtrail up`` is created here on
-first start, with no setup.
+first start, with no setup. A table of an older store also gets the part setting its
+inserts now use (:func:`~authtrail.sinks.tables.compact_parts_statement`); where the
+credential may not change it, the store works as before and a warning says so.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from authtrail.errors import ConfigurationError, StoreError
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
-from authtrail.sinks.tables import REJECTED_TABLE, create_statements
+from authtrail.sinks.tables import (
+    MERGE_TREE_TABLES,
+    REJECTED_TABLE,
+    WIDE_PART_SETTING,
+    compact_parts_statement,
+    create_statements,
+)
+
+_LOG = logging.getLogger(__name__)
 
 _CREATED = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)")
 _ADDED_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS `(\w+)`")
@@ -21,12 +32,13 @@ _ADDED_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS `(\w+)`")
 
 def missing_statements(backend: ClickHouseBackend) -> list[str]:
     """The statements of :func:`create_statements` whose table, view or columns the
-    store's current database lacks, in order."""
-    existing = set(
-        backend.query_arrow(
-            "SELECT name FROM system.tables WHERE database = currentDatabase()"
-        ).column(0).to_pylist()
-    )  # fmt: skip
+    store's current database lacks, in order; then the part setting for each of its
+    tables created before that setting."""
+    tables = backend.query_arrow(
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
+    )
+    engines = dict(zip(tables.column(0).to_pylist(), tables.column(1).to_pylist(), strict=True))
+    existing = set(engines)
     columns = set(
         backend.query_arrow(
             "SELECT name FROM system.columns WHERE database = currentDatabase() "
@@ -42,6 +54,11 @@ def missing_statements(backend: ClickHouseBackend) -> list[str]:
                 missing.append(statement)
         elif REJECTED_TABLE in existing and not set(_ADDED_COLUMN.findall(statement)) <= columns:
             missing.append(statement)  # an older store's table, without the newer columns
+    missing += [
+        compact_parts_statement(table)
+        for table in MERGE_TREE_TABLES
+        if table in existing and WIDE_PART_SETTING not in engines[table]
+    ]
     return missing
 
 
@@ -55,6 +72,11 @@ def ensure_schema(backend: ClickHouseBackend) -> list[str]:
         except StoreError as exc:
             if exc.code != ACCESS_DENIED:
                 raise
+            if " MODIFY SETTING " in statement:  # only makes inserts cheaper
+                _LOG.warning("%s: not allowed for this credential (%s); inserts write Wide "
+                             "parts until `authtrail init-db` runs as an administrator",
+                             statement, exc)  # fmt: skip
+                continue
             what = _CREATED.match(statement)
             raise ConfigurationError(
                 f"the store lacks {what.group(1) if what else 'columns of ' + REJECTED_TABLE} "

@@ -94,8 +94,16 @@ _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJEC
 # inodes one by one), which made Wide inserts cost the store more than decoding the rows.
 # The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
 #: Also the plain baseline's (benchmarks/plain.py): the same store path.
-COMPACT_INSERTS = "min_bytes_for_wide_part = 134217728"
+WIDE_PART_SETTING = "min_bytes_for_wide_part"
+COMPACT_INSERTS = f"{WIDE_PART_SETTING} = 134217728"
 _MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {COMPACT_INSERTS}"
+#: The tables created with those settings.
+MERGE_TREE_TABLES = (EVENTS_TABLE, CHECKPOINTS_TABLE, REJECTED_TABLE, TILES_TABLE)
+
+
+def compact_parts_statement(table: str) -> str:
+    """The setting above for ``table`` of a store created before it (2026-12-06)."""
+    return f"ALTER TABLE {table} MODIFY SETTING {COMPACT_INSERTS}"
 
 
 def create_statements() -> list[str]:

@@ -1,15 +1,26 @@
 """An insert the size of the sink's writes lands in ``events`` as one Compact part (all
 columns in one data file), where ClickHouse's default would write a Wide part (two files
-a column): on the real engine, with authtrail's own DDL."""
+a column): on the real engine, with authtrail's own DDL, and on a store created before."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from authtrail.errors import StoreError
+from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
 from authtrail.sinks.embedded import EmbeddedBackend
-from authtrail.sinks.tables import EVENTS_TABLE, create_statements
+from authtrail.sinks.schema_setup import ensure_schema
+from authtrail.sinks.tables import (
+    COMPACT_INSERTS,
+    EVENTS_TABLE,
+    MERGE_TREE_TABLES,
+    compact_parts_statement,
+    create_statements,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,3 +55,40 @@ def test_an_insert_of_the_sinks_size_is_one_compact_part(tmp_path: Path) -> None
             )
         assert _part_types(backend, "default_parts") == ["Wide"]
         assert _part_types(backend, EVENTS_TABLE) == ["Compact"]
+
+
+def test_an_older_stores_tables_get_the_setting_when_the_schema_is_ensured(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():  # as created before 2026-12-06
+            backend.command(statement.replace(f", {COMPACT_INSERTS}", ""))
+        assert ensure_schema(backend) == [
+            compact_parts_statement(table) for table in MERGE_TREE_TABLES
+        ]
+        assert ensure_schema(backend) == []  # set once
+        backend.command(
+            f"INSERT INTO {EVENTS_TABLE} (tenant_id, seq, user_agent, occurred_at) {_ROWS}"
+        )
+        assert _part_types(backend, EVENTS_TABLE) == ["Compact"]
+
+
+def test_a_credential_that_may_not_change_the_setting_leaves_the_store_working(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement.replace(f", {COMPACT_INSERTS}", ""))
+        command = backend.command
+
+        def writer_command(sql: str, settings: Any = None) -> None:
+            if " MODIFY SETTING " in sql:
+                raise StoreError("Not enough privileges (injected)", ACCESS_DENIED)
+            command(sql, settings)
+
+        backend.command = writer_command  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="sinks"):
+            ensure_schema(backend)  # no ConfigurationError: the store works without it
+        assert "not allowed for this credential" in caplog.text
+        backend.command = command  # type: ignore[method-assign]
+        assert len(ensure_schema(backend)) == len(MERGE_TREE_TABLES)  # still unset until now
