@@ -57,14 +57,22 @@ def _server_url_without_database(url: str) -> str:
 def run_init_db(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.sinks.schema_setup import ensure_schema
     from authtrail.sinks.service import open_backend
-    from authtrail.sinks.tables import create_statements
+    from authtrail.sinks.tables import (
+        MERGE_TREE_TABLES,
+        compact_parts_statement,
+        create_statements,
+    )
 
     url = settings.clickhouse_url
     database = _database_of(url) if url else DEFAULT_DATABASE
     if args.print_sql:
         print(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)};")
         print(f"USE {quote_identifier(database)};")
-        for statement in (*create_statements(), *server_statements(settings, database)):
+        # The ALTERs give an older store's tables today's part setting (no-ops otherwise).
+        settings_of_older = [compact_parts_statement(table) for table in MERGE_TREE_TABLES]
+        statements = (*create_statements(), *settings_of_older,
+                      *server_statements(settings, database))  # fmt: skip
+        for statement in statements:
             print(statement + ";")
         return 0
     if not url:
