@@ -92,10 +92,10 @@ _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJEC
 # Merges write the larger parts Wide, for reads of a few columns. Creating a file cost
 # 20-700 us on this project's machines (ext4 without a journal skips recently deleted
 # inodes one by one), which made Wide inserts cost the store more than decoding the rows.
-# The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
-#: Also the plain baseline's (benchmarks/plain.py): the same store path.
+# COMPACT_INSERTS is also the plain baseline's (benchmarks/plain.py): the same store path.
 WIDE_PART_SETTING = "min_bytes_for_wide_part"
 COMPACT_INSERTS = f"{WIDE_PART_SETTING} = 134217728"
+# The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
 _MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {COMPACT_INSERTS}"
 #: The tables created with those settings.
 MERGE_TREE_TABLES = (EVENTS_TABLE, CHECKPOINTS_TABLE, REJECTED_TABLE, TILES_TABLE)
