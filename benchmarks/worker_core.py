@@ -6,7 +6,10 @@
 4 partitions (so admission checks each tenant's partition), the privacy sealer of default
 settings, retention statements checked, decision ids kept — and fed envelopes of
 ``--envelope`` events, each in its tenant's partition, a few messages per call like a Faust
-take. Outputs are captured, not published.
+take. Outputs are captured, not published. ``--paced RATE`` adds a live load: the events
+the pipeline benchmark's live phases send, in 20 ms envelopes, with batches closed on the
+product's interval of event time (~40 events a batch at 100 tenants, not 1 000), and the
+detectors applying events once the allowed lateness has passed.
 
 Prints CPU µs per event for each round (process CPU time, so other jobs on a shared
 machine matter less than for wall time) and a SHA-256 of every chained message in order:
@@ -28,7 +31,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from authtrail.privacy import new_sealer
 from authtrail.producers.sdk.partitioning import tenant_partition
@@ -53,12 +56,25 @@ from authtrail.stream.worker.app import GC_THRESHOLDS, TAKE_MAX, codec
 from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import InputRecord, SequencerWorker
 from authtrail.stream.worker.snapshotter import CHAINED
+from benchmarks.workload import EventFactory
 
 PARTITIONS = 4
 MESSAGES_PER_TAKE = 4  # envelopes per process() call: a Faust take of a busy partition set
 START_MICROS = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z: the same events in every tree
 
 Message = tuple[int, int, bytes]  # (partition, offset, value)
+Take = list[Message]  # what one process() call gets
+LINGER_US = 20_000  # the producer SDK's default linger (Settings.producer_linger_ms)
+
+
+class Load(NamedTuple):
+    """Takes to feed a worker, and which of them count."""
+
+    takes: list[Take]
+    events: int
+    clocks: list[float] | None = None  # the sequencer's clock at each take (s); real if None
+    warm_takes: int = 0  # the first takes, whose CPU is not counted
+    warm_events: int = 0  # the events in them
 
 
 def _cpu_seconds() -> float:
@@ -82,9 +98,10 @@ class _Captured:
         return {}
 
 
-def workload(count: int, tenants: int, per_envelope: int) -> list[Message]:
-    """Envelopes of generated events (seed 1, from a fixed start), each in its tenant's
-    partition, the partitions interleaved as a consumer of all four would see them."""
+def workload(count: int, tenants: int, per_envelope: int) -> Load:
+    """A backlog: envelopes of ``per_envelope`` generated events (seed 1, from a fixed start),
+    each in its tenant's partition, the partitions interleaved as a consumer of all four
+    would see them, :data:`MESSAGES_PER_TAKE` a take."""
     # ``users`` is per tenant: 20 * tenants each made 10 000 tenants 2 000 000 000 users;
     # at most 200 000 in all, and as before up to the default 100 tenants (the golden test).
     users = min(20 * tenants, max(1, 200_000 // tenants))
@@ -107,18 +124,60 @@ def workload(count: int, tenants: int, per_envelope: int) -> list[Message]:
             if value is not None:
                 messages.append((partition, offsets[partition], value))
                 offsets[partition] += 1
-    return messages
+    step = min(MESSAGES_PER_TAKE, TAKE_MAX)
+    takes = [messages[first : first + step] for first in range(0, len(messages), step)]
+    return Load(takes, count)
 
 
-def run(messages: list[Message], events: int, batch_interval: float = 1.0) -> dict[str, Any]:
-    """Sequence ``messages`` with a fresh worker; its CPU per event and output digest."""
+def paced_workload(seconds: float, tenants: int, rate: float, warm_seconds: float) -> Load:
+    """A live load: ``rate`` events a second for ``seconds`` of event time, the events the
+    pipeline benchmark's live phases send (:class:`benchmarks.workload.EventFactory`).
+
+    Each partition's events of one producer linger (20 ms) are one envelope, each linger's
+    envelopes one take, handed over at the linger's end: the sequencer's clock then, so
+    batches close on their interval as they do live. The first ``warm_seconds`` are not
+    counted: the detectors apply an event only once event time has passed it by their
+    allowed lateness, so a worker's first seconds leave out that work.
+    """
+    factory = EventFactory(tenants, seed=1)
+    events, envelopes = codec(AUTH_EVENT), codec(EVENT_ENVELOPE)
+    windows: dict[int, dict[int, list[bytes]]] = {}
+    count = round(seconds * rate)
+    for index in range(count):
+        offset_us = round(index * 1e6 / rate)
+        event = factory.make(START_MICROS + offset_us)
+        partition = tenant_partition(event["tenant_id"], PARTITIONS)
+        windows.setdefault(offset_us // LINGER_US, {}).setdefault(partition, []).append(
+            events.encode(event)
+        )
+    offsets = [0] * PARTITIONS
+    takes: list[Take] = []
+    clocks: list[float] = []
+    warm_takes = warm_events = 0
+    for window in sorted(windows):
+        if window * LINGER_US < warm_seconds * 1e6:
+            warm_takes += 1
+            warm_events += sum(len(values) for values in windows[window].values())
+        take: Take = []
+        for partition, values in sorted(windows[window].items()):
+            take.append((partition, offsets[partition], envelopes.encode({"events": values})))
+            offsets[partition] += 1
+        takes.append(take)
+        clocks.append((START_MICROS + (window + 1) * LINGER_US) / 1e6)
+    return Load(takes, count, clocks, warm_takes, warm_events)
+
+
+def run(load: Load, batch_interval: float = 1.0) -> dict[str, Any]:
+    """Sequence ``load`` with a fresh worker; its CPU per counted event and output digest."""
     signer = Signer.parse(generate_key_strings("bench")[0])
+    clock = [0.0]
+    monotonic = time.monotonic if load.clocks is None else (lambda: clock[0])
     with tempfile.TemporaryDirectory(prefix="worker-core-") as scratch:
         settings = Settings(data_dir=Path(scratch), partitions=PARTITIONS)
         publisher = _Captured()
         worker = SequencerWorker(
             new_sequencer=lambda: Sequencer(signer, "bench", batch_size=1000,
-                                            batch_interval=batch_interval,
+                                            batch_interval=batch_interval, monotonic=monotonic,
                                             remember_forever=DECISION_ID_PREFIX),
             recover=lambda sequencer, partition, guard: Recovery(0, epoch=1),
             fetch=lambda partition, start, end: [], publisher=publisher,
@@ -132,21 +191,24 @@ def run(messages: list[Message], events: int, batch_interval: float = 1.0) -> di
             signing=SigningBudget(settings.max_checkpoints_per_second),
         )  # fmt: skip
         now = time.time_ns() // 1000
-        step = min(MESSAGES_PER_TAKE, TAKE_MAX)
+        started = [0.0]
 
         async def drive() -> None:
-            for first in range(0, len(messages), step):
-                take = messages[first : first + step]
+            for position, take in enumerate(load.takes):
+                if position == load.warm_takes:
+                    started[0] = _cpu_seconds()
+                if load.clocks is not None:
+                    clock[0] = load.clocks[position]
                 await worker.process([InputRecord(partition, offset, None, value, now)
                                       for partition, offset, value in take])  # fmt: skip
             await worker.close_open_batches()
 
-        started = _cpu_seconds()
         asyncio.run(drive())
-        cpu = _cpu_seconds() - started
-    if worker.counters.sequenced != events:
-        raise RuntimeError(f"sequenced {worker.counters.sequenced} of {events} events")
-    return {"cpu_us_per_event": round(1e6 * cpu / events, 2),
+        cpu = _cpu_seconds() - started[0]
+    if worker.counters.sequenced != load.events:
+        raise RuntimeError(f"sequenced {worker.counters.sequenced} of {load.events} events")
+    counted = load.events - load.warm_events
+    return {"cpu_us_per_event": round(1e6 * cpu / counted, 2),
             "checkpoints": worker.counters.checkpoints,
             "chained_sha256": publisher.chained.hexdigest()}  # fmt: skip
 
@@ -162,14 +224,34 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds; 0 closes every open batch after each take, as a drain of many "
         "tenants does (its chained SHA-256 then depends on the takes only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--paced", type=float, default=0.0, metavar="RATE",
+        help="also a live load of RATE events a second (the live phases' events, 20 ms "
+        "envelopes, batches closed on the product's interval), alternating with the backlog",
+    )  # fmt: skip
+    parser.add_argument(
+        "--paced-seconds", type=float, default=16.0,
+        help="of the live load's event time; the first (the allowed lateness + 1 s) not counted",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     gc.set_threshold(*GC_THRESHOLDS)  # as the worker's main() sets them
-    messages = workload(args.count, args.tenants, args.envelope)
-    interval = args.batch_interval or 1e-9  # the sequencer refuses 0
-    rounds = [run(messages, args.count, interval) for _ in range(args.rounds)]
-    digests = ",".join(sorted({r["chained_sha256"][:16] for r in rounds}))
-    print("CPU µs/event:", " ".join(str(r["cpu_us_per_event"]) for r in rounds),
-          "| checkpoints:", rounds[0]["checkpoints"], "| chained sha256:", digests)  # fmt: skip
+    loads = {"backlog": (workload(args.count, args.tenants, args.envelope),
+                         args.batch_interval or 1e-9)}  # the sequencer refuses 0  # fmt: skip
+    if args.paced:
+        warm = PolicySet().allowed_lateness_seconds + 1
+        paced = paced_workload(args.paced_seconds, args.tenants, args.paced, warm)
+        loads["paced"] = (paced, Settings().batch_interval_ms / 1000)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in loads}
+    for _ in range(args.rounds):
+        for name, (load, batch_interval) in loads.items():
+            rounds[name].append(run(load, batch_interval))
+    for name, results in rounds.items():
+        digests = ",".join(sorted({r["chained_sha256"][:16] for r in results}))
+        cpu = " ".join(str(r["cpu_us_per_event"]) for r in results)
+        print(
+            f"{name:8s} CPU µs/event: {cpu} | checkpoints: {results[0]['checkpoints']}"
+            f" | chained sha256: {digests}"
+        )
     return 0
 
 

@@ -225,7 +225,8 @@ class _Tenant:
         self.buffered: set[str] = set()
         # Accounts whose temporary lock awaits its announcement, with its locked_until, and
         # a heap of (locked_until, key) over them with stale entries: an event looks at the
-        # heap's top only, not at every locked account.
+        # heap's top only, not at every locked account. An account whose expiry waits for
+        # its buffered events leaves both until their release tracks it again.
         self.locked: dict[str, int] = {}
         self.expiries: list[tuple[int, str]] = []
         # (due, key) of buffered accounts (ReorderBuffer.due), a heap with stale entries:
@@ -481,21 +482,20 @@ class LockoutDetector:
         clock, expiries = tenant.clock, tenant.expiries
         if clock is None or not expiries or expiries[0][0] > clock:
             return []
-        due, held = [], []
+        due = []
         while expiries and expiries[0][0] <= clock:
             until, key = heapq.heappop(expiries)
             if tenant.locked.get(key) != until:
                 continue  # stale: announced, unlocked or locked again since
-            account = tenant.accounts[key]
+            del tenant.locked[key]
+            pending = tenant.accounts[key].order.pending
             # A buffered event from before the expiry (say, an administrator's unlock)
-            # must be applied first; its release announces the expiry instead.
-            if account.order.pending and account.order.pending[0][0] < until:
-                held.append((until, key))
-            else:
-                del tenant.locked[key]
+            # must be applied first. Only a release of the account's own events can apply
+            # it, and its track() gives the lock an entry again. (Put back here, it was
+            # taken up again at every event of the tenant: an account flooded while
+            # locked holds its failures of the whole lateness window.)
+            if not (pending and pending[0][0] < until):
                 due.append((until, key))
-        for entry in held:
-            heapq.heappush(expiries, entry)
         return [tenant.accounts[key].unlocked(None, clock) for _, key in sorted(due)]
 
 

@@ -341,6 +341,26 @@ def test_a_lock_ended_and_taken_again_expires_at_its_new_end_only() -> None:
     assert lockout.advance(TENANT, at(200)) == []
 
 
+def test_an_expiry_held_for_buffered_events_waits_for_their_release_not_every_event() -> None:
+    """Bob's lock ends while his failure from before its end is still buffered: the end
+    is announced once that failure is applied, and until then the other accounts' events
+    do not take the held expiry up again (each did, at O(held) an event)."""
+    lockout = detector(LockoutPolicy(), lateness=5.0)
+    lockout.observe(event(0))
+    lockout.observe(event(0.5))
+    assert locks(lockout.advance(TENANT, at(6))) == [(0.5, "quick_login", 2, 60.5)]
+    assert lockout.observe(event(58)) == []  # buffered until event time reaches 63
+    for second in range(61, 63):
+        assert lockout.observe(event(second, "LOGOUT", user="alice")) == []
+    tenant = lockout._tenants[TENANT]
+    assert tenant.expiries == [] and "name:bob" not in tenant.locked
+    expired = lockout.advance(TENANT, at(64))
+    assert [(d.kind, d.reason, d.occurred_at) for d in expired] == [
+        (ACCOUNT_UNLOCKED, "lock_expired", at(60.5))
+    ]
+    assert lockout.counters["failure_while_locked"] == 1
+
+
 def test_tenants_and_accounts_are_separate() -> None:
     lockout = detector(LockoutPolicy())
     decisions = lockout.observe(event(0, user="bob"))

@@ -34,7 +34,7 @@ STATE_DIGEST = "a0fd60c277bb9cb3911a55e9f479598ada431938490ddd8df02102c1cd984ba6
 
 
 def test_the_worker_chains_exactly_the_known_bytes() -> None:
-    assert run(workload(3000, 20, 100), 3000)["chained_sha256"] == CHAINED_DIGEST
+    assert run(workload(3000, 20, 100))["chained_sha256"] == CHAINED_DIGEST
 
 
 def _traffic(events: int) -> list[dict[str, Any]]:
