@@ -27,7 +27,7 @@ from authtrail.schemas.codec import (
 )
 from authtrail.sinks.avro_rows import RowsContainer
 from authtrail.sinks.backend import ClickHouseBackend
-from authtrail.sinks.tables import COMPACT_INSERTS, event_columns
+from authtrail.sinks.tables import STORE_PART_SETTINGS, event_columns
 
 PLAIN_TABLE = "plain_events"
 _KAFKA_FIELDS = ({"name": "kafka_partition", "type": "int"},
@@ -45,7 +45,7 @@ def create_statement() -> str:
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (tenant_id, occurred_at)
-SETTINGS {COMPACT_INSERTS}"""
+SETTINGS {STORE_PART_SETTINGS}"""
 
 
 class PlainConsumer:

@@ -3,9 +3,9 @@
 The sink runs this at start: on a store ``authtrail init-db`` prepared, nothing is
 missing and no DDL is sent, so the sink's writer credential (INSERT and SELECT only,
 sinks/access.py) suffices; the embedded store of ``authtrail up`` is created here on
-first start, with no setup. A table of an older store also gets the part setting its
-inserts now use (:func:`~authtrail.sinks.tables.compact_parts_statement`); where the
-credential may not change it, the store works as before and a warning says so.
+first start, with no setup. A table of an older store also gets the part settings its
+inserts and merges now use (:func:`~authtrail.sinks.tables.part_settings_statement`);
+where the credential may not change them, the store works as before and a warning says so.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
 from authtrail.sinks.tables import (
     MERGE_TREE_TABLES,
+    PART_SETTING_NAMES,
     REJECTED_TABLE,
-    WIDE_PART_SETTING,
-    compact_parts_statement,
     create_statements,
+    part_settings_statement,
 )
 
 _LOG = logging.getLogger(__name__)
-_PART_SETTINGS = frozenset(compact_parts_statement(table) for table in MERGE_TREE_TABLES)
+_PART_SETTINGS = frozenset(part_settings_statement(table) for table in MERGE_TREE_TABLES)
 
 _CREATED = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)")
 _ADDED_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS `(\w+)`")
@@ -33,8 +33,8 @@ _ADDED_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS `(\w+)`")
 
 def missing_statements(backend: ClickHouseBackend) -> list[str]:
     """The statements of :func:`create_statements` whose table, view or columns the
-    store's current database lacks, in order; then the part setting for each of its
-    tables created before that setting."""
+    store's current database lacks, in order; then the part settings for each of its
+    tables created before one of them."""
     tables = backend.query_arrow(
         "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
     )
@@ -56,9 +56,9 @@ def missing_statements(backend: ClickHouseBackend) -> list[str]:
         elif REJECTED_TABLE in existing and not set(_ADDED_COLUMN.findall(statement)) <= columns:
             missing.append(statement)  # an older store's table, without the newer columns
     missing += [
-        compact_parts_statement(table)
+        part_settings_statement(table)
         for table in MERGE_TREE_TABLES
-        if table in existing and WIDE_PART_SETTING not in engines[table]
+        if table in existing and any(name not in engines[table] for name in PART_SETTING_NAMES)
     ]
     return missing
 
@@ -74,8 +74,8 @@ def ensure_schema(backend: ClickHouseBackend) -> list[str]:
             if exc.code != ACCESS_DENIED:
                 raise
             if statement in _PART_SETTINGS:  # they only make inserts cheaper
-                _LOG.warning("%s: not allowed for this credential (%s); inserts write Wide "
-                             "parts until `authtrail init-db` runs as an administrator",
+                _LOG.warning("%s: not allowed for this credential (%s); inserts and merges "
+                             "cost more until `authtrail init-db` runs as an administrator",
                              statement, exc)  # fmt: skip
                 continue
             what = _CREATED.match(statement)

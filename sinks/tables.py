@@ -92,18 +92,25 @@ _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJEC
 # Merges write the larger parts Wide, for reads of a few columns. Creating a file cost
 # 20-700 us on this project's machines (ext4 without a journal skips recently deleted
 # inodes one by one), which made Wide inserts cost the store more than decoding the rows.
-# COMPACT_INSERTS is also the plain baseline's (benchmarks/plain.py): the same store path.
 WIDE_PART_SETTING = "min_bytes_for_wide_part"
-COMPACT_INSERTS = f"{WIDE_PART_SETTING} = 134217728"
+# A paced load inserts every 250 ms (~4 000 rows), and merges of those small parts took a
+# third of the store's CPU. A merge of parts of similar size waits for about this many of
+# them instead of ClickHouse's 5: each row is rewritten fewer times (store CPU ~21 -> ~17
+# us/row at 15 000 events/s, docs/PERFORMANCE.md). More parts stay active meanwhile
+# (12-18 instead of 6-8 after 1.2 M rows); older parts still merge at a lower base.
+MERGE_BASE_SETTING = "merge_selector_base"
+PART_SETTING_NAMES = (WIDE_PART_SETTING, MERGE_BASE_SETTING)
+# Also the plain baseline's (benchmarks/plain.py): the same store path.
+STORE_PART_SETTINGS = f"{WIDE_PART_SETTING} = 134217728, {MERGE_BASE_SETTING} = 20"
 # The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
-_MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {COMPACT_INSERTS}"
+_MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {STORE_PART_SETTINGS}"
 #: The tables created with those settings.
 MERGE_TREE_TABLES = (EVENTS_TABLE, CHECKPOINTS_TABLE, REJECTED_TABLE, TILES_TABLE)
 
 
-def compact_parts_statement(table: str) -> str:
-    """The setting above for ``table`` of a store created before it (2026-12-06)."""
-    return f"ALTER TABLE {table} MODIFY SETTING {COMPACT_INSERTS}"
+def part_settings_statement(table: str) -> str:
+    """The part settings above for ``table`` of a store created before them (2026-12-06)."""
+    return f"ALTER TABLE {table} MODIFY SETTING {STORE_PART_SETTINGS}"
 
 
 def create_statements() -> list[str]:

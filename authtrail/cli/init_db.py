@@ -59,8 +59,8 @@ def run_init_db(args: argparse.Namespace, settings: Settings) -> int:
     from authtrail.sinks.service import open_backend
     from authtrail.sinks.tables import (
         MERGE_TREE_TABLES,
-        compact_parts_statement,
         create_statements,
+        part_settings_statement,
     )
 
     url = settings.clickhouse_url
@@ -68,8 +68,8 @@ def run_init_db(args: argparse.Namespace, settings: Settings) -> int:
     if args.print_sql:
         print(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)};")
         print(f"USE {quote_identifier(database)};")
-        # The ALTERs give an older store's tables today's part setting (no-ops otherwise).
-        settings_of_older = [compact_parts_statement(table) for table in MERGE_TREE_TABLES]
+        # The ALTERs give an older store's tables today's part settings (no-ops otherwise).
+        settings_of_older = [part_settings_statement(table) for table in MERGE_TREE_TABLES]
         statements = (*create_statements(), *settings_of_older,
                       *server_statements(settings, database))  # fmt: skip
         for statement in statements:

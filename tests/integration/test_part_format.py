@@ -1,10 +1,12 @@
 """An insert the size of the sink's writes lands in ``events`` as one Compact part (all
 columns in one data file), where ClickHouse's default would write a Wide part (two files
-a column): on the real engine, with authtrail's own DDL, and on a store created before."""
+a column): on the real engine, with authtrail's own DDL, and on a store created before.
+Merges of small parts wait for more of them (``merge_selector_base``), on every table."""
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,11 @@ from authtrail.sinks.clickhouse_sql import ACCESS_DENIED
 from authtrail.sinks.embedded import EmbeddedBackend
 from authtrail.sinks.schema_setup import ensure_schema
 from authtrail.sinks.tables import (
-    COMPACT_INSERTS,
     EVENTS_TABLE,
     MERGE_TREE_TABLES,
-    compact_parts_statement,
+    STORE_PART_SETTINGS,
     create_statements,
+    part_settings_statement,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,9 +64,9 @@ def test_an_older_stores_tables_get_the_setting_when_the_schema_is_ensured(
 ) -> None:
     with EmbeddedBackend(tmp_path / "clickhouse") as backend:
         for statement in create_statements():  # as created before 2026-12-06
-            backend.command(statement.replace(f", {COMPACT_INSERTS}", ""))
+            backend.command(statement.replace(f", {STORE_PART_SETTINGS}", ""))
         assert ensure_schema(backend) == [
-            compact_parts_statement(table) for table in MERGE_TREE_TABLES
+            part_settings_statement(table) for table in MERGE_TREE_TABLES
         ]
         assert ensure_schema(backend) == []  # set once
         backend.command(
@@ -73,12 +75,43 @@ def test_an_older_stores_tables_get_the_setting_when_the_schema_is_ensured(
         assert _part_types(backend, EVENTS_TABLE) == ["Compact"]
 
 
+def _merge_base(backend: EmbeddedBackend, table: str) -> str | None:
+    """The table's merge_selector_base as the engine reports it (None: ClickHouse's default)."""
+    engine = backend.query_arrow(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+        "AND name = {table:String}",
+        {"table": table},
+    ).column(0)[0].as_py()  # fmt: skip
+    found = re.search(r"merge_selector_base = (\d+)", engine)
+    return found.group(1) if found else None
+
+
+def test_every_table_merges_small_parts_at_the_raised_base(tmp_path: Path) -> None:
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement)
+        assert [_merge_base(backend, table) for table in MERGE_TREE_TABLES] == ["20"] * 4
+
+
+def test_a_store_with_compact_parts_only_gets_the_merge_base(tmp_path: Path) -> None:
+    """A store created between the two settings (Compact parts, ClickHouse's merge base)."""
+    with EmbeddedBackend(tmp_path / "clickhouse") as backend:
+        for statement in create_statements():
+            backend.command(statement.replace(", merge_selector_base = 20", ""))
+        assert _merge_base(backend, EVENTS_TABLE) is None
+        assert ensure_schema(backend) == [
+            part_settings_statement(table) for table in MERGE_TREE_TABLES
+        ]
+        assert [_merge_base(backend, table) for table in MERGE_TREE_TABLES] == ["20"] * 4
+        assert ensure_schema(backend) == []
+
+
 def test_a_credential_that_may_not_change_the_setting_leaves_the_store_working(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with EmbeddedBackend(tmp_path / "clickhouse") as backend:
         for statement in create_statements():
-            backend.command(statement.replace(f", {COMPACT_INSERTS}", ""))
+            backend.command(statement.replace(f", {STORE_PART_SETTINGS}", ""))
         command = backend.command
 
         def writer_command(sql: str, settings: Any = None) -> None:

@@ -111,7 +111,10 @@ def test_print_sql_creates_the_users_with_passwords_and_connects_nowhere() -> No
     lines = out.getvalue().splitlines()
     assert lines[:2] == ["CREATE DATABASE IF NOT EXISTS `audit`;", "USE `audit`;"]
     assert "CREATE TABLE IF NOT EXISTS events (" in lines
-    assert "ALTER TABLE events MODIFY SETTING min_bytes_for_wide_part = 134217728;" in lines
+    assert (
+        "ALTER TABLE events MODIFY SETTING min_bytes_for_wide_part = 134217728, "
+        "merge_selector_base = 20;"
+    ) in lines
     users = [line.split()[5] for line in lines if line.startswith("CREATE USER")]
     assert users == ["`writer`", "`auditor`"]  # no analyst password: no analyst user
     assert "w-pass" not in out.getvalue() and "a-pass" not in out.getvalue()
