@@ -164,6 +164,8 @@ def paced_workload(seconds: float, tenants: int, rate: float, warm_seconds: floa
             offsets[partition] += 1
         takes.append(take)
         clocks.append((START_MICROS + (window + 1) * LINGER_US) / 1e6)
+    if warm_events >= count:
+        raise ValueError(f"{seconds} s of load leave nothing after the {warm_seconds} s warm-up")
     return Load(takes, count, clocks, warm_takes, warm_events)
 
 
