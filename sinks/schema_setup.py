@@ -73,7 +73,7 @@ def ensure_schema(backend: ClickHouseBackend) -> list[str]:
         except StoreError as exc:
             if exc.code != ACCESS_DENIED:
                 raise
-            if statement in _PART_SETTINGS:  # they only make inserts cheaper
+            if statement in _PART_SETTINGS:  # they only make inserts and merges cheaper
                 _LOG.warning("%s: not allowed for this credential (%s); inserts and merges "
                              "cost more until `authtrail init-db` runs as an administrator",
                              statement, exc)  # fmt: skip
