@@ -87,21 +87,23 @@ _REJECTION_LINK_COLUMNS = (
 _REJECTION_LINK_DDL = ",\n    ".join(f"`{name}` {kind}" for name, kind in _REJECTION_LINK_COLUMNS)
 
 
-# An insert's part (~12 MB for 20 000 events) stays Compact: all columns in one data file,
-# ~12 files a part, where a Wide part writes two a column (four a String column): ~200.
-# Merges write the larger parts Wide, for reads of a few columns. Creating a file cost
-# 20-700 us on this project's machines (ext4 without a journal skips recently deleted
-# inodes one by one), which made Wide inserts cost the store more than decoding the rows.
-WIDE_PART_SETTING = "min_bytes_for_wide_part"
-# A paced load inserts every 250 ms (~4 000 rows), and merges of those small parts took a
-# third of the store's CPU. A merge of parts of similar size waits for about this many of
-# them instead of ClickHouse's 5: each row is rewritten fewer times (store CPU ~21 -> ~17
-# us/row at 15 000 events/s, docs/PERFORMANCE.md). More parts stay active meanwhile
-# (12-18 instead of 6-8 after 1.2 M rows); older parts still merge at a lower base.
-MERGE_BASE_SETTING = "merge_selector_base"
-PART_SETTING_NAMES = (WIDE_PART_SETTING, MERGE_BASE_SETTING)
+_PART_SETTINGS = {
+    # An insert's part (~12 MB for 20 000 events) stays Compact: all columns in one data
+    # file, ~12 files a part, where a Wide part writes two a column (four a String column):
+    # ~200. Merges write the larger parts Wide, for reads of a few columns. Creating a file
+    # cost 20-700 us on this project's machines (ext4 without a journal skips recently
+    # deleted inodes one by one), which made Wide inserts cost more than decoding the rows.
+    "min_bytes_for_wide_part": 134217728,
+    # A paced load inserts every 250 ms (~4 000 rows), and merges of those small parts took
+    # a third of the store's CPU. A merge of parts of similar size waits for about this many
+    # of them instead of ClickHouse's 5: each row is rewritten fewer times (store CPU ~21 ->
+    # ~17 us/row at 15 000 events/s, docs/PERFORMANCE.md). More parts stay active meanwhile
+    # (12-18 instead of 6-8 after 1.2 M rows); older parts still merge at a lower base.
+    "merge_selector_base": 20,
+}
+PART_SETTING_NAMES = tuple(_PART_SETTINGS)
 # Also the plain baseline's (benchmarks/plain.py): the same store path.
-STORE_PART_SETTINGS = f"{WIDE_PART_SETTING} = 134217728, {MERGE_BASE_SETTING} = 20"
+STORE_PART_SETTINGS = ", ".join(f"{name} = {value}" for name, value in _PART_SETTINGS.items())
 # The deduplication window keeps the tokens of the last 1 000 inserts (sinks/lost_inserts.py).
 _MERGE_TREE_SETTINGS = f"non_replicated_deduplication_window = 1000, {STORE_PART_SETTINGS}"
 #: The tables created with those settings.
