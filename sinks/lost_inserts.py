@@ -17,12 +17,18 @@ deduplicate against each other.
 
 Where no earlier process can have recorded the token, the sink skips the count
 (``Sink._counted`` in sinks/sink.py): on the embedded store, for records written to Kafka
-after the sink was assigned their partition, until one of its inserts fails. The count
-reads every row of the listed tenants in the month (the primary key narrows it by tenant
-only), so it costs more as the month fills.
+after the sink was assigned their partition, until one of its inserts fails. Elsewhere
+(on a server, where other sinks may insert) every insert is counted, so the count must
+cost what the insert costs, not what the month holds: reading the keys' rows anywhere in
+the month reads every row of their tenants (the primary key narrows it by tenant only).
+So it first reads only the parts made since the insert began (:func:`stored_counter`):
+an insert's part takes a block number above every part's before it, and merges keep the
+highest of their parts'. Only when those hold fewer rows than were sent (a duplicate of
+an earlier insert, or a lost one) is the whole month counted.
 
 :func:`key_ranges` and :func:`retry_token` are pure; :func:`insert_until_stored` runs the
-insert and the count it is given; :func:`count_stored` is that count in ClickHouse.
+insert and the count it is given; :func:`stored_counter` and :func:`count_stored` are
+that count in ClickHouse.
 """
 
 from __future__ import annotations
@@ -114,25 +120,68 @@ def insert_until_stored(
     )
 
 
+def stored_counter(
+    backend: ClickHouseBackend, table: str, month: int, ranges: Mapping[str, tuple[int, int]],
+    sent: int,
+) -> Callable[[], int]:  # fmt: skip
+    """The count of an insert of ``sent`` rows about to run, for :func:`insert_until_stored`:
+    :func:`count_stored` of its keys in the parts made from now on, and only when those
+    hold fewer than ``sent``, in the whole month. To be called right before the insert.
+
+    Raises StoreError; if the parts' block numbers cannot be read, every count is of the
+    whole month, with a warning.
+    """
+    try:
+        newest = newest_block(backend, table, month)
+    except StoreError as exc:
+        _LOG.warning("%s: its parts' block numbers are unreadable, so counts after inserts "
+                     "read the whole month: %s", table, exc)  # fmt: skip
+        newest = None
+
+    def count() -> int:
+        if newest is not None:
+            present = count_stored(backend, table, month, ranges, after_block=newest)
+            if present >= sent:
+                return present
+        return count_stored(backend, table, month, ranges)
+
+    return count
+
+
+def newest_block(backend: ClickHouseBackend, table: str, month: int) -> int:
+    """The highest block number of the active parts of ``table``'s partition ``month``
+    (0 for none): every part an insert makes from now on has a higher one. Raises
+    StoreError."""
+    result = backend.query_arrow(
+        "SELECT max(max_block_number) FROM system.parts WHERE database = currentDatabase() "
+        "AND table = {table:String} AND partition_id = {partition:String} AND active",
+        {"table": table, "partition": str(month)},
+    )
+    return int(result.column(0)[0].as_py() or 0)
+
+
 def count_stored(
-    backend: ClickHouseBackend, table: str, month: int, ranges: Mapping[str, tuple[int, int]]
-) -> int:
+    backend: ClickHouseBackend, table: str, month: int, ranges: Mapping[str, tuple[int, int]],
+    *, after_block: int | None = None,
+) -> int:  # fmt: skip
     """Rows of ``table`` (a key of :data:`KEY_COLUMNS`) in its partition ``month``
-    (``YYYYMM``) whose (tenant, number) lie in ``ranges``: tenant -> (lowest, highest).
+    (``YYYYMM``) whose (tenant, number) lie in ``ranges``: tenant -> (lowest, highest);
+    with ``after_block``, only in parts whose highest block number is above it.
 
     Through the primary key for ``events`` and ``checkpoints``; ``rejected`` is read in
     the one month. At most :data:`TENANTS_PER_COUNT` tenants a query. Raises StoreError.
     """
     items = list(ranges.items())
     return sum(
-        _count(backend, table, month, items[start : start + TENANTS_PER_COUNT])
+        _count(backend, table, month, items[start : start + TENANTS_PER_COUNT], after_block)
         for start in range(0, len(items), TENANTS_PER_COUNT)
     )
 
 
 def _count(
-    backend: ClickHouseBackend, table: str, month: int, ranges: list[tuple[str, tuple[int, int]]]
-) -> int:
+    backend: ClickHouseBackend, table: str, month: int, ranges: list[tuple[str, tuple[int, int]]],
+    after_block: int | None,
+) -> int:  # fmt: skip
     # Each tenant's range by transform() over literal arrays (a hash lookup per row), not
     # one ``tenant = … AND number BETWEEN …`` term per tenant: ClickHouse's analysis of
     # an OR of a thousand terms cost ~0.5 CPU s a query, ~15 times this; the IN keeps the
@@ -148,5 +197,11 @@ def _count(
         f"transform({tenant_column}, tenants, [{lows}], toUInt64(0)) AND "
         f"transform({tenant_column}, tenants, [{highs}], toUInt64(0))"
     )
-    result = backend.query_arrow(sql, {"month": month})
+    parameters: dict[str, int] = {"month": month}
+    if after_block is not None:
+        # A part's name is partition_minblock_maxblock_level[_mutation]: ClickHouse picks the
+        # parts to read by a condition on it, before reading any.
+        sql += " AND toUInt64(splitByChar('_', _part)[3]) > {after_block:UInt64}"
+        parameters["after_block"] = after_block
+    result = backend.query_arrow(sql, parameters)
     return int(result.column(0)[0].as_py())

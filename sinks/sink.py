@@ -57,9 +57,9 @@ from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.lost_inserts import (
     KEY_COLUMNS,
     Insert,
-    count_stored,
     insert_until_stored,
     key_ranges,
+    stored_counter,
 )
 from authtrail.sinks.proofs import TilesOrLeaves
 from authtrail.sinks.publication import Publication
@@ -336,13 +336,15 @@ class Sink:
         )
 
     def _store(
-        self, insert: Insert, count: Callable[[], int], *, counted: bool, token: str,
-        sent: int, what: str,
+        self, insert: Insert, table: str, month: int, ranges: Mapping[str, tuple[int, int]], *,
+        counted: bool, token: str, sent: int, what: str,
     ) -> None:  # fmt: skip
-        """Run ``insert`` under ``token``, then count its rows if ``counted`` (and insert
-        them again if the engine dropped them: :func:`insert_until_stored`)."""
+        """Run ``insert`` under ``token``, then count its rows (``ranges`` of ``table`` in
+        ``month``) if ``counted``, and insert them again if the engine dropped them
+        (:func:`insert_until_stored`)."""
         try:
             if counted:
+                count = stored_counter(self._backend, table, month, ranges, sent)
                 insert_until_stored(insert, count, token=token, sent=sent, what=what)
             else:
                 insert(dedup_token=token)
@@ -636,9 +638,8 @@ class Sink:
                 source = self._topics[EVENTS_TABLE if table == REJECTED_TABLE else table]
                 positions = ((row["kafka_partition"], row["kafka_offset"]) for row in run)
                 self._store(
-                    functools.partial(self._backend.insert_arrow, table, data),
-                    functools.partial(count_stored, self._backend, table, month, ranges),
-                    counted=self._counted(source, positions),
+                    functools.partial(self._backend.insert_arrow, table, data), table, month,
+                    ranges, counted=self._counted(source, positions),
                     token=token, sent=len(run), what=f"insert of {len(run)} rows into {table}",
                 )  # fmt: skip
                 stored += len(run)
@@ -680,9 +681,7 @@ class Sink:
                     functools.partial(
                         self._backend.insert_data, EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro"
                     ),
-                    functools.partial(
-                        count_stored, self._backend, EVENTS_TABLE, first.month, ranges
-                    ),
+                    EVENTS_TABLE, first.month, ranges,
                     counted=self._counted(
                         self._topics[EVENTS_TABLE], ((c.partition, c.offset) for c in run)
                     ),
