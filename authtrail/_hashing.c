@@ -24,13 +24,28 @@
  *       of each group of width (a power of two, 2 .. 65536) consecutive hashes, node
  *       hashes paired level by level, the roots joined; None unless packed is exact bytes
  *       holding a whole number of groups and width such an exact int.
+ *   id_key(tenant_id, event_id) -> bytes | None
+ *       stream/core/id_window.py's key: BLAKE2b with a 16-byte digest (RFC 7693; OpenSSL
+ *       3.0 has only the 64-byte one) of UTF-8(tenant_id || "\0" || event_id). None unless
+ *       both are exact str UTF-8 can encode.
+ *   sequencer_offer(sequencer, tenant_id, event_id, leaf, source_offset, source_index)
+ *       -> Offer | None
+ *       stream/core/sequencer.py's Sequencer.offer for the case of nearly every event: a
+ *       known tenant whose batch is open, an id neither remembered nor kept forever, an
+ *       input position after the last. It reads and updates the sequencer's own objects
+ *       (the tenant's log, its two compact trees, the id window) exactly as that method
+ *       does, with the hashes above, and returns the same Offer. For anything else it
+ *       returns None having changed nothing, and the method runs. configure_offer(link,
+ *       head, offer, sequenced) hands it the named tuples and outcome it builds, once.
  *
  * Separate from _speedups so that a machine without OpenSSL's headers still builds that
- * one (hatch_build.py); tests/unit/test_hashing.py compares every function with hashlib.
+ * one (hatch_build.py); tests/unit/test_hashing.py compares every function with hashlib
+ * and with the Python it stands in for.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <openssl/evp.h>
+#include <limits.h>
 #include <stdint.h>
 
 #define HASH_SIZE 32
@@ -234,6 +249,384 @@ static PyObject *tile_roots(PyObject *module, PyObject *const *args, Py_ssize_t 
     return result;
 }
 
+/* ---- BLAKE2b (RFC 7693), for the id window's 16-byte keys ---------------------------- */
+
+static const uint64_t BLAKE2B_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t BLAKE2B_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+#define ROTR64(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+#define BLAKE2B_G(a, b, c, d, x, y)       \
+    do {                                  \
+        v[a] = v[a] + v[b] + (x);         \
+        v[d] = ROTR64(v[d] ^ v[a], 32);   \
+        v[c] = v[c] + v[d];               \
+        v[b] = ROTR64(v[b] ^ v[c], 24);   \
+        v[a] = v[a] + v[b] + (y);         \
+        v[d] = ROTR64(v[d] ^ v[a], 16);   \
+        v[c] = v[c] + v[d];               \
+        v[b] = ROTR64(v[b] ^ v[c], 63);   \
+    } while (0)
+
+/* One compression of a 128-byte block; counted: bytes hashed so far, this block included. */
+static void blake2b_compress(uint64_t h[8], const unsigned char block[128], uint64_t counted,
+                             int last) {
+    uint64_t v[16], m[16];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(m, block, sizeof m); /* BLAKE2b's words are little-endian, as this machine's */
+#else
+    for (int i = 0; i < 16; i++) {
+        uint64_t word = 0;
+        for (int b = 7; b >= 0; b--) word = (word << 8) | block[8 * i + b];
+        m[i] = word;
+    }
+#endif
+    for (int i = 0; i < 8; i++) v[i] = h[i], v[i + 8] = BLAKE2B_IV[i];
+    v[12] ^= counted; /* the counter's high word stays 0: inputs here are far below 2^64 */
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = BLAKE2B_SIGMA[r];
+        BLAKE2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        BLAKE2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        BLAKE2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        BLAKE2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        BLAKE2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        BLAKE2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        BLAKE2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        BLAKE2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* Unkeyed BLAKE2b of the parts joined, with an out_size-byte digest (1..64). */
+static void blake2b(const Part *parts, int count, unsigned char *out, size_t out_size) {
+    uint64_t h[8];
+    memcpy(h, BLAKE2B_IV, sizeof h);
+    h[0] ^= 0x01010000ULL ^ (uint64_t)out_size;
+    unsigned char block[128];
+    size_t filled = 0;
+    uint64_t counted = 0;
+    for (int p = 0; p < count; p++) {
+        const unsigned char *data = parts[p].data;
+        size_t size = parts[p].size;
+        while (size > 0) {
+            /* A full block is compressed only once more input follows: the last one,
+             * full or not, is compressed with the final flag below. */
+            if (filled == sizeof block) {
+                counted += sizeof block;
+                blake2b_compress(h, block, counted, 0);
+                filled = 0;
+            }
+            size_t take = sizeof block - filled < size ? sizeof block - filled : size;
+            memcpy(block + filled, data, take);
+            filled += take, data += take, size -= take;
+        }
+    }
+    counted += filled;
+    memset(block + filled, 0, sizeof block - filled);
+    blake2b_compress(h, block, counted, 1);
+    for (size_t i = 0; i < out_size; i++) out[i] = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
+}
+
+#define ID_KEY_SIZE 16 /* id_window.py's _DIGEST_BYTES */
+
+/* The UTF-8 of an exact str, or NULL: with no error set when it is not one or UTF-8
+ * cannot encode it (the caller returns None), with one set on any other failure. */
+static const char *utf8_of(PyObject *text, Py_ssize_t *size) {
+    if (!PyUnicode_CheckExact(text)) return NULL;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, size);
+    if (utf8 == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) PyErr_Clear();
+    return utf8;
+}
+
+/* The id window's key of event_id of tenant_id into out; 1 done, 0 left to Python, -1 error. */
+static int id_key_into(PyObject *tenant, PyObject *event_id, unsigned char out[ID_KEY_SIZE]) {
+    Py_ssize_t tenant_size, id_size;
+    const char *tenant_utf8 = utf8_of(tenant, &tenant_size);
+    if (tenant_utf8 == NULL) return PyErr_Occurred() ? -1 : 0;
+    const char *id_utf8 = utf8_of(event_id, &id_size);
+    if (id_utf8 == NULL) return PyErr_Occurred() ? -1 : 0;
+    Part parts[] = {{tenant_utf8, (size_t)tenant_size}, {"\0", 1}, {id_utf8, (size_t)id_size}};
+    blake2b(parts, 3, out, ID_KEY_SIZE);
+    return 1;
+}
+
+static PyObject *id_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (wrong_arguments("id_key(tenant_id, event_id)", nargs, 2)) return NULL;
+    unsigned char key[ID_KEY_SIZE];
+    int done = id_key_into(args[0], args[1], key);
+    if (done < 0) return NULL;
+    if (done == 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)key, ID_KEY_SIZE);
+}
+
+/* ---- Sequencer.offer ------------------------------------------------------------------ */
+
+/* Set once by configure_offer(): what the fast path builds. */
+static PyObject *link_type, *head_type, *offer_type, *sequenced;
+
+static PyObject *configure_offer(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (wrong_arguments("configure_offer(link, head, offer, sequenced)", nargs, 4)) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (!PyType_Check(args[i]) || !PyType_IsSubtype((PyTypeObject *)args[i], &PyTuple_Type)) {
+            PyErr_SetString(PyExc_TypeError, "configure_offer takes three tuple types");
+            return NULL;
+        }
+    PyObject **slots[] = {&link_type, &head_type, &offer_type, &sequenced};
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(args[i]);
+        Py_XSETREF(*slots[i], args[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* An instance of the tuple subtype type holding count new references (stolen). */
+static PyObject *new_tuple(PyObject *type, PyObject **items, Py_ssize_t count) {
+    PyObject *tuple = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, count);
+    if (tuple == NULL) {
+        for (Py_ssize_t i = 0; i < count; i++) Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
+}
+
+/* Interned attribute names, made at import. */
+static PyObject *name_source_offset, *name_source_index, *name_tenants, *name_kept_ids,
+    *name_recent_ids, *name_remember_forever, *name_batch_size, *name_full, *name_batch,
+    *name_tree, *name_head, *name_size, *name_hashes, *name_newer, *name_older,
+    *name_generation;
+
+/* getattr(owner, name) if it is of the wanted kind (0: anything), else NULL without an
+ * error (the caller leaves the event to Python); NULL with one on a real failure. */
+enum kind { ANY, EXACT_INT, EXACT_DICT, EXACT_LIST };
+
+static PyObject *attribute(PyObject *owner, PyObject *name, enum kind kind) {
+    PyObject *value = PyObject_GetAttr(owner, name);
+    if (value == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) PyErr_Clear();
+        return NULL;
+    }
+    int fits = kind == ANY || (kind == EXACT_INT && PyLong_CheckExact(value)) ||
+               (kind == EXACT_DICT && PyDict_CheckExact(value)) ||
+               (kind == EXACT_LIST && PyList_CheckExact(value));
+    if (!fits) Py_CLEAR(value);
+    return value;
+}
+
+/* An exact int as a long long; 0 if it does not fit (left to Python), -1 on error. */
+static int as_long_long(PyObject *value, long long *out) {
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return overflow == 0;
+}
+
+/* Whether a compact tree of size leaves holding hashes can take a leaf (compact_push()'s
+ * preconditions): the roots its append merges are there, exact 32-byte bytes. */
+static int can_push(PyObject *hashes, long long size) {
+    if (size < 0) return 0;
+    Py_ssize_t merges = 0, count = PyList_GET_SIZE(hashes);
+    for (unsigned long long rest = (unsigned long long)size; rest & 1; rest >>= 1) merges++;
+    if (merges > count) return 0;
+    for (Py_ssize_t i = count - merges; i < count; i++)
+        if (!is_hash(PyList_GET_ITEM(hashes, i))) return 0;
+    return 1;
+}
+
+/* compact_push() of leaf onto a tree that can_push(), then its _size set to size + 1. */
+static int push(PyObject *tree, PyObject *hashes, long long size, PyObject *leaf) {
+    PyObject *args[] = {hashes, NULL, leaf};
+    args[1] = PyLong_FromLongLong(size);
+    if (args[1] == NULL) return -1;
+    PyObject *done = compact_push(NULL, args, 3);
+    Py_DECREF(args[1]);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    PyObject *grown = PyLong_FromLongLong(size + 1);
+    if (grown == NULL) return -1;
+    int failed = PyObject_SetAttr(tree, name_size, grown);
+    Py_DECREF(grown);
+    return failed;
+}
+
+#define WHOLE_MESSAGE (1LL << 62) /* sequencer.py's _WHOLE_MESSAGE: a bare message's index */
+
+static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (wrong_arguments("sequencer_offer(sequencer, tenant_id, event_id, leaf, source_offset, "
+                        "source_index)", nargs, 6))
+        return NULL;
+    PyObject *self = args[0], *tenant = args[1], *event_id = args[2], *leaf = args[3];
+    PyObject *offset_object = args[4], *index_object = args[5];
+    if (link_type == NULL || !PyUnicode_CheckExact(tenant) || !PyUnicode_CheckExact(event_id) ||
+        !PyBytes_CheckExact(leaf) || !PyLong_CheckExact(offset_object) ||
+        !(index_object == Py_None || PyLong_CheckExact(index_object)))
+        Py_RETURN_NONE;
+    PyObject *result = NULL, *leaf_hash = NULL, *chained = NULL, *key = NULL, *content = NULL;
+    PyObject *current = NULL, *current_index = NULL, *tenants = NULL, *kept = NULL;
+    PyObject *window = NULL, *newer = NULL, *older = NULL, *generation = NULL;
+    PyObject *remember = NULL, *batch = NULL, *batch_size = NULL, *batch_hashes = NULL;
+    PyObject *tree = NULL, *tree_size = NULL, *tree_hashes = NULL, *head = NULL;
+    PyObject *limit = NULL, *full = NULL, *next_seq = NULL, *log = NULL;
+    long long offset, index = WHOLE_MESSAGE, at, at_index = WHOLE_MESSAGE;
+    int fits;
+#define LEAVE_IF(condition) \
+    do {                    \
+        if (condition) {    \
+            if (PyErr_Occurred()) goto done; \
+            goto to_python; \
+        }                   \
+    } while (0)
+    LEAVE_IF((fits = as_long_long(offset_object, &offset)) != 1);
+    if (index_object != Py_None) LEAVE_IF((fits = as_long_long(index_object, &index)) != 1);
+    /* handled(): a position at or before the last one is a replay (Python says so). */
+    LEAVE_IF((current = attribute(self, name_source_offset, EXACT_INT)) == NULL);
+    LEAVE_IF((fits = as_long_long(current, &at)) != 1);
+    LEAVE_IF((current_index = attribute(self, name_source_index, ANY)) == NULL);
+    if (current_index != Py_None) {
+        LEAVE_IF(!PyLong_CheckExact(current_index));
+        LEAVE_IF((fits = as_long_long(current_index, &at_index)) != 1);
+    }
+    LEAVE_IF(offset < at || (offset == at && index <= at_index));
+    LEAVE_IF((tenants = attribute(self, name_tenants, EXACT_DICT)) == NULL);
+    log = PyDict_GetItemWithError(tenants, tenant); /* borrowed until the INCREF */
+    LEAVE_IF(log == NULL);
+    Py_INCREF(log);
+    LEAVE_IF((kept = attribute(log, name_kept_ids, EXACT_DICT)) == NULL || PyDict_GET_SIZE(kept));
+    LEAVE_IF((window = attribute(self, name_recent_ids, ANY)) == NULL || window == Py_None);
+    LEAVE_IF((newer = attribute(window, name_newer, EXACT_DICT)) == NULL);
+    LEAVE_IF((older = attribute(window, name_older, EXACT_DICT)) == NULL);
+    LEAVE_IF((generation = attribute(window, name_generation, EXACT_INT)) == NULL);
+    long long generation_size;
+    LEAVE_IF((fits = as_long_long(generation, &generation_size)) != 1);
+    LEAVE_IF((remember = attribute(self, name_remember_forever, ANY)) == NULL);
+    if (remember != Py_None) {
+        LEAVE_IF(!PyUnicode_CheckExact(remember));
+        if (PyUnicode_GET_LENGTH(remember) > 0) {
+            Py_ssize_t starts = PyUnicode_Tailmatch(event_id, remember, 0, PY_SSIZE_T_MAX, -1);
+            LEAVE_IF(starts != 0); /* kept forever (1), or an error (-1) */
+        }
+    }
+    LEAVE_IF((batch = attribute(log, name_batch, ANY)) == NULL);
+    LEAVE_IF((batch_size = attribute(batch, name_size, EXACT_INT)) == NULL);
+    LEAVE_IF((batch_hashes = attribute(batch, name_hashes, EXACT_LIST)) == NULL);
+    LEAVE_IF((tree = attribute(log, name_tree, ANY)) == NULL);
+    LEAVE_IF((tree_size = attribute(tree, name_size, EXACT_INT)) == NULL);
+    LEAVE_IF((tree_hashes = attribute(tree, name_hashes, EXACT_LIST)) == NULL);
+    long long batch_leaves, tree_leaves, batch_limit;
+    LEAVE_IF((fits = as_long_long(batch_size, &batch_leaves)) != 1);
+    LEAVE_IF(batch_leaves <= 0); /* a batch to open: _opened() */
+    LEAVE_IF((fits = as_long_long(tree_size, &tree_leaves)) != 1);
+    LEAVE_IF(tree_leaves >= LLONG_MAX || batch_leaves >= LLONG_MAX);
+    LEAVE_IF(!can_push(tree_hashes, tree_leaves) || !can_push(batch_hashes, batch_leaves));
+    LEAVE_IF((limit = attribute(self, name_batch_size, EXACT_INT)) == NULL);
+    LEAVE_IF((fits = as_long_long(limit, &batch_limit)) != 1);
+    LEAVE_IF((full = attribute(self, name_full, EXACT_LIST)) == NULL);
+    LEAVE_IF((head = attribute(log, name_head, ANY)) == NULL);
+    LEAVE_IF(!PyTuple_Check(head) || PyTuple_GET_SIZE(head) != 3);
+    PyObject *head_seq = PyTuple_GET_ITEM(head, 1), *prev_hash = PyTuple_GET_ITEM(head, 2);
+    LEAVE_IF(!PyLong_CheckExact(head_seq) || !is_hash(prev_hash));
+    unsigned long long last_seq = PyLong_AsUnsignedLongLong(head_seq);
+    if (last_seq == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto done;
+        PyErr_Clear(); /* negative or beyond 64 bits */
+        goto to_python;
+    }
+    LEAVE_IF(last_seq == ULLONG_MAX);
+    next_seq = PyLong_FromUnsignedLongLong(last_seq + 1);
+    if (next_seq == NULL) goto done;
+    /* The leaf hash, then whether the id is remembered: a duplicate or a conflict. */
+    Part leaf_parts[] = {{"\x00", 1}, {PyBytes_AS_STRING(leaf), (size_t)PyBytes_GET_SIZE(leaf)}};
+    leaf_hash = digest_bytes(leaf_parts, 2);
+    if (leaf_hash == NULL) goto done;
+    unsigned char key_bytes[ID_KEY_SIZE];
+    int keyed = id_key_into(tenant, event_id, key_bytes);
+    if (keyed < 0) goto done;
+    LEAVE_IF(keyed == 0);
+    key = PyBytes_FromStringAndSize((const char *)key_bytes, ID_KEY_SIZE);
+    if (key == NULL) goto done;
+    /* Remembered, with this content or another: a duplicate or a conflict. */
+    PyObject *known = PyDict_GetItemWithError(newer, key);
+    if (known == NULL && !PyErr_Occurred()) known = PyDict_GetItemWithError(older, key);
+    LEAVE_IF(known != NULL || PyErr_Occurred());
+    PyObject *chain_args[] = {tenant, next_seq, prev_hash, leaf_hash};
+    chained = chain_hash(NULL, chain_args, 4);
+    if (chained == NULL) goto done;
+    LEAVE_IF(chained == Py_None); /* a seq beyond 64 bits or a tenant too long */
+    content = PyBytes_FromStringAndSize(PyBytes_AS_STRING(leaf_hash), ID_KEY_SIZE);
+    if (content == NULL) goto done;
+    /* Sequenced: from here on the state changes, as the method's own code changes it. */
+    if (PyObject_SetAttr(self, name_source_offset, offset_object) < 0 ||
+        PyObject_SetAttr(self, name_source_index, index_object) < 0)
+        goto done;
+    Py_INCREF(next_seq), Py_INCREF(prev_hash), Py_INCREF(leaf_hash), Py_INCREF(chained);
+    PyObject *link_items[] = {next_seq, prev_hash, leaf_hash, chained};
+    PyObject *link = new_tuple(link_type, link_items, 4);
+    if (link == NULL) goto done;
+    Py_INCREF(tenant), Py_INCREF(next_seq), Py_INCREF(chained);
+    PyObject *head_items[] = {tenant, next_seq, chained};
+    PyObject *new_head = new_tuple(head_type, head_items, 3);
+    if (new_head == NULL || PyObject_SetAttr(log, name_head, new_head) < 0) {
+        Py_XDECREF(new_head);
+        Py_DECREF(link);
+        goto done;
+    }
+    Py_DECREF(new_head);
+    if (push(tree, tree_hashes, tree_leaves, leaf_hash) < 0 ||
+        push(batch, batch_hashes, batch_leaves, leaf_hash) < 0 ||
+        (batch_leaves + 1 == batch_limit && PyList_Append(full, tenant) < 0)) {
+        Py_DECREF(link);
+        goto done;
+    }
+    if (PyDict_GET_SIZE(newer) >= generation_size) { /* IdWindow.add_at: a new generation */
+        PyObject *fresh = PyDict_New();
+        if (fresh == NULL || PyObject_SetAttr(window, name_older, newer) < 0 ||
+            PyObject_SetAttr(window, name_newer, fresh) < 0) {
+            Py_XDECREF(fresh);
+            Py_DECREF(link);
+            goto done;
+        }
+        Py_SETREF(newer, fresh);
+    }
+    if (PyDict_SetItem(newer, key, content) < 0) {
+        Py_DECREF(link);
+        goto done;
+    }
+    Py_INCREF(sequenced);
+    PyObject *offer_items[] = {sequenced, link};
+    result = new_tuple(offer_type, offer_items, 2);
+    goto done;
+to_python:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+#undef LEAVE_IF
+    Py_XDECREF(log);
+    Py_XDECREF(leaf_hash), Py_XDECREF(chained), Py_XDECREF(key), Py_XDECREF(content);
+    Py_XDECREF(current), Py_XDECREF(current_index), Py_XDECREF(tenants), Py_XDECREF(kept);
+    Py_XDECREF(window), Py_XDECREF(newer), Py_XDECREF(older), Py_XDECREF(generation);
+    Py_XDECREF(remember), Py_XDECREF(batch), Py_XDECREF(batch_size), Py_XDECREF(batch_hashes);
+    Py_XDECREF(tree), Py_XDECREF(tree_size), Py_XDECREF(tree_hashes), Py_XDECREF(head);
+    Py_XDECREF(limit), Py_XDECREF(full), Py_XDECREF(next_seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"leaf_hash", (PyCFunction)(void (*)(void))leaf_hash, METH_FASTCALL,
      PyDoc_STR("leaf_hash(data) -> bytes | None: SHA-256(0x00 || data)")},
@@ -245,6 +638,13 @@ static PyMethodDef methods[] = {
      PyDoc_STR("compact_push(hashes, size, leaf_hash) -> True | None: a compact tree's append")},
     {"tile_roots", (PyCFunction)(void (*)(void))tile_roots, METH_FASTCALL,
      PyDoc_STR("tile_roots(packed, width) -> bytes | None: each group's perfect-tree root")},
+    {"id_key", (PyCFunction)(void (*)(void))id_key, METH_FASTCALL,
+     PyDoc_STR("id_key(tenant_id, event_id) -> bytes | None: the id window's BLAKE2b key")},
+    {"configure_offer", (PyCFunction)(void (*)(void))configure_offer, METH_FASTCALL,
+     PyDoc_STR("configure_offer(link, head, offer, sequenced): what sequencer_offer builds")},
+    {"sequencer_offer", (PyCFunction)(void (*)(void))sequencer_offer, METH_FASTCALL,
+     PyDoc_STR("sequencer_offer(sequencer, tenant_id, event_id, leaf, source_offset, "
+               "source_index) -> Offer | None: Sequencer.offer's usual case")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -267,5 +667,19 @@ PyMODINIT_FUNC PyInit__hashing(void) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL provides no SHA-256");
         return NULL;
     }
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&name_source_offset, "source_offset"}, {&name_source_index, "source_index"},
+        {&name_tenants, "tenants"}, {&name_kept_ids, "kept_ids"},
+        {&name_recent_ids, "_recent_ids"}, {&name_remember_forever, "_remember_forever"},
+        {&name_batch_size, "_batch_size"}, {&name_full, "_full"}, {&name_batch, "batch"},
+        {&name_tree, "tree"}, {&name_head, "head"}, {&name_size, "_size"},
+        {&name_hashes, "_hashes"}, {&name_newer, "_newer"}, {&name_older, "_older"},
+        {&name_generation, "_generation"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
     return PyModule_Create(&module_def);
 }

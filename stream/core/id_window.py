@@ -15,6 +15,7 @@ from __future__ import annotations
 from hashlib import blake2b
 
 from authtrail.errors import FormatError
+from authtrail.stream.core import native_hashes
 
 _DIGEST_BYTES = 16
 _ENTRY_BYTES = 2 * _DIGEST_BYTES
@@ -24,8 +25,15 @@ def id_key(tenant_id: str, event_id: str) -> bytes:
     """The window's key of ``event_id`` of ``tenant_id`` (a 128-bit digest): work it out
     once when asking and then adding the same id (:meth:`IdWindow.same_content_at`)."""
     # The NUL cannot occur in a tenant id (checkpoint origins refuse it), so no two
-    # (tenant, id) pairs share a digest input.
-    return blake2b(f"{tenant_id}\0{event_id}".encode(), digest_size=_DIGEST_BYTES).digest()
+    # (tenant, id) pairs share a digest input. The same digest in C, when built (None:
+    # left to hashlib, e.g. for text UTF-8 cannot encode).
+    return (
+        _native_id_key(tenant_id, event_id)
+        or blake2b(f"{tenant_id}\0{event_id}".encode(), digest_size=_DIGEST_BYTES).digest()
+    )
+
+
+_native_id_key = native_hashes.id_key
 
 
 class IdWindow:

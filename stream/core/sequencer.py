@@ -115,6 +115,11 @@ _new_tuple = tuple.__new__
 # The outcomes without a link, made once (immutable).
 _REPLAYED, _DUPLICATE, _CONFLICT = Offer(REPLAYED), Offer(DUPLICATE), Offer(CONFLICT)
 
+# Sequencer.offer's usual case in C (authtrail/_hashing.c: None, changing nothing, for any
+# other, which the method's own code then takes): ~3.6 -> ~1 µs an event.
+_native_offer = native_hashes.sequencer_offer
+native_hashes.configure_offer(ChainLink, ChainHead, Offer, SEQUENCED)
+
 
 class Sequencer:
     """Sequences the tenants of one input partition.
@@ -196,6 +201,9 @@ class Sequencer:
         Requires positions offered in increasing order. Returns an :class:`Offer` whose
         ``link`` is set when the event got the tenant's next seq.
         """
+        offered = _native_offer(self, tenant_id, event_id, leaf, source_offset, source_index)
+        if offered is not None:
+            return offered  # type: ignore[no-any-return]  # an Offer built in C
         # The hot path, once per event: the checks and appends of handled(), _log(),
         # _append() and ChainHead.append() inlined, with the same results (the hashes
         # computed here are 32 bytes by construction, so their length checks are moot).
