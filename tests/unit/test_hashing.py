@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.errors import InvalidArgumentError
-from authtrail.stream.core import chain, compact, merkle, native_hashes, sequencer
+from authtrail.stream.core import chain, compact, id_window, merkle, native_hashes, sequencer
 from authtrail.stream.core.chain import CHAIN_DOMAIN, chain_hash, chain_hash_unchecked
 from authtrail.stream.core.compact import CompactTree
 from authtrail.stream.core.tiles import group_roots
@@ -43,6 +43,8 @@ NATIVE_ALIASES = [
     (chain, "_native_chain_hash"),
     (compact, "_native_push"),
     (sequencer, "_native_leaf_hash"),
+    (sequencer, "_native_offer"),
+    (id_window, "_native_id_key"),
 ]
 
 
@@ -81,6 +83,8 @@ def test_the_hot_paths_call_the_c_code() -> None:
         "_native_node_hash": _hashing.node_hash,
         "_native_chain_hash": _hashing.chain_hash,
         "_native_push": _hashing.compact_push,
+        "_native_offer": _hashing.sequencer_offer,
+        "_native_id_key": _hashing.id_key,
     }
     for module, name in NATIVE_ALIASES:
         assert getattr(module, name) is natives[name], (module.__name__, name)
