@@ -31,8 +31,8 @@
  *   sequencer_offer(sequencer, tenant_id, event_id, leaf, source_offset, source_index)
  *       -> Offer | None
  *       stream/core/sequencer.py's Sequencer.offer for the case of nearly every event: a
- *       known tenant whose batch is open, an id neither remembered nor kept forever, an
- *       input position after the last. It reads and updates the sequencer's own objects
+ *       known tenant whose batch is open, an id neither remembered nor kept forever (nor
+ *       to be kept), an input position after the last. It reads and updates the sequencer's own objects
  *       (the tenant's log, its two compact trees, the id window) exactly as that method
  *       does, with the hashes above, and returns the same Offer. For anything else it
  *       returns None having changed nothing, and the method runs. configure_offer(link,
@@ -508,7 +508,10 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
     log = PyDict_GetItemWithError(tenants, tenant); /* borrowed until the INCREF */
     LEAVE_IF(log == NULL);
     Py_INCREF(log);
-    LEAVE_IF((kept = attribute(log, name_kept_ids, EXACT_DICT)) == NULL || PyDict_GET_SIZE(kept));
+    /* An id kept forever (a decision's) is told from that dict, not the window. */
+    LEAVE_IF((kept = attribute(log, name_kept_ids, EXACT_DICT)) == NULL);
+    LEAVE_IF(PyDict_GET_SIZE(kept) && (PyDict_GetItemWithError(kept, event_id) != NULL ||
+                                       PyErr_Occurred()));
     LEAVE_IF((window = attribute(self, name_recent_ids, ANY)) == NULL || window == Py_None);
     LEAVE_IF((newer = attribute(window, name_newer, EXACT_DICT)) == NULL);
     LEAVE_IF((older = attribute(window, name_older, EXACT_DICT)) == NULL);

@@ -23,7 +23,7 @@ from authtrail.keys import generate_key_strings
 from authtrail.stream.core import sequencer as sequencer_module
 from authtrail.stream.core.id_window import id_key
 from authtrail.stream.core.note import Signer
-from authtrail.stream.core.sequencer import SEQUENCED, Sequencer
+from authtrail.stream.core.sequencer import CONFLICT, SEQUENCED, Sequencer
 from authtrail.stream.worker.snapshot import encode_state
 
 try:
@@ -136,6 +136,17 @@ def test_what_the_c_path_leaves_to_python_it_does_not_change() -> None:
         sequencer.window_bytes(),
         sequencer.full_batches(),
     ) == before
+    # A tenant that has an id kept forever still takes the C path for other ids.
+    kept = _new()
+    kept.offer("acme", "id-1", b"leaf-a", 0)
+    kept.offer("acme", KEPT_PREFIX + "1", b"decision", 1)
+    assert kept.tenants["acme"].kept_ids
+    assert _hashing.sequencer_offer(kept, "acme", KEPT_PREFIX + "1", b"decision", 2, None) is None
+    assert _hashing.sequencer_offer(kept, "acme", "id-2", b"x", 3, None) is not None
+    # Kept under another prefix (a snapshot from a worker configured otherwise): still kept.
+    kept.tenants["acme"].kept_ids["old-7"] = bytes(32)
+    assert _hashing.sequencer_offer(kept, "acme", "old-7", b"x", 4, None) is None
+    assert kept.offer("acme", "old-7", b"x", 4).outcome == CONFLICT
     closed = _new()
     closed.offer("acme", "id-1", b"leaf-a", 0)
     closed.close_batch("acme")  # the next event opens a batch: the method's _opened()
