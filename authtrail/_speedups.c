@@ -28,12 +28,22 @@
  *       beyond 64 bits, a value over 4 GiB): the Python path then encodes it or raises.
  *       The sealed-value (v2) check stays in Python, on the returned bytes.
  *
- * tests/unit/test_speedups.py compares both with the Python code on generated, mutated
+ *   chained_body(value, header, link, partition, offset, epoch, index) -> bytes | None
+ *       stream/worker/sequencing.py's chained record body of a sequenced event: the
+ *       Avro body of the event's single-object ``value`` (after ``header``, its codec's
+ *       marker and fingerprint) followed by schemas/chained_record.avsc's other fields,
+ *       from ``link`` (a ChainLink: seq, prev_hash, leaf_hash, hash) and the input
+ *       position. None unless value starts with header and every value is of its
+ *       field's exact type and range (a long, three 32-byte bytes, an int, two longs, a
+ *       null or an int): the codec then writes it, or raises.
+ *
+ * tests/unit/test_speedups.py compares them with the Python code on generated, mutated
  * and hand-made inputs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -775,11 +785,91 @@ static PyTypeObject FlatWriterType = {
     .tp_members = FlatWriter_members,
 };
 
+/* ------------------------------------------------------------------ chained body */
+
+/* An Avro long or int (zigzag varint) at p; returns the byte after it. */
+static unsigned char *put_zigzag(unsigned char *p, long long number) {
+    uint64_t value = ((uint64_t)number << 1) ^ (uint64_t)(number >> 63);
+    while (value > 0x7F) {
+        *p++ = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    *p++ = (unsigned char)value;
+    return p;
+}
+
+/* An exact int within [low, high] into out: 1, 0 (left to Python) or -1 (error set). */
+static int exact_int_in(PyObject *value, long long low, long long high, long long *out) {
+    if (!PyLong_CheckExact(value)) return 0;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return !overflow && *out >= low && *out <= high;
+}
+
+#define CHAINED_HASH 32
+
+static PyObject *chained_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "chained_body(value, header, link, partition, offset, "
+                                         "epoch, index) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *value = args[0], *header = args[1], *link = args[2], *index = args[6];
+    if (!PyBytes_CheckExact(value) || !PyBytes_CheckExact(header) || !PyTuple_Check(link) ||
+        PyTuple_GET_SIZE(link) != 4)
+        Py_RETURN_NONE;
+    Py_ssize_t header_size = PyBytes_GET_SIZE(header), value_size = PyBytes_GET_SIZE(value);
+    if (value_size < header_size ||
+        memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(header), (size_t)header_size) != 0)
+        Py_RETURN_NONE;
+    /* ChainLink's order; the record's is seq, prev_hash, hash, leaf_hash. */
+    PyObject *prev = PyTuple_GET_ITEM(link, 1), *leaf = PyTuple_GET_ITEM(link, 2);
+    PyObject *hash = PyTuple_GET_ITEM(link, 3);
+    PyObject *hashes[] = {prev, hash, leaf};
+    for (int i = 0; i < 3; i++)
+        if (!PyBytes_CheckExact(hashes[i]) || PyBytes_GET_SIZE(hashes[i]) != CHAINED_HASH)
+            Py_RETURN_NONE;
+    long long seq, partition, offset, epoch, position = 0;
+    int status;
+    if ((status = exact_int_in(PyTuple_GET_ITEM(link, 0), LLONG_MIN, LLONG_MAX, &seq)) != 1 ||
+        (status = exact_int_in(args[3], INT32_MIN, INT32_MAX, &partition)) != 1 ||
+        (status = exact_int_in(args[4], LLONG_MIN, LLONG_MAX, &offset)) != 1 ||
+        (status = exact_int_in(args[5], LLONG_MIN, LLONG_MAX, &epoch)) != 1 ||
+        (index != Py_None &&
+         (status = exact_int_in(index, INT32_MIN, INT32_MAX, &position)) != 1)) {
+        if (status < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    unsigned char tail[3 * CHAINED_HASH + 5 * 10 + 1], *p = tail;
+    p = put_zigzag(p, seq);
+    for (int i = 0; i < 3; i++, p += CHAINED_HASH)
+        memcpy(p, PyBytes_AS_STRING(hashes[i]), CHAINED_HASH);
+    p = put_zigzag(p, partition);
+    p = put_zigzag(p, offset);
+    p = put_zigzag(p, epoch);
+    if (index == Py_None) {
+        *p++ = 0; /* the union's null branch */
+    } else {
+        *p++ = 2; /* its int branch (1, zigzag) */
+        p = put_zigzag(p, position);
+    }
+    Py_ssize_t body_size = value_size - header_size, tail_size = p - tail;
+    PyObject *body = PyBytes_FromStringAndSize(NULL, body_size + tail_size);
+    if (body == NULL) return NULL;
+    memcpy(PyBytes_AS_STRING(body), PyBytes_AS_STRING(value) + header_size, (size_t)body_size);
+    memcpy(PyBytes_AS_STRING(body) + body_size, tail, (size_t)tail_size);
+    return body;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
     {"leaf_v1", (PyCFunction)(void (*)(void))leaf_v1, METH_FASTCALL,
      PyDoc_STR("leaf_v1(event, layout, magic) -> bytes | None: the version-1 canonical leaf")},
+    {"chained_body", (PyCFunction)(void (*)(void))chained_body, METH_FASTCALL,
+     PyDoc_STR("chained_body(value, header, link, partition, offset, epoch, index) -> "
+               "bytes | None: a sequenced event's chained record body")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,3 +19,14 @@ class FlatWriter:
     ) -> None: ...
     slow: Callable[[Any], bytes]
     def __call__(self, record: Any, /) -> bytes: ...
+
+def chained_body(
+    value: bytes,
+    header: bytes,
+    link: tuple[int, bytes, bytes, bytes],
+    partition: int,
+    offset: int,
+    epoch: int,
+    index: int | None,
+    /,
+) -> bytes | None: ...

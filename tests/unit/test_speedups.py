@@ -23,11 +23,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authtrail.producers.traffic import TrafficConfig, generate_events
-from authtrail.schemas import AUTH_EVENT, load_schema
+from authtrail.schemas import AUTH_EVENT, CHAINED_RECORD, load_schema
 from authtrail.schemas._flat_reader import compile_flat_reader
-from authtrail.schemas.codec import SingleObjectCodec, _without_logical_types
+from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec, _without_logical_types
 from authtrail.stream.core import canonical
 from authtrail.stream.core.canonical import MAGIC, canonical_leaf
+from authtrail.stream.core.chain import ChainLink
+from authtrail.stream.worker import sequencing
+from authtrail.stream.worker.app import codec
+from benchmarks.worker_core import run, workload
+from tests.unit.test_worker_golden import CHAINED_DIGEST
 
 try:
     from authtrail import _speedups
@@ -423,3 +428,82 @@ def test_an_enum_index_of_two_bytes_is_left_to_fastavro() -> None:
     assert c_read(b"\x7e\x02", 0) == py_read(b"\x7e\x02", 0) == {"e": "S63", "n": 1}
     for data in (b"\x80\x01\x02", b"\x80\x01", b"\x82\x01\x02"):
         assert c_read(data, 0) is None and py_read(data, 0) is None
+
+
+# ------------------------------------------------------------------ chained body
+
+EVENTS, CHAINED = codec(AUTH_EVENT), codec(CHAINED_RECORD)
+EVENT_HEADER = SINGLE_OBJECT_MARKER + EVENTS.reader_fingerprint
+INT32, INT64 = (-(2**31), 2**31 - 1), (-(2**63), 2**63 - 1)
+SHA = st.binary(min_size=32, max_size=32)
+
+
+def _codec_body(value: bytes, link: tuple[Any, ...], position: tuple[Any, ...]) -> bytes:
+    """What the worker wrote before the C code: the codec's spliced body."""
+    body = EVENTS.current_body(value)
+    assert body is not None
+    partition, offset, epoch, index = position
+    rest = {
+        "seq": link[0], "prev_hash": link[1], "leaf_hash": link[2], "hash": link[3],
+        "source_partition": partition, "source_offset": offset, "epoch": epoch,
+        "source_index": index,
+    }  # fmt: skip
+    return CHAINED.spliced_body(body, rest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(traffic(40)),
+    st.integers(*INT64), SHA, SHA, SHA,
+    st.integers(*INT32), st.integers(*INT64), st.integers(*INT64),
+    st.one_of(st.none(), st.integers(*INT32)),
+)  # fmt: skip
+def test_the_chained_body_is_the_codecs(
+    event: dict[str, Any], seq: int, prev: bytes, leaf: bytes, chained: bytes,
+    partition: int, offset: int, epoch: int, index: int | None,
+) -> None:  # fmt: skip
+    value = EVENTS.encode(event)
+    link = ChainLink(seq, prev, leaf, chained)
+    native = _speedups.chained_body(value, EVENT_HEADER, link, partition, offset, epoch, index)
+    assert native is not None
+    assert native == _codec_body(value, link, (partition, offset, epoch, index))
+    record = CHAINED.decode(SINGLE_OBJECT_MARKER + CHAINED.reader_fingerprint + native)
+    assert record["event"] == EVENTS.decode(value)
+    assert (record["seq"], record["prev_hash"], record["leaf_hash"], record["hash"]) == link
+    assert record["source_index"] == index and record["epoch"] == epoch
+
+
+def test_the_worker_writes_chained_bodies_in_c() -> None:
+    assert sequencing._native_chained_body is _speedups.chained_body
+
+
+def test_the_worker_chains_the_known_bytes_with_the_codec_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sequencing, "_native_chained_body", lambda *args: None)
+    assert run(workload(3000, 20, 100))["chained_sha256"] == CHAINED_DIGEST
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"value": b"\xc3\x01" + bytes(8) + b"body"},  # another schema's fingerprint
+        {"value": EVENT_HEADER[:5]},  # shorter than the header
+        {"value": bytearray(EVENT_HEADER + b"x")},
+        {"link": (1, bytes(32), bytes(32))},  # not four fields
+        {"link": (1, bytes(31), bytes(32), bytes(32))},
+        {"link": (1, bytes(32), bytearray(32), bytes(32))},
+        {"link": (2**63, bytes(32), bytes(32), bytes(32))},  # beyond a long
+        {"link": (True, bytes(32), bytes(32), bytes(32))},  # not an exact int
+        {"partition": 2**31},  # beyond an int
+        {"offset": -(2**63) - 1},
+        {"epoch": 1.0},
+        {"index": 2**31},
+        {"index": "0"},
+    ],
+)
+def test_the_chained_body_leaves_the_unusual_to_the_codec(change: dict[str, Any]) -> None:
+    args = {"value": EVENT_HEADER + b"body", "header": EVENT_HEADER,
+            "link": (1, bytes(32), bytes(32), bytes(32)), "partition": 0, "offset": 0,
+            "epoch": 0, "index": None} | change  # fmt: skip
+    assert _speedups.chained_body(*args.values()) is None
