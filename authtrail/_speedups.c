@@ -862,6 +862,447 @@ static PyObject *chained_body(PyObject *module, PyObject *const *args, Py_ssize_
     return body;
 }
 
+/* ------------------------------------------------------------------ reorder buffer */
+
+/* stream/detection/event_time.py's ReorderBuffer, method for method (that file has the
+ * semantics; this one only what C needs to say). Values keep their Python objects and
+ * are compared as Python compares them, so any int behaves as there. Pending events are
+ * the (occurred_at, event_id, payload) tuples offer() was given (or from_state() built),
+ * in (occurred_at, event_id) order from index head on; the expiry heap holds the
+ * (occurred_at, event_id) of every remembered id. */
+
+typedef struct {
+    PyObject *at, *id;
+} Expiry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *watermark;  /* an int or None */
+    PyObject *frontier;   /* (occurred_at, event_id) or None */
+    PyObject *recent_ids; /* dict: event_id -> occurred_at */
+    PyObject **pending;
+    Py_ssize_t head, end, capacity;
+    Expiry *expiry;
+    Py_ssize_t expiries, expiry_capacity;
+} Reorder;
+
+static PyTypeObject ReorderType;
+static PyObject *accepted_text, *late_text, *duplicate_text, *one;
+
+/* a < b as Python says; -1 with an error set. */
+static int less(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_LT); }
+
+/* (a_at, a_id) < (b_at, b_id) as tuples compare; -1 on error. */
+static int key_less(PyObject *a_at, PyObject *a_id, PyObject *b_at, PyObject *b_id) {
+    int equal = PyObject_RichCompareBool(a_at, b_at, Py_EQ);
+    if (equal < 0) return -1;
+    return equal ? less(a_id, b_id) : less(a_at, b_at);
+}
+
+/* max(watermark, floor) - lateness, or None (a new reference; NULL on error). */
+static PyObject *reorder_cutoff_of(Reorder *self, PyObject *lateness, PyObject *floor) {
+    PyObject *mark = self->watermark;
+    if (floor != Py_None) {
+        if (mark == Py_None) {
+            mark = floor;
+        } else {
+            int later = PyObject_RichCompareBool(floor, mark, Py_GT);
+            if (later < 0) return NULL;
+            if (later) mark = floor;
+        }
+    }
+    if (mark == Py_None) Py_RETURN_NONE;
+    return PyNumber_Subtract(mark, lateness);
+}
+
+static int expiry_push(Reorder *self, PyObject *at, PyObject *id) {
+    if (self->expiries == self->expiry_capacity) {
+        Py_ssize_t capacity = self->expiry_capacity ? 2 * self->expiry_capacity : 4;
+        Expiry *grown = PyMem_Realloc(self->expiry, (size_t)capacity * sizeof(Expiry));
+        if (grown == NULL) return PyErr_NoMemory(), -1;
+        self->expiry = grown;
+        self->expiry_capacity = capacity;
+    }
+    Py_ssize_t i = self->expiries++;
+    Expiry item = {Py_NewRef(at), Py_NewRef(id)};
+    while (i > 0) { /* sift up */
+        Py_ssize_t parent = (i - 1) / 2;
+        int smaller = key_less(item.at, item.id, self->expiry[parent].at, self->expiry[parent].id);
+        if (smaller < 0) {
+            self->expiry[i] = item; /* keep the heap whole for dealloc; order no longer matters */
+            return -1;
+        }
+        if (!smaller) break;
+        self->expiry[i] = self->expiry[parent];
+        i = parent;
+    }
+    self->expiry[i] = item;
+    return 0;
+}
+
+/* Remove the heap's top into *top (owned references); -1 on error. */
+static int expiry_pop(Reorder *self, Expiry *top) {
+    *top = self->expiry[0];
+    Expiry last = self->expiry[--self->expiries];
+    Py_ssize_t i = 0, n = self->expiries;
+    if (n == 0) return 0;
+    for (;;) { /* sift the last item down from the root */
+        Py_ssize_t child = 2 * i + 1;
+        if (child >= n) break;
+        if (child + 1 < n) {
+            int right = key_less(self->expiry[child + 1].at, self->expiry[child + 1].id,
+                                 self->expiry[child].at, self->expiry[child].id);
+            if (right < 0) goto failed;
+            child += right;
+        }
+        int down = key_less(self->expiry[child].at, self->expiry[child].id, last.at, last.id);
+        if (down < 0) goto failed;
+        if (!down) break;
+        self->expiry[i] = self->expiry[child];
+        i = child;
+    }
+    self->expiry[i] = last;
+    return 0;
+failed:
+    self->expiry[i] = last;
+    return -1;
+}
+
+/* _forget_before(): drop remembered ids older than cutoff; -1 on error. */
+static int reorder_forget_before(Reorder *self, PyObject *cutoff) {
+    while (self->expiries > 0) {
+        int old = less(self->expiry[0].at, cutoff);
+        if (old < 0) return -1;
+        if (!old) break;
+        Expiry top;
+        if (expiry_pop(self, &top) < 0) return -1;
+        int failed = PyDict_DelItem(self->recent_ids, top.id);
+        Py_DECREF(top.at);
+        Py_DECREF(top.id);
+        if (failed < 0) return -1;
+    }
+    return 0;
+}
+
+static int pending_reserve(Reorder *self) {
+    if (self->end < self->capacity) return 0;
+    if (self->head > 0) { /* move the live entries to the front */
+        memmove(self->pending, self->pending + self->head,
+                (size_t)(self->end - self->head) * sizeof(PyObject *));
+        self->end -= self->head, self->head = 0;
+        if (self->end <= self->capacity / 2) return 0; /* room enough; else grow too */
+    }
+    Py_ssize_t capacity = self->capacity ? 2 * self->capacity : 4;
+    PyObject **grown = PyMem_Realloc(self->pending, (size_t)capacity * sizeof(PyObject *));
+    if (grown == NULL) return PyErr_NoMemory(), -1;
+    self->pending = grown;
+    self->capacity = capacity;
+    return 0;
+}
+
+/* Insert the (occurred_at, event_id, payload) tuple item in order, after equal keys
+ * (bisect.insort's right side); -1 on error. */
+static int pending_insert(Reorder *self, PyObject *item) {
+    if (pending_reserve(self) < 0) return -1;
+    PyObject *at = PyTuple_GET_ITEM(item, 0), *id = PyTuple_GET_ITEM(item, 1);
+    Py_ssize_t low = self->head, high = self->end;
+    if (high > low) { /* in order, as most are: after the last, no search */
+        PyObject *last = self->pending[high - 1];
+        int before = key_less(at, id, PyTuple_GET_ITEM(last, 0), PyTuple_GET_ITEM(last, 1));
+        if (before < 0) return -1;
+        if (!before) low = high;
+    }
+    while (low < high) {
+        Py_ssize_t middle = low + (high - low) / 2;
+        PyObject *entry = self->pending[middle];
+        int before = key_less(at, id, PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 1));
+        if (before < 0) return -1;
+        if (before) high = middle; else low = middle + 1;
+    }
+    memmove(self->pending + low + 1, self->pending + low,
+            (size_t)(self->end - low) * sizeof(PyObject *));
+    self->pending[low] = Py_NewRef(item);
+    self->end++;
+    return 0;
+}
+
+static PyObject *reorder_offer(Reorder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "offer(occurred_at, event_id, payload, lateness, floor)");
+        return NULL;
+    }
+    PyObject *at = args[0], *id = args[1], *payload = args[2], *lateness = args[3];
+    PyObject *floor = args[4];
+    int known = PyDict_Contains(self->recent_ids, id);
+    if (known < 0) return NULL;
+    if (known) return Py_NewRef(duplicate_text);
+    PyObject *cutoff = reorder_cutoff_of(self, lateness, floor);
+    if (cutoff == NULL) return NULL;
+    if (cutoff != Py_None) {
+        int late = less(at, cutoff);
+        Py_DECREF(cutoff);
+        if (late < 0) return NULL;
+        if (late) return Py_NewRef(late_text);
+    } else {
+        Py_DECREF(cutoff);
+    }
+    if (self->frontier != Py_None) {
+        int before = key_less(at, id, PyTuple_GET_ITEM(self->frontier, 0),
+                              PyTuple_GET_ITEM(self->frontier, 1));
+        if (before < 0) return NULL;
+        if (before) return Py_NewRef(late_text);
+    }
+    if (self->watermark == Py_None) {
+        Py_SETREF(self->watermark, Py_NewRef(at));
+    } else {
+        int newer = PyObject_RichCompareBool(at, self->watermark, Py_GT);
+        if (newer < 0) return NULL;
+        if (newer) Py_SETREF(self->watermark, Py_NewRef(at));
+    }
+    PyObject *item = PyTuple_Pack(3, at, id, payload);
+    if (item == NULL) return NULL;
+    int failed = pending_insert(self, item);
+    Py_DECREF(item);
+    if (failed < 0 || PyDict_SetItem(self->recent_ids, id, at) < 0 ||
+        expiry_push(self, at, id) < 0)
+        return NULL;
+    return Py_NewRef(accepted_text);
+}
+
+static PyObject *reorder_release(Reorder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "release(lateness, floor)");
+        return NULL;
+    }
+    PyObject *cutoff = reorder_cutoff_of(self, args[0], args[1]);
+    if (cutoff == NULL) return NULL;
+    if (cutoff == Py_None) {
+        Py_DECREF(cutoff);
+        return PyList_New(0);
+    }
+    PyObject *released = PyList_New(0);
+    if (released == NULL) goto failed;
+    while (self->head < self->end) {
+        PyObject *oldest = self->pending[self->head];
+        int due = PyObject_RichCompareBool(PyTuple_GET_ITEM(oldest, 0), cutoff, Py_LE);
+        if (due < 0) goto failed;
+        if (!due) break;
+        if (PyList_Append(released, oldest) < 0) goto failed;
+        self->pending[self->head++] = NULL;
+        Py_DECREF(oldest);
+    }
+    if (self->head == self->end) self->head = self->end = 0;
+    Py_ssize_t count = PyList_GET_SIZE(released);
+    if (count > 0) {
+        PyObject *last = PyList_GET_ITEM(released, count - 1);
+        PyObject *frontier = PyTuple_Pack(2, PyTuple_GET_ITEM(last, 0), PyTuple_GET_ITEM(last, 1));
+        if (frontier == NULL) goto failed;
+        Py_SETREF(self->frontier, frontier);
+    }
+    if (self->expiries > 0) {
+        int old = less(self->expiry[0].at, cutoff);
+        if (old < 0 || (old && reorder_forget_before(self, cutoff) < 0)) goto failed;
+    }
+    Py_DECREF(cutoff);
+    return released;
+failed:
+    Py_DECREF(cutoff);
+    Py_XDECREF(released);
+    return NULL;
+}
+
+static PyObject *reorder_due(Reorder *self, PyObject *unused) {
+    PyObject *pending = self->head < self->end ? PyTuple_GET_ITEM(self->pending[self->head], 0)
+                                               : NULL;
+    if (self->expiries == 0) return Py_NewRef(pending ? pending : Py_None);
+    PyObject *after = PyNumber_Add(self->expiry[0].at, one);
+    if (after == NULL || pending == NULL) return after;
+    int sooner = less(after, pending);
+    if (sooner < 0) {
+        Py_DECREF(after);
+        return NULL;
+    }
+    if (sooner) return after;
+    Py_DECREF(after);
+    return Py_NewRef(pending);
+}
+
+static PyObject *reorder_forget(Reorder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "forget(lateness, floor)");
+        return NULL;
+    }
+    PyObject *cutoff = reorder_cutoff_of(self, args[0], args[1]);
+    if (cutoff == NULL) return NULL;
+    int failed = cutoff != Py_None && reorder_forget_before(self, cutoff) < 0;
+    Py_DECREF(cutoff);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reorder_cutoff(Reorder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cutoff(lateness, floor)");
+        return NULL;
+    }
+    return reorder_cutoff_of(self, args[0], args[1]);
+}
+
+static PyObject *reorder_oldest(Reorder *self, PyObject *unused) {
+    if (self->head == self->end) Py_RETURN_NONE;
+    return Py_NewRef(PyTuple_GET_ITEM(self->pending[self->head], 0));
+}
+
+static PyObject *reorder_to_state(Reorder *self, PyObject *unused) {
+    PyObject *pending = PyList_New(self->end - self->head), *frontier = NULL, *ids = NULL;
+    if (pending == NULL) return NULL;
+    for (Py_ssize_t i = self->head; i < self->end; i++) {
+        PyObject *entry = PySequence_List(self->pending[i]);
+        if (entry == NULL) goto failed;
+        PyList_SET_ITEM(pending, i - self->head, entry);
+    }
+    frontier = self->frontier == Py_None ? Py_NewRef(Py_None) : PySequence_List(self->frontier);
+    ids = PyDict_Copy(self->recent_ids);
+    if (frontier == NULL || ids == NULL) goto failed;
+    PyObject *state = Py_BuildValue("{sOsOsOsO}", "watermark", self->watermark, "frontier",
+                                    frontier, "pending", pending, "recent_ids", ids);
+    Py_DECREF(pending), Py_DECREF(frontier), Py_DECREF(ids);
+    return state;
+failed:
+    Py_XDECREF(pending), Py_XDECREF(frontier), Py_XDECREF(ids);
+    return NULL;
+}
+
+static PyObject *reorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if ((args != NULL && PyTuple_GET_SIZE(args) != 0) ||
+        (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "ReorderBuffer() takes no arguments");
+        return NULL;
+    }
+    Reorder *self = (Reorder *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->watermark = Py_NewRef(Py_None);
+    self->frontier = Py_NewRef(Py_None);
+    self->recent_ids = PyDict_New();
+    if (self->recent_ids == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* _load(watermark, frontier, pending, recent_ids): a new buffer's state, as from_state()
+ * (event_time.py) works it out: frontier a tuple or None, pending a list of tuples in
+ * order, recent_ids a dict (kept); the heap is rebuilt from the ids. */
+static PyObject *reorder_load(Reorder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[2]) || !PyDict_CheckExact(args[3]) ||
+        (args[1] != Py_None && !(PyTuple_CheckExact(args[1]) && PyTuple_GET_SIZE(args[1]) == 2))) {
+        PyErr_SetString(PyExc_TypeError, "_load(watermark, frontier, pending, recent_ids)");
+        return NULL;
+    }
+    if (self->end > self->head || self->expiries > 0 || PyDict_GET_SIZE(self->recent_ids)) {
+        PyErr_SetString(PyExc_ValueError, "_load() takes a new buffer");
+        return NULL;
+    }
+    PyObject *pending = args[2], *ids = args[3];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
+        PyObject *item = PyList_GET_ITEM(pending, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "_load(): pending entries are 3-tuples");
+            return NULL;
+        }
+        if (pending_reserve(self) < 0) return NULL;
+        self->pending[self->end++] = Py_NewRef(item);
+    }
+    Py_SETREF(self->watermark, Py_NewRef(args[0]));
+    Py_SETREF(self->frontier, Py_NewRef(args[1]));
+    Py_SETREF(self->recent_ids, Py_NewRef(ids));
+    Py_ssize_t position = 0;
+    PyObject *id, *at;
+    while (PyDict_Next(ids, &position, &id, &at))
+        if (expiry_push(self, at, id) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int reorder_traverse(Reorder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->watermark);
+    Py_VISIT(self->frontier);
+    Py_VISIT(self->recent_ids);
+    for (Py_ssize_t i = self->head; i < self->end; i++) Py_VISIT(self->pending[i]);
+    for (Py_ssize_t i = 0; i < self->expiries; i++) {
+        Py_VISIT(self->expiry[i].at);
+        Py_VISIT(self->expiry[i].id);
+    }
+    return 0;
+}
+
+static int reorder_clear(Reorder *self) {
+    Py_CLEAR(self->watermark);
+    Py_CLEAR(self->frontier);
+    Py_CLEAR(self->recent_ids);
+    for (Py_ssize_t i = self->head; i < self->end; i++) Py_CLEAR(self->pending[i]);
+    self->head = self->end = 0;
+    for (Py_ssize_t i = 0; i < self->expiries; i++) {
+        Py_CLEAR(self->expiry[i].at);
+        Py_CLEAR(self->expiry[i].id);
+    }
+    self->expiries = 0;
+    return 0;
+}
+
+static void reorder_dealloc(Reorder *self) {
+    PyObject_GC_UnTrack(self);
+    reorder_clear(self);
+    PyMem_Free(self->pending);
+    PyMem_Free(self->expiry);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *reorder_get_watermark(Reorder *self, void *unused) {
+    return Py_NewRef(self->watermark ? self->watermark : Py_None);
+}
+
+static PyObject *reorder_get_frontier(Reorder *self, void *unused) {
+    return Py_NewRef(self->frontier ? self->frontier : Py_None);
+}
+
+static PyObject *reorder_get_recent_ids(Reorder *self, void *unused) {
+    return Py_NewRef(self->recent_ids ? self->recent_ids : Py_None);
+}
+
+static PyGetSetDef reorder_getset[] = {
+    {"watermark", (getter)reorder_get_watermark, NULL, "the newest event time offered", NULL},
+    {"frontier", (getter)reorder_get_frontier, NULL, "the newest key released", NULL},
+    {"recent_ids", (getter)reorder_get_recent_ids, NULL, "event_id -> occurred_at", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef reorder_methods[] = {
+    {"offer", (PyCFunction)(void (*)(void))reorder_offer, METH_FASTCALL, NULL},
+    {"release", (PyCFunction)(void (*)(void))reorder_release, METH_FASTCALL, NULL},
+    {"forget", (PyCFunction)(void (*)(void))reorder_forget, METH_FASTCALL, NULL},
+    {"cutoff", (PyCFunction)(void (*)(void))reorder_cutoff, METH_FASTCALL, NULL},
+    {"due", (PyCFunction)reorder_due, METH_NOARGS, NULL},
+    {"oldest", (PyCFunction)reorder_oldest, METH_NOARGS, NULL},
+    {"to_state", (PyCFunction)reorder_to_state, METH_NOARGS, NULL},
+    {"_load", (PyCFunction)(void (*)(void))reorder_load, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.ReorderBuffer",
+    .tp_doc = PyDoc_STR("stream/detection/event_time.py's ReorderBuffer in C"),
+    .tp_basicsize = sizeof(Reorder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = reorder_new,
+    .tp_dealloc = (destructor)reorder_dealloc,
+    .tp_traverse = (traverseproc)reorder_traverse,
+    .tp_clear = (inquiry)reorder_clear,
+    .tp_methods = reorder_methods,
+    .tp_getset = reorder_getset,
+};
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -882,11 +1323,20 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&FlatReaderType) < 0 || PyType_Ready(&FlatWriterType) < 0) return NULL;
+    if (PyType_Ready(&FlatReaderType) < 0 || PyType_Ready(&FlatWriterType) < 0 ||
+        PyType_Ready(&ReorderType) < 0)
+        return NULL;
+    /* event_time.py's outcomes (equal strings: they are counted by value) */
+    if ((accepted_text = PyUnicode_InternFromString("accepted")) == NULL ||
+        (late_text = PyUnicode_InternFromString("late")) == NULL ||
+        (duplicate_text = PyUnicode_InternFromString("duplicate")) == NULL ||
+        (one = PyLong_FromLong(1)) == NULL)
+        return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
-        PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0) {
+        PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0 ||
+        PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -16,9 +16,10 @@ import bisect
 import heapq
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ACCEPTED", "DUPLICATE", "LATE", "ReorderBuffer"]
+__all__ = ["ACCEPTED", "DUPLICATE", "LATE", "EventOrder", "ReorderBuffer", "new_order",
+           "order_from_state"]  # fmt: skip
 
 ACCEPTED, LATE, DUPLICATE = "accepted", "late", "duplicate"
 
@@ -113,6 +114,10 @@ class ReorderBuffer:
             self._forget_before(cutoff)
         return released
 
+    def oldest(self) -> int | None:
+        """The oldest pending event's time; None when nothing is pending."""
+        return self.pending[0][0] if self.pending else None
+
     def due(self) -> int | None:
         """The smallest cutoff at which :meth:`release` would change anything: the oldest
         pending event's time, or one past the oldest remembered id's (then forgotten);
@@ -155,3 +160,52 @@ class ReorderBuffer:
         buffer._expiry = [(at, event_id) for event_id, at in buffer.recent_ids.items()]
         heapq.heapify(buffer._expiry)
         return buffer
+
+
+class EventOrder(Protocol):
+    """What the detectors use of a reorder buffer: :class:`ReorderBuffer`, or the same in C."""
+
+    @property
+    def watermark(self) -> int | None: ...
+    @property
+    def recent_ids(self) -> dict[str, int]: ...
+    def offer(
+        self, occurred_at: int, event_id: str, payload: dict[str, Any], lateness: int,
+        floor: int | None,
+    ) -> str: ...  # fmt: skip
+    def release(
+        self, lateness: int, floor: int | None
+    ) -> list[tuple[int, str, dict[str, Any]]]: ...
+    def oldest(self) -> int | None: ...
+    def due(self) -> int | None: ...
+    def forget(self, lateness: int, floor: int | None) -> None: ...
+    def to_state(self) -> dict[str, Any]: ...
+
+
+try:  # the same buffer in C (authtrail/_speedups.c), method for method
+    from authtrail._speedups import ReorderBuffer as _CReorderBuffer
+
+    _NativeReorderBuffer: type[_CReorderBuffer] | None = _CReorderBuffer
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _NativeReorderBuffer = None
+
+
+def new_order() -> EventOrder:
+    """An empty reorder buffer: in C when built (~4 times less CPU per event and half the
+    memory of an idle one), else :class:`ReorderBuffer`."""
+    return _NativeReorderBuffer() if _NativeReorderBuffer is not None else ReorderBuffer()
+
+
+def order_from_state(state: Mapping[str, Any]) -> EventOrder:
+    """:meth:`ReorderBuffer.from_state` into the buffer :func:`new_order` makes."""
+    if _NativeReorderBuffer is None:
+        return ReorderBuffer.from_state(state)
+    frontier = state["frontier"]
+    buffer = _NativeReorderBuffer()
+    buffer._load(
+        state["watermark"],
+        (frontier[0], frontier[1]) if frontier else None,
+        [(item[0], item[1], dict(item[2])) for item in state["pending"]],
+        dict(state["recent_ids"]),
+    )
+    return buffer

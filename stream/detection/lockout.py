@@ -36,7 +36,7 @@ from authtrail.stream.detection.decisions import (
     event_identity,
     user_key,
 )
-from authtrail.stream.detection.event_time import ReorderBuffer
+from authtrail.stream.detection.event_time import EventOrder, new_order, order_from_state
 from authtrail.stream.detection.lockout_policy import (
     DEFAULT_ALLOWED_LATENESS_SECONDS,
     LockoutPolicy,
@@ -60,7 +60,7 @@ class _Account:
 
     def __init__(self, tenant_id: str, key: str) -> None:
         self.tenant_id, self.key = tenant_id, key
-        self.order = ReorderBuffer()
+        self.order: EventOrder = new_order()
         self.failures = 0  # Keycloak's numFailures ("count" in its documentation)
         self.temporary_lockouts = 0  # numTemporaryLockouts
         self.last_failure: int | None = None
@@ -205,7 +205,7 @@ class _Account:
         account = cls(tenant_id, key)
         for name in _ACCOUNT_FIELDS:
             setattr(account, name, state[name])
-        account.order = ReorderBuffer.from_state(state["order"])
+        account.order = order_from_state(state["order"])
         return account
 
 
@@ -239,7 +239,7 @@ class _Tenant:
 
     def track(self, account: _Account) -> None:
         key = account.key
-        if account.order.pending:
+        if account.order.oldest() is not None:
             self.buffered.add(key)
             due = account.order.due() or 0
             scheduled = self.scheduled.get(key)
@@ -402,7 +402,7 @@ class LockoutDetector:
         forgettable = [
             key
             for key, account in tenant.accounts.items()
-            if not (account.order.pending or account.order.recent_ids)
+            if not (account.order.oldest() is not None or account.order.recent_ids)
             and not (account.unlock_pending or account.permanent)
             and (account.order.watermark or 0) <= floor
             and (
@@ -488,13 +488,13 @@ class LockoutDetector:
             if tenant.locked.get(key) != until:
                 continue  # stale: announced, unlocked or locked again since
             del tenant.locked[key]
-            pending = tenant.accounts[key].order.pending
+            oldest = tenant.accounts[key].order.oldest()
             # A buffered event from before the expiry (say, an administrator's unlock)
             # must be applied first. Only a release of the account's own events can apply
             # it, and its track() gives the lock an entry again. (Put back here, it was
             # taken up again at every event of the tenant: an account flooded while
             # locked holds its failures of the whole lateness window.)
-            if not (pending and pending[0][0] < until):
+            if not (oldest is not None and oldest < until):
                 due.append((until, key))
         return [tenant.accounts[key].unlocked(None, clock) for _, key in sorted(due)]
 

@@ -32,7 +32,7 @@ from authtrail.stream.detection.decisions import (
     keyed_identity,
     user_key,
 )
-from authtrail.stream.detection.event_time import ReorderBuffer
+from authtrail.stream.detection.event_time import EventOrder, new_order, order_from_state
 from authtrail.stream.detection.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
 
 __all__ = ["SprayDetector"]
@@ -51,7 +51,7 @@ class _Address:
         # Creation order: the tenant's dict order, so visits sort by it instead of
         # scanning the dict.
         self.rank = rank
-        self.order = ReorderBuffer()
+        self.order: EventOrder = new_order()
         self.failures: deque[tuple[int, str]] = deque()  # (occurred_at, user key)
         self.accounts: dict[str, list[Any]] = {}  # user key -> [name, failures in window]
         self.quiet_until: int | None = None  # end of the last alerted window
@@ -107,7 +107,7 @@ class _Address:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> _Address:
         address = cls()
-        address.order = ReorderBuffer.from_state(state["order"])
+        address.order = order_from_state(state["order"])
         for at, key, name in state["failures"]:
             address.add(at, key, name)
         address.quiet_until = state["quiet_until"]
@@ -118,7 +118,7 @@ class _Address:
         holds from there on while the address is untouched); None while events are
         buffered or ids remembered, which only a release of the address changes."""
         order = self.order
-        if order.pending or order.recent_ids:
+        if order.oldest() is not None or order.recent_ids:
             return None
         at = max(order.watermark or 0, self.quiet_until or 0)
         # Failures are appended in event-time order: the last is the newest.

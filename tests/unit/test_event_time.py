@@ -1,10 +1,16 @@
-"""The reorder buffer: its release, and how it forgets the ids a cutoff passed."""
+"""The reorder buffer: its release, and how it forgets the ids a cutoff passed; and the
+same buffer in C (authtrail/_speedups.c), which the detectors use, against it."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authtrail.stream.detection import event_time
 from authtrail.stream.detection.event_time import ACCEPTED, DUPLICATE, LATE, ReorderBuffer
 
 LATENESS = 10
@@ -95,3 +101,81 @@ def test_a_reloaded_buffer_forgets_as_the_original_would() -> None:
         either.forget(100, 125)  # cutoff 25
         assert either.recent_ids == {"a": 50, "c": 40, "e": 30}
         assert either.due() == 10  # the oldest pending event, still held
+
+
+# ------------------------------------------------------------------ the buffer in C
+
+try:
+    from authtrail._speedups import ReorderBuffer as CReorderBuffer
+except ImportError as exc:  # pragma: no cover - tests/unit/test_speedups.py says why
+    pytest.fail(f"authtrail._speedups is not built ({exc})", pytrace=False)
+
+
+def test_the_detectors_use_the_buffer_in_c() -> None:
+    assert type(event_time.new_order()) is CReorderBuffer
+    assert type(event_time.order_from_state(ReorderBuffer().to_state())) is CReorderBuffer
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["offer", "offer", "offer", "release", "forget", "reload"]),
+            st.integers(-5, 60),  # event time, or the floor of a release or forget
+            st.integers(0, 12),  # event id: repeats are duplicates or late copies
+        ),
+        max_size=150,
+    ),
+    lateness=st.sampled_from([0, 5, 20, 2**70]),  # an int beyond 64 bits too
+)
+def test_the_buffer_in_c_is_the_python_buffer(
+    steps: list[tuple[str, int, int]], lateness: int
+) -> None:
+    native, reference = event_time.new_order(), ReorderBuffer()
+    for action, at, number in steps:
+        floor = at if at % 3 else None
+        if action == "offer":
+            event = (at, f"e{number}", {"n": number})
+            assert native.offer(*event, lateness, floor) == reference.offer(*event, lateness, floor)
+        elif action == "release":
+            assert native.release(lateness, floor) == reference.release(lateness, floor)
+        elif action == "forget":
+            native.forget(lateness, floor)
+            reference.forget(lateness, floor)
+        else:  # a snapshot and back
+            native = event_time.order_from_state(native.to_state())
+            reference = ReorderBuffer.from_state(reference.to_state())
+        assert native.to_state() == reference.to_state()
+        assert list(native.recent_ids.items()) == list(reference.recent_ids.items())
+        assert (native.due(), native.oldest(), native.watermark) == (
+            reference.due(), reference.oldest(), reference.watermark
+        )  # fmt: skip
+        assert native.cutoff(lateness, floor) == reference.cutoff(lateness, floor)
+
+
+def test_a_flooded_buffer_in_c_releases_one_event_a_time_in_order() -> None:
+    """A busy key holds its whole lateness window: each event releases about one."""
+    native, reference = event_time.new_order(), ReorderBuffer()
+    for n in range(20_000):
+        at = n if n % 7 else n - 3  # a few out of order
+        for buffer in (native, reference):
+            assert buffer.offer(at, f"e{n}", {}, 1_000, None) == ACCEPTED
+        assert native.release(1_000, None) == reference.release(1_000, None)
+    assert native.to_state() == reference.to_state()
+
+
+def test_the_buffer_in_c_keeps_no_memory_per_call() -> None:
+    buffer = event_time.new_order()
+    for n in range(200):
+        buffer.offer(n, f"e{n}", {}, 10, None)
+        buffer.release(10, None)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(200, 20_200):
+        buffer.offer(n, f"e{n}", {}, 10, None)
+        buffer.release(10, None)
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 64_000, grown  # a lateness window's events and ids, not 20 000

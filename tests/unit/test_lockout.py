@@ -614,7 +614,8 @@ class _VisitEveryAccount(LockoutDetector):
         for key in tenant.locked:
             account = tenant.accounts[key]
             until = account.locked_until or 0
-            held_back = account.order.pending and account.order.pending[0][0] < until
+            oldest = account.order.oldest()
+            held_back = oldest is not None and oldest < until
             if account.expiry_due(tenant.clock) and not held_back:
                 due.append((until, key))
         decisions = []

@@ -258,7 +258,7 @@ class _VisitEveryAddress(SprayDetector):
         for client_ip in [
             client_ip
             for client_ip, address in addresses.items()
-            if not (address.order.pending or address.order.recent_ids)
+            if not (address.order.oldest() is not None or address.order.recent_ids)
             and (address.order.watermark or 0) <= now
             and all(item[0] <= horizon for item in address.failures)
             and (address.quiet_until or 0) <= now

@@ -16,7 +16,10 @@ import itertools
 import json
 from typing import Any
 
+import pytest
+
 from authtrail.producers.traffic import TrafficConfig, generate_events
+from authtrail.stream.detection import event_time
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
 from benchmarks.worker_core import run, workload
@@ -56,7 +59,12 @@ def _traffic(events: int) -> list[dict[str, Any]]:
     return traffic + traffic[500:600]
 
 
-def test_the_detectors_decide_exactly_the_known_decisions() -> None:
+@pytest.mark.parametrize("buffer", ["c", "python"])
+def test_the_detectors_decide_exactly_the_known_decisions(
+    buffer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if buffer == "python":  # the reorder buffers of a build without the C code
+        monkeypatch.setattr(event_time, "_NativeReorderBuffer", None)
     decided, state, kinds = hashlib.sha256(), hashlib.sha256(), dict[str, int]()
     traffic = _traffic(15_000)
     for lateness in (0, 30, None):  # None: the default
