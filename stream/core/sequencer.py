@@ -116,7 +116,7 @@ _new_tuple = tuple.__new__
 _REPLAYED, _DUPLICATE, _CONFLICT = Offer(REPLAYED), Offer(DUPLICATE), Offer(CONFLICT)
 
 # Sequencer.offer's usual case in C (authtrail/_hashing.c: None, changing nothing, for any
-# other, which the method's own code then takes): ~3.6 -> ~1 µs an event.
+# other, which the method's own code then takes): ~0.8 µs less an event (docs/PERFORMANCE.md).
 _native_offer = native_hashes.sequencer_offer
 native_hashes.configure_offer(ChainLink, ChainHead, Offer, SEQUENCED)
 

@@ -191,8 +191,9 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 
 
 def new_order() -> EventOrder:
-    """An empty reorder buffer: in C when built (~4 times less CPU per event and half the
-    memory of an idle one), else :class:`ReorderBuffer`."""
+    """An empty reorder buffer: in C when built (a third of the memory of an idle one, and
+    ~0.5-2 µs less of the guard's CPU per event, docs/PERFORMANCE.md), else
+    :class:`ReorderBuffer`."""
     return _NativeReorderBuffer() if _NativeReorderBuffer is not None else ReorderBuffer()
 
 
