@@ -162,6 +162,45 @@ static PyObject *chain_hash(PyObject *module, PyObject *const *args, Py_ssize_t 
     return digest_bytes(parts, 6);
 }
 
+/* The stored roots an append to a compact tree of size leaves merges with the leaf (each
+ * trailing 1 bit of size is a stored subtree as high as the one carried up), or -1 when
+ * hashes cannot take it: fewer roots, or one that is not exact 32-byte bytes. */
+static Py_ssize_t merges_of(PyObject *hashes, unsigned long long size) {
+    Py_ssize_t merges = 0, count = PyList_GET_SIZE(hashes);
+    for (unsigned long long rest = size; rest & 1; rest >>= 1) merges++;
+    if (merges > count) return -1;
+    for (Py_ssize_t i = count - merges; i < count; i++)
+        if (!is_hash(PyList_GET_ITEM(hashes, i))) return -1;
+    return merges;
+}
+
+/* Append the 32-byte leaf to hashes, merging its last merges roots (merges_of()) into one,
+ * like a binary increment; -1 on error. */
+static int append_leaf(PyObject *hashes, Py_ssize_t merges, PyObject *leaf) {
+    Py_ssize_t count = PyList_GET_SIZE(hashes);
+    unsigned char carried[HASH_SIZE];
+    memcpy(carried, PyBytes_AS_STRING(leaf), HASH_SIZE);
+    for (Py_ssize_t i = count - 1; i >= count - merges; i--) {
+        PyObject *stored = PyList_GET_ITEM(hashes, i);
+        if (node_digest((const unsigned char *)PyBytes_AS_STRING(stored), carried, carried) < 0)
+            return -1;
+    }
+    if (merges == 0) return PyList_Append(hashes, leaf);
+    PyObject *merged = PyBytes_FromStringAndSize((const char *)carried, HASH_SIZE);
+    if (merged == NULL) return -1;
+    /* The merged root takes the place of the first root it covers, the others go (an
+     * error in deleting them leaves the tree as it was). */
+    Py_ssize_t first = count - merges;
+    if (merges > 1 && PyList_SetSlice(hashes, first + 1, count, NULL) < 0) {
+        Py_DECREF(merged);
+        return -1;
+    }
+    PyObject *replaced = PyList_GET_ITEM(hashes, first);
+    PyList_SET_ITEM(hashes, first, merged);
+    Py_DECREF(replaced);
+    return 0;
+}
+
 static PyObject *compact_push(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (wrong_arguments("compact_push(hashes, size, leaf_hash)", nargs, 3)) return NULL;
     PyObject *hashes = args[0], *size_object = args[1], *leaf = args[2];
@@ -173,36 +212,9 @@ static PyObject *compact_push(PyObject *module, PyObject *const *args, Py_ssize_
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    /* Each trailing 1 bit of size is a stored subtree as high as the one carried up. */
-    Py_ssize_t merges = 0;
-    for (unsigned long long rest = size; rest & 1; rest >>= 1) merges++;
-    Py_ssize_t count = PyList_GET_SIZE(hashes);
-    if (merges > count) Py_RETURN_NONE;
-    for (Py_ssize_t i = count - merges; i < count; i++)
-        if (!is_hash(PyList_GET_ITEM(hashes, i))) Py_RETURN_NONE;
-    unsigned char carried[HASH_SIZE];
-    memcpy(carried, PyBytes_AS_STRING(leaf), HASH_SIZE);
-    for (Py_ssize_t i = count - 1; i >= count - merges; i--) {
-        PyObject *stored = PyList_GET_ITEM(hashes, i);
-        if (node_digest((const unsigned char *)PyBytes_AS_STRING(stored), carried, carried) < 0)
-            return NULL;
-    }
-    if (merges == 0) {
-        if (PyList_Append(hashes, leaf) < 0) return NULL;
-        Py_RETURN_TRUE;
-    }
-    PyObject *merged = PyBytes_FromStringAndSize((const char *)carried, HASH_SIZE);
-    if (merged == NULL) return NULL;
-    /* The merged root takes the place of the first root it covers, the others go (an
-     * error in deleting them leaves the tree as it was). */
-    Py_ssize_t first = count - merges;
-    if (merges > 1 && PyList_SetSlice(hashes, first + 1, count, NULL) < 0) {
-        Py_DECREF(merged);
-        return NULL;
-    }
-    PyObject *replaced = PyList_GET_ITEM(hashes, first);
-    PyList_SET_ITEM(hashes, first, merged);
-    Py_DECREF(replaced);
+    Py_ssize_t merges = merges_of(hashes, size);
+    if (merges < 0) Py_RETURN_NONE;
+    if (append_leaf(hashes, merges, leaf) < 0) return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -438,27 +450,11 @@ static int as_long_long(PyObject *value, long long *out) {
     return overflow == 0;
 }
 
-/* Whether a compact tree of size leaves holding hashes can take a leaf (compact_push()'s
- * preconditions): the roots its append merges are there, exact 32-byte bytes. */
-static int can_push(PyObject *hashes, long long size) {
-    if (size < 0) return 0;
-    Py_ssize_t merges = 0, count = PyList_GET_SIZE(hashes);
-    for (unsigned long long rest = (unsigned long long)size; rest & 1; rest >>= 1) merges++;
-    if (merges > count) return 0;
-    for (Py_ssize_t i = count - merges; i < count; i++)
-        if (!is_hash(PyList_GET_ITEM(hashes, i))) return 0;
-    return 1;
-}
-
-/* compact_push() of leaf onto a tree that can_push(), then its _size set to size + 1. */
-static int push(PyObject *tree, PyObject *hashes, long long size, PyObject *leaf) {
-    PyObject *args[] = {hashes, NULL, leaf};
-    args[1] = PyLong_FromLongLong(size);
-    if (args[1] == NULL) return -1;
-    PyObject *done = compact_push(NULL, args, 3);
-    Py_DECREF(args[1]);
-    if (done == NULL) return -1;
-    Py_DECREF(done);
+/* append_leaf() onto a tree of size leaves (merges_of() is merges), then its _size set to
+ * size + 1. */
+static int push(PyObject *tree, PyObject *hashes, long long size, Py_ssize_t merges,
+                PyObject *leaf) {
+    if (append_leaf(hashes, merges, leaf) < 0) return -1;
     PyObject *grown = PyLong_FromLongLong(size + 1);
     if (grown == NULL) return -1;
     int failed = PyObject_SetAttr(tree, name_size, grown);
@@ -536,8 +532,10 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
     LEAVE_IF((fits = as_long_long(batch_size, &batch_leaves)) != 1);
     LEAVE_IF(batch_leaves <= 0); /* a batch to open: _opened() */
     LEAVE_IF((fits = as_long_long(tree_size, &tree_leaves)) != 1);
-    LEAVE_IF(tree_leaves >= LLONG_MAX || batch_leaves >= LLONG_MAX);
-    LEAVE_IF(!can_push(tree_hashes, tree_leaves) || !can_push(batch_hashes, batch_leaves));
+    LEAVE_IF(tree_leaves < 0 || tree_leaves >= LLONG_MAX || batch_leaves >= LLONG_MAX);
+    Py_ssize_t tree_merges = merges_of(tree_hashes, (unsigned long long)tree_leaves);
+    Py_ssize_t batch_merges = merges_of(batch_hashes, (unsigned long long)batch_leaves);
+    LEAVE_IF(tree_merges < 0 || batch_merges < 0);
     LEAVE_IF((limit = attribute(self, name_batch_size, EXACT_INT)) == NULL);
     LEAVE_IF((fits = as_long_long(limit, &batch_limit)) != 1);
     LEAVE_IF((full = attribute(self, name_full, EXACT_LIST)) == NULL);
@@ -591,8 +589,8 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
         goto done;
     }
     Py_DECREF(new_head);
-    if (push(tree, tree_hashes, tree_leaves, leaf_hash) < 0 ||
-        push(batch, batch_hashes, batch_leaves, leaf_hash) < 0 ||
+    if (push(tree, tree_hashes, tree_leaves, tree_merges, leaf_hash) < 0 ||
+        push(batch, batch_hashes, batch_leaves, batch_merges, leaf_hash) < 0 ||
         (batch_leaves + 1 == batch_limit && PyList_Append(full, tenant) < 0)) {
         Py_DECREF(link);
         goto done;
