@@ -1,8 +1,9 @@
-/* authtrail._speedups: the worker's two per-event loops in C (docs/PERFORMANCE.md).
+/* authtrail._speedups: the worker's per-event decode, leaf, chained body and the
+ * detectors' reorder buffer in C (docs/PERFORMANCE.md).
  *
- * Both are accelerators with the same contract as the Python code they stand in for, and
- * both hand anything unusual back to it (they return None), so every error message and
- * every odd case stays owned by one implementation:
+ * All are accelerators with the same contract as the Python code they stand in for; the
+ * functions hand anything unusual back to it (they return None), so every error message
+ * and every odd case stays owned by one implementation:
  *
  *   FlatReader(fields)(data, pos) -> dict | None
  *       authtrail/schemas/_flat_reader.py's generated reader: an Avro record whose fields
@@ -37,8 +38,14 @@
  *       field's exact type and range (a long, three 32-byte bytes, an int, two longs, a
  *       null or an int): the codec then writes it, or raises.
  *
- * tests/unit/test_speedups.py compares them with the Python code on generated, mutated
- * and hand-made inputs.
+ *   ReorderBuffer()
+ *       stream/detection/event_time.py's ReorderBuffer, method for method (oldest() for
+ *       the pending deque's front, _load() for from_state()), which the detectors make
+ *       through event_time.new_order(); values stay Python objects, compared as Python
+ *       compares them. tests/unit/test_event_time.py compares it with the Python buffer.
+ *
+ * tests/unit/test_speedups.py compares the others with the Python code on generated,
+ * mutated and hand-made inputs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
