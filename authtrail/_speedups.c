@@ -1,5 +1,6 @@
-/* authtrail._speedups: the worker's per-event decode, leaf, chained body and the
- * detectors' reorder buffer in C (docs/PERFORMANCE.md).
+/* authtrail._speedups: the worker's per-event decode, leaf, chained body, the
+ * detectors' reorder buffer and the lockout detector's hot paths in C
+ * (docs/PERFORMANCE.md).
  *
  * All are accelerators with the same contract as the Python code they stand in for; the
  * functions hand anything unusual back to it (they return None), so every error message
@@ -43,6 +44,15 @@
  *       the pending deque's front, _load() for from_state()), which the detectors make
  *       through event_time.new_order(); values stay Python objects, compared as Python
  *       compares them. tests/unit/test_event_time.py compares it with the Python buffer.
+ *
+ *   LockoutCore(policy_for, lateness, tenants, locked, unlocked, user_key, by_time)
+ *       stream/detection/lockout.py's LockoutDetector.observe_identified and advance over
+ *       LockoutTenant and LockoutAccount (its _Tenant and _Account in C structs, whose
+ *       fields the Python side reads and sets for state and prune); the other arguments
+ *       are the Python functions it calls for the rare parts (a decision, a user key that
+ *       is no plain user_id, a sort by time). Times are int64 (ValueError beyond).
+ *       NativeLockoutDetector wraps it; tests/unit/test_lockout.py and
+ *       test_lockout_native.py compare it with the Python detector.
  *
  * tests/unit/test_speedups.py compares the others with the Python code on generated,
  * mutated and hand-made inputs.
@@ -1310,6 +1320,1097 @@ static PyTypeObject ReorderType = {
     .tp_getset = reorder_getset,
 };
 
+/* ------------------------------------------------------------------ lockout core */
+
+/* stream/detection/lockout.py's LockoutDetector hot paths (observe_identified, advance)
+ * over accounts and tenants held in C structs; that file has the semantics and the
+ * reference implementation, NativeLockoutDetector there wraps this one. Event times are
+ * int64 microseconds here (the worker admits nothing else: admission.py bounds
+ * occurred_at); a time or a policy product beyond int64 raises ValueError. Each
+ * account's events wait in the C ReorderBuffer above, with the same dict payloads. The
+ * tenant's indexes (lockout.py's _Tenant: buffered, scheduled, locked) live in the
+ * accounts, its two heaps here, compared by time only: every pop of them is followed by
+ * a set, a sort or a check that makes the order of equal times irrelevant. */
+
+typedef struct {
+    int64_t at;
+    PyObject *key;
+} Timed;
+
+typedef struct {
+    Timed *items;
+    Py_ssize_t size, capacity;
+} TimedHeap;
+
+static int timed_push(TimedHeap *heap, int64_t at, PyObject *key) {
+    if (heap->size == heap->capacity) {
+        Py_ssize_t capacity = heap->capacity ? 2 * heap->capacity : 8;
+        Timed *grown = PyMem_Realloc(heap->items, (size_t)capacity * sizeof(Timed));
+        if (grown == NULL) return PyErr_NoMemory(), -1;
+        heap->items = grown;
+        heap->capacity = capacity;
+    }
+    Py_ssize_t i = heap->size++;
+    while (i > 0) {
+        Py_ssize_t parent = (i - 1) / 2;
+        if (heap->items[parent].at <= at) break;
+        heap->items[i] = heap->items[parent];
+        i = parent;
+    }
+    heap->items[i] = (Timed){at, Py_NewRef(key)};
+    return 0;
+}
+
+/* The top, removed; its key is the caller's reference. */
+static Timed timed_pop(TimedHeap *heap) {
+    Timed top = heap->items[0], last = heap->items[--heap->size];
+    Py_ssize_t i = 0, n = heap->size;
+    if (n > 0) {
+        for (;;) {
+            Py_ssize_t child = 2 * i + 1;
+            if (child >= n) break;
+            if (child + 1 < n && heap->items[child + 1].at < heap->items[child].at) child++;
+            if (heap->items[child].at >= last.at) break;
+            heap->items[i] = heap->items[child];
+            i = child;
+        }
+        heap->items[i] = last;
+    }
+    return top;
+}
+
+static void timed_clear(TimedHeap *heap) {
+    for (Py_ssize_t i = 0; i < heap->size; i++) Py_CLEAR(heap->items[i].key);
+    heap->size = 0;
+}
+
+static void timed_free(TimedHeap *heap) {
+    timed_clear(heap);
+    PyMem_Free(heap->items);
+    heap->items = NULL;
+    heap->capacity = 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tenant_id, *key;
+    Reorder *order;
+    int64_t failures, temporary_lockouts, last_failure, window_start, locked_until;
+    char has_last_failure, has_window_start, has_locked_until, unlock_pending, permanent;
+    PyObject *lock_trigger, *user_id, *user_name, *client_ip; /* each str or None */
+    /* the tenant's indexes of this account (lockout.py's _Tenant) */
+    char buffered, has_scheduled, has_locked;
+    int64_t scheduled, locked;
+} Account;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *accounts; /* dict: key -> Account */
+    PyObject *counters; /* dict: outcome -> int */
+    int64_t clock, floor;
+    char has_clock, has_floor;
+    TimedHeap due, expiries;
+} Tenant;
+
+/* One LockoutPolicy's fields, read once per policy object (they are frozen). */
+typedef struct {
+    char enabled, permanent_lockout, multiple, count_mfa_failures, case_insensitive, only_permanent;
+    int64_t max_temporary_lockouts, max_login_failures, wait_increment_seconds,
+        max_failure_wait_seconds, quick_login_check_milliseconds,
+        minimum_quick_login_wait_seconds, failure_reset_time_seconds;
+} Policy;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *policy_for, *tenants, *lateness; /* tenants: dict tenant_id -> Tenant */
+    PyObject *locked_hook, *unlocked_hook, *user_key_hook, *by_time_hook;
+    int64_t lateness_us;
+    PyObject *policy; /* the last policy seen, parsed into parsed */
+    Policy parsed;
+} LockoutCore;
+
+static PyTypeObject AccountType, TenantType, LockoutCoreType;
+static PyObject *kind_failure, *kind_success, *kind_source_unlock, *irrelevant_text,
+    *failure_while_locked_text, *success_while_locked_text, *quick_login_text,
+    *max_login_failures_text, *max_temporary_lockouts_text;
+static PyObject *s_kind, *s_user_id, *s_user_name, *s_client_ip, *s_event_type, *s_outcome,
+    *s_id_prefix;
+
+/* an int64 as a Python int, or None when absent */
+static PyObject *optional_time(char has, int64_t value) {
+    if (!has) Py_RETURN_NONE;
+    return PyLong_FromLongLong(value);
+}
+
+static int as_time(PyObject *value, int64_t *out) {
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "expected an int time, got %R", value);
+        return -1;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "a time beyond 64 bits");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int add_checked(int64_t a, int64_t b, int64_t *out) {
+    if (__builtin_add_overflow(a, b, out)) {
+        PyErr_SetString(PyExc_ValueError, "an event time beyond 64 bits");
+        return -1;
+    }
+    return 0;
+}
+
+static int sub_checked(int64_t a, int64_t b, int64_t *out) {
+    if (__builtin_sub_overflow(a, b, out)) {
+        PyErr_SetString(PyExc_ValueError, "an event time beyond 64 bits");
+        return -1;
+    }
+    return 0;
+}
+
+static int mul_checked(int64_t a, int64_t b, int64_t *out) {
+    if (__builtin_mul_overflow(a, b, out)) {
+        PyErr_SetString(PyExc_ValueError, "a policy time beyond 64 bits");
+        return -1;
+    }
+    return 0;
+}
+
+/* event.get(name) as a new reference (None when absent); NULL on error. */
+static PyObject *event_get(PyObject *event, PyObject *name) {
+    if (PyDict_CheckExact(event)) {
+        PyObject *value = PyDict_GetItemWithError(event, name);
+        if (value == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;
+        }
+        return Py_NewRef(value);
+    }
+    return PyObject_CallMethod(event, "get", "O", name);
+}
+
+static int is_text(PyObject *value, const char *text) {
+    return PyUnicode_Check(value) && PyUnicode_CompareWithASCIIString(value, text) == 0;
+}
+
+static int count(PyObject *counters, PyObject *outcome) {
+    PyObject *now = PyDict_GetItemWithError(counters, outcome);
+    if (now == NULL && PyErr_Occurred()) return -1;
+    PyObject *next = now == NULL ? PyLong_FromLong(1) : PyNumber_Add(now, one);
+    if (next == NULL) return -1;
+    int failed = PyDict_SetItem(counters, outcome, next);
+    Py_DECREF(next);
+    return failed;
+}
+
+/* ---- policy */
+
+static int policy_int(PyObject *policy, const char *name, int64_t *out) {
+    PyObject *value = PyObject_GetAttrString(policy, name);
+    if (value == NULL) return -1;
+    long long v = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+static int policy_flag(PyObject *policy, const char *name, char *out) {
+    PyObject *value = PyObject_GetAttrString(policy, name);
+    if (value == NULL) return -1;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    if (truth < 0) return -1;
+    *out = (char)truth;
+    return 0;
+}
+
+/* policy_for(tenant_id), parsed (a borrowed view valid until the next call); NULL on error. */
+static const Policy *core_policy(LockoutCore *self, PyObject *tenant_id) {
+    PyObject *policy = PyObject_CallOneArg(self->policy_for, tenant_id);
+    if (policy == NULL) return NULL;
+    if (policy == self->policy) {
+        Py_DECREF(policy);
+        return &self->parsed;
+    }
+    Policy p;
+    PyObject *strategy = NULL, *mode = NULL;
+    if (policy_flag(policy, "enabled", &p.enabled) < 0 ||
+        policy_flag(policy, "permanent_lockout", &p.permanent_lockout) < 0 ||
+        policy_flag(policy, "count_mfa_failures", &p.count_mfa_failures) < 0 ||
+        policy_flag(policy, "case_insensitive_user_names", &p.case_insensitive) < 0 ||
+        policy_int(policy, "max_temporary_lockouts", &p.max_temporary_lockouts) < 0 ||
+        policy_int(policy, "max_login_failures", &p.max_login_failures) < 0 ||
+        policy_int(policy, "wait_increment_seconds", &p.wait_increment_seconds) < 0 ||
+        policy_int(policy, "max_failure_wait_seconds", &p.max_failure_wait_seconds) < 0 ||
+        policy_int(policy, "quick_login_check_milliseconds",
+                   &p.quick_login_check_milliseconds) < 0 ||
+        policy_int(policy, "minimum_quick_login_wait_seconds",
+                   &p.minimum_quick_login_wait_seconds) < 0 ||
+        policy_int(policy, "failure_reset_time_seconds", &p.failure_reset_time_seconds) < 0 ||
+        (strategy = PyObject_GetAttrString(policy, "strategy")) == NULL ||
+        (mode = PyObject_GetAttrString(policy, "mode")) == NULL)
+        goto failed;
+    p.multiple = (char)is_text(strategy, "MULTIPLE");
+    p.only_permanent = (char)is_text(mode, "permanent");
+    if (p.max_login_failures < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_login_failures must be >= 1");
+        goto failed;
+    }
+    Py_DECREF(strategy);
+    Py_DECREF(mode);
+    Py_XSETREF(self->policy, policy);
+    self->parsed = p;
+    return &self->parsed;
+failed:
+    Py_XDECREF(strategy);
+    Py_XDECREF(mode);
+    Py_DECREF(policy);
+    return NULL;
+}
+
+/* ---- account */
+
+static Account *account_new(PyObject *tenant_id, PyObject *key) {
+    Account *account = PyObject_GC_New(Account, &AccountType);
+    if (account == NULL) return NULL;
+    account->tenant_id = Py_NewRef(tenant_id);
+    account->key = Py_NewRef(key);
+    account->order = (Reorder *)reorder_new(&ReorderType, NULL, NULL);
+    account->failures = account->temporary_lockouts = 0;
+    account->last_failure = account->window_start = account->locked_until = 0;
+    account->has_last_failure = account->has_window_start = account->has_locked_until = 0;
+    account->unlock_pending = account->permanent = 0;
+    account->lock_trigger = Py_NewRef(Py_None);
+    account->user_id = Py_NewRef(Py_None);
+    account->user_name = Py_NewRef(Py_None);
+    account->client_ip = Py_NewRef(Py_None);
+    account->buffered = account->has_scheduled = account->has_locked = 0;
+    account->scheduled = account->locked = 0;
+    PyObject_GC_Track(account);
+    if (account->order == NULL) {
+        Py_DECREF(account);
+        return NULL;
+    }
+    return account;
+}
+
+static int account_traverse(Account *self, visitproc visit, void *arg) {
+    Py_VISIT(self->tenant_id);
+    Py_VISIT(self->key);
+    Py_VISIT(self->order);
+    Py_VISIT(self->lock_trigger);
+    Py_VISIT(self->user_id);
+    Py_VISIT(self->user_name);
+    Py_VISIT(self->client_ip);
+    return 0;
+}
+
+static int account_clear(Account *self) {
+    Py_CLEAR(self->tenant_id);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->order);
+    Py_CLEAR(self->lock_trigger);
+    Py_CLEAR(self->user_id);
+    Py_CLEAR(self->user_name);
+    Py_CLEAR(self->client_ip);
+    return 0;
+}
+
+static void account_dealloc(Account *self) {
+    PyObject_GC_UnTrack(self);
+    account_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static void clear_failures(Account *a) {
+    a->failures = a->temporary_lockouts = 0;
+    a->has_last_failure = a->has_window_start = 0;
+}
+
+/* Append hook(account, ...)'s decision to decisions; -1 on error. */
+static int decide(PyObject *decisions, PyObject *hook, Account *a, PyObject *first,
+                  int64_t now) {
+    PyObject *at = PyLong_FromLongLong(now);
+    if (at == NULL) return -1;
+    PyObject *decision = PyObject_CallFunctionObjArgs(hook, (PyObject *)a, first, at, NULL);
+    Py_DECREF(at);
+    if (decision == NULL) return -1;
+    int failed = PyList_Append(decisions, decision);
+    Py_DECREF(decision);
+    return failed;
+}
+
+/* _Account.unlocked(): the end of the current lock (source_event_id None: by expiry). */
+static int unlocked(PyObject *decisions, LockoutCore *core, Account *a, PyObject *source,
+                    int64_t now) {
+    a->unlock_pending = 0;
+    return decide(decisions, core->unlocked_hook, a, source, now);
+}
+
+static int locked(PyObject *decisions, LockoutCore *core, Account *a, PyObject *reason,
+                  int64_t now) {
+    return decide(decisions, core->locked_hook, a, reason, now);
+}
+
+/* _Account.failed(): one counted failure; appends its lock decision, if any. */
+static int failed_login(PyObject *decisions, LockoutCore *core, Account *a, int64_t now,
+                        PyObject *event_id, PyObject *client_ip, const Policy *p) {
+    int only_permanent = p->only_permanent, has_since = a->has_last_failure;
+    int64_t since_last = 0, reset_after, wait = 0, quick_limit;
+    if (has_since && sub_checked(now, a->last_failure, &since_last) < 0) return -1;
+    if (mul_checked(p->failure_reset_time_seconds, 1000000, &reset_after) < 0 ||
+        mul_checked(p->quick_login_check_milliseconds, 1000, &quick_limit) < 0)
+        return -1;
+    if (!only_permanent && has_since && since_last > reset_after) clear_failures(a);
+    a->last_failure = now, a->has_last_failure = 1;
+    a->failures += 1;
+    int ip = PyObject_IsTrue(client_ip);
+    if (ip < 0) return -1;
+    if (ip) Py_SETREF(a->client_ip, Py_NewRef(client_ip));
+    if (!a->has_window_start) a->window_start = now, a->has_window_start = 1;
+    if (!only_permanent) { /* _strategy_wait() */
+        int64_t steps = p->multiple ? a->failures / p->max_login_failures
+                                    : 1 + a->failures - p->max_login_failures;
+        if (mul_checked(p->wait_increment_seconds, steps, &wait) < 0) return -1;
+    }
+    int quick = wait <= 0 && has_since && since_last < quick_limit;
+    if (quick) wait = p->minimum_quick_login_wait_seconds;
+    PyObject *lock_reason = NULL;
+    if (wait > 0) {
+        if (!only_permanent && wait > p->max_failure_wait_seconds)
+            wait = p->max_failure_wait_seconds;
+        if (!quick) a->temporary_lockouts += 1;
+        if (quick || !p->permanent_lockout ||
+            a->temporary_lockouts <= p->max_temporary_lockouts) {
+            int64_t span;
+            if (mul_checked(wait, 1000000, &span) < 0 ||
+                add_checked(now, span, &a->locked_until) < 0)
+                return -1;
+            a->has_locked_until = 1;
+            Py_SETREF(a->lock_trigger, Py_NewRef(event_id));
+            a->unlock_pending = 1;
+            lock_reason = quick ? quick_login_text : max_login_failures_text;
+        }
+    }
+    if (p->permanent_lockout &&
+        (a->temporary_lockouts > p->max_temporary_lockouts ||
+         (only_permanent && a->failures >= p->max_login_failures))) {
+        /* A permanent lock supersedes a temporary one decided by the same failure. */
+        a->permanent = 1, a->has_locked_until = 0, a->unlock_pending = 0;
+        Py_SETREF(a->lock_trigger, Py_NewRef(event_id));
+        lock_reason = only_permanent ? max_login_failures_text : max_temporary_lockouts_text;
+    }
+    /* Python builds the temporary lock's decision before a permanent one replaces it;
+     * building only the last reads the same fields (the permanent one re-reads them). */
+    return lock_reason == NULL ? 0 : locked(decisions, core, a, lock_reason, now);
+}
+
+/* _Account.apply(): one released event; counts what it must under counters. */
+static int apply_event(PyObject *decisions, LockoutCore *core, Tenant *tenant, Account *a,
+                       PyObject *item, const Policy *p) {
+    PyObject *at = PyTuple_GET_ITEM(item, 0), *event_id = PyTuple_GET_ITEM(item, 1);
+    PyObject *payload = PyTuple_GET_ITEM(item, 2);
+    int64_t now;
+    if (as_time(at, &now) < 0) return -1;
+    PyObject *kind = PyObject_GetItem(payload, s_kind), *value;
+    if (kind == NULL) return -1;
+    int result = -1, truth;
+    for (int field = 0; field < 2; field++) {
+        value = PyObject_GetItem(payload, field ? s_user_name : s_user_id);
+        if (value == NULL) goto done;
+        truth = PyObject_IsTrue(value);
+        if (truth < 0) {
+            Py_DECREF(value);
+            goto done;
+        }
+        if (truth) Py_SETREF(*(field ? &a->user_name : &a->user_id), value);
+        else Py_DECREF(value);
+    }
+    if (a->unlock_pending && a->has_locked_until && a->locked_until <= now) /* expiry_due */
+        if (unlocked(decisions, core, a, Py_None, now) < 0) goto done;
+    int temporarily_locked = a->has_locked_until && now < a->locked_until;
+    if (is_text(kind, "source_unlock")) {
+        if (a->permanent || (temporarily_locked && a->unlock_pending))
+            if (unlocked(decisions, core, a, event_id, now) < 0) goto done;
+        clear_failures(a);
+        a->permanent = 0, a->has_locked_until = 0, a->unlock_pending = 0;
+        result = 0;
+    } else if (a->permanent || temporarily_locked) {
+        /* Keycloak refuses a disabled account before checking credentials. */
+        PyObject *outcome = is_text(kind, "success") ? success_while_locked_text
+                            : is_text(kind, "failure")
+                                ? failure_while_locked_text
+                                : PyUnicode_FromFormat("%U_while_locked", kind);
+        if (outcome == NULL) goto done;
+        result = count(tenant->counters, outcome);
+        if (outcome != success_while_locked_text && outcome != failure_while_locked_text)
+            Py_DECREF(outcome);
+    } else if (is_text(kind, "success")) {
+        clear_failures(a);
+        result = 0;
+    } else {
+        PyObject *client_ip = PyObject_GetItem(payload, s_client_ip);
+        if (client_ip == NULL) goto done;
+        result = failed_login(decisions, core, a, now, event_id, client_ip, p);
+        Py_DECREF(client_ip);
+    }
+done:
+    Py_DECREF(kind);
+    return result;
+}
+
+/* _Tenant.track(): index the account after a release or an offer. */
+static int track(Tenant *tenant, Account *a) {
+    Reorder *order = a->order;
+    if (order->head < order->end) {
+        a->buffered = 1;
+        PyObject *due_value = reorder_due(order, NULL);
+        if (due_value == NULL) return -1;
+        int64_t due = 0;
+        int truth = PyObject_IsTrue(due_value);
+        int failed = truth < 0 || (truth && as_time(due_value, &due) < 0);
+        Py_DECREF(due_value);
+        if (failed) return -1;
+        if (!a->has_scheduled || due < a->scheduled) {
+            a->scheduled = due, a->has_scheduled = 1;
+            if (timed_push(&tenant->due, due, a->key) < 0) return -1;
+        }
+    } else {
+        a->buffered = 0;
+    }
+    if (a->unlock_pending) {
+        int64_t until = a->has_locked_until ? a->locked_until : 0;
+        if (!a->has_locked || a->locked != until) {
+            a->locked = until, a->has_locked = 1;
+            if (timed_push(&tenant->expiries, until, a->key) < 0) return -1;
+        }
+    } else {
+        a->has_locked = 0;
+    }
+    return 0;
+}
+
+/* LockoutDetector._apply(): the released events (a list of tuples), then track. */
+static int apply_released(PyObject *decisions, LockoutCore *core, Tenant *tenant, Account *a,
+                          PyObject *released, const Policy *p) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(released); i++)
+        if (apply_event(decisions, core, tenant, a, PyList_GET_ITEM(released, i), p) < 0)
+            return -1;
+    return track(tenant, a);
+}
+
+static PyObject *floor_object(Tenant *tenant) { return optional_time(tenant->has_floor, tenant->floor); }
+
+/* LockoutDetector._expire(): the temporary locks whose end the clock reached. */
+static int expire(PyObject *decisions, LockoutCore *core, Tenant *tenant) {
+    if (!tenant->has_clock || tenant->expiries.size == 0 ||
+        tenant->expiries.items[0].at > tenant->clock)
+        return 0;
+    int64_t clock = tenant->clock;
+    PyObject *due = PyList_New(0); /* (until, key) tuples */
+    if (due == NULL) return -1;
+    while (tenant->expiries.size > 0 && tenant->expiries.items[0].at <= clock) {
+        Timed top = timed_pop(&tenant->expiries);
+        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, top.key);
+        if (a == NULL && PyErr_Occurred()) goto failed_top;
+        if (a == NULL || !a->has_locked || a->locked != top.at) { /* stale */
+            Py_DECREF(top.key);
+            continue;
+        }
+        a->has_locked = 0;
+        Reorder *order = a->order;
+        if (order->head < order->end) {
+            int64_t oldest;
+            if (as_time(PyTuple_GET_ITEM(order->pending[order->head], 0), &oldest) < 0)
+                goto failed_top;
+            if (oldest < top.at) { /* its own buffered event goes first */
+                Py_DECREF(top.key);
+                continue;
+            }
+        }
+        PyObject *entry = Py_BuildValue("(LO)", (long long)top.at, top.key);
+        Py_DECREF(top.key);
+        if (entry == NULL || PyList_Append(due, entry) < 0) {
+            Py_XDECREF(entry);
+            goto failed;
+        }
+        Py_DECREF(entry);
+        continue;
+    failed_top:
+        Py_DECREF(top.key);
+        goto failed;
+    }
+    if (PyList_Sort(due) < 0) goto failed;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(due); i++) {
+        PyObject *key = PyTuple_GET_ITEM(PyList_GET_ITEM(due, i), 1);
+        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, key);
+        if (a == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+            goto failed;
+        }
+        if (unlocked(decisions, core, a, Py_None, clock) < 0) goto failed;
+    }
+    Py_DECREF(due);
+    return 0;
+failed:
+    Py_DECREF(due);
+    return -1;
+}
+
+static Tenant *tenant_new_empty(void) {
+    Tenant *tenant = PyObject_GC_New(Tenant, &TenantType);
+    if (tenant == NULL) return NULL;
+    tenant->accounts = PyDict_New();
+    tenant->counters = PyDict_New();
+    tenant->clock = tenant->floor = 0;
+    tenant->has_clock = tenant->has_floor = 0;
+    tenant->due = (TimedHeap){NULL, 0, 0};
+    tenant->expiries = (TimedHeap){NULL, 0, 0};
+    PyObject_GC_Track(tenant);
+    if (tenant->accounts == NULL || tenant->counters == NULL) {
+        Py_DECREF(tenant);
+        return NULL;
+    }
+    return tenant;
+}
+
+/* The tenant of tenant_id, made if new (a borrowed reference); NULL on error. */
+static Tenant *core_tenant(LockoutCore *self, PyObject *tenant_id) {
+    Tenant *tenant = (Tenant *)PyDict_GetItemWithError(self->tenants, tenant_id);
+    if (tenant != NULL || PyErr_Occurred()) return tenant;
+    tenant = tenant_new_empty();
+    if (tenant == NULL) return NULL;
+    int failed = PyDict_SetItem(self->tenants, tenant_id, (PyObject *)tenant);
+    Py_DECREF(tenant);
+    return failed < 0 ? NULL : tenant;
+}
+
+/* decisions oldest first (sorted by occurred_at, stable), a new reference */
+static PyObject *by_time(LockoutCore *self, PyObject *decisions) {
+    if (PyList_GET_SIZE(decisions) < 2) return decisions;
+    PyObject *sorted = PyObject_CallOneArg(self->by_time_hook, decisions);
+    Py_DECREF(decisions);
+    return sorted;
+}
+
+/* _classify(): the kind an event gives its account, or NULL (a borrowed constant). */
+static PyObject *classify(PyObject *event_type, PyObject *outcome, const Policy *p) {
+    if (is_text(event_type, "LOGIN_FAILED") ||
+        (is_text(event_type, "LOGIN") && is_text(outcome, "FAILURE")))
+        return kind_failure;
+    if (is_text(event_type, "MFA_FAILURE") && p->count_mfa_failures) return kind_failure;
+    if (is_text(event_type, "LOGIN") && is_text(outcome, "SUCCESS")) return kind_success;
+    if (is_text(event_type, "ACCOUNT_UNLOCKED") && !is_text(outcome, "FAILURE"))
+        return kind_source_unlock;
+    return NULL;
+}
+
+/* user_key(): "id:" + a non-empty str user_id here, anything else by the Python function. */
+static PyObject *account_key(LockoutCore *self, PyObject *event, const Policy *p) {
+    PyObject *user_id = event_get(event, s_user_id);
+    if (user_id == NULL) return NULL;
+    if (PyUnicode_CheckExact(user_id) && PyUnicode_GET_LENGTH(user_id) > 0) {
+        PyObject *key = PyUnicode_Concat(s_id_prefix, user_id);
+        Py_DECREF(user_id);
+        return key;
+    }
+    Py_DECREF(user_id);
+    return PyObject_CallFunctionObjArgs(self->user_key_hook, event,
+                                        p->case_insensitive ? Py_True : Py_False, NULL);
+}
+
+static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "observe_identified(event, tenant_id, event_id, occurred_at)");
+        return NULL;
+    }
+    PyObject *event = args[0], *tenant_id = args[1], *event_id = args[2], *at = args[3];
+    int64_t occurred_at;
+    if (as_time(at, &occurred_at) < 0) return NULL;
+    const Policy *p = core_policy(self, tenant_id);
+    if (p == NULL) return NULL;
+    Tenant *tenant = core_tenant(self, tenant_id);
+    if (tenant == NULL) return NULL;
+    Py_INCREF(tenant);
+    PyObject *decisions = PyList_New(0), *key = NULL, *payload = NULL, *released = NULL;
+    if (decisions == NULL) goto failed;
+    if (!tenant->has_clock || occurred_at > tenant->clock)
+        tenant->clock = occurred_at, tenant->has_clock = 1;
+    PyObject *kind = NULL;
+    if (p->enabled) {
+        PyObject *event_type = event_get(event, s_event_type);
+        if (event_type == NULL) goto failed;
+        if (is_text(event_type, "LOGIN_FAILED") || is_text(event_type, "LOGIN") ||
+            is_text(event_type, "MFA_FAILURE") || is_text(event_type, "ACCOUNT_UNLOCKED")) {
+            PyObject *outcome = event_get(event, s_outcome);
+            if (outcome == NULL) {
+                Py_DECREF(event_type);
+                goto failed;
+            }
+            kind = classify(event_type, outcome, p);
+            Py_DECREF(outcome);
+        }
+        Py_DECREF(event_type);
+    }
+    if (kind != NULL) {
+        key = account_key(self, event, p);
+        if (key == NULL) goto failed;
+    }
+    if (kind == NULL || key == Py_None) {
+        if (count(tenant->counters, irrelevant_text) < 0) goto failed;
+    } else {
+        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, key);
+        if (a == NULL) {
+            if (PyErr_Occurred()) goto failed;
+            a = account_new(tenant_id, key);
+            if (a == NULL) goto failed;
+            int stored = PyDict_SetItem(tenant->accounts, key, (PyObject *)a);
+            Py_DECREF(a);
+            if (stored < 0) goto failed;
+        }
+        PyObject *user_id = NULL, *user_name = NULL, *client_ip = NULL;
+        if ((user_id = event_get(event, s_user_id)) == NULL ||
+            (user_name = event_get(event, s_user_name)) == NULL ||
+            (client_ip = event_get(event, s_client_ip)) == NULL) {
+            Py_XDECREF(user_id), Py_XDECREF(user_name);
+            goto failed;
+        }
+        payload = _PyDict_NewPresized(4);
+        int built = payload != NULL && PyDict_SetItem(payload, s_kind, kind) == 0 &&
+                    PyDict_SetItem(payload, s_user_id, user_id) == 0 &&
+                    PyDict_SetItem(payload, s_user_name, user_name) == 0 &&
+                    PyDict_SetItem(payload, s_client_ip, client_ip) == 0;
+        Py_DECREF(user_id), Py_DECREF(user_name), Py_DECREF(client_ip);
+        if (!built) goto failed;
+        PyObject *floor = floor_object(tenant);
+        if (floor == NULL) goto failed;
+        PyObject *offer_args[5] = {at, event_id, payload, self->lateness, floor};
+        PyObject *outcome = reorder_offer(a->order, offer_args, 5);
+        if (outcome == NULL || count(tenant->counters, outcome) < 0) {
+            Py_XDECREF(outcome);
+            Py_DECREF(floor);
+            goto failed;
+        }
+        Py_DECREF(outcome);
+        PyObject *release_args[2] = {self->lateness, floor};
+        released = reorder_release(a->order, release_args, 2);
+        Py_DECREF(floor);
+        if (released == NULL) goto failed;
+        if (PyList_GET_SIZE(released) > 0 ? apply_released(decisions, self, tenant, a, released, p) < 0
+                                          : track(tenant, a) < 0)
+            goto failed;
+    }
+    if (tenant->expiries.size > 0 && tenant->expiries.items[0].at <= tenant->clock &&
+        expire(decisions, self, tenant) < 0)
+        goto failed;
+    Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(released);
+    Py_DECREF(tenant);
+    return by_time(self, decisions);
+failed:
+    Py_XDECREF(decisions), Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(released);
+    Py_DECREF(tenant);
+    return NULL;
+}
+
+static PyObject *core_advance(LockoutCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "advance(tenant_id, now)");
+        return NULL;
+    }
+    PyObject *tenant_id = args[0];
+    int64_t now, cutoff;
+    if (as_time(args[1], &now) < 0) return NULL;
+    Tenant *tenant = core_tenant(self, tenant_id);
+    if (tenant == NULL) return NULL;
+    Py_INCREF(tenant);
+    PyObject *decisions = NULL, *visit = NULL, *floor = NULL;
+    if (!tenant->has_floor || now > tenant->floor) tenant->floor = now, tenant->has_floor = 1;
+    if (!tenant->has_clock || now > tenant->clock) tenant->clock = now, tenant->has_clock = 1;
+    const Policy *p = core_policy(self, tenant_id);
+    if (p == NULL || (decisions = PyList_New(0)) == NULL || (visit = PyList_New(0)) == NULL ||
+        sub_checked(tenant->floor, self->lateness_us, &cutoff) < 0)
+        goto failed;
+    /* Only accounts whose due the cutoff reached can release anything (lockout.py). */
+    while (tenant->due.size > 0 && tenant->due.items[0].at <= cutoff) {
+        Timed top = timed_pop(&tenant->due);
+        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, top.key);
+        if (a == NULL && PyErr_Occurred()) {
+            Py_DECREF(top.key);
+            goto failed;
+        }
+        int listed = 0;
+        if (a != NULL) {
+            if (a->has_scheduled && a->scheduled == top.at) a->has_scheduled = 0;
+            /* visit & buffered, each key once: the flag marks it listed (cleared below) */
+            if (a->buffered == 1) {
+                a->buffered = 2;
+                listed = PyList_Append(visit, top.key) < 0 ? -1 : 1;
+            }
+        }
+        Py_DECREF(top.key);
+        if (listed < 0) goto failed;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(visit); i++)
+        ((Account *)PyDict_GetItem(tenant->accounts, PyList_GET_ITEM(visit, i)))->buffered = 1;
+    if (PyList_Sort(visit) < 0 || (floor = floor_object(tenant)) == NULL) goto failed;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(visit); i++) {
+        Account *a = (Account *)PyDict_GetItem(tenant->accounts, PyList_GET_ITEM(visit, i));
+        PyObject *release_args[2] = {self->lateness, floor};
+        PyObject *released = reorder_release(a->order, release_args, 2);
+        if (released == NULL) goto failed;
+        int failed = apply_released(decisions, self, tenant, a, released, p);
+        Py_DECREF(released);
+        if (failed < 0) goto failed;
+    }
+    if (expire(decisions, self, tenant) < 0) goto failed;
+    Py_DECREF(visit), Py_DECREF(floor), Py_DECREF(tenant);
+    if (PyList_GET_SIZE(decisions) < 2) return decisions;
+    return by_time(self, decisions);
+failed:
+    Py_XDECREF(decisions), Py_XDECREF(visit), Py_XDECREF(floor);
+    Py_DECREF(tenant);
+    return NULL;
+}
+
+/* ---- the Python side of accounts and tenants (lockout.py's state code and prune) */
+
+static PyObject *account_py_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *tenant_id, *key;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "LockoutAccount(tenant_id, key)");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "UU:LockoutAccount", &tenant_id, &key)) return NULL;
+    return (PyObject *)account_new(tenant_id, key);
+}
+
+#define ACCOUNT_TIME(name)                                                                   \
+    static PyObject *account_get_##name(Account *self, void *unused) {                      \
+        return optional_time(self->has_##name, self->name);                                  \
+    }                                                                                        \
+    static int account_set_##name(Account *self, PyObject *value, void *unused) {            \
+        if (value == NULL || value == Py_None) {                                             \
+            self->has_##name = 0;                                                            \
+            return 0;                                                                        \
+        }                                                                                    \
+        if (as_time(value, &self->name) < 0) return -1;                                      \
+        self->has_##name = 1;                                                                \
+        return 0;                                                                            \
+    }
+ACCOUNT_TIME(last_failure)
+ACCOUNT_TIME(window_start)
+ACCOUNT_TIME(locked_until)
+
+#define ACCOUNT_COUNT(name)                                                                  \
+    static PyObject *account_get_##name(Account *self, void *unused) {                      \
+        return PyLong_FromLongLong(self->name);                                              \
+    }                                                                                        \
+    static int account_set_##name(Account *self, PyObject *value, void *unused) {            \
+        if (value == NULL) {                                                                 \
+            PyErr_SetString(PyExc_AttributeError, "cannot delete " #name);                   \
+            return -1;                                                                       \
+        }                                                                                    \
+        return as_time(value, &self->name);                                                  \
+    }
+ACCOUNT_COUNT(failures)
+ACCOUNT_COUNT(temporary_lockouts)
+
+#define ACCOUNT_FLAG(name)                                                                   \
+    static PyObject *account_get_##name(Account *self, void *unused) {                      \
+        return PyBool_FromLong(self->name);                                                  \
+    }                                                                                        \
+    static int account_set_##name(Account *self, PyObject *value, void *unused) {            \
+        int truth = value == NULL ? 0 : PyObject_IsTrue(value);                              \
+        if (truth < 0) return -1;                                                            \
+        self->name = (char)truth;                                                            \
+        return 0;                                                                            \
+    }
+ACCOUNT_FLAG(unlock_pending)
+ACCOUNT_FLAG(permanent)
+
+#define ACCOUNT_OBJECT(name)                                                                 \
+    static PyObject *account_get_##name(Account *self, void *unused) {                      \
+        return Py_NewRef(self->name);                                                        \
+    }                                                                                        \
+    static int account_set_##name(Account *self, PyObject *value, void *unused) {            \
+        Py_XSETREF(self->name, Py_NewRef(value ? value : Py_None));                          \
+        return 0;                                                                            \
+    }
+ACCOUNT_OBJECT(lock_trigger)
+ACCOUNT_OBJECT(user_id)
+ACCOUNT_OBJECT(user_name)
+ACCOUNT_OBJECT(client_ip)
+
+static PyObject *account_get_order(Account *self, void *unused) {
+    return Py_NewRef((PyObject *)self->order);
+}
+
+static int account_set_order(Account *self, PyObject *value, void *unused) {
+    if (value == NULL || !PyObject_TypeCheck(value, &ReorderType)) {
+        PyErr_SetString(PyExc_TypeError, "order must be a C ReorderBuffer");
+        return -1;
+    }
+    Py_SETREF(self->order, (Reorder *)Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *account_get_key(Account *self, void *unused) { return Py_NewRef(self->key); }
+
+static PyObject *account_get_tenant_id(Account *self, void *unused) {
+    return Py_NewRef(self->tenant_id);
+}
+
+#define GETSET(name) {#name, (getter)account_get_##name, (setter)account_set_##name, NULL, NULL}
+static PyGetSetDef account_getset[] = {
+    GETSET(failures), GETSET(temporary_lockouts), GETSET(last_failure), GETSET(window_start),
+    GETSET(locked_until), GETSET(lock_trigger), GETSET(unlock_pending), GETSET(permanent),
+    GETSET(user_id), GETSET(user_name), GETSET(client_ip), GETSET(order),
+    {"key", (getter)account_get_key, NULL, NULL, NULL},
+    {"tenant_id", (getter)account_get_tenant_id, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+#undef GETSET
+
+static PyTypeObject AccountType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.LockoutAccount",
+    .tp_doc = PyDoc_STR("stream/detection/lockout.py's _Account (its fields) in C"),
+    .tp_basicsize = sizeof(Account),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = account_py_new,
+    .tp_dealloc = (destructor)account_dealloc,
+    .tp_traverse = (traverseproc)account_traverse,
+    .tp_clear = (inquiry)account_clear,
+    .tp_getset = account_getset,
+};
+
+static PyObject *tenant_py_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if ((args != NULL && PyTuple_GET_SIZE(args) != 0) ||
+        (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "LockoutTenant() takes no arguments");
+        return NULL;
+    }
+    return (PyObject *)tenant_new_empty();
+}
+
+static int tenant_traverse(Tenant *self, visitproc visit, void *arg) {
+    Py_VISIT(self->accounts);
+    Py_VISIT(self->counters);
+    for (Py_ssize_t i = 0; i < self->due.size; i++) Py_VISIT(self->due.items[i].key);
+    for (Py_ssize_t i = 0; i < self->expiries.size; i++) Py_VISIT(self->expiries.items[i].key);
+    return 0;
+}
+
+static int tenant_clear(Tenant *self) {
+    Py_CLEAR(self->accounts);
+    Py_CLEAR(self->counters);
+    timed_clear(&self->due);
+    timed_clear(&self->expiries);
+    return 0;
+}
+
+static void tenant_dealloc(Tenant *self) {
+    PyObject_GC_UnTrack(self);
+    tenant_clear(self);
+    timed_free(&self->due);
+    timed_free(&self->expiries);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *tenant_track(Tenant *self, PyObject *account) {
+    if (!PyObject_TypeCheck(account, &AccountType)) {
+        PyErr_SetString(PyExc_TypeError, "track(LockoutAccount)");
+        return NULL;
+    }
+    if (track(self, (Account *)account) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Forget the account of key (its index entries go with it; heap entries turn stale). */
+static PyObject *tenant_forget(Tenant *self, PyObject *key) {
+    if (PyDict_DelItem(self->accounts, key) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tenant_get_clock(Tenant *self, void *unused) {
+    return optional_time(self->has_clock, self->clock);
+}
+
+static int tenant_set_clock(Tenant *self, PyObject *value, void *unused) {
+    if (value == NULL || value == Py_None) return self->has_clock = 0, 0;
+    if (as_time(value, &self->clock) < 0) return -1;
+    return self->has_clock = 1, 0;
+}
+
+static PyObject *tenant_get_floor(Tenant *self, void *unused) { return floor_object(self); }
+
+static int tenant_set_floor(Tenant *self, PyObject *value, void *unused) {
+    if (value == NULL || value == Py_None) return self->has_floor = 0, 0;
+    if (as_time(value, &self->floor) < 0) return -1;
+    return self->has_floor = 1, 0;
+}
+
+static PyObject *tenant_get_accounts(Tenant *self, void *unused) {
+    return Py_NewRef(self->accounts);
+}
+
+static PyObject *tenant_get_counters(Tenant *self, void *unused) {
+    return Py_NewRef(self->counters);
+}
+
+static int tenant_set_counters(Tenant *self, PyObject *value, void *unused) {
+    if (value == NULL || !PyDict_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "counters must be a dict");
+        return -1;
+    }
+    Py_SETREF(self->counters, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef tenant_getset[] = {
+    {"clock", (getter)tenant_get_clock, (setter)tenant_set_clock, NULL, NULL},
+    {"floor", (getter)tenant_get_floor, (setter)tenant_set_floor, NULL, NULL},
+    {"accounts", (getter)tenant_get_accounts, NULL, NULL, NULL},
+    {"counters", (getter)tenant_get_counters, (setter)tenant_set_counters, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* (entries in the due heap, in the expiry heap), stale ones included: for tests */
+static PyObject *tenant_index_sizes(Tenant *self, PyObject *unused) {
+    return Py_BuildValue("(nn)", self->due.size, self->expiries.size);
+}
+
+static PyMethodDef tenant_methods[] = {
+    {"index_sizes", (PyCFunction)tenant_index_sizes, METH_NOARGS, NULL},
+    {"track", (PyCFunction)tenant_track, METH_O, NULL},
+    {"forget", (PyCFunction)tenant_forget, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TenantType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.LockoutTenant",
+    .tp_doc = PyDoc_STR("stream/detection/lockout.py's _Tenant in C"),
+    .tp_basicsize = sizeof(Tenant),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = tenant_py_new,
+    .tp_dealloc = (destructor)tenant_dealloc,
+    .tp_traverse = (traverseproc)tenant_traverse,
+    .tp_clear = (inquiry)tenant_clear,
+    .tp_methods = tenant_methods,
+    .tp_getset = tenant_getset,
+};
+
+/* LockoutCore(policy_for, lateness, tenants, locked, unlocked, user_key, by_time) */
+static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *policy_for, *lateness, *tenants, *locked_hook, *unlocked_hook, *user_key_hook,
+        *by_time_hook;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "LockoutCore takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!OOOO:LockoutCore", &policy_for, &PyLong_Type, &lateness,
+                          &PyDict_Type, &tenants, &locked_hook, &unlocked_hook,
+                          &user_key_hook, &by_time_hook))
+        return NULL;
+    int64_t lateness_us;
+    if (as_time(lateness, &lateness_us) < 0) return NULL;
+    LockoutCore *self = (LockoutCore *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->policy_for = Py_NewRef(policy_for);
+    self->lateness = Py_NewRef(lateness);
+    self->tenants = Py_NewRef(tenants);
+    self->locked_hook = Py_NewRef(locked_hook);
+    self->unlocked_hook = Py_NewRef(unlocked_hook);
+    self->user_key_hook = Py_NewRef(user_key_hook);
+    self->by_time_hook = Py_NewRef(by_time_hook);
+    self->lateness_us = lateness_us;
+    self->policy = NULL;
+    return (PyObject *)self;
+}
+
+static int core_traverse(LockoutCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->policy_for);
+    Py_VISIT(self->tenants);
+    Py_VISIT(self->lateness);
+    Py_VISIT(self->locked_hook);
+    Py_VISIT(self->unlocked_hook);
+    Py_VISIT(self->user_key_hook);
+    Py_VISIT(self->by_time_hook);
+    Py_VISIT(self->policy);
+    return 0;
+}
+
+static int core_clear(LockoutCore *self) {
+    Py_CLEAR(self->policy_for);
+    Py_CLEAR(self->tenants);
+    Py_CLEAR(self->lateness);
+    Py_CLEAR(self->locked_hook);
+    Py_CLEAR(self->unlocked_hook);
+    Py_CLEAR(self->user_key_hook);
+    Py_CLEAR(self->by_time_hook);
+    Py_CLEAR(self->policy);
+    return 0;
+}
+
+static void core_dealloc(LockoutCore *self) {
+    PyObject_GC_UnTrack(self);
+    core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef core_methods[] = {
+    {"observe_identified", (PyCFunction)(void (*)(void))core_observe_identified, METH_FASTCALL,
+     NULL},
+    {"advance", (PyCFunction)(void (*)(void))core_advance, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LockoutCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.LockoutCore",
+    .tp_doc = PyDoc_STR("stream/detection/lockout.py's LockoutDetector hot paths in C"),
+    .tp_basicsize = sizeof(LockoutCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+};
+
+static int lockout_init(PyObject *module) {
+    if (PyType_Ready(&AccountType) < 0 || PyType_Ready(&TenantType) < 0 ||
+        PyType_Ready(&LockoutCoreType) < 0)
+        return -1;
+    struct { PyObject **slot; const char *text; } texts[] = {
+        {&kind_failure, "failure"}, {&kind_success, "success"},
+        {&kind_source_unlock, "source_unlock"}, {&irrelevant_text, "irrelevant"},
+        {&failure_while_locked_text, "failure_while_locked"},
+        {&success_while_locked_text, "success_while_locked"},
+        {&quick_login_text, "quick_login"}, {&max_login_failures_text, "max_login_failures"},
+        {&max_temporary_lockouts_text, "max_temporary_lockouts"}, {&s_kind, "kind"},
+        {&s_user_id, "user_id"}, {&s_user_name, "user_name"}, {&s_client_ip, "client_ip"},
+        {&s_event_type, "event_type"}, {&s_outcome, "outcome"}, {&s_id_prefix, "id:"},
+    };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        if ((*texts[i].slot = PyUnicode_InternFromString(texts[i].text)) == NULL) return -1;
+    if (PyModule_AddObjectRef(module, "LockoutAccount", (PyObject *)&AccountType) < 0 ||
+        PyModule_AddObjectRef(module, "LockoutTenant", (PyObject *)&TenantType) < 0 ||
+        PyModule_AddObjectRef(module, "LockoutCore", (PyObject *)&LockoutCoreType) < 0)
+        return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -1343,7 +2444,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
         PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0 ||
-        PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0) {
+        PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0 ||
+        lockout_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

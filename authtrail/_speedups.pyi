@@ -64,3 +64,49 @@ class ReorderBuffer:
         recent_ids: dict[str, int],
         /,
     ) -> None: ...
+
+class LockoutAccount:
+    # stream/detection/lockout.py's _Account fields, held in C
+    def __init__(self, tenant_id: str, key: str, /) -> None: ...
+    key: str
+    tenant_id: str
+    order: ReorderBuffer
+    failures: int
+    temporary_lockouts: int
+    last_failure: int | None
+    window_start: int | None
+    locked_until: int | None
+    lock_trigger: str | None
+    unlock_pending: bool
+    permanent: bool
+    user_id: str | None
+    user_name: str | None
+    client_ip: str | None
+
+class LockoutTenant:
+    # stream/detection/lockout.py's _Tenant, its indexes in C
+    clock: int | None
+    floor: int | None
+    counters: dict[str, int]
+    @property
+    def accounts(self) -> dict[str, LockoutAccount]: ...
+    def track(self, account: LockoutAccount, /) -> None: ...
+    def forget(self, key: str, /) -> None: ...
+    def index_sizes(self) -> tuple[int, int]: ...
+
+class LockoutCore:
+    def __init__(
+        self,
+        policy_for: Callable[[str], Any],
+        lateness: int,
+        tenants: dict[str, LockoutTenant],
+        locked: Callable[[LockoutAccount, str, int], Any],
+        unlocked: Callable[[LockoutAccount, str | None, int], Any],
+        user_key: Callable[[Any, bool], str | None],
+        by_time: Callable[[list[Any]], list[Any]],
+        /,
+    ) -> None: ...
+    def observe_identified(
+        self, event: Any, tenant_id: str, event_id: str, occurred_at: int, /
+    ) -> list[Any]: ...
+    def advance(self, tenant_id: str, now: int, /) -> list[Any]: ...

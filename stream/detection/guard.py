@@ -32,7 +32,7 @@ from authtrail.stream.detection.decisions import (
     decision_to_event,
     event_identity,
 )
-from authtrail.stream.detection.lockout import LockoutDetector
+from authtrail.stream.detection.lockout import best_lockout_detector
 from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.detection.spray import SprayDetector
 
@@ -49,7 +49,9 @@ class Guard:
     def __init__(self, policies: PolicySet) -> None:
         lateness = policies.allowed_lateness_seconds
         self._policies, self._lateness = policies, lateness
-        self._lockout = LockoutDetector(policies.lockout_for, allowed_lateness_seconds=lateness)
+        self._lockout = best_lockout_detector()(
+            policies.lockout_for, allowed_lateness_seconds=lateness
+        )
         self._spray = SprayDetector(policies.spray_for, allowed_lateness_seconds=lateness)
         self._replayed: dict[str, dict[str, Any]] = {}  # decided in replay, not yet in the log
         self._owed: dict[str, dict[str, Any]] = {}  # decided (live or replay), not yet chained
@@ -137,7 +139,7 @@ class Guard:
         Raises :class:`InvalidArgumentError` for a detector state of another version (and
         KeyError/TypeError/ValueError for a malformed one); the guard is then unchanged.
         """
-        lockout = LockoutDetector.from_state(
+        lockout = best_lockout_detector().from_state(
             state["lockout"], self._policies.lockout_for, allowed_lateness_seconds=self._lateness
         )
         spray = SprayDetector.from_state(

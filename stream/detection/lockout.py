@@ -42,7 +42,7 @@ from authtrail.stream.detection.lockout_policy import (
     LockoutPolicy,
 )
 
-__all__ = ["LockoutDetector"]
+__all__ = ["LockoutDetector", "NativeLockoutDetector", "best_lockout_detector"]
 
 _FAILURE, _SUCCESS, _SOURCE_UNLOCK = "failure", "success", "source_unlock"
 _STATE_VERSION = 1
@@ -158,55 +158,74 @@ class _Account:
         return lock
 
     def locked(self, now: int, reason: str) -> Decision:
-        return Decision(
-            kind=ACCOUNT_LOCKED,
-            reason=reason,
-            occurred_at=now,
-            triggering_event_id=self.lock_trigger or "",
-            window_end=now,
-            locked_until=self.locked_until,
-            permanent=self.permanent,
-            **self._about(),
-        )
+        return _locked_decision(self, reason, now)
 
     def unlocked(self, source_event_id: str | None, now: int) -> Decision:
         """The end of the current lock: by expiry (at ``locked_until``) or by the source."""
         self.unlock_pending = False
-        expired = source_event_id is None
-        return Decision(
-            kind=ACCOUNT_UNLOCKED,
-            reason="lock_expired" if expired else "unlocked_by_source",
-            occurred_at=self.locked_until if expired and self.locked_until else now,
-            triggering_event_id=source_event_id or self.lock_trigger or "",
-            window_end=self.last_failure,
-            locked_until=self.locked_until,
-            **self._about(),
-        )
+        return _unlocked_decision(self, source_event_id, now)
 
-    def _about(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "user_key": self.key,
-            "user_id": self.user_id,
-            "user_name": self.user_name,
-            "client_ip": self.client_ip,
-            "failure_count": self.failures,
-            "window_start": self.window_start,
-            "temporary_lockouts": self.temporary_lockouts,
-        }
 
-    def to_state(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in _ACCOUNT_FIELDS}
-        state["order"] = self.order.to_state()
-        return state
+# The decisions, states and prune below read an account's fields only: the same for an
+# _Account and for the C one (authtrail._speedups.LockoutAccount), which calls the first
+# two to decide.
 
-    @classmethod
-    def from_state(cls, tenant_id: str, key: str, state: Mapping[str, Any]) -> _Account:
-        account = cls(tenant_id, key)
-        for name in _ACCOUNT_FIELDS:
-            setattr(account, name, state[name])
-        account.order = order_from_state(state["order"])
-        return account
+
+def _locked_decision(account: Any, reason: str, now: int) -> Decision:
+    return Decision(
+        kind=ACCOUNT_LOCKED,
+        reason=reason,
+        occurred_at=now,
+        triggering_event_id=account.lock_trigger or "",
+        window_end=now,
+        locked_until=account.locked_until,
+        permanent=account.permanent,
+        **_about(account),
+    )
+
+
+def _unlocked_decision(account: Any, source_event_id: str | None, now: int) -> Decision:
+    expired = source_event_id is None
+    return Decision(
+        kind=ACCOUNT_UNLOCKED,
+        reason="lock_expired" if expired else "unlocked_by_source",
+        occurred_at=account.locked_until if expired and account.locked_until else now,
+        triggering_event_id=source_event_id or account.lock_trigger or "",
+        window_end=account.last_failure,
+        locked_until=account.locked_until,
+        **_about(account),
+    )
+
+
+def _about(account: Any) -> dict[str, Any]:
+    return {
+        "tenant_id": account.tenant_id,
+        "user_key": account.key,
+        "user_id": account.user_id,
+        "user_name": account.user_name,
+        "client_ip": account.client_ip,
+        "failure_count": account.failures,
+        "window_start": account.window_start,
+        "temporary_lockouts": account.temporary_lockouts,
+    }
+
+
+def _account_state(account: Any) -> dict[str, Any]:
+    state = {name: getattr(account, name) for name in _ACCOUNT_FIELDS}
+    state["order"] = account.order.to_state()
+    return state
+
+
+def _load_account(account: Any, state: Mapping[str, Any]) -> Any:
+    """``account`` (new) with the fields of ``state`` (:func:`_account_state`)."""
+    for name in _ACCOUNT_FIELDS:
+        setattr(account, name, state[name])
+    account.order = order_from_state(state["order"])
+    return account
+
+
+def _by_time(decisions: list[Decision]) -> list[Decision]:
+    return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
 class _Tenant:
@@ -256,6 +275,13 @@ class _Tenant:
         else:
             self.locked.pop(key, None)
 
+    def forget(self, key: str) -> None:
+        """Forget the account of ``key`` and its index entries (the heaps' turn stale)."""
+        del self.accounts[key]
+        self.buffered.discard(key)
+        self.scheduled.pop(key, None)
+        self.locked.pop(key, None)
+
 
 class LockoutDetector:
     """Decides ACCOUNT_LOCKED / ACCOUNT_UNLOCKED per (tenant, account); see the module doc.
@@ -277,7 +303,7 @@ class LockoutDetector:
             )
         self._policy_for = policy_for
         self._lateness = round(allowed_lateness_seconds * 1_000_000)
-        self._tenants: dict[str, _Tenant] = {}
+        self._tenants: dict[str, Any] = {}  # _Tenant, or the C one (NativeLockoutDetector)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -347,7 +373,7 @@ class LockoutDetector:
             decisions += self._expire(tenant)
         if len(decisions) < 2:
             return decisions
-        return sorted(decisions, key=lambda decision: decision.occurred_at)
+        return _by_time(decisions)
 
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
         """Declare that ``tenant_id``'s event time reached ``now`` (micros): apply buffered
@@ -381,7 +407,7 @@ class LockoutDetector:
             released = account.order.release(lateness, floor)
             decisions += self._apply(tenant, account, released, policy)
         decisions += self._expire(tenant)
-        return sorted(decisions, key=lambda decision: decision.occurred_at)
+        return _by_time(decisions)
 
     def prune(self, tenant_id: str) -> int:
         """Forget accounts of ``tenant_id`` whose state can no longer matter; return how many.
@@ -411,10 +437,7 @@ class LockoutDetector:
             )
         ]
         for key in forgettable:
-            del tenant.accounts[key]
-            tenant.buffered.discard(key)
-            tenant.scheduled.pop(key, None)
-            tenant.locked.pop(key, None)
+            tenant.forget(key)
         return len(forgettable)
 
     # -- state ----------------------------------------------------------------------------
@@ -428,16 +451,17 @@ class LockoutDetector:
             "clock": tenant.clock,
             "floor": tenant.floor,
             "counters": dict(tenant.counters),
-            "accounts": {key: account.to_state() for key, account in tenant.accounts.items()},
+            "accounts": {key: _account_state(account) for key, account in tenant.accounts.items()},
         }
 
     def load_tenant_state(self, tenant_id: str, state: Mapping[str, Any]) -> None:
         """Replace what is remembered about ``tenant_id`` with a :meth:`tenant_state` value."""
-        tenant = _Tenant()
+        tenant = self._new_tenant()
         tenant.clock, tenant.floor = state["clock"], state["floor"]
         tenant.counters.update(state["counters"])
         for key, account_state in state["accounts"].items():
-            account = tenant.accounts[key] = _Account.from_state(tenant_id, key, account_state)
+            account = _load_account(self._new_account(tenant_id, key), account_state)
+            tenant.accounts[key] = account
             tenant.track(account)
         self._tenants[tenant_id] = tenant
 
@@ -497,6 +521,60 @@ class LockoutDetector:
             if not (oldest is not None and oldest < until):
                 due.append((until, key))
         return [tenant.accounts[key].unlocked(None, clock) for _, key in sorted(due)]
+
+    @staticmethod
+    def _new_tenant() -> Any:
+        return _Tenant()
+
+    @staticmethod
+    def _new_account(tenant_id: str, key: str) -> Any:
+        return _Account(tenant_id, key)
+
+
+try:  # the hot paths in C (authtrail/_speedups.c), over accounts and tenants held in C
+    from authtrail._speedups import LockoutAccount, LockoutTenant
+    from authtrail._speedups import LockoutCore as _CLockoutCore
+
+    LockoutCore: type[_CLockoutCore] | None = _CLockoutCore
+except ImportError:  # pragma: no cover - a build without a C compiler
+    LockoutCore = None
+
+
+class NativeLockoutDetector(LockoutDetector):
+    """:class:`LockoutDetector` with ``observe_identified`` and ``advance`` in C, over
+    accounts and tenants held in C: the same decisions, counters and state (this class's
+    other methods are the Python ones). Event times must fit in 64 bits (the worker
+    admits no other, stream/worker/admission.py); beyond, ValueError. Requires the
+    built extension (``LockoutCore`` is None without it)."""
+
+    def __init__(
+        self,
+        policy_for: Callable[[str], LockoutPolicy],
+        *,
+        allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
+    ) -> None:
+        super().__init__(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
+        assert LockoutCore is not None
+        core = LockoutCore(
+            policy_for, self._lateness, self._tenants, _locked_decision, _unlocked_decision,
+            user_key, _by_time,
+        )  # fmt: skip
+        # Bound C methods on the instance: no Python frame per event.
+        self.observe_identified = core.observe_identified  # type: ignore[method-assign,assignment]
+        self.advance = core.advance  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def _new_tenant() -> Any:
+        return LockoutTenant()
+
+    @staticmethod
+    def _new_account(tenant_id: str, key: str) -> Any:
+        return LockoutAccount(tenant_id, key)
+
+
+def best_lockout_detector() -> type[LockoutDetector]:
+    """:class:`NativeLockoutDetector` when the extension is built, else the Python one."""
+    return NativeLockoutDetector if LockoutCore is not None else LockoutDetector
 
 
 def _strategy_wait(policy: LockoutPolicy, failures: int) -> int:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from authtrail.errors import InvalidArgumentError
 from authtrail.schemas import AUTH_EVENT, load_schema
 from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.detection import lockout as lockout_module
 from authtrail.stream.detection.decisions import (
     ACCOUNT_LOCKED,
     ACCOUNT_UNLOCKED,
@@ -30,6 +31,23 @@ from authtrail.stream.detection.decisions import (
 )
 from authtrail.stream.detection.lockout import LockoutDetector, _Tenant
 from authtrail.stream.detection.lockout_policy import LockoutPolicy
+
+# Every test here runs against the Python detector and against the one whose hot paths
+# are in C (when built); _VisitEveryAccount below stays the Python reference.
+IMPLEMENTATIONS = [lockout_module.LockoutDetector] + (
+    [lockout_module.NativeLockoutDetector] if lockout_module.LockoutCore is not None else []
+)
+
+
+@pytest.fixture(scope="module", autouse=True, params=IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def implementation(request: pytest.FixtureRequest) -> Any:
+    """Module-scoped (hypothesis tests take no function-scoped fixture): the detector
+    class the tests' ``LockoutDetector`` names while they run."""
+    global LockoutDetector
+    LockoutDetector = request.param
+    yield request.param
+    LockoutDetector = lockout_module.LockoutDetector
+
 
 SECOND = 1_000_000
 ORIGIN = 1_700_000_000 * SECOND
@@ -353,7 +371,10 @@ def test_an_expiry_held_for_buffered_events_waits_for_their_release_not_every_ev
     for second in range(61, 63):
         assert lockout.observe(event(second, "LOGOUT", user="alice")) == []
     tenant = lockout._tenants[TENANT]
-    assert tenant.expiries == [] and "name:bob" not in tenant.locked
+    if isinstance(tenant, _Tenant):
+        assert tenant.expiries == [] and "name:bob" not in tenant.locked
+    else:  # the C tenant: its expiry heap
+        assert tenant.index_sizes()[1] == 0
     expired = lockout.advance(TENANT, at(64))
     assert [(d.kind, d.reason, d.occurred_at) for d in expired] == [
         (ACCOUNT_UNLOCKED, "lock_expired", at(60.5))
@@ -706,7 +727,12 @@ def test_the_due_index_stays_bounded_under_distinct_accounts() -> None:
         if n % 6000 == 0:
             detector.prune(TENANT)
     tenant = detector._tenants[TENANT]
-    assert len(tenant.due) <= 200 and len(tenant.buffered) <= 60
+    if isinstance(tenant, _Tenant):
+        assert len(tenant.due) <= 200 and len(tenant.buffered) <= 60
+    else:  # the C tenant: its heaps' sizes
+        due, expiries = tenant.index_sizes()
+        assert due <= 200 and expiries == 0
+        assert sum(account.order.oldest() is not None for account in tenant.accounts.values()) <= 60
 
 
 @settings(max_examples=500, derandomize=True, database=None)
