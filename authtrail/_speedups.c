@@ -1,5 +1,5 @@
 /* authtrail._speedups: the worker's per-event decode, leaf, chained body, the
- * detectors' reorder buffer and the lockout detector's hot paths in C
+ * detectors' reorder buffer and the lockout and spraying detectors' hot paths in C
  * (docs/PERFORMANCE.md).
  *
  * All are accelerators with the same contract as the Python code they stand in for; the
@@ -53,6 +53,14 @@
  *       is no plain user_id, a sort by time). Times are int64 (ValueError beyond).
  *       NativeLockoutDetector wraps it; tests/unit/test_lockout.py and
  *       test_lockout_native.py compare it with the Python detector.
+ *
+ *   SprayCore(policy_for, lateness, addresses, floors, counters, decision, keyed_identity,
+ *             user_key, by_time)
+ *       stream/detection/spray.py's SprayDetector.observe_identified and advance over the
+ *       detector's own dicts, whose addresses are SprayAddress (its _Address in a C
+ *       struct); the tenants' due and empty heaps are the core's. NativeSprayDetector
+ *       wraps it; tests/unit/test_spray.py and test_spray_native.py compare it with the
+ *       Python detector.
  *
  * tests/unit/test_speedups.py compares the others with the Python code on generated,
  * mutated and hand-made inputs.
@@ -1913,7 +1921,7 @@ static PyObject *classify(PyObject *event_type, PyObject *outcome, const Policy 
 }
 
 /* user_key(): "id:" + a non-empty str user_id here, anything else by the Python function. */
-static PyObject *account_key(LockoutCore *self, PyObject *event, const Policy *p) {
+static PyObject *user_key_of(PyObject *event, int case_insensitive, PyObject *user_key) {
     PyObject *user_id = event_get(event, s_user_id);
     if (user_id == NULL) return NULL;
     if (PyUnicode_CheckExact(user_id) && PyUnicode_GET_LENGTH(user_id) > 0) {
@@ -1922,8 +1930,8 @@ static PyObject *account_key(LockoutCore *self, PyObject *event, const Policy *p
         return key;
     }
     Py_DECREF(user_id);
-    return PyObject_CallFunctionObjArgs(self->user_key_hook, event,
-                                        p->case_insensitive ? Py_True : Py_False, NULL);
+    return PyObject_CallFunctionObjArgs(user_key, event, case_insensitive ? Py_True : Py_False,
+                                        NULL);
 }
 
 static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *args,
@@ -1962,7 +1970,7 @@ static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *arg
         Py_DECREF(event_type);
     }
     if (kind != NULL) {
-        key = account_key(self, event, p);
+        key = user_key_of(event, p->case_insensitive, self->user_key_hook);
         if (key == NULL) goto failed;
     }
     if (kind == NULL || key == Py_None) {
@@ -2411,6 +2419,832 @@ static int lockout_init(PyObject *module) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ spray core */
+
+/* stream/detection/spray.py's SprayDetector hot paths (observe_identified, advance) in
+ * C; that file has the semantics and the reference, NativeSprayDetector there wraps this
+ * one. The detector's state stays in the Python dicts it shares with it (addresses per
+ * tenant, floors, counters); each address is a SprayAddress: its failures in a ring of
+ * (int64 time, user key), its accounts the same dict of [name, count] lists, its index
+ * entries (spray.py's _scheduled and _EmptyIndex.scheduled) in its struct; the tenant's
+ * two heaps (due, empty) in a SprayIndex, compared by time only as in the lockout core
+ * (each pop is followed by a set, a check or a sort by rank). */
+
+typedef struct {
+    int64_t at;
+    PyObject *key;
+} Failure;
+
+typedef struct {
+    PyObject_HEAD
+    int64_t rank;
+    Reorder *order;
+    Failure *failures; /* a ring: head, count, capacity */
+    Py_ssize_t head, count, capacity;
+    PyObject *accounts; /* dict: user key -> [name, failures in window] */
+    int64_t quiet_until, due_scheduled, empty_scheduled;
+    char has_quiet_until, has_due_scheduled, has_empty_scheduled;
+    char listed; /* in the visit list of a time step being worked out */
+} Address;
+
+typedef struct {
+    PyObject_HEAD
+    TimedHeap due, empty;
+    int64_t window; /* the window the empty heap was built for */
+    char has_empty;
+} SprayIndex;
+
+typedef struct {
+    char enabled, count_mfa_failures, case_insensitive;
+    int64_t distinct_users, window_us, sample_size;
+} SprayPolicyView;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *policy_for, *lateness, *addresses, *floors, *counters, *indexes;
+    PyObject *decision_hook, *keyed_identity_hook, *user_key_hook, *by_time_hook;
+    int64_t lateness_us, created;
+    PyObject *policy;
+    SprayPolicyView parsed;
+} SprayCore;
+
+static PyTypeObject AddressType, SprayIndexType, SprayCoreType;
+static PyObject *s_user_key, *s_service, *sealed_prefix_text;
+
+static Failure *failure_at(Address *a, Py_ssize_t i) {
+    return &a->failures[(a->head + i) % a->capacity];
+}
+
+static int failure_append(Address *a, int64_t at, PyObject *key) {
+    if (a->count == a->capacity) {
+        Py_ssize_t capacity = a->capacity ? 2 * a->capacity : 4;
+        Failure *grown = PyMem_Malloc((size_t)capacity * sizeof(Failure));
+        if (grown == NULL) return PyErr_NoMemory(), -1;
+        for (Py_ssize_t i = 0; i < a->count; i++) grown[i] = *failure_at(a, i);
+        PyMem_Free(a->failures);
+        a->failures = grown, a->capacity = capacity, a->head = 0;
+    }
+    a->failures[(a->head + a->count) % a->capacity] = (Failure){at, Py_NewRef(key)};
+    a->count++;
+    return 0;
+}
+
+static void failures_clear(Address *a) {
+    for (Py_ssize_t i = 0; i < a->count; i++) Py_CLEAR(failure_at(a, i)->key);
+    a->head = a->count = 0;
+}
+
+static Address *address_new(int64_t rank) {
+    Address *a = PyObject_GC_New(Address, &AddressType);
+    if (a == NULL) return NULL;
+    a->rank = rank;
+    a->order = (Reorder *)reorder_new(&ReorderType, NULL, NULL);
+    a->failures = NULL;
+    a->head = a->count = a->capacity = 0;
+    a->accounts = PyDict_New();
+    a->quiet_until = a->due_scheduled = a->empty_scheduled = 0;
+    a->has_quiet_until = a->has_due_scheduled = a->has_empty_scheduled = 0;
+    a->listed = 0;
+    PyObject_GC_Track(a);
+    if (a->order == NULL || a->accounts == NULL) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static int address_traverse(Address *self, visitproc visit, void *arg) {
+    Py_VISIT(self->order);
+    Py_VISIT(self->accounts);
+    for (Py_ssize_t i = 0; i < self->count; i++) Py_VISIT(failure_at(self, i)->key);
+    return 0;
+}
+
+static int address_clear(Address *self) {
+    Py_CLEAR(self->order);
+    Py_CLEAR(self->accounts);
+    if (self->failures != NULL) failures_clear(self);
+    return 0;
+}
+
+static void address_dealloc(Address *self) {
+    PyObject_GC_UnTrack(self);
+    address_clear(self);
+    PyMem_Free(self->failures);
+    PyObject_GC_Del(self);
+}
+
+/* _Address.add(): one failure of key (name kept from its first failure in the window). */
+static int address_add(Address *a, int64_t at, PyObject *key, PyObject *name) {
+    if (failure_append(a, at, key) < 0) return -1;
+    PyObject *entry = PyDict_GetItemWithError(a->accounts, key);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) return -1;
+        entry = Py_BuildValue("[Oi]", name, 1);
+        if (entry == NULL) return -1;
+        int failed = PyDict_SetItem(a->accounts, key, entry);
+        Py_DECREF(entry);
+        return failed;
+    }
+    PyObject *more = PyNumber_Add(PyList_GET_ITEM(entry, 1), one);
+    if (more == NULL) return -1;
+    return PyList_SetItem(entry, 1, more);
+}
+
+/* _Address.empty_at(window): sets *at, or *has = 0 when None. */
+static int empty_at(Address *a, int64_t window, int64_t *at, char *has) {
+    Reorder *order = a->order;
+    if (order->head < order->end || PyDict_GET_SIZE(order->recent_ids) > 0) {
+        *has = 0;
+        return 0;
+    }
+    int64_t mark = 0, last;
+    if (order->watermark != Py_None) {
+        int truth = PyObject_IsTrue(order->watermark);
+        if (truth < 0 || (truth && as_time(order->watermark, &mark) < 0)) return -1;
+    }
+    if (a->has_quiet_until && a->quiet_until > mark) mark = a->quiet_until;
+    if (a->count > 0) {
+        if (add_checked(failure_at(a, a->count - 1)->at, window, &last) < 0) return -1;
+        if (last > mark) mark = last;
+    }
+    *at = mark, *has = 1;
+    return 0;
+}
+
+/* _Address.failed(): one released failure; appends an alert, if it makes one. */
+static int spray_failed(PyObject *decisions, SprayCore *core, PyObject *tenant_id,
+                        PyObject *client_ip, Address *a, PyObject *item,
+                        const SprayPolicyView *p) {
+    PyObject *event_id = PyTuple_GET_ITEM(item, 1), *payload = PyTuple_GET_ITEM(item, 2);
+    int64_t now, oldest_kept;
+    if (as_time(PyTuple_GET_ITEM(item, 0), &now) < 0 ||
+        sub_checked(now, p->window_us, &oldest_kept) < 0)
+        return -1;
+    /* Released in event-time order: the window only slides forward. */
+    while (a->count > 0 && failure_at(a, 0)->at <= oldest_kept) {
+        PyObject *key = failure_at(a, 0)->key;
+        a->head = (a->head + 1) % a->capacity, a->count--;
+        PyObject *entry = PyDict_GetItemWithError(a->accounts, key);
+        int failed = entry == NULL;
+        if (!failed) {
+            PyObject *fewer = PyNumber_Subtract(PyList_GET_ITEM(entry, 1), one);
+            failed = fewer == NULL;
+            if (!failed) {
+                int zero = PyObject_Not(fewer);
+                failed = zero < 0 || PyList_SetItem(entry, 1, fewer) < 0 ||
+                         (zero && PyDict_DelItem(a->accounts, key) < 0);
+            }
+        } else if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, key);
+        }
+        Py_DECREF(key);
+        if (failed) return -1;
+    }
+    if (a->has_quiet_until && now < a->quiet_until) return 0; /* an alerted window */
+    PyObject *key = PyObject_GetItem(payload, s_user_key), *name;
+    if (key == NULL) return -1;
+    name = PyObject_GetItem(payload, s_user_name);
+    int added = name == NULL ? -1 : address_add(a, now, key, name);
+    Py_DECREF(key);
+    Py_XDECREF(name);
+    if (added < 0) return -1;
+    if (PyDict_GET_SIZE(a->accounts) < p->distinct_users) return 0;
+    int64_t window_start = failure_at(a, 0)->at;
+    PyObject *decision = PyObject_CallFunction(
+        core->decision_hook, "OOLOnLOn", tenant_id, client_ip, (long long)now, event_id,
+        a->count, (long long)window_start, a->accounts, (Py_ssize_t)p->sample_size);
+    if (decision == NULL) return -1;
+    int failed = PyList_Append(decisions, decision);
+    Py_DECREF(decision);
+    if (failed < 0 || add_checked(window_start, p->window_us, &a->quiet_until) < 0) return -1;
+    a->has_quiet_until = 1;
+    failures_clear(a);
+    PyDict_Clear(a->accounts);
+    return 0;
+}
+
+static SprayIndex *spray_index(SprayCore *self, PyObject *tenant_id) {
+    SprayIndex *index = (SprayIndex *)PyDict_GetItemWithError(self->indexes, tenant_id);
+    if (index != NULL || PyErr_Occurred()) return index;
+    index = PyObject_New(SprayIndex, &SprayIndexType);
+    if (index == NULL) return NULL;
+    index->due = (TimedHeap){NULL, 0, 0};
+    index->empty = (TimedHeap){NULL, 0, 0};
+    index->window = 0, index->has_empty = 0;
+    int failed = PyDict_SetItem(self->indexes, tenant_id, (PyObject *)index);
+    Py_DECREF(index);
+    return failed < 0 ? NULL : index;
+}
+
+static void spray_index_dealloc(SprayIndex *self) {
+    timed_free(&self->due);
+    timed_free(&self->empty);
+    PyObject_Free(self);
+}
+
+/* _empty_index(): the tenant's empty heap for window, built anew when that changed. */
+static int empty_index(SprayIndex *index, PyObject *addresses, int64_t window) {
+    if (index->has_empty && index->window == window) return 0;
+    timed_clear(&index->empty);
+    index->window = window, index->has_empty = 1;
+    if (addresses == NULL) return 0;
+    Py_ssize_t position = 0;
+    PyObject *ip, *value;
+    while (PyDict_Next(addresses, &position, &ip, &value)) {
+        Address *a = (Address *)value;
+        if (empty_at(a, window, &a->empty_scheduled, &a->has_empty_scheduled) < 0) return -1;
+        if (a->has_empty_scheduled && timed_push(&index->empty, a->empty_scheduled, ip) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* _index(): the address's entries at its due and in the empty index. */
+static int spray_reindex(SprayIndex *index, PyObject *addresses, PyObject *ip, Address *a,
+                         int64_t window) {
+    PyObject *due_value = reorder_due(a->order, NULL);
+    if (due_value == NULL) return -1;
+    if (due_value != Py_None) {
+        int64_t due;
+        int failed = as_time(due_value, &due);
+        Py_DECREF(due_value);
+        if (failed < 0) return -1;
+        if (!a->has_due_scheduled || due < a->due_scheduled) {
+            a->due_scheduled = due, a->has_due_scheduled = 1;
+            if (timed_push(&index->due, due, ip) < 0) return -1;
+        }
+    } else {
+        Py_DECREF(due_value);
+    }
+    if (!index->has_empty || index->window != window)
+        return empty_index(index, addresses, window);
+    int64_t at;
+    char has;
+    if (empty_at(a, window, &at, &has) < 0) return -1;
+    if (!has) return 0; /* its entry, if any, is kept: visited early, it is put back */
+    if (!a->has_empty_scheduled || at < a->empty_scheduled) {
+        a->empty_scheduled = at, a->has_empty_scheduled = 1;
+        if (timed_push(&index->empty, at, ip) < 0) return -1;
+    }
+    return 0;
+}
+
+static int spray_policy_int(PyObject *policy, const char *name, int64_t *out) {
+    return policy_int(policy, name, out);
+}
+
+static const SprayPolicyView *spray_policy(SprayCore *self, PyObject *tenant_id) {
+    PyObject *policy = PyObject_CallOneArg(self->policy_for, tenant_id);
+    if (policy == NULL) return NULL;
+    if (policy == self->policy) {
+        Py_DECREF(policy);
+        return &self->parsed;
+    }
+    SprayPolicyView p;
+    int64_t window_seconds;
+    if (policy_flag(policy, "enabled", &p.enabled) < 0 ||
+        policy_flag(policy, "count_mfa_failures", &p.count_mfa_failures) < 0 ||
+        policy_flag(policy, "case_insensitive_user_names", &p.case_insensitive) < 0 ||
+        spray_policy_int(policy, "distinct_users", &p.distinct_users) < 0 ||
+        spray_policy_int(policy, "window_seconds", &window_seconds) < 0 ||
+        spray_policy_int(policy, "sample_size", &p.sample_size) < 0 ||
+        mul_checked(window_seconds, 1000000, &p.window_us) < 0) {
+        Py_DECREF(policy);
+        return NULL;
+    }
+    Py_XSETREF(self->policy, policy);
+    self->parsed = p;
+    return &self->parsed;
+}
+
+/* _release(): release the address's due failures into decisions, then index it. */
+static int spray_release(PyObject *decisions, SprayCore *self, PyObject *tenant_id,
+                         PyObject *ip, Address *a, PyObject *addresses, SprayIndex *index,
+                         PyObject *floor, const SprayPolicyView *p) {
+    PyObject *release_args[2] = {self->lateness, floor};
+    PyObject *released = reorder_release(a->order, release_args, 2);
+    if (released == NULL) return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(released); i++)
+        if (spray_failed(decisions, self, tenant_id, ip, a, PyList_GET_ITEM(released, i), p) <
+            0) {
+            Py_DECREF(released);
+            return -1;
+        }
+    Py_DECREF(released);
+    return spray_reindex(index, addresses, ip, a, p->window_us);
+}
+
+/* keyed_identity(event, "client_ip"): a str that is not sealed here, the rest in Python. */
+static PyObject *client_address(SprayCore *self, PyObject *event) {
+    PyObject *value = event_get(event, s_client_ip);
+    if (value == NULL) return NULL;
+    if (!PyUnicode_Check(value)) {
+        Py_DECREF(value);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t sealed = PyUnicode_Tailmatch(value, sealed_prefix_text, 0, PY_SSIZE_T_MAX, -1);
+    if (sealed < 0) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    if (!sealed) return value;
+    Py_DECREF(value);
+    return PyObject_CallFunctionObjArgs(self->keyed_identity_hook, event, s_client_ip, NULL);
+}
+
+static PyObject *spray_observe_identified(SprayCore *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "observe_identified(event, tenant_id, event_id, occurred_at)");
+        return NULL;
+    }
+    PyObject *event = args[0], *tenant_id = args[1], *event_id = args[2], *at = args[3];
+    PyObject *counters = PyDict_GetItemWithError(self->counters, tenant_id);
+    if (counters == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        counters = PyDict_New();
+        if (counters == NULL) return NULL;
+        int failed = PyDict_SetItem(self->counters, tenant_id, counters);
+        Py_DECREF(counters);
+        if (failed < 0) return NULL;
+    }
+    PyObject *event_type = event_get(event, s_event_type), *outcome = NULL, *service = NULL;
+    PyObject *client_ip = NULL, *key = NULL, *payload = NULL, *floor = NULL;
+    PyObject *decisions = NULL;
+    if (event_type == NULL) return NULL;
+    int relevant = is_text(event_type, "LOGIN_FAILED") || is_text(event_type, "LOGIN") ||
+                   is_text(event_type, "MFA_FAILURE");
+    const SprayPolicyView *p = NULL;
+    if (relevant) {
+        p = spray_policy(self, tenant_id);
+        if (p == NULL || (service = event_get(event, s_service)) == NULL ||
+            (outcome = event_get(event, s_outcome)) == NULL)
+            goto failed;
+        relevant = p->enabled && !is_text(service, "authtrail-lockout") &&
+                   (is_text(event_type, "LOGIN_FAILED") ||
+                    (is_text(event_type, "LOGIN") && is_text(outcome, "FAILURE")) ||
+                    (is_text(event_type, "MFA_FAILURE") && p->count_mfa_failures));
+    }
+    if (relevant) {
+        if ((client_ip = client_address(self, event)) == NULL) goto failed;
+        int truth = PyObject_IsTrue(client_ip);
+        if (truth < 0) goto failed;
+        relevant = truth;
+    }
+    if (relevant) {
+        if ((key = user_key_of(event, p->case_insensitive, self->user_key_hook)) == NULL)
+            goto failed;
+        relevant = key != Py_None;
+    }
+    if (!relevant) {
+        if (count(counters, irrelevant_text) < 0) goto failed;
+        Py_XDECREF(event_type), Py_XDECREF(outcome), Py_XDECREF(service);
+        Py_XDECREF(client_ip), Py_XDECREF(key);
+        return PyList_New(0);
+    }
+    PyObject *addresses = PyDict_GetItemWithError(self->addresses, tenant_id);
+    if (addresses == NULL) {
+        if (PyErr_Occurred() || (addresses = PyDict_New()) == NULL) goto failed;
+        int failed = PyDict_SetItem(self->addresses, tenant_id, addresses);
+        Py_DECREF(addresses);
+        if (failed < 0) goto failed;
+    }
+    Address *a = (Address *)PyDict_GetItemWithError(addresses, client_ip);
+    if (a == NULL) {
+        if (PyErr_Occurred() || (a = address_new(++self->created)) == NULL) goto failed;
+        int failed = PyDict_SetItem(addresses, client_ip, (PyObject *)a);
+        Py_DECREF(a);
+        if (failed < 0) goto failed;
+    }
+    PyObject *name = event_get(event, s_user_name);
+    if (name == NULL) goto failed;
+    int named = PyObject_IsTrue(name);
+    if (named < 0) {
+        Py_DECREF(name);
+        goto failed;
+    }
+    payload = _PyDict_NewPresized(2);
+    int built = payload != NULL && PyDict_SetItem(payload, s_user_key, key) == 0 &&
+                PyDict_SetItem(payload, s_user_name, named ? name : key) == 0;
+    Py_DECREF(name);
+    if (!built) goto failed;
+    floor = PyDict_GetItemWithError(self->floors, tenant_id);
+    if (floor == NULL && PyErr_Occurred()) goto failed;
+    floor = Py_NewRef(floor ? floor : Py_None);
+    PyObject *offer_args[5] = {at, event_id, payload, self->lateness, floor};
+    PyObject *offered = reorder_offer(a->order, offer_args, 5);
+    if (offered == NULL) goto failed;
+    int counted = count(counters, offered);
+    Py_DECREF(offered);
+    SprayIndex *index;
+    if (counted < 0 || (decisions = PyList_New(0)) == NULL ||
+        (index = spray_index(self, tenant_id)) == NULL ||
+        spray_release(decisions, self, tenant_id, client_ip, a, addresses, index, floor, p) < 0)
+        goto failed;
+    Py_DECREF(event_type), Py_DECREF(outcome), Py_DECREF(service), Py_DECREF(client_ip);
+    Py_DECREF(key), Py_DECREF(payload), Py_DECREF(floor);
+    return decisions;
+failed:
+    Py_XDECREF(event_type), Py_XDECREF(outcome), Py_XDECREF(service), Py_XDECREF(client_ip);
+    Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(floor), Py_XDECREF(decisions);
+    return NULL;
+}
+
+typedef struct {
+    Address *address;
+    PyObject *ip; /* borrowed from the visit list */
+} Visit;
+
+static int rank_order(const void *x, const void *y) {
+    int64_t a = ((const Visit *)x)->address->rank, b = ((const Visit *)y)->address->rank;
+    return (a > b) - (a < b);
+}
+
+static PyObject *spray_advance(SprayCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "advance(tenant_id, now)");
+        return NULL;
+    }
+    PyObject *tenant_id = args[0];
+    int64_t now, floor_us, cutoff;
+    if (as_time(args[1], &now) < 0) return NULL;
+    PyObject *known = PyDict_GetItemWithError(self->floors, tenant_id);
+    if (known == NULL && PyErr_Occurred()) return NULL;
+    floor_us = now;
+    if (known != NULL) {
+        int64_t before;
+        if (as_time(known, &before) < 0) return NULL;
+        if (before > now) floor_us = before;
+    }
+    PyObject *floor = PyLong_FromLongLong(floor_us);
+    if (floor == NULL || PyDict_SetItem(self->floors, tenant_id, floor) < 0) {
+        Py_XDECREF(floor);
+        return NULL;
+    }
+    PyObject *decisions = NULL, *ips = NULL;
+    Visit *visit = NULL;
+    const SprayPolicyView *p = spray_policy(self, tenant_id);
+    SprayIndex *index;
+    if (p == NULL || (decisions = PyList_New(0)) == NULL || (ips = PyList_New(0)) == NULL ||
+        (index = spray_index(self, tenant_id)) == NULL ||
+        sub_checked(floor_us, self->lateness_us, &cutoff) < 0)
+        goto failed;
+    PyObject *addresses = PyDict_GetItemWithError(self->addresses, tenant_id);
+    if (addresses == NULL && PyErr_Occurred()) goto failed;
+    /* Only addresses whose due the cutoff reached can release anything (spray.py). */
+    while (index->due.size > 0 && index->due.items[0].at <= cutoff) {
+        Timed top = timed_pop(&index->due);
+        Address *a = addresses == NULL
+                         ? NULL
+                         : (Address *)PyDict_GetItemWithError(addresses, top.key);
+        int listed = 0;
+        if (a == NULL && PyErr_Occurred()) {
+            listed = -1;
+        } else if (a != NULL) {
+            if (a->has_due_scheduled && a->due_scheduled == top.at) a->has_due_scheduled = 0;
+            if (!a->listed) { /* each address once */
+                listed = PyList_Append(ips, top.key) < 0 ? -1 : 0;
+                a->listed = 1;
+            }
+        }
+        Py_DECREF(top.key);
+        if (listed < 0) goto failed;
+    }
+    Py_ssize_t visits = PyList_GET_SIZE(ips);
+    if (visits > 0) {
+        visit = PyMem_Malloc((size_t)visits * sizeof(Visit));
+        if (visit == NULL) {
+            PyErr_NoMemory();
+            goto failed;
+        }
+        for (Py_ssize_t i = 0; i < visits; i++) {
+            PyObject *ip = PyList_GET_ITEM(ips, i);
+            visit[i] = (Visit){(Address *)PyDict_GetItem(addresses, ip), ip};
+            visit[i].address->listed = 0;
+        }
+        qsort(visit, (size_t)visits, sizeof(Visit), rank_order); /* creation order */
+        for (Py_ssize_t i = 0; i < visits; i++)
+            if (spray_release(decisions, self, tenant_id, visit[i].ip, visit[i].address,
+                              addresses, index, floor, p) < 0)
+                goto failed;
+    }
+    /* Forget addresses whose empty time has come (the empty index). */
+    if (empty_index(index, addresses, p->window_us) < 0) goto failed;
+    while (index->empty.size > 0 && index->empty.items[0].at <= now) {
+        Timed top = timed_pop(&index->empty);
+        Address *a = addresses == NULL
+                         ? NULL
+                         : (Address *)PyDict_GetItemWithError(addresses, top.key);
+        int failed = a == NULL && PyErr_Occurred();
+        if (!failed && a != NULL && a->has_empty_scheduled && a->empty_scheduled == top.at) {
+            a->has_empty_scheduled = 0;
+            int64_t at;
+            char has;
+            failed = empty_at(a, index->window, &at, &has) < 0;
+            if (!failed && has && at <= now) {
+                failed = PyDict_DelItem(addresses, top.key) < 0;
+            } else if (!failed && has) {
+                a->empty_scheduled = at, a->has_empty_scheduled = 1;
+                failed = timed_push(&index->empty, at, top.key) < 0;
+            }
+        }
+        Py_DECREF(top.key);
+        if (failed) goto failed;
+    }
+    PyMem_Free(visit);
+    Py_DECREF(ips), Py_DECREF(floor);
+    if (PyList_GET_SIZE(decisions) < 2) return decisions;
+    PyObject *sorted = PyObject_CallOneArg(self->by_time_hook, decisions);
+    Py_DECREF(decisions);
+    return sorted;
+failed:
+    PyMem_Free(visit);
+    Py_XDECREF(decisions), Py_XDECREF(ips), Py_XDECREF(floor);
+    return NULL;
+}
+
+/* ---- the Python side of addresses (spray.py's state code) and the core */
+
+static PyObject *address_py_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    long long rank = 0;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "SprayAddress(rank=0)");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "|L:SprayAddress", &rank)) return NULL;
+    return (PyObject *)address_new(rank);
+}
+
+/* add(occurred_at, key, name): _Address.add() (for from_state) */
+static PyObject *address_py_add(Address *self, PyObject *const *args, Py_ssize_t nargs) {
+    int64_t at;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "add(occurred_at, key, name)");
+        return NULL;
+    }
+    if (as_time(args[0], &at) < 0 || address_add(self, at, args[1], args[2]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *address_get_failures(Address *self, void *unused) {
+    PyObject *failures = PyList_New(self->count);
+    if (failures == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Failure *failure = failure_at(self, i);
+        PyObject *item = Py_BuildValue("(LO)", (long long)failure->at, failure->key);
+        if (item == NULL) {
+            Py_DECREF(failures);
+            return NULL;
+        }
+        PyList_SET_ITEM(failures, i, item);
+    }
+    return failures;
+}
+
+static PyObject *address_get_accounts(Address *self, void *unused) {
+    return Py_NewRef(self->accounts);
+}
+
+static PyObject *address_get_order(Address *self, void *unused) {
+    return Py_NewRef((PyObject *)self->order);
+}
+
+static int address_set_order(Address *self, PyObject *value, void *unused) {
+    if (value == NULL || !PyObject_TypeCheck(value, &ReorderType)) {
+        PyErr_SetString(PyExc_TypeError, "order must be a C ReorderBuffer");
+        return -1;
+    }
+    Py_SETREF(self->order, (Reorder *)Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *address_get_quiet_until(Address *self, void *unused) {
+    return optional_time(self->has_quiet_until, self->quiet_until);
+}
+
+static int address_set_quiet_until(Address *self, PyObject *value, void *unused) {
+    if (value == NULL || value == Py_None) return self->has_quiet_until = 0, 0;
+    if (as_time(value, &self->quiet_until) < 0) return -1;
+    return self->has_quiet_until = 1, 0;
+}
+
+static PyObject *address_get_rank(Address *self, void *unused) {
+    return PyLong_FromLongLong(self->rank);
+}
+
+static int address_set_rank(Address *self, PyObject *value, void *unused) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete rank");
+        return -1;
+    }
+    return as_time(value, &self->rank);
+}
+
+static PyGetSetDef address_getset[] = {
+    {"failures", (getter)address_get_failures, NULL, "(occurred_at, user key), oldest first",
+     NULL},
+    {"accounts", (getter)address_get_accounts, NULL, NULL, NULL},
+    {"order", (getter)address_get_order, (setter)address_set_order, NULL, NULL},
+    {"quiet_until", (getter)address_get_quiet_until, (setter)address_set_quiet_until, NULL,
+     NULL},
+    {"rank", (getter)address_get_rank, (setter)address_set_rank, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef address_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))address_py_add, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AddressType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.SprayAddress",
+    .tp_doc = PyDoc_STR("stream/detection/spray.py's _Address (its fields) in C"),
+    .tp_basicsize = sizeof(Address),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = address_py_new,
+    .tp_dealloc = (destructor)address_dealloc,
+    .tp_traverse = (traverseproc)address_traverse,
+    .tp_clear = (inquiry)address_clear,
+    .tp_methods = address_methods,
+    .tp_getset = address_getset,
+};
+
+/* The heaps hold keys (str) only: no reference cycle through them, so no GC. */
+static PyTypeObject SprayIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.SprayIndex",
+    .tp_doc = PyDoc_STR("one tenant's due and empty heaps (spray.py's _due and _EmptyIndex)"),
+    .tp_basicsize = sizeof(SprayIndex),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)spray_index_dealloc,
+};
+
+/* SprayCore(policy_for, lateness, addresses, floors, counters, decision, keyed_identity,
+ *           user_key, by_time) */
+static PyObject *spray_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *policy_for, *lateness, *addresses, *floors, *counters, *decision_hook,
+        *keyed_identity_hook, *user_key_hook, *by_time_hook;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "SprayCore takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!O!O!OOOO:SprayCore", &policy_for, &PyLong_Type,
+                          &lateness, &PyDict_Type, &addresses, &PyDict_Type, &floors,
+                          &PyDict_Type, &counters, &decision_hook, &keyed_identity_hook,
+                          &user_key_hook, &by_time_hook))
+        return NULL;
+    int64_t lateness_us;
+    if (as_time(lateness, &lateness_us) < 0) return NULL;
+    SprayCore *self = (SprayCore *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->policy_for = Py_NewRef(policy_for);
+    self->lateness = Py_NewRef(lateness);
+    self->addresses = Py_NewRef(addresses);
+    self->floors = Py_NewRef(floors);
+    self->counters = Py_NewRef(counters);
+    self->decision_hook = Py_NewRef(decision_hook);
+    self->keyed_identity_hook = Py_NewRef(keyed_identity_hook);
+    self->user_key_hook = Py_NewRef(user_key_hook);
+    self->by_time_hook = Py_NewRef(by_time_hook);
+    self->indexes = PyDict_New();
+    self->lateness_us = lateness_us;
+    self->created = 0;
+    self->policy = NULL;
+    if (self->indexes == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int spray_core_traverse(SprayCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->policy_for);
+    Py_VISIT(self->lateness);
+    Py_VISIT(self->addresses);
+    Py_VISIT(self->floors);
+    Py_VISIT(self->counters);
+    Py_VISIT(self->indexes);
+    Py_VISIT(self->decision_hook);
+    Py_VISIT(self->keyed_identity_hook);
+    Py_VISIT(self->user_key_hook);
+    Py_VISIT(self->by_time_hook);
+    Py_VISIT(self->policy);
+    return 0;
+}
+
+static int spray_core_clear(SprayCore *self) {
+    Py_CLEAR(self->policy_for);
+    Py_CLEAR(self->lateness);
+    Py_CLEAR(self->addresses);
+    Py_CLEAR(self->floors);
+    Py_CLEAR(self->counters);
+    Py_CLEAR(self->indexes);
+    Py_CLEAR(self->decision_hook);
+    Py_CLEAR(self->keyed_identity_hook);
+    Py_CLEAR(self->user_key_hook);
+    Py_CLEAR(self->by_time_hook);
+    Py_CLEAR(self->policy);
+    return 0;
+}
+
+static void spray_core_dealloc(SprayCore *self) {
+    PyObject_GC_UnTrack(self);
+    spray_core_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* load_due(tenant_id, client_ip): from_state()'s entry of a loaded address at its due (the
+ * empty index is built at the tenant's first step, as spray.py does). */
+static PyObject *spray_load_due(SprayCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_due(tenant_id, client_ip)");
+        return NULL;
+    }
+    PyObject *addresses = PyDict_GetItemWithError(self->addresses, args[0]);
+    Address *a = addresses == NULL ? NULL : (Address *)PyDict_GetItemWithError(addresses, args[1]);
+    if (a == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[1]);
+        return NULL;
+    }
+    SprayIndex *index = spray_index(self, args[0]);
+    if (index == NULL) return NULL;
+    PyObject *due_value = reorder_due(a->order, NULL);
+    if (due_value == NULL) return NULL;
+    int64_t due;
+    int failed = due_value != Py_None &&
+                 (as_time(due_value, &due) < 0 || timed_push(&index->due, due, args[1]) < 0);
+    if (!failed && due_value != Py_None) a->due_scheduled = due, a->has_due_scheduled = 1;
+    Py_DECREF(due_value);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* index_sizes(tenant_id): (entries in its due heap, in its empty heap), stale ones
+ * included: for tests */
+static PyObject *spray_index_sizes(SprayCore *self, PyObject *tenant_id) {
+    SprayIndex *index = spray_index(self, tenant_id);
+    if (index == NULL) return NULL;
+    return Py_BuildValue("(nn)", index->due.size, index->empty.size);
+}
+
+static PyObject *spray_get_created(SprayCore *self, void *unused) {
+    return PyLong_FromLongLong(self->created);
+}
+
+static int spray_set_created(SprayCore *self, PyObject *value, void *unused) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete created");
+        return -1;
+    }
+    return as_time(value, &self->created);
+}
+
+static PyGetSetDef spray_core_getset[] = {
+    {"created", (getter)spray_get_created, (setter)spray_set_created,
+     "addresses made so far: the rank of the next one less one", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef spray_core_methods[] = {
+    {"observe_identified", (PyCFunction)(void (*)(void))spray_observe_identified, METH_FASTCALL,
+     NULL},
+    {"advance", (PyCFunction)(void (*)(void))spray_advance, METH_FASTCALL, NULL},
+    {"load_due", (PyCFunction)(void (*)(void))spray_load_due, METH_FASTCALL, NULL},
+    {"index_sizes", (PyCFunction)spray_index_sizes, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SprayCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.SprayCore",
+    .tp_doc = PyDoc_STR("stream/detection/spray.py's SprayDetector hot paths in C"),
+    .tp_basicsize = sizeof(SprayCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = spray_core_new,
+    .tp_dealloc = (destructor)spray_core_dealloc,
+    .tp_traverse = (traverseproc)spray_core_traverse,
+    .tp_clear = (inquiry)spray_core_clear,
+    .tp_methods = spray_core_methods,
+    .tp_getset = spray_core_getset,
+};
+
+static int spray_init(PyObject *module) {
+    if (PyType_Ready(&AddressType) < 0 || PyType_Ready(&SprayIndexType) < 0 ||
+        PyType_Ready(&SprayCoreType) < 0)
+        return -1;
+    if ((s_user_key = PyUnicode_InternFromString("user_key")) == NULL ||
+        (s_service = PyUnicode_InternFromString("service")) == NULL ||
+        (sealed_prefix_text = PyUnicode_InternFromString("authtrail-sealed-v1:")) == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "SprayAddress", (PyObject *)&AddressType) < 0 ||
+        PyModule_AddObjectRef(module, "SprayCore", (PyObject *)&SprayCoreType) < 0)
+        return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -2445,7 +3279,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
         PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0 ||
         PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0 ||
-        lockout_init(module) < 0) {
+        lockout_init(module) < 0 || spray_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -110,3 +110,37 @@ class LockoutCore:
         self, event: Any, tenant_id: str, event_id: str, occurred_at: int, /
     ) -> list[Any]: ...
     def advance(self, tenant_id: str, now: int, /) -> list[Any]: ...
+
+class SprayAddress:
+    # stream/detection/spray.py's _Address fields, held in C
+    def __init__(self, rank: int = 0, /) -> None: ...
+    rank: int
+    order: ReorderBuffer
+    quiet_until: int | None
+    @property
+    def failures(self) -> list[tuple[int, str]]: ...
+    @property
+    def accounts(self) -> dict[str, list[Any]]: ...
+    def add(self, occurred_at: int, key: str, name: str, /) -> None: ...
+
+class SprayCore:
+    def __init__(
+        self,
+        policy_for: Callable[[str], Any],
+        lateness: int,
+        addresses: dict[str, dict[str, Any]],
+        floors: dict[str, int],
+        counters: dict[str, dict[str, int]],
+        decision: Callable[..., Any],
+        keyed_identity: Callable[[Any, str], str | None],
+        user_key: Callable[[Any, bool], str | None],
+        by_time: Callable[[list[Any]], list[Any]],
+        /,
+    ) -> None: ...
+    created: int
+    def observe_identified(
+        self, event: Any, tenant_id: str, event_id: str, occurred_at: int, /
+    ) -> list[Any]: ...
+    def advance(self, tenant_id: str, now: int, /) -> list[Any]: ...
+    def load_due(self, tenant_id: str, client_ip: str, /) -> None: ...
+    def index_sizes(self, tenant_id: str, /) -> tuple[int, int]: ...

@@ -34,7 +34,7 @@ from authtrail.stream.detection.decisions import (
 )
 from authtrail.stream.detection.lockout import best_lockout_detector
 from authtrail.stream.detection.lockout_policy import PolicySet
-from authtrail.stream.detection.spray import SprayDetector
+from authtrail.stream.detection.spray import best_spray_detector
 
 _ADVANCE_STEP = 1_000_000  # µs of event time
 # Settled accounts (LockoutDetector.prune) go after at most this much event time: pruning
@@ -52,7 +52,7 @@ class Guard:
         self._lockout = best_lockout_detector()(
             policies.lockout_for, allowed_lateness_seconds=lateness
         )
-        self._spray = SprayDetector(policies.spray_for, allowed_lateness_seconds=lateness)
+        self._spray = best_spray_detector()(policies.spray_for, allowed_lateness_seconds=lateness)
         self._replayed: dict[str, dict[str, Any]] = {}  # decided in replay, not yet in the log
         self._owed: dict[str, dict[str, Any]] = {}  # decided (live or replay), not yet chained
         self._advanced: dict[str, int] = {}  # per tenant: event time last advanced to
@@ -142,7 +142,7 @@ class Guard:
         lockout = best_lockout_detector().from_state(
             state["lockout"], self._policies.lockout_for, allowed_lateness_seconds=self._lateness
         )
-        spray = SprayDetector.from_state(
+        spray = best_spray_detector().from_state(
             state["spray"], self._policies.spray_for, allowed_lateness_seconds=self._lateness
         )
         replayed = dict(state["replayed"])

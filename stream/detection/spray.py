@@ -35,7 +35,7 @@ from authtrail.stream.detection.decisions import (
 from authtrail.stream.detection.event_time import EventOrder, new_order, order_from_state
 from authtrail.stream.detection.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
 
-__all__ = ["SprayDetector"]
+__all__ = ["NativeSprayDetector", "SprayDetector", "best_spray_detector"]
 
 _STATE_VERSION = 1
 
@@ -77,41 +77,12 @@ class _Address:
         if len(self.accounts) < policy.distinct_users:
             return None
         window_start = self.failures[0][0]
-        names = [name for name, _ in self.accounts.values()]
-        decision = Decision(
-            kind=BRUTE_FORCE_SUSPECTED,
-            tenant_id=tenant_id,
-            reason="password_spraying",
-            occurred_at=now,
-            triggering_event_id=event_id,
-            client_ip=client_ip,
-            failure_count=len(self.failures),
-            window_start=window_start,
-            window_end=now,
-            distinct_users=len(names),
-            sample_user_names=tuple(names[: policy.sample_size]),
-        )
+        decision = _spray_decision(tenant_id, client_ip, now, event_id, len(self.failures),
+                                   window_start, self.accounts, policy.sample_size)  # fmt: skip
         self.quiet_until = window_start + window
         self.failures.clear()
         self.accounts.clear()
         return decision
-
-    def to_state(self) -> dict[str, Any]:
-        names = {key: name for key, (name, _) in self.accounts.items()}
-        return {
-            "order": self.order.to_state(),
-            "failures": [[at, key, names[key]] for at, key in self.failures],
-            "quiet_until": self.quiet_until,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> _Address:
-        address = cls()
-        address.order = order_from_state(state["order"])
-        for at, key, name in state["failures"]:
-            address.add(at, key, name)
-        address.quiet_until = state["quiet_until"]
-        return address
 
     def empty_at(self, window: int) -> int | None:
         """The least ``now`` from which the detector's clean-up forgets this address (it
@@ -123,6 +94,54 @@ class _Address:
         at = max(order.watermark or 0, self.quiet_until or 0)
         # Failures are appended in event-time order: the last is the newest.
         return max(at, self.failures[-1][0] + window) if self.failures else at
+
+
+# The decision and the state code below read an address's fields only: the same for an
+# _Address and for the C one (authtrail._speedups.SprayAddress), which calls the first.
+
+
+def _spray_decision(
+    tenant_id: str, client_ip: str, now: int, event_id: str, failure_count: int,
+    window_start: int, accounts: Mapping[str, list[Any]], sample_size: int,
+) -> Decision:  # fmt: skip
+    """The alert of a window whose failures (``failure_count``, the oldest at
+    ``window_start``) came from ``accounts`` (user key -> [name, failures])."""
+    names = [name for name, _ in accounts.values()]
+    return Decision(
+        kind=BRUTE_FORCE_SUSPECTED,
+        tenant_id=tenant_id,
+        reason="password_spraying",
+        occurred_at=now,
+        triggering_event_id=event_id,
+        client_ip=client_ip,
+        failure_count=failure_count,
+        window_start=window_start,
+        window_end=now,
+        distinct_users=len(names),
+        sample_user_names=tuple(names[:sample_size]),
+    )
+
+
+def _address_state(address: Any) -> dict[str, Any]:
+    names = {key: name for key, (name, _) in address.accounts.items()}
+    return {
+        "order": address.order.to_state(),
+        "failures": [[at, key, names[key]] for at, key in address.failures],
+        "quiet_until": address.quiet_until,
+    }
+
+
+def _load_address(address: Any, state: Mapping[str, Any]) -> Any:
+    """``address`` (new) with the failures and order of ``state`` (:func:`_address_state`)."""
+    address.order = order_from_state(state["order"])
+    for at, key, name in state["failures"]:
+        address.add(at, key, name)
+    address.quiet_until = state["quiet_until"]
+    return address
+
+
+def _by_time(decisions: list[Decision]) -> list[Decision]:
+    return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
 class SprayDetector:
@@ -144,9 +163,11 @@ class SprayDetector:
             )
         self._policy_for = policy_for
         self._lateness = round(allowed_lateness_seconds * 1_000_000)
-        self._addresses: dict[str, dict[str, _Address]] = {}
+        # Addresses are _Address, or the C one (NativeSprayDetector), whose core counts
+        # into plain dicts.
+        self._addresses: dict[str, dict[str, Any]] = {}
         self._floors: dict[str, int] = {}
-        self._counters: dict[str, Counter[str]] = {}
+        self._counters: dict[str, dict[str, int]] = {}
         # Per tenant, (due, client_ip) of addresses whose release may change something
         # (ReorderBuffer.due), a heap with stale entries: a time step visits only those.
         self._due: dict[str, list[tuple[int, str]]] = {}
@@ -258,7 +279,7 @@ class SprayDetector:
             elif empty_at is not None:
                 scheduled[client_ip] = empty_at
                 heapq.heappush(heap, (empty_at, client_ip))
-        return sorted(decisions, key=lambda decision: decision.occurred_at)
+        return _by_time(decisions)
 
     def to_state(self) -> dict[str, Any]:
         """The whole detector as JSON-compatible data."""
@@ -267,7 +288,7 @@ class SprayDetector:
             "floors": dict(self._floors),
             "counters": {tenant: dict(counts) for tenant, counts in self._counters.items()},
             "addresses": {
-                tenant: {ip: address.to_state() for ip, address in addresses.items()}
+                tenant: {ip: _address_state(address) for ip, address in addresses.items()}
                 for tenant, addresses in self._addresses.items()
             },
         }
@@ -285,24 +306,41 @@ class SprayDetector:
         if state.get("version") != _STATE_VERSION:
             raise InvalidArgumentError(f"unknown spray state version {state.get('version')!r}")
         detector = cls(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
-        detector._floors = dict(state["floors"])
-        detector._counters = {tenant: Counter(c) for tenant, c in state["counters"].items()}
-        detector._addresses = {
-            tenant: {ip: _Address.from_state(value) for ip, value in addresses.items()}
-            for tenant, addresses in state["addresses"].items()
-        }
+        # Filled in place: NativeSprayDetector's C core holds these very dicts.
+        detector._floors.update(state["floors"])
+        detector._counters.update({tenant: Counter(c) for tenant, c in state["counters"].items()})
+        detector._addresses.update(
+            {
+                tenant: {
+                    ip: _load_address(detector._new_address(), value)
+                    for ip, value in addresses.items()
+                }
+                for tenant, addresses in state["addresses"].items()
+            }
+        )
         for addresses in detector._addresses.values():
             for address in addresses.values():
-                detector._created += 1
-                address.rank = detector._created
+                address.rank = detector._next_rank()
         for tenant, addresses in detector._addresses.items():
             for ip, address in addresses.items():
                 # The empty index is built at the tenant's first step (by its policy).
-                due = address.order.due()
-                if due is not None:
-                    heapq.heappush(detector._due.setdefault(tenant, []), (due, ip))
-                    detector._scheduled.setdefault(tenant, {})[ip] = due
+                detector._load_due(tenant, ip, address)
         return detector
+
+    @staticmethod
+    def _new_address() -> Any:
+        return _Address()
+
+    def _next_rank(self) -> int:
+        self._created += 1
+        return self._created
+
+    def _load_due(self, tenant_id: str, client_ip: str, address: Any) -> None:
+        """A loaded address's entry at its due, if a release could change it."""
+        due = address.order.due()
+        if due is not None:
+            heapq.heappush(self._due.setdefault(tenant_id, []), (due, client_ip))
+            self._scheduled.setdefault(tenant_id, {})[client_ip] = due
 
     def _index(
         self, tenant_id: str, client_ip: str, address: _Address, policy: SprayPolicy
@@ -381,3 +419,51 @@ def _is_failure(event: Mapping[str, Any], policy: SprayPolicy) -> bool:
     ):
         return True
     return event_type == "MFA_FAILURE" and policy.count_mfa_failures
+
+
+try:  # the hot paths in C (authtrail/_speedups.c), over addresses held in C
+    from authtrail._speedups import SprayAddress
+    from authtrail._speedups import SprayCore as _CSprayCore
+
+    SprayCore: type[_CSprayCore] | None = _CSprayCore
+except ImportError:  # pragma: no cover - a build without a C compiler
+    SprayCore = None
+
+
+class NativeSprayDetector(SprayDetector):
+    """:class:`SprayDetector` with ``observe_identified`` and ``advance`` in C, over
+    addresses held in C: the same alerts, counters and state (this class's other methods
+    are the Python ones). Event times must fit in 64 bits (the worker admits no other);
+    beyond, ValueError. Requires the built extension (``SprayCore`` is None without it)."""
+
+    def __init__(
+        self,
+        policy_for: Callable[[str], SprayPolicy],
+        *,
+        allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
+    ) -> None:
+        super().__init__(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
+        assert SprayCore is not None
+        self._core = SprayCore(
+            policy_for, self._lateness, self._addresses, self._floors, self._counters,
+            _spray_decision, keyed_identity, user_key, _by_time,
+        )  # fmt: skip
+        # Bound C methods on the instance: no Python frame per event.
+        self.observe_identified = self._core.observe_identified  # type: ignore[method-assign,assignment]
+        self.advance = self._core.advance  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def _new_address() -> Any:
+        return SprayAddress()
+
+    def _next_rank(self) -> int:
+        self._core.created += 1
+        return self._core.created
+
+    def _load_due(self, tenant_id: str, client_ip: str, address: Any) -> None:
+        self._core.load_due(tenant_id, client_ip)
+
+
+def best_spray_detector() -> type[SprayDetector]:
+    """:class:`NativeSprayDetector` when the extension is built, else the Python one."""
+    return NativeSprayDetector if SprayCore is not None else SprayDetector

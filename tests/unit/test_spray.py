@@ -14,9 +14,27 @@ from hypothesis import strategies as st
 from authtrail.errors import InvalidArgumentError
 from authtrail.schemas import AUTH_EVENT, load_schema
 from authtrail.schemas.codec import SingleObjectCodec
+from authtrail.stream.detection import spray as spray_module
 from authtrail.stream.detection.decisions import BRUTE_FORCE_SUSPECTED, Decision, decision_to_event
 from authtrail.stream.detection.lockout_policy import SprayPolicy
 from authtrail.stream.detection.spray import SprayDetector
+
+# Every test here runs against the Python detector and against the one whose hot paths
+# are in C (when built); _VisitEveryAddress below stays the Python reference.
+IMPLEMENTATIONS = [spray_module.SprayDetector] + (
+    [spray_module.NativeSprayDetector] if spray_module.SprayCore is not None else []
+)
+
+
+@pytest.fixture(scope="module", autouse=True, params=IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def implementation(request: pytest.FixtureRequest) -> Any:
+    """Module-scoped (hypothesis tests take no function-scoped fixture): the detector
+    class the tests' ``SprayDetector`` names while they run."""
+    global SprayDetector
+    SprayDetector = request.param
+    yield request.param
+    SprayDetector = spray_module.SprayDetector
+
 
 SECOND = 1_000_000
 ORIGIN = 1_700_000_000 * SECOND
@@ -239,7 +257,7 @@ def test_advance_forgets_quiet_addresses() -> None:
     assert spray.to_state()["addresses"][TENANT] == {}
 
 
-class _VisitEveryAddress(SprayDetector):
+class _VisitEveryAddress(spray_module.SprayDetector):
     """The time step as it was before the due index: a release of every address."""
 
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
@@ -363,9 +381,13 @@ def test_state_and_indexes_stay_bounded_under_distinct_addresses() -> None:
         spray.observe(failure(second, f"user{second}", f"10.{second // 65536}.{second % 65536}"))
         if second % 10 == 0:
             spray.advance(TENANT, ORIGIN + second * SECOND)
-            empty = spray._empty[TENANT]
-            kept = (spray._addresses[TENANT], spray._due[TENANT], empty.heap, empty.scheduled)
-            sizes.append(max(len(part) for part in kept))
+            if isinstance(spray, spray_module.NativeSprayDetector):  # its C heaps' sizes
+                kept = (len(spray._addresses[TENANT]), *spray._core.index_sizes(TENANT))
+            else:
+                empty = spray._empty[TENANT]
+                parts = (spray._addresses[TENANT], spray._due[TENANT], empty.heap, empty.scheduled)
+                kept = tuple(len(part) for part in parts)
+            sizes.append(max(kept))
     # One address a second, forgotten 60 s after its failure (lateness 5 s, steps 10 s).
     assert max(sizes[100:]) <= 80
     assert len(spray._addresses[TENANT]) >= 60  # the window's addresses are kept
