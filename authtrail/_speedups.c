@@ -1683,10 +1683,11 @@ static int failed_login(PyObject *decisions, LockoutCore *core, Account *a, int6
     if (ip < 0) return -1;
     if (ip) Py_SETREF(a->client_ip, Py_NewRef(client_ip));
     if (!a->has_window_start) a->window_start = now, a->has_window_start = 1;
-    if (!only_permanent) { /* _strategy_wait() */
+    if (!only_permanent) { /* _strategy_wait(); beyond 64 bits it is capped below anyway */
         int64_t steps = p->multiple ? a->failures / p->max_login_failures
                                     : 1 + a->failures - p->max_login_failures;
-        if (mul_checked(p->wait_increment_seconds, steps, &wait) < 0) return -1;
+        if (__builtin_mul_overflow(p->wait_increment_seconds, steps, &wait))
+            wait = steps < 0 ? INT64_MIN : INT64_MAX;
     }
     int quick = wait <= 0 && has_since && since_last < quick_limit;
     if (quick) wait = p->minimum_quick_login_wait_seconds;

@@ -37,6 +37,11 @@ from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.detection.spray import best_spray_detector
 
 _ADVANCE_STEP = 1_000_000  # µs of event time
+# Event times the detectors see: from 1970 to the end of year 9999. An event outside says
+# nothing about a login a person could make, and its time plus a policy's wait would
+# leave the native detectors' 64-bit microseconds; admission refuses times before 2000
+# and far after the record's own, but a producer chooses the record's timestamp too.
+_OBSERVED_TIMES = range(0, 253_402_300_800_000_000)
 # Settled accounts (LockoutDetector.prune) go after at most this much event time: pruning
 # changes no decision (tests/unit/test_lockout.py), and every account kept is carried by
 # each snapshot and replayed state; a prune visits the tenant's accounts once.
@@ -71,6 +76,8 @@ class Guard:
             self._owed.pop(event_id, None)
             return []
         tenant_id, event_id, occurred_at = event_identity(event)  # checked once for both
+        if occurred_at not in _OBSERVED_TIMES:
+            return []
         decisions = self._lockout.observe_identified(event, tenant_id, event_id, occurred_at)
         decisions += self._spray.observe_identified(event, tenant_id, event_id, occurred_at)
         if occurred_at - self._advanced.get(tenant_id, 0) >= _ADVANCE_STEP:  # _advance()'s test

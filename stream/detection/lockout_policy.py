@@ -176,9 +176,14 @@ def policy_set_from_mapping(data: Any) -> PolicySet:
     document = _table(data, "policy")
     _refuse_unknown(document, {"allowed_lateness_seconds", "lockout", "spray", "tenants"}, "")
     lateness = document.get("allowed_lateness_seconds", DEFAULT_ALLOWED_LATENESS_SECONDS)
-    if isinstance(lateness, bool) or not isinstance(lateness, int | float) or lateness < 0:
+    if (
+        isinstance(lateness, bool)
+        or not isinstance(lateness, int | float)
+        or not 0 <= lateness <= MAX_POLICY_NUMBER
+    ):
         raise ConfigurationError(
-            f"allowed_lateness_seconds must be a number >= 0, got {lateness!r}"
+            f"allowed_lateness_seconds must be a number from 0 to {MAX_POLICY_NUMBER}, "
+            f"got {lateness!r}"
         )
     lockout = _override(LockoutPolicy(), document.get("lockout", {}), "lockout")
     spray = _override(SprayPolicy(), document.get("spray", {}), "spray")
@@ -243,8 +248,18 @@ def _refuse_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> 
         raise ConfigurationError(f"{prefix}unknown keys {unknown}; allowed: {sorted(allowed)}")
 
 
+#: The largest number a policy field holds: Keycloak's are Java ints. Times derived from
+#: them then fit the detectors' 64-bit microseconds (stream/detection/lockout.py).
+MAX_POLICY_NUMBER = 2**31 - 1
+
+
 def _check_numbers(policy: LockoutPolicy | SprayPolicy) -> None:
     for item in fields(policy):
         value = getattr(policy, item.name)
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise InvalidArgumentError(f"{item.name} must be >= 0, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_POLICY_NUMBER:
+            raise InvalidArgumentError(
+                f"{item.name} must be <= {MAX_POLICY_NUMBER} (a Java int, as Keycloak's), "
+                f"got {value}"
+            )

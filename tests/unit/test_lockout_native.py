@@ -197,3 +197,19 @@ def test_decisions_of_equal_time_come_in_account_order() -> None:
     python, native = made
     assert native == python
     assert [d.user_key for d in native][:2] == ["name:amy", "name:zed"]
+
+
+@pytest.mark.parametrize("occurred_at", [2**63 - 1, 253_402_300_800_000_000, -1])
+def test_the_guard_does_not_observe_times_outside_years_1970_to_9999(occurred_at: int) -> None:
+    """An Avro long admission let through (a producer chooses the record's timestamp
+    too): the detectors never see it, so no time of theirs leaves 64 bits."""
+    guard = Guard(PolicySet())
+    for n in range(40):  # enough failures to lock, were they observed
+        failure = {"tenant_id": "acme", "event_id": f"e{n}", "event_type": "LOGIN_FAILED",
+                   "outcome": "FAILURE", "occurred_at": occurred_at, "user_name": "bob",
+                   "client_ip": f"192.0.2.{n}", "service": "keycloak"}  # fmt: skip
+        assert guard.observe(failure) == []
+    assert guard.counters == {}
+    last = dict(failure, event_id="last", occurred_at=253_402_300_800_000_000 - 1)
+    guard.observe(last)  # the end of year 9999 is observed
+    assert guard.counters == {"accepted": 2}  # by both detectors

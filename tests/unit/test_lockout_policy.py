@@ -154,3 +154,17 @@ def test_load_policy_file(tmp_path: Path) -> None:
     broken.write_text("[lockout]\nfailureFactor = 0\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=re.escape(str(broken))):
         load_policy_file(broken)
+
+
+def test_numbers_beyond_a_java_int_are_refused() -> None:
+    """Keycloak's settings are Java ints; larger ones would take the detectors' times
+    beyond 64-bit microseconds."""
+    with pytest.raises(InvalidArgumentError, match="wait_increment_seconds must be <= 2147483647"):
+        LockoutPolicy(wait_increment_seconds=2**31)
+    with pytest.raises(InvalidArgumentError, match="window_seconds must be <= 2147483647"):
+        SprayPolicy(window_seconds=2**31)
+    assert LockoutPolicy(max_failure_wait_seconds=2**31 - 1).max_failure_wait_seconds == 2**31 - 1
+    with pytest.raises(ConfigurationError, match="allowed_lateness_seconds"):
+        policy_set_from_mapping({"allowed_lateness_seconds": float("inf")})
+    with pytest.raises(ConfigurationError, match="allowed_lateness_seconds"):
+        policy_set_from_mapping({"allowed_lateness_seconds": 2**31})
