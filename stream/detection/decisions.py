@@ -24,6 +24,7 @@ __all__ = [
     "BRUTE_FORCE_SUSPECTED",
     "LOCKOUT_SERVICE",
     "Decision",
+    "by_time",
     "decision_to_event",
     "event_identity",
     "keyed_identity",
@@ -66,6 +67,11 @@ class Decision:
     temporary_lockouts: int = 0
     distinct_users: int = 0
     sample_user_names: tuple[str, ...] = ()
+
+
+def by_time(decisions: list[Decision]) -> list[Decision]:
+    """``decisions`` oldest first (a stable sort: decisions of one time keep their order)."""
+    return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
 def pseudonym_attribute(field: str) -> str:

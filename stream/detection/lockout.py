@@ -33,6 +33,7 @@ from authtrail.stream.detection.decisions import (
     ACCOUNT_UNLOCKED,
     LOCKOUT_SERVICE,
     Decision,
+    by_time,
     event_identity,
     user_key,
 )
@@ -224,10 +225,6 @@ def _load_account(account: Any, state: Mapping[str, Any]) -> Any:
     return account
 
 
-def _by_time(decisions: list[Decision]) -> list[Decision]:
-    return sorted(decisions, key=lambda decision: decision.occurred_at)
-
-
 class _Tenant:
     __slots__ = (
         "accounts", "buffered", "clock", "counters", "due", "expiries", "floor", "locked",
@@ -373,7 +370,7 @@ class LockoutDetector:
             decisions += self._expire(tenant)
         if len(decisions) < 2:
             return decisions
-        return _by_time(decisions)
+        return by_time(decisions)
 
     def advance(self, tenant_id: str, now: int) -> list[Decision]:
         """Declare that ``tenant_id``'s event time reached ``now`` (micros): apply buffered
@@ -407,7 +404,7 @@ class LockoutDetector:
             released = account.order.release(lateness, floor)
             decisions += self._apply(tenant, account, released, policy)
         decisions += self._expire(tenant)
-        return _by_time(decisions)
+        return by_time(decisions)
 
     def prune(self, tenant_id: str) -> int:
         """Forget accounts of ``tenant_id`` whose state can no longer matter; return how many.
@@ -557,7 +554,7 @@ class NativeLockoutDetector(LockoutDetector):
         assert LockoutCore is not None
         core = LockoutCore(
             policy_for, self._lateness, self._tenants, _locked_decision, _unlocked_decision,
-            user_key, _by_time,
+            user_key, by_time,
         )  # fmt: skip
         # Bound C methods on the instance: no Python frame per event.
         self.observe_identified = core.observe_identified  # type: ignore[method-assign,assignment]

@@ -28,6 +28,7 @@ from authtrail.stream.detection.decisions import (
     BRUTE_FORCE_SUSPECTED,
     LOCKOUT_SERVICE,
     Decision,
+    by_time,
     event_identity,
     keyed_identity,
     user_key,
@@ -138,10 +139,6 @@ def _load_address(address: Any, state: Mapping[str, Any]) -> Any:
         address.add(at, key, name)
     address.quiet_until = state["quiet_until"]
     return address
-
-
-def _by_time(decisions: list[Decision]) -> list[Decision]:
-    return sorted(decisions, key=lambda decision: decision.occurred_at)
 
 
 class SprayDetector:
@@ -279,7 +276,7 @@ class SprayDetector:
             elif empty_at is not None:
                 scheduled[client_ip] = empty_at
                 heapq.heappush(heap, (empty_at, client_ip))
-        return _by_time(decisions)
+        return by_time(decisions)
 
     def to_state(self) -> dict[str, Any]:
         """The whole detector as JSON-compatible data."""
@@ -446,7 +443,7 @@ class NativeSprayDetector(SprayDetector):
         assert SprayCore is not None
         self._core = SprayCore(
             policy_for, self._lateness, self._addresses, self._floors, self._counters,
-            _spray_decision, keyed_identity, user_key, _by_time,
+            _spray_decision, keyed_identity, user_key, by_time,
         )  # fmt: skip
         # Bound C methods on the instance: no Python frame per event.
         self.observe_identified = self._core.observe_identified  # type: ignore[method-assign,assignment]
