@@ -1817,6 +1817,22 @@ static int apply_released(PyObject *decisions, LockoutCore *core, Tenant *tenant
 
 static PyObject *floor_object(Tenant *tenant) { return optional_time(tenant->has_floor, tenant->floor); }
 
+/* value, a borrowed item of a dict the Python side fills too, as a type; NULL with
+ * TypeError when it is another (a programming error, not a crash). */
+static void *of_type(PyObject *value, PyTypeObject *type) {
+    if (value != NULL && !Py_IS_TYPE(value, type)) {
+        PyErr_Format(PyExc_TypeError, "expected %s, got %R", type->tp_name, value);
+        return NULL;
+    }
+    return value;
+}
+
+/* accounts[key] (borrowed): NULL when absent, NULL with an error set when not an Account */
+static Account *account_in(PyObject *accounts, PyObject *key) {
+    PyObject *found = PyDict_GetItemWithError(accounts, key);
+    return found == NULL ? NULL : of_type(found, &AccountType);
+}
+
 /* LockoutDetector._expire(): the temporary locks whose end the clock reached. */
 static int expire(PyObject *decisions, LockoutCore *core, Tenant *tenant) {
     if (!tenant->has_clock || tenant->expiries.size == 0 ||
@@ -1827,7 +1843,7 @@ static int expire(PyObject *decisions, LockoutCore *core, Tenant *tenant) {
     if (due == NULL) return -1;
     while (tenant->expiries.size > 0 && tenant->expiries.items[0].at <= clock) {
         Timed top = timed_pop(&tenant->expiries);
-        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, top.key);
+        Account *a = account_in(tenant->accounts, top.key);
         if (a == NULL && PyErr_Occurred()) goto failed_top;
         if (a == NULL || !a->has_locked || a->locked != top.at) { /* stale */
             Py_DECREF(top.key);
@@ -1859,12 +1875,15 @@ static int expire(PyObject *decisions, LockoutCore *core, Tenant *tenant) {
     if (PyList_Sort(due) < 0) goto failed;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(due); i++) {
         PyObject *key = PyTuple_GET_ITEM(PyList_GET_ITEM(due, i), 1);
-        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, key);
+        Account *a = account_in(tenant->accounts, key);
         if (a == NULL) {
             if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
             goto failed;
         }
-        if (unlocked(decisions, core, a, Py_None, clock) < 0) goto failed;
+        Py_INCREF(a); /* held across the Python decision */
+        int failed = unlocked(decisions, core, a, Py_None, clock);
+        Py_DECREF(a);
+        if (failed < 0) goto failed;
     }
     Py_DECREF(due);
     return 0;
@@ -1892,9 +1911,10 @@ static Tenant *tenant_new_empty(void) {
 
 /* The tenant of tenant_id, made if new (a borrowed reference); NULL on error. */
 static Tenant *core_tenant(LockoutCore *self, PyObject *tenant_id) {
-    Tenant *tenant = (Tenant *)PyDict_GetItemWithError(self->tenants, tenant_id);
-    if (tenant != NULL || PyErr_Occurred()) return tenant;
-    tenant = tenant_new_empty();
+    PyObject *found = PyDict_GetItemWithError(self->tenants, tenant_id);
+    if (found != NULL) return of_type(found, &TenantType);
+    if (PyErr_Occurred()) return NULL;
+    Tenant *tenant = tenant_new_empty();
     if (tenant == NULL) return NULL;
     int failed = PyDict_SetItem(self->tenants, tenant_id, (PyObject *)tenant);
     Py_DECREF(tenant);
@@ -1951,6 +1971,7 @@ static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *arg
     if (tenant == NULL) return NULL;
     Py_INCREF(tenant);
     PyObject *decisions = PyList_New(0), *key = NULL, *payload = NULL, *released = NULL;
+    Account *account = NULL;
     if (decisions == NULL) goto failed;
     if (!tenant->has_clock || occurred_at > tenant->clock)
         tenant->clock = occurred_at, tenant->has_clock = 1;
@@ -1977,7 +1998,7 @@ static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *arg
     if (kind == NULL || key == Py_None) {
         if (count(tenant->counters, irrelevant_text) < 0) goto failed;
     } else {
-        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, key);
+        Account *a = account_in(tenant->accounts, key);
         if (a == NULL) {
             if (PyErr_Occurred()) goto failed;
             a = account_new(tenant_id, key);
@@ -1986,6 +2007,7 @@ static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *arg
             Py_DECREF(a);
             if (stored < 0) goto failed;
         }
+        account = (Account *)Py_NewRef(a); /* held across the Python decisions */
         PyObject *user_id = NULL, *user_name = NULL, *client_ip = NULL;
         if ((user_id = event_get(event, s_user_id)) == NULL ||
             (user_name = event_get(event, s_user_name)) == NULL ||
@@ -2021,11 +2043,12 @@ static PyObject *core_observe_identified(LockoutCore *self, PyObject *const *arg
     if (tenant->expiries.size > 0 && tenant->expiries.items[0].at <= tenant->clock &&
         expire(decisions, self, tenant) < 0)
         goto failed;
-    Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(released);
+    Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(released), Py_XDECREF(account);
     Py_DECREF(tenant);
     return by_time(self, decisions);
 failed:
     Py_XDECREF(decisions), Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(released);
+    Py_XDECREF(account);
     Py_DECREF(tenant);
     return NULL;
 }
@@ -2051,7 +2074,7 @@ static PyObject *core_advance(LockoutCore *self, PyObject *const *args, Py_ssize
     /* Only accounts whose due the cutoff reached can release anything (lockout.py). */
     while (tenant->due.size > 0 && tenant->due.items[0].at <= cutoff) {
         Timed top = timed_pop(&tenant->due);
-        Account *a = (Account *)PyDict_GetItemWithError(tenant->accounts, top.key);
+        Account *a = account_in(tenant->accounts, top.key);
         if (a == NULL && PyErr_Occurred()) {
             Py_DECREF(top.key);
             goto failed;
@@ -2068,16 +2091,21 @@ static PyObject *core_advance(LockoutCore *self, PyObject *const *args, Py_ssize
         Py_DECREF(top.key);
         if (listed < 0) goto failed;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(visit); i++)
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(visit); i++) /* listed: checked Accounts */
         ((Account *)PyDict_GetItem(tenant->accounts, PyList_GET_ITEM(visit, i)))->buffered = 1;
     if (PyList_Sort(visit) < 0 || (floor = floor_object(tenant)) == NULL) goto failed;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(visit); i++) {
-        Account *a = (Account *)PyDict_GetItem(tenant->accounts, PyList_GET_ITEM(visit, i));
+        Account *a = account_in(tenant->accounts, PyList_GET_ITEM(visit, i));
+        if (a == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, PyList_GET_ITEM(visit, i));
+            goto failed;
+        }
+        Py_INCREF(a); /* held across the Python decisions */
         PyObject *release_args[2] = {self->lateness, floor};
         PyObject *released = reorder_release(a->order, release_args, 2);
-        if (released == NULL) goto failed;
-        int failed = apply_released(decisions, self, tenant, a, released, p);
-        Py_DECREF(released);
+        int failed = released == NULL ? -1 : apply_released(decisions, self, tenant, a, released, p);
+        Py_XDECREF(released);
+        Py_DECREF(a);
         if (failed < 0) goto failed;
     }
     if (expire(decisions, self, tenant) < 0) goto failed;
@@ -2535,10 +2563,20 @@ static void address_dealloc(Address *self) {
     PyObject_GC_Del(self);
 }
 
+/* accounts[key], a [name, count] list (borrowed); NULL when absent, or with TypeError */
+static PyObject *entry_in(PyObject *accounts, PyObject *key) {
+    PyObject *entry = PyDict_GetItemWithError(accounts, key);
+    if (entry != NULL && !(PyList_CheckExact(entry) && PyList_GET_SIZE(entry) == 2)) {
+        PyErr_Format(PyExc_TypeError, "expected a [name, count] list, got %R", entry);
+        return NULL;
+    }
+    return entry;
+}
+
 /* _Address.add(): one failure of key (name kept from its first failure in the window). */
 static int address_add(Address *a, int64_t at, PyObject *key, PyObject *name) {
     if (failure_append(a, at, key) < 0) return -1;
-    PyObject *entry = PyDict_GetItemWithError(a->accounts, key);
+    PyObject *entry = entry_in(a->accounts, key);
     if (entry == NULL) {
         if (PyErr_Occurred()) return -1;
         entry = Py_BuildValue("[Oi]", name, 1);
@@ -2586,7 +2624,7 @@ static int spray_failed(PyObject *decisions, SprayCore *core, PyObject *tenant_i
     while (a->count > 0 && failure_at(a, 0)->at <= oldest_kept) {
         PyObject *key = failure_at(a, 0)->key;
         a->head = (a->head + 1) % a->capacity, a->count--;
-        PyObject *entry = PyDict_GetItemWithError(a->accounts, key);
+        PyObject *entry = entry_in(a->accounts, key);
         int failed = entry == NULL;
         if (!failed) {
             PyObject *fewer = PyNumber_Subtract(PyList_GET_ITEM(entry, 1), one);
@@ -2625,6 +2663,22 @@ static int spray_failed(PyObject *decisions, SprayCore *core, PyObject *tenant_i
     return 0;
 }
 
+/* addresses[ip] (borrowed): NULL when absent, NULL with an error set when not an Address */
+static Address *address_in(PyObject *addresses, PyObject *ip) {
+    PyObject *found = PyDict_GetItemWithError(addresses, ip);
+    return found == NULL ? NULL : of_type(found, &AddressType);
+}
+
+/* dict[tenant_id] (borrowed) when it is a dict; NULL when absent, or with TypeError */
+static PyObject *dict_in(PyObject *dict, PyObject *tenant_id) {
+    PyObject *found = PyDict_GetItemWithError(dict, tenant_id);
+    if (found != NULL && !PyDict_Check(found)) {
+        PyErr_Format(PyExc_TypeError, "expected a dict, got %R", found);
+        return NULL;
+    }
+    return found;
+}
+
 static SprayIndex *spray_index(SprayCore *self, PyObject *tenant_id) {
     SprayIndex *index = (SprayIndex *)PyDict_GetItemWithError(self->indexes, tenant_id);
     if (index != NULL || PyErr_Occurred()) return index;
@@ -2653,7 +2707,8 @@ static int empty_index(SprayIndex *index, PyObject *addresses, int64_t window) {
     Py_ssize_t position = 0;
     PyObject *ip, *value;
     while (PyDict_Next(addresses, &position, &ip, &value)) {
-        Address *a = (Address *)value;
+        Address *a = of_type(value, &AddressType);
+        if (a == NULL) return -1;
         if (empty_at(a, window, &a->empty_scheduled, &a->has_empty_scheduled) < 0) return -1;
         if (a->has_empty_scheduled && timed_push(&index->empty, a->empty_scheduled, ip) < 0)
             return -1;
@@ -2762,7 +2817,7 @@ static PyObject *spray_observe_identified(SprayCore *self, PyObject *const *args
         return NULL;
     }
     PyObject *event = args[0], *tenant_id = args[1], *event_id = args[2], *at = args[3];
-    PyObject *counters = PyDict_GetItemWithError(self->counters, tenant_id);
+    PyObject *counters = dict_in(self->counters, tenant_id);
     if (counters == NULL) {
         if (PyErr_Occurred()) return NULL;
         counters = PyDict_New();
@@ -2774,6 +2829,7 @@ static PyObject *spray_observe_identified(SprayCore *self, PyObject *const *args
     PyObject *event_type = event_get(event, s_event_type), *outcome = NULL, *service = NULL;
     PyObject *client_ip = NULL, *key = NULL, *payload = NULL, *floor = NULL;
     PyObject *decisions = NULL;
+    Address *address = NULL;
     if (event_type == NULL) return NULL;
     int relevant = is_text(event_type, "LOGIN_FAILED") || is_text(event_type, "LOGIN") ||
                    is_text(event_type, "MFA_FAILURE");
@@ -2805,20 +2861,21 @@ static PyObject *spray_observe_identified(SprayCore *self, PyObject *const *args
         Py_XDECREF(client_ip), Py_XDECREF(key);
         return PyList_New(0);
     }
-    PyObject *addresses = PyDict_GetItemWithError(self->addresses, tenant_id);
+    PyObject *addresses = dict_in(self->addresses, tenant_id);
     if (addresses == NULL) {
         if (PyErr_Occurred() || (addresses = PyDict_New()) == NULL) goto failed;
         int failed = PyDict_SetItem(self->addresses, tenant_id, addresses);
         Py_DECREF(addresses);
         if (failed < 0) goto failed;
     }
-    Address *a = (Address *)PyDict_GetItemWithError(addresses, client_ip);
+    Address *a = address_in(addresses, client_ip);
     if (a == NULL) {
         if (PyErr_Occurred() || (a = address_new(++self->created)) == NULL) goto failed;
         int failed = PyDict_SetItem(addresses, client_ip, (PyObject *)a);
         Py_DECREF(a);
         if (failed < 0) goto failed;
     }
+    address = (Address *)Py_NewRef(a); /* held across the Python decision */
     PyObject *name = event_get(event, s_user_name);
     if (name == NULL) goto failed;
     int named = PyObject_IsTrue(name);
@@ -2845,11 +2902,12 @@ static PyObject *spray_observe_identified(SprayCore *self, PyObject *const *args
         spray_release(decisions, self, tenant_id, client_ip, a, addresses, index, floor, p) < 0)
         goto failed;
     Py_DECREF(event_type), Py_DECREF(outcome), Py_DECREF(service), Py_DECREF(client_ip);
-    Py_DECREF(key), Py_DECREF(payload), Py_DECREF(floor);
+    Py_DECREF(key), Py_DECREF(payload), Py_DECREF(floor), Py_DECREF(address);
     return decisions;
 failed:
     Py_XDECREF(event_type), Py_XDECREF(outcome), Py_XDECREF(service), Py_XDECREF(client_ip);
     Py_XDECREF(key), Py_XDECREF(payload), Py_XDECREF(floor), Py_XDECREF(decisions);
+    Py_XDECREF(address);
     return NULL;
 }
 
@@ -2884,7 +2942,7 @@ static PyObject *spray_advance(SprayCore *self, PyObject *const *args, Py_ssize_
         Py_XDECREF(floor);
         return NULL;
     }
-    PyObject *decisions = NULL, *ips = NULL;
+    PyObject *decisions = NULL, *ips = NULL, *addresses = NULL;
     Visit *visit = NULL;
     const SprayPolicyView *p = spray_policy(self, tenant_id);
     SprayIndex *index;
@@ -2892,14 +2950,13 @@ static PyObject *spray_advance(SprayCore *self, PyObject *const *args, Py_ssize_
         (index = spray_index(self, tenant_id)) == NULL ||
         sub_checked(floor_us, self->lateness_us, &cutoff) < 0)
         goto failed;
-    PyObject *addresses = PyDict_GetItemWithError(self->addresses, tenant_id);
+    addresses = dict_in(self->addresses, tenant_id);
     if (addresses == NULL && PyErr_Occurred()) goto failed;
+    Py_XINCREF(addresses); /* held across the Python decisions */
     /* Only addresses whose due the cutoff reached can release anything (spray.py). */
     while (index->due.size > 0 && index->due.items[0].at <= cutoff) {
         Timed top = timed_pop(&index->due);
-        Address *a = addresses == NULL
-                         ? NULL
-                         : (Address *)PyDict_GetItemWithError(addresses, top.key);
+        Address *a = addresses == NULL ? NULL : address_in(addresses, top.key);
         int listed = 0;
         if (a == NULL && PyErr_Occurred()) {
             listed = -1;
@@ -2922,22 +2979,23 @@ static PyObject *spray_advance(SprayCore *self, PyObject *const *args, Py_ssize_
         }
         for (Py_ssize_t i = 0; i < visits; i++) {
             PyObject *ip = PyList_GET_ITEM(ips, i);
-            visit[i] = (Visit){(Address *)PyDict_GetItem(addresses, ip), ip};
+            /* listed: checked Addresses, held across the Python decisions */
+            visit[i] = (Visit){(Address *)Py_NewRef(PyDict_GetItem(addresses, ip)), ip};
             visit[i].address->listed = 0;
         }
         qsort(visit, (size_t)visits, sizeof(Visit), rank_order); /* creation order */
-        for (Py_ssize_t i = 0; i < visits; i++)
-            if (spray_release(decisions, self, tenant_id, visit[i].ip, visit[i].address,
-                              addresses, index, floor, p) < 0)
-                goto failed;
+        int failed = 0;
+        for (Py_ssize_t i = 0; i < visits && !failed; i++)
+            failed = spray_release(decisions, self, tenant_id, visit[i].ip, visit[i].address,
+                                   addresses, index, floor, p) < 0;
+        for (Py_ssize_t i = 0; i < visits; i++) Py_DECREF(visit[i].address);
+        if (failed) goto failed;
     }
     /* Forget addresses whose empty time has come (the empty index). */
     if (empty_index(index, addresses, p->window_us) < 0) goto failed;
     while (index->empty.size > 0 && index->empty.items[0].at <= now) {
         Timed top = timed_pop(&index->empty);
-        Address *a = addresses == NULL
-                         ? NULL
-                         : (Address *)PyDict_GetItemWithError(addresses, top.key);
+        Address *a = addresses == NULL ? NULL : address_in(addresses, top.key);
         int failed = a == NULL && PyErr_Occurred();
         if (!failed && a != NULL && a->has_empty_scheduled && a->empty_scheduled == top.at) {
             a->has_empty_scheduled = 0;
@@ -2956,13 +3014,14 @@ static PyObject *spray_advance(SprayCore *self, PyObject *const *args, Py_ssize_
     }
     PyMem_Free(visit);
     Py_DECREF(ips), Py_DECREF(floor);
+    Py_XDECREF(addresses);
     if (PyList_GET_SIZE(decisions) < 2) return decisions;
     PyObject *sorted = PyObject_CallOneArg(self->by_time_hook, decisions);
     Py_DECREF(decisions);
     return sorted;
 failed:
     PyMem_Free(visit);
-    Py_XDECREF(decisions), Py_XDECREF(ips), Py_XDECREF(floor);
+    Py_XDECREF(decisions), Py_XDECREF(ips), Py_XDECREF(floor), Py_XDECREF(addresses);
     return NULL;
 }
 
@@ -3164,8 +3223,8 @@ static PyObject *spray_load_due(SprayCore *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "load_due(tenant_id, client_ip)");
         return NULL;
     }
-    PyObject *addresses = PyDict_GetItemWithError(self->addresses, args[0]);
-    Address *a = addresses == NULL ? NULL : (Address *)PyDict_GetItemWithError(addresses, args[1]);
+    PyObject *addresses = dict_in(self->addresses, args[0]);
+    Address *a = addresses == NULL ? NULL : address_in(addresses, args[1]);
     if (a == NULL) {
         if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, args[1]);
         return NULL;

@@ -213,3 +213,17 @@ def test_the_guard_does_not_observe_times_outside_years_1970_to_9999(occurred_at
     last = dict(failure, event_id="last", occurred_at=253_402_300_800_000_000 - 1)
     guard.observe(last)  # the end of year 9999 is observed
     assert guard.counters == {"accepted": 2}  # by both detectors
+
+
+def test_a_foreign_object_in_its_dicts_is_a_type_error_not_a_crash() -> None:
+    native = lockout_module.NativeLockoutDetector(POLICIES.__getitem__)
+    event = {"tenant_id": "acme", "event_id": "e", "event_type": "LOGIN_FAILED",
+             "outcome": "FAILURE", "occurred_at": ORIGIN, "user_name": "bob"}  # fmt: skip
+    native._tenants["acme"] = object()
+    with pytest.raises(TypeError, match="LockoutTenant"):
+        native.observe(event)
+    del native._tenants["acme"]
+    native.observe(event)
+    native._tenants["acme"].accounts["name:bob"] = object()
+    with pytest.raises(TypeError, match="LockoutAccount"):
+        native.observe(dict(event, event_id="f"))

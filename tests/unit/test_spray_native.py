@@ -195,3 +195,16 @@ def test_alerts_of_equal_time_come_in_the_order_addresses_were_made() -> None:
     python, native = made
     assert native == python
     assert [alert.client_ip for alert in native] == ["203.0.113.5", "192.0.2.7"]
+
+
+def test_a_foreign_object_in_its_dicts_is_a_type_error_not_a_crash() -> None:
+    native = spray_module.NativeSprayDetector(POLICIES.__getitem__)
+    native._counters["acme"] = 5  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="dict"):
+        native.observe(_failure("e", ORIGIN, "bob"))
+    del native._counters["acme"]
+    native._addresses["acme"] = {"192.0.2.7": object()}
+    with pytest.raises(TypeError, match="SprayAddress"):
+        native.observe(_failure("f", ORIGIN, "bob"))
+    with pytest.raises(TypeError, match="SprayAddress"):
+        native.advance("acme", ORIGIN + 3600 * SECOND)
