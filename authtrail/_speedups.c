@@ -1756,7 +1756,7 @@ static int apply_event(PyObject *decisions, LockoutCore *core, Tenant *tenant, A
         PyObject *outcome = is_text(kind, "success") ? success_while_locked_text
                             : is_text(kind, "failure")
                                 ? failure_while_locked_text
-                                : PyUnicode_FromFormat("%U_while_locked", kind);
+                                : PyUnicode_FromFormat("%S_while_locked", kind);
         if (outcome == NULL) goto done;
         result = count(tenant->counters, outcome);
         if (outcome != success_while_locked_text && outcome != failure_while_locked_text)
