@@ -151,13 +151,20 @@ def live(
     producer = json_result(loader, out, log, 60.0, "flood loader")
     good = int(producer["good_acknowledged"])
     complete = _wait_complete(stack, base + good, started, plan.timeout, samples)
+    # The rows stored meanwhile include the guard's decisions about earlier phases' events
+    # (released as this phase moves event time on), so the count above can reach its
+    # target with good events still on their way: wait for this phase's own rows too.
+    since = int(producer["start_us"])
+    deadline = time.monotonic() + plan.timeout
+    while not (arrived := _stored_since(stack, since) >= good) and time.monotonic() < deadline:
+        time.sleep(SAMPLE_SECONDS)
+    complete = complete and arrived
     expected = int(producer["expected_rejected"])
     deadline = time.monotonic() + 60
     while _rejected(stack) - rejected_base < expected and time.monotonic() < deadline:
         time.sleep(SAMPLE_SECONDS)
     low, high, _ = _window(samples, base, good)
     window = _costs(samples, low, high)
-    since = int(producer["start_us"])
     return {
         "offered_good_per_s": rate,
         "achieved_good_per_s": round(producer["achieved_rate"], 1),
@@ -176,6 +183,14 @@ def live(
 def _without_percentiles(quantiles: dict[str, Any]) -> dict[str, Any]:
     """Latency quantiles without the full percentile list (kept short in the results)."""
     return {key: value for key, value in quantiles.items() if key != "percentiles"}
+
+
+def _stored_since(stack: Stack, since_us: int) -> int:
+    """Rows whose ``occurred_at`` is ``since_us`` or later (what the latency is read from)."""
+    assert stack.store is not None
+    sql = (f"SELECT count() FROM {stack.table} "
+           "WHERE occurred_at >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")  # fmt: skip
+    return int(stack.store.query_arrow(sql, {"since": since_us}).column(0)[0].as_py())
 
 
 def _rejected(stack: Stack) -> int:
