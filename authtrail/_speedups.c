@@ -2746,10 +2746,6 @@ static int spray_reindex(SprayIndex *index, PyObject *addresses, PyObject *ip, A
     return 0;
 }
 
-static int spray_policy_int(PyObject *policy, const char *name, int64_t *out) {
-    return policy_int(policy, name, out);
-}
-
 static const SprayPolicyView *spray_policy(SprayCore *self, PyObject *tenant_id) {
     PyObject *policy = PyObject_CallOneArg(self->policy_for, tenant_id);
     if (policy == NULL) return NULL;
@@ -2762,9 +2758,9 @@ static const SprayPolicyView *spray_policy(SprayCore *self, PyObject *tenant_id)
     if (policy_flag(policy, "enabled", &p.enabled) < 0 ||
         policy_flag(policy, "count_mfa_failures", &p.count_mfa_failures) < 0 ||
         policy_flag(policy, "case_insensitive_user_names", &p.case_insensitive) < 0 ||
-        spray_policy_int(policy, "distinct_users", &p.distinct_users) < 0 ||
-        spray_policy_int(policy, "window_seconds", &window_seconds) < 0 ||
-        spray_policy_int(policy, "sample_size", &p.sample_size) < 0 ||
+        policy_int(policy, "distinct_users", &p.distinct_users) < 0 ||
+        policy_int(policy, "window_seconds", &window_seconds) < 0 ||
+        policy_int(policy, "sample_size", &p.sample_size) < 0 ||
         mul_checked(window_seconds, 1000000, &p.window_us) < 0) {
         Py_DECREF(policy);
         return NULL;
