@@ -538,9 +538,9 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 
 
 class NativeLockoutDetector(LockoutDetector):
-    """:class:`LockoutDetector` with ``observe_identified`` and ``advance`` in C, over
-    accounts and tenants held in C: the same decisions, counters and state (this class's
-    other methods are the Python ones). Event times must fit in 64 bits (the worker
+    """:class:`LockoutDetector` with ``observe_identified``, ``advance`` and ``prune`` in C,
+    over accounts and tenants held in C: the same decisions, counters and state (this
+    class's other methods are the Python ones). Event times must fit in 64 bits (the worker
     admits no other, stream/worker/admission.py); beyond, ValueError. Requires the
     built extension (``LockoutCore`` is None without it)."""
 
@@ -559,6 +559,7 @@ class NativeLockoutDetector(LockoutDetector):
         # Bound C methods on the instance: no Python frame per event.
         self.observe_identified = core.observe_identified  # type: ignore[method-assign,assignment]
         self.advance = core.advance  # type: ignore[method-assign,assignment]
+        self.prune = core.prune  # type: ignore[method-assign]
 
     @staticmethod
     def _new_tenant() -> Any:

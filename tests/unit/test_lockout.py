@@ -582,6 +582,16 @@ def test_prune_forgets_only_settled_accounts() -> None:
     assert lockout.prune(TENANT) == 2
 
 
+def test_prune_keeps_failures_until_strictly_older_than_the_reset_time() -> None:
+    policy = LockoutPolicy(max_login_failures=3, failure_reset_time_seconds=600)
+    lockout = detector(policy, 0.0)
+    lockout.observe(event(0, user="edge"))
+    lockout.advance(TENANT, at(600))  # the failure is exactly the reset time old
+    assert lockout.prune(TENANT) == 0
+    lockout.advance(TENANT, at(600) + 1)
+    assert lockout.prune(TENANT) == 1
+
+
 # -- the events decisions become ---------------------------------------------------------------
 
 
