@@ -559,7 +559,7 @@ class NativeLockoutDetector(LockoutDetector):
         # Bound C methods on the instance: no Python frame per event.
         self.observe_identified = core.observe_identified  # type: ignore[method-assign,assignment]
         self.advance = core.advance  # type: ignore[method-assign,assignment]
-        self.prune = core.prune  # type: ignore[method-assign]
+        self.prune = core.prune  # type: ignore[method-assign,assignment]
 
     @staticmethod
     def _new_tenant() -> Any:
