@@ -79,7 +79,7 @@
  * authtrail/schemas/_flat_writer.py); a nested record is the reader's alone. */
 enum {
     KIND_LONG = 0, KIND_STRING = 1, KIND_ENUM = 2, KIND_MAP = 3, KIND_INT = 4,
-    KIND_BOOLEAN = 5, KIND_BYTES = 6, KIND_FIXED = 7, KIND_RECORD = 8
+    KIND_BOOLEAN = 5, KIND_BYTES = 6, KIND_FIXED = 7, KIND_RECORD = 8, KIND_BYTES_ARRAY = 9
 };
 
 typedef struct {
@@ -181,6 +181,38 @@ unusual:
     return -1;
 }
 
+/* An array of bytes (the event envelope's events): blocks of items, ending with a count
+ * of 0, as read_map() reads a map. */
+static int read_bytes_array(Cursor *c, PyObject **out) {
+    PyObject *items = PyList_New(0);
+    if (items == NULL) return -2;
+    for (;;) {
+        uint64_t count;
+        if (read_varint(c, &count) < 0) goto unusual;
+        if (count == 0) break;
+        if (count & 1) goto unusual; /* a negative count: a block with its byte size */
+        for (count >>= 1; count > 0; count--) {
+            PyObject *item;
+            int status = read_sized(c, &item, 0);
+            if (status < 0) {
+                Py_DECREF(items);
+                return status;
+            }
+            status = PyList_Append(items, item);
+            Py_DECREF(item);
+            if (status < 0) {
+                Py_DECREF(items);
+                return -2;
+            }
+        }
+    }
+    *out = items;
+    return 0;
+unusual:
+    Py_DECREF(items);
+    return -1;
+}
+
 static int read_record(const FlatReader *reader, Cursor *c, PyObject **out);
 
 static int read_field(Cursor *c, const Field *field, PyObject **out) {
@@ -227,6 +259,8 @@ static int read_field(Cursor *c, const Field *field, PyObject **out) {
         return 0;
     case KIND_RECORD:
         return read_record((const FlatReader *)field->extra, c, out);
+    case KIND_BYTES_ARRAY:
+        return read_bytes_array(c, out);
     default:
         return read_map(c, out);
     }
@@ -289,7 +323,7 @@ static void FlatReader_dealloc(FlatReader *self) {
 
 /* FlatReader(fields): ``fields`` a sequence of (name: str, kind: int, optional: bool,
  * extra), kind 0 long, 1 string, 2 enum, 3 map of strings, 4 int, 5 boolean, 6 bytes,
- * 7 fixed, 8 record; ``extra`` the symbols (a tuple of str) of an enum, the size (int) of
+ * 7 fixed, 8 record, 9 array of bytes; ``extra`` the symbols (a tuple of str) of an enum, the size (int) of
  * a fixed, the FlatReader of a record, else None. */
 static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *spec;
@@ -314,8 +348,8 @@ static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kw
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "UipO:field", &name, &kind, &optional,
                               &extra))
             goto fail;
-        if (kind < KIND_LONG || kind > KIND_RECORD) {
-            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..8", kind);
+        if (kind < KIND_LONG || kind > KIND_BYTES_ARRAY) {
+            PyErr_Format(PyExc_ValueError, "field kind %d is not 0..9", kind);
             goto fail;
         }
         Py_ssize_t size = 0;
@@ -333,8 +367,8 @@ static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kw
                                               "symbols, a record field its FlatReader");
             goto fail;
         }
-        if ((kind == KIND_MAP || kind == KIND_RECORD) && optional) {
-            PyErr_SetString(PyExc_ValueError, "an optional map or record is not read here");
+        if ((kind == KIND_MAP || kind == KIND_RECORD || kind == KIND_BYTES_ARRAY) && optional) {
+            PyErr_SetString(PyExc_ValueError, "an optional map, record or array is not read here");
             goto fail;
         }
         Field *field = &self->fields[i];

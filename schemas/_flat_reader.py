@@ -8,14 +8,14 @@ replays. A function generated for the schema's exact field list, straight-line c
 no per-field dispatch, reads the same record in about a third of that.
 
 :func:`compile_flat_reader` compiles records whose fields are long, int, boolean, string,
-bytes, fixed, an enum, a map of strings, a union of null (first) and one of those but a
-map, or a record of such fields. The reader returns the record only for a body it read
-completely and canonically enough to be sure fastavro reads the same dict; for anything
-unusual (truncated or trailing bytes, bad UTF-8, a negative length, a union branch or
-enum index out of range, a varint beyond 64 bits, an int beyond 32, a boolean byte other
-than 0 or 1, map blocks with a byte size) it returns None and the caller reads with
-fastavro, which then owns every error message. tests/unit/test_flat_reader.py compares
-both on generated and mutated bodies.
+bytes, fixed, an enum, a map of strings, an array of bytes (the event envelope), a union
+of null (first) and one of those but a map or an array, or a record of such fields. The
+reader returns the record only for a body it read completely and canonically enough to be
+sure fastavro reads the same dict; for anything unusual (truncated or trailing bytes, bad
+UTF-8, a negative length, a union branch or enum index out of range, a varint beyond 64
+bits, an int beyond 32, a boolean byte other than 0 or 1, map or array blocks with a byte
+size) it returns None and the caller reads with fastavro, which then owns every error
+message. tests/unit/test_flat_reader.py compares both on generated and mutated bodies.
 """
 
 from __future__ import annotations
@@ -70,6 +70,30 @@ def _string_map(data: bytes, pos: int) -> tuple[dict[str, str], int]:
             entries[key], pos = _string(data, pos)
 
 
+def _bytes_array(data: bytes, pos: int) -> tuple[list[bytes], int]:
+    """An array of bytes at ``pos`` (blocks of items, ending with a count of 0)."""
+    items: list[bytes] = []
+    while True:
+        count = data[pos]
+        pos += 1
+        if count & 0x80:
+            count, pos = _varint(data, pos, count)
+        if count == 0:
+            return items, pos
+        if count & 1:  # a negative count: a block with its byte size
+            raise _Unusual
+        for _ in range(count >> 1):
+            size = data[pos]
+            pos += 1
+            if size & 0x80:
+                size, pos = _varint(data, pos, size)
+            end = pos + (size >> 1)
+            if size & 1 or end > len(data):
+                raise _Unusual
+            items.append(data[pos:end])
+            pos = end
+
+
 def _string(data: bytes, pos: int) -> tuple[str, int]:
     size = data[pos]
     pos += 1
@@ -111,6 +135,7 @@ value = data[pos]; pos += 1
 if value & 0x81 or value >> 1 >= {count}: raise _Unusual
 value = SYMBOLS_{index}[value >> 1]"""
 _MAP = "value, pos = _string_map(data, pos)"
+_BYTES_ARRAY = "value, pos = _bytes_array(data, pos)"
 _RECORD = "value, pos = RECORD_{index}(data, pos, length)"
 _OPTIONAL = """\
 branch = data[pos]; pos += 1
@@ -121,8 +146,11 @@ else:
 _PRIMITIVES = {"long": _LONG, "int": _INT, "boolean": _BOOLEAN, "string": _STRING,
                "bytes": _BYTES}  # fmt: skip
 
-#: The C reader's field kinds (authtrail/_speedups.c): the writer's, and a nested record.
-_NATIVE_KINDS = {**NATIVE_KINDS, "record": 8}
+#: The C reader's field kinds (authtrail/_speedups.c): the writer's, a nested record and an
+#: array of bytes.
+_NATIVE_KINDS = {**NATIVE_KINDS, "record": 8, "array": 9}
+# The containers read (never optional): a map of strings, an array of bytes.
+_CONTAINERS = {"map": ("values", "string"), "array": ("items", "bytes")}
 
 # ``fields(data, pos, length)``: a record's fields read from ``pos`` and the position after
 # them; raises _Unusual, IndexError or UnicodeDecodeError for what it leaves to fastavro.
@@ -184,8 +212,10 @@ def _native_reader(
                 extra = tuple(kind["symbols"])
             elif kind.get("type") == "fixed":
                 extra = int(kind["size"])
-            elif kind.get("type") == "map" and (kind.get("values") != "string" or optional):
-                return None
+            elif kind.get("type") in _CONTAINERS:
+                part, wanted = _CONTAINERS[kind["type"]]
+                if optional or kind.get(part) != wanted:
+                    return None
             elif kind.get("type") == "record":
                 extra = None if optional else _native_reader(kind, named, within)
                 if extra is None:
@@ -206,7 +236,7 @@ def _compile_fields(
         return None
     within |= {record.get("name", "")}
     names: dict[str, Any] = {"_Unusual": _Unusual, "_varint": _varint,
-                             "_string_map": _string_map}  # fmt: skip
+                             "_string_map": _string_map, "_bytes_array": _bytes_array}  # fmt: skip
     lines = ["def fields(data, pos, length):"]
     entries = []
     for index, field in enumerate(record["fields"]):
@@ -238,13 +268,15 @@ def _field_source(kind: Any, named: Mapping[str, Any], index: int, names: dict[s
             read = _FIXED.format(size=int(kind["size"]))
         elif kind.get("type") == "map" and kind.get("values") == "string" and not optional:
             read = _MAP
+        elif kind.get("type") == "array" and kind.get("items") == "bytes" and not optional:
+            read = _BYTES_ARRAY
         elif kind.get("type") == "record" and not optional:
             nested = _compile_fields(kind, named, within)
             if nested is None:
                 return None
             names[f"RECORD_{index}"] = nested
             read = _RECORD.format(index=index)
-        elif kind.get("type") in ("map", "record"):
+        elif kind.get("type") in ("map", "record", "array"):
             return None
         else:
             kind = kind.get("type")  # {"type": "long"}
