@@ -305,9 +305,11 @@ def test_an_envelope_in_blocks_reads_as_fastavro_reads_it(reader: str) -> None:
     assert read is not None
     # two blocks (2 items, then 1), as a streaming writer may split an array
     blocks = bytes([4, 2]) + b"a" + bytes([4]) + b"bc" + bytes([2, 0, 0])
-    assert read(blocks, 0) == _fastavro_read("EVENT_ENVELOPE", blocks) == {
-        "events": [b"a", b"bc", b""]
-    }
+    assert (
+        read(blocks, 0)
+        == _fastavro_read("EVENT_ENVELOPE", blocks)
+        == {"events": [b"a", b"bc", b""]}
+    )
     # a negative count (a block preceded by its byte size): fastavro reads it, with its errors
     sized = bytes([1, 4, 2]) + b"a" + bytes([0])
     assert _fastavro_read("EVENT_ENVELOPE", sized) == {"events": [b"a"]}
