@@ -3394,6 +3394,177 @@ static int spray_init(PyObject *module) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ guard glue */
+
+/* stream/detection/guard.py's Guard.observe() for the usual event, when both detectors
+ * are native: the same steps (identity, time range, both detectors, the tenant's advance
+ * step) without a Python frame per event. Anything else (not an exact dict, a service of
+ * the worker's own records, an identity admission would not pass: the Python raises
+ * its error) goes to that method's Python (slow) before anything changed; decisions go
+ * to Guard._decided (rare). */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lockout, *spray;   /* the detectors' observe_identified */
+    PyObject *advanced;          /* the guard's dict: tenant_id -> event time advanced to */
+    PyObject *advance, *decided, *slow;
+    PyObject *keys_service, *lockout_service;
+    int64_t step, end;           /* _ADVANCE_STEP; _OBSERVED_TIMES.stop */
+} GuardCore;
+
+static PyObject *s_tenant_id, *s_event_id, *s_occurred_at;
+
+/* event[name] if it is a non-empty exact str (borrowed); NULL without an error when not */
+static PyObject *identity_text(PyObject *event, PyObject *name) {
+    PyObject *value = PyDict_GetItemWithError(event, name);
+    if (value == NULL || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0)
+        return NULL;
+    return value;
+}
+
+/* decisions += more (both lists; more's reference consumed); -1 on error */
+static int extend(PyObject *decisions, PyObject *more) {
+    if (more == NULL) return -1;
+    int failed = PyList_CheckExact(more)
+                     ? PyList_SetSlice(decisions, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, more)
+                     : (PyErr_SetString(PyExc_TypeError, "a detector returned no list"), -1);
+    Py_DECREF(more);
+    return failed;
+}
+
+static PyObject *guard_observe(GuardCore *self, PyObject *event) {
+    if (!PyDict_CheckExact(event)) return PyObject_CallOneArg(self->slow, event);
+    PyObject *service = PyDict_GetItemWithError(event, s_service);
+    if (service == NULL && PyErr_Occurred()) return NULL;
+    if (service != NULL && service != Py_None) {
+        if (!PyUnicode_CheckExact(service) ||
+            PyUnicode_Compare(service, self->keys_service) == 0 ||
+            PyUnicode_Compare(service, self->lockout_service) == 0)
+            return PyObject_CallOneArg(self->slow, event);
+    }
+    PyObject *tenant = identity_text(event, s_tenant_id);
+    PyObject *event_id = tenant == NULL ? NULL : identity_text(event, s_event_id);
+    PyObject *at = event_id == NULL ? NULL : PyDict_GetItemWithError(event, s_occurred_at);
+    if (PyErr_Occurred()) return NULL;
+    if (at == NULL || !PyLong_CheckExact(at)) return PyObject_CallOneArg(self->slow, event);
+    int overflow;
+    long long time = PyLong_AsLongLongAndOverflow(at, &overflow);
+    if (time == -1 && PyErr_Occurred()) return NULL;
+    if (overflow || time < 0 || time >= self->end) return PyList_New(0); /* not observed */
+    PyObject *since_object = PyDict_GetItemWithError(self->advanced, tenant);
+    long long since = 0;
+    if (since_object == NULL && PyErr_Occurred()) return NULL;
+    if (since_object != NULL) {
+        if (!PyLong_CheckExact(since_object)) return PyObject_CallOneArg(self->slow, event);
+        since = PyLong_AsLongLongAndOverflow(since_object, &overflow);
+        if (since == -1 && PyErr_Occurred()) return NULL;
+        if (overflow) return PyObject_CallOneArg(self->slow, event);
+    }
+    int64_t gap;
+    /* time >= 0, so only a very negative since overflows: a step is then due */
+    int due = __builtin_sub_overflow((int64_t)time, (int64_t)since, &gap) || gap >= self->step;
+    /* held: the detectors call Python, which could change the event */
+    Py_INCREF(event), Py_INCREF(tenant), Py_INCREF(event_id), Py_INCREF(at);
+    PyObject *args[4] = {event, tenant, event_id, at}, *result = NULL;
+    PyObject *decisions = PyObject_Vectorcall(self->lockout, args, 4, NULL);
+    if (decisions == NULL) goto done;
+    if (!PyList_CheckExact(decisions)) {
+        PyErr_SetString(PyExc_TypeError, "a detector returned no list");
+        goto done;
+    }
+    if (extend(decisions, PyObject_Vectorcall(self->spray, args, 4, NULL)) < 0) goto done;
+    PyObject *advance_args[2] = {tenant, at};
+    if (due && extend(decisions, PyObject_Vectorcall(self->advance, advance_args, 2, NULL)) < 0)
+        goto done;
+    result = PyList_GET_SIZE(decisions) == 0 ? Py_NewRef(decisions)
+                                             : PyObject_CallOneArg(self->decided, decisions);
+done:
+    Py_XDECREF(decisions);
+    Py_DECREF(event), Py_DECREF(tenant), Py_DECREF(event_id), Py_DECREF(at);
+    return result;
+}
+
+static int guard_traverse(GuardCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->lockout);
+    Py_VISIT(self->spray);
+    Py_VISIT(self->advanced);
+    Py_VISIT(self->advance);
+    Py_VISIT(self->decided);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int guard_clear(GuardCore *self) {
+    Py_CLEAR(self->lockout);
+    Py_CLEAR(self->spray);
+    Py_CLEAR(self->advanced);
+    Py_CLEAR(self->advance);
+    Py_CLEAR(self->decided);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->keys_service);
+    Py_CLEAR(self->lockout_service);
+    return 0;
+}
+
+static void guard_dealloc(GuardCore *self) {
+    PyObject_GC_UnTrack(self);
+    guard_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* GuardCore(lockout_observe, spray_observe, advanced, advance, decided, slow, keys_service,
+ * lockout_service, step, end) */
+static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *lockout, *spray, *advanced, *advance, *decided, *slow, *keys, *own;
+    long long step, end;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "GuardCore takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OOO!OOOUULL:GuardCore", &lockout, &spray, &PyDict_Type,
+                          &advanced, &advance, &decided, &slow, &keys, &own, &step, &end))
+        return NULL;
+    if (!PyDict_CheckExact(advanced) || step <= 0 || end <= 0) {
+        PyErr_SetString(PyExc_ValueError, "GuardCore needs an exact dict, a step and end > 0");
+        return NULL;
+    }
+    GuardCore *self = (GuardCore *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->lockout = Py_NewRef(lockout), self->spray = Py_NewRef(spray);
+    self->advanced = Py_NewRef(advanced), self->advance = Py_NewRef(advance);
+    self->decided = Py_NewRef(decided), self->slow = Py_NewRef(slow);
+    self->keys_service = Py_NewRef(keys), self->lockout_service = Py_NewRef(own);
+    self->step = step, self->end = end;
+    return (PyObject *)self;
+}
+
+static PyMethodDef guard_methods[] = {
+    {"observe", (PyCFunction)guard_observe, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject GuardCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.GuardCore",
+    .tp_doc = PyDoc_STR("stream/detection/guard.py's Guard.observe glue in C"),
+    .tp_basicsize = sizeof(GuardCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = guard_new,
+    .tp_dealloc = (destructor)guard_dealloc,
+    .tp_traverse = (traverseproc)guard_traverse,
+    .tp_clear = (inquiry)guard_clear,
+    .tp_methods = guard_methods,
+};
+
+static int guard_init(PyObject *module) {
+    if (PyType_Ready(&GuardCoreType) < 0) return -1;
+    if ((s_tenant_id = PyUnicode_InternFromString("tenant_id")) == NULL ||
+        (s_event_id = PyUnicode_InternFromString("event_id")) == NULL ||
+        (s_occurred_at = PyUnicode_InternFromString("occurred_at")) == NULL)
+        return -1;
+    return PyModule_AddObjectRef(module, "GuardCore", (PyObject *)&GuardCoreType);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -3428,7 +3599,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
         PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0 ||
         PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0 ||
-        lockout_init(module) < 0 || spray_init(module) < 0) {
+        lockout_init(module) < 0 || spray_init(module) < 0 || guard_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

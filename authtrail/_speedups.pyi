@@ -145,3 +145,21 @@ class SprayCore:
     def advance(self, tenant_id: str, now: int, /) -> list[Any]: ...
     def load_due(self, tenant_id: str, client_ip: str, /) -> None: ...
     def index_sizes(self, tenant_id: str, /) -> tuple[int, int]: ...
+
+class GuardCore:
+    # stream/detection/guard.py's Guard.observe glue
+    def __init__(
+        self,
+        lockout_observe: Callable[[Any, str, str, int], list[Any]],
+        spray_observe: Callable[[Any, str, str, int], list[Any]],
+        advanced: dict[str, int],
+        advance: Callable[[str, int], list[Any]],
+        decided: Callable[[list[Any]], list[dict[str, Any]]],
+        slow: Callable[[Any], list[dict[str, Any]]],
+        keys_service: str,
+        lockout_service: str,
+        step: int,
+        end: int,
+        /,
+    ) -> None: ...
+    def observe(self, event: Any, /) -> list[dict[str, Any]]: ...

@@ -22,6 +22,7 @@ that claims the identity is refused at admission (:mod:`authtrail.stream.worker.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from authtrail.stream.core.canonical import canonical_leaf
@@ -32,9 +33,16 @@ from authtrail.stream.detection.decisions import (
     decision_to_event,
     event_identity,
 )
-from authtrail.stream.detection.lockout import best_lockout_detector
+from authtrail.stream.detection.lockout import NativeLockoutDetector, best_lockout_detector
 from authtrail.stream.detection.lockout_policy import PolicySet
-from authtrail.stream.detection.spray import best_spray_detector
+from authtrail.stream.detection.spray import NativeSprayDetector, best_spray_detector
+
+try:  # observe()'s glue in C (authtrail/_speedups.c) when both detectors are native
+    from authtrail._speedups import GuardCore as _CGuardCore
+
+    GuardCore: type[_CGuardCore] | None = _CGuardCore
+except ImportError:  # pragma: no cover - a build without a compiler
+    GuardCore = None
 
 _ADVANCE_STEP = 1_000_000  # µs of event time
 # Event times the detectors see: from 1970 to the end of year 9999. An event outside says
@@ -62,6 +70,24 @@ class Guard:
         self._owed: dict[str, dict[str, Any]] = {}  # decided (live or replay), not yet chained
         self._advanced: dict[str, int] = {}  # per tenant: event time last advanced to
         self._pruned: dict[str, int] = {}
+        self._bind()
+
+    def _bind(self) -> None:
+        """Observe through the C glue when both detectors are native: the same steps as
+        :meth:`observe`, whose Python it calls for anything but the usual event. Bound to
+        the detectors and the advanced dict of the moment: called again when they change."""
+        self.__dict__.pop("observe", None)
+        if (
+            GuardCore is not None
+            and isinstance(self._lockout, NativeLockoutDetector)
+            and isinstance(self._spray, NativeSprayDetector)
+        ):
+            core = GuardCore(
+                self._lockout.observe_identified, self._spray.observe_identified,
+                self._advanced, self._advance, self._decided, partial(Guard.observe, self),
+                KEYS_SERVICE, LOCKOUT_SERVICE, _ADVANCE_STEP, _OBSERVED_TIMES.stop,
+            )  # fmt: skip
+            self.observe = core.observe  # type: ignore[method-assign,assignment]
 
     def observe(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Feed one newly sequenced event; return the decision events to publish."""
@@ -82,8 +108,10 @@ class Guard:
         decisions += self._spray.observe_identified(event, tenant_id, event_id, occurred_at)
         if occurred_at - self._advanced.get(tenant_id, 0) >= _ADVANCE_STEP:  # _advance()'s test
             decisions += self._advance(tenant_id, occurred_at)
-        if not decisions:  # almost every event
-            return []
+        return self._decided(decisions) if decisions else []  # almost every event: none
+
+    def _decided(self, decisions: list[Decision]) -> list[dict[str, Any]]:
+        """The events of ``decisions``, owed to the log until they are chained."""
         decision_events = [decision_to_event(decision) for decision in decisions]
         for decision_event in decision_events:
             self._owed[decision_event["event_id"]] = decision_event
@@ -160,6 +188,7 @@ class Guard:
         self._lockout, self._spray, self._replayed = lockout, spray, replayed
         self._owed = owed
         self._advanced, self._pruned = advanced, pruned
+        self._bind()
 
     @property
     def counters(self) -> dict[str, int]:
