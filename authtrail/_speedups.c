@@ -513,31 +513,18 @@ done:
     return status;
 }
 
-static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "leaf_v1(event, layout: tuple, magic: bytes)");
-        return NULL;
-    }
-    PyObject *event = args[0], *layout = args[1], *magic = args[2];
-    if (!PyDict_CheckExact(event)) Py_RETURN_NONE;
+/* The leaf of layout's fields whose values are values[i] (borrowed; NULL: missing); None
+ * for anything leaf_v1 leaves to Python. */
+static PyObject *leaf_of(PyObject *layout, PyObject *const *values, PyObject *magic) {
     Out out = {PyMem_Malloc(512), 0, 512};
     if (out.data == NULL) return PyErr_NoMemory();
     int status = out_bytes(&out, PyBytes_AS_STRING(magic), PyBytes_GET_SIZE(magic));
     Py_ssize_t fields = PyTuple_GET_SIZE(layout);
     for (Py_ssize_t i = 0; i < fields && status == 0; i++) {
         PyObject *entry = PyTuple_GET_ITEM(layout, i);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
-            status = 1;
-            break;
-        }
         PyObject *string_prefix = PyTuple_GET_ITEM(entry, 1);
         PyObject *integer_prefix = PyTuple_GET_ITEM(entry, 2);
-        if (!PyBytes_CheckExact(string_prefix) || !PyBytes_CheckExact(integer_prefix) ||
-            PyBytes_GET_SIZE(string_prefix) < 1) {
-            status = 1;
-            break;
-        }
-        PyObject *value = PyDict_GetItemWithError(event, PyTuple_GET_ITEM(entry, 0));
+        PyObject *value = values[i];
         if (value == NULL) {
             status = PyErr_Occurred() ? -1 : 1;
         } else if (value == Py_None) {
@@ -576,6 +563,97 @@ static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nar
         leaf = Py_NewRef(Py_None);
     }
     PyMem_Free(out.data);
+    return leaf;
+}
+
+/* Whether layout is a tuple of (name, string prefix, integer prefix) entries leaf_of reads */
+static int layout_usable(PyObject *layout) {
+    if (!PyTuple_CheckExact(layout)) return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(layout); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(layout, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1)) < 1)
+            return 0;
+    }
+    return 1;
+}
+
+#define MAX_LEAF_FIELDS 256
+
+static PyObject *leaf_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "leaf_v1(event, layout: tuple, magic: bytes)");
+        return NULL;
+    }
+    PyObject *event = args[0], *layout = args[1], *magic = args[2];
+    Py_ssize_t fields = PyTuple_GET_SIZE(layout);
+    if (!PyDict_CheckExact(event) || fields > MAX_LEAF_FIELDS || !layout_usable(layout))
+        Py_RETURN_NONE;
+    PyObject *values[MAX_LEAF_FIELDS];
+    for (Py_ssize_t i = 0; i < fields; i++) {
+        values[i] = PyDict_GetItemWithError(event, PyTuple_GET_ITEM(PyTuple_GET_ITEM(layout, i), 0));
+        if (values[i] == NULL) break; /* missing, or an error: leaf_of says which */
+    }
+    return leaf_of(layout, values, magic);
+}
+
+/* The layout remember_layout() was last given: the keys of an event in its dict's order
+ * (the decoder's, the same str objects each time), and for each layout entry the position
+ * of its key there. */
+static PyObject *known_keys, *known_layout;
+static Py_ssize_t known_position[MAX_LEAF_FIELDS];
+
+/* remember_layout(keys, layout): canonical.py's _layout(keys) is layout */
+static PyObject *remember_layout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "remember_layout(keys: tuple, layout: tuple)");
+        return NULL;
+    }
+    PyObject *keys = args[0], *layout = args[1];
+    Py_ssize_t count = PyTuple_GET_SIZE(keys);
+    Py_CLEAR(known_keys); /* forgotten unless the new one is whole */
+    Py_CLEAR(known_layout);
+    if (count > MAX_LEAF_FIELDS || !layout_usable(layout) || PyTuple_GET_SIZE(layout) != count)
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(layout, i), 0);
+        Py_ssize_t at = 0;
+        while (at < count && PyTuple_GET_ITEM(keys, at) != name) at++;
+        if (at == count) Py_RETURN_NONE; /* not the same str objects: not remembered */
+        known_position[i] = at;
+    }
+    known_keys = Py_NewRef(keys), known_layout = Py_NewRef(layout);
+    Py_RETURN_NONE;
+}
+
+/* leaf_known(event, magic, mark): leaf_v1 of the remembered layout, when event is an exact
+ * dict holding exactly the remembered keys (the same objects, in the same order), and its
+ * leaf does not contain mark (the sealed prefix, which canonical.py sorts out); else None. */
+static PyObject *leaf_known(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "leaf_known(event, magic: bytes, mark: bytes)");
+        return NULL;
+    }
+    PyObject *event = args[0];
+    if (known_keys == NULL || !PyDict_CheckExact(event) ||
+        PyDict_GET_SIZE(event) != PyTuple_GET_SIZE(known_keys))
+        Py_RETURN_NONE;
+    PyObject *in_order[MAX_LEAF_FIELDS], *values[MAX_LEAF_FIELDS], *key, *value;
+    Py_ssize_t position = 0, count = 0;
+    while (PyDict_Next(event, &position, &key, &value)) {
+        if (key != PyTuple_GET_ITEM(known_keys, count)) Py_RETURN_NONE;
+        in_order[count++] = value;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) values[i] = in_order[known_position[i]];
+    PyObject *leaf = leaf_of(known_layout, values, args[1]);
+    if (leaf == NULL || leaf == Py_None) return leaf;
+    const char *mark = PyBytes_AS_STRING(args[2]);
+    Py_ssize_t mark_size = PyBytes_GET_SIZE(args[2]);
+    if (mark_size > 0 && memmem(PyBytes_AS_STRING(leaf), (size_t)PyBytes_GET_SIZE(leaf), mark,
+                                (size_t)mark_size) != NULL)
+        Py_SETREF(leaf, Py_NewRef(Py_None));
     return leaf;
 }
 
@@ -3570,6 +3648,11 @@ static int guard_init(PyObject *module) {
 static PyMethodDef methods[] = {
     {"leaf_v1", (PyCFunction)(void (*)(void))leaf_v1, METH_FASTCALL,
      PyDoc_STR("leaf_v1(event, layout, magic) -> bytes | None: the version-1 canonical leaf")},
+    {"remember_layout", (PyCFunction)(void (*)(void))remember_layout, METH_FASTCALL,
+     PyDoc_STR("remember_layout(keys, layout): the layout leaf_known uses")},
+    {"leaf_known", (PyCFunction)(void (*)(void))leaf_known, METH_FASTCALL,
+     PyDoc_STR("leaf_known(event, magic, mark) -> bytes | None: leaf_v1 of the remembered "
+               "layout, None unless the event has its keys and no mark")},
     {"chained_body", (PyCFunction)(void (*)(void))chained_body, METH_FASTCALL,
      PyDoc_STR("chained_body(value, header, link, partition, offset, epoch, index) -> "
                "bytes | None: a sequenced event's chained record body")},

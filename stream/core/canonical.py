@@ -41,9 +41,11 @@ from collections.abc import Iterable, Mapping
 from authtrail.errors import InvalidArgumentError
 
 try:  # the version-1 leaf in C, built by hatch_build.py where a C compiler is
+    from authtrail._speedups import leaf_known as _leaf_known
     from authtrail._speedups import leaf_v1 as _leaf_v1
+    from authtrail._speedups import remember_layout as _remember_layout
 except ImportError:  # pragma: no cover - a build without a compiler
-    _leaf_v1 = None  # type: ignore[assignment]
+    _leaf_v1 = _leaf_known = _remember_layout = None  # type: ignore[assignment]
 
 # The sealed-value format belongs to the producer SDK, which seals at the source and
 # cannot import the stream processor; the leaf only needs its prefix.
@@ -149,10 +151,19 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
     (``str``) and timestamps as integer microseconds.
     Raises :class:`InvalidArgumentError` for anything else.
     """
-    fields = _layout(tuple(event))
+    if _leaf_known is not None:
+        # The usual event: the decoder's dict, whose keys (the same str objects, in the
+        # same order) were laid out last time. No key tuple built and looked up, no
+        # lookup per field (~0.5 µs an event).
+        leaf = _leaf_known(event, MAGIC, _SEALED_MARK)
+        if leaf is not None:
+            return leaf
+    keys = tuple(event)
+    fields = _layout(keys)
     if _leaf_v1 is not None:
         leaf = _leaf_v1(event, fields, MAGIC)
         if leaf is not None:
+            _remember_layout(keys, fields)
             return _sealed_leaf(event, fields, leaf) if _SEALED_MARK in leaf else leaf
     return _python_leaf(event, fields)
 

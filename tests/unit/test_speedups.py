@@ -237,7 +237,9 @@ def test_the_reader_takes_any_buffer_and_refuses_bad_positions() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        [("a", 9, False, None)],  # no such kind
+        [("a", 10, False, None)],  # no such kind
+        [("a", 9, True, None)],  # an optional array
+        [("a", 9, False, ("x",))],  # an array with symbols
         [("a", 2, False, None)],  # an enum without symbols
         [("a", 1, False, ("x",))],  # symbols for a string
         [("a", 3, True, None)],  # an optional map
@@ -381,6 +383,47 @@ def test_bad_arguments_are_type_errors() -> None:
     assert _speedups.leaf_v1({}, (("a", b"s", b"i"),), MAGIC) is None  # a missing key
 
 
+def test_the_remembered_layout_gives_leaf_v1s_leaf() -> None:
+    codec = SingleObjectCodec(SCHEMA)
+    decoded = [codec.decode(codec.encode(event)) for event in TRAFFIC]
+    keys = tuple(decoded[0])
+    layout = canonical._layout(keys)
+    _speedups.remember_layout(keys, layout)
+    for event in decoded:  # the decoder's dicts: the same key objects in the same order
+        assert tuple(event) == keys
+        leaf = _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
+        assert leaf is not None and leaf == _speedups.leaf_v1(event, layout, MAGIC)
+        assert leaf == canonical_leaf(event) == python_leaf(event)
+    event = decoded[0]
+    sealed = {**event, "user_name": canonical.SEALED_PREFIX + "AAAA"}
+    assert _speedups.leaf_known(sealed, MAGIC, canonical._SEALED_MARK) is None  # v2's
+    assert _speedups.leaf_known({**event, "tenant_id": True}, MAGIC, b"x") is None  # Python's
+    reordered = dict(reversed(list(event.items())))
+    assert _speedups.leaf_known(reordered, MAGIC, b"x") is None
+    copied = {"".join(key): value for key, value in event.items()}  # equal keys, other objects
+    assert tuple(copied) == keys and _speedups.leaf_known(copied, MAGIC, b"x") is None
+    assert _speedups.leaf_known(dict(list(event.items())[:-1]), MAGIC, b"x") is None
+    assert _speedups.leaf_known(OrderedDict(event), MAGIC, b"x") is None
+    _speedups.remember_layout((*keys[:-1], "other"), layout)  # not event's layout
+    assert _speedups.leaf_known(event, MAGIC, b"x") is None
+    _speedups.remember_layout(keys, canonical._layout(keys[:-1]))  # one entry short
+    assert _speedups.leaf_known(event, MAGIC, b"x") is None
+    with pytest.raises(TypeError):
+        _speedups.leaf_known(event, MAGIC, "x")  # type: ignore[arg-type]
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.dictionaries(names, values, max_size=12))
+def test_a_leaf_of_the_remembered_layout_is_the_python_leaf_or_none(
+    event: dict[str, Any],
+) -> None:
+    expected = python_leaf(event)
+    if not isinstance(expected, Exception):
+        assert canonical_leaf(event) == expected  # which remembers its layout if C took it
+    leaf = _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
+    assert leaf is None or (leaf == expected and canonical._SEALED_MARK not in leaf)
+
+
 # --- memory -----------------------------------------------------------------------------
 
 
@@ -400,6 +443,8 @@ def test_no_memory_is_kept_per_call() -> None:
         for event, layout in zip(events, layouts, strict=True):
             _speedups.leaf_v1(event, layout, MAGIC)
             _speedups.leaf_v1({**event, "tenant_id": True}, layout, MAGIC)  # Python path
+            _speedups.remember_layout(tuple(event), layout)
+            _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
 
     work()
     gc.collect()
