@@ -568,7 +568,7 @@ class SequencerWorker:
     def _sealed(self, event: dict[str, Any], value: bytes) -> tuple[dict[str, Any], bytes]:
         """``event`` and ``value`` with the tenant's personal fields sealed, before its leaf
         is computed (docs/PRIVACY.md); the value re-encoded only when sealing changed it."""
-        if self._sealer is None:
+        if self._sealer is None or self._sealer.leaves_unchanged(value):
             return event, value
         try:
             sealed = self._sealer.seal(event, value)

@@ -136,6 +136,17 @@ class Sealer:
         self._policies, self._keys = policies, keys
         self._subject_keys: dict[tuple[str, str], SubjectKey] = {}
         self._pseudonym_keys: dict[str, bytes] = {}
+        # No tenant has a policy (privacy is opt-in): the subject key cache stays empty.
+        tenants = policies.tenants or {}
+        self._seals_nothing = policies.default is None and all(
+            policy is None for policy in tenants.values()
+        )
+
+    def leaves_unchanged(self, raw: bytes) -> bool:
+        """Whether :meth:`seal` returns any event decoded from ``raw`` as it is, so the
+        caller may skip it (a worker without a privacy policy, once per event): no tenant
+        has a policy and no value can look sealed (Avro keeps strings verbatim)."""
+        return self._seals_nothing and _SEALED_PREFIX_BYTES not in raw
 
     def seal(self, event: dict[str, Any], raw: bytes | None = None) -> dict[str, Any]:
         """``event`` with its tenant's personal fields and attributes sealed and pseudonyms

@@ -354,3 +354,39 @@ def _reference_leaf(event: dict) -> bytes:
 )
 def test_leaf_matches_the_reference_for_any_mix_of_sealed_values(event: dict) -> None:
     assert canonical_leaf(event) == _reference_leaf(event)
+
+
+class _NoKeys:
+    """A key store the tests below must never reach."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the key store was asked for {name}")
+
+
+LOOKS_SEALED = st.builds(lambda text: "authtrail-sealed-v1:" + text, st.text(max_size=8))
+
+
+@given(st.dictionaries(st.sampled_from(["user_name", "user_id", "client_ip"]),
+                       st.text() | LOOKS_SEALED))  # fmt: skip
+def test_a_sealer_without_policies_leaves_events_unchanged_unless_a_value_looks_sealed(
+    fields: dict[str, str],
+) -> None:
+    from authtrail.schemas import AUTH_EVENT, load_schema
+    from authtrail.schemas.codec import SingleObjectCodec
+
+    codec = SingleObjectCodec(load_schema(AUTH_EVENT))
+    event = {"event_id": "e1", "tenant_id": "acme", "event_type": "LOGIN", "outcome": "SUCCESS",
+             "occurred_at": 1_767_225_600_000_000, **fields}  # fmt: skip
+    raw = codec.encode(event)
+    decoded = codec.decode(raw)
+    sealer = Sealer(PrivacyPolicies(tenants={"other": None}), _NoKeys())  # type: ignore[arg-type]
+    looks_sealed = any(value.startswith("authtrail-sealed-v1:") for value in fields.values())
+    assert sealer.leaves_unchanged(raw) == ("authtrail-sealed-v1:" not in str(fields))
+    if sealer.leaves_unchanged(raw):
+        assert sealer.seal(decoded, raw) is decoded
+    elif looks_sealed:
+        with pytest.raises(InvalidArgumentError):
+            sealer.seal(decoded, raw)
+    for policies in (PrivacyPolicies(default=PrivacyPolicy()),
+                     PrivacyPolicies(tenants={"acme": PrivacyPolicy()})):  # fmt: skip
+        assert not Sealer(policies, _NoKeys()).leaves_unchanged(raw)  # type: ignore[arg-type]
