@@ -3472,6 +3472,163 @@ static int spray_init(PyObject *module) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ admission */
+
+/* stream/worker/admission.py's check_event() for the usual event: True only when every
+ * rule there certainly passes, so the worker may skip it; False sends the event through
+ * that function, which owns every rule and error. Its tenant checks are the ones it
+ * remembered as passed (its _admitted set), and an identity is taken as not reserved
+ * only when it is ASCII and holds no "authtrail" in any case: every reserved service, id
+ * prefix and event type holds it, and ASCII folds (NFKC, strip, casefold) to its own
+ * lower case. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *admitted;    /* admission.py's _admitted set */
+    PyObject *partitions;  /* an int, or None */
+    PyObject *max_id_chars_object;
+    int64_t max_record_bytes, max_id_chars, earliest, max_future_us;
+} AdmissionCore;
+
+static PyObject *s_event_type_other, *s_tenant_id, *s_event_id, *s_occurred_at;
+
+/* Whether text (a str or absent/None) surely names no reserved identity; -1 on error */
+static int plainly_unreserved(PyObject *text) {
+    if (text == NULL || text == Py_None) return 1;
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 0;
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    static const char word[] = "authtrail";
+    const Py_ssize_t word_size = (Py_ssize_t)sizeof word - 1;
+    for (Py_ssize_t at = 0; at + word_size <= size; at++) {
+        Py_ssize_t i = 0;
+        while (i < word_size && (data[at + i] | 0x20) == word[i]) i++;
+        if (i == word_size) return 0;
+    }
+    return 1;
+}
+
+static PyObject *admission_usual(AdmissionCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "usual(event, record_bytes, record_timestamp, partition)");
+        return NULL;
+    }
+    PyObject *event = args[0], *partition = args[3];
+    long long record_bytes = PyLong_Check(args[1]) ? PyLong_AsLongLong(args[1]) : -1;
+    if (record_bytes == -1 && PyErr_Occurred()) PyErr_Clear(); /* beyond 64 bits: Python's */
+    if (record_bytes < 0 || record_bytes > self->max_record_bytes || !PyDict_CheckExact(event))
+        Py_RETURN_FALSE;
+    PyObject *tenant = PyDict_GetItemWithError(event, s_tenant_id);
+    PyObject *event_id = tenant == NULL ? NULL : PyDict_GetItemWithError(event, s_event_id);
+    if (PyErr_Occurred()) return NULL;
+    if (tenant == NULL || !PyUnicode_CheckExact(tenant) || event_id == NULL ||
+        !PyUnicode_CheckExact(event_id) || PyUnicode_GET_LENGTH(event_id) == 0 ||
+        PyUnicode_GET_LENGTH(event_id) > self->max_id_chars ||
+        Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(event_id, 0)))
+        Py_RETURN_FALSE;
+    PyObject *admitted_as = PyTuple_Pack(4, tenant, partition, self->partitions,
+                                         self->max_id_chars_object);
+    if (admitted_as == NULL) return NULL;
+    int admitted = PySet_Contains(self->admitted, admitted_as);
+    Py_DECREF(admitted_as);
+    if (admitted < 0) return NULL;
+    if (!admitted) Py_RETURN_FALSE;
+    PyObject *service = PyDict_GetItemWithError(event, s_service);
+    PyObject *other = service == NULL && PyErr_Occurred()
+                          ? NULL
+                          : PyDict_GetItemWithError(event, s_event_type_other);
+    if (PyErr_Occurred()) return NULL;
+    if (!plainly_unreserved(service) || !plainly_unreserved(event_id) ||
+        !plainly_unreserved(other))
+        Py_RETURN_FALSE;
+    PyObject *at = PyDict_GetItemWithError(event, s_occurred_at);
+    if (at == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
+    }
+    int overflow;
+    long long occurred_at = PyLong_CheckExact(at) ? PyLong_AsLongLongAndOverflow(at, &overflow)
+                                                  : (overflow = 1, 0);
+    if (occurred_at == -1 && PyErr_Occurred()) return NULL;
+    if (overflow || occurred_at < self->earliest) Py_RETURN_FALSE;
+    if (args[2] != Py_None) {
+        long long stamp = PyLong_CheckExact(args[2]) ? PyLong_AsLongLongAndOverflow(args[2], &overflow)
+                                                     : (overflow = 1, 0);
+        if (stamp == -1 && PyErr_Occurred()) return NULL;
+        int64_t latest;
+        if (overflow || __builtin_add_overflow((int64_t)stamp, self->max_future_us, &latest) ||
+            occurred_at > latest)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static int admission_traverse(AdmissionCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->admitted);
+    return 0;
+}
+
+static int admission_clear(AdmissionCore *self) {
+    Py_CLEAR(self->admitted);
+    Py_CLEAR(self->partitions);
+    Py_CLEAR(self->max_id_chars_object);
+    return 0;
+}
+
+static void admission_dealloc(AdmissionCore *self) {
+    PyObject_GC_UnTrack(self);
+    admission_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* AdmissionCore(admitted, partitions, max_record_bytes, max_id_chars, earliest_micros,
+ * max_future_seconds) */
+static PyObject *admission_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *admitted, *partitions, *max_id_chars;
+    long long max_record_bytes, earliest, max_future_seconds;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "AdmissionCore takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OLO!LL:AdmissionCore", &PySet_Type, &admitted, &partitions,
+                          &max_record_bytes, &PyLong_Type, &max_id_chars, &earliest,
+                          &max_future_seconds))
+        return NULL;
+    long long id_chars = PyLong_AsLongLong(max_id_chars);
+    if (id_chars == -1 && PyErr_Occurred()) return NULL;
+    int64_t future_us;
+    if (!PyLong_CheckExact(max_id_chars) || (partitions != Py_None && !PyLong_CheckExact(partitions)) ||
+        __builtin_mul_overflow((int64_t)max_future_seconds, (int64_t)1000000, &future_us)) {
+        PyErr_SetString(PyExc_ValueError, "AdmissionCore: exact ints, a future bound in 64 bits");
+        return NULL;
+    }
+    AdmissionCore *self = (AdmissionCore *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->admitted = Py_NewRef(admitted), self->partitions = Py_NewRef(partitions);
+    self->max_id_chars_object = Py_NewRef(max_id_chars);
+    self->max_record_bytes = max_record_bytes, self->max_id_chars = id_chars;
+    self->earliest = earliest, self->max_future_us = future_us;
+    return (PyObject *)self;
+}
+
+static PyMethodDef admission_methods[] = {
+    {"usual", (PyCFunction)(void (*)(void))admission_usual, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AdmissionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.AdmissionCore",
+    .tp_doc = PyDoc_STR("stream/worker/admission.py's check_event for the usual event"),
+    .tp_basicsize = sizeof(AdmissionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = admission_new,
+    .tp_dealloc = (destructor)admission_dealloc,
+    .tp_traverse = (traverseproc)admission_traverse,
+    .tp_clear = (inquiry)admission_clear,
+    .tp_methods = admission_methods,
+};
+
 /* ------------------------------------------------------------------ guard glue */
 
 /* stream/detection/guard.py's Guard.observe() for the usual event, when both detectors
@@ -3490,7 +3647,6 @@ typedef struct {
     int64_t step, end;           /* _ADVANCE_STEP; _OBSERVED_TIMES.stop */
 } GuardCore;
 
-static PyObject *s_tenant_id, *s_event_id, *s_occurred_at;
 
 /* event[name] if it is a non-empty exact str (borrowed); NULL without an error when not */
 static PyObject *identity_text(PyObject *event, PyObject *name) {
@@ -3635,8 +3791,11 @@ static PyTypeObject GuardCoreType = {
 };
 
 static int guard_init(PyObject *module) {
-    if (PyType_Ready(&GuardCoreType) < 0) return -1;
-    if ((s_tenant_id = PyUnicode_InternFromString("tenant_id")) == NULL ||
+    if (PyType_Ready(&GuardCoreType) < 0 || PyType_Ready(&AdmissionCoreType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "AdmissionCore", (PyObject *)&AdmissionCoreType) < 0)
+        return -1;
+    if ((s_event_type_other = PyUnicode_InternFromString("event_type_other")) == NULL ||
+        (s_tenant_id = PyUnicode_InternFromString("tenant_id")) == NULL ||
         (s_event_id = PyUnicode_InternFromString("event_id")) == NULL ||
         (s_occurred_at = PyUnicode_InternFromString("occurred_at")) == NULL)
         return -1;

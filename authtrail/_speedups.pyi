@@ -168,3 +168,19 @@ def remember_layout(
     keys: tuple[object, ...], layout: tuple[tuple[str, bytes, bytes], ...], /
 ) -> None: ...
 def leaf_known(event: Any, magic: bytes, mark: bytes, /) -> bytes | None: ...
+
+class AdmissionCore:
+    # stream/worker/admission.py's check_event for the usual event
+    def __init__(
+        self,
+        admitted: set[tuple[object, ...]],
+        partitions: int | None,
+        max_record_bytes: int,
+        max_id_chars: int,
+        earliest_micros: int,
+        max_future_seconds: int,
+        /,
+    ) -> None: ...
+    def usual(
+        self, event: Any, record_bytes: int, record_timestamp_micros: int | None, partition: int, /
+    ) -> bool: ...

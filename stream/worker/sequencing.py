@@ -66,6 +66,7 @@ from authtrail.stream.worker.admission import (
     Limits,
     RejectedEvent,
     check_event,
+    usual_admission,
 )
 from authtrail.stream.worker.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
 from authtrail.stream.worker.forked import ChildFailed, ForkedJob
@@ -188,6 +189,7 @@ class SequencerWorker:
         self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
+        self._admits_usual = usual_admission(self._limits, partitions)
         self._partitions = partitions  # None: do not check tenant -> partition
         self._new_sequencer = new_sequencer
         self._new_guard = new_guard
@@ -491,12 +493,14 @@ class SequencerWorker:
             ):
                 self._retain_rejections(sequencer, record, event, value, index)
                 return
-            check_event(
-                event, record_bytes=len(value),
-                record_timestamp_micros=record.timestamp_micros, limits=self._limits,
-                partition=record.partition, partitions=self._partitions,
-                own_decision=own_decision, erasure_claim=erasure_claim,
-            )  # fmt: skip
+            if not self._admits_usual(event, len(value), record.timestamp_micros,
+                                      record.partition):  # fmt: skip
+                check_event(
+                    event, record_bytes=len(value),
+                    record_timestamp_micros=record.timestamp_micros, limits=self._limits,
+                    partition=record.partition, partitions=self._partitions,
+                    own_decision=own_decision, erasure_claim=erasure_claim,
+                )  # fmt: skip
             if self._retention is not None and is_retention_event(event):
                 self._check_retention(sequencer, event)
             event, value = self._sealed(event, value)  # decisions pass unchanged

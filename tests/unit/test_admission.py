@@ -269,3 +269,73 @@ def test_tenants_admitted_before_are_judged_as_if_first_seen(seed: int) -> None:
         admission._admitted.clear()
         assert remembered == verdict(event, partition, limit)
         admission._admitted.update(saved)
+
+
+# -- the usual event's check in C (usual_admission) ---------------------------------------
+
+FULL_WIDTH = "".join(chr(ord(letter) + 0xFEE0) for letter in "authtrail")  # NFKC: "authtrail"
+IDENTITIES = ["e1", "Authtrail-Lockout:x", "authtrail-keys:1", "AUTHTRAIL-PRIVACY:2",
+              " authtrail-lockout:y", FULL_WIDTH + "-lockout:z", "x-authtrail", "authtrai",
+              "évènement", " e", "\u2003e", "   ", "e" * 256, "e" * 257, ""]  # fmt: skip
+SERVICES = [None, "sso", "authtrail-lockout", "AuthTrail-Keys ", "authtrail-privacy",
+            FULL_WIDTH + "-privacy", "authtrail-retention", "keycloak", "sso-é", 7]  # fmt: skip
+OTHERS = [None, "CUSTOM", "AUTHTRAIL_SUBJECT_ERASED", "authtrail_subject_erased ", "ÉRASED"]
+EARLIEST = Limits().earliest_micros
+TIMES = [NOW, EARLIEST, EARLIEST - 1, NOW + 24 * 3600 * 1_000_000,
+         NOW + 24 * 3600 * 1_000_000 + 1, True, 2**70, -(2**70), None, "1"]  # fmt: skip
+
+
+def _admits(event: dict, size: int, stamp: int | None, partition: int) -> bool:
+    try:
+        check_event(event, record_bytes=size, record_timestamp_micros=stamp,
+                    partition=partition, partitions=4)  # fmt: skip
+    except RejectedEvent:
+        return False
+    return True
+
+
+@pytest.mark.skipif(admission.AdmissionCore is None, reason="no C extension")
+@pytest.mark.parametrize("seed", range(20))
+def test_the_usual_check_passes_only_what_check_event_admits(seed: int) -> None:
+    rng = random.Random(seed)
+    usual = admission.usual_admission(Limits(), 4)
+    passed = 0
+    for _ in range(400):
+
+        def pick(values: list) -> object:  # the usual value (the first) half the time
+            return values[0] if rng.random() < 0.5 else rng.choice(values)
+
+        tenant = pick(["acme", "beta", "gamma", "delta", "authtrail-rejected-0", "Bad"])
+        event = {"event_id": pick(IDENTITIES), "tenant_id": tenant,
+                 "occurred_at": pick(TIMES), "service": pick(SERVICES),
+                 "event_type_other": pick(OTHERS)}  # fmt: skip
+        for name in ("service", "event_type_other", "occurred_at"):
+            if rng.random() < 0.1:
+                del event[name]
+        size = pick([300, Limits().max_record_bytes, Limits().max_record_bytes + 1])
+        stamp = pick([NOW, None, 2**70])
+        partition = pick([admission._tenant_partition(str(tenant), 4), 0, 1, 2, 3])
+        fast = usual(event, size, stamp, partition)
+        admits = _admits(event, size, stamp, partition)  # remembers the tenants it admits
+        if fast:
+            passed += 1
+            assert admits, event
+    assert passed > 20  # the usual event does take the C path
+
+
+@pytest.mark.skipif(admission.AdmissionCore is None, reason="no C extension")
+def test_the_usual_check_leaves_first_seen_tenants_and_other_settings_to_python() -> None:
+    usual = admission.usual_admission(Limits(), 4)
+    event = {**GOOD, "tenant_id": "first-seen", "service": "sso"}
+    partition = admission._tenant_partition("first-seen", 4)
+    assert not usual(event, 300, NOW, partition)  # not yet admitted: check_event's call
+    check_event(event, record_bytes=300, record_timestamp_micros=NOW, partition=partition,
+                partitions=4)  # fmt: skip
+    assert usual(event, 300, NOW, partition)
+    assert not usual(event, 300, NOW, (partition + 1) % 4)  # another partition
+    assert not admission.usual_admission(Limits(max_id_chars=300), 4)(event, 300, NOW, partition)
+    assert not admission.usual_admission(Limits(), None)(event, 300, NOW, partition)
+    assert not usual(dict(event, occurred_at=EARLIEST - 1), 300, NOW, partition)
+    assert not usual(dict(event, event_id="AuthTrail-Lockout:1"), 300, NOW, partition)
+    huge = admission.usual_admission(Limits(max_record_bytes=2**70), 4)  # judged in Python
+    assert not huge(event, 300, NOW, partition)
