@@ -3485,7 +3485,6 @@ static int spray_init(PyObject *module) {
 typedef struct {
     PyObject_HEAD
     PyObject *admitted;    /* admission.py's _admitted set */
-    PyObject *partitions;  /* an int, or None */
     PyObject *max_id_chars_object;
     int64_t max_record_bytes, max_id_chars, earliest, max_future_us;
 } AdmissionCore;
@@ -3509,11 +3508,12 @@ static int plainly_unreserved(PyObject *text) {
 }
 
 static PyObject *admission_usual(AdmissionCore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "usual(event, record_bytes, record_timestamp, partition)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "usual(event, record_bytes, record_timestamp, partition, partitions)");
         return NULL;
     }
-    PyObject *event = args[0], *partition = args[3];
+    PyObject *event = args[0], *partition = args[3], *partitions = args[4];
     long long record_bytes = PyLong_Check(args[1]) ? PyLong_AsLongLong(args[1]) : -1;
     if (record_bytes == -1 && PyErr_Occurred()) PyErr_Clear(); /* beyond 64 bits: Python's */
     if (record_bytes < 0 || record_bytes > self->max_record_bytes || !PyDict_CheckExact(event))
@@ -3526,7 +3526,7 @@ static PyObject *admission_usual(AdmissionCore *self, PyObject *const *args, Py_
         PyUnicode_GET_LENGTH(event_id) > self->max_id_chars ||
         Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(event_id, 0)))
         Py_RETURN_FALSE;
-    PyObject *admitted_as = PyTuple_Pack(4, tenant, partition, self->partitions,
+    PyObject *admitted_as = PyTuple_Pack(4, tenant, partition, partitions,
                                          self->max_id_chars_object);
     if (admitted_as == NULL) return NULL;
     int admitted = PySet_Contains(self->admitted, admitted_as);
@@ -3570,7 +3570,6 @@ static int admission_traverse(AdmissionCore *self, visitproc visit, void *arg) {
 
 static int admission_clear(AdmissionCore *self) {
     Py_CLEAR(self->admitted);
-    Py_CLEAR(self->partitions);
     Py_CLEAR(self->max_id_chars_object);
     return 0;
 }
@@ -3581,30 +3580,30 @@ static void admission_dealloc(AdmissionCore *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* AdmissionCore(admitted, partitions, max_record_bytes, max_id_chars, earliest_micros,
+/* AdmissionCore(admitted, max_record_bytes, max_id_chars, earliest_micros,
  * max_future_seconds) */
 static PyObject *admission_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *admitted, *partitions, *max_id_chars;
+    PyObject *admitted, *max_id_chars;
     long long max_record_bytes, earliest, max_future_seconds;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
         PyErr_SetString(PyExc_TypeError, "AdmissionCore takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!OLO!LL:AdmissionCore", &PySet_Type, &admitted, &partitions,
+    if (!PyArg_ParseTuple(args, "O!LO!LL:AdmissionCore", &PySet_Type, &admitted,
                           &max_record_bytes, &PyLong_Type, &max_id_chars, &earliest,
                           &max_future_seconds))
         return NULL;
     long long id_chars = PyLong_AsLongLong(max_id_chars);
     if (id_chars == -1 && PyErr_Occurred()) return NULL;
     int64_t future_us;
-    if (!PyLong_CheckExact(max_id_chars) || (partitions != Py_None && !PyLong_CheckExact(partitions)) ||
+    if (!PyLong_CheckExact(max_id_chars) ||
         __builtin_mul_overflow((int64_t)max_future_seconds, (int64_t)1000000, &future_us)) {
         PyErr_SetString(PyExc_ValueError, "AdmissionCore: exact ints, a future bound in 64 bits");
         return NULL;
     }
     AdmissionCore *self = (AdmissionCore *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    self->admitted = Py_NewRef(admitted), self->partitions = Py_NewRef(partitions);
+    self->admitted = Py_NewRef(admitted);
     self->max_id_chars_object = Py_NewRef(max_id_chars);
     self->max_record_bytes = max_record_bytes, self->max_id_chars = id_chars;
     self->earliest = earliest, self->max_future_us = future_us;

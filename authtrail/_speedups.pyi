@@ -174,7 +174,6 @@ class AdmissionCore:
     def __init__(
         self,
         admitted: set[tuple[object, ...]],
-        partitions: int | None,
         max_record_bytes: int,
         max_id_chars: int,
         earliest_micros: int,
@@ -182,5 +181,11 @@ class AdmissionCore:
         /,
     ) -> None: ...
     def usual(
-        self, event: Any, record_bytes: int, record_timestamp_micros: int | None, partition: int, /
+        self,
+        event: Any,
+        record_bytes: int,
+        record_timestamp_micros: int | None,
+        partition: int,
+        partitions: int | None,
+        /,
     ) -> bool: ...

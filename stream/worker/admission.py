@@ -54,8 +54,9 @@ try:  # check_event's usual case in C (authtrail/_speedups.c)
 except ImportError:  # pragma: no cover - a build without a compiler
     AdmissionCore = None
 
-#: ``(event, record_bytes, record_timestamp_micros, partition)``: see :func:`usual_admission`.
-UsualAdmission = Callable[[Mapping[str, Any], int, "int | None", int], bool]
+#: ``(event, record_bytes, record_timestamp_micros, partition, partitions)``: see
+#: :func:`usual_admission`.
+UsualAdmission = Callable[[Mapping[str, Any], int, "int | None", int, "int | None"], bool]
 
 
 class RejectedEvent(FormatError):
@@ -156,22 +157,22 @@ def _check_tenant_id(tenant_id: str) -> None:
         )
 
 
-def usual_admission(limits: Limits, partitions: int | None) -> UsualAdmission:
+def usual_admission(limits: Limits) -> UsualAdmission:
     """A test that is True only for an event :func:`check_event` surely admits with these
-    limits and ``partitions`` (given the same record size, timestamp and partition), so
-    the worker may skip that function for it: a tenant whose checks passed before, plain
+    limits (given the same record size, timestamp, partition and partitions), so the
+    worker may skip that function for it: a tenant whose checks passed before, plain
     ASCII identities that claim nothing reserved, a time within the bounds. In C, once per
     event (the Python checks cost ~1.3 µs); False for anything else, and always without
     the extension, and then :func:`check_event` decides."""
     if AdmissionCore is not None:
         try:
             return AdmissionCore(
-                _admitted, partitions, limits.max_record_bytes, limits.max_id_chars,
+                _admitted, limits.max_record_bytes, limits.max_id_chars,
                 limits.earliest_micros, limits.max_future_seconds,
             ).usual  # fmt: skip
         except (OverflowError, ValueError):  # limits beyond 64 bits: judged in Python
             pass
-    return lambda event, record_bytes, record_timestamp_micros, partition: False
+    return lambda event, record_bytes, record_timestamp_micros, partition, partitions: False
 
 
 def check_event(

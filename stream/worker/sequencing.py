@@ -189,7 +189,7 @@ class SequencerWorker:
         self._sealer = sealer  # None: events are chained as they arrive (docs/PRIVACY.md)
         self._snapshotter = snapshotter or Snapshotter(0, None)
         self._limits = limits or Limits()
-        self._admits_usual = usual_admission(self._limits, partitions)
+        self._admits_usual = usual_admission(self._limits)
         self._partitions = partitions  # None: do not check tenant -> partition
         self._new_sequencer = new_sequencer
         self._new_guard = new_guard
@@ -494,7 +494,7 @@ class SequencerWorker:
                 self._retain_rejections(sequencer, record, event, value, index)
                 return
             if not self._admits_usual(event, len(value), record.timestamp_micros,
-                                      record.partition):  # fmt: skip
+                                      record.partition, self._partitions):  # fmt: skip
                 check_event(
                     event, record_bytes=len(value),
                     record_timestamp_micros=record.timestamp_micros, limits=self._limits,

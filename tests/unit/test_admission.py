@@ -298,7 +298,7 @@ def _admits(event: dict, size: int, stamp: int | None, partition: int) -> bool:
 @pytest.mark.parametrize("seed", range(20))
 def test_the_usual_check_passes_only_what_check_event_admits(seed: int) -> None:
     rng = random.Random(seed)
-    usual = admission.usual_admission(Limits(), 4)
+    usual = admission.usual_admission(Limits())
     passed = 0
     for _ in range(400):
 
@@ -315,7 +315,7 @@ def test_the_usual_check_passes_only_what_check_event_admits(seed: int) -> None:
         size = pick([300, Limits().max_record_bytes, Limits().max_record_bytes + 1])
         stamp = pick([NOW, None, 2**70])
         partition = pick([admission._tenant_partition(str(tenant), 4), 0, 1, 2, 3])
-        fast = usual(event, size, stamp, partition)
+        fast = usual(event, size, stamp, partition, 4)
         admits = _admits(event, size, stamp, partition)  # remembers the tenants it admits
         if fast:
             passed += 1
@@ -325,17 +325,20 @@ def test_the_usual_check_passes_only_what_check_event_admits(seed: int) -> None:
 
 @pytest.mark.skipif(admission.AdmissionCore is None, reason="no C extension")
 def test_the_usual_check_leaves_first_seen_tenants_and_other_settings_to_python() -> None:
-    usual = admission.usual_admission(Limits(), 4)
+    usual = admission.usual_admission(Limits())
     event = {**GOOD, "tenant_id": "first-seen", "service": "sso"}
     partition = admission._tenant_partition("first-seen", 4)
-    assert not usual(event, 300, NOW, partition)  # not yet admitted: check_event's call
+    assert not usual(event, 300, NOW, partition, 4)  # not yet admitted: check_event's call
     check_event(event, record_bytes=300, record_timestamp_micros=NOW, partition=partition,
                 partitions=4)  # fmt: skip
-    assert usual(event, 300, NOW, partition)
-    assert not usual(event, 300, NOW, (partition + 1) % 4)  # another partition
-    assert not admission.usual_admission(Limits(max_id_chars=300), 4)(event, 300, NOW, partition)
-    assert not admission.usual_admission(Limits(), None)(event, 300, NOW, partition)
-    assert not usual(dict(event, occurred_at=EARLIEST - 1), 300, NOW, partition)
-    assert not usual(dict(event, event_id="AuthTrail-Lockout:1"), 300, NOW, partition)
-    huge = admission.usual_admission(Limits(max_record_bytes=2**70), 4)  # judged in Python
-    assert not huge(event, 300, NOW, partition)
+    assert usual(event, 300, NOW, partition, 4)
+    assert not usual(event, 300, NOW, (partition + 1) % 4, 4)  # another partition
+    assert not usual(event, 300, NOW, partition, None)  # partitions not checked: not that
+    wrong = (partition + 1) % 4  # admitted where partitions are not checked, not where they are
+    check_event(event, record_bytes=300, record_timestamp_micros=NOW, partition=wrong)
+    assert usual(event, 300, NOW, wrong, None) and not usual(event, 300, NOW, wrong, 4)
+    assert not admission.usual_admission(Limits(max_id_chars=300))(event, 300, NOW, partition, 4)
+    assert not usual(dict(event, occurred_at=EARLIEST - 1), 300, NOW, partition, 4)
+    assert not usual(dict(event, event_id="AuthTrail-Lockout:1"), 300, NOW, partition, 4)
+    huge = admission.usual_admission(Limits(max_record_bytes=2**70))  # judged in Python
+    assert not huge(event, 300, NOW, partition, 4)
