@@ -53,19 +53,27 @@ def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
         shift += 7
 
 
+def _block(data: bytes, pos: int) -> tuple[int, int]:
+    """The item count of a map's or array's block at ``pos`` (0: the end), and the
+    position after it; :class:`_Unusual` for a block with its byte size (a negative
+    count)."""
+    count = data[pos]
+    pos += 1
+    if count & 0x80:
+        count, pos = _varint(data, pos, count)
+    if count & 1:
+        raise _Unusual
+    return count >> 1, pos
+
+
 def _string_map(data: bytes, pos: int) -> tuple[dict[str, str], int]:
     """A map of strings at ``pos`` (blocks of entries, ending with a count of 0)."""
     entries: dict[str, str] = {}
     while True:
-        count = data[pos]
-        pos += 1
-        if count & 0x80:
-            count, pos = _varint(data, pos, count)
+        count, pos = _block(data, pos)
         if count == 0:
             return entries, pos
-        if count & 1:  # a negative count: a block with its byte size
-            raise _Unusual
-        for _ in range(count >> 1):
+        for _ in range(count):
             key, pos = _string(data, pos)
             entries[key], pos = _string(data, pos)
 
@@ -74,27 +82,16 @@ def _bytes_array(data: bytes, pos: int) -> tuple[list[bytes], int]:
     """An array of bytes at ``pos`` (blocks of items, ending with a count of 0)."""
     items: list[bytes] = []
     while True:
-        count = data[pos]
-        pos += 1
-        if count & 0x80:
-            count, pos = _varint(data, pos, count)
+        count, pos = _block(data, pos)
         if count == 0:
             return items, pos
-        if count & 1:  # a negative count: a block with its byte size
-            raise _Unusual
-        for _ in range(count >> 1):
-            size = data[pos]
-            pos += 1
-            if size & 0x80:
-                size, pos = _varint(data, pos, size)
-            end = pos + (size >> 1)
-            if size & 1 or end > len(data):
-                raise _Unusual
-            items.append(data[pos:end])
-            pos = end
+        for _ in range(count):
+            start, pos = _sized(data, pos)
+            items.append(data[start:pos])
 
 
-def _string(data: bytes, pos: int) -> tuple[str, int]:
+def _sized(data: bytes, pos: int) -> tuple[int, int]:
+    """Where the bytes of the string or bytes value at ``pos`` start and end."""
     size = data[pos]
     pos += 1
     if size & 0x80:
@@ -102,7 +99,12 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
     end = pos + (size >> 1)
     if size & 1 or end > len(data):
         raise _Unusual
-    return data[pos:end].decode(), end
+    return pos, end
+
+
+def _string(data: bytes, pos: int) -> tuple[str, int]:
+    start, end = _sized(data, pos)
+    return data[start:end].decode(), end
 
 
 # Source of one field's read into ``value`` (the generated function's local), by kind.
