@@ -621,7 +621,13 @@ static PyObject *remember_layout(PyObject *module, PyObject *const *args, Py_ssi
         PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(layout, i), 0);
         Py_ssize_t at = 0;
         while (at < count && PyTuple_GET_ITEM(keys, at) != name) at++;
-        if (at == count) Py_RETURN_NONE; /* not the same str objects: not remembered */
+        /* a layout cached for equal keys that are other objects: found by equality */
+        for (Py_ssize_t other = 0; at == count && other < count; other++) {
+            int equal = PyObject_RichCompareBool(PyTuple_GET_ITEM(keys, other), name, Py_EQ);
+            if (equal < 0) return NULL;
+            if (equal) at = other;
+        }
+        if (at == count) Py_RETURN_NONE; /* not this layout's keys: not remembered */
         known_position[i] = at;
     }
     known_keys = Py_NewRef(keys), known_layout = Py_NewRef(layout);

@@ -386,28 +386,35 @@ def test_bad_arguments_are_type_errors() -> None:
 def test_the_remembered_layout_gives_leaf_v1s_leaf() -> None:
     codec = SingleObjectCodec(SCHEMA)
     decoded = [codec.decode(codec.encode(event)) for event in TRAFFIC]
+    mark = canonical._SEALED_MARK
     keys = tuple(decoded[0])
     layout = canonical._layout(keys)
     _speedups.remember_layout(keys, layout)
     for event in decoded:  # the decoder's dicts: the same key objects in the same order
         assert tuple(event) == keys
-        leaf = _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
+        leaf = _speedups.leaf_known(event, MAGIC, mark)
         assert leaf is not None and leaf == _speedups.leaf_v1(event, layout, MAGIC)
         assert leaf == canonical_leaf(event) == python_leaf(event)
     event = decoded[0]
     sealed = {**event, "user_name": canonical.SEALED_PREFIX + "AAAA"}
-    assert _speedups.leaf_known(sealed, MAGIC, canonical._SEALED_MARK) is None  # v2's
-    assert _speedups.leaf_known({**event, "tenant_id": True}, MAGIC, b"x") is None  # Python's
+    assert _speedups.leaf_known(sealed, MAGIC, mark) is None  # v2's
+    assert _speedups.leaf_known({**event, "tenant_id": True}, MAGIC, mark) is None  # Python's
     reordered = dict(reversed(list(event.items())))
-    assert _speedups.leaf_known(reordered, MAGIC, b"x") is None
+    assert _speedups.leaf_known(reordered, MAGIC, mark) is None
     copied = {"".join(key): value for key, value in event.items()}  # equal keys, other objects
-    assert tuple(copied) == keys and _speedups.leaf_known(copied, MAGIC, b"x") is None
-    assert _speedups.leaf_known(dict(list(event.items())[:-1]), MAGIC, b"x") is None
-    assert _speedups.leaf_known(OrderedDict(event), MAGIC, b"x") is None
+    assert tuple(copied) == keys and _speedups.leaf_known(copied, MAGIC, mark) is None
+    _speedups.remember_layout(tuple(copied), layout)  # a layout cached for equal keys
+    assert _speedups.leaf_known(copied, MAGIC, mark) == _speedups.leaf_v1(event, layout, MAGIC)
+    assert _speedups.leaf_known(event, MAGIC, mark) is None  # now the other objects
+    _speedups.remember_layout(keys, layout)
+    assert _speedups.leaf_known(event, MAGIC, mark) is not None
+    assert _speedups.leaf_known(event, MAGIC, b"authtrail-event-v1") is None  # holds the mark
+    assert _speedups.leaf_known(dict(list(event.items())[:-1]), MAGIC, mark) is None
+    assert _speedups.leaf_known(OrderedDict(event), MAGIC, mark) is None
     _speedups.remember_layout((*keys[:-1], "other"), layout)  # not event's layout
-    assert _speedups.leaf_known(event, MAGIC, b"x") is None
+    assert _speedups.leaf_known(event, MAGIC, mark) is None
     _speedups.remember_layout(keys, canonical._layout(keys[:-1]))  # one entry short
-    assert _speedups.leaf_known(event, MAGIC, b"x") is None
+    assert _speedups.leaf_known(event, MAGIC, mark) is None
     with pytest.raises(TypeError):
         _speedups.leaf_known(event, MAGIC, "x")  # type: ignore[arg-type]
 
