@@ -144,15 +144,22 @@ static int read_sized(Cursor *c, PyObject **out, int text) {
 
 static int read_string(Cursor *c, PyObject **out) { return read_sized(c, out, 1); }
 
+/* The item count of a map's or array's next block (0: the end); unusual for a block with
+ * its byte size (a negative count). */
+static int read_block(Cursor *c, uint64_t *count) {
+    if (read_varint(c, count) < 0 || (*count & 1)) return -1;
+    *count >>= 1;
+    return 0;
+}
+
 static int read_map(Cursor *c, PyObject **out) {
     PyObject *entries = PyDict_New();
     if (entries == NULL) return -2;
     for (;;) {
         uint64_t count;
-        if (read_varint(c, &count) < 0) goto unusual;
+        if (read_block(c, &count) < 0) goto unusual;
         if (count == 0) break;
-        if (count & 1) goto unusual; /* a negative count: a block with its byte size */
-        for (count >>= 1; count > 0; count--) {
+        for (; count > 0; count--) {
             PyObject *key, *value;
             int status = read_string(c, &key);
             if (status < 0) {
@@ -188,10 +195,9 @@ static int read_bytes_array(Cursor *c, PyObject **out) {
     if (items == NULL) return -2;
     for (;;) {
         uint64_t count;
-        if (read_varint(c, &count) < 0) goto unusual;
+        if (read_block(c, &count) < 0) goto unusual;
         if (count == 0) break;
-        if (count & 1) goto unusual; /* a negative count: a block with its byte size */
-        for (count >>= 1; count > 0; count--) {
+        for (; count > 0; count--) {
             PyObject *item;
             int status = read_sized(c, &item, 0);
             if (status < 0) {
@@ -323,8 +329,8 @@ static void FlatReader_dealloc(FlatReader *self) {
 
 /* FlatReader(fields): ``fields`` a sequence of (name: str, kind: int, optional: bool,
  * extra), kind 0 long, 1 string, 2 enum, 3 map of strings, 4 int, 5 boolean, 6 bytes,
- * 7 fixed, 8 record, 9 array of bytes; ``extra`` the symbols (a tuple of str) of an enum, the size (int) of
- * a fixed, the FlatReader of a record, else None. */
+ * 7 fixed, 8 record, 9 array of bytes; ``extra`` the symbols (a tuple of str) of an enum,
+ * the size (int) of a fixed, the FlatReader of a record, else None. */
 static PyObject *FlatReader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *spec;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
@@ -2559,11 +2565,10 @@ static PyObject *core_prune(LockoutCore *self, PyObject *tenant_id) {
         Account *a = of_type(value, &AccountType);
         if (a == NULL) goto done;
         /* order.forget(lateness, floor): drops remembered ids only, never an account */
-        PyObject *cutoff = reorder_cutoff_of(a->order, self->lateness, floor);
-        if (cutoff == NULL) goto done;
-        int failed = cutoff != Py_None && reorder_forget_before(a->order, cutoff) < 0;
-        Py_DECREF(cutoff);
-        int forget = failed ? -1 : prunable(a, tenant, floor, reset_before, p);
+        PyObject *forget_args[2] = {self->lateness, floor};
+        PyObject *forgot = reorder_forget(a->order, forget_args, 2);
+        int forget = forgot == NULL ? -1 : prunable(a, tenant, floor, reset_before, p);
+        Py_XDECREF(forgot);
         if (forget < 0 || (forget && PyList_Append(forgettable, key) < 0)) goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(forgettable); i++)
@@ -3497,7 +3502,25 @@ typedef struct {
 
 static PyObject *s_event_type_other, *s_tenant_id, *s_event_id, *s_occurred_at;
 
-/* Whether text (a str or absent/None) surely names no reserved identity; -1 on error */
+/* event[name] if it is a non-empty exact str (borrowed); NULL without an error when not */
+static PyObject *identity_text(PyObject *event, PyObject *name) {
+    PyObject *value = PyDict_GetItemWithError(event, name);
+    if (value == NULL || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0)
+        return NULL;
+    return value;
+}
+
+/* value as an int64: 1 when it is an exact int that fits, 0 when not, -1 on error */
+static int exact_int64(PyObject *value, int64_t *out) {
+    if (!PyLong_CheckExact(value)) return 0;
+    int overflow;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred()) return -1;
+    *out = number;
+    return !overflow;
+}
+
+/* Whether text (a str, or absent/None) surely names no reserved identity */
 static int plainly_unreserved(PyObject *text) {
     if (text == NULL || text == Py_None) return 1;
     if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 0;
@@ -3524,12 +3547,11 @@ static PyObject *admission_usual(AdmissionCore *self, PyObject *const *args, Py_
     if (record_bytes == -1 && PyErr_Occurred()) PyErr_Clear(); /* beyond 64 bits: Python's */
     if (record_bytes < 0 || record_bytes > self->max_record_bytes || !PyDict_CheckExact(event))
         Py_RETURN_FALSE;
-    PyObject *tenant = PyDict_GetItemWithError(event, s_tenant_id);
-    PyObject *event_id = tenant == NULL ? NULL : PyDict_GetItemWithError(event, s_event_id);
+    /* an empty tenant id is never admitted: not in the set either way */
+    PyObject *tenant = identity_text(event, s_tenant_id);
+    PyObject *event_id = tenant == NULL ? NULL : identity_text(event, s_event_id);
     if (PyErr_Occurred()) return NULL;
-    if (tenant == NULL || !PyUnicode_CheckExact(tenant) || event_id == NULL ||
-        !PyUnicode_CheckExact(event_id) || PyUnicode_GET_LENGTH(event_id) == 0 ||
-        PyUnicode_GET_LENGTH(event_id) > self->max_id_chars ||
+    if (event_id == NULL || PyUnicode_GET_LENGTH(event_id) > self->max_id_chars ||
         Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(event_id, 0)))
         Py_RETURN_FALSE;
     PyObject *admitted_as = PyTuple_Pack(4, tenant, partition, partitions,
@@ -3552,17 +3574,13 @@ static PyObject *admission_usual(AdmissionCore *self, PyObject *const *args, Py_
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_FALSE;
     }
-    int overflow;
-    long long occurred_at = PyLong_CheckExact(at) ? PyLong_AsLongLongAndOverflow(at, &overflow)
-                                                  : (overflow = 1, 0);
-    if (occurred_at == -1 && PyErr_Occurred()) return NULL;
-    if (overflow || occurred_at < self->earliest) Py_RETURN_FALSE;
+    int64_t occurred_at, stamp, latest;
+    int fits = exact_int64(at, &occurred_at);
+    if (fits < 0) return NULL;
+    if (!fits || occurred_at < self->earliest) Py_RETURN_FALSE;
     if (args[2] != Py_None) {
-        long long stamp = PyLong_CheckExact(args[2]) ? PyLong_AsLongLongAndOverflow(args[2], &overflow)
-                                                     : (overflow = 1, 0);
-        if (stamp == -1 && PyErr_Occurred()) return NULL;
-        int64_t latest;
-        if (overflow || __builtin_add_overflow((int64_t)stamp, self->max_future_us, &latest) ||
+        if ((fits = exact_int64(args[2], &stamp)) < 0) return NULL;
+        if (!fits || __builtin_add_overflow(stamp, self->max_future_us, &latest) ||
             occurred_at > latest)
             Py_RETURN_FALSE;
     }
@@ -3652,15 +3670,6 @@ typedef struct {
     int64_t step, end;           /* _ADVANCE_STEP; _OBSERVED_TIMES.stop */
 } GuardCore;
 
-
-/* event[name] if it is a non-empty exact str (borrowed); NULL without an error when not */
-static PyObject *identity_text(PyObject *event, PyObject *name) {
-    PyObject *value = PyDict_GetItemWithError(event, name);
-    if (value == NULL || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0)
-        return NULL;
-    return value;
-}
-
 /* decisions += more (both lists; more's reference consumed); -1 on error */
 static int extend(PyObject *decisions, PyObject *more) {
     if (more == NULL) return -1;
@@ -3686,22 +3695,18 @@ static PyObject *guard_observe(GuardCore *self, PyObject *event) {
     PyObject *at = event_id == NULL ? NULL : PyDict_GetItemWithError(event, s_occurred_at);
     if (PyErr_Occurred()) return NULL;
     if (at == NULL || !PyLong_CheckExact(at)) return PyObject_CallOneArg(self->slow, event);
-    int overflow;
-    long long time = PyLong_AsLongLongAndOverflow(at, &overflow);
-    if (time == -1 && PyErr_Occurred()) return NULL;
-    if (overflow || time < 0 || time >= self->end) return PyList_New(0); /* not observed */
+    int64_t time, since = 0, gap;
+    int fits = exact_int64(at, &time);
+    if (fits < 0) return NULL;
+    if (!fits || time < 0 || time >= self->end) return PyList_New(0); /* not observed */
     PyObject *since_object = PyDict_GetItemWithError(self->advanced, tenant);
-    long long since = 0;
     if (since_object == NULL && PyErr_Occurred()) return NULL;
     if (since_object != NULL) {
-        if (!PyLong_CheckExact(since_object)) return PyObject_CallOneArg(self->slow, event);
-        since = PyLong_AsLongLongAndOverflow(since_object, &overflow);
-        if (since == -1 && PyErr_Occurred()) return NULL;
-        if (overflow) return PyObject_CallOneArg(self->slow, event);
+        if ((fits = exact_int64(since_object, &since)) < 0) return NULL;
+        if (!fits) return PyObject_CallOneArg(self->slow, event);
     }
-    int64_t gap;
     /* time >= 0, so only a very negative since overflows: a step is then due */
-    int due = __builtin_sub_overflow((int64_t)time, (int64_t)since, &gap) || gap >= self->step;
+    int due = __builtin_sub_overflow(time, since, &gap) || gap >= self->step;
     /* held: the detectors call Python, which could change the event */
     Py_INCREF(event), Py_INCREF(tenant), Py_INCREF(event_id), Py_INCREF(at);
     PyObject *args[4] = {event, tenant, event_id, at}, *result = NULL;
