@@ -3812,6 +3812,254 @@ static int guard_init(PyObject *module) {
     return PyModule_AddObjectRef(module, "GuardCore", (PyObject *)&GuardCoreType);
 }
 
+/* ------------------------------------------------------------------ usual pass */
+
+/* stream/worker/sequencing.py's SequencerWorker._handle and _publish_sequenced for the
+ * usual events of one envelope, in one C loop instead of a Python frame per step: the
+ * reader's own header and the flat reader, AdmissionCore.usual, leaf_known (which leaves
+ * any value holding the sealed prefix to Python), the sequencer's native offer, the
+ * chained body, the observer's times and the guard's observe. An event any of those
+ * leaves to Python (None, False, a mark) stops the loop before anything changed, and the
+ * worker handles it in Python; so does one the offer does not sequence in C (a new
+ * batch, a duplicate, a conflict, a replay). */
+
+typedef struct {
+    PyObject_HEAD
+    FlatReader *reader;
+    AdmissionCore *admission;
+    PyObject *header;       /* the events' single-object header (bytes) */
+    PyObject *magic, *mark; /* canonical.py's MAGIC and _SEALED_MARK */
+    PyObject *offer;        /* authtrail._hashing.sequencer_offer */
+} UsualPass;
+
+/* What run() says about where it stopped (sequencing.py's _STOPPED, ...). */
+enum { USUAL_STOPPED = 0, USUAL_FILLED = 1, USUAL_DECIDED = 2, USUAL_UNSPLICED = 3 };
+
+static PyObject *usual_result(Py_ssize_t next, int kind, PyObject *rest) {
+    return Py_BuildValue("niO", next, kind, rest == NULL ? Py_None : rest);
+}
+
+/* The event at value (exact bytes) decoded, admitted as usual and its leaf, or 0 with
+ * both NULL when it is left to Python; -1 on error. */
+static int usual_event(UsualPass *self, PyObject *value, PyObject *const *admit_args,
+                       PyObject **event, PyObject **leaf) {
+    *event = *leaf = NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(value), header_size = PyBytes_GET_SIZE(self->header);
+    if (size > self->admission->max_record_bytes || size < header_size ||
+        memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(self->header),
+               (size_t)header_size) != 0)
+        return 0;
+    Cursor c = {(const unsigned char *)PyBytes_AS_STRING(value), header_size, size};
+    int status = read_record(self->reader, &c, event);
+    if (status == -2) return -1;
+    if (status == -1 || c.pos != c.length) {
+        Py_CLEAR(*event);
+        return 0;
+    }
+    PyObject *args[5] = {*event, admit_args[0], admit_args[1], admit_args[2], admit_args[3]};
+    PyObject *usual = admission_usual(self->admission, args, 5);
+    if (usual != Py_True) {
+        Py_CLEAR(*event);
+        if (usual == NULL) return -1;
+        Py_DECREF(usual);
+        return 0;
+    }
+    Py_DECREF(usual);
+    PyObject *leaf_args[3] = {*event, self->magic, self->mark};
+    *leaf = leaf_known(NULL, leaf_args, 3);
+    if (*leaf == NULL || *leaf == Py_None) {
+        int failed = *leaf == NULL;
+        Py_CLEAR(*leaf);
+        Py_CLEAR(*event);
+        return failed ? -1 : 0;
+    }
+    return 1;
+}
+
+/* run(sequencer, events, start, offset, timestamp, partition, partitions, epoch, observe,
+ *     filled, observed, out) -> (next, kind, rest)
+ * Handles events[start:] (exact bytes, their indexes their places) of the envelope read at
+ * offset while they are usual, appending tenant_id, seq, occurred_at and chained body of
+ * each to out, and each occurred_at to observed[tenant_id] (observed: a dict, or None).
+ * observe: the guard's observe, or None. filled: the sequencer's list of tenants whose batch filled.
+ * Stops with (next, USUAL_STOPPED, None) before an event it leaves to Python (next ==
+ * len(events) when it handled all), or after handling event next - 1 with USUAL_FILLED
+ * (filled is no longer empty), USUAL_DECIDED (rest: the guard's decisions) or
+ * USUAL_UNSPLICED (rest: (event, link), sequenced but its body left to Python). */
+static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 12 arguments");
+        return NULL;
+    }
+    PyObject *sequencer = args[0], *events = args[1], *offset = args[3];
+    PyObject *partition = args[5], *epoch = args[7], *observe = args[8], *filled = args[9];
+    PyObject *observed = args[10], *out = args[11];
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (!PyList_CheckExact(events) || !PyList_CheckExact(filled) || !PyList_CheckExact(out) ||
+        !(observed == Py_None || PyDict_CheckExact(observed)) || start < 0) {
+        PyErr_SetString(PyExc_TypeError, "run(): exact lists, a dict or None");
+        return NULL;
+    }
+    Py_ssize_t i = start;
+    for (; i < PyList_GET_SIZE(events); i++) {
+        PyObject *value = PyList_GET_ITEM(events, i);
+        if (!PyBytes_CheckExact(value)) break;
+        PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(value));
+        if (size == NULL) return NULL;
+        Py_INCREF(value);
+        PyObject *admit_args[4] = {size, args[4], partition, args[6]};
+        PyObject *event, *leaf, *index = NULL, *offered = NULL, *body = NULL, *result = NULL;
+        int usual = usual_event(self, value, admit_args, &event, &leaf);
+        Py_DECREF(size);
+        if (usual <= 0) {
+            Py_DECREF(value);
+            if (usual < 0) return NULL;
+            break;
+        }
+        /* admission saw both as non-empty exact str, occurred_at as an exact int */
+        PyObject *tenant = PyDict_GetItemWithError(event, s_tenant_id);
+        PyObject *event_id = tenant == NULL ? NULL : PyDict_GetItemWithError(event, s_event_id);
+        PyObject *at = event_id == NULL ? NULL : PyDict_GetItemWithError(event, s_occurred_at);
+        if (at == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "tenant_id");
+            goto failed;
+        }
+        Py_INCREF(tenant), Py_INCREF(at); /* held: observe() runs Python */
+        if ((index = PyLong_FromSsize_t(i)) == NULL) goto held;
+        PyObject *offer_args[6] = {sequencer, tenant, event_id, leaf, offset, index};
+        offered = PyObject_Vectorcall(self->offer, offer_args, 6, NULL);
+        if (offered == NULL) goto held;
+        if (offered == Py_None) { /* not sequenced in C: nothing changed, Python's */
+            Py_DECREF(tenant), Py_DECREF(at), Py_DECREF(index), Py_DECREF(offered);
+            Py_DECREF(value), Py_DECREF(event), Py_DECREF(leaf);
+            break;
+        }
+        if (!PyTuple_Check(offered) || PyTuple_GET_SIZE(offered) != 2 ||
+            !PyTuple_Check(PyTuple_GET_ITEM(offered, 1)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(offered, 1)) != 4) {
+            PyErr_SetString(PyExc_TypeError, "the offer returned no Offer with a link");
+            goto held;
+        }
+        /* Sequenced: from here on the event is this loop's to finish. */
+        PyObject *link = PyTuple_GET_ITEM(offered, 1);
+        PyObject *body_args[7] = {value, self->header, link, partition, offset, epoch, index};
+        if ((body = chained_body(NULL, body_args, 7)) == NULL) goto held;
+        if (body == Py_None) {
+            PyObject *rest = PyTuple_Pack(2, event, link);
+            if (rest != NULL) result = usual_result(i + 1, USUAL_UNSPLICED, rest);
+            Py_XDECREF(rest);
+            goto held;
+        }
+        PyObject *seq = PyTuple_GET_ITEM(link, 0);
+        if (PyList_Append(out, tenant) < 0 || PyList_Append(out, seq) < 0 ||
+            PyList_Append(out, at) < 0 || PyList_Append(out, body) < 0)
+            goto held;
+        if (observed != Py_None) {
+            PyObject *times = PyDict_GetItemWithError(observed, tenant);
+            if (times == NULL) {
+                if (PyErr_Occurred() || (times = PyList_New(0)) == NULL) goto held;
+                int stored = PyDict_SetItem(observed, tenant, times);
+                Py_DECREF(times); /* the dict holds it */
+                if (stored < 0) goto held;
+            }
+            if (!PyList_CheckExact(times)) {
+                PyErr_SetString(PyExc_TypeError, "observed times are no list");
+                goto held;
+            }
+            if (PyList_Append(times, at) < 0) goto held;
+        }
+        if (observe != Py_None) {
+            PyObject *decisions = PyObject_CallOneArg(observe, event);
+            if (decisions == NULL) goto held;
+            if (!PyList_CheckExact(decisions) || PyList_GET_SIZE(decisions) != 0) {
+                result = usual_result(i + 1, USUAL_DECIDED, decisions);
+                Py_DECREF(decisions);
+                goto held;
+            }
+            Py_DECREF(decisions);
+        }
+        if (PyList_GET_SIZE(filled) != 0) result = usual_result(i + 1, USUAL_FILLED, NULL);
+    held:
+        Py_DECREF(tenant), Py_DECREF(at);
+    failed:
+        Py_XDECREF(index), Py_XDECREF(offered), Py_XDECREF(body);
+        Py_DECREF(value), Py_DECREF(event), Py_DECREF(leaf);
+        if (result != NULL || PyErr_Occurred()) return result;
+    }
+    return usual_result(i, USUAL_STOPPED, NULL);
+}
+
+static int usual_traverse(UsualPass *self, visitproc visit, void *arg) {
+    Py_VISIT(self->reader);
+    Py_VISIT(self->admission);
+    Py_VISIT(self->offer);
+    return 0;
+}
+
+static int usual_clear(UsualPass *self) {
+    Py_CLEAR(self->reader);
+    Py_CLEAR(self->admission);
+    Py_CLEAR(self->header);
+    Py_CLEAR(self->magic);
+    Py_CLEAR(self->mark);
+    Py_CLEAR(self->offer);
+    return 0;
+}
+
+static void usual_dealloc(UsualPass *self) {
+    PyObject_GC_UnTrack(self);
+    usual_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* UsualPass(reader, admission, header, magic, mark, offer) */
+static PyObject *usual_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *reader, *admission, *header, *magic, *mark, *offer;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "UsualPass takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!SSSO:UsualPass", &FlatReaderType, &reader,
+                          &AdmissionCoreType, &admission, &header, &magic, &mark, &offer))
+        return NULL;
+    if (!PyBytes_CheckExact(header) || !PyBytes_CheckExact(magic) || !PyBytes_CheckExact(mark) ||
+        !PyCallable_Check(offer)) {
+        PyErr_SetString(PyExc_TypeError, "UsualPass: three exact bytes and a callable offer");
+        return NULL;
+    }
+    UsualPass *self = (UsualPass *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->reader = (FlatReader *)Py_NewRef(reader);
+    self->admission = (AdmissionCore *)Py_NewRef(admission);
+    self->header = Py_NewRef(header), self->magic = Py_NewRef(magic);
+    self->mark = Py_NewRef(mark), self->offer = Py_NewRef(offer);
+    return (PyObject *)self;
+}
+
+static PyMethodDef usual_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))usual_run, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject UsualPassType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.UsualPass",
+    .tp_doc = PyDoc_STR("stream/worker/sequencing.py's per-event steps for usual events"),
+    .tp_basicsize = sizeof(UsualPass),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = usual_new,
+    .tp_dealloc = (destructor)usual_dealloc,
+    .tp_traverse = (traverseproc)usual_traverse,
+    .tp_clear = (inquiry)usual_clear,
+    .tp_methods = usual_methods,
+};
+
+static int usual_init(PyObject *module) {
+    if (PyType_Ready(&UsualPassType) < 0) return -1;
+    return PyModule_AddObjectRef(module, "UsualPass", (PyObject *)&UsualPassType);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -3851,7 +4099,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyModule_AddObjectRef(module, "FlatReader", (PyObject *)&FlatReaderType) < 0 ||
         PyModule_AddObjectRef(module, "FlatWriter", (PyObject *)&FlatWriterType) < 0 ||
         PyModule_AddObjectRef(module, "ReorderBuffer", (PyObject *)&ReorderType) < 0 ||
-        lockout_init(module) < 0 || spray_init(module) < 0 || guard_init(module) < 0) {
+        lockout_init(module) < 0 || spray_init(module) < 0 || guard_init(module) < 0 ||
+        usual_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

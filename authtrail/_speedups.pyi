@@ -189,3 +189,32 @@ class AdmissionCore:
         partitions: int | None,
         /,
     ) -> bool: ...
+
+class UsualPass:
+    # stream/worker/sequencing.py's per-event steps for the usual events of an envelope
+    def __init__(
+        self,
+        reader: FlatReader,
+        admission: AdmissionCore,
+        header: bytes,
+        magic: bytes,
+        mark: bytes,
+        offer: Callable[..., Any],
+        /,
+    ) -> None: ...
+    def run(
+        self,
+        sequencer: Any,
+        events: list[bytes],
+        start: int,
+        offset: int,
+        timestamp: int | None,
+        partition: int,
+        partitions: int | None,
+        epoch: int,
+        observe: Callable[[dict[str, Any]], list[dict[str, Any]]] | None,
+        filled: list[str],
+        observed: dict[str, list[int]] | None,
+        out: list[Any],
+        /,
+    ) -> tuple[int, int, Any]: ...

@@ -218,6 +218,12 @@ class SingleObjectCodec:
         return self._reader.fingerprint
 
     @property
+    def flat_reader(self) -> FlatReader | None:
+        """The compiled reader of bodies in the reader schema, which :meth:`decode` uses
+        after the header (None: fastavro reads them)."""
+        return self._reader.read
+
+    @property
     def known_fingerprints(self) -> frozenset[bytes]:
         """Fingerprints of every writer schema :meth:`decode` accepts."""
         return frozenset(self._writers)

@@ -345,6 +345,12 @@ class Sequencer:
                 id_key(log.tenant_id, event_id) if key is None else key, leaf_hash
             )
 
+    @property
+    def filled(self) -> list[str]:
+        """The list :meth:`full_batches` reads, itself: empty until an offer fills a batch
+        (the worker's C loop watches it to stop after that event)."""
+        return self._full
+
     def full_batches(self) -> list[str]:
         """Tenants whose open batch reached ``batch_size`` since the previous call (of this
         or :meth:`due_batches`): after each offer, at most the tenant just appended to.

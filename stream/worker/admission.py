@@ -164,15 +164,24 @@ def usual_admission(limits: Limits) -> UsualAdmission:
     ASCII identities that claim nothing reserved, a time within the bounds. In C, once per
     event (the Python checks cost ~1.3 µs); False for anything else, and always without
     the extension, and then :func:`check_event` decides."""
-    if AdmissionCore is not None:
-        try:
-            return AdmissionCore(
-                _admitted, limits.max_record_bytes, limits.max_id_chars,
-                limits.earliest_micros, limits.max_future_seconds,
-            ).usual  # fmt: skip
-        except (OverflowError, ValueError):  # limits beyond 64 bits: judged in Python
-            pass
+    core = admission_core(limits)
+    if core is not None:
+        return core.usual
     return lambda event, record_bytes, record_timestamp_micros, partition, partitions: False
+
+
+def admission_core(limits: Limits) -> _CAdmissionCore | None:
+    """The C object behind :func:`usual_admission` (None without the extension, or for
+    limits beyond 64 bits, which only Python judges)."""
+    if AdmissionCore is None:
+        return None
+    try:
+        return AdmissionCore(
+            _admitted, limits.max_record_bytes, limits.max_id_chars,
+            limits.earliest_micros, limits.max_future_seconds,
+        )  # fmt: skip
+    except (OverflowError, ValueError):
+        return None
 
 
 def check_event(

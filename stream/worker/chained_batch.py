@@ -97,32 +97,42 @@ class BatchBuilder:
         self, *, epoch: int, tenant_id: str, seq: int, occurred_at: int, body: bytes
     ) -> bytes | None:
         """Add one record; returns the batch it closed, if any."""
+        finished = self.add_run(epoch, [tenant_id, seq, occurred_at, body])
+        return finished[0] if finished else None
+
+    def add_run(self, epoch: int, records: list[Any]) -> list[bytes]:
+        """Add records given flat, four items each (tenant_id, seq, occurred_at, body, as
+        :meth:`add` takes them), in order; returns the batches they closed."""
+        finished: list[bytes] = []
         start, end, month = self._month_span
-        if not start <= occurred_at < end:
-            month = utc_month(occurred_at)
-            year, number = divmod(month, 100)
-            following = (year + 1) * 100 + 1 if number == 12 else month + 1
-            start, end = _month_start(month), _month_start(following)
-            self._month_span = (start, end, month)
-        finished = None
         current = self._open
-        if current is not None and (
-            current.month != month or current.epoch != epoch
-            or current.size + len(body) > self._max_bytes
-        ):  # fmt: skip
-            finished = self.take()
-            current = None
-        if current is None:
-            current = self._open = _Open(epoch, month)
-        span = current.ranges.get(tenant_id)
-        if span is None:
-            current.ranges[tenant_id] = [seq, seq]
-        else:
-            span[1] = seq
-        current.bodies.append(body)
-        current.size += len(body)
-        if current.newest is None or occurred_at > current.newest:
-            current.newest = occurred_at
+        for at in range(0, len(records), 4):
+            tenant_id, seq, occurred_at, body = records[at : at + 4]
+            if not start <= occurred_at < end:
+                month = utc_month(occurred_at)
+                year, number = divmod(month, 100)
+                following = (year + 1) * 100 + 1 if number == 12 else month + 1
+                start, end = _month_start(month), _month_start(following)
+                self._month_span = (start, end, month)
+            if current is not None and (
+                current.month != month or current.epoch != epoch
+                or current.size + len(body) > self._max_bytes
+            ):  # fmt: skip
+                closed = self.take()
+                if closed is not None:
+                    finished.append(closed)
+                current = None
+            if current is None:
+                current = self._open = _Open(epoch, month)
+            span = current.ranges.get(tenant_id)
+            if span is None:
+                current.ranges[tenant_id] = [seq, seq]
+            else:
+                span[1] = seq
+            current.bodies.append(body)
+            current.size += len(body)
+            if current.newest is None or occurred_at > current.newest:
+                current.newest = occurred_at
         return finished
 
     def take(self) -> bytes | None:

@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from authtrail.errors import (
     ConfigurationError,
@@ -74,6 +74,15 @@ from authtrail.stream.worker.log_limit import RateLimitedLog
 from authtrail.stream.worker.recovery import Recovery, snapshot_part_key
 from authtrail.stream.worker.shredding import Sealer
 from authtrail.stream.worker.snapshotter import CHAINED, CHECKPOINTS, Snapshotter
+from authtrail.stream.worker.usual_pass import (
+    DECIDED,
+    STOPPED,
+    UNSPLICED,
+    usual_pass,
+)
+
+if TYPE_CHECKING:
+    from authtrail._speedups import UsualPass
 
 try:  # the chained record body in C (authtrail/_speedups.c): None leaves it to the codec
     from authtrail._speedups import chained_body as _native_chained_body
@@ -230,9 +239,12 @@ class SequencerWorker:
         self.counters = Counters()
         self.rejected_by_kind: collections.Counter[str] = collections.Counter()
         self.observer: Observer | None = None
-        # occurred_at of the events sequenced this step, per (partition, tenant), for the
-        # observer: told once per step, not per event.
-        self._observed: dict[tuple[int, str], list[int]] = {}
+        # occurred_at of the events sequenced this step, per partition and tenant, for
+        # the observer: told once per step, not per event.
+        self._observed: dict[int, dict[str, list[int]]] = {}
+        # The usual events of an envelope in one C loop (usual_pass.py); None: one at a
+        # time.
+        self._usual = usual_pass(event_codec, self._splice is not None, self._limits, sealer)
         # Every rejection is stored whole (dead letters, `rejected`); a flood must not
         # turn into a flood of log lines.
         self._rejections_log = RateLimitedLog(_LOG)
@@ -265,7 +277,7 @@ class SequencerWorker:
                 else:
                     pending = [record]
                 for item in pending:
-                    self._handle_all(sequencer, item, self._events_of(sequencer, item), closed)
+                    self._handle_all(sequencer, item, *self._events_of(sequencer, item), closed)
                 self._next_offset[record.partition] = record.offset + 1
             await self._flush()  # the records, before any checkpoint that covers them
             self._report_observed()
@@ -419,39 +431,37 @@ class SequencerWorker:
             )  # fmt: skip
         return [*missing, record]
 
-    def _events_of(
-        self, sequencer: Sequencer, record: InputRecord
-    ) -> list[tuple[bytes, int | None]]:
-        """The events of input ``record`` as ``(value, index)``: itself with index None
-        when it is a bare event; an envelope's events with their indexes. An envelope that
+    def _events_of(self, sequencer: Sequencer, record: InputRecord) -> tuple[list[bytes], bool]:
+        """The events of input ``record`` and whether it is an envelope: itself when it is
+        a bare event; an envelope's events (their indexes their places). An envelope that
         cannot be unpacked is rejected whole here (index None) and yields nothing."""
         header = self._envelope_header
         if header is None or record.value[: len(header)] != header:
-            return [(record.value, None)]
+            return [record.value], False
         if sequencer.handled(record.offset, None):
-            return []  # every event of it was handled before a restart: skip the decode
+            return [], True  # every event of it was handled before a restart: skip the decode
         assert self._envelope_codec is not None
         size = len(record.value)
         if size > self._limits.max_envelope_bytes:  # before paying to decode
             reason = f"envelope of {size} bytes exceeds {self._limits.max_envelope_bytes}"
             self._reject(sequencer, record, OVERSIZED, reason, None, record.value, None)
-            return []
+            return [], True
         try:
-            events = self._envelope_codec.decode(record.value)["events"]
+            events: list[bytes] = self._envelope_codec.decode(record.value)["events"]
         except FormatError as exc:
             self._reject(sequencer, record, "undecodable", str(exc), None, record.value, None)
-            return []
+            return [], True
         if not events:
             reason = "envelope holds no events"
             self._reject(sequencer, record, "undecodable", reason, None, record.value, None)
-            return []
-        return [(value, index) for index, value in enumerate(events)]
+        return events, True
 
     def _handle_all(
-        self, sequencer: Sequencer, record: InputRecord, events: list[tuple[bytes, int | None]],
+        self, sequencer: Sequencer, record: InputRecord, values: list[bytes], enveloped: bool,
         closed: list[tuple[int, SignedCheckpoint]],
     ) -> None:  # fmt: skip
-        """Handle the events of ``record`` in order (:meth:`_handle`), closing each batch
+        """Handle the events ``values`` of ``record`` in order (the usual ones of an
+        envelope in :meth:`_run_usual`, any other in :meth:`_handle`), closing each batch
         that fills up at once, so every batch has exactly batch_size events (its checkpoint,
         appended to ``closed``, is published only after its records landed)."""
         # The callbacks admission needs, made once per record rather than per event; the
@@ -466,12 +476,45 @@ class SequencerWorker:
             return self._false_erasure(sequencer, event)
 
         handle, full_batches = self._handle, sequencer.full_batches
-        for value, index in events:
-            claimed[0] = None
-            handle(sequencer, record, value, index, own_decision, erasure_claim, claimed)
+        usual = self._usual if enveloped else None
+        at, count = 0, len(values)
+        while at < count:
+            stopped = STOPPED
+            if usual is not None:
+                at, stopped = self._run_usual(usual, sequencer, record, values, at)
+            if stopped == STOPPED and at < count:  # values[at] is Python's
+                claimed[0] = None
+                handle(sequencer, record, values[at], at if enveloped else None, own_decision,
+                       erasure_claim, claimed)  # fmt: skip
+                at += 1
             full = full_batches()
             if full:  # rarely: no list built per event
                 closed += [(record.partition, sequencer.close_batch(tenant)) for tenant in full]
+
+    def _run_usual(
+        self, usual: UsualPass, sequencer: Sequencer, record: InputRecord, values: list[bytes],
+        start: int,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Handle the usual events of envelope ``record`` from ``values[start]`` on in C
+        (usual_pass.py) and finish what the loop leaves; returns where it stopped and why."""
+        partition = record.partition
+        guard = self._guards.get(partition)
+        observed = self._observed.setdefault(partition, {}) if self.observer is not None else None
+        out: list[Any] = []
+        at, stopped, rest = usual.run(
+            sequencer, values, start, record.offset, record.timestamp_micros, partition,
+            self._partitions, self._epochs[partition], guard.observe if guard is not None else None,
+            sequencer.filled, observed, out,
+        )  # fmt: skip
+        if out:
+            self._add_sequenced(partition, out)
+        if stopped == DECIDED:
+            for decision in rest:
+                self._publish_decision(partition, decision)
+        elif stopped == UNSPLICED:  # sequenced; the chained body is the codec's to write
+            event, link = rest
+            self._publish_sequenced(sequencer, record, values[at - 1], at - 1, event, link)
+        return at, stopped
 
     def _handle(
         self, sequencer: Sequencer, record: InputRecord, value: bytes, index: int | None,
@@ -628,29 +671,33 @@ class SequencerWorker:
         guard see it."""
         partition = record.partition
         tenant_id, occurred_at = event["tenant_id"], event["occurred_at"]
-        self.counters.sequenced += 1
-        self._snapshotter.wrote(partition)
         if self.observer is not None:
-            self._observed.setdefault((partition, tenant_id), []).append(occurred_at)
-        batch = self._batches.get(partition)
-        if batch is None:
-            batch = self._batches[partition] = BatchBuilder(*self._batch_format)
-        finished = batch.add(
-            epoch=self._epochs[partition], tenant_id=tenant_id, seq=link.seq,
-            occurred_at=occurred_at, body=self._chained_body(record, value, index, event, link),
-        )  # fmt: skip
-        if finished is not None:
-            self._publish(CHAINED, None, finished, partition)
+            self._observed.setdefault(partition, {}).setdefault(tenant_id, []).append(occurred_at)
+        body = self._chained_body(record, value, index, event, link)
+        self._add_sequenced(partition, [tenant_id, link.seq, occurred_at, body])
         guard = self._guards.get(partition)
         for decision in guard.observe(event) if guard is not None else ():
             self._publish_decision(partition, decision)
+
+    def _add_sequenced(self, partition: int, records: list[Any]) -> None:
+        """Count sequenced ``records`` (tenant_id, seq, occurred_at and chained body each,
+        flat) and add them to the partition's open chained batch."""
+        count = len(records) // 4
+        self.counters.sequenced += count
+        self._snapshotter.wrote(partition, count)
+        batch = self._batches.get(partition)
+        if batch is None:
+            batch = self._batches[partition] = BatchBuilder(*self._batch_format)
+        for finished in batch.add_run(self._epochs[partition], records):
+            self._publish(CHAINED, None, finished, partition)
 
     def _report_observed(self) -> None:
         """Tell the observer what was sequenced this step (before the checkpoints)."""
         observed, self._observed = self._observed, {}
         if self.observer is not None:
-            for (partition, tenant_id), occurred_at in observed.items():
-                self.observer.sequenced(partition, tenant_id, occurred_at)
+            for partition, tenants in observed.items():
+                for tenant_id, occurred_at in tenants.items():
+                    self.observer.sequenced(partition, tenant_id, occurred_at)
 
     def _emit_batch(self, partition: int) -> None:
         """Publish the open chained batch of ``partition``, if any."""

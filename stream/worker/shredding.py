@@ -142,6 +142,12 @@ class Sealer:
             policy is None for policy in tenants.values()
         )
 
+    @property
+    def seals_nothing(self) -> bool:
+        """Whether no tenant has a policy: then :meth:`seal` changes only events holding
+        a value that looks sealed (:meth:`leaves_unchanged`)."""
+        return self._seals_nothing
+
     def leaves_unchanged(self, raw: bytes) -> bool:
         """Whether :meth:`seal` returns any event decoded from ``raw`` as it is, so the
         caller may skip it (a worker without a privacy policy, once per event): no tenant

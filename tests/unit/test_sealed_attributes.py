@@ -249,8 +249,10 @@ def test_erased_sshd_subject_is_unreadable_in_everything_the_worker_wrote(
     # Half the events are sealed by a producer at the source, half by the worker.
     sealing = SourceSealing(PrivacyPolicies(default=AUTH_LOG_POLICY), store)
     inputs = [dict(sealing.seal(event)) if n % 2 else event for n, event in enumerate(events)]
-    harness = Harness([EVENTS.encode(event) for event in inputs])
-    harness.worker._sealer = Sealer(PrivacyPolicies(default=AUTH_LOG_POLICY), store)
+    harness = Harness(
+        [EVENTS.encode(event) for event in inputs],
+        sealer=Sealer(PrivacyPolicies(default=AUTH_LOG_POLICY), store),
+    )
     harness.run(list(range(len(inputs))))
     chained = [record["event"] for record in harness.decoded(CHAINED)]
     assert len(chained) == 4 and harness.decoded(DEAD_LETTER_ROLE) == []

@@ -193,8 +193,7 @@ def test_the_worker_rejects_a_bad_sealed_event_alone_with_its_offset_and_index(
         _envelope(EVENTS.encode(good[1]), EVENTS.encode(bad), EVENTS.encode(clear)),
         EVENTS.encode(good[2]),
     ]
-    harness = Harness(inputs)
-    harness.worker._sealer = Sealer(POLICIES, store)
+    harness = Harness(inputs, sealer=Sealer(POLICIES, store))
     harness.run([0, 1, 2])
     chained = harness.decoded(CHAINED)
     assert [r["event"]["event_id"] for r in chained] == ["e0", "e1", "plain", "e2"]

@@ -45,6 +45,7 @@ from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import CHAINED, CHECKPOINTS, InputRecord, SequencerWorker
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from authtrail.stream.worker.sequencing import SNAPSHOTS as SNAPSHOTS_ROLE
+from authtrail.stream.worker.shredding import Sealer
 from authtrail.stream.worker.snapshot import join, restore_state
 from authtrail.stream.worker.snapshotter import Snapshotter
 
@@ -87,6 +88,7 @@ class Harness:
         signing: SigningBudget | None = None,
         snapshotter: Snapshotter | None = None,
         snapshots_forked: bool = False,
+        sealer: Sealer | None = None,
     ):
         self.inputs = inputs
         self.restored = list(restored)
@@ -116,6 +118,7 @@ class Harness:
             signing=signing,
             snapshotter=snapshotter,
             snapshots_forked=snapshots_forked,
+            sealer=sealer,
         )
 
     def recover(self, sequencer: Sequencer, partition: int, guard: Any) -> Recovery:

@@ -44,11 +44,7 @@ def _failure(event_id: str, user_name: str) -> bytes:
 
 
 def _harness(inputs: list[bytes]) -> Harness:
-    harness = Harness(inputs)
-    # The app passes the sealer to the constructor (stream/worker/app.py); the shared harness
-    # predates it, so it is set here.
-    harness.worker._sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), _Keys())
-    return harness
+    return Harness(inputs, sealer=Sealer(PrivacyPolicies(default=PrivacyPolicy()), _Keys()))
 
 
 def test_fields_are_sealed_before_the_leaf_and_retries_stay_duplicates() -> None:
@@ -101,8 +97,7 @@ def _erasure(
 
 
 def _stored_harness(store: DirectoryKeyStore, inputs: list[bytes]) -> Harness:
-    harness = Harness(inputs)
-    harness.worker._sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), store)
+    harness = Harness(inputs, sealer=Sealer(PrivacyPolicies(default=PrivacyPolicy()), store))
     return harness
 
 
