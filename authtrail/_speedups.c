@@ -62,6 +62,12 @@
  *       wraps it; tests/unit/test_spray.py and test_spray_native.py compare it with the
  *       Python detector.
  *
+ *   UsualPass(reader, admission, header, magic, mark, offer).run(...)
+ *       stream/worker/sequencing.py's per-event steps for the usual events of one
+ *       envelope (stream/worker/usual_pass.py says which); it stops before any event a
+ *       step leaves to Python. tests/unit/test_usual_pass.py compares every publish with
+ *       the worker handling one event at a time.
+ *
  * tests/unit/test_speedups.py compares the others with the Python code on generated,
  * mutated and hand-made inputs.
  */

@@ -30,10 +30,15 @@ def _stacks(results: dict[str, Any], mode: str, workers: int = 1) -> dict[int, d
     return found
 
 
-def _rate(stack: dict[str, Any] | None) -> float | None:
+def _rate(stack: dict[str, Any] | None, key: str = "sustained_events_per_s") -> float | None:
     drain = (stack or {}).get("drain") or {}
-    value = drain.get("sustained_events_per_s")
+    value = drain.get(key)
     return float(value) if value else None
+
+
+def _whole_rate(stack: dict[str, Any] | None) -> float | None:
+    """The drain's rate from its first row stored to its last (results before it: None)."""
+    return _rate(stack, "whole_drain_events_per_s")
 
 
 def wall(stack: dict[str, Any]) -> dict[str, Any] | None:
@@ -73,6 +78,7 @@ def throughput(results: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "tenants": tenants,
                 "authtrail_events_per_s": ours,
+                "authtrail_whole_drain_events_per_s": _whole_rate(authtrail.get(tenants)),
                 "plain_events_per_s": theirs,
                 "ratio": round(ours / theirs, 3) if ours and theirs else None,
                 "wall": wall(authtrail[tenants]) if tenants in authtrail else None,

@@ -1,6 +1,6 @@
 """Choice of the measuring window in the drain benchmark (benchmarks/pipeline.py)."""
 
-from benchmarks.pipeline import _window
+from benchmarks.pipeline import _ends, _window
 
 
 def _samples(stored: list[int]) -> list[dict[str, int]]:
@@ -25,3 +25,13 @@ def test_chunky_inserts_never_give_an_empty_window() -> None:
 def test_base_is_subtracted() -> None:
     samples = _samples([1000, 1000, 1010, 1050, 1090, 1100])
     assert _window(samples, 1000, 100) == (2, 4, False)
+
+
+def test_the_whole_drain_runs_from_before_the_first_row_to_the_last() -> None:
+    # A store that fell behind and caught up inside the 10-90 % window: the window's rate
+    # is nearly twice what the whole drain sustained (80 / 3 a sample against 100 / 7).
+    samples = _samples([0, 0, 5, 10, 10, 10, 90, 95, 100, 100])
+    low, high, _ = _window(samples, 0, 100)
+    assert (samples[high]["stored"] - samples[low]["stored"]) / (high - low) == 80 / 3
+    assert _ends(samples, 0, 100) == (1, 8)
+    assert _ends(samples, 0, 200) == (1, 9)  # never complete: up to the last sample
