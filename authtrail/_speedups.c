@@ -525,6 +525,22 @@ done:
     return status;
 }
 
+/* number in decimal, as "%lld" writes it (snprintf took ~0.2 µs an event); its length */
+static int decimal(long long number, char digits[24]) {
+    char reversed[24];
+    int size = 0, length = 0;
+    /* from the unsigned magnitude, so LLONG_MIN has no positive counterpart to overflow */
+    unsigned long long rest = number < 0 ? 0ULL - (unsigned long long)number
+                                         : (unsigned long long)number;
+    do {
+        reversed[size++] = (char)('0' + rest % 10);
+        rest /= 10;
+    } while (rest != 0);
+    if (number < 0) digits[length++] = '-';
+    while (size > 0) digits[length++] = reversed[--size];
+    return length;
+}
+
 /* The leaf of layout's fields whose values are values[i] (borrowed; NULL: missing); None
  * for anything leaf_v1 leaves to Python. */
 static PyObject *leaf_of(PyObject *layout, PyObject *const *values, PyObject *magic) {
@@ -557,7 +573,7 @@ static PyObject *leaf_of(PyObject *layout, PyObject *const *values, PyObject *ma
                 status = -1;
             } else {
                 char digits[24];
-                int size = snprintf(digits, sizeof digits, "%lld", number);
+                int size = decimal(number, digits);
                 status = out_bytes(&out, PyBytes_AS_STRING(integer_prefix),
                                    PyBytes_GET_SIZE(integer_prefix));
                 if (status == 0) status = out_framed(&out, digits, size);

@@ -42,11 +42,13 @@ def _whole_rate(stack: dict[str, Any] | None) -> float | None:
 
 
 def wall(stack: dict[str, Any]) -> dict[str, Any] | None:
-    """The component that limits a drained stack, from CPU per event over the window."""
-    window = (stack.get("drain") or {}).get("window") or {}
+    """The component that limits a drained stack, from CPU per event over the whole drain
+    (over the window in results from before it was measured)."""
+    drain = stack.get("drain") or {}
+    window = drain.get("window") or {}
     if window.get("lower_bound_from_tiny_run"):
         return None  # the window did not see every component at work
-    roles = window.get("roles") or {}
+    roles = (drain.get("whole_drain") or window).get("roles") or {}
     costs = {
         role: values["cpu_us_per_event"]
         for role, values in roles.items()
@@ -188,11 +190,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for row in throughput(results):
         if row["authtrail_events_per_s"] is None:
             continue
-        rate, tenants = row["authtrail_events_per_s"], row["tenants"]
+        # The whole drain where measured: the window overstates a store's catch-up.
+        whole, tenants = row["authtrail_whole_drain_events_per_s"], row["tenants"]
+        rate = whole or row["authtrail_events_per_s"]
         wall_text = _wall_text(row["wall"])
         rows.append(
             _target(
-                f"end to end, {tenants} tenants",
+                f"end to end, {tenants} tenants" + (" (whole drain)" if whole else ""),
                 f"≥ {TARGET_EVENTS_PER_S:,} events/s",
                 rate,
                 rate >= TARGET_EVENTS_PER_S,

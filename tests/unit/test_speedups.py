@@ -559,3 +559,12 @@ def test_the_chained_body_leaves_the_unusual_to_the_codec(change: dict[str, Any]
             "link": (1, bytes(32), bytes(32), bytes(32)), "partition": 0, "offset": 0,
             "epoch": 0, "index": None} | change  # fmt: skip
     assert _speedups.chained_body(*args.values()) is None
+
+
+def test_the_c_leaf_writes_every_integer_as_python_does() -> None:
+    # The digits are C's own, not snprintf's: every length, both signs, both ends.
+    numbers = [0, 1, -1, 9, 10, -9, -10, 99, 100, 1_700_000_000_000_000, 2**63 - 1, -(2**63)]
+    numbers += [10**k - 1 for k in range(1, 19)] + [-(10**k) for k in range(1, 19)]
+    for number in numbers:
+        event = {"n": number, "m": -number if number > -(2**63) else 0}
+        assert c_leaf(event) == python_leaf(event)
