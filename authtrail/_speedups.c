@@ -728,6 +728,31 @@ static int out_avro_bytes(Out *out, const char *data, Py_ssize_t size) {
     return out_bytes(out, data, size);
 }
 
+/* bytes_array(items): an Avro array of bytes as a codec writes it (the items in one block,
+ * then the zero count), or None unless items is a list of exact bytes. The chained batch's
+ * records, once per batch instead of a Python step per record (~0.6 µs a record). */
+static PyObject *bytes_array(PyObject *module, PyObject *items) {
+    if (!PyList_CheckExact(items)) Py_RETURN_NONE;
+    Py_ssize_t count = PyList_GET_SIZE(items), total = 21;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyBytes_CheckExact(item)) Py_RETURN_NONE;
+        total += PyBytes_GET_SIZE(item) + 10;
+    }
+    Out out = {PyMem_Malloc((size_t)total), 0, total};
+    if (out.data == NULL) return PyErr_NoMemory();
+    int failed = count > 0 && out_varint(&out, (uint64_t)count << 1) < 0;
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        failed = out_avro_bytes(&out, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)) < 0;
+    }
+    static const char zero_count = 0;
+    if (!failed) failed = out_bytes(&out, &zero_count, 1) < 0;
+    PyObject *array = failed ? NULL : PyBytes_FromStringAndSize(out.data, out.size);
+    PyMem_Free(out.data);
+    return array;
+}
+
 /* One string of a map or field: 1 (no error set) for text UTF-8 cannot encode. */
 static int out_avro_text(Out *out, PyObject *text) {
     Span span;
@@ -4092,6 +4117,8 @@ static PyMethodDef methods[] = {
     {"leaf_known", (PyCFunction)(void (*)(void))leaf_known, METH_FASTCALL,
      PyDoc_STR("leaf_known(event, magic, mark) -> bytes | None: leaf_v1 of the remembered "
                "layout, None unless the event has its keys and no mark")},
+    {"bytes_array", (PyCFunction)bytes_array, METH_O,
+     PyDoc_STR("bytes_array(items) -> bytes | None: an Avro array of bytes in one block")},
     {"chained_body", (PyCFunction)(void (*)(void))chained_body, METH_FASTCALL,
      PyDoc_STR("chained_body(value, header, link, partition, offset, epoch, index) -> "
                "bytes | None: a sequenced event's chained record body")},

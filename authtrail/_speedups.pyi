@@ -20,6 +20,7 @@ class FlatWriter:
     slow: Callable[[Any], bytes]
     def __call__(self, record: Any, /) -> bytes: ...
 
+def bytes_array(items: list[bytes], /) -> bytes | None: ...
 def chained_body(
     value: bytes,
     header: bytes,

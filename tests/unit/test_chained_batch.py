@@ -18,6 +18,8 @@ from authtrail.stream.worker.chained_batch import (
     ENCODED_SCHEMA,
     BatchBuilder,
     _encode,
+    _python_records_array,
+    _records_array,
     batch_records,
     chained_records,
     decode_batch,
@@ -219,6 +221,19 @@ def test_batches_are_encoded_as_the_codec_encodes_them() -> None:
         through_codec = _builder(10**9)
         through_codec._direct, through_codec._open = False, state
         assert builder.take() == through_codec.take()
+
+
+def test_the_records_array_in_c_is_the_python_one() -> None:
+    assert _records_array is not _python_records_array  # the C one is built
+    rng = random.Random(7)
+    sizes = [0, 1, 63, 64, 8191, 8192, 70_000]
+    for count in [0, 1, 2, 63, 64, 65, 300]:
+        bodies = [rng.randbytes(rng.choice(sizes)) for _ in range(count)]
+        assert _records_array(bodies) == _python_records_array(bodies)
+    for odd in (bytearray(b"x"), "x", memoryview(b"x"), None):
+        assert _records_array([b"a", odd]) is None  # type: ignore[list-item]
+        assert _python_records_array([b"a", odd]) is None  # type: ignore[list-item]
+    assert _records_array((b"a",)) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

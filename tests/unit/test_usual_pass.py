@@ -212,53 +212,43 @@ def _usual_value(**fields: Any) -> bytes:
     return value
 
 
+def _run_alone(values: list[Any], epoch: int = 7) -> tuple[tuple[int, int, Any], list[Any]]:
+    """run() over ``values`` (offset 1 of partition 2) on a sequencer whose tenant acme has
+    an open batch, so each offer is the plain append: its result and ``out``."""
+    usual = Harness([], limits=LIMITS).worker._usual
+    assert usual is not None
+    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=100, batch_interval=60)
+    sequencer.offer("acme", "e0", b"leaf", 0, 0)
+    out: list[Any] = []
+    result = usual.run(
+        sequencer, values, 0, 1, None, 2, None, epoch, None, sequencer.filled, None, out,
+    )  # fmt: skip
+    assert sequencer.tenants["acme"].head.seq == 1 + len(out) // 4 + (result[1] == UNSPLICED)
+    return result, out
+
+
 def test_a_body_the_loop_cannot_write_is_handed_back_sequenced() -> None:
     """An epoch beyond 64 bits: the offer sequenced the event, the chained body is left to
     the codec (UNSPLICED), nothing of it in ``out``."""
-    harness = Harness([], limits=LIMITS)
-    usual = harness.worker._usual
-    assert usual is not None
-    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=100, batch_interval=60)
-    sequencer.offer("acme", "e0", b"leaf", 0, 0)  # an open batch: the offer is the append
     value = _usual_value()
-    out: list[Any] = []
-    at, stopped, rest = usual.run(
-        sequencer, [value], 0, 1, None, 2, None, 2**63, None, sequencer.filled, None, out,
-    )  # fmt: skip
+    (at, stopped, rest), out = _run_alone([value], epoch=2**63)
     assert (at, stopped, out) == (1, UNSPLICED, [])
     decoded, link = rest
     assert decoded == EVENTS.decode(value) and link.seq == 2
-    assert sequencer.tenants["acme"].head.seq == 2
 
 
 def test_the_loop_leaves_a_value_holding_the_sealed_prefix_to_python() -> None:
     """Its leaf holds the prefix too (a worker with a sealer, or canonical.py's v2 leaf)."""
-    harness = Harness([], limits=LIMITS)
-    usual = harness.worker._usual
-    assert usual is not None
-    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=100, batch_interval=60)
-    sequencer.offer("acme", "e0", b"leaf", 0, 0)
     values = [_usual_value(event_id=f"e{n}", user_id=user) for n, user in
               enumerate(["x", "y", "x" + SEALED_PREFIX, "z"], start=1)]  # fmt: skip
-    out: list[Any] = []
-    at, stopped, _ = usual.run(
-        sequencer, values, 0, 1, None, 2, None, 7, None, sequencer.filled, None, out,
-    )  # fmt: skip
+    (at, stopped, _), out = _run_alone(values)
     assert (at, stopped, out[::4]) == (2, STOPPED, ["acme", "acme"])
 
 
 def test_the_loop_stops_at_a_value_that_is_not_bytes() -> None:
-    harness = Harness([], limits=LIMITS)
-    usual = harness.worker._usual
-    assert usual is not None
-    sequencer = Sequencer(SIGNER, "authtrail.test", batch_size=100, batch_interval=60)
-    sequencer.offer("acme", "e0", b"leaf", 0, 0)
     values: list[Any] = [_usual_value(event_id=f"e{n}") for n in (1, 2, 3)]
     values[1] = bytearray(values[1])
-    out: list[Any] = []
-    at, stopped, _ = usual.run(
-        sequencer, values, 0, 1, None, 2, None, 7, None, sequencer.filled, None, out,
-    )  # fmt: skip
+    (at, stopped, _), out = _run_alone(values)
     assert (at, stopped, len(out)) == (1, STOPPED, 4)
 
 
