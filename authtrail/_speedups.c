@@ -3557,14 +3557,12 @@ static PyObject *identity_text(PyObject *event, PyObject *name) {
     return value;
 }
 
-/* value as an int64: 1 when it is an exact int that fits, 0 when not, -1 on error */
+/* value as an int64: exact_int_in over the whole range (1, 0 or -1, as there) */
 static int exact_int64(PyObject *value, int64_t *out) {
-    if (!PyLong_CheckExact(value)) return 0;
-    int overflow;
-    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (number == -1 && PyErr_Occurred()) return -1;
-    *out = number;
-    return !overflow;
+    long long number;
+    int fits = exact_int_in(value, LLONG_MIN, LLONG_MAX, &number);
+    if (fits == 1) *out = number;
+    return fits;
 }
 
 /* Whether text (a str, or absent/None) surely names no reserved identity */
@@ -3879,7 +3877,7 @@ typedef struct {
     PyObject *offer;        /* authtrail._hashing.sequencer_offer */
 } UsualPass;
 
-/* What run() says about where it stopped (sequencing.py's _STOPPED, ...). */
+/* What run() says about where it stopped (stream/worker/usual_pass.py's STOPPED, ...). */
 enum { USUAL_STOPPED = 0, USUAL_FILLED = 1, USUAL_DECIDED = 2, USUAL_UNSPLICED = 3 };
 
 static PyObject *usual_result(Py_ssize_t next, int kind, PyObject *rest) {
@@ -3928,7 +3926,8 @@ static int usual_event(UsualPass *self, PyObject *value, PyObject *const *admit_
  * Handles events[start:] (exact bytes, their indexes their places) of the envelope read at
  * offset while they are usual, appending tenant_id, seq, occurred_at and chained body of
  * each to out, and each occurred_at to observed[tenant_id] (observed: a dict, or None).
- * observe: the guard's observe, or None. filled: the sequencer's list of tenants whose batch filled.
+ * observe: the guard's observe, or None. filled: the sequencer's list of tenants whose
+ * batch filled.
  * Stops with (next, USUAL_STOPPED, None) before an event it leaves to Python (next ==
  * len(events) when it handled all), or after handling event next - 1 with USUAL_FILLED
  * (filled is no longer empty), USUAL_DECIDED (rest: the guard's decisions) or
@@ -3957,6 +3956,7 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
         Py_INCREF(value);
         PyObject *admit_args[4] = {size, args[4], partition, args[6]};
         PyObject *event, *leaf, *index = NULL, *offered = NULL, *body = NULL, *result = NULL;
+        int left = 0; /* the offer left it to Python, nothing changed: stop before it */
         int usual = usual_event(self, value, admit_args, &event, &leaf);
         Py_DECREF(size);
         if (usual <= 0) {
@@ -3977,11 +3977,7 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
         PyObject *offer_args[6] = {sequencer, tenant, event_id, leaf, offset, index};
         offered = PyObject_Vectorcall(self->offer, offer_args, 6, NULL);
         if (offered == NULL) goto held;
-        if (offered == Py_None) { /* not sequenced in C: nothing changed, Python's */
-            Py_DECREF(tenant), Py_DECREF(at), Py_DECREF(index), Py_DECREF(offered);
-            Py_DECREF(value), Py_DECREF(event), Py_DECREF(leaf);
-            break;
-        }
+        if ((left = offered == Py_None)) goto held;
         if (!PyTuple_Check(offered) || PyTuple_GET_SIZE(offered) != 2 ||
             !PyTuple_Check(PyTuple_GET_ITEM(offered, 1)) ||
             PyTuple_GET_SIZE(PyTuple_GET_ITEM(offered, 1)) != 4) {
@@ -4033,6 +4029,7 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
         Py_XDECREF(index), Py_XDECREF(offered), Py_XDECREF(body);
         Py_DECREF(value), Py_DECREF(event), Py_DECREF(leaf);
         if (result != NULL || PyErr_Occurred()) return result;
+        if (left) break;
     }
     return usual_result(i, USUAL_STOPPED, NULL);
 }

@@ -54,7 +54,9 @@ from authtrail.producers.sdk.sealed_values import is_sealed as is_sealed
 
 MAGIC = b"authtrail-event-v1\n"
 MAGIC_V2 = b"authtrail-event-v2\n"
-_SEALED_MARK = SEALED_PREFIX.encode("ascii")
+#: In a leaf, the mark of a value that may be sealed (the v2 check, and the C leaves'
+#: refusal): the sealed prefix's bytes.
+SEALED_MARK = SEALED_PREFIX.encode("ascii")
 
 FieldValue = str | int | Mapping[str, str] | None
 
@@ -155,7 +157,7 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
         # The usual event: the decoder's dict, whose keys (the same str objects, in the
         # same order) were laid out last time. No key tuple built and looked up, no
         # lookup per field (~0.5 µs an event).
-        leaf = _leaf_known(event, MAGIC, _SEALED_MARK)
+        leaf = _leaf_known(event, MAGIC, SEALED_MARK)
         if leaf is not None:
             return leaf
     keys = tuple(event)
@@ -164,7 +166,7 @@ def canonical_leaf(event: Mapping[str, FieldValue]) -> bytes:
         leaf = _leaf_v1(event, fields, MAGIC)
         if leaf is not None:
             _remember_layout(keys, fields)
-            return _sealed_leaf(event, fields, leaf) if _SEALED_MARK in leaf else leaf
+            return _sealed_leaf(event, fields, leaf) if SEALED_MARK in leaf else leaf
     return _python_leaf(event, fields)
 
 
@@ -197,7 +199,7 @@ def _python_leaf(event: Mapping[str, FieldValue], fields: _Layout) -> bytes:
     leaf = b"".join(parts)
     # One scan of the joined bytes keeps the per-field cost of v1 events unchanged; a hit
     # may be inside a map or mid-string, which _sealed_leaf sorts out.
-    return _sealed_leaf(event, fields, leaf) if _SEALED_MARK in leaf else leaf
+    return _sealed_leaf(event, fields, leaf) if SEALED_MARK in leaf else leaf
 
 
 def _sealed_leaf(event: Mapping[str, FieldValue], fields: _Layout, leaf_v1: bytes) -> bytes:

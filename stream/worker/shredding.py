@@ -43,6 +43,7 @@ from authtrail.producers.sdk.sealing import (
     seal_fields,
     sealed_looking,
 )
+from authtrail.stream.core.canonical import SEALED_MARK
 from authtrail.stream.core.handover import KEYS_SERVICE
 from authtrail.stream.core.retention import NOTE_ATTRIBUTE, is_retention_event
 from authtrail.stream.detection.decisions import LOCKOUT_SERVICE, pseudonym_attribute
@@ -126,7 +127,6 @@ def _seals(policy: PrivacyPolicy | None, name: str) -> bool:
 # The services of the worker's own records, each admitted only when it is one (admission.py).
 _OWN_SERVICES = frozenset({LOCKOUT_SERVICE, KEYS_SERVICE, PRIVACY_SERVICE})
 _RETENTION_NOTE_FIELD = ATTRIBUTE_FIELD_PREFIX + NOTE_ATTRIBUTE
-_SEALED_PREFIX_BYTES = SEALED_PREFIX.encode("ascii")
 
 
 class Sealer:
@@ -152,7 +152,7 @@ class Sealer:
         """Whether :meth:`seal` returns any event decoded from ``raw`` as it is, so the
         caller may skip it (a worker without a privacy policy, once per event): no tenant
         has a policy and no value can look sealed (Avro keeps strings verbatim)."""
-        return self._seals_nothing and _SEALED_PREFIX_BYTES not in raw
+        return self._seals_nothing and SEALED_MARK not in raw
 
     def seal(self, event: dict[str, Any], raw: bytes | None = None) -> dict[str, Any]:
         """``event`` with its tenant's personal fields and attributes sealed and pseudonyms
@@ -187,11 +187,7 @@ class Sealer:
                 }
             return event
         policy = self._policies.for_tenant(tenant_id)
-        opened = (
-            self._producer_sealed(event, policy)
-            if raw is None or _SEALED_PREFIX_BYTES in raw
-            else {}
-        )
+        opened = self._producer_sealed(event, policy) if raw is None or SEALED_MARK in raw else {}
         if policy is None:
             return event
         clear = {**event, **opened} if opened else event  # opened attributes never clash

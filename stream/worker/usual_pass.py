@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from authtrail.producers.sdk.sealed_values import SEALED_PREFIX
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec
 from authtrail.stream.core import native_hashes
-from authtrail.stream.core.canonical import MAGIC
+from authtrail.stream.core.canonical import MAGIC, SEALED_MARK
 from authtrail.stream.worker.admission import Limits, admission_core
 from authtrail.stream.worker.shredding import Sealer
 
@@ -33,13 +32,10 @@ try:
 except ImportError:  # pragma: no cover - a build without a C compiler
     _UsualPass = None  # type: ignore[assignment,misc]
 
-__all__ = ["DECIDED", "FILLED", "SEALED_MARK", "STOPPED", "UNSPLICED", "usual_pass"]
+__all__ = ["DECIDED", "FILLED", "STOPPED", "UNSPLICED", "usual_pass"]
 
 # run()'s second value: where the loop stopped (authtrail/_speedups.c's USUAL_*).
 STOPPED, FILLED, DECIDED, UNSPLICED = 0, 1, 2, 3
-
-#: A leaf holding these bytes may hold a sealed value: canonical.py sorts it out.
-SEALED_MARK = SEALED_PREFIX.encode("ascii")
 
 
 def usual_pass(

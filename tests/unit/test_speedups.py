@@ -302,7 +302,7 @@ def c_leaf(event: dict[str, Any]) -> bytes | None:
     a top-level value is sealed), or None where C leaves the event to Python."""
     layout = canonical._layout(tuple(event))
     leaf = _speedups.leaf_v1(event, layout, MAGIC)
-    if leaf is None or canonical._SEALED_MARK not in leaf:
+    if leaf is None or canonical.SEALED_MARK not in leaf:
         return leaf
     return canonical._sealed_leaf(event, layout, leaf)
 
@@ -386,7 +386,7 @@ def test_bad_arguments_are_type_errors() -> None:
 def test_the_remembered_layout_gives_leaf_v1s_leaf() -> None:
     codec = SingleObjectCodec(SCHEMA)
     decoded = [codec.decode(codec.encode(event)) for event in TRAFFIC]
-    mark = canonical._SEALED_MARK
+    mark = canonical.SEALED_MARK
     keys = tuple(decoded[0])
     layout = canonical._layout(keys)
     _speedups.remember_layout(keys, layout)
@@ -427,8 +427,8 @@ def test_a_leaf_of_the_remembered_layout_is_the_python_leaf_or_none(
     expected = python_leaf(event)
     if not isinstance(expected, Exception):
         assert canonical_leaf(event) == expected  # which remembers its layout if C took it
-    leaf = _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
-    assert leaf is None or (leaf == expected and canonical._SEALED_MARK not in leaf)
+    leaf = _speedups.leaf_known(event, MAGIC, canonical.SEALED_MARK)
+    assert leaf is None or (leaf == expected and canonical.SEALED_MARK not in leaf)
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def test_no_memory_is_kept_per_call() -> None:
             _speedups.leaf_v1(event, layout, MAGIC)
             _speedups.leaf_v1({**event, "tenant_id": True}, layout, MAGIC)  # Python path
             _speedups.remember_layout(tuple(event), layout)
-            _speedups.leaf_known(event, MAGIC, canonical._SEALED_MARK)
+            _speedups.leaf_known(event, MAGIC, canonical.SEALED_MARK)
 
     work()
     gc.collect()

@@ -19,7 +19,7 @@ from authtrail._speedups import UsualPass
 from authtrail.producers.sdk.sealed_values import SEALED_PREFIX
 from authtrail.schemas import EVENT_ENVELOPE
 from authtrail.stream.core import native_hashes
-from authtrail.stream.core.canonical import MAGIC, canonical_leaf
+from authtrail.stream.core.canonical import MAGIC, SEALED_MARK, canonical_leaf
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.worker import sequencing
 from authtrail.stream.worker.admission import Limits, admission_core, check_event
@@ -28,7 +28,6 @@ from authtrail.stream.worker.sequencing import EVENTS as EVENTS_ROLE
 from authtrail.stream.worker.usual_pass import (
     DECIDED,
     FILLED,
-    SEALED_MARK,
     STOPPED,
     UNSPLICED,
 )
