@@ -98,6 +98,9 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 _LOG = logging.getLogger(__name__)
 
 DEAD_LETTER, SNAPSHOTS = "dead_letter", "snapshots"
+# Seconds between direct reads of skipped input that came back short (_in_order): a batch
+# the broker is still writing is readable within milliseconds.
+_REREAD_PAUSES = (0.05, 0.2, 0.5, 1.0)
 EVENTS, LOCKOUTS = "events", "lockouts"  # decision events: back into the stream, and out
 
 
@@ -144,6 +147,9 @@ class Counters:
     checkpoints: int = 0
     decisions: int = 0
     snapshots: int = 0
+    # Input offsets below one the consumer delivered that no direct read returned
+    # (SequencerWorker._in_order): never sequenced, so 0 unless the topic has holes.
+    unread_input: int = 0
 
 
 @dataclass(frozen=True)
@@ -418,17 +424,38 @@ class SequencerWorker:
         topic without transactions are contiguous, so a jump means the consumer did not
         deliver some records (faust-streaming was seen to skip a few after a restart on
         the local broker). They are read directly, so none is lost.
+
+        The read must return every offset of the gap: a broker can serve a later batch
+        before an earlier one is readable (the local broker under load), and a read that
+        trusted it would move the partition past records it never handled. A short read
+        is read again after a pause; offsets still absent then are logged as an error and
+        counted (``unread_input``): a topic written with transactions has such holes (its
+        commit markers), which no retry fills.
         """
         if expected is not None and record.offset < expected:
             return []
-        missing = await asyncio.get_running_loop().run_in_executor(
-            None, self._fetch, record.partition, expected, record.offset
-        )
+        loop = asyncio.get_running_loop()
+        for pause in (*_REREAD_PAUSES, None):
+            missing = await loop.run_in_executor(
+                None, self._fetch, record.partition, expected, record.offset
+            )
+            holes = _holes(missing, expected, record.offset)
+            if not holes or pause is None:
+                break
+            _LOG.warning("partition %d: the direct read lacks offsets %s; reading again in "
+                         "%.2f s", record.partition, _spans(holes), pause)  # fmt: skip
+            await asyncio.sleep(pause)
         if missing:
             _LOG.warning(
-                "partition %d: offsets %d..%d were not delivered by the consumer; read directly",
-                record.partition, missing[0].offset, record.offset - 1,
+                "partition %d: %d records at offsets %d..%d were not delivered by the "
+                "consumer; read directly", record.partition, len(missing), missing[0].offset,
+                missing[-1].offset,
             )  # fmt: skip
+        if holes:
+            self.counters.unread_input += sum(last - first + 1 for first, last in holes)
+            _LOG.error("partition %d: offsets %s are in no read of the input topic; their "
+                       "records, if any, were not sequenced", record.partition,
+                       _spans(holes))  # fmt: skip
         return [*missing, record]
 
     def _events_of(self, sequencer: Sequencer, record: InputRecord) -> tuple[list[bytes], bool]:
@@ -915,6 +942,24 @@ def _stop_for_key_store(exc: Exception) -> NoReturn:
     _LOG.critical("privacy key store failed, stopping: %s", exc)
     logging.shutdown()
     os._exit(70)
+
+
+def _holes(read: Sequence[InputRecord], expected: int | None, end: int) -> list[tuple[int, int]]:
+    """The offset ranges (first, last) from ``expected`` (None: the first one read) up to
+    ``end`` exclusive that ``read``, in offset order, lacks."""
+    holes: list[tuple[int, int]] = []
+    at = expected if expected is not None else (read[0].offset if read else end)
+    for item in read:
+        if item.offset > at:
+            holes.append((at, item.offset - 1))
+        at = max(at, item.offset + 1)
+    if at < end:
+        holes.append((at, end - 1))
+    return holes
+
+
+def _spans(spans: Iterable[tuple[int, int]]) -> str:
+    return ", ".join(f"{first}..{last}" if first != last else str(first) for first, last in spans)
 
 
 def _text(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet
+from authtrail.stream.worker import sequencing
 from authtrail.stream.worker.admission import Limits
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.chained_batch import decode_batch, is_batch
@@ -99,6 +101,7 @@ class Harness:
         self.acknowledged_when_published: list[int] = []
         self.flushes = 0
         self.fetched: list[tuple[int, int | None, int]] = []
+        self.unreadable: list[set[int]] = []  # per direct read, the offsets it leaves out
         self.worker = SequencerWorker(
             new_sequencer=sequencer
             or (lambda: Sequencer(SIGNER, "authtrail.test", batch_size=3, batch_interval=60)),
@@ -129,7 +132,9 @@ class Harness:
     def fetch(self, partition: int, start: int | None, end: int) -> list[InputRecord]:
         self.fetched.append((partition, start, end))
         first = 0 if start is None else start
-        return [InputRecord(partition, o, None, self.inputs[o]) for o in range(first, end)]
+        left_out = self.unreadable.pop(0) if self.unreadable else set()
+        return [InputRecord(partition, o, None, self.inputs[o])
+                for o in range(first, end) if o not in left_out]  # fmt: skip
 
     def publish(self, role: str, key: bytes | None, value: bytes, partition: int) -> None:
         """Record a publish; a chained batch is recorded as its records, each framed as a
@@ -297,6 +302,66 @@ def test_skipped_input_is_read_directly_and_nothing_is_lost() -> None:
     harness.run([0, 1, 4, 5])  # the consumer skipped offsets 2 and 3
     assert harness.fetched[-1] == (2, 2, 4)
     assert [r["source_offset"] for r in harness.decoded(CHAINED)] == list(range(6))
+
+
+@pytest.fixture
+def quick_rereads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sequencing, "_REREAD_PAUSES", (0.0, 0.0, 0.0))
+
+
+@pytest.mark.usefixtures("quick_rereads")
+def test_a_short_direct_read_is_read_again_until_it_holds_every_skipped_offset() -> None:
+    # The broker served offset 5 while the batch holding 3 was not readable yet.
+    harness = Harness([_event(n) for n in range(6)])
+    harness.run([0, 1])
+    harness.fetched, harness.unreadable = [], [{3}, {2, 3}]
+    harness.run([5])
+    assert harness.fetched == [(2, 2, 5)] * 3
+    assert [r["source_offset"] for r in harness.decoded(CHAINED)] == list(range(6))
+    assert harness.worker.counters.unread_input == 0
+
+
+@pytest.mark.usefixtures("quick_rereads")
+def test_offsets_no_read_returns_are_counted_and_logged_not_passed_over_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    harness = Harness([_event(n) for n in range(8)])
+    harness.run([0, 1])
+    harness.fetched, harness.unreadable = [], [{3, 5, 6}] * 4
+    with caplog.at_level(logging.ERROR, logger=sequencing.__name__):
+        harness.run([7])
+    assert harness.fetched == [(2, 2, 7)] * 4  # the first read and one after each pause
+    assert [r["source_offset"] for r in harness.decoded(CHAINED)] == [0, 1, 2, 4, 7]
+    assert harness.worker.counters.unread_input == 3
+    assert "partition 2: offsets 3, 5..6 are in no read of the input topic" in caplog.text
+
+
+@pytest.mark.usefixtures("quick_rereads")
+def test_a_read_from_the_start_that_returns_nothing_before_the_first_delivered_is_no_hole() -> None:
+    harness = Harness([_event(n) for n in range(3)])
+    harness.unreadable = [{0, 1}]  # the log starts at 2 (retention): nothing to read before it
+    harness.run([2])
+    assert harness.fetched == [(2, None, 2)]
+    assert harness.worker.counters.unread_input == 0
+
+
+@pytest.mark.parametrize(
+    ("read", "expected", "end", "holes"),
+    [
+        ([2, 3, 4], 2, 5, []),
+        ([2, 4], 2, 5, [(3, 3)]),
+        ([], 2, 5, [(2, 4)]),
+        ([3, 4], 2, 5, [(2, 2)]),
+        ([2, 3], 2, 5, [(4, 4)]),
+        ([1, 5, 9], None, 10, [(2, 4), (6, 8)]),
+        ([], None, 10, []),
+    ],
+)
+def test_holes_are_the_offset_ranges_a_read_lacks(
+    read: list[int], expected: int | None, end: int, holes: list[tuple[int, int]]
+) -> None:
+    records = [InputRecord(0, offset, None, b"") for offset in read]
+    assert sequencing._holes(records, expected, end) == holes
 
 
 def test_restart_skips_replayed_input_and_continues_the_chain() -> None:
