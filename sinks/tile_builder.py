@@ -24,7 +24,7 @@ from typing import cast
 import pyarrow as pa
 
 from authtrail.sinks.backend import ClickHouseBackend
-from authtrail.sinks.clickhouse_sql import quote_string_literal
+from authtrail.sinks.clickhouse_sql import in_key_ranges
 from authtrail.sinks.tables import EVENTS_TABLE, REJECTED_TABLE, TILES_TABLE
 from authtrail.sinks.tile_store import TILES_SCHEMA
 from authtrail.stream.core.merkle import HASH_SIZE
@@ -141,25 +141,22 @@ class TileBuilder:
         if level == 0:
             selects = []
             for table_name, log, seq, leaf, rejections in _LEAF_TABLES:
-                conditions = [
-                    f"({log} = {quote_string_literal(tenant)} AND {seq} BETWEEN "
-                    f"{first * TILE_WIDTH + 1} AND {(first + count) * TILE_WIDTH})"
+                ranges = [
+                    (tenant, first * TILE_WIDTH + 1, (first + count) * TILE_WIDTH)
                     for tenant, first, count in jobs
                     if is_rejection_tenant(tenant) == rejections
                 ]
-                if conditions:
-                    where = " OR ".join(conditions)
-                    selects.append(f"SELECT {log} AS at_log, {seq} - 1 AS at_index, {leaf} "
-                                   f"FROM {table_name} WHERE {where}")  # fmt: skip
+                if ranges:
+                    keys, where = in_key_ranges(log, seq, ranges)
+                    selects.append(f"WITH {keys} SELECT {log} AS at_log, {seq} - 1 AS at_index, "
+                                   f"{leaf} FROM {table_name} WHERE {where}")  # fmt: skip
             sql = f"SELECT * FROM ({' UNION ALL '.join(selects)}) ORDER BY at_log, at_index"
         else:
-            conditions = [
-                f"(tenant_id = {quote_string_literal(tenant)} AND entry_index BETWEEN "
-                f"{first * TILE_WIDTH} AND {(first + count) * TILE_WIDTH - 1})"
-                for tenant, first, count in jobs
-            ]
-            sql = (f"SELECT tenant_id, entry_index, hash FROM {TILES_TABLE} "
-                   f"WHERE level = {level} AND ({' OR '.join(conditions)}) "
+            ranges = [(tenant, first * TILE_WIDTH, (first + count) * TILE_WIDTH - 1)
+                      for tenant, first, count in jobs]  # fmt: skip
+            keys, where = in_key_ranges("tenant_id", "entry_index", ranges)
+            sql = (f"WITH {keys} SELECT tenant_id, entry_index, hash FROM {TILES_TABLE} "
+                   f"WHERE level = {level} AND {where} "
                    "ORDER BY tenant_id, entry_index")  # fmt: skip
         return _Found(self._backend.query_arrow(sql), level)
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from authtrail.errors import StoreError
+from authtrail.sinks.clickhouse_sql import in_key_ranges, quote_string_literal
 from authtrail.sinks.embedded import EmbeddedBackend
 from authtrail.sinks.lost_inserts import (
     count_stored,
@@ -144,3 +145,22 @@ def test_the_benchmark_counts_every_flush_both_ways() -> None:
     assert (result["rows"], result["inserts"], result["tenants"]) == (19_980, 3, 10)
     assert result["active_parts"] >= 1
     assert set(result["sink"]) == set(result["month"]) == {"cpu_ms_best", "cpu_ms_median"}
+
+
+def test_key_ranges_select_each_keys_own_range_and_nothing_else(backend: EmbeddedBackend) -> None:
+    # Three tenants' records 1..50, one of them with quotes in its name, plus acme's.
+    for tenant in ("o'brien", "globex", "in\\itech"):
+        name = quote_string_literal(tenant)
+        backend.command(
+            f"INSERT INTO events (tenant_id, seq, occurred_at) SELECT {name}, number + 1, "
+            "toDateTime64('2026-01-05 00:00:00', 6) FROM numbers(50)"
+        )
+    ranges = [("o'brien", 3, 7), ("globex", 50, 80), ("in\\itech", 1, 1), ("acme", 199_999, 10**9)]
+    keys, condition = in_key_ranges("tenant_id", "seq", ranges)
+    rows = backend.query_arrow(
+        f"WITH {keys} SELECT tenant_id, seq FROM events WHERE {condition} ORDER BY tenant_id, seq"
+    ).to_pylist()
+    assert [(row["tenant_id"], row["seq"]) for row in rows] == [
+        ("acme", 199_999), ("acme", 200_000), ("globex", 50), ("in\\itech", 1),
+        *[("o'brien", seq) for seq in range(3, 8)],
+    ]  # fmt: skip
