@@ -80,12 +80,10 @@ def quote_string_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def in_key_ranges(
-    key: str, number: str, ranges: Sequence[tuple[str, int, int]], alias: str = "range_keys"
-) -> tuple[str, str]:
+def in_key_ranges(key: str, number: str, ranges: Sequence[tuple[str, int, int]]) -> tuple[str, str]:
     """A ``WITH`` item and a condition: ``key`` is one of the ranges' keys and ``number``
     lies within that key's ``(key, low, high)`` range, bounds included. ``ranges`` must not
-    be empty; the query starts ``WITH <item>`` (it names the keys' array ``alias``).
+    be empty; the query starts ``WITH <item>`` (it names the keys' array ``range_keys``).
 
     Each key's bounds are looked up by ``transform()`` over literal arrays (a hash lookup
     per row), not one ``key = … AND number BETWEEN …`` term per key: ClickHouse's analysis
@@ -98,10 +96,10 @@ def in_key_ranges(
     highs = ", ".join(str(int(high)) for _, _, high in ranges)
     condition = (
         f"{key} IN ({keys}) AND {number} BETWEEN "
-        f"transform({key}, {alias}, [{lows}], toUInt64(0)) AND "
-        f"transform({key}, {alias}, [{highs}], toUInt64(0))"
+        f"transform({key}, range_keys, [{lows}], toUInt64(0)) AND "
+        f"transform({key}, range_keys, [{highs}], toUInt64(0))"
     )
-    return f"[{keys}] AS {alias}", condition
+    return f"[{keys}] AS range_keys", condition
 
 
 def setting_literal(value: str | int) -> str:
