@@ -10,8 +10,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 # Every dependency ships manylinux wheels for CPython 3.11 (glibc >= 2.34 needed by
 # cryptography; bookworm has 2.36). The one compiled part is authtrail's own C speedups
-# (hatch_build.py: the worker's decode, canonical leaf and hashes, the latter linked to
-# OpenSSL's libcrypto, which the runtime image has for Python's own ssl and hashlib), so
+# (hatch_build.py: the worker's decode, canonical leaf and hashes, and the sink's Native
+# blocks; the hashes link to OpenSSL's libcrypto, which the runtime image has for
+# Python's own ssl and hashlib), so
 # this stage, and only this one, gets a C compiler and OpenSSL's headers, and the install
 # fails rather than ship a slower worker.
 RUN apt-get update \

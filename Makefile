@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The venv is (re)built whenever a pyproject.toml changes, so a fresh clone gets one. Both
 # distributions are installed from this tree (producers/ holds the SDK's, authtrail-producer),
 # so pip never looks for authtrail-producer on an index.
-$(STAMP): pyproject.toml producers/pyproject.toml hatch_build.py authtrail/_speedups.c authtrail/_hashing.c
+$(STAMP): pyproject.toml producers/pyproject.toml hatch_build.py authtrail/_speedups.c authtrail/_hashing.c authtrail/_native_rows.c
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -2,11 +2,12 @@
 
 Same broker, same Avro events (bare or in envelopes), same client library
 (confluent-kafka), same ClickHouse backend and the same store path as the authtrail sink:
-the event bodies, never decoded in Python, joined into an Avro container that ClickHouse
-reads (sinks/avro_rows.py); the same batch policy (``batch_rows`` rows or
-``batch_seconds``, whichever first). No sequencing, hashing, Merkle trees, signing,
-second Kafka hop or deduplication: what any pipeline storing these events would pay at
-least. ``authtrail ÷ plain`` is therefore the cost of integrity, not of two sinks.
+the event bodies, never decoded in Python, rewritten in C as one Native block per message
+(sinks/native_rows.py; an Avro container where that is not built); the same batch
+policy (``batch_rows`` rows or ``batch_seconds``, whichever first). No sequencing,
+hashing, Merkle trees, signing, second Kafka hop or deduplication: what any pipeline
+storing these events would pay at least. ``authtrail ÷ plain`` is therefore the cost of
+integrity, not of two sinks.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from authtrail.schemas.codec import (
     SingleObjectCodec,
     avro_long,
 )
-from authtrail.sinks.avro_rows import RowsContainer
 from authtrail.sinks.backend import ClickHouseBackend
+from authtrail.sinks.native_rows import rows_format
 from authtrail.sinks.tables import STORE_PART_SETTINGS, event_columns
 
 PLAIN_TABLE = "plain_events"
@@ -72,9 +73,10 @@ class PlainConsumer:
         )
         self._envelopes = SingleObjectCodec(load_schema(EVENT_ENVELOPE))
         self._envelope_header = SINGLE_OBJECT_MARKER + self._envelopes.reader_fingerprint
-        self._rows = RowsContainer([*event_schema["fields"], *_KAFKA_FIELDS])
-        self._columns = [column.name for column in event_columns()]
-        self._columns += [str(field["name"]) for field in _KAFKA_FIELDS]
+        columns = [column.name for column in event_columns()]
+        columns += [str(field["name"]) for field in _KAFKA_FIELDS]
+        self._rows = rows_format([*event_schema["fields"], *_KAFKA_FIELDS], len(_KAFKA_FIELDS),
+                                 columns)  # fmt: skip
         self.stored = 0
         backend.command(create_statement())
         self._consumer = Consumer(
@@ -133,7 +135,9 @@ class PlainConsumer:
     def _insert(self, blocks: list[bytes], rows: int, offsets: dict[int, int]) -> None:
         if rows:
             data = self._rows.container(blocks)
-            self._backend.insert_data(PLAIN_TABLE, self._columns, data, "Avro")
+            self._backend.insert_data(
+                PLAIN_TABLE, self._rows.columns, data, self._rows.input_format
+            )
             self.stored += rows
         if offsets:
             commits = [TopicPartition(self._topic, p, o + 1) for p, o in offsets.items()]

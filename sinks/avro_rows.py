@@ -15,9 +15,7 @@ as zig-zag varints, the rows, the header's sync marker.
 
 from __future__ import annotations
 
-import functools
 import io
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,15 +48,21 @@ def _without_docs(node: Any) -> Any:
 
 
 class RowsContainer:
-    """Avro object containers of rows with ``fields``, made of bodies and a per-block suffix.
+    """Avro object containers of rows with ``fields``, made of bodies and a per-block suffix,
+    inserted into ``columns`` (default: the fields'), which ClickHouse fills by field name.
 
     Raises InvalidArgumentError when a field name repeats.
     """
 
-    def __init__(self, fields: Sequence[Mapping[str, Any]]) -> None:
+    input_format = "Avro"
+
+    def __init__(
+        self, fields: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+    ) -> None:
         names = [str(item["name"]) for item in fields]
         if len(set(names)) != len(names):
             raise InvalidArgumentError(f"a row's fields repeat a name: {names}")
+        self.columns = tuple(names if columns is None else columns)
         schema = _without_docs(
             {"type": "record", "name": "Row", "namespace": "io.authtrail", "fields": list(fields)}
         )
@@ -91,13 +95,3 @@ def stored_event_fields(chained_schema: Mapping[str, Any]) -> list[Mapping[str, 
     if not (isinstance(event, dict) and event.get("type") == "record"):
         raise InvalidArgumentError("a chained record's first field must be the event record")
     return [*event["fields"], *fields[1:], *KAFKA_FIELDS]
-
-
-@functools.lru_cache(maxsize=8)
-def _container(schema_json: str) -> RowsContainer:
-    return RowsContainer(stored_event_fields(json.loads(schema_json)))
-
-
-def container_for(chained_schema: Mapping[str, Any]) -> RowsContainer:
-    """The (cached) ``events`` container of bodies of a ChainedRecord writer schema."""
-    return _container(json.dumps(chained_schema, sort_keys=True))

@@ -16,7 +16,8 @@ Correctness rests on ClickHouse, not on Kafka's committed offsets:
   analysts never see a checkpoint ahead of its records.
 
 Chained records arrive in batches (stream/worker/chained_batch.py) whose bodies go to ClickHouse
-as an Avro container (sinks/avro_rows.py) without being decoded here: the batch's header
+as one Native block, rewritten in C (sinks/native_rows.py; an Avro container,
+sinks/avro_rows.py, where that module is not built), never decoded here: the batch's header
 says its epoch, tenant ranges and month, which is all the checks above need. Only a batch
 partly stored already (a replay) is decoded, to keep the records not stored yet.
 
@@ -52,7 +53,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from authtrail.errors import ConfigurationError, FormatError, StoreError
 from authtrail.schemas.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
-from authtrail.sinks.avro_rows import CONTAINER_COLUMNS, RowsContainer, container_for, kafka_suffix
+from authtrail.sinks.avro_rows import kafka_suffix
 from authtrail.sinks.backend import ClickHouseBackend
 from authtrail.sinks.lost_inserts import (
     KEY_COLUMNS,
@@ -61,6 +62,7 @@ from authtrail.sinks.lost_inserts import (
     key_ranges,
     stored_counter,
 )
+from authtrail.sinks.native_rows import MalformedRows, Rows, event_rows
 from authtrail.sinks.proofs import TilesOrLeaves
 from authtrail.sinks.publication import Publication
 from authtrail.sinks.publishing import CheckpointPublishing
@@ -105,11 +107,11 @@ class SinkObserver(Protocol):
 
 @dataclass
 class _Chunk:
-    """The records of one chained-topic message to store: one block of an Avro container."""
+    """The records of one chained-topic message to store: one block of ``container``'s."""
 
-    container: RowsContainer
+    container: Rows
     month: int
-    block: bytes
+    block: Any  # what container.block() made of the records
     count: int
     partition: int
     offset: int
@@ -521,7 +523,7 @@ class Sink:
         if schema is None:
             raise FormatError(f"chained batch at partition {partition} offset {offset}: unknown "
                               f"record schema {batch['record_schema'].hex()}")  # fmt: skip
-        container = container_for(schema)
+        container = event_rows(schema)
         block = container.block(kept, kafka_suffix(self._cluster, partition, offset))
         self._chunks.append(
             _Chunk(
@@ -663,7 +665,7 @@ class Sink:
         return stored
 
     def _insert_events(self) -> int:
-        """Insert the buffered chained records: one Avro container per run of blocks of one
+        """Insert the buffered chained records: one insert per run of blocks of one
         month and writer schema, so one insert touches one partition of ``events``."""
         chunks, stored, rows = self._chunks, 0, 0
         try:
@@ -675,11 +677,17 @@ class Sink:
                     f"{EVENTS_TABLE}:{self._cluster}:{first.partition}:{first.offset}:"
                     f"{last.partition}:{last.offset}:{count}"
                 )
-                data = first.container.container([chunk.block for chunk in run])
+                try:
+                    data = first.container.container([chunk.block for chunk in run])
+                except MalformedRows as exc:
+                    bad = run[exc.part]
+                    raise FormatError(f"chained batch at partition {bad.partition} offset "
+                                      f"{bad.offset}: {exc}") from None  # fmt: skip
                 ranges = key_ranges(key for chunk in run for key in chunk.keys)
                 self._store(
                     functools.partial(
-                        self._backend.insert_data, EVENTS_TABLE, CONTAINER_COLUMNS, data, "Avro"
+                        self._backend.insert_data, EVENTS_TABLE, first.container.columns, data,
+                        first.container.input_format,
                     ),
                     EVENTS_TABLE, first.month, ranges,
                     counted=self._counted(

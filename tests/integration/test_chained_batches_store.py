@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from authtrail.errors import StoreError
+from authtrail.errors import FormatError, StoreError
 from authtrail.keys import load_signer
 from authtrail.schemas import AUTH_EVENT, CHAINED_BATCH, CHAINED_RECORD, load_schema
 from authtrail.settings import Settings
@@ -146,6 +146,51 @@ def test_batches_are_stored_natively_once_each_with_the_decoded_paths_rows(
                 for r in records]  # fmt: skip
         reference.insert_arrow("events", to_arrow(rows, EVENTS_SCHEMA))
         assert _rows(reference) == stored
+
+
+def test_a_batch_holding_a_record_that_is_not_one_row_stops_the_sink_naming_it(
+    broker: Any, tmp_path: Path
+) -> None:
+    """A body with a byte too many (no worker writes one) is never stored as something
+    else: the sink stops, naming the batch's partition and offset, and stores none of it."""
+    settings = dataclasses.replace(publication_settings(broker, tmp_path), publication_dir=None)
+    records = _records(settings)
+    builder = BatchBuilder(BATCHES, RECORDS.reader_fingerprint)
+    for record in records[3:6]:
+        event = record["event"]
+        extra = b"\x00" if record is records[4] else b""
+        assert builder.add(epoch=0, tenant_id=event["tenant_id"], seq=record["seq"],
+                           occurred_at=event["occurred_at"],
+                           body=RECORDS.encode_body(record) + extra) is None  # fmt: skip
+    damaged = builder.take()
+    assert damaged is not None
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for value in (_batch(records[:3]), damaged):
+        producer.produce(settings.chained_topic, value, None, 0)
+    assert producer.flush(10) == 0
+
+    failures: list[BaseException] = []
+
+    def run(sink: Sink, stop: threading.Event) -> None:
+        try:
+            sink.run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        sink = build_sink(settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
+        stop = threading.Event()
+        thread = threading.Thread(target=run, args=(sink, stop), daemon=True)
+        thread.start()
+        thread.join(30)
+        stop.set()
+        assert not thread.is_alive()
+        stored = [row["seq"] for row in _rows(backend)]
+
+    assert len(failures) == 1 and isinstance(failures[0], FormatError)
+    assert "chained batch at partition 0 offset 1" in str(failures[0])
+    assert "row 1: 1 bytes left" in str(failures[0])
+    assert stored in ([], [1, 2, 3])  # the good batch, if it was flushed on its own
 
 
 def _store_all(settings: Settings, records: int, checkpoints: int) -> Sink:

@@ -71,7 +71,7 @@ def test_the_full_wheel_installs_everything_under_authtrail_and_nothing_twice(
         assert f"authtrail/{module}" in files
     assert [f for f in files if f.startswith(PRODUCER_SHIPS)] == []
     # The C speedups (hatch_build.py), so the wheel is for this platform only.
-    for extension in ("_speedups", "_hashing"):
+    for extension in ("_speedups", "_hashing", "_native_rows"):
         assert f"authtrail/{extension}{sysconfig.get_config_var('EXT_SUFFIX')}" in files
         assert f"authtrail/{extension}.pyi" in files
     assert "-py3-none-any" not in wheels["authtrail"].name
