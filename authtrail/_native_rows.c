@@ -440,7 +440,8 @@ static PyObject *assemble(Column *columns, Py_ssize_t count, PyObject *headers, 
  * GIL is held throughout and no Python code runs, but a flag still refuses a reentrant call. */
 static Column columns[MAX_OPS];
 static int busy;
-#define KEEP_BYTES (4u << 20) /* a buffer grown past this is freed after the call */
+#define KEEP_BYTES (4u << 20) /* a buffer grown past this is freed after the call: what
+                             * stays is at most about one insert's columns */
 
 static void reset(Column *column) {
     column->code = column->flags = 0;
