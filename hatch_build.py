@@ -3,7 +3,7 @@ and the sink's rewriting of chained records as ClickHouse Native blocks.
 
 They only speed things up (their C files say what they replace), so a machine that cannot
 build them still gets a working install with a warning: without a C compiler, pure
-Python at ~1.5x the worker's CPU per event and Avro containers for the store (~3.5 µs a
+Python at ~1.5x the worker's CPU per event and Avro containers for the store (~2 µs a
 row more); without OpenSSL's headers (libssl-dev), only ``_hashing`` is missing and
 hashlib hashes (~10 % more CPU per event).
 ``AUTHTRAIL_REQUIRE_SPEEDUPS=1`` makes a failed compile fail the build instead (the Docker

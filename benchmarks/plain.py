@@ -2,7 +2,7 @@
 
 Same broker, same Avro events (bare or in envelopes), same client library
 (confluent-kafka), same ClickHouse backend and the same store path as the authtrail sink:
-the event bodies, never decoded in Python, rewritten in C as one Native block per message
+the event bodies, never decoded in Python, rewritten in C as one Native block per insert
 (sinks/native_rows.py; an Avro container where that is not built); the same batch
 policy (``batch_rows`` rows or ``batch_seconds``, whichever first). No sequencing,
 hashing, Merkle trees, signing, second Kafka hop or deduplication: what any pipeline
@@ -91,7 +91,7 @@ class PlainConsumer:
 
     def run(self, stop: threading.Event) -> None:
         """Consume and store until ``stop`` is set; then store what is buffered and close."""
-        blocks: list[bytes] = []
+        blocks: list[Any] = []  # what self._rows.block() made
         rows = 0
         offsets: dict[int, int] = {}
         first_buffered: float | None = None
@@ -132,7 +132,7 @@ class PlainConsumer:
             raise RuntimeError("the plain baseline reads today's auth event schema only")
         return [event[SINGLE_OBJECT_HEADER_SIZE:] for event in events]
 
-    def _insert(self, blocks: list[bytes], rows: int, offsets: dict[int, int]) -> None:
+    def _insert(self, blocks: list[Any], rows: int, offsets: dict[int, int]) -> None:
         if rows:
             data = self._rows.container(blocks)
             self._backend.insert_data(
