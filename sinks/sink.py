@@ -275,7 +275,39 @@ class Sink:
         result = self._backend.query_arrow(sql, {"cluster": self._cluster})
         return dict(zip(result.column(0).to_pylist(), result.column(1).to_pylist(), strict=True))
 
+    def _take_partitions(self) -> None:
+        """Subscribe to the topics in the sink's consumer group; or, on a store only this
+        process can write (embedded), assign itself every partition of them.
+
+        Only one sink can run on such a store, so a group would share nothing, and the
+        resume points come from the store, not from the group's offsets. Group membership
+        would only add the join's wait (3 s and more) and the broker's group bookkeeping to
+        every start: the local broker (tansu 0.6) can even elect a member that left during
+        a join as the leader of the next one, and then no member is ever assigned a
+        partition (docs/RELIABILITY.md). Partitions added to a topic later are taken at the
+        next start. Offsets are still committed under the group id, for lag tools.
+        """
+        if not self._backend.sole_writer:
+            self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
+            return
+        topics = self._consumer.list_topics(timeout=30).topics
+        partitions = []
+        for topic in self._tables:
+            metadata = topics.get(topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                why = metadata.error if metadata is not None else "not in the cluster's metadata"
+                raise ConfigurationError(f"cannot read topic {topic!r}: {why}")
+            partitions += [TopicPartition(topic, number) for number in sorted(metadata.partitions)]
+        self._set_resume_points(self._consumer, partitions)
+        self._consumer.assign(partitions)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._set_resume_points(consumer, partitions)
+        consumer.incremental_assign(partitions)
+
+    def _set_resume_points(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Point each of ``partitions`` just past the highest offset the store holds from it
+        (the beginning when none)."""
         stored = self._retrying(
             lambda: {table: self._stored_offsets(table) for table in self._topics}
         )
@@ -291,7 +323,6 @@ class Sink:
             partition.offset = last + 1 if last is not None else -2  # -2: OFFSET_BEGINNING
             if self._backend.sole_writer:
                 self._note_fresh_from(consumer, partition.topic, partition.partition, last)
-        consumer.incremental_assign(partitions)
 
     def _note_fresh_from(
         self, consumer: Consumer, topic: str, partition: int, stored: int | None
@@ -369,7 +400,7 @@ class Sink:
             built = self._retrying(self._tiles.catch_up)
             if built:
                 _LOG.info("built %d tile entries the stored records had completed", built)
-            self._consumer.subscribe(list(self._tables), on_assign=self._on_assign)
+            self._take_partitions()
             while not stop.is_set():
                 messages = self._consumer.consume(self._batch_rows, timeout=self._wait())
                 for message in messages:
