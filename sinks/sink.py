@@ -244,6 +244,9 @@ class Sink:
         self._tiles = TileBuilder(backend)
         self._tile_leaves: dict[str, int] = {}  # tenant -> stored seq, tiles not extended yet
         # Witnesses ask for a consistency proof per checkpoint: tiles first, every flush.
+        # Without them a round (0.1-0.4 s at 100 tenants) comes after the checkpoints, so
+        # it does not hold back their signatures' arrival in the store.
+        self._tiles_first = witnesses is not None
         self._tiles_seconds = 0.0 if witnesses is not None else tiles_seconds
         self._next_tiles = 0.0  # monotonic time the tiles may be extended again
         self._first_buffered: float | None = None
@@ -602,11 +605,14 @@ class Sink:
         # Rejections first: the resume point is the highest offset in ``events``.
         inserted = self._insert(REJECTED_TABLE, REJECTED_SCHEMA)
         inserted += self._insert_events()
-        # Tiles: derived data, after the rows (a failure here loses no row), before the
-        # checkpoints, whose witnesses' consistency proofs read them (sinks/witnessing.py).
-        self._extend_tiles(force=False)
+        # Tiles: derived data, after the rows (a failure here loses no row); with witnesses
+        # before the checkpoints, whose consistency proofs read them (sinks/witnessing.py).
+        if self._tiles_first:
+            self._extend_tiles(force=False)
         self._release_checkpoints()
         inserted += self._insert(CHECKPOINTS_TABLE, CHECKPOINTS_SCHEMA)
+        if not self._tiles_first:
+            self._extend_tiles(force=False)
         self._first_buffered = time.monotonic() if self._held_checkpoints else None
         if inserted:
             counters = self.counters
