@@ -21,11 +21,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.sinks.embedded import EmbeddedBackend
-from authtrail.sinks.service import build_sink
-from authtrail.sinks.sink import Sink
 from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, topic_specs
 from authtrail.topics import ensure_topics
-from tests.integration.test_chained_batches_store import _batch, _records
+from tests.integration.test_chained_batches_store import _batch, _records, _store_all
 from tests.integration.test_publication import broker
 
 __all__ = ["broker"]  # the module-scoped broker fixture
@@ -66,20 +64,6 @@ def stray() -> Iterator[list[Consumer]]:
         consumer.close()
 
 
-def _run_until_stored(settings: Settings, backend: EmbeddedBackend, rows: int) -> Sink:
-    sink = build_sink(settings, backend, consumer_config=SHORT_CONSUMER_CONFIG)
-    stop = threading.Event()
-    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while sink.counters.stored_records < rows and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    thread.join(20)
-    assert not thread.is_alive()
-    return sink
-
-
 def test_the_embedded_sink_reads_every_partition_whoever_else_is_in_its_group(
     broker: Any, tmp_path: Path, stray: list[Consumer]
 ) -> None:
@@ -109,8 +93,8 @@ def test_the_embedded_sink_reads_every_partition_whoever_else_is_in_its_group(
     polling = threading.Thread(target=_poll_until, args=(other, stop_polling), daemon=True)
     polling.start()  # a live member: it keeps its partitions through any rebalance
     try:
+        sink = _store_all(settings, records=13, checkpoints=0)
         with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
-            sink = _run_until_stored(settings, backend, 13)
             stored = backend.query_arrow(
                 "SELECT tenant_id, kafka_partition, groupArray(seq) AS seqs FROM "
                 "(SELECT * FROM events ORDER BY seq) GROUP BY tenant_id, kafka_partition "
@@ -138,8 +122,7 @@ def test_the_embedded_sinks_offsets_are_committed_for_lag_tools(
     """Without joining the group, the sink still commits, under the group's id, the offset
     after the last record it stored on each partition (none where it read nothing)."""
     settings = _settings(broker, tmp_path)
-    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
-        sink = _run_until_stored(settings, backend, 13)
+    sink = _store_all(settings, records=13, checkpoints=0)
     assert sink.counters.stored_records == 13
 
     reader = Consumer({"bootstrap.servers": settings.bootstrap_servers,
