@@ -8,6 +8,7 @@ Kafka by hand (no worker start-up).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from authtrail.errors import ConfigurationError
 from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.sinks.embedded import EmbeddedBackend
+from authtrail.sinks.service import build_sink
 from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, topic_specs
 from authtrail.topics import ensure_topics
 from tests.integration.test_chained_batches_store import _batch, _records, _store_all
@@ -134,3 +137,27 @@ def test_the_embedded_sinks_offsets_are_committed_for_lag_tools(
         reader.close()
     assert (committed[0], committed[2]) == (3, 1)  # past the last batch stored
     assert committed[1] < 0  # nothing read there: no offset committed
+
+
+def test_the_embedded_sink_names_a_topic_it_cannot_read(broker: Any, tmp_path: Path) -> None:
+    """Topics are created before the sink starts (``ensure_topics``); one that is missing
+    stops it with the topic's name, instead of a sink that waits for records forever."""
+    settings = _settings(broker, tmp_path)
+    missing = dataclasses.replace(settings, checkpoints_topic=f"{settings.checkpoints_topic}-gone")
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            build_sink(missing, backend, consumer_config=SHORT_CONSUMER_CONFIG).run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    with EmbeddedBackend(settings.data_dir / "clickhouse") as backend:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(20)
+        stop.set()
+        thread.join(20)
+    assert [type(exc) for exc in failures] == [ConfigurationError]
+    assert f"cannot read topic {missing.checkpoints_topic!r}" in str(failures[0])
