@@ -51,11 +51,12 @@ def settings(broker: LocalBroker, tmp_path: Path) -> Settings:
     return publication_settings(broker, tmp_path)
 
 
-def publication_settings(broker: LocalBroker, tmp_path: Path) -> Settings:
-    """Settings on fresh topics of ``broker``, a signing key and a publication in ``tmp_path``."""
+def publication_settings(broker: LocalBroker, tmp_path: Path, partitions: int = 1) -> Settings:
+    """Settings on fresh topics of ``broker`` (of ``partitions`` each), a signing key and a
+    publication in ``tmp_path``."""
     prefix = f"p{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        data_dir=tmp_path, bootstrap_servers=broker.bootstrap_servers, partitions=1,
+        data_dir=tmp_path, bootstrap_servers=broker.bootstrap_servers, partitions=partitions,
         events_topic=f"{prefix}.events", chained_topic=f"{prefix}.chained",
         checkpoints_topic=f"{prefix}.checkpoints", dead_letter_topic=f"{prefix}.dead",
         lockouts_topic=f"{prefix}.lockouts", consumer_group=prefix,

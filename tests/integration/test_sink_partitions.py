@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from authtrail.errors import ConfigurationError
-from authtrail.keys import write_key_pair
 from authtrail.settings import Settings
 from authtrail.sinks.embedded import EmbeddedBackend
 from authtrail.sinks.service import build_sink
-from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG, topic_specs
-from authtrail.topics import ensure_topics
+from authtrail.stream.worker.app import SHORT_CONSUMER_CONFIG
 from tests.integration.test_chained_batches_store import _batch, _records, _store_all
-from tests.integration.test_publication import broker
+from tests.integration.test_publication import broker, publication_settings
 
 __all__ = ["broker"]  # the module-scoped broker fixture
 
@@ -38,15 +35,9 @@ PARTITIONS = 3
 
 def _settings(broker: Any, tmp_path: Path) -> Settings:
     """Fresh topics of three partitions; acme's records on partition 0, globex's on 2."""
-    prefix = f"q{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        data_dir=tmp_path, bootstrap_servers=broker.bootstrap_servers, partitions=PARTITIONS,
-        events_topic=f"{prefix}.events", chained_topic=f"{prefix}.chained",
-        checkpoints_topic=f"{prefix}.checkpoints", dead_letter_topic=f"{prefix}.dead",
-        lockouts_topic=f"{prefix}.lockouts", consumer_group=prefix,
-    )  # fmt: skip
-    write_key_pair(settings.keys_dir, "authtrail")
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    settings = dataclasses.replace(
+        publication_settings(broker, tmp_path, partitions=PARTITIONS), publication_dir=None
+    )
     records = _records(settings)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
     acme = [r for r in records if r["event"]["tenant_id"] == "acme"]
