@@ -247,7 +247,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"≥ {TARGET_VERIFY_VS_LIMIT} x {limit:,.0f} rows/s",
                     ratio["wall"],
                     ratio["wall"] >= TARGET_VERIFY_VS_LIMIT,
-                    f"by CPU: {ratio['cpu']}",
+                    f"by CPU: {ratio['cpu']}"
+                    + (
+                        f"; wall: reading the columns and hashing alone reach "
+                        f"{ratio['ceiling']} by CPU"
+                        if ratio.get("ceiling")
+                        else ""
+                    ),
                 )
             )
     for name, stack in results.get("stacks", {}).items():

@@ -12,7 +12,8 @@ Issue 12's target is relative: verify at ≥ 0.8 x this machine's SHA-256 limit 
 its shape (:mod:`benchmarks.verify_limit`), measured in the same run, just after verify,
 from the store's own average leaf and tenant lengths. Both ratios are reported: wall
 (rows/s over the limit) and CPU (rows per CPU second on every core over the limit),
-the steadier on a shared machine.
+the steadier on a shared machine; and the ceiling: the CPU ratio a verify that only read
+its columns from the store (measured next) and hashed at the limit would reach.
 
 Runs in a fresh interpreter (:mod:`benchmarks.isolated`): chdb holds one data directory
 per process.
@@ -45,6 +46,7 @@ from authtrail.stream.core.sequencer import Sequencer, SignedCheckpoint
 from benchmarks import profiling
 from benchmarks.isolated import run_isolated
 from benchmarks.procs import REPOSITORY_ROOT, child_environment, system_busy_seconds
+from benchmarks.verify_limit import ceiling
 from benchmarks.workload import EventFactory
 
 CHUNK = 100_000
@@ -228,14 +230,20 @@ def verify_rows(
          "rows": min(rows, 1_000_000)},
         data_dir.parent, timeout=600,
     )  # fmt: skip
+    floor = run_isolated(
+        "benchmarks.verify_limit:read_floor", {"store": str(data_dir / "clickhouse")},
+        data_dir.parent, timeout=600,
+    )  # fmt: skip
     seconds = verified["seconds"]
     rate = round(rows / seconds, 1) if seconds and verified["exit_code"] == 0 else None
-    result = {**generated, "verify": verified, "rows_per_s": rate, "sha256_limit": limit}
+    result = {**generated, "verify": verified, "rows_per_s": rate, "sha256_limit": limit,
+              "read_floor": floor}  # fmt: skip
     if rate is not None:
         on_cores = limit["cores"] * rows / verified["cpu_seconds"]
         result["vs_limit"] = {
             "wall": round(rate / limit["limit_rows_per_s"], 3),
             "cpu": round(on_cores / limit["limit_rows_per_s"], 3),
+            "ceiling": ceiling(limit, floor["cpu_seconds"], rows),
         }
     if profile:
         result["profile"] = profile_verify(data_dir)

@@ -11,6 +11,10 @@ tree of ``n`` leaves has ``n - 1`` nodes. The limit is that hashing alone, on ev
 
 Each reports CPU seconds (every thread and process) and wall; rows/s on all cores is
 taken from CPU (``cores x rows / CPU s``), steady on a shared machine where wall is not.
+
+:func:`read_floor` measures what no ``verify`` can avoid besides hashing: ClickHouse reading
+the stored columns a leaf and its chain hash are rebuilt from. Reading plus hashing at the
+limit bounds the ratio any verify of this store can reach (:func:`ceiling`).
 """
 
 from __future__ import annotations
@@ -121,6 +125,36 @@ def chdb_limit(rows: int, lengths: tuple[int, ...], cores: int) -> dict[str, Any
         # conservative by about this much.
         "message_cpu_seconds": round(overhead, 3),
     }
+
+
+def read_floor(store: str, repeats: int = 3) -> dict[str, Any]:
+    """CPU seconds (median of ``repeats``) for ClickHouse, on every core, to read the
+    ``events`` columns of the store at ``store`` that a leaf and its chain hash are rebuilt
+    from, and discard them (``FORMAT Null``): the part of verify no hashing speed removes."""
+    import chdb.session
+
+    from authtrail.sinks.tables import EVENTS_TABLE, event_columns
+
+    names = dict.fromkeys([column.name for column in event_columns()]
+                          + ["tenant_id", "seq", "prev_hash", "leaf_hash", "hash"])  # fmt: skip
+    sql = f"SELECT {', '.join(f'`{name}`' for name in names)} FROM {EVENTS_TABLE}"
+    session = chdb.session.Session(f"file:{store}?readonly=2")
+    rows = int(str(session.query(f"SELECT count() FROM {EVENTS_TABLE}", "CSV")).strip())
+    runs = []
+    for _ in range(repeats):
+        before = _cpu_self()
+        session.query(sql, "Null")
+        runs.append(_cpu_self() - before)
+    median = sorted(runs)[len(runs) // 2]
+    return {"rows": rows, "columns": len(names), "cpu_seconds": round(median, 3)}
+
+
+def ceiling(limit: dict[str, Any], read_cpu_seconds: float, rows: int) -> float:
+    """The best ratio to the limit (by CPU) a verify of ``rows`` rows could reach if it did
+    nothing but read its columns (``read_cpu_seconds``) and hash at the limit: hashing's
+    share of those two."""
+    hashing = limit["cores"] * rows / limit["limit_rows_per_s"]
+    return round(hashing / (hashing + read_cpu_seconds), 3)
 
 
 def sha256_limit(leaf_bytes: float, tenant_bytes: float, rows: int) -> dict[str, Any]:
