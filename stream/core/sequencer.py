@@ -92,7 +92,8 @@ class TenantLog:
     batch: CompactTree = field(default_factory=CompactTree)
     batch_opened_at: float = 0.0
     last_checkpoint: Checkpoint | None = None
-    kept_ids: dict[str, bytes] = field(default_factory=dict)  # never forgotten (rare ids)
+    # Ids kept beyond the window (remember_forever) until stop_keeping_ids().
+    kept_ids: dict[str, bytes] = field(default_factory=dict)
     # Labels of the keys that signed last_checkpoint; None: unknown (a snapshot written
     # before key rotation existed, when one key signed everything).
     last_signers: tuple[str, ...] | None = None
@@ -161,7 +162,8 @@ class Sequencer:
         self._batch_interval = batch_interval
         self._recent_ids = IdWindow(dedup_window) if dedup_window else None
         # Ids with this prefix are remembered beyond the window: authtrail's own decision
-        # events, which a recovery may publish again long after the first copy.
+        # events, which a recovery may publish again long after the first copy; until the
+        # worker knows no copy can come any more (stop_keeping_ids()).
         self._remember_forever = remember_forever
         self._monotonic = monotonic
         self._wall_clock_micros = wall_clock_micros  # checkpoint time stamps
@@ -314,6 +316,22 @@ class Sequencer:
         if kept is not None:
             return kept == leaf_hash
         return self._recently_seen(log, event_id, leaf_hash) is True
+
+    def stop_keeping_ids(self) -> int:
+        """Forget the ids kept beyond the window (``remember_forever``), and from now on
+        remember those ids in the window like any other; returns how many were forgotten.
+
+        For the caller that knows no copy of an event chained so far can still arrive
+        (:mod:`authtrail.stream.worker.decision_copies`): a copy arriving after all would
+        no longer be recognised as a duplicate.
+        """
+        forgotten = 0
+        for log in self.tenants.values():
+            if log.kept_ids:
+                forgotten += len(log.kept_ids)
+                log.kept_ids = {}
+        self._remember_forever = ""
+        return forgotten
 
     def _append(
         self, log: TenantLog, event_id: str | None, leaf_hash: bytes, key: bytes | None = None

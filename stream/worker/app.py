@@ -183,7 +183,7 @@ def create_app(
             SNAPSHOTS: settings.snapshots_topic_name,
         },
         linger_ms=settings.producer_linger_ms,
-        tracked=(CHAINED, CHECKPOINTS),  # where snapshots stand
+        tracked=(CHAINED, CHECKPOINTS, EVENTS),  # where snapshots stand; decisions read back
     )
 
     own = [signer] + ([handover] if handover is not None else [])

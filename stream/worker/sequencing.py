@@ -69,6 +69,7 @@ from authtrail.stream.worker.admission import (
     usual_admission,
 )
 from authtrail.stream.worker.chained_batch import DEFAULT_BATCH_BYTES, BatchBuilder
+from authtrail.stream.worker.decision_copies import DecisionCopies
 from authtrail.stream.worker.forked import ChildFailed, ForkedJob
 from authtrail.stream.worker.log_limit import RateLimitedLog
 from authtrail.stream.worker.recovery import Recovery, snapshot_part_key
@@ -210,6 +211,9 @@ class SequencerWorker:
         self._new_guard = new_guard
         self._guards: dict[int, Guard] = {}
         self._epochs: dict[int, int] = {}  # writer epoch claimed per partition (fencing)
+        # Partitions whose sequencer still keeps decision ids beyond its window
+        # (decision_copies.py): needs the publisher to track the events role.
+        self._decision_copies = DecisionCopies(EVENTS)
         self._recover = recover
         self._fetch = fetch
         self._publisher = publisher
@@ -265,6 +269,7 @@ class SequencerWorker:
                 self._sequencers.pop(partition, None)
                 self._guards.pop(partition, None)
                 self._epochs.pop(partition, None)
+                self._decision_copies.forget(partition)
                 self._next_offset.pop(partition, None)
                 self._batches.pop(partition, None)  # empty: every step ends with a flush
                 self._snapshotter.forget(partition)
@@ -291,7 +296,19 @@ class SequencerWorker:
                 self._publish_checkpoint(partition, signed)
             self._close_due()
             await self._flush()
+            self._stop_keeping_decisions()
             await self._snapshot_due()
+
+    def _stop_keeping_decisions(self) -> None:
+        """Let each sequencer that has read past every copy of its decisions forget their
+        ids (decision_copies.py): they would otherwise be kept for good."""
+        for partition, sequencer in self._sequencers.items():
+            if self._decision_copies.passed(partition, sequencer.source_offset):
+                forgotten = sequencer.stop_keeping_ids()
+                _LOG.info(
+                    "partition %d: read past every copy of its decisions; forgot %d kept "
+                    "decision ids", partition, forgotten,
+                )  # fmt: skip
 
     async def close_due_batches(self) -> None:
         """Timer hook: close batches that are due even when no events arrive.
@@ -339,6 +356,7 @@ class SequencerWorker:
             self._guards[partition] = guard
             for decision in guard.unpublished():  # decided before a crash, never logged
                 self._publish_decision(partition, decision)
+        self._decision_copies.recovered(partition)
         start = recovered.snapshot
         _LOG.info(
             "partition %d: recovered %d records of %d tenants in %.1f s, %s",
@@ -935,7 +953,9 @@ class SequencerWorker:
             _LOG.critical("publish failed, stopping so a restart recovers from Kafka: %r", exc)
             logging.shutdown()
             os._exit(70)
-        self._snapshotter.acknowledged(self._publisher.take_acknowledged())
+        acknowledged = self._publisher.take_acknowledged()
+        self._snapshotter.acknowledged(acknowledged)
+        self._decision_copies.acknowledged(acknowledged)
 
 
 def _stop_for_key_store(exc: Exception) -> NoReturn:

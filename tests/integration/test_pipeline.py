@@ -548,7 +548,7 @@ def test_brute_force_is_locked_and_the_lockout_is_itself_audited(
     """35 quick failures for one account and a spray across 12 accounts from one address,
     with Keycloak's default policy: the lock and the spray alert come back through the
     sequencer (chained, signed, stored) and show in the `lockouts` view."""
-    pipeline.start_worker()
+    worker = pipeline.start_worker()
     start = 1_767_225_600_000_000
     events = [
         new_event("acme", "LOGIN_FAILED", event_id=f"bf-{n}", occurred_at=start + n * 2_000_000,
@@ -583,6 +583,16 @@ def test_brute_force_is_locked_and_the_lockout_is_itself_audited(
     assert ("BRUTE_FORCE_SUSPECTED", "203.0.113.99") in kinds
     assert len(kinds) == len(set(kinds)), kinds  # each decision recorded once
     assert _verify(pipeline, store) == 0
+    # Input after the decisions read back: no copy of them can come any more, so the
+    # worker stops keeping their ids beyond its window (stream/worker/decision_copies.py).
+    with AuditProducer(
+        pipeline.settings.bootstrap_servers or "", pipeline.settings.events_topic
+    ) as p:
+        p.send(new_event("acme", "LOGIN", event_id="after", occurred_at=start + 500_000_000))
+    log = pipeline.tmp_path / "worker-0.log"
+    wait_for_log_text(log, "read past every copy of its decisions", worker, timeout=30)
+    forgotten = re.findall(r"forgot (\d+) kept decision ids", log.read_text())
+    assert forgotten and sum(map(int, forgotten)) >= 2  # the lock and the spray alert
 
 
 @pytest.mark.parametrize("store", ["embedded"], indirect=True)

@@ -37,6 +37,7 @@ from authtrail.stream.core.note import Signer, generate_key_strings
 from authtrail.stream.core.rejection import rejection_leaf
 from authtrail.stream.core.sequencer import Sequencer
 from authtrail.stream.core.signing_budget import SigningBudget
+from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet
 from authtrail.stream.worker import sequencing
@@ -546,6 +547,84 @@ def test_a_decision_published_twice_after_a_restart_is_a_duplicate_not_a_rejecti
     assert harness.worker.counters.duplicates == 1
     services = [r["event"]["service"] for r in harness.decoded(CHAINED)]
     assert services.count("authtrail-lockout") == 1
+
+
+class EchoingHarness(Harness):
+    """As Kafka does it: what the worker publishes to the events topic lands at the end of
+    its input partition, and the flush acknowledges those offsets. Its sequencers keep
+    decision ids beyond a window of 2 ids, as the app's keep them beyond 200 000."""
+
+    def __init__(self, inputs: list[bytes], restored: list[Any] = ()) -> None:
+        super().__init__(inputs, restored, sequencer=lambda: Sequencer(
+            SIGNER, "authtrail.test", batch_size=3, batch_interval=60, dedup_window=2,
+            remember_forever=DECISION_ID_PREFIX))  # fmt: skip
+        self.landed: dict[tuple[str, int], tuple[int, int]] = {}
+        self._echoed = 0
+
+    async def flush(self) -> None:
+        await super().flush()
+        for role, _, value, partition in self.published[self._echoed :]:
+            if role == "events":
+                self.inputs.append(value)
+                first, _ = self.landed.get((role, partition), (len(self.inputs) - 1,) * 2)
+                self.landed[(role, partition)] = (first, len(self.inputs) - 1)
+        self._echoed = len(self.published)
+
+    def take_acknowledged(self) -> dict[tuple[str, int], tuple[int, int]]:
+        landed, self.landed = self.landed, {}
+        return landed
+
+    def kept_ids(self) -> list[str]:
+        return list(self.worker._sequencers[2].tenants["acme"].kept_ids)
+
+
+def _bob_failures(first_offset: int) -> list[bytes]:
+    return [EVENTS.encode({**EVENTS.decode(value), "event_id": f"b{n}", "user_name": "bob",
+                           "occurred_at": EVENTS.decode(value)["occurred_at"] + 60_000_000})
+            for n, value in enumerate(_failures(4), start=first_offset)]  # fmt: skip
+
+
+def test_decision_ids_are_kept_until_every_copy_was_read_back() -> None:
+    first = EchoingHarness(_failures(4))
+    first.run([0, 1, 2, 3])  # locks alice: the decision lands at offset 4
+    (alice_locked,) = [v for role, _, v, _ in first.published if role == "events"]
+    assert first.inputs[4] == alice_locked and first.kept_ids() == []
+    first.run([4])  # read back and chained; this incarnation has not read past it yet
+    decision_id = EVENTS.decode(alice_locked)["event_id"]
+    assert first.kept_ids() == [decision_id]
+    restored = [(r["event"]["tenant_id"], r["event"]["event_id"],
+                 ChainLink(r["seq"], r["prev_hash"], r["leaf_hash"], r["hash"]),
+                 r["source_offset"]) for r in first.decoded(CHAINED)]  # fmt: skip
+
+    # A restart. The copy a recovery published again comes after 3 other events, far
+    # beyond the window of 2 ids: the kept id still tells it is a duplicate.
+    inputs = [*first.inputs[:5], _event(5), _event(6), _event(7), alice_locked]
+    second = EchoingHarness(inputs, restored)
+    second.run([5, 6, 7, 8])
+    assert second.decoded(DEAD_LETTER_ROLE) == [] and second.worker.counters.duplicates == 1
+    assert second.kept_ids() == [decision_id]  # no decision of its own published yet
+
+    # Its first decision lands at offset 13; once input past it is handled, every copy of
+    # anything chained before is behind: the kept ids go, and the window takes new ones.
+    second.inputs += _bob_failures(9)
+    second.run([9, 10, 11, 12])
+    (bob_locked,) = [v for role, _, v, _ in second.published if role == "events"]
+    assert second.inputs[13] == bob_locked
+    second.run([13])
+    assert second.kept_ids() == [decision_id, EVENTS.decode(bob_locked)["event_id"]]
+    second.inputs.append(_event(14))
+    second.run([14])
+    assert second.kept_ids() == [] and second.worker._sequencers[2]._remember_forever == ""
+    chained = [r["event"]["event_id"] for r in second.decoded(CHAINED)]
+    assert chained.count(decision_id) == 0 and chained[-2:] == [
+        EVENTS.decode(bob_locked)["event_id"], "e14"]  # fmt: skip
+
+    # A copy arriving after that point cannot come from a recovery (docs/PIPELINE.md): it
+    # is refused as not the worker's own, never chained twice.
+    second.inputs.append(alice_locked)
+    second.run([15])
+    assert [d["error_kind"] for d in second.decoded(DEAD_LETTER_ROLE)] == ["reserved_identity"]
+    assert [r["event"]["event_id"] for r in second.decoded(CHAINED)].count(decision_id) == 0
 
 
 # --- the chained record splices the input's Avro body -----------------------------------
