@@ -267,9 +267,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"≤ {FLAT_RSS_MB_PER_MIN} MB/min growth",
                     growth,
                     growth <= FLAT_RSS_MB_PER_MIN,
-                    f"{trend['start_mb']} → {trend['end_mb']} MB",
+                    f"{trend['start_mb']} → {trend['end_mb']} MB; the detectors' windows "
+                    "(10 min of event time) still fill during a soak this long",
                 )
             )
+    memory = (results.get("costs") or {}).get("worker_memory") or {}
+    growth = memory.get("growth_after_windows_mb_per_min")
+    if growth is not None:
+        rss = memory["rss_mb_by_minute"]
+        rows.append(
+            _target(
+                f"worker RSS flat after the detectors' windows ({memory['minutes']:g} min of "
+                f"event time at {memory['rate']:,.0f} events/s, no broker)",
+                f"≤ {FLAT_RSS_MB_PER_MIN} MB/min growth",
+                growth,
+                growth <= FLAT_RSS_MB_PER_MIN,
+                f"{rss[0]} MB after 1 min, {rss[-1]} MB at the end; windows "
+                f"{memory['windows_minutes']} min",
+            )
+        )
     return rows
 
 

@@ -69,6 +69,10 @@ class RunConfig:
     proof_rows: tuple[int, ...] = ()
     # Events through the worker core and the two store paths (benchmarks/store_path.py).
     store_path_events: int = 0
+    # The worker's RSS over this much event time at this rate, no broker
+    # (benchmarks/worker_memory.py): past the detectors' 10-minute windows. 0: not run.
+    memory_minutes: float = 0.0
+    memory_rate: float = 3000.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +134,7 @@ def full() -> RunConfig:
         flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),
         proof_rows=(1_000_000, 10_000_000),
         store_path_events=200_000,
+        memory_minutes=20,
     )
 
 
@@ -179,6 +184,8 @@ def smoke() -> RunConfig:
         ),
         proof_rows=(3_000,),
         store_path_events=3_000,
+        memory_minutes=1.0,
+        memory_rate=200.0,
     )
 
 

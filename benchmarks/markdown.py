@@ -89,6 +89,23 @@ def experiments(derived: dict[str, Any]) -> list[str]:
     ]
 
 
+def worker_memory(results: dict[str, Any]) -> list[str]:
+    """The worker's RSS over event time without a broker (benchmarks/worker_memory.py)."""
+    memory = (results.get("costs") or {}).get("worker_memory")
+    if not memory:
+        return []
+    by_minute = ", ".join(f"{mb:,.0f}" for mb in memory["rss_mb_by_minute"])
+    return [
+        f"Worker RSS over {memory['minutes']:g} minutes of event time at "
+        f"{memory['rate']:,.0f} events/s, {memory['tenants']} tenants, without a broker "
+        f"({memory['decisions']:,} decisions, read back as input): MB at each minute "
+        f"{by_minute} (the process also holds the whole load, built before the first "
+        f"minute). Growth after the detectors' windows ({memory['windows_minutes']} min): "
+        f"{memory['growth_after_windows_mb_per_min']} MB/min.",
+        "",
+    ]
+
+
 def state_memory(results: dict[str, Any]) -> list[str]:
     model = ((results.get("costs") or {}).get("memory") or {}).get("by_tenants") or []
     if not model:

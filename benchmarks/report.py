@@ -82,6 +82,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         [[row["stack"], row["tenants"], *[row.get(r) for r in roles]] for row in derived["memory"]],
     )
     lines += markdown.state_memory(results)
+    lines += markdown.worker_memory(results)
     lines += markdown.restarts(results)
     if derived["scaling"]:
         s = derived["scaling"]

@@ -59,10 +59,17 @@ def _limits(config: RunConfig, work: Path) -> dict[str, Any]:
 
 
 def _costs(config: RunConfig, work: Path) -> dict[str, Any]:
-    def isolated(function: str, **kwargs: Any) -> dict[str, Any]:
-        return run_isolated(function, kwargs, work, 600)
+    def isolated(function: str, timeout: float = 600, **kwargs: Any) -> dict[str, Any]:
+        return run_isolated(function, kwargs, work, timeout)
 
+    memory = (
+        {"worker_memory": isolated("benchmarks.worker_memory:over_event_time", timeout=1800,
+                                   minutes=config.memory_minutes, rate=config.memory_rate)}
+        if config.memory_minutes
+        else {}
+    )  # fmt: skip
     return {
+        **memory,
         "signatures": isolated("benchmarks.costs:signatures", count=config.signatures),
         "batch_sizes": isolated(
             "benchmarks.costs:batch_sizes",

@@ -169,29 +169,37 @@ def paced_workload(seconds: float, tenants: int, rate: float, warm_seconds: floa
     return Load(takes, count, clocks, warm_takes, warm_events)
 
 
+def new_worker(
+    publisher: Any, scratch: Path, monotonic: Any = time.monotonic, batch_interval: float = 1.0
+) -> SequencerWorker:
+    """A worker wired as :func:`authtrail.stream.worker.app.create_app` wires it, publishing
+    to ``publisher`` (its sealer's key store in ``scratch``)."""
+    signer = Signer.parse(generate_key_strings("bench")[0])
+    settings = Settings(data_dir=scratch, partitions=PARTITIONS)
+    return SequencerWorker(
+        new_sequencer=lambda: Sequencer(signer, "bench", batch_size=1000,
+                                        batch_interval=batch_interval, monotonic=monotonic,
+                                        remember_forever=DECISION_ID_PREFIX),
+        recover=lambda sequencer, partition, guard: Recovery(0, epoch=1),
+        fetch=lambda partition, start, end: [], publisher=publisher,
+        event_codec=codec(AUTH_EVENT), chained_codec=codec(CHAINED_RECORD),
+        checkpoint_codec=codec(CHECKPOINT), dead_letter_codec=codec(DEAD_LETTER),
+        rejection_codec=codec(CHAINED_REJECTION), events_topic="events",
+        new_guard=lambda: Guard(PolicySet()), partitions=PARTITIONS,
+        envelope_codec=codec(EVENT_ENVELOPE), batch_codec=codec(CHAINED_BATCH),
+        sealer=new_sealer(settings),
+        retention=(make_keyring([signer.verifier_key()]), "bench"),
+        signing=SigningBudget(settings.max_checkpoints_per_second),
+    )  # fmt: skip
+
+
 def run(load: Load, batch_interval: float = 1.0) -> dict[str, Any]:
     """Sequence ``load`` with a fresh worker; its CPU per counted event and output digest."""
-    signer = Signer.parse(generate_key_strings("bench")[0])
     clock = [0.0]
     monotonic = time.monotonic if load.clocks is None else (lambda: clock[0])
     with tempfile.TemporaryDirectory(prefix="worker-core-") as scratch:
-        settings = Settings(data_dir=Path(scratch), partitions=PARTITIONS)
         publisher = _Captured()
-        worker = SequencerWorker(
-            new_sequencer=lambda: Sequencer(signer, "bench", batch_size=1000,
-                                            batch_interval=batch_interval, monotonic=monotonic,
-                                            remember_forever=DECISION_ID_PREFIX),
-            recover=lambda sequencer, partition, guard: Recovery(0, epoch=1),
-            fetch=lambda partition, start, end: [], publisher=publisher,
-            event_codec=codec(AUTH_EVENT), chained_codec=codec(CHAINED_RECORD),
-            checkpoint_codec=codec(CHECKPOINT), dead_letter_codec=codec(DEAD_LETTER),
-            rejection_codec=codec(CHAINED_REJECTION), events_topic="events",
-            new_guard=lambda: Guard(PolicySet()), partitions=PARTITIONS,
-            envelope_codec=codec(EVENT_ENVELOPE), batch_codec=codec(CHAINED_BATCH),
-            sealer=new_sealer(settings),
-            retention=(make_keyring([signer.verifier_key()]), "bench"),
-            signing=SigningBudget(settings.max_checkpoints_per_second),
-        )  # fmt: skip
+        worker = new_worker(publisher, Path(scratch), monotonic, batch_interval)
         now = time.time_ns() // 1000
         started = [0.0]
 

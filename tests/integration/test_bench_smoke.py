@@ -39,6 +39,9 @@ def test_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert results["parameters"]["name"] == "smoke"
     assert {"sha256", "avro", "clickhouse_insert", "kafka"} <= set(results["limits"])
     assert {"signatures", "batch_sizes", "integrity_core"} <= set(results["costs"])
+    memory = results["costs"]["worker_memory"]  # one minute of event time: one sample
+    assert len(memory["rss_mb_by_minute"]) == 1 and memory["rss_mb_by_minute"][0] > 0
+    assert memory["decisions_read_back"] == memory["decisions"]
     assert set(results["stacks"]) == {"authtrail-3t-1w", "plain-3t"}
     for name, stack in results["stacks"].items():
         drain = stack["drain"]
