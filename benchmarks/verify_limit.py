@@ -153,7 +153,7 @@ def ceiling(limit: dict[str, Any], read_cpu_seconds: float, rows: int) -> float:
     """The best ratio to the limit (by CPU) a verify of ``rows`` rows could reach if it did
     nothing but read its columns (``read_cpu_seconds``) and hash at the limit: hashing's
     share of those two."""
-    hashing = limit["cores"] * rows / limit["limit_rows_per_s"]
+    hashing = float(limit["cores"] * rows / limit["limit_rows_per_s"])
     return round(hashing / (hashing + read_cpu_seconds), 3)
 
 

@@ -94,7 +94,8 @@ def over_event_time(minutes: float, rate: float, tenants: int = 100) -> dict[str
     """Worker RSS at each minute of a ``rate`` events/s load spanning ``minutes`` of event
     time; the growth after the detectors' windows (MB per minute, least squares)."""
     load = paced_workload(minutes * 60, tenants, rate, warm_seconds=0)
-    assert load.clocks is not None
+    clocks = load.clocks
+    assert clocks is not None
     clock = [0.0]
     echo = _Echo()
     rss: list[float] = []
@@ -103,7 +104,7 @@ def over_event_time(minutes: float, rate: float, tenants: int = 100) -> dict[str
 
         async def drive() -> None:
             next_minute = 1
-            for take, at in zip(load.takes, load.clocks, strict=True):
+            for take, at in zip(load.takes, clocks, strict=True):
                 clock[0], echo.now = at, round(at * 1e6)
                 await worker.process(echo.records(take))
                 if at * 1e6 - START_MICROS >= next_minute * 60e6:
