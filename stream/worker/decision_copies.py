@@ -58,9 +58,6 @@ class DecisionCopies:
         del self._until[partition]
         return True
 
-    def keeping(self, partition: int) -> bool:
-        return partition in self._until
-
     def forget(self, partition: int) -> None:
         """The partition was revoked."""
         self._until.pop(partition, None)

@@ -12,21 +12,24 @@ SIGNER = Signer.parse(generate_key_strings("decision-copies")[0])
 
 def test_keeping_lasts_until_input_past_the_first_acknowledged_decision() -> None:
     copies = DecisionCopies("events")
-    assert not copies.keeping(1) and not copies.passed(1, 10**9)  # never recovered
+    copies.acknowledged({("events", 1): (1, 2)})
+    assert not copies.passed(1, 10**9)  # never recovered: nothing kept to stop keeping
     copies.recovered(1)
     copies.recovered(2)
     assert not copies.passed(1, 10**9)  # keeping, but no decision of its own acknowledged
     copies.acknowledged({("chained", 1): (0, 50), ("events", 2): (7, 9), ("lockouts", 1): (3, 3)})
-    assert copies.keeping(1) and not copies.passed(1, 10**9)  # other roles say nothing
+    assert not copies.passed(1, 10**9)  # other roles and partitions say nothing
     copies.acknowledged({("events", 1): (40, 42)})
     copies.acknowledged({("events", 1): (43, 60)})  # later ones do not move it
     assert not copies.passed(1, 41) and not copies.passed(1, 42)
     assert copies.passed(1, 43)
-    assert not copies.keeping(1) and not copies.passed(1, 44)  # once
+    assert not copies.passed(1, 44)  # once
     copies.forget(2)
-    assert not copies.keeping(2) and not copies.passed(2, 10)
+    assert not copies.passed(2, 10)  # revoked: its horizon (9) is gone with it
     copies.recovered(1)  # a later recovery keeps again, until its own first decision
-    assert copies.keeping(1) and not copies.passed(1, 10**9)
+    assert not copies.passed(1, 10**9)
+    copies.acknowledged({("events", 1): (70, 71)})
+    assert copies.passed(1, 72)
 
 
 def test_stop_keeping_ids_forgets_them_and_remembers_new_ones_in_the_window() -> None:
