@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import signal
 import sys
 import time
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI (< 1 minute)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    parser.add_argument("--work-dir", type=Path, help="scratch space (default: OUT/work)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="scratch space, not an earlier run's (default: OUT/work, emptied first)",
+    )
     parser.add_argument("--only", help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--verify-rows", help="comma-separated store sizes for verify")
     parser.add_argument(
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         chosen = tuple(plan for name, plan in known.items() if name in names)
         config = configs.with_overrides(config, stacks=chosen)
     work = args.work_dir or args.out / "work"
+    if args.work_dir is None:
+        # The default scratch is this run's alone: an earlier run's (its keys, stores and
+        # topics' data) made every stack refuse to overwrite the keys it found there.
+        shutil.rmtree(work, ignore_errors=True)
     # Stop like Ctrl-C on SIGTERM too (and on SIGINT even when started in the background,
     # where it is ignored): the stacks' finally blocks then stop every child process.
     for number in (signal.SIGTERM, signal.SIGINT):
