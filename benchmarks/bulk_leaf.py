@@ -73,7 +73,7 @@ from authtrail.stream.core.canonical import SEALED_PREFIX, canonical_leaf
 from authtrail.stream.core.merkle import leaf_hash
 from authtrail.stream.worker.app import codec
 from benchmarks.machine import describe_machine
-from benchmarks.procs import REPOSITORY_ROOT, load_average
+from benchmarks.procs import REPOSITORY_ROOT, load_average, rss_bytes
 
 #: What the worker still needs per event besides the leaf hash (admission, detectors,
 #: batching): occurred_at as integer microseconds.
@@ -86,11 +86,7 @@ Method = Callable[[Sequence[bytes]], list[Row]]
 
 
 def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return (rss_bytes(os.getpid()) or 0) // 1024
 
 
 def _literal(data: bytes) -> str:

@@ -150,9 +150,18 @@ def group_usage(group_id: int) -> Usage:
 
 def peak_rss_bytes(pid: int) -> int | None:
     """The kernel's high-water mark of resident memory (VmHWM) of ``pid``, if readable."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory (VmRSS) of ``pid`` now, if readable."""
+    return _status_bytes(pid, "VmRSS:")
+
+
+def _status_bytes(pid: int, field: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass

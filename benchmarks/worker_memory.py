@@ -21,12 +21,14 @@ import asyncio
 import collections
 import gc
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.worker.sequencing import EVENTS, InputRecord
+from benchmarks.procs import rss_bytes
 from benchmarks.worker_core import LINGER_US, START_MICROS, Take, new_worker, paced_workload
 
 
@@ -75,14 +77,6 @@ class _Echo:
         return offset
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def windows_minutes(policies: PolicySet) -> float:
     """Event time after which the detectors' state is as large as the load makes it: the
     spray detector's window (the longest a failure is kept for) plus the allowed lateness."""
@@ -109,7 +103,7 @@ def over_event_time(minutes: float, rate: float, tenants: int = 100) -> dict[str
                 await worker.process(echo.records(take))
                 if at * 1e6 - START_MICROS >= next_minute * 60e6:
                     gc.collect()  # what is alive, not what a collection has yet to find
-                    rss.append(round(_rss_mb(), 1))
+                    rss.append(round((rss_bytes(os.getpid()) or 0) / 2**20, 1))
                     next_minute += 1
             await worker.process(echo.records([]))  # the last decisions back in
             await worker.close_open_batches()
