@@ -31,10 +31,12 @@
  *   sequencer_offer(sequencer, tenant_id, event_id, leaf, source_offset, source_index)
  *       -> Offer | None
  *       stream/core/sequencer.py's Sequencer.offer for the case of nearly every event: a
- *       known tenant whose batch is open, an id neither remembered nor kept forever (nor
- *       to be kept), an input position after the last. It reads and updates the sequencer's own objects
+ *       known tenant, an id neither remembered nor kept forever (nor to be kept), an
+ *       input position after the last. It reads and updates the sequencer's own objects
  *       (the tenant's log, its two compact trees, the id window) exactly as that method
- *       does, with the hashes above, and returns the same Offer. For anything else it
+ *       does, with the hashes above, and returns the same Offer; the first event of a
+ *       batch opens it through the method's own _opened() (the clock and the deadlines
+ *       heap stay Python's: once a batch, not per event). For anything else it
  *       returns None having changed nothing, and the method runs. configure_offer(link,
  *       head, offer, sequenced) hands it the named tuples and outcome it builds, once.
  *
@@ -423,7 +425,7 @@ static PyObject *new_tuple(PyObject *type, PyObject **items, Py_ssize_t count) {
 static PyObject *name_source_offset, *name_source_index, *name_tenants, *name_kept_ids,
     *name_recent_ids, *name_remember_forever, *name_batch_size, *name_full, *name_batch,
     *name_tree, *name_head, *name_size, *name_hashes, *name_newer, *name_older,
-    *name_generation;
+    *name_generation, *name_opened;
 
 /* getattr(owner, name) if it is of the wanted kind (0: anything), else NULL without an
  * error (the caller leaves the event to Python); NULL with one on a real failure. */
@@ -530,7 +532,7 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
     LEAVE_IF((tree_hashes = attribute(tree, name_hashes, EXACT_LIST)) == NULL);
     long long batch_leaves, tree_leaves, batch_limit;
     LEAVE_IF((fits = as_long_long(batch_size, &batch_leaves)) != 1);
-    LEAVE_IF(batch_leaves <= 0); /* a batch to open: _opened() */
+    LEAVE_IF(batch_leaves < 0);
     LEAVE_IF((fits = as_long_long(tree_size, &tree_leaves)) != 1);
     LEAVE_IF(tree_leaves < 0 || tree_leaves >= LLONG_MAX || batch_leaves >= LLONG_MAX);
     Py_ssize_t tree_merges = merges_of(tree_hashes, (unsigned long long)tree_leaves);
@@ -576,6 +578,11 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
     if (PyObject_SetAttr(self, name_source_offset, offset_object) < 0 ||
         PyObject_SetAttr(self, name_source_index, index_object) < 0)
         goto done;
+    if (batch_leaves == 0) { /* the tenant's first event since its last checkpoint */
+        PyObject *opened = PyObject_CallMethodOneArg(self, name_opened, log);
+        if (opened == NULL) goto done;
+        Py_DECREF(opened);
+    }
     Py_INCREF(next_seq), Py_INCREF(prev_hash), Py_INCREF(leaf_hash), Py_INCREF(chained);
     PyObject *link_items[] = {next_seq, prev_hash, leaf_hash, chained};
     PyObject *link = new_tuple(link_type, link_items, 4);
@@ -678,7 +685,7 @@ PyMODINIT_FUNC PyInit__hashing(void) {
         {&name_batch_size, "_batch_size"}, {&name_full, "_full"}, {&name_batch, "batch"},
         {&name_tree, "tree"}, {&name_head, "head"}, {&name_size, "_size"},
         {&name_hashes, "_hashes"}, {&name_newer, "_newer"}, {&name_older, "_older"},
-        {&name_generation, "_generation"},
+        {&name_generation, "_generation"}, {&name_opened, "_opened"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;

@@ -3865,8 +3865,8 @@ static int guard_init(PyObject *module) {
  * any value holding the sealed prefix to Python), the sequencer's native offer, the
  * chained body, the observer's times and the guard's observe. An event any of those
  * leaves to Python (None, False, a mark) stops the loop before anything changed, and the
- * worker handles it in Python; so does one the offer does not sequence in C (a new
- * batch, a duplicate, a conflict, a replay). */
+ * worker handles it in Python; so does one the offer does not sequence in C (a tenant
+ * not yet known, a duplicate, a conflict, a replay). */
 
 typedef struct {
     PyObject_HEAD

@@ -7,10 +7,10 @@ makes the same calls without them, for as long as every step says "usual", and s
 before any event one of them leaves to Python (which then takes it through ``_handle``,
 as if the loop did not exist): an unusual value, an event admission does not surely
 pass, a leaf the layout cache does not know or that holds the sealed prefix, an offer
-that is not the plain append (a new batch, a duplicate, a conflict, a replay). After an event it
-sequenced it stops when that filled a batch, or the guard decided something, so the
-worker closes the batch or publishes the decisions before the next event, in the same
-order as one event at a time.
+that is not the plain append (a tenant not yet known, a duplicate, a conflict, a
+replay). After an event it sequenced it stops when that filled a batch, or the guard
+decided something, so the worker closes the batch or publishes the decisions before the
+next event, in the same order as one event at a time.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ leaves an event to Python.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,10 +50,20 @@ CLOSE = st.tuples(st.just("close"), st.sampled_from(TENANTS))
 
 
 def _new() -> Sequencer:
+    """A sequencer whose clock ticks at every reading: a batch opened at another moment,
+    or a reading more or fewer, shows in its deadlines."""
+    ticks = itertools.count()
     return Sequencer(
         SIGNER, "native.test", batch_size=3, batch_interval=3600.0, dedup_window=6,
-        monotonic=lambda: 0.0, remember_forever=KEPT_PREFIX, wall_clock_micros=lambda: 1,
+        monotonic=lambda: float(next(ticks)), remember_forever=KEPT_PREFIX,
+        wall_clock_micros=lambda: 1,
     )  # fmt: skip
+
+
+def _deadlines(sequencer: Sequencer) -> list[Any]:
+    """When each tenant's batch opened, and the deadlines waiting to close them."""
+    opened = {tenant: log.batch_opened_at for tenant, log in sequencer.tenants.items()}
+    return [opened, sorted(sequencer._deadlines)]
 
 
 def _run(steps: list[tuple[Any, ...]]) -> list[Any]:
@@ -70,7 +81,8 @@ def _run(steps: list[tuple[Any, ...]]) -> list[Any]:
             results.append(sequencer.offer(tenant, event_id, leaf, offset, index))
         except Exception as exc:  # both paths must fail alike
             results.append(("raised", type(exc), str(exc)))
-    results += [encode_state(sequencer, None), sequencer.full_batches(), sequencer.window_bytes()]
+    results += [encode_state(sequencer, None), sequencer.full_batches(), sequencer.window_bytes(),
+                _deadlines(sequencer)]  # fmt: skip
     return results
 
 
@@ -128,14 +140,15 @@ def test_what_the_c_path_leaves_to_python_it_does_not_change() -> None:
     sequencer = _new()
     sequencer.offer("acme", "id-1", b"leaf-a", 0)
     sequencer.offer("acme", "id-2", b"leaf-b", 1)
-    before = (encode_state(sequencer, None), sequencer.window_bytes(), sequencer.full_batches())
+
+    def state() -> tuple[Any, ...]:
+        return (encode_state(sequencer, None), sequencer.window_bytes(),
+                sequencer.full_batches(), _deadlines(sequencer))  # fmt: skip
+
+    before = state()
     for args in _unusual(sequencer):
         assert _hashing.sequencer_offer(sequencer, *args) is None, args
-    assert (
-        encode_state(sequencer, None),
-        sequencer.window_bytes(),
-        sequencer.full_batches(),
-    ) == before
+    assert state() == before
     # A tenant that has an id kept forever still takes the C path for other ids.
     kept = _new()
     kept.offer("acme", "id-1", b"leaf-a", 0)
@@ -147,10 +160,25 @@ def test_what_the_c_path_leaves_to_python_it_does_not_change() -> None:
     kept.tenants["acme"].kept_ids["old-7"] = bytes(32)
     assert _hashing.sequencer_offer(kept, "acme", "old-7", b"x", 4, None) is None
     assert kept.offer("acme", "old-7", b"x", 4).outcome == CONFLICT
+
+
+def test_the_c_path_opens_a_batch_as_the_method_does() -> None:
+    """The first event after a checkpoint opens the tenant's next batch: its deadline is
+    pushed once, at the clock's reading then (a batch that never closed on time, or
+    closed twice, would not show in the chain, only in late or extra checkpoints)."""
     closed = _new()
     closed.offer("acme", "id-1", b"leaf-a", 0)
-    closed.close_batch("acme")  # the next event opens a batch: the method's _opened()
-    assert _hashing.sequencer_offer(closed, "acme", "id-2", b"x", 1, None) is None
+    closed.close_batch("acme")
+    assert closed.open_batches() == [] and closed.due_batches() == []
+    reopened = _hashing.sequencer_offer(closed, "acme", "id-2", b"x", 1, None)
+    assert reopened is not None and reopened.outcome == SEQUENCED
+    log = closed.tenants["acme"]
+    assert log.batch.size == 1 and log.batch_first_seq == 2
+    assert closed._deadlines[-1] == (log.batch_opened_at + 3600.0, log.batch_opened_at, "acme")
+    assert len(closed._deadlines) == 2  # the first batch's entry stays until popped, stale
+    # The next event of that batch reads no clock and pushes nothing.
+    assert _hashing.sequencer_offer(closed, "acme", "id-3", b"y", 2, None) is not None
+    assert len(closed._deadlines) == 2 and log.batch.size == 2
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,7 +4,7 @@ worker handling every event in Python: the same publishes, byte for byte and in 
 Random envelopes mix the usual event with everything the loop must leave to Python or stop
 after: duplicates and conflicts, undecodable bytes, another schema's fingerprint, reserved
 services and event ids, an oversized event, values holding the sealed prefix, tenants seen
-for the first time (a batch to open), batches that fill inside an envelope, lockouts that
+for the first time (a tenant log to make), batches that fill inside an envelope, lockouts that
 make the guard decide, bare messages and the decisions fed back as input.
 """
 
@@ -102,7 +102,7 @@ def _unusual(rng: random.Random, n: int, event: dict[str, Any], sent: list[dict]
         return EVENTS.encode(event | {"attributes": {"big": "x" * 3_000}})  # oversized
     if choice == 7:
         return EVENTS.encode(event | {"user_name": SEALED_PREFIX + "AAAA"})
-    return EVENTS.encode(event | {"tenant_id": f"new{n}"})  # a batch to open
+    return EVENTS.encode(event | {"tenant_id": f"new{n}"})  # a tenant log to make
 
 
 def _inputs(seed: int) -> list[bytes]:
