@@ -14,11 +14,12 @@
  *       stream/core/chain.py: SHA-256(CHAIN_DOMAIN || u32(len(tenant)) || tenant || u64(seq)
  *       || prev_hash || leaf_hash); None unless tenant_id is an exact str UTF-8 can encode,
  *       seq an exact int in 1 .. 2^64-1 and both hashes exact 32-byte bytes.
- *   compact_push(hashes, size, leaf_hash) -> True | None
- *       stream/core/compact.py's append: merge the list's trailing subtree roots with the
- *       32-byte leaf hash as a binary increment of size, then append the result. None,
- *       changing nothing, unless hashes is an exact list holding at least the merged roots
- *       (exact 32-byte bytes each) and size an exact non-negative int.
+ *   CompactCore
+ *       stream/core/compact.py's CompactTree state (size, subtree roots in one array) with
+ *       its hot methods: size, append_leaf_hash(leaf_hash) (raises InvalidArgumentError
+ *       for anything but 32 bytes, as the Python class does), root(), to_hashes(), and
+ *       _load(size, hashes) for from_hashes(), which checks them. The Python class
+ *       derives from it; sequencer_offer appends to its two trees without a Python call.
  *   tile_roots(packed, width) -> bytes | None
  *       stream/core/tiles.py's group_roots over 32-byte hashes joined in packed: the root
  *       of each group of width (a power of two, 2 .. 65536) consecutive hashes, node
@@ -164,61 +165,182 @@ static PyObject *chain_hash(PyObject *module, PyObject *const *args, Py_ssize_t 
     return digest_bytes(parts, 6);
 }
 
-/* The stored roots an append to a compact tree of size leaves merges with the leaf (each
- * trailing 1 bit of size is a stored subtree as high as the one carried up), or -1 when
- * hashes cannot take it: fewer roots, or one that is not exact 32-byte bytes. */
-static Py_ssize_t merges_of(PyObject *hashes, unsigned long long size) {
-    Py_ssize_t merges = 0, count = PyList_GET_SIZE(hashes);
-    for (unsigned long long rest = size; rest & 1; rest >>= 1) merges++;
-    if (merges > count) return -1;
-    for (Py_ssize_t i = count - merges; i < count; i++)
-        if (!is_hash(PyList_GET_ITEM(hashes, i))) return -1;
-    return merges;
+/* ------------------------------------------------------------------ compact tree */
+
+/* stream/core/compact.py's CompactTree state: the size and the popcount(size) roots of
+ * the perfect subtrees covering leaves [0, size), left to right, in one array. The
+ * sequencer appends to two of them per event (the tenant's log and its open batch); as
+ * Python objects each append made a bytes object per merged root and an int per size. */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long size;
+    int count;            /* roots held: popcount(size) */
+    int capacity;         /* roots the array has room for */
+    unsigned char *roots; /* count * HASH_SIZE bytes */
+} Compact;
+
+static PyTypeObject CompactType;
+
+/* authtrail.errors.InvalidArgumentError(message), as the Python class raises it. */
+static void invalid_argument(PyObject *message) {
+    if (message == NULL) return;
+    PyObject *errors = PyImport_ImportModule("authtrail.errors");
+    PyObject *error = errors ? PyObject_GetAttrString(errors, "InvalidArgumentError") : NULL;
+    if (error != NULL) PyErr_SetObject(error, message);
+    Py_XDECREF(error), Py_XDECREF(errors), Py_DECREF(message);
 }
 
-/* Append the 32-byte leaf to hashes, merging its last merges roots (merges_of()) into one,
- * like a binary increment; -1 on error. */
-static int append_leaf(PyObject *hashes, Py_ssize_t merges, PyObject *leaf) {
-    Py_ssize_t count = PyList_GET_SIZE(hashes);
-    unsigned char carried[HASH_SIZE];
-    memcpy(carried, PyBytes_AS_STRING(leaf), HASH_SIZE);
-    for (Py_ssize_t i = count - 1; i >= count - merges; i--) {
-        PyObject *stored = PyList_GET_ITEM(hashes, i);
-        if (node_digest((const unsigned char *)PyBytes_AS_STRING(stored), carried, carried) < 0)
-            return -1;
-    }
-    if (merges == 0) return PyList_Append(hashes, leaf);
-    PyObject *merged = PyBytes_FromStringAndSize((const char *)carried, HASH_SIZE);
-    if (merged == NULL) return -1;
-    /* The merged root takes the place of the first root it covers, the others go (an
-     * error in deleting them leaves the tree as it was). */
-    Py_ssize_t first = count - merges;
-    if (merges > 1 && PyList_SetSlice(hashes, first + 1, count, NULL) < 0) {
-        Py_DECREF(merged);
+/* Room for count roots; -1 with MemoryError. */
+static int compact_reserve(Compact *self, int count) {
+    if (count <= self->capacity) return 0;
+    int capacity = self->capacity ? self->capacity : 2;
+    while (capacity < count) capacity *= 2;
+    unsigned char *grown = PyMem_Realloc(self->roots, (size_t)capacity * HASH_SIZE);
+    if (grown == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
-    PyObject *replaced = PyList_GET_ITEM(hashes, first);
-    PyList_SET_ITEM(hashes, first, merged);
-    Py_DECREF(replaced);
+    self->roots = grown, self->capacity = capacity;
     return 0;
 }
 
-static PyObject *compact_push(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (wrong_arguments("compact_push(hashes, size, leaf_hash)", nargs, 3)) return NULL;
-    PyObject *hashes = args[0], *size_object = args[1], *leaf = args[2];
-    if (!PyList_CheckExact(hashes) || !PyLong_CheckExact(size_object) || !is_hash(leaf))
-        Py_RETURN_NONE;
-    unsigned long long size = PyLong_AsUnsignedLongLong(size_object);
-    if (size == (unsigned long long)-1 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
-        PyErr_Clear();
-        Py_RETURN_NONE;
+/* Whether one more leaf can be appended without an error (0), or not (-1, set). Called
+ * before any state changes, so that compact_append() then only hashes. */
+static int compact_ready(Compact *self) {
+    if (self->size == ULLONG_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a compact tree holds at most 2^64-1 leaves");
+        return -1;
     }
-    Py_ssize_t merges = merges_of(hashes, size);
-    if (merges < 0) Py_RETURN_NONE;
-    if (append_leaf(hashes, merges, leaf) < 0) return NULL;
-    Py_RETURN_TRUE;
+    return compact_reserve(self, self->count + 1);
 }
+
+/* Append a 32-byte leaf hash (after compact_ready()): each trailing 1 bit of size is a
+ * perfect subtree of the height being carried up, merged into it like a binary
+ * increment. On a hashing error nothing changed. */
+static int compact_append(Compact *self, const unsigned char *leaf) {
+    unsigned char carried[HASH_SIZE];
+    memcpy(carried, leaf, HASH_SIZE);
+    int count = self->count;
+    for (unsigned long long rest = self->size; rest & 1; rest >>= 1) {
+        count--;
+        if (node_digest(self->roots + (size_t)count * HASH_SIZE, carried, carried) < 0) return -1;
+    }
+    memcpy(self->roots + (size_t)count * HASH_SIZE, carried, HASH_SIZE);
+    self->count = count + 1;
+    self->size++;
+    return 0;
+}
+
+static PyObject *compact_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "CompactTree() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0); /* zeroed: the empty tree */
+}
+
+static void compact_dealloc(Compact *self) {
+    PyMem_Free(self->roots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *compact_size(Compact *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->size);
+}
+
+static PyObject *compact_append_leaf_hash(Compact *self, PyObject *leaf) {
+    if (!is_hash(leaf)) {
+        invalid_argument(PyBytes_Check(leaf)
+            ? PyUnicode_FromFormat("leaf hash must be %d bytes, got %zd bytes", HASH_SIZE,
+                                   PyBytes_GET_SIZE(leaf))
+            : PyUnicode_FromFormat("leaf hash must be %d bytes, got %s", HASH_SIZE,
+                                   Py_TYPE(leaf)->tp_name));
+        return NULL;
+    }
+    if (compact_ready(self) < 0 ||
+        compact_append(self, (const unsigned char *)PyBytes_AS_STRING(leaf)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *compact_root(Compact *self, PyObject *unused) {
+    unsigned char root[HASH_SIZE];
+    if (self->count == 0) {
+        Part nothing[] = {{"", 0}};
+        if (digest(nothing, 1, root) < 0) return NULL; /* RFC 6962: SHA-256 of nothing */
+    } else {
+        /* Folding from the right reproduces RFC 6962's split at the largest power of two:
+         * each stored subtree is the left sibling of everything to its right. */
+        memcpy(root, self->roots + (size_t)(self->count - 1) * HASH_SIZE, HASH_SIZE);
+        for (int i = self->count - 2; i >= 0; i--)
+            if (node_digest(self->roots + (size_t)i * HASH_SIZE, root, root) < 0) return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)root, HASH_SIZE);
+}
+
+static PyObject *compact_to_hashes(Compact *self, PyObject *unused) {
+    PyObject *hashes = PyList_New(self->count);
+    for (int i = 0; hashes != NULL && i < self->count; i++) {
+        PyObject *hash = PyBytes_FromStringAndSize(
+            (const char *)self->roots + (size_t)i * HASH_SIZE, HASH_SIZE);
+        if (hash == NULL) Py_CLEAR(hashes);
+        else PyList_SET_ITEM(hashes, i, hash);
+    }
+    return hashes;
+}
+
+/* _load(size, hashes): the state from_hashes() checked (popcount(size) 32-byte hashes). */
+static PyObject *compact_load(Compact *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (wrong_arguments("_load(size, hashes)", nargs, 2)) return NULL;
+    unsigned long long size = PyLong_AsUnsignedLongLong(args[0]);
+    if (size == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    PyObject *hashes = PySequence_Fast(args[1], "_load takes a sequence of hashes");
+    if (hashes == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(hashes);
+    int fits = count == __builtin_popcountll(size);
+    for (Py_ssize_t i = 0; fits && i < count; i++)
+        fits = is_hash(PySequence_Fast_GET_ITEM(hashes, i));
+    if (!fits) {
+        Py_DECREF(hashes);
+        PyErr_SetString(PyExc_ValueError, "_load takes popcount(size) 32-byte hashes");
+        return NULL;
+    }
+    if (compact_reserve(self, (int)count) < 0) {
+        Py_DECREF(hashes);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++)
+        memcpy(self->roots + (size_t)i * HASH_SIZE,
+               PyBytes_AS_STRING(PySequence_Fast_GET_ITEM(hashes, i)), HASH_SIZE);
+    Py_DECREF(hashes);
+    self->size = size, self->count = (int)count;
+    Py_RETURN_NONE;
+}
+
+static PyGetSetDef compact_getset[] = {
+    {"size", (getter)compact_size, NULL, PyDoc_STR("Number of leaves appended so far."), NULL},
+    {NULL},
+};
+
+static PyMethodDef compact_methods[] = {
+    {"append_leaf_hash", (PyCFunction)compact_append_leaf_hash, METH_O, NULL},
+    {"root", (PyCFunction)compact_root, METH_NOARGS, NULL},
+    {"to_hashes", (PyCFunction)compact_to_hashes, METH_NOARGS, NULL},
+    {"_load", (PyCFunction)(void (*)(void))compact_load, METH_FASTCALL, NULL},
+    {NULL},
+};
+
+static PyTypeObject CompactType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._hashing.CompactCore",
+    .tp_doc = PyDoc_STR("stream/core/compact.py's CompactTree state and its hot methods in C"),
+    .tp_basicsize = sizeof(Compact),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = compact_new,
+    .tp_dealloc = (destructor)compact_dealloc,
+    .tp_methods = compact_methods,
+    .tp_getset = compact_getset,
+};
 
 static PyObject *tile_roots(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (wrong_arguments("tile_roots(packed, width)", nargs, 2)) return NULL;
@@ -424,12 +546,12 @@ static PyObject *new_tuple(PyObject *type, PyObject **items, Py_ssize_t count) {
 /* Interned attribute names, made at import. */
 static PyObject *name_source_offset, *name_source_index, *name_tenants, *name_kept_ids,
     *name_recent_ids, *name_remember_forever, *name_batch_size, *name_full, *name_batch,
-    *name_tree, *name_head, *name_size, *name_hashes, *name_newer, *name_older,
+    *name_tree, *name_head, *name_newer, *name_older,
     *name_generation, *name_opened;
 
 /* getattr(owner, name) if it is of the wanted kind (0: anything), else NULL without an
  * error (the caller leaves the event to Python); NULL with one on a real failure. */
-enum kind { ANY, EXACT_INT, EXACT_DICT, EXACT_LIST };
+enum kind { ANY, EXACT_INT, EXACT_DICT, EXACT_LIST, COMPACT };
 
 static PyObject *attribute(PyObject *owner, PyObject *name, enum kind kind) {
     PyObject *value = PyObject_GetAttr(owner, name);
@@ -439,7 +561,8 @@ static PyObject *attribute(PyObject *owner, PyObject *name, enum kind kind) {
     }
     int fits = kind == ANY || (kind == EXACT_INT && PyLong_CheckExact(value)) ||
                (kind == EXACT_DICT && PyDict_CheckExact(value)) ||
-               (kind == EXACT_LIST && PyList_CheckExact(value));
+               (kind == EXACT_LIST && PyList_CheckExact(value)) ||
+               (kind == COMPACT && PyObject_TypeCheck(value, &CompactType));
     if (!fits) Py_CLEAR(value);
     return value;
 }
@@ -450,18 +573,6 @@ static int as_long_long(PyObject *value, long long *out) {
     *out = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (*out == -1 && PyErr_Occurred()) return -1;
     return overflow == 0;
-}
-
-/* append_leaf() onto a tree of size leaves (merges_of() is merges), then its _size set to
- * size + 1. */
-static int push(PyObject *tree, PyObject *hashes, long long size, Py_ssize_t merges,
-                PyObject *leaf) {
-    if (append_leaf(hashes, merges, leaf) < 0) return -1;
-    PyObject *grown = PyLong_FromLongLong(size + 1);
-    if (grown == NULL) return -1;
-    int failed = PyObject_SetAttr(tree, name_size, grown);
-    Py_DECREF(grown);
-    return failed;
 }
 
 #define WHOLE_MESSAGE (1LL << 62) /* sequencer.py's _WHOLE_MESSAGE: a bare message's index */
@@ -479,8 +590,7 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
     PyObject *result = NULL, *leaf_hash = NULL, *chained = NULL, *key = NULL, *content = NULL;
     PyObject *current = NULL, *current_index = NULL, *tenants = NULL, *kept = NULL;
     PyObject *window = NULL, *newer = NULL, *older = NULL, *generation = NULL;
-    PyObject *remember = NULL, *batch = NULL, *batch_size = NULL, *batch_hashes = NULL;
-    PyObject *tree = NULL, *tree_size = NULL, *tree_hashes = NULL, *head = NULL;
+    PyObject *remember = NULL, *batch = NULL, *tree = NULL, *head = NULL;
     PyObject *limit = NULL, *full = NULL, *next_seq = NULL, *log = NULL;
     long long offset, index = WHOLE_MESSAGE, at, at_index = WHOLE_MESSAGE;
     int fits;
@@ -524,20 +634,14 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
             LEAVE_IF(starts != 0); /* kept forever (1), or an error (-1) */
         }
     }
-    LEAVE_IF((batch = attribute(log, name_batch, ANY)) == NULL);
-    LEAVE_IF((batch_size = attribute(batch, name_size, EXACT_INT)) == NULL);
-    LEAVE_IF((batch_hashes = attribute(batch, name_hashes, EXACT_LIST)) == NULL);
-    LEAVE_IF((tree = attribute(log, name_tree, ANY)) == NULL);
-    LEAVE_IF((tree_size = attribute(tree, name_size, EXACT_INT)) == NULL);
-    LEAVE_IF((tree_hashes = attribute(tree, name_hashes, EXACT_LIST)) == NULL);
-    long long batch_leaves, tree_leaves, batch_limit;
-    LEAVE_IF((fits = as_long_long(batch_size, &batch_leaves)) != 1);
-    LEAVE_IF(batch_leaves < 0);
-    LEAVE_IF((fits = as_long_long(tree_size, &tree_leaves)) != 1);
-    LEAVE_IF(tree_leaves < 0 || tree_leaves >= LLONG_MAX || batch_leaves >= LLONG_MAX);
-    Py_ssize_t tree_merges = merges_of(tree_hashes, (unsigned long long)tree_leaves);
-    Py_ssize_t batch_merges = merges_of(batch_hashes, (unsigned long long)batch_leaves);
-    LEAVE_IF(tree_merges < 0 || batch_merges < 0);
+    /* The log's and the batch's compact trees, in C (any other kind is left to Python). */
+    LEAVE_IF((batch = attribute(log, name_batch, COMPACT)) == NULL);
+    LEAVE_IF((tree = attribute(log, name_tree, COMPACT)) == NULL);
+    Compact *batch_tree = (Compact *)batch, *log_tree = (Compact *)tree;
+    unsigned long long batch_leaves = batch_tree->size;
+    LEAVE_IF(batch_tree == log_tree || batch_leaves == ULLONG_MAX || log_tree->size == ULLONG_MAX);
+    if (compact_ready(log_tree) < 0 || compact_ready(batch_tree) < 0) goto done;
+    long long batch_limit;
     LEAVE_IF((limit = attribute(self, name_batch_size, EXACT_INT)) == NULL);
     LEAVE_IF((fits = as_long_long(limit, &batch_limit)) != 1);
     LEAVE_IF((full = attribute(self, name_full, EXACT_LIST)) == NULL);
@@ -596,9 +700,10 @@ static PyObject *sequencer_offer(PyObject *module, PyObject *const *args, Py_ssi
         goto done;
     }
     Py_DECREF(new_head);
-    if (push(tree, tree_hashes, tree_leaves, tree_merges, leaf_hash) < 0 ||
-        push(batch, batch_hashes, batch_leaves, batch_merges, leaf_hash) < 0 ||
-        (batch_leaves + 1 == batch_limit && PyList_Append(full, tenant) < 0)) {
+    const unsigned char *leaf_bytes = (const unsigned char *)PyBytes_AS_STRING(leaf_hash);
+    if (compact_append(log_tree, leaf_bytes) < 0 || compact_append(batch_tree, leaf_bytes) < 0 ||
+        (batch_limit > 0 && batch_leaves + 1 == (unsigned long long)batch_limit &&
+         PyList_Append(full, tenant) < 0)) {
         Py_DECREF(link);
         goto done;
     }
@@ -629,8 +734,7 @@ done:
     Py_XDECREF(leaf_hash), Py_XDECREF(chained), Py_XDECREF(key), Py_XDECREF(content);
     Py_XDECREF(current), Py_XDECREF(current_index), Py_XDECREF(tenants), Py_XDECREF(kept);
     Py_XDECREF(window), Py_XDECREF(newer), Py_XDECREF(older), Py_XDECREF(generation);
-    Py_XDECREF(remember), Py_XDECREF(batch), Py_XDECREF(batch_size), Py_XDECREF(batch_hashes);
-    Py_XDECREF(tree), Py_XDECREF(tree_size), Py_XDECREF(tree_hashes), Py_XDECREF(head);
+    Py_XDECREF(remember), Py_XDECREF(batch), Py_XDECREF(tree), Py_XDECREF(head);
     Py_XDECREF(limit), Py_XDECREF(full), Py_XDECREF(next_seq);
     return result;
 }
@@ -642,8 +746,6 @@ static PyMethodDef methods[] = {
      PyDoc_STR("node_hash(left, right) -> bytes | None: SHA-256(0x01 || left || right)")},
     {"chain_hash", (PyCFunction)(void (*)(void))chain_hash, METH_FASTCALL,
      PyDoc_STR("chain_hash(tenant_id, seq, prev_hash, leaf_hash) -> bytes | None")},
-    {"compact_push", (PyCFunction)(void (*)(void))compact_push, METH_FASTCALL,
-     PyDoc_STR("compact_push(hashes, size, leaf_hash) -> True | None: a compact tree's append")},
     {"tile_roots", (PyCFunction)(void (*)(void))tile_roots, METH_FASTCALL,
      PyDoc_STR("tile_roots(packed, width) -> bytes | None: each group's perfect-tree root")},
     {"id_key", (PyCFunction)(void (*)(void))id_key, METH_FASTCALL,
@@ -683,11 +785,15 @@ PyMODINIT_FUNC PyInit__hashing(void) {
         {&name_tenants, "tenants"}, {&name_kept_ids, "kept_ids"},
         {&name_recent_ids, "_recent_ids"}, {&name_remember_forever, "_remember_forever"},
         {&name_batch_size, "_batch_size"}, {&name_full, "_full"}, {&name_batch, "batch"},
-        {&name_tree, "tree"}, {&name_head, "head"}, {&name_size, "_size"},
-        {&name_hashes, "_hashes"}, {&name_newer, "_newer"}, {&name_older, "_older"},
+        {&name_tree, "tree"}, {&name_head, "head"}, {&name_newer, "_newer"},
+        {&name_older, "_older"},
         {&name_generation, "_generation"}, {&name_opened, "_opened"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&CompactType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && PyModule_AddObjectRef(module, "CompactCore", (PyObject *)&CompactType) < 0)
+        Py_CLEAR(module);
+    return module;
 }

@@ -1,5 +1,6 @@
 """The per-event SHA-256 of the chain and the Merkle trees (and the sink's tile roots), the
-id window's BLAKE2b key and the sequencer's usual offer, from C when it is built.
+id window's BLAKE2b key and the sequencer's usual offer, from C when it is built. (The
+compact trees' C storage is imported by stream/core/compact.py itself.)
 
 ``authtrail._hashing`` (authtrail/_hashing.c) calls OpenSSL's SHA-256 directly: ~0.1 µs a
 hash where hashlib and the Python around it spend ~0.5, four times per event sequenced.
@@ -12,14 +13,13 @@ OpenSSL's headers (hatch_build.py), every function here returns None and hashlib
 from __future__ import annotations
 
 __all__ = [
-    "BUILT", "chain_hash", "compact_push", "configure_offer", "id_key", "leaf_hash", "node_hash",
+    "BUILT", "chain_hash", "configure_offer", "id_key", "leaf_hash", "node_hash",
     "sequencer_offer", "tile_roots",
 ]  # fmt: skip
 
 try:
     from authtrail._hashing import (
         chain_hash,
-        compact_push,
         configure_offer,
         id_key,
         leaf_hash,
@@ -35,6 +35,6 @@ except ImportError:  # pragma: no cover - a build without OpenSSL's headers
     def _left_to_python(*args: object) -> None:
         return None
 
-    chain_hash = compact_push = configure_offer = id_key = leaf_hash = node_hash = (
-        sequencer_offer
-    ) = tile_roots = _left_to_python
+    chain_hash = configure_offer = id_key = leaf_hash = node_hash = sequencer_offer = tile_roots = (
+        _left_to_python
+    )

@@ -88,8 +88,9 @@ class TenantLog:
 
     tenant_id: str
     head: ChainHead
-    tree: CompactTree = field(default_factory=CompactTree)
-    batch: CompactTree = field(default_factory=CompactTree)
+    # Looked up when made, not bound here: a test gives the sequencer the Python storage.
+    tree: CompactTree = field(default_factory=lambda: CompactTree())
+    batch: CompactTree = field(default_factory=lambda: CompactTree())
     batch_opened_at: float = 0.0
     last_checkpoint: Checkpoint | None = None
     # Ids kept beyond the window (remember_forever) until stop_keeping_ids().

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from authtrail.errors import InvalidArgumentError
 from authtrail.stream.core import chain, compact, id_window, merkle, native_hashes, sequencer
 from authtrail.stream.core.chain import CHAIN_DOMAIN, chain_hash, chain_hash_unchecked
-from authtrail.stream.core.compact import CompactTree
 from authtrail.stream.core.tiles import group_roots
+from authtrail.stream.worker import snapshot
 from benchmarks.worker_core import run, workload
 from tests.unit.test_worker_golden import CHAINED_DIGEST
 
@@ -36,12 +36,12 @@ except ImportError as exc:  # pragma: no cover - what this test exists to catch
     )
 
 HASHES = st.binary(min_size=32, max_size=32)
-# Every alias the hot paths call, by module: switched off together by ``hashlib_only``.
+# Every alias the hot paths call, by module: switched off together by ``hashlib_only``,
+# which also gives the sequencer and snapshots the Python compact trees.
 NATIVE_ALIASES = [
     (merkle, "_native_leaf_hash"),
     (merkle, "_native_node_hash"),
     (chain, "_native_chain_hash"),
-    (compact, "_native_push"),
     (sequencer, "_native_leaf_hash"),
     (sequencer, "_native_offer"),
     (id_window, "_native_id_key"),
@@ -59,13 +59,6 @@ def python_chain_hash(tenant_id: str, seq: int, prev_hash: bytes, leaf_hash: byt
                   prev_hash, leaf_hash)  # fmt: skip
 
 
-def python_push(hashes: list[bytes], size: int, leaf_hash: bytes) -> None:
-    while size & 1:
-        leaf_hash = sha256(b"\x01", hashes.pop(), leaf_hash)
-        size >>= 1
-    hashes.append(leaf_hash)
-
-
 @pytest.fixture
 def hashlib_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def left_to_python(*args: object) -> None:
@@ -73,6 +66,8 @@ def hashlib_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for module, name in NATIVE_ALIASES:
         monkeypatch.setattr(module, name, left_to_python)
+    for module in (sequencer, snapshot):
+        monkeypatch.setattr(module, "CompactTree", compact.PythonCompactTree)
     yield
 
 
@@ -82,7 +77,6 @@ def test_the_hot_paths_call_the_c_code() -> None:
         "_native_leaf_hash": _hashing.leaf_hash,
         "_native_node_hash": _hashing.node_hash,
         "_native_chain_hash": _hashing.chain_hash,
-        "_native_push": _hashing.compact_push,
         "_native_offer": _hashing.sequencer_offer,
         "_native_id_key": _hashing.id_key,
     }
@@ -91,7 +85,9 @@ def test_the_hot_paths_call_the_c_code() -> None:
     assert _hashing.leaf_hash(b"event") is not None
     assert _hashing.node_hash(bytes(32), bytes(32)) is not None
     assert _hashing.chain_hash("acme", 1, bytes(32), bytes(32)) is not None
-    assert _hashing.compact_push([], 0, bytes(32)) is True
+    assert sequencer.CompactTree is snapshot.CompactTree is compact.CompactTree
+    assert isinstance(sequencer.TenantLog("acme", sequencer.ChainHead("acme", 0, bytes(32))).tree,
+                      _hashing.CompactCore)  # fmt: skip
 
 
 def test_known_answers() -> None:
@@ -160,10 +156,10 @@ def test_the_python_path_keeps_its_checks_and_answers() -> None:
     assert chain_hash_unchecked("acme", True, bytes(32), bytes(32)) == python_chain_hash(
         "acme", 1, bytes(32), bytes(32)
     )
-    tree = CompactTree()
-    with pytest.raises(InvalidArgumentError):
-        tree.append_leaf_hash(bytes(31))
-    assert tree.size == 0 and tree.to_hashes() == []
+    for tree in (compact.CompactTree(), compact.PythonCompactTree()):
+        with pytest.raises(InvalidArgumentError):
+            tree.append_leaf_hash(bytes(31))
+        assert tree.size == 0 and tree.to_hashes() == []
 
 
 @pytest.mark.parametrize("bad", [None, b"", bytes(31), bytes(33), bytearray(32), "x" * 32])
@@ -174,52 +170,6 @@ def test_leaf_and_node_hash_leave_other_types_to_python(bad: Any) -> None:
         assert _hashing.node_hash(bytes(32), bad) is None
     else:  # any length of bytes is hashed
         assert _hashing.leaf_hash(bad) == sha256(b"\x00", bad)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(HASHES, max_size=300))
-def test_compact_push_builds_the_python_trees(leaves: list[bytes]) -> None:
-    native: list[bytes] = []
-    reference: list[bytes] = []
-    for size, leaf in enumerate(leaves):
-        assert _hashing.compact_push(native, size, leaf) is True
-        python_push(reference, size, leaf)
-        assert native == reference
-    assert CompactTree.from_hashes(len(leaves), native).root() == merkle.root_from_leaf_hashes(
-        leaves
-    )
-
-
-@pytest.mark.parametrize(
-    "hashes, size, leaf",
-    [
-        ((), 0, bytes(32)),  # not a list
-        ([], -1, bytes(32)),
-        ([], 2**64, bytes(32)),
-        ([], True, bytes(32)),
-        ([bytes(32)], 3, bytes(32)),  # two merges, one stored root
-        ([bytes(32), bytes(31)], 3, bytes(32)),  # a merged root of the wrong size
-        ([bytes(32), "x" * 32], 3, bytes(32)),
-        ([bytes(32)], 1, bytes(31)),
-        ([bytes(32)], 1, bytearray(32)),
-    ],
-)
-def test_compact_push_changes_nothing_it_leaves_to_python(
-    hashes: Any, size: Any, leaf: Any
-) -> None:
-    before = list(hashes)
-    assert _hashing.compact_push(hashes, size, leaf) is None
-    assert list(hashes) == before
-
-
-def test_compact_push_merges_several_levels_into_one_root() -> None:
-    leaves = [bytes([n]) * 32 for n in range(8)]
-    hashes: list[bytes] = []
-    for size, leaf in enumerate(leaves[:7]):
-        _hashing.compact_push(hashes, size, leaf)
-    assert len(hashes) == 3  # size 7: subtrees of 4, 2 and 1
-    _hashing.compact_push(hashes, 7, leaves[7])
-    assert hashes == [merkle.root_from_leaf_hashes(leaves)]
 
 
 @settings(max_examples=100, deadline=None)

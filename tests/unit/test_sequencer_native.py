@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from authtrail.keys import generate_key_strings
 from authtrail.stream.core import sequencer as sequencer_module
+from authtrail.stream.core.compact import PythonCompactTree
 from authtrail.stream.core.id_window import id_key
 from authtrail.stream.core.note import Signer
 from authtrail.stream.core.sequencer import CONFLICT, SEQUENCED, Sequencer
@@ -149,6 +150,14 @@ def test_what_the_c_path_leaves_to_python_it_does_not_change() -> None:
     for args in _unusual(sequencer):
         assert _hashing.sequencer_offer(sequencer, *args) is None, args
     assert state() == before
+    # Trees of the Python storage (a sequencer given it, as a build without C has it).
+    log = sequencer.tenants["acme"]
+    log.tree = PythonCompactTree.from_hashes(log.tree.size, log.tree.to_hashes())
+    before = state()
+    assert _hashing.sequencer_offer(sequencer, "acme", "id-9", b"x", 5, None) is None
+    assert state() == before
+    assert sequencer.offer("acme", "id-9", b"x", 5).outcome == SEQUENCED  # the method's own
+    assert log.tree.size == 3 and log.batch.size == 3
     # A tenant that has an id kept forever still takes the C path for other ids.
     kept = _new()
     kept.offer("acme", "id-1", b"leaf-a", 0)
