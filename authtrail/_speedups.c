@@ -1711,9 +1711,93 @@ static int policy_flag(PyObject *policy, const char *name, char *out) {
     return 0;
 }
 
+/* ---- policy lookup */
+
+/* PolicyLookup(overrides, default)(tenant_id): overrides.get(tenant_id, default), which is
+ * what lockout_policy.py's PolicySet.lockout_for and spray_for return; the detectors ask
+ * it on every event, and through this type the cores read the dict without a call. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *overrides; /* an exact dict, read on every call: changes apply at once */
+    PyObject *fallback;
+} PolicyLookup;
+
+static PyTypeObject PolicyLookupType;
+
+static PyObject *lookup_get(PolicyLookup *self, PyObject *tenant_id) {
+    PyObject *policy = PyDict_GetItemWithError(self->overrides, tenant_id);
+    if (policy == NULL && PyErr_Occurred()) return NULL;
+    return Py_NewRef(policy != NULL ? policy : self->fallback);
+}
+
+/* policy_for(tenant_id): a new reference; NULL on error. */
+static PyObject *policy_of(PyObject *policy_for, PyObject *tenant_id) {
+    if (Py_TYPE(policy_for) == &PolicyLookupType)
+        return lookup_get((PolicyLookup *)policy_for, tenant_id);
+    return PyObject_CallOneArg(policy_for, tenant_id);
+}
+
+static PyObject *lookup_call(PolicyLookup *self, PyObject *args, PyObject *kwargs) {
+    PyObject *tenant_id;
+    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) ||
+        !PyArg_ParseTuple(args, "O:PolicyLookup", &tenant_id)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "PolicyLookup(tenant_id)");
+        return NULL;
+    }
+    return lookup_get(self, tenant_id);
+}
+
+static PyObject *lookup_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *overrides, *fallback;
+    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) ||
+        !PyArg_ParseTuple(args, "O!O:PolicyLookup", &PyDict_Type, &overrides, &fallback)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "PolicyLookup(overrides, default)");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(overrides)) {
+        PyErr_SetString(PyExc_TypeError, "PolicyLookup takes an exact dict");
+        return NULL;
+    }
+    PolicyLookup *self = (PolicyLookup *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->overrides = Py_NewRef(overrides), self->fallback = Py_NewRef(fallback);
+    return (PyObject *)self;
+}
+
+static int lookup_traverse(PolicyLookup *self, visitproc visit, void *arg) {
+    Py_VISIT(self->overrides);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int lookup_clear(PolicyLookup *self) {
+    Py_CLEAR(self->overrides);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void lookup_dealloc(PolicyLookup *self) {
+    PyObject_GC_UnTrack(self);
+    lookup_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject PolicyLookupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "authtrail._speedups.PolicyLookup",
+    .tp_doc = PyDoc_STR("overrides.get(tenant_id, default), read by the detectors' cores"),
+    .tp_basicsize = sizeof(PolicyLookup),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = lookup_new,
+    .tp_call = (ternaryfunc)lookup_call,
+    .tp_traverse = (traverseproc)lookup_traverse,
+    .tp_clear = (inquiry)lookup_clear,
+    .tp_dealloc = (destructor)lookup_dealloc,
+};
+
 /* policy_for(tenant_id), parsed (a borrowed view valid until the next call); NULL on error. */
 static const Policy *core_policy(LockoutCore *self, PyObject *tenant_id) {
-    PyObject *policy = PyObject_CallOneArg(self->policy_for, tenant_id);
+    PyObject *policy = policy_of(self->policy_for, tenant_id);
     if (policy == NULL) return NULL;
     if (policy == self->policy) {
         Py_DECREF(policy);
@@ -2657,7 +2741,8 @@ static PyTypeObject LockoutCoreType = {
 
 static int lockout_init(PyObject *module) {
     if (PyType_Ready(&AccountType) < 0 || PyType_Ready(&TenantType) < 0 ||
-        PyType_Ready(&LockoutCoreType) < 0)
+        PyType_Ready(&LockoutCoreType) < 0 || PyType_Ready(&PolicyLookupType) < 0 ||
+        PyModule_AddObjectRef(module, "PolicyLookup", (PyObject *)&PolicyLookupType) < 0)
         return -1;
     struct { PyObject **slot; const char *text; } texts[] = {
         {&kind_failure, "failure"}, {&kind_success, "success"},
@@ -2977,7 +3062,7 @@ static int spray_reindex(SprayIndex *index, PyObject *addresses, PyObject *ip, A
 }
 
 static const SprayPolicyView *spray_policy(SprayCore *self, PyObject *tenant_id) {
-    PyObject *policy = PyObject_CallOneArg(self->policy_for, tenant_id);
+    PyObject *policy = policy_of(self->policy_for, tenant_id);
     if (policy == NULL) return NULL;
     if (policy == self->policy) {
         Py_DECREF(policy);

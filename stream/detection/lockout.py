@@ -41,6 +41,7 @@ from authtrail.stream.detection.event_time import EventOrder, new_order, order_f
 from authtrail.stream.detection.lockout_policy import (
     DEFAULT_ALLOWED_LATENESS_SECONDS,
     LockoutPolicy,
+    native_policy_for,
 )
 
 __all__ = ["LockoutDetector", "NativeLockoutDetector", "best_lockout_detector"]
@@ -550,6 +551,7 @@ class NativeLockoutDetector(LockoutDetector):
         *,
         allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
     ) -> None:
+        policy_for = native_policy_for(policy_for)
         super().__init__(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
         assert LockoutCore is not None
         core = LockoutCore(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
@@ -41,6 +41,7 @@ __all__ = [
     "LockoutPolicy",
     "PolicySet",
     "SprayPolicy",
+    "native_policy_for",
     "parse_policy_text",
     "policy_set_from_mapping",
 ]
@@ -263,3 +264,29 @@ def _check_numbers(policy: LockoutPolicy | SprayPolicy) -> None:
                 f"{item.name} must be <= {MAX_POLICY_NUMBER} (a Java int, as Keycloak's), "
                 f"got {value}"
             )
+
+
+try:  # the lookup in C (authtrail/_speedups.c), read by the detectors' C cores
+    from authtrail._speedups import PolicyLookup as _CPolicyLookup
+
+    _PolicyLookup: type[_CPolicyLookup] | None = _CPolicyLookup
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _PolicyLookup = None
+
+_Policy = TypeVar("_Policy", LockoutPolicy, SprayPolicy)
+
+
+def native_policy_for(policy_for: Callable[[str], _Policy]) -> Callable[[str], _Policy]:
+    """``policy_for``, or the same lookup in C when it is a :class:`PolicySet`'s
+    ``lockout_for`` or ``spray_for`` over a plain dict of overrides: the detectors' C cores
+    ask it on every event, and read that one's dict without a Python call (~0.1 µs each).
+    The dict is read on every call, so a change to it applies at once, as it does here."""
+    policies = getattr(policy_for, "__self__", None)
+    function = getattr(policy_for, "__func__", None)
+    if _PolicyLookup is None or type(policies) is not PolicySet:
+        return policy_for
+    if function is PolicySet.lockout_for and type(policies.tenant_lockout) is dict:
+        return _PolicyLookup(policies.tenant_lockout, policies.lockout)
+    if function is PolicySet.spray_for and type(policies.tenant_spray) is dict:
+        return _PolicyLookup(policies.tenant_spray, policies.spray)
+    return policy_for

@@ -34,7 +34,11 @@ from authtrail.stream.detection.decisions import (
     user_key,
 )
 from authtrail.stream.detection.event_time import EventOrder, new_order, order_from_state
-from authtrail.stream.detection.lockout_policy import DEFAULT_ALLOWED_LATENESS_SECONDS, SprayPolicy
+from authtrail.stream.detection.lockout_policy import (
+    DEFAULT_ALLOWED_LATENESS_SECONDS,
+    SprayPolicy,
+    native_policy_for,
+)
 
 __all__ = ["NativeSprayDetector", "SprayDetector", "best_spray_detector"]
 
@@ -439,6 +443,7 @@ class NativeSprayDetector(SprayDetector):
         *,
         allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS,
     ) -> None:
+        policy_for = native_policy_for(policy_for)
         super().__init__(policy_for, allowed_lateness_seconds=allowed_lateness_seconds)
         assert SprayCore is not None
         self._core = SprayCore(

@@ -12,14 +12,20 @@ import gc
 import json
 import random
 import tracemalloc
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from authtrail._speedups import PolicyLookup
 from authtrail.stream.detection import lockout as lockout_module
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout import LockoutDetector
-from authtrail.stream.detection.lockout_policy import LockoutPolicy, PolicySet
+from authtrail.stream.detection.lockout_policy import (
+    LockoutPolicy,
+    PolicySet,
+    native_policy_for,
+)
 
 pytestmark = pytest.mark.skipif(
     lockout_module.LockoutCore is None, reason="authtrail._speedups is not built"
@@ -78,8 +84,11 @@ def test_random_traces_decide_count_and_remember_the_same(seed: int) -> None:
     def policy_for(tenant_id: str) -> LockoutPolicy:
         return DISABLED if tenant_id == disabled else POLICIES[tenant_id]
 
-    python = LockoutDetector(policy_for, allowed_lateness_seconds=lateness)
-    native = lockout_module.NativeLockoutDetector(policy_for, allowed_lateness_seconds=lateness)
+    # Odd seeds: a PolicySet's lockout_for, whose lookup the core reads in C.
+    overrides = {tenant: policy_for(tenant) for tenant in TENANTS}
+    lookup = PolicySet(tenant_lockout=overrides).lockout_for if seed % 2 else policy_for
+    python = LockoutDetector(lookup, allowed_lateness_seconds=lateness)
+    native = lockout_module.NativeLockoutDetector(lookup, allowed_lateness_seconds=lateness)
     clock = ORIGIN
     for serial in range(400):
         clock += rng.choice([0, 0, 1, 2, 5]) * SECOND + rng.randrange(1_000)
@@ -96,10 +105,10 @@ def test_random_traces_decide_count_and_remember_the_same(seed: int) -> None:
             python_state = json.loads(json.dumps(python.to_state()))
             assert native_state == python_state
             native = lockout_module.NativeLockoutDetector.from_state(
-                python_state, policy_for, allowed_lateness_seconds=lateness
+                python_state, lookup, allowed_lateness_seconds=lateness
             )
             python = LockoutDetector.from_state(
-                native_state, policy_for, allowed_lateness_seconds=lateness
+                native_state, lookup, allowed_lateness_seconds=lateness
             )
         else:
             event = random_event(rng, clock, serial)
@@ -227,3 +236,31 @@ def test_a_foreign_object_in_its_dicts_is_a_type_error_not_a_crash() -> None:
     native._tenants["acme"].accounts["name:bob"] = object()
     with pytest.raises(TypeError, match="LockoutAccount"):
         native.observe(dict(event, event_id="f"))
+
+
+def test_a_policy_sets_lookup_is_read_in_c_and_changes_apply_at_once() -> None:
+    overrides: dict[str, LockoutPolicy] = {}
+    policies = PolicySet(lockout=POLICIES["acme"], tenant_lockout=overrides)
+    lookup = native_policy_for(policies.lockout_for)
+    assert isinstance(lookup, PolicyLookup)
+    assert lookup("acme") is policies.lockout
+    assert isinstance(native_policy_for(policies.spray_for), PolicyLookup)
+    detector = lockout_module.NativeLockoutDetector(policies.lockout_for)
+    assert isinstance(detector._policy_for, PolicyLookup)
+
+    def failure(serial: int) -> dict[str, Any]:
+        return {"tenant_id": "acme", "event_id": f"e{serial}", "event_type": "LOGIN_FAILED",
+                "outcome": "FAILURE", "occurred_at": ORIGIN + serial * SECOND,
+                "user_id": "id-alice", "user_name": "alice"}  # fmt: skip
+
+    assert detector.observe(failure(0)) == [] and "irrelevant" not in detector.counters
+    overrides["acme"] = DISABLED  # the next event is judged by the new policy
+    assert lookup("acme") is DISABLED
+    detector.observe(failure(1))
+    assert detector.counters.get("irrelevant") == 1
+    # Anything else is asked as given: another callable, another mapping, a subclass.
+    other = PolicySet(tenant_lockout=MappingProxyType({"acme": DISABLED}))
+    for policy_for in (POLICIES.__getitem__, other.lockout_for):
+        assert native_policy_for(policy_for) is policy_for
+    with pytest.raises(TypeError):
+        PolicyLookup(MappingProxyType({}), DISABLED)

@@ -71,8 +71,12 @@ def test_random_traces_alert_count_and_remember_the_same(seed: int) -> None:
             return DISABLED
         return windows.get(tenant_id) or POLICIES[tenant_id]
 
-    python = SprayDetector(policy_for, allowed_lateness_seconds=lateness)
-    native = spray_module.NativeSprayDetector(policy_for, allowed_lateness_seconds=lateness)
+    # Odd seeds: a PolicySet's spray_for, whose lookup the core reads in C (its overrides
+    # changed below as windows is, which must apply at once there too).
+    overrides = {tenant: policy_for(tenant) for tenant in TENANTS}
+    lookup = PolicySet(tenant_spray=overrides).spray_for if seed % 2 else policy_for
+    python = SprayDetector(lookup, allowed_lateness_seconds=lateness)
+    native = spray_module.NativeSprayDetector(lookup, allowed_lateness_seconds=lateness)
     clock = ORIGIN
     for serial in range(400):
         clock += rng.choice([0, 0, 1, 2, 5]) * SECOND + rng.randrange(1_000)
@@ -82,16 +86,17 @@ def test_random_traces_alert_count_and_remember_the_same(seed: int) -> None:
             assert native.advance(tenant, now) == python.advance(tenant, now)
         elif roll < 0.14:  # the policy's window changes: the empty index is rebuilt
             windows["acme"] = SprayPolicy(distinct_users=3, window_seconds=rng.choice([30, 60]))
+            overrides["acme"] = policy_for("acme")
         elif roll < 0.16:
             # A restart: each goes on from the other's state, through real JSON.
             native_state = json.loads(json.dumps(native.to_state()))
             python_state = json.loads(json.dumps(python.to_state()))
             assert native_state == python_state
             native = spray_module.NativeSprayDetector.from_state(
-                python_state, policy_for, allowed_lateness_seconds=lateness
+                python_state, lookup, allowed_lateness_seconds=lateness
             )
             python = SprayDetector.from_state(
-                native_state, policy_for, allowed_lateness_seconds=lateness
+                native_state, lookup, allowed_lateness_seconds=lateness
             )
         else:
             event = random_event(rng, clock, serial)
