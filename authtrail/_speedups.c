@@ -1086,11 +1086,31 @@ typedef struct {
 static PyTypeObject ReorderType;
 static PyObject *accepted_text, *late_text, *duplicate_text, *one;
 
+/* -1, 0 or 1 as a is below, equal to or above b when both are exact ints within 64 bits
+ * (event times always are: the worker admits no other), else 2: compare as Python does. */
+static int int64_order(PyObject *a, PyObject *b) {
+    if (!PyLong_CheckExact(a) || !PyLong_CheckExact(b)) return 2;
+    int overflow_a = 0, overflow_b = 0;
+    long long x = PyLong_AsLongLongAndOverflow(a, &overflow_a);
+    long long y = PyLong_AsLongLongAndOverflow(b, &overflow_b);
+    if (overflow_a || overflow_b) return 2; /* (no error is set for an exact int) */
+    return (x > y) - (x < y);
+}
+
+/* a op b as Python says (op Py_LT, Py_LE or Py_GT); -1 with an error set. */
+static int compare(PyObject *a, PyObject *b, int op) {
+    int order = int64_order(a, b);
+    if (order == 2) return PyObject_RichCompareBool(a, b, op);
+    return op == Py_LT ? order < 0 : op == Py_LE ? order <= 0 : order > 0;
+}
+
 /* a < b as Python says; -1 with an error set. */
-static int less(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_LT); }
+static int less(PyObject *a, PyObject *b) { return compare(a, b, Py_LT); }
 
 /* (a_at, a_id) < (b_at, b_id) as tuples compare; -1 on error. */
 static int key_less(PyObject *a_at, PyObject *a_id, PyObject *b_at, PyObject *b_id) {
+    int order = int64_order(a_at, b_at);
+    if (order != 2) return order == 0 ? less(a_id, b_id) : order < 0;
     int equal = PyObject_RichCompareBool(a_at, b_at, Py_EQ);
     if (equal < 0) return -1;
     return equal ? less(a_id, b_id) : less(a_at, b_at);
@@ -1103,7 +1123,7 @@ static PyObject *reorder_cutoff_of(Reorder *self, PyObject *lateness, PyObject *
         if (mark == Py_None) {
             mark = floor;
         } else {
-            int later = PyObject_RichCompareBool(floor, mark, Py_GT);
+            int later = compare(floor, mark, Py_GT);
             if (later < 0) return NULL;
             if (later) mark = floor;
         }
@@ -1252,7 +1272,7 @@ static PyObject *reorder_offer(Reorder *self, PyObject *const *args, Py_ssize_t 
     if (self->watermark == Py_None) {
         Py_SETREF(self->watermark, Py_NewRef(at));
     } else {
-        int newer = PyObject_RichCompareBool(at, self->watermark, Py_GT);
+        int newer = compare(at, self->watermark, Py_GT);
         if (newer < 0) return NULL;
         if (newer) Py_SETREF(self->watermark, Py_NewRef(at));
     }
@@ -1281,7 +1301,7 @@ static PyObject *reorder_release(Reorder *self, PyObject *const *args, Py_ssize_
     if (released == NULL) goto failed;
     while (self->head < self->end) {
         PyObject *oldest = self->pending[self->head];
-        int due = PyObject_RichCompareBool(PyTuple_GET_ITEM(oldest, 0), cutoff, Py_LE);
+        int due = compare(PyTuple_GET_ITEM(oldest, 0), cutoff, Py_LE);
         if (due < 0) goto failed;
         if (!due) break;
         if (PyList_Append(released, oldest) < 0) goto failed;

@@ -127,13 +127,16 @@ def test_the_detectors_use_the_buffer_in_c() -> None:
         max_size=150,
     ),
     lateness=st.sampled_from([0, 5, 20, 2**70]),  # an int beyond 64 bits too
+    # Times within 64 bits (compared in C), across its edge, and beyond (compared by Python).
+    offset=st.sampled_from([0, 2**63 - 30, -(2**63) - 30, 2**64]),
 )
 def test_the_buffer_in_c_is_the_python_buffer(
-    steps: list[tuple[str, int, int]], lateness: int
+    steps: list[tuple[str, int, int]], lateness: int, offset: int
 ) -> None:
     native, reference = event_time.new_order(), ReorderBuffer()
-    for action, at, number in steps:
-        floor = at if at % 3 else None
+    for action, time, number in steps:
+        at = time + offset
+        floor = at if time % 3 else None
         if action == "offer":
             event = (at, f"e{number}", {"n": number})
             assert native.offer(*event, lateness, floor) == reference.offer(*event, lateness, floor)
