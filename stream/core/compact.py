@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from authtrail.errors import FormatError, InvalidArgumentError
 from authtrail.stream.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
@@ -68,7 +68,7 @@ class _CompactMethods:
             self.append_leaf_hash(hashed)
 
     @classmethod
-    def from_hashes(cls, size: int, hashes: Sequence[bytes]) -> Any:
+    def from_hashes(cls, size: int, hashes: Sequence[bytes]) -> Self:
         """Rebuild the state from ``size`` and the subtree roots :meth:`to_hashes` gave.
 
         Raises:
@@ -95,7 +95,7 @@ class _CompactMethods:
         return self.size.to_bytes(_SIZE_BYTES, "big") + b"".join(self.to_hashes())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Any:
+    def from_bytes(cls, data: bytes) -> Self:
         """Parse what :meth:`to_bytes` produced.
 
         Raises:
@@ -114,7 +114,7 @@ class _CompactMethods:
         hashes = [body[start : start + HASH_SIZE] for start in range(0, expected, HASH_SIZE)]
         return cls.from_hashes(size, hashes)
 
-    def copy(self) -> Any:
+    def copy(self) -> Self:
         """Return an independent copy of this state."""
         return type(self).from_hashes(self.size, self.to_hashes())
 
