@@ -16,8 +16,8 @@
  *       seq an exact int in 1 .. 2^64-1 and both hashes exact 32-byte bytes.
  *   CompactCore
  *       stream/core/compact.py's CompactTree state (size, subtree roots in one array) with
- *       its hot methods: size, append_leaf_hash(leaf_hash) (raises InvalidArgumentError
- *       for anything but 32 bytes, as the Python class does), root(), to_hashes(), and
+ *       its hot methods: size, append_leaf_hash(leaf_hash) (anything but exact 32-byte
+ *       bytes is judged by compact.py's _require_hash, as in Python), root(), to_hashes(), and
  *       _load(size, hashes) for from_hashes(), which checks them. The Python class
  *       derives from it; sequencer_offer appends to its two trees without a Python call.
  *   tile_roots(packed, width) -> bytes | None
@@ -181,13 +181,17 @@ typedef struct {
 
 static PyTypeObject CompactType;
 
-/* authtrail.errors.InvalidArgumentError(message), as the Python class raises it. */
-static void invalid_argument(PyObject *message) {
-    if (message == NULL) return;
-    PyObject *errors = PyImport_ImportModule("authtrail.errors");
-    PyObject *error = errors ? PyObject_GetAttrString(errors, "InvalidArgumentError") : NULL;
-    if (error != NULL) PyErr_SetObject(error, message);
-    Py_XDECREF(error), Py_XDECREF(errors), Py_DECREF(message);
+/* A leaf hash is_hash() does not take: compact.py's own _require_hash() judges it, as
+ * the Python storage does. It raises InvalidArgumentError, or passes 32 bytes of a bytes
+ * subclass, which both storages append. 0: append it; -1: an error is set. */
+static int check_leaf(PyObject *leaf) {
+    PyObject *compact = PyImport_ImportModule("authtrail.stream.core.compact");
+    PyObject *checked =
+        compact ? PyObject_CallMethod(compact, "_require_hash", "Os", leaf, "leaf hash") : NULL;
+    Py_XDECREF(compact);
+    if (checked == NULL) return -1;
+    Py_DECREF(checked);
+    return 0;
 }
 
 /* Room for count roots; -1 with MemoryError. */
@@ -249,14 +253,7 @@ static PyObject *compact_size(Compact *self, void *closure) {
 }
 
 static PyObject *compact_append_leaf_hash(Compact *self, PyObject *leaf) {
-    if (!is_hash(leaf)) {
-        invalid_argument(PyBytes_Check(leaf)
-            ? PyUnicode_FromFormat("leaf hash must be %d bytes, got %zd bytes", HASH_SIZE,
-                                   PyBytes_GET_SIZE(leaf))
-            : PyUnicode_FromFormat("leaf hash must be %d bytes, got %s", HASH_SIZE,
-                                   Py_TYPE(leaf)->tp_name));
-        return NULL;
-    }
+    if (!is_hash(leaf) && check_leaf(leaf) < 0) return NULL;
     if (compact_ready(self) < 0 ||
         compact_append(self, (const unsigned char *)PyBytes_AS_STRING(leaf)) < 0)
         return NULL;

@@ -51,6 +51,9 @@
  *       fields the Python side reads and sets for state and prune); the other arguments
  *       are the Python functions it calls for the rare parts (a decision, a user key that
  *       is no plain user_id, a sort by time). Times are int64 (ValueError beyond).
+ *       policy_for is called per event, unless it is a PolicyLookup(overrides, default):
+ *       lockout_policy.py's PolicySet lookup, whose dict the core then reads itself (so
+ *       does SprayCore).
  *       NativeLockoutDetector wraps it; tests/unit/test_lockout.py and
  *       test_lockout_native.py compare it with the Python detector.
  *
@@ -1770,7 +1773,7 @@ static PyObject *lookup_call(PolicyLookup *self, PyObject *args, PyObject *kwarg
 static PyObject *lookup_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *overrides, *fallback;
     if ((kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) ||
-        !PyArg_ParseTuple(args, "O!O:PolicyLookup", &PyDict_Type, &overrides, &fallback)) {
+        !PyArg_ParseTuple(args, "OO:PolicyLookup", &overrides, &fallback)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "PolicyLookup(overrides, default)");
         return NULL;
     }

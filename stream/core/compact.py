@@ -87,7 +87,7 @@ class _CompactMethods:
         for position, hashed in enumerate(hashes):
             _require_hash(hashed, f"subtree hash {position}")
         tree = cls()
-        tree._load(size, list(hashes))
+        tree._load(size, hashes)  # each storage copies them
         return tree
 
     def to_bytes(self) -> bytes:

@@ -167,6 +167,24 @@ def test_append_leaf_hash_rejects_non_hashes(tree_class: type[CompactTree], bad:
     assert tree.size == 3 and tree.root().hex() == ROOTS[3]  # unchanged
 
 
+def test_a_bytes_subclass_of_32_bytes_is_appended_like_bytes(
+    tree_class: type[CompactTree],
+) -> None:
+    """What _require_hash takes, both storages take (the C one asks it)."""
+
+    class Hash(bytes):
+        pass
+
+    leaves = [merkle.leaf_hash(data) for data in LEAVES[:5]]
+    tree = tree_class()
+    for leaf in leaves:
+        tree.append_leaf_hash(Hash(leaf))
+    assert tree.root().hex() == ROOTS[5]
+    with pytest.raises(InvalidArgumentError, match="leaf hash must be 32 bytes, got 31 bytes"):
+        tree.append_leaf_hash(Hash(bytes(31)))
+    assert tree.size == 5
+
+
 @pytest.mark.parametrize(
     ("size", "count"),
     [(0, 1), (1, 0), (1, 2), (3, 1), (3, 3), (7, 2), (8, 2), (2**40 + 1, 1)],
