@@ -75,6 +75,11 @@ def _window(samples: list[dict[str, Any]], base: int, count: int) -> tuple[int, 
     high = max(
         (i for i, s in enumerate(samples) if s["stored"] - base <= 0.9 * count), default=None
     )
+    if high is not None:
+        # The window ends when its last rows landed, as it starts when its first did:
+        # samples that saw no new rows since then would add a wait for the next insert
+        # (a second of a six-second window when a sink inserts 200 000 rows at a time).
+        high = next(i for i, s in enumerate(samples) if s["stored"] >= samples[high]["stored"])
     # Inserts arrive in chunks: both ends may fall on the same stored count, a window that
     # holds no rows at all, which the fallback below replaces.
     if low is not None and high is not None and samples[high]["stored"] > samples[low]["stored"]:

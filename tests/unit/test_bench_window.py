@@ -22,6 +22,13 @@ def test_chunky_inserts_never_give_an_empty_window() -> None:
     assert (low, high) == (1, 4)
 
 
+def test_the_window_ends_when_its_last_rows_landed() -> None:
+    # A sink that inserts large blocks: the count stays at 60 for three samples before
+    # the last block. Counting those three would halve the rate (60 / 6 against 60 / 3).
+    samples = _samples([0, 0, 20, 20, 40, 60, 60, 60, 100])
+    assert _window(samples, 0, 100) == (2, 5, False)
+
+
 def test_base_is_subtracted() -> None:
     samples = _samples([1000, 1000, 1010, 1050, 1090, 1100])
     assert _window(samples, 1000, 100) == (2, 4, False)
