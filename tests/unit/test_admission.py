@@ -271,6 +271,23 @@ def test_tenants_admitted_before_are_judged_as_if_first_seen(seed: int) -> None:
         admission._admitted.update(saved)
 
 
+def test_a_workers_many_tenants_stay_remembered() -> None:
+    """A tenant forgotten costs its next event the worker's whole Python path: forgetting
+    every tenant at 16 384 sent 8 % of 40 000 tenants' events down it again."""
+    tenants = [f"tenant-{number}" for number in range(40_000)]
+    saved = set(admission._admitted)
+    admission._admitted.clear()
+    try:
+        for tenant in tenants:
+            check_event({"event_id": "e1", "tenant_id": tenant, "occurred_at": NOW},
+                        record_bytes=300, record_timestamp_micros=NOW)  # fmt: skip
+        max_id_chars = Limits().max_id_chars
+        assert all((tenant, None, None, max_id_chars) in admission._admitted for tenant in tenants)
+    finally:
+        admission._admitted.clear()
+        admission._admitted.update(saved)
+
+
 # -- the usual event's check in C (usual_admission) ---------------------------------------
 
 FULL_WIDTH = "".join(chr(ord(letter) + 0xFEE0) for letter in "authtrail")  # NFKC: "authtrail"
