@@ -32,11 +32,8 @@ DEFAULT_ENVELOPE_BYTES = 256 * 1024
 
 def varint_size(value: int) -> int:
     """Bytes of the Avro (zig-zag varint) encoding of non-negative ``value``."""
-    zigzag, size = value << 1, 1
-    while zigzag >= 0x80:
-        zigzag >>= 7
-        size += 1
-    return size
+    # zig-zag doubles it (one bit more), each byte holds 7 bits, zero takes one byte
+    return (value.bit_length() + 7) // 7
 
 
 @dataclass(frozen=True)

@@ -55,12 +55,24 @@ def new_event(
     return event
 
 
+# Tenant ids that matched, so an event pays a set lookup, not the pattern (a service
+# sends for few tenants; bounded, cleared when full).
+_VALID_TENANT_IDS: set[str] = set()
+_MAX_VALID_TENANT_IDS = 16_384
+
+
 def _check_tenant_id(tenant_id: Any) -> None:
+    if type(tenant_id) is str and tenant_id in _VALID_TENANT_IDS:
+        return
     if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
         raise InvalidArgumentError(
             f"tenant_id {tenant_id!r} must match {TENANT_ID_PATTERN.pattern} "
             "(letters, digits, '.', '_', '-'; at most 128)"
         )
+    if type(tenant_id) is str:  # a subclass could compare equal to what it is not
+        if len(_VALID_TENANT_IDS) >= _MAX_VALID_TENANT_IDS:
+            _VALID_TENANT_IDS.clear()
+        _VALID_TENANT_IDS.add(tenant_id)
 
 
 def validate_event(event: Any) -> None:
@@ -71,7 +83,7 @@ def validate_event(event: Any) -> None:
 
 def event_ids(event: Any) -> tuple[str, str]:
     """Check what the Avro schema cannot express; return ``(event_id, tenant_id)``."""
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):  # dict: no ABC check
         raise InvalidArgumentError(f"event must be a mapping, got {type(event).__name__}")
     event_id = event.get("event_id")
     if not isinstance(event_id, str) or not event_id:

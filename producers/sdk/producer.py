@@ -541,10 +541,16 @@ class AuditProducer:
                 return
 
     def _on_packed_delivery(self, packed: Packed, error: KafkaError | None, message: Any) -> None:
+        in_flight, keys = self._in_flight, self._packed_keys
         with self._lock:
-            reports = [(self._in_flight.pop(token, "?"), self._packed_keys.pop(token, None))
-                       for token in packed.tokens]  # fmt: skip
             self._queued_bytes -= sum(packed.sizes)
+            if error is None:  # the usual report: counted once for the whole envelope
+                for token in packed.tokens:
+                    in_flight.pop(token, None), keys.pop(token, None)
+                self._acknowledged += len(packed.tokens)
+                return
+            reports = [(in_flight.pop(token, "?"), keys.pop(token, None))
+                       for token in packed.tokens]  # fmt: skip
         for event_id, key in reports:
             self._record_report(event_id, key, error)
 

@@ -33,6 +33,19 @@ def test_varint_size_matches_the_avro_encoding(value: int, size: int) -> None:
     assert varint_size(value) == size
 
 
+def test_varint_size_at_every_byte_boundary() -> None:
+    def encoded_size(value: int) -> int:  # Avro's long: zig-zag, then 7 bits a byte
+        zigzag, size = value << 1, 1
+        while zigzag >= 0x80:
+            zigzag >>= 7
+            size += 1
+        return size
+
+    for bits in range(63):
+        for value in {max(0, 2**bits - 1), 2**bits, 2**bits + 1}:
+            assert varint_size(value) == encoded_size(value), value
+
+
 def test_events_of_one_partition_share_an_envelope_in_send_order() -> None:
     packer = EnvelopePacker(ENVELOPES, 10_000, 0.005, Clock())
     values = [_event(n, tenant="a" if n % 2 else "b") for n in range(5)]
