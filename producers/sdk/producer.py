@@ -546,7 +546,8 @@ class AuditProducer:
             self._queued_bytes -= sum(packed.sizes)
             if error is None:  # the usual report: counted once for the whole envelope
                 for token in packed.tokens:
-                    in_flight.pop(token, None), keys.pop(token, None)
+                    in_flight.pop(token, None)
+                    keys.pop(token, None)
                 self._acknowledged += len(packed.tokens)
                 return
             reports = [(in_flight.pop(token, "?"), keys.pop(token, None))
