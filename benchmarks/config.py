@@ -79,7 +79,7 @@ class RunConfig:
 
 
 def full() -> RunConfig:
-    """The full run (about 35 minutes on the 2-core reference machine)."""
+    """The full run (about 38 minutes on the 2-core reference machine)."""
     # 300 000 for authtrail: at 20 000-30 000 events/s, 60 000 were a 2-3 s drain whose
     # 10-90 % window held mostly start-up (new tenants and accounts, the first inserts).
     # Plain drains 150 000-270 000 events/s: 300 000 left it a window of about a second
