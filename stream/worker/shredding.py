@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -60,6 +61,8 @@ UNREADABLE = "[unreadable]"
 _KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 # Subject keys kept in memory: every subject's is one file read away, so a bound costs
 # little and keeps a tenant with millions of users from growing the worker without end.
+# The least recently used goes first: clearing them all at the bound made a tenant with
+# a few more active subjects than it read nearly every key from disk again.
 _MAX_CACHED_KEYS = 100_000
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -134,7 +137,7 @@ class Sealer:
 
     def __init__(self, policies: PrivacyPolicies, keys: SubjectKeys) -> None:
         self._policies, self._keys = policies, keys
-        self._subject_keys: dict[tuple[str, str], SubjectKey] = {}
+        self._subject_keys: OrderedDict[tuple[str, str], SubjectKey] = OrderedDict()
         self._pseudonym_keys: dict[str, bytes] = {}
         # No tenant has a policy (privacy is opt-in): the subject key cache stays empty.
         tenants = policies.tenants or {}
@@ -182,9 +185,10 @@ class Sealer:
             # fields or attribute patterns the policy names.
             if service == PRIVACY_SERVICE and event.get("event_type_other") == ERASURE_EVENT_TYPE:
                 destroyed = set((event.get("attributes") or {}).get("key_ids", "").split(","))
-                self._subject_keys = {
-                    at: key for at, key in self._subject_keys.items() if key.key_id not in destroyed
-                }
+                kept = self._subject_keys.items()
+                self._subject_keys = OrderedDict(
+                    (at, key) for at, key in kept if key.key_id not in destroyed
+                )
             return event
         policy = self._policies.for_tenant(tenant_id)
         opened = self._producer_sealed(event, policy) if raw is None or SEALED_MARK in raw else {}
@@ -312,11 +316,14 @@ class Sealer:
         return None
 
     def _subject_key(self, tenant_id: str, subject: str) -> SubjectKey:
-        key = self._subject_keys.get((tenant_id, subject))
-        if key is None:
-            if len(self._subject_keys) >= _MAX_CACHED_KEYS:
-                self._subject_keys.clear()
-            key = self._subject_keys[tenant_id, subject] = self._keys.key_for(tenant_id, subject)
+        cached, at = self._subject_keys, (tenant_id, subject)
+        key = cached.get(at)
+        if key is not None:
+            cached.move_to_end(at)
+            return key
+        if len(cached) >= _MAX_CACHED_KEYS:
+            cached.popitem(last=False)
+        key = cached[at] = self._keys.key_for(tenant_id, subject)
         return key
 
     def _pseudonym_key(self, tenant_id: str) -> bytes:

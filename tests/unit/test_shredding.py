@@ -24,6 +24,7 @@ from authtrail.producers.sdk.sealed_values import (
 from authtrail.producers.sdk.sealing import PrivacyPolicies, PrivacyPolicy
 from authtrail.stream.core.canonical import MAGIC, MAGIC_V2, canonical_leaf
 from authtrail.stream.detection.decisions import keyed_identity, user_key
+from authtrail.stream.worker import shredding
 from authtrail.stream.worker.shredding import (
     ERASURE_EVENT_TYPE,
     Sealer,
@@ -390,3 +391,23 @@ def test_a_sealer_without_policies_leaves_events_unchanged_unless_a_value_looks_
     for policies in (PrivacyPolicies(default=PrivacyPolicy()),
                      PrivacyPolicies(tenants={"acme": PrivacyPolicy()})):  # fmt: skip
         assert not Sealer(policies, _NoKeys()).leaves_unchanged(raw)  # type: ignore[arg-type]
+
+
+def test_the_key_cache_keeps_the_subjects_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At its bound the cache forgets the least recently used key, not every key: a
+    subject active throughout keeps its key while others come and go."""
+    monkeypatch.setattr(shredding, "_MAX_CACHED_KEYS", 3)
+    keys = _Keys()
+    asked: list[str] = []
+    key_for = keys.key_for
+
+    def counted(tenant_id: str, subject: str) -> SubjectKey:
+        asked.append(subject)
+        return key_for(tenant_id, subject)
+
+    monkeypatch.setattr(keys, "key_for", counted)
+    sealer = Sealer(PrivacyPolicies(default=PrivacyPolicy()), keys)
+    for number, user in enumerate(["hot", "a", "hot", "b", "hot", "c", "hot", "d", "hot", "a"]):
+        sealer.seal(_login(f"ev-{number}", user_id=user, user_name=user))
+    # "a" was the least recently used when "c" came, and is read again at the end.
+    assert asked == ["id:hot", "id:a", "id:b", "id:c", "id:d", "id:a"]
