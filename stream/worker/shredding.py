@@ -62,7 +62,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{32}\Z")
 # Subject keys kept in memory: every subject's is one file read away, so a bound costs
 # little and keeps a tenant with millions of users from growing the worker without end.
 # The least recently used goes first: clearing them all at the bound made a tenant with
-# a few more active subjects than it read nearly every key from disk again.
+# more active subjects than that read keys from disk three times as often (PRIVACY.md).
 _MAX_CACHED_KEYS = 100_000
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}\Z")
 
