@@ -65,7 +65,6 @@ def wall(stack: dict[str, Any]) -> dict[str, Any] | None:
         "cpu_us_per_event": costs[role],
         "cores_used": roles[role].get("cores_used"),
         "one_core_ceiling_events_per_s": round(ceiling),
-        "shortfall_vs_target": round(TARGET_EVENTS_PER_S / ceiling, 1),
         "all_components_cpu_us_per_event": round(total, 1),
         "cores_needed_at_target": round(total * TARGET_EVENTS_PER_S / 1e6, 1),
     }
