@@ -67,7 +67,8 @@
  *
  *   UsualPass(reader, admission, header, magic, mark, offer).run(...)
  *       stream/worker/sequencing.py's per-event steps for the usual events of one
- *       envelope (stream/worker/usual_pass.py says which); it stops before any event a
+ *       envelope, or of a run of bare messages (stream/worker/usual_pass.py says which);
+ *       it stops before any event a
  *       step leaves to Python. tests/unit/test_usual_pass.py compares every publish with
  *       the worker handling one event at a time.
  *
@@ -4033,7 +4034,10 @@ static int usual_event(UsualPass *self, PyObject *value, PyObject *const *admit_
 /* run(sequencer, events, start, offset, timestamp, partition, partitions, epoch, observe,
  *     filled, observed, out) -> (next, kind, rest)
  * Handles events[start:] (exact bytes, their indexes their places) of the envelope read at
- * offset while they are usual, appending tenant_id, seq, occurred_at and chained body of
+ * offset while they are usual; or, when offset and timestamp are lists as long as events,
+ * events[start:] as bare messages, each read at its offset with its timestamp (index None:
+ * a run of records, stream/worker/record_runs.py); appending tenant_id, seq, occurred_at
+ * and chained body of
  * each to out, and each occurred_at to observed[tenant_id] (observed: a dict, or None).
  * observe: the guard's observe, or None. filled: the sequencer's list of tenants whose
  * batch filled.
@@ -4046,7 +4050,7 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "run() takes 12 arguments");
         return NULL;
     }
-    PyObject *sequencer = args[0], *events = args[1], *offset = args[3];
+    PyObject *sequencer = args[0], *events = args[1], *offsets = args[3], *times = args[4];
     PyObject *partition = args[5], *epoch = args[7], *observe = args[8], *filled = args[9];
     PyObject *observed = args[10], *out = args[11];
     Py_ssize_t start = PyLong_AsSsize_t(args[2]);
@@ -4056,14 +4060,24 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "run(): exact lists, a dict or None");
         return NULL;
     }
+    int bare = PyList_CheckExact(offsets);
+    if (bare && (!PyList_CheckExact(times) ||
+                 PyList_GET_SIZE(offsets) != PyList_GET_SIZE(events) ||
+                 PyList_GET_SIZE(times) != PyList_GET_SIZE(events))) {
+        PyErr_SetString(PyExc_TypeError, "run(): bare messages need an offset and a "
+                                         "timestamp each");
+        return NULL;
+    }
     Py_ssize_t i = start;
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *value = PyList_GET_ITEM(events, i);
         if (!PyBytes_CheckExact(value)) break;
+        PyObject *offset = bare ? PyList_GET_ITEM(offsets, i) : offsets;
         PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(value));
         if (size == NULL) return NULL;
         Py_INCREF(value);
-        PyObject *admit_args[4] = {size, args[4], partition, args[6]};
+        PyObject *admit_args[4] = {size, bare ? PyList_GET_ITEM(times, i) : times, partition,
+                                   args[6]};
         PyObject *event, *leaf, *index = NULL, *offered = NULL, *body = NULL, *result = NULL;
         int left = 0; /* the offer left it to Python, nothing changed: stop before it */
         int usual = usual_event(self, value, admit_args, &event, &leaf);
@@ -4082,7 +4096,7 @@ static PyObject *usual_run(UsualPass *self, PyObject *const *args, Py_ssize_t na
             goto failed;
         }
         Py_INCREF(tenant), Py_INCREF(at); /* held: observe() runs Python */
-        if ((index = PyLong_FromSsize_t(i)) == NULL) goto held;
+        if ((index = bare ? Py_NewRef(Py_None) : PyLong_FromSsize_t(i)) == NULL) goto held;
         PyObject *offer_args[6] = {sequencer, tenant, event_id, leaf, offset, index};
         offered = PyObject_Vectorcall(self->offer, offer_args, 6, NULL);
         if (offered == NULL) goto held;

@@ -193,6 +193,7 @@ class AdmissionCore:
 
 class UsualPass:
     # stream/worker/sequencing.py's per-event steps for the usual events of an envelope
+    # or of a run of bare messages
     def __init__(
         self,
         reader: FlatReader,
@@ -208,8 +209,8 @@ class UsualPass:
         sequencer: Any,
         events: list[bytes],
         start: int,
-        offset: int,
-        timestamp: int | None,
+        offset: int | list[int],  # a list (and timestamps): bare messages, one each
+        timestamp: int | list[int | None] | None,
         partition: int,
         partitions: int | None,
         epoch: int,

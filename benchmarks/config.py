@@ -134,7 +134,7 @@ def full() -> RunConfig:
             at(AUTHTRAIL, 100, workers=4),  # scaling: 1, 2, 4 workers on 4 partitions
             at(AUTHTRAIL, 100, profile=True),
         ),
-        flood=FloodPlan(tenants=100, good_events=20_000, bad_per_good=1.0),
+        flood=FloodPlan(tenants=100, good_events=200_000, bad_per_good=1.0),
         proof_rows=(1_000_000, 10_000_000),
         store_path_events=200_000,
         memory_minutes=20,

@@ -5,7 +5,9 @@ does) and counts them drains ``--count`` messages already on ``--topic``. The pr
 CPU per message from 10 % of them to the last is Faust's own cost per message (consumer,
 conductor, stream, acks, event loop): the floor under every message the worker handles, a
 rejected one included (docs/RELIABILITY.md § Bad input). ``--loop`` picks asyncio's event
-loop or uvloop (the worker's, :func:`authtrail.stream.worker.app._use_uvloop`).
+loop or uvloop (the worker's, :func:`authtrail.stream.worker.app._use_uvloop`). ``--runs``
+consumes as the worker does: a partition's records in runs, one Faust message per run
+(:mod:`authtrail.stream.worker.record_runs`), the cost then per record.
 
 Writes one JSON object to ``--out`` and exits; a Faust worker has no "stop after N".
 """
@@ -30,6 +32,7 @@ from authtrail.stream.worker.app import (
     TAKE_WITHIN,
     _shorten_fetch_wait,
 )
+from authtrail.stream.worker.record_runs import run_records, use_record_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--runs", action="store_true", help="records in runs, as the worker")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.loop == "uvloop":
@@ -54,12 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         **SHORT_GROUP_TIMEOUTS,  # the local broker, as in the worker's tests and benchmarks
     )
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw")
+    if args.runs:
+        use_record_runs(app, [args.topic])
     state: dict[str, Any] = {"taken": 0, "start": None}
 
     @app.agent(topic)
     async def take(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN):
-            state["taken"] += len(batch)
+            state["taken"] += (
+                sum(len(run_records(event.message)) for event in batch) if args.runs else len(batch)
+            )
             if state["start"] is None and state["taken"] >= args.count // 10:
                 state["start"] = (state["taken"], time.process_time(), time.perf_counter())
             if state["taken"] >= args.count:
@@ -76,6 +84,7 @@ def _finish(args: argparse.Namespace, state: dict[str, Any]) -> None:
     cpu_seconds, seconds = time.process_time() - cpu, time.perf_counter() - wall
     result = {
         "loop": args.loop,
+        "runs": args.runs,
         "messages": messages,
         "cpu_us_per_message": round(cpu_seconds / messages * 1e6, 1) if messages else None,
         "messages_per_cpu_s": round(messages / cpu_seconds) if cpu_seconds else None,

@@ -3,7 +3,8 @@
 Each function runs in a fresh interpreter (:mod:`benchmarks.isolated`) and returns plain
 numbers: raw SHA-256 hashes/s, Avro encodes and decodes/s, ClickHouse (chdb) insert
 rows/s, the Kafka client's raw produce and consume messages/s on the local broker, and
-what a Faust agent that does nothing costs per message (:mod:`benchmarks.faust_floor`).
+what a Faust agent that does nothing costs per message (:mod:`benchmarks.faust_floor`), and
+per record with the records in runs, as the worker consumes them.
 """
 
 from __future__ import annotations
@@ -221,10 +222,14 @@ def kafka(count: int, directory: str) -> dict[str, Any]:
             (time.perf_counter() - first[0], time.process_time() - first[1]) if first else (0, 0)
         )
         consumer.close()
+        loops = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
         faust_floor = {
-            loop: _faust_floor(servers, "raw", count, loop, Path(directory))
-            for loop in ("asyncio", "uvloop")
-            if loop == "asyncio" or importlib.util.find_spec("uvloop") is not None
+            loop + ("+runs" if runs else ""): _faust_floor(
+                servers, "raw", count, loop, runs, Path(directory)
+            )
+            for loop in loops
+            for runs in (False, True)
+            if not runs or loop == loops[-1]  # runs: on the worker's loop
         }
 
         sdk = {
@@ -247,13 +252,16 @@ def kafka(count: int, directory: str) -> dict[str, Any]:
 
 
 def _faust_floor(
-    servers: str, topic: str, count: int, loop: str, directory: Path
+    servers: str, topic: str, count: int, loop: str, runs: bool, directory: Path
 ) -> dict[str, Any]:
     """Faust's own CPU per message on ``loop`` (:mod:`benchmarks.faust_floor`), in a child
-    process: a Faust worker owns its process's event loop."""
-    out, log = directory / f"faust-floor-{loop}.json", directory / f"faust-floor-{loop}.log"
+    process: a Faust worker owns its process's event loop. ``runs``: per record, the
+    records in runs as the worker consumes them."""
+    name = f"faust-floor-{loop}{'-runs' if runs else ''}"
+    out, log = directory / f"{name}.json", directory / f"{name}.log"
     arguments = ["-m", "benchmarks.faust_floor", "--bootstrap-servers", servers, "--topic",
-                 topic, "--count", str(count), "--loop", loop, "--out", str(out)]  # fmt: skip
+                 topic, "--count", str(count), "--loop", loop, "--out", str(out),
+                 *(["--runs"] if runs else [])]  # fmt: skip
     return json_result(start_python(arguments, log), out, log, max(120.0, count / 1000), loop)
 
 

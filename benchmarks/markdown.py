@@ -271,9 +271,12 @@ def limits(results: dict[str, Any]) -> list[str]:
         ["Kafka raw produce (confluent-kafka → tansu)", kafka.get("raw_produce_per_s"), "msgs/s"],
         ["Kafka raw consume (tansu → confluent-kafka)", kafka.get("raw_consume_per_s"), "msgs/s"],
     ]
-    for loop, floor in (kafka.get("faust_floor") or {}).items():
-        rows.append([f"Faust agent doing nothing, {loop} event loop (the worker's floor)",
-                     floor.get("messages_per_cpu_s"), "msgs per CPU-second"])  # fmt: skip
+    for variant, floor in (kafka.get("faust_floor") or {}).items():
+        loop, _, runs = variant.partition("+")
+        what = ("records in runs (the worker's consumer)" if runs
+                else "a Faust message per record (bare messages before runs)")  # fmt: skip
+        rows.append([f"Faust agent doing nothing, {loop} event loop, {what}",
+                     floor.get("messages_per_cpu_s"), "records per CPU-second"])  # fmt: skip
     return table(["what", "measured", "unit"], rows)
 
 

@@ -52,7 +52,8 @@ from authtrail.stream.core.signing_budget import SigningBudget
 from authtrail.stream.detection.decisions import DECISION_ID_PREFIX
 from authtrail.stream.detection.guard import Guard
 from authtrail.stream.detection.lockout_policy import PolicySet
-from authtrail.stream.worker.app import GC_THRESHOLDS, TAKE_MAX, codec
+from authtrail.stream.worker.app import GC_THRESHOLDS, codec
+from authtrail.stream.worker.record_runs import MAX_RUN
 from authtrail.stream.worker.recovery import Recovery
 from authtrail.stream.worker.sequencing import InputRecord, SequencerWorker
 from authtrail.stream.worker.snapshotter import CHAINED
@@ -115,16 +116,26 @@ def workload(count: int, tenants: int, per_envelope: int) -> Load:
     per_partition = [
         [envelopes.encode({"events": values[first : first + per_envelope]})
          for first in range(0, len(values), per_envelope)]
+        if per_envelope else values  # bare: a message per event
         for values in bodies.values()
     ]  # fmt: skip
-    messages: list[Message] = []
-    offsets = [0] * PARTITIONS
-    for row in itertools.zip_longest(*per_partition):
-        for partition, value in enumerate(row):
-            if value is not None:
-                messages.append((partition, offsets[partition], value))
-                offsets[partition] += 1
-    step = min(MESSAGES_PER_TAKE, TAKE_MAX)
+    # The partitions' messages interleaved as a consumer of all four delivers them: one at a
+    # time, or bare events in runs (stream/worker/record_runs.py), a take of
+    # MESSAGES_PER_TAKE runs holding that many runs' records.
+    run = 1 if per_envelope else MAX_RUN
+    chunked = [
+        [[(partition, first + at, value) for at, value in enumerate(values[first : first + run])]
+         for first in range(0, len(values), run)]
+        for partition, values in enumerate(per_partition)
+    ]  # fmt: skip
+    messages: list[Message] = [
+        message
+        for turn in itertools.zip_longest(*chunked)
+        for chunk in turn
+        if chunk is not None
+        for message in chunk
+    ]
+    step = MESSAGES_PER_TAKE * run
     takes = [messages[first : first + step] for first in range(0, len(messages), step)]
     return Load(takes, count)
 
@@ -227,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40_000)
     parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--envelope", type=int, default=500, help="events per envelope")
+    parser.add_argument(
+        "--envelope", type=int, default=500, help="events per envelope; 0: bare messages"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--batch-interval", type=float, default=1.0,

@@ -54,6 +54,7 @@ from authtrail.stream.detection.lockout_policy import PolicySet
 from authtrail.stream.worker import recovery
 from authtrail.stream.worker.forked import can_fork
 from authtrail.stream.worker.publisher import KafkaPublisher
+from authtrail.stream.worker.record_runs import run_records, use_record_runs
 from authtrail.stream.worker.sequencing import DEAD_LETTER as DEAD_LETTER_ROLE
 from authtrail.stream.worker.sequencing import (
     EVENTS,
@@ -172,6 +173,7 @@ def create_app(
         "partitions": settings.partitions,
     }
     events = app.topic(settings.events_topic, **raw)
+    use_record_runs(app, [settings.events_topic])  # Faust's cost per run, not per record
     publisher = KafkaPublisher(
         settings.bootstrap_servers,
         {
@@ -261,7 +263,9 @@ def create_app(
     @app.agent(events, name="sequencer")
     async def sequence(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN):
-            await worker.process([_input_record(event) for event in batch])
+            await worker.process(
+                [_input_record(record) for event in batch for record in run_records(event.message)]
+            )
 
     @app.timer(interval=max(settings.batch_interval_ms / 4000, 0.05))  # type: ignore[untyped-decorator]
     async def close_due_batches() -> None:
@@ -362,15 +366,15 @@ def _use_uvloop() -> None:
     mode.loop.use("uvloop")
 
 
-def _input_record(event: Any) -> InputRecord:
-    message = event.message
-    timestamp = getattr(message, "timestamp", None)
+def _input_record(record: Any) -> InputRecord:
+    """``record``: an aiokafka ``ConsumerRecord`` (its timestamp in milliseconds)."""
+    timestamp = record.timestamp
     return InputRecord(
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value or b"",  # a tombstone is bad input, rejected like any other
-        timestamp_micros=int(timestamp * 1_000_000) if timestamp else None,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value or b"",  # a tombstone is bad input, rejected like any other
+        timestamp_micros=timestamp * 1000 if timestamp else None,
     )
 
 

@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from authtrail.errors import (
     ConfigurationError,
@@ -164,6 +164,14 @@ class InputRecord:
     timestamp_micros: int | None = None
 
 
+class _BareRun(NamedTuple):
+    """Bare records at consecutive offsets of one partition, with the C loop's lists."""
+
+    records: Sequence[InputRecord]
+    offsets: list[int]
+    times: list[int | None]
+
+
 class SequencerWorker:
     """Holds one :class:`Sequencer` per owned input partition and publishes its output."""
 
@@ -278,18 +286,27 @@ class SequencerWorker:
         """Sequence ``records`` (in partition order) and wait until every output is stored."""
         async with self._lock:
             closed: list[tuple[int, SignedCheckpoint]] = []
-            for record in records:
+            at, count = 0, len(records)
+            while at < count:
+                record = records[at]
                 sequencer = self._sequencers.get(record.partition)
                 if sequencer is None:
                     sequencer = await self._recovered_sequencer(record.partition)
                 expected = self._next_offset.get(record.partition)
                 if expected is None or record.offset != expected:
                     pending = await self._in_order(record, expected)
+                elif self._usual is not None and self._bare(record):
+                    end = self._bare_run_end(records, at)
+                    self._handle_bare(self._usual, sequencer, records[at:end], closed)
+                    self._next_offset[record.partition] = records[end - 1].offset + 1
+                    at = end
+                    continue
                 else:
                     pending = [record]
                 for item in pending:
                     self._handle_all(sequencer, item, *self._events_of(sequencer, item), closed)
                 self._next_offset[record.partition] = record.offset + 1
+                at += 1
             await self._flush()  # the records, before any checkpoint that covers them
             self._report_observed()
             for partition, signed in closed:
@@ -476,12 +493,30 @@ class SequencerWorker:
                        _spans(holes))  # fmt: skip
         return [*missing, record]
 
+    def _bare(self, record: InputRecord) -> bool:
+        """Whether ``record`` is a bare event (anything but an envelope)."""
+        header = self._envelope_header
+        return header is None or record.value[: len(header)] != header
+
+    def _bare_run_end(self, records: Sequence[InputRecord], start: int) -> int:
+        """Where the bare records that follow ``records[start]`` at the next offsets of its
+        partition end (a run of the consumer's, stream/worker/record_runs.py)."""
+        partition, offset = records[start].partition, records[start].offset
+        end = start + 1
+        while (
+            end < len(records)
+            and records[end].partition == partition
+            and records[end].offset == offset + end - start
+            and self._bare(records[end])
+        ):
+            end += 1
+        return end
+
     def _events_of(self, sequencer: Sequencer, record: InputRecord) -> tuple[list[bytes], bool]:
         """The events of input ``record`` and whether it is an envelope: itself when it is
         a bare event; an envelope's events (their indexes their places). An envelope that
         cannot be unpacked is rejected whole here (index None) and yields nothing."""
-        header = self._envelope_header
-        if header is None or record.value[: len(header)] != header:
+        if self._bare(record):
             return [record.value], False
         if sequencer.handled(record.offset, None):
             return [], True  # every event of it was handled before a restart: skip the decode
@@ -536,19 +571,42 @@ class SequencerWorker:
             if full:  # rarely: no list built per event
                 closed += [(record.partition, sequencer.close_batch(tenant)) for tenant in full]
 
+    def _handle_bare(
+        self, usual: UsualPass, sequencer: Sequencer, run: Sequence[InputRecord],
+        closed: list[tuple[int, SignedCheckpoint]],
+    ) -> None:  # fmt: skip
+        """Handle ``run``, bare records at consecutive offsets of one partition, as
+        :meth:`_handle_all` would one at a time: the usual ones in C, together."""
+        values = [record.value for record in run]
+        bare = _BareRun(
+            run, [record.offset for record in run], [record.timestamp_micros for record in run]
+        )
+        at, count = 0, len(run)
+        while at < count:
+            at, stopped = self._run_usual(usual, sequencer, run[0], values, at, bare)
+            if stopped == STOPPED and at < count:  # run[at] is Python's
+                self._handle_all(sequencer, run[at], [values[at]], False, closed)
+                at += 1
+            full = sequencer.full_batches()
+            if full:
+                closed += [(run[0].partition, sequencer.close_batch(tenant)) for tenant in full]
+
     def _run_usual(
         self, usual: UsualPass, sequencer: Sequencer, record: InputRecord, values: list[bytes],
-        start: int,
+        start: int, bare: _BareRun | None = None,
     ) -> tuple[int, int]:  # fmt: skip
         """Handle the usual events of envelope ``record`` from ``values[start]`` on in C
-        (usual_pass.py) and finish what the loop leaves; returns where it stopped and why."""
+        (usual_pass.py) and finish what the loop leaves; returns where it stopped and why.
+        ``bare``: ``values`` are those bare records of ``record``'s partition instead."""
         partition = record.partition
         guard = self._guards.get(partition)
         observed = self._observed.setdefault(partition, {}) if self.observer is not None else None
         out: list[Any] = []
+        offset: int | list[int] = record.offset if bare is None else bare.offsets
+        timestamp = record.timestamp_micros if bare is None else bare.times
         at, stopped, rest = usual.run(
-            sequencer, values, start, record.offset, record.timestamp_micros, partition,
-            self._partitions, self._epochs[partition], guard.observe if guard is not None else None,
+            sequencer, values, start, offset, timestamp, partition, self._partitions,
+            self._epochs[partition], guard.observe if guard is not None else None,
             sequencer.filled, observed, out,
         )  # fmt: skip
         if out:
@@ -558,7 +616,12 @@ class SequencerWorker:
                 self._publish_decision(partition, decision)
         elif stopped == UNSPLICED:  # sequenced; the chained body is the codec's to write
             event, link = rest
-            self._publish_sequenced(sequencer, record, values[at - 1], at - 1, event, link)
+            last = at - 1
+            if bare is None:
+                self._publish_sequenced(sequencer, record, values[last], last, event, link)
+            else:
+                self._publish_sequenced(sequencer, bare.records[last], values[last], None, event,
+                                        link)  # fmt: skip
         return at, stopped
 
     def _handle(

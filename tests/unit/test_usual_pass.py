@@ -5,11 +5,14 @@ Random envelopes mix the usual event with everything the loop must leave to Pyth
 after: duplicates and conflicts, undecodable bytes, another schema's fingerprint, reserved
 services and event ids, an oversized event, values holding the sealed prefix, tenants seen
 for the first time (a tenant log to make), batches that fill inside an envelope, lockouts that
-make the guard decide, bare messages and the decisions fed back as input.
+make the guard decide, bare messages and the decisions fed back as input. Runs of bare
+messages (the consumer's, stream/worker/record_runs.py) go through the same loop, each with
+its own offset and timestamp.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -25,6 +28,7 @@ from authtrail.stream.worker import sequencing
 from authtrail.stream.worker.admission import Limits, admission_core, check_event
 from authtrail.stream.worker.app import codec
 from authtrail.stream.worker.sequencing import EVENTS as EVENTS_ROLE
+from authtrail.stream.worker.sequencing import InputRecord
 from authtrail.stream.worker.usual_pass import (
     DECIDED,
     FILLED,
@@ -173,6 +177,59 @@ def test_the_loop_publishes_what_the_worker_publishes_one_event_at_a_time(seed: 
     # Most events went through the loop, and it stopped for each reason it has.
     assert counted.sequenced > python.worker.counters.sequenced // 2
     assert {STOPPED, FILLED} <= set(counted.stops)
+
+
+def _bare_inputs(seed: int) -> tuple[list[bytes], list[int]]:
+    """Bare messages (every 20th input an envelope) and each one's timestamp: a tenth of
+    them stamped two days before their event, which admission then rejects as from the
+    future, so a timestamp read for the wrong record changes what is published."""
+    rng = random.Random(seed)
+    tenants = ["acme", "globex", "initech"]
+    inputs: list[bytes] = []
+    times: list[int] = []
+    sent: list[dict[str, Any]] = []
+    for n in range(1, 400):
+        event = _event(rng, n, tenants)
+        if rng.random() < 0.1:
+            value = _unusual(rng, n, event, sent)
+        else:
+            sent.append(event)
+            value = EVENTS.encode(event)
+        if n % 20 == 0:
+            value = ENVELOPES.encode({"events": [value, EVENTS.encode(_event(rng, -n, tenants))]})
+        inputs.append(value)
+        skew = 2 * 86_400_000_000 if rng.random() < 0.1 else 0
+        times.append(event["occurred_at"] - skew)
+    return inputs, times
+
+
+def _run_stamped(harness: Harness, times: list[int]) -> None:
+    """The inputs as one take of partition 2, each with its timestamp, then the decisions."""
+    records = [InputRecord(2, offset, b"acme", value, times[offset])
+               for offset, value in enumerate(harness.inputs)]  # fmt: skip
+    asyncio.run(harness.worker.process(records))
+    decisions = [value for role, _, value, _ in harness.raw if role == EVENTS_ROLE]
+    if decisions:
+        harness.inputs += [ENVELOPES.encode({"events": decisions})]
+        harness.run([len(harness.inputs) - 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_run_of_bare_messages_publishes_what_the_worker_publishes_one_at_a_time(
+    seed: int,
+) -> None:
+    inputs, times = _bare_inputs(seed)
+    python, _ = _harness(list(inputs), native=False)
+    native, counted = _harness(list(inputs), native=True)
+    _run_stamped(python, times)
+    _run_stamped(native, times)
+    assert native.raw == python.raw
+    assert native.worker.counters == python.worker.counters
+    assert native.worker.rejected_by_kind == python.worker.rejected_by_kind
+    assert python.worker.rejected_by_kind["absurd_timestamp"] > 0  # the skewed timestamps
+    assert native.worker.observer.calls == python.worker.observer.calls  # type: ignore[union-attr]
+    assert counted is not None
+    assert counted.sequenced > python.worker.counters.sequenced // 2
 
 
 def test_the_loop_stops_for_the_guards_decisions() -> None:
