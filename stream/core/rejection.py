@@ -42,7 +42,11 @@ FIELD_TYPES: dict[str, bytes] = {
     "source_topic": b"s",
     "tenant_id": b"s",
 }
-_ORDER = sorted(FIELD_TYPES, key=lambda name: name.encode("ascii"))
+# (name, type, the field's framing before its value) in leaf order.
+_FIELDS = [
+    (name, FIELD_TYPES[name], length_prefixed(name.encode("ascii")) + FIELD_TYPES[name])
+    for name in sorted(FIELD_TYPES, key=lambda name: name.encode("ascii"))
+]
 _REQUIRED = ("original", "reason", "error_kind", "source_topic", "source_partition",
              "source_offset", "rejected_at")  # fmt: skip
 
@@ -66,11 +70,10 @@ def rejection_leaf(rejection: Mapping[str, bytes | str | int | None]) -> bytes:
     wrong type or text that is not valid Unicode.
     """
     parts = [MAGIC]
-    for name in _ORDER:
+    for name, kind, header in _FIELDS:
         value = rejection.get(name)
         if value is None:
             continue
-        kind = FIELD_TYPES[name]
         if kind == b"b" and isinstance(value, bytes | bytearray | memoryview):
             data = bytes(value)
         elif kind == b"s" and isinstance(value, str):
@@ -81,7 +84,7 @@ def rejection_leaf(rejection: Mapping[str, bytes | str | int | None]) -> bytes:
             raise InvalidArgumentError(
                 f"rejection field {name!r}: {type(value).__name__} is not of type {kind.decode()}"
             )
-        parts.append(length_prefixed(name.encode("ascii")) + kind + length_prefixed(data))
+        parts += (header, length_prefixed(data))
     missing = [name for name in _REQUIRED if rejection.get(name) is None]
     if missing:
         raise InvalidArgumentError(f"rejection field {missing[0]!r} is missing")

@@ -936,22 +936,24 @@ class SequencerWorker:
         where = f"{record.offset}" if index is None else f"{record.offset}#{index}"
         self._rejections_log.warning(kind, "rejected %s[%d]@%s: %s: %s", self._events_topic,
                                      record.partition, where, kind, reason)  # fmt: skip
-        self._publish(DEAD_LETTER, record.key, self._dead_letter_codec.encode(rejection),
-                      record.partition)  # fmt: skip
-        self._publish_rejection(record, chain_tenant, rejection, link)
+        dead_letter = self._dead_letter_codec.encode(rejection)
+        self._publish(DEAD_LETTER, record.key, dead_letter, record.partition)
+        self._publish_rejection(record, chain_tenant, rejection, link, dead_letter)
 
     def _publish_rejection(
         self, record: InputRecord, chain_tenant: str, rejection: dict[str, Any],
-        link: ChainLink,
+        link: ChainLink, dead_letter: bytes | None = None,
     ) -> None:  # fmt: skip
-        chained = {
-            "rejection": rejection,
-            "chain_tenant_id": chain_tenant,
-            **self._link_fields(record, link),
-        }
+        """Publish ``rejection`` chained at ``link``. ``dead_letter``: the same rejection as
+        published on the dead-letter topic, whose body is the chained record's first field
+        as it stands (not encoded twice: with fastavro the nested record cost ~2x both)."""
+        body = None if dead_letter is None else self._dead_letter_codec.current_body(dead_letter)
+        if body is None:
+            body = self._dead_letter_codec.encode_body(rejection)
+        rest = {"chain_tenant_id": chain_tenant, **self._link_fields(record, link)}
         self._emit_batch(record.partition)  # the records sequenced before it go first
-        self._publish(CHAINED, chain_tenant.encode(), self._rejection_codec.encode(chained),
-                      record.partition)  # fmt: skip
+        value = self._rejection_codec.encode_spliced(body, rest)
+        self._publish(CHAINED, chain_tenant.encode(), value, record.partition)
 
     async def _snapshot_due(self) -> None:
         """Snapshot the partition most overdue; call right after a flush (all outputs

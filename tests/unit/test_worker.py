@@ -268,6 +268,21 @@ def test_rejections_are_chained_in_the_partitions_rejection_log_and_signed() -> 
     assert b"authtrail-rejected-2" in keys
 
 
+def test_a_chained_rejection_is_its_schemas_own_encoding_of_the_dead_letter() -> None:
+    """The worker splices the dead letter's body into the chained rejection: the bytes are
+    what the rejection codec writes for the decoded record, the dead letter's included."""
+    envelope = codec(EVENT_ENVELOPE).encode({"events": [_event(0), b"\xc3\x01" + bytes(8)]})
+    inputs = [b"\x00garbage", b"", envelope, _event(3, event_id=" bad"), "é".encode() * 40]
+    harness = Harness(inputs)
+    harness.run(list(range(len(inputs))))
+    values = [v for r, _, v, _ in harness.published if r == CHAINED and _is_rejection(v)]
+    dead = [v for r, _, v, _ in harness.published if r == DEAD_LETTER_ROLE]
+    assert len(values) == len(dead) == 4
+    for value, letter in zip(values, dead, strict=True):
+        assert REJECTIONS.encode(REJECTIONS.decode(value)) == value
+        assert REJECTIONS.decode(value)["rejection"] == codec(DEAD_LETTER).decode(letter)
+
+
 def test_a_rejection_replayed_after_a_restart_is_not_chained_or_dead_lettered_again() -> None:
     inputs = [_event(0), b"\x00garbage", b"\x00junk", _event(3)]
     first = Harness(inputs)
