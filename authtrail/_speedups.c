@@ -68,9 +68,8 @@
  *   UsualPass(reader, admission, header, magic, mark, offer).run(...)
  *       stream/worker/sequencing.py's per-event steps for the usual events of one
  *       envelope, or of a run of bare messages (stream/worker/usual_pass.py says which);
- *       it stops before any event a
- *       step leaves to Python. tests/unit/test_usual_pass.py compares every publish with
- *       the worker handling one event at a time.
+ *       it stops before any event a step leaves to Python. tests/unit/test_usual_pass.py
+ *       compares every publish with the worker handling one event at a time.
  *
  * tests/unit/test_speedups.py compares the others with the Python code on generated,
  * mutated and hand-made inputs.
@@ -4036,9 +4035,9 @@ static int usual_event(UsualPass *self, PyObject *value, PyObject *const *admit_
  * Handles events[start:] (exact bytes, their indexes their places) of the envelope read at
  * offset while they are usual; or, when offset and timestamp are lists as long as events,
  * events[start:] as bare messages, each read at its offset with its timestamp (index None:
- * a run of records, stream/worker/record_runs.py); appending tenant_id, seq, occurred_at
- * and chained body of
- * each to out, and each occurred_at to observed[tenant_id] (observed: a dict, or None).
+ * a run of records, stream/worker/record_runs.py). Appends tenant_id, seq, occurred_at and
+ * chained body of each to out, and each occurred_at to observed[tenant_id] (observed: a
+ * dict, or None).
  * observe: the guard's observe, or None. filled: the sequencer's list of tenants whose
  * batch filled.
  * Stops with (next, USUAL_STOPPED, None) before an event it leaves to Python (next ==
