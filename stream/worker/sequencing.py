@@ -185,8 +185,8 @@ class SequencerWorker:
         event_codec: Codec,
         chained_codec: SingleObjectCodec,
         checkpoint_codec: Codec,
-        dead_letter_codec: Codec,
-        rejection_codec: Codec,
+        dead_letter_codec: SingleObjectCodec,
+        rejection_codec: SingleObjectCodec,
         events_topic: str,
         new_guard: Callable[[], Guard] | None = None,
         limits: Limits | None = None,
@@ -947,7 +947,9 @@ class SequencerWorker:
         """Publish ``rejection`` chained at ``link``. ``dead_letter``: the same rejection as
         published on the dead-letter topic, whose body is the chained record's first field
         as it stands (not encoded twice: with fastavro the nested record cost ~2x both)."""
-        body = None if dead_letter is None else self._dead_letter_codec.current_body(dead_letter)
+        body: bytes | memoryview | None = None
+        if dead_letter is not None:
+            body = self._dead_letter_codec.current_body(dead_letter)
         if body is None:
             body = self._dead_letter_codec.encode_body(rejection)
         rest = {"chain_tenant_id": chain_tenant, **self._link_fields(record, link)}
